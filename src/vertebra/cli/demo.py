@@ -1,0 +1,82 @@
+"""``vertebra demo``: an embedded SQLite registry with demo accounts, served on localhost."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import time
+import webbrowser
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from vertebra.cli.errors import CliError
+from vertebra.cli.server import django_setup, ensure_port_free, run_gunicorn
+from vertebra.config import default_data_dir
+
+HOST = "127.0.0.1"
+
+
+def prepare_environment(data_dir: Path, reset: bool) -> Path:
+    """Point the settings at the demo database in ``data_dir`` and return its path.
+
+    The demo secret is random per data folder and kept beside the database so sessions
+    survive a restart. ``reset`` deletes the database first.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database = data_dir / "demo.sqlite3"
+    if reset:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+        shutil.rmtree(data_dir / "static", ignore_errors=True)
+    secret_file = data_dir / "demo-secret.txt"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(50))
+        secret_file.chmod(0o600)
+    os.environ["VERTEBRA_ENV"] = "demo"
+    os.environ["DATABASE_URL"] = f"sqlite:///{database}"
+    os.environ["SECRET_KEY"] = secret_file.read_text().strip()
+    os.environ.setdefault("DEBUG", "false")
+    os.environ.setdefault("VERTEBRA_DATA_DIR", str(data_dir))
+    return database
+
+
+def print_welcome(console: Console, url: str, logins: list[tuple[str, str, str]]) -> None:
+    """Print where the demo runs and which accounts to use."""
+    console.print(f"\n[bold green]Vertebra demo is running at {url}[/]")
+    table = Table(title="Demo logins (local demo only)")
+    table.add_column("Role")
+    table.add_column("Username")
+    table.add_column("Password")
+    for role, username, password in logins:
+        table.add_row(role, username, password)
+    console.print(table)
+    console.print("Press Ctrl+C to stop.\n")
+
+
+def run_demo(*, port: int, patients: int, open_browser: bool, reset: bool) -> None:
+    """Prepare the demo database and accounts, then serve until interrupted."""
+    console = Console(stderr=False)
+    if patients < 0:
+        raise CliError("--patients must be zero or more")
+    ensure_port_free(HOST, port)
+    data_dir = default_data_dir(os.environ)
+    started = time.monotonic()
+    database = prepare_environment(data_dir, reset)
+    django_setup()
+    from django.core.management import call_command
+
+    from vertebra.web.services.demo import ensure_demo_accounts
+
+    console.print(f"Using demo database {database}")
+    call_command("migrate", interactive=False, verbosity=0)
+    logins = ensure_demo_accounts()
+    url = f"http://{HOST}:{port}/"
+    console.print(f"Ready in {time.monotonic() - started:.1f} s.")
+    print_welcome(console, url, [(login.role, login.username, login.password) for login in logins])
+    if open_browser:
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    run_gunicorn(host=HOST, port=port, workers=2, threads=4, quiet=True)

@@ -1,0 +1,203 @@
+"""Django settings for Vertebra, read from the environment (see README "Configuration").
+
+VERTEBRA_ENV selects the profile: ``development`` (default), ``demo``, ``test`` or
+``production``. Production refuses to start with DEBUG on or without a real SECRET_KEY.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from vertebra.config import (
+    INSECURE_DEFAULT_SECRET,
+    ConfigurationError,
+    current_env,
+    database_from_url,
+    default_data_dir,
+    environment_name,
+    read_bool,
+    read_int,
+    read_list,
+)
+
+_env = current_env()
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+try:
+    VERTEBRA_ENV = environment_name(_env)
+    PRODUCTION = VERTEBRA_ENV == "production"
+    DEBUG = read_bool(_env, "DEBUG", default=VERTEBRA_ENV == "development")
+    DATA_DIR = default_data_dir(_env)
+    _default_db_url = f"sqlite:///{DATA_DIR / 'vertebra.sqlite3'}"
+    _database = database_from_url(_env.get("DATABASE_URL") or _default_db_url)
+    SESSION_COOKIE_AGE = read_int(_env, "SESSION_COOKIE_AGE", 30 * 60)
+    EMAIL_PORT = read_int(_env, "EMAIL_PORT", 25)
+    EMAIL_USE_TLS = read_bool(_env, "EMAIL_USE_TLS", default=False)
+    ALLOWED_HOSTS = read_list(
+        _env,
+        "ALLOWED_HOSTS",
+        [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"],
+    )
+    SECURE_SSL_REDIRECT = read_bool(_env, "SECURE_SSL_REDIRECT", default=PRODUCTION)
+except ConfigurationError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
+SECRET_KEY = _env.get("SECRET_KEY", "") or ("" if PRODUCTION else INSECURE_DEFAULT_SECRET)
+
+if PRODUCTION:
+    if DEBUG:
+        raise ImproperlyConfigured(
+            "DEBUG must be off in production (unset DEBUG or set DEBUG=false)"
+        )
+    if not SECRET_KEY or SECRET_KEY == INSECURE_DEFAULT_SECRET or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set to a random value of at least 50 characters in production"
+        )
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("ALLOWED_HOSTS must list this site's host names in production")
+
+DATABASES = {"default": _database.settings}
+DATABASE_DESCRIPTION = _database.description
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "axes",
+    "ninja",
+    "vertebra.web",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "vertebra.web.middleware.SecurityHeadersMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "vertebra.urls"
+WSGI_APPLICATION = "vertebra.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "vertebra.web.context_processors.site",
+            ],
+        },
+    },
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# Argon2id first: new and upgraded hashes use it (OWASP ASVS 2.4).
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Brute-force protection: lock a username+IP pair after 5 failures for one hour.
+AXES_FAILURE_LIMIT = read_int(_env, "AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = 1
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_ENABLED = read_bool(_env, "AXES_ENABLED", default=True)
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+# Staff sessions expire after 30 idle minutes (sliding) and when the browser closes.
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_HTTPONLY = True
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PRODUCTION else None
+SECURE_HSTS_SECONDS = 31_536_000 if PRODUCTION else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+SECURE_HSTS_PRELOAD = PRODUCTION
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = _env.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+# Only production collects static files; elsewhere whitenoise serves from the app folders.
+_static_root = _env.get("STATIC_ROOT") or (str(DATA_DIR / "static") if PRODUCTION else "")
+STATIC_ROOT = Path(_static_root) if _static_root else None
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+# Outside production whitenoise serves straight from the app folders: no collectstatic step.
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = DEBUG
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+EMAIL_BACKEND = _env.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if PRODUCTION or _env.get("EMAIL_HOST")
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = _env.get("EMAIL_HOST", "localhost")
+EMAIL_HOST_USER = _env.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = _env.get("EMAIL_HOST_PASSWORD", "")
+DEFAULT_FROM_EMAIL = _env.get("DEFAULT_FROM_EMAIL", "Vertebra <no-reply@localhost>")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _env.get("LOG_LEVEL", "INFO")},
+    "loggers": {"axes": {"level": "WARNING"}},
+}

@@ -1,0 +1,13 @@
+"""Top-level URL map: public pages, staff login, admin and the JSON API."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from vertebra.web.api import api
+
+urlpatterns = [
+    path("", include("vertebra.web.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+]

@@ -1,0 +1,28 @@
+"""The JSON API root (django-ninja). Feature modules add their routers here."""
+
+from ninja import NinjaAPI, Schema
+
+from vertebra import __version__
+
+api = NinjaAPI(
+    title="Vertebra API",
+    version="1",
+    description=(
+        "Outcomes registry and decision support for regenerative therapy of chronic low back "
+        "pain. Public endpoints are read-only; patient data needs a token (see docs)."
+    ),
+    urls_namespace="api-v1",
+)
+
+
+class VersionOut(Schema):
+    """What the server runs."""
+
+    name: str
+    version: str
+
+
+@api.get("/version", response=VersionOut, tags=["meta"], summary="Server name and version")
+def version(request: object) -> VersionOut:
+    """Return the product name and version (public)."""
+    return VersionOut(name="vertebra", version=__version__)

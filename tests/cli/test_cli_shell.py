@@ -1,0 +1,150 @@
+"""The real ``vertebra`` command as a subprocess: help, usage errors, demo and serve."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, run_cli
+
+SUBCOMMANDS = ["demo", "serve", "worker", "score", "instruments", "screen"]
+
+
+def test_root_help_lists_every_command() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in [*SUBCOMMANDS, "manage"]:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command: str) -> None:
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"Usage: vertebra {command}" in result.stdout
+
+
+def test_manage_passes_help_through_to_django() -> None:
+    result = run_cli("manage", "--help")
+    assert result.returncode == 0
+    assert "migrate" in result.stdout
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.stdout.strip() == "vertebra 0.1.0"
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["demo", "--nope"], ["demo", "--port", "abc"]])
+def test_usage_errors_are_one_line_and_exit_2(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "error:" in lines[0]
+
+
+def test_worker_stub_says_no_jobs_exist_yet() -> None:
+    result = run_cli("worker")
+    assert result.returncode == 0
+    assert "no background jobs exist yet" in result.stderr
+
+
+def test_demo_refuses_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_cli(
+            "demo", "--no-browser", "--port", str(port), env={"VERTEBRA_DATA_DIR": str(tmp_path)}
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"vertebra: error: port {port} on 127.0.0.1 is already in use; stop the other program "
+        "or choose another port with --port"
+    )
+
+
+def _wait_for(url: str, process: subprocess.Popen[str], deadline_s: float) -> bytes:
+    """Poll ``url`` until it answers 200 or the process dies or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early: {process.communicate()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return bytes(response.read())
+        except OSError as exc:
+            last_error = exc
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in {deadline_s} s: {last_error}")
+
+
+def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vertebra", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[str, str]:
+    process.terminate()
+    try:
+        return process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
+
+
+@pytest.mark.slow
+def test_demo_serves_home_page_and_restarts_quickly(tmp_path: Path) -> None:
+    env = {"VERTEBRA_DATA_DIR": str(tmp_path), "DATABASE_URL": ""}
+    port = free_port()
+    process = _start(["demo", "--no-browser", "--port", str(port)], env)
+    try:
+        body = _wait_for(f"http://127.0.0.1:{port}/", process, deadline_s=60)
+        assert b"Honest outcomes for stem cell therapy" in body
+        assert (tmp_path / "demo.sqlite3").exists()
+    finally:
+        out, _err = _stop(process)
+    assert f"http://127.0.0.1:{port}/" in out
+    assert "clinician" in out and "vertebra-demo-2026" in out
+
+    # Second run reuses the database: it must be up within seconds.
+    port = free_port()
+    started = time.monotonic()
+    process = _start(["demo", "--no-browser", "--port", str(port)], env)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", process, deadline_s=30)
+        assert time.monotonic() - started < 15
+    finally:
+        _stop(process)
+
+
+@pytest.mark.slow
+def test_demo_reset_recreates_the_database(tmp_path: Path) -> None:
+    database = tmp_path / "demo.sqlite3"
+    database.write_bytes(b"not a database")
+    port = free_port()
+    process = _start(
+        ["demo", "--no-browser", "--reset", "--port", str(port)],
+        {"VERTEBRA_DATA_DIR": str(tmp_path), "DATABASE_URL": ""},
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", process, deadline_s=60)
+        assert database.read_bytes()[:15] == b"SQLite format 3"
+    finally:
+        _stop(process)

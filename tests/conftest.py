@@ -1,0 +1,111 @@
+"""Shared fixtures: subprocess helpers for the real CLI, and the browser harness."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS_DIR = Path(os.environ.get("VERTEBRA_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
+CHROMIUM = os.environ.get("VERTEBRA_CHROMIUM", "/usr/bin/chromium")
+# Flags for a root, offline, headless machine: no sandbox (root), no calls home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m vertebra ARGS`` as a real subprocess and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "vertebra", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=input_text,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli() -> Any:
+    """The ``run_cli`` helper as a fixture."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Folder for screenshots and other files a person may want to look at after a run."""
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS_DIR
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """A headless Debian Chromium driven by Playwright, shared by the session's tests.
+
+    In CI a missing Chromium is a failure, not a skip: CI must run every browser test.
+    """
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium not found at {CHROMIUM}; install Debian's chromium package"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    # Playwright's sync API runs an event loop in this thread; Django's ORM, used by the
+    # live server and fixtures in the same process, must be told that is fine here.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context and page (desktop size) per test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    new_page = context.new_page()
+    yield new_page
+    context.close()
+
+
+@pytest.fixture
+def phone_page(browser: Any) -> Iterator[Any]:
+    """A fresh phone-sized page (390 × 844, touch) per test."""
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    new_page = context.new_page()
+    yield new_page
+    context.close()
