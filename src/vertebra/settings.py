@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "axes",
     "ninja",
     "vertebra.web",
+    "vertebra.registry",
 ]
 
 MIDDLEWARE = [

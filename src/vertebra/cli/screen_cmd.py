@@ -1,7 +1,81 @@
-"""Placeholder: commands are registered here by their owning feature."""
+"""``vertebra screen FILE.json``: evaluate screening facts and print the result as JSON.
+
+``FILE`` is a path or ``-`` for standard input. ``--schema`` prints the facts JSON Schema instead.
+Malformed JSON and invalid facts end with one line on stderr and exit code 2 (via
+:class:`CliError`, which the root app turns into that line), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import typer
 
+from vertebra.cli.errors import CliError
+
+SCREEN_HELP = (
+    "Screen one person for regenerative therapy of chronic low back pain. FILE is a JSON "
+    "object of facts (a path, or - for standard input); every fact is optional. Prints the "
+    "verdict, the rules that fired, the missing facts and the rule-set version as JSON."
+)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root CLI app."""
+    """Add the ``screen`` command to the root CLI app."""
+    app.command(name="screen", help=SCREEN_HELP)(screen)
+
+
+def screen(
+    file: str | None = typer.Argument(
+        None, metavar="FILE", help="Facts JSON file, or - to read standard input."
+    ),
+    schema: bool = typer.Option(
+        False, "--schema", help="Print the JSON Schema of the facts and exit."
+    ),
+    indent: int = typer.Option(2, min=0, max=8, help="JSON indentation (0 = one line)."),
+) -> None:
+    """Evaluate FILE and print the screening result (see SCREEN_HELP)."""
+    # Imported here so that other commands do not pay for loading the rule set.
+    from vertebra.core.screening import InvalidFactsError, evaluate, facts_json_schema
+
+    if schema:
+        _print_json(facts_json_schema(), indent)
+        return
+    if file is None:
+        raise CliError("screen: give a facts FILE (or - for stdin), or --schema")
+    facts = _read_json(file)
+    if not isinstance(facts, dict):
+        raise CliError(f"screen: {_name(file)}: facts must be a JSON object")
+    try:
+        result = evaluate(facts)
+    except InvalidFactsError as exc:
+        raise CliError(f"screen: {_name(file)}: invalid facts: {exc}") from None
+    _print_json(result.to_dict(), indent)
+
+
+def _read_json(file: str) -> object:
+    """Read and parse ``file`` (``-`` = stdin); any read or parse problem is a CliError."""
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CliError(f"screen: cannot read {_name(file)}: {reason}") from None
+    try:
+        # NaN and Infinity are not JSON; refuse them here rather than let them reach the rules.
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise CliError(f"screen: {_name(file)} is not valid JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _name(file: str) -> str:
+    return "stdin" if file == "-" else file
+
+
+def _print_json(data: object, indent: int) -> None:
+    typer.echo(json.dumps(data, indent=indent or None, ensure_ascii=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from vertebra.cli.errors import CliError
@@ -20,6 +21,12 @@ def django_setup() -> None:
         django.setup()
     except ImproperlyConfigured as exc:
         raise CliError(f"configuration error: {exc}") from None
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3") and str(database["NAME"]) != ":memory:":
+        # A first run on a new machine: the per-user data folder may not exist yet.
+        Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 
 
 def ensure_port_free(host: str, port: int) -> None:

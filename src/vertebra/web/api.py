@@ -3,6 +3,7 @@
 from ninja import NinjaAPI, Schema
 
 from vertebra import __version__
+from vertebra.web.api_public import learn_router, screening_router
 
 api = NinjaAPI(
     title="Vertebra API",
@@ -26,3 +27,7 @@ class VersionOut(Schema):
 def version(request: object) -> VersionOut:
     """Return the product name and version (public)."""
     return VersionOut(name="vertebra", version=__version__)
+
+
+api.add_router("/learn", learn_router)
+api.add_router("/screening", screening_router)

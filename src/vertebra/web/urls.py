@@ -1,10 +1,17 @@
-"""URLs of the public web shell."""
+"""URLs of the public web shell: home, knowledge base, self-assessment."""
 
 from django.urls import path
 
-from vertebra.web import views
+from vertebra.web import assess_views, learn_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("learn/", learn_views.index, name="learn"),
+    path("learn/treatments/compare/", learn_views.comparison, name="learn-compare"),
+    path("learn/<path:path>/", learn_views.page, name="learn-page"),
+    path("assess/", assess_views.intro, name="assess"),
+    path("assess/result/", assess_views.result, name="assess-result"),
+    path("assess/restart/", assess_views.restart, name="assess-restart"),
+    path("assess/<slug:slug>/", assess_views.step, name="assess-step"),
 ]

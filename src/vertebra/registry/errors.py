@@ -1,0 +1,54 @@
+"""Errors raised by registry services and selectors.
+
+Every message is plain language fit to show to the staff member who caused it: it says what was
+refused and why, and never contains another clinic's data. Field-level input errors are Django's
+:class:`~django.core.exceptions.ValidationError` (a dict keyed by field name), so forms can show
+them next to the field.
+"""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base class of the registry's refusals."""
+
+
+class PermissionDeniedError(RegistryError):
+    """The actor's role may not perform this action, or the actor is not an active member.
+
+    ``action`` names the refused action (see :mod:`vertebra.registry.permissions`).
+    """
+
+    def __init__(self, message: str, *, action: str = "") -> None:
+        super().__init__(message)
+        self.action = action
+
+
+class NotFound(RegistryError):
+    """No such object *for this actor*: it does not exist or belongs to a clinic the actor does
+    not work for. The two cases are indistinguishable on purpose, so existence is never revealed.
+    """
+
+    def __init__(self, object_type: str, object_id: object) -> None:
+        super().__init__(f"No {object_type.replace('_', ' ')} with id {object_id} was found.")
+        self.object_type = object_type
+        self.object_id = str(object_id)
+
+
+class ChainOfCustodyError(RegistryError):
+    """A pathway step out of order, a product for the wrong patient, an unreleased lot, a failed
+    or pending sterility result, or dates out of order."""
+
+
+class StaleEditError(RegistryError):
+    """The record changed since the editor loaded it (optimistic locking); nothing was saved."""
+
+    def __init__(self, object_type: str, object_id: object, expected_version: int) -> None:
+        super().__init__(
+            f"This {object_type.replace('_', ' ')} was changed by someone else since you opened "
+            f"it (you edited version {expected_version}). Nothing was saved: reload it, check "
+            "the other change and apply yours again."
+        )
+        self.object_type = object_type
+        self.object_id = str(object_id)
+        self.expected_version = expected_version
