@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "ninja",
     "vertebra.web",
     "vertebra.registry",
+    "vertebra.followup",
 ]
 
 MIDDLEWARE = [

@@ -7,6 +7,8 @@ from vertebra.web.api import api
 
 urlpatterns = [
     path("", include("vertebra.web.urls")),
+    path("clinic/", include("vertebra.registry.urls")),
+    path("p/", include("vertebra.followup.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),

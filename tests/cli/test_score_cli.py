@@ -112,3 +112,35 @@ def test_every_command_has_help(cli: Any) -> None:
         assert proc.returncode == 0
         assert len(proc.stdout) > 200
     assert "print the result as JSON" in " ".join(cli("score", "--help").stdout.split())
+
+
+def test_site_text_directory(cli: Any, tmp_path: Any) -> None:
+    """A licensed-text overlay in VERTEBRA_INSTRUMENT_TEXT_DIR is picked up; a malformed one is
+    refused with one line and exit code 2."""
+    items = {
+        f"pi4a_{i}": {"text": f"Q{i}", "options": {c: f"L{c}" for c in range(1, 6)}}
+        for i in range(1, 5)
+    }
+    overlay = {"id": "promis_pi_4a", "version": "1.0", "instructions": "I", "items": items}
+    (tmp_path / "pi.yaml").write_text(json.dumps(overlay), encoding="utf-8")  # JSON is YAML
+    rows = {
+        r["id"]: r
+        for r in _json(
+            cli("instruments", "--json", env={"VERTEBRA_INSTRUMENT_TEXT_DIR": str(tmp_path)})
+        )
+    }
+    assert rows["promis_pi_4a"]["text_source"].startswith("overlay:")
+    assert rows["promis_pf_4a"]["text_source"] == "placeholder"
+
+    del items["pi4a_4"]
+    (tmp_path / "pi.yaml").write_text(json.dumps(overlay), encoding="utf-8")
+    proc = cli(
+        "score",
+        "promis_pi_4a",
+        "-a",
+        "1,2,3,4",
+        env={"VERTEBRA_INSTRUMENT_TEXT_DIR": str(tmp_path)},
+    )
+    assert proc.returncode == 2
+    assert "missing: pi4a_4" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -170,3 +170,16 @@ def test_matrix_rejects_bad_codes_and_shapes() -> None:
         score_odi_matrix(np.full((1, 10), 2.5))
     with pytest.raises(InvalidAnswerError, match="shape"):
         score_odi_matrix(np.zeros((3, 9)))
+
+
+def test_result_is_frozen_and_picklable() -> None:
+    """Results cross process boundaries (synthetic generator, caches) and cannot be mutated."""
+    import dataclasses
+    import pickle
+
+    result = score("odi", [1, 2, 1, 2, 1, 2, 1, None, 3, 3])
+    assert pickle.loads(pickle.dumps(result)) == result
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.score = 0.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        result.extras["raw"] = 0  # type: ignore[index]

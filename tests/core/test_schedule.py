@@ -179,7 +179,7 @@ def test_invalid_protocols(points: list[dict[str, object]], message: str) -> Non
 
 def test_datetime_is_refused() -> None:
     with pytest.raises(TypeError, match=r"datetime\.date"):
-        build_schedule(datetime(2024, 1, 1, 12, 0))  # type: ignore[arg-type]
+        build_schedule(datetime(2024, 1, 1, 12, 0))
 
 
 def test_default_protocol_is_data() -> None:

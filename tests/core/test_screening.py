@@ -384,7 +384,7 @@ def test_startback_is_none_without_answers() -> None:
 
 
 def test_to_dict_shape_and_json_round_trip() -> None:
-    result = evaluate(example("emergency")).to_dict()
+    result: dict[str, Any] = evaluate(example("emergency")).to_dict()
     assert list(result) == [
         "verdict",
         "summary",

@@ -74,7 +74,7 @@ def facts_strategy(draw: st.DrawFn) -> dict[str, Any]:
     return facts
 
 
-CANDIDATE = {
+CANDIDATE: dict[str, Any] = {
     "age": 52,
     "pain_duration_months": 18,
     "conservative_care_months": 9,

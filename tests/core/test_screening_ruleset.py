@@ -6,6 +6,7 @@ import copy
 import re
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -235,6 +236,14 @@ def _derived_fact_in_unknown_any(raw: Raw) -> None:
     rule(raw, "completeness.candidacy_facts")["when"]["unknown_any"].append("startback_risk")
 
 
+def _duplicate_fact(raw: Raw) -> None:
+    raw["facts"].append(copy.deepcopy(raw["facts"][0]))
+
+
+def _duplicate_red_flag(raw: Raw) -> None:
+    raw["red_flags"].append(copy.deepcopy(raw["red_flags"][0]))
+
+
 def _bad_effective_date(raw: Raw) -> None:
     raw["effective"] = "soon"
 
@@ -263,6 +272,8 @@ def _bad_effective_date(raw: Raw) -> None:
         (_unknown_fact_type, "type must be one of"),
         (_derived_fact_in_unknown_any, "derived fact 'startback_risk'"),
         (_bad_effective_date, "'effective' must be a date"),
+        (_duplicate_fact, "duplicate fact ids: age"),
+        (_duplicate_red_flag, "duplicate red flag ids: bladder_bowel_dysfunction"),
     ],
 )
 def test_inconsistent_rule_sets_are_refused(breaks: Callable[[Raw], None], fragment: str) -> None:
@@ -276,3 +287,14 @@ def test_inconsistent_rule_sets_are_refused(breaks: Callable[[Raw], None], fragm
 def test_a_rule_set_must_be_a_mapping() -> None:
     with pytest.raises(RulesetError):
         parse_ruleset(["not", "a", "mapping"])
+
+
+def test_the_algorithm_document_covers_every_rule_and_red_flag() -> None:
+    doc_path = Path(__file__).resolve().parents[2] / "docs" / "algorithms" / "screening.md"
+    doc = doc_path.read_text(encoding="utf-8")
+    ruleset = load_ruleset()
+    for item in (*ruleset.rules, *ruleset.notes):
+        assert f"`{item.id}`" in doc, item.id
+    for flag in ruleset.red_flags:
+        assert f"`{flag.id}`" in doc, flag.id
+    assert f"`{ruleset.id}` {ruleset.version}" in doc

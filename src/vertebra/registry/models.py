@@ -360,9 +360,10 @@ class ScreeningEvaluation(models.Model):
     """
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="screenings")
-    inputs = models.JSONField()
+    # blank=True: empty facts ({}, all unknown) and no fired rules ([]) are legitimate.
+    inputs = models.JSONField(blank=True)
     verdict = models.CharField(max_length=40)
-    fired_rules = models.JSONField()
+    fired_rules = models.JSONField(blank=True)
     result = models.JSONField()
     ruleset_id = models.CharField(max_length=100)
     ruleset_version = models.CharField(max_length=40)

@@ -12,6 +12,14 @@ from django.http import HttpRequest
 from ninja import Router
 from ninja.errors import HttpError
 
+from vertebra.core.instruments import (
+    InstrumentDefinition,
+    InvalidAnswerError,
+    UnknownInstrumentError,
+    get_definition,
+    list_instruments,
+    score,
+)
 from vertebra.core.screening import InvalidFactsError, evaluate, facts_json_schema
 from vertebra.web.knowledge_selectors import knowledge_base, page_by_path
 
@@ -77,4 +85,87 @@ def evaluate_facts(request: HttpRequest) -> dict[str, object]:
     try:
         return evaluate(facts).to_dict()
     except InvalidFactsError as exc:
+        raise HttpError(422, str(exc)) from None
+
+
+instruments_router = Router(tags=["instruments"])
+
+
+def _definition_dict(definition: InstrumentDefinition, *, with_items: bool) -> dict[str, Any]:
+    """JSON form of an instrument definition (licence always shown; items on request)."""
+    data: dict[str, Any] = {
+        "id": definition.id,
+        "version": definition.version,
+        "title": definition.title,
+        "recall": definition.recall,
+        "direction": definition.direction,
+        "range": [definition.range_min, definition.range_max],
+        "unit": definition.unit,
+        "item_text_shipped": definition.item_text_shipped,
+        "text_source": definition.text_source,
+        "licence": {
+            "holder": definition.licence.holder,
+            "terms": definition.licence.terms,
+            "source": definition.licence.source,
+        },
+        "scoring": {
+            "method": definition.scoring.method,
+            "description": definition.scoring.description,
+            "source": definition.scoring.source,
+            "unverified": list(definition.scoring.unverified),
+        },
+        "bands": [{"id": band.id, "upper": band.upper} for band in definition.bands],
+    }
+    if with_items:
+        data["instructions"] = definition.instructions
+        data["items"] = [
+            {
+                "id": item.id,
+                "text": item.text,
+                "type": item.type,
+                "optional": item.optional,
+                "minimum": item.minimum,
+                "maximum": item.maximum,
+                "options": [{"code": o.code, "label": o.label} for o in item.options],
+            }
+            for item in definition.items
+        ]
+    return data
+
+
+@instruments_router.get("", summary="Every instrument with version and licence status")
+def list_all_instruments(request: HttpRequest) -> list[dict[str, Any]]:
+    """All instrument definitions without their items."""
+    return [_definition_dict(d, with_items=False) for d in list_instruments()]
+
+
+@instruments_router.get("/{instrument_id}", summary="One instrument with its items")
+def instrument_detail(request: HttpRequest, instrument_id: str) -> dict[str, Any]:
+    """The definition, items and options (placeholder wording where the licence requires)."""
+    try:
+        return _definition_dict(get_definition(instrument_id), with_items=True)
+    except UnknownInstrumentError as exc:
+        raise HttpError(404, str(exc)) from None
+
+
+@instruments_router.post("/{instrument_id}/score", summary="Score answers; stores nothing")
+def score_answers(request: HttpRequest, instrument_id: str) -> dict[str, Any]:
+    """Score ``{"answers": {item_id: value|null}}`` or ``{"answers": [v1, v2, ...]}``.
+
+    Invalid answers → 422 naming the item and the allowed values; unknown instrument → 404.
+    """
+    import json
+
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        raise HttpError(400, "The body is not valid JSON") from None
+    answers = body.get("answers") if isinstance(body, dict) else None
+    if not isinstance(answers, dict | list):
+        raise HttpError(422, "Send {\"answers\": {...}} or {\"answers\": [...]}")
+    try:
+        return score(instrument_id, answers).to_dict()
+    except UnknownInstrumentError as exc:
+        raise HttpError(404, str(exc)) from None
+    except InvalidAnswerError as exc:
         raise HttpError(422, str(exc)) from None

@@ -193,6 +193,21 @@ class ScoreResult:
         # Freeze extras so that a "frozen" result really cannot change.
         object.__setattr__(self, "extras", MappingProxyType(dict(self.extras)))
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # mappingproxy cannot be pickled; rebuild from a plain dict (multiprocessing, caches).
+        return (
+            type(self),
+            (
+                self.instrument_id,
+                self.version,
+                self.score,
+                self.band,
+                self.items_answered,
+                self.items_total,
+                dict(self.extras),
+            ),
+        )
+
     @property
     def scored(self) -> bool:
         """True when a score was computed."""

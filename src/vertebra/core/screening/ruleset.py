@@ -19,6 +19,7 @@ import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from types import MappingProxyType
 from typing import cast
 
 import yaml
@@ -177,7 +178,8 @@ def parse_ruleset(data: object) -> Ruleset:
         version=_text(root, "version", "rule set"),
         effective=_date_text(root.get("effective")),
         title=_text(root, "title", "rule set"),
-        verdicts=_parse_verdicts(root.get("verdicts")),
+        # Read-only: the packaged rule set is cached and shared by every caller.
+        verdicts=MappingProxyType(_parse_verdicts(root.get("verdicts"))),
         red_flags=tuple(
             _parse_red_flag(item, f"red_flags[{i}]") for i, item in _items(root, "red_flags")
         ),
@@ -425,13 +427,15 @@ def _check_value(spec: FactSpec, value: object, where: str) -> None:
 
 def _check_consistency(ruleset: Ruleset) -> None:
     """Enforce the safety invariants listed in the module docstring."""
-    ids = [rule.id for rule in (*ruleset.rules, *ruleset.notes)]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise RulesetError(f"duplicate rule ids: {', '.join(duplicates)}")
-    flag_ids = [flag.id for flag in ruleset.red_flags]
-    if len(set(flag_ids)) != len(flag_ids):
-        raise RulesetError("duplicate red flag ids")
+    for name, values in (
+        ("rule ids", [rule.id for rule in (*ruleset.rules, *ruleset.notes)]),
+        ("red flag ids", [flag.id for flag in ruleset.red_flags]),
+        ("diagnosis ids", [entry.id for entry in ruleset.diagnoses]),
+        ("fact ids", [f.path for spec in ruleset.facts for f in (spec, *spec.fields)]),
+    ):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise RulesetError(f"duplicate {name}: {', '.join(repeated)}")
     _check_red_flags_routed(ruleset)
     _check_completeness(ruleset)
 

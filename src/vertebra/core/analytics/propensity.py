@@ -1,0 +1,325 @@
+"""Propensity-score weighted comparison of two groups of arms (observational, ATE, IPTW).
+
+Method (Austin & Stuart 2015, Stat Med 34:3661):
+
+1. Propensity model: logistic regression (statsmodels `Logit`) of "in the treated group" on
+   age, sex, baseline ODI, baseline back NRS, pain duration (continuous, standardised) and
+   condition, STarT Back group and clinic (indicator-coded, first level as reference).
+2. Positivity: patients with a missing covariate are excluded; so are patients in a category
+   level (e.g. a clinic) where only one of the two groups occurs, because no comparison is
+   possible there. Patients with a propensity score outside [trim, 1 - trim] are trimmed.
+   All exclusions are counted in the result.
+3. Stabilised ATE weights: w = P(T=1)/e(x) for treated, P(T=0)/(1-e(x)) for comparators.
+   Optional truncation of weights at a quantile (off by default; stated in the result).
+4. Balance: standardised mean differences before (unweighted) and after weighting (weighted
+   means and variances); |SMD| < 0.1 is the conventional threshold. Kish effective sample size.
+5. Outcomes (complete cases at the chosen time point): weighted least squares of the outcome
+   on the group indicator, robust (HC1 sandwich) standard errors. For a 0/1 responder outcome
+   this is the weighted risk difference. The sandwich ignores estimation of the propensity
+   score, which for ATE weights makes the interval conservative (Lunceford & Davidian 2004).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from vertebra.core.analytics.cohort import Panel
+from vertebra.core.analytics.descriptive import female_mask
+from vertebra.core.analytics.outcomes import responder_flags
+from vertebra.core.analytics.results import jsonable
+from vertebra.core.analytics.stats import kish_ess, smd
+
+__all__ = [
+    "OBSERVATIONAL_CAVEAT",
+    "BalanceRow",
+    "EffectEstimate",
+    "PropensityComparison",
+    "compare_arms",
+]
+
+OBSERVATIONAL_CAVEAT = (
+    "Observational comparison, not a randomised trial. Propensity-score weighting balances "
+    "only the measured covariates listed; unmeasured differences between the patients who "
+    "chose each treatment (expectations, resources, clinic selection) can still bias the "
+    "result. The only sham-controlled trial of intradiscal bone marrow concentrate found no "
+    "difference from sham. Treat this as a hypothesis, not proof of benefit."
+)
+
+CONTINUOUS = ("age", "baseline_odi", "baseline_nrs_back", "pain_duration_months")
+CATEGORICAL = ("condition", "startback_group", "clinic_id")
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    """SMD of one covariate (or one category level) before and after weighting."""
+
+    covariate: str
+    smd_before: float | None
+    smd_after: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        out: dict[str, Any] = jsonable(self.__dict__)
+        return out
+
+
+@dataclass(frozen=True)
+class EffectEstimate:
+    """Difference treated - comparator in an outcome, with a 95 % CI (HC1 robust)."""
+
+    outcome: str
+    weighted: bool
+    n_treated: int
+    n_control: int
+    mean_treated: float | None
+    mean_control: float | None
+    difference: float | None
+    ci: tuple[float, float] | None
+    p_value: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        out: dict[str, Any] = jsonable(self.__dict__)
+        return out
+
+
+@dataclass(frozen=True)
+class PropensityComparison:
+    """Result of `compare_arms`; `observational_caveat` must be shown with any of it."""
+
+    treated_arms: tuple[str, ...]
+    control_arms: tuple[str, ...]
+    timepoint: str
+    covariates: tuple[str, ...]
+    n_eligible: int
+    n_excluded_missing_covariate: int
+    n_excluded_no_overlap: int
+    n_trimmed: int
+    n_treated: int
+    n_control: int
+    trim: float
+    truncation_quantile: float | None
+    weights: str
+    ess_treated: float
+    ess_control: float
+    max_abs_smd_before: float | None
+    max_abs_smd_after: float | None
+    balance: tuple[BalanceRow, ...]
+    naive: tuple[EffectEstimate, ...]
+    adjusted: tuple[EffectEstimate, ...]
+    notes: tuple[str, ...]
+    observational_caveat: str = OBSERVATIONAL_CAVEAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        out: dict[str, Any] = jsonable(
+            {k: getattr(self, k) for k in self.__dataclass_fields__}  # keep field order
+        )
+        return out
+
+
+def _design(panel: Panel, rows: npt.NDArray[np.int64]) -> tuple[pd.DataFrame, list[str]]:
+    """Covariate frame (one row per selected patient) and the list of categorical columns."""
+    pts = panel.patients
+    data = {
+        "age": pts["age"].to_numpy(dtype=np.float64)[rows],
+        "female": female_mask(pts["sex"])[rows].astype(np.float64),
+        "baseline_odi": panel.values["odi"][rows, 0],
+        "baseline_nrs_back": panel.values["nrs_back"][rows, 0],
+        "pain_duration_months": pts["pain_duration_months"].to_numpy(dtype=np.float64)[rows],
+    }
+    frame = pd.DataFrame(data)
+    for col in CATEGORICAL:
+        s = pts[col].iloc[rows].reset_index(drop=True)
+        frame[col] = pd.Categorical(s.astype(str).where(s.notna(), None))
+    return frame, list(CATEGORICAL)
+
+
+def _fit_logit(y: FloatArray, x: FloatArray) -> FloatArray:
+    """Propensity scores from a statsmodels Logit (Newton; L-BFGS if Newton fails)."""
+    import statsmodels.api as sm  # type: ignore[import-untyped]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter is checked via the result below
+        model = sm.Logit(y, x)
+        try:
+            res = model.fit(disp=0, method="newton", maxiter=100)
+        except np.linalg.LinAlgError:
+            res = model.fit(disp=0, method="lbfgs", maxiter=1000)
+    return np.asarray(res.predict(x), dtype=np.float64)
+
+
+def _effect(
+    outcome: str, y: FloatArray, t: BoolArray, w: FloatArray | None
+) -> EffectEstimate:
+    """(W)LS of y on [1, T] with HC1 errors: coefficient of T = (weighted) mean difference."""
+    import statsmodels.api as sm
+
+    n1, n0 = int(t.sum()), int((~t).sum())
+    if n1 < 2 or n0 < 2:
+        return EffectEstimate(outcome, w is not None, n1, n0, None, None, None, None, None)
+    x = np.column_stack([np.ones(len(y)), t.astype(np.float64)])
+    ww = np.ones(len(y)) if w is None else w
+    res = sm.WLS(y, x, weights=ww).fit(cov_type="HC1")
+    lo, hi = res.conf_int(alpha=0.05)[1]
+    m1 = float(np.average(y[t], weights=ww[t]))
+    m0 = float(np.average(y[~t], weights=ww[~t]))
+    return EffectEstimate(
+        outcome=outcome,
+        weighted=w is not None,
+        n_treated=n1,
+        n_control=n0,
+        mean_treated=m1,
+        mean_control=m0,
+        difference=float(res.params[1]),
+        ci=(float(lo), float(hi)),
+        p_value=float(res.pvalues[1]),
+    )
+
+
+def compare_arms(
+    panel: Panel,
+    treated_arms: Sequence[str],
+    control_arms: Sequence[str],
+    timepoint: str = "month_12",
+    trim: float = 0.01,
+    truncation_quantile: float | None = None,
+) -> PropensityComparison:
+    """IPTW (ATE, stabilised) comparison of `treated_arms` vs `control_arms` (see module doc).
+
+    Outcomes at `timepoint`: ODI change (completers with baseline), ODI MCID responder among
+    completers, and ODI MCID responder counting missing as non-response (denominator: patients
+    due). Raises ValueError if either group is empty in the cohort or the time point is unknown.
+    """
+    if timepoint not in panel.tp_ids:
+        raise ValueError(f"unknown time point {timepoint!r}; known: {', '.join(panel.tp_ids)}")
+    arm_names = np.asarray(panel.arms, dtype=object)
+    is_t = np.isin(arm_names, list(treated_arms))[panel.arm_codes]
+    is_c = np.isin(arm_names, list(control_arms))[panel.arm_codes]
+    if not is_t.any() or not is_c.any():
+        raise ValueError(
+            "propensity comparison needs patients in both groups; treated arms "
+            f"{list(treated_arms)} and comparator arms {list(control_arms)}"
+        )
+    rows = np.flatnonzero(is_t | is_c)
+    treat = is_t[rows]
+    n_eligible = len(rows)
+    frame, cats = _design(panel, rows)
+    notes: list[str] = []
+
+    # 1. missing covariates
+    ok = frame[["age", "female", *CONTINUOUS[1:]]].notna().all(axis=1).to_numpy()
+    for c in cats:
+        ok &= frame[c].notna().to_numpy()
+    n_missing = int((~ok).sum())
+    # 2. positivity within category levels
+    no_overlap = np.zeros(len(rows), dtype=bool)
+    for c in cats:
+        codes = frame[c].cat.codes.to_numpy()
+        k = len(frame[c].cat.categories)
+        nt = np.bincount(codes[ok & treat & (codes >= 0)], minlength=k)
+        nc = np.bincount(codes[ok & ~treat & (codes >= 0)], minlength=k)
+        bad = (nt == 0) | (nc == 0)
+        if bad.any():
+            lost = bad[np.maximum(codes, 0)] & (codes >= 0) & ok
+            if lost.any():
+                levels = [str(x) for x in np.asarray(frame[c].cat.categories)[bad]]
+                notes.append(
+                    f"{c} level(s) {', '.join(levels)}: only one group present; "
+                    f"{int(lost.sum())} patient(s) excluded (no overlap)"
+                )
+            no_overlap |= lost
+    keep = ok & ~no_overlap
+    frame = frame.loc[keep].reset_index(drop=True)
+    rows, treat = rows[keep], treat[keep]
+    for c in cats:
+        frame[c] = frame[c].cat.remove_unused_categories()
+
+    # 3. design matrix: standardised continuous + dummies (first level = reference)
+    cont = frame[["age", *CONTINUOUS[1:]]].to_numpy(dtype=np.float64)
+    sd = cont.std(axis=0)
+    cont_z = (cont - cont.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    dummies = pd.get_dummies(frame[cats], drop_first=True, dtype=np.float64)
+    x = np.column_stack(
+        [np.ones(len(frame)), cont_z, frame["female"].to_numpy(), dummies.to_numpy()]
+    )
+    x = x[:, np.r_[True, x[:, 1:].std(axis=0) > 0]]  # constant columns make X singular
+    ps = _fit_logit(treat.astype(np.float64), x)
+
+    # 4. trimming, stabilised weights, truncation
+    inside = (ps >= trim) & (ps <= 1.0 - trim)
+    n_trimmed = int((~inside).sum())
+    frame, rows, treat, ps = frame.loc[inside].reset_index(drop=True), rows[inside], treat[inside], ps[inside]
+    p_t = float(treat.mean())
+    w = np.where(treat, p_t / ps, (1.0 - p_t) / (1.0 - ps))
+    if truncation_quantile is not None:
+        w = np.minimum(w, float(np.quantile(w, truncation_quantile)))
+
+    # 5. balance on every covariate and every category level
+    all_dummies = pd.get_dummies(frame[cats], prefix_sep="=", dtype=np.float64)
+    balance: list[BalanceRow] = []
+    for name in ["age", "female", *CONTINUOUS[1:]]:
+        v = frame[name].to_numpy(dtype=np.float64)
+        binary = name == "female"
+        balance.append(
+            BalanceRow(name, smd(v, treat, binary=binary), smd(v, treat, w, binary=binary))
+        )
+    for name in all_dummies.columns:
+        v = all_dummies[name].to_numpy()
+        balance.append(BalanceRow(name, smd(v, treat, binary=True), smd(v, treat, w, binary=True)))
+
+    def _maxabs(vals: list[float | None]) -> float | None:
+        fin = [abs(v) for v in vals if v is not None and np.isfinite(v)]
+        return max(fin) if fin else None
+
+    # 6. outcomes at the time point (complete cases / missing as non-response)
+    t_idx = panel.tp_ids.index(timepoint)
+    base = panel.values["odi"][rows, 0]
+    fu = panel.values["odi"][rows, t_idx]
+    pair = ~np.isnan(base) & ~np.isnan(fu)
+    mcid, _ = responder_flags("odi", base, fu)
+    due = panel.expected[rows, t_idx]
+    outcomes = (
+        (f"odi_change_{timepoint}", fu - base, pair),
+        (f"odi_responder_completers_{timepoint}", mcid.astype(np.float64), pair),
+        (f"odi_responder_all_{timepoint}", mcid.astype(np.float64), due),
+    )
+    naive = tuple(_effect(name, y[m], treat[m], None) for name, y, m in outcomes)
+    adjusted = tuple(_effect(name, y[m], treat[m], w[m]) for name, y, m in outcomes)
+    notes.append(
+        "Outcome analyses use complete cases at the time point (missing-as-non-response for "
+        "the '_all' responder outcome); weights are not re-estimated for the complete cases."
+    )
+    return PropensityComparison(
+        treated_arms=tuple(treated_arms),
+        control_arms=tuple(control_arms),
+        timepoint=timepoint,
+        covariates=("age", "sex", *CONTINUOUS[1:], *CATEGORICAL),
+        n_eligible=n_eligible,
+        n_excluded_missing_covariate=n_missing,
+        n_excluded_no_overlap=int((ok & no_overlap).sum()),
+        n_trimmed=n_trimmed,
+        n_treated=int(treat.sum()),
+        n_control=int((~treat).sum()),
+        trim=trim,
+        truncation_quantile=truncation_quantile,
+        weights="ATE, stabilised: P(T)/e(x) for treated, P(not T)/(1-e(x)) for comparators",
+        ess_treated=kish_ess(w[treat]),
+        ess_control=kish_ess(w[~treat]),
+        max_abs_smd_before=_maxabs([b.smd_before for b in balance]),
+        max_abs_smd_after=_maxabs([b.smd_after for b in balance]),
+        balance=tuple(balance),
+        naive=naive,
+        adjusted=adjusted,
+        notes=tuple(notes),
+    )

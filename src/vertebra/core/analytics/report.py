@@ -1,0 +1,169 @@
+"""`build_report`: every analysis of a filtered cohort in one typed, JSON-ready value."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vertebra.core.analytics.benchmark import ClinicBenchmark, clinic_benchmark
+from vertebra.core.analytics.cohort import CohortFilter, build_panel
+from vertebra.core.analytics.descriptive import (
+    AdverseEventSummary,
+    BaselineSummary,
+    adverse_events,
+    baseline_table,
+)
+from vertebra.core.analytics.outcomes import TimepointOutcome, arm_outcomes
+from vertebra.core.analytics.propensity import (
+    OBSERVATIONAL_CAVEAT,
+    PropensityComparison,
+    compare_arms,
+)
+from vertebra.core.analytics.schema import AnalysisTables
+from vertebra.core.analytics.survival import Censoring, SurvivalResult, surgery_free_survival
+from vertebra.core.responders import responder_rules
+
+__all__ = ["REPORT_VERSION", "HONESTY_NOTES", "Report", "build_report", "cell_arms"]
+
+REPORT_VERSION = "1"
+HONESTY_NOTES: tuple[str, ...] = (
+    "Every rate is shown with its numerator and denominator.",
+    "Responder rates are shown two ways: among completers with a baseline score, and counting "
+    "every patient who was due but has no follow-up as a non-responder (denominator = "
+    "n_expected). The truth for the whole treated cohort is usually between the two.",
+    "A time point is 'expected' once its due date is on or before the as-of date.",
+    "Comparisons between arms are observational; see the caveat with each comparison.",
+)
+
+
+def cell_arms(patients: pd.DataFrame) -> list[str]:
+    """Arms in which most patients have a recorded cell source (= cell-therapy arms)."""
+    if "cell_source" not in patients.columns:
+        return []
+    has = patients["cell_source"].notna() & patients["cell_source"].astype(str).ne("")
+    share = has.groupby(patients["arm"].astype(str), observed=True).mean()
+    return sorted(str(a) for a, s in share.items() if s > 0.5)
+
+
+@dataclass(frozen=True)
+class Report:
+    """The whole outcome report. `to_dict()` is the JSON contract (see docs/algorithms)."""
+
+    as_of: date
+    filter: CohortFilter
+    n_patients: int
+    arms: tuple[str, ...]
+    baseline: dict[str, BaselineSummary]
+    outcomes: dict[str, list[TimepointOutcome]]
+    adverse_events: dict[str, AdverseEventSummary]
+    survival: SurvivalResult
+    comparisons: tuple[PropensityComparison, ...]
+    comparison_errors: tuple[str, ...]
+    benchmark: ClinicBenchmark | None
+    responder_rules: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; per arm: baseline, timepoints, surgery_free, adverse_events."""
+        arms: dict[str, Any] = {}
+        for arm in self.arms:
+            curve = self.survival.curves.get(arm)
+            arms[arm] = {
+                "n_patients": self.baseline[arm].n,
+                "baseline": self.baseline[arm].to_dict(),
+                "timepoints": [tp.to_dict() for tp in self.outcomes[arm]],
+                "surgery_free": [p.to_dict() for p in curve.landmarks] if curve else [],
+                "adverse_events": self.adverse_events[arm].to_dict(),
+            }
+        return {
+            "report_version": REPORT_VERSION,
+            "as_of": self.as_of.isoformat(),
+            "filter": self.filter.to_dict(),
+            "n_patients": self.n_patients,
+            "honesty_notes": list(HONESTY_NOTES),
+            "responder_rules": self.responder_rules,
+            "arms": arms,
+            "survival": self.survival.to_dict(),
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "comparison_errors": list(self.comparison_errors),
+            "observational_caveat": OBSERVATIONAL_CAVEAT,
+            "benchmark": self.benchmark.to_dict() if self.benchmark else None,
+        }
+
+
+def build_report(
+    tables: AnalysisTables,
+    flt: CohortFilter | None = None,
+    as_of: date | None = None,
+    *,
+    treated_arms: Sequence[str] | None = None,
+    comparator_arms: Sequence[str] | None = None,
+    comparison_timepoint: str = "month_12",
+    censoring: Censoring = "as_of",
+) -> Report:
+    """Run every analysis on the cohort selected by `flt` as of `as_of`.
+
+    `as_of` is required in practice (time is a parameter of the pure core; the CLI passes
+    today's date by default); None raises ValueError. Comparisons: `treated_arms` (default:
+    the cell-therapy arms, see `cell_arms`) against each comparator arm separately (default:
+    every other arm in the cohort), one propensity analysis per comparator. A comparison that
+    cannot be made (e.g. no overlap) is reported in `comparison_errors`, not raised.
+    """
+    if as_of is None:
+        raise ValueError("as_of is required: the date up to which follow-up is due")
+    flt = flt or CohortFilter()
+    panel = build_panel(tables, flt, as_of)
+    outcomes = arm_outcomes(panel)
+    baseline = baseline_table(panel)
+    aes = adverse_events(panel, tables.events, as_of)
+    survival = surgery_free_survival(panel, tables.events, as_of, censoring=censoring)
+
+    comparisons: list[PropensityComparison] = []
+    errors: list[str] = []
+    present = set(panel.arms)
+    treated = [a for a in (treated_arms or cell_arms(panel.patients)) if a in present]
+    comparators = [
+        a for a in (comparator_arms or [a for a in panel.arms if a not in treated]) if a in present
+    ]
+    if treated and comparison_timepoint in panel.tp_ids:
+        for comp in comparators:
+            try:
+                comparisons.append(
+                    compare_arms(panel, treated, [comp], timepoint=comparison_timepoint)
+                )
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                errors.append(f"{'+'.join(treated)} vs {comp}: {exc}")
+    elif not treated:
+        errors.append("no cell-therapy arm in the cohort: no adjusted comparison")
+
+    bench = None
+    if comparison_timepoint in panel.tp_ids and panel.n > 0:
+        bench = clinic_benchmark(panel, timepoint=comparison_timepoint)
+    rules = {
+        k: {
+            "points": r.points,
+            "percent": r.percent,
+            "substantial_percent": r.substantial_percent,
+            "source": r.source,
+            "verified": r.verified,
+        }
+        for k, r in responder_rules().items()
+    }
+    return Report(
+        as_of=as_of,
+        filter=flt,
+        n_patients=panel.n,
+        arms=tuple(panel.arms),
+        baseline=baseline,
+        outcomes=outcomes,
+        adverse_events=aes,
+        survival=survival,
+        comparisons=tuple(comparisons),
+        comparison_errors=tuple(errors),
+        benchmark=bench,
+        responder_rules=rules,
+    )

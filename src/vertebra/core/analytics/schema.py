@@ -1,0 +1,181 @@
+"""The analytics input contract: three analysis-ready tables and their validation.
+
+The tables are the ones written by ``vertebra synth`` and ``vertebra export csv``:
+
+``patients`` - one row per patient
+    required: patient_id (unique), clinic_id, arm, condition, treatment_date (date),
+    age (years), sex ("female"/"male"/other; "F"/"M" accepted), startback_group
+    ("low"/"medium"/"high"), pain_duration_months.
+    optional: cell_source, adjunct, dose (numeric, any unit the registry uses for the dose
+    filter), and any other columns (ignored).
+
+``timepoints`` - one row per patient x scheduled time point (including ones not answered)
+    required: patient_id, timepoint (id such as "baseline", "month_12"), months (nominal
+    months after treatment; 0 for baseline), due_date (target date), completed (bool),
+    odi (0-100), nrs_back (0-10).
+    optional: nrs_leg, promis_pf, promis_pi (T-scores), opioid_use (bool: taking an opioid),
+    mme (morphine milligram equivalents/day, 0 when none), completed_date.
+    Scores are NaN when not answered or not scorable.
+
+``events`` - one row per event (may be empty)
+    required: patient_id, kind ("adverse_event", "surgery", "repeat_injection"), date.
+    optional: ctcae_grade (1-5), serious (bool), relatedness ("harvest", "procedure",
+    "product", "unrelated", ...).
+
+`validate_tables` raises `SchemaError` naming every missing column of every table at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = [
+    "EVENTS_OPTIONAL",
+    "EVENTS_REQUIRED",
+    "MEASURES",
+    "PATIENTS_OPTIONAL",
+    "PATIENTS_REQUIRED",
+    "TIMEPOINTS_OPTIONAL",
+    "TIMEPOINTS_REQUIRED",
+    "AnalysisTables",
+    "SchemaError",
+    "read_tables",
+    "validate_tables",
+]
+
+PATIENTS_REQUIRED: tuple[str, ...] = (
+    "patient_id",
+    "clinic_id",
+    "arm",
+    "condition",
+    "treatment_date",
+    "age",
+    "sex",
+    "startback_group",
+    "pain_duration_months",
+)
+PATIENTS_OPTIONAL: tuple[str, ...] = ("cell_source", "adjunct", "dose")
+TIMEPOINTS_REQUIRED: tuple[str, ...] = (
+    "patient_id",
+    "timepoint",
+    "months",
+    "due_date",
+    "completed",
+    "odi",
+    "nrs_back",
+)
+TIMEPOINTS_OPTIONAL: tuple[str, ...] = (
+    "nrs_leg",
+    "promis_pf",
+    "promis_pi",
+    "opioid_use",
+    "mme",
+    "completed_date",
+)
+EVENTS_REQUIRED: tuple[str, ...] = ("patient_id", "kind", "date")
+EVENTS_OPTIONAL: tuple[str, ...] = ("ctcae_grade", "serious", "relatedness")
+
+#: Score columns of `timepoints` -> instrument id (for direction and responder rules).
+MEASURES: Mapping[str, str] = {
+    "odi": "odi",
+    "nrs_back": "nrs_back",
+    "nrs_leg": "nrs_leg",
+    "promis_pf": "promis_pf_4a",
+    "promis_pi": "promis_pi_4a",
+}
+
+_NUMERIC = {
+    "patients": ("age", "pain_duration_months"),
+    "timepoints": ("months", "odi", "nrs_back"),
+}
+
+
+class SchemaError(ValueError):
+    """The input tables do not meet the contract; the message names every problem found."""
+
+
+@dataclass(frozen=True)
+class AnalysisTables:
+    """The three input tables. Construct with `AnalysisTables.of(...)` to validate."""
+
+    patients: pd.DataFrame
+    timepoints: pd.DataFrame
+    events: pd.DataFrame
+
+    @classmethod
+    def of(
+        cls, patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd.DataFrame | None = None
+    ) -> AnalysisTables:
+        """Validate and wrap; `events` None means "no events recorded" (an empty table).
+
+        A `timepoints` table with a `status` column ("completed", "missed", ...) but no
+        `completed` column gets `completed = status == "completed"` (the synth generator's form).
+        """
+        if "completed" not in timepoints.columns and "status" in timepoints.columns:
+            timepoints = timepoints.assign(
+                completed=timepoints["status"].astype(str).eq("completed").to_numpy()
+            )
+        if events is None:
+            events = pd.DataFrame({c: pd.Series(dtype="object") for c in EVENTS_REQUIRED})
+        validate_tables(patients, timepoints, events)
+        return cls(patients, timepoints, events)
+
+
+def validate_tables(
+    patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd.DataFrame
+) -> None:
+    """Check the contract; raise SchemaError listing all missing columns and other problems.
+
+    Checks: required columns present; unique patient_id; unique (patient_id, timepoint);
+    numeric score/covariate columns are numeric. Unknown patient ids in timepoints/events are
+    allowed (they are ignored, e.g. after a filter).
+    """
+    problems: list[str] = []
+    for name, df, required in (
+        ("patients", patients, PATIENTS_REQUIRED),
+        ("timepoints", timepoints, TIMEPOINTS_REQUIRED),
+        ("events", events, EVENTS_REQUIRED),
+    ):
+        missing = [c for c in required if c not in df.columns]
+        if missing:
+            problems.append(f"{name}: missing column(s) {', '.join(missing)}")
+        for col in _NUMERIC.get(name, ()):
+            if col in df.columns and not pd.api.types.is_numeric_dtype(df[col]):
+                problems.append(f"{name}.{col}: expected numbers, got dtype {df[col].dtype}")
+    if problems:
+        raise SchemaError("; ".join(problems))
+    if patients["patient_id"].duplicated().any():
+        dup = patients.loc[patients["patient_id"].duplicated(), "patient_id"].iloc[0]
+        raise SchemaError(f"patients: patient_id {dup!r} appears more than once")
+    if timepoints.duplicated(["patient_id", "timepoint"]).any():
+        row = timepoints.loc[timepoints.duplicated(["patient_id", "timepoint"])].iloc[0]
+        raise SchemaError(
+            f"timepoints: patient {row['patient_id']!r} has time point "
+            f"{row['timepoint']!r} more than once"
+        )
+
+
+def read_tables(directory: str | Path) -> AnalysisTables:
+    """Read patients/timepoints/events from DIR as .parquet (preferred) or .csv, and validate.
+
+    Raises SchemaError (a ValueError) if a table file is missing or does not meet the contract.
+    """
+    base = Path(directory)
+    if not base.is_dir():
+        raise SchemaError(f"{base}: not a directory")
+    frames: dict[str, pd.DataFrame] = {}
+    for name in ("patients", "timepoints", "events"):
+        pq, csv = base / f"{name}.parquet", base / f"{name}.csv"
+        if pq.exists():
+            frames[name] = pd.read_parquet(pq)
+        elif csv.exists():
+            frames[name] = pd.read_csv(csv, low_memory=False)
+        elif name == "events":
+            frames[name] = pd.DataFrame({c: pd.Series(dtype="object") for c in EVENTS_REQUIRED})
+        else:
+            raise SchemaError(f"{base}: no {name}.parquet or {name}.csv")
+    return AnalysisTables.of(frames["patients"], frames["timepoints"], frames["events"])

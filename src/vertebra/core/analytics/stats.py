@@ -1,0 +1,158 @@
+"""Small, vectorised statistical building blocks used by the analytics core.
+
+Each function states its formula and source; tests check each one against an independent
+implementation (scipy, statsmodels) or a hand-worked example. All functions accept numpy
+arrays so that one call serves every arm x time point group at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats as _st
+
+__all__ = [
+    "Z95",
+    "funnel_limits",
+    "kish_ess",
+    "poisson_ci",
+    "smd",
+    "t_ci",
+    "weighted_mean_var",
+    "wilson_ci",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Two-sided 95 % standard-normal quantile, 1.959963984540054 (not rounded to 1.96).
+Z95 = float(_st.norm.ppf(0.975))
+
+
+def wilson_ci(
+    successes: npt.ArrayLike, n: npt.ArrayLike, z: float = Z95
+) -> tuple[FloatArray, FloatArray]:
+    """Wilson score interval for a binomial proportion (Wilson 1927; Newcombe 1998, method 3).
+
+    centre = (x + z²/2) / (n + z²);  half = z·sqrt(n·p̂(1-p̂) + z²/4) / (n + z²), p̂ = x/n.
+    Returns (lower, upper) arrays; NaN where n == 0. Unlike the Wald interval it stays within
+    [0, 1] and is not degenerate at 0 % or 100 %, which matters for small clinics and rare events.
+    Worked example: x = 8, n = 10, z = 1.959964 -> (0.4902, 0.9433).
+    """
+    x = np.asarray(successes, dtype=np.float64)
+    nn = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = x / nn
+        z2 = z * z
+        denom = nn + z2
+        centre = (x + z2 / 2.0) / denom
+        half = z * np.sqrt(nn * p * (1.0 - p) + z2 / 4.0) / denom
+        lo = np.where(nn > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
+        hi = np.where(nn > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
+    # At p̂ = 0 or 1 the bound equals p̂ exactly in exact arithmetic; pin it against round-off.
+    lo = np.where(x == 0, 0.0, lo)
+    hi = np.where(x == nn, 1.0, hi)
+    lo = np.where(nn > 0, lo, np.nan)
+    hi = np.where(nn > 0, hi, np.nan)
+    return lo, hi
+
+
+def t_ci(
+    mean: npt.ArrayLike, sd: npt.ArrayLike, n: npt.ArrayLike, level: float = 0.95
+) -> tuple[FloatArray, FloatArray]:
+    """Student-t interval for a mean: mean ± t_{n-1, (1+level)/2} · sd / sqrt(n).
+
+    For paired changes pass the mean and SD of the within-patient differences (a paired t
+    interval is a one-sample interval on the differences). NaN where n < 2.
+    """
+    m = np.asarray(mean, dtype=np.float64)
+    s = np.asarray(sd, dtype=np.float64)
+    nn = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(nn >= 2, nn - 1.0, np.nan)
+        q = _st.t.ppf(0.5 + level / 2.0, df)
+        half = q * s / np.sqrt(nn)
+    ok = nn >= 2
+    return np.where(ok, m - half, np.nan), np.where(ok, m + half, np.nan)
+
+
+def poisson_ci(count: npt.ArrayLike, level: float = 0.95) -> tuple[FloatArray, FloatArray]:
+    """Exact (Garwood 1936) interval for a Poisson count: chi²-quantiles / 2.
+
+    lower = χ²_{α/2, 2k} / 2 (0 when k = 0), upper = χ²_{1-α/2, 2k+2} / 2.
+    """
+    k = np.asarray(count, dtype=np.float64)
+    a = 1.0 - level
+    with np.errstate(invalid="ignore"):
+        lo = np.where(k > 0, _st.chi2.ppf(a / 2.0, 2.0 * k) / 2.0, 0.0)
+        hi = _st.chi2.ppf(1.0 - a / 2.0, 2.0 * k + 2.0) / 2.0
+    return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+
+
+def weighted_mean_var(x: FloatArray, w: FloatArray) -> tuple[float, float]:
+    """Weighted mean and (reliability-weights) unbiased variance (Austin & Stuart 2015, eq. 2).
+
+    mean_w = Σwx / Σw;  var_w = Σw / ((Σw)² - Σw²) · Σw(x - mean_w)².
+    With all weights equal this reduces to the ordinary sample mean and variance (n - 1).
+    """
+    sw = float(w.sum())
+    mean = float((w * x).sum() / sw)
+    sw2 = float((w * w).sum())
+    denom = sw * sw - sw2
+    var = float(sw / denom * (w * (x - mean) ** 2).sum()) if denom > 0 else float("nan")
+    return mean, var
+
+
+def smd(
+    x: FloatArray,
+    treated: npt.NDArray[np.bool_],
+    w: FloatArray | None = None,
+    binary: bool = False,
+) -> float:
+    """Standardised mean difference (Austin 2009; Austin & Stuart 2015), optionally weighted.
+
+    Continuous: (m₁ - m₀) / sqrt((s₁² + s₀²) / 2). Binary (a 0/1 indicator):
+    (p₁ - p₀) / sqrt((p₁(1-p₁) + p₀(1-p₀)) / 2). With weights, means, proportions and variances
+    are the weighted ones (weighted_mean_var). |SMD| < 0.1 is the usual balance threshold.
+    Returns 0.0 when both groups have zero spread and equal means, NaN if a group is empty.
+    """
+    if w is None:
+        w = np.ones_like(x, dtype=np.float64)
+    t = treated.astype(bool)
+    if not t.any() or t.all():
+        return float("nan")
+    m1, v1 = weighted_mean_var(x[t], w[t])
+    m0, v0 = weighted_mean_var(x[~t], w[~t])
+    if binary:
+        v1, v0 = m1 * (1.0 - m1), m0 * (1.0 - m0)
+    pooled = np.sqrt((v1 + v0) / 2.0)
+    if pooled == 0:
+        return 0.0 if m1 == m0 else float("inf") * np.sign(m1 - m0)
+    return float((m1 - m0) / pooled)
+
+
+def kish_ess(w: FloatArray) -> float:
+    """Kish's effective sample size (Σw)² / Σw² (Kish 1965): n for equal weights, less otherwise."""
+    return float(w.sum() ** 2 / (w * w).sum()) if len(w) else 0.0
+
+
+def funnel_limits(
+    p0: float, n: npt.ArrayLike, coverage: float
+) -> tuple[FloatArray, FloatArray]:
+    """Exact binomial funnel-plot control limits for a proportion (Spiegelhalter 2005, App. A.1.1).
+
+    For each n: r_p = F⁻¹(p) of Binomial(n, p0), α = (F(r_p) - p) / (F(r_p) - F(r_p - 1)),
+    limit = (r_p - α) / n, with p = (1 - coverage)/2 for the lower and 1 - that for the upper
+    limit. The interpolation gives smooth limits in n instead of a staircase. coverage 0.95 ≈
+    2 SD ("warning"), 0.998 ≈ 3 SD ("alarm").
+    """
+    nn = np.asarray(n, dtype=np.float64)
+    out: list[FloatArray] = []
+    for prob in ((1.0 - coverage) / 2.0, 1.0 - (1.0 - coverage) / 2.0):
+        r = _st.binom.ppf(prob, nn, p0)
+        f_r = _st.binom.cdf(r, nn, p0)
+        f_r1 = _st.binom.cdf(r - 1.0, nn, p0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alpha = np.where(f_r > f_r1, (f_r - prob) / (f_r - f_r1), 0.0)
+            lim = np.where(nn > 0, (r - alpha) / nn, np.nan)
+        out.append(np.clip(lim, 0.0, 1.0))
+    return out[0], out[1]

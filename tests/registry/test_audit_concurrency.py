@@ -1,0 +1,50 @@
+"""Concurrent appends keep the chain intact (PostgreSQL; SQLite admits one writer by design).
+
+Runs with real transactions (``transactional_db``): several threads, each with its own database
+connection, append audit rows at once. The advisory lock must serialise them so that ``seq`` has
+no gaps or duplicates and every ``prev_hash`` links to the row before.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection, connections, transaction
+
+from tests.registry.factories import make_actor, make_clinic
+from vertebra.registry.audit import record_audit, verify_audit_chain
+from vertebra.registry.models import AuditEvent, Role
+
+THREADS = 4
+APPENDS = 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_form_one_unbroken_chain() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers with BEGIN IMMEDIATE; no concurrency to test")
+    actor = make_actor(Role.CLINICIAN, make_clinic())
+    start = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            start.wait()
+            for i in range(APPENDS):
+                with transaction.atomic():
+                    record_audit(actor=actor, action="read", object_type="patient", object_id=i)
+        except BaseException as exc:  # reported to the main thread below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, THREADS * APPENDS + 1))
+    assert verify_audit_chain() == []
