@@ -109,3 +109,58 @@ def phone_page(browser: Any) -> Iterator[Any]:
     new_page = context.new_page()
     yield new_page
     context.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The append-only audit table and transactional tests on SQLite
+# --------------------------------------------------------------------------------------------
+
+
+def _sqlite_audit_triggers(vendor_sql_index: int, aliases: list[str]) -> None:
+    """Create (index 0) or drop (index 1) the audit triggers on each SQLite alias in ``aliases``.
+
+    The SQL is the migration's own (``registry/migrations/0002_audit_append_only``), so the
+    triggers recreated here are byte-for-byte the production ones.
+    """
+    import importlib
+
+    from django.db import connections
+
+    migration = importlib.import_module("vertebra.registry.migrations.0002_audit_append_only")
+    for alias in aliases:
+        connection = connections[alias]
+        if connection.vendor != "sqlite":
+            continue  # PostgreSQL's flush TRUNCATEs, which the trigger deliberately allows
+        with connection.cursor() as cursor:
+            for sql in migration.STATEMENTS["sqlite"][vendor_sql_index]:
+                cursor.execute(sql)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _audit_triggers_step_aside_for_test_flush() -> Iterator[None]:
+    """Let Django's test flush empty the audit table on SQLite, and only that flush.
+
+    ``TransactionTestCase`` (``transaction=True`` tests, ``live_server``) empties every table
+    after each test with ``flush``; on SQLite that is ``DELETE FROM``, which the append-only
+    trigger refuses, so any transactional test that wrote an audit row failed at teardown.
+    Production stays strict: the triggers are dropped only inside the test flush, on SQLite,
+    and recreated from the migration's SQL right after it (even if the flush fails), so the
+    next test runs against the real triggers again. Nothing in the application changes.
+    """
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self: TransactionTestCase) -> None:
+        aliases = list(self._databases_names(include_mirrors=False))
+        _sqlite_audit_triggers(1, aliases)
+        try:
+            original(self)
+        finally:
+            _sqlite_audit_triggers(0, aliases)
+
+    TransactionTestCase._fixture_teardown = teardown  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        TransactionTestCase._fixture_teardown = original  # type: ignore[method-assign]

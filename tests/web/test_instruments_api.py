@@ -10,7 +10,9 @@ pytestmark = pytest.mark.django_db
 
 def test_list_shows_versions_and_licence_status(client: Client) -> None:
     instruments = {i["id"]: i for i in client.get("/api/v1/instruments").json()}
-    assert {"odi", "nrs_back", "rmdq", "promis_pf_4a", "promis_pi_4a", "startback"} <= set(instruments)
+    assert {"odi", "nrs_back", "rmdq", "promis_pf_4a", "promis_pi_4a", "startback"} <= set(
+        instruments
+    )
     assert instruments["odi"]["item_text_shipped"] is False
     assert instruments["nrs_back"]["item_text_shipped"] is True
     assert "items" not in instruments["odi"]

@@ -36,7 +36,9 @@ def synth(
     ),
     fmt: str = typer.Option("both", "--format", "-f", help="parquet, csv or both."),
     clinics: int = typer.Option(0, "--clinics", help="Number of clinics (0 = automatic)."),
-    no_stories: bool = typer.Option(False, "--no-stories", help="Leave out the three named patients."),
+    no_stories: bool = typer.Option(
+        False, "--no-stories", help="Leave out the three named patients."
+    ),
     deidentified: bool = typer.Option(
         False, "--deidentified", help="Leave out the synthetic names and e-mail addresses."
     ),

@@ -744,3 +744,42 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"audit #{self.seq} {self.action} {self.object_type} {self.object_id}"
+
+
+# --------------------------------------------------------------------------------------------
+# API tokens
+# --------------------------------------------------------------------------------------------
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API, acting as one user in one role.
+
+    Only the SHA-256 of the token is stored: the token itself is shown once, when issued
+    (:func:`vertebra.registry.services.issue_api_token`), and cannot be recovered from the
+    database. A token is usable while not revoked and not expired, and only while its user is
+    active and still holds ``role`` (checked on every request, as for sessions).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for.")
+    token_hash = models.CharField(max_length=64, unique=True)
+    # The first characters of the token, kept so a person can tell their tokens apart.
+    prefix = models.CharField(max_length=12)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="api_token_expires_after_created",
+                condition=Q(expires_at__gt=F("created_at")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"API token {self.prefix}… of {self.user}"

@@ -23,7 +23,9 @@ Contracts (each service)
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
@@ -34,13 +36,19 @@ from django.utils import timezone
 
 from vertebra.core.mme import InvalidDoseError, UnknownOpioidError, mme_per_day
 from vertebra.registry.audit import audited_transaction, record_audit, snapshot, to_json_value
-from vertebra.registry.errors import ChainOfCustodyError, NotFound, StaleEditError
+from vertebra.registry.errors import (
+    ChainOfCustodyError,
+    NotFound,
+    PermissionDeniedError,
+    StaleEditError,
+)
 from vertebra.registry.models import (
     ALLOGENEIC_SOURCES,
     AdverseEvent,
     AdverseEventOutcome,
     AdverseEventStatus,
     AllogeneicLot,
+    ApiToken,
     Arm,
     ClinicalEvent,
     Consent,
@@ -62,6 +70,9 @@ from vertebra.registry.permissions import Action, Actor, verify_actor
 
 __all__ = [
     "EDITABLE_PATIENT_FIELDS",
+    "adjudicate_adverse_event",
+    "authenticate_api_token",
+    "issue_api_token",
     "record_adverse_event",
     "record_clinical_event",
     "record_consent",
@@ -70,11 +81,13 @@ __all__ = [
     "record_injection",
     "record_prior_treatment",
     "record_processing",
+    "record_processing_for_harvest",
     "record_screening",
     "record_sterility_result",
     "register_lot",
     "register_patient",
     "release_lot",
+    "revoke_api_token",
     "start_episode",
     "update_patient",
 ]
@@ -797,3 +810,196 @@ def record_clinical_event(
         details=details.strip(),
     )
     return _create(actor, event, patient=patient)
+
+
+@audited_transaction
+def record_processing_for_harvest(
+    *, actor: Actor, harvest_id: int, **fields: Any
+) -> Processing:
+    """:func:`record_processing` addressed by the harvest (the API's ``/harvests/{id}``).
+
+    The harvest must belong to a patient of the actor's clinics, else NotFound (the same answer
+    as for a harvest that does not exist). ``fields`` are those of :func:`record_processing`.
+    """
+    clinics = verify_actor(actor, Action.PROCESSING_RECORD)
+    episode_id = (
+        Harvest.objects.filter(pk=harvest_id, episode__patient__clinic_id__in=clinics)
+        .values_list("episode_id", flat=True)
+        .first()
+    )
+    if episode_id is None:
+        raise NotFound("harvest", harvest_id)
+    return record_processing(actor=actor, episode_id=episode_id, **fields)
+
+
+@audited_transaction
+def adjudicate_adverse_event(
+    *,
+    actor: Actor,
+    adverse_event_id: int,
+    ctcae_grade: int,
+    serious: bool,
+    relatedness: str,
+    expected: bool | None,
+    outcome: str | None = None,
+    resolved_on: dt.date | None = None,
+    reason: str = "",
+) -> AdverseEvent:
+    """Adjudicate a reported adverse event: CTCAE grade, seriousness, relatedness, expectedness.
+
+    Needs ``adverse_event.adjudicate`` (clinicians). A pending event becomes ``adjudicated`` by
+    the actor; re-adjudicating an already adjudicated event is a correction after the fact and
+    needs ``reason``. The audit row holds the changed fields (old and new). An event outside the
+    actor's clinics is NotFound.
+    """
+    clinics = verify_actor(actor, Action.ADVERSE_EVENT_ADJUDICATE)
+    event = (
+        AdverseEvent.objects.select_for_update()
+        .filter(pk=adverse_event_id, patient__clinic_id__in=clinics)
+        .select_related("patient")
+        .first()
+    )
+    if event is None:
+        raise NotFound("adverse_event", adverse_event_id)
+    if event.status == AdverseEventStatus.ADJUDICATED:
+        reason = _require_reason(reason)
+    fields = (
+        "ctcae_grade",
+        "serious",
+        "relatedness",
+        "expected",
+        "outcome",
+        "resolved_on",
+        "status",
+        "adjudicated_by",
+        "adjudicated_at",
+    )
+    old = snapshot(event, fields)
+    if not relatedness:
+        raise ValidationError({"relatedness": "Choose how the event relates to the treatment."})
+    event.ctcae_grade = ctcae_grade
+    event.serious = serious
+    event.relatedness = relatedness
+    event.expected = expected
+    if outcome is not None:
+        event.outcome = outcome
+    event.resolved_on = resolved_on if resolved_on is not None else event.resolved_on
+    event.status = AdverseEventStatus.ADJUDICATED
+    event.adjudicated_by = actor.user
+    event.adjudicated_at = timezone.now()
+    event.full_clean()
+    event.save(update_fields=list(fields))
+    new = snapshot(event, fields)
+    record_audit(
+        actor=actor,
+        action="update",
+        object_type="adverseevent",
+        object_id=event.pk,
+        clinic_id=event.patient.clinic_id,
+        patient_id=event.patient_id,
+        old_values={name: old[name] for name in old if old[name] != new[name]},
+        new_values={name: new[name] for name in new if old[name] != new[name]},
+        reason=reason.strip(),
+    )
+    return event
+
+
+# --------------------------------------------------------------------------------------------
+# API tokens
+# --------------------------------------------------------------------------------------------
+
+#: Every token starts with this, so a leaked one is recognisable (secret scanners, logs).
+TOKEN_PREFIX = "vtb_"
+DEFAULT_TOKEN_DAYS = 90
+
+
+def hash_token(raw: str) -> str:
+    """SHA-256 (hex) of a token: what the database stores and looks up.
+
+    A fast hash is right here (unlike passwords): the token has 256 bits of entropy, so there
+    is nothing to brute-force, and it is checked on every request.
+    """
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+@audited_transaction
+def issue_api_token(
+    *, actor: Actor, role: str | None = None, name: str = "", days: int = DEFAULT_TOKEN_DAYS
+) -> tuple[ApiToken, str]:
+    """Issue a token for ``actor.user`` acting as ``role`` (default: the actor's role).
+
+    Returns the stored row and the token itself, which exists only in this return value: show
+    it once. The user must hold ``role`` (PermissionDeniedError otherwise); ``days`` is 1–365.
+    The audit row records the issue (prefix, role, expiry), never the token or its hash.
+    """
+    role = role or actor.role
+    Actor.for_user(actor.user, role)  # the user must hold the role the token will act in
+    if not 1 <= days <= 365:
+        raise ValidationError({"days": "A token lives between 1 and 365 days."})
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        user=actor.user,
+        role=role,
+        name=name.strip(),
+        token_hash=hash_token(raw),
+        prefix=raw[:12],
+        expires_at=timezone.now() + dt.timedelta(days=days),
+    )
+    token.save(force_insert=True)
+    record_audit(
+        actor=actor,
+        action="create",
+        object_type="apitoken",
+        object_id=token.pk,
+        new_values={
+            "user_id": token.user_id,
+            "role": role,
+            "prefix": token.prefix,
+            "expires_at": token.expires_at,
+        },
+    )
+    return token, raw
+
+
+@audited_transaction
+def revoke_api_token(*, actor: Actor, token_id: int) -> ApiToken:
+    """Revoke one of the actor's own tokens (idempotent); other users' tokens are NotFound."""
+    token = ApiToken.objects.select_for_update().filter(pk=token_id, user=actor.user).first()
+    if token is None:
+        raise NotFound("api_token", token_id)
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        record_audit(
+            actor=actor,
+            action="update",
+            object_type="apitoken",
+            object_id=token.pk,
+            old_values={"revoked_at": None},
+            new_values={"revoked_at": token.revoked_at},
+        )
+    return token
+
+
+def authenticate_api_token(raw: str, *, request_id: str = "") -> Actor | None:
+    """The Actor a bearer token stands for, or None when it is unknown, revoked, expired, or
+    its user is inactive or no longer holds the token's role. Records the time of use.
+
+    Not audited itself: every read or write done with the Actor is.
+    """
+    if not raw or len(raw) > 200:
+        return None
+    now = timezone.now()
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(token_hash=hash_token(raw), revoked_at__isnull=True, expires_at__gt=now)
+        .first()
+    )
+    if token is None:
+        return None
+    try:
+        actor = Actor.for_user(token.user, token.role, request_id=request_id)
+    except PermissionDeniedError:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return actor

@@ -162,7 +162,7 @@ def score_answers(request: HttpRequest, instrument_id: str) -> dict[str, Any]:
         raise HttpError(400, "The body is not valid JSON") from None
     answers = body.get("answers") if isinstance(body, dict) else None
     if not isinstance(answers, dict | list):
-        raise HttpError(422, "Send {\"answers\": {...}} or {\"answers\": [...]}")
+        raise HttpError(422, 'Send {"answers": {...}} or {"answers": [...]}')
     try:
         return score(instrument_id, answers).to_dict()
     except UnknownInstrumentError as exc:

@@ -129,7 +129,9 @@ class StepForm(forms.Form):
         if "red_flags" in self.step.facts:
             ticked = cleaned.get("red_flags") or []
             if not ticked:
-                self.add_error("red_flags", "Tick the signs you have, or tick \u201cNone of these\u201d.")
+                self.add_error(
+                    "red_flags", "Tick the signs you have, or tick \u201cNone of these\u201d."
+                )
             elif NONE_OF_THESE in ticked and len(ticked) > 1:
                 self.add_error(
                     "red_flags",
@@ -196,7 +198,9 @@ def to_session(form: StepForm) -> dict[str, Any]:
     """The cleaned answers of one step, as JSON-safe values keyed by form field name."""
     out: dict[str, Any] = {}
     for name, value in form.cleaned_data.items():
-        out[name] = str(value) if value is not None and not isinstance(value, list | str | int) else value
+        out[name] = (
+            str(value) if value is not None and not isinstance(value, list | str | int) else value
+        )
     return out
 
 

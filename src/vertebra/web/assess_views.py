@@ -101,9 +101,7 @@ def result(request: HttpRequest) -> HttpResponse:
     if not answers:
         return redirect("assess")
     outcome = assess.assess(answers)
-    missing = [
-        {"fact": item, "step": assess.step_for_fact(item.fact)} for item in outcome.missing
-    ]
+    missing = [{"fact": item, "step": assess.step_for_fact(item.fact)} for item in outcome.missing]
     return render(
         request,
         "vertebra/assess/result.html",

@@ -22,7 +22,11 @@ def index(request: HttpRequest) -> HttpResponse:
     """The knowledge-base home: every section with its pages."""
     kb = knowledge_base()
     sections = [
-        {"id": section, "title": SECTION_TITLES.get(section, section), "pages": kb.pages_in(section)}
+        {
+            "id": section,
+            "title": SECTION_TITLES.get(section, section),
+            "pages": kb.pages_in(section),
+        }
         for section in SECTIONS
     ]
     return render(

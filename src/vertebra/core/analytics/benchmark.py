@@ -12,7 +12,6 @@ that follows up only its successes will look good on completers.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,12 @@ from vertebra.core.analytics.descriptive import female_mask
 from vertebra.core.analytics.outcomes import responder_flags
 from vertebra.core.analytics.results import Rate, jsonable
 from vertebra.core.analytics.schema import MEASURES
-from vertebra.core.analytics.stats import funnel_limits, wilson_ci
+from vertebra.core.analytics.stats import (
+    funnel_limits,
+    logistic_fit,
+    logistic_predict,
+    wilson_ci,
+)
 
 __all__ = ["ClinicBenchmark", "ClinicRow", "clinic_benchmark"]
 
@@ -108,8 +112,6 @@ def clinic_benchmark(
     panel: Panel, timepoint: str = "month_12", measure: str = "odi"
 ) -> ClinicBenchmark:
     """Case-mix-adjusted responder rate per clinic at `timepoint` (see module doc)."""
-    import statsmodels.api as sm  # type: ignore[import-untyped]
-
     t = panel.tp_ids.index(timepoint)
     grid = panel.values[measure]
     base, fu = grid[:, 0], grid[:, t]
@@ -132,6 +134,10 @@ def clinic_benchmark(
     ok = pair & ~np.isnan(cont).any(axis=1)
     for col in ("condition", "startback_group"):
         ok &= pts[col].notna().to_numpy()
+    cat_codes = []
+    for col in ("condition", "startback_group"):
+        cat = pts[col] if isinstance(pts[col].dtype, pd.CategoricalDtype) else pts[col].astype("category")
+        cat_codes.append(pd.Categorical.from_codes(cat.cat.codes.to_numpy(), cat.cat.categories))
     n_missing = int((pair & ~ok).sum())
     y = mcid[ok].astype(np.float64)
     expected_p = np.full(int(ok.sum()), np.nan)
@@ -140,20 +146,15 @@ def clinic_benchmark(
         sd = c.std(axis=0)
         cz = (c - c.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
         cats = pd.get_dummies(
-            pts.loc[ok, ["condition", "startback_group"]].astype(str),
+            pd.DataFrame({f"c{i}": c[ok] for i, c in enumerate(cat_codes)}),
             drop_first=True,
             dtype=np.float64,
         ).to_numpy()
         x = np.column_stack([np.ones(len(y)), cz, cats])
         x = x[:, np.r_[True, x[:, 1:].std(axis=0) > 0]]
         if 0 < y.sum() < len(y):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    res = sm.Logit(y, x).fit(disp=0, method="newton", maxiter=100)
-                except np.linalg.LinAlgError:
-                    res = sm.Logit(y, x).fit(disp=0, method="lbfgs", maxiter=1000)
-            expected_p = np.asarray(res.predict(x), dtype=np.float64)
+            beta, _, _ = logistic_fit(x, y)
+            expected_p = logistic_predict(x, beta)
         else:
             expected_p = np.full(len(y), y.mean())  # everyone (or no one) responded
     cc = ccodes[ok]

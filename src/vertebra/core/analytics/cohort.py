@@ -174,8 +174,13 @@ def _completed_flags(tp: pd.DataFrame) -> BoolArray:
     return np.asarray(s.isin(("true", "1", "yes", "completed")).to_numpy(), dtype=bool)
 
 
-def build_panel(tables: AnalysisTables, flt: CohortFilter, as_of: date) -> Panel:
-    """Filter patients and pivot their time points into dense arrays (see `Panel`)."""
+def build_panel(
+    tables: AnalysisTables, flt: CohortFilter, as_of: date, with_contact: bool = False
+) -> Panel:
+    """Filter patients and pivot their time points into dense arrays (see `Panel`).
+
+    `with_contact` also computes `contact_days` (needed only for last-contact censoring).
+    """
     pts_all = tables.patients
     keep = select_patients(pts_all, flt)
     pts = pts_all.loc[keep].reset_index(drop=True)
@@ -184,19 +189,25 @@ def build_panel(tables: AnalysisTables, flt: CohortFilter, as_of: date) -> Panel
     arm_codes = np.asarray(arm_cat.codes, dtype=np.int64)
 
     tp = tables.timepoints
+    # One (timepoint, months) pair per time point; groupby on a categorical avoids hashing
+    # 6M strings.
     order = (
-        tp[["timepoint", "months"]]
-        .drop_duplicates("timepoint")
-        .assign(timepoint=lambda d: d["timepoint"].astype(str))
-        .sort_values("months", kind="stable")
+        tp.groupby(tp["timepoint"], observed=True, sort=False)["months"]
+        .first()
+        .sort_values(kind="stable")
     )
-    tp_ids = order["timepoint"].tolist()
-    tp_months = order["months"].to_numpy(dtype=np.float64)
+    tp_ids = [str(x) for x in order.index]
+    tp_months = order.to_numpy(dtype=np.float64)
     if not tp_ids or tp_months[0] != 0:
         raise SchemaError("timepoints: no baseline row (a time point with months = 0)")
     n, t_count = len(pts), len(tp_ids)
     row = pd.Index(pts["patient_id"]).get_indexer(tp["patient_id"])
-    col = pd.Categorical(tp["timepoint"].astype(str), categories=tp_ids).codes
+    tpc = tp["timepoint"]
+    if isinstance(tpc.dtype, pd.CategoricalDtype):
+        remap = pd.Index(tp_ids).get_indexer(tpc.cat.categories.astype(str))
+        col = remap[tpc.cat.codes.to_numpy()]
+    else:
+        col = pd.Categorical(tpc, categories=tp_ids).codes
     sel = row >= 0  # rows of patients outside the cohort are dropped here
     r, c = row[sel], np.asarray(col, dtype=np.int64)[sel]
 
@@ -227,17 +238,19 @@ def build_panel(tables: AnalysisTables, flt: CohortFilter, as_of: date) -> Panel
         arr[~completed] = np.nan
         return arr
 
-    treat = pd.to_datetime(pts["treatment_date"]).to_numpy().astype("datetime64[D]")
-    date_col = "completed_date" if "completed_date" in tp.columns else "due_date"
-    contact = pd.to_datetime(tp[date_col]).to_numpy().astype("datetime64[D]")[sel]
-    contact_days_long = (contact - treat[r]).astype(np.float64)
-    contact_days_long[~comp_flags | np.isnan(contact_days_long)] = 0.0
-    contact_days = np.zeros(n)
-    # A groupby max rather than np.maximum.at, which is unbuffered and slow at 6M rows.
-    if len(r):
-        contact_days = (
-            pd.Series(contact_days_long).groupby(r).max().reindex(range(n), fill_value=0.0)
-        ).to_numpy(dtype=np.float64)
+    contact_days = None
+    if with_contact:
+        treat = pd.to_datetime(pts["treatment_date"]).to_numpy().astype("datetime64[D]")
+        date_col = "completed_date" if "completed_date" in tp.columns else "due_date"
+        contact = pd.to_datetime(tp[date_col]).to_numpy().astype("datetime64[D]")[sel]
+        days_long = (contact - treat[r]).astype(np.float64)
+        days_long[~comp_flags | np.isnan(days_long)] = 0.0
+        contact_days = np.zeros(n)
+        # A groupby max rather than np.maximum.at, which is unbuffered and slow at 6M rows.
+        if len(r):
+            contact_days = (
+                pd.Series(days_long).groupby(r).max().reindex(range(n), fill_value=0.0)
+            ).to_numpy(dtype=np.float64)
     return Panel(
         patients=pts,
         arms=arms,

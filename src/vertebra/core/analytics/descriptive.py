@@ -82,16 +82,19 @@ def _mean_by(codes: npt.NDArray[np.int64], x: npt.NDArray[np.float64], g: int) -
 
 
 def _mix(codes: npt.NDArray[np.int64], col: pd.Series, g: int) -> list[dict[str, Rate]]:
-    cat = pd.Categorical(col.astype(str).where(col.notna(), "unknown"))
-    k = len(cat.categories)
-    counts = np.bincount(codes * k + cat.codes, minlength=g * k).reshape(g, k).astype(float)
+    """Counts of each category per arm as Rates over the arm's n (missing -> "unknown")."""
+    cat = col if isinstance(col.dtype, pd.CategoricalDtype) else col.astype("category")
+    names = [str(c) for c in cat.cat.categories]
+    cc = cat.cat.codes.to_numpy().astype(np.int64)
+    if (cc < 0).any():
+        names.append("unknown")
+        cc = np.where(cc < 0, len(names) - 1, cc)
+    k = len(names)
+    counts = np.bincount(codes * k + cc, minlength=g * k).reshape(g, k).astype(float)
     totals = counts.sum(axis=1, keepdims=True).repeat(k, axis=1)
     lo, hi = wilson_ci(counts, totals)
     return [
-        {
-            str(name): Rate.of(int(counts[a, j]), int(totals[a, j]), lo[a, j], hi[a, j])
-            for j, name in enumerate(cat.categories)
-        }
+        {name: Rate.of(int(counts[a, j]), int(totals[a, j]), lo[a, j], hi[a, j]) for j, name in enumerate(names)}
         for a in range(g)
     ]
 

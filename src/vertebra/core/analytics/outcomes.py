@@ -154,14 +154,14 @@ class TimepointOutcome:
 
 
 def _group_mean_sd(
-    codes: IntArray, x: FloatArray, groups: int
+    key: IntArray, x: FloatArray, groups: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per-group n, mean and SD (ddof 1) by two-pass bincount (stable for large n)."""
-    n = np.bincount(codes, minlength=groups).astype(np.float64)
-    s = np.bincount(codes, weights=x, minlength=groups)
+    n = np.bincount(key, minlength=groups).astype(np.float64)
+    s = np.bincount(key, weights=x, minlength=groups)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = s / n
-        ss = np.bincount(codes, weights=(x - mean[codes]) ** 2, minlength=groups)
+        ss = np.bincount(key, weights=(x - mean[key]) ** 2, minlength=groups)
         sd = np.sqrt(ss / (n - 1.0))
     return n, mean, np.where(n >= 2, sd, np.nan)
 
@@ -179,54 +179,65 @@ def _means(n: FloatArray, mean: FloatArray, sd: FloatArray) -> list[Mean]:
     ]
 
 
-def _medians(codes: IntArray, grid: FloatArray, groups: int) -> FloatArray:
-    """Per group x time point median of a score grid, in one groupby over the whole grid."""
-    t_count = grid.shape[1]
-    flat = grid.ravel()
-    ok = ~np.isnan(flat)
-    key = (codes[:, None] * t_count + np.arange(t_count)[None, :]).ravel()[ok]
-    med = pd.Series(flat[ok]).groupby(key).median()
-    out = np.full(groups * t_count, np.nan)
-    out[med.index.to_numpy()] = med.to_numpy()
-    return out.reshape(groups, t_count)
+def _grouped_median(key: IntArray, x: FloatArray, groups: int) -> FloatArray:
+    """Median of x within each key (NaN for empty keys).
+
+    Scores take few distinct values (NRS 0-10, ODI in steps of 2 or 0.x), so a per-key
+    histogram over the distinct values plus cumulative counts finds both middle order
+    statistics without sorting millions of rows; many distinct values fall back to pandas.
+    """
+    out = np.full(groups, np.nan)
+    if len(x) == 0:
+        return out
+    codes, uniques = pd.factorize(x, sort=True)
+    u = len(uniques)
+    if u * groups > 5_000_000:
+        med = pd.Series(x).groupby(key).median()
+        out[med.index.to_numpy()] = med.to_numpy()
+        return out
+    hist = np.bincount(key * u + codes, minlength=groups * u).reshape(groups, u)
+    cum = np.cumsum(hist, axis=1)
+    n = cum[:, -1]
+    has = n > 0
+    lo_rank = (n - 1) // 2  # 0-based ranks of the two middle order statistics
+    hi_rank = n // 2
+    vals = np.asarray(uniques, dtype=np.float64)
+    lo_idx = np.array([np.searchsorted(cum[g], lo_rank[g], side="right") for g in range(groups)])
+    hi_idx = np.array([np.searchsorted(cum[g], hi_rank[g], side="right") for g in range(groups)])
+    lo_idx, hi_idx = np.minimum(lo_idx, u - 1), np.minimum(hi_idx, u - 1)
+    out[has] = ((vals[lo_idx] + vals[hi_idx]) / 2.0)[has]
+    return out
 
 
 def arm_outcomes(panel: Panel) -> dict[str, list[TimepointOutcome]]:
-    """Outcomes per arm (keys = panel.arms) and time point (ordered by months)."""
-    g = len(panel.arms)
-    codes = panel.arm_codes
-    per_tp: list[dict[str, Any]] = []
-    medians = {m: _medians(codes, grid, g) for m, grid in panel.values.items()}
-    for t, (tp_id, months) in enumerate(zip(panel.tp_ids, panel.tp_months)):
-        exp = np.bincount(codes, weights=panel.expected[:, t], minlength=g)
-        comp = np.bincount(codes, weights=panel.completed[:, t], minlength=g)
-        item: dict[str, Any] = {
-            "exp": exp,
-            "comp": comp,
-            "completeness": _rates(comp, exp),
-            "measures": {},
-        }
-        for measure, grid in panel.values.items():
-            item["measures"][measure] = _measure(
-                measure, codes, grid, t, g, exp, medians[measure][:, t]
-            )
-        item["opioids"] = _opioids(panel, t, g) if panel.opioid is not None else None
-        per_tp.append(item)
+    """Outcomes per arm (keys = panel.arms) and time point (ordered by months).
 
+    All arms x time points are computed together: key = arm * T + t over the flattened
+    patients x time points grid, so each statistic is one bincount over the grid.
+    """
+    g, t_count = len(panel.arms), len(panel.tp_ids)
+    gt = g * t_count
+    key = (panel.arm_codes[:, None] * t_count + np.arange(t_count)[None, :]).ravel()
+    exp = np.bincount(key, weights=panel.expected.ravel(), minlength=gt)
+    comp = np.bincount(key, weights=panel.completed.ravel(), minlength=gt)
+    completeness = _rates(comp, exp)
+    measures = {m: _measure(m, key, grid, gt, exp) for m, grid in panel.values.items()}
+    opioids = _opioids(panel, key, gt) if panel.opioid is not None else None
     result: dict[str, list[TimepointOutcome]] = {}
     for a, arm in enumerate(panel.arms):
         rows = []
-        for t, item in enumerate(per_tp):
+        for t in range(t_count):
+            j = a * t_count + t
             rows.append(
                 TimepointOutcome(
                     timepoint=panel.tp_ids[t],
                     months=float(panel.tp_months[t]),
-                    n_expected=int(item["exp"][a]),
-                    n_completed=int(item["comp"][a]),
-                    n_missing=int(item["exp"][a] - item["comp"][a]),
-                    completeness=item["completeness"][a],
-                    measures={m: v[a] for m, v in item["measures"].items()},
-                    opioids=item["opioids"][a] if item["opioids"] is not None else None,
+                    n_expected=int(exp[j]),
+                    n_completed=int(comp[j]),
+                    n_missing=int(exp[j] - comp[j]),
+                    completeness=completeness[j],
+                    measures={m: v[j] for m, v in measures.items()},
+                    opioids=opioids[j] if opioids is not None else None,
                 )
             )
         result[arm] = rows
@@ -234,74 +245,73 @@ def arm_outcomes(panel: Panel) -> dict[str, list[TimepointOutcome]]:
 
 
 def _measure(
-    measure: str,
-    codes: IntArray,
-    grid: FloatArray,
-    t: int,
-    g: int,
-    exp: FloatArray,
-    median: FloatArray,
+    measure: str, key: IntArray, grid: FloatArray, gt: int, exp: FloatArray
 ) -> list[MeasureSummary]:
+    """Summaries for every (arm, time point) cell j = arm * T + t of one score grid."""
     inst = MEASURES[measure]
-    v = grid[:, t]
-    ok = ~np.isnan(v)
-    n, mean, sd = _group_mean_sd(codes[ok], v[ok], g)
-    changes: list[Mean | None] = [None] * g
-    rc: list[Rate | None] = [None] * g
-    ra: list[Rate | None] = [None] * g
-    sc: list[Rate | None] = [None] * g
-    sa: list[Rate | None] = [None] * g
-    if t > 0:
-        base = grid[:, 0]
-        pair = ok & ~np.isnan(base)
-        d = v[pair] - base[pair]
-        pn, pm, psd = _group_mean_sd(codes[pair], d, g)
-        changes = list(_means(pn, pm, psd))
-        try:
-            mcid, subst = responder_flags(inst, base[pair], v[pair])
-        except NoResponderRuleError:
-            mcid, subst = None, None
-        if mcid is not None:
-            num = np.bincount(codes[pair], weights=mcid, minlength=g)
-            rc, ra = list(_rates(num, pn)), list(_rates(num, exp))
-        if subst is not None:
-            num = np.bincount(codes[pair], weights=subst, minlength=g)
-            sc, sa = list(_rates(num, pn)), list(_rates(num, exp))
-    return [
-        MeasureSummary(
-            measure=measure,
-            instrument_id=inst,
-            n_scored=int(n[a]),
-            mean=float(mean[a]) if n[a] > 0 else None,
-            median=float(median[a]) if n[a] > 0 else None,
-            sd=float(sd[a]) if n[a] > 1 else None,
-            change=changes[a],
-            responder_rate_completers=rc[a],
-            responder_rate_all=ra[a],
-            substantial_rate_completers=sc[a],
-            substantial_rate_all=sa[a],
+    t_count = grid.shape[1]
+    flat = grid.ravel()
+    ok = ~np.isnan(flat)
+    n, mean, sd = _group_mean_sd(key[ok], flat[ok], gt)
+    median = _grouped_median(key[ok], flat[ok], gt)
+    base = np.repeat(grid[:, 0], t_count)
+    follow = np.tile(np.arange(t_count) > 0, grid.shape[0])
+    pair = ok & ~np.isnan(base) & follow
+    kp = key[pair]
+    pn, pm, psd = _group_mean_sd(kp, flat[pair] - base[pair], gt)
+    changes = _means(pn, pm, psd)
+    none: list[Rate | None] = [None] * gt
+    rc, ra, sc, sa = none, none, none, none
+    try:
+        mcid, subst = responder_flags(inst, base[pair], flat[pair])
+    except NoResponderRuleError:
+        mcid, subst = None, None
+    if mcid is not None:
+        num = np.bincount(kp, weights=mcid, minlength=gt)
+        rc, ra = list(_rates(num, pn)), list(_rates(num, exp))
+    if subst is not None:
+        num = np.bincount(kp, weights=subst, minlength=gt)
+        sc, sa = list(_rates(num, pn)), list(_rates(num, exp))
+    out = []
+    for j in range(gt):
+        baseline_cell = j % t_count == 0  # no change or response at baseline itself
+        out.append(
+            MeasureSummary(
+                measure=measure,
+                instrument_id=inst,
+                n_scored=int(n[j]),
+                mean=float(mean[j]) if n[j] > 0 else None,
+                median=float(median[j]) if n[j] > 0 else None,
+                sd=float(sd[j]) if n[j] > 1 else None,
+                change=None if baseline_cell else changes[j],
+                responder_rate_completers=None if baseline_cell else rc[j],
+                responder_rate_all=None if baseline_cell else ra[j],
+                substantial_rate_completers=None if baseline_cell else sc[j],
+                substantial_rate_all=None if baseline_cell else sa[j],
+            )
         )
-        for a in range(g)
-    ]
+    return out
 
 
-def _opioids(panel: Panel, t: int, g: int) -> list[OpioidSummary]:
-    codes = panel.arm_codes
+def _opioids(panel: Panel, key: IntArray, gt: int) -> list[OpioidSummary]:
+    """Opioid share and MME per (arm, time point) cell."""
     assert panel.opioid is not None
-    use = panel.opioid[:, t]
+    t_count = panel.opioid.shape[1]
+    use = panel.opioid.ravel()
     ok = ~np.isnan(use)
-    den = np.bincount(codes[ok], minlength=g).astype(np.float64)
-    num = np.bincount(codes[ok], weights=use[ok], minlength=g)
+    den = np.bincount(key[ok], minlength=gt).astype(np.float64)
+    num = np.bincount(key[ok], weights=use[ok], minlength=gt)
     share = _rates(num, den)
     if panel.mme is None:
-        nan = np.full(g, np.nan)
-        return [OpioidSummary(share[a], Mean.of(0, *nan[:4]), None) for a in range(g)]
-    mme = panel.mme[:, t]
+        empty = Mean(0, None, None, None)
+        return [OpioidSummary(share[j], empty, None) for j in range(gt)]
+    mme = panel.mme.ravel()
     okm = ~np.isnan(mme)
-    mm = _means(*_group_mean_sd(codes[okm], mme[okm], g))
-    changes: list[Mean | None] = [None] * g
-    if t > 0:
-        base = panel.mme[:, 0]
-        pair = okm & ~np.isnan(base)
-        changes = list(_means(*_group_mean_sd(codes[pair], mme[pair] - base[pair], g)))
-    return [OpioidSummary(share[a], mm[a], changes[a]) for a in range(g)]
+    mm = _means(*_group_mean_sd(key[okm], mme[okm], gt))
+    base = np.repeat(panel.mme[:, 0], t_count)
+    follow = np.tile(np.arange(t_count) > 0, panel.mme.shape[0])
+    pair = okm & ~np.isnan(base) & follow
+    ch = _means(*_group_mean_sd(key[pair], mme[pair] - base[pair], gt))
+    return [
+        OpioidSummary(share[j], mm[j], None if j % t_count == 0 else ch[j]) for j in range(gt)
+    ]

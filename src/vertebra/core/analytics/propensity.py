@@ -2,7 +2,8 @@
 
 Method (Austin & Stuart 2015, Stat Med 34:3661):
 
-1. Propensity model: logistic regression (statsmodels `Logit`) of "in the treated group" on
+1. Propensity model: maximum-likelihood logistic regression (Newton-Raphson; identical to
+   statsmodels `Logit`, checked by a test) of "in the treated group" on
    age, sex, baseline ODI, baseline back NRS, pain duration (continuous, standardised) and
    condition, STarT Back group and clinic (indicator-coded, first level as reference).
 2. Positivity: patients with a missing covariate are excluded; so are patients in a category
@@ -14,14 +15,14 @@ Method (Austin & Stuart 2015, Stat Med 34:3661):
 4. Balance: standardised mean differences before (unweighted) and after weighting (weighted
    means and variances); |SMD| < 0.1 is the conventional threshold. Kish effective sample size.
 5. Outcomes (complete cases at the chosen time point): weighted least squares of the outcome
-   on the group indicator, robust (HC1 sandwich) standard errors. For a 0/1 responder outcome
-   this is the weighted risk difference. The sandwich ignores estimation of the propensity
+   on the group indicator, robust (HC1 sandwich) standard errors (closed form for this
+   two-group design; equal to statsmodels `WLS(...).fit(cov_type="HC1")`, checked by a
+   test). For a 0/1 responder outcome this is the weighted risk difference. The sandwich ignores estimation of the propensity
    score, which for ATE weights makes the interval conservative (Lunceford & Davidian 2004).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +30,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from scipy.stats import norm as _norm
 
 from vertebra.core.analytics.cohort import Panel
 from vertebra.core.analytics.descriptive import female_mask
 from vertebra.core.analytics.outcomes import responder_flags
 from vertebra.core.analytics.results import jsonable
-from vertebra.core.analytics.stats import kish_ess, smd
+from vertebra.core.analytics.stats import (
+    Z95,
+    kish_ess,
+    logistic_fit,
+    logistic_predict,
+    smd_columns,
+    weighted_difference,
+)
 
 __all__ = [
     "OBSERVATIONAL_CAVEAT",
@@ -128,6 +137,11 @@ class PropensityComparison:
         return out
 
 
+def _as_category(s: pd.Series) -> pd.Series:
+    """Categorical view of a column (categoricals are reused as-is: no string conversion)."""
+    return s if isinstance(s.dtype, pd.CategoricalDtype) else s.astype("category")
+
+
 def _design(panel: Panel, rows: npt.NDArray[np.int64]) -> tuple[pd.DataFrame, list[str]]:
     """Covariate frame (one row per selected patient) and the list of categorical columns."""
     pts = panel.patients
@@ -140,40 +154,28 @@ def _design(panel: Panel, rows: npt.NDArray[np.int64]) -> tuple[pd.DataFrame, li
     }
     frame = pd.DataFrame(data)
     for col in CATEGORICAL:
-        s = pts[col].iloc[rows].reset_index(drop=True)
-        frame[col] = pd.Categorical(s.astype(str).where(s.notna(), None))
+        cat = _as_category(pts[col])
+        frame[col] = pd.Categorical.from_codes(
+            cat.cat.codes.to_numpy()[rows], categories=cat.cat.categories.astype(str)
+        )
     return frame, list(CATEGORICAL)
 
 
-def _fit_logit(y: FloatArray, x: FloatArray) -> FloatArray:
-    """Propensity scores from a statsmodels Logit (Newton; L-BFGS if Newton fails)."""
-    import statsmodels.api as sm  # type: ignore[import-untyped]
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter is checked via the result below
-        model = sm.Logit(y, x)
-        try:
-            res = model.fit(disp=0, method="newton", maxiter=100)
-        except np.linalg.LinAlgError:
-            res = model.fit(disp=0, method="lbfgs", maxiter=1000)
-    return np.asarray(res.predict(x), dtype=np.float64)
+def _fit_logit(y: FloatArray, x: FloatArray) -> tuple[FloatArray, bool]:
+    """Propensity scores and convergence flag (Newton-Raphson logistic, see stats)."""
+    beta, _, converged = logistic_fit(x, y)
+    return logistic_predict(x, beta), converged
 
 
 def _effect(
     outcome: str, y: FloatArray, t: BoolArray, w: FloatArray | None
 ) -> EffectEstimate:
-    """(W)LS of y on [1, T] with HC1 errors: coefficient of T = (weighted) mean difference."""
-    import statsmodels.api as sm
-
+    """Weighted mean difference with HC1 robust 95 % CI (= WLS of y on [1, T], HC1)."""
     n1, n0 = int(t.sum()), int((~t).sum())
     if n1 < 2 or n0 < 2:
         return EffectEstimate(outcome, w is not None, n1, n0, None, None, None, None, None)
-    x = np.column_stack([np.ones(len(y)), t.astype(np.float64)])
-    ww = np.ones(len(y)) if w is None else w
-    res = sm.WLS(y, x, weights=ww).fit(cov_type="HC1")
-    lo, hi = res.conf_int(alpha=0.05)[1]
-    m1 = float(np.average(y[t], weights=ww[t]))
-    m0 = float(np.average(y[~t], weights=ww[~t]))
+    m1, m0, diff, se = weighted_difference(y, t, w)
+    p = float(2.0 * _norm.sf(abs(diff / se))) if se > 0 else None
     return EffectEstimate(
         outcome=outcome,
         weighted=w is not None,
@@ -181,9 +183,9 @@ def _effect(
         n_control=n0,
         mean_treated=m1,
         mean_control=m0,
-        difference=float(res.params[1]),
-        ci=(float(lo), float(hi)),
-        p_value=float(res.pvalues[1]),
+        difference=diff,
+        ci=(diff - Z95 * se, diff + Z95 * se),
+        p_value=p,
     )
 
 
@@ -254,7 +256,9 @@ def compare_arms(
         [np.ones(len(frame)), cont_z, frame["female"].to_numpy(), dummies.to_numpy()]
     )
     x = x[:, np.r_[True, x[:, 1:].std(axis=0) > 0]]  # constant columns make X singular
-    ps = _fit_logit(treat.astype(np.float64), x)
+    ps, converged = _fit_logit(treat.astype(np.float64), x)
+    if not converged:
+        notes.append("propensity model did not converge (possible separation); check overlap")
 
     # 4. trimming, stabilised weights, truncation
     inside = (ps >= trim) & (ps <= 1.0 - trim)
@@ -265,18 +269,18 @@ def compare_arms(
     if truncation_quantile is not None:
         w = np.minimum(w, float(np.quantile(w, truncation_quantile)))
 
-    # 5. balance on every covariate and every category level
+    # 5. balance on every covariate and every category level (all levels, no reference)
     all_dummies = pd.get_dummies(frame[cats], prefix_sep="=", dtype=np.float64)
-    balance: list[BalanceRow] = []
-    for name in ["age", "female", *CONTINUOUS[1:]]:
-        v = frame[name].to_numpy(dtype=np.float64)
-        binary = name == "female"
-        balance.append(
-            BalanceRow(name, smd(v, treat, binary=binary), smd(v, treat, w, binary=binary))
-        )
-    for name in all_dummies.columns:
-        v = all_dummies[name].to_numpy()
-        balance.append(BalanceRow(name, smd(v, treat, binary=True), smd(v, treat, w, binary=True)))
+    names = ["age", "female", *CONTINUOUS[1:], *all_dummies.columns]
+    bx = np.column_stack(
+        [frame[["age", "female", *CONTINUOUS[1:]]].to_numpy(dtype=np.float64), all_dummies]
+    )
+    binary = [n != "age" and n not in CONTINUOUS for n in names]
+    before = smd_columns(bx, treat, None, binary)
+    after = smd_columns(bx, treat, w, binary)
+    balance = [
+        BalanceRow(str(n), float(b), float(a)) for n, b, a in zip(names, before, after)
+    ]
 
     def _maxabs(vals: list[float | None]) -> float | None:
         fin = [abs(v) for v in vals if v is not None and np.isfinite(v)]

@@ -116,7 +116,7 @@ def build_report(
     if as_of is None:
         raise ValueError("as_of is required: the date up to which follow-up is due")
     flt = flt or CohortFilter()
-    panel = build_panel(tables, flt, as_of)
+    panel = build_panel(tables, flt, as_of, with_contact=censoring == "last_contact")
     outcomes = arm_outcomes(panel)
     baseline = baseline_table(panel)
     aes = adverse_events(panel, tables.events, as_of)

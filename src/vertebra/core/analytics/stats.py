@@ -15,9 +15,13 @@ __all__ = [
     "Z95",
     "funnel_limits",
     "kish_ess",
+    "logistic_fit",
+    "logistic_predict",
     "poisson_ci",
     "smd",
+    "smd_columns",
     "t_ci",
+    "weighted_difference",
     "weighted_mean_var",
     "wilson_ci",
 ]
@@ -156,3 +160,89 @@ def funnel_limits(
             lim = np.where(nn > 0, (r - alpha) / nn, np.nan)
         out.append(np.clip(lim, 0.0, 1.0))
     return out[0], out[1]
+
+
+def smd_columns(
+    x: FloatArray, treated: npt.NDArray[np.bool_], w: FloatArray | None, binary: npt.ArrayLike
+) -> FloatArray:
+    """`smd` for every column of the n x k matrix `x` at once (same formulas, vectorised)."""
+    t = treated.astype(bool)
+    ww = np.ones(len(x)) if w is None else w
+    is_bin = np.asarray(binary, dtype=bool)
+    stats_: list[tuple[FloatArray, FloatArray]] = []
+    for grp in (t, ~t):
+        xg, wg = x[grp], ww[grp]
+        sw, sw2 = wg.sum(), (wg * wg).sum()
+        mean = wg @ xg / sw
+        denom = sw * sw - sw2
+        var = (sw / denom) * (wg @ ((xg - mean) ** 2)) if denom > 0 else np.full(x.shape[1], np.nan)
+        var = np.where(is_bin, mean * (1.0 - mean), var)
+        stats_.append((mean, var))
+    (m1, v1), (m0, v0) = stats_
+    pooled = np.sqrt((v1 + v0) / 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (m1 - m0) / pooled
+    return np.where(pooled == 0, np.where(m1 == m0, 0.0, np.sign(m1 - m0) * np.inf), out)
+
+
+def logistic_fit(
+    x: FloatArray, y: FloatArray, max_iter: int = 50, tol: float = 1e-8
+) -> tuple[FloatArray, FloatArray, bool]:
+    """Maximum-likelihood logistic regression by Newton-Raphson (= IRLS).
+
+    Returns (coefficients, covariance = inverse observed information, converged). Identical
+    to statsmodels' `Logit(...).fit(method="newton")` (a test checks both coefficients and
+    SEs); written here because statsmodels' Hessian (`np.dot(L*(1-L)*X.T, X)`) and rank check
+    cost several seconds at 10^6 rows, against ~0.05 s per iteration for X'WX below.
+    The linear predictor is clipped to ±30 so quasi-separated data cannot overflow.
+    """
+    beta = np.zeros(x.shape[1])
+    converged = False
+    h = np.eye(x.shape[1])
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -30.0, 30.0)))
+        wgt = p * (1.0 - p)
+        grad = x.T @ (y - p)
+        h = (x * wgt[:, None]).T @ x
+        try:
+            step = np.linalg.solve(h, grad)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(h, grad, rcond=None)[0]
+        beta = beta + step
+        if np.max(np.abs(step)) < tol * (1.0 + np.max(np.abs(beta))):
+            converged = True
+            break
+    p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -30.0, 30.0)))
+    h = (x * (p * (1.0 - p))[:, None]).T @ x
+    cov = np.linalg.pinv(h)
+    return beta, cov, converged
+
+
+def logistic_predict(x: FloatArray, beta: FloatArray) -> FloatArray:
+    """Fitted probabilities 1 / (1 + exp(-x·beta))."""
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x @ beta, -30.0, 30.0))), dtype=np.float64)
+
+
+def weighted_difference(
+    y: FloatArray, treated: npt.NDArray[np.bool_], w: FloatArray | None = None
+) -> tuple[float, float, float, float]:
+    """Weighted difference in means with its HC1 (robust sandwich) standard error.
+
+    Equals the coefficient of T and its HC1 SE in the WLS regression y ~ 1 + T with weights w
+    (statsmodels `WLS(...).fit(cov_type="HC1")`; a test checks it). For this saturated design
+    the sandwich reduces to  n/(n-2) · Σ_g Σ_{i∈g} w_i² e_i² / (Σ_{i∈g} w_i)², e_i = y_i - ȳ_g(w).
+    Returns (mean_treated, mean_control, difference, se).
+    """
+    t = treated.astype(bool)
+    ww = np.ones(len(y)) if w is None else w
+    n = len(y)
+    parts = []
+    for grp in (t, ~t):
+        yg, wg = y[grp], ww[grp]
+        sw = wg.sum()
+        m = float((wg * yg).sum() / sw)
+        v = float(((wg * (yg - m)) ** 2).sum() / sw**2)
+        parts.append((m, v))
+    (m1, v1), (m0, v0) = parts
+    se = float(np.sqrt(n / (n - 2.0) * (v1 + v0)))
+    return m1, m0, m1 - m0, se

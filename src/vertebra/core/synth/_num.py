@@ -25,7 +25,9 @@ def norm_cdf(x: FloatArray) -> FloatArray:
     """
     z = np.abs(x) / np.sqrt(2.0)
     t = 1.0 / (1.0 + 0.3275911 * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     erf = 1.0 - poly * np.exp(-z * z)
     return 0.5 * (1.0 + np.sign(x) * erf)
 
@@ -43,9 +45,9 @@ def add_months(days: DateArray, months: int) -> DateArray:
     start_month = days.astype("datetime64[M]")
     day0 = (days - start_month.astype("datetime64[D]")).astype(np.int64)
     target = start_month + np.timedelta64(months, "M")
-    length = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - target.astype("datetime64[D]")).astype(
-        np.int64
-    )
+    length = (
+        (target + np.timedelta64(1, "M")).astype("datetime64[D]") - target.astype("datetime64[D]")
+    ).astype(np.int64)
     return target.astype("datetime64[D]") + np.minimum(day0, length - 1).astype("timedelta64[D]")
 
 

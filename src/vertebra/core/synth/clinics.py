@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from vertebra.core.synth import names
+from vertebra.core.synth._frames import categorical
 from vertebra.core.synth._num import BoolArray, FloatArray, weighted_choice
 from vertebra.core.synth.constants import ARMS, CELL_ARMS, REGULATORY_STATUSES
 from vertebra.core.synth.priors import Priors
@@ -49,7 +50,9 @@ def make_clinics(n_clinics: int, rng: np.random.Generator, priors: Priors) -> Cl
             if arm in CELL_ARMS:
                 allowed[c, a] = arm in p["cell_arms_allowed"][status]
     frame = _clinic_frame(statuses, status_idx, np.exp(log_or), rng)
-    return Clinics(frame=frame, share=size / size.sum(), followup_log_odds=log_or, arm_allowed=allowed)
+    return Clinics(
+        frame=frame, share=size / size.sum(), followup_log_odds=log_or, arm_allowed=allowed
+    )
 
 
 def _clinic_frame(
@@ -69,7 +72,7 @@ def _clinic_frame(
         {
             "clinic_id": np.arange(1, n + 1, dtype=np.int32),
             "name": clinic_names,
-            "regulatory_status": pd.Categorical.from_codes(status_idx, REGULATORY_STATUSES),
+            "regulatory_status": categorical(status_idx, REGULATORY_STATUSES),
             "nct_id": pd.array(nct, dtype="string"),
             "irb_approved": trial,
             "ind": trial,

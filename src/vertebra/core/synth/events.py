@@ -12,7 +12,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vertebra.core.synth._num import BoolArray, DateArray, FloatArray, IntArray, norm_cdf, weighted_choice
+from vertebra.core.synth._frames import categorical
+from vertebra.core.synth._num import (
+    BoolArray,
+    DateArray,
+    FloatArray,
+    IntArray,
+    norm_cdf,
+    weighted_choice,
+)
 from vertebra.core.synth.constants import ARM_GROUP, ARMS, CELL_ARMS, EVENT_TYPES, RELATEDNESS
 from vertebra.core.synth.patients import Traits
 from vertebra.core.synth.priors import Priors
@@ -57,7 +65,10 @@ class EventRows:
 def arm_group3(arm: IntArray) -> npt.NDArray[np.object_]:
     """'cell', 'surgery' or 'conservative' for each arm index (the surgery_free prior's groups)."""
     lookup = np.array(
-        ["cell" if a in CELL_ARMS else "surgery" if a == "surgery" else "conservative" for a in ARMS],
+        [
+            "cell" if a in CELL_ARMS else "surgery" if a == "surgery" else "conservative"
+            for a in ARMS
+        ],
         dtype=object,
     )
     return lookup[arm]
@@ -100,7 +111,9 @@ def weibull_from_survival(s12: float, s24: float) -> tuple[float, float]:
 def surgery_rows(months: FloatArray, procedure: npt.NDArray[np.object_]) -> EventRows:
     """One subsequent_surgery event per converting patient."""
     idx = np.flatnonzero(np.isfinite(months))
-    return _plain_rows(idx, "subsequent_surgery", np.rint(months[idx] * DAYS_PER_MONTH), procedure[idx])
+    return _plain_rows(
+        idx, "subsequent_surgery", np.rint(months[idx] * DAYS_PER_MONTH), procedure[idx]
+    )
 
 
 def repeat_injection_rows(rng: np.random.Generator, priors: Priors, traits: Traits) -> EventRows:
@@ -118,7 +131,9 @@ def repeat_injection_rows(rng: np.random.Generator, priors: Priors, traits: Trai
     idx = np.flatnonzero(rng.random(n) < prob)
     months = rng.uniform(lo, hi)[idx]
     term = np.where(group[idx] == "cell", "repeat_cell_injection", "repeat_steroid_injection")
-    return _plain_rows(idx, "repeat_injection", np.rint(months * DAYS_PER_MONTH), term.astype(object))
+    return _plain_rows(
+        idx, "repeat_injection", np.rint(months * DAYS_PER_MONTH), term.astype(object)
+    )
 
 
 def adverse_event_rows(rng: np.random.Generator, priors: Priors, traits: Traits) -> EventRows:
@@ -152,7 +167,9 @@ def adverse_event_rows(rng: np.random.Generator, priors: Priors, traits: Traits)
     return EventRows.concat(parts)
 
 
-def _plain_rows(idx: IntArray, kind: str, day: FloatArray, term: npt.NDArray[np.object_]) -> EventRows:
+def _plain_rows(
+    idx: IntArray, kind: str, day: FloatArray, term: npt.NDArray[np.object_]
+) -> EventRows:
     """EventRows for non-adverse events (no grade, relatedness or expectedness)."""
     k = len(idx)
     return EventRows(
@@ -196,19 +213,20 @@ def events_frame(
     is_ae = rows.grade[sel] > 0
     grade = rows.grade[sel]
     recent = (today64 - when[sel]).astype(np.int64) <= pending_days
-    adjudication = np.where(is_ae, np.where(recent, "pending", "adjudicated"), None)
+    adjudication = np.where(recent, "pending", "adjudicated").astype(object)
+    adjudication[~is_ae] = None  # only adverse events are adjudicated
     k = len(sel)
     return pd.DataFrame(
         {
             "event_id": np.arange(first_event_id, first_event_id + k, dtype=np.int64),
             "patient_id": pid[sel],
-            "event_type": pd.Categorical.from_codes(rows.event_type[sel], EVENT_TYPES),
+            "event_type": categorical(rows.event_type[sel], EVENT_TYPES),
             "event_date": when[sel].astype("datetime64[s]"),
             "months_after_treatment": np.round(rows.day[sel] / DAYS_PER_MONTH, 2),
             "term": pd.array(rows.term[sel], dtype="string"),
             "ctcae_grade": pd.arrays.IntegerArray(grade.astype(np.int8), ~is_ae),
             "serious": pd.arrays.BooleanArray(grade >= 3, ~is_ae),
-            "relatedness": pd.Categorical.from_codes(rows.relatedness[sel], RELATEDNESS),
+            "relatedness": categorical(rows.relatedness[sel], RELATEDNESS),
             "expected": pd.arrays.BooleanArray(rows.expected[sel], ~is_ae),
             "adjudication": pd.array(adjudication, dtype="string"),
         },

@@ -19,7 +19,9 @@ import pandas as pd
 
 from vertebra.core.synth import events as ev
 from vertebra.core.synth import names, outcomes, stories
+from vertebra.core.synth._frames import categorical
 from vertebra.core.synth._num import IntArray
+from vertebra.core.synth._scoring import STARTBACK_GROUPS
 from vertebra.core.synth.clinics import Clinics, default_n_clinics, make_clinics
 from vertebra.core.synth.constants import (
     ARMS,
@@ -31,7 +33,6 @@ from vertebra.core.synth.constants import (
     STARTBACK_ITEM_COLUMNS,
     STORIES,
 )
-from vertebra.core.synth._scoring import STARTBACK_GROUPS
 from vertebra.core.synth.patients import Traits, make_traits
 from vertebra.core.synth.priors import Priors, load_priors
 
@@ -130,7 +131,9 @@ def generate_cohort(
     Raises ValueError for n_patients < 1, a negative seed or n_clinics < 1.
     """
     parts = list(
-        iter_cohort(n_patients, seed, today=today, n_clinics=n_clinics, include_stories=include_stories)
+        iter_cohort(
+            n_patients, seed, today=today, n_clinics=n_clinics, include_stories=include_stories
+        )
     )
     if len(parts) == 1:
         return parts[0]
@@ -172,9 +175,13 @@ def _chunk(
 ) -> Cohort:
     """Generate one chunk of patients with their time points and events."""
     traits = make_traits(ids, _rng(seed, chunk, _STREAM_PATIENTS), priors, clinics, today)
-    k = stories.apply_traits(
-        traits, today, len(clinics.share), list(priors["opioids"]["drug_weights"])
-    ) if with_stories else 0
+    k = (
+        stories.apply_traits(
+            traits, today, len(clinics.share), list(priors["opioids"]["drug_weights"])
+        )
+        if with_stories
+        else 0
+    )
     rng_ev = _rng(seed, chunk, _STREAM_EVENTS)
     conv, procedure = ev.conversion_months(rng_ev, priors, traits)
     conv[:k] = np.inf  # the stories have had no further surgery
@@ -234,12 +241,16 @@ def _story_events(rows: ev.EventRows, k: int) -> ev.EventRows:
 _ROW_FIELDS = ("patient_index", "event_type", "day", "term", "grade", "relatedness", "expected")
 
 
-def patients_frame(traits: Traits, rng: np.random.Generator, k: int, priors: Priors) -> pd.DataFrame:
+def patients_frame(
+    traits: Traits, rng: np.random.Generator, k: int, priors: Priors
+) -> pd.DataFrame:
     """The public patients table (identified: synthetic names and example.org e-mails)."""
     n = len(traits.patient_id)
     first, last, email = _names(traits, rng, k)
     drugs = list(priors["opioids"]["drug_weights"])
-    icd_codes = sorted({str(c) for c in priors["icd10"].values() if isinstance(c, dict) for c in c.values()})
+    icd_codes = sorted(
+        {str(c) for c in priors["icd10"].values() if isinstance(c, dict) for c in c.values()}
+    )
     occupations = [*priors["occupations"]["working"], "retired"]
     story = np.full(n, None, dtype=object)
     story[:k] = STORIES[:k]
@@ -259,11 +270,11 @@ def patients_frame(traits: Traits, rng: np.random.Generator, k: int, priors: Pri
         "email": email,
         "story": pd.array(story, dtype="string"),
         "age": traits.age.astype(np.int16),
-        "sex": pd.Categorical.from_codes(traits.male.astype(np.int64), SEXES),
+        "sex": categorical(traits.male.astype(np.int64), SEXES),
         "occupation": pd.Categorical(traits.occupation, categories=occupations),
-        "condition": pd.Categorical.from_codes(traits.condition, CONDITIONS),
+        "condition": categorical(traits.condition, CONDITIONS),
         "icd10": pd.Categorical(traits.icd10, categories=icd_codes),
-        "level": pd.Categorical.from_codes(traits.level, LEVELS),
+        "level": categorical(traits.level, LEVELS),
         "pfirrmann_grade": traits.pfirrmann.astype(np.int8),
         "modic_type": traits.modic.astype(np.int8),
         "disc_height_pct": traits.disc_height,
@@ -272,10 +283,10 @@ def patients_frame(traits: Traits, rng: np.random.Generator, k: int, priors: Pri
     for j, name in enumerate(STARTBACK_ITEM_COLUMNS):
         cols[name] = traits.startback[:, j].astype(np.int8)
     cols["startback_total"] = traits.startback_total.astype(np.int8)
-    cols["startback_risk"] = pd.Categorical.from_codes(traits.startback_risk, STARTBACK_GROUPS)
+    cols["startback_risk"] = categorical(traits.startback_risk, STARTBACK_GROUPS)
     no_opioid = ~traits.opioid_use
     cols["opioid_use_baseline"] = traits.opioid_use
-    cols["opioid_drug"] = pd.Categorical.from_codes(np.where(no_opioid, -1, traits.opioid_drug), drugs)
+    cols["opioid_drug"] = categorical(np.where(no_opioid, -1, traits.opioid_drug), drugs)
     cols["opioid_dose_mg_day"] = np.where(no_opioid, np.nan, traits.opioid_dose)
     cols["opioid_mme_baseline"] = np.where(no_opioid, 0.0, traits.opioid_mme)
     cols["prior_medication"] = traits.prior_medication
@@ -284,9 +295,9 @@ def patients_frame(traits: Traits, rng: np.random.Generator, k: int, priors: Pri
     cols["prior_steroid_relief_weeks"] = traits.prior_steroid_relief_weeks
     cols["prior_surgery_same_level"] = traits.prior_surgery
     cols["goal_avoid_surgery"] = traits.goal_avoid_surgery
-    cols["arm"] = pd.Categorical.from_codes(traits.arm, ARMS)
-    cols["cell_source"] = pd.Categorical.from_codes(source, ("bone_marrow", "adipose", "allogeneic"))
-    cols["adjunct"] = pd.Categorical.from_codes(np.where(prp, 0, -1), ("prp",))
+    cols["arm"] = categorical(traits.arm, ARMS)
+    cols["cell_source"] = categorical(source, ("bone_marrow", "adipose", "allogeneic"))
+    cols["adjunct"] = categorical(np.where(prp, 0, -1), ("prp",))
     cols["treatment_date"] = traits.treatment_date.astype("datetime64[s]")
     cols["tnc_e6_per_ml"] = traits.tnc
     cols["cfu_f_per_ml"] = traits.cfu_f
@@ -295,10 +306,14 @@ def patients_frame(traits: Traits, rng: np.random.Generator, k: int, priors: Pri
     return pd.DataFrame(cols)
 
 
-def _names(traits: Traits, rng: np.random.Generator, k: int) -> tuple[pd.Categorical, pd.Categorical, np.ndarray]:
+def _names(
+    traits: Traits, rng: np.random.Generator, k: int
+) -> tuple[pd.Categorical, pd.Categorical, np.ndarray]:
     """Synthetic first/last names (by sex) and unique e-mails first.last.<id>@example.org."""
     n = len(traits.patient_id)
-    firsts = sorted(set(names.FEMALE_FIRST) | set(names.MALE_FIRST) | {s.first_name for s in stories.STORIES})
+    firsts = sorted(
+        set(names.FEMALE_FIRST) | set(names.MALE_FIRST) | {s.first_name for s in stories.STORIES}
+    )
     lasts = sorted(set(names.LAST) | {s.last_name for s in stories.STORIES})
     f_idx = np.array([firsts.index(x) for x in names.FEMALE_FIRST])
     m_idx = np.array([firsts.index(x) for x in names.MALE_FIRST])
@@ -316,10 +331,13 @@ def _names(traits: Traits, rng: np.random.Generator, k: int) -> tuple[pd.Categor
     ids = traits.patient_id.astype(str)
     email = np.char.add(np.char.add(np.char.add(local, "."), ids), "@" + names.EMAIL_DOMAIN)
     email = email.astype(object)
-    email[:k] = [f"{_ascii(s.first_name)}.{_ascii(s.last_name)}@{names.EMAIL_DOMAIN}" for s in stories.STORIES[:k]]
+    email[:k] = [
+        f"{_ascii(s.first_name)}.{_ascii(s.last_name)}@{names.EMAIL_DOMAIN}"
+        for s in stories.STORIES[:k]
+    ]
     return (
-        pd.Categorical.from_codes(first_code, firsts),
-        pd.Categorical.from_codes(last_code, lasts),
+        categorical(first_code, firsts),
+        categorical(last_code, lasts),
         email,
     )
 

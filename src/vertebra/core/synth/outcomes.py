@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from vertebra.core.schedule import default_protocol
+from vertebra.core.synth._frames import categorical
 from vertebra.core.synth._num import (
     BoolArray,
     DateArray,
@@ -125,7 +126,11 @@ def completion(
 
 
 def relative_improvement(
-    rng: np.random.Generator, priors: Priors, traits: Traits, months: FloatArray, conversion: FloatArray
+    rng: np.random.Generator,
+    priors: Priors,
+    traits: Traits,
+    months: FloatArray,
+    conversion: FloatArray,
 ) -> FloatArray:
     """R(i, t): relative ODI improvement of patient i at each time point (n x T).
 
@@ -145,7 +150,9 @@ def relative_improvement(
     surg_mean = p["mean_relative_improvement"]["surgery"]
     surg_r = np.clip(surg_mean + p["response_sd"] * rng.standard_normal(n), *p["response_range"])
     since = t - conversion[:, None]
-    weight = np.where(since > 0, 1.0 - np.exp(-np.maximum(since, 0.0) / p["tau_months"]["surgery"]), 0.0)
+    weight = np.where(
+        since > 0, 1.0 - np.exp(-np.maximum(since, 0.0) / p["tau_months"]["surgery"]), 0.0
+    )
     return rel * (1.0 - weight) + surg_r[:, None] * weight
 
 
@@ -221,7 +228,7 @@ def _opioid_course(
     A few non-users start. The dose is the patient's baseline dose, scaled down when improved.
     """
     p = priors["opioids"]
-    n, n_t = rel.shape
+    n = rel.shape[0]
     group = np.array([ARM_GROUP[a] for a in ARMS], dtype=object)[traits.arm]
     stop_max = np.full(n, float(p["stop_fraction"]["other"]))
     stop_max[group == "cell"] = p["stop_fraction"]["cell"]
@@ -258,7 +265,12 @@ def _nullable_int(values: FloatArray, dtype: type = np.int8) -> pd.arrays.Intege
 
 
 def timepoints_frame(
-    traits: Traits, schedule: Schedule, done: BoolArray, response: DateArray, ans: Answers, today: date
+    traits: Traits,
+    schedule: Schedule,
+    done: BoolArray,
+    response: DateArray,
+    ans: Answers,
+    today: date,
 ) -> pd.DataFrame:
     """The analysis-ready table: one row per patient x time point, patients in id order."""
     n, n_t = done.shape
@@ -276,15 +288,17 @@ def timepoints_frame(
     cols: dict[str, object] = {
         "patient_id": np.repeat(traits.patient_id, n_t),
         "clinic_id": np.repeat(traits.clinic + 1, n_t).astype(np.int32),
-        "arm": pd.Categorical.from_codes(np.repeat(traits.arm, n_t), ARMS),
-        "timepoint": pd.Categorical.from_codes(tp_codes, schedule.ids, ordered=True),
+        "arm": categorical(np.repeat(traits.arm, n_t), ARMS),
+        "timepoint": categorical(tp_codes, schedule.ids, ordered=True),
         "months": schedule.months[tp_codes],
         "target_date": schedule.target.reshape(flat).astype("datetime64[s]"),
         "due_date": schedule.opens.reshape(flat).astype("datetime64[s]"),
         "window_closes": schedule.closes.reshape(flat).astype("datetime64[s]"),
-        "status": pd.Categorical.from_codes(status(done, schedule, today).reshape(flat), TIMEPOINT_STATUSES),
+        "status": categorical(status(done, schedule, today).reshape(flat), TIMEPOINT_STATUSES),
         "completed": answered,
-        "response_date": np.where(answered, response.reshape(flat), np.datetime64("NaT")).astype("datetime64[s]"),
+        "response_date": np.where(answered, response.reshape(flat), np.datetime64("NaT")).astype(
+            "datetime64[s]"
+        ),
     }
     for k, name in enumerate(ODI_ITEM_COLUMNS):
         cols[name] = _nullable_int(odi_matrix[:, k])

@@ -164,8 +164,12 @@ def _imaging(
     cum = np.cumsum(probs, axis=1)
     u = rng.random(n)[:, None]
     # Modic type = number of cumulative thresholds passed, reversed so type 1 is the first band.
-    modic = np.where(u < cum[:, :1], 1, np.where(u < cum[:, 1:2], 2, np.where(u < cum[:, 2:], 3, 0)))
-    height = 100.0 + p["disc_height_pct_per_grade"] * (grade - 1) + rng.normal(0, p["disc_height_sd"], n)
+    modic = np.where(
+        u < cum[:, :1], 1, np.where(u < cum[:, 1:2], 2, np.where(u < cum[:, 2:], 3, 0))
+    )
+    height = (
+        100.0 + p["disc_height_pct_per_grade"] * (grade - 1) + rng.normal(0, p["disc_height_sd"], n)
+    )
     return grade, modic[:, 0].astype(np.int64), np.round(np.clip(height, 25.0, 110.0), 1)
 
 
@@ -214,16 +218,26 @@ def _icd10(
     side = rng.integers(0, 3, n)
     claud = rng.random(n) < p["p_claudication"]
     per_condition = [
-        np.where(sacral, p["degenerative_disc_disease"]["lumbosacral"], p["degenerative_disc_disease"]["lumbar"]),
+        np.where(
+            sacral,
+            p["degenerative_disc_disease"]["lumbosacral"],
+            p["degenerative_disc_disease"]["lumbar"],
+        ),
         np.where(
             radicular,
-            np.where(sacral, p["herniated_disc"]["lumbosacral_radicular"], p["herniated_disc"]["lumbar_radicular"]),
+            np.where(
+                sacral,
+                p["herniated_disc"]["lumbosacral_radicular"],
+                p["herniated_disc"]["lumbar_radicular"],
+            ),
             np.where(sacral, p["herniated_disc"]["lumbosacral"], p["herniated_disc"]["lumbar"]),
         ),
         np.where(sacral, p["facet_arthropathy"]["lumbosacral"], p["facet_arthropathy"]["lumbar"]),
         np.array([p["sciatica"][k] for k in ("right", "left", "unspecified")], dtype=object)[side],
         np.full(n, p["muscle_strain"]["any"], dtype=object),
-        np.where(claud, p["spinal_stenosis"]["claudication"], p["spinal_stenosis"]["no_claudication"]),
+        np.where(
+            claud, p["spinal_stenosis"]["claudication"], p["spinal_stenosis"]["no_claudication"]
+        ),
     ]
     out = np.empty(n, dtype=object)
     for c, codes in enumerate(per_condition):
@@ -256,7 +270,9 @@ def _startback(
         axis=1,
     )
     items[:, :4] = rng.random((n, 4)) < physical
-    psych = sigmoid(p["psychosocial_intercept"] + 1.3 * distress[:, None] + 0.6 * rng.standard_normal((n, 4)))
+    psych = sigmoid(
+        p["psychosocial_intercept"] + 1.3 * distress[:, None] + 0.6 * rng.standard_normal((n, 4))
+    )
     items[:, 4:8] = rng.random((n, 4)) < psych
     bother = 2.0 + 0.8 * distress + 0.35 * (nrs_back - 7.1) + rng.normal(0.0, 0.7, n)
     items[:, 8] = round_clip(bother, 0, 4).astype(np.int64)
@@ -332,7 +348,8 @@ def _processing(
     cfu[bm] = np.rint(bm_cfu[bm])
     dose[bm] = np.round(bm_tnc[bm] * b["injected_ml"], 1)
     a = p["adipose"]
-    yield_per_g = rng.uniform(*a["svf_yield_e6_per_g"], n)
+    lo_yield, hi_yield = a["svf_yield_e6_per_g"]
+    yield_per_g = rng.uniform(float(lo_yield), float(hi_yield), n)
     grams = rng.lognormal(np.log(a["lipoaspirate_g_median"]), 0.3, n)
     tnc[ad] = np.round((yield_per_g * grams / 5.0)[ad], 1)  # SVF resuspended in ~5 mL
     dose[ad] = rng.choice(np.array(a["dose_e6_choices"], float), n)[ad]
@@ -371,7 +388,9 @@ def _treatment_dates(rng: np.random.Generator, n: int, today: date) -> DateArray
     return np.datetime64(today, "D") - back.astype("timedelta64[D]")
 
 
-def _occupations(rng: np.random.Generator, priors: Priors, age: IntArray) -> npt.NDArray[np.object_]:
+def _occupations(
+    rng: np.random.Generator, priors: Priors, age: IntArray
+) -> npt.NDArray[np.object_]:
     """Occupation: 'retired' from the retirement age on (mostly), else one of the working list."""
     p = priors["occupations"]
     working = np.array(p["working"], dtype=object)

@@ -46,9 +46,13 @@ class _TableSink:
         if self.schema is None:
             self.schema = table.schema
             if "parquet" in self.formats:
-                self.parquet = pq.ParquetWriter(self.base.with_suffix(".parquet"), self.schema, compression="zstd")
+                self.parquet = pq.ParquetWriter(
+                    self.base.with_suffix(".parquet"), self.schema, compression="zstd"
+                )
             if "csv" in self.formats:
-                self.csv = pa_csv.CSVWriter(self.base.with_suffix(".csv"), _plain_schema(self.schema))
+                self.csv = pa_csv.CSVWriter(
+                    self.base.with_suffix(".csv"), _plain_schema(self.schema)
+                )
         else:
             table = table.cast(self.schema)
         if self.parquet is not None:

@@ -1,0 +1,211 @@
+"""Follow-up data model: schedules, time points, patient links, responses, reminders, call list.
+
+Contracts
+---------
+* Models hold data and invariants only; every write goes through :mod:`vertebra.followup.services`
+  or the worker (:mod:`vertebra.followup.worker`), which write the audit rows.
+* The guarantees that matter are database constraints, so they hold under concurrency:
+
+  - one :class:`Submission` per time point (``OneToOne``) and per idempotency key (``unique``):
+    two tabs, a double click or a retry can never store two answer sets;
+  - one :class:`QuestionnaireResponse` per (time point, instrument);
+  - one :class:`Reminder` per (time point, step): a step can never be queued, hence sent, twice;
+  - one :class:`CallListEntry` per time point.
+* A :class:`PatientLink` stores only the SHA-256 of its token; the raw token exists only in the
+  e-mail that carries it.
+* Portal URLs never carry sequential ids: time points are addressed by ``public_id`` (UUID4).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from vertebra.registry.models import AdverseEvent, Patient, TreatmentEpisode
+
+
+class FollowUpSchedule(models.Model):
+    """The follow-up schedule of one treatment episode, built from a versioned protocol."""
+
+    episode = models.OneToOneField(
+        TreatmentEpisode, on_delete=models.PROTECT, related_name="followup_schedule"
+    )
+    protocol_id = models.CharField(max_length=60)
+    protocol_version = models.CharField(max_length=40)
+    treatment_date = models.DateField()
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"Schedule {self.pk} ({self.protocol_id} {self.protocol_version})"
+
+
+class TimePointStatus(models.TextChoices):
+    PENDING = "pending", "Not open yet"
+    OPEN = "open", "Open"
+    COMPLETED = "completed", "Completed"
+    MISSED = "missed", "Missed"
+
+
+class FollowUpTimePoint(models.Model):
+    """One time point of a schedule, with its window (``opens``..``closes``, inclusive)."""
+
+    schedule = models.ForeignKey(
+        FollowUpSchedule, on_delete=models.PROTECT, related_name="time_points"
+    )
+    # Denormalised from schedule.episode.patient: every portal and clinic query scopes by it.
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="time_points")
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    key = models.CharField(max_length=40)  # protocol time point id, e.g. "month_3"
+    label = models.CharField(max_length=80)
+    months = models.FloatField()
+    target = models.DateField()
+    opens = models.DateField()
+    closes = models.DateField()
+    instruments = models.JSONField()  # instrument ids asked at this time point, in order
+    status = models.CharField(
+        max_length=12, choices=TimePointStatus.choices, default=TimePointStatus.PENDING
+    )
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["schedule_id", "opens"]
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "key"], name="followup_tp_unique_key"),
+            models.CheckConstraint(
+                name="followup_tp_window_in_order",
+                condition=Q(opens__lte=models.F("target")) & Q(target__lte=models.F("closes")),
+            ),
+            models.CheckConstraint(
+                name="followup_tp_completed_iff_completed_at",
+                condition=Q(status="completed", completed_at__isnull=False)
+                | (~Q(status="completed") & Q(completed_at__isnull=True)),
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "opens"], name="followup_tp_status_opens")]
+
+    def __str__(self) -> str:
+        return f"Time point {self.pk} ({self.key})"
+
+
+class PatientLink(models.Model):
+    """A secure link to one time point's questionnaire. Only the token's SHA-256 is stored."""
+
+    time_point = models.ForeignKey(
+        FollowUpTimePoint, on_delete=models.PROTECT, related_name="links"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Link {self.pk}"  # never the hash: str() ends up in logs
+
+
+class Submission(models.Model):
+    """One submitted answer set for a time point, keyed by the client's idempotency key."""
+
+    time_point = models.OneToOneField(
+        FollowUpTimePoint, on_delete=models.PROTECT, related_name="submission"
+    )
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    reference = models.CharField(max_length=16, unique=True)  # shown to the patient
+    submitted_at = models.DateTimeField()
+
+
+class QuestionnaireResponse(models.Model):
+    """One instrument's answers at one time point, scored by the core scorers."""
+
+    submission = models.ForeignKey(
+        Submission, on_delete=models.PROTECT, related_name="responses"
+    )
+    time_point = models.ForeignKey(
+        FollowUpTimePoint, on_delete=models.PROTECT, related_name="responses"
+    )
+    instrument_id = models.CharField(max_length=60)
+    instrument_version = models.CharField(max_length=20)
+    answers = models.JSONField()
+    score = models.FloatField(null=True, blank=True)
+    band = models.CharField(max_length=40, blank=True)
+    extras = models.JSONField(default=dict, blank=True)
+    submitted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["time_point", "instrument_id"], name="followup_response_unique"
+            )
+        ]
+
+
+class ReminderStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Claimed by a worker"
+    SENT = "sent", "Sent"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+
+
+class Reminder(models.Model):
+    """One step of the reminder ladder for one time point: the durable e-mail queue.
+
+    ``step`` is ``day<N>`` (N days after the window opens; ``day0`` is the invitation).
+    A worker claims a row with ``UPDATE ... WHERE status='scheduled'`` and sends only if it
+    changed exactly one row, so two workers can never both send the same step.
+    """
+
+    time_point = models.ForeignKey(
+        FollowUpTimePoint, on_delete=models.PROTECT, related_name="reminders"
+    )
+    step = models.CharField(max_length=16)
+    step_index = models.PositiveSmallIntegerField()
+    scheduled_for = models.DateTimeField()
+    status = models.CharField(
+        max_length=12, choices=ReminderStatus.choices, default=ReminderStatus.SCHEDULED
+    )
+    claimed_by = models.CharField(max_length=80, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["time_point", "step"], name="followup_reminder_once")
+        ]
+        indexes = [
+            models.Index(fields=["status", "scheduled_for"], name="followup_reminder_due"),
+        ]
+
+
+class CallListEntry(models.Model):
+    """A patient the coordinator should phone about one time point."""
+
+    class Reason(models.TextChoices):
+        WINDOW_CLOSED = "window_closed", "Did not answer before the window closed"
+        NO_RESPONSE = "no_response", "No answer after the last reminder"
+        URGENT_TICKLER = "urgent_tickler", "Reported a possible red flag"
+
+    time_point = models.OneToOneField(
+        FollowUpTimePoint, on_delete=models.PROTECT, related_name="call_list_entry"
+    )
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=300, blank=True)
+
+
+class TicklerEscalation(models.Model):
+    """A "yes" on an adverse-event tickler item, escalated as a pending adverse event."""
+
+    response = models.ForeignKey(
+        QuestionnaireResponse, on_delete=models.PROTECT, related_name="escalations"
+    )
+    item_id = models.CharField(max_length=60)
+    urgent = models.BooleanField(default=False)
+    adverse_event = models.OneToOneField(
+        AdverseEvent, on_delete=models.PROTECT, related_name="tickler"
+    )
