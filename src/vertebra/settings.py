@@ -203,3 +203,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": _env.get("LOG_LEVEL", "INFO")},
     "loggers": {"axes": {"level": "WARNING"}},
 }
+
+# Follow-up (vertebra.followup): reminder ladder in days after a window opens (day 0 is the
+# invitation), days after the last reminder before a non-responder goes on the call list, and
+# the public base URL put in front of the links in e-mails.
+FOLLOWUP_REMINDER_LADDER = [
+    int(day) for day in read_list(_env, "FOLLOWUP_REMINDER_LADDER", ["0", "3", "7"])
+]
+FOLLOWUP_CALL_AFTER_LAST_DAYS = read_int(_env, "FOLLOWUP_CALL_AFTER_LAST_DAYS", 3)
+FOLLOWUP_PORTAL_BASE_URL = _env.get("FOLLOWUP_PORTAL_BASE_URL", "http://localhost:8000")

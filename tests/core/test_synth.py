@@ -291,6 +291,14 @@ def test_retired_teacher_story(cohort: Cohort) -> None:
     assert tps.loc["baseline", "odi"] - tps.loc["month_3", "odi"] <= 10
 
 
+def test_story_answers_fall_inside_their_windows(cohort: Cohort) -> None:
+    tp = cohort.timepoints
+    done = tp[(tp.patient_id <= 3) & tp.completed]
+    assert len(done) >= 10
+    assert (done.response_date >= done.due_date).all()
+    assert (done.response_date <= done.window_closes).all()
+
+
 def test_stories_can_be_left_out() -> None:
     c = generate_cohort(50, 1, today=TODAY, include_stories=False)
     assert c.patients.story.isna().all()

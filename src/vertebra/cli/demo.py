@@ -44,20 +44,21 @@ def prepare_environment(data_dir: Path, reset: bool) -> Path:
     return database
 
 
-def print_welcome(console: Console, url: str, logins: list[tuple[str, str, str]]) -> None:
+def print_welcome(console: Console, url: str, logins: list[tuple[str, str, str, str]]) -> None:
     """Print where the demo runs and which accounts to use."""
     console.print(f"\n[bold green]Vertebra demo is running at {url}[/]")
     table = Table(title="Demo logins (local demo only)")
     table.add_column("Role")
     table.add_column("Username")
     table.add_column("Password")
-    for role, username, password in logins:
-        table.add_row(role, username, password)
+    table.add_column("Sees")
+    for role, username, password, clinic in logins:
+        table.add_row(role, username, password, clinic)
     console.print(table)
     console.print("Press Ctrl+C to stop.\n")
 
 
-def run_demo(*, port: int, patients: int, open_browser: bool, reset: bool) -> None:
+def run_demo(*, port: int, patients: int, seed: int, open_browser: bool, reset: bool) -> None:
     """Prepare the demo database and accounts, then serve until interrupted."""
     console = Console(stderr=False)
     if patients < 0:
@@ -68,15 +69,21 @@ def run_demo(*, port: int, patients: int, open_browser: bool, reset: bool) -> No
     database = prepare_environment(data_dir, reset)
     django_setup()
     from django.core.management import call_command
+    from django.utils import timezone
 
-    from vertebra.web.services.demo import ensure_demo_accounts
+    from vertebra.web.services.demo import ensure_demo_accounts, load_demo_cohort
 
     console.print(f"Using demo database {database}")
     call_command("migrate", interactive=False, verbosity=0)
+    now = timezone.now()
+    with console.status(f"Loading a synthetic cohort of {patients} patients…"):
+        loaded = load_demo_cohort(patients=patients, seed=seed, today=now.date(), now=now)
+    if loaded:
+        console.print(f"Loaded {loaded} synthetic patients (seed {seed}).")
     logins = ensure_demo_accounts()
     url = f"http://{HOST}:{port}/"
     console.print(f"Ready in {time.monotonic() - started:.1f} s.")
-    print_welcome(console, url, [(login.role, login.username, login.password) for login in logins])
+    print_welcome(console, url, [(x.role, x.username, x.password, x.clinic) for x in logins])
     if open_browser:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
     run_gunicorn(host=HOST, port=port, workers=2, threads=4, quiet=True)

@@ -46,16 +46,17 @@ def main(
 @app.command()
 def demo(
     port: int = typer.Option(8000, help="Port to serve on (127.0.0.1 only)."),
-    patients: int = typer.Option(
-        500, help="Synthetic patients to load (when the generator exists)."
-    ),
+    patients: int = typer.Option(500, help="Synthetic patients to load into a new database."),
+    seed: int = typer.Option(2026, help="Seed of the synthetic cohort (same seed, same cohort)."),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a web browser."),
     reset: bool = typer.Option(False, "--reset", help="Delete the demo database and start afresh."),
 ) -> None:
     """Create or reuse the embedded demo database, load demo data, and serve on localhost."""
     from vertebra.cli import demo as demo_impl
 
-    demo_impl.run_demo(port=port, patients=patients, open_browser=not no_browser, reset=reset)
+    demo_impl.run_demo(
+        port=port, patients=patients, seed=seed, open_browser=not no_browser, reset=reset
+    )
 
 
 @app.command()
@@ -87,13 +88,24 @@ def manage(ctx: typer.Context) -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    once: bool = typer.Option(False, "--once", help="Run one pass and exit (for cron and tests)."),
+    interval: float = typer.Option(60.0, help="Seconds between passes when running as a loop."),
+) -> None:
     """Run the background worker that sends follow-up invitations and reminders."""
-    typer.echo(
-        "vertebra worker: no background jobs exist yet. Follow-up reminders arrive with the "
-        "follow-up engine; until then there is nothing to run.",
-        err=True,
-    )
+    from vertebra.cli.server import django_setup
+
+    django_setup()
+    from vertebra.followup import worker as followup_worker
+
+    if once:
+        report = followup_worker.run_once()
+        typer.echo(f"vertebra worker: {followup_worker.summary(report)}")
+        return
+    if interval <= 0:
+        raise CliError("--interval must be a positive number of seconds")
+    typer.echo(f"vertebra worker: running every {interval:g} s (Ctrl+C to stop)", err=True)
+    followup_worker.run_forever(interval)
 
 
 instruments_cmd.register(app)

@@ -1,5 +1,578 @@
-"""JSON API router of this app (filled in by its feature work)."""
+"""The registry's JSON API (mounted at ``/api/v1/``): patients and their treatment pathway.
 
-from ninja import Router
+Contracts
+---------
+* Bearer-token authentication (:class:`TokenAuth`); a token acts as one user in one role.
+  Missing, unknown, expired or revoked token → 401.
+* Same selectors and services as the pages, so the same permission matrix, clinic scoping and
+  audit rows apply. Errors (body ``{"detail": ...}``):
 
-router = Router()
+  - 403: the token's role may not do this;
+  - 404: no such object *for this caller* — another clinic's id gets exactly the same body as
+    an id that does not exist;
+  - 409: stale edit (optimistic locking), nothing written;
+  - 422: invalid input, as a list of ``{loc, msg, type}`` with field names, like ninja's own
+    validation errors; chain-of-custody refusals are 422 too, with ``type: chain_of_custody``.
+* Lists are paginated (``limit`` 1–100, ``offset``) and sort only by :data:`SORT_VALUES`.
+* Inputs are bounded (ids fit a 64-bit integer, strings their column and without NUL, numbers
+  finite), so nothing a client sends can reach the database as an error of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest
+from ninja import Field, Path, Query, Router, Schema
+from ninja.errors import HttpError
+from ninja.responses import Status
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import HttpBearer
+
+from vertebra.registry import selectors, services
+from vertebra.registry.errors import (
+    ChainOfCustodyError,
+    NotFound,
+    PermissionDeniedError,
+    StaleEditError,
+)
+from vertebra.registry.models import (
+    AdverseEventCategory,
+    AdverseEventOutcome,
+    Arm,
+    CellSource,
+    Condition,
+    Guidance,
+    InjectionTarget,
+    Laterality,
+    ProcessingMethod,
+    Relatedness,
+    Sex,
+    SpinalLevel,
+    Stenosis,
+    Sterility,
+)
+from vertebra.registry.permissions import Actor
+
+NOT_FOUND = "Not found."
+MAX_ID = 2**63 - 1
+SORT_VALUES = tuple(selectors.SORTS)
+
+# ------------------------------------------------------------------------ input types
+
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+# No NUL (PostgreSQL text cannot hold it); length as the column allows.
+_NO_NUL = r"^[^\x00]*$"
+
+
+def Text(max_length: int, *, min_length: int = 0) -> Any:
+    """A string field bounded like its column, without NUL characters."""
+    return Annotated[str, Field(max_length=max_length, min_length=min_length, pattern=_NO_NUL)]
+
+
+def Amount(*, le: float | None = None) -> Any:
+    """A finite, non-negative number (optionally capped)."""
+    return Annotated[float, Field(ge=0, le=le, allow_inf_nan=False)]
+
+
+def _choices(enum: Any) -> Any:
+    return Literal[tuple(enum.values)]
+
+
+SexChoice = _choices(Sex)
+ConditionChoice = _choices(Condition)
+ArmChoice = _choices(Arm)
+LevelChoice = _choices(SpinalLevel)
+# Choice fields that may be left blank ("not recorded").
+LevelOrBlank = Literal[("", *SpinalLevel.values)]
+LateralityOrBlank = Literal[("", *Laterality.values)]
+StenosisOrBlank = Literal[("", *Stenosis.values)]
+SortChoice = Literal[SORT_VALUES]
+
+# ------------------------------------------------------------------------ output schemas
+
+
+class ErrorOut(Schema):
+    """Every refusal other than invalid input: a plain message."""
+
+    detail: str
+
+
+class FieldError(Schema):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(Schema):
+    """Invalid input: one entry per problem, ``loc`` ending in the field name."""
+
+    detail: list[FieldError]
+
+
+class PatientOut(Schema):
+    id: int
+    clinic_id: int
+    mrn: str
+    given_name: str
+    family_name: str
+    date_of_birth: dt.date
+    sex: str
+    email: str
+    phone: str
+    created_at: dt.datetime
+    version: int = Field(description="Send back as expected_version when editing.")
+
+
+class PatientPageOut(Schema):
+    items: list[PatientOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class DiagnosisOut(Schema):
+    id: int
+    patient_id: int
+    condition: str
+    icd10: str
+    diagnosed_on: dt.date
+    level: str
+    laterality: str
+    pfirrmann_grade: int | None
+    modic_type: int | None
+    disc_height_pct: float | None
+    spondylolisthesis_grade: int | None
+    stenosis: str
+
+
+class HarvestOut(Schema):
+    id: int
+    episode_id: int
+    source: str
+    allogeneic_lot_id: int | None
+    volume_ml: float | None
+    harvested_on: dt.date
+    operator_id: int
+
+
+class ProcessingOut(Schema):
+    id: int
+    harvest_id: int
+    method: str
+    lab: str
+    processed_on: dt.date
+    product_id: str
+    tnc_per_ml: float | None
+    cfu_f_per_ml: float | None
+    cd34_pct: float | None
+    viability_pct: float | None
+    sterility: str
+    adjunct_prp: bool
+    adjunct_hyaluronic_acid: bool
+
+
+class InjectionOut(Schema):
+    id: int
+    episode_id: int
+    processing_id: int | None
+    allogeneic_lot_id: int | None
+    levels: list[str]
+    target: str
+    guidance: str
+    volume_ml: float
+    cell_dose: float | None
+    injected_on: dt.date
+    operator_id: int
+
+
+class EpisodeOut(Schema):
+    id: int
+    patient_id: int
+    arm: str
+    start_date: dt.date
+    version: int
+    harvest_id: int | None = None
+    processing_id: int | None = None
+    injection_ids: list[int] = []
+
+
+class AdverseEventOut(Schema):
+    id: int
+    patient_id: int
+    episode_id: int | None
+    description: str
+    category: str
+    onset: dt.date
+    ctcae_grade: int | None
+    serious: bool
+    relatedness: str
+    expected: bool | None
+    outcome: str
+    resolved_on: dt.date | None
+    status: str
+
+
+# ------------------------------------------------------------------------ input schemas
+
+
+class PatientIn(Schema):
+    clinic_id: int = Field(ge=1, le=MAX_ID)
+    mrn: Text(64, min_length=1)  # type: ignore[valid-type]
+    given_name: Text(150, min_length=1)  # type: ignore[valid-type]
+    family_name: Text(150, min_length=1)  # type: ignore[valid-type]
+    date_of_birth: dt.date
+    sex: SexChoice  # type: ignore[valid-type]
+    email: Text(254) = ""  # type: ignore[valid-type]
+    phone: Text(40) = ""  # type: ignore[valid-type]
+
+
+class PatientPatch(Schema):
+    """Changed fields only, with the version you loaded and why you change it."""
+
+    expected_version: int = Field(ge=1, le=MAX_ID)
+    reason: Text(500, min_length=1)  # type: ignore[valid-type]
+    mrn: Text(64, min_length=1) | None = None  # type: ignore[valid-type]
+    given_name: Text(150, min_length=1) | None = None  # type: ignore[valid-type]
+    family_name: Text(150, min_length=1) | None = None  # type: ignore[valid-type]
+    date_of_birth: dt.date | None = None
+    sex: SexChoice | None = None  # type: ignore[valid-type]
+    email: Text(254) | None = None  # type: ignore[valid-type]
+    phone: Text(40) | None = None  # type: ignore[valid-type]
+
+
+class DiagnosisIn(Schema):
+    condition: ConditionChoice  # type: ignore[valid-type]
+    icd10: Text(8, min_length=1)  # type: ignore[valid-type]
+    diagnosed_on: dt.date
+    level: LevelOrBlank = ""  # type: ignore[valid-type]
+    laterality: LateralityOrBlank = ""  # type: ignore[valid-type]
+    pfirrmann_grade: int | None = Field(None, ge=1, le=5)
+    modic_type: int | None = Field(None, ge=0, le=3)
+    disc_height_pct: Amount(le=100) | None = None  # type: ignore[valid-type]
+    spondylolisthesis_grade: int | None = Field(None, ge=0, le=5)
+    stenosis: StenosisOrBlank = ""  # type: ignore[valid-type]
+
+
+class EpisodeIn(Schema):
+    arm: ArmChoice  # type: ignore[valid-type]
+    start_date: dt.date
+
+
+class HarvestIn(Schema):
+    source: _choices(CellSource)  # type: ignore[valid-type]
+    harvested_on: dt.date
+    volume_ml: Amount(le=1e6) | None = None  # type: ignore[valid-type]
+    allogeneic_lot_id: int | None = Field(None, ge=1, le=MAX_ID)
+
+
+class ProcessingIn(Schema):
+    method: _choices(ProcessingMethod)  # type: ignore[valid-type]
+    lab: Text(200, min_length=1)  # type: ignore[valid-type]
+    processed_on: dt.date
+    product_id: Text(64, min_length=1)  # type: ignore[valid-type]
+    tnc_per_ml: Amount(le=1e15) | None = None  # type: ignore[valid-type]
+    cfu_f_per_ml: Amount(le=1e15) | None = None  # type: ignore[valid-type]
+    cd34_pct: Amount(le=100) | None = None  # type: ignore[valid-type]
+    viability_pct: Amount(le=100) | None = None  # type: ignore[valid-type]
+    sterility: _choices(Sterility) = Sterility.PENDING.value  # type: ignore[valid-type]
+    adjunct_prp: bool = False
+    adjunct_hyaluronic_acid: bool = False
+
+
+class InjectionIn(Schema):
+    """Exactly one of ``product_id`` (a processed product) or ``allogeneic_lot_id``."""
+
+    levels: list[LevelChoice] = Field(min_length=1, max_length=5)  # type: ignore[valid-type]
+    target: _choices(InjectionTarget)  # type: ignore[valid-type]
+    guidance: _choices(Guidance)  # type: ignore[valid-type]
+    volume_ml: Amount(le=1e4)  # type: ignore[valid-type]
+    injected_on: dt.date
+    product_id: Text(64, min_length=1) | None = None  # type: ignore[valid-type]
+    allogeneic_lot_id: int | None = Field(None, ge=1, le=MAX_ID)
+    cell_dose: Amount(le=1e15) | None = None  # type: ignore[valid-type]
+
+
+class AdverseEventIn(Schema):
+    """A report; grading (``ctcae_grade`` with ``relatedness``) needs the adjudicate right."""
+
+    description: Text(5000, min_length=1)  # type: ignore[valid-type]
+    category: _choices(AdverseEventCategory)  # type: ignore[valid-type]
+    onset: dt.date
+    episode_id: int | None = Field(None, ge=1, le=MAX_ID)
+    serious: bool = False
+    ctcae_grade: int | None = Field(None, ge=1, le=5)
+    relatedness: Literal[("", *Relatedness.values)] = ""  # type: ignore[valid-type]
+    expected: bool | None = None
+    outcome: _choices(AdverseEventOutcome) = AdverseEventOutcome.UNKNOWN.value  # type: ignore[valid-type]
+    resolved_on: dt.date | None = None
+
+
+# ------------------------------------------------------------------------ authentication
+
+
+class TokenAuth(HttpBearer):
+    """``Authorization: Bearer <token>``; ``request.auth`` becomes the token's Actor."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> Actor | None:
+        request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        return services.authenticate_api_token(token, request_id=request_id)
+
+
+router = Router(auth=TokenAuth(), tags=["registry"])
+
+#: Responses every endpoint may give besides its success.
+ERRORS: dict[int, Any] = {
+    401: ErrorOut,
+    403: ErrorOut,
+    404: ErrorOut,
+    422: ValidationErrorOut,
+}
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _field_errors(exc: DjangoValidationError) -> list[dict[str, Any]]:
+    """A Django ValidationError as ninja-style 422 entries, keyed by field name."""
+    if hasattr(exc, "error_dict"):
+        return [
+            {"loc": ["body", name], "msg": message, "type": "value_error"}
+            for name, errors in exc.message_dict.items()
+            for message in errors
+        ]
+    return [{"loc": ["body"], "msg": message, "type": "value_error"} for message in exc.messages]
+
+
+def registry_errors(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn the registry's refusals into the HTTP answers of the module docstring."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except PermissionDeniedError as exc:
+            raise HttpError(403, str(exc)) from None
+        except NotFound:
+            raise HttpError(404, NOT_FOUND) from None
+        except StaleEditError as exc:
+            raise HttpError(409, str(exc)) from None
+        except ChainOfCustodyError as exc:
+            raise NinjaValidationError(
+                [{"loc": ["body"], "msg": str(exc), "type": "chain_of_custody"}]
+            ) from None
+        except DjangoValidationError as exc:
+            raise NinjaValidationError(_field_errors(exc)) from None
+
+    return wrapper
+
+
+def _actor(request: HttpRequest) -> Actor:
+    auth = getattr(request, "auth", None)
+    assert isinstance(auth, Actor)  # TokenAuth admitted the request
+    return auth
+
+
+def _episode_out(episode: Any) -> EpisodeOut:
+    harvest = getattr(episode, "harvest", None)
+    processing = getattr(harvest, "processing", None) if harvest is not None else None
+    return EpisodeOut(
+        id=episode.pk,
+        patient_id=episode.patient_id,
+        arm=episode.arm,
+        start_date=episode.start_date,
+        version=episode.version,
+        harvest_id=harvest.pk if harvest is not None else None,
+        processing_id=processing.pk if processing is not None else None,
+        injection_ids=[injection.pk for injection in episode.injections.all()],
+    )
+
+
+# ------------------------------------------------------------------------ patients
+
+
+class PatientQuery(Schema):
+    search: Text(100) = ""  # type: ignore[valid-type]
+    condition: Literal[("", *Condition.values)] = ""  # type: ignore[valid-type]
+    arm: Literal[("", *Arm.values)] = ""  # type: ignore[valid-type]
+    sort: SortChoice = "name"  # type: ignore[valid-type]
+    limit: int = Field(25, ge=1, le=selectors.MAX_RESULTS)
+    offset: int = Field(0, ge=0, le=10_000_000)
+
+
+@router.get("/patients", response={200: PatientPageOut, **ERRORS}, summary="Search your patients")
+@registry_errors
+def list_patients(request: HttpRequest, filters: Query[PatientQuery]) -> PatientPageOut:
+    """Patients of your clinics: ``search`` (MRN prefix or part of a name), filter by
+    diagnosis ``condition`` and treatment ``arm``, ``sort`` from an allow-list, paginated."""
+    page = selectors.search_patients(actor=_actor(request), **filters.dict())
+    return PatientPageOut(
+        items=[PatientOut.from_orm(patient) for patient in page.items],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.post("/patients", response={201: PatientOut, **ERRORS}, summary="Register a patient")
+@registry_errors
+def create_patient(request: HttpRequest, payload: PatientIn) -> Any:
+    """Register a patient at one of your clinics (MRN unique per clinic)."""
+    patient = services.register_patient(actor=_actor(request), **payload.dict())
+    return Status(201, patient)
+
+
+@router.get("/patients/{patient_id}", response={200: PatientOut, **ERRORS}, summary="One patient")
+@registry_errors
+def get_patient(request: HttpRequest, patient_id: Id) -> Any:
+    """The patient, if at one of your clinics."""
+    return selectors.get_patient_for(actor=_actor(request), patient_id=patient_id)
+
+
+@router.patch(
+    "/patients/{patient_id}",
+    response={200: PatientOut, 409: ErrorOut, **ERRORS},
+    summary="Correct a patient's details (optimistic locking)",
+)
+@registry_errors
+def update_patient(request: HttpRequest, patient_id: Id, payload: PatientPatch) -> Any:
+    """Change the given fields. ``expected_version`` is the ``version`` you read: if the patient
+    changed since, 409 and nothing is written. ``reason`` is kept in the audit trail."""
+    data = payload.dict(exclude_unset=True)
+    changes = {
+        name: value
+        for name, value in data.items()
+        if name not in {"expected_version", "reason"} and value is not None
+    }
+    return services.update_patient(
+        actor=_actor(request),
+        patient_id=patient_id,
+        expected_version=payload.expected_version,
+        changes=changes,
+        reason=payload.reason,
+    )
+
+
+# ------------------------------------------------------------------------ diagnoses
+
+
+@router.get(
+    "/patients/{patient_id}/diagnoses",
+    response={200: list[DiagnosisOut], **ERRORS},
+    summary="A patient's diagnoses",
+)
+@registry_errors
+def list_diagnoses(request: HttpRequest, patient_id: Id) -> Any:
+    return selectors.patient_items(actor=_actor(request), patient_id=patient_id, kind="diagnoses")
+
+
+@router.post(
+    "/patients/{patient_id}/diagnoses",
+    response={201: DiagnosisOut, **ERRORS},
+    summary="Record a diagnosis",
+)
+@registry_errors
+def create_diagnosis(request: HttpRequest, patient_id: Id, payload: DiagnosisIn) -> Any:
+    diagnosis = services.record_diagnosis(
+        actor=_actor(request), patient_id=patient_id, **payload.dict()
+    )
+    return Status(201, diagnosis)
+
+
+# ------------------------------------------------------------------------ episodes, pathway
+
+
+@router.get(
+    "/patients/{patient_id}/episodes",
+    response={200: list[EpisodeOut], **ERRORS},
+    summary="A patient's treatment episodes",
+)
+@registry_errors
+def list_episodes(request: HttpRequest, patient_id: Id) -> Any:
+    episodes = selectors.patient_items(
+        actor=_actor(request), patient_id=patient_id, kind="episodes"
+    )
+    return [_episode_out(episode) for episode in episodes]
+
+
+@router.post(
+    "/patients/{patient_id}/episodes",
+    response={201: EpisodeOut, **ERRORS},
+    summary="Start a treatment episode",
+)
+@registry_errors
+def create_episode(request: HttpRequest, patient_id: Id, payload: EpisodeIn) -> Any:
+    episode = services.start_episode(actor=_actor(request), patient_id=patient_id, **payload.dict())
+    return Status(201, _episode_out(episode))
+
+
+@router.post(
+    "/episodes/{episode_id}/harvest",
+    response={201: HarvestOut, **ERRORS},
+    summary="Record the harvest (step 1)",
+)
+@registry_errors
+def create_harvest(request: HttpRequest, episode_id: Id, payload: HarvestIn) -> Any:
+    harvest = services.record_harvest(
+        actor=_actor(request), episode_id=episode_id, **payload.dict()
+    )
+    return Status(201, harvest)
+
+
+@router.post(
+    "/harvests/{harvest_id}/processing",
+    response={201: ProcessingOut, **ERRORS},
+    summary="Record the processing of a harvest (step 2)",
+)
+@registry_errors
+def create_processing(request: HttpRequest, harvest_id: Id, payload: ProcessingIn) -> Any:
+    processing = services.record_processing_for_harvest(
+        actor=_actor(request), harvest_id=harvest_id, **payload.dict()
+    )
+    return Status(201, processing)
+
+
+@router.post(
+    "/episodes/{episode_id}/injections",
+    response={201: InjectionOut, **ERRORS},
+    summary="Record an injection (step 3; chain of custody enforced)",
+)
+@registry_errors
+def create_injection(request: HttpRequest, episode_id: Id, payload: InjectionIn) -> Any:
+    injection = services.record_injection(
+        actor=_actor(request), episode_id=episode_id, **payload.dict()
+    )
+    return Status(201, injection)
+
+
+# ------------------------------------------------------------------------ adverse events
+
+
+@router.get(
+    "/patients/{patient_id}/adverse-events",
+    response={200: list[AdverseEventOut], **ERRORS},
+    summary="A patient's adverse events",
+)
+@registry_errors
+def list_adverse_events(request: HttpRequest, patient_id: Id) -> Any:
+    return selectors.patient_items(
+        actor=_actor(request), patient_id=patient_id, kind="adverse_events"
+    )
+
+
+@router.post(
+    "/patients/{patient_id}/adverse-events",
+    response={201: AdverseEventOut, **ERRORS},
+    summary="Report an adverse event",
+)
+@registry_errors
+def create_adverse_event(request: HttpRequest, patient_id: Id, payload: AdverseEventIn) -> Any:
+    event = services.record_adverse_event(
+        actor=_actor(request), patient_id=patient_id, **payload.dict()
+    )
+    return Status(201, event)

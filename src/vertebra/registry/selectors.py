@@ -13,11 +13,23 @@ Contracts
 
 from __future__ import annotations
 
-from django.db.models import Q
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Prefetch, Q, QuerySet
 
 from vertebra.registry.audit import audited_transaction, record_audit
 from vertebra.registry.errors import NotFound
-from vertebra.registry.models import Patient
+from vertebra.registry.models import (
+    AdverseEvent,
+    AdverseEventStatus,
+    Diagnosis,
+    Harvest,
+    Injection,
+    Patient,
+    TreatmentEpisode,
+)
 from vertebra.registry.permissions import Action, Actor, verify_actor
 
 #: The most patients one search returns (pagination beyond that is the caller's job).
@@ -59,10 +71,24 @@ def patients_for(
     return patients
 
 
-@audited_transaction
-def get_patient_for(*, actor: Actor, patient_id: int) -> Patient:
-    """The patient ``patient_id`` if the actor may read them; else NotFound."""
+def _clinics_for(actor: Actor, intent: Action | None) -> frozenset[int]:
+    """Clinics where the actor may read patients and, if given, also perform ``intent``.
+
+    ``intent`` is the action a form page is about to offer: showing a harvest form to a role
+    that may not record one is refused up front (PermissionDeniedError), exactly as the
+    service would refuse the submission.
+    """
     clinics = verify_actor(actor, Action.PATIENT_READ)
+    if intent is not None and intent is not Action.PATIENT_READ:
+        clinics = clinics & verify_actor(actor, intent)
+    return clinics
+
+
+@audited_transaction
+def get_patient_for(*, actor: Actor, patient_id: int, intent: Action | None = None) -> Patient:
+    """The patient ``patient_id`` if the actor may read them (and perform ``intent``, when
+    given); else PermissionDeniedError (role) or NotFound (not in the actor's clinics)."""
+    clinics = _clinics_for(actor, intent)
     patient = Patient.objects.filter(pk=patient_id, clinic_id__in=clinics).first()
     if patient is None:
         raise NotFound("patient", patient_id)
@@ -75,3 +101,327 @@ def get_patient_for(*, actor: Actor, patient_id: int) -> Patient:
         patient_id=patient.pk,
     )
     return patient
+
+
+# --------------------------------------------------------------------------------------------
+# Search with filters, sort allow-list and a total for pagination
+# --------------------------------------------------------------------------------------------
+
+#: The only orderings a caller may ask for (API ``sort``; anything else is refused upstream).
+SORTS: dict[str, tuple[str, ...]] = {
+    "name": ("family_name", "given_name", "id"),
+    "-name": ("-family_name", "-given_name", "-id"),
+    "created": ("created_at", "id"),
+    "-created": ("-created_at", "-id"),
+    "mrn": ("mrn", "id"),
+    "-mrn": ("-mrn", "-id"),
+}
+
+
+@dataclass(frozen=True)
+class PatientPage:
+    """One page of a patient search: the rows, how many match in all, and the window."""
+
+    items: list[Patient]
+    total: int
+    limit: int
+    offset: int
+
+
+@audited_transaction
+def search_patients(
+    *,
+    actor: Actor,
+    search: str = "",
+    condition: str = "",
+    arm: str = "",
+    sort: str = "name",
+    limit: int = 25,
+    offset: int = 0,
+) -> PatientPage:
+    """Patients of the actor's clinics matching ``search`` (MRN prefix or part of a name),
+    having a diagnosis of ``condition`` and an episode in ``arm`` when those are given.
+
+    ``sort`` must be a key of :data:`SORTS` (ValueError otherwise: callers validate input);
+    ``limit`` is clamped to 1..:data:`MAX_RESULTS`. Audited as one ``search`` row listing the
+    filters and the ids returned.
+    """
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r}")
+    clinics = verify_actor(actor, Action.PATIENT_READ)
+    limit = max(1, min(limit, MAX_RESULTS))
+    offset = max(0, offset)
+    query = Patient.objects.filter(clinic_id__in=clinics)
+    term = search.strip()
+    if term:
+        query = query.filter(
+            Q(mrn__istartswith=term)
+            | Q(given_name__icontains=term)
+            | Q(family_name__icontains=term)
+        )
+    if condition:
+        query = query.filter(pk__in=Diagnosis.objects.filter(condition=condition).values("patient"))
+    if arm:
+        query = query.filter(pk__in=TreatmentEpisode.objects.filter(arm=arm).values("patient"))
+    total = query.count()
+    patients = list(query.order_by(*SORTS[sort])[offset : offset + limit])
+    record_audit(
+        actor=actor,
+        action="search",
+        object_type="patient",
+        new_values={
+            "search": term,
+            "condition": condition,
+            "arm": arm,
+            "sort": sort,
+            "limit": limit,
+            "offset": offset,
+            "patient_ids": [patient.pk for patient in patients],
+        },
+    )
+    return PatientPage(items=patients, total=total, limit=limit, offset=offset)
+
+
+# --------------------------------------------------------------------------------------------
+# One patient's record and timeline
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One dated line of a patient's timeline; ``kind`` names the template fragment."""
+
+    date: dt.date
+    kind: str
+    title: str
+    obj: Any
+    anchor: str
+
+
+@dataclass
+class PatientRecord:
+    """Everything the patient page shows, read in one audited transaction."""
+
+    patient: Patient
+    consents: list[Any] = field(default_factory=list)
+    diagnoses: list[Any] = field(default_factory=list)
+    prior_treatments: list[Any] = field(default_factory=list)
+    screenings: list[Any] = field(default_factory=list)
+    episodes: list[TreatmentEpisode] = field(default_factory=list)
+    adverse_events: list[AdverseEvent] = field(default_factory=list)
+    clinical_events: list[Any] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+
+def build_timeline(record: PatientRecord) -> list[TimelineEntry]:
+    """The record's dated items, newest first; pathway steps each get their own line.
+
+    Ties keep a fixed clinical order (consent, diagnosis, screening, episode, harvest,
+    processing, injection, events) so that same-day steps read in the order they happen.
+    """
+    entries: list[tuple[dt.date, int, TimelineEntry]] = []
+
+    def add(order: int, date: dt.date, kind: str, title: str, obj: Any) -> None:
+        entry = TimelineEntry(date, kind, title, obj, f"{obj._meta.model_name}-{obj.pk}")
+        entries.append((date, order, entry))
+
+    for consent in record.consents:
+        add(0, consent.signed_on, "consent", f"Consent: {consent.get_kind_display()}", consent)
+    for diagnosis in record.diagnoses:
+        title = f"Diagnosis: {diagnosis.get_condition_display()} ({diagnosis.icd10})"
+        add(1, diagnosis.diagnosed_on, "diagnosis", title, diagnosis)
+    for treatment in record.prior_treatments:
+        date = treatment.started_on or treatment.ended_on or record.patient.created_at.date()
+        add(
+            1,
+            date,
+            "prior_treatment",
+            f"Prior treatment: {treatment.get_kind_display()}",
+            treatment,
+        )
+    for screening in record.screenings:
+        add(2, screening.evaluated_at.date(), "screening", "Screening evaluation", screening)
+    for episode in record.episodes:
+        add(3, episode.start_date, "episode", f"Episode: {episode.get_arm_display()}", episode)
+        harvest = getattr(episode, "harvest", None)
+        if harvest is not None:
+            add(4, harvest.harvested_on, "harvest", "Harvest", harvest)
+            processing = getattr(harvest, "processing", None)
+            if processing is not None:
+                add(5, processing.processed_on, "processing", "Processing", processing)
+        for injection in episode.injections.all():
+            add(6, injection.injected_on, "injection", "Injection", injection)
+    for event in record.adverse_events:
+        add(
+            7, event.onset, "adverse_event", f"Adverse event: {event.get_category_display()}", event
+        )
+    for event in record.clinical_events:
+        add(8, event.occurred_on, "clinical_event", event.get_kind_display(), event)
+    entries.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [entry for _, _, entry in entries]
+
+
+@audited_transaction
+def patient_record(*, actor: Actor, patient_id: int) -> PatientRecord:
+    """The patient with every recorded item and the timeline; one ``read`` audit row."""
+    clinics = verify_actor(actor, Action.PATIENT_READ)
+    patient = Patient.objects.filter(pk=patient_id, clinic_id__in=clinics).first()
+    if patient is None:
+        raise NotFound("patient", patient_id)
+    episodes = (
+        TreatmentEpisode.objects.filter(patient=patient)
+        .select_related("harvest__processing", "harvest__allogeneic_lot", "harvest__operator")
+        .prefetch_related(
+            Prefetch(
+                "injections",
+                queryset=Injection.objects.select_related(
+                    "processing", "allogeneic_lot", "operator"
+                ),
+            )
+        )
+        .order_by("start_date", "id")
+    )
+    record = PatientRecord(
+        patient=patient,
+        consents=list(patient.consents.select_related("recorded_by").order_by("signed_on")),
+        diagnoses=list(patient.diagnoses.order_by("diagnosed_on", "id")),
+        prior_treatments=list(patient.prior_treatments.order_by("id")),
+        screenings=list(patient.screenings.select_related("evaluated_by").order_by("-id")),
+        episodes=list(episodes),
+        adverse_events=list(patient.adverse_events.order_by("onset", "id")),
+        clinical_events=list(patient.clinical_events.order_by("occurred_on", "id")),
+    )
+    record.timeline = build_timeline(record)
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type="patient",
+        object_id=patient.pk,
+        clinic_id=patient.clinic_id,
+        patient_id=patient.pk,
+        new_values={"view": "record"},
+    )
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# Episodes, harvests, adverse events
+# --------------------------------------------------------------------------------------------
+
+
+def _audit_read(actor: Actor, object_type: str, obj: Any, patient: Patient) -> None:
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type=object_type,
+        object_id=obj.pk,
+        clinic_id=patient.clinic_id,
+        patient_id=patient.pk,
+    )
+
+
+@audited_transaction
+def get_episode_for(
+    *, actor: Actor, episode_id: int, intent: Action | None = None
+) -> TreatmentEpisode:
+    """The episode (with patient, harvest and processing) if in the actor's clinics and the
+    role may perform ``intent``; else PermissionDeniedError or NotFound."""
+    clinics = _clinics_for(actor, intent)
+    episode = (
+        TreatmentEpisode.objects.select_related("patient", "harvest__processing")
+        .filter(pk=episode_id, patient__clinic_id__in=clinics)
+        .first()
+    )
+    if episode is None:
+        raise NotFound("treatment_episode", episode_id)
+    _audit_read(actor, "treatmentepisode", episode, episode.patient)
+    return episode
+
+
+@audited_transaction
+def get_harvest_for(*, actor: Actor, harvest_id: int, intent: Action | None = None) -> Harvest:
+    """The harvest (with episode and patient) if in the actor's clinics; as above."""
+    clinics = _clinics_for(actor, intent)
+    harvest = (
+        Harvest.objects.select_related("episode__patient")
+        .filter(pk=harvest_id, episode__patient__clinic_id__in=clinics)
+        .first()
+    )
+    if harvest is None:
+        raise NotFound("harvest", harvest_id)
+    _audit_read(actor, "harvest", harvest, harvest.episode.patient)
+    return harvest
+
+
+@audited_transaction
+def get_adverse_event_for(
+    *, actor: Actor, adverse_event_id: int, intent: Action | None = None
+) -> AdverseEvent:
+    """The adverse event (with patient) if in the actor's clinics; as above."""
+    clinics = _clinics_for(actor, intent)
+    event = (
+        AdverseEvent.objects.select_related("patient", "episode")
+        .filter(pk=adverse_event_id, patient__clinic_id__in=clinics)
+        .first()
+    )
+    if event is None:
+        raise NotFound("adverse_event", adverse_event_id)
+    _audit_read(actor, "adverseevent", event, event.patient)
+    return event
+
+
+@audited_transaction
+def pending_adverse_events(*, actor: Actor, limit: int = MAX_RESULTS) -> list[AdverseEvent]:
+    """Adverse events awaiting adjudication at the actor's clinics, oldest onset first.
+
+    Only roles that may adjudicate see the queue. Audited as one ``search`` row.
+    """
+    clinics = _clinics_for(actor, Action.ADVERSE_EVENT_ADJUDICATE)
+    events = list(
+        AdverseEvent.objects.select_related("patient", "episode")
+        .filter(patient__clinic_id__in=clinics, status=AdverseEventStatus.PENDING)
+        .order_by("onset", "id")[: max(1, min(limit, MAX_RESULTS))]
+    )
+    record_audit(
+        actor=actor,
+        action="search",
+        object_type="adverseevent",
+        new_values={
+            "status": AdverseEventStatus.PENDING,
+            "adverse_event_ids": [event.pk for event in events],
+        },
+    )
+    return events
+
+
+#: The per-patient lists the API serves, by name: (related manager, ordering).
+_PATIENT_LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "diagnoses": ("diagnoses", ("diagnosed_on", "id")),
+    "episodes": ("episodes", ("start_date", "id")),
+    "adverse_events": ("adverse_events", ("onset", "id")),
+}
+
+
+@audited_transaction
+def patient_items(*, actor: Actor, patient_id: int, kind: str) -> list[Any]:
+    """One of a patient's lists (``diagnoses``, ``episodes``, ``adverse_events``), oldest first,
+    if the actor may read the patient; one ``read`` audit row naming the list."""
+    relation, ordering = _PATIENT_LISTS[kind]
+    clinics = verify_actor(actor, Action.PATIENT_READ)
+    patient = Patient.objects.filter(pk=patient_id, clinic_id__in=clinics).first()
+    if patient is None:
+        raise NotFound("patient", patient_id)
+    manager: QuerySet[Any] = getattr(patient, relation).all()
+    if kind == "episodes":
+        manager = manager.select_related("harvest__processing").prefetch_related("injections")
+    items = list(manager.order_by(*ordering))
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type="patient",
+        object_id=patient.pk,
+        clinic_id=patient.clinic_id,
+        patient_id=patient.pk,
+        new_values={"view": kind, "ids": [item.pk for item in items]},
+    )
+    return items

@@ -813,9 +813,7 @@ def record_clinical_event(
 
 
 @audited_transaction
-def record_processing_for_harvest(
-    *, actor: Actor, harvest_id: int, **fields: Any
-) -> Processing:
+def record_processing_for_harvest(*, actor: Actor, harvest_id: int, **fields: Any) -> Processing:
     """:func:`record_processing` addressed by the harvest (the API's ``/harvests/{id}``).
 
     The harvest must belong to a patient of the actor's clinics, else NotFound (the same answer

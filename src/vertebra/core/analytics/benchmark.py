@@ -136,8 +136,13 @@ def clinic_benchmark(
         ok &= pts[col].notna().to_numpy()
     cat_codes = []
     for col in ("condition", "startback_group"):
-        cat = pts[col] if isinstance(pts[col].dtype, pd.CategoricalDtype) else pts[col].astype("category")
-        cat_codes.append(pd.Categorical.from_codes(cat.cat.codes.to_numpy(), cat.cat.categories))
+        cat = (
+            pts[col]
+            if isinstance(pts[col].dtype, pd.CategoricalDtype)
+            else pts[col].astype("category")
+        )
+        codes: Any = cat.cat.codes.to_numpy()
+        cat_codes.append(pd.Categorical.from_codes(codes, cat.cat.categories))
     n_missing = int((pair & ~ok).sum())
     y = mcid[ok].astype(np.float64)
     expected_p = np.full(int(ok.sum()), np.nan)
@@ -198,7 +203,7 @@ def clinic_benchmark(
         timepoint=timepoint,
         measure=measure,
         overall_rate=overall,
-        n_total=int(len(y)),
+        n_total=len(y),
         n_excluded_missing_covariate=n_missing,
         case_mix=(
             "age",
@@ -211,6 +216,6 @@ def clinic_benchmark(
         ),
         clinics=tuple(rows),
         funnel_n=tuple(grid_n.tolist()),
-        funnel_95=tuple(zip(g95[0].tolist(), g95[1].tolist())),
-        funnel_998=tuple(zip(g998[0].tolist(), g998[1].tolist())),
+        funnel_95=tuple(zip(g95[0].tolist(), g95[1].tolist(), strict=False)),
+        funnel_998=tuple(zip(g998[0].tolist(), g998[1].tolist(), strict=False)),
     )

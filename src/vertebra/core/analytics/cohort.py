@@ -138,7 +138,7 @@ class Panel:
 
     * arm_codes: index into `arms` per patient.
     * tp_ids / tp_months: time points ordered by months; column 0 is baseline.
-    * expected[i, t]: due by `as_of` (due_date <= as_of) or answered anyway.
+    * expected[i, t]: due by `as_of` (window_closes, else due_date, <= as_of) or answered.
     * completed[i, t]: the questionnaire was completed.
     * values[measure][i, t]: score, NaN unless completed and scorable.
     * opioid[i, t]: 1.0 on opioids, 0.0 not, NaN unknown; mme likewise.
@@ -172,6 +172,18 @@ def _completed_flags(tp: pd.DataFrame) -> BoolArray:
         return np.asarray(col.fillna(0).to_numpy() != 0, dtype=bool)
     s = col.astype(str).str.lower()
     return np.asarray(s.isin(("true", "1", "yes", "completed")).to_numpy(), dtype=bool)
+
+
+def _floats(col: pd.Series) -> FloatArray:
+    """Column as float64 with NaN for missing (handles nullable Int8/boolean and strings)."""
+    if col.dtype == object:
+        col = col.map(
+            lambda v: {"true": 1.0, "false": 0.0}.get(v.lower(), v) if isinstance(v, str) else v
+        )
+    if pd.api.types.is_bool_dtype(col) and not isinstance(col.dtype, pd.BooleanDtype):
+        return col.to_numpy(dtype=np.float64)
+    num = col if pd.api.types.is_numeric_dtype(col) else pd.to_numeric(col, errors="coerce")
+    return np.asarray(num.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
 
 
 def build_panel(
@@ -214,7 +226,10 @@ def build_panel(
     completed = np.zeros((n, t_count), dtype=bool)
     comp_flags = _completed_flags(tp)[sel]
     completed[r, c] = comp_flags
-    due = pd.to_datetime(tp["due_date"]).to_numpy()[sel]
+    # Expected once the answer window has closed (the patient can no longer answer), or, for
+    # tables without windows, once the due date has passed; answered early counts too.
+    due_col = "window_closes" if "window_closes" in tp.columns else "due_date"
+    due = pd.to_datetime(tp[due_col]).to_numpy()[sel]
     expected = np.zeros((n, t_count), dtype=bool)
     expected[r, c] = (due <= np.datetime64(as_of)) | comp_flags
 
@@ -223,18 +238,15 @@ def build_panel(
         if column not in tp.columns:
             continue
         arr = np.full((n, t_count), np.nan)
-        arr[r, c] = pd.to_numeric(tp[column], errors="coerce").to_numpy(dtype=np.float64)[sel]
+        arr[r, c] = _floats(tp[column])[sel]
         arr[~completed] = np.nan  # a score without a completed questionnaire is not data
         values[column] = arr
 
     def _grid(column: str) -> FloatArray | None:
         if column not in tp.columns:
             return None
-        src = tp[column]
-        if pd.api.types.is_bool_dtype(src) or src.dtype == object:
-            src = src.map({True: 1.0, False: 0.0, "true": 1.0, "false": 0.0}).astype(float)
         arr = np.full((n, t_count), np.nan)
-        arr[r, c] = pd.to_numeric(src, errors="coerce").to_numpy(dtype=np.float64)[sel]
+        arr[r, c] = _floats(tp[column])[sel]
         arr[~completed] = np.nan
         return arr
 

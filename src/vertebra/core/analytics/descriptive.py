@@ -94,7 +94,10 @@ def _mix(codes: npt.NDArray[np.int64], col: pd.Series, g: int) -> list[dict[str,
     totals = counts.sum(axis=1, keepdims=True).repeat(k, axis=1)
     lo, hi = wilson_ci(counts, totals)
     return [
-        {name: Rate.of(int(counts[a, j]), int(totals[a, j]), lo[a, j], hi[a, j]) for j, name in enumerate(names)}
+        {
+            name: Rate.of(int(counts[a, j]), int(totals[a, j]), lo[a, j], hi[a, j])
+            for j, name in enumerate(names)
+        }
         for a in range(g)
     ]
 

@@ -166,16 +166,19 @@ def _group_mean_sd(
     return n, mean, np.where(n >= 2, sd, np.nan)
 
 
-def _rates(num: FloatArray, den: FloatArray) -> list[Rate]:
+def _rates(num: npt.NDArray[Any], den: npt.NDArray[Any]) -> list[Rate]:
     lo, hi = wilson_ci(num, den)
-    return [Rate.of(int(a), int(b), float(c), float(d)) for a, b, c, d in zip(num, den, lo, hi)]
+    return [
+        Rate.of(int(a), int(b), float(c), float(d))
+        for a, b, c, d in zip(num, den, lo, hi, strict=False)
+    ]
 
 
 def _means(n: FloatArray, mean: FloatArray, sd: FloatArray) -> list[Mean]:
     lo, hi = t_ci(mean, sd, n)
     return [
         Mean.of(int(a), float(b), float(c), float(d), float(e))
-        for a, b, c, d, e in zip(n, mean, sd, lo, hi)
+        for a, b, c, d, e in zip(n, mean, sd, lo, hi, strict=False)
     ]
 
 
@@ -245,7 +248,7 @@ def arm_outcomes(panel: Panel) -> dict[str, list[TimepointOutcome]]:
 
 
 def _measure(
-    measure: str, key: IntArray, grid: FloatArray, gt: int, exp: FloatArray
+    measure: str, key: IntArray, grid: FloatArray, gt: int, exp: npt.NDArray[Any]
 ) -> list[MeasureSummary]:
     """Summaries for every (arm, time point) cell j = arm * T + t of one score grid."""
     inst = MEASURES[measure]
@@ -312,6 +315,4 @@ def _opioids(panel: Panel, key: IntArray, gt: int) -> list[OpioidSummary]:
     follow = np.tile(np.arange(t_count) > 0, panel.mme.shape[0])
     pair = okm & ~np.isnan(base) & follow
     ch = _means(*_group_mean_sd(key[pair], mme[pair] - base[pair], gt))
-    return [
-        OpioidSummary(share[j], mm[j], None if j % t_count == 0 else ch[j]) for j in range(gt)
-    ]
+    return [OpioidSummary(share[j], mm[j], None if j % t_count == 0 else ch[j]) for j in range(gt)]

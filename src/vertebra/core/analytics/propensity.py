@@ -2,8 +2,9 @@
 
 Method (Austin & Stuart 2015, Stat Med 34:3661):
 
-1. Propensity model: maximum-likelihood logistic regression (Newton-Raphson; identical to
-   statsmodels `Logit`, checked by a test) of "in the treated group" on
+1. Propensity model: maximum-likelihood logistic regression (Newton-Raphson with one fixed
+   effect per clinic; identical to statsmodels `Logit` with clinic indicators, checked by a
+   test) of "in the treated group" on
    age, sex, baseline ODI, baseline back NRS, pain duration (continuous, standardised) and
    condition, STarT Back group and clinic (indicator-coded, first level as reference).
 2. Positivity: patients with a missing covariate are excluded; so are patients in a category
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.stats import norm as _norm
+from scipy.stats import norm as _norm  # type: ignore[import-untyped]
 
 from vertebra.core.analytics.cohort import Panel
 from vertebra.core.analytics.descriptive import female_mask
@@ -39,8 +40,7 @@ from vertebra.core.analytics.results import jsonable
 from vertebra.core.analytics.stats import (
     Z95,
     kish_ess,
-    logistic_fit,
-    logistic_predict,
+    logistic_fit_fe,
     smd_columns,
     weighted_difference,
 )
@@ -155,21 +155,26 @@ def _design(panel: Panel, rows: npt.NDArray[np.int64]) -> tuple[pd.DataFrame, li
     frame = pd.DataFrame(data)
     for col in CATEGORICAL:
         cat = _as_category(pts[col])
-        frame[col] = pd.Categorical.from_codes(
-            cat.cat.codes.to_numpy()[rows], categories=cat.cat.categories.astype(str)
-        )
+        codes: Any = cat.cat.codes.to_numpy()[rows]
+        frame[col] = pd.Categorical.from_codes(codes, categories=cat.cat.categories.astype(str))
     return frame, list(CATEGORICAL)
 
 
-def _fit_logit(y: FloatArray, x: FloatArray) -> tuple[FloatArray, bool]:
-    """Propensity scores and convergence flag (Newton-Raphson logistic, see stats)."""
-    beta, _, converged = logistic_fit(x, y)
-    return logistic_predict(x, beta), converged
+def _level_smd(
+    codes: npt.NDArray[np.int64], k: int, treat: BoolArray, w: FloatArray | None
+) -> FloatArray:
+    """SMD of each category level's indicator (binary formula), weighted if `w` is given."""
+    ww = np.ones(len(codes)) if w is None else w
+    props = []
+    for grp in (treat, ~treat):
+        props.append(np.bincount(codes[grp], weights=ww[grp], minlength=k) / ww[grp].sum())
+    p1, p0 = props
+    pooled = np.sqrt((p1 * (1 - p1) + p0 * (1 - p0)) / 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pooled > 0, (p1 - p0) / pooled, 0.0)
 
 
-def _effect(
-    outcome: str, y: FloatArray, t: BoolArray, w: FloatArray | None
-) -> EffectEstimate:
+def _effect(outcome: str, y: FloatArray, t: BoolArray, w: FloatArray | None) -> EffectEstimate:
     """Weighted mean difference with HC1 robust 95 % CI (= WLS of y on [1, T], HC1)."""
     n1, n0 = int(t.sum()), int((~t).sum())
     if n1 < 2 or n0 < 2:
@@ -247,40 +252,63 @@ def compare_arms(
     for c in cats:
         frame[c] = frame[c].cat.remove_unused_categories()
 
-    # 3. design matrix: standardised continuous + dummies (first level = reference)
+    # 3. design: standardised continuous + indicators (first level = reference) for
+    # condition and STarT Back; clinic enters as one fixed effect per clinic (block Newton,
+    # stats.logistic_fit_fe), so hundreds of clinics cost no more than a few.
     cont = frame[["age", *CONTINUOUS[1:]]].to_numpy(dtype=np.float64)
     sd = cont.std(axis=0)
     cont_z = (cont - cont.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    dummies = pd.get_dummies(frame[cats], drop_first=True, dtype=np.float64)
-    x = np.column_stack(
-        [np.ones(len(frame)), cont_z, frame["female"].to_numpy(), dummies.to_numpy()]
-    )
-    x = x[:, np.r_[True, x[:, 1:].std(axis=0) > 0]]  # constant columns make X singular
-    ps, converged = _fit_logit(treat.astype(np.float64), x)
+    dense_cats = [c for c in cats if c != "clinic_id"]
+    dummies = pd.get_dummies(frame[dense_cats], drop_first=True, dtype=np.float64)
+    x = np.column_stack([cont_z, frame["female"].to_numpy(), dummies.to_numpy()])
+    x = x[:, x.std(axis=0) > 0]  # constant columns make the Hessian singular
+    clinic_codes = frame["clinic_id"].cat.codes.to_numpy().astype(np.int64)
+    beta, gamma, converged = logistic_fit_fe(x, clinic_codes, treat.astype(np.float64))
+    ps = 1.0 / (1.0 + np.exp(-np.clip(x @ beta + gamma[clinic_codes], -30.0, 30.0)))
     if not converged:
         notes.append("propensity model did not converge (possible separation); check overlap")
 
     # 4. trimming, stabilised weights, truncation
     inside = (ps >= trim) & (ps <= 1.0 - trim)
     n_trimmed = int((~inside).sum())
-    frame, rows, treat, ps = frame.loc[inside].reset_index(drop=True), rows[inside], treat[inside], ps[inside]
+    frame, rows, treat, ps = (
+        frame.loc[inside].reset_index(drop=True),
+        rows[inside],
+        treat[inside],
+        ps[inside],
+    )
     p_t = float(treat.mean())
     w = np.where(treat, p_t / ps, (1.0 - p_t) / (1.0 - ps))
     if truncation_quantile is not None:
         w = np.minimum(w, float(np.quantile(w, truncation_quantile)))
 
-    # 5. balance on every covariate and every category level (all levels, no reference)
-    all_dummies = pd.get_dummies(frame[cats], prefix_sep="=", dtype=np.float64)
-    names = ["age", "female", *CONTINUOUS[1:], *all_dummies.columns]
-    bx = np.column_stack(
-        [frame[["age", "female", *CONTINUOUS[1:]]].to_numpy(dtype=np.float64), all_dummies]
-    )
-    binary = [n != "age" and n not in CONTINUOUS for n in names]
+    # 5. balance: every continuous covariate, every condition / STarT Back level, and the
+    # clinics summarised (max |SMD| over levels) - one row per clinic would swamp the table
+    # with hundreds of clinics. Level SMDs come from bincounts, never from an n x levels
+    # indicator matrix (500 clinics x 10^6 patients would be 4 GB).
+    names = ["age", "female", *CONTINUOUS[1:]]
+    bx = frame[names].to_numpy(dtype=np.float64)
+    binary = [n == "female" for n in names]
     before = smd_columns(bx, treat, None, binary)
     after = smd_columns(bx, treat, w, binary)
-    balance = [
-        BalanceRow(str(n), float(b), float(a)) for n, b, a in zip(names, before, after)
-    ]
+    balance = [BalanceRow(str(n), float(b), float(a)) for n, b, a in zip(names, before, after)]
+    for c in cats:
+        codes = frame[c].cat.codes.to_numpy().astype(np.int64)
+        levels = [str(x) for x in frame[c].cat.categories]
+        sb = _level_smd(codes, len(levels), treat, None)
+        sa = _level_smd(codes, len(levels), treat, w)
+        if c == "clinic_id":
+            balance.append(
+                BalanceRow(
+                    f"clinic_id (max |SMD| over {len(levels)} clinics)",
+                    float(np.nanmax(np.abs(sb))) if len(sb) else None,
+                    float(np.nanmax(np.abs(sa))) if len(sa) else None,
+                )
+            )
+        else:
+            balance += [
+                BalanceRow(f"{c}={lv}", float(b), float(a)) for lv, b, a in zip(levels, sb, sa)
+            ]
 
     def _maxabs(vals: list[float | None]) -> float | None:
         fin = [abs(v) for v in vals if v is not None and np.isfinite(v)]

@@ -28,7 +28,7 @@ from vertebra.core.analytics.schema import AnalysisTables
 from vertebra.core.analytics.survival import Censoring, SurvivalResult, surgery_free_survival
 from vertebra.core.responders import responder_rules
 
-__all__ = ["REPORT_VERSION", "HONESTY_NOTES", "Report", "build_report", "cell_arms"]
+__all__ = ["HONESTY_NOTES", "REPORT_VERSION", "Report", "build_report", "cell_arms"]
 
 REPORT_VERSION = "1"
 HONESTY_NOTES: tuple[str, ...] = (

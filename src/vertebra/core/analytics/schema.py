@@ -14,7 +14,9 @@ The tables are the ones written by ``vertebra synth`` and ``vertebra export csv`
     months after treatment; 0 for baseline), due_date (target date), completed (bool),
     odi (0-100), nrs_back (0-10).
     optional: nrs_leg, promis_pf, promis_pi (T-scores), opioid_use (bool: taking an opioid),
-    mme (morphine milligram equivalents/day, 0 when none), completed_date.
+    mme (morphine milligram equivalents/day, 0 when none), completed_date, window_closes
+    (last day of the answer window; when present a time point is "expected" once its window
+    has closed, otherwise once due_date has passed).
     Scores are NaN when not answered or not scorable.
 
 ``events`` - one row per event (may be empty)
@@ -34,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = [
+    "ALIASES",
     "EVENTS_OPTIONAL",
     "EVENTS_REQUIRED",
     "MEASURES",
@@ -88,6 +91,19 @@ MEASURES: Mapping[str, str] = {
     "promis_pi": "promis_pi_4a",
 }
 
+#: Accepted alternative column names (the synth generator's and export's spelling) -> contract
+#: name. Applied only when the contract name is absent.
+ALIASES: Mapping[str, Mapping[str, str]] = {
+    "patients": {"startback_risk": "startback_group", "cell_dose_e6": "dose"},
+    "timepoints": {
+        "promis_pf_t": "promis_pf",
+        "promis_pi_t": "promis_pi",
+        "opioid_mme": "mme",
+        "response_date": "completed_date",
+    },
+    "events": {"event_type": "kind", "event_date": "date"},
+}
+
 _NUMERIC = {
     "patients": ("age", "pain_duration_months"),
     "timepoints": ("months", "odi", "nrs_back"),
@@ -113,8 +129,13 @@ class AnalysisTables:
         """Validate and wrap; `events` None means "no events recorded" (an empty table).
 
         A `timepoints` table with a `status` column ("completed", "missed", ...) but no
-        `completed` column gets `completed = status == "completed"` (the synth generator's form).
+        `completed` column gets `completed = status == "completed"`. Columns spelled as in
+        `ALIASES` (the synth generator's names) are renamed to the contract names.
         """
+        patients = _apply_aliases(patients, "patients")
+        timepoints = _apply_aliases(timepoints, "timepoints")
+        if events is not None:
+            events = _apply_aliases(events, "events")
         if "completed" not in timepoints.columns and "status" in timepoints.columns:
             timepoints = timepoints.assign(
                 completed=timepoints["status"].astype(str).eq("completed").to_numpy()
@@ -125,9 +146,27 @@ class AnalysisTables:
         return cls(patients, timepoints, events)
 
 
-def validate_tables(
-    patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd.DataFrame
-) -> None:
+def _apply_aliases(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    mapping = {
+        alias: name
+        for alias, name in ALIASES[table].items()
+        if alias in df.columns and name not in df.columns
+    }
+    return df.rename(columns=mapping, copy=False) if mapping else df
+
+
+def _wanted(table: str) -> set[str]:
+    req = {"patients": PATIENTS_REQUIRED, "timepoints": TIMEPOINTS_REQUIRED}.get(
+        table, EVENTS_REQUIRED
+    )
+    opt = {"patients": PATIENTS_OPTIONAL, "timepoints": TIMEPOINTS_OPTIONAL}.get(
+        table, EVENTS_OPTIONAL
+    )
+    extra = {"timepoints": ("status", "window_closes")}.get(table, ())
+    return {*req, *opt, *extra, *ALIASES[table]}
+
+
+def validate_tables(patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd.DataFrame) -> None:
     """Check the contract; raise SchemaError listing all missing columns and other problems.
 
     Checks: required columns present; unique patient_id; unique (patient_id, timepoint);
@@ -170,10 +209,27 @@ def read_tables(directory: str | Path) -> AnalysisTables:
     frames: dict[str, pd.DataFrame] = {}
     for name in ("patients", "timepoints", "events"):
         pq, csv = base / f"{name}.parquet", base / f"{name}.csv"
+        wanted = _wanted(name)
+        # Read only the contract's columns: the synth tables also carry item-level answers
+        # and identifiers that would double the memory of a 10^6-patient report.
         if pq.exists():
-            frames[name] = pd.read_parquet(pq)
+            import pyarrow.parquet as papq  # type: ignore[import-untyped]
+
+            names = [c for c in papq.read_schema(pq).names if c in wanted]
+            frames[name] = pd.read_parquet(pq, columns=names)
         elif csv.exists():
-            frames[name] = pd.read_csv(csv, low_memory=False)
+            frames[name] = pd.read_csv(csv, usecols=wanted.__contains__, low_memory=False)
+            for col in (
+                "treatment_date",
+                "due_date",
+                "window_closes",
+                "completed_date",
+                "date",
+                "response_date",
+                "event_date",
+            ):
+                if col in frames[name].columns:
+                    frames[name][col] = pd.to_datetime(frames[name][col])
         elif name == "events":
             frames[name] = pd.DataFrame({c: pd.Series(dtype="object") for c in EVENTS_REQUIRED})
         else:

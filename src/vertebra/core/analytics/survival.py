@@ -78,7 +78,7 @@ class SurvivalCurve:
         s, lo, hi = (np.asarray(a) for a in (self.survival, self.lower, self.upper))
         curve = [
             {"months": int(m), "survival": float(s[i]), "ci": [float(lo[i]), float(hi[i])]}
-            for m, i in zip(grid, idx)
+            for m, i in zip(grid, idx, strict=False)
             if i >= 0
         ]
         return {

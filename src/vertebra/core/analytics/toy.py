@@ -9,7 +9,9 @@ biased; the true effect of cell therapy on 12-month ODI change is `true_effect` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,11 @@ TIMEPOINTS: tuple[tuple[str, float, int], ...] = (
 )
 ARMS = ("bmac", "adipose", "physical_therapy", "steroid_injection")
 CONDITIONS = ("degenerative_disc_disease", "herniated_disc", "sciatica", "spinal_stenosis")
+
+
+def _cat(codes: Any, categories: Sequence[str]) -> pd.Categorical:
+    """Categorical from integer codes (typed loosely: pandas-stubs wants a Sequence)."""
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories))
 
 
 def toy_tables(
@@ -56,21 +63,24 @@ def toy_tables(
     sb = np.where(sev > 0.8, 2, np.where(sev > -0.5, 1, 0))
     start = np.datetime64(today, "D") - np.timedelta64(1278, "D")
     tdate = start + rng.integers(0, 1278, n).astype("timedelta64[D]")
-    cell_source = np.where(arm == 0, "bone_marrow", np.where(arm == 1, "adipose", None))
-    adjunct = np.where(cell & (rng.random(n) < 0.4), "prp", None)
+    cell_source = np.full(n, None, dtype=object)
+    cell_source[arm == 0] = "bone_marrow"
+    cell_source[arm == 1] = "adipose"
+    adjunct = np.full(n, None, dtype=object)
+    adjunct[cell & (rng.random(n) < 0.4)] = "prp"
     dose = np.where(cell, rng.choice([10.0, 50.0, 100.0], n), np.nan)
     patients = pd.DataFrame(
         {
             "patient_id": pid,
             "clinic_id": clinic.astype(np.int32),
             "age": age,
-            "sex": pd.Categorical.from_codes(female.astype(int), ["male", "female"]),
-            "condition": pd.Categorical.from_codes(cond, CONDITIONS),
-            "arm": pd.Categorical.from_codes(arm, ARMS),
+            "sex": _cat(female.astype(int), ["male", "female"]),
+            "condition": _cat(cond, CONDITIONS),
+            "arm": _cat(arm, ARMS),
             "cell_source": pd.Categorical(cell_source),
             "adjunct": pd.Categorical(adjunct),
             "dose": dose,
-            "startback_group": pd.Categorical.from_codes(sb, ["low", "medium", "high"]),
+            "startback_group": _cat(sb, ["low", "medium", "high"]),
             "pain_duration_months": duration,
             "treatment_date": tdate,
         }
@@ -86,7 +96,8 @@ def toy_tables(
     ).round()
     odi[:, 0] = base_odi
     nrs = np.clip(
-        base_nrs[:, None] + (plateau / 8.0)[:, None] * frac[None, :]
+        base_nrs[:, None]
+        + (plateau / 8.0)[:, None] * frac[None, :]
         + rng.normal(0, 0.8, (n, t_count)),
         0,
         10,
@@ -105,9 +116,7 @@ def toy_tables(
     timepoints = pd.DataFrame(
         {
             "patient_id": np.repeat(pid, t_count),
-            "timepoint": pd.Categorical.from_codes(
-                np.tile(np.arange(t_count), n), [t for t, _, _ in TIMEPOINTS]
-            ),
+            "timepoint": _cat(np.tile(np.arange(t_count), n), [t for t, _, _ in TIMEPOINTS]),
             "months": np.tile([m for _, m, _ in TIMEPOINTS], n),
             "due_date": due.ravel(),
             "completed": completed.ravel(),

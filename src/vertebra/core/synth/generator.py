@@ -9,8 +9,9 @@ cohort, and adding a draw to one stream does not shift the others.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from typing import Any
 
@@ -33,7 +34,7 @@ from vertebra.core.synth.constants import (
     STARTBACK_ITEM_COLUMNS,
     STORIES,
 )
-from vertebra.core.synth.patients import Traits, make_traits
+from vertebra.core.synth.patients import Traits, cell_arm_mask, make_traits
 from vertebra.core.synth.priors import Priors, load_priors
 
 GENERATOR_VERSION = "1.0.0"
@@ -197,8 +198,8 @@ def _chunk(
     rng_out = _rng(seed, chunk, _STREAM_OUTCOMES)
     schedule = outcomes.build_schedule(traits.treatment_date)
     done, response = outcomes.completion(rng_out, priors, traits, clinics, schedule, death, today)
-    # Outcomes observed after a surgery that has not happened yet (after today) cannot be
-    # affected by it; conversions only show in answers dated after them, which is automatic.
+    # A conversion changes only the answers at time points after it (see relative_improvement);
+    # a conversion dated after `today` is not emitted as an event and no answer after today exists.
     rel = outcomes.relative_improvement(rng_out, priors, traits, schedule.months, conv)
     ans = outcomes.answers(rng_out, priors, traits, schedule.months, rel, done, conv)
     if k:
@@ -234,11 +235,8 @@ def _story_events(rows: ev.EventRows, k: int) -> ev.EventRows:
         relatedness=np.array([RELATEDNESS.index(e[2]) for _, e in fixed], dtype=np.int64),
         expected=np.ones(len(fixed), dtype=bool),
     )
-    kept = ev.EventRows(*(getattr(rows, f)[keep] for f in _ROW_FIELDS))
+    kept = ev.EventRows(*(getattr(rows, f.name)[keep] for f in fields(ev.EventRows)))
     return ev.EventRows.concat([story_rows, kept])
-
-
-_ROW_FIELDS = ("patient_index", "event_type", "day", "term", "grade", "relatedness", "expected")
 
 
 def patients_frame(
@@ -254,7 +252,7 @@ def patients_frame(
     occupations = [*priors["occupations"]["working"], "retired"]
     story = np.full(n, None, dtype=object)
     story[:k] = STORIES[:k]
-    is_cell = traits.arm < 6
+    is_cell = cell_arm_mask(traits.arm)
     arm_names = np.array(ARMS, dtype=object)[traits.arm]
     source = np.select(
         [np.char.startswith(arm_names.astype(str), p) for p in ("bmac", "adipose", "allogeneic")],
@@ -344,6 +342,4 @@ def _names(
 
 def _ascii(name: str) -> str:
     """Lower-case ASCII form of a name for e-mail local parts ('Müller' -> 'muller')."""
-    import unicodedata
-
     return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()

@@ -170,7 +170,9 @@ def _imaging(
     height = (
         100.0 + p["disc_height_pct_per_grade"] * (grade - 1) + rng.normal(0, p["disc_height_sd"], n)
     )
-    return grade, modic[:, 0].astype(np.int64), np.round(np.clip(height, 25.0, 110.0), 1)
+    # Capped at 100: the registry records disc height as a percentage of the expected normal
+    # height (NCT04042844 asks for >= 50 %), so a healthy disc is 100, not more.
+    return grade, modic[:, 0].astype(np.int64), np.round(np.clip(height, 25.0, 100.0), 1)
 
 
 def _duration(rng: np.random.Generator, priors: Priors, condition: IntArray) -> FloatArray:

@@ -231,14 +231,15 @@ def apply_answers(
 ) -> None:
     """Overwrite the stories' answers (rows 0..k-1) with their fixed trajectories.
 
-    A time point is answered when the story gives a value and its response date (target + 2
-    days) is not after `today`. `arrays` holds odi_items, pf_items, pi_items (n x T x m) and
+    A time point is answered when the story gives a value and its response date (3 days
+    before treatment at baseline, else target + 2 days) is not after `today`. `arrays` holds odi_items, pf_items, pi_items (n x T x m) and
     nrs_back, nrs_leg, opioid_use, opioid_mme (n x T); all edited in place.
     """
     today64 = np.datetime64(today, "D")
     for i, s in enumerate(STORIES[:k]):
         for t in range(done.shape[1]):
-            when = target[i, t] + np.timedelta64(2, "D")
+            # Baseline is answered before treatment (its window closes on the treatment day).
+            when = target[i, t] + np.timedelta64(-3 if t == 0 else 2, "D")
             ok = s.odi[t] is not None and when <= today64
             done[i, t] = ok
             response[i, t] = when

@@ -1,23 +1,37 @@
-"""Demo accounts: one per role, created idempotently, for the local demo only."""
+"""Demo accounts and the demo cohort: one account per role, a synthetic registry to explore.
+
+For the local demo only: the accounts share one printed password and the demo binds to
+127.0.0.1.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
+from vertebra.registry.audit import record_audit, snapshot
+from vertebra.registry.models import Clinic, Membership
+from vertebra.registry.permissions import Actor
+
 #: The one password of every demo account. The demo binds to 127.0.0.1 only.
 DEMO_PASSWORD = "vertebra-demo-2026"
 
-ROLES: tuple[tuple[str, str, bool], ...] = (
-    # (role, username, is Django admin)
-    ("registry admin", "admin", True),
-    ("clinic admin", "clinicadmin", False),
-    ("clinician", "clinician", False),
-    ("coordinator", "coordinator", False),
-    ("researcher", "researcher", False),
+#: (role label, username, membership role, Django admin?) — clinic roles join the first clinic.
+ROLES: tuple[tuple[str, str, str, bool], ...] = (
+    ("registry admin", "admin", "registry_admin", True),
+    ("clinic admin", "clinicadmin", "clinic_admin", False),
+    ("clinician", "clinician", "clinician", False),
+    ("coordinator", "coordinator", "coordinator", False),
+    ("researcher", "researcher", "researcher", False),
 )
+REGISTRY_WIDE = {"registry_admin", "researcher"}
+REGISTRY_WIDE_SCOPE = {
+    "registry_admin": "reference data and audit, all clinics",
+    "researcher": "de-identified data, all clinics",
+}
 
 
 @dataclass(frozen=True)
@@ -27,23 +41,65 @@ class DemoLogin:
     role: str
     username: str
     password: str
+    clinic: str
 
 
 @transaction.atomic
 def ensure_demo_accounts() -> list[DemoLogin]:
-    """Create the demo role groups and one account per role if missing; return the logins.
+    """Create one account per role if missing, give it its membership, return the logins.
 
-    Existing accounts are left as they are, so a second ``vertebra demo`` does no password
-    hashing and starts quickly.
+    Clinic roles join the first clinic (by id) when one exists, so the demo also shows clinic
+    isolation: the other clinics' patients are invisible to these accounts. Existing accounts
+    are left as they are, so a second ``vertebra demo`` does no password hashing.
     """
+    first_clinic = Clinic.objects.order_by("id").first()
     logins = []
-    for role, username, is_admin in ROLES:
-        group, _ = Group.objects.get_or_create(name=role)
+    for label, username, role, is_admin in ROLES:
+        group, _ = Group.objects.get_or_create(name=label)
         user = User.objects.filter(username=username).first()
         if user is None:
             user = User(username=username, is_staff=is_admin, is_superuser=is_admin)
             user.set_password(DEMO_PASSWORD)
             user.save()
             user.groups.add(group)
-        logins.append(DemoLogin(role=role, username=username, password=DEMO_PASSWORD))
+        clinic = None if role in REGISTRY_WIDE else first_clinic
+        if role in REGISTRY_WIDE or clinic is not None:
+            _ensure_membership(user, role, clinic)
+        logins.append(
+            DemoLogin(
+                role=label,
+                username=username,
+                password=DEMO_PASSWORD,
+                clinic=clinic.name if clinic else REGISTRY_WIDE_SCOPE[role],
+            )
+        )
     return logins
+
+
+def _ensure_membership(user: User, role: str, clinic: Clinic | None) -> None:
+    """Grant ``role`` (at ``clinic``) once, with an audit record of the grant."""
+    if Membership.objects.filter(user=user, role=role, clinic=clinic).exists():
+        return
+    membership = Membership.objects.create(user=user, role=role, clinic=clinic)
+    system = User.objects.get_or_create(username="demo-setup", defaults={"is_active": False})[0]
+    record_audit(
+        actor=Actor(user=system, role="system", clinic_ids=frozenset(), request_id="demo-setup"),
+        action="create",
+        object_type="membership",
+        object_id=membership.pk,
+        clinic_id=clinic.pk if clinic else None,
+        new_values=snapshot(membership),
+        reason="demo account setup",
+    )
+
+
+def load_demo_cohort(*, patients: int, seed: int, today: dt.date, now: dt.datetime) -> int:
+    """Load a synthetic cohort into an empty registry; return the number of patients loaded."""
+    from vertebra.cohort.loader import load_cohort, registry_is_empty
+    from vertebra.core.synth import generate_cohort
+
+    if patients == 0 or not registry_is_empty():
+        return 0
+    cohort = generate_cohort(patients, seed, today=today)
+    load_cohort(cohort, now=now)
+    return patients

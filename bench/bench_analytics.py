@@ -1,0 +1,137 @@
+"""Benchmark: the full analytics report (no PDF) for 100k and 1M synthetic patients.
+
+Usage:  python bench/bench_analytics.py [--sizes 100000 1000000] [--data-dir DIR] [--repeat 3]
+
+For each size it writes the cohort once as Parquet (vertebra.core.synth if importable, else
+the analytics toy generator), then in a FRESH subprocess per run: read the Parquet tables
+(`read_tables`), `build_report`, `to_dict` + JSON, and report wall time per stage and peak RSS
+(ru_maxrss of that process, i.e. including imports and data). Side by side, DuckDB computes
+the same per-arm 12-month ODI responder rates (completers and missing-as-non-response)
+straight from the Parquet files: the reference floor.
+
+BLAS is pinned to one thread (OPENBLAS_NUM_THREADS=1): on this shared 2-core machine
+multithreaded OpenBLAS spin-waits and made a 500k x 17 X'WX product 10-60x slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+TODAY = date(2026, 11, 25)
+
+CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from vertebra.core.analytics import CohortFilter, build_report, read_tables
+import lifelines, statsmodels.api  # noqa: F401  (import cost counted separately)
+t1 = time.perf_counter()
+tables = read_tables(sys.argv[1])
+t2 = time.perf_counter()
+from datetime import date
+rep = build_report(tables, CohortFilter(), date.fromisoformat(sys.argv[2]))
+t3 = time.perf_counter()
+text = json.dumps(rep.to_dict(), allow_nan=False)
+t4 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "read": t2 - t1, "report": t3 - t2, "json": t4 - t3,
+                  "total_excl_import": t4 - t1, "rss_mb": resource.getrusage(
+                      resource.RUSAGE_SELF).ru_maxrss / 1024, "n": rep.n_patients,
+                  "arms": len(rep.arms), "json_bytes": len(text)}))
+"""
+
+DUCK = r"""
+import json, resource, sys, time
+import duckdb
+t0 = time.perf_counter()
+con = duckdb.connect()
+d = sys.argv[1]
+sql = f'''
+with tp as (select * from read_parquet('{d}/timepoints.parquet')),
+b as (select patient_id, odi as b from tp where timepoint = 'baseline'),
+f as (select patient_id, odi as f, completed,
+             coalesce(window_closes, due_date) <= DATE '{sys.argv[2]}' or completed as due
+      from tp where timepoint = 'month_12')
+select p.arm,
+  count(*) filter (where f.due) as n_expected,
+  count(*) filter (where f.f is not null and b.b is not null) as n_pairs,
+  count(*) filter (where f.f is not null and b.b is not null
+                   and (b.b - f.f >= 10 - 1e-9 or (b.b > 0 and (b.b - f.f) / b.b * 100 >= 30 - 1e-9))
+                  ) as responders
+from read_parquet('{d}/patients.parquet') p join f using (patient_id) left join b using (patient_id)
+group by p.arm order by p.arm
+'''
+rows = con.execute(sql).fetchall()
+t1 = time.perf_counter()
+print(json.dumps({"query": t1 - t0, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rows": [[str(r[0]), int(r[1]), int(r[2]), int(r[3])] for r in rows]}))
+"""
+
+
+def make_data(n: int, base: Path) -> Path:
+    """Write (once) an n-patient cohort as Parquet; returns its directory."""
+    out = base / f"cohort-{n}"
+    if (out / "timepoints.parquet").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    try:
+        from vertebra.core.synth import iter_cohort, write_cohort
+
+        write_cohort(iter_cohort(n, 42, today=TODAY), out, formats=("parquet",))
+        src = "vertebra.core.synth"
+    except ImportError:
+        from vertebra.core.analytics.toy import toy_tables
+
+        tb = toy_tables(n, seed=42, today=TODAY)
+        for name in ("patients", "timepoints", "events"):
+            getattr(tb, name).to_parquet(out / f"{name}.parquet")
+        src = "vertebra.core.analytics.toy"
+    print(f"generated {n:,} patients with {src} in {time.perf_counter() - t:.1f} s", flush=True)
+    return out
+
+
+def run_child(code: str, *args: str) -> dict[str, object]:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True
+    )
+    result: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--data-dir", type=Path, default=Path("/tmp/vertebra-bench"))
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    for n in args.sizes:
+        d = make_data(n, args.data_dir)
+        runs = [run_child(CHILD, str(d), TODAY.isoformat()) for _ in range(args.repeat)]
+        duck = [run_child(DUCK, str(d), TODAY.isoformat()) for _ in range(args.repeat)]
+
+        def med(key: str, rs: list[dict[str, object]]) -> float:
+            return statistics.median(float(str(r[key])) for r in rs)
+
+        print(
+            f"n={n:,}: read {med('read', runs):.2f} s, build_report {med('report', runs):.2f} s, "
+            f"json {med('json', runs):.2f} s, total (excl. imports) "
+            f"{med('total_excl_import', runs):.2f} s [runs: "
+            + ", ".join(f"{float(str(r['total_excl_import'])):.2f}" for r in runs)
+            + f"], imports {med('import', runs):.2f} s, peak RSS {max(float(str(r['rss_mb'])) for r in runs):.0f} MB; "
+            f"DuckDB responder query {med('query', duck):.3f} s, RSS "
+            f"{max(float(str(r['rss_mb'])) for r in duck):.0f} MB",
+            flush=True,
+        )
+        print("  duckdb rows (arm, n_expected, n_pairs, responders):", duck[0]["rows"], flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The patient's own progress: pain (NRS) and disability (ODI) over time, as plain inline SVG.
+
+The chart is computed server-side (no script: the CSP allows none inline), with a table of the
+same numbers for screen readers. It shows the patient's own scores and the change that most
+people notice (the MCID, from ``vertebra/data/responders.yaml``), and never predicts or promises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vertebra.core.instruments import get_definition
+from vertebra.core.responders import responder_rule
+from vertebra.followup.models import QuestionnaireResponse
+
+WIDTH, HEIGHT = 600, 260
+LEFT, RIGHT, TOP, BOTTOM = 48, 16, 16, 40
+
+#: Plain-words name of each charted instrument.
+CHARTS = (("nrs_back", "Back pain (0 = none, 10 = worst)"), ("odi", "Disability (ODI, 0–100)"))
+
+
+@dataclass(frozen=True)
+class Point:
+    """One charted score with its SVG coordinates."""
+
+    label: str
+    months: float
+    score: float
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Everything a template needs to draw one chart and say it in words."""
+
+    instrument_id: str
+    title: str
+    points: tuple[Point, ...]
+    polyline: str
+    y_ticks: tuple[tuple[float, float], ...]  # (value, y)
+    mcid_points: float
+    mcid_y: float | None  # baseline minus the MCID, when there is a baseline
+    mcid_words: str
+    source: str
+    summary: str
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: int = LEFT
+    right_edge: int = WIDTH - RIGHT
+    bottom_edge: int = HEIGHT - BOTTOM
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def build_chart(instrument_id: str, title: str, rows: list[tuple[str, float, float]]) -> Chart:
+    """A chart of ``rows`` = (time point label, months after treatment, score)."""
+    definition = get_definition(instrument_id)
+    low, high = definition.range_min, definition.range_max
+    last_month = max([24.0, *[months for _, months, _ in rows]])
+
+    def x_of(months: float) -> float:
+        return LEFT + (WIDTH - LEFT - RIGHT) * (months / last_month if last_month else 0)
+
+    def y_of(value: float) -> float:
+        return TOP + (HEIGHT - TOP - BOTTOM) * (1 - (value - low) / (high - low))
+
+    points = tuple(
+        Point(label, months, value, round(x_of(months), 1), round(y_of(value), 1))
+        for label, months, value in rows
+    )
+    rule = responder_rule(instrument_id)
+    baseline = points[0].score if points and points[0].months <= 0 else None
+    mcid_y = None
+    if baseline is not None and baseline - rule.points >= low:
+        mcid_y = round(y_of(baseline - rule.points), 1)
+    unit = "points"
+    words = (
+        f"A change of {_fmt(rule.points)} {unit} or more is one most people notice "
+        "(Ostelo et al., Spine 2008). The dashed line is your first score minus "
+        f"{_fmt(rule.points)} {unit}."
+    )
+    ticks = tuple((tick, round(y_of(tick), 1)) for tick in _ticks(low, high))
+    return Chart(
+        instrument_id=instrument_id,
+        title=title,
+        points=points,
+        polyline=" ".join(f"{p.x},{p.y}" for p in points),
+        y_ticks=ticks,
+        mcid_points=rule.points,
+        mcid_y=mcid_y,
+        mcid_words=words,
+        source=rule.source,
+        summary=_summary(points, rule.points),
+    )
+
+
+def _ticks(low: float, high: float) -> list[float]:
+    step = (high - low) / 5
+    return [low + step * i for i in range(6)]
+
+
+def _summary(points: tuple[Point, ...], mcid: float) -> str:
+    """Say the change in plain words: lower is better on both charted scales."""
+    if not points:
+        return "No answers yet."
+    if len(points) == 1:
+        return f"Your first score was {_fmt(points[0].score)}."
+    change = points[-1].score - points[0].score
+    size = abs(change)
+    if size < 1e-9:
+        trend = "the same as"
+    elif change < 0:
+        trend = f"{_fmt(round(size, 1))} lower than"
+    else:
+        trend = f"{_fmt(round(size, 1))} higher than"
+    noticed = (
+        " That is at least the change most people notice."
+        if change < 0 and size >= mcid - 1e-9
+        else ""
+    )
+    return (
+        f"At {points[-1].label} your score was {_fmt(points[-1].score)}, {trend} your first "
+        f"score ({_fmt(points[0].score)}, {points[0].label}). Lower is better.{noticed}"
+    )
+
+
+def charts_for_patient(patient_id: int) -> list[Chart]:
+    """The patient's NRS back-pain and ODI charts, from their completed questionnaires."""
+    charts = []
+    for instrument_id, title in CHARTS:
+        responses = (
+            QuestionnaireResponse.objects.filter(
+                time_point__patient_id=patient_id,
+                instrument_id=instrument_id,
+                score__isnull=False,
+            )
+            .select_related("time_point")
+            .order_by("time_point__months")
+        )
+        rows = [(r.time_point.label, r.time_point.months, float(r.score or 0)) for r in responses]
+        charts.append(build_chart(instrument_id, title, rows))
+    return charts

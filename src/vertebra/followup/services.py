@@ -1,0 +1,605 @@
+"""Follow-up services: schedules, secure patient links and idempotent questionnaire submission.
+
+Contracts
+---------
+* Time is always a parameter (``today`` / ``now``); nothing here reads the clock, so tests can
+  replay any date and the worker can be driven by a simulated clock.
+* Every write runs in one transaction with its audit rows
+  (:func:`vertebra.registry.audit.record_audit`). Patients and the worker have no staff account;
+  they act through :func:`patient_actor` / :data:`WORKER_ACTOR`, whose audit rows name them
+  (``patient:<id>``, ``system:followup-worker``) with no user id.
+* Raw link tokens are returned once by :func:`issue_link` and never stored, logged or audited:
+  only their SHA-256 reaches the database.
+* :func:`submit_responses` is idempotent on its key, and at most one answer set per time point
+  is ever stored: the time point row is locked, and ``Submission`` is unique per time point and
+  per key, so even racing requests cannot store two.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from vertebra.core.instruments import InvalidAnswerError, get_definition, score
+from vertebra.core.schedule import Protocol, build_schedule, default_protocol
+from vertebra.followup.errors import (
+    AlreadyCompleted,
+    BadIdempotencyKey,
+    LinkExpired,
+    LinkNotFound,
+    LinkUsed,
+    SubmissionInvalid,
+    WindowNotOpen,
+)
+from vertebra.followup.models import (
+    CallListEntry,
+    FollowUpSchedule,
+    FollowUpTimePoint,
+    PatientLink,
+    QuestionnaireResponse,
+    Reminder,
+    ReminderStatus,
+    Submission,
+    TicklerEscalation,
+    TimePointStatus,
+)
+from vertebra.registry.audit import record_audit
+from vertebra.registry.errors import NotFound
+from vertebra.registry.models import (
+    AdverseEvent,
+    AdverseEventCategory,
+    AdverseEventStatus,
+    TreatmentEpisode,
+)
+from vertebra.registry.permissions import Action, Actor, verify_actor
+
+#: Role names written to the audit trail for the non-staff principals.
+PATIENT_ROLE = "patient"
+SYSTEM_ROLE = "system"
+
+#: Default instruments per time point (overridable with settings.FOLLOWUP_INSTRUMENTS).
+#: Baseline has no "change since treatment" or adverse-event questions: nothing to compare yet.
+DEFAULT_INSTRUMENTS: Mapping[str, Sequence[str]] = {
+    "baseline": (
+        "nrs_back",
+        "nrs_leg",
+        "odi",
+        "promis_pf_4a",
+        "promis_pi_4a",
+        "opioid_use",
+        "work_status",
+    ),
+    "default": (
+        "nrs_back",
+        "nrs_leg",
+        "odi",
+        "promis_pf_4a",
+        "promis_pi_4a",
+        "opioid_use",
+        "work_status",
+        "global_rating_of_change",
+        "satisfaction",
+        "ae_tickler",
+    ),
+}
+
+#: Tickler item → adverse-event category of the pending event it creates.
+TICKLER_CATEGORIES: Mapping[str, str] = {
+    "new_harvest_site_pain": AdverseEventCategory.HARVEST_SITE,
+    "fever_or_infection_signs": AdverseEventCategory.INFECTION,
+    "new_leg_weakness_or_numbness": AdverseEventCategory.NEUROLOGICAL,
+    "new_bladder_or_bowel_problem": AdverseEventCategory.NEUROLOGICAL,
+    "hospital_or_er_visit": AdverseEventCategory.OTHER,
+    "other_new_problem": AdverseEventCategory.OTHER,
+}
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+#: Longest token accepted for lookup; token_urlsafe(32) is 43 characters.
+_MAX_TOKEN_LENGTH = 100
+
+
+# --------------------------------------------------------------------------------------------
+# Principals
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A non-staff actor (patient, worker): enough of a user for the audit trail, no account."""
+
+    username: str
+    pk: None = None
+    is_active: bool = True
+
+    def get_username(self) -> str:
+        return self.username
+
+
+def patient_actor(patient_id: int, *, request_id: str = "") -> Actor:
+    """The Actor for a patient acting through the portal (audit rows say ``patient:<id>``)."""
+    return Actor(
+        user=Principal(f"patient:{patient_id}"),
+        role=PATIENT_ROLE,
+        clinic_ids=frozenset(),
+        request_id=request_id,
+    )
+
+
+WORKER_ACTOR = Actor(
+    user=Principal("system:followup-worker"), role=SYSTEM_ROLE, clinic_ids=frozenset()
+)
+
+
+def _is_system(actor: Actor) -> bool:
+    return actor.role == SYSTEM_ROLE and isinstance(actor.user, Principal)
+
+
+# --------------------------------------------------------------------------------------------
+# Schedules
+# --------------------------------------------------------------------------------------------
+
+
+def instruments_for(time_point_key: str) -> list[str]:
+    """The instrument ids asked at ``time_point_key`` (settings.FOLLOWUP_INSTRUMENTS)."""
+    table: Mapping[str, Sequence[str]] = getattr(
+        settings, "FOLLOWUP_INSTRUMENTS", DEFAULT_INSTRUMENTS
+    )
+    chosen = table.get(time_point_key, table.get("default", DEFAULT_INSTRUMENTS["default"]))
+    return [get_definition(i).id for i in chosen]  # fails loudly on an unknown id
+
+
+def status_on(opens: dt.date, closes: dt.date, today: dt.date) -> str:
+    """The status of a not-completed time point on ``today``: pending, open or missed."""
+    if today < opens:
+        return TimePointStatus.PENDING
+    if today <= closes:
+        return TimePointStatus.OPEN
+    return TimePointStatus.MISSED
+
+
+def _check_staff(actor: Actor, episode: TreatmentEpisode) -> None:
+    """Staff may schedule only episodes of their clinics (NotFound otherwise); the worker may."""
+    if _is_system(actor):
+        return
+    clinics = verify_actor(actor, Action.EPISODE_START)
+    if episode.patient.clinic_id not in clinics:
+        raise NotFound("treatment_episode", episode.pk)
+
+
+def create_schedule_for_episode(
+    episode: TreatmentEpisode,
+    actor: Actor,
+    today: dt.date,
+    protocol: Protocol | None = None,
+) -> FollowUpSchedule:
+    """Create the follow-up schedule of ``episode`` (idempotent: an existing one is returned).
+
+    Time points come from :func:`vertebra.core.schedule.build_schedule` on the episode's start
+    date. Windows already closed on ``today`` (a back-filled episode) are ``missed`` and never
+    reminded; the others are ``pending`` or ``open``, and the worker sends the invitations.
+    One audit row (``create`` followup_schedule) records the protocol and the windows.
+    """
+    proto = protocol or default_protocol()
+    now = timezone.now()
+    with transaction.atomic():
+        episode = TreatmentEpisode.objects.select_related("patient").get(pk=episode.pk)
+        _check_staff(actor, episode)
+        existing = FollowUpSchedule.objects.filter(episode=episode).first()
+        if existing is not None:
+            return existing
+        schedule = FollowUpSchedule.objects.create(
+            episode=episode,
+            protocol_id=proto.id,
+            protocol_version=proto.version,
+            treatment_date=episode.start_date,
+            created_at=now,
+            updated_at=now,
+        )
+        points = [
+            FollowUpTimePoint(
+                schedule=schedule,
+                patient=episode.patient,
+                key=tp.id,
+                label=tp.label,
+                months=tp.months,
+                target=tp.target,
+                opens=tp.opens,
+                closes=tp.closes,
+                instruments=instruments_for(tp.id),
+                status=status_on(tp.opens, tp.closes, today),
+            )
+            for tp in build_schedule(episode.start_date, proto)
+        ]
+        FollowUpTimePoint.objects.bulk_create(points)
+        record_audit(
+            actor=actor,
+            action="create",
+            object_type="followup_schedule",
+            object_id=schedule.pk,
+            clinic_id=episode.patient.clinic_id,
+            patient_id=episode.patient_id,
+            new_values={
+                "episode_id": episode.pk,
+                "protocol": f"{proto.id} {proto.version}",
+                "treatment_date": episode.start_date,
+                "time_points": {p.key: [p.opens, p.closes, p.status] for p in points},
+            },
+        )
+        return schedule
+
+
+def backfill_schedules(today: dt.date, actor: Actor = WORKER_ACTOR) -> int:
+    """Create schedules for every episode that has none; return how many were created."""
+    created = 0
+    for episode in TreatmentEpisode.objects.filter(followup_schedule__isnull=True).order_by("pk"):
+        create_schedule_for_episode(episode, actor, today)
+        created += 1
+    return created
+
+
+def reschedule(
+    episode: TreatmentEpisode, new_date: dt.date, actor: Actor, reason: str, today: dt.date
+) -> FollowUpSchedule:
+    """Move the schedule to a new treatment date; completed time points are kept as they are.
+
+    Every not-completed time point gets its new window and the status it has on ``today``.
+    Unsent reminders of moved time points are dropped (the worker re-queues the ladder for open
+    windows; steps already sent stay sent, so no step is ever sent twice) and unused links
+    expire at the new window close. The episode's own start date is the registry's business;
+    this only moves the follow-up. Needs a reason, kept in the audit row with old → new windows.
+    """
+    if not reason or not reason.strip():
+        raise ValueError("Give a reason for moving the follow-up schedule.")
+    with transaction.atomic():
+        episode = TreatmentEpisode.objects.select_related("patient").get(pk=episode.pk)
+        _check_staff(actor, episode)
+        schedule = FollowUpSchedule.objects.select_for_update().get(episode=episode)
+        protocol = _protocol_of(schedule)
+        placed = {tp.id: tp for tp in build_schedule(new_date, protocol)}
+        old: dict[str, Any] = {"treatment_date": schedule.treatment_date}
+        new: dict[str, Any] = {"treatment_date": new_date}
+        for point in schedule.time_points.select_for_update().exclude(
+            status=TimePointStatus.COMPLETED
+        ):
+            spec = placed.get(point.key)
+            if spec is None:
+                continue
+            old[point.key] = [point.opens, point.closes, point.status]
+            point.target, point.opens, point.closes = spec.target, spec.opens, spec.closes
+            point.status = status_on(spec.opens, spec.closes, today)
+            point.save(update_fields=["target", "opens", "closes", "status"])
+            new[point.key] = [point.opens, point.closes, point.status]
+            Reminder.objects.filter(
+                time_point=point, status=ReminderStatus.SCHEDULED
+            ).delete()  # queue rows, not clinical data: never sent, safe to drop
+            PatientLink.objects.filter(time_point=point, used_at__isnull=True).update(
+                expires_at=window_end(point.closes)
+            )
+        schedule.treatment_date = new_date
+        schedule.updated_at = timezone.now()
+        schedule.save(update_fields=["treatment_date", "updated_at"])
+        record_audit(
+            actor=actor,
+            action="update",
+            object_type="followup_schedule",
+            object_id=schedule.pk,
+            clinic_id=episode.patient.clinic_id,
+            patient_id=episode.patient_id,
+            old_values=old,
+            new_values=new,
+            reason=reason.strip(),
+        )
+        return schedule
+
+
+def _protocol_of(schedule: FollowUpSchedule) -> Protocol:
+    """The protocol a schedule was built with (only the shipped default exists for now)."""
+    proto = default_protocol()
+    if (proto.id, proto.version) != (schedule.protocol_id, schedule.protocol_version):
+        raise ValueError(
+            f"schedule {schedule.pk} uses protocol {schedule.protocol_id} "
+            f"{schedule.protocol_version}, which is not installed"
+        )
+    return proto
+
+
+# --------------------------------------------------------------------------------------------
+# Links
+# --------------------------------------------------------------------------------------------
+
+
+def hash_token(raw: str) -> str:
+    """SHA-256 (hex) of a raw token: what the database stores and looks up."""
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def window_end(closes: dt.date) -> dt.datetime:
+    """The moment a window closing on ``closes`` (inclusive) ends: next midnight, local time."""
+    return timezone.make_aware(
+        dt.datetime.combine(closes + dt.timedelta(days=1), dt.time.min),
+        timezone.get_default_timezone(),
+    )
+
+
+def issue_link(time_point: FollowUpTimePoint, now: dt.datetime) -> str:
+    """Create a link to ``time_point`` and return its raw token (shown once, never stored).
+
+    The token is ``secrets.token_urlsafe(32)``: 256 bits from the OS CSPRNG. The link expires
+    when the window closes. The audit row names the link id, never the token or its hash.
+    """
+    raw = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        link = PatientLink.objects.create(
+            time_point=time_point,
+            token_hash=hash_token(raw),
+            created_at=now,
+            expires_at=window_end(time_point.closes),
+        )
+        record_audit(
+            actor=WORKER_ACTOR,
+            action="issue_link",
+            object_type="patient_link",
+            object_id=link.pk,
+            patient_id=time_point.patient_id,
+            new_values={"time_point": str(time_point.public_id), "expires_at": link.expires_at},
+            occurred_at=now,
+        )
+    return raw
+
+
+def open_link(raw: str, now: dt.datetime) -> FollowUpTimePoint:
+    """The time point a raw token opens, if it may still be answered.
+
+    Raises LinkNotFound (unknown or malformed token: 404), LinkUsed (the questionnaire was
+    answered: 410) or LinkExpired (the window has closed: 410). Read-only.
+    """
+    if not raw or len(raw) > _MAX_TOKEN_LENGTH:
+        raise LinkNotFound()
+    link = (
+        PatientLink.objects.select_related("time_point")
+        .filter(token_hash=hash_token(raw))
+        .first()
+    )
+    if link is None:
+        raise LinkNotFound()
+    point = link.time_point
+    if link.used_at is not None or point.status == TimePointStatus.COMPLETED:
+        raise LinkUsed()
+    if now >= link.expires_at or point.status == TimePointStatus.MISSED:
+        raise LinkExpired()
+    return point
+
+
+# --------------------------------------------------------------------------------------------
+# Submission
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """The stored submission and whether this call stored it (False: an idempotent replay)."""
+
+    submission: Submission
+    created: bool
+
+
+def _score_all(
+    point: FollowUpTimePoint, answers_by_instrument: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Score every instrument of ``point``; raise SubmissionInvalid naming each problem."""
+    errors: dict[str, str] = {}
+    results: dict[str, Any] = {}
+    extra = set(answers_by_instrument) - set(point.instruments)
+    for instrument_id in sorted(extra):
+        errors[instrument_id] = f"{instrument_id} is not asked at this time point"
+    for instrument_id in point.instruments:
+        answers = answers_by_instrument.get(instrument_id)
+        if answers is None:
+            errors[instrument_id] = f"{get_definition(instrument_id).title}: not answered yet"
+            continue
+        try:
+            results[instrument_id] = score(instrument_id, dict(answers))
+        except InvalidAnswerError as exc:
+            errors[instrument_id] = str(exc)
+    if errors:
+        raise SubmissionInvalid(errors)
+    return results
+
+
+def submit_responses(
+    time_point: FollowUpTimePoint,
+    answers_by_instrument: Mapping[str, Mapping[str, Any]],
+    idempotency_key: str,
+    now: dt.datetime,
+    *,
+    request_id: str = "",
+) -> SubmitResult:
+    """Store one answer set for ``time_point``, exactly once.
+
+    * Same key again → the stored submission (``created=False``), whatever the answers: the
+      client repeats a request it already made (double click, retry, second tab).
+    * A different key for a completed time point → AlreadyCompleted; nothing is stored.
+    * Window not open on ``now`` → WindowNotOpen; invalid or missing answers → SubmissionInvalid.
+
+    In one transaction: the responses (scored by the core scorers, with instrument version),
+    the time point marked completed, its links used, its unsent reminders cancelled, its call-list
+    entry resolved, a pending adverse event per tickler "yes", and the audit rows.
+    """
+    if not isinstance(idempotency_key, str) or not _KEY_RE.match(idempotency_key):
+        raise BadIdempotencyKey()
+    replay = _replay(time_point, idempotency_key)
+    if replay is not None:
+        return replay
+    # Answered already (with another key): say so, rather than complain about the answers.
+    if FollowUpTimePoint.objects.filter(
+        pk=time_point.pk, status=TimePointStatus.COMPLETED
+    ).exists():
+        raise AlreadyCompleted()
+    scored = _score_all(time_point, answers_by_instrument)
+    try:
+        with transaction.atomic():
+            return _store(time_point.pk, answers_by_instrument, scored, idempotency_key, now, request_id)
+    except IntegrityError:
+        # A concurrent request with the same key won the insert: answer as a replay.
+        replay = _replay(time_point, idempotency_key)
+        if replay is not None:
+            return replay
+        raise
+
+
+def _replay(point: FollowUpTimePoint, key: str) -> SubmitResult | None:
+    """The earlier submission with this key, if any; a key reused for another time point is
+    refused as if the time point were answered (it can only be a forged or corrupted form)."""
+    existing = Submission.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.time_point_id != point.pk:
+        raise AlreadyCompleted()
+    return SubmitResult(existing, created=False)
+
+
+def _store(
+    point_id: int,
+    answers_by_instrument: Mapping[str, Mapping[str, Any]],
+    scored: Mapping[str, Any],
+    key: str,
+    now: dt.datetime,
+    request_id: str,
+) -> SubmitResult:
+    # Lock the time point: concurrent submissions for it queue here, and the loser sees the
+    # winner's committed "completed" status below.
+    point = FollowUpTimePoint.objects.select_for_update().get(pk=point_id)
+    if point.status == TimePointStatus.COMPLETED:
+        existing = Submission.objects.get(time_point=point)
+        if existing.idempotency_key == key:
+            return SubmitResult(existing, created=False)
+        raise AlreadyCompleted()
+    today = timezone.localdate(now)
+    if point.status == TimePointStatus.MISSED or not point.opens <= today <= point.closes:
+        raise WindowNotOpen()
+    actor = patient_actor(point.patient_id, request_id=request_id)
+    submission = Submission.objects.create(
+        time_point=point,
+        idempotency_key=key,
+        reference=secrets.token_hex(5).upper(),
+        submitted_at=now,
+    )
+    responses = [
+        QuestionnaireResponse.objects.create(
+            submission=submission,
+            time_point=point,
+            instrument_id=instrument_id,
+            instrument_version=result.version,
+            answers=dict(answers_by_instrument[instrument_id]),
+            score=result.score,
+            band=result.band or "",
+            extras=result.to_dict()["extras"],
+            submitted_at=now,
+        )
+        for instrument_id, result in scored.items()
+    ]
+    _complete(point, now)
+    clinic_id = point.patient.clinic_id
+    record_audit(
+        actor=actor,
+        action="create",
+        object_type="followup_submission",
+        object_id=submission.pk,
+        clinic_id=clinic_id,
+        patient_id=point.patient_id,
+        new_values={
+            "time_point": point.key,
+            "reference": submission.reference,
+            "responses": {
+                r.instrument_id: {
+                    "version": r.instrument_version,
+                    "answers": r.answers,
+                    "score": r.score,
+                    "band": r.band,
+                }
+                for r in responses
+            },
+        },
+        occurred_at=now,
+    )
+    for response in responses:
+        if response.instrument_id == "ae_tickler":
+            _escalate_tickler(point, response, actor, now)
+    return SubmitResult(submission, created=True)
+
+
+def _complete(point: FollowUpTimePoint, now: dt.datetime) -> None:
+    """Mark completed, use up links, cancel unsent reminders, resolve the call-list entry."""
+    point.status = TimePointStatus.COMPLETED
+    point.completed_at = now
+    point.save(update_fields=["status", "completed_at"])
+    PatientLink.objects.filter(time_point=point, used_at__isnull=True).update(used_at=now)
+    Reminder.objects.filter(time_point=point, status=ReminderStatus.SCHEDULED).update(
+        status=ReminderStatus.CANCELLED
+    )
+    CallListEntry.objects.filter(time_point=point, resolved_at__isnull=True).update(
+        resolved_at=now, resolution="Answered the questionnaire"
+    )
+
+
+def _escalate_tickler(
+    point: FollowUpTimePoint, response: QuestionnaireResponse, actor: Actor, now: dt.datetime
+) -> None:
+    """One pending adverse event per "yes", for clinician adjudication; red flags are also put
+    at the top of the call list (reason ``urgent_tickler``)."""
+    definition = get_definition("ae_tickler")
+    urgent_items = set(definition.scoring.params.get("urgent_items", ()))
+    episode = point.schedule.episode
+    any_urgent = False
+    for item in definition.items:
+        if response.answers.get(item.id) != 1:
+            continue
+        urgent = item.id in urgent_items
+        any_urgent = any_urgent or urgent
+        event = AdverseEvent.objects.create(
+            patient_id=point.patient_id,
+            episode=episode,
+            description=f"Patient-reported at {point.label} follow-up: {item.text}",
+            category=TICKLER_CATEGORIES.get(item.id, AdverseEventCategory.OTHER),
+            onset=timezone.localdate(now),
+            status=AdverseEventStatus.PENDING,
+        )
+        TicklerEscalation.objects.create(
+            response=response, item_id=item.id, urgent=urgent, adverse_event=event
+        )
+        record_audit(
+            actor=actor,
+            action="create",
+            object_type="adverseevent",
+            object_id=event.pk,
+            clinic_id=point.patient.clinic_id,
+            patient_id=point.patient_id,
+            new_values={
+                "source": "ae_tickler",
+                "item": item.id,
+                "urgent": urgent,
+                "status": event.status,
+                "category": event.category,
+                "onset": event.onset,
+            },
+            occurred_at=now,
+        )
+    if any_urgent:
+        CallListEntry.objects.update_or_create(
+            time_point=point,
+            defaults={
+                "reason": CallListEntry.Reason.URGENT_TICKLER,
+                "created_at": now,
+                "resolved_at": None,
+                "resolution": "",
+            },
+        )

@@ -1,0 +1,423 @@
+"""Patient portal views under ``/p/``. They parse input, call the follow-up services, render.
+
+Session keys (JSON-serialisable):
+
+* ``fu``: ``{"tp": <time point public id>, "patient": <patient id>}`` — the questionnaire this
+  browser may answer, set by a link (:func:`open_view`) or by a signed-in patient's choice;
+* ``fu_drafts``: ``{<tp>: {<instrument>: {<item>: <text>}}}`` — answers kept between pages;
+* ``fu_keys``: ``{<tp>: <idempotency key>}`` — made when the submit page is first shown, so a
+  double click, a retry or a second tab all send the same key.
+
+Every response carries ``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth import logout
+from django.contrib.auth.views import LoginView
+from django.core.cache import cache
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from vertebra.core.instruments import get_definition
+from vertebra.followup import forms as portal_forms
+from vertebra.followup.errors import (
+    AlreadyCompleted,
+    BadIdempotencyKey,
+    FollowUpError,
+    LinkExpired,
+    LinkNotFound,
+    LinkUsed,
+    SubmissionInvalid,
+    WindowNotOpen,
+)
+from vertebra.followup.models import FollowUpTimePoint, Submission, TimePointStatus
+from vertebra.followup.progress import charts_for_patient
+from vertebra.followup.services import open_link, submit_responses
+from vertebra.registry.models import PatientAccount
+
+#: Failed link look-ups allowed per client address per minute before answering 429.
+MAX_LINK_FAILURES_PER_MINUTE = 20
+
+View = Callable[..., HttpResponse]
+
+
+def portal(view: View) -> View:
+    """Add the portal's privacy headers to every response of ``view``."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response["Referrer-Policy"] = "no-referrer"
+        response["Cache-Control"] = "no-store, private"
+        return response
+
+    return wrapper
+
+
+# --- session helpers --------------------------------------------------------------------------
+
+
+def _account_patient_id(request: HttpRequest) -> int | None:
+    user = request.user
+    if not user.is_authenticated:
+        return None
+    account = PatientAccount.objects.filter(user=user).first()
+    return account.patient_id if account else None
+
+
+def _current(request: HttpRequest) -> FollowUpTimePoint | None:
+    """The time point this session may answer, re-checked against the database."""
+    state = request.session.get("fu")
+    if not isinstance(state, dict):
+        return None
+    return (
+        FollowUpTimePoint.objects.select_related("patient")
+        .filter(public_id=state.get("tp"), patient_id=state.get("patient"))
+        .first()
+    )
+
+
+def _patient_id(request: HttpRequest) -> int | None:
+    state = request.session.get("fu")
+    if isinstance(state, dict) and isinstance(state.get("patient"), int):
+        return int(state["patient"])
+    return _account_patient_id(request)
+
+
+def _drafts(request: HttpRequest, point: FollowUpTimePoint) -> dict[str, dict[str, str]]:
+    stored = request.session.get("fu_drafts", {})
+    value = stored.get(str(point.public_id), {}) if isinstance(stored, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+def _save_draft(
+    request: HttpRequest, point: FollowUpTimePoint, instrument_id: str, draft: dict[str, str]
+) -> None:
+    stored = request.session.get("fu_drafts", {})
+    stored = stored if isinstance(stored, dict) else {}
+    stored.setdefault(str(point.public_id), {})[instrument_id] = draft
+    request.session["fu_drafts"] = stored
+
+
+def _idempotency_key(request: HttpRequest, point: FollowUpTimePoint) -> str:
+    keys = request.session.get("fu_keys", {})
+    keys = keys if isinstance(keys, dict) else {}
+    key = keys.get(str(point.public_id))
+    if not key:
+        key = secrets.token_urlsafe(24)
+        keys[str(point.public_id)] = key
+        request.session["fu_keys"] = keys
+    return str(key)
+
+
+def _enter(request: HttpRequest, point: FollowUpTimePoint) -> None:
+    """Let this browser answer ``point``; a new session id defeats session fixation."""
+    request.session.cycle_key()
+    request.session["fu"] = {"tp": str(point.public_id), "patient": point.patient_id}
+
+
+def _client_ip(request: HttpRequest) -> str:
+    return str(request.META.get("REMOTE_ADDR", "unknown"))
+
+
+def _message(request: HttpRequest, title: str, text: str, status: int) -> HttpResponse:
+    return render(
+        request, "followup/message.html", {"title": title, "text": text}, status=status
+    )
+
+
+# --- link landing -----------------------------------------------------------------------------
+
+
+@portal
+@require_GET
+def open_view(request: HttpRequest) -> HttpResponse:
+    """Exchange a link token for a session, then redirect to a URL without the token.
+
+    Unknown token → 404; answered → 410; expired → 410; too many failures from one address in
+    a minute → 429 (guessing is pointless at 256 bits, but it should also be noisy and slow).
+    """
+    bucket = f"fu-link-fail:{_client_ip(request)}:{int(timezone.now().timestamp() // 60)}"
+    if (cache.get(bucket) or 0) >= MAX_LINK_FAILURES_PER_MINUTE:
+        return _message(
+            request,
+            "Please wait a minute",
+            "Too many links were tried from this connection. Please wait a minute and open "
+            "the link from your e-mail again.",
+            429,
+        )
+    try:
+        point = open_link(request.GET.get("t", ""), timezone.now())
+    except LinkNotFound as exc:
+        cache.add(bucket, 0, 120)
+        cache.incr(bucket)
+        return _message(request, "Link not found", str(exc), 404)
+    except LinkUsed as exc:
+        return _message(request, "Already answered", str(exc), 410)
+    except LinkExpired as exc:
+        return _message(request, "This link has expired", str(exc), 410)
+    _enter(request, point)
+    return redirect("followup:start")
+
+
+# --- signed-in patients -----------------------------------------------------------------------
+
+
+class PatientLoginView(LoginView):
+    """Sign-in for patients with a portal account; staff use /accounts/login/."""
+
+    template_name = "followup/signin.html"
+    redirect_authenticated_user = False
+
+    def get_success_url(self) -> str:
+        return reverse("followup:home")
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().dispatch(request, *args, **kwargs)
+        response["Referrer-Policy"] = "no-referrer"
+        return response
+
+
+@portal
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """What is due: a signed-in patient's open questionnaires, or the link session's one."""
+    patient_id = _account_patient_id(request)
+    if patient_id is None:
+        point = _current(request)
+        if point is not None:
+            return redirect("followup:start")
+        return render(request, "followup/home.html", {"due": [], "signed_in": False})
+    due = FollowUpTimePoint.objects.filter(
+        patient_id=patient_id, status__in=[TimePointStatus.OPEN]
+    ).order_by("opens")
+    done = FollowUpTimePoint.objects.filter(
+        patient_id=patient_id, status=TimePointStatus.COMPLETED
+    ).order_by("opens")
+    return render(
+        request, "followup/home.html", {"due": due, "done": done, "signed_in": True}
+    )
+
+
+@portal
+@require_POST
+def choose(request: HttpRequest, public_id: str) -> HttpResponse:
+    """A signed-in patient starts one of their own open questionnaires (else 404)."""
+    patient_id = _account_patient_id(request)
+    point = (
+        FollowUpTimePoint.objects.filter(
+            public_id=public_id, patient_id=patient_id, status=TimePointStatus.OPEN
+        ).first()
+        if patient_id is not None
+        else None
+    )
+    if point is None:
+        raise Http404("No such questionnaire")
+    request.session["fu"] = {"tp": str(point.public_id), "patient": point.patient_id}
+    return redirect("followup:start")
+
+
+@portal
+@require_POST
+def signout(request: HttpRequest) -> HttpResponse:
+    """Forget this browser's session (answers not yet sent are discarded)."""
+    logout(request)
+    request.session.flush()
+    return render(request, "followup/signed_out.html")
+
+
+# --- the questionnaire ------------------------------------------------------------------------
+
+
+def _point_or_gone(request: HttpRequest) -> FollowUpTimePoint | HttpResponse:
+    point = _current(request)
+    if point is None:
+        return _message(
+            request,
+            "Open the link from your e-mail",
+            "To answer a questionnaire, open the link in the e-mail we sent you, or sign in.",
+            403,
+        )
+    return point
+
+
+@portal
+@require_GET
+def start(request: HttpRequest) -> HttpResponse:
+    """The questionnaire's first page: what it is, how long, and a start button."""
+    point = _point_or_gone(request)
+    if isinstance(point, HttpResponse):
+        return point
+    if point.status == TimePointStatus.COMPLETED:
+        return redirect("followup:done")
+    drafts = _drafts(request, point)
+    return render(
+        request,
+        "followup/start.html",
+        {
+            "point": point,
+            "count": len(point.instruments),
+            "resume": next(
+                (
+                    n
+                    for n, i in enumerate(point.instruments, 1)
+                    if not portal_forms.draft_is_complete(i, drafts.get(i))
+                ),
+                None,
+            ),
+            "has_drafts": bool(drafts),
+        },
+    )
+
+
+@portal
+@require_http_methods(["GET", "POST"])
+def question(request: HttpRequest, number: int) -> HttpResponse:
+    """Page ``number`` (1-based): one instrument. POST validates, keeps the draft, moves on."""
+    point = _point_or_gone(request)
+    if isinstance(point, HttpResponse):
+        return point
+    if point.status == TimePointStatus.COMPLETED:
+        return redirect("followup:done")
+    total = len(point.instruments)
+    if not 1 <= number <= total:
+        raise Http404("No such page")
+    instrument_id = point.instruments[number - 1]
+    drafts = _drafts(request, point)
+    if request.method == "POST":
+        form = portal_forms.form_for(instrument_id, data=request.POST)
+        valid = form.is_valid()
+        # Keep every valid answer even when another one on the page is not.
+        kept = {k: str(v) for k, v in getattr(form, "cleaned_data", {}).items() if v}
+        _save_draft(request, point, instrument_id, kept)
+        if valid:
+            if number < total:
+                return redirect("followup:question", number=number + 1)
+            return redirect("followup:review")
+    else:
+        form = portal_forms.form_for(instrument_id, draft=drafts.get(instrument_id))
+    definition = get_definition(instrument_id)
+    return render(
+        request,
+        "followup/question.html",
+        {
+            "point": point,
+            "form": form,
+            "definition": definition,
+            "number": number,
+            "total": total,
+            "percent": round(100 * (number - 1) / total),
+            "back_url": reverse("followup:question", args=[number - 1])
+            if number > 1
+            else reverse("followup:start"),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+def _answer_sets(
+    point: FollowUpTimePoint, drafts: dict[str, dict[str, str]]
+) -> tuple[dict[str, dict[str, Any]], list[tuple[int, str]]]:
+    """Typed answers of every complete page, and the (page, title) of incomplete ones."""
+    answers: dict[str, dict[str, Any]] = {}
+    missing: list[tuple[int, str]] = []
+    for number, instrument_id in enumerate(point.instruments, 1):
+        draft = drafts.get(instrument_id)
+        if portal_forms.draft_is_complete(instrument_id, draft):
+            answers[instrument_id] = portal_forms.parse_draft(instrument_id, draft or {})
+        else:
+            missing.append((number, get_definition(instrument_id).title))
+    return answers, missing
+
+
+@portal
+@require_GET
+def review(request: HttpRequest) -> HttpResponse:
+    """The last page: what is still missing, and the send button with the idempotency key."""
+    point = _point_or_gone(request)
+    if isinstance(point, HttpResponse):
+        return point
+    if point.status == TimePointStatus.COMPLETED:
+        return redirect("followup:done")
+    _, missing = _answer_sets(point, _drafts(request, point))
+    return render(
+        request,
+        "followup/review.html",
+        {
+            "point": point,
+            "missing": missing,
+            "key": _idempotency_key(request, point),
+            "total": len(point.instruments),
+        },
+    )
+
+
+@portal
+@require_POST
+def submit(request: HttpRequest) -> HttpResponse:
+    """Store the answers once; a repeat with the same key gets the same confirmation."""
+    point = _point_or_gone(request)
+    if isinstance(point, HttpResponse):
+        return point
+    answers, _ = _answer_sets(point, _drafts(request, point))
+    try:
+        result = submit_responses(
+            point, answers, request.POST.get("idempotency_key", ""), timezone.now()
+        )
+    except SubmissionInvalid:
+        return redirect("followup:review")
+    except AlreadyCompleted as exc:
+        return _message(request, "Already answered", str(exc), 409)
+    except WindowNotOpen as exc:
+        return _message(request, "This questionnaire is closed", str(exc), 410)
+    except BadIdempotencyKey as exc:
+        return _message(request, "Please try again", str(exc), 400)
+    except FollowUpError as exc:  # any other refusal: plain message, never a traceback
+        return _message(request, "Not saved", str(exc), 400)
+    drafts = request.session.get("fu_drafts", {})
+    if isinstance(drafts, dict) and drafts.pop(str(point.public_id), None) is not None:
+        request.session["fu_drafts"] = drafts
+    response = redirect(f"{reverse('followup:done')}?ref={result.submission.reference}")
+    response.status_code = 303
+    return response
+
+
+@portal
+@require_GET
+def done(request: HttpRequest) -> HttpResponse:
+    """The confirmation: the same page however many times the answers were sent."""
+    point = _point_or_gone(request)
+    if isinstance(point, HttpResponse):
+        return point
+    submission = Submission.objects.filter(time_point=point).first()
+    if submission is None:
+        return redirect("followup:start")
+    return render(
+        request,
+        "followup/done.html",
+        {"point": point, "submission": submission, "has_tickler": "ae_tickler" in point.instruments},
+    )
+
+
+@portal
+@require_GET
+def progress(request: HttpRequest) -> HttpResponse:
+    """The patient's own pain and disability over time, with the MCID, in plain words."""
+    patient_id = _patient_id(request)
+    if patient_id is None:
+        return _message(
+            request,
+            "Open the link from your e-mail",
+            "To see your progress, open the link in the e-mail we sent you, or sign in.",
+            403,
+        )
+    return render(request, "followup/progress.html", {"charts": charts_for_patient(patient_id)})
