@@ -16,6 +16,10 @@ from django.db import connection
 from django.db.models import Field, JSONField, Model
 
 
+class RawJson(str):
+    """JSON text already serialised by the caller: written to a JSON column verbatim."""
+
+
 class IdAllocator:
     """Hands out consecutive primary keys per model, starting after the current maximum."""
 
@@ -60,7 +64,7 @@ def insert_rows(model: type[Model], fields: Sequence[str], rows: Iterable[Sequen
                 for row in rows:
                     values = list(row)
                     for i in json_columns:
-                        if values[i] is not None:
+                        if values[i] is not None and not isinstance(values[i], RawJson):
                             values[i] = json.dumps(values[i], separators=(",", ":"))
                     copy.write_row(values)
                     count += 1
@@ -73,7 +77,9 @@ def insert_rows(model: type[Model], fields: Sequence[str], rows: Iterable[Sequen
         for row in rows:
             batch.append(
                 [
-                    field.get_db_prep_save(value, connection)
+                    str(value)
+                    if isinstance(value, RawJson)
+                    else field.get_db_prep_save(value, connection)
                     for field, value in zip(model_fields, row, strict=True)
                 ]
             )
