@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import free_port, run_cli
 
-SUBCOMMANDS = ["demo", "serve", "worker", "score", "instruments", "screen"]
+SUBCOMMANDS = ["demo", "serve", "worker", "score", "instruments", "screen", "synth", "report"]
 
 
 def test_root_help_lists_every_command() -> None:

@@ -7,8 +7,8 @@ from tests.followup.helpers import audit_triggers_restored, flushable_audit, smt
 __all__ = ["audit_triggers_restored", "flushable_audit", "smtp_sink"]
 
 
-import pytest  # noqa: E402
-from django.core.cache import cache  # noqa: E402
+import pytest
+from django.core.cache import cache
 
 
 @pytest.fixture(autouse=True)

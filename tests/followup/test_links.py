@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tests.followup.helpers import T0, answers_for, at, make_schedule, point
-from tests.registry.factories import make_clinic, make_patient, make_user
+from tests.registry.factories import make_clinic, make_user
 from vertebra.followup.errors import LinkExpired, LinkNotFound, LinkUsed
 from vertebra.followup.models import PatientLink
 from vertebra.followup.services import hash_token, issue_link, open_link, submit_responses
@@ -67,13 +67,11 @@ def test_link_swaps_the_token_for_a_session_and_a_token_free_url(
     assert raw not in response["Location"]
     assert response["Referrer-Policy"] == "no-referrer"
     page = client.get("/p/q/")
-    assert page.status_code == 200 and page["Referrer-Policy"] == "no-referrer"
+    assert page.status_code == 200 and page["Referrer-Policy"] == "same-origin"
     assert raw not in page.content.decode()
 
 
-def test_expired_link_is_410_with_a_clear_page(
-    client: Client, live_baseline
-) -> None:
+def test_expired_link_is_410_with_a_clear_page(client: Client, live_baseline) -> None:
     raw = issue_link(live_baseline, timezone.now())
     PatientLink.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
     response = client.get(f"/p/open/?t={raw}")
@@ -82,9 +80,7 @@ def test_expired_link_is_410_with_a_clear_page(
     assert response["Referrer-Policy"] == "no-referrer"
 
 
-def test_used_link_is_410(
-    client: Client, live_baseline
-) -> None:
+def test_used_link_is_410(client: Client, live_baseline) -> None:
     raw = issue_link(live_baseline, timezone.now())
     PatientLink.objects.update(used_at=timezone.now())
     response = client.get(f"/p/open/?t={raw}")

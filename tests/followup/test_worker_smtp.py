@@ -87,7 +87,9 @@ def test_reminders_stop_the_moment_the_questionnaire_is_completed(smtp_sink: Smt
     assert not CallListEntry.objects.filter(time_point=week_6).exists()
 
 
-def test_no_answer_after_the_last_reminder_goes_on_the_call_list(smtp_sink: SmtpSink, settings) -> None:
+def test_no_answer_after_the_last_reminder_goes_on_the_call_list(
+    smtp_sink: SmtpSink, settings
+) -> None:
     settings.FOLLOWUP_CALL_AFTER_LAST_DAYS = 2
     schedule = make_schedule(start=T0, today=T0, email=EMAIL)
     week_6 = point(schedule, "week_6")  # window of 29 days: all three steps fit

@@ -33,7 +33,6 @@ from vertebra.registry.models import (
     Harvest,
     Patient,
     PatientAccount,
-    Processing,
     Role,
     TreatmentEpisode,
 )
@@ -183,9 +182,15 @@ ROUTES = (
         "api register patient",
         "POST",
         A + "/patients",
-        {"clinic_id": "{clinic}", "mrn": "{mrn}", "given_name": "N", "family_name": "N",
-         "date_of_birth": "1970-01-01", "sex": "other"},
-    ),  # fmt: skip
+        {
+            "clinic_id": "{clinic}",
+            "mrn": "{mrn}",
+            "given_name": "N",
+            "family_name": "N",
+            "date_of_birth": "1970-01-01",
+            "sex": "other",
+        },
+    ),
     Route("api get patient", "GET", A + "/patients/{patient}"),
     Route(
         "api edit patient",
@@ -223,9 +228,15 @@ ROUTES = (
         "api record injection",
         "POST",
         A + "/episodes/{episode_ready}/injections",
-        {"levels": ["L4-L5"], "target": "intradiscal", "guidance": "fluoroscopy",
-         "volume_ml": 2, "injected_on": "2024-03-02", "product_id": "{product}"},
-    ),  # fmt: skip
+        {
+            "levels": ["L4-L5"],
+            "target": "intradiscal",
+            "guidance": "fluoroscopy",
+            "volume_ml": 2,
+            "injected_on": "2024-03-02",
+            "product_id": "{product}",
+        },
+    ),
     Route("api list adverse events", "GET", A + "/patients/{patient}/adverse-events"),
     Route(
         "api report adverse event",
@@ -284,9 +295,7 @@ def _observe(world: World, route: Route) -> dict[str, list[int]]:
         for target in TARGETS:
             ids = _ids(world, target, None)
             side = world.own if target == "own" else world.other
-            ids["harvest_episode"] = (
-                side.harvest.episode_id if target != "missing" else MISSING_ID
-            )
+            ids["harvest_episode"] = side.harvest.episode_id if target != "missing" else MISSING_ID
             # Earlier roles' writes must not change what this one meets: a fresh MRN, and the
             # patient's current version (each role edits from what it would have read).
             ids["mrn"] = f"API-{role}"

@@ -8,10 +8,13 @@ well under two minutes. Requirement ids: T-schemathesis, OWASP API8 (no stack tr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -38,6 +41,20 @@ CHECKS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_test_connection() -> Iterator[None]:
+    """Schemathesis drives the WSGI app directly, so Django's request signals close the
+    database connection after each request, which on PostgreSQL ends the test's transaction.
+    Django's own test client disconnects the same handler; do as it does."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
 @pytest.fixture
 def auth_headers(db: Any) -> dict[str, str]:
     """A clinician token, and a little data so some generated ids (1, 2, ...) exist."""
@@ -47,9 +64,7 @@ def auth_headers(db: Any) -> dict[str, str]:
     episode = services.start_episode(
         actor=actor, patient_id=patient.pk, arm="cell_therapy", start_date=DAY0
     )
-    services.record_harvest(
-        actor=actor, episode_id=episode.pk, source="adipose", harvested_on=DAY0
-    )
+    services.record_harvest(actor=actor, episode_id=episode.pk, source="adipose", harvested_on=DAY0)
     return bearer(actor)
 
 

@@ -105,7 +105,9 @@ class InstrumentForm(forms.Form):
         return {key: str(value) for key, value in self.cleaned_data.items() if value}
 
 
-def form_for(instrument_id: str, data: Any = None, draft: Mapping[str, str] | None = None) -> InstrumentForm:
+def form_for(
+    instrument_id: str, data: Any = None, draft: Mapping[str, str] | None = None
+) -> InstrumentForm:
     """The form of ``instrument_id``, bound to POST ``data`` or pre-filled from a ``draft``."""
     definition = get_definition(instrument_id)
     if data is not None:

@@ -119,9 +119,7 @@ class Submission(models.Model):
 class QuestionnaireResponse(models.Model):
     """One instrument's answers at one time point, scored by the core scorers."""
 
-    submission = models.ForeignKey(
-        Submission, on_delete=models.PROTECT, related_name="responses"
-    )
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="responses")
     time_point = models.ForeignKey(
         FollowUpTimePoint, on_delete=models.PROTECT, related_name="responses"
     )

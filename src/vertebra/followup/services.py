@@ -365,9 +365,7 @@ def open_link(raw: str, now: dt.datetime) -> FollowUpTimePoint:
     if not raw or len(raw) > _MAX_TOKEN_LENGTH:
         raise LinkNotFound()
     link = (
-        PatientLink.objects.select_related("time_point")
-        .filter(token_hash=hash_token(raw))
-        .first()
+        PatientLink.objects.select_related("time_point").filter(token_hash=hash_token(raw)).first()
     )
     if link is None:
         raise LinkNotFound()
@@ -447,7 +445,9 @@ def submit_responses(
     scored = _score_all(time_point, answers_by_instrument)
     try:
         with transaction.atomic():
-            return _store(time_point.pk, answers_by_instrument, scored, idempotency_key, now, request_id)
+            return _store(
+                time_point.pk, answers_by_instrument, scored, idempotency_key, now, request_id
+            )
     except IntegrityError:
         # A concurrent request with the same key won the insert: answer as a replay.
         replay = _replay(time_point, idempotency_key)

@@ -75,9 +75,7 @@ def _classify(point: FollowUpTimePoint, today: dt.date) -> str:
 def dashboard_rows(clinic_ids: frozenset[int], today: dt.date) -> list[Row]:
     """Per time point counts for the patients of ``clinic_ids`` on ``today``."""
     rows: OrderedDict[str, Row] = OrderedDict()
-    points = FollowUpTimePoint.objects.filter(patient__clinic_id__in=clinic_ids).order_by(
-        "months"
-    )
+    points = FollowUpTimePoint.objects.filter(patient__clinic_id__in=clinic_ids).order_by("months")
     for point in points.only("key", "label", "months", "status", "target", "patient_id"):
         row = rows.setdefault(point.key, Row(point.key, point.label, point.months))
         kind = _classify(point, today)
@@ -111,9 +109,7 @@ def coordinator(request: HttpRequest) -> HttpResponse:
             .order_by("-urgent", "adverse_event__onset")
         )
         completed_recent = list(
-            FollowUpTimePoint.objects.filter(
-                patient__clinic_id__in=clinics, status="completed"
-            )
+            FollowUpTimePoint.objects.filter(patient__clinic_id__in=clinics, status="completed")
             .select_related("patient")
             .order_by("-completed_at")[:20]
         )

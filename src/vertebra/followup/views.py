@@ -8,7 +8,11 @@ Session keys (JSON-serialisable):
 * ``fu_keys``: ``{<tp>: <idempotency key>}`` — made when the submit page is first shown, so a
   double click, a retry or a second tab all send the same key.
 
-Every response carries ``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``.
+Every response carries ``Cache-Control: no-store``. The link landing (the only URL that ever holds
+a token) answers with ``Referrer-Policy: no-referrer``; the other portal pages, whose URLs hold
+nothing secret, use ``same-origin`` (nothing leaves the site). Not ``no-referrer`` everywhere on
+purpose: under that policy browsers send ``Origin: null`` with form posts, which CSRF protection
+must refuse.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from django.contrib.auth import logout
 from django.contrib.auth.views import LoginView
 from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -50,17 +55,22 @@ MAX_LINK_FAILURES_PER_MINUTE = 20
 View = Callable[..., HttpResponse]
 
 
-def portal(view: View) -> View:
+def portal(view: View, referrer_policy: str = "same-origin") -> View:
     """Add the portal's privacy headers to every response of ``view``."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response = view(request, *args, **kwargs)
-        response["Referrer-Policy"] = "no-referrer"
+        response["Referrer-Policy"] = referrer_policy
         response["Cache-Control"] = "no-store, private"
         return response
 
     return wrapper
+
+
+def token_page(view: View) -> View:
+    """:func:`portal` with ``Referrer-Policy: no-referrer``, for responses to a token URL."""
+    return portal(view, referrer_policy="no-referrer")
 
 
 # --- session helpers --------------------------------------------------------------------------
@@ -79,9 +89,12 @@ def _current(request: HttpRequest) -> FollowUpTimePoint | None:
     state = request.session.get("fu")
     if not isinstance(state, dict):
         return None
+    public_id, patient_id = state.get("tp"), state.get("patient")
+    if not isinstance(public_id, str) or not isinstance(patient_id, int):
+        return None
     return (
         FollowUpTimePoint.objects.select_related("patient")
-        .filter(public_id=state.get("tp"), patient_id=state.get("patient"))
+        .filter(public_id=public_id, patient_id=patient_id)
         .first()
     )
 
@@ -130,15 +143,13 @@ def _client_ip(request: HttpRequest) -> str:
 
 
 def _message(request: HttpRequest, title: str, text: str, status: int) -> HttpResponse:
-    return render(
-        request, "followup/message.html", {"title": title, "text": text}, status=status
-    )
+    return render(request, "followup/message.html", {"title": title, "text": text}, status=status)
 
 
 # --- link landing -----------------------------------------------------------------------------
 
 
-@portal
+@token_page
 @require_GET
 def open_view(request: HttpRequest) -> HttpResponse:
     """Exchange a link token for a session, then redirect to a URL without the token.
@@ -181,9 +192,9 @@ class PatientLoginView(LoginView):
     def get_success_url(self) -> str:
         return reverse("followup:home")
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = super().dispatch(request, *args, **kwargs)
-        response["Referrer-Policy"] = "no-referrer"
+        response["Cache-Control"] = "no-store, private"
         return response
 
 
@@ -203,9 +214,7 @@ def home(request: HttpRequest) -> HttpResponse:
     done = FollowUpTimePoint.objects.filter(
         patient_id=patient_id, status=TimePointStatus.COMPLETED
     ).order_by("opens")
-    return render(
-        request, "followup/home.html", {"due": due, "done": done, "signed_in": True}
-    )
+    return render(request, "followup/home.html", {"due": due, "done": done, "signed_in": True})
 
 
 @portal
@@ -404,7 +413,11 @@ def done(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "followup/done.html",
-        {"point": point, "submission": submission, "has_tickler": "ae_tickler" in point.instruments},
+        {
+            "point": point,
+            "submission": submission,
+            "has_tickler": "ae_tickler" in point.instruments,
+        },
     )
 
 

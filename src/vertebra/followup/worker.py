@@ -194,9 +194,9 @@ def claim(reminder_id: int, now: dt.datetime, who: str) -> bool:
     close cancel the reminder rows themselves, so this condition covers them.
     """
     with transaction.atomic():
-        changed = Reminder.objects.filter(
-            pk=reminder_id, status=ReminderStatus.SCHEDULED
-        ).update(status=ReminderStatus.SENDING, claimed_at=now, claimed_by=who)
+        changed = Reminder.objects.filter(pk=reminder_id, status=ReminderStatus.SCHEDULED).update(
+            status=ReminderStatus.SENDING, claimed_at=now, claimed_by=who
+        )
     return changed == 1
 
 
@@ -284,7 +284,9 @@ def build_message(reminder: Reminder, token: str) -> EmailMultiAlternatives:
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[point.patient.email],
     )
-    message.attach_alternative(render_to_string(f"followup/email/{kind}.html", context), "text/html")
+    message.attach_alternative(
+        render_to_string(f"followup/email/{kind}.html", context), "text/html"
+    )
     return message
 
 

@@ -35,7 +35,7 @@ def _admin_actor(request: HttpRequest) -> Actor:
     return Actor(user=user, role=role, clinic_ids=frozenset(), request_id="admin")
 
 
-class RegistryAdminOnly(admin.ModelAdmin):  # type: ignore[type-arg]
+class RegistryAdminOnly(admin.ModelAdmin):
     """Reference data: registry admins only; every save and delete audited."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -55,7 +55,7 @@ class RegistryAdminOnly(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
         """Save, and audit the change in the admin's transaction (old → new values)."""
-        old = snapshot(type(obj).objects.get(pk=obj.pk)) if change and obj.pk else None
+        old = snapshot(type(obj)._default_manager.get(pk=obj.pk)) if change and obj.pk else None
         super().save_model(request, obj, form, change)
         new = snapshot(obj)
         if old is not None:
@@ -146,7 +146,7 @@ class ApiTokenAdmin(RegistryAdminOnly):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AuditEventAdmin(admin.ModelAdmin):
     """The audit trail, read-only for registry admins (the database refuses changes too)."""
 
     list_display = (

@@ -30,8 +30,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest
 from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import HttpError
-from ninja.responses import Status
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.responses import Status
 from ninja.security import HttpBearer
 
 from vertebra.registry import selectors, services
@@ -80,8 +80,11 @@ def Amount(*, le: float | None = None) -> Any:
     return Annotated[float, Field(ge=0, le=le, allow_inf_nan=False)]
 
 
-def _choices(enum: Any) -> Any:
-    return Literal[tuple(enum.values)]
+def _choices(enum: Any, *, blank: bool = False) -> Any:
+    """``Literal`` of an enum's values (plus "" when the field may be left blank), so the
+    OpenAPI document lists the allowed values."""
+    values = ("", *enum.values) if blank else tuple(enum.values)
+    return Literal[values]
 
 
 SexChoice = _choices(Sex)
@@ -89,10 +92,13 @@ ConditionChoice = _choices(Condition)
 ArmChoice = _choices(Arm)
 LevelChoice = _choices(SpinalLevel)
 # Choice fields that may be left blank ("not recorded").
-LevelOrBlank = Literal[("", *SpinalLevel.values)]
-LateralityOrBlank = Literal[("", *Laterality.values)]
-StenosisOrBlank = Literal[("", *Stenosis.values)]
-SortChoice = Literal[SORT_VALUES]
+LevelOrBlank = _choices(SpinalLevel, blank=True)
+LateralityOrBlank = _choices(Laterality, blank=True)
+StenosisOrBlank = _choices(Stenosis, blank=True)
+ConditionOrBlank = _choices(Condition, blank=True)
+ArmOrBlank = _choices(Arm, blank=True)
+RelatednessOrBlank = _choices(Relatedness, blank=True)
+SortChoice: Any = Literal[SORT_VALUES]
 
 # ------------------------------------------------------------------------ output schemas
 
@@ -307,7 +313,7 @@ class AdverseEventIn(Schema):
     episode_id: int | None = Field(None, ge=1, le=MAX_ID)
     serious: bool = False
     ctcae_grade: int | None = Field(None, ge=1, le=5)
-    relatedness: Literal[("", *Relatedness.values)] = ""  # type: ignore[valid-type]
+    relatedness: RelatednessOrBlank = ""  # type: ignore[valid-type]
     expected: bool | None = None
     outcome: _choices(AdverseEventOutcome) = AdverseEventOutcome.UNKNOWN.value  # type: ignore[valid-type]
     resolved_on: dt.date | None = None
@@ -328,6 +334,7 @@ router = Router(auth=TokenAuth(), tags=["registry"])
 
 #: Responses every endpoint may give besides its success.
 ERRORS: dict[int, Any] = {
+    400: ErrorOut,  # a body that is not JSON at all
     401: ErrorOut,
     403: ErrorOut,
     404: ErrorOut,
@@ -398,9 +405,9 @@ def _episode_out(episode: Any) -> EpisodeOut:
 
 class PatientQuery(Schema):
     search: Text(100) = ""  # type: ignore[valid-type]
-    condition: Literal[("", *Condition.values)] = ""  # type: ignore[valid-type]
-    arm: Literal[("", *Arm.values)] = ""  # type: ignore[valid-type]
-    sort: SortChoice = "name"  # type: ignore[valid-type]
+    condition: ConditionOrBlank = ""  # type: ignore[valid-type]
+    arm: ArmOrBlank = ""  # type: ignore[valid-type]
+    sort: SortChoice = "name"
     limit: int = Field(25, ge=1, le=selectors.MAX_RESULTS)
     offset: int = Field(0, ge=0, le=10_000_000)
 

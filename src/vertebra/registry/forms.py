@@ -11,7 +11,7 @@ Contracts
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -50,7 +50,7 @@ def _dates(*names: str) -> dict[str, forms.Widget]:
     return {name: DateInput() for name in names}
 
 
-class ServiceForm(forms.ModelForm):  # type: ignore[type-arg]
+class ServiceForm(forms.ModelForm):
     """A ModelForm used only to validate: :meth:`service_kwargs` feeds the service."""
 
     def service_kwargs(self) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class PatientForm(ServiceForm):
 
     def __init__(self, *args: Any, clinics: list[tuple[int, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["clinic_id"].choices = clinics
+        cast(forms.ChoiceField, self.fields["clinic_id"]).choices = clinics
         if len(clinics) == 1:
             self.fields["clinic_id"].initial = clinics[0][0]
             self.fields["clinic_id"].widget = forms.HiddenInput()
@@ -270,6 +270,8 @@ class InjectionForm(ServiceForm):
         widgets = _dates("injected_on")
         labels = {"volume_ml": "Volume (mL)"}
 
+    field_order = ["product_id", "allogeneic_lot", "levels"]
+
     def _post_clean(self) -> None:  # product/lot rules are the chain of custody: the service's
         pass
 
@@ -298,7 +300,8 @@ class AdverseEventForm(ServiceForm):
 
     def __init__(self, *args: Any, episodes: list[tuple[int, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["episode_id"].choices = [("", "Not linked to an episode"), *episodes]
+        field = cast(forms.ChoiceField, self.fields["episode_id"])
+        field.choices = [("", "Not linked to an episode"), *episodes]
 
 
 class AdjudicationForm(forms.Form):

@@ -180,8 +180,8 @@ def _floats(col: pd.Series) -> FloatArray:
         col = col.map(
             lambda v: {"true": 1.0, "false": 0.0}.get(v.lower(), v) if isinstance(v, str) else v
         )
-    if pd.api.types.is_bool_dtype(col) and not isinstance(col.dtype, pd.BooleanDtype):
-        return col.to_numpy(dtype=np.float64)
+    if pd.api.types.is_bool_dtype(col):  # numpy bool or nullable BooleanDtype
+        return np.asarray(col.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
     num = col if pd.api.types.is_numeric_dtype(col) else pd.to_numeric(col, errors="coerce")
     return np.asarray(num.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
 
@@ -222,6 +222,14 @@ def build_panel(
         col = pd.Categorical(tpc, categories=tp_ids).codes
     sel = row >= 0  # rows of patients outside the cohort are dropped here
     r, c = row[sel], np.asarray(col, dtype=np.int64)[sel]
+    cell = r * t_count + c
+    dup = np.bincount(cell, minlength=n * t_count) > 1
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise SchemaError(
+            f"timepoints: patient {pts['patient_id'].iloc[i // t_count]!r} has time point "
+            f"{tp_ids[i % t_count]!r} more than once"
+        )
 
     completed = np.zeros((n, t_count), dtype=bool)
     comp_flags = _completed_flags(tp)[sel]

@@ -226,7 +226,7 @@ def adverse_events(
     ev = events.loc[keep]
     rows = row[keep].astype(np.int64)
     arm = panel.arm_codes
-    kind = ev["kind"].astype(str).to_numpy()
+    kind = ev["kind"].to_numpy(dtype=object)  # no per-element str(): categoricals stay cheap
     ae = kind == "adverse_event"
     rep = kind == "repeat_injection"
     if "serious" in ev.columns:
@@ -239,7 +239,7 @@ def adverse_events(
         else np.full(len(ev), np.nan)
     )
     related = (
-        ev["relatedness"].astype(str).where(ev["relatedness"].notna(), "unknown").to_numpy()
+        ev["relatedness"].astype(object).where(ev["relatedness"].notna(), "unknown").to_numpy()
         if "relatedness" in ev.columns
         else np.full(len(ev), "unknown", dtype=object)
     )

@@ -156,14 +156,20 @@ class TimepointOutcome:
 def _group_mean_sd(
     key: IntArray, x: FloatArray, groups: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per-group n, mean and SD (ddof 1) by two-pass bincount (stable for large n)."""
+    """Per-group n, mean and SD (ddof 1) in one pass of three bincounts.
+
+    Sums are taken about a global shift c (the overall mean) so that Σ(x-c)² - n(x̄-c)² does
+    not lose precision: scores are bounded (0-100), so after the shift the terms are small.
+    """
     n = np.bincount(key, minlength=groups).astype(np.float64)
-    s = np.bincount(key, weights=x, minlength=groups)
+    c = float(x.mean()) if len(x) else 0.0
+    xc = x - c
+    s1 = np.bincount(key, weights=xc, minlength=groups)
+    s2 = np.bincount(key, weights=xc * xc, minlength=groups)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = s / n
-        ss = np.bincount(key, weights=(x - mean[key]) ** 2, minlength=groups)
-        sd = np.sqrt(ss / (n - 1.0))
-    return n, mean, np.where(n >= 2, sd, np.nan)
+        mean_c = s1 / n
+        var = np.maximum(s2 - n * mean_c * mean_c, 0.0) / (n - 1.0)
+    return n, mean_c + c, np.where(n >= 2, np.sqrt(var), np.nan)
 
 
 def _rates(num: npt.NDArray[Any], den: npt.NDArray[Any]) -> list[Rate]:
@@ -257,16 +263,21 @@ def _measure(
     ok = ~np.isnan(flat)
     n, mean, sd = _group_mean_sd(key[ok], flat[ok], gt)
     median = _grouped_median(key[ok], flat[ok], gt)
-    base = np.repeat(grid[:, 0], t_count)
-    follow = np.tile(np.arange(t_count) > 0, grid.shape[0])
-    pair = ok & ~np.isnan(base) & follow
+    # change = follow-up - baseline; NaN unless both exist; baseline column excluded
+    change = grid - grid[:, :1]
+    change[:, 0] = np.nan
+    dflat = change.ravel()
+    pair = ~np.isnan(dflat)
     kp = key[pair]
-    pn, pm, psd = _group_mean_sd(kp, flat[pair] - base[pair], gt)
+    dp = dflat[pair]
+    pn, pm, psd = _group_mean_sd(kp, dp, gt)
     changes = _means(pn, pm, psd)
+    fu_p = flat[pair]
+    base_p = fu_p - dp
     none: list[Rate | None] = [None] * gt
     rc, ra, sc, sa = none, none, none, none
     try:
-        mcid, subst = responder_flags(inst, base[pair], flat[pair])
+        mcid, subst = responder_flags(inst, base_p, fu_p)
     except NoResponderRuleError:
         mcid, subst = None, None
     if mcid is not None:

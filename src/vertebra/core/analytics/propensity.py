@@ -291,12 +291,14 @@ def compare_arms(
     binary = [n == "female" for n in names]
     before = smd_columns(bx, treat, None, binary)
     after = smd_columns(bx, treat, w, binary)
-    balance = [BalanceRow(str(n), float(b), float(a)) for n, b, a in zip(names, before, after)]
+    balance = [
+        BalanceRow(str(n), float(b), float(a)) for n, b, a in zip(names, before, after, strict=True)
+    ]
     for c in cats:
-        codes = frame[c].cat.codes.to_numpy().astype(np.int64)
+        lvl_codes = np.asarray(frame[c].cat.codes.to_numpy(), dtype=np.int64)
         levels = [str(x) for x in frame[c].cat.categories]
-        sb = _level_smd(codes, len(levels), treat, None)
-        sa = _level_smd(codes, len(levels), treat, w)
+        sb = _level_smd(lvl_codes, len(levels), treat, None)
+        sa = _level_smd(lvl_codes, len(levels), treat, w)
         if c == "clinic_id":
             balance.append(
                 BalanceRow(
@@ -307,7 +309,8 @@ def compare_arms(
             )
         else:
             balance += [
-                BalanceRow(f"{c}={lv}", float(b), float(a)) for lv, b, a in zip(levels, sb, sa)
+                BalanceRow(f"{c}={lv}", float(b), float(a))
+                for lv, b, a in zip(levels, sb, sa, strict=True)
             ]
 
     def _maxabs(vals: list[float | None]) -> float | None:

@@ -45,9 +45,19 @@ def cell_arms(patients: pd.DataFrame) -> list[str]:
     """Arms in which most patients have a recorded cell source (= cell-therapy arms)."""
     if "cell_source" not in patients.columns:
         return []
-    has = patients["cell_source"].notna() & patients["cell_source"].astype(str).ne("")
-    share = has.groupby(patients["arm"].astype(str), observed=True).mean()
-    return sorted(str(a) for a, s in share.items() if s > 0.5)
+    src = patients["cell_source"]
+    has = src.notna().to_numpy()
+    if not isinstance(src.dtype, pd.CategoricalDtype):  # "" means no source in CSV exports
+        has &= src.astype(str).ne("").to_numpy()
+    arm = patients["arm"]
+    arm = arm if isinstance(arm.dtype, pd.CategoricalDtype) else arm.astype("category")
+    codes = arm.cat.codes.to_numpy()
+    k = len(arm.cat.categories)
+    n = np.bincount(codes[codes >= 0], minlength=k)
+    yes = np.bincount(codes[(codes >= 0) & has], minlength=k)
+    return sorted(
+        str(a) for a, y, t in zip(arm.cat.categories, yes, n, strict=True) if t and y / t > 0.5
+    )
 
 
 @dataclass(frozen=True)

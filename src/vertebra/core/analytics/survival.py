@@ -136,7 +136,7 @@ def _durations(
         assert panel.contact_days is not None
         cens = panel.contact_days.copy()
     cens = np.maximum(cens, 0.0)
-    kind = events["kind"].astype(str).to_numpy()
+    kind = events["kind"].to_numpy(dtype=object)
     when = pd.to_datetime(events["date"]).to_numpy().astype("datetime64[D]")
     row = pd.Index(panel.patients["patient_id"]).get_indexer(events["patient_id"])
     sel = (row >= 0) & np.isin(kind, SURGERY_KINDS) & (when <= cutoff)

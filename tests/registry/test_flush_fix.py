@@ -1,0 +1,34 @@
+"""The SQLite test-flush fix (tests/conftest.py) empties the audit table between transactional
+tests without weakening it: afterwards the triggers are back and still refuse changes.
+
+The two tests run in file order: the first writes audit rows in a real transaction (its
+teardown flush used to fail on SQLite); the second checks the triggers survived.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from tests.registry.factories import make_actor, make_clinic
+from vertebra.registry.audit import record_audit
+from vertebra.registry.models import AuditEvent, Role
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transactional_test_may_write_audit_rows() -> None:
+    actor = make_actor(Role.CLINICIAN, make_clinic())
+    with transaction.atomic():
+        record_audit(actor=actor, action="read", object_type="patient", object_id=1)
+    assert AuditEvent.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_after_the_flush_the_table_is_empty_and_still_append_only() -> None:
+    assert AuditEvent.objects.count() == 0
+    actor = make_actor(Role.CLINICIAN, make_clinic())
+    with transaction.atomic():
+        record_audit(actor=actor, action="read", object_type="patient", object_id=1)
+    for sql in ("UPDATE registry_auditevent SET reason = 'x'", "DELETE FROM registry_auditevent"):
+        with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql)
