@@ -41,8 +41,10 @@ def test_rows_match_the_cohort_and_every_row_is_audited(cohort: Cohort) -> None:
         ((events["event_type"] == "adverse_event") & (events["adjudication"] == "pending")).sum()
     )
     assert m.AdverseEvent.objects.filter(status="pending").count() == pending
-    # One create record per object, attributed to the loader, chain intact.
-    assert summary.audit_rows == sum(summary.counts.values())
+    # One create record per object, as the services write them: a schedule's time points are
+    # recorded in the schedule's record, a submission's responses in the submission's.
+    audited_apart = summary.counts["followuptimepoint"] + summary.counts["questionnaireresponse"]
+    assert summary.audit_rows == sum(summary.counts.values()) - audited_apart
     assert m.AuditEvent.objects.count() == summary.audit_rows
     assert set(m.AuditEvent.objects.values_list("actor_username", flat=True)) == {
         "synthetic-loader"
@@ -99,3 +101,28 @@ def test_demo_accounts_join_the_first_clinic_only(cohort: Cohort) -> None:
     ensure_demo_accounts()  # idempotent
     assert m.Membership.objects.filter(user__username="clinician").count() == 1
     assert verify_audit_chain() == []
+
+
+def test_follow_ups_are_scheduled_and_responses_rescore_exactly(cohort: Cohort) -> None:
+    """Every stored response re-scores, with the core scorer, to its stored score and band."""
+    from vertebra.core.instruments import score
+    from vertebra.followup import models as f
+
+    load_cohort(cohort, now=NOW)
+    assert f.FollowUpSchedule.objects.count() == 120
+    assert f.FollowUpTimePoint.objects.count() == len(cohort.timepoints)
+    completed = int((cohort.timepoints["status"] == "completed").sum())
+    assert f.Submission.objects.count() == completed
+    assert f.FollowUpTimePoint.objects.filter(status="completed").count() == completed
+    statuses = set(f.FollowUpTimePoint.objects.values_list("status", flat=True))
+    assert {"completed", "missed", "pending"} <= statuses
+    responses = f.QuestionnaireResponse.objects.all()
+    assert {r.instrument_id for r in responses} == {
+        "odi", "nrs_back", "nrs_leg", "promis_pf_4a", "promis_pi_4a",
+    }  # fmt: skip
+    for response in responses:
+        result = score(response.instrument_id, response.answers)
+        assert response.score == result.score
+        assert response.band == (result.band or "")
+        assert response.extras == result.to_dict()["extras"]
+        assert response.instrument_version == result.version

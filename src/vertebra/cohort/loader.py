@@ -8,12 +8,13 @@ account ``synthetic-loader`` so nobody can mistake the load for a person's work.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,9 @@ from django.db import connection, transaction
 from django.db.models import Model
 
 from vertebra.cohort.bulk import IdAllocator, RawJson, insert_rows, reset_sequences
+from vertebra.cohort.followups import load_followups
 from vertebra.core.synth import Cohort
+from vertebra.followup import models as f
 from vertebra.registry import models as m
 from vertebra.registry.audit import GENESIS_HASH
 
@@ -44,6 +47,7 @@ AE_CATEGORY = {
     "allergic_reaction": "allergic",
 }
 Progress = Callable[[str, int], None]
+AuditSpec = tuple[str, Callable[[tuple[Any, ...]], dict[str, Any]]]
 
 
 @dataclass
@@ -139,9 +143,13 @@ class _AuditChain:
 
 
 def _canonical(value: Any) -> Any:
-    """Integral floats as ints, as ``audit.compute_hash`` does (values here are flat)."""
+    """Integral floats as ints, at any depth, as ``audit.compute_hash`` does."""
     if type(value) is float and value.is_integer():
         return int(value)
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
     return value
 
 
@@ -167,19 +175,25 @@ def _write(
     *,
     clinic_of: Callable[[tuple[Any, ...]], int | None],
     patient_of: Callable[[tuple[Any, ...]], int | None],
+    audit: AuditSpec | Literal["snapshot"] | None = "snapshot",
 ) -> None:
-    """Insert rows and append one ``create`` audit record per row (row[0] is the id)."""
+    """Insert rows (row[0] is the id) and append one ``create`` audit record per row.
+
+    ``audit="snapshot"`` records the row's values, as the registry services do; an
+    ``(object_type, new_values builder)`` pair records what the owning service records; None
+    records nothing (rows that their service audits as part of another record).
+    """
     insert_rows(model, names, rows)
     object_type = model._meta.model_name or model.__name__.lower()
-    for row in rows:
-        chain.created(
-            object_type,
-            row[0],
-            dict(zip(names, row, strict=True)),
-            clinic_id=clinic_of(row),
-            patient_id=patient_of(row),
-        )
     summary.add(object_type, len(rows))
+    if audit is None:
+        return
+    for row in rows:
+        if audit == "snapshot":
+            kind, values = object_type, dict(zip(names, row, strict=True))
+        else:
+            kind, values = audit[0], audit[1](row)
+        chain.created(kind, row[0], values, clinic_id=clinic_of(row), patient_id=patient_of(row))
 
 
 def _date(value: Any) -> dt.date | None:
@@ -257,6 +271,24 @@ def load_cohort(
         now,
     )
     report("events", len(cohort.events))
+    episode_of_synthetic = dict(
+        zip(
+            patients["patient_id"].tolist(),
+            [episode_ids[int(pid)] for pid in patient_ids],
+            strict=True,
+        )
+    )
+    clinic_of_patient = dict(zip(patient_ids.tolist(), db_clinic.tolist(), strict=True))
+    load_followups(
+        cohort.timepoints,
+        episode_of_synthetic,
+        {eid: pid for pid, eid in episode_ids.items()},
+        clinic_of_patient,
+        ids=ids,
+        write=functools.partial(_write, chain=chain, summary=summary),
+        now=now,
+    )
+    report("follow-ups", len(cohort.timepoints))
     chain.flush(summary)
     reset_sequences(
         [
@@ -273,6 +305,10 @@ def load_cohort(
             m.Injection,
             m.AdverseEvent,
             m.ClinicalEvent,
+            f.FollowUpSchedule,
+            f.FollowUpTimePoint,
+            f.Submission,
+            f.QuestionnaireResponse,
             m.AuditEvent,
         ]
     )
