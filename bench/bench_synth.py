@@ -51,8 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--million", action="store_true", help="also run 1,000,000 patients")
     parser.add_argument("--format", choices=sorted(_FORMATS), default="parquet")
+    parser.add_argument("--sizes", type=int, nargs="+", help="cohort sizes (default 10k, 100k)")
     args = parser.parse_args()
-    sizes = [10_000, 100_000] + ([1_000_000] if args.million else [])
+    sizes = args.sizes or [10_000, 100_000] + ([1_000_000] if args.million else [])
     print(f"vertebra synth benchmark ({args.format}, {os.cpu_count()} CPUs)")
     print(
         f"{'patients':>10} {'seconds':>9} {'peak RSS MB':>12} {'timepoint rows':>15} {'events':>9}"

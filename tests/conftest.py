@@ -28,6 +28,28 @@ CHROMIUM_ARGS = [
 ]
 
 
+def _database_vendor() -> str:
+    """'postgresql' or 'sqlite', from DATABASE_URL as the settings read it."""
+    url = os.environ.get("DATABASE_URL", "")
+    return "postgresql" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) tests written for the other database.
+
+    The suite runs twice, on SQLite and on PostgreSQL; a test marked ``postgresql`` or
+    ``sqlite`` belongs to one pass only, so neither pass reports a skip.
+    """
+    vendor = _database_vendor()
+    keep, drop = [], []
+    for item in items:
+        wanted = {m.name for m in item.iter_markers()} & {"postgresql", "sqlite"}
+        (drop if wanted and vendor not in wanted else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "vertebra.web",
     "vertebra.registry",
     "vertebra.followup",
+    "vertebra.outcomes",
 ]
 
 MIDDLEWARE = [

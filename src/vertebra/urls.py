@@ -7,6 +7,7 @@ from vertebra.web.api import api
 
 urlpatterns = [
     path("", include("vertebra.web.urls")),
+    path("clinic/outcomes/", include("vertebra.outcomes.urls")),
     path("clinic/", include("vertebra.registry.urls")),
     path("p/", include("vertebra.followup.urls")),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -52,10 +52,12 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str]) -> None:
     assert "error:" in lines[0]
 
 
-def test_worker_stub_says_no_jobs_exist_yet() -> None:
-    result = run_cli("worker")
-    assert result.returncode == 0
-    assert "no background jobs exist yet" in result.stderr
+def test_worker_once_runs_one_pass_and_exits(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'w.sqlite3'}", "VERTEBRA_DATA_DIR": str(tmp_path)}
+    assert run_cli("manage", "migrate", "--verbosity", "0", env=env).returncode == 0
+    result = run_cli("worker", "--once", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_demo_refuses_a_port_in_use(tmp_path: Path) -> None:

@@ -98,6 +98,8 @@ def test_demo_accounts_join_the_first_clinic_only(cohort: Cohort) -> None:
     assert clinician.clinic_id == first.pk and clinician.role == "clinician"
     assert m.Membership.objects.get(user__username="researcher").clinic_id is None
     assert logins["clinician"].clinic == first.name
+    assert logins["patient"].clinic.startswith("own record only (Ruth Okonkwo)")
+    assert m.PatientAccount.objects.get(user__username="patient").patient.family_name == "Okonkwo"
     ensure_demo_accounts()  # idempotent
     assert m.Membership.objects.filter(user__username="clinician").count() == 1
     assert verify_audit_chain() == []

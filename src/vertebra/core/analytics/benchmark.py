@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vertebra.core.analytics.cohort import Panel
+from vertebra.core.analytics.cohort import Panel, str_categorical
 from vertebra.core.analytics.descriptive import female_mask
 from vertebra.core.analytics.outcomes import responder_flags
 from vertebra.core.analytics.results import Rate, jsonable
@@ -118,7 +118,7 @@ def clinic_benchmark(
     pair = ~np.isnan(base) & ~np.isnan(fu)
     mcid, _ = responder_flags(MEASURES[measure], base, fu)
     pts = panel.patients
-    clinic = pd.Categorical(pts["clinic_id"].astype(str))
+    clinic = str_categorical(pts["clinic_id"])
     k = len(clinic.categories)
     ccodes = np.asarray(clinic.codes, dtype=np.int64)
 

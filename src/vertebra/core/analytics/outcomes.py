@@ -218,6 +218,21 @@ def _grouped_median(key: IntArray, x: FloatArray, groups: int) -> FloatArray:
     return out
 
 
+def _cell_keys(arm_codes: IntArray, t_count: int) -> IntArray:
+    """key = arm * T + t for every cell of the flattened patients x time points grid."""
+    return np.asarray((arm_codes[:, None] * t_count + np.arange(t_count)[None, :]).ravel())
+
+
+def _where(mask: BoolArray) -> IntArray:
+    """Flat indices of the True cells.
+
+    Selecting with `a.take(_where(m))` gives exactly `a[m]`, but a random boolean mask over
+    6M cells costs ~35 ms per array, against ~6 ms for the indices plus ~8 ms per take; the
+    indices are reused for the key and the values.
+    """
+    return np.flatnonzero(mask)
+
+
 def arm_outcomes(panel: Panel) -> dict[str, list[TimepointOutcome]]:
     """Outcomes per arm (keys = panel.arms) and time point (ordered by months).
 
@@ -226,9 +241,9 @@ def arm_outcomes(panel: Panel) -> dict[str, list[TimepointOutcome]]:
     """
     g, t_count = len(panel.arms), len(panel.tp_ids)
     gt = g * t_count
-    key = (panel.arm_codes[:, None] * t_count + np.arange(t_count)[None, :]).ravel()
-    exp = np.bincount(key, weights=panel.expected.ravel(), minlength=gt)
-    comp = np.bincount(key, weights=panel.completed.ravel(), minlength=gt)
+    key = _cell_keys(panel.arm_codes, t_count)
+    exp = np.bincount(key.take(_where(panel.expected.ravel())), minlength=gt).astype(np.float64)
+    comp = np.bincount(key.take(_where(panel.completed.ravel())), minlength=gt).astype(np.float64)
     completeness = _rates(comp, exp)
     measures = {m: _measure(m, key, grid, gt, exp) for m, grid in panel.values.items()}
     opioids = _opioids(panel, key, gt) if panel.opioid is not None else None
@@ -253,26 +268,40 @@ def arm_outcomes(panel: Panel) -> dict[str, list[TimepointOutcome]]:
     return result
 
 
+def _pairs(grid: FloatArray) -> tuple[IntArray, FloatArray, FloatArray]:
+    """Follow-up cells with a baseline score: (flat indices, follow-up, follow-up - baseline).
+
+    The baseline column itself is excluded. Cells are in grid (row-major) order.
+    """
+    pair = ~np.isnan(grid)
+    pair &= pair[:, :1].copy()
+    pair[:, 0] = False
+    idx = _where(pair.ravel())
+    fu = grid.ravel().take(idx)
+    return idx, fu, fu - grid[:, 0].take(idx // grid.shape[1])
+
+
 def _measure(
     measure: str, key: IntArray, grid: FloatArray, gt: int, exp: npt.NDArray[Any]
 ) -> list[MeasureSummary]:
-    """Summaries for every (arm, time point) cell j = arm * T + t of one score grid."""
+    """Summaries for every (arm, time point) cell j = arm * T + t of one score grid.
+
+    The cells of interest are selected once by index (`_where`) and reused; the arithmetic
+    is the straightforward one, so results are identical to the bit.
+    """
     inst = MEASURES[measure]
     t_count = grid.shape[1]
     flat = grid.ravel()
-    ok = ~np.isnan(flat)
-    n, mean, sd = _group_mean_sd(key[ok], flat[ok], gt)
-    median = _grouped_median(key[ok], flat[ok], gt)
-    # change = follow-up - baseline; NaN unless both exist; baseline column excluded
-    change = grid - grid[:, :1]
-    change[:, 0] = np.nan
-    dflat = change.ravel()
-    pair = ~np.isnan(dflat)
-    kp = key[pair]
-    dp = dflat[pair]
+    idx = _where(~np.isnan(flat))
+    k_ok, x_ok = key.take(idx), flat.take(idx)
+    n, mean, sd = _group_mean_sd(k_ok, x_ok, gt)
+    median = _grouped_median(k_ok, x_ok, gt)
+    del k_ok, x_ok, idx
+    # change = follow-up - baseline over completers with both scores (baseline column excluded)
+    pidx, fu_p, dp = _pairs(grid)
+    kp = key.take(pidx)
     pn, pm, psd = _group_mean_sd(kp, dp, gt)
     changes = _means(pn, pm, psd)
-    fu_p = flat[pair]
     base_p = fu_p - dp
     none: list[Rate | None] = [None] * gt
     rc, ra, sc, sa = none, none, none, none
@@ -312,18 +341,17 @@ def _opioids(panel: Panel, key: IntArray, gt: int) -> list[OpioidSummary]:
     assert panel.opioid is not None
     t_count = panel.opioid.shape[1]
     use = panel.opioid.ravel()
-    ok = ~np.isnan(use)
-    den = np.bincount(key[ok], minlength=gt).astype(np.float64)
-    num = np.bincount(key[ok], weights=use[ok], minlength=gt)
+    idx = _where(~np.isnan(use))
+    k_ok = key.take(idx)
+    den = np.bincount(k_ok, minlength=gt).astype(np.float64)
+    num = np.bincount(k_ok, weights=use.take(idx), minlength=gt)
     share = _rates(num, den)
     if panel.mme is None:
         empty = Mean(0, None, None, None)
         return [OpioidSummary(share[j], empty, None) for j in range(gt)]
     mme = panel.mme.ravel()
-    okm = ~np.isnan(mme)
-    mm = _means(*_group_mean_sd(key[okm], mme[okm], gt))
-    base = np.repeat(panel.mme[:, 0], t_count)
-    follow = np.tile(np.arange(t_count) > 0, panel.mme.shape[0])
-    pair = okm & ~np.isnan(base) & follow
-    ch = _means(*_group_mean_sd(key[pair], mme[pair] - base[pair], gt))
+    idx = _where(~np.isnan(mme))
+    mm = _means(*_group_mean_sd(key.take(idx), mme.take(idx), gt))
+    pidx, _, change = _pairs(panel.mme)
+    ch = _means(*_group_mean_sd(key.take(pidx), change, gt))
     return [OpioidSummary(share[j], mm[j], None if j % t_count == 0 else ch[j]) for j in range(gt)]

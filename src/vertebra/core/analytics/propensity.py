@@ -160,6 +160,19 @@ def _design(panel: Panel, rows: npt.NDArray[np.int64]) -> tuple[pd.DataFrame, li
     return frame, list(CATEGORICAL)
 
 
+def _drop_unused(col: pd.Series) -> pd.Series:
+    """`col.cat.remove_unused_categories()` by a bincount of the codes (no sort of n codes)."""
+    codes = np.asarray(col.cat.codes.to_numpy(), dtype=np.int64)
+    k = len(col.cat.categories)
+    used = np.bincount(codes[codes >= 0], minlength=k) > 0
+    if used.all():
+        return col
+    new_code = np.cumsum(used) - 1
+    new_codes = np.where(codes >= 0, new_code[np.maximum(codes, 0)], -1)
+    cats = col.cat.categories[used]
+    return pd.Series(pd.Categorical.from_codes(new_codes, categories=cats), index=col.index)
+
+
 def _level_smd(
     codes: npt.NDArray[np.int64], k: int, treat: BoolArray, w: FloatArray | None
 ) -> FloatArray:
@@ -246,11 +259,11 @@ def compare_arms(
                     f"{int(lost.sum())} patient(s) excluded (no overlap)"
                 )
             no_overlap |= lost
-    keep = ok & ~no_overlap
-    frame = frame.loc[keep].reset_index(drop=True)
+    keep = np.flatnonzero(ok & ~no_overlap)
+    frame = frame.take(keep).reset_index(drop=True)
     rows, treat = rows[keep], treat[keep]
     for c in cats:
-        frame[c] = frame[c].cat.remove_unused_categories()
+        frame[c] = _drop_unused(frame[c])
 
     # 3. design: standardised continuous + indicators (first level = reference) for
     # condition and STarT Back; clinic enters as one fixed effect per clinic (block Newton,
@@ -269,10 +282,10 @@ def compare_arms(
         notes.append("propensity model did not converge (possible separation); check overlap")
 
     # 4. trimming, stabilised weights, truncation
-    inside = (ps >= trim) & (ps <= 1.0 - trim)
-    n_trimmed = int((~inside).sum())
+    inside = np.flatnonzero((ps >= trim) & (ps <= 1.0 - trim))
+    n_trimmed = len(ps) - len(inside)
     frame, rows, treat, ps = (
-        frame.loc[inside].reset_index(drop=True),
+        frame.take(inside).reset_index(drop=True),
         rows[inside],
         treat[inside],
         ps[inside],

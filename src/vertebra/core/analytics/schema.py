@@ -194,6 +194,44 @@ def validate_tables(patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd
     # grid makes the check a bincount instead of hashing 6M row pairs here.
 
 
+def _read_parquet(path: Path, wanted: set[str], numeric_nullable: bool) -> pd.DataFrame:
+    """Read only the contract's columns of one Parquet file, without Python objects.
+
+    The synth tables also carry item-level answers and identifiers that would double the
+    memory of a 10^6-patient report, so only `wanted` columns are decoded (multithreaded).
+    Dictionary-encoded strings arrive as pandas categoricals and dates as datetime64
+    (`date_as_object=False`; Python `date` objects would cost seconds per 6M-row column).
+    With `numeric_nullable`, integer and boolean columns that contain nulls (scores such as
+    nrs_back, opioid_use) are cast to float64 with NaN in Arrow, which is what the panel
+    needs anyway, instead of pandas' nullable Int8/boolean (slow to convert later).
+    Other columns keep the pandas metadata, so nullable booleans become BooleanDtype.
+    """
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as papq  # type: ignore[import-untyped]
+
+    pf = papq.ParquetFile(path)  # not papq.read_table: that imports pyarrow.dataset (0.3 s)
+    names = [c for c in pf.schema_arrow.names if c in wanted]
+    if "completed" in names and "status" in names:
+        names.remove("status")  # only a fallback for `completed`
+    table = pf.read(columns=names, use_threads=True)
+    if numeric_nullable:
+        cast = [
+            i
+            for i, f in enumerate(table.schema)
+            if f.name != "completed"
+            and (pa.types.is_integer(f.type) or pa.types.is_boolean(f.type))
+            and table.column(i).null_count > 0
+        ]
+        for i in cast:
+            table = table.set_column(i, table.field(i).name, table.column(i).cast(pa.float64()))
+        if cast:  # the pandas metadata would turn them back into Int8 / boolean
+            table = table.replace_schema_metadata(None)
+    # split_blocks: one block per column, so pandas does not copy same-typed columns into one
+    # 2-D block (a 6M x 8 float copy); most numeric columns then convert without a copy.
+    # use_threads=False: the conversion is memory-bound; its thread pool only burned CPU here.
+    return table.to_pandas(date_as_object=False, split_blocks=True, use_threads=False)
+
+
 def read_tables(directory: str | Path) -> AnalysisTables:
     """Read patients/timepoints/events from DIR as .parquet (preferred) or .csv, and validate.
 
@@ -209,15 +247,7 @@ def read_tables(directory: str | Path) -> AnalysisTables:
         # Read only the contract's columns: the synth tables also carry item-level answers
         # and identifiers that would double the memory of a 10^6-patient report.
         if pq.exists():
-            import pyarrow.parquet as papq  # type: ignore[import-untyped]
-
-            names = [c for c in papq.read_schema(pq).names if c in wanted]
-            if "completed" in names and "status" in names:
-                names.remove("status")  # only a fallback for `completed`
-            # date_as_object=False: Parquet date32 would otherwise become 6M Python `date`
-            # objects per column (seconds of CPU). Pandas metadata is kept so that nullable
-            # booleans arrive as BooleanDtype (fast to convert), not as object arrays.
-            frames[name] = papq.read_table(pq, columns=names).to_pandas(date_as_object=False)
+            frames[name] = _read_parquet(pq, wanted, numeric_nullable=name == "timepoints")
         elif csv.exists():
             frames[name] = pd.read_csv(csv, usecols=wanted.__contains__, low_memory=False)
             for col in (

@@ -269,6 +269,10 @@ def logistic_fit_fe(
     """
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     k = x.shape[1]
+    # Group sums of the n x k matrix w·x as ONE bincount over its cells, keyed group * k + j,
+    # instead of k bincounts of strided columns. Each sum still adds the same numbers in the
+    # same (ascending patient) order, so the results are identical to the column-wise form.
+    cell_key = (groups[:, None] * k + np.arange(k)[None, :]).ravel()
     beta = np.zeros(k)
     gamma = np.zeros(n_groups)
     converged = False
@@ -279,10 +283,10 @@ def logistic_fit_fe(
         r = y - p
         gx = x.T @ r
         gg = np.bincount(groups, weights=r, minlength=n_groups)
-        a = (x * wgt[:, None]).T @ x
-        b = np.column_stack(
-            [np.bincount(groups, weights=wgt * x[:, j], minlength=n_groups) for j in range(k)]
-        ).T  # k x G
+        xw = x * wgt[:, None]
+        a = xw.T @ x
+        b = np.bincount(cell_key, weights=xw.ravel(), minlength=n_groups * k)
+        b = b.reshape(n_groups, k).T  # k x G
         d = np.bincount(groups, weights=wgt, minlength=n_groups)
         d = np.where(d > 0, d, 1e-12)
         schur = a - (b / d) @ b.T

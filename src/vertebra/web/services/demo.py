@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 
 from vertebra.registry.audit import record_audit, snapshot
-from vertebra.registry.models import Clinic, Membership
+from vertebra.registry.models import Clinic, Membership, Patient, PatientAccount
 from vertebra.registry.permissions import Actor
 
 #: The one password of every demo account. The demo binds to 127.0.0.1 only.
@@ -73,7 +73,48 @@ def ensure_demo_accounts() -> list[DemoLogin]:
                 clinic=clinic.name if clinic else REGISTRY_WIDE_SCOPE[role],
             )
         )
+    patient_login = _ensure_patient_account()
+    if patient_login is not None:
+        logins.append(patient_login)
     return logins
+
+
+#: The demo patient: the retired teacher of the three stories, whose 6-month questionnaire
+#: is overdue, so the portal has something to answer.
+DEMO_PATIENT_MRN = "SYN-0000003"
+
+
+def _ensure_patient_account() -> DemoLogin | None:
+    """A portal login for the demo patient (sign in at /p/signin/), if the cohort has them."""
+    patient = Patient.objects.filter(mrn=DEMO_PATIENT_MRN).order_by("id").first()
+    if patient is None:
+        return None
+    user = User.objects.filter(username="patient").first()
+    if user is None:
+        user = User(username="patient", email=patient.email)
+        user.set_password(DEMO_PASSWORD)
+        user.save()
+    if not PatientAccount.objects.filter(user=user).exists():
+        account = PatientAccount.objects.create(user=user, patient=patient)
+        system = User.objects.get_or_create(username="demo-setup", defaults={"is_active": False})[0]
+        record_audit(
+            actor=Actor(
+                user=system, role="system", clinic_ids=frozenset(), request_id="demo-setup"
+            ),
+            action="create",
+            object_type="patientaccount",
+            object_id=account.pk,
+            clinic_id=patient.clinic_id,
+            patient_id=patient.pk,
+            new_values=snapshot(account),
+            reason="demo account setup",
+        )
+    return DemoLogin(
+        role="patient (portal: /p/signin/)",
+        username="patient",
+        password=DEMO_PASSWORD,
+        clinic=f"own record only ({patient.given_name} {patient.family_name})",
+    )
 
 
 def _ensure_membership(user: User, role: str, clinic: Clinic | None) -> None:

@@ -1,0 +1,454 @@
+"""The analysis-ready tables, read from the registry and follow-up rows, scoped and audited.
+
+Contracts
+---------
+* :func:`analysis_tables` returns the three tables of the analytics contract
+  (:mod:`vertebra.core.analytics.schema`) for the patients the actor may see:
+
+  - clinic staff (roles with ``patient.read``: clinician, coordinator, clinic admin): patients
+    of the clinics where they verifiably hold that role; ``patient_id`` is the registry id;
+  - registry-wide researchers (``deidentified.read``): every clinic, **de-identified**: no
+    names, MRN, email, phone or date of birth ever enter the tables (only the age at treatment,
+    capped at 90 as in HIPAA Safe Harbor), and ``patient_id`` is a pseudonym (1..n) that does
+    not reveal the registry id;
+  - any other role: PermissionDeniedError (and a ``denied`` audit row).
+
+* Each call writes one audit row: action ``read``, object type ``outcomes_report``, the filter
+  and the number of patients as ``new_values``.
+* Queries are a handful of ``values_list`` reads turned into DataFrames: no per-object loops
+  over model instances.
+* Mapping (see docs/outcomes.md): one row per patient for their first treatment episode; the
+  cell-therapy arm is refined by the cell source (bone marrow -> ``bmac``, adipose ->
+  ``adipose``, allogeneic lot -> ``allogeneic``) plus ``_prp`` when processing recorded a PRP
+  adjunct, which are the synthetic generator's arm names. STarT Back group comes from the
+  latest stored screening with a STarT Back result, else ``"unknown"``; pain duration from the
+  earliest recorded prior treatment start, else missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vertebra.core.analytics import AnalysisTables, CohortFilter, select_patients
+from vertebra.followup.models import FollowUpTimePoint, QuestionnaireResponse
+from vertebra.registry.audit import audited_transaction, record_audit
+from vertebra.registry.errors import PermissionDeniedError
+from vertebra.registry.models import (
+    AdverseEvent,
+    Clinic,
+    ClinicalEvent,
+    Diagnosis,
+    Harvest,
+    Injection,
+    Patient,
+    PriorTreatment,
+    ScreeningEvaluation,
+    TreatmentEpisode,
+)
+from vertebra.registry.permissions import Action, Actor, is_allowed, verify_actor
+
+__all__ = [
+    "AUDIT_OBJECT_TYPE",
+    "IDENTIFYING_COLUMNS",
+    "Scope",
+    "analysis_tables",
+    "clinic_choices",
+    "read_tables",
+    "scope_for",
+]
+
+AUDIT_OBJECT_TYPE = "outcomes_report"
+#: Columns that identify a person; never present in de-identified tables.
+IDENTIFYING_COLUMNS = ("mrn", "given_name", "family_name", "email", "phone", "date_of_birth")
+#: Safe Harbor: ages over 89 are aggregated into one category (reported as 90).
+AGE_CAP = 90
+
+#: Registry cell source -> the analytics' cell_source value (the synth generator's names).
+CELL_SOURCE = {
+    "bone_marrow_iliac_crest": "bone_marrow",
+    "adipose": "adipose",
+    "umbilical_cord_allogeneic": "allogeneic",
+    "other_allogeneic": "allogeneic",
+}
+#: analytics cell_source -> arm name prefix.
+ARM_OF_SOURCE = {"bone_marrow": "bmac", "adipose": "adipose", "allogeneic": "allogeneic"}
+#: follow-up instrument id -> timepoints column.
+SCORE_COLUMNS = {
+    "odi": "odi",
+    "nrs_back": "nrs_back",
+    "nrs_leg": "nrs_leg",
+    "promis_pf_4a": "promis_pf",
+    "promis_pi_4a": "promis_pi",
+    "opioid_use": "mme",
+}
+TIMEPOINT_COLUMNS = (
+    "patient_id",
+    "timepoint",
+    "months",
+    "target_date",
+    "due_date",
+    "window_closes",
+    "status",
+    "completed",
+    "completed_date",
+    "odi",
+    "nrs_back",
+    "nrs_leg",
+    "promis_pf",
+    "promis_pi",
+    "opioid_use",
+    "mme",
+)
+EVENT_COLUMNS = ("patient_id", "kind", "date", "ctcae_grade", "serious", "relatedness", "status")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which clinics a read covers and whether the result must be de-identified.
+
+    ``clinic_ids`` None means every clinic (registry-wide researcher or the system export).
+    """
+
+    clinic_ids: frozenset[int] | None
+    deidentified: bool
+
+
+def scope_for(actor: Actor) -> Scope:
+    """The Scope of ``actor``: clinic staff see their clinics identified, researchers see all
+    clinics de-identified; other roles get PermissionDeniedError."""
+    if is_allowed(actor.role, Action.PATIENT_READ):
+        return Scope(clinic_ids=verify_actor(actor, Action.PATIENT_READ), deidentified=False)
+    if is_allowed(actor.role, Action.DEIDENTIFIED_READ):
+        verify_actor(actor, Action.DEIDENTIFIED_READ)
+        return Scope(clinic_ids=None, deidentified=True)
+    raise PermissionDeniedError(
+        f"The {actor.role.replace('_', ' ')} role may not read outcome reports.",
+        action="outcomes.read",
+    )
+
+
+@audited_transaction
+def analysis_tables(*, actor: Actor, filter: CohortFilter | None = None) -> AnalysisTables:
+    """The analysis tables of the actor's patients that satisfy ``filter`` (audited once).
+
+    Raises PermissionDeniedError for roles with neither ``patient.read`` nor
+    ``deidentified.read`` (a ``denied`` row is audited by the decorator).
+    """
+    flt = filter or CohortFilter()
+    scope = scope_for(actor)
+    tables = read_tables(scope, flt)
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type=AUDIT_OBJECT_TYPE,
+        new_values={
+            "filter": flt.to_dict(),
+            "deidentified": scope.deidentified,
+            "n_patients": len(tables.patients),
+        },
+    )
+    return tables
+
+
+def read_tables(
+    scope: Scope, flt: CohortFilter | None = None, *, with_mrn: bool = False
+) -> AnalysisTables:
+    """Build the tables for ``scope`` and ``flt`` without permission checks or audit.
+
+    For callers that already decided access (:func:`analysis_tables`, the system export). With
+    ``with_mrn`` (identified scopes only) the patients table carries the MRN for linkage.
+    """
+    if with_mrn and scope.deidentified:
+        raise ValueError("a de-identified read cannot carry the MRN")
+    flt = flt or CohortFilter()
+    patients = _patients(scope, flt, with_mrn=with_mrn)
+    if len(patients):
+        patients = patients.loc[select_patients(patients, flt)].reset_index(drop=True)
+    episodes = dict(zip(patients["episode_id"], patients["patient_id"], strict=True))
+    timepoints = _timepoints(episodes)
+    events = _events(patients)
+    patients = patients.drop(columns=["episode_id"])
+    if scope.deidentified:
+        patients, timepoints, events = _deidentify(patients, timepoints, events)
+    return AnalysisTables.of(patients, timepoints, events)
+
+
+def clinic_choices(actor: Actor) -> list[tuple[str, str]]:
+    """(id, name) of the clinics the actor's outcome reports may cover, for a filter menu.
+
+    Not audited: clinic names are reference data, not patient data.
+    """
+    scope = scope_for(actor)
+    query = Clinic.objects.all()
+    if scope.clinic_ids is not None:
+        query = query.filter(pk__in=scope.clinic_ids)
+    return [(str(pk), name) for pk, name in query.order_by("name").values_list("pk", "name")]
+
+
+# --------------------------------------------------------------------------------- patients
+
+
+def _frame(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """A DataFrame from ``values_list`` rows (an empty frame keeps its columns)."""
+    return pd.DataFrame.from_records(list(rows), columns=list(columns))
+
+
+def _first_episodes(scope: Scope, flt: CohortFilter) -> pd.DataFrame:
+    """Each in-scope patient's first treatment episode (earliest start date, then id)."""
+    query = TreatmentEpisode.objects.all()
+    if scope.clinic_ids is not None:
+        query = query.filter(patient__clinic_id__in=scope.clinic_ids)
+    if flt.clinics:
+        wanted = [int(c) for c in flt.clinics if str(c).isdigit()]
+        query = query.filter(patient__clinic_id__in=wanted)
+    cols = ("episode_id", "patient_id", "registry_arm", "treatment_date")
+    frame = _frame(
+        query.order_by("patient_id", "start_date", "id").values_list(
+            "id", "patient_id", "arm", "start_date"
+        ),
+        cols,
+    )
+    return frame.drop_duplicates("patient_id", keep="first").reset_index(drop=True)
+
+
+def _patients(scope: Scope, flt: CohortFilter, *, with_mrn: bool) -> pd.DataFrame:
+    """One row per treated patient in scope, in the analytics' patients schema."""
+    episodes = _first_episodes(scope, flt)
+    ids = episodes["patient_id"].tolist()
+    fields = ["id", "clinic_id", "sex", "date_of_birth"] + (["mrn"] if with_mrn else [])
+    people = _frame(
+        Patient.objects.filter(pk__in=ids).values_list(*fields),
+        ["patient_id", "clinic_id", "sex", "date_of_birth"] + (["mrn"] if with_mrn else []),
+    )
+    frame = episodes.merge(people, on="patient_id", how="inner")
+    frame["condition"] = frame["patient_id"].map(_conditions(ids)).fillna("unknown")
+    frame["startback_group"] = frame["patient_id"].map(_startback(ids)).fillna("unknown")
+    frame = frame.join(_cell_details(frame["episode_id"].tolist()), on="episode_id")
+    frame["treatment_date"] = pd.to_datetime(frame["treatment_date"])
+    born = pd.to_datetime(frame["date_of_birth"])
+    frame["age"] = np.floor((frame["treatment_date"] - born).dt.days / 365.25).astype(float)
+    onset = frame["patient_id"].map(_pain_onset(ids))
+    frame["pain_duration_months"] = (
+        (frame["treatment_date"] - pd.to_datetime(onset)).dt.days / 30.0
+    ).astype(float)
+    is_cell = frame["registry_arm"].eq("cell_therapy")
+    frame["arm"] = np.where(is_cell, frame["cell_arm"], frame["registry_arm"])
+    frame.loc[~is_cell, ["cell_source", "adjunct", "dose"]] = np.nan
+    frame["clinic_id"] = frame["clinic_id"].astype(str)
+    columns = [
+        "patient_id",
+        "episode_id",
+        "clinic_id",
+        "arm",
+        "condition",
+        "treatment_date",
+        "age",
+        "sex",
+        "startback_group",
+        "pain_duration_months",
+        "cell_source",
+        "adjunct",
+        "dose",
+    ] + (["mrn"] if with_mrn else [])
+    return frame[columns].sort_values("patient_id").reset_index(drop=True)
+
+
+def _conditions(patient_ids: list[int]) -> dict[int, str]:
+    """Patient -> condition of their first diagnosis (earliest diagnosed_on, then id)."""
+    rows = (
+        Diagnosis.objects.filter(patient_id__in=patient_ids)
+        .order_by("patient_id", "diagnosed_on", "id")
+        .values_list("patient_id", "condition")
+    )
+    first: dict[int, str] = {}
+    for pid, condition in rows:
+        first.setdefault(pid, condition)
+    return first
+
+
+def _startback(patient_ids: list[int]) -> dict[int, str]:
+    """Patient -> STarT Back risk group of their latest screening that has one."""
+    rows = (
+        ScreeningEvaluation.objects.filter(patient_id__in=patient_ids)
+        .order_by("patient_id", "-evaluated_at", "-id")
+        .values_list("patient_id", "result")
+    )
+    groups: dict[int, str] = {}
+    for pid, result in rows:
+        startback = (result or {}).get("startback") if isinstance(result, dict) else None
+        if pid not in groups and isinstance(startback, dict) and startback.get("risk_group"):
+            groups[pid] = str(startback["risk_group"])
+    return groups
+
+
+def _pain_onset(patient_ids: list[int]) -> dict[int, dt.date]:
+    """Patient -> earliest start date of a recorded prior treatment (a floor for pain onset)."""
+    rows = (
+        PriorTreatment.objects.filter(patient_id__in=patient_ids, started_on__isnull=False)
+        .order_by("patient_id", "started_on")
+        .values_list("patient_id", "started_on")
+    )
+    onset: dict[int, dt.date] = {}
+    for pid, day in rows:
+        onset.setdefault(pid, day)
+    return onset
+
+
+def _cell_details(episode_ids: list[int]) -> pd.DataFrame:
+    """Per episode: cell_arm, cell_source, adjunct, dose (indexed by episode id)."""
+    harvest = _frame(
+        Harvest.objects.filter(episode_id__in=episode_ids).values_list(
+            "episode_id",
+            "source",
+            "processing__adjunct_prp",
+            "processing__adjunct_hyaluronic_acid",
+        ),
+        ["episode_id", "source", "prp", "hyaluronic_acid"],
+    ).set_index("episode_id")
+    injection = _frame(
+        Injection.objects.filter(episode_id__in=episode_ids)
+        .order_by("episode_id", "injected_on", "id")
+        .values_list("episode_id", "cell_dose", "allogeneic_lot_id"),
+        ["episode_id", "dose", "lot_id"],
+    ).drop_duplicates("episode_id", keep="first")
+    injection = injection.set_index("episode_id")
+    out = pd.DataFrame(index=pd.Index(episode_ids, name="episode_id"))
+    out = out.join(harvest).join(injection)
+    source = out["source"].map(CELL_SOURCE)
+    source = source.where(source.notna(), np.where(out["lot_id"].notna(), "allogeneic", None))
+    prp = out["prp"].astype("boolean").fillna(False).astype(bool)
+    hyaluronic = out["hyaluronic_acid"].astype("boolean").fillna(False).astype(bool)
+    out["cell_source"] = source
+    out["adjunct"] = np.where(prp, "prp", np.where(hyaluronic, "hyaluronic_acid", None))
+    base = source.map(ARM_OF_SOURCE).fillna("cell_therapy")
+    out["cell_arm"] = np.where(prp, base + "_prp", base)
+    out["dose"] = pd.to_numeric(out["dose"], errors="coerce").astype(float)
+    return out[["cell_arm", "cell_source", "adjunct", "dose"]]
+
+
+# ------------------------------------------------------------------------------- timepoints
+
+
+def _timepoints(episode_to_patient: dict[int, int]) -> pd.DataFrame:
+    """One row per patient x scheduled time point of the patient's first episode, with scores."""
+    rows = FollowUpTimePoint.objects.filter(
+        schedule__episode_id__in=list(episode_to_patient)
+    ).values_list(
+        "id",
+        "schedule__episode_id",
+        "key",
+        "months",
+        "target",
+        "opens",
+        "closes",
+        "status",
+        "completed_at",
+    )
+    tp = _frame(
+        rows,
+        [
+            "tp_id",
+            "episode_id",
+            "timepoint",
+            "months",
+            "target_date",
+            "due_date",
+            "window_closes",
+            "status",
+            "completed_at",
+        ],
+    )
+    tp["patient_id"] = tp["episode_id"].map(episode_to_patient)
+    tp["completed"] = tp["status"].eq("completed").astype(bool)
+    tp["completed_date"] = pd.to_datetime(tp["completed_at"], utc=True).dt.tz_localize(None)
+    tp["completed_date"] = tp["completed_date"].dt.normalize()
+    for col in ("target_date", "due_date", "window_closes"):
+        tp[col] = pd.to_datetime(tp[col])
+    tp["months"] = tp["months"].astype(float)
+    scores = _scores(tp["tp_id"].tolist())
+    tp = tp.join(scores, on="tp_id")
+    for col in SCORE_COLUMNS.values():
+        tp[col] = pd.to_numeric(tp.get(col), errors="coerce").astype(float)
+    tp["opioid_use"] = np.where(tp["mme"].notna(), (tp["mme"] > 0).astype(float), np.nan)
+    tp = tp.sort_values(["patient_id", "months"]).reset_index(drop=True)
+    return tp[list(TIMEPOINT_COLUMNS)]
+
+
+def _scores(tp_ids: list[int]) -> pd.DataFrame:
+    """Time point id -> one column per scored instrument (NaN when not answered/scorable)."""
+    long = _frame(
+        QuestionnaireResponse.objects.filter(
+            time_point_id__in=tp_ids, instrument_id__in=list(SCORE_COLUMNS)
+        ).values_list("time_point_id", "instrument_id", "score"),
+        ["tp_id", "instrument_id", "score"],
+    )
+    columns = list(SCORE_COLUMNS.values())
+    if long.empty:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="tp_id"), dtype=float)
+    long["score"] = pd.to_numeric(long["score"], errors="coerce")
+    wide = long.pivot_table(
+        index="tp_id", columns="instrument_id", values="score", aggfunc="last", dropna=False
+    )
+    wide = wide.rename(columns=SCORE_COLUMNS)
+    return wide.reindex(columns=columns)
+
+
+# ----------------------------------------------------------------------------------- events
+
+
+def _events(patients: pd.DataFrame) -> pd.DataFrame:
+    """Adverse events and clinical events (surgery, repeat injection) of these patients."""
+    ids = patients["patient_id"].tolist()
+    adverse = _frame(
+        AdverseEvent.objects.filter(patient_id__in=ids).values_list(
+            "patient_id", "onset", "ctcae_grade", "serious", "relatedness", "status"
+        ),
+        ["patient_id", "date", "ctcae_grade", "serious", "relatedness", "status"],
+    )
+    adverse["kind"] = "adverse_event"
+    adverse["relatedness"] = adverse["relatedness"].replace("", None)
+    clinical = _frame(
+        ClinicalEvent.objects.filter(patient_id__in=ids).values_list(
+            "patient_id", "kind", "occurred_on"
+        ),
+        ["patient_id", "kind", "date"],
+    )
+    parts = [p for p in (adverse, clinical) if len(p)]
+    events = pd.concat(parts, ignore_index=True) if parts else adverse
+    events = events.reindex(columns=list(EVENT_COLUMNS))
+    events["date"] = pd.to_datetime(events["date"])
+    events["ctcae_grade"] = pd.to_numeric(events["ctcae_grade"], errors="coerce").astype(float)
+    events["serious"] = events["serious"].astype("boolean")
+    return events.sort_values(["patient_id", "date"], kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- de-identify
+
+
+def _deidentify(
+    patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Replace registry ids by pseudonyms 1..n (random order), cap ages; drop identifiers."""
+    rng = np.random.default_rng()
+    pseudonym = dict(
+        zip(
+            patients["patient_id"].tolist(),
+            (rng.permutation(len(patients)) + 1).tolist(),
+            strict=True,
+        )
+    )
+    patients = patients.drop(columns=[c for c in IDENTIFYING_COLUMNS if c in patients.columns])
+    patients = patients.assign(
+        patient_id=patients["patient_id"].map(pseudonym),
+        age=patients["age"].clip(upper=AGE_CAP),
+    )
+    timepoints = timepoints.assign(patient_id=timepoints["patient_id"].map(pseudonym))
+    events = events.assign(patient_id=events["patient_id"].map(pseudonym))
+    order = patients["patient_id"].argsort()
+    return patients.iloc[order].reset_index(drop=True), timepoints, events

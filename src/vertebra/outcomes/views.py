@@ -1,0 +1,138 @@
+"""Outcome pages under /clinic/outcomes/: parse the filters, call selectors/core, render.
+
+Contracts
+---------
+* Sign-in required; the user acts in their current staff role (``registry.views.current_actor``).
+  Clinic staff see their clinics; a registry-wide researcher sees every clinic, de-identified
+  (aggregates only; the per-patient page needs ``patient.read``). Other roles get 403.
+* Every response is ``Cache-Control: no-store``. Every read is audited by the selectors.
+* Invalid filters re-render the form with errors (status 400); nothing is computed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from vertebra.core.analytics import CohortFilter
+from vertebra.outcomes import presenters, selectors, trajectory
+from vertebra.outcomes.forms import FilterForm
+from vertebra.outcomes.reports import render_pdf, report_for
+from vertebra.registry.errors import NotFound, PermissionDeniedError
+from vertebra.registry.permissions import Actor
+from vertebra.registry.selectors import get_patient_for
+from vertebra.registry.views import current_actor
+
+View = Callable[..., HttpResponse]
+
+
+def outcomes_view(view: View) -> View:
+    """Sign-in, GET only, no caching; refusals as 403 and unknown patients as 404 pages."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, current_actor(request), *args, **kwargs)
+        except PermissionDeniedError as exc:
+            return render(request, "registry/denied.html", {"message": str(exc)}, status=403)
+        except NotFound:
+            return render(request, "registry/not_found.html", status=404)
+
+    return login_required(never_cache(require_GET(wrapper)))
+
+
+def _form(request: HttpRequest, actor: Actor) -> FilterForm:
+    return FilterForm(request.GET or None, clinics=selectors.clinic_choices(actor))
+
+
+def _filter(form: FilterForm) -> CohortFilter | None:
+    """The form's filter; an unbound form means no filter; None when the input is invalid."""
+    if not form.is_bound:
+        return CohortFilter()
+    return form.to_filter() if form.is_valid() else None
+
+
+@outcomes_view
+def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """The outcomes dashboard of the actor's (filtered) patients."""
+    form = _form(request, actor)
+    flt = _filter(form)
+    context: dict[str, Any] = {"form": form, "query": request.GET.urlencode(), "actor": actor}
+    if flt is None:
+        return render(request, "outcomes/dashboard.html", context, status=400)
+    report = report_for(actor, flt, timezone.localdate())
+    context["board"] = presenters.dashboard(report) if report else None
+    context["deidentified"] = selectors.scope_for(actor).deidentified
+    return render(request, "outcomes/dashboard.html", context)
+
+
+def _report_or_problem(request: HttpRequest, actor: Actor) -> Any:
+    form = _form(request, actor)
+    flt = _filter(form)
+    if flt is None:
+        errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
+        return HttpResponse(f"Invalid filter: {errors}", status=400, content_type="text/plain")
+    report = report_for(actor, flt, timezone.localdate())
+    if report is None:
+        return HttpResponse(
+            "No patients match these filters.", status=404, content_type="text/plain"
+        )
+    return report
+
+
+@outcomes_view
+def report_pdf(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """The filtered report as a PDF download (the same report as ``vertebra report``)."""
+    report = _report_or_problem(request, actor)
+    if isinstance(report, HttpResponse):
+        return report
+    response = HttpResponse(render_pdf(report), content_type="application/pdf")
+    name = f"vertebra-outcomes-{report.as_of.isoformat()}.pdf"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@outcomes_view
+def report_json(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """The filtered report as JSON (the report contract of ``Report.to_dict()``)."""
+    report = _report_or_problem(request, actor)
+    if isinstance(report, HttpResponse):
+        return report
+    return JsonResponse(
+        report.to_dict(), json_dumps_params={"allow_nan": False}, encoder=json.JSONEncoder
+    )
+
+
+@outcomes_view
+def patient_trajectory(request: HttpRequest, actor: Actor, patient_id: int) -> HttpResponse:
+    """One patient's ODI and NRS over time against the MCID lines and the cohort median path.
+
+    ``?fragment=1`` returns only the fragment (for embedding in the patient page).
+    """
+    patient = get_patient_for(actor=actor, patient_id=patient_id)
+    tables = selectors.analysis_tables(actor=actor, filter=CohortFilter())
+    view = trajectory.patient_trajectory(tables, patient.pk)
+    template = (
+        "outcomes/_patient_trajectory.html"
+        if request.GET.get("fragment")
+        else "outcomes/patient_trajectory.html"
+    )
+    return render(
+        request,
+        template,
+        {
+            "patient": patient,
+            "view": view,
+            "dashboard_url": reverse("outcomes:dashboard"),
+        },
+    )

@@ -1,0 +1,62 @@
+"""Small runs of the benchmarks in bench/, so they cannot rot (the full runs are by hand).
+
+Each script runs as a real subprocess with tiny sizes; the figures are not judged here, only
+that the script completes and prints its table. The portal benchmark has its own small run in
+tests/followup/test_bench_small.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _bench(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def test_scoring_benchmark_small() -> None:
+    out = _bench("bench_scoring.py", "--rows", "20000", "--scalar-rows", "2000", "--json")
+    assert '"rows": 20000' in out
+
+
+def test_synth_benchmark_small() -> None:
+    out = _bench("bench_synth.py", "--sizes", "2000")
+    assert "2,000" in out or "2000" in out
+
+
+def test_analytics_benchmark_small(tmp_path: Path) -> None:
+    out = _bench(
+        "bench_analytics.py", "--sizes", "3000", "--repeat", "1", "--data-dir", str(tmp_path)
+    )
+    assert "DuckDB" in out or "duckdb" in out
+
+
+def test_load_benchmark_small_sqlite() -> None:
+    out = _bench("bench_load.py", "--sizes", "300", "--sqlite")
+    assert "SQLite" in out and "300" in out
+
+
+@pytest.mark.postgresql
+def test_load_benchmark_small_postgresql() -> None:
+    url = os.environ["DATABASE_URL"]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    out = _bench("bench_load.py", "--sizes", "300", "--admin-url", admin)
+    assert "PostgreSQL" in out and "300" in out
