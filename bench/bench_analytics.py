@@ -1,11 +1,14 @@
 """Benchmark: the full analytics report (no PDF) for 100k and 1M synthetic patients.
 
 Usage:  python bench/bench_analytics.py [--sizes 100000 1000000] [--data-dir DIR] [--repeat 3]
+        python bench/bench_analytics.py --sizes 1000000 --save-json OUT.json  (keep the report)
 
 For each size it writes the cohort once as Parquet (vertebra.core.synth if importable, else
 the analytics toy generator), then in a FRESH subprocess per run: read the Parquet tables
 (`read_tables`), `build_report`, `to_dict` + JSON, and report wall time per stage and peak RSS
-(ru_maxrss of that process, i.e. including imports and data). Side by side, DuckDB computes
+(ru_maxrss of that process, i.e. including imports and data). Each child runs under
+`/usr/bin/time -v` (when present), which also gives its CPU time (user + sys): on this shared
+machine CPU time is the steadier figure, wall time depends on what else is running. Side by side, DuckDB computes
 the same per-arm 12-month ODI responder rates (completers and missing-as-non-response)
 straight from the Parquet files: the reference floor.
 
@@ -38,8 +41,10 @@ t2 = time.perf_counter()
 from datetime import date
 rep = build_report(tables, CohortFilter(), date.fromisoformat(sys.argv[2]))
 t3 = time.perf_counter()
-text = json.dumps(rep.to_dict(), allow_nan=False)
+text = json.dumps(rep.to_dict(), allow_nan=False, sort_keys=True)
 t4 = time.perf_counter()
+if len(sys.argv) > 3:
+    open(sys.argv[3], "w").write(text)
 print(json.dumps({"import": t1 - t0, "read": t2 - t1, "report": t3 - t2, "json": t4 - t3,
                   "total_excl_import": t4 - t1, "rss_mb": resource.getrusage(
                       resource.RUSAGE_SELF).ru_maxrss / 1024, "n": rep.n_patients,
@@ -97,12 +102,33 @@ def make_data(n: int, base: Path) -> Path:
     return out
 
 
+TIME = Path("/usr/bin/time")
+
+
+def _time_v(stderr: str) -> dict[str, float]:
+    """User+sys CPU seconds, elapsed wall seconds and max RSS (MB) from `/usr/bin/time -v`."""
+    out: dict[str, float] = {}
+    for line in stderr.splitlines():
+        key, _, val = line.strip().rpartition(": ")
+        if key in ("User time (seconds)", "System time (seconds)"):
+            out["cpu"] = out.get("cpu", 0.0) + float(val)
+        elif key.startswith("Elapsed (wall clock) time"):
+            parts = [float(p) for p in val.split(":")]
+            out["wall"] = sum(p * 60**i for i, p in enumerate(reversed(parts)))
+        elif key == "Maximum resident set size (kbytes)":
+            out["maxrss_mb"] = float(val) / 1024
+    return out
+
+
 def run_child(code: str, *args: str) -> dict[str, object]:
+    """Run `code` in a fresh interpreter (under /usr/bin/time -v) and return its JSON line."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True
-    )
+    cmd = [sys.executable, "-c", code, *args]
+    if TIME.exists():
+        cmd = [str(TIME), "-v", *cmd]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     result: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
+    result.update({f"proc_{k}": v for k, v in _time_v(res.stderr).items()})
     return result
 
 
@@ -111,10 +137,14 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/vertebra-bench"))
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--save-json", type=Path, help="write the first size's report JSON here (sorted keys)"
+    )
     args = ap.parse_args()
-    for n in args.sizes:
+    for i, n in enumerate(args.sizes):
         d = make_data(n, args.data_dir)
-        runs = [run_child(CHILD, str(d), TODAY.isoformat()) for _ in range(args.repeat)]
+        extra = [str(args.save_json)] if args.save_json and i == 0 else []
+        runs = [run_child(CHILD, str(d), TODAY.isoformat(), *extra) for _ in range(args.repeat)]
         duck = [run_child(DUCK, str(d), TODAY.isoformat()) for _ in range(args.repeat)]
 
         def med(key: str, rs: list[dict[str, object]]) -> float:
@@ -130,6 +160,21 @@ def main() -> None:
             f"{max(float(str(r['rss_mb'])) for r in duck):.0f} MB",
             flush=True,
         )
+        if "proc_cpu" in runs[0]:
+            print(
+                f"  whole process (/usr/bin/time -v, incl. interpreter start and imports): wall "
+                f"{med('proc_wall', runs):.2f} s, CPU user+sys {med('proc_cpu', runs):.2f} s "
+                "[runs: "
+                + ", ".join(
+                    f"{float(str(r['proc_wall'])):.2f}/{float(str(r['proc_cpu'])):.2f}"
+                    for r in runs
+                )
+                + f"], max RSS {max(float(str(r['proc_maxrss_mb'])) for r in runs):.0f} MB; "
+                f"DuckDB process wall {med('proc_wall', duck):.2f} s, CPU "
+                f"{med('proc_cpu', duck):.2f} s, max RSS "
+                f"{max(float(str(r['proc_maxrss_mb'])) for r in duck):.0f} MB",
+                flush=True,
+            )
         print("  duckdb rows (arm, n_expected, n_pairs, responders):", duck[0]["rows"], flush=True)
 
 

@@ -59,7 +59,9 @@ try:
 except Exception as exc:
     sys.exit(f"PostgreSQL is not reachable at VERTEBRA_TEST_DATABASE_URL: {exc}")
 PY
-  DATABASE_URL="$PG_URL" python -m pytest -m "not browser" -p no:cacheprovider
+  # tests/core is the pure domain (no database: an import-linter contract enforces it), so it
+  # ran once above; everything that touches the database runs again on PostgreSQL.
+  DATABASE_URL="$PG_URL" python -m pytest -m "not browser" -p no:cacheprovider --ignore=tests/core
 fi
 
 step "browser tests (Playwright + Debian chromium)"

@@ -68,7 +68,9 @@ def test_scores_match_the_synth_values(loaded: Cohort) -> None:
     tables = analysis_tables(actor=_all_clinics_actor())
     anna = Patient.objects.get(given_name="Anna", family_name="Whitfield")
     ours = tables.timepoints[tables.timepoints["patient_id"] == anna.pk].set_index("timepoint")
-    synth_id = int(loaded.patients.loc[loaded.patients["first_name"] == "Anna", "patient_id"].iloc[0])
+    synth_id = int(
+        loaded.patients.loc[loaded.patients["first_name"] == "Anna", "patient_id"].iloc[0]
+    )
     theirs = loaded.timepoints[loaded.timepoints["patient_id"] == synth_id].set_index("timepoint")
     for col in ("odi", "nrs_back", "nrs_leg"):
         pd.testing.assert_series_equal(

@@ -70,10 +70,17 @@ def test_pdf_and_json_downloads(lead: Client) -> None:
     assert pdf["Content-Type"] == "application/pdf"
     assert "attachment" in pdf["Content-Disposition"]
     assert pdf.content.startswith(b"%PDF") and len(pdf.content) > 10_000
+    # a narrow filter leaves clinics with nobody to benchmark: still a PDF
+    assert lead.get(URL + "report.pdf", {"arm": "bmac", "condition": "sciatica"}).status_code in (
+        200,
+        404,
+    )
     data = lead.get(URL + "report.json").json()
     assert data["n_patients"] == 120
     assert "observational_caveat" in data and data["arms"]
-    assert lead.get(URL + "report.json", {"arm": "bmac", "cell_source": "adipose"}).status_code == 404
+    assert (
+        lead.get(URL + "report.json", {"arm": "bmac", "cell_source": "adipose"}).status_code == 404
+    )
 
 
 def test_patient_trajectory_is_scoped(loaded: Cohort) -> None:

@@ -1,7 +1,73 @@
-"""Placeholder: commands are registered here by their owning feature."""
+"""``vertebra export csv``: the analysis-ready tables of the registry, identified, as CSV/Parquet.
+
+An operator's command (it reads the whole database, as whoever runs it can anyway), for the
+clinic's own use: the patients table carries the MRN. The read is audited as
+``system:export-csv`` with the filter. Bad input ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from vertebra.cli.errors import CliError
+
+FORMATS = ("csv", "parquet")
+
+export_app = typer.Typer(
+    name="export",
+    help="Export registry data (csv: analysis-ready tables, identified).",
+    no_args_is_help=True,
+)
+
+
+@export_app.command("csv")
+def export_csv(
+    out: Path = typer.Option(..., "--out", help="Directory to write (created if missing)."),
+    clinic: list[str] = typer.Option([], "--clinic", help="Clinic id (repeatable); default all."),
+    fmt: str = typer.Option("csv", "--format", help="csv (default) or parquet."),
+) -> None:
+    """Write patients, timepoints (one row per patient x time point) and events tables.
+
+    IDENTIFIED data (MRN, registry ids, dates): for the clinic's own use only.
+    """
+    if fmt not in FORMATS:
+        raise CliError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    bad = [c for c in clinic if not c.isdigit()]
+    if bad:
+        raise CliError(f"--clinic: {bad[0]!r} is not a clinic id (a number)")
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out}: exists and is not a directory")
+    from vertebra.cli.server import django_setup
+
+    django_setup()
+    from vertebra.core.analytics import CohortFilter
+    from vertebra.outcomes.selectors import system_tables
+
+    try:
+        tables = system_tables(
+            CohortFilter.build(clinics=clinic), purpose="export-csv", with_mrn=True
+        )
+    except Exception as exc:  # e.g. an unmigrated database: one line, not a traceback
+        raise CliError(f"cannot read the registry: {exc}".splitlines()[0]) from exc
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("patients", "timepoints", "events"):
+            frame = getattr(tables, name)
+            if fmt == "csv":
+                frame.to_csv(out / f"{name}.csv", index=False, date_format="%Y-%m-%d")
+            else:
+                frame.to_parquet(out / f"{name}.parquet", index=False)
+    except OSError as exc:
+        raise CliError(f"--out {out}: {exc}") from exc
+    typer.echo(
+        f"wrote {fmt} tables to {out}: {len(tables.patients)} patients, "
+        f"{len(tables.timepoints)} time points, {len(tables.events)} events (IDENTIFIED data)",
+        err=True,
+    )
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root CLI app."""
+    """Add the ``export`` command group to the root CLI app."""
+    app.add_typer(export_app, name="export")

@@ -1,8 +1,9 @@
-"""``vertebra report``: the clinic outcome report as JSON or self-contained HTML.
+"""``vertebra report``: the clinic outcome report as JSON, self-contained HTML or PDF.
 
 Reads the tables written by ``vertebra synth`` / ``vertebra export csv`` (patients,
-timepoints, events as .parquet or .csv) from ``--from DIR``. Bad input ends with one line on
-stderr and exit code 2 (CliError).
+timepoints, events as .parquet or .csv) from ``--from DIR``; without ``--from`` it reads the
+registry database (all clinics, identified, audited as ``system:report``). PDF is WeasyPrint
+over the same HTML. Bad input ends with one line on stderr and exit code 2 (CliError).
 """
 
 from __future__ import annotations
@@ -10,21 +11,59 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from vertebra.cli.errors import CliError
 
-FORMATS = ("json", "html")
+FORMATS = ("json", "html", "pdf")
 
 
-def _parse_date(value: str | None) -> date:
+def _parse_date(value: str | None, option: str = "--as-of") -> date | None:
     if value is None:
-        return date.today()
+        return None
     try:
         return date.fromisoformat(value)
     except ValueError as exc:
-        raise CliError(f"--as-of: {value!r} is not a date (YYYY-MM-DD)") from exc
+        raise CliError(f"{option}: {value!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def _tables_from_dir(from_dir: Path) -> Any:
+    from vertebra.core.analytics import SchemaError, read_tables
+
+    try:
+        return read_tables(from_dir)
+    except (SchemaError, OSError) as exc:
+        raise CliError(f"--from {from_dir}: {exc}") from exc
+    except Exception as exc:  # unreadable Parquet/CSV: still one line, not a traceback
+        raise CliError(f"--from {from_dir}: cannot read tables ({exc})") from exc
+
+
+def _tables_from_database(flt: Any) -> Any:
+    from vertebra.cli.server import django_setup
+
+    django_setup()
+    from vertebra.outcomes.selectors import system_tables
+
+    try:
+        return system_tables(flt, purpose="report")
+    except Exception as exc:  # e.g. an unmigrated database: one line, not a traceback
+        raise CliError(f"cannot read the registry: {exc}".splitlines()[0]) from exc
+
+
+def _render(rep: Any, fmt: str) -> bytes:
+    """The report in ``fmt`` as bytes."""
+    if fmt == "json":
+        return json.dumps(rep.to_dict(), indent=1, allow_nan=False).encode("utf-8")
+    from vertebra.outcomes.rendering import report_html, report_pdf
+
+    if fmt == "html":
+        return report_html(rep).encode("utf-8")
+    try:
+        return report_pdf(rep)
+    except ImportError as exc:  # pragma: no cover - weasyprint is a dependency
+        raise CliError("--format pdf needs WeasyPrint (pip install weasyprint)") from exc
 
 
 def register(app: typer.Typer) -> None:
@@ -32,16 +71,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def report(
-        from_dir: Path = typer.Option(
-            ..., "--from", help="Directory with patients/timepoints/events .parquet or .csv."
+        from_dir: Path | None = typer.Option(
+            None,
+            "--from",
+            help="Directory with patients/timepoints/events .parquet or .csv "
+            "(default: the registry database).",
         ),
-        fmt: str = typer.Option("json", "--format", help="json or html (pdf comes later)."),
+        fmt: str = typer.Option("json", "--format", help="json, html or pdf."),
         out: Path = typer.Option(..., "--out", help="File to write."),
         arm: list[str] = typer.Option([], "--arm", help="Keep only this arm (repeatable)."),
         condition: list[str] = typer.Option([], "--condition", help="Condition (repeatable)."),
         clinic: list[str] = typer.Option([], "--clinic", help="Clinic id (repeatable)."),
         cell_source: list[str] = typer.Option([], "--cell-source", help="Cell source."),
         adjunct: list[str] = typer.Option([], "--adjunct", help="Adjunct (repeatable)."),
+        dose_min: float | None = typer.Option(None, "--dose-min", help="Lowest dose (incl.)."),
+        dose_max: float | None = typer.Option(None, "--dose-max", help="Highest dose (incl.)."),
+        treated_from: str | None = typer.Option(
+            None, "--treated-from", help="Treated on or after (YYYY-MM-DD)."
+        ),
+        treated_to: str | None = typer.Option(
+            None, "--treated-to", help="Treated on or before (YYYY-MM-DD)."
+        ),
         as_of: str | None = typer.Option(
             None, "--as-of", help="Follow-up due by this date (YYYY-MM-DD); default today."
         ),
@@ -49,36 +99,38 @@ def register(app: typer.Typer) -> None:
         """Write the outcome report (denominators, completeness, both responder figures)."""
         if fmt not in FORMATS:
             raise CliError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
-        cutoff = _parse_date(as_of)
-        from vertebra.core.analytics import CohortFilter, SchemaError, build_report, read_tables
+        cutoff = _parse_date(as_of) or date.today()
+        start = _parse_date(treated_from, "--treated-from")
+        end = _parse_date(treated_to, "--treated-to")
+        if start and end and end < start:
+            raise CliError("--treated-to is before --treated-from")
+        if dose_min is not None and dose_max is not None and dose_max < dose_min:
+            raise CliError("--dose-max is below --dose-min")
+        from vertebra.core.analytics import CohortFilter, SchemaError, build_report
 
-        try:
-            tables = read_tables(from_dir)
-        except (SchemaError, OSError) as exc:
-            raise CliError(f"--from {from_dir}: {exc}") from exc
-        except Exception as exc:  # unreadable Parquet/CSV: still one line, not a traceback
-            raise CliError(f"--from {from_dir}: cannot read tables ({exc})") from exc
         flt = CohortFilter.build(
             clinics=clinic,
             conditions=condition,
             arms=arm,
             cell_sources=cell_source,
             adjuncts=adjunct,
+            dose_min=dose_min,
+            dose_max=dose_max,
+            treated_from=start,
+            treated_to=end,
         )
+        tables = _tables_from_dir(from_dir) if from_dir else _tables_from_database(flt)
+        if len(tables.patients) == 0:
+            raise CliError("no patients match the filter")
         try:
             rep = build_report(tables, flt, cutoff)
         except (SchemaError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         if rep.n_patients == 0:
             raise CliError("no patients match the filter")
-        if fmt == "json":
-            text = json.dumps(rep.to_dict(), indent=1, allow_nan=False)
-        else:
-            from vertebra.core.analytics.html import render_html
-
-            text = render_html(rep)
+        data = _render(rep, fmt)
         try:
-            out.write_text(text, encoding="utf-8")
+            out.write_bytes(data)
         except OSError as exc:
             raise CliError(f"--out {out}: {exc}") from exc
         typer.echo(f"wrote {out} ({rep.n_patients} patients, {len(rep.arms)} arms)", err=True)

@@ -31,8 +31,8 @@ __all__ = [
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8c564b")
 _ids = itertools.count(1)
 
-W, H = 640, 300
-LEFT, RIGHT, TOP, BOTTOM = 60, 150, 16, 46
+W, H = 720, 300
+LEFT, RIGHT, TOP, BOTTOM = 60, 190, 16, 46
 
 
 def _e(text: object) -> str:

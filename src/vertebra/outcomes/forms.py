@@ -64,7 +64,9 @@ class FilterForm(forms.Form):
 
     def __init__(self, *args: Any, clinics: Sequence[tuple[str, str]] = (), **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.fields["clinic"].choices = _ALL + list(clinics)
+        field = self.fields["clinic"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = _ALL + list(clinics)
 
     def clean(self) -> dict[str, Any]:
         """Reject a date range that ends before it starts."""

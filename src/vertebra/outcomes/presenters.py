@@ -6,6 +6,7 @@ database, no request. Every rate is formatted with its numerator and denominator
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ from vertebra.core.analytics import OBSERVATIONAL_CAVEAT, Report
 from vertebra.core.analytics.report import HONESTY_NOTES
 from vertebra.outcomes import charts
 
-__all__ = ["Dashboard", "Figure", "MEASURE_LABELS", "dashboard", "pct", "rate_text"]
+__all__ = ["MEASURE_LABELS", "Dashboard", "Figure", "dashboard", "pct", "rate_text"]
 
 MEASURE_LABELS = {"odi": "ODI (disability, 0–100)", "nrs_back": "Back pain NRS (0–10)"}
 #: The time point of the responder bars, forest plot and funnel plot.
@@ -53,7 +54,7 @@ class Figure:
     caption: str
     svg: str
     header: tuple[str, ...]
-    rows: list[tuple[str, ...]]
+    rows: Sequence[Sequence[Any]]
     notes: tuple[str, ...] = ()
 
 
@@ -67,7 +68,7 @@ class Dashboard:
     honesty_notes: tuple[str, ...]
     caveat: str
     completeness_header: tuple[str, ...]
-    completeness_rows: list[tuple[str, ...]]
+    completeness_rows: Sequence[Sequence[Any]]
     figures: list[Figure] = field(default_factory=list)
     comparison_errors: tuple[str, ...] = ()
 
@@ -103,7 +104,7 @@ def dashboard(report: Report) -> Dashboard:
     )
 
 
-def _completeness(d: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+def _completeness(d: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
     """Follow-up completeness per arm and time point: completed of expected, missing."""
     header = ("Arm", "Time point", "Expected (due)", "Completed", "Missing", "Completeness")
     rows = []
@@ -128,7 +129,10 @@ def _trajectory(d: dict[str, Any], measure: str) -> Figure:
     mcid = float(rule.get("points") or 0)
     series, rows = [], []
     for arm, a in d["arms"].items():
-        xs, ys, lo, hi = [0.0], [0.0], [0.0], [0.0]
+        xs: list[float] = [0.0]
+        ys: list[float | None] = [0.0]
+        lo: list[float | None] = [0.0]
+        hi: list[float | None] = [0.0]
         for tp in a["timepoints"][1:]:
             m = tp.get(measure) or {}
             ci = m.get("mean_change_ci")

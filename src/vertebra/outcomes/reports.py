@@ -4,8 +4,8 @@ Contracts
 ---------
 * :func:`report_for` reads the tables through :func:`selectors.analysis_tables` (scoped and
   audited) and returns None when no patient matches (callers say so plainly).
-* :func:`render_pdf` renders the self-contained HTML report (``analytics.html.render_html``,
-  figures as inline SVG) with WeasyPrint; ImportError if WeasyPrint is not installed.
+* :func:`render_pdf` renders the self-contained HTML report (``analytics.html.render_html`` via
+  :mod:`vertebra.outcomes.rendering`, figures as inline SVG) with WeasyPrint; ImportError if WeasyPrint is not installed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from vertebra.core.analytics import CohortFilter, Report, build_report
-from vertebra.core.analytics.html import render_html
+from vertebra.outcomes.rendering import report_pdf
 from vertebra.outcomes.selectors import analysis_tables
 from vertebra.registry.permissions import Actor
 
@@ -28,9 +28,6 @@ def report_for(actor: Actor, flt: CohortFilter, as_of: dt.date) -> Report | None
     return build_report(tables, flt, as_of)
 
 
-def render_pdf(report: Report, title: str = "Vertebra outcome report") -> bytes:
+def render_pdf(report: Report) -> bytes:
     """The report as PDF bytes (WeasyPrint over the self-contained HTML report)."""
-    from weasyprint import HTML  # type: ignore[import-untyped]
-
-    pdf: bytes = HTML(string=render_html(report, title=title)).write_pdf()
-    return pdf
+    return report_pdf(report)

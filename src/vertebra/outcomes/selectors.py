@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from django.db import transaction
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter, select_patients
 from vertebra.followup.models import FollowUpTimePoint, QuestionnaireResponse
@@ -61,6 +62,7 @@ __all__ = [
     "clinic_choices",
     "read_tables",
     "scope_for",
+    "system_tables",
 ]
 
 AUDIT_OBJECT_TYPE = "outcomes_report"
@@ -156,6 +158,44 @@ def analysis_tables(*, actor: Actor, filter: CohortFilter | None = None) -> Anal
     return tables
 
 
+@dataclass(frozen=True)
+class _SystemUser:
+    """The command line's audit identity (no account): ``system:<purpose>``."""
+
+    username: str
+    pk: None = None
+    is_active: bool = True
+
+    def get_username(self) -> str:
+        return self.username
+
+
+def system_tables(
+    flt: CohortFilter | None = None, *, purpose: str, with_mrn: bool = False
+) -> AnalysisTables:
+    """Identified tables of every clinic for an operator's command (export, report), audited.
+
+    For management-level commands run by whoever operates the server (who can read the
+    database anyway); the audit row names ``system:<purpose>`` and the filter.
+    """
+    flt = flt or CohortFilter()
+    actor = Actor(user=_SystemUser(f"system:{purpose}"), role="system", clinic_ids=frozenset())
+    with transaction.atomic():
+        tables = read_tables(Scope(clinic_ids=None, deidentified=False), flt, with_mrn=with_mrn)
+        record_audit(
+            actor=actor,
+            action="read",
+            object_type=AUDIT_OBJECT_TYPE,
+            new_values={
+                "filter": flt.to_dict(),
+                "deidentified": False,
+                "with_mrn": with_mrn,
+                "n_patients": len(tables.patients),
+            },
+        )
+    return tables
+
+
 def read_tables(
     scope: Scope, flt: CohortFilter | None = None, *, with_mrn: bool = False
 ) -> AnalysisTables:
@@ -196,7 +236,8 @@ def clinic_choices(actor: Actor) -> list[tuple[str, str]]:
 
 def _frame(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd.DataFrame:
     """A DataFrame from ``values_list`` rows (an empty frame keeps its columns)."""
-    return pd.DataFrame.from_records(list(rows), columns=list(columns))
+    records: list[Any] = list(rows)
+    return pd.DataFrame.from_records(records, columns=list(columns))
 
 
 def _first_episodes(scope: Scope, flt: CohortFilter) -> pd.DataFrame:
@@ -296,7 +337,8 @@ def _pain_onset(patient_ids: list[int]) -> dict[int, dt.date]:
     )
     onset: dict[int, dt.date] = {}
     for pid, day in rows:
-        onset.setdefault(pid, day)
+        if day is not None:
+            onset.setdefault(pid, day)
     return onset
 
 
@@ -321,11 +363,14 @@ def _cell_details(episode_ids: list[int]) -> pd.DataFrame:
     out = pd.DataFrame(index=pd.Index(episode_ids, name="episode_id"))
     out = out.join(harvest).join(injection)
     source = out["source"].map(CELL_SOURCE)
-    source = source.where(source.notna(), np.where(out["lot_id"].notna(), "allogeneic", None))
+    source = source.mask(source.isna() & out["lot_id"].notna(), "allogeneic")
     prp = out["prp"].astype("boolean").fillna(False).astype(bool)
     hyaluronic = out["hyaluronic_acid"].astype("boolean").fillna(False).astype(bool)
     out["cell_source"] = source
-    out["adjunct"] = np.where(prp, "prp", np.where(hyaluronic, "hyaluronic_acid", None))
+    adjunct = pd.Series(None, index=out.index, dtype=object)
+    adjunct[hyaluronic] = "hyaluronic_acid"
+    adjunct[prp] = "prp"
+    out["adjunct"] = adjunct
     base = source.map(ARM_OF_SOURCE).fillna("cell_therapy")
     out["cell_arm"] = np.where(prp, base + "_prp", base)
     out["dose"] = pd.to_numeric(out["dose"], errors="coerce").astype(float)
@@ -374,7 +419,7 @@ def _timepoints(episode_to_patient: dict[int, int]) -> pd.DataFrame:
     scores = _scores(tp["tp_id"].tolist())
     tp = tp.join(scores, on="tp_id")
     for col in SCORE_COLUMNS.values():
-        tp[col] = pd.to_numeric(tp.get(col), errors="coerce").astype(float)
+        tp[col] = pd.to_numeric(tp[col], errors="coerce").astype(float)
     tp["opioid_use"] = np.where(tp["mme"].notna(), (tp["mme"] > 0).astype(float), np.nan)
     tp = tp.sort_values(["patient_id", "months"]).reset_index(drop=True)
     return tp[list(TIMEPOINT_COLUMNS)]

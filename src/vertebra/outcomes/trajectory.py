@@ -25,7 +25,7 @@ class MeasureView:
     mcid_points: float
     baseline: float | None
     svg: str
-    rows: list[tuple[str, ...]]
+    rows: list[tuple[str, str, str, str, str, str]]
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def _measure_view(
     for t in order:
         key = str(t)
         status = "–"
-        value = None
+        value: float | None = None
         if key in by_tp.index:
             rec = by_tp.loc[key]
             status = "answered" if bool(rec["completed"]) else "no answer"

@@ -161,7 +161,8 @@ def str_categorical(col: pd.Series) -> pd.Categorical:
     order = np.argsort(names, kind="stable")
     new_code = np.full(len(values), -1, dtype=np.int64)
     new_code[used[order]] = np.arange(len(used))
-    return pd.Categorical.from_codes(new_code[codes], categories=pd.Index(list(names[order])))
+    remapped: Any = new_code[codes]  # pandas-stubs wants a Sequence[int]
+    return pd.Categorical.from_codes(remapped, categories=pd.Index(list(names[order])))
 
 
 @dataclass
@@ -301,7 +302,11 @@ def _reshape_layout(
 
 
 def _layout(
-    pts_all: pd.DataFrame, pts: pd.DataFrame, keep: BoolArray, tp: pd.DataFrame, tp_ids: list[str],
+    pts_all: pd.DataFrame,
+    pts: pd.DataFrame,
+    keep: BoolArray,
+    tp: pd.DataFrame,
+    tp_ids: list[str],
     allow_reshape: bool = True,
 ) -> _Layout:
     """Choose the reshape layout when the table allows it, else the scatter layout."""

@@ -168,7 +168,7 @@ def _drop_unused(col: pd.Series) -> pd.Series:
     if used.all():
         return col
     new_code = np.cumsum(used) - 1
-    new_codes = np.where(codes >= 0, new_code[np.maximum(codes, 0)], -1)
+    new_codes: Any = np.where(codes >= 0, new_code[np.maximum(codes, 0)], -1)
     cats = col.cat.categories[used]
     return pd.Series(pd.Categorical.from_codes(new_codes, categories=cats), index=col.index)
 

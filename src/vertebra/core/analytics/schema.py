@@ -202,8 +202,8 @@ def _read_parquet(path: Path, wanted: set[str], numeric_nullable: bool) -> pd.Da
     Dictionary-encoded strings arrive as pandas categoricals and dates as datetime64
     (`date_as_object=False`; Python `date` objects would cost seconds per 6M-row column).
     With `numeric_nullable`, integer and boolean columns that contain nulls (scores such as
-    nrs_back, opioid_use) are cast to float64 with NaN in Arrow, which is what the panel
-    needs anyway, instead of pandas' nullable Int8/boolean (slow to convert later).
+    nrs_back, opioid_use) arrive as float64 with NaN, converted once by Arrow, which is what
+    the panel needs anyway, instead of pandas' nullable Int8/boolean (slow to convert later).
     Other columns keep the pandas metadata, so nullable booleans become BooleanDtype.
     """
     import pyarrow as pa  # type: ignore[import-untyped]
@@ -215,16 +215,17 @@ def _read_parquet(path: Path, wanted: set[str], numeric_nullable: bool) -> pd.Da
         names.remove("status")  # only a fallback for `completed`
     table = pf.read(columns=names, use_threads=True)
     if numeric_nullable:
-        cast = [
+        nullable = [
             i
             for i, f in enumerate(table.schema)
             if f.name != "completed"
             and (pa.types.is_integer(f.type) or pa.types.is_boolean(f.type))
             and table.column(i).null_count > 0
         ]
-        for i in cast:
-            table = table.set_column(i, table.field(i).name, table.column(i).cast(pa.float64()))
-        if cast:  # the pandas metadata would turn them back into Int8 / boolean
+        for i in nullable:  # integers with nulls become float64/NaN in to_pandas by themselves
+            if pa.types.is_boolean(table.field(i).type):
+                table = table.set_column(i, table.field(i).name, table.column(i).cast(pa.float64()))
+        if nullable:  # the pandas metadata would turn them back into Int8 / boolean
             table = table.replace_schema_metadata(None)
     # split_blocks: one block per column, so pandas does not copy same-typed columns into one
     # 2-D block (a 6M x 8 float copy); most numeric columns then convert without a copy.

@@ -285,8 +285,8 @@ def logistic_fit_fe(
         gg = np.bincount(groups, weights=r, minlength=n_groups)
         xw = x * wgt[:, None]
         a = xw.T @ x
-        b = np.bincount(cell_key, weights=xw.ravel(), minlength=n_groups * k)
-        b = b.reshape(n_groups, k).T  # k x G
+        sums = np.bincount(cell_key, weights=xw.ravel(), minlength=n_groups * k)
+        b = sums.reshape(n_groups, k).T  # k x G
         d = np.bincount(groups, weights=wgt, minlength=n_groups)
         d = np.where(d > 0, d, 1e-12)
         schur = a - (b / d) @ b.T
