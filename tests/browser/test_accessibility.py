@@ -27,6 +27,7 @@ PAGES = [
     "/assess/warning-signs/",
     "/assess/scans-and-surgery/",
     "/accounts/login/",
+    "/p/signin/",
 ]
 
 
@@ -75,3 +76,63 @@ def test_result_page_has_no_serious_accessibility_violations(
         assert slug
     assert axe_page.url.endswith("/assess/result/")
     assert serious_violations(axe_page) == []
+
+
+STAFF_PAGES = [
+    "/clinic/",
+    "/clinic/outcomes/",
+    "/p/staff/",
+]
+
+
+@pytest.fixture
+def signed_in_clinician(live_server: Any, browser: Any) -> Iterator[tuple[Any, int]]:
+    """A clinician of the first clinic of a small loaded cohort, signed in; (page, patient id)."""
+    import datetime as dt
+
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from vertebra.cohort.loader import load_cohort
+    from vertebra.core.synth import generate_cohort
+    from vertebra.registry.models import Clinic, Membership, Patient
+
+    load_cohort(
+        generate_cohort(40, 5, today=dt.date(2026, 11, 25)),
+        now=dt.datetime(2026, 11, 25, 9, tzinfo=dt.UTC),
+    )
+    clinic = Clinic.objects.order_by("id").first()
+    user = User.objects.create_user("a11y-clinician", password="a-long-test-password-1")
+    Membership.objects.create(user=user, clinic=clinic, role="clinician")
+    client = Client()
+    client.force_login(user)
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+    host = live_server.url.split("//", 1)[1].split(":")[0]
+    context.add_cookies(
+        [
+            {
+                "name": "sessionid",
+                "value": client.cookies["sessionid"].value,
+                "domain": host,
+                "path": "/",
+            }
+        ]
+    )
+    patient = Patient.objects.filter(clinic=clinic).order_by("id").first()
+    assert patient is not None
+    yield context.new_page(), patient.pk
+    context.close()
+
+
+def test_staff_pages_have_no_serious_accessibility_violations(
+    live_server: Any, signed_in_clinician: tuple[Any, int]
+) -> None:
+    page, patient_id = signed_in_clinician
+    for path in [
+        *STAFF_PAGES,
+        f"/clinic/patients/{patient_id}/",
+        f"/clinic/outcomes/patient/{patient_id}/",
+    ]:
+        response = page.goto(live_server.url + path)
+        assert response is not None and response.status == 200, path
+        assert serious_violations(page) == [], path

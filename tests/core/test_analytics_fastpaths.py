@@ -2,7 +2,9 @@
 
 The 10^6-patient report relies on shortcuts (a reshape instead of an id lookup for the panel,
 index-based selection and one bincount per statistic for the outcomes, one bincount for the
-per-clinic sums of the propensity fit, Arrow-side conversions when reading Parquet). Each
+per-clinic sums of the propensity fit and for the level SMDs, Arrow-side conversions when
+reading Parquet). The whole report JSON is also byte-identical before and after at 10^5 and
+10^6 patients (bench/RESULTS-analytics.md). Each
 test runs the shortcut and a plain implementation on small data and requires identical
 results: exactly equal arrays, or for means computed by a different summation order in the
 plain oracle, agreement to 1e-12.
@@ -22,7 +24,7 @@ import pytest
 from vertebra.core.analytics import AnalysisTables, CohortFilter, Panel, arm_outcomes, build_panel
 from vertebra.core.analytics.cohort import str_categorical
 from vertebra.core.analytics.outcomes import responder_flags
-from vertebra.core.analytics.propensity import _drop_unused
+from vertebra.core.analytics.propensity import _drop_unused, _level_smd
 from vertebra.core.analytics.schema import MEASURES, read_tables
 from vertebra.core.analytics.stats import logistic_fit_fe
 from vertebra.core.analytics.toy import toy_tables
@@ -153,11 +155,14 @@ def _fe_fit_columnwise(
     return beta, gamma
 
 
-def test_fixed_effects_fit_equals_columnwise_sums() -> None:
-    """One bincount over all (group, column) cells gives bit-identical coefficients."""
+@pytest.mark.parametrize("fortran", [False, True])
+def test_fixed_effects_fit_equals_columnwise_sums(fortran: bool) -> None:
+    """One bincount over all (group, column) cells gives bit-identical coefficients, for a
+    row-major design and for a column-major one (what pandas usually hands over)."""
     rng = np.random.default_rng(11)
     n, k, g = 4_000, 5, 30
     x = rng.normal(size=(n, k))
+    x = np.asfortranarray(x) if fortran else x
     groups = rng.integers(0, g, n).astype(np.int64)
     eta = x @ rng.normal(0, 0.5, k) + rng.normal(0, 0.5, g)[groups]
     y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(np.float64)
@@ -165,6 +170,23 @@ def test_fixed_effects_fit_equals_columnwise_sums() -> None:
     ref_beta, ref_gamma = _fe_fit_columnwise(x, groups, y)
     assert converged
     assert np.array_equal(beta, ref_beta) and np.array_equal(gamma, ref_gamma)
+
+
+def test_level_smd_equals_per_group_bincounts() -> None:
+    """The (group, level) bincount gives exactly the per-group form's SMDs."""
+    rng = np.random.default_rng(12)
+    n, k = 5_000, 7
+    codes = rng.integers(0, k, n).astype(np.int64)
+    treat = rng.random(n) < 0.4
+    for w in (None, rng.gamma(2.0, 1.0, n)):
+        ww = np.ones(n) if w is None else w
+        p1, p0 = (
+            np.bincount(codes[grp], weights=ww[grp], minlength=k) / ww[grp].sum()
+            for grp in (treat, ~treat)
+        )
+        pooled = np.sqrt((p1 * (1 - p1) + p0 * (1 - p0)) / 2.0)
+        want = np.where(pooled > 0, (p1 - p0) / pooled, 0.0)
+        assert np.array_equal(_level_smd(codes, k, treat, w), want)
 
 
 @pytest.mark.parametrize(

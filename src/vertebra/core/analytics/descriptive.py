@@ -185,9 +185,12 @@ def _count(
     n: npt.NDArray[np.int64],
     g: int,
 ) -> list[EventCount]:
-    ev = np.bincount(patient_arm[patient_of_event[mask]], minlength=g)
-    # patients with >= 1 such event: each patient counted once
-    pat = np.bincount(patient_arm[np.unique(patient_of_event[mask])], minlength=g)
+    rows = patient_of_event[mask]
+    ev = np.bincount(patient_arm[rows], minlength=g)
+    # patients with >= 1 such event, each counted once (a flag per patient, not np.unique)
+    has = np.zeros(len(patient_arm), dtype=bool)
+    has[rows] = True
+    pat = np.bincount(patient_arm[has], minlength=g)
     elo, ehi = poisson_ci(ev)
     plo, phi = wilson_ci(pat, n)
     out = []

@@ -173,15 +173,29 @@ def _drop_unused(col: pd.Series) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(new_codes, categories=cats), index=col.index)
 
 
+def _group_totals(treat: BoolArray, w: FloatArray | None) -> tuple[float, float]:
+    """Sum of weights (or count) in the treated and in the comparator group."""
+    ww = np.ones(len(treat)) if w is None else w
+    return float(ww[treat].sum()), float(ww[~treat].sum())
+
+
 def _level_smd(
-    codes: npt.NDArray[np.int64], k: int, treat: BoolArray, w: FloatArray | None
+    codes: npt.NDArray[np.int64],
+    k: int,
+    treat: BoolArray,
+    w: FloatArray | None,
+    totals: tuple[float, float] | None = None,
 ) -> FloatArray:
-    """SMD of each category level's indicator (binary formula), weighted if `w` is given."""
+    """SMD of each category level's indicator (binary formula), weighted if `w` is given.
+
+    One bincount keyed by (group, level) gives both groups' level sums (each adds the same
+    weights in the same order as a bincount per group). `totals` = `_group_totals(treat, w)`,
+    passed in when several categories share the weights.
+    """
     ww = np.ones(len(codes)) if w is None else w
-    props = []
-    for grp in (treat, ~treat):
-        props.append(np.bincount(codes[grp], weights=ww[grp], minlength=k) / ww[grp].sum())
-    p1, p0 = props
+    tot_t, tot_c = totals if totals is not None else _group_totals(treat, w)
+    sums = np.bincount(codes + k * treat, weights=ww, minlength=2 * k)
+    p1, p0 = sums[k:] / tot_t, sums[:k] / tot_c
     pooled = np.sqrt((p1 * (1 - p1) + p0 * (1 - p0)) / 2.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(pooled > 0, (p1 - p0) / pooled, 0.0)
@@ -307,11 +321,12 @@ def compare_arms(
     balance = [
         BalanceRow(str(n), float(b), float(a)) for n, b, a in zip(names, before, after, strict=True)
     ]
+    totals_unweighted, totals_weighted = _group_totals(treat, None), _group_totals(treat, w)
     for c in cats:
         lvl_codes = np.asarray(frame[c].cat.codes.to_numpy(), dtype=np.int64)
         levels = [str(x) for x in frame[c].cat.categories]
-        sb = _level_smd(lvl_codes, len(levels), treat, None)
-        sa = _level_smd(lvl_codes, len(levels), treat, w)
+        sb = _level_smd(lvl_codes, len(levels), treat, None, totals_unweighted)
+        sa = _level_smd(lvl_codes, len(levels), treat, w, totals_weighted)
         if c == "clinic_id":
             balance.append(
                 BalanceRow(

@@ -269,10 +269,15 @@ def logistic_fit_fe(
     """
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     k = x.shape[1]
-    # Group sums of the n x k matrix w·x as ONE bincount over its cells, keyed group * k + j,
-    # instead of k bincounts of strided columns. Each sum still adds the same numbers in the
-    # same (ascending patient) order, so the results are identical to the column-wise form.
-    cell_key = (groups[:, None] * k + np.arange(k)[None, :]).ravel()
+    # Group sums of the n x k matrix w·x as ONE bincount over its cells instead of k
+    # bincounts of strided columns. The cells are read in memory order (x from pandas is
+    # usually column-major, and then so is w·x: no copy), keyed by (group, column); each sum
+    # adds the same numbers in the same ascending-patient order as a per-column bincount.
+    col_major = bool(x.flags.f_contiguous and not x.flags.c_contiguous)
+    if col_major:
+        cell_key = (np.arange(k)[:, None] * n_groups + groups[None, :]).ravel()
+    else:
+        cell_key = (groups[:, None] * k + np.arange(k)[None, :]).ravel()
     beta = np.zeros(k)
     gamma = np.zeros(n_groups)
     converged = False
@@ -285,8 +290,11 @@ def logistic_fit_fe(
         gg = np.bincount(groups, weights=r, minlength=n_groups)
         xw = x * wgt[:, None]
         a = xw.T @ x
-        sums = np.bincount(cell_key, weights=xw.ravel(), minlength=n_groups * k)
-        b = sums.reshape(n_groups, k).T  # k x G
+        flat = xw.ravel(order="F" if col_major else "C")  # a view, not a copy
+        sums = np.bincount(cell_key, weights=flat, minlength=n_groups * k)
+        # k x G in the memory layout of the per-column form (G x k, transposed): BLAS results
+        # for the products below depend on the layout, and must stay bit-identical.
+        b = (sums.reshape(k, n_groups).T if col_major else sums.reshape(n_groups, k)).copy().T
         d = np.bincount(groups, weights=wgt, minlength=n_groups)
         d = np.where(d > 0, d, 1e-12)
         schur = a - (b / d) @ b.T
