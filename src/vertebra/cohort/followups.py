@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from vertebra.core.instruments import get_definition, score
+from vertebra.core.mme import opioid_factor
 from vertebra.core.schedule import default_protocol
 from vertebra.followup import models as f
 from vertebra.followup.services import instruments_for
@@ -65,12 +66,42 @@ def _odi(
     return float(synthetic_score), band, {"raw": sum(answered), "max_possible": 5 * len(answered)}
 
 
+def _opioid_answers(
+    uses: Any, drug: str | None, mme: Any
+) -> tuple[dict[str, Any], tuple[float | None, str, dict[str, Any]]] | None:
+    """The opioid-use answers and (score, band, extras) of one time point; None if unanswered.
+
+    The daily dose is recovered from the generated MME and the CDC factor of the patient's
+    opioid (an opioid started after baseline has no known drug: answered as "other", unscored).
+    """
+    if uses is None or pd.isna(uses):
+        return None
+    if not uses:
+        answers: dict[str, Any] = {"current_use": 0, "opioid": None, "daily_dose": None}
+    elif drug is None or mme is None or pd.isna(mme):
+        answers = {"current_use": 1, "opioid": "other", "daily_dose": None}
+    else:
+        dose = round(float(mme) / opioid_factor(drug).factor, 1)
+        answers = {"current_use": 1, "opioid": drug, "daily_dose": dose}
+    key = (answers["current_use"], answers["opioid"], answers["daily_dose"])
+    return answers, _scored_opioid(key)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _scored_opioid(key: tuple[Any, ...]) -> tuple[float | None, str, dict[str, Any]]:
+    result = score(
+        "opioid_use", dict(zip(("current_use", "opioid", "daily_dose"), key, strict=True))
+    )
+    return result.score, result.band or "", dict(result.to_dict()["extras"])
+
+
 def _value(raw: Any) -> Any:
     return None if pd.isna(raw) else int(raw)
 
 
 def load_followups(
     timepoints: pd.DataFrame,
+    opioid_drug_of_patient: dict[int, str | None],
     episode_of_synthetic_patient: dict[int, int],
     patient_of_episode: dict[int, int],
     clinic_of_patient: dict[int, int],
@@ -161,8 +192,9 @@ def load_followups(
         clinic_of=lambda r: None, patient_of=lambda r: None, audit=None,
     )  # fmt: skip
     _load_submissions(
-        tp, tp_ids, statuses, completed_at, keys, tp_rows, clinic_of_patient, ids=ids, write=write
-    )
+        tp, tp_ids, statuses, completed_at, keys, tp_rows, clinic_of_patient,
+        opioid_drug_of_patient, ids=ids, write=write,
+    )  # fmt: skip
 
 
 def _protocol_points(protocol: Any) -> list[dict[str, Any]]:
@@ -196,6 +228,7 @@ def _load_submissions(
     keys: np.ndarray,
     tp_rows: list[tuple[Any, ...]],
     clinic_of_patient: dict[int, int],
+    opioid_drug_of_patient: dict[int, str | None],
     *,
     ids: Any,
     write: Writer,
@@ -210,6 +243,10 @@ def _load_submissions(
     odi_scores = tp["odi"].to_numpy()
     item_ids = {name: get_definition(name).item_ids for name in ITEM_COLUMNS}
     versions = {name: get_definition(name).version for name in ITEM_COLUMNS}
+    opioid_version = get_definition("opioid_use").version
+    synthetic_ids = tp["patient_id"].to_numpy()
+    opioid_use = tp["opioid_use"].to_numpy(dtype=object)
+    opioid_mme = tp["opioid_mme"].to_numpy(dtype=object)
     for sid, i in zip(submission_ids, done.tolist(), strict=True):
         when = completed_at[i]
         patient_id = tp_rows[i][2]
@@ -218,6 +255,22 @@ def _load_submissions(
         )
         responses: dict[str, Any] = {}
         for name in instruments_for(str(keys[i])):
+            if name == "opioid_use":
+                drug = opioid_drug_of_patient.get(int(synthetic_ids[i]))
+                opioid = _opioid_answers(opioid_use[i], drug, opioid_mme[i])
+                if opioid is None:
+                    continue
+                mapping, (value, band, extras) = opioid
+                response_rows.append(
+                    (sid, int(tp_ids[i]), name, opioid_version, mapping, value, band, extras, when)
+                )
+                responses[name] = {
+                    "version": opioid_version,
+                    "answers": mapping,
+                    "score": value,
+                    "band": band,
+                }
+                continue
             if name not in ITEM_COLUMNS:
                 continue
             answers = tuple(_value(v) for v in columns[name][i])

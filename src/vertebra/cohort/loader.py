@@ -279,8 +279,13 @@ def load_cohort(
         )
     )
     clinic_of_patient = dict(zip(patient_ids.tolist(), db_clinic.tolist(), strict=True))
+    drugs = patients["opioid_drug"].astype(object)
     load_followups(
         cohort.timepoints,
+        {
+            int(pid): (str(drug) if isinstance(drug, str) else None)
+            for pid, drug in zip(patients["patient_id"], drugs, strict=True)
+        },
         episode_of_synthetic,
         {eid: pid for pid, eid in episode_ids.items()},
         clinic_of_patient,
