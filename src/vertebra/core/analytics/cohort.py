@@ -382,10 +382,21 @@ def build_panel(
     expected = lay.grid(due | done, False)
 
     def _grid(column: str) -> FloatArray | None:
-        """A score grid; NaN where the questionnaire was not completed."""
+        """A score grid; NaN where the questionnaire was not completed (read-only array).
+
+        When the grid is a plain reshape of the column and the column is already NaN
+        wherever the questionnaire was not completed (as the synth and export write it),
+        the column's own memory is used: no 48 MB copy per score at 10^6 patients.
+        """
         if column not in tp.columns:
             return None
-        return np.where(completed, lay.grid(_floats(tp[column]), np.nan), np.nan)
+        grid = lay.grid(_floats(tp[column]), np.nan)
+        shared = lay.is_reshape and lay.keep is None and lay.perm is None
+        if not (shared and (np.isnan(grid) | completed).all()):
+            grid = np.where(completed, grid, np.nan)
+        grid = grid.view()
+        grid.flags.writeable = False  # shared with the input table: never modify in place
+        return grid
 
     values = {m: g for m in MEASURES if (g := _grid(m)) is not None}
 
