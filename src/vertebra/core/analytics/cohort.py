@@ -175,6 +175,7 @@ class Panel:
     * completed[i, t]: the questionnaire was completed.
     * values[measure][i, t]: score, NaN unless completed and scorable.
     * opioid[i, t]: 1.0 on opioids, 0.0 not, NaN unknown; mme likewise.
+      Score, opioid and MME grids are read-only (they may share the input table's memory).
     * last_contact: latest completed follow-up date (or treatment date), days since treatment.
     """
 

@@ -50,6 +50,13 @@ def _ci(ci: list[float] | None, d: int = 1) -> str:
     return "–" if not ci else f"{ci[0]:.{d}f} to {ci[1]:.{d}f}"
 
 
+def _percent_limits(limits: list[float] | None) -> list[float] | None:
+    """Control limits as percentages, or None when the clinic has none (no one to judge)."""
+    if not limits or any(x is None for x in limits):
+        return None
+    return [x * 100 for x in limits]
+
+
 def _svg(fig: Any) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
@@ -120,8 +127,10 @@ def _figures(report: Report, d: dict[str, Any]) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(7, 3.6))
         n = b["funnel"]["n"]
         for key, style in (("limits_95", "--"), ("limits_998", ":")):
-            ax.plot(n, [x[0] for x in b["funnel"][key]], "k" + style, lw=1)
-            ax.plot(n, [x[1] for x in b["funnel"][key]], "k" + style, lw=1)
+            # A clinic with nobody answered at 12 months has no limits: leave a gap, not a crash.
+            pairs = [(k, x) for k, x in zip(n, b["funnel"][key], strict=True) if x is not None]
+            ax.plot([k for k, _ in pairs], [x[0] for _, x in pairs], "k" + style, lw=1)
+            ax.plot([k for k, _ in pairs], [x[1] for _, x in pairs], "k" + style, lw=1)
         ax.axhline(b["overall_rate"] or 0, color="grey", lw=1)
         ax.scatter(
             [c["n"] for c in b["clinics"]], [c["adjusted_rate"] or 0 for c in b["clinics"]], s=12
@@ -286,7 +295,7 @@ def render_html(report: Report, title: str = "Vertebra outcome report") -> str:
             out.append(
                 f"<tr><td>{_e(c['clinic_id'])}</td><td>{c['n']}</td><td>{_pct(c['raw_rate'])}"
                 f"</td><td>{_num(c['o_e'], 2)}</td><td>{_num((c['adjusted_rate'] or 0) * 100)}%"
-                f"</td><td>{_ci([x * 100 for x in c['limits_95']])}</td>"
+                f"</td><td>{_ci(_percent_limits(c['limits_95']))}</td>"
                 f"<td>{_e(c['position'])}</td><td>{_pct(c['completeness'])}</td></tr>"
             )
         out.append("</table>")

@@ -304,6 +304,12 @@ def compare_arms(
         treat[inside],
         ps[inside],
     )
+    if treat.all() or not treat.any():
+        # Exclusions and trimming can empty a group in a small, filtered cohort.
+        raise ValueError(
+            "no overlap between the groups after excluding missing covariates and trimming "
+            f"(propensity outside {trim:g}..{1 - trim:g}); no adjusted estimate"
+        )
     p_t = float(treat.mean())
     w = np.where(treat, p_t / ps, (1.0 - p_t) / (1.0 - ps))
     if truncation_quantile is not None:
