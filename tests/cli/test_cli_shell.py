@@ -53,7 +53,10 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str]) -> None:
 
 
 def test_worker_once_runs_one_pass_and_exits(tmp_path: Path) -> None:
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'w.sqlite3'}", "VERTEBRA_DATA_DIR": str(tmp_path)}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'w.sqlite3'}",
+        "VERTEBRA_DATA_DIR": str(tmp_path),
+    }
     assert run_cli("manage", "migrate", "--verbosity", "0", env=env).returncode == 0
     result = run_cli("worker", "--once", env=env)
     assert result.returncode == 0, result.stderr
