@@ -39,7 +39,7 @@ t1 = time.perf_counter()
 tables = read_tables(sys.argv[1])
 t2 = time.perf_counter()
 from datetime import date
-rep = build_report(tables, CohortFilter(), date.fromisoformat(sys.argv[2]))
+rep = build_report(tables, CohortFilter(), date.fromisoformat(sys.argv[2]), processes=2)
 t3 = time.perf_counter()
 text = json.dumps(rep.to_dict(), allow_nan=False, sort_keys=True)
 t4 = time.perf_counter()

@@ -298,3 +298,25 @@ def test_read_tables_from_parquet_and_csv(tmp_path) -> None:  # type: ignore[no-
         assert len(back.patients) == 50
     with pytest.raises(SchemaError, match="patients"):
         read_tables(tmp_path / "csv" / "..")  # directory without tables
+
+
+def test_report_is_identical_with_and_without_worker_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The comparisons and the clinic benchmark run in a forked worker when possible; the
+    result must be byte-identical to running everything in this process."""
+    import datetime as dt
+    import json
+
+    from vertebra.core.analytics import CohortFilter, build_report
+    from vertebra.core.analytics import report as report_module
+    from vertebra.core.analytics.toy import toy_tables
+
+    tables = toy_tables(3000, seed=5)
+    as_of = dt.date(2026, 11, 25)
+    forked = build_report(tables, CohortFilter(), as_of, processes=2).to_dict()
+    in_process = build_report(tables, CohortFilter(), as_of).to_dict()
+    assert json.dumps(forked, sort_keys=True) == json.dumps(in_process, sort_keys=True)
+    monkeypatch.setattr(report_module.mp, "get_all_start_methods", lambda: [])
+    no_fork = build_report(tables, CohortFilter(), as_of, processes=2).to_dict()
+    assert json.dumps(no_fork, sort_keys=True) == json.dumps(in_process, sort_keys=True)

@@ -9,6 +9,7 @@ over the same HTML. Bad input ends with one line on stderr and exit code 2 (CliE
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def register(app: typer.Typer) -> None:
         if len(tables.patients) == 0:
             raise CliError("no patients match the filter")
         try:
-            rep = build_report(tables, flt, cutoff)
+            rep = build_report(tables, flt, cutoff, processes=os.cpu_count() or 1)
         except (SchemaError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         if rep.n_patients == 0:
