@@ -328,10 +328,14 @@ def _load_clinics(
     names = ["id", "name", "regulatory_status", "nct_id", "irb", "ind_number", "lab_accreditation"]
     rows = []
     mapping: dict[int, int] = {}
+    seen_names: set[str] = set(m.Clinic.objects.values_list("name", flat=True))
     for new_id, clinic in zip(new_ids, _tuples(clinics), strict=True):
         trial = clinic.regulatory_status == "registered_trial"
         nct = clinic.nct_id if trial and isinstance(clinic.nct_id, str) else ""
-        suffix = "" if new_id == clinic.clinic_id else f" ({new_id})"
+        # Clinic names are unique in the registry; synthetic names can repeat in big cohorts.
+        name = str(clinic.name)
+        suffix = "" if name not in seen_names and new_id == clinic.clinic_id else f" ({new_id})"
+        seen_names.add(name)
         rows.append(
             (
                 new_id,
