@@ -603,3 +603,28 @@ def _escalate_tickler(
                 "resolution": "",
             },
         )
+
+
+def start_episode_with_follow_up(
+    *,
+    actor: Actor,
+    patient_id: int,
+    arm: str,
+    start_date: dt.date,
+    today: dt.date | None = None,
+) -> TreatmentEpisode:
+    """Start a treatment episode and create its follow-up schedule (what staff pages and the
+    API call when an episode is recorded).
+
+    Two services, two transactions, in order: the registry's ``start_episode`` (which audits a
+    refused attempt in its own transaction, so it must not run inside ours), then
+    :func:`create_schedule_for_episode`, which is idempotent; if the second ever fails, the
+    episode stands and ``vertebra manage followup_backfill`` creates the missing schedule.
+    """
+    from vertebra.registry import services as registry_services
+
+    episode = registry_services.start_episode(
+        actor=actor, patient_id=patient_id, arm=arm, start_date=start_date
+    )
+    create_schedule_for_episode(episode, actor, today or timezone.localdate())
+    return episode

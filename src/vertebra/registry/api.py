@@ -34,6 +34,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.responses import Status
 from ninja.security import HttpBearer
 
+from vertebra.followup.services import start_episode_with_follow_up
 from vertebra.registry import selectors, services
 from vertebra.registry.errors import (
     ChainOfCustodyError,
@@ -514,7 +515,9 @@ def list_episodes(request: HttpRequest, patient_id: Id) -> Any:
 )
 @registry_errors
 def create_episode(request: HttpRequest, patient_id: Id, payload: EpisodeIn) -> Any:
-    episode = services.start_episode(actor=_actor(request), patient_id=patient_id, **payload.dict())
+    episode = start_episode_with_follow_up(
+        actor=_actor(request), patient_id=patient_id, **payload.dict()
+    )
     return Status(201, _episode_out(episode))
 
 

@@ -30,6 +30,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
+from vertebra.followup.services import start_episode_with_follow_up
 from vertebra.registry import selectors, services
 from vertebra.registry.errors import (
     ChainOfCustodyError,
@@ -303,7 +304,7 @@ prior_treatment_create = _patient_form_view(
     title="Record a prior treatment", what="Prior treatment",
 )  # fmt: skip
 episode_create = _patient_form_view(
-    Action.EPISODE_START, EpisodeForm, services.start_episode,
+    Action.EPISODE_START, EpisodeForm, start_episode_with_follow_up,
     title="Start a treatment episode", what="Episode",
 )  # fmt: skip
 clinical_event_create = _patient_form_view(

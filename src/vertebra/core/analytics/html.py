@@ -92,7 +92,8 @@ def _figures(report: Report, d: dict[str, Any]) -> dict[str, str]:
     ax.axhline(-10, color="grey", ls="--", lw=1)
     ax.set_xlabel("months after treatment")
     ax.set_ylabel("mean ODI change (95% CI)")
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:  # a filter can leave no arm with follow-up data
+        ax.legend(fontsize=7, ncol=2)
     figs["trajectory"] = _svg(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
