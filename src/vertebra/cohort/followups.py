@@ -44,15 +44,13 @@ Writer = Callable[..., None]
 
 
 @functools.lru_cache(maxsize=100_000)
-def _scored(instrument_id: str, answers: tuple[Any, ...]) -> tuple[float | None, str, str]:
-    """(score, band, extras as a dict repr key) of one answer set, via the core scorer."""
+def _scored(
+    instrument_id: str, answers: tuple[Any, ...]
+) -> tuple[float | None, str, dict[str, Any]]:
+    """(score, band, extras) of one answer set in item order, via the core scorer (cached:
+    the small instruments' answer sets repeat). Callers must not mutate the extras."""
     result = score(instrument_id, list(answers))
-    return result.score, result.band or "", repr(sorted(result.to_dict()["extras"].items()))
-
-
-@functools.lru_cache(maxsize=100_000)
-def _extras(instrument_id: str, answers: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(score(instrument_id, list(answers)).to_dict()["extras"])
+    return result.score, result.band or "", dict(result.to_dict()["extras"])
 
 
 def _odi(
@@ -61,7 +59,7 @@ def _odi(
     """ODI score, band and extras; the score is the generator's (the core's vectorised scorer)."""
     answered = [a for a in answers if a is not None]
     if pd.isna(synthetic_score):
-        return None, "", _extras("odi", answers)
+        return None, "", _scored("odi", answers)[2]
     band = get_definition("odi").band_for(float(synthetic_score)) or ""
     return float(synthetic_score), band, {"raw": sum(answered), "max_possible": 5 * len(answered)}
 
@@ -83,16 +81,8 @@ def _opioid_answers(
     else:
         dose = round(float(mme) / opioid_factor(drug).factor, 1)
         answers = {"current_use": 1, "opioid": drug, "daily_dose": dose}
-    key = (answers["current_use"], answers["opioid"], answers["daily_dose"])
-    return answers, _scored_opioid(key)
-
-
-@functools.lru_cache(maxsize=100_000)
-def _scored_opioid(key: tuple[Any, ...]) -> tuple[float | None, str, dict[str, Any]]:
-    result = score(
-        "opioid_use", dict(zip(("current_use", "opioid", "daily_dose"), key, strict=True))
-    )
-    return result.score, result.band or "", dict(result.to_dict()["extras"])
+    in_item_order = (answers["current_use"], answers["opioid"], answers["daily_dose"])
+    return answers, _scored("opioid_use", in_item_order)
 
 
 def _value(raw: Any) -> Any:
@@ -277,8 +267,7 @@ def _load_submissions(
             if name == "odi":
                 value, band, extras = _odi(answers, odi_scores[i])
             else:
-                value, band, _key = _scored(name, answers)
-                extras = _extras(name, answers)
+                value, band, extras = _scored(name, answers)
             mapping = dict(zip(item_ids[name], answers, strict=True))
             response_rows.append(
                 (sid, int(tp_ids[i]), name, versions[name], mapping, value, band, extras, when)

@@ -96,19 +96,7 @@ def _ensure_patient_account() -> DemoLogin | None:
         user.save()
     if not PatientAccount.objects.filter(user=user).exists():
         account = PatientAccount.objects.create(user=user, patient=patient)
-        system = User.objects.get_or_create(username="demo-setup", defaults={"is_active": False})[0]
-        record_audit(
-            actor=Actor(
-                user=system, role="system", clinic_ids=frozenset(), request_id="demo-setup"
-            ),
-            action="create",
-            object_type="patientaccount",
-            object_id=account.pk,
-            clinic_id=patient.clinic_id,
-            patient_id=patient.pk,
-            new_values=snapshot(account),
-            reason="demo account setup",
-        )
+        _audit_setup(account, clinic_id=patient.clinic_id, patient_id=patient.pk)
     return DemoLogin(
         role="patient (portal: /p/signin/)",
         username="patient",
@@ -122,14 +110,22 @@ def _ensure_membership(user: User, role: str, clinic: Clinic | None) -> None:
     if Membership.objects.filter(user=user, role=role, clinic=clinic).exists():
         return
     membership = Membership.objects.create(user=user, role=role, clinic=clinic)
+    _audit_setup(membership, clinic_id=clinic.pk if clinic else None, patient_id=None)
+
+
+def _audit_setup(
+    instance: Membership | PatientAccount, *, clinic_id: int | None, patient_id: int | None
+) -> None:
+    """Record a demo-setup grant in the audit trail, attributed to the inactive system account."""
     system = User.objects.get_or_create(username="demo-setup", defaults={"is_active": False})[0]
     record_audit(
         actor=Actor(user=system, role="system", clinic_ids=frozenset(), request_id="demo-setup"),
         action="create",
-        object_type="membership",
-        object_id=membership.pk,
-        clinic_id=clinic.pk if clinic else None,
-        new_values=snapshot(membership),
+        object_type=instance._meta.model_name or type(instance).__name__.lower(),
+        object_id=instance.pk,
+        clinic_id=clinic_id,
+        patient_id=patient_id,
+        new_values=snapshot(instance),
         reason="demo account setup",
     )
 
