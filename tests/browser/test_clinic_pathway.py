@@ -78,7 +78,8 @@ def test_coordinator_intake_then_clinician_pathway(
     page.get_by_label("ICD-10-CM code").fill("M51.36")
     page.get_by_label("Diagnosed on").fill("2024-02-01")
     page.get_by_label("Level").select_option("L4-L5")
-    page.get_by_label("Pfirrmann grade").fill("3")
+    page.get_by_label("Pfirrmann grade (classic, 1–5)").fill("3")
+    page.get_by_label("Modified Pfirrmann grade (1–8)").fill("5")
     save(page)
     assert "Diagnosis: Degenerative disc disease (M51.36)" in page.content()
 

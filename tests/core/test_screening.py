@@ -215,8 +215,8 @@ def test_every_red_flag_has_a_case() -> None:
         with_finding("spondylolisthesis_grade", 1),
         with_finding("modic_type", 0),
         with_finding("modic_type", 1),
-        with_finding("pfirrmann_grade", 8),
-        with_finding("pfirrmann_grade", None),  # informational only: not required
+        with_finding("modified_pfirrmann_grade", 8),
+        with_finding("modified_pfirrmann_grade", None),  # informational only: not required
         candidate(diagnoses=None, startback=None),  # informational only: not required
         candidate(diagnoses=[]),
     ],
@@ -317,8 +317,8 @@ NOTE_CASES: list[tuple[dict[str, Any], str]] = [
     (candidate(age=51), "note.age_over_50"),
     (candidate(pain_duration_months=5.5), "note.pain_duration_under_6_months"),
     (candidate(conservative_care_months=4), "note.conservative_care_under_6_months"),
-    (with_finding("pfirrmann_grade", 2), "note.pfirrmann_outside_trial_range"),
-    (with_finding("pfirrmann_grade", 8), "note.pfirrmann_outside_trial_range"),
+    (with_finding("modified_pfirrmann_grade", 2), "note.pfirrmann_outside_trial_range"),
+    (with_finding("modified_pfirrmann_grade", 8), "note.pfirrmann_outside_trial_range"),
     (with_finding("modic_type", 1), "note.modic_type_1_or_2"),
     (candidate(diagnoses=["sciatica"]), "note.diagnosis_radicular"),
     (candidate(diagnoses=["herniated_disc"]), "note.diagnosis_radicular"),
@@ -346,8 +346,8 @@ def test_every_note_has_a_case() -> None:
         (candidate(pain_duration_months=6), "note.pain_duration_under_6_months"),
         (candidate(pain_duration_months=2.9), "note.pain_duration_under_6_months"),
         (candidate(conservative_care_months=6), "note.conservative_care_under_6_months"),
-        (with_finding("pfirrmann_grade", 3), "note.pfirrmann_outside_trial_range"),
-        (with_finding("pfirrmann_grade", 7), "note.pfirrmann_outside_trial_range"),
+        (with_finding("modified_pfirrmann_grade", 3), "note.pfirrmann_outside_trial_range"),
+        (with_finding("modified_pfirrmann_grade", 7), "note.pfirrmann_outside_trial_range"),
         (candidate(startback=[1, 1, 0, 0, 0, 0, 0, 0, 4]), "note.startback_medium"),
     ],
 )

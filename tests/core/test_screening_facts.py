@@ -41,7 +41,11 @@ from vertebra.core.screening import (
         ({"diagnoses": ["back_pain"]}, "diagnoses[0]", "allowed: degenerative_disc_disease"),
         ({"findings": [1]}, "findings", "must be an object"),
         ({"findings": {"modic_type": 4}}, "findings.modic_type", "from 0 to 3"),
-        ({"findings": {"pfirrmann_grade": 0}}, "findings.pfirrmann_grade", "from 1 to 8"),
+        (
+            {"findings": {"modified_pfirrmann_grade": 0}},
+            "findings.modified_pfirrmann_grade",
+            "from 1 to 8",
+        ),
         (
             {"findings": {"spondylolisthesis_grade": 6}},
             "findings.spondylolisthesis_grade",

@@ -248,3 +248,58 @@ def test_verdict_is_the_most_urgent_fired_rule(facts: dict[str, Any]) -> None:
         for rule in result.superseded
     )
     assert (result.verdict == "candidate") == (not result.fired)
+
+
+# --- Pfirrmann scale (ADR 0006) ----------------------------------------------------------------
+
+MODIFIED_PFIRRMANN = "findings.modified_pfirrmann_grade"
+#: Disc-grade range most trials enrolled, on the modified scale (reference/clinical.md 3b).
+TRIAL_RANGE = range(3, 8)
+
+
+def without_modified_pfirrmann(facts: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``facts`` with the modified Pfirrmann grade unknown."""
+    out = copy.deepcopy(facts)
+    if isinstance(out.get("findings"), dict):
+        out["findings"].pop("modified_pfirrmann_grade", None)
+    return out
+
+
+@settings(max_examples=300)
+@given(any_facts(), st.integers(1, 8))
+def test_the_modified_pfirrmann_grade_only_ever_adds_a_note(
+    facts: dict[str, Any], grade: int
+) -> None:
+    base = without_modified_pfirrmann(facts)
+    graded = set_path(base, MODIFIED_PFIRRMANN, grade)
+    before, after = evaluate(base), evaluate(graded)
+    assert after.verdict == before.verdict
+    assert [r.id for r in after.fired] == [r.id for r in before.fired]
+    noted = "note.pfirrmann_outside_trial_range" in {n.id for n in after.notes}
+    assert noted == (grade not in TRIAL_RANGE)
+
+
+@settings(max_examples=200)
+@given(any_facts(), st.integers(1, 5))
+def test_a_classic_pfirrmann_grade_is_refused_never_read_as_modified(
+    facts: dict[str, Any], grade: int
+) -> None:
+    # `pfirrmann_grade` is the registry's classic 1-5 scale; the engine must not take it for a
+    # modified grade (classic 4 is not modified 4), so the key is unknown and refused.
+    facts = set_path(facts, "findings.pfirrmann_grade", grade)
+    try:
+        evaluate(facts)
+    except InvalidFactsError as error:
+        assert error.path == "findings.pfirrmann_grade"
+        assert "modified_pfirrmann_grade" in str(error)
+    else:
+        raise AssertionError("a classic Pfirrmann grade was accepted")
+
+
+@settings(max_examples=200)
+@given(any_facts())
+def test_every_result_carries_the_next_steps_of_its_verdict(facts: dict[str, Any]) -> None:
+    result = evaluate(facts)
+    assert result.summary.next_steps
+    assert result.summary == RULESET.verdicts[result.verdict]
+    assert result.to_dict()["summary"]["next_steps"] == list(result.summary.next_steps)

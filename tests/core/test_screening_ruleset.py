@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from vertebra.core.screening import RulesetError, evaluate, load_ruleset, parse_ruleset
+from vertebra.core.knowledge import find_promising_language
+from vertebra.core.screening import (
+    VERDICTS,
+    RulesetError,
+    evaluate,
+    load_ruleset,
+    parse_ruleset,
+)
 from vertebra.core.screening.conditions import ContainsAny
 
 Raw = dict[str, Any]
@@ -93,14 +100,38 @@ def test_every_rule_has_messages_and_a_source() -> None:
         }
 
 
+def test_every_verdict_has_next_steps() -> None:
+    verdicts = load_ruleset().verdicts
+    assert set(verdicts) == set(VERDICTS)
+    for verdict, summary in verdicts.items():
+        assert summary.next_steps, verdict
+        assert all(step and step == " ".join(step.split()) for step in summary.next_steps)
+    # The emergency steps lead with going to the emergency department, nothing else first.
+    assert "emergency department" in verdicts["emergency"].next_steps[0]
+
+
+def test_next_steps_pass_the_knowledge_base_promise_check() -> None:
+    for verdict, summary in load_ruleset().verdicts.items():
+        for step in summary.next_steps:
+            assert find_promising_language(step) == [], (verdict, step)
+
+
 PROMISES = re.compile(r"\b(will (help|cure|fix|heal|work)|cures?|guarantee|proven|regrow)\b", re.I)
 
 
-def test_patient_messages_never_promise_benefit() -> None:
+def _patient_texts() -> dict[str, str]:
+    """Every patient-facing text of the rule set: rule and note messages, verdict messages and
+    each verdict's next steps, keyed by where they come from."""
     ruleset = load_ruleset()
-    texts = [item.message for item in (*ruleset.rules, *ruleset.notes)]
-    texts += [summary.message for summary in ruleset.verdicts.values()]
-    for text in texts:
+    texts = {item.id: item.message for item in (*ruleset.rules, *ruleset.notes)}
+    for verdict, summary in ruleset.verdicts.items():
+        texts[verdict] = summary.message
+        texts.update({f"{verdict}.next_steps[{i}]": s for i, s in enumerate(summary.next_steps)})
+    return texts
+
+
+def test_patient_messages_never_promise_benefit() -> None:
+    for text in _patient_texts().values():
         # "does not mean the treatment will help you" is the honest negation, not a promise.
         assert not PROMISES.search(text.replace("does not mean the treatment will help", "")), text
 
@@ -111,10 +142,7 @@ def _longest_sentence(text: str) -> int:
 
 def test_patient_messages_use_short_sentences() -> None:
     # A rough reading-age guard (about 12 years): no sentence longer than 25 words.
-    ruleset = load_ruleset()
-    texts = {item.id: item.message for item in (*ruleset.rules, *ruleset.notes)}
-    texts.update({verdict: summary.message for verdict, summary in ruleset.verdicts.items()})
-    for name, text in texts.items():
+    for name, text in _patient_texts().items():
         assert _longest_sentence(text) <= 25, name
 
 
@@ -220,6 +248,22 @@ def _missing_verdict_summary(raw: Raw) -> None:
     del raw["verdicts"]["refer"]
 
 
+def _missing_next_steps(raw: Raw) -> None:
+    del raw["verdicts"]["candidate"]["next_steps"]
+
+
+def _empty_next_steps(raw: Raw) -> None:
+    raw["verdicts"]["refer"]["next_steps"] = []
+
+
+def _blank_next_step(raw: Raw) -> None:
+    raw["verdicts"]["emergency"]["next_steps"].append("  ")
+
+
+def _non_text_next_step(raw: Raw) -> None:
+    raw["verdicts"]["emergency"]["next_steps"][0] = {"text": "Go now"}
+
+
 def _bad_red_flag_category(raw: Raw) -> None:
     raw["red_flags"][0]["category"] = "scary"
 
@@ -267,6 +311,10 @@ def _bad_effective_date(raw: Raw) -> None:
         (_missing_source, "expected a mapping"),
         (_bad_certainty, "certainty must be one of"),
         (_missing_verdict_summary, "verdicts: need exactly"),
+        (_missing_next_steps, "verdicts.candidate: 'next_steps' must be a non-empty list"),
+        (_empty_next_steps, "verdicts.refer: 'next_steps' must be a non-empty list"),
+        (_blank_next_step, "verdicts.emergency.next_steps[3]: must be a non-empty string"),
+        (_non_text_next_step, "verdicts.emergency.next_steps[0]: must be a non-empty string"),
         (_bad_red_flag_category, "category must be one of"),
         (_unknown_condition_form, "unknown condition form"),
         (_unknown_fact_type, "type must be one of"),

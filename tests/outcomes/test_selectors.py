@@ -3,24 +3,34 @@ no identifiers for researchers, one audit row per read."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import pandas as pd
 import pytest
 
 from tests.outcomes.conftest import TODAY
-from tests.registry.factories import make_actor
+from tests.registry.factories import DAY0, make_actor, make_clinic, make_episode, make_patient
 from vertebra.core.analytics import AnalysisTables, CohortFilter, build_report
 from vertebra.core.synth import Cohort
 from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, IDENTIFYING_COLUMNS, analysis_tables
+from vertebra.registry import services
 from vertebra.registry.errors import PermissionDeniedError
-from vertebra.registry.models import AuditEvent, Clinic, Patient, Role
+from vertebra.registry.models import AuditEvent, CellSource, Clinic, Injection, Patient, Role
+from vertebra.registry.permissions import Actor
 
 pytestmark = pytest.mark.django_db
 
 
 def _synth_arms(cohort: Cohort) -> pd.Series:
-    """The synth's arms as the registry can store them: PRP is recorded at processing, and an
-    allogeneic lot has no processing step, so allogeneic_prp is stored as allogeneic."""
-    return cohort.patients["arm"].astype(str).replace({"allogeneic_prp": "allogeneic"})
+    """The synth's arms as the registry stored them. ``allogeneic_prp`` reads back only when the
+    loader recorded PRP on the allogeneic injection (``Injection.adjunct_prp``): an allogeneic
+    lot has no processing step to carry it. A loader that does not yet record it stores
+    ``allogeneic_prp`` as ``allogeneic``."""
+    arms = cohort.patients["arm"].astype(str)
+    if Injection.objects.filter(allogeneic_lot__isnull=False, adjunct_prp=True).exists():
+        return arms
+    return arms.replace({"allogeneic_prp": "allogeneic"})
 
 
 def _all_clinics_actor(role: str = Role.CLINICIAN):  # type: ignore[no-untyped-def]
@@ -134,3 +144,71 @@ def test_roles_without_patient_access_are_refused_and_audited(loaded: Cohort) ->
     with pytest.raises(PermissionDeniedError):
         analysis_tables(actor=actor)
     assert AuditEvent.objects.order_by("-seq").first().action == "denied"  # type: ignore[union-attr]
+
+
+# --- arm mapping from the pathway (PRP at processing or on the injection) ---------------------
+
+DAY1 = DAY0 + dt.timedelta(days=1)
+
+
+def _allogeneic_episode(clinician: Actor, lot_id: int, *, prp: bool) -> int:
+    """A cell-therapy episode whose only injection is a released allogeneic lot (no harvest, no
+    processing), with or without PRP; returns the patient id."""
+    patient = make_patient(Clinic.objects.get(pk=next(iter(clinician.clinic_ids))))
+    episode = make_episode(patient)
+    services.record_injection(
+        actor=clinician, episode_id=episode.pk, levels=["L4-L5"], target="intradiscal",
+        guidance="fluoroscopy", volume_ml=1.0, injected_on=DAY1, allogeneic_lot_id=lot_id,
+        cell_dose=6e6, adjunct_prp=prp,
+    )  # fmt: skip
+    return patient.pk
+
+
+def _autologous_episode(clinician: Actor, *, processing_prp: bool, injection_prp: bool) -> int:
+    """A bone-marrow episode harvested, processed and injected; returns the patient id."""
+    patient = make_patient(Clinic.objects.get(pk=next(iter(clinician.clinic_ids))))
+    episode = make_episode(patient)
+    common: dict[str, Any] = {"actor": clinician, "episode_id": episode.pk}
+    services.record_harvest(
+        **common, source=CellSource.BONE_MARROW_ILIAC_CREST, harvested_on=DAY0, volume_ml=60.0
+    )
+    services.record_processing(
+        **common, method="bmac", lab="Lab", processed_on=DAY0, product_id=f"P-{episode.pk}",
+        sterility="pass", adjunct_prp=processing_prp,
+    )  # fmt: skip
+    services.record_injection(
+        **common, levels=["L5-S1"], target="intradiscal", guidance="fluoroscopy",
+        volume_ml=2.0, injected_on=DAY1, product_id=f"P-{episode.pk}",
+        adjunct_prp=injection_prp,
+    )  # fmt: skip
+    return patient.pk
+
+
+def test_allogeneic_lot_injected_with_prp_reads_back_as_allogeneic_prp() -> None:
+    clinic = make_clinic()
+    clinician = make_actor(Role.CLINICIAN, clinic)
+    admin = make_actor(Role.REGISTRY_ADMIN)
+    lot = services.register_lot(actor=admin, lot_number="UC-PRP-1", product="UC-MSC")
+    services.release_lot(actor=admin, lot_id=lot.pk, released_on=DAY0)
+    with_prp = _allogeneic_episode(clinician, lot.pk, prp=True)
+    without = _allogeneic_episode(clinician, lot.pk, prp=False)
+    rows = analysis_tables(actor=clinician).patients.set_index("patient_id")
+    assert rows.loc[with_prp, ["arm", "cell_source", "adjunct"]].tolist() == [
+        "allogeneic_prp", "allogeneic", "prp",
+    ]  # fmt: skip
+    assert rows.loc[without, "arm"] == "allogeneic"
+    assert pd.isna(rows.loc[without, "adjunct"])
+
+
+@pytest.mark.parametrize(
+    ("processing_prp", "injection_prp", "arm"),
+    [(False, False, "bmac"), (True, False, "bmac_prp"), (False, True, "bmac_prp"),
+     (True, True, "bmac_prp")],
+)  # fmt: skip
+def test_autologous_prp_counts_from_processing_or_injection(
+    processing_prp: bool, injection_prp: bool, arm: str
+) -> None:
+    clinician = make_actor(Role.CLINICIAN, make_clinic())
+    pid = _autologous_episode(clinician, processing_prp=processing_prp, injection_prp=injection_prp)
+    rows = analysis_tables(actor=clinician).patients.set_index("patient_id")
+    assert rows.loc[pid, "arm"] == arm

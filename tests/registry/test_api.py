@@ -15,10 +15,18 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from tests.registry.factories import DAY0, make_actor, make_episode, make_patient
+from tests.registry.factories import DAY0, make_actor, make_episode, make_lot, make_patient
 from tests.registry.web import bearer, last_seq, writes_since
 from vertebra.registry import services
-from vertebra.registry.models import ApiToken, AuditEvent, Clinic, Patient, Role
+from vertebra.registry.models import (
+    ApiToken,
+    AuditEvent,
+    Clinic,
+    Diagnosis,
+    Injection,
+    Patient,
+    Role,
+)
 from vertebra.registry.permissions import Actor
 
 pytestmark = pytest.mark.django_db
@@ -123,6 +131,47 @@ def test_validation_errors_name_the_field(coordinator: Actor, patient: Patient) 
     assert status == 422 and "future" in json.dumps(body)
 
 
+def test_each_pfirrmann_scale_has_its_own_api_field(coordinator: Actor, patient: Patient) -> None:
+    headers = bearer(coordinator)
+    base = {"condition": "degenerative_disc_disease", "icd10": "M51.36", "diagnosed_on": str(DAY0)}
+    status, body = call(
+        "POST", f"/patients/{patient.pk}/diagnoses", headers,
+        {**base, "pfirrmann_grade": 4, "modified_pfirrmann_grade": 6},
+    )  # fmt: skip
+    assert status == 201 and isinstance(body, dict)
+    assert (body["pfirrmann_grade"], body["modified_pfirrmann_grade"]) == (4, 6)
+    # A modified grade sent as the classic field is out of the classic range, and vice versa.
+    for field, grade in (("pfirrmann_grade", 6), ("modified_pfirrmann_grade", 9)):
+        status, body = call(
+            "POST", f"/patients/{patient.pk}/diagnoses", headers, {**base, field: grade}
+        )
+        assert status == 422 and isinstance(body, dict)
+        assert body["detail"][0]["loc"][-1] == field
+    assert Diagnosis.objects.count() == 1
+    status, listed = call("GET", f"/patients/{patient.pk}/diagnoses", headers)
+    assert status == 200 and isinstance(listed, list)
+    assert listed[0]["modified_pfirrmann_grade"] == 6
+
+
+def test_allogeneic_injection_with_prp_over_the_api(clinician: Actor, patient: Patient) -> None:
+    lot = make_lot(released_on=DAY0)
+    body = {"levels": ["L4-L5"], "target": "intradiscal", "guidance": "fluoroscopy",
+            "volume_ml": 1.0, "injected_on": str(DAY0), "allogeneic_lot_id": lot.pk}  # fmt: skip
+    episode = make_episode(patient)
+    status, created = call(
+        "POST",
+        f"/episodes/{episode.pk}/injections",
+        bearer(clinician),
+        {**body, "adjunct_prp": True},
+    )
+    assert status == 201 and isinstance(created, dict) and created["adjunct_prp"] is True
+    assert Injection.objects.get(pk=created["id"]).adjunct_prp is True
+    status, created = call(
+        "POST", f"/episodes/{make_episode(patient).pk}/injections", bearer(clinician), body
+    )
+    assert status == 201 and isinstance(created, dict) and created["adjunct_prp"] is False
+
+
 def test_chain_of_custody_over_the_api(clinician: Actor, clinic: Clinic) -> None:
     headers = bearer(clinician)
     mine, theirs = make_patient(clinic), make_patient(clinic)
@@ -185,4 +234,7 @@ def test_openapi_documents_typed_schemas() -> None:
     assert {"201", "401", "403", "404", "422"} <= set(post["responses"])
     components = schema["components"]["schemas"]
     assert "InjectionIn" in components and "PatientOut" in components
+    assert components["InjectionIn"]["properties"]["adjunct_prp"]["default"] is False
+    grade = components["DiagnosisIn"]["properties"]["modified_pfirrmann_grade"]
+    assert "Griffith 2007" in grade["description"]
     assert schema["components"]["securitySchemes"]["TokenAuth"]["scheme"] == "bearer"

@@ -6,9 +6,16 @@ from collections.abc import Callable
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
-from tests.registry.factories import DAY0, make_clinic, make_episode, make_patient, make_user
+from tests.registry.factories import (
+    DAY0,
+    make_clinic,
+    make_episode,
+    make_lot,
+    make_patient,
+    make_user,
+)
 from vertebra.registry.models import (
     AllogeneicLot,
     Clinic,
@@ -68,6 +75,8 @@ def test_mrn_is_unique_per_clinic_only() -> None:
     [
         {"pfirrmann_grade": 6},
         {"pfirrmann_grade": 0},
+        {"modified_pfirrmann_grade": 9},
+        {"modified_pfirrmann_grade": 0},
         {"modic_type": 4},
         {"disc_height_pct": 101.0},
         {"spondylolisthesis_grade": 6},
@@ -86,6 +95,38 @@ def test_imaging_findings_out_of_range_are_refused_by_the_database(
             **field_values,
         )
     )
+
+
+def test_each_pfirrmann_scale_keeps_its_own_range() -> None:
+    # ADR 0006: a modified grade above the classic range fits its own column only.
+    patient = make_patient(make_clinic())
+    fields = {"condition": "degenerative_disc_disease", "icd10": "M51.36", "diagnosed_on": DAY0}
+    modified = Diagnosis(patient=patient, modified_pfirrmann_grade=7, **fields)
+    modified.full_clean()
+    modified.save()
+    both = Diagnosis.objects.create(
+        patient=patient, pfirrmann_grade=4, modified_pfirrmann_grade=6, **fields
+    )
+    assert (both.pfirrmann_grade, both.modified_pfirrmann_grade) == (4, 6)
+    classic = Diagnosis(patient=patient, pfirrmann_grade=7, **fields)
+    with pytest.raises(ValidationError) as caught:
+        classic.full_clean()
+    assert set(caught.value.message_dict) == {"pfirrmann_grade"}
+
+
+def test_injection_written_without_the_prp_column_reads_as_no_prp() -> None:
+    # Bulk loads and SQL imports that do not name adjunct_prp get the database default.
+    user = make_user()
+    episode = make_episode(make_patient(make_clinic()))
+    lot = make_lot(released_on=DAY0)
+    table = connection.ops.quote_name(Injection._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (episode_id, allogeneic_lot_id, levels, target, guidance, "
+            "volume_ml, injected_on, operator_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [episode.pk, lot.pk, '["L4-L5"]', "intradiscal", "ct", 1.0, DAY0, user.pk],
+        )
+    assert Injection.objects.get(episode=episode).adjunct_prp is False
 
 
 def test_icd10_code_is_validated() -> None:

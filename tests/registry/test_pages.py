@@ -17,6 +17,7 @@ from vertebra.registry.models import (
     AdverseEvent,
     AdverseEventStatus,
     Clinic,
+    Diagnosis,
     Harvest,
     Injection,
     Patient,
@@ -247,6 +248,44 @@ def test_unreleased_lot_and_wrong_order_are_refused_on_the_pages(
     assert response.status_code == 400
     assert "has not been released" in response.content.decode()
     assert not Harvest.objects.exists() and not Processing.objects.exists()
+
+
+def test_injection_form_records_prp_with_an_allogeneic_lot(
+    clinician: Actor, patient: Patient
+) -> None:
+    client = signed_in(clinician)
+    episode = make_episode(patient)
+    url = f"/clinic/episodes/{episode.pk}/injections/new/"
+    form = client.get(url).content.decode()
+    assert 'name="adjunct_prp"' in form and "PRP given with this injection" in form
+    lot = make_lot(released_on=DAY0)
+    seq = last_seq()
+    response = client.post(url, {**INJECTION, "allogeneic_lot": lot.pk, "adjunct_prp": "on"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert_one_write(seq, clinician, patient, "injection")
+    injection = Injection.objects.get(episode=episode)
+    assert injection.allogeneic_lot == lot and injection.adjunct_prp is True
+    assert writes_since(seq)[0].new_values["adjunct_prp"] is True
+    page = client.get(f"/clinic/patients/{patient.pk}/").content.decode()
+    assert f"lot {lot.lot_number}; with PRP" in page
+
+
+def test_diagnosis_form_names_both_pfirrmann_scales(coordinator: Actor, patient: Patient) -> None:
+    client = signed_in(coordinator)
+    url = f"/clinic/patients/{patient.pk}/diagnoses/new/"
+    form = client.get(url).content.decode()
+    assert "Pfirrmann grade (classic, 1–5)" in form and "Modified Pfirrmann grade (1–8)" in form
+    assert "Griffith et al., Spine 2007" in form
+    data = {"condition": "degenerative_disc_disease", "icd10": "M51.36",
+            "diagnosed_on": "2024-03-01"}  # fmt: skip
+    response = client.post(url, {**data, "pfirrmann_grade": "6"})
+    assert response.status_code == 400 and 'id="err-pfirrmann_grade"' in response.content.decode()
+    response = client.post(url, {**data, "modified_pfirrmann_grade": "6"})
+    assert response.status_code == 302
+    diagnosis = Diagnosis.objects.get(patient=patient)
+    assert (diagnosis.pfirrmann_grade, diagnosis.modified_pfirrmann_grade) == (None, 6)
+    page = client.get(f"/clinic/patients/{patient.pk}/").content.decode()
+    assert "Modified Pfirrmann 6 (1–8)." in page and "classic scale" not in page
 
 
 def test_coordinator_may_not_open_the_harvest_form(coordinator: Actor, patient: Patient) -> None:

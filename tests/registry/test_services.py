@@ -18,7 +18,7 @@ from tests.registry.factories import DAY0, make_episode, make_lot
 from vertebra.registry import services
 from vertebra.registry.audit import verify_audit_chain
 from vertebra.registry.errors import PermissionDeniedError, StaleEditError
-from vertebra.registry.models import AuditEvent, Clinic, Patient
+from vertebra.registry.models import AuditEvent, Clinic, Diagnosis, Injection, Patient
 from vertebra.registry.permissions import Actor
 
 pytestmark = pytest.mark.django_db
@@ -255,6 +255,68 @@ def test_screening_with_the_real_engine_when_installed(
             actor=coordinator, patient_id=patient.pk, facts={"no_such_fact": True}
         )
     assert AuditEvent.objects.filter(object_type="screeningevaluation").count() == 1
+
+
+def test_screening_refuses_a_classic_pfirrmann_grade(coordinator: Actor, patient: Patient) -> None:
+    # ADR 0006: the registry's classic `pfirrmann_grade` is not a screening fact; passing it
+    # through by name must fail rather than be read on the modified scale.
+    with pytest.raises(ValidationError, match="modified_pfirrmann_grade"):
+        services.record_screening(
+            actor=coordinator, patient_id=patient.pk, facts={"findings": {"pfirrmann_grade": 4}}
+        )
+    evaluation = services.record_screening(
+        actor=coordinator,
+        patient_id=patient.pk,
+        facts={"findings": {"modified_pfirrmann_grade": 8}},
+    )
+    assert "note.pfirrmann_outside_trial_range" in {n["id"] for n in evaluation.result["notes"]}
+
+
+def test_diagnosis_records_each_pfirrmann_scale_in_its_own_column_and_audits_both(
+    coordinator: Actor, patient: Patient
+) -> None:
+    common: dict[str, Any] = {
+        "actor": coordinator, "patient_id": patient.pk, "condition": "degenerative_disc_disease",
+        "icd10": "M51.36", "diagnosed_on": DAY0,
+    }  # fmt: skip
+    diagnosis = services.record_diagnosis(**common, pfirrmann_grade=4, modified_pfirrmann_grade=6)
+    assert (diagnosis.pfirrmann_grade, diagnosis.modified_pfirrmann_grade) == (4, 6)
+    row = AuditEvent.objects.get(object_type="diagnosis")
+    assert (row.new_values["pfirrmann_grade"], row.new_values["modified_pfirrmann_grade"]) == (4, 6)
+    # A modified grade above 5 fits only its own column; nothing is converted.
+    only_modified = services.record_diagnosis(**common, modified_pfirrmann_grade=7)
+    assert only_modified.pfirrmann_grade is None
+    with pytest.raises(ValidationError) as caught:
+        services.record_diagnosis(**common, pfirrmann_grade=7)
+    assert set(caught.value.message_dict) == {"pfirrmann_grade"}
+    with pytest.raises(ValidationError) as caught:
+        services.record_diagnosis(**common, modified_pfirrmann_grade=9)
+    assert set(caught.value.message_dict) == {"modified_pfirrmann_grade"}
+    assert Diagnosis.objects.count() == 2
+    assert AuditEvent.objects.filter(object_type="diagnosis", action="create").count() == 2
+
+
+def test_injection_records_prp_and_audits_it(
+    clinician: Actor, registry_admin: Actor, patient: Patient
+) -> None:
+    lot = services.register_lot(actor=registry_admin, lot_number="UC-7", product="UC-MSC")
+    services.release_lot(actor=registry_admin, lot_id=lot.pk, released_on=DAY0)
+    common: dict[str, Any] = {
+        "actor": clinician, "levels": ["L4-L5"], "target": "intradiscal", "guidance": "ct",
+        "volume_ml": 1.0, "injected_on": DAY0, "allogeneic_lot_id": lot.pk,
+    }  # fmt: skip
+    with_prp = services.record_injection(
+        **common, episode_id=make_episode(patient).pk, adjunct_prp=True
+    )
+    without = services.record_injection(**common, episode_id=make_episode(patient).pk)
+    assert Injection.objects.get(pk=with_prp.pk).adjunct_prp is True
+    assert Injection.objects.get(pk=without.pk).adjunct_prp is False
+    audited = dict(
+        AuditEvent.objects.filter(object_type="injection").values_list("object_id", "new_values")
+    )
+    assert audited[str(with_prp.pk)]["adjunct_prp"] is True
+    assert audited[str(without.pk)]["adjunct_prp"] is False
+    assert verify_audit_chain() == []
 
 
 def test_adverse_event_grading_is_adjudication(

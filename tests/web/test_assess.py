@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import re
+from typing import cast
 
 import pytest
 from django.test import Client
 
 from tests.web import assess_answers as answers
+from vertebra.core.screening import Verdict, load_ruleset
 from vertebra.web.assess import SESSION_KEY, STEP_SLUGS
 
 pytestmark = pytest.mark.django_db
@@ -48,6 +51,32 @@ def test_refer_verdict_lists_the_reason_and_next_steps(client: Client) -> None:
     html = walk(client, answers.REFER)
     assert verdict_title(html) == "See a doctor first"
     assert "Make an appointment with your own doctor soon" in html
+
+
+def next_steps_shown(html: str) -> list[str]:
+    """The items of the "What to do next" list, unescaped."""
+    section = re.search(r'<h2 id="next-title">What to do next</h2>\s*<ol>(.*?)</ol>', html, re.S)
+    assert section, "no next-steps list"
+    return [html_lib.unescape(item) for item in re.findall(r"<li>(.*?)</li>", section.group(1))]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "steps"),
+    [
+        ("emergency", answers.EMERGENCY),
+        ("refer", answers.REFER),
+        ("not_candidate", answers.NOT_CANDIDATE),
+        ("needs_more_information", answers.NEEDS_MORE_INFORMATION),
+        ("candidate", answers.CANDIDATE),
+    ],
+)
+def test_next_steps_come_from_the_rule_set(
+    client: Client, verdict: str, steps: dict[str, dict[str, object]]
+) -> None:
+    summary = load_ruleset().verdicts[cast(Verdict, verdict)]
+    html = walk(client, steps)
+    assert verdict_title(html) == summary.title
+    assert next_steps_shown(html) == list(summary.next_steps)
 
 
 def test_not_candidate_for_modic_type_3(client: Client) -> None:

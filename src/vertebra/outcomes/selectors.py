@@ -19,8 +19,10 @@ Contracts
   over model instances.
 * Mapping (see docs/outcomes.md): one row per patient for their first treatment episode; the
   cell-therapy arm is refined by the cell source (bone marrow -> ``bmac``, adipose ->
-  ``adipose``, allogeneic lot -> ``allogeneic``) plus ``_prp`` when processing recorded a PRP
-  adjunct, which are the synthetic generator's arm names. STarT Back group comes from the
+  ``adipose``, allogeneic lot -> ``allogeneic``) plus ``_prp`` when PRP was recorded either at
+  processing (``Processing.adjunct_prp``, autologous products) or on any injection of the
+  episode (``Injection.adjunct_prp``, the only place for an allogeneic lot, which has no
+  processing step); these are the synthetic generator's arm names. STarT Back group comes from the
   latest stored screening with a STarT Back result, else ``"unknown"``; pain duration from the
   earliest recorded prior treatment start, else missing.
 """
@@ -342,8 +344,21 @@ def _pain_onset(patient_ids: list[int]) -> dict[int, dt.date]:
     return onset
 
 
+def _injected_with_prp(episode_ids: list[int]) -> set[int]:
+    """Episodes with at least one injection that recorded PRP (``Injection.adjunct_prp``)."""
+    return set(
+        Injection.objects.filter(episode_id__in=episode_ids, adjunct_prp=True)
+        .values_list("episode_id", flat=True)
+        .distinct()
+    )
+
+
 def _cell_details(episode_ids: list[int]) -> pd.DataFrame:
-    """Per episode: cell_arm, cell_source, adjunct, dose (indexed by episode id)."""
+    """Per episode: cell_arm, cell_source, adjunct, dose (indexed by episode id).
+
+    PRP counts when processing recorded it or any injection of the episode did, so an
+    allogeneic lot given with PRP reads back as ``allogeneic_prp``.
+    """
     harvest = _frame(
         Harvest.objects.filter(episode_id__in=episode_ids).values_list(
             "episode_id",
@@ -365,6 +380,7 @@ def _cell_details(episode_ids: list[int]) -> pd.DataFrame:
     source = out["source"].map(CELL_SOURCE)
     source = source.mask(source.isna() & out["lot_id"].notna(), "allogeneic")
     prp = out["prp"].astype("boolean").fillna(False).astype(bool)
+    prp = prp | out.index.isin(list(_injected_with_prp(episode_ids)))
     hyaluronic = out["hyaluronic_acid"].astype("boolean").fillna(False).astype(bool)
     out["cell_source"] = source
     adjunct = pd.Series(None, index=out.index, dtype=object)

@@ -151,7 +151,10 @@ class DiagnosisOut(Schema):
     diagnosed_on: dt.date
     level: str
     laterality: str
-    pfirrmann_grade: int | None
+    pfirrmann_grade: int | None = Field(description="Classic Pfirrmann scale (2001), 1-5.")
+    modified_pfirrmann_grade: int | None = Field(
+        description="Modified Pfirrmann scale (Griffith 2007), 1-8."
+    )
     modic_type: int | None
     disc_height_pct: float | None
     spondylolisthesis_grade: int | None
@@ -194,6 +197,7 @@ class InjectionOut(Schema):
     guidance: str
     volume_ml: float
     cell_dose: float | None
+    adjunct_prp: bool
     injected_on: dt.date
     operator_id: int
 
@@ -259,7 +263,12 @@ class DiagnosisIn(Schema):
     diagnosed_on: dt.date
     level: LevelOrBlank = ""  # type: ignore[valid-type]
     laterality: LateralityOrBlank = ""  # type: ignore[valid-type]
-    pfirrmann_grade: int | None = Field(None, ge=1, le=5)
+    pfirrmann_grade: int | None = Field(
+        None, ge=1, le=5, description="Classic Pfirrmann scale (2001), 1-5."
+    )
+    modified_pfirrmann_grade: int | None = Field(
+        None, ge=1, le=8, description="Modified Pfirrmann scale (Griffith 2007), 1-8."
+    )
     modic_type: int | None = Field(None, ge=0, le=3)
     disc_height_pct: Amount(le=100) | None = None  # type: ignore[valid-type]
     spondylolisthesis_grade: int | None = Field(None, ge=0, le=5)
@@ -303,6 +312,10 @@ class InjectionIn(Schema):
     product_id: Text(64, min_length=1) | None = None  # type: ignore[valid-type]
     allogeneic_lot_id: int | None = Field(None, ge=1, le=MAX_ID)
     cell_dose: Amount(le=1e15) | None = None  # type: ignore[valid-type]
+    adjunct_prp: bool = Field(
+        False,
+        description="PRP given with this injection (the place to record it for an allogeneic lot).",
+    )
 
 
 class AdverseEventIn(Schema):

@@ -139,6 +139,7 @@ class DiagnosisForm(ServiceForm):
             "level",
             "laterality",
             "pfirrmann_grade",
+            "modified_pfirrmann_grade",
             "modic_type",
             "disc_height_pct",
             "spondylolisthesis_grade",
@@ -266,9 +267,17 @@ class InjectionForm(ServiceForm):
 
     class Meta:
         model = Injection
-        fields = ["levels", "target", "guidance", "volume_ml", "cell_dose", "injected_on"]
+        fields = [
+            "levels",
+            "target",
+            "guidance",
+            "volume_ml",
+            "cell_dose",
+            "adjunct_prp",
+            "injected_on",
+        ]
         widgets = _dates("injected_on")
-        labels = {"volume_ml": "Volume (mL)"}
+        labels = {"volume_ml": "Volume (mL)", "adjunct_prp": "PRP given with this injection"}
 
     field_order = ["product_id", "allogeneic_lot", "levels"]
 

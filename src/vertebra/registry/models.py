@@ -262,8 +262,23 @@ class Diagnosis(models.Model):
     diagnosed_on = models.DateField()
     level = models.CharField(max_length=5, choices=SpinalLevel.choices, blank=True)
     laterality = models.CharField(max_length=10, choices=Laterality.choices, blank=True)
+    # Two Pfirrmann scales are in use and their grades do not convert into each other (ADR 0006),
+    # so each has its own column and a grade is always stored under the scale it was read on.
     pfirrmann_grade = models.PositiveSmallIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)]
+        "Pfirrmann grade (classic, 1–5)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(5)],
+        help_text="Classic 5-grade scale (Pfirrmann et al., Spine 2001). Leave empty if the MRI "
+        "report used the modified scale.",
+    )
+    modified_pfirrmann_grade = models.PositiveSmallIntegerField(
+        "modified Pfirrmann grade (1–8)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(8)],
+        help_text="Modified 8-grade scale (Griffith et al., Spine 2007), the scale cell-therapy "
+        "trials used for eligibility.",
     )
     modic_type = models.PositiveSmallIntegerField(
         null=True, blank=True, validators=[MaxValueValidator(3)]
@@ -288,6 +303,11 @@ class Diagnosis(models.Model):
                 name="diagnosis_pfirrmann_1_5",
                 condition=Q(pfirrmann_grade__isnull=True)
                 | Q(pfirrmann_grade__gte=1, pfirrmann_grade__lte=5),
+            ),
+            models.CheckConstraint(
+                name="diagnosis_modified_pfirrmann_1_8",
+                condition=Q(modified_pfirrmann_grade__isnull=True)
+                | Q(modified_pfirrmann_grade__gte=1, modified_pfirrmann_grade__lte=8),
             ),
             models.CheckConstraint(
                 name="diagnosis_modic_0_3",
@@ -560,6 +580,20 @@ class Injection(models.Model):
     volume_ml = models.FloatField(validators=[MinValueValidator(0)])
     cell_dose = models.FloatField(
         "cell dose (cells)", null=True, blank=True, validators=[MinValueValidator(0)]
+    )
+    # An allogeneic lot is injected as supplied, with no Processing row to carry PRP, so PRP
+    # given with an injection is recorded here. Autologous products keep recording PRP on
+    # Processing.adjunct_prp; either one makes the treatment a "+ PRP" arm (outcomes).
+    # db_default: rows written outside the services (bulk loads, SQL imports) that do not name
+    # the column read as "no PRP" instead of failing on NOT NULL.
+    adjunct_prp = models.BooleanField(
+        "adjunct: PRP",
+        default=False,
+        db_default=False,
+        help_text=(
+            "Platelet-rich plasma given with this injection. Record it here for an allogeneic "
+            "lot; for an autologous product PRP may also be recorded at processing."
+        ),
     )
     injected_on = models.DateField()
     operator = models.ForeignKey(

@@ -321,12 +321,18 @@ def record_diagnosis(
     level: str = "",
     laterality: str = "",
     pfirrmann_grade: int | None = None,
+    modified_pfirrmann_grade: int | None = None,
     modic_type: int | None = None,
     disc_height_pct: float | None = None,
     spondylolisthesis_grade: int | None = None,
     stenosis: str = "",
 ) -> Diagnosis:
-    """Record a diagnosis with its imaging findings (unknown findings: None or blank)."""
+    """Record a diagnosis with its imaging findings (unknown findings: None or blank).
+
+    Disc degeneration is recorded on the scale the MRI report used: ``pfirrmann_grade`` on the
+    classic scale (1-5), ``modified_pfirrmann_grade`` on the modified scale (1-8). A grade is
+    never converted between them (ADR 0006); an out-of-range grade is a ValidationError.
+    """
     patient = _patient(actor, Action.DIAGNOSIS_RECORD, patient_id)
     _not_future("diagnosed_on", diagnosed_on, "diagnosis date")
     diagnosis = Diagnosis(
@@ -337,6 +343,7 @@ def record_diagnosis(
         level=level,
         laterality=laterality,
         pfirrmann_grade=pfirrmann_grade,
+        modified_pfirrmann_grade=modified_pfirrmann_grade,
         modic_type=modic_type,
         disc_height_pct=disc_height_pct,
         spondylolisthesis_grade=spondylolisthesis_grade,
@@ -657,6 +664,7 @@ def record_injection(
     allogeneic_lot_id: int | None = None,
     cell_dose: float | None = None,
     operator_id: int | None = None,
+    adjunct_prp: bool = False,
 ) -> Injection:
     """Step 3: record an image-guided injection of exactly one product.
 
@@ -665,6 +673,11 @@ def record_injection(
     be released), and the injection date may not precede processing. ``allogeneic_lot_id``
     names a lot injected as supplied: it must be released, on or before the injection date.
     Violations raise ChainOfCustodyError; the injection date may not precede the episode start.
+
+    ``adjunct_prp`` records platelet-rich plasma given with the injection. It is the only place
+    PRP can be recorded for an allogeneic lot (there is no processing step); for an autologous
+    product it may be recorded here or at processing, and either counts. The audit row's
+    initial values include it, like every other column.
     """
     episode = _episode(actor, Action.INJECTION_RECORD, episode_id)
     _cell_therapy(episode, "An injection")
@@ -731,6 +744,7 @@ def record_injection(
         guidance=guidance,
         volume_ml=volume_ml,
         cell_dose=cell_dose,
+        adjunct_prp=adjunct_prp,
         injected_on=injected_on,
         operator=_operator(operator_id, actor, episode.patient.clinic_id),
     )

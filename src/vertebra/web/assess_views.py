@@ -13,34 +13,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 from vertebra.web import assess
 from vertebra.web.knowledge_selectors import questions_to_ask
 
-NEXT_STEPS = {
-    "emergency": [
-        "Go to the nearest emergency department now, or call your local emergency number.",
-        "Show them this page or tell them which warning signs you ticked.",
-        "Do not wait for a clinic appointment or a stem cell consultation.",
-    ],
-    "refer": [
-        "Make an appointment with your own doctor soon, and show them this summary.",
-        "Ask them to check for the causes listed below before any injection treatment.",
-        "Come back to this check after your doctor has seen you.",
-    ],
-    "not_candidate": [
-        "Talk with your doctor or a spine specialist about the other options for your back pain.",
-        "Read about the treatments and how they compare on our Learn pages.",
-        "Some reasons can change with time; you can take this check again later.",
-    ],
-    "needs_more_information": [
-        "Find the answers to the questions listed below; some need your doctor or MRI report.",
-        "Then take this check again. Your answers are kept until you close the browser.",
-    ],
-    "candidate": [
-        "Talk it over with a doctor who does not sell the treatment.",
-        "Ask any clinic the questions below before you decide, and ask whether you could join "
-        "a registered clinical trial instead.",
-        "Remember: meeting the starting criteria is not a promise that it will help you.",
-    ],
-}
-
 
 def _answers(request: HttpRequest) -> dict[str, dict[str, Any]]:
     stored = request.session.get(assess.SESSION_KEY)
@@ -108,7 +80,8 @@ def result(request: HttpRequest) -> HttpResponse:
         {
             "result": outcome,
             "missing": missing,
-            "next_steps": NEXT_STEPS[outcome.verdict],
+            # Versioned data beside the verdict message (ruleset.yaml), not code.
+            "next_steps": outcome.summary.next_steps,
             "questions": questions_to_ask() if outcome.verdict != "emergency" else [],
         },
     )

@@ -120,18 +120,24 @@ class StartBackResult:
 
 @dataclass(frozen=True)
 class VerdictSummary:
-    """The headline shown for a verdict, from the rule set's ``verdicts`` section."""
+    """The headline shown for a verdict, from the rule set's ``verdicts`` section.
+
+    ``next_steps`` is the patient's ordered "what to do next" list for the verdict: at least one
+    step, each a non-empty sentence (checked when the rule set is loaded).
+    """
 
     title: str
     message: str
     clinician_message: str
+    next_steps: tuple[str, ...]
 
-    def to_dict(self) -> dict[str, str]:
-        """Return ``{"title", "message", "clinician_message"}``."""
+    def to_dict(self) -> dict[str, object]:
+        """Return ``{"title", "message", "clinician_message", "next_steps"}`` (steps as a list)."""
         return {
             "title": self.title,
             "message": self.message,
             "clinician_message": self.clinician_message,
+            "next_steps": list(self.next_steps),
         }
 
 

@@ -8,7 +8,8 @@ department. The checks (see :func:`_check_consistency`) are:
 - every red flag is listed by exactly one verdict rule, whose verdict equals the flag's urgency;
 - every fact a verdict rule inspects is listed by a ``needs_more_information`` completeness rule,
   so ``candidate`` is never given while a fact that could exclude or refer is unknown;
-- conditions name known facts, valid operators, values of the fact's type and catalogue ids.
+- conditions name known facts, valid operators, values of the fact's type and catalogue ids;
+- every verdict has a title, messages and at least one patient next step.
 """
 
 from __future__ import annotations
@@ -248,8 +249,25 @@ def _parse_verdicts(value: object) -> dict[Verdict, VerdictSummary]:
             _text(entry, "title", where),
             _text(entry, "message", where),
             _text(entry, "clinician_message", where),
+            _text_list(entry, "next_steps", where),
         )
     return out
+
+
+def _text_list(data: Mapping[str, object], key: str, where: str) -> tuple[str, ...]:
+    """A non-empty list of non-empty strings (whitespace folded), e.g. a verdict's next steps.
+
+    Raises :class:`RulesetError` naming ``where.key[index]`` for a missing list or a bad item.
+    """
+    value = data.get(key)
+    if not isinstance(value, list) or not value:
+        raise RulesetError(f"{where}: '{key}' must be a non-empty list of strings")
+    texts: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise RulesetError(f"{where}.{key}[{index}]: must be a non-empty string")
+        texts.append(" ".join(item.split()))  # folded YAML may leave stray spaces
+    return tuple(texts)
 
 
 def _parse_red_flag(item: object, where: str) -> RedFlag:
