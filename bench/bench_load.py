@@ -11,6 +11,12 @@ Each size runs in a fresh subprocess (fresh database, migrations applied first, 
 generate the cohort (vertebra.core.synth), then ``load_cohort`` in one transaction — COPY on
 PostgreSQL, executemany on SQLite — including one hash-chained audit row per created object.
 Prints generation time, load time, rows and audit rows per second, and peak RSS of the process.
+
+Reference, in the same run (PostgreSQL): the loaded rows are exported, then replayed into a
+second freshly migrated database with nothing but ``COPY`` per table in one transaction, with
+the same foreign-key handling as the loader (row-by-row checks, IMMEDIATE, except the three
+follow-up tables checked in bulk at the end). That is the server's floor for the same rows:
+the loader's time minus it is what building the rows, scoring and hashing cost.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ from django.utils import timezone
 call_command("migrate", verbosity=0)
 from vertebra.cohort.loader import load_cohort
 from vertebra.core.synth import generate_cohort
+from vertebra.cohort import bulk
+# Fail loudly if the reference ever drifts from the loader's foreign-key handling.
+from vertebra.cohort.followups import ROW_HEAVY_MODELS
+assert [m._meta.db_table for m in ROW_HEAVY_MODELS] == [
+    "followup_followuptimepoint", "followup_submission", "followup_questionnaireresponse"]
 n = int(sys.argv[1])
 t0 = time.perf_counter()
 cohort = generate_cohort(n, 1, today=dt.date(2026, 11, 25))
@@ -48,6 +59,63 @@ print(json.dumps({
     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
 }))
 """
+
+#: Tables the loader writes, parents first (the replay's order).
+TABLES = [
+    "auth_user", "registry_clinic", "registry_membership", "registry_allogeneiclot",
+    "registry_patient", "registry_consent", "registry_diagnosis", "registry_priortreatment",
+    "registry_treatmentepisode", "registry_harvest", "registry_processing", "registry_injection",
+    "registry_adverseevent", "registry_clinicalevent", "followup_followupschedule",
+    "followup_followuptimepoint", "followup_submission", "followup_questionnaireresponse",
+    "registry_auditevent",
+]  # fmt: skip
+BULK_FK_TABLES = TABLES[15:18]  # the loader's ROW_HEAVY_MODELS (the child asserts it)
+
+
+def replay_reference(source_url: str, target_url: str, data_dir: str) -> float:
+    """Seconds to COPY the rows of ``source_url``'s loaded tables into ``target_url`` (migrated,
+    empty), in one transaction, foreign keys handled as the loader does."""
+    import time
+
+    import psycopg
+
+    dumps = {}
+    with psycopg.connect(source_url) as source:
+        for table in TABLES:
+            chunks = []
+            with source.cursor().copy(f"COPY {table} TO STDOUT (FORMAT csv)") as copy:
+                for data in copy:
+                    chunks.append(bytes(data))
+            dumps[table] = b"".join(chunks)
+    migrate(target_url, data_dir)
+    with psycopg.connect(target_url) as target:
+        target.execute("DELETE FROM auth_user")  # nothing else references users yet
+        started = time.perf_counter()
+        with target.transaction():
+            target.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            fks = target.execute(
+                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+                "FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s::regclass[])",
+                [BULK_FK_TABLES],
+            ).fetchall()
+            for table, name, _ in fks:
+                target.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+            for table in TABLES:
+                with target.cursor().copy(f"COPY {table} FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(dumps[table])
+            for table, name, definition in fks:
+                target.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        return time.perf_counter() - started
+
+
+def migrate(database_url: str, data_dir: str) -> None:
+    """Apply the migrations to ``database_url`` in a subprocess."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "vertebra.settings",
+           "DATABASE_URL": database_url, "VERTEBRA_DATA_DIR": data_dir}  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
+        env=env, check=True,
+    )  # fmt: skip
 
 
 def run_one(size: int, database_url: str, data_dir: str) -> dict[str, object]:
@@ -86,21 +154,30 @@ def main() -> None:
                 continue
             import psycopg
 
-            name = f"vertebra_bench_{uuid.uuid4().hex[:8]}"
+            names = [f"vertebra_bench_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+            base = args.admin_url.rsplit("/", 1)[0]
             with psycopg.connect(args.admin_url, autocommit=True) as admin:
-                admin.execute(f"CREATE DATABASE {name}")
+                for name in names:
+                    admin.execute(f"CREATE DATABASE {name}")
             try:
-                base = args.admin_url.rsplit("/", 1)[0]
-                results.append(run_one(size, f"{base}/{name}", scratch))
+                result = run_one(size, f"{base}/{names[0]}", scratch)
+                result["reference_s"] = round(
+                    replay_reference(f"{base}/{names[0]}", f"{base}/{names[1]}", scratch), 2
+                )
+                results.append(result)
             finally:
                 with psycopg.connect(args.admin_url, autocommit=True) as admin:
-                    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                    for name in names:
+                        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     engine = "SQLite" if args.sqlite else "PostgreSQL"
     print(f"{'patients':>9} {'generate s':>10} {'load s':>7} {'rows':>9} {'audit':>9} "
-          f"{'rows/s':>8} {'peak MB':>8}  ({engine})")  # fmt: skip
+          f"{'rows/s':>8} {'peak MB':>8} {'plain COPY s':>12}  ({engine})")  # fmt: skip
     for r in results:
         print(f"{r['patients']:>9} {r['generate_s']:>10} {r['load_s']:>7} {r['rows']:>9} "
-              f"{r['audit_rows']:>9} {r['rows_per_s']:>8} {r['peak_rss_mb']:>8}")  # fmt: skip
+              f"{r['audit_rows']:>9} {r['rows_per_s']:>8} {r['peak_rss_mb']:>8} "
+              f"{r.get('reference_s', '-'):>12}")  # fmt: skip
+    if not args.sqlite:
+        print("plain COPY s: the same rows replayed with COPY alone (the server's floor)")
     print(f"(this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB)")
 
 

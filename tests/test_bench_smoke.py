@@ -59,4 +59,4 @@ def test_load_benchmark_small_postgresql() -> None:
     url = os.environ["DATABASE_URL"]
     admin = url.rsplit("/", 1)[0] + "/postgres"
     out = _bench("bench_load.py", "--sizes", "300", "--admin-url", admin)
-    assert "PostgreSQL" in out and "300" in out
+    assert "PostgreSQL" in out and "300" in out and "plain COPY" in out

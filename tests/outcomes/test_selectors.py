@@ -16,21 +16,16 @@ from vertebra.core.synth import Cohort
 from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, IDENTIFYING_COLUMNS, analysis_tables
 from vertebra.registry import services
 from vertebra.registry.errors import PermissionDeniedError
-from vertebra.registry.models import AuditEvent, CellSource, Clinic, Injection, Patient, Role
+from vertebra.registry.models import AuditEvent, CellSource, Clinic, Patient, Role
 from vertebra.registry.permissions import Actor
 
 pytestmark = pytest.mark.django_db
 
 
 def _synth_arms(cohort: Cohort) -> pd.Series:
-    """The synth's arms as the registry stored them. ``allogeneic_prp`` reads back only when the
-    loader recorded PRP on the allogeneic injection (``Injection.adjunct_prp``): an allogeneic
-    lot has no processing step to carry it. A loader that does not yet record it stores
-    ``allogeneic_prp`` as ``allogeneic``."""
-    arms = cohort.patients["arm"].astype(str)
-    if Injection.objects.filter(allogeneic_lot__isnull=False, adjunct_prp=True).exists():
-        return arms
-    return arms.replace({"allogeneic_prp": "allogeneic"})
+    """The synth's arms, which the registry must give back exactly (``allogeneic_prp``
+    included: the loader records PRP on the allogeneic injection, ``Injection.adjunct_prp``)."""
+    return cohort.patients["arm"].astype(str)
 
 
 def _all_clinics_actor(role: str = Role.CLINICIAN):  # type: ignore[no-untyped-def]

@@ -1,23 +1,34 @@
-"""Insert many rows of a Django model fast: COPY on PostgreSQL, executemany on SQLite.
+"""Write many rows of Django models fast: COPY on PostgreSQL, executemany on SQLite.
 
-Rows are tuples in the order of the ``fields`` given (attribute names, e.g. ``patient_id``).
-Primary keys are assigned by the caller (see :class:`IdAllocator`) so that related rows can
-refer to each other before anything is written; PostgreSQL sequences are moved past them
-afterwards so later ordinary inserts do not collide.
+Rows arrive as pandas frames whose columns are model attribute names (``patient_id``) holding
+database-ready values: integers, floats (NaN is NULL), booleans, text (None is NULL), dates and
+datetimes as text (see :func:`db_date_texts`, :func:`db_datetime_text`) and JSON columns as
+already-serialised JSON text. Primary keys are assigned by the caller (:class:`IdAllocator`) so
+related rows can refer to each other before anything is written; PostgreSQL sequences are moved
+past them afterwards (:func:`reset_sequences`).
+
+On PostgreSQL a :class:`FrameWriter` sends the frames from a background thread, in order, on
+the current transaction's connection, so the server stores one chunk while Python builds the
+next (each side has its own core). See docs/adr/0007-bulk-loading.md.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
-from typing import Any
+import datetime as dt
+import io
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, cast
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.csv as pa_csv  # type: ignore[import-untyped]
 from django.db import connection
-from django.db.models import Field, JSONField, Model
-
-
-class RawJson(str):
-    """JSON text already serialised by the caller: written to a JSON column verbatim."""
+from django.db.models import Model
 
 
 class IdAllocator:
@@ -26,8 +37,8 @@ class IdAllocator:
     def __init__(self) -> None:
         self._next: dict[type[Model], int] = {}
 
-    def take(self, model: type[Model], count: int) -> range:
-        """Reserve ``count`` new ids for ``model`` and return them as a range."""
+    def take(self, model: type[Model], count: int) -> np.ndarray:
+        """Reserve ``count`` new ids for ``model`` and return them (int64 array)."""
         if model not in self._next:
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -37,60 +48,169 @@ class IdAllocator:
             self._next[model] = current + 1
         start = self._next[model]
         self._next[model] = start + count
-        return range(start, start + count)
+        return np.arange(start, start + count, dtype=np.int64)
 
 
-def _fields(model: type[Model], names: Sequence[str]) -> list[Field[Any, Any]]:
+def db_datetime_text(value: dt.datetime) -> str:
+    """An aware datetime as the current database stores it (UTC; SQLite: Django's naive form)."""
+    utc = value.astimezone(dt.UTC)
+    if connection.vendor == "sqlite":
+        return str(utc.replace(tzinfo=None))
+    return utc.isoformat()
+
+
+def db_date_texts(values: Any) -> list[str | None]:
+    """Dates (datetime64 or date values) as ISO ``YYYY-MM-DD`` text, None where missing."""
+    days = pd.Series(values).to_numpy(dtype="datetime64[D]")
+    texts = np.datetime_as_string(days, unit="D").tolist()
+    return [None if t == "NaT" else t for t in texts]
+
+
+def _columns_sql(model: type[Model], frame: pd.DataFrame) -> tuple[str, str]:
     by_attname = {field.attname: field for field in model._meta.concrete_fields}
-    return [by_attname[name] for name in names]
+    missing = [name for name in frame.columns if name not in by_attname]
+    if missing:
+        raise ValueError(f"{model.__name__} has no fields {missing}")
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(by_attname[str(c)].column)) for c in frame)
+    return table, columns
 
 
-def insert_rows(model: type[Model], fields: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """Insert ``rows`` into ``model``'s table in the current transaction; return the count.
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    """The frame as PostgreSQL-ready CSV: text always quoted, NULL as an unquoted empty field."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = io.BytesIO()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
+    return sink.getvalue()
 
-    JSON fields take plain Python values (dumped here). Database constraints still apply.
+
+def _sqlite_rows(frame: pd.DataFrame) -> Iterable[tuple[Any, ...]]:
+    plain = cast(Any, frame.astype(object)).where(frame.notna(), None)  # stubs lack None
+    return plain.itertuples(index=False, name=None)
+
+
+class FrameWriter:
+    """Inserts frames in the order given, inside the caller's transaction.
+
+    PostgreSQL: a background thread runs one ``COPY ... FROM STDIN (FORMAT csv)`` per frame on
+    the transaction's own connection; at most ``depth`` frames wait in memory. The caller must
+    not use the connection between :meth:`write` and :meth:`close`. An error in the thread is
+    raised by the next :meth:`write` or by :meth:`close` (the transaction then rolls back).
+    SQLite: writes inline with ``executemany``. Use as a context manager.
     """
-    table = model._meta.db_table
-    model_fields = _fields(model, fields)
-    json_columns = [i for i, field in enumerate(model_fields) if isinstance(field, JSONField)]
-    count = 0
-    if connection.vendor == "postgresql":
-        columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
+
+    def __init__(self, depth: int = 3) -> None:
+        self.counts: dict[str, int] = {}
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue[tuple[type[Model], pd.DataFrame] | None] = queue.Queue(depth)
+        if connection.vendor == "postgresql":
+            connection.ensure_connection()
+            self._raw = connection.connection
+            self._thread = threading.Thread(target=self._run, name="bulk-copy", daemon=True)
+            self._thread.start()
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(raise_error=exc is None)
+
+    def write(self, model: type[Model], frame: pd.DataFrame) -> None:
+        """Queue (PostgreSQL) or insert (SQLite) the rows of ``frame`` into ``model``'s table."""
+        self._raise_error()
+        name = model._meta.model_name or model.__name__.lower()
+        self.counts[name] = self.counts.get(name, 0) + len(frame)
+        if len(frame) == 0:
+            return
+        if self._thread is None:
+            self._insert_sqlite(model, frame)
+        else:
+            self._queue.put((model, frame))
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait until every queued frame is written; raise the writer's error, if any."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if raise_error:
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        """Raise the writer thread's error as Django's own (IntegrityError, DataError, ...)."""
+        if self._error is not None:
+            with connection.wrap_database_errors:
+                raise self._error
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the transaction will roll back
+            model, frame = item
+            try:
+                self._copy(model, frame)
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._error = exc
+
+    def _copy(self, model: type[Model], frame: pd.DataFrame) -> None:
+        table, columns = _columns_sql(model, frame)
+        data = _csv_bytes(frame)
+        with (
+            self._raw.cursor() as cursor,
+            cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy,
+        ):
+            view = memoryview(data)
+            for start in range(0, len(view), 1 << 22):
+                copy.write(view[start : start + (1 << 22)])
+
+    @staticmethod
+    def _insert_sqlite(model: type[Model], frame: pd.DataFrame) -> None:
+        table, columns = _columns_sql(model, frame)
+        marks = ", ".join(["%s"] * len(frame.columns))
         with connection.cursor() as cursor:
-            raw = cursor.cursor  # the psycopg cursor under Django's wrapper
-            with raw.copy(
-                f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN"
-            ) as copy:
-                for row in rows:
-                    values = list(row)
-                    for i in json_columns:
-                        if values[i] is not None and not isinstance(values[i], RawJson):
-                            values[i] = json.dumps(values[i], separators=(",", ":"))
-                    copy.write_row(values)
-                    count += 1
-        return count
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
-    marks = ", ".join(["%s"] * len(model_fields))
-    sql = f"INSERT INTO {connection.ops.quote_name(table)} ({columns}) VALUES ({marks})"
-    batch: list[list[Any]] = []
-    with connection.cursor() as cursor:
-        for row in rows:
-            batch.append(
-                [
-                    str(value)
-                    if isinstance(value, RawJson)
-                    else field.get_db_prep_save(value, connection)
-                    for field, value in zip(model_fields, row, strict=True)
-                ]
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(_sqlite_rows(frame))
             )
-            if len(batch) >= 5000:
-                cursor.executemany(sql, batch)
-                count += len(batch)
-                batch = []
-        if batch:
-            cursor.executemany(sql, batch)
-            count += len(batch)
-    return count
+
+
+@contextmanager
+def foreign_keys_checked_at_end(models: Iterable[type[Model]]) -> Iterator[None]:
+    """PostgreSQL: check the foreign keys of ``models``' tables once, in bulk, after the block.
+
+    PostgreSQL checks a foreign key row by row (a query per row); for millions of rows that is
+    most of the server's work. As its manual advises for bulk loads ("Populating a Database":
+    remove foreign key constraints, load, re-create them), the constraints are dropped inside
+    the caller's transaction and re-created after the block, which checks every row in one
+    join. Any violation raises and rolls the whole transaction back, constraints included.
+    The tables stay locked (ACCESS EXCLUSIVE) until the transaction ends: meant for loads into
+    a registry nobody is using meanwhile (the demo, benchmarks). No-op on SQLite.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    tables = [model._meta.db_table for model in models]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s::regclass[]) "
+            "ORDER BY conrelid, conname",
+            [tables],
+        )
+        constraints = cursor.fetchall()
+        for table, name, _definition in constraints:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {connection.ops.quote_name(name)}")
+    yield
+    with connection.cursor() as cursor:
+        for table, name, definition in constraints:
+            cursor.execute(
+                f"ALTER TABLE {table} ADD CONSTRAINT {connection.ops.quote_name(name)} {definition}"
+            )
 
 
 def reset_sequences(models: Iterable[type[Model]]) -> None:

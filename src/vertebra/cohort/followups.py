@@ -2,28 +2,32 @@
 
 Written like :mod:`vertebra.followup.services` writes them for real patients (one schedule per
 episode, one submission per answered time point, one scored response per instrument, one audit
-record per schedule and per submission), but in bulk. Scores are the core scorers' own: the
-synthetic generator computes ODI with ``score_odi_matrix`` (proven equal to ``score``), and the
-small instruments are scored with ``score`` through a cache, since their answer sets repeat.
+record per schedule and per submission), but in bulk, a column at a time. Scores are the core
+scorers' own: ODI comes from the generator's ``score_odi_matrix`` (proven equal to ``score``);
+every other instrument is scored with ``score`` once per distinct answer set (they repeat).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import secrets
-import uuid
-from collections.abc import Callable, Sequence
+import itertools
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from vertebra.cohort import jsontext
+from vertebra.cohort.bulk import IdAllocator, db_date_texts, db_datetime_text
+from vertebra.cohort.sink import Sink
 from vertebra.core.instruments import get_definition, score
 from vertebra.core.mme import opioid_factor
-from vertebra.core.schedule import default_protocol
+from vertebra.core.schedule import build_schedule, default_protocol
 from vertebra.followup import models as f
 from vertebra.followup.services import instruments_for
+from vertebra.registry.audit import canonical_json
 
 #: Synthetic columns holding each instrument's items, in the instrument's item order.
 ITEM_COLUMNS = {
@@ -40,34 +44,152 @@ STATUS = {
     "overdue": "open",
     "missed": "missed",
 }
-Writer = Callable[..., None]
+#: The tables holding most rows (about 30 per patient): their foreign keys are checked in bulk.
+ROW_HEAVY_MODELS = (f.FollowUpTimePoint, f.Submission, f.QuestionnaireResponse)
+FOLLOWUP_MODELS = (
+    f.FollowUpSchedule, f.FollowUpTimePoint, f.Submission, f.QuestionnaireResponse,
+)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=100_000)
-def _scored(
-    instrument_id: str, answers: tuple[Any, ...]
-) -> tuple[float | None, str, dict[str, Any]]:
-    """(score, band, extras) of one answer set in item order, via the core scorer (cached:
-    the small instruments' answer sets repeat). Callers must not mutate the extras."""
+@functools.lru_cache(maxsize=200_000)
+def _scored(instrument_id: str, answers: tuple[Any, ...]) -> tuple[str, float, str, str]:
+    """(answers JSON, score, band, extras JSON) of one answer set in item order, by the core
+    scorer (cached: answer sets repeat). The score is NaN when there is none."""
     result = score(instrument_id, list(answers))
-    return result.score, result.band or "", dict(result.to_dict()["extras"])
+    item_ids = get_definition(instrument_id).item_ids
+    return (
+        canonical_json(dict(zip(item_ids, answers, strict=True))),
+        np.nan if result.score is None else float(result.score),
+        result.band or "",
+        canonical_json(result.to_dict()["extras"]),
+    )
 
 
-def _odi(
-    answers: tuple[Any, ...], synthetic_score: float
-) -> tuple[float | None, str, dict[str, Any]]:
-    """ODI score, band and extras; the score is the generator's (the core's vectorised scorer)."""
-    answered = [a for a in answers if a is not None]
-    if pd.isna(synthetic_score):
-        return None, "", _scored("odi", answers)[2]
-    band = get_definition("odi").band_for(float(synthetic_score)) or ""
-    return float(synthetic_score), band, {"raw": sum(answered), "max_possible": 5 * len(answered)}
+def _uuid4_hex(count: int) -> list[str]:
+    """``count`` random version-4 UUIDs as 32 hex digits (both databases accept this form)."""
+    raw = np.frombuffer(os.urandom(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    text = raw.tobytes().hex()
+    return [text[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
-def _opioid_answers(
-    uses: Any, drug: str | None, mme: Any
-) -> tuple[dict[str, Any], tuple[float | None, str, dict[str, Any]]] | None:
-    """The opioid-use answers and (score, band, extras) of one time point; None if unanswered.
+def load_followups(
+    sink: Sink,
+    ids: IdAllocator,
+    tp: pd.DataFrame,
+    *,
+    episode_ids: np.ndarray,
+    patient_ids: np.ndarray,
+    clinic_ids: np.ndarray,
+    opioid_drugs: np.ndarray,
+    treated: np.ndarray,
+    position: np.ndarray,
+) -> None:
+    """Write schedules, time points, submissions and responses for one chunk of patients.
+
+    The patient arrays are aligned by position in the chunk; ``position`` gives each time
+    point's patient position. Every patient gets a schedule (the default protocol).
+    """
+    protocol = default_protocol()
+    count = len(episode_ids)
+    schedule_ids = ids.take(f.FollowUpSchedule, count)
+    keys = tp["timepoint"].astype(str).to_numpy()
+    status = tp["status"].astype(str).map(STATUS).to_numpy()
+    opens, closes = db_date_texts(tp["due_date"]), db_date_texts(tp["window_closes"])
+    completed = status == "completed"
+    completed_day = np.asarray(db_date_texts(tp["response_date"]), dtype=object)
+    noon = [
+        None if not done or day is None else dt.datetime.fromisoformat(f"{day}T12:00:00+00:00")
+        for day, done in zip(completed_day, completed, strict=True)
+    ]
+    completed_at = [None if when is None else db_datetime_text(when) for when in noon]
+
+    treatment = db_date_texts(treated)
+    schedules = pd.DataFrame(
+        {
+            "id": schedule_ids,
+            "episode_id": episode_ids,
+            "protocol_id": protocol.id,
+            "protocol_version": protocol.version,
+            "treatment_date": treatment,
+            "created_at": sink.now_db,
+            "updated_at": sink.now_db,
+        }
+    )
+    windows = [
+        f"{k}:[{o},{c},{s}]"
+        for k, o, c, s in zip(
+            jsontext.strings(pd.Series(keys)), jsontext.iso_dates(opens),
+            jsontext.iso_dates(closes), jsontext.strings(pd.Series(status)), strict=True,
+        )
+    ]  # fmt: skip
+    sink.created(
+        f.FollowUpSchedule,
+        schedules,
+        clinic_ids=clinic_ids,
+        patient_ids=patient_ids,
+        object_type="followup_schedule",
+        new_values=jsontext.objects(
+            {
+                "episode_id": jsontext.integers(pd.Series(episode_ids)),
+                "protocol": [canonical_json(f"{protocol.id} {protocol.version}")] * count,
+                "time_points": _time_point_maps(windows, keys, position, count),
+                "treatment_date": jsontext.iso_dates(treatment),
+            }
+        ),
+    )
+
+    labels = {p.id: p.label for p in build_schedule(dt.date(2025, 1, 1), protocol)}
+    instruments = {key: canonical_json(instruments_for(key)) for key in labels}
+    tp_ids = ids.take(f.FollowUpTimePoint, len(tp))
+    sink.write(
+        f.FollowUpTimePoint,
+        pd.DataFrame(
+            {
+                "id": tp_ids,
+                "schedule_id": schedule_ids[position],
+                "patient_id": patient_ids[position],
+                "public_id": _uuid4_hex(len(tp)),
+                "key": keys,
+                "label": [labels[k] for k in keys],
+                "months": tp["months"].astype(float).to_numpy(),
+                "target": db_date_texts(tp["target_date"]),
+                "opens": opens,
+                "closes": closes,
+                "instruments": [instruments[k] for k in keys],
+                "status": status,
+                "completed_at": completed_at,
+            }
+        ),
+    )
+    done = np.flatnonzero(completed)
+    _load_submissions(
+        sink, ids, tp.iloc[done].reset_index(drop=True),
+        tp_ids=tp_ids[done], keys=keys[done], submitted_at=[completed_at[i] for i in done],
+        patient_ids=patient_ids[position[done]], clinic_ids=clinic_ids[position[done]],
+        opioid_drugs=opioid_drugs[position[done]],
+    )  # fmt: skip
+
+
+def _time_point_maps(
+    windows: Sequence[str], keys: np.ndarray, position: np.ndarray, count: int
+) -> list[str]:
+    """Per patient, the JSON object key -> [opens, closes, status] (keys sorted)."""
+    order = np.lexsort((keys, position))
+    bounds = np.searchsorted(position[order], np.arange(count + 1))
+    ordered = [windows[i] for i in order]
+    return ["{" + ",".join(ordered[a:b]) + "}" for a, b in itertools.pairwise(bounds)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _opioid(current: int, drug: str | None, dose: float | None) -> tuple[str, float, str, str]:
+    """The opioid-use response of one time point (see :func:`_opioid_answers`)."""
+    return _scored("opioid_use", (current, drug, dose))
+
+
+def _opioid_answers(uses: Any, drug: Any, mme: Any) -> tuple[int, str | None, float | None] | None:
+    """The opioid-use answers in item order; None if unanswered.
 
     The daily dose is recovered from the generated MME and the CDC factor of the patient's
     opioid (an opioid started after baseline has no known drug: answered as "other", unscored).
@@ -75,228 +197,155 @@ def _opioid_answers(
     if uses is None or pd.isna(uses):
         return None
     if not uses:
-        answers: dict[str, Any] = {"current_use": 0, "opioid": None, "daily_dose": None}
-    elif drug is None or mme is None or pd.isna(mme):
-        answers = {"current_use": 1, "opioid": "other", "daily_dose": None}
-    else:
-        dose = round(float(mme) / opioid_factor(drug).factor, 1)
-        answers = {"current_use": 1, "opioid": drug, "daily_dose": dose}
-    in_item_order = (answers["current_use"], answers["opioid"], answers["daily_dose"])
-    return answers, _scored("opioid_use", in_item_order)
+        return (0, None, None)
+    if not isinstance(drug, str) or mme is None or pd.isna(mme):
+        return (1, "other", None)
+    return (1, drug, round(float(mme) / opioid_factor(drug).factor, 1))
 
 
-def _value(raw: Any) -> Any:
-    return None if pd.isna(raw) else int(raw)
+def _instrument_responses(
+    name: str, done: pd.DataFrame
+) -> tuple[np.ndarray, list[str], np.ndarray, list[str], list[str]]:
+    """(rows answered, answers JSON, score, band, extras JSON) of one instrument per time point.
 
-
-def load_followups(
-    timepoints: pd.DataFrame,
-    opioid_drug_of_patient: dict[int, str | None],
-    episode_of_synthetic_patient: dict[int, int],
-    patient_of_episode: dict[int, int],
-    clinic_of_patient: dict[int, int],
-    *,
-    ids: Any,
-    write: Writer,
-    now: dt.datetime,
-) -> None:
-    """Write schedules, time points, submissions and responses for every synthetic time point.
-
-    ``write(model, names, rows, clinic_of=..., patient_of=..., audit=...)`` inserts rows and,
-    when ``audit`` gives an object type and new-values builder, one audit record per row.
+    Distinct answer sets are scored once each; ODI takes the generator's score (which the core
+    scorer reproduces, see tests) and its extras from the item sums.
     """
-    protocol = default_protocol()
-    episodes = list(episode_of_synthetic_patient.values())
-    schedule_ids = dict(zip(episodes, ids.take(f.FollowUpSchedule, len(episodes)), strict=True))
-    tp = timepoints.reset_index(drop=True)
-    synthetic_patient = tp["patient_id"].to_numpy()
-    keys = tp["timepoint"].astype(str).to_numpy()
-    statuses = tp["status"].astype(str).map(STATUS).to_numpy()
-    tp_ids = np.asarray(ids.take(f.FollowUpTimePoint, len(tp)))
-    completed_at: list[dt.datetime | None] = [
-        None if day is None else dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
-        for day in _dates(tp["response_date"])
-    ]
-    opens_list, closes_list, targets = (
-        _dates(tp["due_date"]),
-        _dates(tp["window_closes"]),
-        _dates(tp["target_date"]),
+    if name == "opioid_use":
+        answers_of = [
+            _opioid_answers(u, d, mme)
+            for u, d, mme in zip(done["opioid_use"].astype(object), done["_drug"], done["opioid_mme"].astype(object), strict=True)
+        ]  # fmt: skip
+        rows = np.array([i for i, a in enumerate(answers_of) if a is not None], dtype=np.int64)
+        results = [_opioid(*answers_of[i]) for i in rows]
+    else:
+        matrix = done[ITEM_COLUMNS[name]].astype("float64").to_numpy()
+        rows = np.arange(len(done), dtype=np.int64)
+        if name == "odi":
+            return (rows, *_odi_responses(matrix, done["odi"].to_numpy(dtype=float)))
+        coded = np.where(np.isnan(matrix), -1, matrix).astype(np.int64)
+        unique, inverse = np.unique(coded, axis=0, return_inverse=True)
+        distinct = [_scored(name, tuple(None if v < 0 else int(v) for v in row)) for row in unique]
+        results = [distinct[i] for i in inverse.reshape(-1)]
+    return (
+        rows,
+        [r[0] for r in results],
+        np.array([r[1] for r in results], dtype=float),
+        [r[2] for r in results],
+        [r[3] for r in results],
     )
-    months = tp["months"].astype(float).tolist()
 
-    time_points_by_schedule: dict[int, dict[str, list[Any]]] = {}
-    tp_rows = []
-    labels = {point["id"]: point["label"] for point in _protocol_points(protocol)}
-    instrument_lists = {key: instruments_for(key) for key in labels}
-    for i in range(len(tp)):
-        episode = episode_of_synthetic_patient[int(synthetic_patient[i])]
-        schedule = schedule_ids[episode]
-        key, status = str(keys[i]), str(statuses[i])
-        tp_rows.append(
-            (
-                int(tp_ids[i]), schedule, patient_of_episode[episode], uuid.uuid4(), key,
-                labels[key], months[i], targets[i], opens_list[i], closes_list[i],
-                instrument_lists[key], status, completed_at[i] if status == "completed" else None,
-            )
-        )  # fmt: skip
-        time_points_by_schedule.setdefault(schedule, {})[key] = [
-            opens_list[i],
-            closes_list[i],
-            status,
-        ]
 
-    treatment = _treatment_dates(tp, episode_of_synthetic_patient)
-    schedule_rows: list[tuple[Any, ...]] = [
-        (schedule_ids[e], e, protocol.id, protocol.version, treatment[e], now, now)
-        for e in episodes
+def _odi_responses(
+    matrix: np.ndarray, scores: np.ndarray
+) -> tuple[list[str], np.ndarray, list[str], list[str]]:
+    """ODI answers, score, band and extras ({raw, max_possible}) from the item matrix."""
+    item_ids = get_definition("odi").item_ids
+    order = np.argsort(np.array(item_ids))  # canonical JSON sorts keys
+    template = "{" + ",".join(f'"{item_ids[i]}":%s' for i in order) + "}"
+    texts = np.where(np.isnan(matrix), "null", np.nan_to_num(matrix).astype(np.int64).astype(str))
+    answers = [template % tuple(row) for row in texts[:, order].tolist()]
+    answered = (~np.isnan(matrix)).sum(axis=1)
+    raw = np.nansum(matrix, axis=1).astype(np.int64)
+    extras = [
+        f'{{"max_possible":{5 * a},"raw":{r}}}'
+        for a, r in zip(answered.tolist(), raw.tolist(), strict=True)
     ]
-    write(
-        f.FollowUpSchedule,
-        [
-            "id",
-            "episode_id",
-            "protocol_id",
-            "protocol_version",
-            "treatment_date",
-            "created_at",
-            "updated_at",
-        ],
-        schedule_rows,
-        clinic_of=lambda r: clinic_of_patient[patient_of_episode[r[1]]],
-        patient_of=lambda r: patient_of_episode[r[1]],
-        audit=(
-            "followup_schedule",
-            lambda r: {
-                "episode_id": r[1],
-                "protocol": f"{r[2]} {r[3]}",
-                "treatment_date": r[4],
-                "time_points": time_points_by_schedule[r[0]],
-            },
-        ),
-    )
-    write(
-        f.FollowUpTimePoint,
-        ["id", "schedule_id", "patient_id", "public_id", "key", "label", "months", "target", "opens",
-         "closes", "instruments", "status", "completed_at"],
-        tp_rows,
-        clinic_of=lambda r: None, patient_of=lambda r: None, audit=None,
-    )  # fmt: skip
-    _load_submissions(
-        tp, tp_ids, statuses, completed_at, keys, tp_rows, clinic_of_patient,
-        opioid_drug_of_patient, ids=ids, write=write,
-    )  # fmt: skip
-
-
-def _protocol_points(protocol: Any) -> list[dict[str, Any]]:
-    from vertebra.core.schedule import build_schedule
-
-    return [{"id": p.id, "label": p.label} for p in build_schedule(dt.date(2025, 1, 1), protocol)]
-
-
-def _dates(column: pd.Series) -> list[Any]:
-    """A datetime column as a list of ``date`` (None for missing), without per-row pandas calls."""
-    values = pd.to_datetime(column).dt.date
-    return [None if pd.isna(v) else v for v in values.tolist()]
-
-
-def _treatment_dates(tp: pd.DataFrame, episode_of: dict[int, int]) -> dict[int, Any]:
-    baseline = tp[tp["timepoint"].astype(str) == "baseline"]
-    # The baseline window closes on the treatment day (default protocol: 30 days up to it).
-    return {
-        episode_of[int(pid)]: closes
-        for pid, closes in zip(
-            baseline["patient_id"], _dates(baseline["window_closes"]), strict=True
+    definition = get_definition("odi")
+    bands = {s: definition.band_for(s) or "" for s in np.unique(scores[~np.isnan(scores)]).tolist()}
+    band = ["" if np.isnan(s) else bands[s] for s in scores.tolist()]
+    missing = np.flatnonzero(np.isnan(scores))
+    for i in missing.tolist():  # no score: the core says why (e.g. too many missing sections)
+        answers[i], _, band[i], extras[i] = _scored(
+            "odi", tuple(None if np.isnan(v) else int(v) for v in matrix[i])
         )
-    }
+    return answers, scores, band, extras
 
 
 def _load_submissions(
-    tp: pd.DataFrame,
-    tp_ids: np.ndarray,
-    statuses: np.ndarray,
-    completed_at: Sequence[dt.datetime | None],
-    keys: np.ndarray,
-    tp_rows: list[tuple[Any, ...]],
-    clinic_of_patient: dict[int, int],
-    opioid_drug_of_patient: dict[int, str | None],
+    sink: Sink,
+    ids: IdAllocator,
+    done: pd.DataFrame,
     *,
-    ids: Any,
-    write: Writer,
+    tp_ids: np.ndarray,
+    keys: np.ndarray,
+    submitted_at: list[str | None],
+    patient_ids: np.ndarray,
+    clinic_ids: np.ndarray,
+    opioid_drugs: np.ndarray,
 ) -> None:
     """One submission per completed time point, one response per instrument with data."""
-    done = np.flatnonzero(statuses == "completed")
-    submission_ids = ids.take(f.Submission, len(done))
-    submission_rows = []
-    response_rows: list[tuple[Any, ...]] = []
-    summary: dict[int, dict[str, Any]] = {}
-    columns = {name: tp[cols].to_numpy(dtype=object) for name, cols in ITEM_COLUMNS.items()}
-    odi_scores = tp["odi"].to_numpy()
-    item_ids = {name: get_definition(name).item_ids for name in ITEM_COLUMNS}
-    versions = {name: get_definition(name).version for name in ITEM_COLUMNS}
-    opioid_version = get_definition("opioid_use").version
-    synthetic_ids = tp["patient_id"].to_numpy()
-    opioid_use = tp["opioid_use"].to_numpy(dtype=object)
-    opioid_mme = tp["opioid_mme"].to_numpy(dtype=object)
-    for sid, i in zip(submission_ids, done.tolist(), strict=True):
-        when = completed_at[i]
-        patient_id = tp_rows[i][2]
-        submission_rows.append(
-            (sid, int(tp_ids[i]), f"synth{uuid.uuid4().hex}", secrets.token_hex(5).upper(), when)
-        )
-        responses: dict[str, Any] = {}
-        for name in instruments_for(str(keys[i])):
-            if name == "opioid_use":
-                drug = opioid_drug_of_patient.get(int(synthetic_ids[i]))
-                opioid = _opioid_answers(opioid_use[i], drug, opioid_mme[i])
-                if opioid is None:
-                    continue
-                mapping, (value, band, extras) = opioid
-                response_rows.append(
-                    (sid, int(tp_ids[i]), name, opioid_version, mapping, value, band, extras, when)
-                )
-                responses[name] = {
-                    "version": opioid_version,
-                    "answers": mapping,
-                    "score": value,
-                    "band": band,
+    count = len(done)
+    submission_ids = ids.take(f.Submission, count)
+    # "SYN" + id: unique, visibly synthetic, and never equal to a service's hex reference.
+    references = [f"SYN{int(i):09d}" for i in submission_ids]
+    submissions = pd.DataFrame(
+        {
+            "id": submission_ids,
+            "time_point_id": tp_ids,
+            "idempotency_key": [f"synthetic-load-{int(i)}" for i in submission_ids],
+            "reference": references,
+            "submitted_at": submitted_at,
+        }
+    )
+    done = done.assign(_drug=opioid_drugs)
+    asked = {key: set(instruments_for(key)) for key in set(keys.tolist())}
+    names = sorted(n for n in (*ITEM_COLUMNS, "opioid_use") if any(n in a for a in asked.values()))
+    members: dict[str, list[str]] = {}
+    frames = []
+    for name in names:
+        rows, answers, scores, bands, extras = _instrument_responses(name, done)
+        keep = np.array([name in asked[k] for k in keys[rows].tolist()], dtype=bool)
+        rows, scores = rows[keep], scores[keep]
+        answers = [a for a, k in zip(answers, keep, strict=True) if k]
+        bands = [b for b, k in zip(bands, keep, strict=True) if k]
+        extras = [e for e, k in zip(extras, keep, strict=True) if k]
+        version = get_definition(name).version
+        head = f'"{name}":{{"answers":'
+        tail = f',"version":{canonical_json(version)}}}'
+        fragment = [""] * count
+        for i, a, s, b in zip(
+            rows.tolist(),
+            answers,
+            jsontext.numbers(scores),
+            jsontext.strings(pd.Series(bands)),
+            strict=True,
+        ):
+            fragment[i] = f'{head}{a},"band":{b},"score":{s}{tail}'
+        members[name] = fragment
+        frames.append(
+            pd.DataFrame(
+                {
+                    "submission_id": submission_ids[rows],
+                    "time_point_id": tp_ids[rows],
+                    "instrument_id": name,
+                    "instrument_version": version,
+                    "answers": answers,
+                    "score": scores,
+                    "band": bands,
+                    "extras": extras,
+                    "submitted_at": [submitted_at[i] for i in rows.tolist()],
                 }
-                continue
-            if name not in ITEM_COLUMNS:
-                continue
-            answers = tuple(_value(v) for v in columns[name][i])
-            if name == "odi":
-                value, band, extras = _odi(answers, odi_scores[i])
-            else:
-                value, band, extras = _scored(name, answers)
-            mapping = dict(zip(item_ids[name], answers, strict=True))
-            response_rows.append(
-                (sid, int(tp_ids[i]), name, versions[name], mapping, value, band, extras, when)
             )
-            responses[name] = {
-                "version": versions[name],
-                "answers": mapping,
-                "score": value,
-                "band": band,
+        )  # fmt: skip
+    responses_json = [
+        "{" + ",".join(part for part in parts if part) + "}"
+        for parts in zip(*(members[n] for n in names), strict=True)
+    ] if names else ["{}"] * count  # fmt: skip
+    sink.created(
+        f.Submission,
+        submissions,
+        clinic_ids=clinic_ids,
+        patient_ids=patient_ids,
+        object_type="followup_submission",
+        new_values=jsontext.objects(
+            {
+                "reference": jsontext.strings(pd.Series(references)),
+                "responses": responses_json,
+                "time_point": jsontext.strings(pd.Series(keys)),
             }
-        summary[sid] = {"time_point": str(keys[i]), "patient": patient_id, "responses": responses}
-    write(
-        f.Submission, ["id", "time_point_id", "idempotency_key", "reference", "submitted_at"], submission_rows,
-        clinic_of=lambda r: clinic_of_patient[summary[r[0]]["patient"]],
-        patient_of=lambda r: summary[r[0]]["patient"],
-        audit=(
-            "followup_submission",
-            lambda r: {
-                "time_point": summary[r[0]]["time_point"],
-                "reference": r[3],
-                "responses": summary[r[0]]["responses"],
-            },
         ),
-    )  # fmt: skip
-    response_ids = ids.take(f.QuestionnaireResponse, len(response_rows))
-    write(
-        f.QuestionnaireResponse,
-        ["id", "submission_id", "time_point_id", "instrument_id", "instrument_version", "answers",
-         "score", "band", "extras", "submitted_at"],
-        [(rid, *row) for rid, row in zip(response_ids, response_rows, strict=True)],
-        clinic_of=lambda r: None, patient_of=lambda r: None, audit=None,
-    )  # fmt: skip
+    )
+    responses = pd.concat(frames).sort_values(["submission_id", "instrument_id"], kind="stable")
+    responses.insert(0, "id", ids.take(f.QuestionnaireResponse, len(responses)))
+    sink.write(f.QuestionnaireResponse, responses.reset_index(drop=True))

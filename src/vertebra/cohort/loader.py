@@ -1,36 +1,43 @@
 """Map the synthetic cohort's tables onto registry rows and write them in bulk, with audit.
 
 Each created object gets one ``create`` audit record, exactly as the registry services write
-them, chained and hashed in the same order the rows are inserted; the actor is the system
+them, chained and hashed in the same order the rows are written; the actor is the system
 account ``synthetic-loader`` so nobody can mistake the load for a person's work.
+
+Rows are built a chunk of patients at a time with column operations (no per-patient Python
+objects), so memory is bounded by one chunk and, on PostgreSQL, the server stores one chunk
+while the next is built (:class:`vertebra.cohort.bulk.FrameWriter`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import hashlib
-import json
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Model
 
-from vertebra.cohort.bulk import IdAllocator, RawJson, insert_rows, reset_sequences
-from vertebra.cohort.followups import load_followups
+from vertebra.cohort import jsontext
+from vertebra.cohort.bulk import (
+    FrameWriter,
+    IdAllocator,
+    db_date_texts,
+    foreign_keys_checked_at_end,
+    reset_sequences,
+)
+from vertebra.cohort.followups import FOLLOWUP_MODELS, ROW_HEAVY_MODELS, load_followups
+from vertebra.cohort.sink import LOADER_USERNAME, AuditTrail, Sink
 from vertebra.core.synth import Cohort
-from vertebra.followup import models as f
 from vertebra.registry import models as m
-from vertebra.registry.audit import GENESIS_HASH
+from vertebra.registry.audit import lock_chain
 
-LOADER_USERNAME = "synthetic-loader"
-CELL_ARMS = {"bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp"}
+__all__ = ["LOADER_USERNAME", "LoadSummary", "load_cohort", "registry_is_empty"]
+
+CELL_ARMS = ("bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp")
 HARVEST_SOURCE = {"bone_marrow": "bone_marrow_iliac_crest", "adipose": "adipose"}
 PROCESSING_METHOD = {"bone_marrow": "bmac", "adipose": "svf"}
 HARVEST_VOLUME_ML = {"bone_marrow": 60.0, "adipose": 120.0}  # clinical.md §6 (U)
@@ -46,850 +53,506 @@ AE_CATEGORY = {
     "hematoma": "bleeding",
     "allergic_reaction": "allergic",
 }
+#: Patients per chunk: bounds memory (about 1 GB at 10,000) and sets the write pipeline's grain.
+CHUNK_PATIENTS = 10_000
+REGISTRY_MODELS = (
+    m.Clinic, m.Membership, m.Patient, m.Consent, m.Diagnosis, m.PriorTreatment,
+    m.TreatmentEpisode, m.AllogeneicLot, m.Harvest, m.Processing, m.Injection, m.AdverseEvent,
+    m.ClinicalEvent, m.AuditEvent,
+)  # fmt: skip
 Progress = Callable[[str, int], None]
-AuditSpec = tuple[str, Callable[[tuple[Any, ...]], dict[str, Any]]]
 
 
 @dataclass
 class LoadSummary:
-    """How many rows of each kind were written."""
+    """How many rows of each kind were written, and how many audit records."""
 
     counts: dict[str, int] = field(default_factory=dict)
     audit_rows: int = 0
 
-    def add(self, name: str, count: int) -> None:
-        self.counts[name] = self.counts.get(name, 0) + count
+
+@dataclass(frozen=True)
+class _Staff:
+    clinician: dict[int, int]  # clinic id -> user id
+    coordinator: dict[int, int]
 
 
-class _AuditChain:
-    """Builds audit rows for bulk-created objects, continuing the existing hash chain."""
-
-    def __init__(self, actor_id: int, now: dt.datetime, reason: str) -> None:
-        last = m.AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-        self.seq = last["seq"] if last else 0
-        self.prev_hash = last["hash"] if last else GENESIS_HASH
-        self.actor_id = actor_id
-        self.now = now.astimezone(dt.UTC)
-        self.reason = reason
-        self.request_id = f"synth-{uuid.uuid4().hex[:12]}"
-        self.stamp = self.now.isoformat(timespec="microseconds")
-        self.reason_json = json.dumps(reason, ensure_ascii=False)
-        self.rows: list[tuple[Any, ...]] = []
-
-    def created(
-        self,
-        object_type: str,
-        object_id: int,
-        values: dict[str, Any],
-        *,
-        clinic_id: int | None,
-        patient_id: int | None,
-    ) -> None:
-        """Append the ``create`` record of one object to the chain (written on flush)."""
-        self.seq += 1
-        new_values = RawJson(
-            json.dumps(
-                {k: _canonical(v) for k, v in values.items()},
-                sort_keys=True,
-                separators=(",", ":"),
-                ensure_ascii=False,
-                allow_nan=False,
-                default=_json_default,
-            )
-        )
-        digest = self._digest(object_type, str(object_id), clinic_id, patient_id, new_values)
-        self.rows.append(
-            (
-                self.seq, self.now, self.actor_id, LOADER_USERNAME, "system", clinic_id,
-                patient_id, "create", object_type, str(object_id), None, new_values,
-                self.reason, self.request_id, self.prev_hash, digest,
-            )
-        )  # fmt: skip
-        self.prev_hash = digest
-
-    def _digest(
-        self,
-        object_type: str,
-        object_id: str,
-        clinic_id: int | None,
-        patient_id: int | None,
-        new_values: str,
-    ) -> str:
-        """The digest ``audit.compute_hash`` gives for this row, without a second JSON dump.
-
-        The canonical JSON (sorted keys, compact separators) is assembled around the already
-        serialised ``new_values``; ``tests/cohort`` checks every chain with
-        ``verify_audit_chain``, which uses ``compute_hash`` itself.
-        """
-        text = (
-            f'{{"action":"create","actor_user_id":{self.actor_id},'
-            f'"actor_username":{json.dumps(LOADER_USERNAME)},"clinic_id":{_int(clinic_id)},'
-            f'"new_values":{new_values},"object_id":{json.dumps(object_id)},'
-            f'"object_type":{json.dumps(object_type)},"occurred_at":"{self.stamp}",'
-            f'"old_values":null,"patient_id":{_int(patient_id)},"prev_hash":"{self.prev_hash}",'
-            f'"reason":{self.reason_json},"request_id":{json.dumps(self.request_id)},'
-            f'"role":"system","seq":{self.seq}}}'
-        )
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-    def flush(self, summary: LoadSummary) -> None:
-        names = [
-            "seq", "occurred_at", "actor_user_id", "actor_username", "role", "clinic_id",
-            "patient_id", "action", "object_type", "object_id", "old_values", "new_values",
-            "reason", "request_id", "prev_hash", "hash",
-        ]  # fmt: skip
-        summary.audit_rows += insert_rows(m.AuditEvent, names, self.rows)
-        self.rows = []
+@dataclass
+class _Context:
+    sink: Sink
+    ids: IdAllocator
+    staff: _Staff
+    clinic_ids: dict[int, int]  # synthetic clinic id -> database id
+    lots: np.ndarray
+    batch: str  # distinguishes this load's product ids and lot numbers from another load's
 
 
-def _canonical(value: Any) -> Any:
-    """Integral floats as ints, at any depth, as ``audit.compute_hash`` does."""
-    if type(value) is float and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _canonical(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(item) for item in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    """Dates and datetimes as ``audit.to_json_value`` writes them."""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    raise TypeError(f"cannot record a {type(value).__name__} in the audit trail")
-
-
-def _int(value: int | None) -> str:
-    return "null" if value is None else str(int(value))
-
-
-def _write(
-    model: type[Model],
-    names: Sequence[str],
-    rows: list[tuple[Any, ...]],
-    chain: _AuditChain,
-    summary: LoadSummary,
-    *,
-    clinic_of: Callable[[tuple[Any, ...]], int | None],
-    patient_of: Callable[[tuple[Any, ...]], int | None],
-    audit: AuditSpec | Literal["snapshot"] | None = "snapshot",
-) -> None:
-    """Insert rows (row[0] is the id) and append one ``create`` audit record per row.
-
-    ``audit="snapshot"`` records the row's values, as the registry services do; an
-    ``(object_type, new_values builder)`` pair records what the owning service records; None
-    records nothing (rows that their service audits as part of another record).
-    """
-    insert_rows(model, names, rows)
-    object_type = model._meta.model_name or model.__name__.lower()
-    summary.add(object_type, len(rows))
-    if audit is None:
-        return
-    for row in rows:
-        if audit == "snapshot":
-            kind, values = object_type, dict(zip(names, row, strict=True))
-        else:
-            kind, values = audit[0], audit[1](row)
-        chain.created(kind, row[0], values, clinic_id=clinic_of(row), patient_id=patient_of(row))
-
-
-def _date(value: Any) -> dt.date | None:
-    if value is None or pd.isna(value):
-        return None
-    return pd.Timestamp(value).date()
-
-
-def _num(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
-
-
-def _loader_user() -> Any:
+def _users(usernames: list[str], *, active: bool) -> dict[str, int]:
+    """Get or create accounts with unusable passwords; username -> id."""
     user_model = get_user_model()
-    user, created = user_model.objects.get_or_create(
-        username=LOADER_USERNAME, defaults={"is_active": False}
-    )
-    if created:
-        user.set_unusable_password()
-        user.save(update_fields=["password"])
-    return user
-
-
-def _staff_user(username: str) -> Any:
-    user_model = get_user_model()
-    user, created = user_model.objects.get_or_create(username=username)
-    if created:
-        user.set_unusable_password()
-        user.save(update_fields=["password"])
-    return user
+    found: dict[str, int] = {}
+    for username in usernames:
+        user, created = user_model.objects.get_or_create(
+            username=username, defaults={"is_active": active}
+        )
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        found[username] = int(user.pk)
+    return found
 
 
 @transaction.atomic
 def load_cohort(
-    cohort: Cohort, *, now: dt.datetime, progress: Progress | None = None
+    cohort: Cohort,
+    *,
+    now: dt.datetime,
+    progress: Progress | None = None,
+    chunk_patients: int = CHUNK_PATIENTS,
 ) -> LoadSummary:
     """Write ``cohort`` into the registry in one transaction; return the row counts.
 
     Clinics get one clinician and one coordinator account each (unusable passwords; the demo
     gives its own accounts memberships separately). Raises on any constraint violation, in
-    which case nothing is written.
+    which case nothing is written. ``progress(stage, count)`` is called after each chunk.
     """
     report = progress or (lambda _stage, _count: None)
-    summary = LoadSummary()
     ids = IdAllocator()
-    loader = _loader_user()
-    chain = _AuditChain(loader.pk, now, f"synthetic cohort load, seed {cohort.meta.get('seed')}")
+    for model in (*REGISTRY_MODELS, *FOLLOWUP_MODELS):
+        ids.take(model, 0)  # read every MAX(id) now: the writer owns the connection later
+    loader_id = _users([LOADER_USERNAME], active=False)[LOADER_USERNAME]
+    clinic_ids = dict(
+        zip(cohort.clinics["clinic_id"].astype(int), ids.take(m.Clinic, len(cohort.clinics)).tolist(), strict=True)
+    )  # fmt: skip
+    accounts = _users(
+        [f"{role}-c{cid}" for cid in clinic_ids.values() for role in ("clinician", "coordinator")],
+        active=True,
+    )
+    staff = _Staff(
+        {cid: accounts[f"clinician-c{cid}"] for cid in clinic_ids.values()},
+        {cid: accounts[f"coordinator-c{cid}"] for cid in clinic_ids.values()},
+    )
+    taken_names = set(m.Clinic.objects.values_list("name", flat=True))
+    lock_chain()
+    trail = AuditTrail(loader_id, now, f"synthetic cohort load, seed {cohort.meta.get('seed')}")
+    if connection.vendor == "postgresql":
+        # Check foreign keys as rows arrive (overlapping the checks with building the next
+        # chunk) rather than all at commit, after everything else is done.
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with foreign_keys_checked_at_end(ROW_HEAVY_MODELS), FrameWriter() as writer:
+        sink = Sink(writer, trail, now)
+        batch = trail.request_id[-6:].upper()
+        _load_clinics(sink, cohort.clinics, clinic_ids, taken_names)
+        _load_memberships(sink, ids, staff)
+        lots = _load_lots(sink, ids, cohort.patients["treatment_date"].min(), batch)
+        report("clinics", len(clinic_ids))
+        context = _Context(sink, ids, staff, clinic_ids, lots, batch)
+        done = 0
+        for patients, timepoints, events in _chunks(cohort, chunk_patients):
+            _load_chunk(context, patients, timepoints, events)
+            done += len(patients)
+            report("patients", done)
+    reset_sequences((*REGISTRY_MODELS, *FOLLOWUP_MODELS))
+    counts = {k: v for k, v in writer.counts.items() if k != "auditevent"}
+    return LoadSummary(counts=counts, audit_rows=trail.rows)
 
-    clinic_ids = _load_clinics(cohort.clinics, ids, chain, summary)
-    operators = _clinic_staff(clinic_ids, ids, chain, summary, now)
-    report("clinics", len(clinic_ids))
 
+def _chunks(cohort: Cohort, size: int) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
+    """(patients, their time points, their events) per chunk of ``size`` patients."""
     patients = cohort.patients.reset_index(drop=True)
-    patient_ids = np.asarray(ids.take(m.Patient, len(patients)))
-    db_clinic = patients["clinic_id"].map(clinic_ids).to_numpy()
-    _load_patients(patients, patient_ids, db_clinic, now, chain, summary)
-    report("patients", len(patients))
-    _load_consents_and_diagnoses(
-        patients, patient_ids, db_clinic, operators, ids, chain, summary, now
-    )
-    episode_ids = _load_episodes(
-        patients, patient_ids, db_clinic, operators, ids, chain, summary, now
-    )
-    report("pathway", len(patients))
-    _load_events(
-        cohort.events,
-        patients,
-        patient_ids,
-        db_clinic,
-        episode_ids,
-        operators,
-        ids,
-        chain,
-        summary,
-        now,
-    )
-    report("events", len(cohort.events))
-    episode_of_synthetic = dict(
-        zip(
-            patients["patient_id"].tolist(),
-            [episode_ids[int(pid)] for pid in patient_ids],
-            strict=True,
+    tp = cohort.timepoints.sort_values("patient_id", kind="stable").reset_index(drop=True)
+    events = cohort.events.sort_values("patient_id", kind="stable").reset_index(drop=True)
+    tp_pid, ev_pid = tp["patient_id"].to_numpy(), events["patient_id"].to_numpy()
+    for start in range(0, len(patients), max(1, size)):
+        part = patients.iloc[start : start + size].reset_index(drop=True)
+        wanted = part["patient_id"].to_numpy()
+        yield (
+            part,
+            tp[np.isin(tp_pid, wanted)].reset_index(drop=True),
+            events[np.isin(ev_pid, wanted)].reset_index(drop=True),
         )
-    )
-    clinic_of_patient = dict(zip(patient_ids.tolist(), db_clinic.tolist(), strict=True))
-    drugs = patients["opioid_drug"].astype(object)
-    load_followups(
-        cohort.timepoints,
-        {
-            int(pid): (str(drug) if isinstance(drug, str) else None)
-            for pid, drug in zip(patients["patient_id"], drugs, strict=True)
-        },
-        episode_of_synthetic,
-        {eid: pid for pid, eid in episode_ids.items()},
-        clinic_of_patient,
-        ids=ids,
-        write=functools.partial(_write, chain=chain, summary=summary),
-        now=now,
-    )
-    report("follow-ups", len(cohort.timepoints))
-    chain.flush(summary)
-    reset_sequences(
-        [
-            m.Clinic,
-            m.Membership,
-            m.Patient,
-            m.Consent,
-            m.Diagnosis,
-            m.PriorTreatment,
-            m.TreatmentEpisode,
-            m.AllogeneicLot,
-            m.Harvest,
-            m.Processing,
-            m.Injection,
-            m.AdverseEvent,
-            m.ClinicalEvent,
-            f.FollowUpSchedule,
-            f.FollowUpTimePoint,
-            f.Submission,
-            f.QuestionnaireResponse,
-            m.AuditEvent,
-        ]
-    )
-    return summary
 
 
 def _load_clinics(
-    clinics: pd.DataFrame, ids: IdAllocator, chain: _AuditChain, summary: LoadSummary
-) -> dict[int, int]:
-    """Insert the clinics; return synthetic clinic id → database id."""
-    new_ids = ids.take(m.Clinic, len(clinics))
-    names = ["id", "name", "regulatory_status", "nct_id", "irb", "ind_number", "lab_accreditation"]
-    rows = []
-    mapping: dict[int, int] = {}
-    seen_names: set[str] = set(m.Clinic.objects.values_list("name", flat=True))
-    for new_id, clinic in zip(new_ids, _tuples(clinics), strict=True):
-        trial = clinic.regulatory_status == "registered_trial"
-        nct = clinic.nct_id if trial and isinstance(clinic.nct_id, str) else ""
+    sink: Sink, clinics: pd.DataFrame, clinic_ids: dict[int, int], taken: set[str]
+) -> None:
+    trial = (clinics["regulatory_status"].astype(str) == "registered_trial").to_numpy()
+    names = []
+    for synth_id, name in zip(
+        clinics["clinic_id"].astype(int), clinics["name"].astype(str), strict=True
+    ):
         # Clinic names are unique in the registry; synthetic names can repeat in big cohorts.
-        name = str(clinic.name)
-        suffix = "" if name not in seen_names and new_id == clinic.clinic_id else f" ({new_id})"
-        seen_names.add(name)
-        rows.append(
-            (
-                new_id,
-                f"{clinic.name}{suffix}",
-                clinic.regulatory_status,
-                nct,
-                "Synthetic Central IRB (demo)" if trial else "",
-                f"IND {19000 + int(clinic.clinic_id)}" if trial else "",
-                "FACT-accredited cell lab (synthetic)"
-                if clinic.regulatory_status != "none"
-                else "",
-            )
-        )
-        mapping[int(clinic.clinic_id)] = new_id
-    _write(
-        m.Clinic, names, rows, chain, summary, clinic_of=lambda r: r[0], patient_of=lambda r: None
-    )
-    return mapping
+        new_id = clinic_ids[synth_id]
+        names.append(name if name not in taken and new_id == synth_id else f"{name} ({new_id})")
+        taken.add(name)
+    synth_ids = clinics["clinic_id"].astype(int).to_numpy()
+    status = clinics["regulatory_status"].astype(str).to_numpy()
+    nct = clinics["nct_id"].astype(object).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "id": [clinic_ids[int(c)] for c in synth_ids],
+            "name": names,
+            "regulatory_status": status,
+            "nct_id": [str(n) if t and isinstance(n, str) else "" for n, t in zip(nct, trial, strict=True)],
+            "irb": np.where(trial, "Synthetic Central IRB (demo)", ""),
+            "ind_number": [f"IND {19000 + int(c)}" if t else "" for c, t in zip(synth_ids, trial, strict=True)],
+            "lab_accreditation": np.where(status != "none", "FACT-accredited cell lab (synthetic)", ""),
+        }
+    )  # fmt: skip
+    sink.created(m.Clinic, frame, clinic_ids=frame["id"], patient_ids=None)
 
 
-@dataclass(frozen=True)
-class _Staff:
-    clinician: int
-    coordinator: int
-
-
-def _clinic_staff(
-    clinic_ids: dict[int, int],
-    ids: IdAllocator,
-    chain: _AuditChain,
-    summary: LoadSummary,
-    now: dt.datetime,
-) -> dict[int, _Staff]:
+def _load_memberships(sink: Sink, ids: IdAllocator, staff: _Staff) -> None:
     """One clinician and one coordinator per clinic (operators and recorders of the rows)."""
-    staff: dict[int, _Staff] = {}
-    rows = []
-    for synth_id, clinic_id in clinic_ids.items():
-        clinician = _staff_user(f"clinician-c{clinic_id}")
-        coordinator = _staff_user(f"coordinator-c{clinic_id}")
-        staff[clinic_id] = _Staff(clinician.pk, coordinator.pk)
-        for user_id, role in ((clinician.pk, "clinician"), (coordinator.pk, "coordinator")):
-            rows.append((user_id, clinic_id, role))
-        assert synth_id is not None
-    membership_ids = ids.take(m.Membership, len(rows))
-    full = [(mid, *row) for mid, row in zip(membership_ids, rows, strict=True)]
-    _write(
-        m.Membership,
-        ["id", "user_id", "clinic_id", "role"],
-        full,
-        chain,
-        summary,
-        clinic_of=lambda r: r[2],
-        patient_of=lambda r: None,
-    )
-    return staff
-
-
-def _birth_dates(patients: pd.DataFrame, now: dt.datetime) -> list[dt.date]:
-    """A date of birth consistent with the age at treatment (day of year spread by id)."""
-    treated = pd.to_datetime(patients["treatment_date"])
-    offsets = (patients["patient_id"].to_numpy() * 37) % 365
-    births = treated - pd.to_timedelta(patients["age"].to_numpy() * 365.25 + offsets, unit="D")
-    return [d.date() for d in births]
-
-
-def _load_patients(
-    patients: pd.DataFrame,
-    patient_ids: np.ndarray,
-    db_clinic: np.ndarray,
-    now: dt.datetime,
-    chain: _AuditChain,
-    summary: LoadSummary,
-) -> None:
-    names = [
-        "id", "clinic_id", "mrn", "given_name", "family_name", "date_of_birth", "sex",
-        "email", "phone", "created_at", "version",
-    ]  # fmt: skip
-    births = _birth_dates(patients, now)
     rows = [
-        (
-            int(pid),
-            int(cid),
-            f"SYN-{int(sid):07d}",
-            str(first),
-            str(last),
-            born,
-            str(sex),
-            str(email),
-            "",
-            now,
-            1,
-        )
-        for pid, cid, sid, first, last, born, sex, email in zip(
-            patient_ids,
-            db_clinic,
-            patients["patient_id"],
-            patients["first_name"],
-            patients["last_name"],
-            births,
-            patients["sex"],
-            patients["email"],
-            strict=True,
-        )
-    ]
-    _write(
-        m.Patient, names, rows, chain, summary, clinic_of=lambda r: r[1], patient_of=lambda r: r[0]
-    )
+        (user, clinic, role)
+        for clinic in staff.clinician
+        for user, role in ((staff.clinician[clinic], "clinician"), (staff.coordinator[clinic], "coordinator"))
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["user_id", "clinic_id", "role"])
+    frame.insert(0, "id", ids.take(m.Membership, len(frame)))
+    sink.created(m.Membership, frame, clinic_ids=frame["clinic_id"], patient_ids=None)
 
 
-def _load_consents_and_diagnoses(
-    patients: pd.DataFrame,
-    patient_ids: np.ndarray,
-    db_clinic: np.ndarray,
-    operators: dict[int, _Staff],
-    ids: IdAllocator,
-    chain: _AuditChain,
-    summary: LoadSummary,
-    now: dt.datetime,
-) -> None:
-    clinic_of_patient = dict(zip(patient_ids.tolist(), db_clinic.tolist(), strict=True))
-    treated = [d.date() for d in pd.to_datetime(patients["treatment_date"])]
-    consent_rows = []
-    consent_ids = iter(ids.take(m.Consent, 2 * len(patients)))
-    for pid, cid, day in zip(patient_ids.tolist(), db_clinic.tolist(), treated, strict=True):
-        signed = day - dt.timedelta(days=14)
-        recorder = operators[cid].coordinator
-        consent_rows.append(
-            (next(consent_ids), pid, "registry", "registry-consent v2", signed, recorder, None)
-        )
-        consent_rows.append(
-            (next(consent_ids), pid, "treatment", "treatment-consent v1", signed, recorder, None)
-        )
-    _write(
-        m.Consent,
-        ["id", "patient_id", "kind", "form_version", "signed_on", "recorded_by_id", "withdrawn_on"],
-        consent_rows,
-        chain,
-        summary,
-        clinic_of=lambda r: clinic_of_patient[r[1]],
-        patient_of=lambda r: r[1],
-    )
-
-    diagnosis_ids = ids.take(m.Diagnosis, len(patients))
-    diagnosis_rows = []
-    for did, pid, row, day in zip(
-        diagnosis_ids, patient_ids.tolist(), _tuples(patients), treated, strict=True
-    ):
-        stenosis = "moderate" if row.condition == "spinal_stenosis" else "none"
-        diagnosis_rows.append(
-            (
-                did,
-                pid,
-                str(row.condition),
-                str(row.icd10),
-                day - dt.timedelta(days=60),
-                str(row.level),
-                "",
-                int(row.pfirrmann_grade),
-                int(row.modic_type),
-                float(row.disc_height_pct),
-                0,
-                stenosis,
-                now,
-            )
-        )
-    _write(
-        m.Diagnosis,
-        [
-            "id",
-            "patient_id",
-            "condition",
-            "icd10",
-            "diagnosed_on",
-            "level",
-            "laterality",
-            "pfirrmann_grade",
-            "modic_type",
-            "disc_height_pct",
-            "spondylolisthesis_grade",
-            "stenosis",
-            "created_at",
-        ],
-        diagnosis_rows,
-        chain,
-        summary,
-        clinic_of=lambda r: clinic_of_patient[r[1]],
-        patient_of=lambda r: r[1],
-    )
-
-    prior_rows: list[tuple[Any, ...]] = []
-    for pid, row, day in zip(patient_ids.tolist(), _tuples(patients), treated, strict=True):
-        start = day - dt.timedelta(days=int(row.pain_duration_months) * 30)
-        if row.opioid_use_baseline and isinstance(row.opioid_drug, str):
-            prior_rows.append(
-                (
-                    pid,
-                    "medication",
-                    "opioid at baseline",
-                    row.opioid_drug,
-                    _num(row.opioid_dose_mg_day),
-                    _num(row.opioid_mme_baseline),
-                    None,
-                    start,
-                    None,
-                )
-            )
-        elif row.prior_medication:
-            prior_rows.append(
-                (pid, "medication", "NSAID or paracetamol", "", None, None, None, start, None)
-            )
-        if row.prior_physical_therapy:
-            prior_rows.append(
-                (
-                    pid,
-                    "physical_therapy",
-                    "supervised exercise programme",
-                    "",
-                    None,
-                    None,
-                    None,
-                    start,
-                    None,
-                )
-            )
-        if row.prior_steroid_injection:
-            relief = (
-                None
-                if pd.isna(row.prior_steroid_relief_weeks)
-                else int(row.prior_steroid_relief_weeks)
-            )
-            prior_rows.append(
-                (
-                    pid,
-                    "steroid_injection",
-                    "epidural steroid injection",
-                    "",
-                    None,
-                    None,
-                    relief,
-                    start,
-                    None,
-                )
-            )
-    prior_ids = ids.take(m.PriorTreatment, len(prior_rows))
-    full = [(i, *row) for i, row in zip(prior_ids, prior_rows, strict=True)]
-    _write(
-        m.PriorTreatment,
-        [
-            "id",
-            "patient_id",
-            "kind",
-            "details",
-            "medication_name",
-            "daily_dose",
-            "mme_per_day",
-            "relief_weeks",
-            "started_on",
-            "ended_on",
-        ],
-        full,
-        chain,
-        summary,
-        clinic_of=lambda r: clinic_of_patient[r[1]],
-        patient_of=lambda r: r[1],
-    )
-
-
-def _load_episodes(
-    patients: pd.DataFrame,
-    patient_ids: np.ndarray,
-    db_clinic: np.ndarray,
-    operators: dict[int, _Staff],
-    ids: IdAllocator,
-    chain: _AuditChain,
-    summary: LoadSummary,
-    now: dt.datetime,
-) -> dict[int, int]:
-    """Episodes and, for cell therapy, harvest → processing → injection; patient → episode id."""
-    clinic_of_patient = dict(zip(patient_ids.tolist(), db_clinic.tolist(), strict=True))
-    treated = [d.date() for d in pd.to_datetime(patients["treatment_date"])]
-    episode_ids = ids.take(m.TreatmentEpisode, len(patients))
-    episode_rows = []
-    by_patient: dict[int, int] = {}
-    for eid, pid, arm, day in zip(
-        episode_ids, patient_ids.tolist(), patients["arm"].astype(str), treated, strict=True
-    ):
-        episode_rows.append((eid, pid, "cell_therapy" if arm in CELL_ARMS else arm, day, now, 1))
-        by_patient[pid] = eid
-    _write(
-        m.TreatmentEpisode,
-        ["id", "patient_id", "arm", "start_date", "created_at", "version"],
-        episode_rows,
-        chain,
-        summary,
-        clinic_of=lambda r: clinic_of_patient[r[1]],
-        patient_of=lambda r: r[1],
-    )
-
-    cell = patients["arm"].astype(str).isin(CELL_ARMS).to_numpy()
-    lots = _allogeneic_lots(ids, chain, summary, min(treated) if treated else now.date())
-    harvests: list[tuple[Any, ...]] = []
-    processings: list[tuple[Any, ...]] = []
-    injections: list[tuple[Any, ...]] = []
-    patient_of_episode = {eid: pid for pid, eid in by_patient.items()}
-    for index in np.flatnonzero(cell):
-        row: Any = patients.iloc[index]
-        pid = int(patient_ids[index])
-        eid = by_patient[pid]
-        day = treated[index]
-        operator = operators[clinic_of_patient[pid]].clinician
-        source = str(row["cell_source"])
-        levels = [str(row["level"])]
-        prp = str(row["adjunct"]) == "prp"
-        if source == "allogeneic":
-            lot_id = lots[int(row["patient_id"]) % len(lots)]
-            injections.append(
-                (
-                    eid,
-                    None,
-                    lot_id,
-                    levels,
-                    "intradiscal",
-                    "fluoroscopy",
-                    1.0,
-                    _num(row["cell_dose_e6"]),
-                    day,
-                    operator,
-                )
-            )
-            continue
-        harvests.append(
-            (eid, HARVEST_SOURCE[source], None, HARVEST_VOLUME_ML[source], day, operator)
-        )
-        processings.append(
-            (
-                PROCESSING_METHOD[source],
-                "On-site point-of-care lab (synthetic)",
-                day,
-                _num(row["tnc_e6_per_ml"]),
-                _num(row["cfu_f_per_ml"]),
-                None,
-                _num(row["viability_pct"]),
-                "pass",
-                prp,
-                False,
-                f"SYN-{chain.request_id[-6:].upper()}-{source[:3].upper()}-{int(row['patient_id']):07d}",
-            )
-        )
-        injections.append(
-            (
-                eid,
-                "processing",
-                None,
-                levels,
-                "intradiscal",
-                "fluoroscopy",
-                2.0,
-                _num(row["cell_dose_e6"]),
-                day,
-                operator,
-            )
-        )
-
-    harvest_ids = list(ids.take(m.Harvest, len(harvests)))
-    harvest_rows = [(hid, *row) for hid, row in zip(harvest_ids, harvests, strict=True)]
-    _write(
-        m.Harvest,
-        [
-            "id",
-            "episode_id",
-            "source",
-            "allogeneic_lot_id",
-            "volume_ml",
-            "harvested_on",
-            "operator_id",
-        ],
-        harvest_rows,
-        chain,
-        summary,
-        clinic_of=lambda r: clinic_of_patient[patient_of_episode[r[1]]],
-        patient_of=lambda r: patient_of_episode[r[1]],
-    )
-    processing_ids = list(ids.take(m.Processing, len(processings)))
-    processing_rows = [
-        (qid, hid, *row)
-        for qid, hid, row in zip(processing_ids, harvest_ids, processings, strict=True)
-    ]
-    episode_of_harvest = {r[0]: r[1] for r in harvest_rows}
-    _write(
-        m.Processing,
-        [
-            "id",
-            "harvest_id",
-            "method",
-            "lab",
-            "processed_on",
-            "tnc_per_ml",
-            "cfu_f_per_ml",
-            "cd34_pct",
-            "viability_pct",
-            "sterility",
-            "adjunct_prp",
-            "adjunct_hyaluronic_acid",
-            "product_id",
-        ],
-        processing_rows,
-        chain,
-        summary,
-        clinic_of=lambda r: clinic_of_patient[patient_of_episode[episode_of_harvest[r[1]]]],
-        patient_of=lambda r: patient_of_episode[episode_of_harvest[r[1]]],
-    )
-    processing_of_episode = {episode_of_harvest[r[1]]: r[0] for r in processing_rows}
-    injection_ids = ids.take(m.Injection, len(injections))
-    injection_rows = []
-    for iid, (eid, kind, lot_id, *rest) in zip(injection_ids, injections, strict=True):
-        processing_id = processing_of_episode[eid] if kind == "processing" else None
-        injection_rows.append((iid, eid, processing_id, lot_id, *rest))
-    _write(
-        m.Injection,
-        [
-            "id",
-            "episode_id",
-            "processing_id",
-            "allogeneic_lot_id",
-            "levels",
-            "target",
-            "guidance",
-            "volume_ml",
-            "cell_dose",
-            "injected_on",
-            "operator_id",
-        ],
-        injection_rows,
-        chain,
-        summary,
-        clinic_of=lambda r: clinic_of_patient[patient_of_episode[r[1]]],
-        patient_of=lambda r: patient_of_episode[r[1]],
-    )
-    return by_patient
-
-
-def _allogeneic_lots(
-    ids: IdAllocator, chain: _AuditChain, summary: LoadSummary, first_day: dt.date
-) -> list[int]:
+def _load_lots(sink: Sink, ids: IdAllocator, first_treatment: Any, batch: str) -> np.ndarray:
     """Three released allogeneic lots the allogeneic arms draw from."""
-    lot_ids = list(ids.take(m.AllogeneicLot, 3))
-    suffix = uuid.uuid4().hex[:6].upper()
-    rows = [
-        (lot_id, f"SYN-LOT-{suffix}-{n}", "Allogeneic disc progenitor cells (synthetic)", True,
-         first_day - dt.timedelta(days=30))
-        for n, lot_id in enumerate(lot_ids, start=1)
-    ]  # fmt: skip
-    _write(
-        m.AllogeneicLot,
-        ["id", "lot_number", "product", "released", "released_on"],
-        rows,
-        chain,
-        summary,
-        clinic_of=lambda r: None,
-        patient_of=lambda r: None,
+    lot_ids = ids.take(m.AllogeneicLot, 3)
+    released = (pd.Timestamp(first_treatment) - pd.Timedelta(days=30)).date().isoformat()
+    frame = pd.DataFrame(
+        {
+            "id": lot_ids,
+            "lot_number": [f"SYN-LOT-{batch}-{n}" for n in range(1, 4)],
+            "product": "Allogeneic disc progenitor cells (synthetic)",
+            "released": True,
+            "released_on": released,
+        }
     )
+    sink.created(m.AllogeneicLot, frame, clinic_ids=None, patient_ids=None)
     return lot_ids
 
 
-def _load_events(
-    events: pd.DataFrame,
-    patients: pd.DataFrame,
-    patient_ids: np.ndarray,
-    db_clinic: np.ndarray,
-    episode_ids: dict[int, int],
-    operators: dict[int, _Staff],
-    ids: IdAllocator,
-    chain: _AuditChain,
-    summary: LoadSummary,
-    now: dt.datetime,
+@dataclass(frozen=True)
+class _Chunk:
+    """One chunk's patients as columns, aligned by position."""
+
+    frame: pd.DataFrame
+    patient_ids: np.ndarray  # database ids
+    clinic_ids: np.ndarray  # database clinic id of each patient
+    treated: np.ndarray  # treatment date, datetime64[D]
+    episode_ids: np.ndarray
+
+    def days_before(self, days: Any) -> list[str | None]:
+        return db_date_texts(self.treated - np.asarray(days).astype("timedelta64[D]"))
+
+
+def _load_chunk(
+    context: _Context, patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd.DataFrame
 ) -> None:
-    """Adverse events (adjudicated or pending) and clinical events (surgery, repeat injection)."""
-    to_db = dict(zip(patients["patient_id"].tolist(), patient_ids.tolist(), strict=True))
-    clinic_of_patient = dict(zip(patient_ids.tolist(), db_clinic.tolist(), strict=True))
-    adverse, clinical = [], []
-    for event in _event_rows(events):
-        pid = to_db[int(event["patient_id"])]
-        eid = episode_ids.get(pid)
-        day = _date(event["event_date"])
-        term = str(event["term"])
-        if event["event_type"] == "adverse_event":
-            adjudicated = event["adjudication"] == "adjudicated"
-            grade = None if pd.isna(event["ctcae_grade"]) else int(event["ctcae_grade"])
-            adverse.append(
-                (
-                    pid,
-                    eid,
-                    term.replace("_", " ").capitalize(),
-                    AE_CATEGORY.get(term, "other"),
-                    day,
-                    grade if adjudicated else None,
-                    bool(event["serious"]) if adjudicated else False,
-                    str(event["relatedness"]) if adjudicated else "",
-                    bool(event["expected"]) if adjudicated else None,
-                    "recovered" if adjudicated else "unknown",
-                    (day + dt.timedelta(days=14)) if adjudicated and day else None,
-                    "adjudicated" if adjudicated else "pending",
-                    operators[clinic_of_patient[pid]].clinician if adjudicated else None,
-                    now if adjudicated else None,
-                )
+    ids = context.ids
+    clinic = patients["clinic_id"].astype(int).map(context.clinic_ids).to_numpy(dtype=np.int64)
+    chunk = _Chunk(
+        patients,
+        ids.take(m.Patient, len(patients)),
+        clinic,
+        patients["treatment_date"].to_numpy().astype("datetime64[D]"),
+        ids.take(m.TreatmentEpisode, len(patients)),
+    )
+    _load_patients(context, chunk)
+    _load_consents(context, chunk)
+    _load_diagnoses(context, chunk)
+    _load_prior_treatments(context, chunk)
+    _load_pathway(context, chunk)
+    _load_events(context, chunk, events)
+    position = pd.Index(patients["patient_id"].to_numpy()).get_indexer(
+        pd.Index(timepoints["patient_id"])
+    )
+    load_followups(
+        context.sink,
+        ids,
+        timepoints,
+        episode_ids=chunk.episode_ids,
+        patient_ids=chunk.patient_ids,
+        clinic_ids=chunk.clinic_ids,
+        opioid_drugs=patients["opioid_drug"].astype(object).to_numpy(),
+        treated=chunk.treated,
+        position=position,
+    )
+
+
+def _load_patients(context: _Context, chunk: _Chunk) -> None:
+    p = chunk.frame
+    synth_ids = p["patient_id"].to_numpy()
+    # A date of birth consistent with the age at treatment (day of year spread by id).
+    age_days = np.floor(p["age"].to_numpy() * 365.25 + (synth_ids * 37) % 365).astype(
+        "timedelta64[D]"
+    )
+    frame = pd.DataFrame(
+        {
+            "id": chunk.patient_ids,
+            "clinic_id": chunk.clinic_ids,
+            "mrn": [f"SYN-{int(s):07d}" for s in synth_ids],
+            "given_name": p["first_name"].astype(str).to_numpy(),
+            "family_name": p["last_name"].astype(str).to_numpy(),
+            "date_of_birth": db_date_texts(chunk.treated - age_days),
+            "sex": p["sex"].astype(str).to_numpy(),
+            "email": p["email"].astype(str).to_numpy(),
+            "phone": "",
+            "created_at": context.sink.now_db,
+            "version": 1,
+        }
+    )  # fmt: skip
+    context.sink.created(
+        m.Patient, frame, clinic_ids=chunk.clinic_ids, patient_ids=chunk.patient_ids
+    )
+
+
+def _load_consents(context: _Context, chunk: _Chunk) -> None:
+    count = len(chunk.patient_ids)
+    signed = np.repeat(np.asarray(chunk.days_before(np.full(count, 14)), dtype=object), 2)
+    recorder = pd.Series(chunk.clinic_ids).map(context.staff.coordinator).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "id": context.ids.take(m.Consent, 2 * count),
+            "patient_id": np.repeat(chunk.patient_ids, 2),
+            "kind": np.tile(["registry", "treatment"], count),
+            "form_version": np.tile(["registry-consent v2", "treatment-consent v1"], count),
+            "signed_on": signed,
+            "recorded_by_id": np.repeat(recorder, 2),
+            "withdrawn_on": None,
+        }
+    )
+    context.sink.created(
+        m.Consent, frame, clinic_ids=np.repeat(chunk.clinic_ids, 2), patient_ids=frame["patient_id"]
+    )
+
+
+def _load_diagnoses(context: _Context, chunk: _Chunk) -> None:
+    p = chunk.frame
+    count = len(p)
+    condition = p["condition"].astype(str).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "id": context.ids.take(m.Diagnosis, count),
+            "patient_id": chunk.patient_ids,
+            "condition": condition,
+            "icd10": p["icd10"].astype(str).to_numpy(),
+            "diagnosed_on": chunk.days_before(np.full(count, 60)),
+            "level": p["level"].astype(str).to_numpy(),
+            "laterality": "",
+            "pfirrmann_grade": p["pfirrmann_grade"].astype(int).to_numpy(),  # classic 1-5
+            "modified_pfirrmann_grade": pd.Series([None] * count, dtype="Int64"),  # ADR 0006
+            "modic_type": p["modic_type"].astype(int).to_numpy(),
+            "disc_height_pct": p["disc_height_pct"].astype(float).to_numpy(),
+            "spondylolisthesis_grade": 0,
+            "stenosis": np.where(condition == "spinal_stenosis", "moderate", "none"),
+            "created_at": context.sink.now_db,
+        }
+    )
+    context.sink.created(
+        m.Diagnosis, frame, clinic_ids=chunk.clinic_ids, patient_ids=chunk.patient_ids
+    )
+
+
+def _load_prior_treatments(context: _Context, chunk: _Chunk) -> None:
+    """Opioid at baseline (or else simple analgesics), physiotherapy and steroid injections."""
+    p = chunk.frame
+    drug = p["opioid_drug"].astype(object).to_numpy()
+    on_opioid = p["opioid_use_baseline"].to_numpy(dtype=bool) & pd.notna(drug)
+    analgesic = ~on_opioid & p["prior_medication"].to_numpy(dtype=bool)
+    physio = p["prior_physical_therapy"].to_numpy(dtype=bool)
+    steroid = p["prior_steroid_injection"].to_numpy(dtype=bool)
+    started = np.asarray(chunk.days_before(p["pain_duration_months"].to_numpy() * 30), dtype=object)
+    relief = p["prior_steroid_relief_weeks"].astype(float).to_numpy()
+    parts = []
+    for rank, (mask, kind, details) in enumerate(
+        (
+            (on_opioid, "medication", "opioid at baseline"),
+            (analgesic, "medication", "NSAID or paracetamol"),
+            (physio, "physical_therapy", "supervised exercise programme"),
+            (steroid, "steroid_injection", "epidural steroid injection"),
+        )
+    ):
+        where = np.flatnonzero(mask)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "position": where,
+                    "rank": rank,
+                    "patient_id": chunk.patient_ids[where],
+                    "kind": kind,
+                    "details": details,
+                    "medication_name": np.where(rank == 0, drug[where], "").astype(object),
+                    "daily_dose": p["opioid_dose_mg_day"].to_numpy(dtype=float)[where] if rank == 0 else np.nan,
+                    "mme_per_day": p["opioid_mme_baseline"].to_numpy(dtype=float)[where] if rank == 0 else np.nan,
+                    "relief_weeks": pd.array(relief[where] if rank == 3 else np.full(len(where), np.nan)).astype("Int64"),
+                    "started_on": started[where],
+                    "ended_on": None,
+                }
             )
-        else:
-            clinical.append((pid, eid, str(event["event_type"]), day, term.replace("_", " ")))
-    ae_ids = ids.take(m.AdverseEvent, len(adverse))
-    _write(
-        m.AdverseEvent,
-        [
-            "id",
-            "patient_id",
-            "episode_id",
-            "description",
-            "category",
-            "onset",
-            "ctcae_grade",
-            "serious",
-            "relatedness",
-            "expected",
-            "outcome",
-            "resolved_on",
-            "status",
-            "adjudicated_by_id",
-            "adjudicated_at",
-        ],
-        [(i, *row) for i, row in zip(ae_ids, adverse, strict=True)],
-        chain,
-        summary,
-        clinic_of=lambda r: clinic_of_patient[r[1]],
-        patient_of=lambda r: r[1],
-    )
-    ce_ids = ids.take(m.ClinicalEvent, len(clinical))
-    _write(
-        m.ClinicalEvent,
-        ["id", "patient_id", "episode_id", "kind", "occurred_on", "details"],
-        [(i, *row) for i, row in zip(ce_ids, clinical, strict=True)],
-        chain,
-        summary,
-        clinic_of=lambda r: clinic_of_patient[r[1]],
-        patient_of=lambda r: r[1],
+        )  # fmt: skip
+    frame = pd.concat(parts).sort_values(["position", "rank"], kind="stable")
+    clinics = chunk.clinic_ids[frame["position"].to_numpy()]
+    frame = frame.drop(columns=["position", "rank"]).reset_index(drop=True)
+    frame.insert(0, "id", context.ids.take(m.PriorTreatment, len(frame)))
+    context.sink.created(
+        m.PriorTreatment, frame, clinic_ids=clinics, patient_ids=frame["patient_id"]
     )
 
 
-def _event_rows(events: pd.DataFrame) -> Iterator[dict[str, Any]]:
-    for record in events.to_dict("records"):
-        yield {str(key): value for key, value in record.items()}
+def _load_pathway(context: _Context, chunk: _Chunk) -> None:
+    """Episodes and, for cell therapy, harvest -> processing -> injection (or a released lot)."""
+    p, ids, sink = chunk.frame, context.ids, context.sink
+    arm = p["arm"].astype(str).to_numpy()
+    cell = np.isin(arm, CELL_ARMS)
+    start = db_date_texts(chunk.treated)
+    episodes = pd.DataFrame(
+        {
+            "id": chunk.episode_ids,
+            "patient_id": chunk.patient_ids,
+            "arm": np.where(cell, "cell_therapy", arm),
+            "start_date": start,
+            "created_at": sink.now_db,
+            "version": 1,
+        }
+    )
+    sink.created(
+        m.TreatmentEpisode, episodes, clinic_ids=chunk.clinic_ids, patient_ids=chunk.patient_ids
+    )
+
+    source = p["cell_source"].astype(object).to_numpy()
+    allo = cell & (source == "allogeneic")
+    auto = np.flatnonzero(cell & ~allo)
+    operator = pd.Series(chunk.clinic_ids).map(context.staff.clinician).to_numpy()
+    day = np.asarray(start, dtype=object)
+    auto_source = source[auto].astype(str)
+    harvest_ids = ids.take(m.Harvest, len(auto))
+    harvests = pd.DataFrame(
+        {
+            "id": harvest_ids,
+            "episode_id": chunk.episode_ids[auto],
+            "source": [HARVEST_SOURCE[s] for s in auto_source],
+            "allogeneic_lot_id": pd.Series([None] * len(auto), dtype="Int64"),
+            "volume_ml": [HARVEST_VOLUME_ML[s] for s in auto_source],
+            "harvested_on": day[auto],
+            "operator_id": operator[auto],
+        }
+    )
+    sink.created(
+        m.Harvest, harvests, clinic_ids=chunk.clinic_ids[auto], patient_ids=chunk.patient_ids[auto]
+    )
+    synth_ids = p["patient_id"].to_numpy()
+    processing_ids = ids.take(m.Processing, len(auto))
+    processings = pd.DataFrame(
+        {
+            "id": processing_ids,
+            "harvest_id": harvest_ids,
+            "method": [PROCESSING_METHOD[s] for s in auto_source],
+            "lab": "On-site point-of-care lab (synthetic)",
+            "processed_on": day[auto],
+            "tnc_per_ml": p["tnc_e6_per_ml"].to_numpy(dtype=float)[auto],
+            "cfu_f_per_ml": p["cfu_f_per_ml"].to_numpy(dtype=float)[auto],
+            "cd34_pct": np.nan,
+            "viability_pct": p["viability_pct"].to_numpy(dtype=float)[auto],
+            "sterility": "pass",
+            "adjunct_prp": (p["adjunct"].astype(str).to_numpy() == "prp")[auto],
+            "adjunct_hyaluronic_acid": False,
+            "product_id": [f"SYN-{context.batch}-{s[:3].upper()}-{int(i):07d}" for s, i in zip(auto_source, synth_ids[auto], strict=True)],
+        }
+    )  # fmt: skip
+    sink.created(
+        m.Processing,
+        processings,
+        clinic_ids=chunk.clinic_ids[auto],
+        patient_ids=chunk.patient_ids[auto],
+    )
+
+    treated = np.flatnonzero(cell)
+    processing_of = pd.Series(processing_ids, index=auto)
+    lot = pd.Series(context.lots[synth_ids % len(context.lots)])
+    is_allo = allo[treated]
+    injections = pd.DataFrame(
+        {
+            "id": ids.take(m.Injection, len(treated)),
+            "episode_id": chunk.episode_ids[treated],
+            "processing_id": pd.Series(processing_of.reindex(treated).to_numpy(), dtype="Int64"),
+            "allogeneic_lot_id": pd.Series(np.where(is_allo, lot[treated], np.nan), dtype="Int64"),
+            "levels": ["[" + t + "]" for t in jsontext.strings(p["level"].iloc[treated])],
+            "target": "intradiscal",
+            "guidance": "fluoroscopy",
+            "volume_ml": np.where(is_allo, 1.0, 2.0),
+            # PRP given with the cells: recorded on processing for autologous cells and, since
+            # a lot has no processing here, on the injection too.
+            "adjunct_prp": (p["adjunct"].astype(str).to_numpy() == "prp")[treated],
+            "cell_dose": p["cell_dose_e6"].to_numpy(dtype=float)[treated],
+            "injected_on": day[treated],
+            "operator_id": operator[treated],
+        }
+    )
+    sink.created(
+        m.Injection,
+        injections,
+        clinic_ids=chunk.clinic_ids[treated],
+        patient_ids=chunk.patient_ids[treated],
+    )
 
 
-def _tuples(frame: pd.DataFrame) -> Iterator[Any]:
-    """Rows as named tuples, typed loosely: the frames' columns are checked by the generator."""
-    return iter(frame.itertuples(index=False))
+def _load_events(context: _Context, chunk: _Chunk, events: pd.DataFrame) -> None:
+    """Adverse events (adjudicated or pending) and clinical events (surgery, repeat injection)."""
+    position = pd.Index(chunk.frame["patient_id"].to_numpy()).get_indexer(
+        pd.Index(events["patient_id"])
+    )
+    kind = events["event_type"].astype(str).to_numpy()
+    day = np.asarray(db_date_texts(events["event_date"]), dtype=object)
+    term = events["term"].astype(str).to_numpy()
+    adverse = np.flatnonzero(kind == "adverse_event")
+    done = (events["adjudication"].astype(str).to_numpy() == "adjudicated")[adverse]
+    at = position[adverse]
+    resolved = np.asarray(
+        db_date_texts(events["event_date"].iloc[adverse] + pd.Timedelta(days=14)), dtype=object
+    )
+    grade = events["ctcae_grade"].astype(object).to_numpy()[adverse]
+    serious = events["serious"].astype(object).to_numpy()[adverse]
+    related = events["relatedness"].astype(object).to_numpy()[adverse]
+    expected = events["expected"].astype(object).to_numpy()[adverse]
+    clinician = [context.staff.clinician[int(c)] for c in chunk.clinic_ids[at]]
+    aes = pd.DataFrame(
+        {
+            "id": context.ids.take(m.AdverseEvent, len(adverse)),
+            "patient_id": chunk.patient_ids[at],
+            "episode_id": chunk.episode_ids[at],
+            "description": [t.replace("_", " ").capitalize() for t in term[adverse]],
+            "category": [AE_CATEGORY.get(t, "other") for t in term[adverse]],
+            "onset": day[adverse],
+            "ctcae_grade": pd.Series([int(g) if d and pd.notna(g) else None for g, d in zip(grade, done, strict=True)], dtype="Int64"),
+            "serious": [bool(s) if d and pd.notna(s) else False for s, d in zip(serious, done, strict=True)],
+            "relatedness": [str(r) if d else "" for r, d in zip(related, done, strict=True)],
+            "expected": pd.Series([bool(e) if d and pd.notna(e) else None for e, d in zip(expected, done, strict=True)], dtype="boolean"),
+            "outcome": np.where(done, "recovered", "unknown"),
+            "resolved_on": [r if d else None for r, d in zip(resolved, done, strict=True)],
+            "status": np.where(done, "adjudicated", "pending"),
+            "adjudicated_by_id": pd.Series([c if d else None for c, d in zip(clinician, done, strict=True)], dtype="Int64"),
+            "adjudicated_at": [context.sink.now_db if d else None for d in done],
+        }
+    )  # fmt: skip
+    context.sink.created(
+        m.AdverseEvent, aes, clinic_ids=chunk.clinic_ids[at], patient_ids=aes["patient_id"]
+    )
+    clinical = np.flatnonzero(kind != "adverse_event")
+    at = position[clinical]
+    ces = pd.DataFrame(
+        {
+            "id": context.ids.take(m.ClinicalEvent, len(clinical)),
+            "patient_id": chunk.patient_ids[at],
+            "episode_id": chunk.episode_ids[at],
+            "kind": kind[clinical],
+            "occurred_on": day[clinical],
+            "details": [t.replace("_", " ") for t in term[clinical]],
+        }
+    )
+    context.sink.created(
+        m.ClinicalEvent, ces, clinic_ids=chunk.clinic_ids[at], patient_ids=ces["patient_id"]
+    )
 
 
 def registry_is_empty() -> bool:

@@ -52,8 +52,9 @@ class TimePointStatus(models.TextChoices):
 class FollowUpTimePoint(models.Model):
     """One time point of a schedule, with its window (``opens``..``closes``, inclusive)."""
 
+    # No index of its own: the (schedule, key) unique constraint's index serves schedule lookups.
     schedule = models.ForeignKey(
-        FollowUpSchedule, on_delete=models.PROTECT, related_name="time_points"
+        FollowUpSchedule, on_delete=models.PROTECT, related_name="time_points", db_index=False
     )
     # Denormalised from schedule.episode.patient: every portal and clinic query scopes by it.
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="time_points")
@@ -111,17 +112,28 @@ class Submission(models.Model):
     time_point = models.OneToOneField(
         FollowUpTimePoint, on_delete=models.PROTECT, related_name="submission"
     )
-    idempotency_key = models.CharField(max_length=64, unique=True)
-    reference = models.CharField(max_length=16, unique=True)  # shown to the patient
+    idempotency_key = models.CharField(max_length=64)
+    reference = models.CharField(max_length=16)  # shown to the patient
     submitted_at = models.DateTimeField()
+
+    class Meta:
+        # Constraints rather than unique=True: on PostgreSQL the field option adds a second,
+        # LIKE-pattern index per column that no query uses and every submission pays for.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="followup_submission_key_unique"
+            ),
+            models.UniqueConstraint(fields=["reference"], name="followup_submission_ref_unique"),
+        ]
 
 
 class QuestionnaireResponse(models.Model):
     """One instrument's answers at one time point, scored by the core scorers."""
 
     submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="responses")
+    # No index of its own: the (time_point, instrument_id) constraint's index serves lookups.
     time_point = models.ForeignKey(
-        FollowUpTimePoint, on_delete=models.PROTECT, related_name="responses"
+        FollowUpTimePoint, on_delete=models.PROTECT, related_name="responses", db_index=False
     )
     instrument_id = models.CharField(max_length=60)
     instrument_version = models.CharField(max_length=20)

@@ -120,16 +120,65 @@ def _timestamp(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def compute_hash(fields: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of the hashed fields of one audit row."""
-    payload = {name: fields[name] for name in HASHED_FIELDS}
-    payload["occurred_at"] = _timestamp(payload["occurred_at"])
-    payload = _canonical_number(payload)
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of one value: sorted keys, no spaces, UTF-8 kept, integral floats
+    as integers (see :func:`_canonical_number`). Raises ValueError for NaN or infinity."""
+    return json.dumps(
+        _canonical_number(value),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+
+
+_SORTED_HASHED_FIELDS = tuple(sorted(HASHED_FIELDS))
+
+
+def record_template(fixed: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """A ``%``-format template of the canonical JSON of an audit row, and its open fields.
+
+    ``fixed`` maps some hashed fields to their canonical JSON text (:func:`canonical_json`);
+    the template has a ``%s`` for each other hashed field, in the order of the returned names.
+    ``template % texts`` (each text canonical JSON) is exactly the text :func:`compute_hash`
+    hashes, because a JSON object with sorted keys is its members' texts joined in key order.
+    Bulk writers (``vertebra.cohort``) fill it per row instead of re-serialising whole rows.
+    """
+    unknown = set(fixed) - set(HASHED_FIELDS)
+    if unknown:
+        raise ValueError(f"not hashed audit fields: {sorted(unknown)}")
+    members, open_fields = [], []
+    for name in _SORTED_HASHED_FIELDS:
+        if name in fixed:
+            members.append(f'"{name}":' + fixed[name].replace("%", "%%"))
+        else:
+            members.append(f'"{name}":%s')
+            open_fields.append(name)
+    return "{" + ",".join(members) + "}", tuple(open_fields)
+
+
+def hash_text(text: str) -> str:
+    """SHA-256 (hex) of a canonical audit-row text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _lock_chain() -> None:
+def compute_hash(fields: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of the hashed fields of one audit row."""
+    texts = {
+        name: canonical_json(_timestamp(fields[name]) if name == "occurred_at" else fields[name])
+        for name in HASHED_FIELDS
+    }
+    template, open_fields = record_template(texts)
+    assert not open_fields
+    return hash_text(template % ())  # undoes the template's %% escapes
+
+
+def timestamp_json(value: dt.datetime) -> str:
+    """The canonical JSON text of ``occurred_at`` as hashed (UTC, microseconds)."""
+    return canonical_json(_timestamp(value))
+
+
+def lock_chain() -> None:
     """Serialise appends until the end of the current transaction (see module docstring)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -163,7 +212,7 @@ def record_audit(
     when = occurred_at or timezone.now()
     if timezone.is_naive(when):
         raise ValueError("occurred_at must be timezone-aware")
-    _lock_chain()
+    lock_chain()
     last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
     fields: dict[str, Any] = {
         "seq": (last["seq"] + 1) if last else 1,

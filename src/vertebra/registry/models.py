@@ -767,7 +767,7 @@ class AuditEvent(models.Model):
     reason = models.TextField(blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64)
 
     class Meta:
         ordering = ["seq"]
@@ -775,6 +775,9 @@ class AuditEvent(models.Model):
             models.Index(fields=["patient_id", "occurred_at"], name="audit_patient_time"),
             models.Index(fields=["actor_user_id", "occurred_at"], name="audit_actor_time"),
         ]
+        # A constraint rather than unique=True: on PostgreSQL the field option adds a second,
+        # LIKE-pattern index on the hash that no query uses and every append pays for.
+        constraints = [models.UniqueConstraint(fields=["hash"], name="audit_hash_unique")]
 
     def __str__(self) -> str:
         return f"audit #{self.seq} {self.action} {self.object_type} {self.object_id}"

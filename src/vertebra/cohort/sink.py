@@ -1,0 +1,201 @@
+"""Where the bulk loader's rows go: the table (through a :class:`FrameWriter`) and, for each
+created object, one ``create`` record on the hash-chained audit trail.
+
+The records are the ones the registry services write for the same objects (same fields, same
+canonical JSON, same hash rule: :func:`vertebra.registry.audit.record_template`), by the system
+account ``synthetic-loader``, at one instant, in the order the rows are written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.db import models
+from django.db.models import Model
+
+from vertebra.cohort import jsontext
+from vertebra.cohort.bulk import FrameWriter, db_datetime_text
+from vertebra.registry.audit import GENESIS_HASH, canonical_json, record_template, timestamp_json
+from vertebra.registry.models import AuditEvent
+
+LOADER_USERNAME = "synthetic-loader"
+_OPEN_FIELDS = (
+    "clinic_id",
+    "new_values",
+    "object_id",
+    "object_type",
+    "patient_id",
+    "prev_hash",
+    "seq",
+)
+
+
+def _id_texts(values: Any, count: int) -> list[str]:
+    """Ids (an array, nullable, or None for all) as JSON numbers."""
+    if values is None:
+        return ["null"] * count
+    return jsontext.integers(pd.Series(values))
+
+
+class AuditTrail:
+    """Appends ``create`` records for bulk-written objects, continuing the existing chain.
+
+    Reads the chain head once, at construction, inside the caller's transaction; the caller
+    must hold the transaction until every record is written (nobody else can append meanwhile:
+    on PostgreSQL the loader takes the audit-chain lock, on SQLite the write transaction is
+    exclusive).
+    """
+
+    def __init__(self, actor_id: int, now: dt.datetime, reason: str) -> None:
+        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+        self.seq: int = last["seq"] if last else 0
+        self.prev_hash: str = last["hash"] if last else GENESIS_HASH
+        self.request_id = f"synth-{uuid.uuid4().hex[:12]}"
+        self.rows = 0
+        self._constants = {
+            "occurred_at": db_datetime_text(now),
+            "actor_user_id": actor_id,
+            "actor_username": LOADER_USERNAME,
+            "role": "system",
+            "action": "create",
+            "old_values": None,
+            "reason": reason,
+            "request_id": self.request_id,
+        }
+        self._template, open_fields = record_template(
+            {
+                "action": '"create"',
+                "actor_user_id": str(int(actor_id)),
+                "actor_username": canonical_json(LOADER_USERNAME),
+                "occurred_at": timestamp_json(now),
+                "old_values": "null",
+                "reason": canonical_json(reason),
+                "request_id": canonical_json(self.request_id),
+                "role": '"system"',
+            }
+        )
+        # The loop in created() fills the open fields positionally, in this order.
+        assert open_fields == _OPEN_FIELDS, open_fields
+
+    def created(
+        self,
+        object_type: str,
+        object_ids: Sequence[int] | np.ndarray,
+        new_values: Sequence[str],
+        *,
+        clinic_ids: Any,
+        patient_ids: Any,
+    ) -> pd.DataFrame:
+        """The audit rows (a frame for :class:`FrameWriter`) of objects just created, chained.
+
+        ``new_values`` are canonical JSON texts; ``clinic_ids``/``patient_ids`` are arrays (or
+        None when the objects belong to no clinic/patient).
+        """
+        count = len(object_ids)
+        object_texts = [f'"{int(i)}"' for i in object_ids]
+        type_text = canonical_json(object_type)
+        clinics = _id_texts(clinic_ids, count)
+        patients = _id_texts(patient_ids, count)
+        seqs = range(self.seq + 1, self.seq + count + 1)
+        prevs: list[str] = []
+        hashes: list[str] = []
+        prev, template, sha256 = self.prev_hash, self._template, hashlib.sha256
+        for clinic, values, object_text, patient, seq in zip(
+            clinics, new_values, object_texts, patients, seqs, strict=True
+        ):
+            prevs.append(prev)
+            text = template % (clinic, values, object_text, type_text, patient, f'"{prev}"', seq)
+            prev = sha256(text.encode("utf-8")).hexdigest()
+            hashes.append(prev)
+        self.seq += count
+        self.prev_hash = prev
+        self.rows += count
+        frame = pd.DataFrame(
+            {
+                "seq": np.arange(seqs.start, seqs.stop, dtype=np.int64),
+                **{name: [value] * count for name, value in self._constants.items()},
+                "clinic_id": _nullable_ids(clinic_ids, count),
+                "patient_id": _nullable_ids(patient_ids, count),
+                "object_type": [object_type] * count,
+                "object_id": [str(int(i)) for i in object_ids],
+                "new_values": list(new_values),
+                "prev_hash": prevs,
+                "hash": hashes,
+            }
+        )
+        return frame
+
+
+def _nullable_ids(values: Any, count: int) -> pd.Series:
+    if values is None:
+        return pd.Series([None] * count, dtype="Int64")
+    return pd.Series(values, dtype="Int64").reset_index(drop=True)
+
+
+class Sink:
+    """Writes frames and their audit records; tracks how many rows of each kind were written."""
+
+    def __init__(self, writer: FrameWriter, trail: AuditTrail, now: dt.datetime) -> None:
+        self.writer = writer
+        self.trail = trail
+        self.now_db = db_datetime_text(now)
+        self.now_json = jsontext.timestamp(now)
+
+    def write(self, model: type[Model], frame: pd.DataFrame) -> None:
+        """Rows audited as part of another object's record (time points, responses)."""
+        self.writer.write(model, frame)
+
+    def created(
+        self,
+        model: type[Model],
+        frame: pd.DataFrame,
+        *,
+        clinic_ids: Any,
+        patient_ids: Any,
+        object_type: str | None = None,
+        new_values: Sequence[str] | None = None,
+    ) -> None:
+        """Write ``frame`` and one ``create`` record per row.
+
+        The record's values are the row as written (the services' ``snapshot``) unless
+        ``object_type`` and ``new_values`` give what the owning service records instead.
+        """
+        self.writer.write(model, frame)
+        kind = object_type or model._meta.model_name or model.__name__.lower()
+        values = new_values if new_values is not None else self.snapshot_texts(model, frame)
+        audit = self.trail.created(
+            kind, frame["id"].to_numpy(), values, clinic_ids=clinic_ids, patient_ids=patient_ids
+        )
+        self.writer.write(AuditEvent, audit)
+
+    def snapshot_texts(self, model: type[Model], frame: pd.DataFrame) -> list[str]:
+        """Each row as the JSON object ``audit.snapshot`` records (columns by their field type)."""
+        fields = {field.attname: field for field in model._meta.concrete_fields}
+        texts = {name: self._column_texts(fields[name], frame[name]) for name in frame.columns}
+        return jsontext.frame_objects(frame, texts)
+
+    def _column_texts(self, field: models.Field[Any, Any], column: pd.Series) -> list[str]:
+        converter: Callable[[Any], list[str]]
+        if isinstance(field, models.BooleanField):
+            converter = jsontext.booleans
+        elif isinstance(field, models.FloatField):
+            converter = jsontext.numbers
+        elif isinstance(field, models.DateTimeField):
+            # The loader stamps its rows with one instant; anything else is a mistake here.
+            known = {self.now_db: self.now_json}
+            return ["null" if v is None else known[v] for v in column.tolist()]
+        elif isinstance(field, models.DateField):
+            return jsontext.iso_dates(column.tolist())
+        elif isinstance(field, models.JSONField):
+            return ["null" if v is None else v for v in column.tolist()]
+        elif isinstance(field, models.IntegerField | models.AutoField | models.ForeignKey):
+            converter = jsontext.integers
+        else:
+            converter = jsontext.strings
+        return converter(column)
