@@ -60,3 +60,8 @@ def test_load_benchmark_small_postgresql() -> None:
     admin = url.rsplit("/", 1)[0] + "/postgres"
     out = _bench("bench_load.py", "--sizes", "300", "--admin-url", admin)
     assert "PostgreSQL" in out and "300" in out and "plain COPY" in out
+
+
+def test_demo_benchmark_small() -> None:
+    out = _bench("bench_demo.py", "--patients", "50", "--repeat", "1")
+    assert "50 patients, first page after" in out
