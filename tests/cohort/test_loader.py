@@ -128,3 +128,27 @@ def test_follow_ups_are_scheduled_and_responses_rescore_exactly(cohort: Cohort) 
         assert response.band == (result.band or "")
         assert response.extras == result.to_dict()["extras"]
         assert response.instrument_version == result.version
+
+
+def test_loaded_audit_records_are_the_services_snapshots(cohort: Cohort) -> None:
+    """For every kind of object the registry services create with ``snapshot`` (all concrete
+    fields), the loader's record holds exactly the snapshot of the stored row: same keys, same
+    values. A field added to a model and not to the loader fails here."""
+    import json
+
+    from vertebra.registry.audit import canonical_json, snapshot
+
+    load_cohort(cohort, now=NOW)
+    models = [
+        m.Clinic, m.Membership, m.AllogeneicLot, m.Patient, m.Consent, m.Diagnosis,
+        m.PriorTreatment, m.TreatmentEpisode, m.Harvest, m.Processing, m.Injection,
+        m.AdverseEvent, m.ClinicalEvent,
+    ]  # fmt: skip
+    for model in models:
+        object_type = model._meta.model_name
+        records = m.AuditEvent.objects.filter(object_type=object_type, action="create")
+        assert records.count() == model.objects.count() > 0, object_type
+        for record in records.order_by("seq")[:25]:
+            instance = model.objects.get(pk=int(record.object_id))
+            expected = json.loads(canonical_json(snapshot(instance)))
+            assert record.new_values == expected, object_type
