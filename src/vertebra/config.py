@@ -19,6 +19,10 @@ INSECURE_DEFAULT_SECRET = "insecure-development-key-do-not-use-in-production"
 VALID_ENVIRONMENTS = ("development", "demo", "test", "production")
 
 
+#: Seconds a request may wait for the database (lock, connection) before it fails with 503.
+DEFAULT_DATABASE_TIMEOUT = 3
+
+
 class ConfigurationError(Exception):
     """A setting read from the environment is missing or malformed."""
 
@@ -73,11 +77,17 @@ def read_list(env: Mapping[str, str], name: str, default: list[str]) -> list[str
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_from_url(url: str) -> DatabaseChoice:
+def database_from_url(url: str, timeout: int = DEFAULT_DATABASE_TIMEOUT) -> DatabaseChoice:
     """Turn a DATABASE_URL into Django DATABASES['default'] settings.
 
     Supports ``sqlite:///absolute/path.sqlite3`` and ``postgres://user:pass@host:port/name``
     (also ``postgresql://``). Anything else raises ConfigurationError naming DATABASE_URL.
+
+    ``timeout`` (seconds, DATABASE_TIMEOUT) bounds every wait on the database: SQLite's busy
+    wait for the write lock, PostgreSQL's connect and lock waits. A request that hits it fails
+    fast and the web layer answers 503 (``vertebra.web.unavailable``) instead of hanging a
+    worker. Durability: SQLite runs WAL with ``synchronous=FULL``, so an acknowledged commit
+    survives a power loss, not only a crash of the app (see docs/reliability.md).
     """
     import dj_database_url
 
@@ -103,15 +113,19 @@ def database_from_url(url: str) -> DatabaseChoice:
     if scheme == "sqlite":
         parsed["CONN_MAX_AGE"] = 0
         parsed["OPTIONS"] = {
-            "timeout": 20,
+            "timeout": timeout,
             "transaction_mode": "IMMEDIATE",
             "init_command": (
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
             ),
         }
         description = f"SQLite at {parsed['NAME']}"
     else:
         parsed["CONN_HEALTH_CHECKS"] = True
+        options = parsed.setdefault("OPTIONS", {})
+        # Options given in the URL's query string win over these defaults.
+        options.setdefault("connect_timeout", max(timeout, 2))  # libpq treats < 2 as 2
+        options.setdefault("options", f"-c lock_timeout={timeout * 1000}")
         description = (
             f"PostgreSQL database {parsed['NAME']} on {parsed.get('HOST') or 'local socket'}"
             f":{parsed.get('PORT') or 5432}"

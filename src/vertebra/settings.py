@@ -11,6 +11,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from vertebra.config import (
+    DEFAULT_DATABASE_TIMEOUT,
     INSECURE_DEFAULT_SECRET,
     ConfigurationError,
     current_env,
@@ -31,7 +32,14 @@ try:
     DEBUG = read_bool(_env, "DEBUG", default=VERTEBRA_ENV == "development")
     DATA_DIR = default_data_dir(_env)
     _default_db_url = f"sqlite:///{DATA_DIR / 'vertebra.sqlite3'}"
-    _database = database_from_url(_env.get("DATABASE_URL") or _default_db_url)
+    DATABASE_TIMEOUT = read_int(_env, "DATABASE_TIMEOUT", DEFAULT_DATABASE_TIMEOUT)
+    if not 1 <= DATABASE_TIMEOUT <= 60:
+        raise ConfigurationError(
+            f"DATABASE_TIMEOUT={DATABASE_TIMEOUT} is out of range; use 1 to 60 seconds"
+        )
+    _database = database_from_url(
+        _env.get("DATABASE_URL") or _default_db_url, timeout=DATABASE_TIMEOUT
+    )
     SESSION_COOKIE_AGE = read_int(_env, "SESSION_COOKIE_AGE", 30 * 60)
     EMAIL_PORT = read_int(_env, "EMAIL_PORT", 25)
     EMAIL_USE_TLS = read_bool(_env, "EMAIL_USE_TLS", default=False)
@@ -77,6 +85,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it also sees writes committed by the session save (see web.unavailable).
+    "vertebra.web.unavailable.CommittedWritesMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "vertebra.web.middleware.SecurityHeadersMiddleware",

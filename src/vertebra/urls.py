@@ -14,3 +14,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
 ]
+
+# An unavailable database answers 503 with a plain message (web/unavailable.py), whether it
+# failed in a view (500 path) or in the session save (Django's 400 path); other errors unchanged.
+handler400 = "vertebra.web.unavailable.bad_request"
+handler500 = "vertebra.web.unavailable.server_error"

@@ -35,6 +35,10 @@ def ensure_port_free(host: str, port: int) -> None:
         raise CliError(f"port {port} is not valid; choose a number from 1 to 65535")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gunicorn binds: connections of a crashed server left in TIME_WAIT must not stop a
+        # restart (without this, `vertebra serve` refused the port for a minute after kill -9).
+        # A live listener on the port still makes bind fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -1,0 +1,1 @@
+"""Reliability tests: kill -9 during submissions, and database faults (full, locked, cut)."""
