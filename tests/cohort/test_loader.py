@@ -120,7 +120,7 @@ def test_follow_ups_are_scheduled_and_responses_rescore_exactly(cohort: Cohort) 
     assert {"completed", "missed", "pending"} <= statuses
     responses = f.QuestionnaireResponse.objects.all()
     assert {r.instrument_id for r in responses} == {
-        "odi", "nrs_back", "nrs_leg", "promis_pf_4a", "promis_pi_4a", "opioid_use",
+        "odi", "nrs_back", "nrs_leg", "promis_pf_4a", "promis_pi_4a", "opioid_use", "startback",
     }  # fmt: skip
     for response in responses:
         result = score(response.instrument_id, response.answers)
@@ -152,3 +152,23 @@ def test_loaded_audit_records_are_the_services_snapshots(cohort: Cohort) -> None
             instance = model.objects.get(pk=int(record.object_id))
             expected = json.loads(canonical_json(snapshot(instance)))
             assert record.new_values == expected, object_type
+
+
+def test_startback_is_answered_at_baseline_with_the_generated_risk_group(cohort: Cohort) -> None:
+    """Each completed baseline carries the patient's STarT Back answers; the core scorer's risk
+    group equals the generator's, and no later time point asks it again."""
+    from vertebra.followup import models as f
+
+    load_cohort(cohort, now=NOW)
+    stored = {
+        (r.time_point.patient.mrn, r.time_point.key): r.band
+        for r in f.QuestionnaireResponse.objects.filter(instrument_id="startback").select_related(
+            "time_point__patient"
+        )
+    }
+    assert {key for _, key in stored} == {"baseline"}
+    tp = cohort.timepoints
+    done = tp[(tp["timepoint"].astype(str) == "baseline") & (tp["status"] == "completed")]
+    risk = cohort.patients.set_index("patient_id")["startback_risk"].astype(str)
+    expected = {(f"SYN-{int(pid):07d}", "baseline"): risk[pid] for pid in done["patient_id"]}
+    assert stored == expected and len(stored) > 50

@@ -67,6 +67,14 @@ ANSWERS: dict[str, dict[str, Any]] = {
     },
     "promis_pf_4a": {f"pf4a_{i}": 3 for i in range(1, 5)},
     "promis_pi_4a": {f"pi4a_{i}": 2 for i in range(1, 5)},
+    "startback": {
+        k: 0
+        for k in (
+            "referred_leg_pain", "comorbid_shoulder_neck_pain", "walking_disability",
+            "dressing_disability", "fear", "anxiety", "catastrophising", "low_mood",
+            "bothersomeness",
+        )
+    },  # fmt: skip
     "opioid_use": {"current_use": 0},
     "work_status": {"status": 1},
     "global_rating_of_change": {"change": 2},

@@ -36,6 +36,8 @@ ITEM_COLUMNS = {
     "nrs_leg": ["nrs_leg"],
     "promis_pf_4a": [f"promis_pf_{i}" for i in range(1, 5)],
     "promis_pi_4a": [f"promis_pi_{i}" for i in range(1, 5)],
+    # Patient-level in the synthetic tables (asked once, at baseline): copied onto time points.
+    "startback": [f"startback_{i}" for i in range(1, 10)],
 }
 STATUS = {
     "completed": "completed",
@@ -83,13 +85,15 @@ def load_followups(
     patient_ids: np.ndarray,
     clinic_ids: np.ndarray,
     opioid_drugs: np.ndarray,
+    startback: np.ndarray,
     treated: np.ndarray,
     position: np.ndarray,
 ) -> None:
     """Write schedules, time points, submissions and responses for one chunk of patients.
 
-    The patient arrays are aligned by position in the chunk; ``position`` gives each time
-    point's patient position. Every patient gets a schedule (the default protocol).
+    The patient arrays are aligned by position in the chunk (``startback``: the 9 STarT Back
+    answers per patient, item order); ``position`` gives each time point's patient position.
+    Every patient gets a schedule (the default protocol).
     """
     protocol = default_protocol()
     count = len(episode_ids)
@@ -164,8 +168,10 @@ def load_followups(
         ),
     )
     done = np.flatnonzero(completed)
+    answered = tp.iloc[done].reset_index(drop=True)
+    answered[ITEM_COLUMNS["startback"]] = startback[position[done]]
     _load_submissions(
-        sink, ids, tp.iloc[done].reset_index(drop=True),
+        sink, ids, answered,
         tp_ids=tp_ids[done], keys=keys[done], submitted_at=[completed_at[i] for i in done],
         patient_ids=patient_ids[position[done]], clinic_ids=clinic_ids[position[done]],
         opioid_drugs=opioid_drugs[position[done]],

@@ -275,6 +275,7 @@ def _load_chunk(
         patient_ids=chunk.patient_ids,
         clinic_ids=chunk.clinic_ids,
         opioid_drugs=patients["opioid_drug"].astype(object).to_numpy(),
+        startback=patients[[f"startback_{i}" for i in range(1, 10)]].to_numpy(dtype=float),
         treated=chunk.treated,
         position=position,
     )

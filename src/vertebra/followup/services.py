@@ -68,6 +68,8 @@ SYSTEM_ROLE = "system"
 
 #: Default instruments per time point (overridable with settings.FOLLOWUP_INSTRUMENTS).
 #: Baseline has no "change since treatment" or adverse-event questions: nothing to compare yet.
+#: STarT Back is asked once, at baseline: it stratifies prognosis (Hill et al. 2008), it is not
+#: an outcome, and the outcome reports adjust for it.
 DEFAULT_INSTRUMENTS: Mapping[str, Sequence[str]] = {
     "baseline": (
         "nrs_back",
@@ -75,6 +77,7 @@ DEFAULT_INSTRUMENTS: Mapping[str, Sequence[str]] = {
         "odi",
         "promis_pf_4a",
         "promis_pi_4a",
+        "startback",
         "opioid_use",
         "work_status",
     ),
