@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from tests.conftest import free_port
 from tests.registry.factories import make_actor, make_clinic, make_episode, make_patient
+from vertebra.core.instruments import get_definition
 from vertebra.followup.models import FollowUpSchedule, FollowUpTimePoint
 from vertebra.followup.services import create_schedule_for_episode
 from vertebra.registry.models import Role
@@ -67,14 +68,7 @@ ANSWERS: dict[str, dict[str, Any]] = {
     },
     "promis_pf_4a": {f"pf4a_{i}": 3 for i in range(1, 5)},
     "promis_pi_4a": {f"pi4a_{i}": 2 for i in range(1, 5)},
-    "startback": {
-        k: 0
-        for k in (
-            "referred_leg_pain", "comorbid_shoulder_neck_pain", "walking_disability",
-            "dressing_disability", "fear", "anxiety", "catastrophising", "low_mood",
-            "bothersomeness",
-        )
-    },  # fmt: skip
+    "startback": dict.fromkeys(get_definition("startback").item_ids, 0),
     "opioid_use": {"current_use": 0},
     "work_status": {"status": 1},
     "global_rating_of_change": {"change": 2},
