@@ -1,12 +1,17 @@
-"""A registry loaded with a small synthetic cohort, and staff actors to read it."""
+"""A registry loaded with a small synthetic cohort, and staff actors to read it; and a
+migrated SQLite file with a cohort for the real command line (``db_env``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
+from tests.conftest import run_cli
 from vertebra.cohort.loader import load_cohort
 from vertebra.core.synth import Cohort, generate_cohort
 
@@ -25,3 +30,32 @@ def loaded(db: Any, synth_cohort: Cohort) -> Cohort:
     """The registry with ``synth_cohort`` loaded; returns the cohort for comparisons."""
     load_cohort(synth_cohort, now=NOW)
     return synth_cohort
+
+
+LOAD = """
+import datetime as dt, django
+django.setup()
+from vertebra.cohort.loader import load_cohort
+from vertebra.core.synth import generate_cohort
+load_cohort(generate_cohort(60, 5, today=dt.date(2026, 11, 25)),
+            now=dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC))
+"""
+
+
+@pytest.fixture(scope="session")
+def db_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment pointing the CLI at a migrated SQLite file holding 60 synthetic patients
+    (shared by the command-line tests, which only read it and add audit rows)."""
+    base = tmp_path_factory.mktemp("clidb")
+    env = {
+        "DATABASE_URL": f"sqlite:///{base / 'registry.sqlite3'}",
+        "VERTEBRA_DATA_DIR": str(base),
+        "DJANGO_SETTINGS_MODULE": "vertebra.settings",
+    }
+    migrated = run_cli("manage", "migrate", "--no-input", env=env, timeout=300)
+    assert migrated.returncode == 0, migrated.stderr
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    return env

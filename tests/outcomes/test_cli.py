@@ -1,10 +1,9 @@
 """`vertebra export csv` and `vertebra report` (database mode) as real subprocesses on a
-temporary SQLite file: migrate, load a small synthetic cohort, then export and report."""
+temporary SQLite file (the ``db_env`` fixture: migrated, 60 synthetic patients)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,37 +11,6 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_cli
-
-LOAD = """
-import datetime as dt, django
-django.setup()
-from vertebra.cohort.loader import load_cohort
-from vertebra.core.synth import generate_cohort
-load_cohort(generate_cohort(60, 5, today=dt.date(2026, 11, 25)),
-            now=dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC))
-"""
-
-
-@pytest.fixture(scope="module")
-def db_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment pointing the CLI at a migrated SQLite file holding 60 synthetic patients."""
-    import subprocess
-
-    base = tmp_path_factory.mktemp("clidb")
-    env = {
-        "DATABASE_URL": f"sqlite:///{base / 'registry.sqlite3'}",
-        "VERTEBRA_DATA_DIR": str(base),
-        "DJANGO_SETTINGS_MODULE": "vertebra.settings",
-    }
-    migrated = run_cli("manage", "migrate", "--no-input", env=env, timeout=300)
-    assert migrated.returncode == 0, migrated.stderr
-    import os
-
-    loaded = subprocess.run(
-        [sys.executable, "-c", LOAD], env={**os.environ, **env}, capture_output=True, text=True
-    )
-    assert loaded.returncode == 0, loaded.stderr
-    return env
 
 
 def test_export_csv_writes_the_three_tables(db_env: dict[str, str], tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ FORMATS = ("csv", "parquet")
 
 export_app = typer.Typer(
     name="export",
-    help="Export registry data (csv: analysis-ready tables, identified).",
+    help="Export registry data (csv: analysis-ready tables, identified; research: "
+    "de-identified tables, HIPAA Safe Harbor).",
     no_args_is_help=True,
 )
 
@@ -66,6 +67,24 @@ def export_csv(
         f"{len(tables.timepoints)} time points, {len(tables.events)} events (IDENTIFIED data)",
         err=True,
     )
+
+
+@export_app.command("research")
+def export_research(
+    out: Path = typer.Option(..., "--out", help="New or empty directory to write."),
+    fmt: str = typer.Option("csv", "--format", help="csv (default) or parquet."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Data cut-off (YYYY-MM-DD); default today. Only its year is written."
+    ),
+) -> None:
+    """Write DE-IDENTIFIED patients, timepoints and events tables, manifest.json and README.md.
+
+    HIPAA Safe Harbor: no names, MRN, contact details or calendar dates (treatment year and
+    days after treatment), ages capped at 90, random pseudonyms. Audited.
+    """
+    from vertebra.cli.research_cmd import run_export
+
+    run_export(out=out, fmt=fmt, as_of=as_of)
 
 
 def register(app: typer.Typer) -> None:

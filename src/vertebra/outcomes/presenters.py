@@ -93,7 +93,7 @@ def dashboard(report: Report) -> Dashboard:
     figures.append(_adverse_events(d))
     return Dashboard(
         n_patients=report.n_patients,
-        as_of=d["as_of"],
+        as_of=report.as_of_label,
         arms=report.arms,
         honesty_notes=HONESTY_NOTES,
         caveat=OBSERVATIONAL_CAVEAT,

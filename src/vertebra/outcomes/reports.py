@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from vertebra.core.analytics import CohortFilter, Report, build_report
+from vertebra.core.deidentify import coarsen_filter
 from vertebra.outcomes.rendering import report_pdf
 from vertebra.outcomes.selectors import analysis_tables
 from vertebra.registry.permissions import Actor
@@ -21,10 +22,16 @@ __all__ = ["render_pdf", "report_for"]
 
 
 def report_for(actor: Actor, flt: CohortFilter, as_of: dt.date) -> Report | None:
-    """The outcome report of the actor's patients matching ``flt``, or None if there are none."""
-    tables = analysis_tables(actor=actor, filter=flt)
+    """The outcome report of the actor's patients matching ``flt``, or None if there are none.
+
+    For a researcher the tables are de-identified at ``as_of`` and the report shows no
+    calendar date; its filter says the whole years a treatment-date range was widened to.
+    """
+    tables = analysis_tables(actor=actor, filter=flt, as_of=as_of)
     if len(tables.patients) == 0:
         return None
+    if tables.time_base != "calendar":
+        flt = coarsen_filter(flt)
     return build_report(tables, flt, as_of)
 
 

@@ -7,10 +7,12 @@ Contracts
 
   - clinic staff (roles with ``patient.read``: clinician, coordinator, clinic admin): patients
     of the clinics where they verifiably hold that role; ``patient_id`` is the registry id;
-  - registry-wide researchers (``deidentified.read``): every clinic, **de-identified**: no
-    names, MRN, email, phone or date of birth ever enter the tables (only the age at treatment,
-    capped at 90 as in HIPAA Safe Harbor), and ``patient_id`` is a pseudonym (1..n) that does
-    not reveal the registry id;
+  - registry-wide researchers (``deidentified.read``): every clinic, **de-identified** by
+    :func:`vertebra.core.deidentify.deidentify` (HIPAA Safe Harbor): no names, MRN, email,
+    phone or date of birth ever enter the tables (only the age at treatment, capped at 90 =
+    "90 or older"), no calendar date (the treatment year, and days after the patient's own
+    treatment), ``patient_id`` a pseudonym (1..n, random order, new per read); a
+    treatment-date filter is widened to whole years;
   - any other role: PermissionDeniedError (and a ``denied`` audit row).
 
 * Each call writes one audit row: action ``read``, object type ``outcomes_report``, the filter
@@ -37,8 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.db import transaction
+from django.utils import timezone
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter, select_patients
+from vertebra.core.deidentify import coarsen_filter, deidentify
 from vertebra.followup.models import FollowUpTimePoint, QuestionnaireResponse
 from vertebra.registry.audit import audited_transaction, record_audit
 from vertebra.registry.errors import PermissionDeniedError
@@ -68,10 +72,9 @@ __all__ = [
 ]
 
 AUDIT_OBJECT_TYPE = "outcomes_report"
-#: Columns that identify a person; never present in de-identified tables.
+#: Columns that identify a person; never present in de-identified tables (which hold only
+#: the allow-listed columns of vertebra/data/deidentification.yaml).
 IDENTIFYING_COLUMNS = ("mrn", "given_name", "family_name", "email", "phone", "date_of_birth")
-#: Safe Harbor: ages over 89 are aggregated into one category (reported as 90).
-AGE_CAP = 90
 
 #: Registry cell source -> the analytics' cell_source value (the synth generator's names).
 CELL_SOURCE = {
@@ -138,15 +141,19 @@ def scope_for(actor: Actor) -> Scope:
 
 
 @audited_transaction
-def analysis_tables(*, actor: Actor, filter: CohortFilter | None = None) -> AnalysisTables:
+def analysis_tables(
+    *, actor: Actor, filter: CohortFilter | None = None, as_of: dt.date | None = None
+) -> AnalysisTables:
     """The analysis tables of the actor's patients that satisfy ``filter`` (audited once).
 
-    Raises PermissionDeniedError for roles with neither ``patient.read`` nor
-    ``deidentified.read`` (a ``denied`` row is audited by the decorator).
+    ``as_of`` (default today) is the data cut-off of de-identified tables (see
+    :func:`read_tables`); identified tables do not depend on it. Raises PermissionDeniedError
+    for roles with neither ``patient.read`` nor ``deidentified.read`` (a ``denied`` row is
+    audited by the decorator).
     """
     flt = filter or CohortFilter()
     scope = scope_for(actor)
-    tables = read_tables(scope, flt)
+    tables = read_tables(scope, flt, as_of=as_of)
     record_audit(
         actor=actor,
         action="read",
@@ -173,24 +180,32 @@ class _SystemUser:
 
 
 def system_tables(
-    flt: CohortFilter | None = None, *, purpose: str, with_mrn: bool = False
+    flt: CohortFilter | None = None,
+    *,
+    purpose: str,
+    with_mrn: bool = False,
+    deidentified: bool = False,
+    as_of: dt.date | None = None,
 ) -> AnalysisTables:
-    """Identified tables of every clinic for an operator's command (export, report), audited.
+    """Tables of every clinic for an operator's command (export, report), audited.
 
-    For management-level commands run by whoever operates the server (who can read the
-    database anyway); the audit row names ``system:<purpose>`` and the filter.
+    Identified by default; ``deidentified`` gives the researchers' tables at the data cut-off
+    ``as_of`` (default today), as for the research export. For management-level commands
+    run by whoever operates the server (who can read the database anyway); the audit row
+    names ``system:<purpose>``, the filter and whether the tables were de-identified.
     """
     flt = flt or CohortFilter()
     actor = Actor(user=_SystemUser(f"system:{purpose}"), role="system", clinic_ids=frozenset())
+    scope = Scope(clinic_ids=None, deidentified=deidentified)
     with transaction.atomic():
-        tables = read_tables(Scope(clinic_ids=None, deidentified=False), flt, with_mrn=with_mrn)
+        tables = read_tables(scope, flt, with_mrn=with_mrn, as_of=as_of)
         record_audit(
             actor=actor,
             action="read",
             object_type=AUDIT_OBJECT_TYPE,
             new_values={
                 "filter": flt.to_dict(),
-                "deidentified": False,
+                "deidentified": deidentified,
                 "with_mrn": with_mrn,
                 "n_patients": len(tables.patients),
             },
@@ -199,16 +214,25 @@ def system_tables(
 
 
 def read_tables(
-    scope: Scope, flt: CohortFilter | None = None, *, with_mrn: bool = False
+    scope: Scope,
+    flt: CohortFilter | None = None,
+    *,
+    with_mrn: bool = False,
+    as_of: dt.date | None = None,
 ) -> AnalysisTables:
     """Build the tables for ``scope`` and ``flt`` without permission checks or audit.
 
     For callers that already decided access (:func:`analysis_tables`, the system export). With
     ``with_mrn`` (identified scopes only) the patients table carries the MRN for linkage.
+    A de-identified scope gets :func:`vertebra.core.deidentify.deidentify` of the identified
+    tables at the data cut-off ``as_of`` (default: today in the site's time zone), with the
+    treatment-date filter widened to whole years first (the tables keep only the year).
     """
     if with_mrn and scope.deidentified:
         raise ValueError("a de-identified read cannot carry the MRN")
     flt = flt or CohortFilter()
+    if scope.deidentified:
+        flt = coarsen_filter(flt)
     patients = _patients(scope, flt, with_mrn=with_mrn)
     if len(patients):
         patients = patients.loc[select_patients(patients, flt)].reset_index(drop=True)
@@ -216,9 +240,10 @@ def read_tables(
     timepoints = _timepoints(episodes)
     events = _events(patients)
     patients = patients.drop(columns=["episode_id"])
+    tables = AnalysisTables.of(patients, timepoints, events)
     if scope.deidentified:
-        patients, timepoints, events = _deidentify(patients, timepoints, events)
-    return AnalysisTables.of(patients, timepoints, events)
+        tables = deidentify(tables, as_of=as_of or timezone.localdate())
+    return tables
 
 
 def clinic_choices(actor: Actor) -> list[tuple[str, str]]:
@@ -487,29 +512,3 @@ def _events(patients: pd.DataFrame) -> pd.DataFrame:
     events["ctcae_grade"] = pd.to_numeric(events["ctcae_grade"], errors="coerce").astype(float)
     events["serious"] = events["serious"].astype("boolean")
     return events.sort_values(["patient_id", "date"], kind="stable").reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------- de-identify
-
-
-def _deidentify(
-    patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Replace registry ids by pseudonyms 1..n (random order), cap ages; drop identifiers."""
-    rng = np.random.default_rng()
-    pseudonym = dict(
-        zip(
-            patients["patient_id"].tolist(),
-            (rng.permutation(len(patients)) + 1).tolist(),
-            strict=True,
-        )
-    )
-    patients = patients.drop(columns=[c for c in IDENTIFYING_COLUMNS if c in patients.columns])
-    patients = patients.assign(
-        patient_id=patients["patient_id"].map(pseudonym),
-        age=patients["age"].clip(upper=AGE_CAP),
-    )
-    timepoints = timepoints.assign(patient_id=timepoints["patient_id"].map(pseudonym))
-    events = events.assign(patient_id=events["patient_id"].map(pseudonym))
-    order = patients["patient_id"].argsort()
-    return patients.iloc[order].reset_index(drop=True), timepoints, events

@@ -97,7 +97,9 @@ def report_pdf(request: HttpRequest, actor: Actor) -> HttpResponse:
     if isinstance(report, HttpResponse):
         return report
     response = HttpResponse(render_pdf(report), content_type="application/pdf")
-    name = f"vertebra-outcomes-{report.as_of.isoformat()}.pdf"
+    # A de-identified report names no calendar date, not even in its file name.
+    stamp = report.as_of.isoformat() if report.time_base == "calendar" else "deidentified"
+    name = f"vertebra-outcomes-{stamp}.pdf"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 

@@ -16,19 +16,27 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vertebra.core.analytics.schema import MEASURES, AnalysisTables, SchemaError
+from vertebra.core.analytics.schema import MEASURES, AnalysisTables, SchemaError, time_base
 
 __all__ = [
     "SURGERY_KINDS",
     "CohortFilter",
     "Panel",
     "build_panel",
+    "cutoff_days",
+    "due_by",
+    "event_days",
+    "relative_days",
     "select_patients",
     "str_categorical",
+    "take_rows",
 ]
 
 #: Event kinds that count as "subsequent surgery" for surgery-free survival.
 SURGERY_KINDS = ("surgery", "subsequent_surgery")
+
+#: Mean Gregorian month in days (as in survival.DAYS_PER_MONTH).
+_DAYS_PER_MONTH = 365.25 / 12
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -131,11 +139,29 @@ def select_patients(patients: pd.DataFrame, flt: CohortFilter) -> BoolArray:
         with np.errstate(invalid="ignore"):
             mask &= (dose >= lo) & (dose <= hi)
     if flt.treated_from is not None or flt.treated_to is not None:
+        mask &= _treated_between(patients, flt.treated_from, flt.treated_to)
+    return mask
+
+
+def _treated_between(patients: pd.DataFrame, start: date | None, end: date | None) -> BoolArray:
+    """Treated within [start, end] (inclusive; None = open). On the days_from_treatment time
+    base only the treatment year is known, so the bounds are whole years: a patient matches
+    when their treatment year lies between the years of ``start`` and ``end``."""
+    mask = np.ones(len(patients), dtype=bool)
+    if time_base(patients) == "calendar":
         td = pd.to_datetime(patients["treatment_date"]).to_numpy()
-        if flt.treated_from is not None:
-            mask &= td >= np.datetime64(flt.treated_from)
-        if flt.treated_to is not None:
-            mask &= td <= np.datetime64(flt.treated_to)
+        if start is not None:
+            mask &= td >= np.datetime64(start)
+        if end is not None:
+            mask &= td <= np.datetime64(end)
+        return mask
+    year = pd.to_numeric(patients["treatment_year"], errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    if start is not None:
+        mask &= year >= start.year
+    if end is not None:
+        mask &= year <= end.year
     return mask
 
 
@@ -171,7 +197,9 @@ class Panel:
 
     * arm_codes: index into `arms` per patient.
     * tp_ids / tp_months: time points ordered by months; column 0 is baseline.
-    * expected[i, t]: due by `as_of` (window_closes, else due_date, <= as_of) or answered.
+    * expected[i, t]: due by `as_of` (window_closes, else due_date, <= as_of) or answered;
+      on the days_from_treatment time base the table's `expected` column (decided at the data
+      cut-off before the dates were removed) or answered.
     * completed[i, t]: the questionnaire was completed.
     * values[measure][i, t]: score, NaN unless completed and scorable.
     * opioid[i, t]: 1.0 on opioids, 0.0 not, NaN unknown; mme likewise.
@@ -199,7 +227,11 @@ class Panel:
 
 def _completed_flags(tp: pd.DataFrame) -> BoolArray:
     """`completed` as bool; a missing value means not completed (never "unknown = yes")."""
-    col = tp["completed"]
+    return _flags(tp["completed"])
+
+
+def _flags(col: pd.Series) -> BoolArray:
+    """A yes/no column as bool (bool, 0/1, or text "true"/"yes"/"completed"); missing = no."""
     if pd.api.types.is_bool_dtype(col):
         return col.to_numpy(dtype=bool)
     if pd.api.types.is_numeric_dtype(col):
@@ -340,6 +372,56 @@ def _day_numbers(col: pd.Series) -> FloatArray:
     return out
 
 
+def relative_days(col: pd.Series) -> FloatArray:
+    """A days-after-treatment column (int, nullable Int64 or float) as float64 with NaN."""
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def due_by(timepoints: pd.DataFrame, as_of: date) -> BoolArray:
+    """Per calendar time-point row: its answer window has closed by `as_of` (window_closes
+    <= as_of), or, for tables without windows, its due date has passed. Missing dates: False.
+
+    The one definition of "due" shared by `build_panel` and de-identification (which stores
+    it as the `expected` column before removing the dates).
+    """
+    due_col = "window_closes" if "window_closes" in timepoints.columns else "due_date"
+    return np.asarray(pd.to_datetime(timepoints[due_col]).to_numpy() <= np.datetime64(as_of))
+
+
+def cutoff_days(patients: pd.DataFrame, as_of: date) -> FloatArray:
+    """Per patient: days from treatment to the data cut-off.
+
+    Calendar: `as_of` - treatment_date. days_from_treatment: the `followup_days` column (the
+    cut-off was fixed at de-identification, so `as_of` is not used), +inf when the table has
+    none (a released research table: its events were already cut at the cut-off).
+    """
+    if time_base(patients) == "calendar":
+        treat = pd.to_datetime(patients["treatment_date"]).to_numpy().astype("datetime64[D]")
+        return (np.datetime64(as_of, "D") - treat).astype(np.float64)
+    if "followup_days" not in patients.columns:
+        return np.full(len(patients), np.inf)
+    return relative_days(patients["followup_days"])
+
+
+def take_rows(values: FloatArray, row: npt.NDArray[np.intp], fill: float) -> FloatArray:
+    """``values[row]`` per element, ``fill`` where row is -1 (not in the cohort)."""
+    if len(values) == 0:
+        return np.full(len(row), fill)
+    return np.where(row >= 0, values[np.maximum(row, 0)], fill)
+
+
+def event_days(
+    events: pd.DataFrame, patients: pd.DataFrame, row: npt.NDArray[np.intp]
+) -> FloatArray:
+    """Per event: days after its patient's treatment; NaN for an event without a date or of a
+    patient outside the cohort (`row` = the patient's row in `patients`, -1 when absent).
+    Works on either time base."""
+    if time_base(patients) == "calendar":
+        treat = take_rows(_day_numbers(patients["treatment_date"]), row, np.nan)
+        return np.asarray(_day_numbers(events["date"]) - treat, dtype=np.float64)
+    return np.where(row >= 0, relative_days(events["day"]), np.nan)
+
+
 def build_panel(
     tables: AnalysisTables,
     flt: CohortFilter,
@@ -378,8 +460,9 @@ def build_panel(
     completed = lay.grid(done, False)
     # Expected once the answer window has closed (the patient can no longer answer), or, for
     # tables without windows, once the due date has passed; answered early counts too.
-    due_col = "window_closes" if "window_closes" in tp.columns else "due_date"
-    due = pd.to_datetime(tp[due_col]).to_numpy() <= np.datetime64(as_of)
+    # De-identified tables carry that decision, made at their data cut-off, as `expected`.
+    relative = time_base(pts_all) == "days_from_treatment"
+    due = _flags(tp["expected"]) if relative else due_by(tp, as_of)
     expected = lay.grid(due | done, False)
 
     def _grid(column: str) -> FloatArray | None:
@@ -403,9 +486,17 @@ def build_panel(
 
     contact_days = None
     if with_contact:
-        treat = _day_numbers(pts["treatment_date"])
-        date_col = "completed_date" if "completed_date" in tp.columns else "due_date"
-        days = lay.grid(_day_numbers(tp[date_col]), np.nan) - treat[:, None]
+        if relative:  # completion day, else the nominal offset (as due_date stands in above)
+            days = lay.grid(
+                relative_days(tp["completed_day"])
+                if "completed_day" in tp.columns
+                else _floats(tp["months"]) * _DAYS_PER_MONTH,
+                np.nan,
+            )
+        else:
+            treat = _day_numbers(pts["treatment_date"])
+            date_col = "completed_date" if "completed_date" in tp.columns else "due_date"
+            days = lay.grid(_day_numbers(tp[date_col]), np.nan) - treat[:, None]
         days[~completed | np.isnan(days)] = 0.0
         contact_days = days.max(axis=1) if days.shape[1] else np.zeros(len(pts))
     return Panel(

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vertebra.core.analytics.cohort import Panel
+from vertebra.core.analytics.cohort import Panel, cutoff_days, event_days, take_rows
 from vertebra.core.analytics.results import Mean, Rate, jsonable
 from vertebra.core.analytics.stats import poisson_ci, t_ci, wilson_ci
 
@@ -224,8 +224,10 @@ def adverse_events(
     g = len(panel.arms)
     n = np.bincount(panel.arm_codes, minlength=g)
     row = pd.Index(panel.patients["patient_id"]).get_indexer(events["patient_id"])
-    when = pd.to_datetime(events["date"]).to_numpy()
-    keep = (row >= 0) & (when <= np.datetime64(as_of))
+    # "On or before as_of" as days after treatment, so that de-identified tables (no dates)
+    # select the same events; an event without a date is never counted.
+    days = event_days(events, panel.patients, row)
+    keep = (row >= 0) & (days <= take_rows(cutoff_days(panel.patients, as_of), row, -np.inf))
     ev = events.loc[keep]
     rows = row[keep].astype(np.int64)
     arm = panel.arm_codes

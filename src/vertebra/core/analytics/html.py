@@ -151,7 +151,7 @@ def render_html(report: Report, title: str = "Vertebra outcome report") -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
-        f"<p>As of {_e(d['as_of'])}; {d['n_patients']} patients; filter: "
+        f"<p>As of {_e(report.as_of_label)}; {d['n_patients']} patients; filter: "
         f"{_e({k: v for k, v in d['filter'].items() if v})}</p>",
         "<ul class='note'>" + "".join(f"<li>{_e(n)}</li>" for n in HONESTY_NOTES) + "</ul>",
         "<h2>Baseline characteristics</h2><table><tr><th>arm</th><th>n</th><th>age mean (SD)</th>"

@@ -27,8 +27,13 @@ from vertebra.core.analytics.propensity import (
     PropensityComparison,
     compare_arms,
 )
-from vertebra.core.analytics.schema import AnalysisTables
-from vertebra.core.analytics.survival import Censoring, SurvivalResult, surgery_free_survival
+from vertebra.core.analytics.schema import AnalysisTables, TimeBase
+from vertebra.core.analytics.survival import (
+    Censoring,
+    SurvivalResult,
+    can_censor_at_cutoff,
+    surgery_free_survival,
+)
 from vertebra.core.responders import responder_rules
 
 __all__ = ["HONESTY_NOTES", "REPORT_VERSION", "Report", "build_report", "cell_arms"]
@@ -65,7 +70,12 @@ def cell_arms(patients: pd.DataFrame) -> list[str]:
 
 @dataclass(frozen=True)
 class Report:
-    """The whole outcome report. `to_dict()` is the JSON contract (see docs/algorithms)."""
+    """The whole outcome report. `to_dict()` is the JSON contract (see docs/algorithms).
+
+    On de-identified tables (`time_base` "days_from_treatment") `as_of` is the data cut-off
+    the tables were made at; `to_dict()` then shows no calendar date (``"as_of": null``),
+    because the cut-off would anchor the reported days after treatment to calendar dates.
+    """
 
     as_of: date
     filter: CohortFilter
@@ -79,6 +89,14 @@ class Report:
     comparison_errors: tuple[str, ...]
     benchmark: ClinicBenchmark | None
     responder_rules: dict[str, dict[str, Any]]
+    time_base: TimeBase = "calendar"
+
+    @property
+    def as_of_label(self) -> str:
+        """The as-of date for people: ISO date, or the words for a de-identified report."""
+        if self.time_base == "calendar":
+            return self.as_of.isoformat()
+        return "the data cut-off (calendar dates withheld: de-identified data)"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; per arm: baseline, timepoints, surgery_free, adverse_events."""
@@ -94,7 +112,8 @@ class Report:
             }
         return {
             "report_version": REPORT_VERSION,
-            "as_of": self.as_of.isoformat(),
+            "as_of": self.as_of.isoformat() if self.time_base == "calendar" else None,
+            "time_base": self.time_base,
             "filter": self.filter.to_dict(),
             "n_patients": self.n_patients,
             "honesty_notes": list(HONESTY_NOTES),
@@ -165,7 +184,7 @@ def build_report(
     treated_arms: Sequence[str] | None = None,
     comparator_arms: Sequence[str] | None = None,
     comparison_timepoint: str = "month_12",
-    censoring: Censoring = "as_of",
+    censoring: Censoring | None = None,
     processes: int = 1,
 ) -> Report:
     """Run every analysis on the cohort selected by `flt` as of `as_of`.
@@ -180,10 +199,17 @@ def build_report(
     (at most `processes` - 1) beside the other analyses: same results, less wall time on a
     large cohort. Use it from single-threaded programs (the CLI, benchmarks), not inside a
     threaded web server, where forking is unsafe.
+
+    `censoring` of surgery-free survival: None (default) censors at `as_of` when the tables
+    allow it and otherwise (a released de-identified table without ``followup_days``) at the
+    last contact; the report states which. De-identified tables carry their own data cut-off
+    (``expected``, ``followup_days``), so there `as_of` only names it.
     """
     if as_of is None:
         raise ValueError("as_of is required: the date up to which follow-up is due")
     flt = flt or CohortFilter()
+    if censoring is None:
+        censoring = "as_of" if can_censor_at_cutoff(tables.patients) else "last_contact"
     panel = build_panel(tables, flt, as_of, with_contact=censoring == "last_contact")
     present = set(panel.arms)
     treated = [a for a in (treated_arms or cell_arms(panel.patients)) if a in present]
@@ -241,4 +267,5 @@ def build_report(
         comparison_errors=tuple(errors),
         benchmark=bench,
         responder_rules=rules,
+        time_base=tables.time_base,
     )

@@ -24,6 +24,21 @@ The tables are the ones written by ``vertebra synth`` and ``vertebra export csv`
     optional: ctcae_grade (1-5), serious (bool), relatedness ("harvest", "procedure",
     "product", "unrelated", ...).
 
+Time base. The tables above are on the **calendar** time base. De-identified tables
+(:mod:`vertebra.core.deidentify`) carry no calendar date and are on the
+**days_from_treatment** time base instead (`time_base` tells which; the three tables must agree):
+
+* patients: ``treatment_year`` (int) instead of ``treatment_date``; optional
+  ``followup_days`` (days from treatment to the data cut-off; without it, survival can only be
+  censored at the last contact).
+* timepoints: ``expected`` instead of ``due_date`` (bool: the time point was due by the data
+  cut-off, decided before the dates were removed); optional ``completed_day``. Schedule dates
+  have no day counterpart: calendar months differ in length, so days to a "3 months" target
+  would give the treatment month away; ``months`` is the nominal offset.
+* events: ``day`` instead of ``date``; only events on or before the data cut-off.
+
+A "day" is a whole number of days after the patient's own treatment date (treatment = day 0).
+
 `validate_tables` raises `SchemaError` naming every missing column of every table at once.
 """
 
@@ -32,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -46,7 +62,9 @@ __all__ = [
     "TIMEPOINTS_REQUIRED",
     "AnalysisTables",
     "SchemaError",
+    "TimeBase",
     "read_tables",
+    "time_base",
     "validate_tables",
 ]
 
@@ -81,6 +99,20 @@ TIMEPOINTS_OPTIONAL: tuple[str, ...] = (
 )
 EVENTS_REQUIRED: tuple[str, ...] = ("patient_id", "kind", "date")
 EVENTS_OPTIONAL: tuple[str, ...] = ("ctcae_grade", "serious", "relatedness")
+
+TimeBase = Literal["calendar", "days_from_treatment"]
+#: days_from_treatment tables: calendar column -> its replacement (required in its place).
+RELATIVE_REQUIRED: Mapping[str, Mapping[str, str]] = {
+    "patients": {"treatment_date": "treatment_year"},
+    "timepoints": {"due_date": "expected"},
+    "events": {"date": "day"},
+}
+#: days_from_treatment tables: further columns read (``expected`` is required).
+RELATIVE_EXTRA: Mapping[str, tuple[str, ...]] = {
+    "patients": ("followup_days",),
+    "timepoints": ("completed_day",),
+    "events": (),
+}
 
 #: Score columns of `timepoints` -> instrument id (for direction and responder rules).
 MEASURES: Mapping[str, str] = {
@@ -141,9 +173,34 @@ class AnalysisTables:
                 completed=timepoints["status"].astype(str).eq("completed").to_numpy()
             )
         if events is None:
-            events = pd.DataFrame({c: pd.Series(dtype="object") for c in EVENTS_REQUIRED})
+            events = pd.DataFrame(
+                {c: pd.Series(dtype="object") for c in _required("events", time_base(patients))}
+            )
         validate_tables(patients, timepoints, events)
         return cls(patients, timepoints, events)
+
+    @property
+    def time_base(self) -> TimeBase:
+        """The time base: "calendar" (dates) or "days_from_treatment" (de-identified)."""
+        return time_base(self.patients)
+
+
+def time_base(patients: pd.DataFrame) -> TimeBase:
+    """The time base of a patients table: days_from_treatment when it has ``treatment_year``
+    and no ``treatment_date``, else calendar (whose validation names a missing date)."""
+    relative = "treatment_year" in patients.columns and "treatment_date" not in patients.columns
+    return "days_from_treatment" if relative else "calendar"
+
+
+def _required(table: str, base: TimeBase) -> tuple[str, ...]:
+    """The required columns of ``table`` on time base ``base``."""
+    req = {"patients": PATIENTS_REQUIRED, "timepoints": TIMEPOINTS_REQUIRED}.get(
+        table, EVENTS_REQUIRED
+    )
+    if base == "calendar":
+        return req
+    swap = RELATIVE_REQUIRED[table]
+    return tuple(swap.get(c, c) for c in req)
 
 
 def _apply_aliases(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -163,21 +220,25 @@ def _wanted(table: str) -> set[str]:
         table, EVENTS_OPTIONAL
     )
     extra = {"timepoints": ("status", "window_closes")}.get(table, ())
-    return {*req, *opt, *extra, *ALIASES[table]}
+    relative = (*RELATIVE_REQUIRED[table].values(), *RELATIVE_EXTRA[table])
+    return {*req, *opt, *extra, *relative, *ALIASES[table]}
 
 
 def validate_tables(patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd.DataFrame) -> None:
     """Check the contract; raise SchemaError listing all missing columns and other problems.
 
-    Checks: required columns present; unique patient_id; numeric score/covariate columns
-    are numeric. (Unique (patient_id, timepoint) is checked when the panel is built.) Unknown patient ids in timepoints/events are
+    Checks: required columns of the patients table's time base present in all three tables
+    (so a de-identified patients table with calendar-dated time points is refused); unique
+    patient_id; numeric score/covariate columns are numeric. (Unique (patient_id, timepoint)
+    is checked when the panel is built.) Unknown patient ids in timepoints/events are
     allowed (they are ignored, e.g. after a filter).
     """
     problems: list[str] = []
+    base = time_base(patients)
     for name, df, required in (
-        ("patients", patients, PATIENTS_REQUIRED),
-        ("timepoints", timepoints, TIMEPOINTS_REQUIRED),
-        ("events", events, EVENTS_REQUIRED),
+        ("patients", patients, _required("patients", base)),
+        ("timepoints", timepoints, _required("timepoints", base)),
+        ("events", events, _required("events", base)),
     ):
         missing = [c for c in required if c not in df.columns]
         if missing:

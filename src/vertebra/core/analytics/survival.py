@@ -6,7 +6,8 @@ first collapsed to (arm, day, event) counts and passed as integer `weights`; KM 
 depend on the data only through those counts, so this is exact (a test compares it with the
 uncollapsed fit).
 
-Time origin: treatment date. Event: first subsequent surgery on or before `as_of`.
+Time origin: treatment date (day 0 of a de-identified table). Event: first subsequent surgery
+on or before `as_of` (a de-identified table's data cut-off).
 Censoring (stated in the output): "as_of" (default) censors everyone else at the data cut-off,
 assuming surgeries are captured for all treated patients until then; "last_contact" censors at
 the last completed follow-up instead (a sensitivity analysis for incomplete event capture).
@@ -23,8 +24,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vertebra.core.analytics.cohort import SURGERY_KINDS, Panel
+from vertebra.core.analytics.cohort import (
+    SURGERY_KINDS,
+    Panel,
+    cutoff_days,
+    event_days,
+    take_rows,
+)
 from vertebra.core.analytics.results import jsonable
+from vertebra.core.analytics.schema import SchemaError, time_base
 
 __all__ = [
     "DAYS_PER_MONTH",
@@ -33,6 +41,7 @@ __all__ = [
     "LogRank",
     "SurvivalCurve",
     "SurvivalResult",
+    "can_censor_at_cutoff",
     "surgery_free_survival",
 ]
 
@@ -123,28 +132,42 @@ class SurvivalResult:
         }
 
 
+def can_censor_at_cutoff(patients: pd.DataFrame) -> bool:
+    """Whether ``patients`` allows censoring at the data cut-off: calendar tables always do,
+    de-identified ones only with ``followup_days`` (the research export drops it)."""
+    return time_base(patients) == "calendar" or "followup_days" in patients.columns
+
+
 def _durations(
     panel: Panel, events: pd.DataFrame, as_of: date, censoring: Censoring
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Per patient: days to first surgery (event) or to censoring."""
+    """Per patient: days to first surgery (event) or to censoring.
+
+    Days are counted from each patient's treatment, so calendar and de-identified
+    (days_from_treatment) tables give the same durations. Censoring at ``as_of`` needs each
+    patient's days to the cut-off; a released research table has none (SchemaError).
+    """
     n = panel.n
-    treat = pd.to_datetime(panel.patients["treatment_date"]).to_numpy().astype("datetime64[D]")
-    cutoff = np.datetime64(as_of, "D")
+    cutoff = cutoff_days(panel.patients, as_of)
     if censoring == "as_of":
-        cens = (cutoff - treat).astype(np.float64)
+        if not np.isfinite(cutoff).all():
+            raise SchemaError(
+                "patients: no followup_days (days to the data cut-off), needed to censor "
+                "surgery-free survival at the cut-off; censor at the last contact instead"
+            )
+        cens = cutoff.copy()
     else:
         assert panel.contact_days is not None
         cens = panel.contact_days.copy()
     cens = np.maximum(cens, 0.0)
     kind = events["kind"].to_numpy(dtype=object)
-    when = pd.to_datetime(events["date"]).to_numpy().astype("datetime64[D]")
     row = pd.Index(panel.patients["patient_id"]).get_indexer(events["patient_id"])
-    sel = (row >= 0) & np.isin(kind, SURGERY_KINDS) & (when <= cutoff)
+    days = event_days(events, panel.patients, row)
+    sel = (row >= 0) & np.isin(kind, SURGERY_KINDS) & (days <= take_rows(cutoff, row, -np.inf))
     first = np.full(n, np.inf)
     if sel.any():
-        days = (when[sel] - treat[row[sel]]).astype(np.float64)
-        ok = days >= 0  # a surgery before treatment is history, not an outcome
-        s = pd.Series(days[ok]).groupby(row[sel][ok]).min()
+        ok = days[sel] >= 0  # a surgery before treatment is history, not an outcome
+        s = pd.Series(days[sel][ok]).groupby(row[sel][ok]).min()
         first[s.index.to_numpy()] = s.to_numpy()
     event = np.isfinite(first)
     return np.where(event, first, cens), event

@@ -1,0 +1,56 @@
+"""``vertebra export research`` usage errors as a real subprocess: one line on stderr, exit 2,
+and nothing written (the registry itself is exercised in tests/outcomes/test_research_export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def test_help_names_the_rules() -> None:
+    done = run_cli("export", "research", "--help")
+    assert done.returncode == 0
+    assert "DE-IDENTIFIED" in done.stdout and "--format" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--format", "xlsx"], "--format"),
+        (["--as-of", "2026-02-30"], "--as-of"),
+    ],
+)
+def test_bad_options_are_one_line_exit_2(tmp_path: Path, extra: list[str], needle: str) -> None:
+    out = tmp_path / "x"
+    done = run_cli("export", "research", "--out", str(out), *extra)
+    assert done.returncode == 2
+    err = done.stderr.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_out_must_be_new_or_empty(tmp_path: Path) -> None:
+    """A release never lands beside other files (an identified export, say)."""
+    (tmp_path / "patients.csv").write_text("patient_id,mrn\n1,MRN-1\n")
+    done = run_cli("export", "research", "--out", str(tmp_path))
+    assert done.returncode == 2 and "not empty" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    a_file = tmp_path / "patients.csv"
+    done = run_cli("export", "research", "--out", str(a_file))
+    assert done.returncode == 2 and "not a directory" in done.stderr
+
+
+def test_unreadable_registry_is_one_line_exit_2(tmp_path: Path) -> None:
+    """An unmigrated database: one line naming the problem, not a traceback."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}",
+        "VERTEBRA_DATA_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "vertebra.settings",
+    }
+    done = run_cli("export", "research", "--out", str(tmp_path / "out"), env=env)
+    assert done.returncode == 2
+    err = done.stderr.strip()
+    assert "cannot read the registry" in err and len(err.splitlines()) == 1
