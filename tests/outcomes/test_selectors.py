@@ -207,3 +207,29 @@ def test_autologous_prp_counts_from_processing_or_injection(
     pid = _autologous_episode(clinician, processing_prp=processing_prp, injection_prp=injection_prp)
     rows = analysis_tables(actor=clinician).patients.set_index("patient_id")
     assert rows.loc[pid, "arm"] == arm
+
+
+def test_startback_group_comes_from_the_baseline_questionnaire(loaded: Cohort) -> None:
+    """Loaded cohorts have no screening: the group is the baseline STarT Back's, and unknown
+    exactly where the baseline was not completed."""
+    tables = analysis_tables(actor=_all_clinics_actor(), filter=CohortFilter())
+    tp = loaded.timepoints
+    answered = set(
+        tp[(tp["timepoint"].astype(str) == "baseline") & (tp["status"] == "completed")][
+            "patient_id"
+        ]
+    )
+    risk = loaded.patients.set_index("patient_id")["startback_risk"].astype(str)
+    want = {
+        f"SYN-{int(pid):07d}": (risk[pid] if pid in answered else "unknown")
+        for pid in loaded.patients["patient_id"]
+    }
+    mrn = dict(Patient.objects.values_list("pk", "mrn"))
+    got = {
+        mrn[int(pid)]: group
+        for pid, group in zip(
+            tables.patients["patient_id"], tables.patients["startback_group"], strict=True
+        )
+    }
+    assert got == want
+    assert {"low", "medium", "high"} <= set(got.values())

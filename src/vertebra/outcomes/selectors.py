@@ -25,7 +25,8 @@ Contracts
   processing (``Processing.adjunct_prp``, autologous products) or on any injection of the
   episode (``Injection.adjunct_prp``, the only place for an allogeneic lot, which has no
   processing step); these are the synthetic generator's arm names. STarT Back group comes from the
-  latest stored screening with a STarT Back result, else ``"unknown"``; pain duration from the
+  latest stored screening with a STarT Back result, else the baseline questionnaire's, else
+  ``"unknown"``; pain duration from the
   earliest recorded prior treatment start, else missing.
 """
 
@@ -341,7 +342,8 @@ def _conditions(patient_ids: list[int]) -> dict[int, str]:
 
 
 def _startback(patient_ids: list[int]) -> dict[int, str]:
-    """Patient -> STarT Back risk group of their latest screening that has one."""
+    """Patient -> STarT Back risk group: of their latest screening that has one, else of their
+    earliest answered baseline questionnaire (the portal asks STarT Back at baseline)."""
     rows = (
         ScreeningEvaluation.objects.filter(patient_id__in=patient_ids)
         .order_by("patient_id", "-evaluated_at", "-id")
@@ -352,6 +354,18 @@ def _startback(patient_ids: list[int]) -> dict[int, str]:
         startback = (result or {}).get("startback") if isinstance(result, dict) else None
         if pid not in groups and isinstance(startback, dict) and startback.get("risk_group"):
             groups[pid] = str(startback["risk_group"])
+    answered = (
+        QuestionnaireResponse.objects.filter(
+            time_point__patient_id__in=patient_ids,
+            time_point__key="baseline",
+            instrument_id="startback",
+        )
+        .exclude(band="")
+        .order_by("time_point__patient_id", "submitted_at", "id")
+        .values_list("time_point__patient_id", "band")
+    )
+    for pid, band in answered:
+        groups.setdefault(pid, str(band))
     return groups
 
 
