@@ -18,7 +18,7 @@ FORMATS = ("csv", "parquet")
 export_app = typer.Typer(
     name="export",
     help="Export registry data (csv: analysis-ready tables, identified; research: "
-    "de-identified tables, HIPAA Safe Harbor).",
+    "de-identified tables, HIPAA Safe Harbor; fhir: FHIR R4 Bulk Data NDJSON, identified).",
     no_args_is_help=True,
 )
 
@@ -67,6 +67,23 @@ def export_csv(
         f"{len(tables.timepoints)} time points, {len(tables.events)} events (IDENTIFIED data)",
         err=True,
     )
+
+
+@export_app.command("fhir")
+def export_fhir(
+    out: Path = typer.Option(..., "--out", help="Directory to write (created if missing)."),
+    clinic: list[str] = typer.Option([], "--clinic", help="Clinic id (repeatable); default all."),
+    validate: bool = typer.Option(
+        False, "--validate", help="Check every resource against the FHIR R4 models (slow)."
+    ),
+) -> None:
+    """Write FHIR R4 Bulk Data NDJSON (one file per resource type) and manifest.json.
+
+    IDENTIFIED data (names, MRN, dates of birth): for the clinic's own systems only. Audited.
+    """
+    from vertebra.cli.fhir_cmd import run_export
+
+    run_export(out=out, clinics=clinic, validate=validate)
 
 
 @export_app.command("research")

@@ -29,7 +29,12 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from vertebra.core.instruments import InvalidAnswerError, get_definition, score
+from vertebra.core.instruments import (
+    InvalidAnswerError,
+    UnknownInstrumentError,
+    get_definition,
+    score,
+)
 from vertebra.core.schedule import Protocol, build_schedule, default_protocol
 from vertebra.followup.errors import (
     AlreadyCompleted,
@@ -52,7 +57,7 @@ from vertebra.followup.models import (
     TicklerEscalation,
     TimePointStatus,
 )
-from vertebra.registry.audit import record_audit
+from vertebra.registry.audit import audited_transaction, record_audit
 from vertebra.registry.errors import NotFound
 from vertebra.registry.models import (
     AdverseEvent,
@@ -631,3 +636,128 @@ def start_episode_with_follow_up(
     )
     create_schedule_for_episode(episode, actor, today or timezone.localdate())
     return episode
+
+
+# --------------------------------------------------------------------------------------------
+# Answers collected elsewhere (FHIR import)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportedAnswers:
+    """One instrument's answers collected outside the portal: the version the source used,
+    the answers (item id -> stored value) and when they were given (aware)."""
+
+    instrument_version: str
+    answers: Mapping[str, Any]
+    authored: dt.datetime
+
+
+def _score_imported(
+    answers_by_instrument: Mapping[str, ImportedAnswers], now: dt.datetime
+) -> dict[str, Any]:
+    """Score each instrument with the core scorers; SubmissionInvalid names every problem
+    (unknown instrument, another instrument version, invalid answers, a date in the future)."""
+    errors: dict[str, str] = {}
+    results: dict[str, Any] = {}
+    for instrument_id, given in answers_by_instrument.items():
+        try:
+            version = get_definition(instrument_id).version
+        except UnknownInstrumentError:
+            errors[instrument_id] = f"{instrument_id}: not an instrument of this registry"
+            continue
+        if given.instrument_version != version:
+            errors[instrument_id] = (
+                f"{instrument_id}: answers are of version {given.instrument_version}, this "
+                f"registry scores version {version}"
+            )
+        elif given.authored > now:
+            errors[instrument_id] = f"{instrument_id}: answered in the future ({given.authored})"
+        else:
+            try:
+                results[instrument_id] = score(instrument_id, dict(given.answers))
+            except InvalidAnswerError as exc:
+                errors[instrument_id] = str(exc)
+    if errors:
+        raise SubmissionInvalid(errors)
+    return results
+
+
+@audited_transaction
+def record_imported_answers(
+    *,
+    actor: Actor,
+    time_point_id: int,
+    answers_by_instrument: Mapping[str, ImportedAnswers],
+    source: str,
+    now: dt.datetime,
+) -> Submission:
+    """Store answers collected elsewhere (another registry, via FHIR import) at a time point.
+
+    Staff who may schedule the episode's follow-up (``episode.start``) at the patient's clinic
+    (NotFound otherwise). Every instrument is scored by the core scorers, in this registry's
+    instrument version (SubmissionInvalid otherwise; nothing stored); a time point that already
+    has answers is refused (AlreadyCompleted). In one transaction: one Submission, one
+    QuestionnaireResponse per instrument (``submitted_at`` = when answered), the time point
+    completed at the latest answer, its reminders cancelled and call-list entry resolved, and one
+    audit row naming ``source``. No tickler escalation: an imported "yes" is history the source
+    registry already handled, not a new report.
+    """
+    scored = _score_imported(answers_by_instrument, now)
+    point = (
+        FollowUpTimePoint.objects.select_for_update()
+        .select_related("schedule__episode__patient")
+        .filter(pk=time_point_id)
+        .first()
+    )
+    if point is None:
+        raise NotFound("followup_timepoint", time_point_id)
+    _check_staff(actor, point.schedule.episode)
+    if point.status == TimePointStatus.COMPLETED:
+        raise AlreadyCompleted()
+    answered = max(given.authored for given in answers_by_instrument.values())
+    submission = Submission.objects.create(
+        time_point=point,
+        idempotency_key=f"import-{secrets.token_hex(16)}",
+        reference=secrets.token_hex(5).upper(),
+        submitted_at=answered,
+    )
+    QuestionnaireResponse.objects.bulk_create(
+        QuestionnaireResponse(
+            submission=submission,
+            time_point=point,
+            instrument_id=instrument_id,
+            instrument_version=result.version,
+            answers=dict(answers_by_instrument[instrument_id].answers),
+            score=result.score,
+            band=result.band or "",
+            extras=result.to_dict()["extras"],
+            submitted_at=answers_by_instrument[instrument_id].authored,
+        )
+        for instrument_id, result in scored.items()
+    )
+    _complete(point, answered)
+    record_audit(
+        actor=actor,
+        action="create",
+        object_type="followup_submission",
+        object_id=submission.pk,
+        clinic_id=point.schedule.episode.patient.clinic_id,
+        patient_id=point.patient_id,
+        new_values={
+            "source": source,
+            "time_point": point.key,
+            "responses": {
+                instrument_id: {
+                    "version": result.version,
+                    "answers": dict(answers_by_instrument[instrument_id].answers),
+                    "score": result.score,
+                    "band": result.band or "",
+                    "answered": answers_by_instrument[instrument_id].authored,
+                }
+                for instrument_id, result in scored.items()
+            },
+        },
+        occurred_at=now,
+    )
+    return submission
