@@ -449,6 +449,11 @@ def submit_responses(
     if FollowUpTimePoint.objects.filter(
         pk=time_point.pk, status=TimePointStatus.COMPLETED
     ).exists():
+        # A request with this same key may have committed since the replay check above (a
+        # double click whose twin won the race): that is a replay, not a second answer.
+        replay = _replay(time_point, idempotency_key)
+        if replay is not None:
+            return replay
         raise AlreadyCompleted()
     scored = _score_all(time_point, answers_by_instrument)
     try:
