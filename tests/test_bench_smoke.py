@@ -65,3 +65,8 @@ def test_load_benchmark_small_postgresql() -> None:
 def test_demo_benchmark_small() -> None:
     out = _bench("bench_demo.py", "--patients", "50", "--repeat", "1")
     assert "50 patients, first page after" in out
+
+
+def test_decision_benchmark_small_sqlite() -> None:
+    out = _bench("bench_decision.py", "--sizes", "300", "--sqlite")
+    assert "SQLite" in out and '"patients": 300' in out

@@ -26,6 +26,7 @@ PAGES = [
     "/assess/",
     "/assess/warning-signs/",
     "/assess/scans-and-surgery/",
+    "/decide/",
     "/accounts/login/",
     "/p/signin/",
 ]

@@ -5,7 +5,12 @@ from ninja import NinjaAPI, Schema
 from vertebra import __version__
 from vertebra.followup.api import router as followup_router
 from vertebra.registry.api import router as registry_router
-from vertebra.web.api_public import instruments_router, learn_router, screening_router
+from vertebra.web.api_public import (
+    decision_router,
+    instruments_router,
+    learn_router,
+    screening_router,
+)
 
 api = NinjaAPI(
     title="Vertebra API",
@@ -34,5 +39,6 @@ def version(request: object) -> VersionOut:
 api.add_router("/learn", learn_router)
 api.add_router("/screening", screening_router)
 api.add_router("/instruments", instruments_router)
+api.add_router("/decision-aid", decision_router)
 api.add_router("/", registry_router)  # /api/v1/patients, /api/v1/episodes, ...
 api.add_router("/followup", followup_router)

@@ -1,7 +1,8 @@
-"""Public, read-only JSON endpoints: knowledge base, screening rules, instruments.
+"""Public, read-only JSON endpoints: knowledge base, screening rules, instruments, decision aid.
 
-Nothing here touches patient data; the screening endpoint evaluates the posted facts and
-stores nothing.
+Nothing here touches identified patient data; the screening endpoint evaluates the posted
+facts and stores nothing. The decision aid returns aggregates of de-identified registry data
+(cached, with a minimum cell size), the same figures as the /decide/ page.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from django.http import HttpRequest
 from ninja import Router
 from ninja.errors import HttpError
 
+from vertebra.core.decision import Profile, ProfileError
 from vertebra.core.instruments import (
     InstrumentDefinition,
     InvalidAnswerError,
@@ -21,10 +23,13 @@ from vertebra.core.instruments import (
     score,
 )
 from vertebra.core.screening import InvalidFactsError, evaluate, facts_json_schema
+from vertebra.web.decide import payload
+from vertebra.web.decision_selectors import decision_result, evidence
 from vertebra.web.knowledge_selectors import knowledge_base, page_by_path
 
 learn_router = Router(tags=["knowledge base"])
 screening_router = Router(tags=["screening"])
+decision_router = Router(tags=["decision aid"])
 
 
 @learn_router.get("/pages", summary="Every knowledge-base page (without bodies)")
@@ -169,3 +174,28 @@ def score_answers(request: HttpRequest, instrument_id: str) -> dict[str, Any]:
         raise HttpError(404, str(exc)) from None
     except InvalidAnswerError as exc:
         raise HttpError(422, str(exc)) from None
+
+
+@decision_router.get(
+    "", summary="Patients like you: registry figures per treatment beside the published evidence"
+)
+def decision_aid(
+    request: HttpRequest,
+    condition: str,
+    age: int,
+    odi: float | None = None,
+    startback: str | None = None,
+) -> dict[str, Any]:
+    """What happened at 12 months to similar registry patients, per treatment arm, in a fixed
+    order (never a ranking), with the published evidence and its certainty beside each arm.
+
+    Similar: same ``condition`` and age band; when given, the same baseline ``odi`` band and
+    STarT Back group (``startback``: low, medium, high). An arm with too few similar patients
+    has ``"shown": false`` and no numbers. Observational figures: they cannot show which
+    treatment works better. Invalid input → 422 naming the problem.
+    """
+    try:
+        result = decision_result(Profile(condition, age, odi, startback))
+    except ProfileError as exc:
+        raise HttpError(422, str(exc)) from None
+    return payload(result, evidence(), knowledge_base())

@@ -11,6 +11,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from vertebra.web import assess
+from vertebra.web.decide import link_from_assess
 from vertebra.web.knowledge_selectors import questions_to_ask
 
 
@@ -83,6 +84,11 @@ def result(request: HttpRequest) -> HttpResponse:
             # Versioned data beside the verdict message (ruleset.yaml), not code.
             "next_steps": outcome.summary.next_steps,
             "questions": questions_to_ask() if outcome.verdict != "emergency" else [],
+            # Outcomes of similar patients only where treatment is the next question, never
+            # beside a warning sign (emergency or see-a-doctor-first).
+            "decide_url": (
+                link_from_assess(answers) if outcome.verdict not in ("emergency", "refer") else None
+            ),
         },
     )
 

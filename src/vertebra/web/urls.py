@@ -1,8 +1,8 @@
-"""URLs of the public web shell: home, knowledge base, self-assessment."""
+"""URLs of the public web shell: home, knowledge base, self-assessment, decision aid."""
 
 from django.urls import path
 
-from vertebra.web import assess_views, learn_views, views
+from vertebra.web import assess_views, decide_views, learn_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -14,4 +14,5 @@ urlpatterns = [
     path("assess/result/", assess_views.result, name="assess-result"),
     path("assess/restart/", assess_views.restart, name="assess-restart"),
     path("assess/<slug:slug>/", assess_views.step, name="assess-step"),
+    path("decide/", decide_views.page, name="decide"),
 ]

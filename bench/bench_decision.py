@@ -1,0 +1,167 @@
+"""Benchmark: the public decision aid (/decide/, /api/v1/decision-aid), first and cached request.
+
+Usage (a scratch database is created, migrated, loaded and dropped per size):
+
+    python bench/bench_decision.py --sizes 500 100000 \
+        --admin-url postgres://postgres:postgres@127.0.0.1:5432/postgres
+
+    python bench/bench_decision.py --sizes 500 --sqlite     # the demo's embedded database
+
+Each size runs in a fresh subprocess: generate a synthetic cohort (seed 7) and load it with
+``load_cohort`` (timed, not the point), then through Django's test client (full middleware
+stack, no network):
+
+* first request: empty cache, so the page reads the de-identified registry
+  (``system_tables(deidentified=True)``, audited), builds the cell table and renders;
+* the same read split into its parts (registry read + de-identification, cell table);
+* cached requests: the same page again, another profile, and the JSON endpoint (median of
+  20 each), which read only the cached cell table;
+* an expired table: the request answered from it at once while a background thread
+  rebuilds it, and how long that rebuild took.
+
+Prints one JSON line per size and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+CHILD = r"""
+import dataclasses, datetime as dt, json, os, resource, statistics, sys, time
+import django
+django.setup()
+from django.core.cache import caches
+from django.test import Client
+from django.utils import timezone
+from vertebra.cohort.loader import load_cohort
+from vertebra.core.decision import build_cell_table, decision_rules
+from vertebra.core.synth import generate_cohort
+from vertebra.outcomes.selectors import system_tables
+from vertebra.web import decision_selectors as sel
+
+n = int(sys.argv[1])
+today = timezone.localdate()
+t0 = time.perf_counter()
+load_cohort(generate_cohort(n, 7, today=today), now=timezone.now())
+load_s = time.perf_counter() - t0
+
+client = Client()
+page = "/decide/?condition=degenerative_disc_disease&age=45"
+other = "/decide/?condition=sciatica&age=61&odi=44&startback=medium"
+api = "/api/v1/decision-aid?condition=degenerative_disc_disease&age=45"
+
+def timed(path):
+    start = time.perf_counter()
+    response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    return time.perf_counter() - start
+
+store = caches[sel.CACHE_ALIAS]
+store.clear()
+first = timed(page)
+cached = statistics.median(timed(page) for _ in range(20))
+cached_other = statistics.median(timed(other) for _ in range(20))
+cached_api = statistics.median(timed(api) for _ in range(20))
+shown = sum(a["shown"] for a in client.get(api).json()["arms"])
+
+# Expired: the request is answered from the stale table while a thread rebuilds it.
+key = sel.cache_key()
+entry = store.get(key)
+store.set(key, dataclasses.replace(entry, built_at=entry.built_at - 10**4), None)
+stale = timed(page)
+start = time.perf_counter()
+while store.get(key + ":rebuilding") is not None:
+    time.sleep(0.05)
+rebuild = stale + time.perf_counter() - start
+
+start = time.perf_counter()
+tables = system_tables(purpose="bench", deidentified=True, as_of=today)
+read_s = time.perf_counter() - start
+start = time.perf_counter()
+cells = build_cell_table(tables, today, decision_rules())
+cells_s = time.perf_counter() - start
+print(json.dumps({
+    "patients": n, "load_s": round(load_s, 1), "first_request_s": round(first, 3),
+    "read_deidentify_s": round(read_s, 3), "cell_table_s": round(cells_s, 3),
+    "cached_ms": round(cached * 1000, 1), "cached_other_ms": round(cached_other * 1000, 1),
+    "cached_api_ms": round(cached_api * 1000, 1), "stale_ms": round(stale * 1000, 1),
+    "background_rebuild_s": round(rebuild, 2), "leaves": len(cells.leaves),
+    "arms_shown_ddd_45": shown,
+    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+}))
+"""
+
+
+def run_one(size: int, database_url: str, data_dir: str) -> dict[str, object]:
+    """Migrate ``database_url``, then load and measure ``size`` patients in a fresh process."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "vertebra.settings",
+        "DATABASE_URL": database_url,
+        "VERTEBRA_DATA_DIR": data_dir,
+        "VERTEBRA_ENV": "development",
+        "LOG_LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
+        env=env, check=True,
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(size)],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    """Parse options, run each size on a scratch database, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 100_000])
+    parser.add_argument("--sqlite", action="store_true", help="use a scratch SQLite file")
+    parser.add_argument(
+        "--admin-url",
+        default="postgres://postgres:postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL URL allowed to CREATE/DROP DATABASE",
+    )
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in args.sizes:
+            if args.sqlite:
+                url = f"sqlite:///{Path(scratch) / f'decide-{size}.sqlite3'}"
+                results.append(run_one(size, url, scratch))
+                print(json.dumps(results[-1]), flush=True)
+                continue
+            import psycopg
+
+            name = f"vertebra_bench_{uuid.uuid4().hex[:8]}"
+            base = args.admin_url.rsplit("/", 1)[0]
+            with psycopg.connect(args.admin_url, autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {name}")
+            try:
+                results.append(run_one(size, f"{base}/{name}", scratch))
+                print(json.dumps(results[-1]), flush=True)
+            finally:
+                with psycopg.connect(args.admin_url, autocommit=True) as admin:
+                    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    engine = "SQLite" if args.sqlite else "PostgreSQL"
+    print(f"{'patients':>9} {'first s':>8} {'read+deid s':>11} {'cells s':>8} "
+          f"{'cached ms':>9} {'other ms':>8} {'api ms':>7} {'stale ms':>8} {'rebuild s':>9} "
+          f"{'shown':>5}  ({engine})")  # fmt: skip
+    for r in results:
+        print(f"{r['patients']:>9} {r['first_request_s']:>8} {r['read_deidentify_s']:>11} "
+              f"{r['cell_table_s']:>8} {r['cached_ms']:>9} {r['cached_other_ms']:>8} "
+              f"{r['cached_api_ms']:>7} {r['stale_ms']:>8} {r['background_rebuild_s']:>9} "
+              f"{r['arms_shown_ddd_45']:>5}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

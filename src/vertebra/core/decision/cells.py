@@ -1,0 +1,213 @@
+"""From the analysis tables to the decision aid's cell table (additive counts per cell).
+
+Contract
+--------
+:func:`build_cell_table` reads the outcomes dashboard's analysis tables
+(:mod:`vertebra.core.analytics.schema`, either time base: the web shell passes the
+de-identified ones) and returns a :class:`CellTable`: one row per non-empty *leaf*
+(arm row x condition x age band x baseline ODI band x STarT Back group) holding only sums:
+
+====================  ===========================================================
+n                     patients in the leaf (all have a baseline ODI)
+n_expected            of those, whose 12-month questionnaire was due by the cut-off
+                      (or answered anyway): the analytics' ``expected``
+n_completed           12-month questionnaire completed
+n_pairs               baseline and 12-month ODI both scored
+n_responders          pairs meeting the ODI responder rule (responders.yaml)
+sum_change            Σ (12-month ODI - baseline ODI) over pairs
+sumsq_change          Σ (12-month ODI - baseline ODI)² over pairs
+n_followed            treated at least 12 x 30.4375 days before the data cut-off
+n_surgery             of those, a subsequent surgery on days 0 to 12 x 30.4375
+====================  ===========================================================
+
+Every figure the page shows for any group of similar patients is a function of these sums
+over the leaves in the group (:mod:`vertebra.core.decision.estimate`), so a request never
+touches patient rows, and the cached object holds no patient-level data.
+
+Every per-patient quantity comes from the analytics: the panel (`build_panel`: expected,
+completed, scores), the vectorised responder rule (`responder_flags`), and the day
+arithmetic of surgery-free survival (`cutoff_days`, `event_days`, `SURGERY_KINDS`). Tests
+check the figures against `arm_outcomes` and a Kaplan-Meier fit on the same patients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from vertebra.core.analytics import AnalysisTables, CohortFilter, build_panel, responder_flags
+from vertebra.core.analytics.cohort import SURGERY_KINDS, cutoff_days, event_days
+from vertebra.core.analytics.schema import MEASURES, TimeBase
+from vertebra.core.analytics.survival import DAYS_PER_MONTH, can_censor_at_cutoff
+from vertebra.core.decision.rules import DecisionRules
+
+__all__ = [
+    "KEYS",
+    "SUMS",
+    "UNKNOWN",
+    "CellTable",
+    "build_cell_table",
+    "leaf_sums",
+    "patient_frame",
+]
+
+#: Leaf key columns (text codes).
+KEYS: tuple[str, ...] = ("arm", "condition", "age_band", "odi_band", "startback")
+#: Additive columns of a leaf.
+SUMS: tuple[str, ...] = (
+    "n",
+    "n_expected",
+    "n_completed",
+    "n_pairs",
+    "n_responders",
+    "sum_change",
+    "sumsq_change",
+    "n_followed",
+    "n_surgery",
+)
+#: STarT Back group of a patient without a recorded group.
+UNKNOWN = "unknown"
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class CellTable:
+    """Leaf sums plus what the page may say about the registry as a whole.
+
+    * leaves: columns KEYS + SUMS, one row per non-empty leaf (sorted by KEYS).
+    * n_treated: patients in the tables (every arm, with or without a baseline).
+    * n_in_scope: patients that can be "like" someone: an arm row of the rule set, an age band
+      and a baseline ODI (= leaves["n"].sum()).
+    * surgery_available: False for tables without the days to the data cut-off (a released
+      research export), where "followed for 12 months" cannot be decided.
+    """
+
+    rules_version: str
+    time_base: TimeBase
+    leaves: pd.DataFrame
+    n_treated: int
+    n_in_scope: int
+    surgery_available: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Summary (without the leaves) for logs and the API."""
+        return {
+            "rules_version": self.rules_version,
+            "time_base": self.time_base,
+            "n_treated": self.n_treated,
+            "n_in_scope": self.n_in_scope,
+            "surgery_available": self.surgery_available,
+        }
+
+
+def _measure_column(measure: str) -> str:
+    """The timepoints column holding the instrument ``measure`` (e.g. odi -> odi)."""
+    return next(col for col, inst in MEASURES.items() if inst == measure)
+
+
+def _surgery_within(
+    tables: AnalysisTables, pts: pd.DataFrame, horizon: float
+) -> npt.NDArray[np.bool_]:
+    """Per patient: a subsequent surgery on day 0 to ``horizon`` after treatment.
+
+    Surgeries before treatment are history, not outcomes (as in surgery-free survival).
+    """
+    events = tables.events
+    out = np.zeros(len(pts), dtype=bool)
+    if events.empty:
+        return out
+    row = pd.Index(pts["patient_id"]).get_indexer(events["patient_id"])
+    days = event_days(events, pts, row)
+    kind = events["kind"].astype(str).to_numpy()
+    with np.errstate(invalid="ignore"):
+        sel = (row >= 0) & np.isin(kind, SURGERY_KINDS) & (days >= 0) & (days <= horizon)
+    out[row[sel]] = True
+    return out
+
+
+def patient_frame(tables: AnalysisTables, as_of: date, rules: DecisionRules) -> pd.DataFrame:
+    """One row per patient in scope: the leaf keys and the 0/1 (or change) summands.
+
+    ``as_of`` is the data cut-off of calendar tables (de-identified tables carry their own).
+    Patients without an arm row, an age band or a baseline ODI are left out (see CellTable).
+    """
+    if tables.patients.empty:  # an empty registry: no patient is like anyone yet
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in KEYS}).assign(
+            **{c: pd.Series(dtype=np.float64 if "change" in c else np.int64) for c in SUMS}
+        )
+    panel = build_panel(tables, CohortFilter(), as_of)
+    pts = panel.patients
+    n = panel.n
+    grid = panel.values.get(_measure_column(rules.measure))
+    base = grid[:, 0] if grid is not None else np.full(n, np.nan)
+    if grid is not None and rules.timepoint in panel.tp_ids:
+        j = panel.tp_ids.index(rules.timepoint)
+        expected, completed, follow = panel.expected[:, j], panel.completed[:, j], grid[:, j]
+    else:  # no 12-month time point in these tables: nothing is due, nothing can be shown
+        expected = completed = np.zeros(n, dtype=bool)
+        follow = np.full(n, np.nan)
+    pair = ~np.isnan(base) & ~np.isnan(follow)
+    responder, _ = responder_flags(rules.measure, base, follow)
+    change = np.where(pair, follow - base, 0.0)
+
+    horizon = rules.months * DAYS_PER_MONTH
+    surgery_available = can_censor_at_cutoff(pts)
+    if surgery_available:
+        followed = cutoff_days(pts, as_of) >= horizon
+        surgery = followed & _surgery_within(tables, pts, horizon)
+    else:
+        followed = surgery = np.zeros(n, dtype=bool)
+
+    arm_of = {r: a.id for a in rules.arms for r in a.registry_arms}
+    arm = pts["arm"].astype(str).map(arm_of)
+    age_code = rules.age_band_codes(pd.to_numeric(pts["age"], errors="coerce"))
+    odi_code = rules.odi_band_codes(base)
+    startback = pts["startback_group"].astype(str).to_numpy()
+    startback = np.where(np.isin(startback, rules.startback_groups), startback, UNKNOWN)
+    keep = arm.notna().to_numpy() & (age_code >= 0) & (odi_code >= 0)
+
+    age_ids = np.asarray([b.id for b in rules.age_bands], dtype=object)
+    odi_ids = np.asarray([b.id for b in rules.odi_bands], dtype=object)
+    frame = pd.DataFrame(
+        {
+            "arm": arm.to_numpy(dtype=object),
+            "condition": pts["condition"].astype(str).to_numpy(dtype=object),
+            "age_band": age_ids[np.maximum(age_code, 0)],
+            "odi_band": odi_ids[np.maximum(odi_code, 0)],
+            "startback": startback.astype(object),
+            "n": np.ones(n, dtype=np.int64),
+            "n_expected": expected.astype(np.int64),
+            "n_completed": completed.astype(np.int64),
+            "n_pairs": pair.astype(np.int64),
+            "n_responders": (responder & pair).astype(np.int64),
+            "sum_change": change,
+            "sumsq_change": change * change,
+            "n_followed": followed.astype(np.int64),
+            "n_surgery": surgery.astype(np.int64),
+        }
+    )
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def leaf_sums(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sum the SUMS columns of a per-patient frame over its KEYS (one row per non-empty leaf)."""
+    return frame.groupby(list(KEYS), sort=True, observed=True)[list(SUMS)].sum().reset_index()
+
+
+def build_cell_table(tables: AnalysisTables, as_of: date, rules: DecisionRules) -> CellTable:
+    """Aggregate :func:`patient_frame` into leaf sums (see the module docstring)."""
+    leaves = leaf_sums(patient_frame(tables, as_of, rules))
+    return CellTable(
+        rules_version=rules.version,
+        time_base=tables.time_base,
+        leaves=leaves,
+        n_treated=len(tables.patients),
+        n_in_scope=int(leaves["n"].sum()) if len(leaves) else 0,
+        surgery_available=can_censor_at_cutoff(tables.patients),
+    )
