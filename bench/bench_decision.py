@@ -30,8 +30,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
+
+from scratch import scratch_databases
 
 CHILD = r"""
 import dataclasses, datetime as dt, json, os, resource, statistics, sys, time
@@ -140,18 +141,9 @@ def main() -> None:
                 results.append(run_one(size, url, scratch))
                 print(json.dumps(results[-1]), flush=True)
                 continue
-            import psycopg
-
-            name = f"vertebra_bench_{uuid.uuid4().hex[:8]}"
-            base = args.admin_url.rsplit("/", 1)[0]
-            with psycopg.connect(args.admin_url, autocommit=True) as admin:
-                admin.execute(f"CREATE DATABASE {name}")
-            try:
-                results.append(run_one(size, f"{base}/{name}", scratch))
+            with scratch_databases(args.admin_url) as (url,):
+                results.append(run_one(size, url, scratch))
                 print(json.dumps(results[-1]), flush=True)
-            finally:
-                with psycopg.connect(args.admin_url, autocommit=True) as admin:
-                    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     engine = "SQLite" if args.sqlite else "PostgreSQL"
     print(f"{'patients':>9} {'first s':>8} {'read+deid s':>11} {'cells s':>8} "
           f"{'cached ms':>9} {'other ms':>8} {'api ms':>7} {'stale ms':>8} {'rebuild s':>9} "

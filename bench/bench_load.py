@@ -28,8 +28,9 @@ import resource
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
+
+from scratch import scratch_databases
 
 CHILD = r"""
 import datetime as dt, json, os, resource, sys, time
@@ -40,7 +41,6 @@ from django.utils import timezone
 call_command("migrate", verbosity=0)
 from vertebra.cohort.loader import load_cohort
 from vertebra.core.synth import generate_cohort
-from vertebra.cohort import bulk
 # Fail loudly if the reference ever drifts from the loader's foreign-key handling.
 from vertebra.cohort.followups import ROW_HEAVY_MODELS
 assert [m._meta.db_table for m in ROW_HEAVY_MODELS] == [
@@ -152,23 +152,10 @@ def main() -> None:
                 url = f"sqlite:///{Path(scratch) / f'load-{size}.sqlite3'}"
                 results.append(run_one(size, url, scratch))
                 continue
-            import psycopg
-
-            names = [f"vertebra_bench_{uuid.uuid4().hex[:8]}" for _ in range(2)]
-            base = args.admin_url.rsplit("/", 1)[0]
-            with psycopg.connect(args.admin_url, autocommit=True) as admin:
-                for name in names:
-                    admin.execute(f"CREATE DATABASE {name}")
-            try:
-                result = run_one(size, f"{base}/{names[0]}", scratch)
-                result["reference_s"] = round(
-                    replay_reference(f"{base}/{names[0]}", f"{base}/{names[1]}", scratch), 2
-                )
+            with scratch_databases(args.admin_url, 2) as (loaded, replayed):
+                result = run_one(size, loaded, scratch)
+                result["reference_s"] = round(replay_reference(loaded, replayed, scratch), 2)
                 results.append(result)
-            finally:
-                with psycopg.connect(args.admin_url, autocommit=True) as admin:
-                    for name in names:
-                        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     engine = "SQLite" if args.sqlite else "PostgreSQL"
     print(f"{'patients':>9} {'generate s':>10} {'load s':>7} {'rows':>9} {'audit':>9} "
           f"{'rows/s':>8} {'peak MB':>8} {'plain COPY s':>12}  ({engine})")  # fmt: skip

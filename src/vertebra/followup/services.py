@@ -500,11 +500,44 @@ def _store(
     if point.status == TimePointStatus.MISSED or not point.opens <= today <= point.closes:
         raise WindowNotOpen()
     actor = patient_actor(point.patient_id, request_id=request_id)
+    submission, responses = _write_submission(
+        point,
+        actor=actor,
+        key=key,
+        scored=scored,
+        answers={i: (answers_by_instrument[i], now) for i in scored},
+        submitted_at=now,
+        now=now,
+    )
+    for response in responses:
+        if response.instrument_id == "ae_tickler":
+            _escalate_tickler(point, response, actor, now)
+    return SubmitResult(submission, created=True)
+
+
+def _write_submission(
+    point: FollowUpTimePoint,
+    *,
+    actor: Actor,
+    key: str,
+    scored: Mapping[str, Any],
+    answers: Mapping[str, tuple[Mapping[str, Any], dt.datetime]],
+    submitted_at: dt.datetime,
+    now: dt.datetime,
+    source: str = "",
+) -> tuple[Submission, list[QuestionnaireResponse]]:
+    """Store one scored answer set at ``point`` (locked by the caller, not yet completed).
+
+    ``answers`` maps each scored instrument to (answers, when answered). Writes the
+    submission, one response per instrument with its score and instrument version, completes
+    the point (:func:`_complete`) and appends one audit record; with a ``source`` (answers
+    collected elsewhere) the record names it and when each instrument was answered.
+    """
     submission = Submission.objects.create(
         time_point=point,
         idempotency_key=key,
         reference=secrets.token_hex(5).upper(),
-        submitted_at=now,
+        submitted_at=submitted_at,
     )
     responses = [
         QuestionnaireResponse.objects.create(
@@ -512,42 +545,42 @@ def _store(
             time_point=point,
             instrument_id=instrument_id,
             instrument_version=result.version,
-            answers=dict(answers_by_instrument[instrument_id]),
+            answers=dict(answers[instrument_id][0]),
             score=result.score,
             band=result.band or "",
             extras=result.to_dict()["extras"],
-            submitted_at=now,
+            submitted_at=answers[instrument_id][1],
         )
         for instrument_id, result in scored.items()
     ]
-    _complete(point, now)
-    clinic_id = point.patient.clinic_id
+    _complete(point, submitted_at)
+    recorded: dict[str, Any] = {
+        "time_point": point.key,
+        "reference": submission.reference,
+        "responses": {
+            r.instrument_id: {
+                "version": r.instrument_version,
+                "answers": r.answers,
+                "score": r.score,
+                "band": r.band,
+                **({"answered": r.submitted_at} if source else {}),
+            }
+            for r in responses
+        },
+    }
+    if source:
+        recorded["source"] = source
     record_audit(
         actor=actor,
         action="create",
         object_type="followup_submission",
         object_id=submission.pk,
-        clinic_id=clinic_id,
+        clinic_id=point.patient.clinic_id,
         patient_id=point.patient_id,
-        new_values={
-            "time_point": point.key,
-            "reference": submission.reference,
-            "responses": {
-                r.instrument_id: {
-                    "version": r.instrument_version,
-                    "answers": r.answers,
-                    "score": r.score,
-                    "band": r.band,
-                }
-                for r in responses
-            },
-        },
+        new_values=recorded,
         occurred_at=now,
     )
-    for response in responses:
-        if response.instrument_id == "ae_tickler":
-            _escalate_tickler(point, response, actor, now)
-    return SubmitResult(submission, created=True)
+    return submission, responses
 
 
 def _complete(point: FollowUpTimePoint, now: dt.datetime) -> None:
@@ -720,49 +753,14 @@ def record_imported_answers(
     _check_staff(actor, point.schedule.episode)
     if point.status == TimePointStatus.COMPLETED:
         raise AlreadyCompleted()
-    answered = max(given.authored for given in answers_by_instrument.values())
-    submission = Submission.objects.create(
-        time_point=point,
-        idempotency_key=f"import-{secrets.token_hex(16)}",
-        reference=secrets.token_hex(5).upper(),
-        submitted_at=answered,
-    )
-    QuestionnaireResponse.objects.bulk_create(
-        QuestionnaireResponse(
-            submission=submission,
-            time_point=point,
-            instrument_id=instrument_id,
-            instrument_version=result.version,
-            answers=dict(answers_by_instrument[instrument_id].answers),
-            score=result.score,
-            band=result.band or "",
-            extras=result.to_dict()["extras"],
-            submitted_at=answers_by_instrument[instrument_id].authored,
-        )
-        for instrument_id, result in scored.items()
-    )
-    _complete(point, answered)
-    record_audit(
+    submission, _ = _write_submission(
+        point,
         actor=actor,
-        action="create",
-        object_type="followup_submission",
-        object_id=submission.pk,
-        clinic_id=point.schedule.episode.patient.clinic_id,
-        patient_id=point.patient_id,
-        new_values={
-            "source": source,
-            "time_point": point.key,
-            "responses": {
-                instrument_id: {
-                    "version": result.version,
-                    "answers": dict(answers_by_instrument[instrument_id].answers),
-                    "score": result.score,
-                    "band": result.band or "",
-                    "answered": answers_by_instrument[instrument_id].authored,
-                }
-                for instrument_id, result in scored.items()
-            },
-        },
-        occurred_at=now,
+        key=f"import-{secrets.token_hex(16)}",
+        scored=scored,
+        answers={i: (given.answers, given.authored) for i, given in answers_by_instrument.items()},
+        submitted_at=max(given.authored for given in answers_by_instrument.values()),
+        now=now,
+        source=source,
     )
     return submission
