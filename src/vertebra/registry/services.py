@@ -67,6 +67,7 @@ from vertebra.registry.models import (
     TreatmentEpisode,
 )
 from vertebra.registry.permissions import Action, Actor, verify_actor
+from vertebra.registry.validation import validate_record
 
 __all__ = [
     "EDITABLE_PATIENT_FIELDS",
@@ -117,7 +118,7 @@ def _object_type(instance: Model) -> str:
 
 def _create(actor: Actor, instance: _M, *, patient: Patient | None) -> _M:
     """Validate, insert, and audit the initial values of ``instance``."""
-    instance.full_clean()
+    validate_record(instance)
     instance.save(force_insert=True)
     record_audit(
         actor=actor,
