@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -122,7 +124,7 @@ def test_demo_serves_home_page_and_restarts_quickly(tmp_path: Path) -> None:
     try:
         body = _wait_for(f"http://127.0.0.1:{port}/", process, deadline_s=60)
         assert b"Honest outcomes for stem cell therapy" in body
-        assert (tmp_path / "demo.sqlite3").exists()
+        assert (tmp_path / "vertebra.sqlite3").exists()
     finally:
         out, _err = _stop(process)
     assert f"http://127.0.0.1:{port}/" in out
@@ -141,8 +143,10 @@ def test_demo_serves_home_page_and_restarts_quickly(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_reset_recreates_the_database(tmp_path: Path) -> None:
-    database = tmp_path / "demo.sqlite3"
-    database.write_bytes(b"not a database")
+    # A database under the name older demos used is moved to the shared name, then reset.
+    old = tmp_path / "demo.sqlite3"
+    old.write_bytes(b"not a database")
+    database = tmp_path / "vertebra.sqlite3"
     port = free_port()
     process = _start(
         ["demo", "--no-browser", "--reset", "--port", str(port)],
@@ -151,5 +155,79 @@ def test_demo_reset_recreates_the_database(tmp_path: Path) -> None:
     try:
         _wait_for(f"http://127.0.0.1:{port}/healthz", process, deadline_s=60)
         assert database.read_bytes()[:15] == b"SQLite format 3"
+        assert not old.exists()
     finally:
         _stop(process)
+
+
+def _count(database: Path, sql: str) -> int:
+    with sqlite3.connect(database) as conn:
+        return int(conn.execute(sql).fetchone()[0])
+
+
+@pytest.mark.slow
+def test_demo_with_no_patients_has_its_clinics_and_accounts(tmp_path: Path) -> None:
+    port = free_port()
+    process = _start(
+        ["demo", "--no-browser", "--patients", "0", "--port", str(port)],
+        {"VERTEBRA_DATA_DIR": str(tmp_path), "DATABASE_URL": ""},
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", process, deadline_s=60)
+    finally:
+        out, err = _stop(process)
+    assert "Traceback" not in err
+    database = tmp_path / "vertebra.sqlite3"
+    assert _count(database, "SELECT COUNT(*) FROM registry_patient") == 0
+    assert _count(database, "SELECT COUNT(*) FROM registry_clinic") == 3
+    for username in ("admin", "clinicadmin", "clinician", "coordinator", "researcher"):
+        assert username in out
+        sql = f"SELECT COUNT(*) FROM auth_user WHERE username = '{username}'"
+        assert _count(database, sql) == 1
+    # Clinic roles belong to the first clinic, which the welcome table names.
+    with sqlite3.connect(database) as conn:
+        first_clinic = conn.execute("SELECT name FROM registry_clinic ORDER BY id").fetchone()[0]
+    assert first_clinic.split()[0] in out
+
+
+@pytest.mark.slow
+def test_commands_after_the_demo_read_the_demo_registry(tmp_path: Path) -> None:
+    env = {"VERTEBRA_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": ""}
+    port = free_port()
+    process = _start(["demo", "--no-browser", "--patients", "40", "--port", str(port)], env)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", process, deadline_s=90)
+    finally:
+        _stop(process)
+
+    report = run_cli("report", "--format", "json", "--out", str(tmp_path / "r.json"), env=env)
+    assert report.returncode == 0, report.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["n_patients"] == 40
+
+    csv = run_cli("export", "csv", "--out", str(tmp_path / "csv"), env=env)
+    assert csv.returncode == 0, csv.stderr
+    assert "40 patients" in csv.stderr
+    research = run_cli("export", "research", "--out", str(tmp_path / "research"), env=env)
+    assert research.returncode == 0, research.stderr
+    assert (tmp_path / "research").is_dir()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("report", "--format", "json", "--out"), ("export", "csv", "--out"),
+     ("export", "research", "--out"), ("export", "fhir", "--out")],
+    ids=["report", "export-csv", "export-research", "export-fhir"],
+)  # fmt: skip
+def test_reading_commands_never_create_an_empty_database(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    data = tmp_path / "data"
+    result = run_cli(
+        *command, str(tmp_path / "out"), env={"VERTEBRA_DATA_DIR": str(data), "DATABASE_URL": ""}
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "no Vertebra database at" in lines[0]
+    assert "vertebra demo" in lines[0] and "DATABASE_URL" in lines[0]
+    assert not (data / "vertebra.sqlite3").exists()

@@ -20,14 +20,28 @@ from vertebra.config import default_data_dir
 HOST = "127.0.0.1"
 
 
+#: The file name of the embedded database in the data folder. The demo and every other command
+#: (report, export, manage, ...) use the same file when DATABASE_URL is unset, so a command run
+#: right after ``vertebra demo`` reads the demo's registry (see ``vertebra.settings``).
+EMBEDDED_DATABASE = "vertebra.sqlite3"
+#: Where demos before this version kept their database; moved to EMBEDDED_DATABASE on start.
+_OLD_DEMO_DATABASE = "demo.sqlite3"
+
+
 def prepare_environment(data_dir: Path, reset: bool) -> Path:
-    """Point the settings at the demo database in ``data_dir`` and return its path.
+    """Point the settings at the embedded database in ``data_dir`` and return its path.
 
     The demo secret is random per data folder and kept beside the database so sessions
-    survive a restart. ``reset`` deletes the database first.
+    survive a restart. ``reset`` deletes the database first. A database left by an older demo
+    under its old name is moved to the shared name (unless one exists there already).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    database = data_dir / "demo.sqlite3"
+    database = data_dir / EMBEDDED_DATABASE
+    old = data_dir / _OLD_DEMO_DATABASE
+    if old.exists() and not database.exists():
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{old}{suffix}").exists():
+                Path(f"{old}{suffix}").rename(f"{database}{suffix}")
     if reset:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{database}{suffix}").unlink(missing_ok=True)

@@ -42,7 +42,7 @@ def export_csv(
         raise CliError(f"--out {out}: exists and is not a directory")
     from vertebra.cli.server import django_setup
 
-    django_setup()
+    django_setup(existing_registry=True)
     from vertebra.core.analytics import CohortFilter
     from vertebra.outcomes.selectors import system_tables
 

@@ -33,7 +33,7 @@ def run_export(*, out: Path, clinics: list[str], validate: bool) -> None:
         raise CliError(f"--out {out}: exists and is not a directory")
     from vertebra.cli.server import django_setup
 
-    django_setup()
+    django_setup(existing_registry=True)
     from django.utils import timezone
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -102,7 +102,7 @@ def import_fhir(
         raise CliError(f"{folder}: not a directory")
     from vertebra.cli.server import django_setup
 
-    django_setup()
+    django_setup(existing_registry=True)
     from django.utils import timezone
 
     from vertebra.interop.importer import ImportFormatError, ImportSetupError, import_fhir_folder

@@ -44,7 +44,7 @@ def _tables_from_dir(from_dir: Path) -> Any:
 def _tables_from_database(flt: Any) -> Any:
     from vertebra.cli.server import django_setup
 
-    django_setup()
+    django_setup(existing_registry=True)
     from vertebra.outcomes.selectors import system_tables
 
     try:

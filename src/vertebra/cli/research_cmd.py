@@ -51,7 +51,7 @@ def run_export(*, out: Path, fmt: str, as_of: str | None) -> None:
     _check_out(out)
     from vertebra.cli.server import django_setup
 
-    django_setup()
+    django_setup(existing_registry=True)
     from vertebra.core.analytics import CohortFilter
     from vertebra.core.deidentify import release, release_manifest, release_readme
     from vertebra.outcomes.selectors import system_tables

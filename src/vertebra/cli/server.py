@@ -11,8 +11,14 @@ from typing import Any
 from vertebra.cli.errors import CliError
 
 
-def django_setup() -> None:
-    """Configure Django from the environment; a bad setting becomes a one-line CliError."""
+def django_setup(*, existing_registry: bool = False) -> None:
+    """Configure Django from the environment; a bad setting becomes a one-line CliError.
+
+    ``existing_registry=True`` is for commands that read or add to a registry (report, export,
+    import, audit): they need a database that exists and is migrated, and must never create an
+    empty one by accident, so they stop with one line saying how to get or point at one.
+    Commands that build a database (demo, serve, manage, worker) leave it False.
+    """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vertebra.settings")
     import django
     from django.core.exceptions import ImproperlyConfigured
@@ -24,9 +30,36 @@ def django_setup() -> None:
     from django.conf import settings
 
     database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3") and str(database["NAME"]) != ":memory:":
+    sqlite_file = database["ENGINE"].endswith("sqlite3") and str(database["NAME"]) != ":memory:"
+    if existing_registry:
+        if sqlite_file and not Path(database["NAME"]).exists():
+            raise CliError(
+                f"no Vertebra database at {database['NAME']}: run 'vertebra demo' first (it "
+                "creates this database), or set DATABASE_URL to your registry, e.g. "
+                "DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/vertebra"
+            )
+        _require_migrated(settings.DATABASE_DESCRIPTION)
+    elif sqlite_file:
         # A first run on a new machine: the per-user data folder may not exist yet.
         Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _require_migrated(description: str) -> None:
+    """Raise CliError unless the default database answers and has every migration applied."""
+    from django.db import DatabaseError, connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"cannot open the database {description}: {first_line}") from None
+    if pending:
+        raise CliError(
+            f"the database {description} is not ready ({len(pending)} migrations not applied): "
+            "run 'vertebra manage migrate' first (or 'vertebra demo' for a demo registry)"
+        )
 
 
 def ensure_port_free(host: str, port: int) -> None:

@@ -145,7 +145,10 @@ def load_cohort(
         batch = trail.request_id[-6:].upper()
         _load_clinics(sink, cohort.clinics, clinic_ids, taken_names)
         _load_memberships(sink, ids, staff)
-        lots = _load_lots(sink, ids, cohort.patients["treatment_date"].min(), batch)
+        first_treatment = cohort.patients["treatment_date"].min()
+        if pd.isna(first_treatment):  # clinics only (an empty demo): lots released a month ago
+            first_treatment = pd.Timestamp(now.date())
+        lots = _load_lots(sink, ids, first_treatment, batch)
         report("clinics", len(clinic_ids))
         context = _Context(sink, ids, staff, clinic_ids, lots, batch)
         done = 0

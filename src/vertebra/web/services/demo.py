@@ -6,6 +6,7 @@ For the local demo only: the accounts share one printed password and the demo bi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -70,7 +71,7 @@ def ensure_demo_accounts() -> list[DemoLogin]:
                 role=label,
                 username=username,
                 password=DEMO_PASSWORD,
-                clinic=clinic.name if clinic else REGISTRY_WIDE_SCOPE[role],
+                clinic=clinic.name if clinic else REGISTRY_WIDE_SCOPE.get(role, "no clinic yet"),
             )
         )
     patient_login = _ensure_patient_account()
@@ -131,11 +132,29 @@ def _audit_setup(
 
 
 def load_demo_cohort(*, patients: int, seed: int, today: dt.date, now: dt.datetime) -> int:
-    """Load a synthetic cohort into an empty registry; return the number of patients loaded."""
+    """Load a synthetic cohort into an empty registry; return the number of patients loaded.
+
+    ``patients=0`` gives an empty registry that still has the demo's clinics (and their lots),
+    so the demo accounts have a clinic to work in. A registry that already has patients (or,
+    for ``patients=0``, clinics) is left as it is.
+    """
     from vertebra.cohort.loader import load_cohort, registry_is_empty
     from vertebra.core.synth import generate_cohort
 
-    if patients == 0 or not registry_is_empty():
+    if not registry_is_empty():
+        return 0
+    if patients == 0:
+        if Clinic.objects.exists():
+            return 0
+        # The clinics of the same seed's cohort, without its patient.
+        cohort = generate_cohort(1, seed, today=today)
+        cohort = dataclasses.replace(
+            cohort,
+            patients=cohort.patients.iloc[0:0],
+            timepoints=cohort.timepoints.iloc[0:0],
+            events=cohort.events.iloc[0:0],
+        )
+        load_cohort(cohort, now=now)
         return 0
     cohort = generate_cohort(patients, seed, today=today)
     load_cohort(cohort, now=now)
