@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
-# Install the test dependencies, then run the whole suite: lint, types, the purity contract,
-# Django checks, the tests on SQLite and on PostgreSQL, and the browser tests.
+# Bring up what the tests need, install the test dependencies, then run the whole suite: lint,
+# types, the purity contract, Django checks, the tests on SQLite and on PostgreSQL, and the
+# browser tests.
 #
 #   bash scripts/test.sh
 #
-# PostgreSQL: VERTEBRA_TEST_DATABASE_URL (default postgres://postgres:postgres@127.0.0.1:5432/vertebra).
-# Browser tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium).
-# Set VERTEBRA_SKIP_POSTGRES=1 to run without PostgreSQL on a laptop; CI never sets it.
+# What it brings up itself (scripts/test-services.sh): Debian's chromium, fonts, pango and
+# poppler-utils (apt-get, when run as root); PostgreSQL at VERTEBRA_TEST_DATABASE_URL (default
+# postgres://postgres:postgres@127.0.0.1:5432/vertebra): used if it answers, else the machine's
+# cluster is started (root), else a throwaway server is made from the installed PostgreSQL
+# binaries on that host and port and removed at the end. When something cannot be had, one line
+# says what is missing. Set VERTEBRA_SKIP_POSTGRES=1 to run without PostgreSQL on a laptop; CI
+# never sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=scripts/test-services.sh
+source scripts/test-services.sh
+
+WORK="$(mktemp -d)"
+trap 'stop_throwaway_postgres; rm -rf "$WORK"' EXIT
+
+step "system packages (chromium, fonts, pango, poppler-utils)"
+ensure_system_packages
 
 step "install vertebra with its test dependencies"
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-PG_URL="${VERTEBRA_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/vertebra}"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+if [[ "${VERTEBRA_SKIP_POSTGRES:-}" != "1" || -n "${CI:-}" ]]; then
+  step "PostgreSQL"
+  ensure_postgres "${VERTEBRA_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/vertebra}"
+fi
 export DJANGO_SETTINGS_MODULE=vertebra.settings
 export VERTEBRA_ENV=test
 export VERTEBRA_DATA_DIR="$WORK/data"
@@ -51,14 +65,6 @@ u = urllib.parse.urlsplit(sys.argv[1])
 print(f"{u.hostname}:{u.port or 5432}{u.path}")
 PY
 ))"
-  python - "$PG_URL" <<'PY'
-import sys
-import psycopg
-try:
-    psycopg.connect(sys.argv[1], connect_timeout=5).close()
-except Exception as exc:
-    sys.exit(f"PostgreSQL is not reachable at VERTEBRA_TEST_DATABASE_URL: {exc}")
-PY
   # tests/core is the pure domain (no database: an import-linter contract enforces it), so it
   # ran once above; everything that touches the database runs again on PostgreSQL.
   DATABASE_URL="$PG_URL" python -m pytest -m "not browser" -p no:cacheprovider --ignore=tests/core
