@@ -3,6 +3,7 @@ and nothing written (the registry itself is exercised in tests/outcomes/test_res
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def test_out_must_be_new_or_empty(tmp_path: Path) -> None:
 
 def test_unreadable_registry_is_one_line_exit_2(tmp_path: Path) -> None:
     """An unmigrated database: one line naming the problem, not a traceback."""
+    sqlite3.connect(tmp_path / "empty.sqlite3").close()  # exists, but holds no registry
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}",
         "VERTEBRA_DATA_DIR": str(tmp_path),
@@ -53,4 +55,5 @@ def test_unreadable_registry_is_one_line_exit_2(tmp_path: Path) -> None:
     done = run_cli("export", "research", "--out", str(tmp_path / "out"), env=env)
     assert done.returncode == 2
     err = done.stderr.strip()
-    assert "cannot read the registry" in err and len(err.splitlines()) == 1
+    assert "is not ready" in err and "vertebra manage migrate" in err
+    assert len(err.splitlines()) == 1
