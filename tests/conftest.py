@@ -139,34 +139,47 @@ def phone_page(browser: Any) -> Iterator[Any]:
 
 
 def _sqlite_audit_triggers(vendor_sql_index: int, aliases: list[str]) -> None:
-    """Create (index 0) or drop (index 1) the audit triggers on each SQLite alias in ``aliases``.
+    """Create (index 0) or drop (index 1) the audit triggers on each alias in ``aliases``.
 
-    The SQL is the migration's own (``registry/migrations/0002_audit_append_only``), so the
-    triggers recreated here are byte-for-byte the production ones.
+    SQLite: the SQL is the migration's own (``registry/migrations/0002_audit_append_only``), so
+    the triggers recreated here are byte-for-byte the production ones. PostgreSQL: the flush
+    TRUNCATEs, which migration 0008's trigger refuses; that one trigger is disabled (index 1)
+    and enabled again (index 0), as the table owner the tests connect as.
     """
     import importlib
 
     from django.db import connections
 
     migration = importlib.import_module("vertebra.registry.migrations.0002_audit_append_only")
+    guard = importlib.import_module(
+        "vertebra.registry.migrations.0008_audit_mac_and_truncate_guard"
+    )
     for alias in aliases:
         connection = connections[alias]
-        if connection.vendor != "sqlite":
-            continue  # PostgreSQL's flush TRUNCATEs, which the trigger deliberately allows
         with connection.cursor() as cursor:
-            for sql in migration.STATEMENTS["sqlite"][vendor_sql_index]:
-                cursor.execute(sql)
+            if connection.vendor == "sqlite":
+                for sql in migration.STATEMENTS["sqlite"][vendor_sql_index]:
+                    cursor.execute(sql)
+            elif connection.vendor == "postgresql":
+                cursor.execute(
+                    "SELECT 1 FROM pg_trigger WHERE tgname = %s", [guard.TRUNCATE_TRIGGER]
+                )
+                if cursor.fetchone() is not None:
+                    verb = "ENABLE" if vendor_sql_index == 0 else "DISABLE"
+                    cursor.execute(
+                        f"ALTER TABLE {guard.TABLE} {verb} TRIGGER {guard.TRUNCATE_TRIGGER}"
+                    )
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _audit_triggers_step_aside_for_test_flush() -> Iterator[None]:
-    """Let Django's test flush empty the audit table on SQLite, and only that flush.
+    """Let Django's test flush empty the audit table, and only that flush.
 
     ``TransactionTestCase`` (``transaction=True`` tests, ``live_server``) empties every table
     after each test with ``flush``; on SQLite that is ``DELETE FROM``, which the append-only
-    trigger refuses, so any transactional test that wrote an audit row failed at teardown.
-    Production stays strict: the triggers are dropped only inside the test flush, on SQLite,
-    and recreated from the migration's SQL right after it (even if the flush fails), so the
+    trigger refuses, and on PostgreSQL ``TRUNCATE``, which the truncate guard refuses, so any
+    transactional test failed at teardown. Production stays strict: the triggers step aside
+    only inside the test flush and are back right after it (even if the flush fails), so the
     next test runs against the real triggers again. Nothing in the application changes.
     """
     from django.test import TransactionTestCase
@@ -186,3 +199,24 @@ def _audit_triggers_step_aside_for_test_flush() -> Iterator[None]:
         yield
     finally:
         TransactionTestCase._fixture_teardown = original  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _audit_checkpoints_per_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test gets its own audit checkpoint file, and the worker's scheduled verification
+    is off unless a test turns it on: every test starts with an empty database, so another
+    test's checkpoints would rightly read as a truncated trail."""
+    from django.conf import settings
+
+    folder = tmp_path_factory.mktemp("audit-checkpoints")
+    saved = {
+        name: getattr(settings, name, None)
+        for name in ("AUDIT_CHECKPOINT_FILE", "AUDIT_VERIFY_EVERY_HOURS")
+    }
+    settings.AUDIT_CHECKPOINT_FILE = str(folder / "audit-checkpoints.jsonl")
+    settings.AUDIT_VERIFY_EVERY_HOURS = 0
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(settings, name, value)

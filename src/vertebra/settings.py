@@ -245,3 +245,27 @@ FOLLOWUP_REMINDER_LADDER = [
 ]
 FOLLOWUP_CALL_AFTER_LAST_DAYS = read_int(_env, "FOLLOWUP_CALL_AFTER_LAST_DAYS", 3)
 FOLLOWUP_PORTAL_BASE_URL = _env.get("FOLLOWUP_PORTAL_BASE_URL", "http://localhost:8000")
+
+# Audit trail tamper evidence (ADR 0008). The MAC key never goes into the database: it is
+# AUDIT_HMAC_KEY (hex, >= 32 bytes) or the key file (mode 0600; created on first use outside
+# production, e.g. by `vertebra demo`; `vertebra audit keygen` in production). Retired keys
+# (after `vertebra audit rotate-key`) stay verifiable: AUDIT_HMAC_OLD_KEYS or the
+# audit-hmac.old-keys file beside the key file. Signed checkpoints of the chain head are
+# appended to AUDIT_CHECKPOINT_FILE (and logged); the worker verifies the trail every
+# AUDIT_VERIFY_EVERY_HOURS (0: never) and alerts the registry admins when it is not intact.
+AUDIT_HMAC_KEY = _env.get("AUDIT_HMAC_KEY", "").strip()
+AUDIT_HMAC_KEY_FILE = _env.get("AUDIT_HMAC_KEY_FILE", "") or str(DATA_DIR / "audit-hmac.key")
+AUDIT_HMAC_OLD_KEYS = read_list(_env, "AUDIT_HMAC_OLD_KEYS", [])
+AUDIT_HMAC_KEY_AUTOCREATE = not PRODUCTION
+AUDIT_CHECKPOINT_FILE = _env.get("AUDIT_CHECKPOINT_FILE", "") or str(
+    DATA_DIR / "audit-checkpoints.jsonl"
+)
+AUDIT_VERIFY_EVERY_HOURS = read_int(_env, "AUDIT_VERIFY_EVERY_HOURS", 24)
+if PRODUCTION and not AUDIT_HMAC_KEY and not Path(AUDIT_HMAC_KEY_FILE).exists():
+    raise ImproperlyConfigured(
+        "the audit MAC key is required in production: set AUDIT_HMAC_KEY or create "
+        f"{AUDIT_HMAC_KEY_FILE} with `vertebra audit keygen` (see docs/adr/0008)"
+    )
+# Transient database failures (deadlock, serialization failure) are retried this many times
+# inside the service's transaction wrapper before they reach the user (docs/reliability.md).
+TRANSACTION_RETRIES = read_int(_env, "TRANSACTION_RETRIES", 4)

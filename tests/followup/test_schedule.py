@@ -58,8 +58,8 @@ def test_staff_of_another_clinic_cannot_schedule() -> None:
 def test_backfill_marks_closed_windows_missed_and_is_idempotent() -> None:
     make_episode(make_patient(make_clinic()), start_date=T0)
     today = T0 + dt.timedelta(days=200)
-    assert backfill_schedules(today) == 1
-    assert backfill_schedules(today) == 0
+    assert len(backfill_schedules(today)) == 1
+    assert backfill_schedules(today) == []
     statuses = dict(FollowUpTimePoint.objects.values_list("key", "status"))
     assert statuses["baseline"] == statuses["month_3"] == TimePointStatus.MISSED
     assert statuses["month_6"] == TimePointStatus.OPEN

@@ -149,7 +149,7 @@ def test_triggers_are_installed() -> None:
                 [TABLE],
             )
             names = {row[0] for row in cursor.fetchall()}
-            assert names == {"registry_auditevent_append_only"}
+            assert names == {"registry_auditevent_append_only", "registry_auditevent_no_truncate"}
         else:
             cursor.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s", [TABLE]
@@ -177,14 +177,14 @@ def test_a_changed_json_value_is_detected(actor: Actor) -> None:
     assert [(p.seq, p.kind) for p in verify_audit_chain()] == [(1, "altered")]
 
 
-def test_rehashing_an_altered_row_still_breaks_the_next_link(actor: Actor) -> None:
+def test_rehashing_an_altered_row_fails_its_mac_and_breaks_the_next_link(actor: Actor) -> None:
     rows = _append(actor, 3)
     _drop_triggers()
     forged = AuditEvent.objects.filter(pk=rows[1].pk).values().get()
     forged["reason"] = "forged"
     new_hash = compute_hash(forged)
     AuditEvent.objects.filter(pk=rows[1].pk).update(reason="forged", hash=new_hash)
-    assert [(p.seq, p.kind) for p in verify_audit_chain()] == [(3, "broken_link")]
+    assert [(p.seq, p.kind) for p in verify_audit_chain()] == [(2, "bad_mac"), (3, "broken_link")]
 
 
 def test_a_removed_row_is_detected(actor: Actor) -> None:

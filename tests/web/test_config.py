@@ -58,6 +58,7 @@ def _production_env(**overrides: str) -> dict[str, str]:
         "ALLOWED_HOSTS": "registry.example.org",
         "DATABASE_URL": "sqlite:////tmp/vertebra-prod-check.sqlite3",
         "DEBUG": "false",
+        "AUDIT_HMAC_KEY": "ab" * 32,
     }
     env.update(overrides)
     return env

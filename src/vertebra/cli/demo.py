@@ -46,6 +46,8 @@ def prepare_environment(data_dir: Path, reset: bool) -> Path:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{database}{suffix}").unlink(missing_ok=True)
         shutil.rmtree(data_dir / "static", ignore_errors=True)
+        # The audit checkpoints describe the deleted database; the MAC key stays.
+        (data_dir / "audit-checkpoints.jsonl").unlink(missing_ok=True)
     secret_file = data_dir / "demo-secret.txt"
     if not secret_file.exists():
         secret_file.write_text(secrets.token_urlsafe(50))
@@ -85,7 +87,11 @@ def run_demo(*, port: int, patients: int, seed: int, open_browser: bool, reset: 
     from django.core.management import call_command
     from django.utils import timezone
 
-    from vertebra.web.services.demo import ensure_demo_accounts, load_demo_cohort
+    from vertebra.web.services.demo import (
+        ensure_demo_accounts,
+        load_demo_cohort,
+        seal_audit_trail,
+    )
 
     console.print(f"Using demo database {database}")
     call_command("migrate", interactive=False, verbosity=0)
@@ -95,6 +101,7 @@ def run_demo(*, port: int, patients: int, seed: int, open_browser: bool, reset: 
     if loaded:
         console.print(f"Loaded {loaded} synthetic patients (seed {seed}).")
     logins = ensure_demo_accounts()
+    seal_audit_trail()
     url = f"http://{HOST}:{port}/"
     console.print(f"Ready in {time.monotonic() - started:.1f} s.")
     print_welcome(console, url, [(x.role, x.username, x.password, x.clinic) for x in logins])

@@ -14,7 +14,15 @@ from typer._click import exceptions as click_errors  # typer vendors click since
 from typer._click.utils import echo
 
 from vertebra import __version__
-from vertebra.cli import export_cmd, fhir_cmd, instruments_cmd, report_cmd, screen_cmd, synth_cmd
+from vertebra.cli import (
+    audit_cmd,
+    export_cmd,
+    fhir_cmd,
+    instruments_cmd,
+    report_cmd,
+    screen_cmd,
+    synth_cmd,
+)
 from vertebra.cli.errors import CliError
 
 app = typer.Typer(
@@ -114,6 +122,7 @@ synth_cmd.register(app)
 report_cmd.register(app)
 export_cmd.register(app)
 fhir_cmd.register(app)
+audit_cmd.register(app)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -2,8 +2,9 @@
 created object, one ``create`` record on the hash-chained audit trail.
 
 The records are the ones the registry services write for the same objects (same fields, same
-canonical JSON, same hash rule: :func:`vertebra.registry.audit.record_template`), by the system
-account ``synthetic-loader``, at one instant, in the order the rows are written.
+canonical JSON, same hash rule: :func:`vertebra.registry.audit.record_template`, same MAC with
+the current key), by the system account ``synthetic-loader``, at one instant, in the order the
+rows are written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.db.models import Model
 from vertebra.cohort import jsontext
 from vertebra.cohort.bulk import FrameWriter, db_datetime_text
 from vertebra.registry.audit import GENESIS_HASH, canonical_json, record_template, timestamp_json
+from vertebra.registry.auditseal import keyring
 from vertebra.registry.models import AuditEvent
 
 LOADER_USERNAME = "synthetic-loader"
@@ -53,6 +55,7 @@ class AuditTrail:
     """
 
     def __init__(self, actor_id: int, now: dt.datetime, reason: str) -> None:
+        self._ring = keyring()  # every row gets its MAC, as record_audit gives it (ADR 0008)
         last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
         self.seq: int = last["seq"] if last else 0
         self.prev_hash: str = last["hash"] if last else GENESIS_HASH
@@ -105,7 +108,9 @@ class AuditTrail:
         seqs = range(self.seq + 1, self.seq + count + 1)
         prevs: list[str] = []
         hashes: list[str] = []
+        macs: list[str] = []
         prev, template, sha256 = self.prev_hash, self._template, hashlib.sha256
+        mac_of = self._ring.row_mac
         for clinic, values, object_text, patient, seq in zip(
             clinics, new_values, object_texts, patients, seqs, strict=True
         ):
@@ -113,6 +118,7 @@ class AuditTrail:
             text = template % (clinic, values, object_text, type_text, patient, f'"{prev}"', seq)
             prev = sha256(text.encode("utf-8")).hexdigest()
             hashes.append(prev)
+            macs.append(mac_of(prev))
         self.seq += count
         self.prev_hash = prev
         self.rows += count
@@ -127,6 +133,8 @@ class AuditTrail:
                 "new_values": list(new_values),
                 "prev_hash": prevs,
                 "hash": hashes,
+                "mac": macs,
+                "mac_key": [self._ring.current_id] * count,
             }
         )
         return frame

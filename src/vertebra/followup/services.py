@@ -57,7 +57,7 @@ from vertebra.followup.models import (
     TicklerEscalation,
     TimePointStatus,
 )
-from vertebra.registry.audit import audited_transaction, record_audit
+from vertebra.registry.audit import audited_transaction, record_audit, retrying
 from vertebra.registry.errors import NotFound
 from vertebra.registry.models import (
     AdverseEvent,
@@ -66,6 +66,7 @@ from vertebra.registry.models import (
     TreatmentEpisode,
 )
 from vertebra.registry.permissions import Action, Actor, verify_actor
+from vertebra.registry.services import lock_patient
 
 #: Role names written to the audit trail for the non-staff principals.
 PATIENT_ROLE = "patient"
@@ -188,17 +189,36 @@ def create_schedule_for_episode(
     actor: Actor,
     today: dt.date,
     protocol: Protocol | None = None,
+    *,
+    reason: str = "",
 ) -> FollowUpSchedule:
     """Create the follow-up schedule of ``episode`` (idempotent: an existing one is returned).
 
     Time points come from :func:`vertebra.core.schedule.build_schedule` on the episode's start
     date. Windows already closed on ``today`` (a back-filled episode) are ``missed`` and never
     reminded; the others are ``pending`` or ``open``, and the worker sends the invitations.
-    One audit row (``create`` followup_schedule) records the protocol and the windows.
+    One audit row (``create`` followup_schedule, with ``reason`` if given) records the protocol
+    and the windows. Runs in the caller's transaction when there is one (an episode and its
+    schedule commit together: :func:`start_episode_with_follow_up`); alone, in its own,
+    retried on a transient failure. Lock order: the patient row first.
     """
+    return retrying(
+        lambda: _create_schedule(episode, actor, today, protocol, reason),
+        what="create_schedule_for_episode",
+    )
+
+
+def _create_schedule(
+    episode: TreatmentEpisode,
+    actor: Actor,
+    today: dt.date,
+    protocol: Protocol | None,
+    reason: str,
+) -> FollowUpSchedule:
     proto = protocol or default_protocol()
     now = timezone.now()
     with transaction.atomic():
+        lock_patient(episode.patient_id)
         episode = TreatmentEpisode.objects.select_related("patient").get(pk=episode.pk)
         _check_staff(actor, episode)
         existing = FollowUpSchedule.objects.filter(episode=episode).first()
@@ -241,17 +261,28 @@ def create_schedule_for_episode(
                 "treatment_date": episode.start_date,
                 "time_points": {p.key: [p.opens, p.closes, p.status] for p in points},
             },
+            reason=reason,
         )
         return schedule
 
 
-def backfill_schedules(today: dt.date, actor: Actor = WORKER_ACTOR) -> int:
-    """Create schedules for every episode that has none; return how many were created."""
-    created = 0
+#: The audit reason of a schedule created for an episode found without one.
+HEALED_REASON = "healed: the episode had no follow-up schedule"
+
+
+def backfill_schedules(
+    today: dt.date, actor: Actor = WORKER_ACTOR, *, reason: str = HEALED_REASON
+) -> list[int]:
+    """Create schedules for every episode that has none; return those episodes' ids.
+
+    Since an episode and its schedule commit together, this finds only episodes written by
+    something else (an old version, SQL, a restore); each schedule's audit row says so.
+    """
+    healed: list[int] = []
     for episode in TreatmentEpisode.objects.filter(followup_schedule__isnull=True).order_by("pk"):
-        create_schedule_for_episode(episode, actor, today)
-        created += 1
-    return created
+        create_schedule_for_episode(episode, actor, today, reason=reason)
+        healed.append(episode.pk)
+    return healed
 
 
 def reschedule(
@@ -268,6 +299,7 @@ def reschedule(
     if not reason or not reason.strip():
         raise ValueError("Give a reason for moving the follow-up schedule.")
     with transaction.atomic():
+        lock_patient(episode.patient_id)  # lock order: patient first
         episode = TreatmentEpisode.objects.select_related("patient").get(pk=episode.pk)
         _check_staff(actor, episode)
         schedule = FollowUpSchedule.objects.select_for_update().get(episode=episode)
@@ -346,6 +378,7 @@ def issue_link(time_point: FollowUpTimePoint, now: dt.datetime) -> str:
     """
     raw = secrets.token_urlsafe(32)
     with transaction.atomic():
+        lock_patient(time_point.patient_id)  # lock order: patient first
         link = PatientLink.objects.create(
             time_point=time_point,
             token_hash=hash_token(raw),
@@ -456,11 +489,15 @@ def submit_responses(
             return replay
         raise AlreadyCompleted()
     scored = _score_all(time_point, answers_by_instrument)
-    try:
+
+    def store() -> SubmitResult:
         with transaction.atomic():
             return _store(
                 time_point.pk, answers_by_instrument, scored, idempotency_key, now, request_id
             )
+
+    try:
+        return retrying(store, what="submit_responses")
     except IntegrityError:
         # A concurrent request with the same key won the insert: answer as a replay.
         replay = _replay(time_point, idempotency_key)
@@ -488,8 +525,9 @@ def _store(
     now: dt.datetime,
     request_id: str,
 ) -> SubmitResult:
-    # Lock the time point: concurrent submissions for it queue here, and the loser sees the
-    # winner's committed "completed" status below.
+    # Lock order: the patient row first, then the time point. Concurrent submissions for the
+    # point queue here, and the loser sees the winner's committed "completed" status below.
+    lock_patient(FollowUpTimePoint.objects.values_list("patient_id", flat=True).get(pk=point_id))
     point = FollowUpTimePoint.objects.select_for_update().get(pk=point_id)
     if point.status == TimePointStatus.COMPLETED:
         existing = Submission.objects.get(time_point=point)
@@ -651,6 +689,7 @@ def _escalate_tickler(
         )
 
 
+@audited_transaction
 def start_episode_with_follow_up(
     *,
     actor: Actor,
@@ -659,13 +698,13 @@ def start_episode_with_follow_up(
     start_date: dt.date,
     today: dt.date | None = None,
 ) -> TreatmentEpisode:
-    """Start a treatment episode and create its follow-up schedule (what staff pages and the
-    API call when an episode is recorded).
+    """Start a treatment episode and create its follow-up schedule, in one transaction (what
+    staff pages, the API and the FHIR import call when an episode is recorded).
 
-    Two services, two transactions, in order: the registry's ``start_episode`` (which audits a
-    refused attempt in its own transaction, so it must not run inside ours), then
-    :func:`create_schedule_for_episode`, which is idempotent; if the second ever fails, the
-    episode stands and ``vertebra manage followup_backfill`` creates the missing schedule.
+    The episode and its schedule (each with its audit row) commit together or not at all, so
+    an episode without a schedule cannot come from here; a refusal is audited once, naming
+    ``start_episode``. The worker heals episodes written any other way
+    (:func:`backfill_schedules`).
     """
     from vertebra.registry import services as registry_services
 
@@ -742,6 +781,13 @@ def record_imported_answers(
     registry already handled, not a new report.
     """
     scored = _score_imported(answers_by_instrument, now)
+    patient_id = (
+        FollowUpTimePoint.objects.filter(pk=time_point_id)
+        .values_list("patient_id", flat=True)
+        .first()
+    )
+    if patient_id is not None:
+        lock_patient(patient_id)  # lock order: patient first
     point = (
         FollowUpTimePoint.objects.select_for_update()
         .select_related("schedule__episode__patient")

@@ -17,6 +17,11 @@ One pass (:func:`run_once`) given ``now``:
    between claim and "sent" leaves the row ``sending``; it is reported, never resent.
 4. **escalate**: open windows whose last reminder went out ``FOLLOWUP_CALL_AFTER_LAST_DAYS``
    ago without an answer go on the call list (``no_response``).
+
+Before these, **heal**: an episode found without a follow-up schedule gets one (logged and
+audited, :func:`heal_schedules`). After them, when due (``AUDIT_VERIFY_EVERY_HOURS``), the
+audit trail is verified, checkpointed and, if it is not intact, the registry admins alerted
+(:mod:`vertebra.registry.auditjob`).
 """
 
 from __future__ import annotations
@@ -43,8 +48,10 @@ from vertebra.followup.models import (
     ReminderStatus,
     TimePointStatus,
 )
-from vertebra.followup.services import WORKER_ACTOR, issue_link
+from vertebra.followup.services import WORKER_ACTOR, backfill_schedules, issue_link
 from vertebra.registry.audit import record_audit
+from vertebra.registry.auditjob import run_scheduled_verification
+from vertebra.registry.services import lock_patient
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +70,8 @@ class RunReport:
     sent: int = 0
     failed: int = 0
     called: int = 0
+    healed: int = 0
+    audit_verified: bool = False
     sent_ids: list[int] = field(default_factory=list)
 
 
@@ -86,6 +95,25 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:80]
 
 
+# --- 0. heal ----------------------------------------------------------------------------------
+
+
+def heal_schedules(now: dt.datetime) -> int:
+    """Give every treatment episode without a follow-up schedule its schedule; return how many.
+
+    An episode and its schedule commit together, so this finds only episodes written some
+    other way (an older version, SQL, a restore). Each is logged (WARNING) and audited
+    (``create`` followup_schedule by the worker, reason :data:`HEALED_REASON`).
+    """
+    healed = backfill_schedules(timezone.localdate(now))
+    for episode_id in healed:
+        logger.warning(
+            "follow-up worker: episode %s had no follow-up schedule; created it (healed)",
+            episode_id,
+        )
+    return len(healed)
+
+
 # --- 1. close ---------------------------------------------------------------------------------
 
 
@@ -95,9 +123,10 @@ def close_windows(now: dt.datetime) -> int:
     count = 0
     ids = FollowUpTimePoint.objects.filter(
         status__in=[TimePointStatus.PENDING, TimePointStatus.OPEN], closes__lt=today
-    ).values_list("pk", flat=True)
-    for point_id in list(ids):
+    ).values_list("pk", "patient_id")
+    for point_id, patient_id in list(ids):
         with transaction.atomic():
+            lock_patient(patient_id)  # lock order: patient first, then the time point
             # Conditional update: a patient who submits in the same instant keeps "completed".
             changed = FollowUpTimePoint.objects.filter(
                 pk=point_id, status__in=[TimePointStatus.PENDING, TimePointStatus.OPEN]
@@ -340,10 +369,13 @@ def run_once(now: dt.datetime | None = None, who: str | None = None) -> RunRepor
     if timezone.is_naive(now):
         raise ValueError("now must be timezone-aware")
     report = RunReport()
+    report.healed = heal_schedules(now)
     report.closed = close_windows(now)
     report.opened, report.queued = open_windows(now)
     report.sent, report.failed, report.sent_ids = send_due(now, who)
     report.called = escalate_silent(now) + report.closed
+    audit = run_scheduled_verification(now)  # at most every AUDIT_VERIFY_EVERY_HOURS
+    report.audit_verified = audit is not None
     return report
 
 
@@ -357,7 +389,7 @@ def run_forever(interval: float, stop: threading.Event | None = None) -> None:
     while not stop.is_set():
         try:
             report = run_once()
-            if report.sent or report.opened or report.closed or report.failed:
+            if report.sent or report.opened or report.closed or report.failed or report.healed:
                 logger.info("follow-up worker pass: %s", summary(report))
         except Exception:
             logger.exception("follow-up worker pass failed; retrying in %s s", interval)
@@ -366,5 +398,5 @@ def run_forever(interval: float, stop: threading.Event | None = None) -> None:
 
 def summary(report: RunReport) -> str:
     """One line of counts for logs and the CLI."""
-    fields: Sequence[str] = ("opened", "queued", "sent", "failed", "closed", "called")
+    fields: Sequence[str] = ("opened", "queued", "sent", "failed", "closed", "called", "healed")
     return ", ".join(f"{name}={getattr(report, name)}" for name in fields)

@@ -266,10 +266,13 @@ def _write_patient(
         )
     episode_ids = {}
     for episode in bundle.episodes:
-        created = registry_services.start_episode(
-            actor=actor, patient_id=patient.pk, arm=episode.arm, start_date=episode.start_date
+        created = followup_services.start_episode_with_follow_up(
+            actor=actor,
+            patient_id=patient.pk,
+            arm=episode.arm,
+            start_date=episode.start_date,
+            today=today,
         )
-        followup_services.create_schedule_for_episode(created, actor, today)
         episode_ids[episode.source_ref] = created.pk
     points = _answers_by_time_point(bundle, episode_ids)
     for (episode_id, key), answers in points.items():

@@ -16,7 +16,15 @@ from django.db.models import Model
 from django.http import HttpRequest
 
 from vertebra.registry.audit import record_audit, snapshot
-from vertebra.registry.models import AllogeneicLot, ApiToken, AuditEvent, Clinic, Membership, Role
+from vertebra.registry.models import (
+    AllogeneicLot,
+    ApiToken,
+    AuditAlert,
+    AuditEvent,
+    Clinic,
+    Membership,
+    Role,
+)
 from vertebra.registry.permissions import Actor
 
 
@@ -162,6 +170,38 @@ class AuditEventAdmin(admin.ModelAdmin):
     )
     list_filter = ("action", "role", "object_type")
     search_fields = ("actor_username", "object_id", "request_id")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return is_registry_admin(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return is_registry_admin(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditAlert)
+class AuditAlertAdmin(admin.ModelAdmin):
+    """Failed verifications of the audit trail (raised by the worker), read-only for registry
+    admins; each was also e-mailed to them (ADR 0008)."""
+
+    list_display = (
+        "raised_at",
+        "source",
+        "first_seq",
+        "first_kind",
+        "problem_count",
+        "verify_seq",
+        "emailed_to",
+    )
+    list_filter = ("source", "first_kind")
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return is_registry_admin(request.user)

@@ -8,12 +8,21 @@ Contracts
   row before it: on PostgreSQL with a transaction-scoped advisory lock held until commit; on
   SQLite every write transaction is ``BEGIN IMMEDIATE`` (see ``vertebra.config``), which already
   admits one writer at a time.
+* **Lock order** (every writer, so that no two can wait for each other in a circle): the
+  patient row first (:func:`vertebra.registry.services.lock_patient`), then the rows below it
+  (episode, time point, reminder, ...), the audit-chain lock last (:func:`lock_chain`, taken
+  by the first :func:`record_audit` of the transaction). Transient failures that still happen
+  (deadlock, serialization failure) are retried by :func:`audited_transaction` /
+  :func:`retrying`, never shown to the user.
 * ``hash`` = SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of the row's fields,
   ``prev_hash`` included. Values are normalised to JSON *before* storing, so what is stored is
   exactly what was hashed.
-* :func:`verify_audit_chain` recomputes everything and reports altered, removed and inserted
-  rows. A chain cannot by itself show that its newest rows were cut off: pass the head hash
-  recorded elsewhere (``expected_head``) to detect that too.
+* ``mac`` = HMAC-SHA256 of ``hash`` with a key kept outside the database (``mac_key`` names
+  it; :mod:`vertebra.registry.auditseal`). The public hash alone cannot stop someone who can
+  write the table from re-hashing it; the MAC can.
+* :func:`check_audit_chain` recomputes everything and reports altered, removed, inserted,
+  re-hashed and unsigned rows, and compares the table with the signed checkpoints kept outside
+  the database, which is how a cut-off tail or an emptied table is found.
 """
 
 from __future__ import annotations
@@ -23,19 +32,33 @@ import decimal
 import functools
 import hashlib
 import json
+import logging
 import math
+import random
+import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from django.db import connection, transaction
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from vertebra.registry.auditseal import (
+    Checkpoint,
+    CheckpointLog,
+    Keyring,
+    append_checkpoint,
+    keyring,
+    read_checkpoints,
+)
 from vertebra.registry.errors import NotFound, PermissionDeniedError
 from vertebra.registry.models import AuditEvent
 from vertebra.registry.permissions import Action, Actor, verify_actor
+
+logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant key of the PostgreSQL advisory lock that serialises chain appends.
@@ -180,9 +203,18 @@ def timestamp_json(value: dt.datetime) -> str:
 
 
 def lock_chain() -> None:
-    """Serialise appends until the end of the current transaction (see module docstring)."""
+    """Serialise appends until the end of the current transaction (see module docstring).
+
+    The chain lock is the *last* lock a writer takes (the lock order, module docstring). On
+    PostgreSQL, Django's foreign keys are ``DEFERRABLE INITIALLY DEFERRED``: their checks, and
+    the ``FOR KEY SHARE`` row locks they take on the referenced rows (the patient, the
+    episode, ...), would otherwise run at COMMIT, after this lock, and deadlock with a writer
+    that holds such a row and waits here. ``SET CONSTRAINTS ALL IMMEDIATE`` runs the pending
+    checks now, before the lock, and every later one at its statement.
+    """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
     elif connection.vendor != "sqlite":  # SQLite: BEGIN IMMEDIATE already serialises writers
         raise RuntimeError(f"no audit-chain lock for database vendor {connection.vendor!r}")
@@ -213,6 +245,7 @@ def record_audit(
     when = occurred_at or timezone.now()
     if timezone.is_naive(when):
         raise ValueError("occurred_at must be timezone-aware")
+    ring = keyring()  # before the lock: a missing key fails without holding anyone up
     lock_chain()
     last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
     fields: dict[str, Any] = {
@@ -233,6 +266,8 @@ def record_audit(
         "prev_hash": last["hash"] if last else GENESIS_HASH,
     }
     fields["hash"] = compute_hash(fields)
+    fields["mac"] = ring.row_mac(fields["hash"])
+    fields["mac_key"] = ring.current_id
     return AuditEvent.objects.create(**fields)
 
 
@@ -241,30 +276,125 @@ class ChainProblem:
     """One defect of the audit chain, located by ``seq`` (the row's position in the chain)."""
 
     seq: int
-    kind: str  # "altered", "missing", "broken_link", "truncated"
+    kind: str  # see PROBLEM_KINDS
     message: str
 
 
+#: What :func:`check_audit_chain` can report, in the words a person reads.
+PROBLEM_KINDS = {
+    "altered": "a row's fields no longer hash to its stored hash",
+    "missing": "rows are missing (a gap in seq)",
+    "broken_link": "a row does not follow the row before it (prev_hash mismatch)",
+    "bad_mac": "a row was re-hashed without the key: its MAC does not match",
+    "unknown_key": "a row's MAC names a key this server does not have",
+    "unsigned": "rows carry no MAC and nothing signed vouches for them",
+    "checkpoint_mismatch": "a row differs from the signed checkpoint recorded for it",
+    "truncated": "rows recorded by a checkpoint (or the expected head) are gone",
+    "bad_checkpoint": "a checkpoint line is unreadable or its signature does not match",
+}
+
+
+@dataclass
+class ChainReport:
+    """The result of one verification: problems (oldest first) and what was looked at."""
+
+    problems: list[ChainProblem]
+    rows: int
+    head_seq: int
+    head_hash: str
+    checkpoints: int
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    def summary(self, source: str) -> dict[str, Any]:
+        """The ``new_values`` of the ``verify`` audit row (first 20 problems spelled out)."""
+        first = self.problems[0] if self.problems else None
+        return {
+            "source": source,
+            "intact": self.intact,
+            "rows": self.rows,
+            "head_seq": self.head_seq,
+            "checkpoints": self.checkpoints,
+            "problem_count": len(self.problems),
+            "first_problem": None if first is None else {"seq": first.seq, "kind": first.kind},
+            "problems": [problem.message for problem in self.problems[:20]],
+        }
+
+
+_ROW_FIELDS = (*HASHED_FIELDS, "hash", "mac", "mac_key")
+
+
 def _rows() -> Iterator[dict[str, Any]]:
-    fields = (*HASHED_FIELDS, "hash")
-    yield from AuditEvent.objects.order_by("seq").values(*fields).iterator(chunk_size=2000)
+    yield from AuditEvent.objects.order_by("seq").values(*_ROW_FIELDS).iterator(chunk_size=2000)
 
 
-def verify_audit_chain(*, expected_head: str | None = None) -> list[ChainProblem]:
-    """Recompute the chain; return its problems in chain order (empty list: chain intact).
+def _usable_checkpoints(
+    log: CheckpointLog | Sequence[Checkpoint] | None, ring: Keyring, problems: list[ChainProblem]
+) -> tuple[dict[int, list[Checkpoint]], int]:
+    """Checkpoints whose signature holds, by seq; bad ones become problems."""
+    if log is None:
+        return {}, 0
+    checkpoints = log.checkpoints if isinstance(log, CheckpointLog) else tuple(log)
+    if isinstance(log, CheckpointLog):
+        for number in log.unreadable:
+            problems.append(
+                ChainProblem(0, "bad_checkpoint", f"checkpoint file line {number} is unreadable")
+            )
+    usable: dict[int, list[Checkpoint]] = {}
+    for checkpoint in checkpoints:
+        ok = checkpoint.signature_ok(ring)
+        if not ok:
+            why = (
+                "its signature does not match" if ok is False else "it is signed by an unknown key"
+            )
+            problems.append(
+                ChainProblem(
+                    checkpoint.seq,
+                    "bad_checkpoint",
+                    f"the checkpoint of {checkpoint.at} for row {checkpoint.seq} is not "
+                    f"trustworthy: {why}",
+                )
+            )
+            continue
+        usable.setdefault(checkpoint.seq, []).append(checkpoint)
+    return usable, len(checkpoints)
+
+
+def check_audit_chain(
+    *,
+    expected_head: str | None = None,
+    checkpoints: CheckpointLog | Sequence[Checkpoint] | None = None,
+    ring: Keyring | None = None,
+) -> ChainReport:
+    """Recompute the chain and its MACs, compare it with ``checkpoints``; return the report.
+
+    Problems (kinds in :data:`PROBLEM_KINDS`), each located by ``seq``:
 
     * ``altered``: a row's fields no longer hash to its stored ``hash``;
     * ``missing``: a gap in ``seq`` (rows removed);
-    * ``broken_link``: a row's ``prev_hash`` is not the previous row's hash (a row before it
-      was removed, re-hashed or inserted);
-    * ``truncated``: the last row's hash differs from ``expected_head``, when one is given.
+    * ``broken_link``: a row's ``prev_hash`` is not the previous row's hash;
+    * ``bad_mac`` / ``unknown_key``: the row's MAC is wrong (re-hashed with the public
+      algorithm) or made with a key this keyring lacks;
+    * ``unsigned``: a row without MAC after a signed row, or unsigned rows (from before MACs
+      existed, ADR 0008) that no later signed row or checkpoint vouches for;
+    * ``checkpoint_mismatch``: the row at a checkpoint's seq is not the row it recorded;
+    * ``truncated``: the table ends before a checkpoint's row (or its head is not
+      ``expected_head``): rows were cut off, or the table emptied;
+    * ``bad_checkpoint``: a checkpoint line that cannot be read or whose signature fails.
 
-    The first element is the first (oldest) problem. Read-only; call it from a job or the
-    registry admin's check page.
+    The first problem is the oldest (``bad_checkpoint`` of an unreadable line has seq 0).
+    Read-only. Load ``checkpoints`` *before* calling, so every checkpoint describes rows this
+    scan can see.
     """
+    ring = ring or keyring()
     problems: list[ChainProblem] = []
+    by_seq, checkpoint_count = _usable_checkpoints(checkpoints, ring, problems)
     expected_seq = 1
     prev_hash = GENESIS_HASH
+    signed_seen = False
+    unvouched: int | None = None  # first unsigned row not yet vouched for
     for row in _rows():
         seq = row["seq"]
         if seq != expected_seq:
@@ -285,38 +415,194 @@ def verify_audit_chain(*, expected_head: str | None = None) -> list[ChainProblem
                     f"row {seq} does not follow the row before it (prev_hash mismatch)",
                 )
             )
+        if not row["mac"]:
+            if signed_seen:
+                problems.append(
+                    ChainProblem(seq, "unsigned", f"row {seq} carries no MAC after signed rows")
+                )
+            elif unvouched is None:
+                unvouched = seq
+        else:
+            ok = ring.row_mac_ok(row["hash"], row["mac"], row["mac_key"] or "")
+            if ok is None:
+                problems.append(
+                    ChainProblem(
+                        seq,
+                        "unknown_key",
+                        f"row {seq} is signed with key {row['mac_key']!r}, which this server "
+                        "does not have (a retired key missing from the keyring?)",
+                    )
+                )
+            elif not ok:
+                problems.append(
+                    ChainProblem(
+                        seq,
+                        "bad_mac",
+                        f"row {seq} was altered and re-hashed: its MAC does not match",
+                    )
+                )
+            else:
+                signed_seen = True
+                unvouched = None
+        for checkpoint in by_seq.get(seq, ()):
+            if checkpoint.hash != row["hash"] or checkpoint.mac != (row["mac"] or ""):
+                problems.append(
+                    ChainProblem(
+                        seq,
+                        "checkpoint_mismatch",
+                        f"row {seq} is not the row the checkpoint of {checkpoint.at} recorded",
+                    )
+                )
+            else:
+                unvouched = None
         expected_seq = seq + 1
         prev_hash = row["hash"]
+    last_seq = expected_seq - 1
+    if unvouched is not None:
+        problems.append(
+            ChainProblem(
+                unvouched,
+                "unsigned",
+                f"rows {unvouched}..{last_seq} carry no MAC and no signed row or checkpoint "
+                "vouches for them (run `vertebra audit checkpoint` after upgrading)",
+            )
+        )
+    beyond = [cp for seq, cps in by_seq.items() if seq > last_seq for cp in cps]
+    if beyond:
+        latest = max(beyond, key=lambda cp: cp.seq)
+        problems.append(
+            ChainProblem(
+                last_seq + 1,
+                "truncated",
+                f"the table ends at row {last_seq}, but the checkpoint of {latest.at} recorded "
+                f"row {latest.seq}: rows {last_seq + 1}..{latest.seq} were removed",
+            )
+        )
     if expected_head is not None and prev_hash != expected_head:
         problems.append(
             ChainProblem(
-                expected_seq - 1,
+                last_seq,
                 "truncated",
                 "the newest row is not the expected head: rows were cut off or added",
             )
         )
-    return problems
+    problems.sort(key=lambda problem: problem.seq)  # stable: a row's problems keep their order
+    return ChainReport(problems, last_seq, last_seq, prev_hash, checkpoint_count)
+
+
+def verify_audit_chain(
+    *,
+    expected_head: str | None = None,
+    checkpoints: CheckpointLog | Sequence[Checkpoint] | None = None,
+) -> list[ChainProblem]:
+    """The problems of :func:`check_audit_chain` (empty list: chain intact)."""
+    return check_audit_chain(expected_head=expected_head, checkpoints=checkpoints).problems
 
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
+#: SQLSTATEs of failures that say "run the transaction again": serialization_failure and
+#: deadlock_detected. Nothing was committed; the same work may well succeed at once.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+#: Default number of retries (settings.TRANSACTION_RETRIES) after the first attempt.
+DEFAULT_TRANSACTION_RETRIES = 4
+_BACKOFF_SECONDS = 0.02  # first backoff ceiling; doubles per retry (full jitter)
+_BACKOFF_CAP_SECONDS = 0.5
+
+
+def transient_failure(exc: BaseException, elapsed: float) -> str | None:
+    """Why ``exc`` is worth retrying ("deadlock", "serialization", "sqlite_busy"), or None.
+
+    PostgreSQL: SQLSTATE 40P01/40001 anywhere in the exception's chain. SQLite: "database is
+    locked" only when it came quicker than half the busy timeout, i.e. SQLite refused without
+    waiting (a busy snapshot); a lock held for the whole ``DATABASE_TIMEOUT`` is a database
+    that is really stuck, which the web layer answers with 503 (docs/reliability.md).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if state in TRANSIENT_SQLSTATES:
+            return "deadlock" if state == "40P01" else "serialization"
+        if type(current).__module__.startswith("sqlite3") and "locked" in str(current):
+            timeout = float(getattr(settings, "DATABASE_TIMEOUT", 3))
+            return "sqlite_busy" if elapsed < timeout / 2 else None
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def retrying(func: Callable[[], _R], *, what: str = "transaction") -> _R:
+    """Run ``func`` (which opens and commits its own transaction); run it again, at most
+    settings.TRANSACTION_RETRIES times with jittered exponential backoff, when it fails with a
+    transient database error (:func:`transient_failure`). Nothing of a failed attempt was
+    committed, so running it again is safe. Inside an enclosing transaction nothing is retried
+    (the enclosing transaction is the unit that failed; its owner decides).
+    """
+    if connection.in_atomic_block:
+        return func()
+    retries = int(getattr(settings, "TRANSACTION_RETRIES", DEFAULT_TRANSACTION_RETRIES))
+    attempt = 0
+    while True:
+        started = time.monotonic()
+        try:
+            return func()
+        except DatabaseError as exc:
+            kind = transient_failure(exc, time.monotonic() - started)
+            if kind is None or attempt >= retries:
+                raise
+            attempt += 1
+            ceiling = min(_BACKOFF_CAP_SECONDS, _BACKOFF_SECONDS * 2**attempt)
+            logger.warning("%s: transient %s, retry %d of %d", what, kind, attempt, retries)
+            time.sleep(random.uniform(0, ceiling))  # jitter, not a secret
+
+
+def _operation_of(exc: BaseException, name: str) -> str:
+    """The innermost audited operation that raised ``exc`` (set once, on the way out)."""
+    if not hasattr(exc, "audited_operation"):
+        exc.audited_operation = name  # type: ignore[attr-defined]
+    return str(exc.audited_operation)  # type: ignore[attr-defined]
+
 
 def audited_transaction(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run a service or selector in one transaction and audit refusals.
+    """Run a service or selector in one transaction, retried when transient, and audit refusals.
 
-    The wrapped function is called with keyword arguments including ``actor``. If it raises
-    PermissionDeniedError or NotFound, its transaction is rolled back, then one ``denied``
-    audit row (who, what was attempted, the refusal) is committed in a new transaction and the
-    error is re-raised: refused access is itself part of the trail (HIPAA 164.312(b)). When the
-    caller wraps the call in its own transaction, rolling that back also drops the denial row.
+    The wrapped function is called with keyword arguments including ``actor``.
+
+    * Transient failures (deadlock, serialization failure, an immediate SQLite busy) roll the
+      transaction back and run it again (:func:`retrying`), so a caller never sees one unless
+      the database keeps failing.
+    * If it raises PermissionDeniedError or NotFound, its transaction is rolled back, then one
+      ``denied`` audit row (who, which operation, the refusal) is committed in a new
+      transaction and the error is re-raised: refused access is itself part of the trail
+      (HIPAA 164.312(b)).
+    * Services may call services: only the outermost audited call retries and records the
+      denial (naming the innermost operation that refused), so a composed service such as
+      ``start_episode_with_follow_up`` is one transaction. When the caller wraps the call in
+      its own plain transaction, rolling that back also drops the denial row.
     """
 
     @functools.wraps(func)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if getattr(connection, "_vertebra_audited", False):
+            try:
+                with transaction.atomic():
+                    return func(*args, **kwargs)
+            except (PermissionDeniedError, NotFound) as exc:
+                _operation_of(exc, func.__name__)
+                raise
+
+        def attempt() -> _R:
+            connection._vertebra_audited = True  # type: ignore[attr-defined]
+            try:
+                with transaction.atomic():
+                    return func(*args, **kwargs)
+            finally:
+                connection._vertebra_audited = False  # type: ignore[attr-defined]
+
         try:
-            with transaction.atomic():
-                return func(*args, **kwargs)
+            return retrying(attempt, what=func.__name__)
         except (PermissionDeniedError, NotFound) as exc:
             actor = kwargs.get("actor")
             if isinstance(actor, Actor):
@@ -327,7 +613,7 @@ def audited_transaction(func: Callable[_P, _R]) -> Callable[_P, _R]:
                         object_type=exc.object_type if isinstance(exc, NotFound) else "",
                         object_id=exc.object_id if isinstance(exc, NotFound) else "",
                         new_values={
-                            "operation": func.__name__,
+                            "operation": _operation_of(exc, func.__name__),
                             "action": exc.action if isinstance(exc, PermissionDeniedError) else "",
                         },
                         reason=str(exc),
@@ -339,14 +625,98 @@ def audited_transaction(func: Callable[_P, _R]) -> Callable[_P, _R]:
 
 @audited_transaction
 def verify_audit_chain_as(*, actor: Actor) -> list[ChainProblem]:
-    """:func:`verify_audit_chain` for an actor allowed to (registry admins); the check itself is
-    audited, so who inspected the trail, and what they found, is on the trail."""
+    """Verify the chain (against the checkpoint file too) for an actor allowed to (registry
+    admins); the check itself is audited, so who inspected the trail, and what they found,
+    is on the trail."""
     verify_actor(actor, Action.AUDIT_VERIFY)
-    problems = verify_audit_chain()
+    report = check_audit_chain(checkpoints=read_checkpoints())
     record_audit(
-        actor=actor,
-        action="verify",
-        object_type="audit_chain",
-        new_values={"problems": [problem.message for problem in problems]},
+        actor=actor, action="verify", object_type="audit_chain", new_values=report.summary("page")
     )
-    return problems
+    return report.problems
+
+
+# ------------------------------------------------------------------ operators and the worker
+
+
+@dataclass(frozen=True)
+class SystemPrincipal:
+    """A non-person actor (command line, worker): enough of a user for the audit trail."""
+
+    username: str
+    pk: None = None
+    is_active: bool = True
+
+    def get_username(self) -> str:
+        return self.username
+
+
+def system_actor(name: str, *, request_id: str = "") -> Actor:
+    """The Actor of a system job; its audit rows say ``system:<name>`` with no user id."""
+    return Actor(
+        user=SystemPrincipal(f"system:{name}"),
+        role="system",
+        clinic_ids=frozenset(),
+        request_id=request_id,
+    )
+
+
+def verify_and_record(*, actor: Actor, source: str) -> tuple[ChainReport, AuditEvent]:
+    """Verify the chain against the checkpoint file and append the ``verify`` audit row
+    (action ``verify``, object ``audit_chain``, :meth:`ChainReport.summary`); return both.
+
+    For system callers (command line, worker) that hold no permission to check; the page
+    uses :func:`verify_audit_chain_as`.
+    """
+    report = check_audit_chain(checkpoints=read_checkpoints())
+
+    def record() -> AuditEvent:
+        with transaction.atomic():
+            return record_audit(
+                actor=actor,
+                action="verify",
+                object_type="audit_chain",
+                new_values=report.summary(source),
+            )
+
+    row = retrying(record, what="verify_and_record")
+    level = logging.INFO if report.intact else logging.ERROR
+    logger.log(
+        level,
+        "audit chain verified by %s: %s",
+        source,
+        "intact"
+        if report.intact
+        else f"{len(report.problems)} problem(s), first: row {report.problems[0].seq} "
+        f"{report.problems[0].kind}",
+    )
+    return report, row
+
+
+def write_checkpoint(
+    *, actor: Actor, head: AuditEvent | None = None, verified: bool = False
+) -> Checkpoint:
+    """Record a signed checkpoint of ``head`` outside the database (file and log line).
+
+    Without ``head``, first appends a ``checkpoint`` audit row (signed with the current key,
+    so it also vouches for any older unsigned rows) and records that. The file line is
+    written after the row committed.
+    """
+    if head is None:
+
+        def append() -> AuditEvent:
+            with transaction.atomic():
+                return record_audit(actor=actor, action="checkpoint", object_type="audit_chain")
+
+        head = retrying(append, what="write_checkpoint")
+    ring = keyring()
+    checkpoint = Checkpoint(
+        seq=head.seq,
+        hash=head.hash,
+        mac=head.mac or "",
+        at=_timestamp(timezone.now()),
+        key=ring.current_id,
+        verified=verified,
+    ).signed(ring)
+    append_checkpoint(checkpoint)
+    return checkpoint

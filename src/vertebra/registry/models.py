@@ -746,7 +746,8 @@ class AuditEvent(models.Model):
     Written only by :func:`vertebra.registry.audit.record_audit`, in the same transaction as the
     change it describes. ``seq`` numbers the chain without gaps; ``hash`` is SHA-256 over the
     canonical JSON of this row's fields and ``prev_hash`` (the previous row's ``hash``), so
-    :func:`vertebra.registry.audit.verify_audit_chain` finds any altered, removed or inserted row.
+    :func:`vertebra.registry.audit.verify_audit_chain` finds any altered, removed or inserted row;
+    ``mac`` (keyed, key outside the database) finds a row re-hashed by someone without the key.
 
     Actor, clinic and patient are plain integers, not foreign keys: the trail must outlive and
     never block the deletion of what it describes, and must not cascade with it.
@@ -768,6 +769,10 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    # HMAC-SHA256 of ``hash`` with a key kept outside the database, and that key's id (ADR
+    # 0008). NULL only on rows written before MACs existed.
+    mac = models.CharField(max_length=64, null=True)
+    mac_key = models.CharField(max_length=16, null=True)
 
     class Meta:
         ordering = ["seq"]
@@ -781,6 +786,30 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"audit #{self.seq} {self.action} {self.object_type} {self.object_id}"
+
+
+class AuditAlert(models.Model):
+    """A verification of the audit trail that found problems: shown to the registry admins
+    (admin site, their home page) and e-mailed to them when raised. Written only by
+    :func:`vertebra.registry.audit.raise_audit_alert`; the matching ``verify`` audit row is
+    ``verify_seq``."""
+
+    raised_at = models.DateTimeField()
+    source = models.CharField(max_length=30)  # worker, cli, page
+    first_seq = models.BigIntegerField()
+    first_kind = models.CharField(max_length=30)
+    problem_count = models.PositiveIntegerField()
+    message = models.TextField()
+    verify_seq = models.BigIntegerField(null=True)
+    emailed_to = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-raised_at"]
+
+    def __str__(self) -> str:
+        return (
+            f"audit alert {self.raised_at:%Y-%m-%d %H:%M}: row {self.first_seq} {self.first_kind}"
+        )
 
 
 # --------------------------------------------------------------------------------------------

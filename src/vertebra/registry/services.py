@@ -74,6 +74,7 @@ __all__ = [
     "adjudicate_adverse_event",
     "authenticate_api_token",
     "issue_api_token",
+    "lock_patient",
     "record_adverse_event",
     "record_clinical_event",
     "record_consent",
@@ -132,8 +133,19 @@ def _create(actor: Actor, instance: _M, *, patient: Patient | None) -> _M:
     return instance
 
 
+def lock_patient(patient_id: int) -> None:
+    """Lock the patient's row until the end of the transaction (``SELECT ... FOR UPDATE``).
+
+    The lock order of every write (see :mod:`vertebra.registry.audit`): the patient row
+    first, then the rows below it (episode, time point, ...), the audit-chain lock last.
+    Writers of one patient therefore queue on this row and can never wait for each other in
+    a circle. A patient that does not exist locks nothing.
+    """
+    list(Patient.objects.select_for_update().filter(pk=patient_id).values_list("pk", flat=True))
+
+
 def _patient(actor: Actor, action: Action, patient_id: int) -> Patient:
-    """The patient, if ``actor`` may perform ``action`` on them; else NotFound."""
+    """The patient, if ``actor`` may perform ``action`` on them (locked); else NotFound."""
     clinics = verify_actor(actor, action)
     patient = (
         Patient.objects.select_for_update().filter(pk=patient_id, clinic_id__in=clinics).first()
@@ -146,6 +158,14 @@ def _patient(actor: Actor, action: Action, patient_id: int) -> Patient:
 def _episode(actor: Actor, action: Action, episode_id: int) -> TreatmentEpisode:
     """The episode (with its patient), if within the actor's clinics; else NotFound."""
     clinics = verify_actor(actor, action)
+    patient_id = (
+        TreatmentEpisode.objects.filter(pk=episode_id, patient__clinic_id__in=clinics)
+        .values_list("patient_id", flat=True)
+        .first()
+    )
+    if patient_id is None:
+        raise NotFound("treatment_episode", episode_id)
+    lock_patient(patient_id)  # lock order: patient first (see lock_patient)
     # Locking the episode serialises the pathway steps recorded on it.
     episode = (
         TreatmentEpisode.objects.select_for_update()
@@ -866,6 +886,13 @@ def adjudicate_adverse_event(
     actor's clinics is NotFound.
     """
     clinics = verify_actor(actor, Action.ADVERSE_EVENT_ADJUDICATE)
+    patient_id = (
+        AdverseEvent.objects.filter(pk=adverse_event_id, patient__clinic_id__in=clinics)
+        .values_list("patient_id", flat=True)
+        .first()
+    )
+    if patient_id is not None:
+        lock_patient(patient_id)  # lock order: patient first (see lock_patient)
     event = (
         AdverseEvent.objects.select_for_update()
         .filter(pk=adverse_event_id, patient__clinic_id__in=clinics)

@@ -159,3 +159,15 @@ def load_demo_cohort(*, patients: int, seed: int, today: dt.date, now: dt.dateti
     cohort = generate_cohort(patients, seed, today=today)
     load_cohort(cohort, now=now)
     return patients
+
+
+def seal_audit_trail() -> None:
+    """Make sure the audit MAC key file exists (0600, in the data folder) and write a signed
+    checkpoint of the trail's head, so the demo's trail is verifiable from the first minute
+    (``vertebra audit verify``) and rows of an older demo database get vouched for (ADR 0008).
+    """
+    from vertebra.registry.audit import system_actor, write_checkpoint
+    from vertebra.registry.auditseal import ensure_key_file
+
+    ensure_key_file()
+    write_checkpoint(actor=system_actor("demo-setup"))

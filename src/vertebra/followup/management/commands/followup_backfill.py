@@ -24,5 +24,5 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         today = options["today"] or timezone.localdate()
-        created = backfill_schedules(today)
-        self.stdout.write(f"Created {created} follow-up schedule(s).")
+        healed = backfill_schedules(today)
+        self.stdout.write(f"Created {len(healed)} follow-up schedule(s).")

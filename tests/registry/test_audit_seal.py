@@ -1,0 +1,333 @@
+"""A trail that someone holding the database role cannot rewrite unnoticed (issue 14, ADR 0008).
+
+Requirement ids: P11-11.10(e) (record changes shall not obscure previous entries),
+HIPAA-164.312(c)(1)-(2) (integrity, mechanism to authenticate ePHI), T20 (immutability).
+The attacker here can write the table (triggers dropped inside the test's transaction) and
+knows the public hash algorithm; they do not have the MAC key or the checkpoint file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.db import connection, transaction
+
+from tests.registry.factories import make_actor, make_clinic, make_user
+from vertebra.followup.worker import run_once
+from vertebra.registry.audit import (
+    GENESIS_HASH,
+    check_audit_chain,
+    compute_hash,
+    record_audit,
+    system_actor,
+    verify_audit_chain,
+    verify_audit_chain_as,
+    write_checkpoint,
+)
+from vertebra.registry.auditjob import run_scheduled_verification
+from vertebra.registry.auditseal import (
+    AuditKeyError,
+    Checkpoint,
+    append_checkpoint,
+    checkpoint_file,
+    key_file,
+    keyring,
+    read_checkpoints,
+    rotate_key,
+)
+from vertebra.registry.models import AuditAlert, AuditEvent, Role
+from vertebra.registry.permissions import Actor
+
+pytestmark = pytest.mark.django_db
+
+TABLE = AuditEvent._meta.db_table
+
+
+@pytest.fixture
+def actor() -> Actor:
+    return make_actor(Role.CLINICIAN, make_clinic())
+
+
+def _append(actor: Actor, n: int) -> list[AuditEvent]:
+    with transaction.atomic():
+        return [
+            record_audit(
+                actor=actor,
+                action="update",
+                object_type="patient",
+                object_id=i,
+                patient_id=i,
+                old_values={"given_name": f"Old{i}"},
+                new_values={"given_name": f"New{i}"},
+                reason="typo",
+            )
+            for i in range(n)
+        ]
+
+
+def _unlock() -> None:
+    """The attacker's first step: remove the append-only triggers (rolled back after the test)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"DROP TRIGGER registry_auditevent_append_only ON {TABLE}")
+            cursor.execute(f"DROP TRIGGER registry_auditevent_no_truncate ON {TABLE}")
+        else:
+            cursor.execute("DROP TRIGGER registry_auditevent_no_update")
+            cursor.execute("DROP TRIGGER registry_auditevent_no_delete")
+
+
+def rehash_from(seq: int, change: dict[str, Any], *, strip_macs: bool = False) -> None:
+    """Edit row ``seq`` and re-hash it and every later row with the public algorithm."""
+    rows = list(AuditEvent.objects.filter(seq__gte=seq).order_by("seq").values())
+    before = AuditEvent.objects.filter(seq=seq - 1).values_list("hash", flat=True).first()
+    prev = before or GENESIS_HASH
+    for row in rows:
+        if row["seq"] == seq:
+            row.update(change)
+        row["prev_hash"] = prev
+        row["hash"] = compute_hash(row)
+        prev = row["hash"]
+        extra = {"mac": None, "mac_key": None} if strip_macs else {}
+        AuditEvent.objects.filter(pk=row["id"]).update(
+            **{k: row[k] for k in change}, prev_hash=row["prev_hash"], hash=row["hash"], **extra
+        )
+
+
+# ------------------------------------------------------------------------------ the MAC
+
+
+def test_every_row_carries_a_mac_with_a_key_kept_out_of_the_database(actor: Actor) -> None:
+    rows = _append(actor, 3)
+    ring = keyring()
+    for row in rows:
+        stored = AuditEvent.objects.get(pk=row.pk)
+        assert stored.mac_key == ring.current_id
+        assert stored.mac == ring.row_mac(stored.hash)
+    path = key_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key_hex = path.read_text().strip()
+    dump = json.dumps(list(AuditEvent.objects.values()), default=str)
+    assert key_hex not in dump and key_hex[:16] not in dump
+    assert verify_audit_chain() == []
+
+
+def test_a_row_edited_and_the_chain_rehashed_is_named_by_its_mac(actor: Actor) -> None:
+    _append(actor, 6)
+    _unlock()
+    rehash_from(3, {"reason": "nothing to see"})
+    problems = verify_audit_chain()
+    assert (problems[0].seq, problems[0].kind) == (3, "bad_mac")
+    assert "row 3 was altered and re-hashed" in problems[0].message
+    assert {(p.seq, p.kind) for p in problems} == {(s, "bad_mac") for s in range(3, 7)}
+
+
+def test_stripping_the_macs_as_well_leaves_unsigned_rows(actor: Actor) -> None:
+    _append(actor, 5)
+    _unlock()
+    rehash_from(4, {"reason": "forged"}, strip_macs=True)
+    assert [(p.seq, p.kind) for p in verify_audit_chain()] == [(4, "unsigned"), (5, "unsigned")]
+
+
+def test_rewriting_every_row_without_macs_is_caught_by_the_checkpoint(actor: Actor) -> None:
+    _append(actor, 4)
+    write_checkpoint(actor=system_actor("test"))
+    _unlock()
+    rehash_from(1, {"reason": "forged"}, strip_macs=True)
+    kinds = [(p.seq, p.kind) for p in verify_audit_chain(checkpoints=read_checkpoints())]
+    assert (5, "checkpoint_mismatch") in kinds
+    assert kinds[0] == (1, "unsigned")
+
+
+def test_rows_from_before_macs_are_vouched_for_by_the_next_signed_row(actor: Actor) -> None:
+    _append(actor, 3)
+    _unlock()
+    AuditEvent.objects.filter(seq__lte=3).update(mac=None, mac_key=None)  # "written by 0007"
+    assert [(p.seq, p.kind) for p in verify_audit_chain()] == [(1, "unsigned")]
+    write_checkpoint(actor=system_actor("upgrade"))  # the documented upgrade step
+    assert check_audit_chain(checkpoints=read_checkpoints()).intact
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def test_a_deleted_tail_is_detected_against_the_last_checkpoint(actor: Actor) -> None:
+    _append(actor, 5)
+    checkpoint = write_checkpoint(actor=system_actor("test"))
+    assert checkpoint.seq == 6 and checkpoint.verified is False
+    line = json.loads(checkpoint_file().read_text().splitlines()[-1])
+    assert line["seq"] == 6 and line["hash"] == AuditEvent.objects.get(seq=6).hash
+    assert check_audit_chain(checkpoints=read_checkpoints()).intact
+    _unlock()
+    AuditEvent.objects.filter(seq__gte=4).delete()
+    assert verify_audit_chain() == []  # the chain alone cannot see its end cut off
+    problems = verify_audit_chain(checkpoints=read_checkpoints())
+    assert [(p.seq, p.kind) for p in problems] == [(4, "truncated")]
+    assert "rows 4..6 were removed" in problems[0].message
+
+
+def test_an_emptied_table_does_not_verify_clean(actor: Actor) -> None:
+    _append(actor, 2)
+    write_checkpoint(actor=system_actor("test"))
+    _unlock()
+    AuditEvent.objects.all().delete()
+    assert verify_audit_chain() == []
+    assert [(p.seq, p.kind) for p in verify_audit_chain(checkpoints=read_checkpoints())] == [
+        (1, "truncated")
+    ]
+
+
+def test_a_replaced_tail_differs_from_the_checkpoint(actor: Actor) -> None:
+    _append(actor, 3)
+    write_checkpoint(actor=system_actor("test"))  # row 4
+    _unlock()
+    AuditEvent.objects.filter(seq__gte=3).delete()
+    _append(actor, 2)  # new rows 3 and 4, validly signed by the app
+    kinds = [(p.seq, p.kind) for p in verify_audit_chain(checkpoints=read_checkpoints())]
+    assert kinds == [(4, "checkpoint_mismatch")]
+
+
+def test_a_forged_checkpoint_line_is_not_trusted(actor: Actor) -> None:
+    _append(actor, 2)
+    real = write_checkpoint(actor=system_actor("test"))
+    forged = Checkpoint(**{**real.__dict__, "seq": 99})  # signature no longer matches
+    append_checkpoint(forged)
+    with checkpoint_file().open("a") as handle:
+        handle.write("not json\n")
+    problems = verify_audit_chain(checkpoints=read_checkpoints())
+    assert [(p.seq, p.kind) for p in problems] == [(0, "bad_checkpoint"), (99, "bad_checkpoint")]
+
+
+def test_checkpoint_file_is_private_and_logged(actor: Actor, caplog: Any) -> None:
+    _append(actor, 1)
+    with caplog.at_level("INFO", logger="vertebra.audit"):
+        written = write_checkpoint(actor=system_actor("test"))
+    assert stat.S_IMODE(checkpoint_file().stat().st_mode) == 0o600
+    assert f'"hash":"{written.hash}"' in caplog.text and "audit checkpoint" in caplog.text
+
+
+# ------------------------------------------------------------------------------ keys
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path, settings: Any) -> None:
+    path = tmp_path / "audit-hmac.key"
+    path.write_text("ab" * 32)
+    os.chmod(path, 0o644)
+    settings.AUDIT_HMAC_KEY_FILE = str(path)
+    with pytest.raises(AuditKeyError, match="chmod 600"):
+        keyring()
+
+
+def test_production_needs_a_key(tmp_path: Path, settings: Any) -> None:
+    settings.AUDIT_HMAC_KEY_FILE = str(tmp_path / "absent.key")
+    settings.AUDIT_HMAC_KEY_AUTOCREATE = False
+    with pytest.raises(AuditKeyError, match="no audit MAC key"):
+        keyring()
+
+
+def test_rotation_keeps_old_rows_verifiable(actor: Actor, tmp_path: Path, settings: Any) -> None:
+    settings.AUDIT_HMAC_KEY_FILE = str(tmp_path / "audit-hmac.key")
+    _append(actor, 2)
+    old_id = keyring().current_id
+    retired, new_id = rotate_key()
+    assert retired == old_id and new_id != old_id
+    _append(actor, 2)
+    keys = list(AuditEvent.objects.order_by("seq").values_list("mac_key", flat=True))
+    assert keys == [old_id, old_id, new_id, new_id]
+    assert verify_audit_chain() == []
+    (tmp_path / "audit-hmac.old-keys").unlink()  # losing the retired key
+    from vertebra.registry import auditseal
+
+    auditseal._load.cache_clear()
+    assert [(p.seq, p.kind) for p in verify_audit_chain()] == [
+        (1, "unknown_key"),
+        (2, "unknown_key"),
+    ]
+
+
+# ------------------------------------------------------------------------------ who verifies
+
+
+def test_the_page_check_is_recorded_with_its_result(actor: Actor) -> None:
+    admin = make_actor(Role.REGISTRY_ADMIN)
+    _append(actor, 2)
+    assert verify_audit_chain_as(actor=admin) == []
+    row = AuditEvent.objects.order_by("-seq").first()
+    assert row is not None
+    assert (row.action, row.object_type, row.actor_user_id) == (
+        "verify",
+        "audit_chain",
+        admin.user.pk,
+    )
+    assert row.new_values["intact"] is True and row.new_values["problems"] == []
+    assert row.new_values["rows"] == 2 and row.new_values["source"] == "page"
+
+
+def test_the_worker_verifies_daily_and_alerts_the_registry_admins(
+    actor: Actor, settings: Any
+) -> None:
+    settings.AUDIT_VERIFY_EVERY_HOURS = 24
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    admin_user = make_user("admin-on-call")
+    admin_user.email = "oncall@example.org"
+    admin_user.save()
+    make_actor(Role.REGISTRY_ADMIN, user=admin_user)
+    _append(actor, 3)
+    now = dt.datetime.now(dt.UTC)
+
+    first = run_once(now)
+    assert first.audit_verified is True
+    verify = AuditEvent.objects.get(action="verify")
+    assert verify.actor_username == "system:audit-worker"
+    assert verify.new_values["intact"] is True
+    checkpoint = read_checkpoints().checkpoints[-1]
+    assert (checkpoint.seq, checkpoint.verified) == (verify.seq, True)
+    assert run_once(now + dt.timedelta(hours=1)).audit_verified is False  # not due yet
+    assert mail.outbox == []
+
+    _unlock()
+    rehash_from(2, {"reason": "cover-up"})
+    report = run_scheduled_verification(now + dt.timedelta(hours=25))
+    assert report is not None and not report.intact
+    alert = AuditAlert.objects.get()
+    assert (alert.first_seq, alert.first_kind, alert.source) == (2, "bad_mac", "worker")
+    assert alert.emailed_to == 1
+    assert [m.to for m in mail.outbox] == [["oncall@example.org"]]
+    assert "row 2" in mail.outbox[0].subject and "bad_mac" in mail.outbox[0].subject
+    audited = AuditEvent.objects.get(object_type="audit_alert")
+    assert audited.new_values["first_seq"] == 2
+    last = read_checkpoints().checkpoints[-1]
+    assert last.verified is False
+
+
+def test_registry_admins_see_stored_alerts_and_nobody_else_does(client: Any) -> None:
+    AuditAlert.objects.create(
+        raised_at=dt.datetime.now(dt.UTC),
+        source="worker",
+        first_seq=42,
+        first_kind="bad_mac",
+        problem_count=3,
+        message="row 42 was altered and re-hashed: its MAC does not match",
+        verify_seq=50,
+        emailed_to=1,
+    )
+    admin = make_user("registry-admin-page")
+    admin.is_staff = True
+    admin.save()
+    make_actor(Role.REGISTRY_ADMIN, user=admin)
+    client.force_login(admin)
+    page = client.get("/admin/registry/auditalert/")
+    assert page.status_code == 200
+    assert "bad_mac" in page.content.decode() and "42" in page.content.decode()
+    clinician = make_user("clinician-page")
+    clinician.is_staff = True
+    clinician.save()
+    make_actor(Role.CLINICIAN, make_clinic(), user=clinician)
+    client.force_login(clinician)
+    assert client.get("/admin/registry/auditalert/").status_code == 403
