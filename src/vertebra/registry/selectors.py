@@ -379,7 +379,11 @@ def pending_adverse_events(*, actor: Actor, limit: int = MAX_RESULTS) -> list[Ad
     clinics = _clinics_for(actor, Action.ADVERSE_EVENT_ADJUDICATE)
     events = list(
         AdverseEvent.objects.select_related("patient", "episode")
-        .filter(patient__clinic_id__in=clinics, status=AdverseEventStatus.PENDING)
+        .filter(
+            patient__clinic_id__in=clinics,
+            status=AdverseEventStatus.PENDING,
+            voided_at__isnull=True,  # entered in error: nothing to adjudicate (ADR 0008)
+        )
         .order_by("onset", "id")[: max(1, min(limit, MAX_RESULTS))]
     )
     record_audit(
