@@ -71,16 +71,20 @@ __all__ = [
     "Change",
     "FieldSpec",
     "HistoryEntry",
+    "Outcome",
     "RecordHistory",
     "RecordType",
     "apply_correction",
     "changes_since",
+    "correct",
     "correct_record",
+    "describe",
     "get_for_correction",
     "get_type",
     "may_correct",
     "record_history",
     "register",
+    "void",
     "void_record",
 ]
 
@@ -126,6 +130,15 @@ class RecordType:
     void_action: Callable[[Any], Action | None] | None = None
     #: Audit rows of other objects that belong to this record's history.
     related_history: Callable[[Any], Q] | None = None
+    #: For types the patient page does not list by itself: the patient's records of this type.
+    patient_items: Callable[[Patient], list[Any]] | None = None
+    #: A short title of one record, in words ("Harvest of 1 Mar 2024" when not given).
+    describe: Callable[[Any], str] | None = None
+    #: Orchestration a higher floor puts around the generic correction or void (the follow-up
+    #: recomputes an episode's schedule): same arguments as :func:`correct_record` /
+    #: :func:`void_record` without ``record_type``, returns an :class:`Outcome`.
+    correct_with: Callable[..., Outcome] | None = None
+    void_with: Callable[..., Outcome] | None = None
 
     @property
     def object_type(self) -> str:
@@ -142,6 +155,14 @@ class RecordType:
             if spec.name == name or f"{spec.name}_id" == name:
                 return spec
         return FieldSpec(name, humanize(name.removesuffix("_id")))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A stored correction or void and what else it did, in sentences for the person."""
+
+    record: Any
+    notes: tuple[str, ...] = ()
 
 
 RECORD_TYPES: dict[str, RecordType] = {}
@@ -388,6 +409,8 @@ for _type in (
         derive=_strip_patient,
         check=_check_patient,
         blockers=_patient_blockers,
+        # Undoing a registration is as weighty as making one.
+        void_action=lambda patient: Action.PATIENT_CREATE,
     ),
     RecordType(
         slug="consents",
@@ -788,6 +811,59 @@ def void_record(
         expected_version=expected_version,
         reason=reason,
     )
+
+
+def correct(
+    *,
+    actor: Actor,
+    record_type: str,
+    object_id: int,
+    expected_version: int,
+    changes: Mapping[str, Any],
+    reason: str,
+) -> Outcome:
+    """What pages and the API call: the type's orchestrated correction when a higher floor
+    registered one (``correct_with``), else :func:`correct_record`. Same refusals."""
+    kind = get_type(record_type)
+    arguments: dict[str, Any] = {
+        "actor": actor,
+        "object_id": object_id,
+        "expected_version": expected_version,
+        "changes": changes,
+        "reason": reason,
+    }
+    if kind.correct_with is not None:
+        return kind.correct_with(**arguments)
+    return Outcome(correct_record(record_type=record_type, **arguments))
+
+
+def void(
+    *, actor: Actor, record_type: str, object_id: int, expected_version: int, reason: str
+) -> Outcome:
+    """What pages and the API call to void: ``void_with`` when registered, else
+    :func:`void_record`. Same refusals."""
+    kind = get_type(record_type)
+    arguments: dict[str, Any] = {
+        "actor": actor,
+        "object_id": object_id,
+        "expected_version": expected_version,
+        "reason": reason,
+    }
+    if kind.void_with is not None:
+        return kind.void_with(**arguments)
+    return Outcome(void_record(record_type=record_type, **arguments))
+
+
+def describe(record_type: RecordType, instance: Any) -> str:
+    """A short title of one record in words: "Harvest of 1 Mar 2024", "Patient details"."""
+    if record_type.describe is not None:
+        return record_type.describe(instance)
+    if isinstance(instance, Patient):
+        return "Patient details"
+    for spec in record_type.fields:
+        if _date_field(record_type, spec.name) == "date" and getattr(instance, spec.name):
+            return f"{record_type.noun.capitalize()} of {format_date(getattr(instance, spec.name))}"
+    return record_type.noun.capitalize()
 
 
 # --------------------------------------------------------------------------------------------
