@@ -1038,9 +1038,13 @@ def _user_ids(rows: list[AuditEvent], record_type: RecordType) -> set[int]:
     return ids
 
 
+_OTHER_ACTIONS = {"create": "recorded", "update": "changed", "void": "voided"}
+
+
 def _summary(row: AuditEvent, record_type: RecordType) -> str:
     if row.object_type != record_type.object_type:
-        return f"{humanize(row.object_type.replace('followup_', ''))} {_ACTIONS.get(row.action, humanize(row.action)).lower()}"
+        what = label("audit_object", row.object_type)
+        return f"{what} {_OTHER_ACTIONS.get(row.action, humanize(row.action).lower())}"
     return _ACTIONS.get(row.action, humanize(row.action))
 
 
