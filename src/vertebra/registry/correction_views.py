@@ -27,8 +27,13 @@ from django.views.decorators.http import require_http_methods
 from vertebra.registry import corrections
 from vertebra.registry.audit import to_json_value
 from vertebra.registry.correction_forms import CorrectionForm, VoidForm
-from vertebra.registry.errors import ChainOfCustodyError, RecordVoidedError, StaleEditError
-from vertebra.registry.permissions import Actor
+from vertebra.registry.errors import (
+    ChainOfCustodyError,
+    PermissionDeniedError,
+    RecordVoidedError,
+    StaleEditError,
+)
+from vertebra.registry.permissions import Actor, is_allowed
 from vertebra.registry.views import _add_errors, _patient_url, clinic_view
 
 
@@ -162,6 +167,10 @@ def void(request: HttpRequest, actor: Actor, slug: str, object_id: int) -> HttpR
     """Void one record entered in error, after a confirm page asking why."""
     kind = corrections.get_type(slug)
     instance = corrections.get_for_correction(actor=actor, record_type=slug, object_id=object_id)
+    needed = kind.void_action(instance) if kind.void_action is not None else None
+    if needed is not None and not is_allowed(actor.role, needed):
+        # Refused up front, as the service would refuse the submission.
+        raise PermissionDeniedError(f"Your role may not void this {kind.noun}.", action=needed)
     if _is_closed(kind, instance):
         return _closed(request, kind, instance)
     form = VoidForm(request.POST or None, initial={"version": instance.version})
