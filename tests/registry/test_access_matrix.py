@@ -175,6 +175,16 @@ ROUTES = (
     Route("page harvest", "GET", "/clinic/episodes/{episode_new}/harvest/"),
     Route("page processing", "GET", "/clinic/episodes/{harvest_episode}/processing/"),
     Route("page injection", "GET", "/clinic/episodes/{episode_ready}/injections/new/"),
+    Route("page correct patient", "GET", "/clinic/records/patients/{patient}/correct/"),
+    Route("page void patient", "GET", "/clinic/records/patients/{patient}/void/"),
+    Route("page patient history", "GET", "/clinic/records/patients/{patient}/history/"),
+    Route("page correct episode", "GET", "/clinic/records/episodes/{episode_new}/correct/"),
+    Route("page correct harvest", "GET", "/clinic/records/harvests/{harvest}/correct/"),
+    Route("page void harvest", "GET", "/clinic/records/harvests/{harvest}/void/"),
+    Route("page harvest history", "GET", "/clinic/records/harvests/{harvest}/history/"),
+    Route("page correct adverse event", "GET", "/clinic/records/adverse-events/{ae}/correct/"),
+    Route("page void adverse event", "GET", "/clinic/records/adverse-events/{ae}/void/"),
+    Route("page adverse event history", "GET", "/clinic/records/adverse-events/{ae}/history/"),
     Route("page adjudication queue", "GET", "/clinic/adverse-events/"),
     Route("page adjudicate", "GET", "/clinic/adverse-events/{ae}/adjudicate/"),
     Route("api list patients", "GET", A + "/patients"),
@@ -237,6 +247,34 @@ ROUTES = (
             "product_id": "{product}",
         },
     ),
+    Route(
+        "api correct harvest",
+        "PATCH",
+        A + "/harvests/{harvest}",
+        {"expected_version": "{v_harvest}", "reason": "matrix", "volume_ml": 7},
+    ),
+    Route(
+        "api correct episode",
+        "PATCH",
+        A + "/episodes/{episode_new}",
+        {"expected_version": "{v_episode_new}", "reason": "matrix", "start_date": "2024-03-01"},
+    ),
+    Route(
+        "api correct adverse event",
+        "PATCH",
+        A + "/adverse-events/{ae}",
+        {"expected_version": "{v_ae}", "reason": "matrix", "description": "Matrix correction"},
+    ),
+    # A stale version: every role allowed to void meets 409 and nothing is voided, so each
+    # role meets the same object.
+    Route(
+        "api void adverse event (stale)",
+        "POST",
+        A + "/adverse-events/{ae}/void",
+        {"expected_version": 999999, "reason": "matrix"},
+    ),
+    Route("api harvest history", "GET", A + "/harvests/{harvest}/history"),
+    Route("api patient history", "GET", A + "/patients/{patient}/history"),
     Route("api list adverse events", "GET", A + "/patients/{patient}/adverse-events"),
     Route(
         "api report adverse event",
@@ -302,6 +340,12 @@ def _observe(world: World, route: Route) -> dict[str, list[int]]:
             ids["version"] = (
                 Patient.objects.get(pk=side.patient.pk).version if target != "missing" else 1
             )
+            for key, model, obj in (
+                ("v_harvest", Harvest, side.harvest),
+                ("v_episode_new", TreatmentEpisode, side.episode_new),
+                ("v_ae", AdverseEvent, side.adverse_event),
+            ):
+                ids[key] = model.objects.get(pk=obj.pk).version if target != "missing" else 1
             response = _request(client, route, ids, headers)
             body = response.content.decode()
             for secret in world.secrets:

@@ -24,7 +24,7 @@ from vertebra.cohort import jsontext
 from vertebra.cohort.bulk import FrameWriter, db_datetime_text
 from vertebra.registry.audit import GENESIS_HASH, canonical_json, record_template, timestamp_json
 from vertebra.registry.auditseal import keyring
-from vertebra.registry.models import AuditEvent
+from vertebra.registry.models import AuditEvent, Correctable
 
 LOADER_USERNAME = "synthetic-loader"
 _OPEN_FIELDS = (
@@ -36,6 +36,22 @@ _OPEN_FIELDS = (
     "prev_hash",
     "seq",
 )
+
+
+def _with_correction_columns(model: type[Model], frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the columns every correctable record starts with (version 1, not voided)
+    added when missing, so the audit record is the services' full snapshot of the row."""
+    if not issubclass(model, Correctable):
+        return frame
+    count = len(frame)
+    defaults = {
+        "version": lambda: 1,
+        "voided_at": lambda: None,
+        "voided_by_id": lambda: pd.array([None] * count, dtype="Int64"),
+        "void_reason": lambda: "",
+    }
+    missing = {name: make() for name, make in defaults.items() if name not in frame.columns}
+    return frame.assign(**missing) if missing else frame
 
 
 def _id_texts(values: Any, count: int) -> list[str]:
@@ -174,6 +190,7 @@ class Sink:
         The record's values are the row as written (the services' ``snapshot``) unless
         ``object_type`` and ``new_values`` give what the owning service records instead.
         """
+        frame = _with_correction_columns(model, frame)
         self.writer.write(model, frame)
         kind = object_type or model._meta.model_name or model.__name__.lower()
         values = new_values if new_values is not None else self.snapshot_texts(model, frame)

@@ -23,7 +23,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from vertebra.registry.models import AdverseEvent, Patient, TreatmentEpisode
+from vertebra.registry.models import AdverseEvent, Correctable, Patient, TreatmentEpisode
 
 
 class FollowUpSchedule(models.Model):
@@ -47,6 +47,8 @@ class TimePointStatus(models.TextChoices):
     OPEN = "open", "Open"
     COMPLETED = "completed", "Completed"
     MISSED = "missed", "Missed"
+    # The episode was voided (entered in error): nothing more is asked or reminded.
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class FollowUpTimePoint(models.Model):
@@ -115,6 +117,9 @@ class Submission(models.Model):
     idempotency_key = models.CharField(max_length=64)
     reference = models.CharField(max_length=16)  # shown to the patient
     submitted_at = models.DateTimeField()
+    # Answers staff entered for the patient (collected on paper, by phone, or imported): only
+    # these may be corrected by staff; what a patient answered in the portal is theirs.
+    entered_by_staff = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         # Constraints rather than unique=True: on PostgreSQL the field option adds a second,
@@ -127,8 +132,11 @@ class Submission(models.Model):
         ]
 
 
-class QuestionnaireResponse(models.Model):
-    """One instrument's answers at one time point, scored by the core scorers."""
+class QuestionnaireResponse(Correctable):
+    """One instrument's answers at one time point, scored by the core scorers.
+
+    Staff-entered answers may be corrected (re-scored, with the instrument version) or voided
+    through :mod:`vertebra.registry.corrections` (type ``followup-answers``)."""
 
     submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="responses")
     # No index of its own: the (time_point, instrument_id) constraint's index serves lookups.

@@ -576,6 +576,7 @@ def _write_submission(
         idempotency_key=key,
         reference=secrets.token_hex(5).upper(),
         submitted_at=submitted_at,
+        entered_by_staff=bool(source),
     )
     responses = [
         QuestionnaireResponse.objects.create(
@@ -713,6 +714,149 @@ def start_episode_with_follow_up(
     )
     create_schedule_for_episode(episode, actor, today or timezone.localdate())
     return episode
+
+
+# --------------------------------------------------------------------------------------------
+# Corrections and voids of an episode, with its follow-up (ADR 0008)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MovedTimePoint:
+    """One time point of a schedule whose window moved (or was kept, when already answered)."""
+
+    key: str
+    label: str
+    old_opens: dt.date
+    old_closes: dt.date
+    new_opens: dt.date
+    new_closes: dt.date
+    kept: bool  # completed: answers and window kept as they were
+
+
+@dataclass(frozen=True)
+class EpisodeCorrection:
+    """The corrected episode and what happened to its follow-up schedule."""
+
+    episode: TreatmentEpisode
+    moved: tuple[MovedTimePoint, ...] = ()
+
+
+def correct_episode_with_follow_up(
+    *,
+    actor: Actor,
+    episode_id: int,
+    expected_version: int,
+    changes: Mapping[str, Any],
+    reason: str,
+    today: dt.date | None = None,
+) -> EpisodeCorrection:
+    """Correct a treatment episode (the registry's generic correction) and, when its treatment
+    date moved, recompute its follow-up schedule from the new date in the same transaction.
+
+    Completed time points keep their answers and windows; the others get new windows and the
+    status they have on ``today`` (:func:`reschedule`). The refusals of the registry correction
+    apply (PermissionDeniedError, NotFound, StaleEditError, ValidationError, ...); permission and
+    existence are checked first, in their own audited transaction, so a refusal is on the trail.
+    """
+    from vertebra.registry import corrections
+
+    corrections.get_for_correction(actor=actor, record_type="episodes", object_id=episode_id)
+    today = today or timezone.localdate()
+    with transaction.atomic():
+        episode = corrections.apply_correction(
+            actor=actor,
+            record_type="episodes",
+            object_id=episode_id,
+            expected_version=expected_version,
+            changes=changes,
+            reason=reason,
+        )
+        schedule = FollowUpSchedule.objects.filter(episode=episode).first()
+        if schedule is None or schedule.treatment_date == episode.start_date:
+            return EpisodeCorrection(episode)
+        before = {p.key: p for p in schedule.time_points.all()}
+        reschedule(episode, episode.start_date, actor, reason, today)
+        moved = tuple(
+            MovedTimePoint(
+                key=point.key,
+                label=point.label,
+                old_opens=before[point.key].opens,
+                old_closes=before[point.key].closes,
+                new_opens=point.opens,
+                new_closes=point.closes,
+                kept=point.status == TimePointStatus.COMPLETED,
+            )
+            for point in schedule.time_points.order_by("months")
+            if point.key in before
+        )
+        return EpisodeCorrection(episode, moved)
+
+
+def cancel_follow_up(episode: TreatmentEpisode, actor: Actor, reason: str, now: dt.datetime) -> int:
+    """Stop all follow-up of a voided episode; return how many time points were cancelled.
+
+    Not-completed time points become ``cancelled`` (the worker opens, reminds and escalates only
+    pending and open ones), unsent reminders are cancelled, unused links expire now, open
+    call-list entries are resolved. Completed answers stay. One audit row, in the caller's
+    transaction.
+    """
+    schedule = FollowUpSchedule.objects.select_for_update().filter(episode=episode).first()
+    if schedule is None:
+        return 0
+    points = list(
+        schedule.time_points.select_for_update().exclude(
+            status__in=[TimePointStatus.COMPLETED, TimePointStatus.CANCELLED]
+        )
+    )
+    old = {point.key: point.status for point in points}
+    ids = [point.pk for point in points]
+    FollowUpTimePoint.objects.filter(pk__in=ids).update(status=TimePointStatus.CANCELLED)
+    Reminder.objects.filter(time_point_id__in=ids, status=ReminderStatus.SCHEDULED).update(
+        status=ReminderStatus.CANCELLED
+    )
+    PatientLink.objects.filter(time_point_id__in=ids, used_at__isnull=True).update(expires_at=now)
+    CallListEntry.objects.filter(time_point_id__in=ids, resolved_at__isnull=True).update(
+        resolved_at=now, resolution="Treatment episode voided (entered in error)"
+    )
+    record_audit(
+        actor=actor,
+        action="update",
+        object_type="followup_schedule",
+        object_id=schedule.pk,
+        clinic_id=episode.patient.clinic_id,
+        patient_id=episode.patient_id,
+        old_values=old,
+        new_values=dict.fromkeys(old, TimePointStatus.CANCELLED.value),
+        reason=reason,
+    )
+    return len(points)
+
+
+def void_episode_with_follow_up(
+    *,
+    actor: Actor,
+    episode_id: int,
+    expected_version: int,
+    reason: str,
+    now: dt.datetime | None = None,
+) -> tuple[TreatmentEpisode, int]:
+    """Void a treatment episode entered in error and stop its follow-up (no more invitations or
+    reminders), in one transaction; returns the episode and the number of cancelled time
+    points. Refusals as :func:`vertebra.registry.corrections.void_record`."""
+    from vertebra.registry import corrections
+
+    corrections.get_for_correction(actor=actor, record_type="episodes", object_id=episode_id)
+    with transaction.atomic():
+        episode = corrections.apply_void(
+            actor=actor,
+            record_type="episodes",
+            object_id=episode_id,
+            expected_version=expected_version,
+            reason=reason,
+        )
+        cancelled = cancel_follow_up(episode, actor, reason.strip(), now or timezone.now())
+    return episode, cancelled
 
 
 # --------------------------------------------------------------------------------------------

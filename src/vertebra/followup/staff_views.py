@@ -75,7 +75,11 @@ def _classify(point: FollowUpTimePoint, today: dt.date) -> str:
 def dashboard_rows(clinic_ids: frozenset[int], today: dt.date) -> list[Row]:
     """Per time point counts for the patients of ``clinic_ids`` on ``today``."""
     rows: OrderedDict[str, Row] = OrderedDict()
-    points = FollowUpTimePoint.objects.filter(patient__clinic_id__in=clinic_ids).order_by("months")
+    points = (
+        FollowUpTimePoint.objects.filter(patient__clinic_id__in=clinic_ids)
+        .exclude(status="cancelled")  # a voided episode's follow-up is no one's work (ADR 0008)
+        .order_by("months")
+    )
     for point in points.only("key", "label", "months", "status", "target", "patient_id"):
         row = rows.setdefault(point.key, Row(point.key, point.label, point.months))
         kind = _classify(point, today)
@@ -104,6 +108,7 @@ def coordinator(request: HttpRequest) -> HttpResponse:
             TicklerEscalation.objects.filter(
                 adverse_event__patient__clinic_id__in=clinics,
                 adverse_event__status=AdverseEventStatus.PENDING,
+                adverse_event__voided_at__isnull=True,
             )
             .select_related("adverse_event__patient", "response__time_point")
             .order_by("-urgent", "adverse_event__onset")

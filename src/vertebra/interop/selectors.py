@@ -128,12 +128,15 @@ def _rows(
     model: type[Model], path: str, lo: int, hi: int, clinic_ids: Sequence[int]
 ) -> QuerySet[Any]:
     """``model`` rows of the chunk, in id order (stable output across runs)."""
-    return model._default_manager.filter(_in_chunk(path, lo, hi, clinic_ids)).order_by("pk")
+    rows = model._default_manager.filter(_in_chunk(path, lo, hi, clinic_ids))
+    if any(f.name == "voided_at" for f in model._meta.concrete_fields):
+        rows = rows.filter(voided_at__isnull=True)  # entered in error: never exported (ADR 0008)
+    return rows.order_by("pk")
 
 
 def read_chunk(lo: int, hi: int, clinic_ids: Sequence[int] = ()) -> ChunkRecords:
     """Every exported record of the patients with ``lo <= id <= hi`` (and in ``clinic_ids``)."""
-    patients = Patient.objects.filter(pk__gte=lo, pk__lte=hi)
+    patients = Patient.objects.filter(pk__gte=lo, pk__lte=hi, voided_at__isnull=True)
     if clinic_ids:
         patients = patients.filter(clinic_id__in=list(clinic_ids))
 
@@ -164,7 +167,9 @@ def read_chunk(lo: int, hi: int, clinic_ids: Sequence[int] = ()) -> ChunkRecords
         adverse_events=_records(rows(AdverseEvent, "patient"), AdverseEventRecord, {}),
         clinical_events=_records(rows(ClinicalEvent, "patient"), ClinicalEventRecord, {}),
         responses=_records(
-            rows(QuestionnaireResponse, "time_point__patient"),
+            rows(QuestionnaireResponse, "time_point__patient").filter(
+                time_point__schedule__episode__voided_at__isnull=True
+            ),
             ResponseRecord,
             {
                 "patient_id": "time_point__patient_id",

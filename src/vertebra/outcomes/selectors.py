@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.db import transaction
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter, select_patients
@@ -262,6 +263,12 @@ def clinic_choices(actor: Actor) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------- patients
 
 
+def _live(model: type[Model]) -> QuerySet[Any]:
+    """The model's rows that were not voided (entered in error, ADR 0008): the one filter every
+    analysis read goes through, so a voided record never counts."""
+    return model._default_manager.filter(voided_at__isnull=True)
+
+
 def _frame(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd.DataFrame:
     """A DataFrame from ``values_list`` rows (an empty frame keeps its columns)."""
     records: list[Any] = list(rows)
@@ -270,7 +277,7 @@ def _frame(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd.DataFram
 
 def _first_episodes(scope: Scope, flt: CohortFilter) -> pd.DataFrame:
     """Each in-scope patient's first treatment episode (earliest start date, then id)."""
-    query = TreatmentEpisode.objects.all()
+    query = _live(TreatmentEpisode)
     if scope.clinic_ids is not None:
         query = query.filter(patient__clinic_id__in=scope.clinic_ids)
     if flt.clinics:
@@ -331,7 +338,8 @@ def _patients(scope: Scope, flt: CohortFilter, *, with_mrn: bool) -> pd.DataFram
 def _conditions(patient_ids: list[int]) -> dict[int, str]:
     """Patient -> condition of their first diagnosis (earliest diagnosed_on, then id)."""
     rows = (
-        Diagnosis.objects.filter(patient_id__in=patient_ids)
+        _live(Diagnosis)
+        .filter(patient_id__in=patient_ids)
         .order_by("patient_id", "diagnosed_on", "id")
         .values_list("patient_id", "condition")
     )
@@ -355,7 +363,8 @@ def _startback(patient_ids: list[int]) -> dict[int, str]:
         if pid not in groups and isinstance(startback, dict) and startback.get("risk_group"):
             groups[pid] = str(startback["risk_group"])
     answered = (
-        QuestionnaireResponse.objects.filter(
+        _live(QuestionnaireResponse)
+        .filter(
             time_point__patient_id__in=patient_ids,
             time_point__key="baseline",
             instrument_id="startback",
@@ -372,7 +381,8 @@ def _startback(patient_ids: list[int]) -> dict[int, str]:
 def _pain_onset(patient_ids: list[int]) -> dict[int, dt.date]:
     """Patient -> earliest start date of a recorded prior treatment (a floor for pain onset)."""
     rows = (
-        PriorTreatment.objects.filter(patient_id__in=patient_ids, started_on__isnull=False)
+        _live(PriorTreatment)
+        .filter(patient_id__in=patient_ids, started_on__isnull=False)
         .order_by("patient_id", "started_on")
         .values_list("patient_id", "started_on")
     )
@@ -386,7 +396,8 @@ def _pain_onset(patient_ids: list[int]) -> dict[int, dt.date]:
 def _injected_with_prp(episode_ids: list[int]) -> set[int]:
     """Episodes with at least one injection that recorded PRP (``Injection.adjunct_prp``)."""
     return set(
-        Injection.objects.filter(episode_id__in=episode_ids, adjunct_prp=True)
+        _live(Injection)
+        .filter(episode_id__in=episode_ids, adjunct_prp=True)
         .values_list("episode_id", flat=True)
         .distinct()
     )
@@ -399,7 +410,9 @@ def _cell_details(episode_ids: list[int]) -> pd.DataFrame:
     allogeneic lot given with PRP reads back as ``allogeneic_prp``.
     """
     harvest = _frame(
-        Harvest.objects.filter(episode_id__in=episode_ids).values_list(
+        _live(Harvest)
+        .filter(episode_id__in=episode_ids)
+        .values_list(
             "episode_id",
             "source",
             "processing__adjunct_prp",
@@ -408,7 +421,8 @@ def _cell_details(episode_ids: list[int]) -> pd.DataFrame:
         ["episode_id", "source", "prp", "hyaluronic_acid"],
     ).set_index("episode_id")
     injection = _frame(
-        Injection.objects.filter(episode_id__in=episode_ids)
+        _live(Injection)
+        .filter(episode_id__in=episode_ids)
         .order_by("episode_id", "injected_on", "id")
         .values_list("episode_id", "cell_dose", "allogeneic_lot_id"),
         ["episode_id", "dose", "lot_id"],
@@ -483,9 +497,9 @@ def _timepoints(episode_to_patient: dict[int, int]) -> pd.DataFrame:
 def _scores(tp_ids: list[int]) -> pd.DataFrame:
     """Time point id -> one column per scored instrument (NaN when not answered/scorable)."""
     long = _frame(
-        QuestionnaireResponse.objects.filter(
-            time_point_id__in=tp_ids, instrument_id__in=list(SCORE_COLUMNS)
-        ).values_list("time_point_id", "instrument_id", "score"),
+        _live(QuestionnaireResponse)
+        .filter(time_point_id__in=tp_ids, instrument_id__in=list(SCORE_COLUMNS))
+        .values_list("time_point_id", "instrument_id", "score"),
         ["tp_id", "instrument_id", "score"],
     )
     columns = list(SCORE_COLUMNS.values())
@@ -506,17 +520,17 @@ def _events(patients: pd.DataFrame) -> pd.DataFrame:
     """Adverse events and clinical events (surgery, repeat injection) of these patients."""
     ids = patients["patient_id"].tolist()
     adverse = _frame(
-        AdverseEvent.objects.filter(patient_id__in=ids).values_list(
-            "patient_id", "onset", "ctcae_grade", "serious", "relatedness", "status"
-        ),
+        _live(AdverseEvent)
+        .filter(patient_id__in=ids)
+        .values_list("patient_id", "onset", "ctcae_grade", "serious", "relatedness", "status"),
         ["patient_id", "date", "ctcae_grade", "serious", "relatedness", "status"],
     )
     adverse["kind"] = "adverse_event"
     adverse["relatedness"] = adverse["relatedness"].replace("", None)
     clinical = _frame(
-        ClinicalEvent.objects.filter(patient_id__in=ids).values_list(
-            "patient_id", "kind", "occurred_on"
-        ),
+        _live(ClinicalEvent)
+        .filter(patient_id__in=ids)
+        .values_list("patient_id", "kind", "occurred_on"),
         ["patient_id", "kind", "date"],
     )
     parts = [p for p in (adverse, clinical) if len(p)]

@@ -455,28 +455,8 @@ def get_patient(request: HttpRequest, patient_id: Id) -> Any:
     return selectors.get_patient_for(actor=_actor(request), patient_id=patient_id)
 
 
-@router.patch(
-    "/patients/{patient_id}",
-    response={200: PatientOut, 409: ErrorOut, **ERRORS},
-    summary="Correct a patient's details (optimistic locking)",
-)
-@registry_errors
-def update_patient(request: HttpRequest, patient_id: Id, payload: PatientPatch) -> Any:
-    """Change the given fields. ``expected_version`` is the ``version`` you read: if the patient
-    changed since, 409 and nothing is written. ``reason`` is kept in the audit trail."""
-    data = payload.dict(exclude_unset=True)
-    changes = {
-        name: value
-        for name, value in data.items()
-        if name not in {"expected_version", "reason"} and value is not None
-    }
-    return services.update_patient(
-        actor=_actor(request),
-        patient_id=patient_id,
-        expected_version=payload.expected_version,
-        changes=changes,
-        reason=payload.reason,
-    )
+# PATCH /patients/{id} (correct a patient's details) is one of the correction routes every
+# record type has: see vertebra.registry.api_corrections.
 
 
 # ------------------------------------------------------------------------ diagnoses
@@ -599,3 +579,11 @@ def create_adverse_event(request: HttpRequest, patient_id: Id, payload: AdverseE
         actor=_actor(request), patient_id=patient_id, **payload.dict()
     )
     return Status(201, event)
+
+
+# ------------------------------------------------------------------------ corrections
+# PATCH /<records>/{id}, POST /<records>/{id}/void, GET /<records>/{id}/history for every
+# record type (ADR 0008); added last, as they build on the schemas above.
+from vertebra.registry import api_corrections  # noqa: E402
+
+api_corrections.add_routes()

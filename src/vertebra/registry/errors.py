@@ -52,3 +52,16 @@ class StaleEditError(RegistryError):
         self.object_type = object_type
         self.object_id = str(object_id)
         self.expected_version = expected_version
+
+
+class RecordVoidedError(RegistryError):
+    """The record was voided (entered in error): it can no longer be corrected or voided again,
+    and no pathway step may build on it."""
+
+    def __init__(self, object_type: str, object_id: object) -> None:
+        super().__init__(
+            f"This {object_type.replace('_', ' ')} was voided (entered in error): it can no "
+            "longer be changed."
+        )
+        self.object_type = object_type
+        self.object_id = str(object_id)

@@ -46,6 +46,34 @@ def _non_negative(name: str) -> Q:
     return Q(**{f"{name}__isnull": True}) | Q(**{f"{name}__gte": 0})
 
 
+class Correctable(models.Model):
+    """What every correctable clinical record carries (ADR 0008): an optimistic-locking
+    ``version`` and the marks of a void.
+
+    ``version`` starts at 1 and every correction or void is ``UPDATE ... WHERE version =
+    expected`` that increments it, so an edit made from a stale form is refused, never silently
+    applied. A record entered in error is *voided* (``voided_at``, ``voided_by``,
+    ``void_reason``), never deleted: it stays on the patient's page, struck through with its
+    reason, and is left out of analytics, worklists and exports. Writes go through
+    :mod:`vertebra.registry.corrections`.
+    """
+
+    version = models.PositiveIntegerField(default=1, db_default=1)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    voided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    void_reason = models.TextField(blank=True, default="", db_default="")
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_voided(self) -> bool:
+        """True once the record was voided (entered in error)."""
+        return self.voided_at is not None
+
+
 # --------------------------------------------------------------------------------------------
 # Clinics, people and roles
 # --------------------------------------------------------------------------------------------
@@ -151,7 +179,7 @@ class Sex(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
-class Patient(models.Model):
+class Patient(Correctable):
     """A registered patient of one clinic. Identified data: only that clinic's staff see it.
 
     ``version`` is the optimistic-locking counter: every update is ``UPDATE ... WHERE version =
@@ -167,7 +195,6 @@ class Patient(models.Model):
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    version = models.PositiveIntegerField(default=1)
 
     class Meta:
         ordering = ["family_name", "given_name", "id"]
@@ -194,7 +221,7 @@ class ConsentKind(models.TextChoices):
     TREATMENT = "treatment", "Treatment"
 
 
-class Consent(models.Model):
+class Consent(Correctable):
     """A signed consent form. Withdrawal sets ``withdrawn_on``; the row itself is kept."""
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="consents")
@@ -253,7 +280,7 @@ class Stenosis(models.TextChoices):
     SEVERE = "severe", "Severe"
 
 
-class Diagnosis(models.Model):
+class Diagnosis(Correctable):
     """A diagnosis with its imaging findings. Unknown findings are NULL (or blank for text)."""
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="diagnoses")
@@ -332,7 +359,7 @@ class PriorTreatmentKind(models.TextChoices):
     OTHER = "other", "Other"
 
 
-class PriorTreatment(models.Model):
+class PriorTreatment(Correctable):
     """A treatment tried before the registry episode (failed conservative care, opioid use).
 
     ``mme_per_day`` is derived by the service from ``medication_name`` and ``daily_dose`` with the
@@ -407,14 +434,13 @@ class Arm(models.TextChoices):
     OTHER = "other", "Other"
 
 
-class TreatmentEpisode(models.Model):
+class TreatmentEpisode(Correctable):
     """One course of treatment in one arm; follow-up is scheduled from ``start_date``."""
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="episodes")
     arm = models.CharField(max_length=20, choices=Arm.choices)
     start_date = models.DateField()
     created_at = models.DateTimeField(auto_now_add=True)
-    version = models.PositiveIntegerField(default=1)
 
     class Meta:
         constraints = [
@@ -453,7 +479,7 @@ class CellSource(models.TextChoices):
 ALLOGENEIC_SOURCES = (CellSource.UMBILICAL_CORD_ALLOGENEIC, CellSource.OTHER_ALLOGENEIC)
 
 
-class Harvest(models.Model):
+class Harvest(Correctable):
     """Step 1 of the cell-therapy pathway: tissue harvested from the patient, or a lot received."""
 
     episode = models.OneToOneField(
@@ -502,7 +528,7 @@ class Sterility(models.TextChoices):
     FAIL = "fail", "Fail"
 
 
-class Processing(models.Model):
+class Processing(Correctable):
     """Step 2: the harvested material processed into an identified product."""
 
     harvest = models.OneToOneField(Harvest, on_delete=models.PROTECT, related_name="processing")
@@ -561,7 +587,7 @@ class Guidance(models.TextChoices):
     CT = "ct", "CT"
 
 
-class Injection(models.Model):
+class Injection(Correctable):
     """Step 3: an image-guided injection of one product, either a processed autologous product
     (``processing``) or a released allogeneic lot (``allogeneic_lot``), never both."""
 
@@ -652,7 +678,7 @@ class AdverseEventStatus(models.TextChoices):
     ADJUDICATED = "adjudicated", "Adjudicated"
 
 
-class AdverseEvent(models.Model):
+class AdverseEvent(Correctable):
     """An adverse event. Reported first (``pending``: grade and relatedness may be unknown), then
     adjudicated by a clinician, who fixes CTCAE grade and relatedness."""
 
@@ -719,7 +745,7 @@ class ClinicalEventKind(models.TextChoices):
     REPEAT_INJECTION = "repeat_injection", "Repeat injection"
 
 
-class ClinicalEvent(models.Model):
+class ClinicalEvent(Correctable):
     """An outcome event after treatment: surgery-free survival ends at ``subsequent_surgery``."""
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="clinical_events")

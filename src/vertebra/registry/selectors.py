@@ -20,6 +20,7 @@ from typing import Any
 from django.db.models import Prefetch, Q, QuerySet
 
 from vertebra.registry.audit import audited_transaction, record_audit
+from vertebra.registry.corrections import RECORD_TYPES
 from vertebra.registry.errors import NotFound
 from vertebra.registry.models import (
     AdverseEvent,
@@ -211,6 +212,9 @@ class PatientRecord:
     adverse_events: list[AdverseEvent] = field(default_factory=list)
     clinical_events: list[Any] = field(default_factory=list)
     timeline: list[TimelineEntry] = field(default_factory=list)
+    #: Records of types registered by higher floors (follow-up answers entered by staff):
+    #: (record type, that type's records of this patient).
+    other_records: list[tuple[Any, list[Any]]] = field(default_factory=list)
 
 
 def build_timeline(record: PatientRecord) -> list[TimelineEntry]:
@@ -292,6 +296,11 @@ def patient_record(*, actor: Actor, patient_id: int) -> PatientRecord:
         clinical_events=list(patient.clinical_events.order_by("occurred_on", "id")),
     )
     record.timeline = build_timeline(record)
+    record.other_records = [
+        (kind, items)
+        for kind in RECORD_TYPES.values()
+        if kind.patient_items is not None and (items := kind.patient_items(patient))
+    ]
     record_audit(
         actor=actor,
         action="read",
@@ -379,7 +388,11 @@ def pending_adverse_events(*, actor: Actor, limit: int = MAX_RESULTS) -> list[Ad
     clinics = _clinics_for(actor, Action.ADVERSE_EVENT_ADJUDICATE)
     events = list(
         AdverseEvent.objects.select_related("patient", "episode")
-        .filter(patient__clinic_id__in=clinics, status=AdverseEventStatus.PENDING)
+        .filter(
+            patient__clinic_id__in=clinics,
+            status=AdverseEventStatus.PENDING,
+            voided_at__isnull=True,  # entered in error: nothing to adjudicate (ADR 0008)
+        )
         .order_by("onset", "id")[: max(1, min(limit, MAX_RESULTS))]
     )
     record_audit(

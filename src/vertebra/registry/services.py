@@ -40,7 +40,7 @@ from vertebra.registry.errors import (
     ChainOfCustodyError,
     NotFound,
     PermissionDeniedError,
-    StaleEditError,
+    RecordVoidedError,
 )
 from vertebra.registry.models import (
     ALLOGENEIC_SOURCES,
@@ -213,6 +213,11 @@ def _require_reason(reason: str) -> str:
 
 
 def _cell_therapy(episode: TreatmentEpisode, step: str) -> None:
+    if episode.voided_at is not None:
+        raise ChainOfCustodyError(
+            f"Episode {episode.pk} was voided (entered in error): no pathway step can be "
+            "recorded on it. Start a new episode."
+        )
     if episode.arm != Arm.CELL_THERAPY:
         raise ChainOfCustodyError(
             f"{step} can only be recorded on a cell-therapy episode; episode {episode.pk} is a "
@@ -265,47 +270,26 @@ def update_patient(
     changes: Mapping[str, Any],
     reason: str,
 ) -> Patient:
-    """Change a patient's identifying fields, refusing a stale edit.
+    """Change a patient's identifying fields, refusing a stale edit: the generic correction
+    (:func:`vertebra.registry.corrections.correct_record`, record type ``patients``).
 
-    ``expected_version`` is the ``version`` the editor loaded. The row is updated with
+    ``expected_version`` is the ``version`` the editor loaded; the row is updated with
     ``UPDATE ... WHERE version = expected_version`` and its version incremented; if another edit
     got there first, StaleEditError is raised and nothing is written. Only
     :data:`EDITABLE_PATIENT_FIELDS` may change; ``reason`` is required. The audit row holds the
     changed fields only (old and new) and the reason. An edit that changes nothing writes nothing.
     """
-    unknown = sorted(set(changes) - set(EDITABLE_PATIENT_FIELDS))
-    if unknown:
-        raise ValidationError({name: "This field cannot be edited here." for name in unknown})
-    reason = _require_reason(reason)
-    patient = _patient(actor, Action.PATIENT_UPDATE, patient_id)
-    if patient.version != expected_version:
-        raise StaleEditError("patient", patient_id, expected_version)
-    old = snapshot(patient, EDITABLE_PATIENT_FIELDS)
-    for name, value in changes.items():
-        setattr(patient, name, value.strip() if isinstance(value, str) else value)
-    patient.full_clean()
-    _not_future("date_of_birth", patient.date_of_birth, "date of birth")
-    new = snapshot(patient, EDITABLE_PATIENT_FIELDS)
-    changed = [name for name in EDITABLE_PATIENT_FIELDS if old[name] != new[name]]
-    if not changed:
-        return Patient.objects.get(pk=patient_id)
-    updated = Patient.objects.filter(pk=patient_id, version=expected_version).update(
-        **{name: getattr(patient, name) for name in changed}, version=F("version") + 1
-    )
-    if updated != 1:
-        raise StaleEditError("patient", patient_id, expected_version)
-    patient = Patient.objects.get(pk=patient_id)
-    record_audit(
+    from vertebra.registry import corrections  # corrections builds on this module
+
+    patient = corrections.apply_correction(
         actor=actor,
-        action="update",
-        object_type="patient",
-        object_id=patient.pk,
-        clinic_id=patient.clinic_id,
-        patient_id=patient.pk,
-        old_values={**{name: old[name] for name in changed}, "version": expected_version},
-        new_values={**{name: new[name] for name in changed}, "version": patient.version},
+        record_type="patients",
+        object_id=patient_id,
+        expected_version=expected_version,
+        changes=changes,
         reason=reason,
     )
+    assert isinstance(patient, Patient)
     return patient
 
 
@@ -373,6 +357,20 @@ def record_diagnosis(
     return _create(actor, diagnosis, patient=patient)
 
 
+def prior_treatment_mme(kind: str, medication_name: str, daily_dose: float | None) -> float | None:
+    """MME/day of a prior treatment (CDC 2022 factors): None unless an opioid medication with a
+    daily dose. An impossible dose is a ValidationError on ``daily_dose``. Used when a prior
+    treatment is recorded and when it is corrected, so the stored figure always follows."""
+    if kind != PriorTreatmentKind.MEDICATION or not medication_name or daily_dose is None:
+        return None
+    try:
+        return mme_per_day(medication_name, daily_dose)
+    except UnknownOpioidError:
+        return None  # not an opioid (or not one with a CDC factor): no MME
+    except InvalidDoseError as exc:
+        raise ValidationError({"daily_dose": str(exc)}) from None
+
+
 @audited_transaction
 def record_prior_treatment(
     *,
@@ -389,14 +387,7 @@ def record_prior_treatment(
     """Record a prior treatment. For an opioid medication with a daily dose, MME/day is
     computed with the CDC 2022 factors and stored; for other medications it stays None."""
     patient = _patient(actor, Action.PRIOR_TREATMENT_RECORD, patient_id)
-    mme: float | None = None
-    if kind == PriorTreatmentKind.MEDICATION and medication_name and daily_dose is not None:
-        try:
-            mme = mme_per_day(medication_name, daily_dose)
-        except UnknownOpioidError:
-            mme = None  # not an opioid (or not one with a CDC factor): no MME
-        except InvalidDoseError as exc:
-            raise ValidationError({"daily_dose": str(exc)}) from None
+    mme = prior_treatment_mme(kind, medication_name, daily_dose)
     treatment = PriorTreatment(
         patient=patient,
         kind=kind,
@@ -543,7 +534,13 @@ def record_harvest(
     """
     episode = _episode(actor, Action.HARVEST_RECORD, episode_id)
     _cell_therapy(episode, "A harvest")
-    if Harvest.objects.filter(episode=episode).exists():
+    existing = Harvest.objects.filter(episode=episode).first()
+    if existing is not None and existing.voided_at is not None:
+        raise ChainOfCustodyError(
+            f"The harvest of episode {episode.pk} was voided; a voided harvest stays on record "
+            "and is not replaced on the same episode: start a new episode for the right harvest."
+        )
+    if existing is not None:
         raise ChainOfCustodyError(f"Episode {episode.pk} already has a harvest.")
     lot: AllogeneicLot | None = None
     if source in ALLOGENEIC_SOURCES:
@@ -599,6 +596,10 @@ def record_processing(
         raise ChainOfCustodyError(
             f"Episode {episode.pk} has no harvest yet: record the harvest before processing."
         )
+    if harvest.voided_at is not None:
+        raise ChainOfCustodyError(
+            f"The harvest of episode {episode.pk} was voided: a voided harvest cannot be processed."
+        )
     if Processing.objects.filter(harvest=harvest).exists():
         raise ChainOfCustodyError(f"The harvest of episode {episode.pk} was already processed.")
     if processed_on < harvest.harvested_on:
@@ -643,7 +644,10 @@ def record_sterility_result(
         return processing
     if old != Sterility.PENDING:
         reason = _require_reason(reason)
-    Processing.objects.filter(pk=processing.pk).update(sterility=sterility)
+    # The version moves with every write, so a correction form opened before it is stale.
+    Processing.objects.filter(pk=processing.pk).update(
+        sterility=sterility, version=F("version") + 1
+    )
     processing.refresh_from_db()
     record_audit(
         actor=actor,
@@ -720,6 +724,10 @@ def record_injection(
             raise ChainOfCustodyError(
                 f"Product {product_id} was not processed from this patient's harvest: an "
                 "autologous product may be injected only into the patient it was harvested from."
+            )
+        if processing.voided_at is not None:
+            raise ChainOfCustodyError(
+                f"Product {product_id} cannot be injected: its processing record was voided."
             )
         if processing.sterility != Sterility.PASS:
             state = "failed" if processing.sterility == Sterility.FAIL else "still pending"
@@ -901,6 +909,8 @@ def adjudicate_adverse_event(
     )
     if event is None:
         raise NotFound("adverse_event", adverse_event_id)
+    if event.voided_at is not None:
+        raise RecordVoidedError("adverse_event", adverse_event_id)
     if event.status == AdverseEventStatus.ADJUDICATED:
         reason = _require_reason(reason)
     fields = (
@@ -928,7 +938,9 @@ def adjudicate_adverse_event(
     event.adjudicated_by = actor.user
     event.adjudicated_at = timezone.now()
     event.full_clean()
-    event.save(update_fields=list(fields))
+    # The version moves with every write, so a correction form opened before it is stale.
+    event.version += 1
+    event.save(update_fields=[*fields, "version"])
     new = snapshot(event, fields)
     record_audit(
         actor=actor,

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, URLResolver, path
 
-from vertebra.registry import views
+from vertebra.registry import correction_views, views
 
 app_name = "registry"
 
@@ -49,6 +49,17 @@ urlpatterns: list[URLPattern | URLResolver] = [
         "episodes/<int:episode_id>/injections/new/",
         views.injection_create,
         name="injection-create",
+    ),
+    path(
+        "records/<slug:slug>/<int:object_id>/correct/",
+        correction_views.correct,
+        name="record-correct",
+    ),
+    path("records/<slug:slug>/<int:object_id>/void/", correction_views.void, name="record-void"),
+    path(
+        "records/<slug:slug>/<int:object_id>/history/",
+        correction_views.history,
+        name="record-history",
     ),
     path("adverse-events/", views.adjudication_queue, name="adjudication-queue"),
     path(
