@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0007_lean_indexes'),
+        ('registry', '0008_audit_mac_and_truncate_guard'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
