@@ -26,8 +26,6 @@ from typing import Any
 
 import yaml
 
-from vertebra.core.labels import format_date
-
 __all__ = [
     "CELL_DOSE_UNIT",
     "TNC_UNIT",
@@ -188,6 +186,11 @@ def check_date(
     )
 
 
+def format_date(day: dt.date) -> str:
+    """ "6 Dec 2026"; years below 1000 keep four digits ("1 Mar 0025"), so a typo shows."""
+    return f"{day.day} {day.strftime('%b')} {day.year:04d}"
+
+
 def _earliest_allowed(bound: Bound) -> dt.date:
     return bound.day + dt.timedelta(days=1) if bound.strict else bound.day
 
@@ -273,8 +276,9 @@ def check_injection_volume(
         per_level.verified,
     )  # fmt: skip
     levels = "1 level" if n_levels == 1 else f"{n_levels} levels"
+    article = "an" if target_label[:1].lower() in "aeiou" else "a"
     context = (
-        f"for a {target_label.lower()} injection at {levels} "
+        f"for {article} {target_label.lower()} injection at {levels} "
         f"(up to {_number(per_level.max)} mL per level)"
     )
     return check_range("volume_ml", "injection volume", volume_ml, allowed, context=context)
