@@ -237,7 +237,9 @@ def test_autologous_pathway_harvest_product_injection(codes: FhirCodes) -> None:
     assert ext(shot, "injection-target")["code"] == "intradiscal"
     assert ext(shot, "image-guidance")["code"] == "fluoroscopy"
     assert ext(shot, "cell-dose") == {
-        "value": 240.0, "unit": "million cells", "system": "http://unitsofmeasure.org",
+        "value": 240.0,
+        "unit": "million cells",
+        "system": "http://unitsofmeasure.org",
         "code": "10*6",
     }  # fmt: skip  (million cells: docs/units.md)
     assert "performer" not in shot  # no operator recorded, none invented
