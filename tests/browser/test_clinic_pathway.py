@@ -83,6 +83,14 @@ def test_coordinator_intake_then_clinician_pathway(
     save(page)
     assert "Diagnosis: Degenerative disc disease (M51.36)" in page.content()
 
+    # Consent gates treatment: the coordinator records the signed treatment consent.
+    page.get_by_role("link", name="Record consent").click()
+    page.get_by_label("Kind").select_option("treatment")
+    page.get_by_label("Form version").fill("treatment-consent v1")
+    page.get_by_label("Signed on").fill("2024-02-01")
+    save(page)
+    assert "Consent recorded." in page.content()
+
     page.get_by_role("link", name="Screening evaluation").click()
     page.get_by_label("None of these").check()
     page.locator('input[name="age"]').fill("52")

@@ -230,15 +230,18 @@ def test_autologous_pathway_harvest_product_injection(codes: FhirCodes) -> None:
     assert ext(product, "sterility")["code"] == "pass" and ext(product, "adjunct-prp") is True
 
     injection = InjectionRecord(3, 40, 12, ["L4-L5", "L5-S1"], "intradiscal", "fluoroscopy", 2.0,
-                                dt.date(2025, 10, 20), processing_id=2, cell_dose=2.4e8)  # fmt: skip
+                                dt.date(2025, 10, 20), processing_id=2, cell_dose=240.0)  # fmt: skip
     shot = valid(pathway.injection(injection, codes))
     assert [b["coding"][0]["code"] for b in shot["bodySite"]] == ["L4-L5", "L5-S1"]
     assert shot["usedReference"] == [{"reference": "BiologicallyDerivedProduct/product-2"}]
     assert ext(shot, "injection-target")["code"] == "intradiscal"
     assert ext(shot, "image-guidance")["code"] == "fluoroscopy"
     assert ext(shot, "cell-dose") == {
-        "value": 2.4e8, "unit": "cells", "system": "http://unitsofmeasure.org", "code": "{cells}"
-    }  # fmt: skip
+        "value": 240.0,
+        "unit": "million cells",
+        "system": "http://unitsofmeasure.org",
+        "code": "10*6",
+    }  # fmt: skip  (million cells: docs/units.md)
     assert "performer" not in shot  # no operator recorded, none invented
 
 

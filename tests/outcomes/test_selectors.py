@@ -154,7 +154,7 @@ def _allogeneic_episode(clinician: Actor, lot_id: int, *, prp: bool) -> int:
     services.record_injection(
         actor=clinician, episode_id=episode.pk, levels=["L4-L5"], target="intradiscal",
         guidance="fluoroscopy", volume_ml=1.0, injected_on=DAY1, allogeneic_lot_id=lot_id,
-        cell_dose=6e6, adjunct_prp=prp,
+        cell_dose=6.0, adjunct_prp=prp,
     )  # fmt: skip
     return patient.pk
 

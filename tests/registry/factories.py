@@ -13,6 +13,8 @@ from vertebra.registry.models import (
     AllogeneicLot,
     Arm,
     Clinic,
+    Consent,
+    ConsentKind,
     Membership,
     Patient,
     Role,
@@ -52,7 +54,25 @@ def make_actor(
     return Actor.for_user(user, role, request_id=request_id)
 
 
-def make_patient(clinic: Clinic, **fields: Any) -> Patient:
+#: When factory patients signed their consents: before every date the tests use.
+CONSENT_DAY = dt.date(2015, 1, 1)
+
+
+def make_consents(patient: Patient, *kinds: str, signed_on: dt.date = CONSENT_DAY) -> None:
+    """Signed, active consents of ``kinds`` (default: registry and treatment) for ``patient``."""
+    recorder = User.objects.filter(username="factory-recorder").first() or make_user(
+        "factory-recorder"
+    )
+    for kind in kinds or (ConsentKind.REGISTRY, ConsentKind.TREATMENT):
+        Consent.objects.create(
+            patient=patient, kind=kind, form_version="v1", signed_on=signed_on,
+            recorded_by=recorder,
+        )  # fmt: skip
+
+
+def make_patient(clinic: Clinic, *, consented: bool = True, **fields: Any) -> Patient:
+    """A patient of ``clinic``; ``consented`` (default) gives them active registry and
+    treatment consents, as every patient on a treatment pathway needs."""
     n = next(_serial)
     values: dict[str, Any] = {
         "mrn": f"MRN{n:05d}",
@@ -63,7 +83,10 @@ def make_patient(clinic: Clinic, **fields: Any) -> Patient:
         "email": f"patient{n}@example.org",
     }
     values.update(fields)
-    return Patient.objects.create(clinic=clinic, **values)
+    patient = Patient.objects.create(clinic=clinic, **values)
+    if consented:
+        make_consents(patient)
+    return patient
 
 
 def make_episode(

@@ -52,7 +52,7 @@ def process(actor: Actor, episode: TreatmentEpisode, **kw: Any) -> Processing:
         "lab": "Northside cell lab",
         "processed_on": DAY0,
         "product_id": f"PRD-{episode.pk}",
-        "tnc_per_ml": 2.5e7,
+        "tnc_per_ml": 25.0,  # million cells per mL
         "viability_pct": 96.5,
         "sterility": Sterility.PASS,
         "adjunct_prp": True,
@@ -68,7 +68,7 @@ def inject(actor: Actor, episode: TreatmentEpisode, **kw: Any) -> Injection:
         "guidance": "fluoroscopy",
         "volume_ml": 2.0,
         "injected_on": DAY1,
-        "cell_dose": 5e7,
+        "cell_dose": 50.0,  # million cells
     }
     if "allogeneic_lot_id" not in kw:
         args["product_id"] = f"PRD-{episode.pk}"

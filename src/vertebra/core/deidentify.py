@@ -160,7 +160,7 @@ def deidentify(
     patients = _patients(src, treated, pseudonym, as_of, rules)
     timepoints = _timepoints(tables.timepoints, treated, pseudonym, as_of, rules)
     events = _events(tables.events, treated, pseudonym, as_of, rules)
-    out = AnalysisTables.of(patients, timepoints, events)
+    out = AnalysisTables.of(patients, timepoints, events, exclusions=tables.exclusions)
     check_deidentified(out)
     return out
 
@@ -290,7 +290,9 @@ def release(tables: AnalysisTables) -> Release:
         patients = patients.assign(
             clinic_id=clinic.where(~clinic.isin(small), rules.pooled_clinic_id)
         )
-    out = AnalysisTables.of(patients, frames["timepoints"], frames["events"])
+    out = AnalysisTables.of(
+        patients, frames["timepoints"], frames["events"], exclusions=tables.exclusions
+    )
     check_deidentified(out)
     return Release(tables=out, pooled_clinics=len(small))
 

@@ -63,6 +63,8 @@ from vertebra.registry.models import (
     AdverseEvent,
     AdverseEventCategory,
     AdverseEventStatus,
+    Consent,
+    ConsentKind,
     TreatmentEpisode,
 )
 from vertebra.registry.permissions import Action, Actor, verify_actor
@@ -714,6 +716,45 @@ def start_episode_with_follow_up(
     )
     create_schedule_for_episode(episode, actor, today or timezone.localdate())
     return episode
+
+
+@audited_transaction
+def withdraw_consent_and_stop_invitations(
+    *,
+    actor: Actor,
+    consent_id: int,
+    withdrawn_on: dt.date,
+    reason: str = "",
+    today: dt.date | None = None,
+) -> Consent:
+    """Withdraw a consent (the registry's ``withdraw_consent``) and, for a registry
+    consent withdrawn on or before ``today``, cancel every queued invitation and reminder of
+    the patient in the same transaction, so none goes out after the withdrawal.
+
+    The cancellation is audited as one row (how many reminders, why); the worker also checks
+    the consent before each send, so nothing is sent even for a withdrawal written elsewhere.
+    """
+    from vertebra.registry import services as registry_services
+
+    consent = registry_services.withdraw_consent(
+        actor=actor, consent_id=consent_id, withdrawn_on=withdrawn_on, reason=reason
+    )
+    today = today or timezone.localdate()
+    if consent.kind == ConsentKind.REGISTRY and withdrawn_on <= today:
+        cancelled = Reminder.objects.filter(
+            time_point__patient_id=consent.patient_id, status=ReminderStatus.SCHEDULED
+        ).update(status=ReminderStatus.CANCELLED, last_error="registry consent withdrawn")
+        if cancelled:
+            record_audit(
+                actor=actor,
+                action="update",
+                object_type="followup_reminder",
+                clinic_id=consent.patient.clinic_id,
+                patient_id=consent.patient_id,
+                new_values={"cancelled_reminders": cancelled, "status": "cancelled"},
+                reason="registry consent withdrawn",
+            )
+    return consent
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,12 @@ Before these, **heal**: an episode found without a follow-up schedule gets one (
 audited, :func:`heal_schedules`). After them, when due (``AUDIT_VERIFY_EVERY_HOURS``), the
 audit trail is verified, checkpointed and, if it is not intact, the registry admins alerted
 (:mod:`vertebra.registry.auditjob`).
+Consent: invitations, reminders and calls go only to patients holding an active
+registry-participation consent today (:func:`consented`). A reminder of a patient without one
+stays queued (a consent signed while the window is open lets it go out); one claimed at the
+moment a consent is withdrawn is cancelled, never sent. Withdrawal through
+:func:`vertebra.followup.services.withdraw_consent_and_stop_invitations` also cancels the
+queued ones in its own transaction.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -51,6 +57,8 @@ from vertebra.followup.models import (
 from vertebra.followup.services import WORKER_ACTOR, backfill_schedules, issue_link
 from vertebra.registry.audit import record_audit
 from vertebra.registry.auditjob import run_scheduled_verification
+from vertebra.registry.models import Consent, ConsentKind
+from vertebra.registry.pathway import active_consent
 from vertebra.registry.services import lock_patient
 
 logger = logging.getLogger(__name__)
@@ -154,8 +162,20 @@ def close_windows(now: dt.datetime) -> int:
     return count
 
 
+def consented(today: dt.date) -> Exists:
+    """Condition on time points: the patient holds an active registry consent on ``today``."""
+    return Exists(
+        Consent.objects.filter(
+            patient_id=OuterRef("patient_id"), kind=ConsentKind.REGISTRY, signed_on__lte=today
+        ).filter(Q(withdrawn_on__isnull=True) | Q(withdrawn_on__gt=today))
+    )
+
+
 def _call(point: FollowUpTimePoint, reason: str, now: dt.datetime) -> bool:
-    """Put ``point`` on the call list unless it is already there; True if added."""
+    """Put ``point`` on the call list unless it is already there or the patient holds no
+    active registry consent (a call is an invitation too); True if added."""
+    if not active_consent(point.patient_id, ConsentKind.REGISTRY, timezone.localdate(now)):
+        return False
     _, created = CallListEntry.objects.get_or_create(
         time_point=point, defaults={"reason": reason, "created_at": now}
     )
@@ -199,12 +219,14 @@ def open_windows(now: dt.datetime) -> tuple[int, int]:
 def due_reminders(now: dt.datetime) -> list[int]:
     """Ids of reminders due at ``now`` for open windows, oldest first."""
     today = timezone.localdate(now)
+    consenting = FollowUpTimePoint.objects.filter(consented(today)).values("pk")
     return list(
         Reminder.objects.filter(
             status=ReminderStatus.SCHEDULED,
             scheduled_for__lte=now,
             time_point__status=TimePointStatus.OPEN,
             time_point__closes__gte=today,
+            time_point__in=consenting,
         )
         .order_by("scheduled_for", "pk")
         .values_list("pk", flat=True)
@@ -236,6 +258,10 @@ def send_reminder(reminder_id: int, now: dt.datetime) -> bool:
     patient = point.patient
     if point.status != TimePointStatus.OPEN or timezone.localdate(now) > point.closes:
         _mark(reminder, ReminderStatus.CANCELLED, now, "the window is no longer open")
+        return False
+    if not active_consent(patient.pk, ConsentKind.REGISTRY, timezone.localdate(now)):
+        # Withdrawn (or never given) between listing and claiming: never send.
+        _mark(reminder, ReminderStatus.CANCELLED, now, "no active registry-participation consent")
         return False
     if not patient.email:
         _mark(reminder, ReminderStatus.FAILED, now, "the patient has no e-mail address")

@@ -71,6 +71,8 @@ class Dashboard:
     completeness_rows: Sequence[Sequence[Any]]
     figures: list[Figure] = field(default_factory=list)
     comparison_errors: tuple[str, ...] = ()
+    #: Stored rows the analysis left out, and why (one sentence each).
+    data_notes: tuple[str, ...] = ()
 
 
 def dashboard(report: Report) -> Dashboard:
@@ -101,6 +103,7 @@ def dashboard(report: Report) -> Dashboard:
         completeness_rows=rows,
         figures=figures,
         comparison_errors=tuple(d["comparison_errors"]),
+        data_notes=tuple(e.note for e in report.exclusions),
     )
 
 

@@ -28,6 +28,14 @@ Contracts
   latest stored screening with a STarT Back result, else the baseline questionnaire's, else
   ``"unknown"``; pain duration from the
   earliest recorded prior treatment start, else missing.
+* Odd stored rows never break a read (:func:`read_tables` is the one place rows become frames):
+  rows dated outside the plausible window (:func:`vertebra.core.plausibility.analytics_window`:
+  1 Jan 1900 to a year ahead, e.g. a year-0025 typo stored before plausibility checks existed,
+  or written by SQL) are left out before any frame is built, and the tables'
+  ``exclusions`` say how many and why, so every report, dashboard and the decision aid says it.
+  A patient with such a birth date or treatment-episode date is left out whole (their first
+  episode and age cannot be trusted); an odd event, time point or prior-treatment start is
+  left out alone.
 """
 
 from __future__ import annotations
@@ -40,11 +48,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.db import transaction
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 
-from vertebra.core.analytics import AnalysisTables, CohortFilter, select_patients
+from vertebra.core.analytics import AnalysisTables, CohortFilter, Exclusion, select_patients
 from vertebra.core.deidentify import coarsen_filter, deidentify
+from vertebra.core.plausibility import analytics_window
 from vertebra.followup.models import FollowUpTimePoint, QuestionnaireResponse
 from vertebra.registry.audit import audited_transaction, record_audit
 from vertebra.registry.errors import PermissionDeniedError
@@ -235,17 +244,50 @@ def read_tables(
     flt = flt or CohortFilter()
     if scope.deidentified:
         flt = coarsen_filter(flt)
-    patients = _patients(scope, flt, with_mrn=with_mrn)
+    window = analytics_window(timezone.localdate())
+    left_out = _LeftOut(window)
+    patients = _patients(scope, flt, with_mrn=with_mrn, left_out=left_out)
     if len(patients):
         patients = patients.loc[select_patients(patients, flt)].reset_index(drop=True)
     episodes = dict(zip(patients["episode_id"], patients["patient_id"], strict=True))
-    timepoints = _timepoints(episodes)
-    events = _events(patients)
+    timepoints = _timepoints(episodes, left_out)
+    events = _events(patients, left_out)
     patients = patients.drop(columns=["episode_id"])
-    tables = AnalysisTables.of(patients, timepoints, events)
+    tables = AnalysisTables.of(patients, timepoints, events, exclusions=left_out.exclusions())
     if scope.deidentified:
         tables = deidentify(tables, as_of=as_of or timezone.localdate())
     return tables
+
+
+#: Why a row was left out, in words fit for every reader (no calendar date of anyone).
+ODD_DATE_REASON = (
+    "a stored {field} lies outside the plausible range (before 1900 or more than a year "
+    "ahead, e.g. a mistyped year); correct the record to include it"
+)
+
+
+class _LeftOut:
+    """Counts of stored rows a read leaves out because of implausible dates."""
+
+    def __init__(self, window: tuple[dt.date, dt.date]) -> None:
+        self.window = window
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def outside(self, field: str) -> Q:
+        """Rows whose ``field`` lies outside the window."""
+        low, high = self.window
+        return Q(**{f"{field}__lt": low}) | Q(**{f"{field}__gt": high})
+
+    def add(self, what: str, field_words: str, count: int) -> None:
+        if count:
+            key = (what, field_words)
+            self.counts[key] = self.counts.get(key, 0) + count
+
+    def exclusions(self) -> tuple[Exclusion, ...]:
+        return tuple(
+            Exclusion(what, count, ODD_DATE_REASON.format(field=field))
+            for (what, field), count in sorted(self.counts.items())
+        )
 
 
 def clinic_choices(actor: Actor) -> list[tuple[str, str]]:
@@ -275,11 +317,29 @@ def _frame(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd.DataFram
     return pd.DataFrame.from_records(records, columns=list(columns))
 
 
-def _first_episodes(scope: Scope, flt: CohortFilter) -> pd.DataFrame:
-    """Each in-scope patient's first treatment episode (earliest start date, then id)."""
+def _odd_patients(scope: Scope, left_out: _LeftOut) -> list[int]:
+    """In-scope treated patients with a birth or episode date outside the window (left out
+    whole, and counted)."""
+    episodes = _live(TreatmentEpisode)
+    if scope.clinic_ids is not None:
+        episodes = episodes.filter(patient__clinic_id__in=scope.clinic_ids)
+    odd = episodes.filter(
+        left_out.outside("start_date") | left_out.outside("patient__date_of_birth")
+    )
+    ids = sorted(set(odd.values_list("patient_id", flat=True)))
+    left_out.add("patients", "treatment date or birth date", len(ids))
+    return ids
+
+
+def _first_episodes(scope: Scope, flt: CohortFilter, left_out: _LeftOut) -> pd.DataFrame:
+    """Each in-scope patient's first treatment episode (earliest start date, then id),
+    leaving out patients with implausible stored dates."""
     query = _live(TreatmentEpisode)
     if scope.clinic_ids is not None:
         query = query.filter(patient__clinic_id__in=scope.clinic_ids)
+    odd = _odd_patients(scope, left_out)
+    if odd:
+        query = query.exclude(patient_id__in=odd)
     if flt.clinics:
         wanted = [int(c) for c in flt.clinics if str(c).isdigit()]
         query = query.filter(patient__clinic_id__in=wanted)
@@ -293,9 +353,11 @@ def _first_episodes(scope: Scope, flt: CohortFilter) -> pd.DataFrame:
     return frame.drop_duplicates("patient_id", keep="first").reset_index(drop=True)
 
 
-def _patients(scope: Scope, flt: CohortFilter, *, with_mrn: bool) -> pd.DataFrame:
+def _patients(
+    scope: Scope, flt: CohortFilter, *, with_mrn: bool, left_out: _LeftOut
+) -> pd.DataFrame:
     """One row per treated patient in scope, in the analytics' patients schema."""
-    episodes = _first_episodes(scope, flt)
+    episodes = _first_episodes(scope, flt, left_out)
     ids = episodes["patient_id"].tolist()
     fields = ["id", "clinic_id", "sex", "date_of_birth"] + (["mrn"] if with_mrn else [])
     people = _frame(
@@ -309,7 +371,7 @@ def _patients(scope: Scope, flt: CohortFilter, *, with_mrn: bool) -> pd.DataFram
     frame["treatment_date"] = pd.to_datetime(frame["treatment_date"])
     born = pd.to_datetime(frame["date_of_birth"])
     frame["age"] = np.floor((frame["treatment_date"] - born).dt.days / 365.25).astype(float)
-    onset = frame["patient_id"].map(_pain_onset(ids))
+    onset = frame["patient_id"].map(_pain_onset(ids, left_out))
     frame["pain_duration_months"] = (
         (frame["treatment_date"] - pd.to_datetime(onset)).dt.days / 30.0
     ).astype(float)
@@ -378,11 +440,14 @@ def _startback(patient_ids: list[int]) -> dict[int, str]:
     return groups
 
 
-def _pain_onset(patient_ids: list[int]) -> dict[int, dt.date]:
-    """Patient -> earliest start date of a recorded prior treatment (a floor for pain onset)."""
+def _pain_onset(patient_ids: list[int], left_out: _LeftOut) -> dict[int, dt.date]:
+    """Patient -> earliest start date of a recorded prior treatment (a floor for pain onset);
+    implausible start dates are ignored (and counted)."""
+    treated = _live(PriorTreatment).filter(patient_id__in=patient_ids, started_on__isnull=False)
+    odd = treated.filter(left_out.outside("started_on"))
+    left_out.add("prior-treatment start dates", "prior-treatment start date", odd.count())
     rows = (
-        _live(PriorTreatment)
-        .filter(patient_id__in=patient_ids, started_on__isnull=False)
+        treated.exclude(left_out.outside("started_on"))
         .order_by("patient_id", "started_on")
         .values_list("patient_id", "started_on")
     )
@@ -449,11 +514,24 @@ def _cell_details(episode_ids: list[int]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------- timepoints
 
 
-def _timepoints(episode_to_patient: dict[int, int]) -> pd.DataFrame:
-    """One row per patient x scheduled time point of the patient's first episode, with scores."""
-    rows = FollowUpTimePoint.objects.filter(
-        schedule__episode_id__in=list(episode_to_patient)
-    ).values_list(
+#: Follow-up time points may lie up to this long after the analytics window's end (the last
+#: time point, 24 months, with its window, of an episode booked a year ahead).
+FOLLOWUP_HORIZON = dt.timedelta(days=3 * 366)
+
+
+def _timepoints(episode_to_patient: dict[int, int], left_out: _LeftOut) -> pd.DataFrame:
+    """One row per patient x scheduled time point of the patient's first episode, with scores.
+
+    A time point dated outside the window (+ the follow-up horizon) is left out and counted.
+    """
+    low, high = left_out.window
+    high = high + FOLLOWUP_HORIZON
+    odd = Q()
+    for field in ("target", "opens", "closes"):
+        odd |= Q(**{f"{field}__lt": low}) | Q(**{f"{field}__gt": high})
+    points = FollowUpTimePoint.objects.filter(schedule__episode_id__in=list(episode_to_patient))
+    left_out.add("follow-up time points", "follow-up due date", points.filter(odd).count())
+    rows = points.exclude(odd).values_list(
         "id",
         "schedule__episode_id",
         "key",
@@ -516,21 +594,29 @@ def _scores(tp_ids: list[int]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------- events
 
 
-def _events(patients: pd.DataFrame) -> pd.DataFrame:
-    """Adverse events and clinical events (surgery, repeat injection) of these patients."""
+def _events(patients: pd.DataFrame, left_out: _LeftOut) -> pd.DataFrame:
+    """Adverse events and clinical events (surgery, repeat injection) of these patients;
+    events dated outside the window are left out and counted."""
     ids = patients["patient_id"].tolist()
+    adverse_rows = _live(AdverseEvent).filter(patient_id__in=ids)
+    clinical_rows = _live(ClinicalEvent).filter(patient_id__in=ids)
+    odd = (
+        adverse_rows.filter(left_out.outside("onset")).count()
+        + clinical_rows.filter(left_out.outside("occurred_on")).count()
+    )
+    left_out.add("adverse or clinical events", "event date", odd)
     adverse = _frame(
-        _live(AdverseEvent)
-        .filter(patient_id__in=ids)
-        .values_list("patient_id", "onset", "ctcae_grade", "serious", "relatedness", "status"),
+        adverse_rows.exclude(left_out.outside("onset")).values_list(
+            "patient_id", "onset", "ctcae_grade", "serious", "relatedness", "status"
+        ),
         ["patient_id", "date", "ctcae_grade", "serious", "relatedness", "status"],
     )
     adverse["kind"] = "adverse_event"
     adverse["relatedness"] = adverse["relatedness"].replace("", None)
     clinical = _frame(
-        _live(ClinicalEvent)
-        .filter(patient_id__in=ids)
-        .values_list("patient_id", "kind", "occurred_on"),
+        clinical_rows.exclude(left_out.outside("occurred_on")).values_list(
+            "patient_id", "kind", "occurred_on"
+        ),
         ["patient_id", "kind", "date"],
     )
     parts = [p for p in (adverse, clinical) if len(p)]

@@ -5,17 +5,24 @@
   change made here is audited (same transaction, old and new values), like a service write.
 * The audit trail is visible to the same people and read-only: no add, change or delete.
 * Patient data is not in the admin: it is reached only through the scoped, audited pages.
+  The one clinical screen is the sterility worklist (:class:`ProcessingAdmin`): processed
+  products by product id, lab and date (no patient identifiers), for clinicians who also sign in
+  to the admin; its actions record the lab's result through the same audited service as the
+  patient page (``record_sterility_result``), scoped to the clinician's clinics.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.db.models import Model
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+from vertebra.registry import services
 from vertebra.registry.audit import record_audit, snapshot
+from vertebra.registry.errors import RegistryError
 from vertebra.registry.models import (
     AllogeneicLot,
     ApiToken,
@@ -23,7 +30,9 @@ from vertebra.registry.models import (
     AuditEvent,
     Clinic,
     Membership,
+    Processing,
     Role,
+    Sterility,
 )
 from vertebra.registry.permissions import Actor
 
@@ -217,3 +226,89 @@ class AuditAlertAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def _clinician_actor(request: HttpRequest) -> Actor | None:
+    """The signed-in admin user acting as a clinician, or None when they are not one."""
+    user = request.user
+    if not (user.is_active and user.is_staff):
+        return None
+    try:
+        return Actor.for_user(user, Role.CLINICIAN, request_id="admin")
+    except RegistryError:
+        return None
+
+
+def _record_sterility(request: HttpRequest, queryset: QuerySet[Processing], result: str) -> None:
+    """Record ``result`` for each selected pending product through the audited service."""
+    actor = _clinician_actor(request)
+    if actor is None:
+        messages.error(request, "Only a clinician of the product's clinic records sterility.")
+        return
+    done, skipped = 0, []
+    for processing in queryset.select_related("harvest"):
+        if processing.sterility != Sterility.PENDING:
+            skipped.append(processing.product_id)
+            continue
+        try:
+            services.record_sterility_result(
+                actor=actor, episode_id=processing.harvest.episode_id, sterility=result
+            )
+        except (RegistryError, ValidationError) as exc:
+            messages.error(request, f"{processing.product_id}: {exc}")
+        else:
+            done += 1
+    if done:
+        messages.success(request, f"Sterility recorded as {result} for {done} product(s).")
+    if skipped:
+        messages.warning(
+            request,
+            "Not changed (a result is already recorded; correct it on the patient's page, with "
+            f"a reason): {', '.join(skipped)}.",
+        )
+
+
+@admin.register(Processing)
+class ProcessingAdmin(admin.ModelAdmin):
+    """Sterility worklist: clinicians record the lab's result for pending products.
+
+    Read-only rows (no add, change or delete here); the two actions go through
+    ``record_sterility_result``, which checks the clinician's clinic and audits the change.
+    """
+
+    list_display = ("product_id", "lab", "processed_on", "method", "sterility")
+    list_filter = ("sterility", "method")
+    search_fields = ("product_id", "lab")
+    fields = ("product_id", "lab", "processed_on", "method", "sterility")
+    readonly_fields = fields
+    actions = ("record_pass", "record_fail")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Processing]:
+        actor = _clinician_actor(request)
+        clinics = actor.clinic_ids if actor is not None else frozenset()
+        return (
+            super().get_queryset(request).filter(harvest__episode__patient__clinic_id__in=clinics)
+        )
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _clinician_actor(request) is not None
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _clinician_actor(request) is not None
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Record sterility result: pass")
+    def record_pass(self, request: HttpRequest, queryset: QuerySet[Processing]) -> None:
+        _record_sterility(request, queryset, Sterility.PASS)
+
+    @admin.action(description="Record sterility result: fail")
+    def record_fail(self, request: HttpRequest, queryset: QuerySet[Processing]) -> None:
+        _record_sterility(request, queryset, Sterility.FAIL)

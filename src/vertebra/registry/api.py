@@ -34,20 +34,26 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.responses import Status
 from ninja.security import HttpBearer
 
-from vertebra.followup.services import start_episode_with_follow_up
+from vertebra.followup.services import (
+    start_episode_with_follow_up,
+    withdraw_consent_and_stop_invitations,
+)
 from vertebra.registry import selectors, services
 from vertebra.registry.errors import (
     ChainOfCustodyError,
+    MissingStepError,
     NotFound,
     PermissionDeniedError,
     StaleEditError,
 )
+from vertebra.registry.guidance import api_next_step
 from vertebra.registry.models import (
     AdverseEventCategory,
     AdverseEventOutcome,
     Arm,
     CellSource,
     Condition,
+    ConsentKind,
     Guidance,
     InjectionTarget,
     Laterality,
@@ -178,8 +184,8 @@ class ProcessingOut(Schema):
     lab: str
     processed_on: dt.date
     product_id: str
-    tnc_per_ml: float | None
-    cfu_f_per_ml: float | None
+    tnc_per_ml: float | None = Field(description="Total nucleated cells, million cells per mL.")
+    cfu_f_per_ml: float | None = Field(description="CFU-F, colonies per mL.")
     cd34_pct: float | None
     viability_pct: float | None
     sterility: str
@@ -195,8 +201,8 @@ class InjectionOut(Schema):
     levels: list[str]
     target: str
     guidance: str
-    volume_ml: float
-    cell_dose: float | None
+    volume_ml: float = Field(description="Millilitres injected in total, across every level.")
+    cell_dose: float | None = Field(description="Cells given, in million cells (20 = 20 × 10⁶).")
     adjunct_prp: bool
     injected_on: dt.date
     operator_id: int
@@ -292,8 +298,12 @@ class ProcessingIn(Schema):
     lab: Text(200, min_length=1)  # type: ignore[valid-type]
     processed_on: dt.date
     product_id: Text(64, min_length=1)  # type: ignore[valid-type]
-    tnc_per_ml: Amount(le=1e15) | None = None  # type: ignore[valid-type]
-    cfu_f_per_ml: Amount(le=1e15) | None = None  # type: ignore[valid-type]
+    tnc_per_ml: Amount(le=1e15) | None = Field(  # type: ignore[valid-type]
+        None, description="Total nucleated cells, million cells per mL (121 = 121 × 10⁶/mL)."
+    )
+    cfu_f_per_ml: Amount(le=1e15) | None = Field(  # type: ignore[valid-type]
+        None, description="CFU-F, colonies per mL."
+    )
     cd34_pct: Amount(le=100) | None = None  # type: ignore[valid-type]
     viability_pct: Amount(le=100) | None = None  # type: ignore[valid-type]
     sterility: _choices(Sterility) = Sterility.PENDING.value  # type: ignore[valid-type]
@@ -311,11 +321,42 @@ class InjectionIn(Schema):
     injected_on: dt.date
     product_id: Text(64, min_length=1) | None = None  # type: ignore[valid-type]
     allogeneic_lot_id: int | None = Field(None, ge=1, le=MAX_ID)
-    cell_dose: Amount(le=1e15) | None = None  # type: ignore[valid-type]
+    cell_dose: Amount(le=1e15) | None = Field(  # type: ignore[valid-type]
+        None, description="Cells given, in million cells (20 = 20 × 10⁶ cells)."
+    )
     adjunct_prp: bool = Field(
         False,
         description="PRP given with this injection (the place to record it for an allogeneic lot).",
     )
+
+
+class ConsentOut(Schema):
+    id: int
+    patient_id: int
+    kind: str
+    form_version: str
+    signed_on: dt.date
+    withdrawn_on: dt.date | None
+
+
+class ConsentIn(Schema):
+    kind: _choices(ConsentKind)  # type: ignore[valid-type]
+    form_version: Text(40, min_length=1)  # type: ignore[valid-type]
+    signed_on: dt.date
+
+
+class ConsentWithdrawIn(Schema):
+    """The day the patient withdrew; ``reason``: how it was received (optional)."""
+
+    withdrawn_on: dt.date
+    reason: Text(500) = ""  # type: ignore[valid-type]
+
+
+class SterilityIn(Schema):
+    """The lab's result; changing a result already recorded needs ``reason``."""
+
+    sterility: Literal["pass", "fail"]
+    reason: Text(500) = ""  # type: ignore[valid-type]
 
 
 class AdverseEventIn(Schema):
@@ -383,6 +424,13 @@ def registry_errors(func: Callable[_P, _R]) -> Callable[_P, _R]:
             raise HttpError(404, NOT_FOUND) from None
         except StaleEditError as exc:
             raise HttpError(409, str(exc)) from None
+        except MissingStepError as exc:
+            # What is missing, as ``type``, and the call that supplies it, in the message.
+            step = api_next_step(exc)
+            message = f"{exc} Next: {step}." if step else str(exc)
+            raise NinjaValidationError(
+                [{"loc": ["body"], "msg": message, "type": exc.remedy}]
+            ) from None
         except ChainOfCustodyError as exc:
             raise NinjaValidationError(
                 [{"loc": ["body"], "msg": str(exc), "type": "chain_of_custody"}]
@@ -551,6 +599,60 @@ def create_injection(request: HttpRequest, episode_id: Id, payload: InjectionIn)
         actor=_actor(request), episode_id=episode_id, **payload.dict()
     )
     return Status(201, injection)
+
+
+@router.post(
+    "/episodes/{episode_id}/sterility",
+    response={200: ProcessingOut, **ERRORS},
+    summary="Record the sterility result of the episode's product",
+)
+@registry_errors
+def record_sterility(request: HttpRequest, episode_id: Id, payload: SterilityIn) -> Any:
+    """Pending → pass or fail (no reason needed); changing a recorded result needs ``reason``.
+    An injection of the product is refused until the result is "pass"."""
+    return services.record_sterility_result(
+        actor=_actor(request), episode_id=episode_id, **payload.dict()
+    )
+
+
+# ------------------------------------------------------------------------ consents
+
+
+@router.get(
+    "/patients/{patient_id}/consents",
+    response={200: list[ConsentOut], **ERRORS},
+    summary="A patient's consents (withdrawn ones included)",
+)
+@registry_errors
+def list_consents(request: HttpRequest, patient_id: Id) -> Any:
+    return selectors.patient_items(actor=_actor(request), patient_id=patient_id, kind="consents")
+
+
+@router.post(
+    "/patients/{patient_id}/consents",
+    response={201: ConsentOut, **ERRORS},
+    summary="Record a signed consent (treatment or registry participation)",
+)
+@registry_errors
+def create_consent(request: HttpRequest, patient_id: Id, payload: ConsentIn) -> Any:
+    consent = services.record_consent(
+        actor=_actor(request), patient_id=patient_id, **payload.dict()
+    )
+    return Status(201, consent)
+
+
+@router.post(
+    "/consents/{consent_id}/withdraw",
+    response={200: ConsentOut, **ERRORS},
+    summary="Record the withdrawal of a consent (kept, never deleted)",
+)
+@registry_errors
+def withdraw_consent(request: HttpRequest, consent_id: Id, payload: ConsentWithdrawIn) -> Any:
+    """A withdrawn treatment consent blocks further harvest, processing and injection; a
+    withdrawn registry consent stops follow-up invitations at once."""
+    return withdraw_consent_and_stop_invitations(
+        actor=_actor(request), consent_id=consent_id, **payload.dict()
+    )
 
 
 # ------------------------------------------------------------------------ adverse events

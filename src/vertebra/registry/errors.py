@@ -65,3 +65,29 @@ class RecordVoidedError(RegistryError):
         )
         self.object_type = object_type
         self.object_id = str(object_id)
+
+
+class MissingStepError(ChainOfCustodyError):
+    """A step refused because something must be supplied first (a treatment consent, the
+    sterility result, the lot's release, an earlier pathway step).
+
+    ``remedy`` names what is missing, so pages and the API can link to where to supply it:
+    ``treatment_consent``, ``registry_consent``, ``harvest``, ``processing``,
+    ``sterility_result``, ``sterility_failed``, ``lot_release``. ``patient_id`` and
+    ``episode_id`` locate it (never another clinic's: raised only after the scope check).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remedy: str,
+        patient_id: int,
+        episode_id: int | None = None,
+        lot_id: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.remedy = remedy
+        self.patient_id = patient_id
+        self.episode_id = episode_id
+        self.lot_id = lot_id

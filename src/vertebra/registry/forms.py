@@ -31,6 +31,7 @@ from vertebra.registry.models import (
     Processing,
     Relatedness,
     SpinalLevel,
+    Sterility,
     TreatmentEpisode,
 )
 from vertebra.registry.services import EDITABLE_PATIENT_FIELDS
@@ -127,6 +128,41 @@ class ConsentForm(ServiceForm):
         model = Consent
         fields = ["kind", "form_version", "signed_on"]
         widgets = _dates("signed_on")
+
+
+class ConsentWithdrawForm(forms.Form):
+    """Record the withdrawal of a consent (the consent row is kept)."""
+
+    withdrawn_on = forms.DateField(label="Withdrawn on", widget=DateInput())
+    reason = forms.CharField(
+        label="Note (optional)",
+        required=False,
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="How the withdrawal was received, e.g. \u201cpatient phoned\u201d. Kept in the "
+        "audit trail; a patient need not give a reason.",
+    )
+
+    def service_kwargs(self) -> dict[str, Any]:
+        return dict(self.cleaned_data)
+
+
+class SterilityForm(forms.Form):
+    """The lab's sterility result for the episode's product."""
+
+    sterility = forms.ChoiceField(
+        label="Sterility result",
+        choices=[(Sterility.PASS.value, "Pass"), (Sterility.FAIL.value, "Fail")],
+        widget=forms.RadioSelect,
+    )
+    reason = forms.CharField(
+        label="Reason (only when changing a result already recorded)",
+        required=False,
+        max_length=500,
+    )
+
+    def service_kwargs(self) -> dict[str, Any]:
+        return dict(self.cleaned_data)
 
 
 class DiagnosisForm(ServiceForm):

@@ -489,7 +489,13 @@ class Harvest(Correctable):
     allogeneic_lot = models.ForeignKey(
         AllogeneicLot, on_delete=models.PROTECT, null=True, blank=True, related_name="harvests"
     )
-    volume_ml = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)])
+    volume_ml = models.FloatField(
+        "volume (mL)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Millilitres of aspirate or lipoaspirate harvested (or of the lot received).",
+    )
     harvested_on = models.DateField()
     operator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
@@ -535,11 +541,20 @@ class Processing(Correctable):
     method = models.CharField(max_length=20, choices=ProcessingMethod.choices)
     lab = models.CharField(max_length=200)
     processed_on = models.DateField()
+    # Units are stated once (docs/units.md): TNC in million cells per mL, as labs report it.
     tnc_per_ml = models.FloatField(
-        "TNC per mL", null=True, blank=True, validators=[MinValueValidator(0)]
+        "TNC (million cells per mL)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Total nucleated cells, in millions per mL (e.g. 121 for 121 × 10⁶/mL).",
     )
     cfu_f_per_ml = models.FloatField(
-        "CFU-F per mL", null=True, blank=True, validators=[MinValueValidator(0)]
+        "CFU-F (colonies per mL)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Fibroblast colony-forming units per mL (e.g. 2,713).",
     )
     cd34_pct = models.FloatField(
         "CD34+ %", null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)]
@@ -603,9 +618,18 @@ class Injection(Correctable):
     levels = models.JSONField(help_text='List of spinal levels, e.g. ["L4-L5", "L5-S1"]')
     target = models.CharField(max_length=20, choices=InjectionTarget.choices)
     guidance = models.CharField(max_length=20, choices=Guidance.choices)
-    volume_ml = models.FloatField(validators=[MinValueValidator(0)])
+    volume_ml = models.FloatField(
+        "volume (mL)",
+        validators=[MinValueValidator(0)],
+        help_text="Millilitres injected in total, across every level treated.",
+    )
+    # Units are stated once (docs/units.md): the dose is in million cells, as trials report it.
     cell_dose = models.FloatField(
-        "cell dose (cells)", null=True, blank=True, validators=[MinValueValidator(0)]
+        "cell dose (million cells)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Cells given, in millions (e.g. 20 for 20 × 10⁶ cells).",
     )
     # An allogeneic lot is injected as supplied, with no Processing row to carry PRP, so PRP
     # given with an injection is recorded here. Autologous products keep recording PRP on

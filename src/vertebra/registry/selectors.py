@@ -25,6 +25,7 @@ from vertebra.registry.errors import NotFound
 from vertebra.registry.models import (
     AdverseEvent,
     AdverseEventStatus,
+    Consent,
     Diagnosis,
     Harvest,
     Injection,
@@ -380,6 +381,21 @@ def get_adverse_event_for(
 
 
 @audited_transaction
+def get_consent_for(*, actor: Actor, consent_id: int, intent: Action | None = None) -> Consent:
+    """The consent (with patient) if in the actor's clinics; as above."""
+    clinics = _clinics_for(actor, intent)
+    consent = (
+        Consent.objects.select_related("patient")
+        .filter(pk=consent_id, patient__clinic_id__in=clinics)
+        .first()
+    )
+    if consent is None:
+        raise NotFound("consent", consent_id)
+    _audit_read(actor, "consent", consent, consent.patient)
+    return consent
+
+
+@audited_transaction
 def pending_adverse_events(*, actor: Actor, limit: int = MAX_RESULTS) -> list[AdverseEvent]:
     """Adverse events awaiting adjudication at the actor's clinics, oldest onset first.
 
@@ -412,6 +428,7 @@ _PATIENT_LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "diagnoses": ("diagnoses", ("diagnosed_on", "id")),
     "episodes": ("episodes", ("start_date", "id")),
     "adverse_events": ("adverse_events", ("onset", "id")),
+    "consents": ("consents", ("signed_on", "id")),
 }
 
 

@@ -38,6 +38,7 @@ from vertebra.core.mme import InvalidDoseError, UnknownOpioidError, mme_per_day
 from vertebra.registry.audit import audited_transaction, record_audit, snapshot, to_json_value
 from vertebra.registry.errors import (
     ChainOfCustodyError,
+    MissingStepError,
     NotFound,
     PermissionDeniedError,
     RecordVoidedError,
@@ -66,6 +67,7 @@ from vertebra.registry.models import (
     Sterility,
     TreatmentEpisode,
 )
+from vertebra.registry.pathway import consent_missing, sterility_blocker
 from vertebra.registry.permissions import Action, Actor, verify_actor
 from vertebra.registry.validation import validate_record
 
@@ -92,6 +94,7 @@ __all__ = [
     "revoke_api_token",
     "start_episode",
     "update_patient",
+    "withdraw_consent",
 ]
 
 _M = TypeVar("_M", bound=Model)
@@ -212,6 +215,13 @@ def _require_reason(reason: str) -> str:
     return reason.strip()
 
 
+def _require_treatment_consent(episode: TreatmentEpisode, on: dt.date, step: str) -> None:
+    """Consent gates treatment: ``step`` needs an active treatment consent on its date."""
+    missing = consent_missing(episode.patient_id, on, step)
+    if missing is not None:
+        raise missing
+
+
 def _cell_therapy(episode: TreatmentEpisode, step: str) -> None:
     if episode.voided_at is not None:
         raise ChainOfCustodyError(
@@ -313,6 +323,50 @@ def record_consent(
         recorded_by=actor.user,
     )
     return _create(actor, consent, patient=patient)
+
+
+@audited_transaction
+def withdraw_consent(
+    *, actor: Actor, consent_id: int, withdrawn_on: dt.date, reason: str = ""
+) -> Consent:
+    """Record that the patient withdrew a consent on ``withdrawn_on``; the row is kept.
+
+    Needs ``consent.record``; a consent outside the actor's clinics is NotFound. Withdrawing
+    twice is refused (the first date stands; correct it through a correction). From that day
+    on, a withdrawn treatment consent blocks further harvest, processing and injection, and a
+    withdrawn registry consent stops follow-up invitations (the worker checks before each
+    send; :func:`vertebra.followup.services.withdraw_consent_and_stop_invitations` also
+    cancels the queued ones at once). Audited with old and new values and ``reason``.
+    """
+    clinics = verify_actor(actor, Action.CONSENT_RECORD)
+    consent = (
+        Consent.objects.select_for_update()
+        .select_related("patient")
+        .filter(pk=consent_id, patient__clinic_id__in=clinics)
+        .first()
+    )
+    if consent is None:
+        raise NotFound("consent", consent_id)
+    if consent.withdrawn_on is not None:
+        raise ValidationError(
+            {"withdrawn_on": f"This consent was already withdrawn on {consent.withdrawn_on}."}
+        )
+    _not_future("withdrawn_on", withdrawn_on, "withdrawal date")
+    consent.withdrawn_on = withdrawn_on
+    validate_record(consent)
+    Consent.objects.filter(pk=consent.pk).update(withdrawn_on=withdrawn_on)
+    record_audit(
+        actor=actor,
+        action="update",
+        object_type="consent",
+        object_id=consent.pk,
+        clinic_id=consent.patient.clinic_id,
+        patient_id=consent.patient_id,
+        old_values={"withdrawn_on": None},
+        new_values={"withdrawn_on": withdrawn_on},
+        reason=reason.strip() or "consent withdrawn",
+    )
+    return consent
 
 
 @audited_transaction
@@ -556,6 +610,7 @@ def record_harvest(
             "An autologous harvest comes from the patient and cannot name an allogeneic lot."
         )
     _not_future("harvested_on", harvested_on, "harvest date")
+    _require_treatment_consent(episode, harvested_on, "harvest")
     harvest = Harvest(
         episode=episode,
         source=source,
@@ -593,8 +648,11 @@ def record_processing(
     _cell_therapy(episode, "Processing")
     harvest = Harvest.objects.filter(episode=episode).first()
     if harvest is None:
-        raise ChainOfCustodyError(
-            f"Episode {episode.pk} has no harvest yet: record the harvest before processing."
+        raise MissingStepError(
+            f"Episode {episode.pk} has no harvest yet: record the harvest before processing.",
+            remedy="harvest",
+            patient_id=episode.patient_id,
+            episode_id=episode.pk,
         )
     if harvest.voided_at is not None:
         raise ChainOfCustodyError(
@@ -607,6 +665,7 @@ def record_processing(
             f"The processing date {processed_on} is before the harvest date {harvest.harvested_on}."
         )
     _not_future("processed_on", processed_on, "processing date")
+    _require_treatment_consent(episode, processed_on, "processing")
     processing = Processing(
         harvest=harvest,
         method=method,
@@ -729,16 +788,18 @@ def record_injection(
             raise ChainOfCustodyError(
                 f"Product {product_id} cannot be injected: its processing record was voided."
             )
-        if processing.sterility != Sterility.PASS:
-            state = "failed" if processing.sterility == Sterility.FAIL else "still pending"
-            raise ChainOfCustodyError(
-                f"Product {product_id} cannot be injected: its sterility result is {state}."
-            )
+        unsterile = sterility_blocker(processing, episode.patient_id)
+        if unsterile is not None:
+            raise unsterile
         source_lot = processing.harvest.allogeneic_lot
         if source_lot is not None and not source_lot.released:
-            raise ChainOfCustodyError(
+            raise MissingStepError(
                 f"Product {product_id} was made from lot {source_lot.lot_number}, which has not "
-                "been released."
+                "been released. A registry admin releases lots (Administration, Allogeneic lots).",
+                remedy="lot_release",
+                patient_id=episode.patient_id,
+                episode_id=episode.pk,
+                lot_id=source_lot.pk,
             )
         if injected_on < processing.processed_on:
             raise ChainOfCustodyError(
@@ -750,9 +811,14 @@ def record_injection(
         if lot is None:
             raise NotFound("allogeneic_lot", allogeneic_lot_id)
         if not lot.released or lot.released_on is None:
-            raise ChainOfCustodyError(
+            raise MissingStepError(
                 f"Lot {lot.lot_number} has not been released: an allogeneic lot may be injected "
-                "only after its release."
+                "only after its release. A registry admin releases lots (Administration, "
+                "Allogeneic lots).",
+                remedy="lot_release",
+                patient_id=episode.patient_id,
+                episode_id=episode.pk,
+                lot_id=lot.pk,
             )
         if injected_on < lot.released_on:
             raise ChainOfCustodyError(
@@ -764,6 +830,7 @@ def record_injection(
             f"The injection date {injected_on} is before the episode start {episode.start_date}."
         )
     _not_future("injected_on", injected_on, "injection date")
+    _require_treatment_consent(episode, injected_on, "injection")
     injection = Injection(
         episode=episode,
         processing=processing,
@@ -937,7 +1004,7 @@ def adjudicate_adverse_event(
     event.status = AdverseEventStatus.ADJUDICATED
     event.adjudicated_by = actor.user
     event.adjudicated_at = timezone.now()
-    event.full_clean()
+    validate_record(event)
     # The version moves with every write, so a correction form opened before it is stale.
     event.version += 1
     event.save(update_fields=[*fields, "version"])

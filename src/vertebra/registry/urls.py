@@ -13,6 +13,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("patients/<int:patient_id>/", views.patient_detail, name="patient"),
     path("patients/<int:patient_id>/edit/", views.patient_edit, name="patient-edit"),
     path("patients/<int:patient_id>/consents/new/", views.consent_create, name="consent-create"),
+    path("consents/<int:consent_id>/withdraw/", views.consent_withdraw, name="consent-withdraw"),
     path(
         "patients/<int:patient_id>/diagnoses/new/",
         views.diagnosis_create,
@@ -44,6 +45,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
         "episodes/<int:episode_id>/processing/",
         views.processing_create,
         name="processing-create",
+    ),
+    path(
+        "episodes/<int:episode_id>/sterility/",
+        views.sterility_record,
+        name="sterility-record",
     ),
     path(
         "episodes/<int:episode_id>/injections/new/",

@@ -16,6 +16,7 @@ Contracts
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import Callable
@@ -27,13 +28,18 @@ from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from vertebra.followup.services import start_episode_with_follow_up
+from vertebra.followup.services import (
+    start_episode_with_follow_up,
+    withdraw_consent_and_stop_invitations,
+)
 from vertebra.registry import selectors, services
 from vertebra.registry.errors import (
     ChainOfCustodyError,
+    MissingStepError,
     NotFound,
     PermissionDeniedError,
     StaleEditError,
@@ -43,6 +49,7 @@ from vertebra.registry.forms import (
     AdverseEventForm,
     ClinicalEventForm,
     ConsentForm,
+    ConsentWithdrawForm,
     DiagnosisForm,
     EpisodeForm,
     HarvestForm,
@@ -53,8 +60,11 @@ from vertebra.registry.forms import (
     PriorTreatmentForm,
     ProcessingForm,
     ScreeningForm,
+    SterilityForm,
 )
-from vertebra.registry.models import Clinic, Membership, Patient, Role
+from vertebra.registry.guidance import episode_guidance, guidance_for
+from vertebra.registry.models import Clinic, ConsentKind, Membership, Patient, Role
+from vertebra.registry.pathway import blockers
 from vertebra.registry.permissions import Action, Actor, is_allowed
 
 SESSION_ROLE = "registry_role"
@@ -132,9 +142,11 @@ def _submit(
     *,
     context: dict[str, Any],
     template: str = "registry/form.html",
+    actor: Actor | None = None,
 ) -> HttpResponse:
     """On a valid POST run ``call(form)`` (a service call returning a redirect); otherwise, or
-    when the service refuses the input, re-render the form with its errors (400)."""
+    when the service refuses the input, re-render the form with its errors (400). A refusal
+    for something missing (MissingStepError) also shows the way forward (``guidance``)."""
     if request.method == "POST" and form.is_valid():
         try:
             return call(form)
@@ -142,6 +154,10 @@ def _submit(
             _add_errors(form, exc)
         except ChainOfCustodyError as exc:
             form.add_error(None, str(exc))
+            if isinstance(exc, MissingStepError) and actor is not None:
+                way = dataclasses.replace(guidance_for(exc, actor), in_errors=True)
+                known = [g for g in context.get("guidance", []) if g.remedy != way.remedy]
+                context = {**context, "guidance": [way, *known]}
     status = 400 if request.method == "POST" else 200
     return render(request, template, {**context, "form": form}, status=status)
 
@@ -221,11 +237,35 @@ def patient_create(request: HttpRequest, actor: Actor) -> HttpResponse:
 def patient_detail(request: HttpRequest, actor: Actor, patient_id: int) -> HttpResponse:
     """The patient's page: identifiers, latest screening, and the timeline."""
     record = selectors.patient_record(actor=actor, patient_id=patient_id)
+    today = timezone.localdate()
     return render(
         request,
         "registry/patient_detail.html",
-        {"record": record, "patient": record.patient, "can": _abilities(actor)},
+        {
+            "record": record,
+            "patient": record.patient,
+            "can": _abilities(actor),
+            "episode_rows": _episode_rows(record, actor, today),
+            "consent_state": _consent_state(record, today),
+        },
     )
+
+
+def _episode_rows(record: Any, actor: Actor, today: Any) -> list[tuple[Any, list[Any]]]:
+    """Each episode with the guidance for its next pathway step (empty when nothing blocks)."""
+    guidance = episode_guidance(record.episodes, actor, today)
+    return [(episode, guidance.get(episode.pk, [])) for episode in record.episodes]
+
+
+def _consent_state(record: Any, today: Any) -> dict[str, bool]:
+    """Which consents are active today (treatment, registry), for the patient page."""
+    active = {
+        consent.kind
+        for consent in record.consents
+        if consent.signed_on <= today
+        and (consent.withdrawn_on is None or consent.withdrawn_on > today)
+    }
+    return {kind.value: kind.value in active for kind in ConsentKind}
 
 
 def _abilities(actor: Actor) -> dict[str, bool]:
@@ -291,10 +331,59 @@ def _patient_form_view(
     return view
 
 
-consent_create = _patient_form_view(
-    Action.CONSENT_RECORD, ConsentForm, services.record_consent, title="Record consent",
-    what="Consent",
-)  # fmt: skip
+@clinic_view
+@require_http_methods(["GET", "POST"])
+def consent_create(request: HttpRequest, actor: Actor, patient_id: int) -> HttpResponse:
+    """Record a signed consent; ``?kind=treatment|registry`` preselects the kind (the links
+    from a blocked step say which consent is missing)."""
+    patient = selectors.get_patient_for(
+        actor=actor, patient_id=patient_id, intent=Action.CONSENT_RECORD
+    )
+    kind = request.GET.get("kind", "")
+    initial = {"kind": kind} if kind in ConsentKind.values else {}
+    form = ConsentForm(request.POST or None, initial=initial)
+
+    def call(form: ConsentForm) -> HttpResponse:
+        consent = services.record_consent(
+            actor=actor, patient_id=patient_id, **form.service_kwargs()
+        )
+        return _created(request, "Consent", patient_id, consent)
+
+    return _submit(request, form, call, context={"title": "Record consent", "patient": patient})
+
+
+@clinic_view
+@require_http_methods(["GET", "POST"])
+def consent_withdraw(request: HttpRequest, actor: Actor, consent_id: int) -> HttpResponse:
+    """Record the withdrawal of a consent (kept, never deleted); a withdrawn registry consent
+    stops follow-up invitations at once."""
+    consent = selectors.get_consent_for(
+        actor=actor, consent_id=consent_id, intent=Action.CONSENT_RECORD
+    )
+    patient, patient_id = consent.patient, consent.patient_id
+    form = ConsentWithdrawForm(request.POST or None, initial={"withdrawn_on": timezone.localdate()})
+
+    def call(form: ConsentWithdrawForm) -> HttpResponse:
+        withdraw_consent_and_stop_invitations(
+            actor=actor, consent_id=consent_id, **form.service_kwargs()
+        )
+        return _created(request, "Withdrawal", patient_id, consent)
+
+    context = {
+        "title": f"Withdraw the {consent.get_kind_display().lower()} consent",
+        "patient": patient,
+        "intro": (
+            "The consent stays on the record with its withdrawal date. "
+            + (
+                "From that day no further follow-up invitations or reminders are sent."
+                if consent.kind == ConsentKind.REGISTRY
+                else "From that day no further harvest, processing or injection can be recorded."
+            )
+        ),
+    }
+    return _submit(request, form, call, context=context, actor=actor)
+
+
 diagnosis_create = _patient_form_view(
     Action.DIAGNOSIS_RECORD, DiagnosisForm, services.record_diagnosis,
     title="Record a diagnosis", what="Diagnosis",
@@ -386,8 +475,16 @@ def _episode_form_view(
             obj = service(actor=actor, episode_id=episode_id, **form.service_kwargs())
             return _created(request, what, episode.patient_id, obj)
 
-        context = {"title": title, "patient": episode.patient, "episode": episode}
-        return _submit(request, form, call, context=context)
+        # Say what blocks this step before the form is filled in, with the way forward.
+        step = what.lower()
+        waiting = [guidance_for(b, actor) for b in blockers(episode, step, timezone.localdate())]
+        context = {
+            "title": title,
+            "patient": episode.patient,
+            "episode": episode,
+            "guidance": waiting,
+        }
+        return _submit(request, form, call, context=context, actor=actor)
 
     view.__name__ = view.__qualname__ = f"{what.lower()}_create"
     return view
@@ -405,6 +502,49 @@ injection_create = _episode_form_view(
     Action.INJECTION_RECORD, InjectionForm, services.record_injection,
     title="Record an injection", what="Injection",
 )  # fmt: skip
+
+
+@clinic_view
+@require_http_methods(["GET", "POST"])
+def sterility_record(request: HttpRequest, actor: Actor, episode_id: int) -> HttpResponse:
+    """Record the lab's sterility result of the episode's product (pending → pass or fail);
+    changing a result already recorded is a correction and needs a reason."""
+    episode = selectors.get_episode_for(
+        actor=actor, episode_id=episode_id, intent=Action.PROCESSING_RECORD
+    )
+    processing = getattr(getattr(episode, "harvest", None), "processing", None)
+    form = SterilityForm(request.POST or None)
+
+    def call(form: SterilityForm) -> HttpResponse:
+        result = services.record_sterility_result(
+            actor=actor, episode_id=episode_id, **form.service_kwargs()
+        )
+        from django.contrib import messages
+
+        messages.success(
+            request, f"Sterility result recorded: {result.get_sterility_display().lower()}."
+        )
+        return redirect(_patient_url(episode.patient_id, f"processing-{result.pk}"))
+
+    guidance = []
+    if processing is None:
+        guidance = [
+            guidance_for(b, actor) for b in blockers(episode, "injection", timezone.localdate())
+        ]
+    context = {
+        "title": "Record the sterility result",
+        "patient": episode.patient,
+        "episode": episode,
+        "processing": processing,
+        "guidance": guidance,
+        "intro": (
+            f"Product {processing.product_id}, processed {processing.processed_on} at "
+            f"{processing.lab}. Current result: {processing.get_sterility_display().lower()}."
+            if processing is not None
+            else ""
+        ),
+    }
+    return _submit(request, form, call, context=context, actor=actor)
 
 
 # ----------------------------------------------------------------------- adjudication

@@ -32,7 +32,13 @@ from vertebra.core.analytics.propensity import (
 )
 from vertebra.core.analytics.report import Report, build_report, cell_arms
 from vertebra.core.analytics.results import Mean, Rate
-from vertebra.core.analytics.schema import AnalysisTables, SchemaError, read_tables, validate_tables
+from vertebra.core.analytics.schema import (
+    AnalysisTables,
+    Exclusion,
+    SchemaError,
+    read_tables,
+    validate_tables,
+)
 from vertebra.core.analytics.survival import SurvivalResult, surgery_free_survival
 
 __all__ = [
@@ -46,6 +52,7 @@ __all__ = [
     "CohortFilter",
     "EffectEstimate",
     "EventCount",
+    "Exclusion",
     "Mean",
     "MeasureSummary",
     "OpioidSummary",

@@ -153,7 +153,10 @@ def render_html(report: Report, title: str = "Vertebra outcome report") -> str:
         f"<h1>{_e(title)}</h1>",
         f"<p>As of {_e(report.as_of_label)}; {d['n_patients']} patients; filter: "
         f"{_e({k: v for k, v in d['filter'].items() if v})}</p>",
-        "<ul class='note'>" + "".join(f"<li>{_e(n)}</li>" for n in HONESTY_NOTES) + "</ul>",
+        "<ul class='note'>"
+        + "".join(f"<li>{_e(n)}</li>" for n in HONESTY_NOTES)
+        + "".join(f"<li class='exclusion'>{_e(e.note)}</li>" for e in report.exclusions)
+        + "</ul>",
         "<h2>Baseline characteristics</h2><table><tr><th>arm</th><th>n</th><th>age mean (SD)</th>"
         "<th>female</th><th>ODI mean (SD)</th><th>NRS back mean (SD)</th>"
         "<th>STarT Back high</th></tr>",

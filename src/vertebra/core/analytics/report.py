@@ -27,7 +27,7 @@ from vertebra.core.analytics.propensity import (
     PropensityComparison,
     compare_arms,
 )
-from vertebra.core.analytics.schema import AnalysisTables, TimeBase
+from vertebra.core.analytics.schema import AnalysisTables, Exclusion, TimeBase
 from vertebra.core.analytics.survival import (
     Censoring,
     SurvivalResult,
@@ -90,6 +90,8 @@ class Report:
     benchmark: ClinicBenchmark | None
     responder_rules: dict[str, dict[str, Any]]
     time_base: TimeBase = "calendar"
+    #: Stored rows the tables left out and why (see AnalysisTables.exclusions).
+    exclusions: tuple[Exclusion, ...] = ()
 
     @property
     def as_of_label(self) -> str:
@@ -117,6 +119,7 @@ class Report:
             "filter": self.filter.to_dict(),
             "n_patients": self.n_patients,
             "honesty_notes": list(HONESTY_NOTES),
+            "exclusions": [e.to_dict() for e in self.exclusions],
             "responder_rules": self.responder_rules,
             "arms": arms,
             "survival": self.survival.to_dict(),
@@ -268,4 +271,5 @@ def build_report(
         benchmark=bench,
         responder_rules=rules,
         time_base=tables.time_base,
+        exclusions=tables.exclusions,
     )

@@ -147,16 +147,48 @@ class SchemaError(ValueError):
 
 
 @dataclass(frozen=True)
+class Exclusion:
+    """Stored rows left out of the tables, how many, and why: said beside every result.
+
+    ``what`` names the rows in plural words ("patients", "adverse or clinical events"),
+    ``reason`` is a plain clause without any patient's data (also shown to researchers).
+    """
+
+    what: str
+    count: int
+    reason: str
+
+    @property
+    def note(self) -> str:
+        """One sentence for reports and pages."""
+        what = self.what if self.count != 1 else self.what.removesuffix("s")
+        return f"{self.count} {what} left out: {self.reason}."
+
+    def to_dict(self) -> dict[str, object]:
+        return {"what": self.what, "count": self.count, "reason": self.reason, "note": self.note}
+
+
+@dataclass(frozen=True)
 class AnalysisTables:
-    """The three input tables. Construct with `AnalysisTables.of(...)` to validate."""
+    """The three input tables. Construct with `AnalysisTables.of(...)` to validate.
+
+    ``exclusions`` records stored rows the reader left out (e.g. a date outside the plausible
+    range, which no frame can hold); every report and page built from the tables says so.
+    """
 
     patients: pd.DataFrame
     timepoints: pd.DataFrame
     events: pd.DataFrame
+    exclusions: tuple[Exclusion, ...] = ()
 
     @classmethod
     def of(
-        cls, patients: pd.DataFrame, timepoints: pd.DataFrame, events: pd.DataFrame | None = None
+        cls,
+        patients: pd.DataFrame,
+        timepoints: pd.DataFrame,
+        events: pd.DataFrame | None = None,
+        *,
+        exclusions: tuple[Exclusion, ...] = (),
     ) -> AnalysisTables:
         """Validate and wrap; `events` None means "no events recorded" (an empty table).
 
@@ -177,7 +209,7 @@ class AnalysisTables:
                 {c: pd.Series(dtype="object") for c in _required("events", time_base(patients))}
             )
         validate_tables(patients, timepoints, events)
-        return cls(patients, timepoints, events)
+        return cls(patients, timepoints, events, tuple(exclusions))
 
     @property
     def time_base(self) -> TimeBase:

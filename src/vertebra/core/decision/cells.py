@@ -94,6 +94,8 @@ class CellTable:
     n_treated: int
     n_in_scope: int
     surgery_available: bool
+    #: Stored rows the registry read left out, and why (one sentence each).
+    data_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Summary (without the leaves) for logs and the API."""
@@ -103,6 +105,7 @@ class CellTable:
             "n_treated": self.n_treated,
             "n_in_scope": self.n_in_scope,
             "surgery_available": self.surgery_available,
+            "left_out": list(self.data_notes),
         }
 
 
@@ -210,4 +213,5 @@ def build_cell_table(tables: AnalysisTables, as_of: date, rules: DecisionRules) 
         n_treated=len(tables.patients),
         n_in_scope=int(leaves["n"].sum()) if len(leaves) else 0,
         surgery_available=can_censor_at_cutoff(tables.patients),
+        data_notes=tuple(e.note for e in tables.exclusions),
     )

@@ -162,6 +162,8 @@ class DecisionResult:
     n_in_scope: int
     surgery_available: bool
     observational: bool = True
+    #: Stored registry rows left out of these figures, and why.
+    data_notes: tuple[str, ...] = ()
 
     @property
     def any_shown(self) -> bool:
@@ -208,6 +210,7 @@ class DecisionResult:
                 "n_treated": self.n_treated,
                 "n_with_baseline_and_arm": self.n_in_scope,
                 "surgery_available": self.surgery_available,
+                "left_out": list(self.data_notes),
             },
             "arms": [a.to_dict() for a in self.arms],
             "caveats": [c.to_dict() for c in self.rules.caveats],
@@ -310,4 +313,5 @@ def estimate(cells: CellTable, profile: Profile, rules: DecisionRules) -> Decisi
         n_treated=cells.n_treated,
         n_in_scope=cells.n_in_scope,
         surgery_available=cells.surgery_available,
+        data_notes=cells.data_notes,
     )

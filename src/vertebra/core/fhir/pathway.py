@@ -176,7 +176,8 @@ def injection(record: InjectionRecord, codes: FhirCodes) -> Resource:
     used = _used_product(record)
     dose = None
     if record.cell_dose is not None:
-        dose = quantity(codes, record.cell_dose, "cells", "{cells}")
+        # Stored in million cells (docs/units.md): UCUM 10*6, said in words in `unit`.
+        dose = quantity(codes, record.cell_dose, "million cells", "10*6")
     return resource(
         "injection",
         record.id,
