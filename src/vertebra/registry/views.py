@@ -27,6 +27,7 @@ from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -55,7 +56,7 @@ from vertebra.registry.forms import (
     ScreeningForm,
 )
 from vertebra.registry.models import Clinic, Membership, Patient, Role
-from vertebra.registry.permissions import Action, Actor, is_allowed
+from vertebra.registry.permissions import Action, Actor, is_allowed, refusal_message
 
 SESSION_ROLE = "registry_role"
 #: When a user holds several roles and has not chosen, act in the first one held.
@@ -192,8 +193,6 @@ def patient_list(request: HttpRequest, actor: Actor) -> HttpResponse:
             "query": query.urlencode(),
             "can_register": is_allowed(actor.role, Action.PATIENT_CREATE),
             "can_adjudicate": is_allowed(actor.role, Action.ADVERSE_EVENT_ADJUDICATE),
-            "role": actor.role,
-            "roles": [(role, Role(role).label) for role in held_roles(request.user)],
         },
     )
 
@@ -203,7 +202,9 @@ def patient_list(request: HttpRequest, actor: Actor) -> HttpResponse:
 def patient_create(request: HttpRequest, actor: Actor) -> HttpResponse:
     """Register a patient at one of the actor's clinics."""
     if not is_allowed(actor.role, Action.PATIENT_CREATE):
-        raise PermissionDeniedError(f"The {actor.role} role may not register patients.")
+        raise PermissionDeniedError(
+            refusal_message(actor.role, Action.PATIENT_CREATE), action=Action.PATIENT_CREATE
+        )
     clinics = list(
         Clinic.objects.filter(pk__in=actor.clinic_ids).order_by("name").values_list("pk", "name")
     )
@@ -413,9 +414,10 @@ injection_create = _episode_form_view(
 @clinic_view
 @require_http_methods(["GET"])
 def adjudication_queue(request: HttpRequest, actor: Actor) -> HttpResponse:
-    """Adverse events awaiting adjudication at the actor's clinics."""
-    events = selectors.pending_adverse_events(actor=actor)
-    return render(request, "registry/adjudication_queue.html", {"events": events})
+    """Adverse events awaiting adjudication at the actor's clinics: serious first, then oldest
+    onset; with who reported each and how long it has waited."""
+    queue = selectors.adjudication_queue(actor=actor, today=timezone.localdate())
+    return render(request, "registry/adjudication_queue.html", {"queue": queue})
 
 
 @clinic_view
@@ -443,8 +445,8 @@ def adjudicate(request: HttpRequest, actor: Actor, adverse_event_id: int) -> Htt
 @require_POST
 @clinic_view
 def choose_role(request: HttpRequest, actor: Actor) -> HttpResponse:
-    """Act in another role the user holds (kept in the session)."""
+    """Act in another role the user holds (kept in the session), starting at its home."""
     role = request.POST.get("role", "")
     if role in held_roles(request.user):
         request.session[SESSION_ROLE] = role
-    return redirect("registry:patients")
+    return redirect("staff-home")
