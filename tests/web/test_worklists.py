@@ -152,7 +152,7 @@ def test_clinician_home_lists_serious_first_and_flagged(world: World) -> None:
     names = ["Seriousevent", "Oldevent", "Midevent", "Sterilitypending", "Overdue", "Duesoon"]
     positions = [due.index(name) for name in names]
     assert positions == sorted(positions)
-    assert "Sterility result pending (product PROD-PENDING-1)" in due
+    assert "Sterility result pending for product PROD-PENDING-1" in due
     assert "6 weeks follow-up overdue by 8 days" in due and "6 weeks follow-up due" in due
     assert "6 of 6 patients with something due" in text
     assert "Stranger" not in html and "neurological" not in html.lower()
@@ -366,7 +366,7 @@ def test_adjudication_queue_is_serious_first_then_oldest_onset(world: World) -> 
     assert "Harvest-site complication" in html and "harvest_site" not in visible_text(html)
     onset = world.old_event.onset
     assert f"{onset.day} {onset:%b %Y}" in html
-    assert "Reported today" in html
+    assert "Since today" in html
 
 
 def test_a_new_serious_event_goes_to_the_top_of_a_long_queue(world: World) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef
 
-from vertebra.core.labels import label
+from vertebra.core.labels import format_date, label
 from vertebra.followup.models import CallListEntry, FollowUpTimePoint, TimePointStatus
 from vertebra.followup.staff_views import dashboard_rows
 from vertebra.registry import selectors as registry_selectors
@@ -223,15 +223,25 @@ def _audit_shown(actor: Actor, role_home: str, patient_ids: set[int]) -> None:
 
 
 def _timepoint_words(point: FollowUpTimePoint, today: dt.date) -> Reason:
+    """ "6 months follow-up overdue by 9 days (target 27 Nov 2026)" or "... due by <date>"."""
     name = label("timepoint", point.key)
     if today > point.target:
         days = (today - point.target).days
-        return Reason(
-            OVERDUE,
-            f"{name} follow-up overdue by {days} day{'s' if days != 1 else ''}",
-            point.target,
-        )
-    return Reason(DUE, f"{name} follow-up due", point.target)
+        text = f"{name} follow-up overdue by {_days(days)} (target {format_date(point.target)})"
+        return Reason(OVERDUE, text, point.target)
+    return Reason(DUE, f"{name} follow-up due by {format_date(point.target)}", point.target)
+
+
+def _days(n: int) -> str:
+    return f"{n} day{'s' if n != 1 else ''}"
+
+
+def _event_words(event: AdverseEvent) -> Reason:
+    """An adverse event waiting for adjudication, in words (the page flags serious ones)."""
+    what = label("ae_category", event.category)
+    detail = event.description if len(event.description) <= 60 else event.description[:59] + "…"
+    text = f"Adverse event to adjudicate: {what} — {detail} (onset {format_date(event.onset)})"
+    return Reason(SERIOUS_AE if event.serious else PENDING_AE, text, event.onset)
 
 
 # ----------------------------------------------------------------------------- clinician
@@ -249,15 +259,7 @@ def clinician_home(*, actor: Actor, today: dt.date) -> ClinicianHome:
         due.setdefault(patient.pk, PatientDue(patient)).reasons.append(reason)
 
     for item in queue.items:
-        event = item.event
-        words = label("ae_category", event.category)
-        if event.serious:
-            add(event.patient, Reason(SERIOUS_AE, f"Serious adverse event: {words}", event.onset))
-        else:
-            add(
-                event.patient,
-                Reason(PENDING_AE, f"Adverse event to adjudicate: {words}", event.onset),
-            )
+        add(item.event.patient, _event_words(item.event))
     pending_sterility = Processing.objects.filter(
         harvest__episode__patient__clinic_id__in=clinics, sterility=Sterility.PENDING
     )
@@ -266,8 +268,8 @@ def clinician_home(*, actor: Actor, today: dt.date) -> ClinicianHome:
     )[:LIST_LIMIT]:
         add(
             processing.harvest.episode.patient,
-            Reason(STERILITY, f"Sterility result pending (product {processing.product_id})",
-                   processing.processed_on),
+            Reason(STERILITY, f"Sterility result pending for product {processing.product_id} "
+                   f"(processed {format_date(processing.processed_on)})", processing.processed_on),
         )  # fmt: skip
     open_points = FollowUpTimePoint.objects.filter(
         patient__clinic_id__in=clinics, status=TimePointStatus.OPEN
