@@ -135,3 +135,53 @@ def test_a_typed_address_refused_in_plain_words_leads_back_home(
     page.get_by_role("link", name="Go to your work list").click()
     page.wait_for_url("**/clinic/home/")
     assert page.get_by_role("heading", level=1).inner_text() == "My work"
+
+
+@pytest.mark.parametrize("username", list(HOMES))
+def test_homes_have_no_serious_accessibility_violations(
+    live_server: Any, world: None, browser: Any, username: str
+) -> None:
+    from tests.browser.test_accessibility import serious_violations
+
+    # The context bypasses the CSP only so axe's script can be injected; pages are unchanged.
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        sign_in(page, live_server.url, username)
+        assert serious_violations(page) == []
+        refused = "/clinic/" if username in ("admin", "researcher") else "/clinic/adverse-events/"
+        if username != "clinician":
+            page.goto(live_server.url + refused)
+            assert page.locator("#refusal").is_visible()
+            assert serious_violations(page) == []
+        else:
+            page.goto(live_server.url + "/clinic/adverse-events/")
+            assert serious_violations(page) == []
+    finally:
+        context.close()
+
+
+def test_a_person_with_two_roles_switches_on_a_phone(
+    live_server: Any, world: None, phone_page: Any, artifacts_dir: Path
+) -> None:
+    from django.contrib.auth.models import User
+
+    from vertebra.registry.models import Membership, Role
+
+    Membership.objects.create(
+        user=User.objects.get(username="clinician"), clinic=None, role=Role.RESEARCHER
+    )
+    page = phone_page
+    errors = watch(page)
+    sign_in(page, live_server.url, "clinician")
+    assert page.get_by_label("Acting as").input_value() == "clinician"
+    assert fits(page)
+    page.screenshot(path=str(artifacts_dir / "homes-two-roles-phone.png"))
+    page.get_by_label("Acting as").select_option("researcher")
+    page.get_by_role("button", name="Switch role").click()
+    page.wait_for_url("**/clinic/home/")
+    nav = page.get_by_role("navigation", name="Clinic")
+    assert nav.get_by_role("link").all_inner_texts() == ["My work", "Outcomes"]
+    assert page.get_by_text("De-identified outcomes dashboard").is_visible()
+    assert page.get_by_text("Seriousevent").count() == 0
+    assert errors == []
