@@ -70,7 +70,8 @@ def parse(html: str) -> Links:
 def visible_text(html: str) -> str:
     """The page's text without tags, scripts or attribute values (what a person reads)."""
     html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
-    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    return unescape(re.sub(r" ([,.;:])", r"\1", text))
 
 
 def sign_in(username: str) -> tuple[Client, str]:
@@ -383,3 +384,34 @@ def test_a_new_serious_event_goes_to_the_top_of_a_long_queue(world: World) -> No
     )  # fmt: skip
     order = [e.pk for e in selectors.pending_adverse_events(actor=clinician)]
     assert order == [world.serious_event.pk, newest.pk, world.old_event.pk, world.mid_event.pk]
+
+
+def test_a_patient_reported_red_flag_comes_right_after_serious_events(world: World) -> None:
+    from django.utils import timezone
+
+    from tests.followup.helpers import answers_for
+    from vertebra.followup.models import FollowUpTimePoint
+    from vertebra.followup.services import submit_responses
+
+    week_6 = FollowUpTimePoint.objects.get(patient=world.overdue_patient, key="week_6")
+    tickler = {"new_bladder_or_bowel_problem": 1}
+    submit_responses(week_6, answers_for(week_6, ae_tickler=tickler), "r" * 20, timezone.now())
+    clinician = Actor.for_user(world.users["clinician"], Role.CLINICIAN)
+    queue = selectors.adjudication_queue(actor=clinician, today=timezone.localdate())
+    flagged = queue.items[1]
+    assert [item.event.pk for item in queue.items][::2] == [
+        world.serious_event.pk,
+        world.old_event.pk,
+    ]
+    assert flagged.event.patient_id == world.overdue_patient.pk and flagged.red_flag
+    assert flagged.reported_by == "The patient (follow-up questionnaire)"
+    assert (queue.total, queue.serious, queue.red_flags) == (4, 1, 1)
+    client, _ = sign_in("clinician")
+    html = client.get(HOME).content.decode()
+    row = html[html.index(f'data-event="{flagged.event.pk}"') :]
+    row = row[: row.index("</tr>")]
+    assert "Red flag</span>" in row and "patient-reported" in row
+    text = visible_text(html)
+    assert "4 adverse events to adjudicate, 1 serious, 1 red flag" in text
+    due = html[html.index('id="patients-due"') :]
+    assert due.index("Seriousevent") < due.index("Overdue, Pat") < due.index("Oldevent")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from vertebra.core.labels import label
@@ -376,8 +376,9 @@ def get_adverse_event_for(
 
 @audited_transaction
 def pending_adverse_events(*, actor: Actor, limit: int = MAX_RESULTS) -> list[AdverseEvent]:
-    """Adverse events awaiting adjudication at the actor's clinics: serious first, then oldest
-    onset first (a newly reported serious event never waits behind routine ones).
+    """Adverse events awaiting adjudication at the actor's clinics: serious first, then
+    patient-reported red flags, then the rest; oldest onset first within each (a newly reported
+    serious event never waits behind routine ones).
 
     Only roles that may adjudicate see the queue. Audited as one ``search`` row.
     """
@@ -385,13 +386,33 @@ def pending_adverse_events(*, actor: Actor, limit: int = MAX_RESULTS) -> list[Ad
     return _pending_events(actor, clinics, limit)
 
 
+#: A patient-reported red flag: the follow-up app's tickler escalation marked urgent (fever,
+#: new leg weakness, new bladder or bowel problem). Looked up through the reverse relation by
+#: name so that the registry does not import the follow-up app; ``tickler`` is the
+#: ``related_name`` of ``followup.TicklerEscalation.adverse_event``.
+RED_FLAG = Q(tickler__urgent=True)
+
+#: Queue tiers: serious events, then patient-reported red flags, then the rest.
+_TIER = Case(
+    When(serious=True, then=Value(0)),
+    When(RED_FLAG, then=Value(1)),
+    default=Value(2),
+    output_field=IntegerField(),
+)
+
+
 def _pending_events(actor: Actor, clinics: frozenset[int], limit: int) -> list[AdverseEvent]:
-    """The first ``limit`` pending events of ``clinics`` in queue order; one ``search`` row."""
-    events = list(
+    """The first ``limit`` pending events of ``clinics`` in queue order (serious, red flag,
+    the rest; oldest onset first within each); one ``search`` row. Each event carries
+    ``red_flag`` (bool)."""
+    events: list[AdverseEvent] = list(
         AdverseEvent.objects.select_related("patient", "episode")
         .filter(patient__clinic_id__in=clinics, status=AdverseEventStatus.PENDING)
-        .order_by("-serious", "onset", "id")[: max(1, min(limit, MAX_RESULTS))]
+        .annotate(tier=_TIER)
+        .order_by("tier", "onset", "id")[: max(1, min(limit, MAX_RESULTS))]
     )
+    for event in events:
+        event.red_flag = event.tier == 1  # type: ignore[attr-defined]
     record_audit(
         actor=actor,
         action="search",
@@ -412,15 +433,18 @@ class QueueItem:
     reported_by: str  # plain words: "Jo Smith (Coordinator)", "The patient (follow-up ...)"
     reported_on: dt.date
     days_waiting: int
+    red_flag: bool = False  # a patient-reported red flag (see RED_FLAG), not yet adjudicated
 
 
 @dataclass(frozen=True)
 class AdjudicationQueue:
-    """The first ``len(items)`` of ``total`` pending events; ``serious`` of them are serious."""
+    """The first ``len(items)`` of ``total`` pending events; ``serious`` of them are serious
+    and ``red_flags`` more are patient-reported red flags."""
 
     items: list[QueueItem]
     total: int
     serious: int
+    red_flags: int = 0
 
 
 #: Who reported an event when the audit row's role is not a staff role.
@@ -477,6 +501,7 @@ def _queue_items(events: list[AdverseEvent], *, today: dt.date) -> list[QueueIte
                 reported_by=_reporter(row, names) if row else "Not recorded",
                 reported_on=reported_on,
                 days_waiting=max(0, (today - reported_on).days),
+                red_flag=bool(getattr(event, "red_flag", False)),
             )
         )
     return items
@@ -497,6 +522,7 @@ def adjudication_queue(
         items=_queue_items(events, today=today),
         total=pending.count(),
         serious=pending.filter(serious=True).count(),
+        red_flags=pending.filter(RED_FLAG, serious=False).count(),
     )
 
 

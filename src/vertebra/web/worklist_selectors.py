@@ -46,7 +46,10 @@ from vertebra.registry.permissions import Action, Actor, verify_actor
 LIST_LIMIT = 50
 
 #: Urgency of a reason a patient is on the clinician's list (lower is more urgent).
-SERIOUS_AE, PENDING_AE, STERILITY, OVERDUE, DUE = range(5)
+SERIOUS_AE, RED_FLAG_AE, PENDING_AE, STERILITY, OVERDUE, DUE = range(6)
+
+#: The flag shown (in words, beside the colour) for the most urgent reasons.
+BADGES = {SERIOUS_AE: "Serious", RED_FLAG_AE: "Red flag"}
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,13 @@ class Reason:
     since: dt.date
 
     @property
+    def badge(self) -> str:
+        """ "Serious" or "Red flag" for flagged reasons (badge and words, not colour alone)."""
+        return BADGES.get(self.urgency, "")
+
+    @property
     def flagged(self) -> bool:
-        """Serious adverse events are flagged (badge and words, not colour alone)."""
-        return self.urgency == SERIOUS_AE
+        return bool(self.badge)
 
 
 @dataclass
@@ -236,12 +243,14 @@ def _days(n: int) -> str:
     return f"{n} day{'s' if n != 1 else ''}"
 
 
-def _event_words(event: AdverseEvent) -> Reason:
-    """An adverse event waiting for adjudication, in words (the page flags serious ones)."""
+def _event_words(item: registry_selectors.QueueItem) -> Reason:
+    """An adverse event waiting for adjudication, in words (the page flags serious ones and
+    patient-reported red flags)."""
+    event = item.event
     what = label("ae_category", event.category)
-    detail = event.description if len(event.description) <= 60 else event.description[:59] + "…"
-    text = f"Adverse event to adjudicate: {what} — {detail} (onset {format_date(event.onset)})"
-    return Reason(SERIOUS_AE if event.serious else PENDING_AE, text, event.onset)
+    text = f"Adverse event to adjudicate: {what} (onset {format_date(event.onset)})"
+    urgency = SERIOUS_AE if event.serious else RED_FLAG_AE if item.red_flag else PENDING_AE
+    return Reason(urgency, text, event.onset)
 
 
 # ----------------------------------------------------------------------------- clinician
@@ -249,8 +258,9 @@ def _event_words(event: AdverseEvent) -> Reason:
 
 @audited_transaction
 def clinician_home(*, actor: Actor, today: dt.date) -> ClinicianHome:
-    """Patients with something due (serious adverse events first, then pending adjudication,
-    pending sterility, overdue and due follow-up; oldest first within each) and the queue."""
+    """Patients with something due (serious adverse events first, then patient-reported red
+    flags, other events to adjudicate, pending sterility, overdue and due follow-up; oldest
+    first within each) and the adjudication queue."""
     clinics = verify_actor(actor, Action.ADVERSE_EVENT_ADJUDICATE)
     queue = registry_selectors.adjudication_queue(actor=actor, today=today)
     due: dict[int, PatientDue] = {}
@@ -259,7 +269,7 @@ def clinician_home(*, actor: Actor, today: dt.date) -> ClinicianHome:
         due.setdefault(patient.pk, PatientDue(patient)).reasons.append(reason)
 
     for item in queue.items:
-        add(item.event.patient, _event_words(item.event))
+        add(item.event.patient, _event_words(item))
     pending_sterility = Processing.objects.filter(
         harvest__episode__patient__clinic_id__in=clinics, sterility=Sterility.PENDING
     )
