@@ -415,3 +415,17 @@ def test_a_patient_reported_red_flag_comes_right_after_serious_events(world: Wor
     assert "4 adverse events to adjudicate, 1 serious, 1 red flag" in text
     due = html[html.index('id="patients-due"') :]
     assert due.index("Seriousevent") < due.index("Overdue, Pat") < due.index("Oldevent")
+
+
+def test_a_trail_too_long_for_a_page_request_is_left_to_the_scheduled_check(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vertebra.web import worklist_views
+
+    monkeypatch.setattr(worklist_views, "VERIFY_IN_REQUEST_MAX_ROWS", 3)
+    client, _ = sign_in("admin")
+    html = client.get(HOME).content.decode()
+    assert "Verify now" not in html and 'id="verify-scheduled"' in html
+    response = client.post("/clinic/home/verify-audit/", follow=True)
+    assert "too many to check within a page request" in response.content.decode()
+    assert not AuditEvent.objects.filter(action="verify").exists()
