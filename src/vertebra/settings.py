@@ -135,6 +135,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "vertebra.web.context_processors.site",
+                "vertebra.web.staff_nav.staff_navigation",
             ],
         },
     },
@@ -167,7 +168,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_ENABLED = read_bool(_env, "AXES_ENABLED", default=True)
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "home"
+# Staff land on their role's worklist (web/worklist_views.py); patients go on to the portal.
+LOGIN_REDIRECT_URL = "staff-home"
 LOGOUT_REDIRECT_URL = "home"
 
 # Staff sessions expire after 30 idle minutes (sliding) and when the browser closes.

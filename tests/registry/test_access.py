@@ -116,7 +116,7 @@ def test_services_refuse_exactly_what_the_matrix_denies(
 
 def test_coordinator_cannot_record_an_injection(coordinator: Actor, patient: Patient) -> None:
     episode = make_episode(patient)
-    with pytest.raises(PermissionDeniedError, match="coordinator role may not"):
+    with pytest.raises(PermissionDeniedError, match="Coordinators cannot record injections"):
         services.record_injection(
             actor=coordinator,
             episode_id=episode.pk,

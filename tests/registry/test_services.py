@@ -189,7 +189,10 @@ def test_a_refused_call_writes_one_denied_row_and_nothing_else(
     coordinator: Actor, patient: Patient
 ) -> None:
     episode = make_episode(patient)
-    with pytest.raises(PermissionDeniedError, match=r"may not perform harvest\.record"):
+    with pytest.raises(
+        PermissionDeniedError,
+        match=r"^Coordinators cannot record harvests; a clinician at your clinic does this\.$",
+    ):
         services.record_harvest(
             actor=coordinator, episode_id=episode.pk, source="adipose", harvested_on=DAY0
         )

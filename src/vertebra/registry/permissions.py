@@ -26,6 +26,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from vertebra.core.labels import label
 from vertebra.registry.errors import PermissionDeniedError
 from vertebra.registry.models import REGISTRY_WIDE_ROLES, Membership, Role
 
@@ -91,6 +92,34 @@ def is_allowed(role: str, action: Action) -> bool:
     return action in PERMISSIONS.get(role, frozenset())
 
 
+#: Order in which roles are named when a refusal says who does an action instead.
+_ROLE_ORDER = (
+    Role.CLINICIAN,
+    Role.COORDINATOR,
+    Role.CLINIC_ADMIN,
+    Role.REGISTRY_ADMIN,
+    Role.RESEARCHER,
+)
+
+
+def refusal_message(role: str, action: Action) -> str:
+    """A refusal in plain words: what ``role`` cannot do and who does it instead.
+
+    "Coordinators cannot adjudicate adverse events; a clinician at your clinic does this."
+    Never contains a permission code or a role code (the words are in ``data/labels.yaml``:
+    ``role_plural``, ``permission``, ``role_someone``).
+    """
+    allowed = [r for r in _ROLE_ORDER if is_allowed(r, action)]
+    sentence = f"{label('role_plural', role)} cannot {label('permission', action.value)}"
+    if not allowed:
+        return f"{sentence}."
+    who = [label("role_someone", r.value) for r in allowed]
+    instead = who[0] if len(who) == 1 else ", ".join(who[:-1]) + " or " + who[-1]
+    if not set(allowed) & set(REGISTRY_WIDE_ROLES):
+        instead += " at the patient's clinic" if role in REGISTRY_WIDE_ROLES else " at your clinic"
+    return f"{sentence}; {instead} does this."
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who is acting: a user, in one role, over a set of clinics, within one request.
@@ -114,7 +143,9 @@ class Actor:
         """
         memberships = Membership.objects.filter(user=user, role=role)
         if not user.is_active or not memberships.exists():
-            raise PermissionDeniedError(f"You do not hold the {role} role.")
+            raise PermissionDeniedError(
+                f"You do not hold the {label('role', role).lower()} role at any clinic."
+            )
         clinic_ids = frozenset(
             cid for cid in memberships.values_list("clinic_id", flat=True) if cid is not None
         )
@@ -129,10 +160,7 @@ def verify_actor(actor: Actor, action: Action) -> frozenset[int]:
     with the memberships in the database (empty for registry-wide roles).
     """
     if not is_allowed(actor.role, action):
-        raise PermissionDeniedError(
-            f"The {actor.role.replace('_', ' ')} role may not perform {action.value}.",
-            action=action.value,
-        )
+        raise PermissionDeniedError(refusal_message(actor.role, action), action=action.value)
     if not actor.user.is_active:
         raise PermissionDeniedError("This account is disabled.", action=action.value)
     rows = Membership.objects.filter(user_id=actor.user.pk, role=actor.role).values_list(
@@ -141,7 +169,9 @@ def verify_actor(actor: Actor, action: Action) -> frozenset[int]:
     held = list(rows)
     if not held:
         raise PermissionDeniedError(
-            f"You no longer hold the {actor.role.replace('_', ' ')} role.", action=action.value
+            f"You no longer hold the {label('role', actor.role).lower()} role; ask your clinic "
+            "administrator if you should.",
+            action=action.value,
         )
     if actor.role in REGISTRY_WIDE_ROLES:
         return frozenset()

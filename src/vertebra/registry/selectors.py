@@ -17,14 +17,18 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.contrib.auth import get_user_model
+from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, When
+from django.utils import timezone
 
+from vertebra.core.labels import label
 from vertebra.registry.audit import audited_transaction, record_audit
 from vertebra.registry.corrections import RECORD_TYPES
 from vertebra.registry.errors import NotFound
 from vertebra.registry.models import (
     AdverseEvent,
     AdverseEventStatus,
+    AuditEvent,
     Consent,
     Diagnosis,
     Harvest,
@@ -397,20 +401,47 @@ def get_consent_for(*, actor: Actor, consent_id: int, intent: Action | None = No
 
 @audited_transaction
 def pending_adverse_events(*, actor: Actor, limit: int = MAX_RESULTS) -> list[AdverseEvent]:
-    """Adverse events awaiting adjudication at the actor's clinics, oldest onset first.
+    """Adverse events awaiting adjudication at the actor's clinics: serious first, then
+    patient-reported red flags, then the rest; oldest onset first within each (a newly reported
+    serious event never waits behind routine ones).
 
     Only roles that may adjudicate see the queue. Audited as one ``search`` row.
     """
     clinics = _clinics_for(actor, Action.ADVERSE_EVENT_ADJUDICATE)
-    events = list(
+    return _pending_events(actor, clinics, limit)
+
+
+#: A patient-reported red flag: the follow-up app's tickler escalation marked urgent (fever,
+#: new leg weakness, new bladder or bowel problem). Looked up through the reverse relation by
+#: name so that the registry does not import the follow-up app; ``tickler`` is the
+#: ``related_name`` of ``followup.TicklerEscalation.adverse_event``.
+RED_FLAG = Q(tickler__urgent=True)
+
+#: Queue tiers: serious events, then patient-reported red flags, then the rest.
+_TIER = Case(
+    When(serious=True, then=Value(0)),
+    When(RED_FLAG, then=Value(1)),
+    default=Value(2),
+    output_field=IntegerField(),
+)
+
+
+def _pending_events(actor: Actor, clinics: frozenset[int], limit: int) -> list[AdverseEvent]:
+    """The first ``limit`` pending events of ``clinics`` in queue order (serious, red flag,
+    the rest; oldest onset first within each); one ``search`` row. Each event carries
+    ``red_flag`` (bool)."""
+    events: list[AdverseEvent] = list(
         AdverseEvent.objects.select_related("patient", "episode")
         .filter(
             patient__clinic_id__in=clinics,
             status=AdverseEventStatus.PENDING,
-            voided_at__isnull=True,  # entered in error: nothing to adjudicate (ADR 0008)
+            voided_at__isnull=True,  # entered in error: nothing to adjudicate
         )
-        .order_by("onset", "id")[: max(1, min(limit, MAX_RESULTS))]
+        .annotate(tier=_TIER)
+        .order_by("tier", "onset", "id")[: max(1, min(limit, MAX_RESULTS))]
     )
+    for event in events:
+        event.red_flag = event.tier == 1  # type: ignore[attr-defined]
     record_audit(
         actor=actor,
         action="search",
@@ -421,6 +452,107 @@ def pending_adverse_events(*, actor: Actor, limit: int = MAX_RESULTS) -> list[Ad
         },
     )
     return events
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One adverse event waiting for adjudication, with who reported it and since when."""
+
+    event: AdverseEvent
+    reported_by: str  # plain words: "Jo Smith (Coordinator)", "The patient (follow-up ...)"
+    reported_on: dt.date
+    days_waiting: int
+    red_flag: bool = False  # a patient-reported red flag (see RED_FLAG), not yet adjudicated
+
+
+@dataclass(frozen=True)
+class AdjudicationQueue:
+    """The first ``len(items)`` of ``total`` pending events; ``serious`` of them are serious
+    and ``red_flags`` more are patient-reported red flags."""
+
+    items: list[QueueItem]
+    total: int
+    serious: int
+    red_flags: int = 0
+
+
+#: Who reported an event when the audit row's role is not a staff role.
+_REPORTER_WORDS = {
+    "patient": "The patient (follow-up questionnaire)",
+    "system": "Imported record",
+}
+
+
+def _reporter(row: dict[str, Any], names: dict[int, str]) -> str:
+    """Plain words for the reporter recorded in an event's ``create`` audit row."""
+    if row["role"] in _REPORTER_WORDS:
+        return _REPORTER_WORDS[row["role"]]
+    who = names.get(row["actor_user_id"] or 0) or row["actor_username"]
+    return f"{who} ({label('role', row['role'])})"
+
+
+def _reports(events: list[AdverseEvent]) -> dict[str, dict[str, Any]]:
+    """The ``create`` audit row of each event, by event id (as text).
+
+    Filtered on patient ids first, so the ``audit_patient_time`` index keeps this cheap on a
+    long trail.
+    """
+    if not events:
+        return {}
+    rows = AuditEvent.objects.filter(
+        patient_id__in={event.patient_id for event in events},
+        action="create",
+        object_type="adverseevent",
+        object_id__in=[str(event.pk) for event in events],
+    ).values("object_id", "occurred_at", "actor_user_id", "actor_username", "role")
+    return {row["object_id"]: dict(row) for row in rows}
+
+
+def _queue_items(events: list[AdverseEvent], *, today: dt.date) -> list[QueueItem]:
+    """Queue items for ``events`` (already read and audited): reporter and days waiting.
+
+    The reporter and the report time come from the event's ``create`` audit row, the one
+    attributable record of who reported it; without one, the onset stands in for the report.
+    """
+    reports = _reports(events)
+    ids = {row["actor_user_id"] for row in reports.values() if row["actor_user_id"]}
+    names = {
+        user.pk: (user.get_full_name() or user.get_username())
+        for user in get_user_model().objects.filter(pk__in=ids)
+    }
+    items = []
+    for event in events:
+        row = reports.get(str(event.pk))
+        reported_on = timezone.localdate(row["occurred_at"]) if row else event.onset
+        items.append(
+            QueueItem(
+                event=event,
+                reported_by=_reporter(row, names) if row else "Not recorded",
+                reported_on=reported_on,
+                days_waiting=max(0, (today - reported_on).days),
+                red_flag=bool(getattr(event, "red_flag", False)),
+            )
+        )
+    return items
+
+
+@audited_transaction
+def adjudication_queue(
+    *, actor: Actor, today: dt.date, limit: int = MAX_RESULTS
+) -> AdjudicationQueue:
+    """The adjudication queue of :func:`pending_adverse_events` with reporters, days waiting
+    and the total (which may exceed ``limit``). Audited as the same one ``search`` row."""
+    clinics = _clinics_for(actor, Action.ADVERSE_EVENT_ADJUDICATE)
+    events = _pending_events(actor, clinics, limit)
+    pending = AdverseEvent.objects.filter(
+        patient__clinic_id__in=clinics, status=AdverseEventStatus.PENDING
+    )
+    return AdjudicationQueue(
+        items=_queue_items(events, today=today),
+        total=pending.count(),
+        serious=pending.filter(serious=True).count(),
+        red_flags=pending.filter(RED_FLAG, serious=False).count(),
+    )
 
 
 #: The per-patient lists the API serves, by name: (related manager, ordering).

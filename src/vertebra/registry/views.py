@@ -65,7 +65,7 @@ from vertebra.registry.forms import (
 from vertebra.registry.guidance import episode_guidance, guidance_for
 from vertebra.registry.models import Clinic, ConsentKind, Membership, Patient, Role
 from vertebra.registry.pathway import blockers
-from vertebra.registry.permissions import Action, Actor, is_allowed
+from vertebra.registry.permissions import Action, Actor, is_allowed, refusal_message
 
 SESSION_ROLE = "registry_role"
 #: When a user holds several roles and has not chosen, act in the first one held.
@@ -208,8 +208,6 @@ def patient_list(request: HttpRequest, actor: Actor) -> HttpResponse:
             "query": query.urlencode(),
             "can_register": is_allowed(actor.role, Action.PATIENT_CREATE),
             "can_adjudicate": is_allowed(actor.role, Action.ADVERSE_EVENT_ADJUDICATE),
-            "role": actor.role,
-            "roles": [(role, Role(role).label) for role in held_roles(request.user)],
         },
     )
 
@@ -219,7 +217,9 @@ def patient_list(request: HttpRequest, actor: Actor) -> HttpResponse:
 def patient_create(request: HttpRequest, actor: Actor) -> HttpResponse:
     """Register a patient at one of the actor's clinics."""
     if not is_allowed(actor.role, Action.PATIENT_CREATE):
-        raise PermissionDeniedError(f"The {actor.role} role may not register patients.")
+        raise PermissionDeniedError(
+            refusal_message(actor.role, Action.PATIENT_CREATE), action=Action.PATIENT_CREATE
+        )
     clinics = list(
         Clinic.objects.filter(pk__in=actor.clinic_ids).order_by("name").values_list("pk", "name")
     )
@@ -553,9 +553,10 @@ def sterility_record(request: HttpRequest, actor: Actor, episode_id: int) -> Htt
 @clinic_view
 @require_http_methods(["GET"])
 def adjudication_queue(request: HttpRequest, actor: Actor) -> HttpResponse:
-    """Adverse events awaiting adjudication at the actor's clinics."""
-    events = selectors.pending_adverse_events(actor=actor)
-    return render(request, "registry/adjudication_queue.html", {"events": events})
+    """Adverse events awaiting adjudication at the actor's clinics: serious first, then oldest
+    onset; with who reported each and how long it has waited."""
+    queue = selectors.adjudication_queue(actor=actor, today=timezone.localdate())
+    return render(request, "registry/adjudication_queue.html", {"queue": queue})
 
 
 @clinic_view
@@ -583,8 +584,8 @@ def adjudicate(request: HttpRequest, actor: Actor, adverse_event_id: int) -> Htt
 @require_POST
 @clinic_view
 def choose_role(request: HttpRequest, actor: Actor) -> HttpResponse:
-    """Act in another role the user holds (kept in the session)."""
+    """Act in another role the user holds (kept in the session), starting at its home."""
     role = request.POST.get("role", "")
     if role in held_roles(request.user):
         request.session[SESSION_ROLE] = role
-    return redirect("registry:patients")
+    return redirect("staff-home")

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from vertebra.web import assess_views, decide_views, learn_views, views
+from vertebra.web import assess_views, decide_views, learn_views, views, worklist_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -15,4 +15,11 @@ urlpatterns = [
     path("assess/restart/", assess_views.restart, name="assess-restart"),
     path("assess/<slug:slug>/", assess_views.step, name="assess-step"),
     path("decide/", decide_views.page, name="decide"),
+    # Staff homes live here (one floor above registry/followup/outcomes, which they read).
+    path("clinic/home/", worklist_views.staff_home, name="staff-home"),
+    path(
+        "clinic/home/verify-audit/",
+        worklist_views.verify_audit_now,
+        name="staff-verify-audit",
+    ),
 ]

@@ -1,0 +1,517 @@
+"""Reads for each staff role's home (worklist): what is waiting for this person today.
+
+Contracts
+---------
+* One public function per role, each taking the :class:`Actor` and ``today``; each checks the
+  actor's permission first (``verify_actor``) and scopes every query to the clinics the actor
+  verifiably holds the role at. Registry-wide roles (registry admin, researcher) see no
+  identified patient data here: counts and reference data only.
+* Reads that show patients write one ``read`` audit row (``object_type`` ``worklist``) naming
+  the patients shown, in the same transaction (``audited_transaction``); refusals write a
+  ``denied`` row.
+* Lists are bounded (:data:`LIST_LIMIT`); every list comes with its total, so a page can say
+  "the first 50 of 212". Results are evaluated values, not lazy querysets.
+* These pages sit one floor above ``registry``/``followup``/``outcomes`` (they read all three),
+  so they live in ``web``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, OuterRef
+
+from vertebra.core.labels import format_date, label
+from vertebra.followup.models import CallListEntry, FollowUpTimePoint, TimePointStatus
+from vertebra.followup.staff_views import dashboard_rows
+from vertebra.registry import selectors as registry_selectors
+from vertebra.registry.audit import audited_transaction, record_audit
+from vertebra.registry.models import (
+    AdverseEvent,
+    AdverseEventStatus,
+    AllogeneicLot,
+    AuditEvent,
+    Clinic,
+    Membership,
+    Patient,
+    Processing,
+    Sterility,
+)
+from vertebra.registry.permissions import Action, Actor, verify_actor
+
+#: The most rows any one worklist shows (its total is always given beside it).
+LIST_LIMIT = 50
+
+#: Urgency of a reason a patient is on the clinician's list (lower is more urgent).
+SERIOUS_AE, RED_FLAG_AE, PENDING_AE, STERILITY, OVERDUE, DUE = range(6)
+
+#: The flag shown (in words, beside the colour) for the most urgent reasons.
+BADGES = {SERIOUS_AE: "Serious", RED_FLAG_AE: "Red flag"}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a patient is on a worklist, in words, with the date it dates from."""
+
+    urgency: int
+    text: str
+    since: dt.date
+
+    @property
+    def badge(self) -> str:
+        """ "Serious" or "Red flag" for flagged reasons (badge and words, not colour alone)."""
+        return BADGES.get(self.urgency, "")
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.badge)
+
+
+@dataclass
+class PatientDue:
+    """One patient with something due, and every reason why."""
+
+    patient: Patient
+    reasons: list[Reason] = field(default_factory=list)
+
+    @property
+    def urgency(self) -> int:
+        return min(reason.urgency for reason in self.reasons)
+
+    @property
+    def oldest(self) -> dt.date:
+        return min(reason.since for reason in self.reasons)
+
+    @property
+    def flagged(self) -> bool:
+        return any(reason.flagged for reason in self.reasons)
+
+
+@dataclass(frozen=True)
+class FollowUpCounts:
+    """Open follow-up time points (due, overdue) and completeness with its denominator."""
+
+    due: int
+    overdue: int
+    completed: int
+    denominator: int  # time points answered, or whose window closed unanswered
+
+    @property
+    def rate(self) -> str:
+        if not self.denominator:
+            return "—"
+        return f"{100 * self.completed / self.denominator:.0f}%"
+
+
+@dataclass(frozen=True)
+class ClinicianHome:
+    queue: registry_selectors.AdjudicationQueue
+    patients: list[PatientDue]
+    patients_due: int  # patients with anything due (may exceed len(patients))
+    patients_total: int  # patients of the actor's clinics (the denominator)
+    sterility_pending: int
+    followup: FollowUpCounts
+
+
+@dataclass(frozen=True)
+class TimePointDue:
+    """An open follow-up time point as the coordinator's list shows it."""
+
+    point: FollowUpTimePoint
+    overdue: bool
+    days: int  # days overdue, or days left until the target date
+
+
+@dataclass(frozen=True)
+class ReportedEvent:
+    """An adverse event this person reported, with its adjudication status (read-only)."""
+
+    event: AdverseEvent
+    reported_on: dt.date
+    days_waiting: int
+
+
+@dataclass(frozen=True)
+class CoordinatorHome:
+    calls: list[CallListEntry]
+    calls_total: int
+    points: list[TimePointDue]
+    followup: FollowUpCounts
+    reported: list[ReportedEvent]
+    reported_pending: int
+    reported_adjudicated: int
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    name: str
+    username: str
+    role: str
+    clinic: str
+    active: bool
+    last_login: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class ClinicAdminHome:
+    clinics: list[Clinic]
+    staff: list[StaffMember]
+    patients_total: int
+    followup: FollowUpCounts
+
+
+@dataclass(frozen=True)
+class ClinicRow:
+    clinic: Clinic
+    patients: int
+    staff: int
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The latest audit-chain verification (an ``AuditEvent`` with action ``verify``)."""
+
+    at: dt.datetime
+    by: str
+    role: str
+    problems: list[str]
+    checked: int | None  # rows checked, when the verifier recorded it
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class RegistryAdminHome:
+    clinics: list[ClinicRow]
+    memberships_by_role: list[tuple[str, int]]  # (role words, count)
+    memberships_total: int
+    lots: list[AllogeneicLot]
+    lots_total: int
+    lots_released: int
+    verification: Verification | None
+    audit_rows: int
+
+
+@dataclass(frozen=True)
+class ResearcherHome:
+    clinics: int
+    patients: int
+    treated: int
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _followup_counts(clinic_ids: frozenset[int], today: dt.date) -> FollowUpCounts:
+    """Due/overdue/completeness over the clinics, from the coordinator page's own rows."""
+    rows = dashboard_rows(clinic_ids, today)
+    completed = sum(row.completed for row in rows)
+    return FollowUpCounts(
+        due=sum(row.due for row in rows),
+        overdue=sum(row.overdue for row in rows),
+        completed=completed,
+        denominator=completed + sum(row.missed for row in rows),
+    )
+
+
+def _audit_shown(actor: Actor, role_home: str, patient_ids: set[int]) -> None:
+    """One ``read`` row naming the patients a worklist showed."""
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type="worklist",
+        new_values={"home": role_home, "patient_ids": sorted(patient_ids)},
+    )
+
+
+def _timepoint_words(point: FollowUpTimePoint, today: dt.date) -> Reason:
+    """ "6 months follow-up overdue by 9 days (target 27 Nov 2026)" or "... due by <date>"."""
+    name = label("timepoint", point.key)
+    if today > point.target:
+        days = (today - point.target).days
+        text = f"{name} follow-up overdue by {_days(days)} (target {format_date(point.target)})"
+        return Reason(OVERDUE, text, point.target)
+    return Reason(DUE, f"{name} follow-up due by {format_date(point.target)}", point.target)
+
+
+def _days(n: int) -> str:
+    return f"{n} day{'s' if n != 1 else ''}"
+
+
+def _event_words(item: registry_selectors.QueueItem) -> Reason:
+    """An adverse event waiting for adjudication, in words (the page flags serious ones and
+    patient-reported red flags)."""
+    event = item.event
+    what = label("ae_category", event.category)
+    text = f"Adverse event to adjudicate: {what} (onset {format_date(event.onset)})"
+    urgency = SERIOUS_AE if event.serious else RED_FLAG_AE if item.red_flag else PENDING_AE
+    return Reason(urgency, text, event.onset)
+
+
+# ----------------------------------------------------------------------------- clinician
+
+
+@audited_transaction
+def clinician_home(*, actor: Actor, today: dt.date) -> ClinicianHome:
+    """Patients with something due (serious adverse events first, then patient-reported red
+    flags, other events to adjudicate, pending sterility, overdue and due follow-up; oldest
+    first within each) and the adjudication queue."""
+    clinics = verify_actor(actor, Action.ADVERSE_EVENT_ADJUDICATE)
+    queue = registry_selectors.adjudication_queue(actor=actor, today=today)
+    due: dict[int, PatientDue] = {}
+
+    def add(patient: Patient, reason: Reason) -> None:
+        due.setdefault(patient.pk, PatientDue(patient)).reasons.append(reason)
+
+    for item in queue.items:
+        add(item.event.patient, _event_words(item))
+    pending_sterility = Processing.objects.filter(
+        harvest__episode__patient__clinic_id__in=clinics, sterility=Sterility.PENDING
+    )
+    for processing in pending_sterility.select_related("harvest__episode__patient").order_by(
+        "processed_on", "id"
+    )[:LIST_LIMIT]:
+        add(
+            processing.harvest.episode.patient,
+            Reason(STERILITY, f"Sterility result pending for product {processing.product_id} "
+                   f"(processed {format_date(processing.processed_on)})", processing.processed_on),
+        )  # fmt: skip
+    open_points = FollowUpTimePoint.objects.filter(
+        patient__clinic_id__in=clinics, status=TimePointStatus.OPEN
+    )
+    for point in open_points.select_related("patient").order_by("target", "id")[: LIST_LIMIT * 2]:
+        add(point.patient, _timepoint_words(point, today))
+    patients = sorted(due.values(), key=lambda p: (p.urgency, p.oldest, p.patient.pk))
+    for entry in patients:
+        entry.reasons.sort(key=lambda r: (r.urgency, r.since))
+    shown = patients[:LIST_LIMIT]
+    in_clinics = Patient.objects.filter(clinic_id__in=clinics)
+    with_something = in_clinics.filter(
+        Exists(open_points.filter(patient_id=OuterRef("pk")))
+        | Exists(
+            AdverseEvent.objects.filter(
+                patient_id=OuterRef("pk"), status=AdverseEventStatus.PENDING
+            )
+        )
+        | Exists(pending_sterility.filter(harvest__episode__patient_id=OuterRef("pk")))
+    )
+    _audit_shown(actor, "clinician", {entry.patient.pk for entry in shown})
+    return ClinicianHome(
+        queue=queue,
+        patients=shown,
+        patients_due=with_something.count(),
+        patients_total=in_clinics.count(),
+        sterility_pending=pending_sterility.count(),
+        followup=_followup_counts(clinics, today),
+    )
+
+
+# ----------------------------------------------------------------------------- coordinator
+
+
+def _reported_by(actor: Actor, clinics: frozenset[int], today: dt.date) -> list[ReportedEvent]:
+    """Adverse events whose ``create`` audit row names this user, newest report first."""
+    rows = (
+        AuditEvent.objects.filter(
+            actor_user_id=actor.user.pk, action="create", object_type="adverseevent"
+        )
+        .order_by("-occurred_at")
+        .values_list("object_id", "occurred_at")[:500]
+    )
+    reported_at = {int(object_id): when for object_id, when in rows if object_id.isdigit()}
+    events = AdverseEvent.objects.select_related("patient").filter(
+        pk__in=list(reported_at), patient__clinic_id__in=clinics
+    )
+    result = []
+    for event in events:
+        on = reported_at[event.pk].date()
+        result.append(ReportedEvent(event, on, max(0, (today - on).days)))
+    pending_first = sorted(
+        result,
+        key=lambda r: (
+            r.event.status != AdverseEventStatus.PENDING,
+            -r.event.serious,
+            r.reported_on,
+        ),
+    )
+    return pending_first
+
+
+@audited_transaction
+def coordinator_home(*, actor: Actor, today: dt.date) -> CoordinatorHome:
+    """The call list, open follow-ups (overdue first, the longest overdue first; then due by
+    target date), and the adverse events this person reported with their status."""
+    clinics = verify_actor(actor, Action.PATIENT_READ)
+    unresolved = CallListEntry.objects.filter(
+        time_point__patient__clinic_id__in=clinics, resolved_at__isnull=True
+    )
+    calls = list(
+        unresolved.select_related("time_point__patient").order_by("-reason", "created_at")[
+            :LIST_LIMIT
+        ]
+    )
+    open_points = FollowUpTimePoint.objects.filter(
+        patient__clinic_id__in=clinics, status=TimePointStatus.OPEN
+    ).select_related("patient")
+    points = [
+        TimePointDue(
+            point,
+            overdue=today > point.target,
+            days=abs((today - point.target).days),
+        )
+        for point in open_points.order_by("target", "id")[:LIST_LIMIT]
+    ]
+    reported = _reported_by(actor, clinics, today)
+    pending = [r for r in reported if r.event.status == AdverseEventStatus.PENDING]
+    shown_reported = pending + [r for r in reported if r not in pending][:10]
+    _audit_shown(
+        actor,
+        "coordinator",
+        {c.time_point.patient_id for c in calls}
+        | {p.point.patient_id for p in points}
+        | {r.event.patient_id for r in shown_reported},
+    )
+    return CoordinatorHome(
+        calls=calls,
+        calls_total=unresolved.count(),
+        points=points,
+        followup=_followup_counts(clinics, today),
+        reported=shown_reported,
+        reported_pending=len(pending),
+        reported_adjudicated=len(reported) - len(pending),
+    )
+
+
+# ----------------------------------------------------------------------------- clinic admin
+
+
+@audited_transaction
+def clinic_admin_home(*, actor: Actor, today: dt.date) -> ClinicAdminHome:
+    """The clinic's staff (memberships), its settings and the follow-up completeness figure.
+
+    No patient is named, so nothing patient-level is audited here.
+    """
+    clinics = verify_actor(actor, Action.PATIENT_READ)
+    memberships = (
+        Membership.objects.filter(clinic_id__in=clinics)
+        .select_related("user", "clinic")
+        .order_by("clinic__name", "role", "user__username")
+    )
+    staff = [
+        StaffMember(
+            name=m.user.get_full_name() or m.user.get_username(),
+            username=m.user.get_username(),
+            role=label("role", m.role),
+            clinic=m.clinic.name if m.clinic else "",
+            active=m.user.is_active,
+            last_login=m.user.last_login,
+        )
+        for m in memberships[:200]
+    ]
+    return ClinicAdminHome(
+        clinics=list(Clinic.objects.filter(pk__in=clinics).order_by("name")),
+        staff=staff,
+        patients_total=Patient.objects.filter(clinic_id__in=clinics).count(),
+        followup=_followup_counts(clinics, today),
+    )
+
+
+# ----------------------------------------------------------------------------- registry admin
+
+
+def latest_verification() -> Verification | None:
+    """The newest ``verify`` row of the audit chain (written by ``verify_audit_chain_as`` or
+    the scheduled verification), or None when the chain was never verified."""
+    row = (
+        AuditEvent.objects.filter(action="verify", object_type="audit_chain")
+        .order_by("-seq")
+        .values("occurred_at", "actor_user_id", "actor_username", "role", "new_values")
+        .first()
+    )
+    if row is None:
+        return None
+    values: dict[str, Any] = row["new_values"] if isinstance(row["new_values"], dict) else {}
+    problems = [str(p) for p in values.get("problems") or []]
+    checked = next(
+        (
+            values[key]
+            for key in ("rows", "rows_checked", "checked")
+            if isinstance(values.get(key), int)
+        ),
+        None,
+    )
+    user = (
+        get_user_model().objects.filter(pk=row["actor_user_id"]).first()
+        if row["actor_user_id"]
+        else None
+    )
+    by = (user.get_full_name() or user.get_username()) if user else row["actor_username"]
+    return Verification(
+        at=row["occurred_at"],
+        by=by,
+        role=label("role", row["role"]) if row["role"] not in ("system", "") else "Scheduled check",
+        problems=problems,
+        checked=checked,
+    )
+
+
+@audited_transaction
+def registry_admin_home(*, actor: Actor, today: dt.date) -> RegistryAdminHome:
+    """Clinics (with patient and staff counts, never patients), memberships by role, allogeneic
+    lots, and the last audit-chain verification."""
+    verify_actor(actor, Action.AUDIT_VERIFY)
+    clinics = Clinic.objects.annotate(
+        n_patients=Count("patients", distinct=True), n_staff=Count("memberships", distinct=True)
+    ).order_by("name")
+    by_role = dict(
+        Membership.objects.values_list("role").annotate(n=Count("id")).values_list("role", "n")
+    )
+    lots = AllogeneicLot.objects.order_by("-released_on", "lot_number")
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+    return RegistryAdminHome(
+        clinics=[ClinicRow(c, c.n_patients, c.n_staff) for c in clinics[:LIST_LIMIT]],
+        memberships_by_role=[
+            (label("role", role), by_role[role]) for role in sorted(by_role, key=str)
+        ],
+        memberships_total=sum(by_role.values()),
+        lots=list(lots[:LIST_LIMIT]),
+        lots_total=lots.count(),
+        lots_released=lots.filter(released=True).count(),
+        verification=latest_verification(),
+        audit_rows=last or 0,
+    )
+
+
+# ----------------------------------------------------------------------------- researcher
+
+
+@audited_transaction
+def researcher_home(*, actor: Actor, today: dt.date) -> ResearcherHome:
+    """Registry-wide counts only (clinics, patients, patients with a treatment episode)."""
+    verify_actor(actor, Action.DEIDENTIFIED_READ)
+    patients = Patient.objects.all()
+    return ResearcherHome(
+        clinics=Clinic.objects.count(),
+        patients=patients.count(),
+        treated=patients.filter(episodes__isnull=False).distinct().count(),
+    )
+
+
+__all__ = [
+    "ClinicAdminHome",
+    "ClinicianHome",
+    "CoordinatorHome",
+    "RegistryAdminHome",
+    "ResearcherHome",
+    "clinic_admin_home",
+    "clinician_home",
+    "coordinator_home",
+    "latest_verification",
+    "registry_admin_home",
+    "researcher_home",
+]
