@@ -3,6 +3,7 @@ patient trajectory, and their access rules."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -36,22 +37,61 @@ def test_dashboard_shows_denominators_plots_and_the_caveat(lead: Client) -> None
     assert "no-store" in response["Cache-Control"]
     html = response.content.decode()
     assert "120 patients" in html
-    assert "Follow-up completeness" in html
-    assert "Expected (due)" in html and " of " in html  # completed of expected
+    assert "Follow-up completeness by treatment and time point" in html
     assert "Observational, not proof of cause" in html
-    assert "missing = non-response" in html and "among completers" in html
+    assert "missing = non-response" in html and "among those who answered" in html
     for key in ("trajectory-odi", "responders-odi", "survival", "adverse-events"):
         assert f'id="{key}"' in html
-    assert html.count("<svg") >= 6
-    assert html.count('<table class="data-table"') >= html.count('class="outcome-figure"')
+    assert html.count('class="vchart"') >= 6
+    # headlines first, then the charts, then the tables (collapsed)
+    head, charts_at, tables_at = (
+        html.index('id="headlines"'),
+        html.index('id="charts"'),
+        html.index('id="detailed-tables"'),
+    )
+    assert head < charts_at < tables_at
+    assert html.count('<details class="table-details"') >= html.count('class="outcome-figure"')
+    assert "<style" not in html and "style=" not in html
     assert "report.pdf" in html and "report.json" in html
+
+
+def test_dashboard_headlines_add_up_over_the_arms(lead: Client) -> None:
+    """Each headline is the sum over the arms of the report, with its denominator."""
+    data = lead.get(URL + "report.json").json()
+    html = lead.get(URL).content.decode()
+    tps = [
+        next(tp for tp in a["timepoints"] if tp["timepoint"] == "month_12")
+        for a in data["arms"].values()
+    ]
+    due = sum(tp["n_expected"] for tp in tps)
+    answered = sum(tp["n_completed"] for tp in tps)
+    assert f"{answered} of {due} patients due answered" in html
+    completers = [tp["odi"]["responder_rate_completers"] for tp in tps]
+    num = sum(r["numerator"] for r in completers)
+    den = sum(r["denominator"] for r in completers)
+    assert f"{num} of {den} patients who answered" in html
+    assert f"{num} of {due} patients due" in html
+    assert f">{round(100 * num / den)}%<" in html
+
+
+def test_dashboard_speaks_in_words(lead: Client) -> None:
+    """Arms, time points and clinics are words; no snake_case code reaches the page."""
+    html = lead.get(URL).content.decode()
+    assert "Steroid injection" in html and "12 months" in html and "6 weeks" in html
+    assert "All clinics · All conditions · All treatments" in html
+    visible = re.sub(r"<(script|svg)[^>]*>.*?</\1>", " ", html, flags=re.S)
+    visible = re.sub(r"<[^>]+>", " ", visible)
+    for code in ("steroid_injection", "week_6", "month_12", "physical_therapy", "clinic 1"):
+        assert code not in visible
+    names = list(Clinic.objects.values_list("name", flat=True))
+    assert any(name in html for name in names)  # the funnel plot names the clinics
 
 
 def test_filters_change_the_cohort(lead: Client, loaded: Cohort) -> None:
     html = lead.get(URL, {"arm": "bmac", "condition": ""}).content.decode()
     n = int((loaded.patients["arm"] == "bmac").sum())
     assert f"{n} patient" in html
-    assert "arms: bmac." in html
+    assert "All clinics · All conditions · Bone marrow concentrate (BMAC)" in html
     assert 'href="/clinic/outcomes/report.pdf?arm=bmac' in html
 
 
@@ -89,7 +129,7 @@ def test_patient_trajectory_is_scoped(loaded: Cohort) -> None:
     response = own.get(f"{URL}patient/{anna.pk}/")
     assert response.status_code == 200
     html = response.content.decode()
-    assert "MCID" in html and "median" in html and html.count("<svg") == 2
+    assert "MCID" in html and "Median" in html and html.count('class="vchart"') == 2
     fragment = own.get(f"{URL}patient/{anna.pk}/", {"fragment": "1"}).content.decode()
     assert "<html" not in fragment and "<svg" in fragment
     other_clinic = Clinic.objects.exclude(pk=anna.clinic_id).first()

@@ -1,7 +1,8 @@
 """The patient's own progress: pain (NRS) and disability (ODI) over time, as plain inline SVG.
 
-The chart is computed server-side (no script: the CSP allows none inline), with a table of the
-same numbers for screen readers. It shows the patient's own scores and the change that most
+The chart is drawn server-side by the one charting module (``vertebra.core.charts``: no
+script and no inline style, which the CSP forbids; a wide and a phone drawing), with a table
+of the same numbers for screen readers. It shows the patient's own scores and the change that most
 people notice (the MCID, from ``vertebra/data/responders.yaml``), and never predicts or promises.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vertebra.core import charts as drawing
 from vertebra.core.instruments import get_definition
 from vertebra.core.responders import responder_rule
 from vertebra.followup.models import QuestionnaireResponse
@@ -45,6 +47,7 @@ class Chart:
     mcid_words: str
     source: str
     summary: str
+    svg: drawing.Chart
     width: int = WIDTH
     height: int = HEIGHT
     left: int = LEFT
@@ -84,6 +87,7 @@ def build_chart(instrument_id: str, title: str, rows: list[tuple[str, float, flo
         f"{_fmt(rule.points)} {unit}."
     )
     ticks = tuple((tick, round(y_of(tick), 1)) for tick in _ticks(low, high))
+    svg = _drawing(instrument_id, title, rows, rule.points, baseline, low, high, last_month)
     return Chart(
         instrument_id=instrument_id,
         title=title,
@@ -95,7 +99,53 @@ def build_chart(instrument_id: str, title: str, rows: list[tuple[str, float, flo
         mcid_words=words,
         source=rule.source,
         summary=_summary(points, rule.points),
+        svg=svg,
     )
+
+
+def _drawing(
+    instrument_id: str,
+    title: str,
+    rows: list[tuple[str, float, float]],
+    mcid: float,
+    baseline: float | None,
+    low: float,
+    high: float,
+    last_month: float,
+) -> drawing.Chart:
+    """The chart: the patient's scores over months after treatment (0 to 24 or later), the
+    dashed line of "first score minus the change most people notice", and axes in words."""
+    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
+    while ticks[-1] < last_month:
+        ticks.append(ticks[-1] + 6)
+    refs = []
+    if baseline is not None and baseline - mcid >= low:
+        refs.append(drawing.RefLine(baseline - mcid, f"first score − {_fmt(mcid)}"))
+    series = [
+        drawing.Series(
+            "Your score",
+            [months for _, months, _ in rows],
+            [score for _, _, score in rows],
+            style=drawing.Style("#0b5cad", "circle", ""),
+        )
+    ]
+    return drawing.line_chart(
+        series,
+        title=title,
+        desc=f"{_summary_rows(rows)} The dashed line is your first score minus "
+        f"{_fmt(mcid)}, a change most people notice. Lower is better.",
+        xlabel="Months after treatment",
+        ylabel="Score (lower is better)",
+        refs=refs,
+        y_range=(low, high),
+        x_range=(0.0, ticks[-1]),
+        x_ticks=ticks,
+        ci="none",
+    )
+
+
+def _summary_rows(rows: list[tuple[str, float, float]]) -> str:
+    return " ".join(f"{name}: {_fmt(score)}." for name, _months, score in rows)
 
 
 def _ticks(low: float, high: float) -> list[float]:

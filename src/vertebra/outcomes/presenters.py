@@ -1,61 +1,123 @@
-"""Turn a `Report` into what the dashboard shows: figures (inline SVG) and their data tables.
+"""Turn a `Report` into what the dashboard shows: headline numbers, figures, detailed tables.
 
 Pure functions of the report's JSON form (``Report.to_dict()``) plus its survival curves; no
-database, no request. Every rate is formatted with its numerator and denominator.
+database, no request. Every rate is formatted with its numerator and denominator; every code
+(arm, time point, clinic) is shown in words (``vertebra.core.labels``); every figure is drawn
+by the one charting module (``vertebra.core.charts``) and comes with its data table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vertebra.core import charts
 from vertebra.core.analytics import OBSERVATIONAL_CAVEAT, Report
+from vertebra.core.analytics.headline import (
+    KEY_TIMEPOINT,
+    SUPPRESSED,
+    Headline,
+    as_of_words,
+    count_text,
+    filter_words,
+    headlines,
+    is_suppressed,
+    outcome_words,
+    pct_text,
+    rate_text,
+    responder_words,
+)
 from vertebra.core.analytics.report import HONESTY_NOTES
-from vertebra.outcomes import charts
+from vertebra.core.labels import label, vocabulary
 
-__all__ = ["MEASURE_LABELS", "Dashboard", "Figure", "dashboard", "pct", "rate_text"]
+__all__ = [
+    "MEASURE_LABELS",
+    "Dashboard",
+    "Figure",
+    "Table",
+    "arm_styles",
+    "dashboard",
+    "month_ticks",
+    "pct",
+    "rate_text",
+]
 
-MEASURE_LABELS = {"odi": "ODI (disability, 0–100)", "nrs_back": "Back pain NRS (0–10)"}
-#: The time point of the responder bars, forest plot and funnel plot.
-KEY_TIMEPOINT = "month_12"
+MEASURE_LABELS = {"odi": "ODI (disability, 0–100)", "nrs_back": "Back pain (NRS, 0–10)"}
+#: Short names of the measures for axis titles.
+MEASURE_SHORT = {"odi": "ODI", "nrs_back": "back pain (NRS)"}
+#: Arms that never get a fixed colour slot: "cell_therapy" appears only when the cell arms
+#: are not split (so it may take the first free slot), "other" is rare.
+_FLOATING = ("cell_therapy", "other")
 
 
 def pct(rate: dict[str, Any] | None) -> str:
-    """'62.0% (95% CI 55.0–68.4)' or '–' when there is no denominator."""
-    if not rate or rate.get("rate") is None:
+    """'62% (95% CI 55–68)' or '–' when there is no denominator."""
+    return pct_text(rate)
+
+
+def arm_styles(arms: Sequence[str]) -> dict[str, charts.Style]:
+    """A distinct style per arm, stable across filters: each of the ten usual arms keeps its
+    slot (its place in ``labels.yaml``), others take the first free one."""
+    fixed = [a for a in vocabulary("arm") if a not in _FLOATING]
+    return charts.assign_styles(list(arms), {a: i for i, a in enumerate(fixed)})
+
+
+def month_ticks(last: float) -> list[float]:
+    """Ticks of a months-after-treatment axis: 0, 3, 6, 12, 18, 24 (and on, 6 by 6)."""
+    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
+    while ticks[-1] < last:
+        ticks.append(ticks[-1] + 6)
+    return ticks
+
+
+def _num(x: Any, d: int = 1) -> str:
+    if is_suppressed(x):
+        return SUPPRESSED
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
-    ci = rate.get("ci")
-    ci_s = f" (95% CI {ci[0] * 100:.1f}–{ci[1] * 100:.1f})" if ci else ""
-    return f"{rate['rate'] * 100:.1f}%{ci_s}"
+    return f"{float(x):.{d}f}".replace("-", "−")
 
 
-def rate_text(rate: dict[str, Any] | None) -> str:
-    """'62.0% (95% CI 55.0–68.4), 122 of 197': a rate always with its denominator."""
-    if not rate:
-        return "– (0 of 0)"
-    return f"{pct(rate)}, {rate.get('numerator', 0)} of {rate.get('denominator', 0)}"
+def _bounds(ci: Any) -> tuple[float, float] | None:
+    """A CI as two floats, or None when it is missing, partial or suppressed."""
+    if not ci or is_suppressed(ci) or None in ci:
+        return None
+    return float(ci[0]), float(ci[1])
 
 
-def _num(x: float | None, d: int = 1) -> str:
-    return "–" if x is None else f"{x:.{d}f}"
+def _ci(ci: Sequence[float] | None, d: int = 1) -> str:
+    if not ci or None in ci:
+        return "–"
+    return f"{_num(ci[0], d)} to {_num(ci[1], d)}"
 
 
-def _ci(ci: list[float] | None, d: int = 1) -> str:
-    return "–" if not ci else f"{ci[0]:.{d}f} to {ci[1]:.{d}f}"
+@dataclass(frozen=True)
+class Table:
+    """A detailed table: id, title, header and rows (the first cell of a row is its header)."""
+
+    key: str
+    title: str
+    header: tuple[str, ...]
+    rows: Sequence[Sequence[Any]]
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Figure:
-    """One figure: its id (anchor), heading, caption, SVG, and data table (header + rows)."""
+    """One figure: its id (anchor), heading, caption, chart, and its data table."""
 
     key: str
     heading: str
     caption: str
-    svg: str
-    header: tuple[str, ...]
-    rows: Sequence[Sequence[Any]]
-    notes: tuple[str, ...] = ()
+    chart: charts.Chart
+    table: Table
+
+    @property
+    def svg(self) -> charts.Chart:
+        """The chart (both drawings), for templates that insert ``fig.svg``."""
+        return self.chart
 
 
 @dataclass(frozen=True)
@@ -64,69 +126,87 @@ class Dashboard:
 
     n_patients: int
     as_of: str
+    filter_words: str
     arms: tuple[str, ...]
+    headlines: tuple[Headline, ...]
+    responder_words: str
     honesty_notes: tuple[str, ...]
     caveat: str
-    completeness_header: tuple[str, ...]
-    completeness_rows: Sequence[Sequence[Any]]
     figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
     comparison_errors: tuple[str, ...] = ()
     #: Stored rows the analysis left out, and why (one sentence each).
     data_notes: tuple[str, ...] = ()
 
 
-def dashboard(report: Report) -> Dashboard:
-    """The dashboard view model of ``report`` (which must have at least one patient)."""
+def dashboard(report: Report, clinic_names: Mapping[str, str] | None = None) -> Dashboard:
+    """The dashboard view model of ``report`` (which must have at least one patient).
+
+    ``clinic_names`` maps clinic ids to what people see (names for clinic staff, "Clinic A"
+    for researchers); an unnamed clinic is shown as "Clinic <id>".
+    """
     d = report.to_dict()
-    header, rows = _completeness(d)
+    names = dict(clinic_names or {})
+    styles = arm_styles(list(d["arms"]))
     figures = [
-        _trajectory(d, "odi"),
-        _trajectory(d, "nrs_back"),
-        _responders(d, "odi"),
-        _responders(d, "nrs_back"),
-        _survival(report, d),
+        _responders(d, "odi", styles),
+        _trajectory(d, "odi", styles),
+        _trajectory(d, "nrs_back", styles),
+        _responders(d, "nrs_back", styles),
+        _survival(report, d, styles),
+        _adverse_events(d, styles),
     ]
-    forest = _forest(d)
+    forest = _forest(d, styles)
     if forest is not None:
         figures.append(forest)
-    funnel = _funnel(d)
+    funnel = _funnel(d, names)
     if funnel is not None:
         figures.append(funnel)
-    figures.append(_adverse_events(d))
     return Dashboard(
         n_patients=report.n_patients,
-        as_of=report.as_of_label,
-        arms=report.arms,
+        as_of=as_of_words(d),
+        filter_words=filter_words(d["filter"], names),
+        arms=tuple(label("arm", a) for a in report.arms),
+        headlines=tuple(headlines(d)),
+        responder_words=responder_words(d),
         honesty_notes=HONESTY_NOTES,
         caveat=OBSERVATIONAL_CAVEAT,
-        completeness_header=header,
-        completeness_rows=rows,
         figures=figures,
+        tables=[_completeness(d), _adverse_event_table(d)],
         comparison_errors=tuple(d["comparison_errors"]),
         data_notes=tuple(e.note for e in report.exclusions),
     )
 
 
-def _completeness(d: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+def _completeness(d: dict[str, Any]) -> Table:
     """Follow-up completeness per arm and time point: completed of expected, missing."""
-    header = ("Arm", "Time point", "Expected (due)", "Completed", "Missing", "Completeness")
     rows = []
     for arm, a in d["arms"].items():
         for tp in a["timepoints"]:
             rows.append(
                 (
-                    arm,
-                    tp["timepoint"],
-                    str(tp["n_expected"]),
-                    str(tp["n_completed"]),
-                    str(tp["n_missing"]),
-                    rate_text(tp["completeness"]),
+                    label("arm", arm),
+                    label("timepoint", tp["timepoint"]),
+                    count_text(tp["n_expected"]),
+                    count_text(tp["n_completed"]),
+                    count_text(tp["n_missing"]),
+                    pct_text(tp["completeness"], ci=False),
                 )
             )
-    return header, rows
+    return Table(
+        key="completeness",
+        title="Follow-up completeness by treatment and time point",
+        header=("Treatment", "Time point", "Due", "Answered", "Missing", "Completeness"),
+        rows=rows,
+    )
 
 
-def _trajectory(d: dict[str, Any], measure: str) -> Figure:
+def _last_month(d: dict[str, Any]) -> float:
+    months = [float(tp["months"]) for a in d["arms"].values() for tp in a["timepoints"]]
+    return max([24.0, *months])
+
+
+def _trajectory(d: dict[str, Any], measure: str, styles: dict[str, charts.Style]) -> Figure:
     """Mean change from baseline with 95% CI per arm over time, with the MCID line."""
     rule = d["responder_rules"].get(measure, {})
     mcid = float(rule.get("points") or 0)
@@ -134,127 +214,154 @@ def _trajectory(d: dict[str, Any], measure: str) -> Figure:
     for arm, a in d["arms"].items():
         xs: list[float] = [0.0]
         ys: list[float | None] = [0.0]
-        lo: list[float | None] = [0.0]
-        hi: list[float | None] = [0.0]
+        lo: list[float | None] = [None]
+        hi: list[float | None] = [None]
         for tp in a["timepoints"][1:]:
             m = tp.get(measure) or {}
             ci = m.get("mean_change_ci")
+            change = m.get("mean_change")
             rows.append(
                 (
-                    arm,
-                    tp["timepoint"],
-                    f"{tp['months']:g}",
-                    _num(m.get("mean_change")),
+                    label("arm", arm),
+                    label("timepoint", tp["timepoint"]),
+                    _num(change),
                     _ci(ci),
-                    str(m.get("n_change", 0)),
-                    str(tp["n_expected"]),
+                    count_text(m.get("n_change", 0)),
+                    count_text(tp["n_expected"]),
                 )
             )
-            if m.get("mean_change") is not None:
+            if isinstance(change, (int, float)) and math.isfinite(change):
                 xs.append(float(tp["months"]))
-                ys.append(float(m["mean_change"]))
-                lo.append(ci[0] if ci else None)
-                hi.append(ci[1] if ci else None)
-        series.append(charts.Series(arm, xs, ys, lo, hi))
-    label = MEASURE_LABELS[measure]
-    svg = charts.line_chart(
+                ys.append(float(change))
+                bounds = _bounds(ci)
+                lo.append(bounds[0] if bounds else None)
+                hi.append(bounds[1] if bounds else None)
+        series.append(charts.Series(label("arm", arm), xs, ys, lo, hi, style=styles[arm]))
+    name = MEASURE_LABELS[measure]
+    last = _last_month(d)
+    chart = charts.line_chart(
         series,
-        title=f"Mean change in {label} from baseline, by arm",
-        desc="Lines: mean change; shaded: 95% confidence interval; dashed: the MCID "
-        f"(improvement of {mcid:g} points). Negative values are improvement.",
-        xlabel="months after treatment",
-        ylabel=f"mean change in {measure.upper().replace('_BACK', ' back')}",
-        bands=[charts.Band(-mcid, f"MCID −{mcid:g}")] if mcid else [],
+        title=f"Mean change in {name} from baseline, by treatment",
+        desc="One line per treatment: mean change from baseline at each time point, with "
+        f"95% confidence intervals as whiskers. Dashed line: the MCID (an improvement of "
+        f"{mcid:g} points). Below zero is better. The numbers are in the table.",
+        xlabel="Months after treatment",
+        ylabel=f"Change in {MEASURE_SHORT[measure]} (points; below 0 = better)",
+        refs=[charts.RefLine(-mcid, f"MCID: {mcid:g} points better")] if mcid else [],
+        x_range=(0.0, last),
+        x_ticks=month_ticks(last),
     )
     return Figure(
         key=f"trajectory-{measure}",
-        heading=f"Change from baseline: {label}",
+        heading=f"Change from baseline: {name}",
         caption=f"Mean change with 95% CI among patients with both a baseline and a follow-up "
-        f"score (n per point in the table); dashed line: MCID ({mcid:g} points). "
+        f"score; dashed line: MCID ({mcid:g} points, {rule.get('source', 'see data file')}). "
         f"{d['n_patients']} patients in the filtered cohort.",
-        svg=svg,
-        header=("Arm", "Time point", "Months", "Mean change", "95% CI", "n with change", "Due"),
-        rows=rows,
+        chart=chart,
+        table=Table(
+            key=f"trajectory-{measure}-table",
+            title=f"Change from baseline: {name}",
+            header=("Treatment", "Time point", "Mean change", "95% CI", "Patients", "Due"),
+            rows=rows,
+        ),
     )
 
 
-def _key_tp(a: dict[str, Any]) -> dict[str, Any] | None:
-    return next((tp for tp in a["timepoints"] if tp["timepoint"] == KEY_TIMEPOINT), None)
+def _key_tp(a: dict[str, Any]) -> dict[str, Any]:
+    return next((tp for tp in a["timepoints"] if tp["timepoint"] == KEY_TIMEPOINT), {})
 
 
-def _responders(d: dict[str, Any], measure: str) -> Figure:
+def _bar(series: str, rate: dict[str, Any] | None) -> charts.Bar:
+    """A percentage bar of ``rate`` with its CI and "53% (139 of 260)" written at its end."""
+    if is_suppressed(rate) or not rate or is_suppressed(rate.get("numerator")):
+        return charts.Bar(series, None, text=SUPPRESSED if rate else "no one due")
+    value = rate.get("rate")
+    if value is None:
+        return charts.Bar(series, None, text="no one to count")
+    bounds = _bounds(rate.get("ci"))
+    return charts.Bar(
+        series,
+        100 * float(value),
+        100 * bounds[0] if bounds else None,
+        100 * bounds[1] if bounds else None,
+        text=f"{100 * float(value):.0f}% ({count_text(rate.get('numerator'))} of "
+        f"{count_text(rate.get('denominator'))})",
+    )
+
+
+def _responders(d: dict[str, Any], measure: str, styles: dict[str, charts.Style]) -> Figure:
     """12-month responder rates, completers beside missing-as-non-response, Wilson CIs."""
-    bars, rows = [], []
+    groups, rows = [], []
     for arm, a in d["arms"].items():
         tp = _key_tp(a)
-        m = (tp or {}).get(measure) or {}
-        for series, key in (
-            ("among completers", "responder_rate_completers"),
-            ("missing = non-response", "responder_rate_all"),
-        ):
-            r = m.get(key) or {}
-            ci = r.get("ci")
-            bars.append(
-                charts.Bar(
-                    f"{arm} (n={(tp or {}).get('n_expected', 0)})",
-                    series,
-                    None if r.get("rate") is None else r["rate"] * 100,
-                    ci[0] * 100 if ci else None,
-                    ci[1] * 100 if ci else None,
-                )
+        m = tp.get(measure) or {}
+        groups.append(
+            charts.BarGroup(
+                f"{label('arm', arm)} ({count_text(tp.get('n_expected', 0))} due)",
+                [
+                    _bar("among those who answered", m.get("responder_rate_completers")),
+                    _bar("missing counted as non-response", m.get("responder_rate_all")),
+                ],
+                style=styles[arm],
             )
+        )
         rows.append(
             (
-                arm,
-                str((tp or {}).get("n_expected", 0)),
+                label("arm", arm),
+                count_text(tp.get("n_expected", 0)),
                 rate_text(m.get("responder_rate_completers")),
                 rate_text(m.get("responder_rate_all")),
                 rate_text(m.get("substantial_rate_completers")),
                 rate_text(m.get("substantial_rate_all")),
             )
         )
-    label = MEASURE_LABELS[measure]
-    svg = charts.bar_chart(
-        bars,
-        title=f"12-month responders on {label}, two ways, by arm",
-        desc="For each arm, left bar: responders among patients who answered; right bar: "
-        "counting every patient who was due but did not answer as a non-responder. "
-        "Whiskers: Wilson 95% confidence intervals.",
-        ylabel="responders (%)",
-        y_max=100,
+    name = MEASURE_LABELS[measure]
+    rule = d["responder_rules"].get(measure, {})
+    chart = charts.bar_chart(
+        groups,
+        title=f"Responders at 12 months on {name}, two ways, by treatment",
+        desc="For each treatment, filled bar: responders among patients who answered; "
+        "outlined bar: counting every patient who was due but did not answer as a "
+        "non-responder. Whiskers: Wilson 95% confidence intervals.",
+        value_label="Responders at 12 months (%)",
+        value_max=100.0,
+        percent=True,
     )
     return Figure(
         key=f"responders-{measure}",
-        heading=f"Responders at 12 months: {label}",
-        caption="Responder = improvement reaching the MCID. Both figures are shown: among "
-        "completers, and counting missing answers as non-response (denominator = patients "
-        "due). The truth is usually between the two.",
-        svg=svg,
-        header=(
-            "Arm",
-            "Due at 12 months",
-            "Responders among completers",
-            "Responders, missing = non-response",
-            "≥50% improvement among completers",
-            "≥50% improvement, missing = non-response",
+        heading=f"Responders at 12 months: {name}",
+        caption=f"Responder = {name.split(' (')[0]} better by at least {rule.get('points', 0):g} "
+        f"points or {rule.get('percent') or 0:g}%. Both figures are shown: among those who "
+        "answered, and counting missing answers as non-response (denominator = patients due). "
+        "The truth is usually between the two.",
+        chart=chart,
+        table=Table(
+            key=f"responders-{measure}-table",
+            title=f"Responders at 12 months: {name}",
+            header=(
+                "Treatment",
+                "Due at 12 months",
+                "Responders among those who answered",
+                "Responders, missing = non-response",
+                "≥50% better among those who answered",
+                "≥50% better, missing = non-response",
+            ),
+            rows=rows,
         ),
-        rows=rows,
     )
 
 
-def _survival(report: Report, d: dict[str, Any]) -> Figure:
-    """Kaplan–Meier surgery-free survival per arm with its 95% band; landmarks in the table."""
+def _survival(report: Report, d: dict[str, Any], styles: dict[str, charts.Style]) -> Figure:
+    """Kaplan–Meier surgery-free survival per arm; landmarks with numbers at risk in the table."""
     series = []
+    lowest = 1.0
     for arm, curve in report.survival.curves.items():
         xs = [0.0, *curve.months]
+        ys = [1.0, *curve.survival]
+        lowest = min([lowest, *ys])
         series.append(
             charts.Series(
-                arm,
-                xs,
-                [1.0, *curve.survival],
-                [1.0, *curve.lower],
-                [1.0, *curve.upper],
-                step=True,
+                label("arm", arm), xs, [100 * y for y in ys], step=True, style=styles.get(arm)
             )
         )
     rows = []
@@ -262,194 +369,295 @@ def _survival(report: Report, d: dict[str, Any]) -> Figure:
         for p in a["surgery_free"]:
             rows.append(
                 (
-                    arm,
-                    f"{p['months']:g}",
-                    _num(p["survival"], 3),
-                    _ci(p["ci"], 3),
-                    str(p["at_risk"]),
-                    str(p["events_before"]),
+                    label("arm", arm),
+                    f"{p['months']:g} months",
+                    "–" if p["survival"] is None else f"{100 * p['survival']:.0f}%",
+                    "–" if not p["ci"] else f"{100 * p['ci'][0]:.0f}% to {100 * p['ci'][1]:.0f}%",
+                    count_text(p["at_risk"]),
+                    count_text(p["events_before"]),
                 )
             )
     lr = d["survival"].get("logrank")
     notes: tuple[str, ...] = ()
     if lr and lr.get("p_value") is not None:
         notes = (
-            f"Log-rank test across arms: χ² = {_num(lr['statistic'], 2)}, df = {lr['df']}, "
-            f"p = {lr['p_value']:.3g}.",
+            f"Log-rank test across treatments: χ² = {_num(lr['statistic'], 2)}, "
+            f"df = {lr['df']}, p = {lr['p_value']:.3g}.",
         )
-    svg = charts.line_chart(
+    floor = max(0.0, math.floor(lowest * 10 - 1) * 10)
+    last = _last_month(d)
+    chart = charts.line_chart(
         series,
-        title="Surgery-free survival (Kaplan–Meier) by arm",
-        desc="Step curves: share of patients without a subsequent surgery over time; shaded: "
-        "95% confidence band. Number at risk at 6, 12 and 24 months is in the table.",
-        xlabel="months after treatment",
-        ylabel="surgery-free (proportion)",
-        y_range=(0.0, 1.0),
+        title="Surgery-free survival (Kaplan–Meier) by treatment",
+        desc="Step curves: share of patients without a subsequent surgery over time. The "
+        f"vertical axis starts at {floor:.0f}%. Confidence intervals and numbers at risk at 6, "
+        "12 and 24 months are in the table.",
+        xlabel="Months after treatment",
+        ylabel="Surgery-free (%)",
+        y_range=(floor, 100.0),
+        x_range=(0.0, last),
+        x_ticks=month_ticks(last),
+        ci="none",
+        y_percent=True,
     )
     return Figure(
         key="survival",
         heading="Surgery-free survival (Kaplan–Meier)",
-        caption=f"Censoring: {d['survival']['censoring']}. Numbers at risk are in the table; "
-        "the curve is uncertain where few patients remain at risk.",
-        svg=svg,
-        header=("Arm", "Months", "Surgery-free", "95% CI", "At risk", "Surgeries so far"),
-        rows=rows,
-        notes=notes,
+        caption=f"Censoring: {d['survival']['censoring']}. The vertical axis starts at "
+        f"{floor:.0f}%. The curve is uncertain where few patients remain at risk (see the "
+        "table).",
+        chart=chart,
+        table=Table(
+            key="survival-table",
+            title="Surgery-free survival (Kaplan–Meier)",
+            header=("Treatment", "At", "Surgery-free", "95% CI", "At risk", "Surgeries so far"),
+            rows=rows,
+            notes=notes,
+        ),
     )
 
 
-def _forest(d: dict[str, Any]) -> Figure | None:
+def _ae_rate(count: dict[str, Any] | None, n: Any) -> dict[str, Any] | None:
+    """Patients with an event as a rate dict (share of the arm's patients, with CI)."""
+    if not count or is_suppressed(count) or is_suppressed(count.get("patients")):
+        return {"suppressed": True} if count else None
+    ci = count.get("patients_ci")
+    share = count.get("patients_per_100")
+    return {
+        "rate": None if share is None else share / 100,
+        "ci": [ci[0] / 100, ci[1] / 100] if ci and None not in ci else None,
+        "numerator": count.get("patients"),
+        "denominator": n,
+    }
+
+
+def _adverse_events(d: dict[str, Any], styles: dict[str, charts.Style]) -> Figure:
+    """Share of patients with any and with a serious adverse event, per arm."""
+    groups, rows = [], []
+    for arm, a in d["arms"].items():
+        ae = a["adverse_events"]
+        n = ae.get("n_patients")
+        any_rate = _ae_rate(ae.get("any"), n)
+        serious = _ae_rate(ae.get("serious"), n)
+        groups.append(
+            charts.BarGroup(
+                f"{label('arm', arm)} ({count_text(n)} patients)",
+                [_bar("any adverse event", any_rate), _bar("serious adverse event", serious)],
+                style=styles[arm],
+            )
+        )
+        rows.append(
+            (
+                label("arm", arm),
+                count_text(n),
+                rate_text(any_rate, ci=False),
+                rate_text(serious, ci=False),
+            )
+        )
+    top = max([g.bars[0].hi or g.bars[0].value or 0.0 for g in groups] + [10.0])
+    chart = charts.bar_chart(
+        groups,
+        title="Patients with an adverse event, by treatment",
+        desc="For each treatment, filled bar: share of patients with any adverse event; "
+        "outlined bar: share with a serious adverse event. Whiskers: 95% confidence "
+        "intervals. Grades and relatedness are in the detailed table.",
+        value_label="Patients with an adverse event (%)",
+        value_max=min(100.0, math.ceil(top / 10) * 10),
+        percent=True,
+    )
+    return Figure(
+        key="adverse-events",
+        heading="Adverse events",
+        caption="Share of each treatment's patients with at least one adverse event, and with "
+        "a serious one. Events still awaiting adjudication count under 'any' only.",
+        chart=chart,
+        table=Table(
+            key="adverse-events-table",
+            title="Patients with an adverse event",
+            header=("Treatment", "Patients", "Any adverse event", "Serious adverse event"),
+            rows=rows,
+        ),
+    )
+
+
+def _adverse_event_table(d: dict[str, Any]) -> Table:
+    """Adverse events per 100 patients by grade and relatedness, per arm."""
+    related: list[str] = sorted(
+        {k for a in d["arms"].values() for k in a["adverse_events"]["by_relatedness"]}
+    )
+
+    def ev(c: Any) -> str:
+        if is_suppressed(c) or (isinstance(c, dict) and is_suppressed(c.get("patients"))):
+            return SUPPRESSED
+        c = c or {}
+        return f"{_num(c.get('events_per_100'))} ({count_text(c.get('patients', 0))} patients)"
+
+    rows = []
+    for arm, a in d["arms"].items():
+        ae = a["adverse_events"]
+        rows.append(
+            (
+                label("arm", arm),
+                count_text(ae["n_patients"]),
+                ev(ae["any"]),
+                ev(ae["serious"]),
+                *(ev(ae["by_grade"].get(g)) for g in "12345"),
+                *(ev(ae["by_relatedness"].get(k)) for k in related),
+            )
+        )
+    return Table(
+        key="adverse-events-detail",
+        title="Adverse events per 100 patients, by CTCAE grade and relatedness",
+        header=(
+            "Treatment",
+            "Patients",
+            "Any",
+            "Serious",
+            *(f"Grade {g}" for g in "12345"),
+            *(label("relatedness", k) for k in related),
+        ),
+        rows=rows,
+        notes=("Events per 100 patients of the treatment (patients with at least one event).",),
+    )
+
+
+def _arms_words(codes: Sequence[str]) -> str:
+    if len(codes) > 1 and all(vocabulary("arm").get(c) for c in codes):
+        cell = {"bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp"}
+        if set(codes) <= cell:
+            return label("arm_group", "cell")
+    return " + ".join(label("arm", c) for c in codes)
+
+
+def _forest(d: dict[str, Any], styles: dict[str, charts.Style]) -> Figure | None:
     """Adjusted (propensity-weighted) differences, cell therapy vs each comparator arm."""
     if not d["comparisons"]:
         return None
     plot, rows = [], []
     for c in d["comparisons"]:
-        name = f"{'+'.join(c['treated_arms'])} vs {'+'.join(c['control_arms'])}"
-        short = f"cell vs {'+'.join(c['control_arms'])}"
-        for naive, adj in zip(c["naive"], c["adjusted"], strict=False):
-            if adj is c["adjusted"][0] and adj.get("difference") is not None:
+        treated, control = _arms_words(c["treated_arms"]), _arms_words(c["control_arms"])
+        name = f"{treated} vs {control}"
+        for k, (naive, adj) in enumerate(zip(c["naive"], c["adjusted"], strict=False)):
+            if k == 0 and adj.get("difference") is not None:
                 ci = adj.get("ci")
+                style = styles.get(c["control_arms"][0]) if len(c["control_arms"]) == 1 else None
                 plot.append(
                     charts.ForestRow(
-                        short, adj["difference"], ci[0] if ci else None, ci[1] if ci else None
+                        f"vs {control}",
+                        adj["difference"],
+                        ci[0] if ci else None,
+                        ci[1] if ci else None,
+                        style=style,
                     )
                 )
             rows.append(
                 (
                     name,
-                    adj["outcome"],
-                    f"{c['n_treated']} / {c['n_control']}",
+                    outcome_words(adj["outcome"]),
+                    f"{count_text(c['n_treated'])} / {count_text(c['n_control'])}",
                     f"{_num(c['ess_treated'], 0)} / {_num(c['ess_control'], 0)}",
                     f"{_num(c['max_abs_smd_before'], 2)} → {_num(c['max_abs_smd_after'], 2)}",
                     f"{_num(naive['difference'], 2)} ({_ci(naive['ci'], 2)})",
                     f"{_num(adj['difference'], 2)} ({_ci(adj['ci'], 2)})",
                 )
             )
-    outcome = d["comparisons"][0]["adjusted"][0]["outcome"] if d["comparisons"] else ""
-    svg = charts.forest_plot(
+    outcome = outcome_words(d["comparisons"][0]["adjusted"][0]["outcome"])
+    treated = _arms_words(d["comparisons"][0]["treated_arms"])
+    chart = charts.forest_plot(
         plot,
-        title="Adjusted comparisons: cell therapy against each other arm",
-        desc=f"Squares: propensity-weighted difference in {outcome}; lines: 95% CI; dashed "
+        title=f"Adjusted comparisons: {treated} against each other treatment",
+        desc=f"Markers: propensity-weighted difference in {outcome}; lines: 95% CI; dashed "
         "line: no difference. Observational: not proof of cause.",
-        xlabel=f"weighted difference in {outcome} (cell minus comparator)",
+        xlabel=f"Weighted difference in {outcome} ({treated} minus the other treatment)",
     )
     return Figure(
         key="forest",
-        heading="Adjusted comparisons between arms",
+        heading="Adjusted comparisons between treatments",
         caption="Propensity-score weighted differences with 95% CIs. These are observational "
         "comparisons, not proof of cause: patients were not randomised, and factors we did not "
         "measure may explain part or all of any difference.",
-        svg=svg,
-        header=(
-            "Comparison",
-            "Outcome",
-            "n treated / comparator",
-            "Effective sample size",
-            "max |SMD| before → after",
-            "Unadjusted difference (95% CI)",
-            "Weighted difference (95% CI)",
+        chart=chart,
+        table=Table(
+            key="forest-table",
+            title="Adjusted comparisons between treatments",
+            header=(
+                "Comparison",
+                "Outcome",
+                "Patients (treated / comparator)",
+                "Effective sample size",
+                "Largest imbalance (|SMD|) before → after",
+                "Unadjusted difference (95% CI)",
+                "Weighted difference (95% CI)",
+            ),
+            rows=rows,
         ),
-        rows=rows,
     )
 
 
-def _funnel(d: dict[str, Any]) -> Figure | None:
+def _funnel(d: dict[str, Any], names: Mapping[str, str]) -> Figure | None:
     """Clinic benchmarking: case-mix-adjusted 12-month responder rates in a funnel plot."""
     b = d.get("benchmark")
     if not b or not b["clinics"]:
         return None
+
+    def clinic(cid: Any) -> str:
+        return names.get(str(cid), f"Clinic {cid}")
+
+    clinic_styles = charts.assign_styles([str(c["clinic_id"]) for c in b["clinics"]])
     points = [
-        charts.FunnelPoint(f"clinic {c['clinic_id']}", c["n"], c["adjusted_rate"])
+        charts.FunnelPoint(
+            clinic(c["clinic_id"]),
+            float(c["n"]),
+            c["adjusted_rate"],
+            style=clinic_styles[str(c["clinic_id"])],
+        )
         for c in b["clinics"]
+        if isinstance(c.get("n"), (int, float))
     ]
-    svg = charts.funnel_plot(
+    chart = charts.funnel_plot(
         points,
         limits_n=b["funnel"]["n"],
-        limits_95=[tuple(x) for x in b["funnel"]["limits_95"]],
-        limits_998=[tuple(x) for x in b["funnel"]["limits_998"]],
+        limits_95=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_95"]],
+        limits_998=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_998"]],
         overall=b["overall_rate"],
         title="Clinic benchmarking funnel plot",
-        desc="Each point is a clinic's case-mix-adjusted 12-month ODI responder rate against "
-        "its number of patients; dashed: 95% limits, dotted: 99.8% limits around the overall rate.",
+        desc="Each marker is a clinic's case-mix-adjusted 12-month ODI responder rate against "
+        "its number of patients; dashed: 95% limits, dotted: 99.8% limits around the overall "
+        "rate.",
+        xlabel="Patients with a 12-month ODI and a baseline",
+        ylabel="Adjusted responder rate",
     )
     rows = [
         (
-            str(c["clinic_id"]),
-            str(c["n"]),
-            rate_text(c["raw_rate"]),
+            clinic(c["clinic_id"]),
+            count_text(c["n"]),
+            rate_text(c["raw_rate"], ci=False),
             _num(c["o_e"], 2),
-            "–" if c["adjusted_rate"] is None else f"{c['adjusted_rate'] * 100:.1f}%",
-            c["position"],
-            rate_text(c["completeness"]),
+            "–" if c["adjusted_rate"] is None else f"{c['adjusted_rate'] * 100:.0f}%",
+            str(c["position"]).capitalize(),
+            rate_text(c["completeness"], ci=False),
         )
         for c in b["clinics"]
     ]
     return Figure(
         key="funnel",
         heading="Clinic benchmarking",
-        caption=f"{b['method']}. A clinic outside the limits differs by more than chance would "
-        "explain; inside the limits, differences may be chance. Low follow-up completeness "
-        "makes a clinic's rate less certain.",
-        svg=svg,
-        header=(
-            "Clinic",
-            "n",
-            "Raw responder rate",
-            "Observed / expected",
-            "Adjusted rate",
-            "Position",
-            "12-month completeness",
+        caption=f"{b['method'][:1].upper()}{b['method'][1:]}. A clinic outside the limits "
+        "differs by more than chance would explain; inside the limits, differences may be "
+        "chance. Low follow-up completeness makes a clinic's rate less certain.",
+        chart=chart,
+        table=Table(
+            key="funnel-table",
+            title="Clinic benchmarking",
+            header=(
+                "Clinic",
+                "Patients",
+                "Raw responder rate",
+                "Observed / expected",
+                "Adjusted rate",
+                "Position",
+                "12-month follow-up",
+            ),
+            rows=rows,
         ),
-        rows=rows,
-    )
-
-
-def _adverse_events(d: dict[str, Any]) -> Figure:
-    """Adverse events per 100 patients by grade and by relatedness, per arm."""
-    bars, rows = [], []
-    related_keys: list[str] = sorted(
-        {k for a in d["arms"].values() for k in a["adverse_events"]["by_relatedness"]}
-    )
-    for arm, a in d["arms"].items():
-        ae = a["adverse_events"]
-        for g in "12345":
-            c = ae["by_grade"].get(g) or {}
-            bars.append(charts.Bar(arm, f"grade {g}", c.get("events_per_100")))
-
-        def ev(c: dict[str, Any] | None) -> str:
-            c = c or {}
-            return f"{_num(c.get('events_per_100'))} ({c.get('patients', 0)} patients)"
-
-        rows.append(
-            (
-                arm,
-                str(ae["n_patients"]),
-                ev(ae["any"]),
-                ev(ae["serious"]),
-                *(ev(ae["by_grade"].get(g)) for g in "12345"),
-                *(ev(ae["by_relatedness"].get(k)) for k in related_keys),
-            )
-        )
-    svg = charts.bar_chart(
-        bars,
-        title="Adverse events per 100 patients by CTCAE grade, by arm",
-        desc="Bars: adverse events per 100 patients of the arm, one bar per CTCAE grade.",
-        ylabel="events per 100 patients",
-    )
-    return Figure(
-        key="adverse-events",
-        heading="Adverse events",
-        caption="Events per 100 patients of each arm (patients with at least one event in "
-        "brackets). Events still awaiting adjudication have no grade or relatedness yet and "
-        "count only under 'any'.",
-        svg=svg,
-        header=(
-            "Arm",
-            "Patients",
-            "Any",
-            "Serious",
-            *(f"Grade {g}" for g in "12345"),
-            *(f"Related: {k}" for k in related_keys),
-        ),
-        rows=rows,
     )

@@ -3,18 +3,40 @@
 Wraps ``vertebra.core.analytics.html.render_html``; clinics with no patient to benchmark
 (n = 0 at the benchmark time point, so no funnel limits) are left out of the benchmark table
 before rendering, and the report says how many were left out.
+
+PDF rendering keeps the console quiet: WeasyPrint and fontTools log every font subset and
+layout step at INFO/DEBUG (hundreds of lines per report when the root logger is at INFO, as
+in the web app and the database CLI); while rendering those loggers pass only errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from vertebra.core.analytics import Report
 from vertebra.core.analytics.html import render_html
 
-__all__ = ["printable", "report_html", "report_pdf"]
+__all__ = ["QUIET_LOGGERS", "printable", "quiet_pdf_logging", "report_html", "report_pdf"]
 
 TITLE = "Vertebra outcome report"
+#: Loggers of the PDF stack that are silenced below ERROR while a PDF is rendered.
+QUIET_LOGGERS = ("weasyprint", "fontTools", "PIL", "cssselect2", "tinycss2", "pydyf")
+
+
+@contextmanager
+def quiet_pdf_logging() -> Iterator[None]:
+    """Within the block the PDF stack's loggers pass only ERROR and above; then as before."""
+    saved = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    try:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def printable(report: Report) -> tuple[Report, int]:
@@ -29,10 +51,13 @@ def printable(report: Report) -> tuple[Report, int]:
     return dataclasses.replace(report, benchmark=dataclasses.replace(bench, clinics=kept)), dropped
 
 
-def report_html(report: Report, title: str = TITLE) -> str:
-    """The self-contained HTML report (inline CSS and SVG figures)."""
+def report_html(
+    report: Report, title: str = TITLE, clinic_names: Mapping[str, str] | None = None
+) -> str:
+    """The self-contained HTML report (inline CSS and SVG figures); clinics named by
+    ``clinic_names`` (id -> words), else "Clinic <id>"."""
     shown, dropped = printable(report)
-    text = render_html(shown, title=title)
+    text = render_html(shown, title=title, clinic_names=clinic_names)
     if dropped:
         note = (
             f"<p class='note'>{dropped} clinic(s) had no patient with a 12-month answer and "
@@ -42,9 +67,13 @@ def report_html(report: Report, title: str = TITLE) -> str:
     return text
 
 
-def report_pdf(report: Report, title: str = TITLE) -> bytes:
-    """The report as PDF bytes: WeasyPrint over :func:`report_html`."""
+def report_pdf(
+    report: Report, title: str = TITLE, clinic_names: Mapping[str, str] | None = None
+) -> bytes:
+    """The report as A4 PDF bytes: WeasyPrint over :func:`report_html`, quietly."""
     from weasyprint import HTML  # type: ignore[import-untyped]
 
-    pdf: bytes = HTML(string=report_html(report, title=title)).write_pdf()
+    page = report_html(report, title=title, clinic_names=clinic_names)
+    with quiet_pdf_logging():
+        pdf: bytes = HTML(string=page).write_pdf()
     return pdf

@@ -11,6 +11,7 @@ Contracts
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from vertebra.core.analytics import CohortFilter, Report, build_report
 from vertebra.core.deidentify import coarsen_filter
@@ -35,6 +36,7 @@ def report_for(actor: Actor, flt: CohortFilter, as_of: dt.date) -> Report | None
     return build_report(tables, flt, as_of)
 
 
-def render_pdf(report: Report) -> bytes:
-    """The report as PDF bytes (WeasyPrint over the self-contained HTML report)."""
-    return report_pdf(report)
+def render_pdf(report: Report, clinic_names: Mapping[str, str] | None = None) -> bytes:
+    """The report as PDF bytes (WeasyPrint over the self-contained HTML report), clinics
+    named by ``clinic_names`` (their names for staff, letters for researchers)."""
+    return report_pdf(report, clinic_names=clinic_names)

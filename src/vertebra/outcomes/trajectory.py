@@ -7,13 +7,16 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from vertebra.core import charts
 from vertebra.core.analytics import AnalysisTables
+from vertebra.core.instruments import get_definition
+from vertebra.core.labels import label
 from vertebra.core.responders import responder_rules
-from vertebra.outcomes import charts
+from vertebra.outcomes.presenters import MEASURE_SHORT, arm_styles, month_ticks
 
 __all__ = ["PatientTrajectory", "patient_trajectory"]
 
-MEASURES = {"odi": "ODI (disability, 0–100)", "nrs_back": "Back pain NRS (0–10)"}
+MEASURES = {"odi": "ODI (disability, 0–100)", "nrs_back": "Back pain (NRS, 0–10)"}
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class MeasureView:
     label: str
     mcid_points: float
     baseline: float | None
-    svg: str
+    svg: charts.Chart
     rows: list[tuple[str, str, str, str, str, str]]
 
 
@@ -58,15 +61,15 @@ def patient_trajectory(tables: AnalysisTables, patient_id: int) -> PatientTrajec
     mine = tp[tp["patient_id"] == patient_id].sort_values("months")
     rules = responder_rules()
     views = [
-        _measure_view(measure, label, mine, cohort, float(rules[measure].points), arm)
-        for measure, label in MEASURES.items()
+        _measure_view(measure, text, mine, cohort, float(rules[measure].points), arm)
+        for measure, text in MEASURES.items()
     ]
-    return PatientTrajectory(arm=arm, cohort_n=len(same_arm), measures=views)
+    return PatientTrajectory(arm=label("arm", arm), cohort_n=len(same_arm), measures=views)
 
 
 def _measure_view(
     measure: str,
-    label: str,
+    label_text: str,
     mine: pd.DataFrame,
     cohort: pd.DataFrame,
     points: float,
@@ -80,27 +83,45 @@ def _measure_view(
     baseline_rows = mine.loc[mine["timepoint"].astype(str) == "baseline", measure]
     baseline = float(baseline_rows.iloc[0]) if len(baseline_rows.dropna()) else None
     own = mine.dropna(subset=[measure])
+    arm_name = label("arm", arm)
+    median_style = arm_styles([arm])[arm]
+    own_style = charts.Style("#1b1b1b", "circle", "")
+    if median_style.colour == own_style.colour:  # the patient is always black and solid
+        median_style = charts.style_at(0)
+    median_style = charts.Style(median_style.colour, "square", "7 3")
     series = [
-        charts.Series("this patient", own["months"].tolist(), own[measure].tolist()),
         charts.Series(
-            f"median, {arm}",
+            "This patient", own["months"].tolist(), own[measure].tolist(), style=own_style
+        ),
+        charts.Series(
+            f"Median of {arm_name} patients",
             [float(months[t]) for t in order],
             [None if pd.isna(median.get(t)) else float(median[t]) for t in order],
+            style=median_style,
         ),
     ]
-    bands = []
+    refs = []
     if baseline is not None:
-        bands.append(charts.Band(baseline - points, f"MCID (−{points:g})"))
+        refs.append(
+            charts.RefLine(baseline - points, f"MCID: {points:g} points better than baseline")
+        )
+    definition = get_definition(measure)
+    all_months = [0.0, *own["months"].tolist(), *[float(months[t]) for t in order]]
+    last = max([24.0, *all_months])
     svg = charts.line_chart(
         series,
-        title=f"{label}: this patient and the median of the {arm} arm",
-        desc=f"Solid line: this patient's scores; dashed line: median of patients in the same "
-        f"arm who answered; horizontal dashed line: baseline minus the MCID ({points:g} "
-        "points). Lower is better.",
-        xlabel="months after treatment",
-        ylabel=measure.upper().replace("_BACK", " back"),
-        bands=bands,
-        dashed=[f"median, {arm}"],
+        title=f"{label_text}: this patient and the median of {arm_name} patients",
+        desc=f"Solid black line: this patient's scores; dashed line: median of patients with "
+        f"the same treatment who answered; horizontal dashed line: baseline minus the MCID "
+        f"({points:g} points). Lower is better. The numbers are in the table.",
+        xlabel="Months after treatment",
+        ylabel=f"{MEASURE_SHORT[measure][:1].upper()}{MEASURE_SHORT[measure][1:]} "
+        "(lower is better)",
+        refs=refs,
+        y_range=(float(definition.range_min), float(definition.range_max)),
+        x_range=(0.0, last),
+        x_ticks=month_ticks(last),
+        ci="none",
     )
     rows = []
     by_tp = mine.set_index(mine["timepoint"].astype(str))
@@ -110,11 +131,11 @@ def _measure_view(
         value: float | None = None
         if key in by_tp.index:
             rec = by_tp.loc[key]
-            status = "answered" if bool(rec["completed"]) else "no answer"
+            status = "Answered" if bool(rec["completed"]) else "No answer"
             value = None if pd.isna(rec[measure]) else float(rec[measure])
         rows.append(
             (
-                key,
+                label("timepoint", key),
                 f"{float(months[t]):g}",
                 status,
                 _fmt(value),
@@ -122,4 +143,4 @@ def _measure_view(
                 str(int(count.get(t, 0))),
             )
         )
-    return MeasureView(measure, label, points, baseline, svg, rows)
+    return MeasureView(measure, label_text, points, baseline, svg, rows)

@@ -25,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from vertebra.core.analytics import CohortFilter
+from vertebra.core.analytics.headline import clinic_letters
 from vertebra.outcomes import presenters, selectors, trajectory
 from vertebra.outcomes.forms import FilterForm
 from vertebra.outcomes.reports import render_pdf, report_for
@@ -71,9 +72,21 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
     if flt is None:
         return render(request, "outcomes/dashboard.html", context, status=400)
     report = report_for(actor, flt, timezone.localdate())
-    context["board"] = presenters.dashboard(report) if report else None
+    names = clinic_names(actor)
+    context["board"] = presenters.dashboard(report, names) if report else None
     context["deidentified"] = selectors.scope_for(actor).deidentified
     return render(request, "outcomes/dashboard.html", context)
+
+
+def clinic_names(actor: Actor) -> dict[str, str]:
+    """What clinics are called on the actor's pages: their names for clinic staff; for a
+    researcher (de-identified) "Clinic A", "Clinic B" ... in the order of their ids."""
+    choices = selectors.clinic_choices(actor)
+    if selectors.scope_for(actor).deidentified:
+        names = clinic_letters([cid for cid, _name in choices])
+        names["pooled"] = "Small clinics (pooled)"  # see data/deidentification.yaml
+        return names
+    return {str(cid): name for cid, name in choices}
 
 
 def _report_or_problem(request: HttpRequest, actor: Actor) -> Any:
@@ -96,7 +109,7 @@ def report_pdf(request: HttpRequest, actor: Actor) -> HttpResponse:
     report = _report_or_problem(request, actor)
     if isinstance(report, HttpResponse):
         return report
-    response = HttpResponse(render_pdf(report), content_type="application/pdf")
+    response = HttpResponse(render_pdf(report, clinic_names(actor)), content_type="application/pdf")
     # A de-identified report names no calendar date, not even in its file name.
     stamp = report.as_of.isoformat() if report.time_base == "calendar" else "deidentified"
     name = f"vertebra-outcomes-{stamp}.pdf"

@@ -1,30 +1,81 @@
-"""Self-contained HTML rendering of a `Report` (inline CSS, figures as inline SVG).
+"""Self-contained HTML rendering of a `Report` for people and for A4 print (WeasyPrint).
 
-Figures need matplotlib (optional); without it the report still has every table. Each figure
-is followed by its data table, so the numbers are available to screen readers and the plots
-never carry information the tables do not.
+Contracts
+---------
+* One document, no external resources: the CSS is in the document head (the report is a file
+  or a PDF, not a page of the site, so the site's CSP does not apply), every figure is inline
+  SVG from the one charting module (:mod:`vertebra.core.charts`, wide drawing).
+* It opens with the filters in words ("All clinics · Degenerative disc disease · All
+  treatments · 12 months"), the as-of date in the one date format, and the headline numbers
+  (:mod:`vertebra.core.analytics.headline`); then each section's figure and its table.
+* Printed on A4 landscape; tables use the full width with fixed column widths, wrap inside
+  cells, and repeat their header rows (title row + column headers) on every page, so every
+  column is present on every page. No code reaches the reader: arms, time points, conditions
+  and clinics are in words (clinic names are passed in; otherwise "Clinic <id>").
 """
 
 from __future__ import annotations
 
 import html
-import io
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vertebra.core import charts
+from vertebra.core.analytics.headline import (
+    KEY_TIMEPOINT,
+    SUPPRESSED,
+    as_of_words,
+    count_text,
+    filter_words,
+    headlines,
+    is_suppressed,
+    outcome_words,
+    rate_text,
+    responder_words,
+)
 from vertebra.core.analytics.propensity import OBSERVATIONAL_CAVEAT
 from vertebra.core.analytics.report import HONESTY_NOTES, Report
+from vertebra.core.labels import label, vocabulary
 
 __all__ = ["render_html"]
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1b1b1b;
-max-width:1200px}
-h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.85rem}
-th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
-.caveat{background:#fff4e5;border-left:4px solid #e08a00;padding:.75rem 1rem}
-.note{color:#555;font-size:.85rem}figure{margin:1rem 0}
+@page { size: A4 landscape; margin: 12mm 11mm 14mm;
+  @bottom-left { content: "Vertebra outcome report"; font: 8pt system-ui, sans-serif; color: #555; }
+  @bottom-right { content: "Page " counter(page) " of " counter(pages);
+    font: 8pt system-ui, sans-serif; color: #555; } }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
+  margin: 0 auto; max-width: 1120px; font-size: 10pt; line-height: 1.35; }
+@media screen { body { margin: 1.5rem auto; padding: 0 1rem; } }
+h1 { font-size: 18pt; margin: 0 0 .2rem; }
+h2 { font-size: 13pt; margin: 1.2rem 0 .4rem; border-bottom: 1px solid #ccc;
+  break-after: avoid; }
+h3 { font-size: 11pt; margin: .8rem 0 .3rem; break-after: avoid; }
+.filters { font-size: 11pt; margin: .2rem 0; }
+.meta { color: #444; margin: 0 0 .6rem; }
+table { border-collapse: collapse; margin: .3rem 0 .8rem; width: 100%; table-layout: fixed;
+  font-size: 8.5pt; }
+thead { display: table-header-group; }
+tr { break-inside: avoid; }
+th, td { border: 1px solid #bbb; padding: .15rem .3rem; text-align: right;
+  vertical-align: top; overflow-wrap: anywhere; }
+th { background: #f0f0f0; font-weight: 600; }
+th.table-title { text-align: left; background: #fff; border: none; font-size: 9pt;
+  padding: 0 0 .15rem; }
+td:first-child, th:first-child { text-align: left; }
+.headlines { display: flex; flex-wrap: wrap; gap: .4rem; margin: .4rem 0 .6rem; padding: 0;
+  list-style: none; }
+.headlines li { border: 1px solid #ccc; border-radius: 4px; padding: .3rem .5rem;
+  width: 31%; box-sizing: border-box; }
+.headlines .v { font-size: 16pt; font-weight: 700; display: block; }
+.headlines .k { font-weight: 600; display: block; }
+.headlines .d { color: #444; font-size: 8.5pt; display: block; }
+.caveat { background: #fff4e5; border-left: 4px solid #8a4b00; padding: .4rem .7rem; }
+.note { color: #444; font-size: 9pt; }
+figure { margin: .4rem 0 .6rem; break-inside: avoid; }
+figure svg { max-width: 100%; height: auto; }
+figcaption { font-size: 9pt; color: #444; }
 """
 
 
@@ -32,276 +83,534 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _pct(rate: dict[str, Any] | None) -> str:
-    """'62.0% (55.0–68.4) 122/197' — a rate always with its CI and denominator."""
-    if not rate or rate.get("rate") is None:
-        den = rate.get("denominator", 0) if rate else 0
-        return f"– (0/{den})"
-    ci = rate.get("ci")
-    ci_s = f" ({ci[0] * 100:.1f}–{ci[1] * 100:.1f})" if ci else ""
-    return f"{rate['rate'] * 100:.1f}%{ci_s} {rate['numerator']}/{rate['denominator']}"
+def _num(x: Any, d: int = 1) -> str:
+    if is_suppressed(x):
+        return SUPPRESSED
+    if x is None:
+        return "–"
+    return f"{float(x):.{d}f}".replace("-", "−")
 
 
-def _num(x: float | None, d: int = 1) -> str:
-    return "–" if x is None else f"{x:.{d}f}"
+def _ci(ci: Sequence[float] | None, d: int = 1) -> str:
+    return "–" if not ci or None in ci else f"{_num(ci[0], d)} to {_num(ci[1], d)}"
 
 
-def _ci(ci: list[float] | None, d: int = 1) -> str:
-    return "–" if not ci else f"{ci[0]:.{d}f} to {ci[1]:.{d}f}"
+def _rate(rate: Mapping[str, Any] | None) -> str:
+    return rate_text(rate)
 
 
-def _percent_limits(limits: list[float] | None) -> list[float] | None:
-    """Control limits as percentages, or None when the clinic has none (no one to judge)."""
-    if not limits or any(x is None for x in limits):
-        return None
-    return [x * 100 for x in limits]
+def _arm(code: str) -> str:
+    return label("arm", code)
 
 
-def _svg(fig: Any) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    import matplotlib.pyplot as plt
+def _table(
+    title: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    widths: Sequence[float] | None = None,
+) -> str:
+    """A table whose title and column headers repeat on every printed page it spans; its
+    column ``widths`` (relative) become rules of the document's stylesheet (:func:`_col_css`)."""
+    cols = ""
+    if widths:
+        key = f"cols-{'-'.join(f'{w:g}'.replace('.', '_') for w in widths)}"
+        cols = f"<colgroup class='{key}'>" + "<col>" * len(widths) + "</colgroup>"
+    head = (
+        f"<thead><tr><th class='table-title' colspan='{len(header)}'>{_e(title)}</th></tr>"
+        "<tr>" + "".join(f"<th scope='col'>{_e(h)}</th>" for h in header) + "</tr></thead>"
+    )
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table>{cols}{head}<tbody>{body}</tbody></table>"
 
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.find("<svg") :]
 
-
-def _figures(report: Report, d: dict[str, Any]) -> dict[str, str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # figures are optional; tables carry every number
-        return {}
-    figs: dict[str, str] = {}
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for arm, a in d["arms"].items():
-        xs, ys, lo, hi = [], [], [], []
-        for tp in a["timepoints"][1:]:
-            odi = tp.get("odi") or {}
-            if odi.get("mean_change") is not None and odi.get("mean_change_ci"):
-                xs.append(tp["months"])
-                ys.append(odi["mean_change"])
-                lo.append(odi["mean_change_ci"][0])
-                hi.append(odi["mean_change_ci"][1])
-        if xs:
-            ax.plot(xs, ys, marker="o", label=arm)
-            ax.fill_between(xs, lo, hi, alpha=0.15)
-    ax.axhline(-10, color="grey", ls="--", lw=1)
-    ax.set_xlabel("months after treatment")
-    ax.set_ylabel("mean ODI change (95% CI)")
-    if ax.get_legend_handles_labels()[0]:  # a filter can leave no arm with follow-up data
-        ax.legend(fontsize=7, ncol=2)
-    figs["trajectory"] = _svg(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for arm, curve in report.survival.curves.items():
-        ax.step(curve.months, curve.survival, where="post", label=arm)
-    ax.set_xlabel("months after treatment")
-    ax.set_ylabel("surgery-free survival")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, ncol=2)
-    figs["km"] = _svg(fig)
-
-    if d["comparisons"]:
-        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(d["comparisons"])))
-        for i, c in enumerate(d["comparisons"]):
-            est = c["adjusted"][0]
-            if est["difference"] is not None and est["ci"]:
-                ax.errorbar(
-                    est["difference"],
-                    i,
-                    xerr=[[est["difference"] - est["ci"][0]], [est["ci"][1] - est["difference"]]],
-                    fmt="s",
-                    color="black",
-                )
-        ax.set_yticks(range(len(d["comparisons"])))
-        ax.set_yticklabels([f"cell vs {'+'.join(c['control_arms'])}" for c in d["comparisons"]])
-        ax.axvline(0, color="grey", lw=1)
-        ax.set_xlabel("weighted difference in 12-month ODI change (negative favours cell)")
-        figs["forest"] = _svg(fig)
-
-    b = d.get("benchmark")
-    if b and b["clinics"]:
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        n = b["funnel"]["n"]
-        for key, style in (("limits_95", "--"), ("limits_998", ":")):
-            # A clinic with nobody answered at 12 months has no limits: leave a gap, not a crash.
-            pairs = [(k, x) for k, x in zip(n, b["funnel"][key], strict=True) if x is not None]
-            ax.plot([k for k, _ in pairs], [x[0] for _, x in pairs], "k" + style, lw=1)
-            ax.plot([k for k, _ in pairs], [x[1] for _, x in pairs], "k" + style, lw=1)
-        ax.axhline(b["overall_rate"] or 0, color="grey", lw=1)
-        ax.scatter(
-            [c["n"] for c in b["clinics"]], [c["adjusted_rate"] or 0 for c in b["clinics"]], s=12
+def _col_css(document: str) -> str:
+    """Width rules of the column groups used in ``document`` (their class names carry the
+    relative widths: ``cols-2-0_8-1_1`` = 2, 0.8, 1.1)."""
+    rules: list[str] = []
+    for key in sorted(set(re.findall(r"class='(cols-[0-9_-]+)'", document))):
+        widths = [float(w.replace("_", ".")) for w in key[5:].split("-")]
+        total = sum(widths)
+        rules.extend(
+            f".{key} col:nth-child({i + 1}){{width:{100 * w / total:.1f}%}}"
+            for i, w in enumerate(widths)
         )
-        ax.set_xscale("log")
-        ax.set_xlabel("patients with 12-month ODI and baseline (n)")
-        ax.set_ylabel("case-mix-adjusted responder rate")
-        figs["funnel"] = _svg(fig)
-    return figs
+    return "\n".join(rules)
 
 
-def render_html(report: Report, title: str = "Vertebra outcome report") -> str:
+def _styles(arms: Sequence[str]) -> dict[str, charts.Style]:
+    fixed = [a for a in vocabulary("arm") if a not in ("cell_therapy", "other")]
+    return charts.assign_styles(list(arms), {a: i for i, a in enumerate(fixed)})
+
+
+def _months(d: Mapping[str, Any]) -> tuple[float, list[float]]:
+    last = max([24.0] + [float(tp["months"]) for a in d["arms"].values() for tp in a["timepoints"]])
+    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
+    while ticks[-1] < last:
+        ticks.append(ticks[-1] + 6)
+    return last, ticks
+
+
+def _trajectory_chart(
+    d: Mapping[str, Any], measure: str, styles: Mapping[str, charts.Style]
+) -> str:
+    rule = d["responder_rules"].get(measure, {})
+    mcid = float(rule.get("points") or 0)
+    series = []
+    for arm, a in d["arms"].items():
+        xs, ys, lo, hi = [0.0], [0.0], [None], [None]
+        for tp in a["timepoints"][1:]:
+            m = tp.get(measure) or {}
+            ch, ci = m.get("mean_change"), m.get("mean_change_ci")
+            if isinstance(ch, (int, float)):
+                xs.append(float(tp["months"]))
+                ys.append(float(ch))
+                lo.append(ci[0] if ci and None not in ci else None)
+                hi.append(ci[1] if ci and None not in ci else None)
+        series.append(charts.Series(_arm(arm), xs, ys, lo, hi, style=styles[arm]))
+    last, ticks = _months(d)
+    name = label("measure", measure)
+    chart = charts.line_chart(
+        series,
+        title=f"Mean change in {name} from baseline, by treatment",
+        desc=f"Mean change with 95% CI whiskers; dashed line: MCID ({mcid:g} points).",
+        xlabel="Months after treatment",
+        ylabel=f"Change in {name.split(' (')[0]} (points; below 0 = better)",
+        refs=[charts.RefLine(-mcid, f"MCID: {mcid:g} points better")] if mcid else [],
+        x_range=(0.0, last),
+        x_ticks=ticks,
+    )
+    return chart.wide
+
+
+def _responder_chart(d: Mapping[str, Any], measure: str, styles: Mapping[str, charts.Style]) -> str:
+    groups = []
+    for arm, a in d["arms"].items():
+        tp: Mapping[str, Any] = next(
+            (t for t in a["timepoints"] if t["timepoint"] == KEY_TIMEPOINT), {}
+        )
+        m = tp.get(measure) or {}
+        bars = []
+        for series, key in (
+            ("among those who answered", "responder_rate_completers"),
+            ("missing counted as non-response", "responder_rate_all"),
+        ):
+            r = m.get(key)
+            if not r or is_suppressed(r) or r.get("rate") is None:
+                bars.append(charts.Bar(series, None, text=SUPPRESSED if is_suppressed(r) else "–"))
+                continue
+            ci = r.get("ci")
+            bars.append(
+                charts.Bar(
+                    series,
+                    100 * r["rate"],
+                    100 * ci[0] if ci else None,
+                    100 * ci[1] if ci else None,
+                    text=f"{100 * r['rate']:.0f}% ({count_text(r.get('numerator'))} of "
+                    f"{count_text(r.get('denominator'))})",
+                )
+            )
+        groups.append(
+            charts.BarGroup(
+                f"{_arm(arm)} ({count_text(tp.get('n_expected', 0))} due)", bars, style=styles[arm]
+            )
+        )
+    chart = charts.bar_chart(
+        groups,
+        title=f"Responders at 12 months on {label('measure', measure)}, two ways",
+        desc="Filled: among those who answered; outlined: missing counted as non-response.",
+        value_label="Responders at 12 months (%)",
+        value_max=100.0,
+        percent=True,
+    )
+    return chart.wide
+
+
+def _survival_chart(
+    report: Report, d: Mapping[str, Any], styles: Mapping[str, charts.Style]
+) -> str:
+    series, lowest = [], 1.0
+    for arm, curve in report.survival.curves.items():
+        ys = [1.0, *curve.survival]
+        lowest = min([lowest, *ys])
+        series.append(
+            charts.Series(
+                _arm(arm),
+                [0.0, *curve.months],
+                [100 * y for y in ys],
+                step=True,
+                style=styles.get(arm),
+            )
+        )
+    floor = max(0.0, (int(lowest * 10) - 1) * 10.0)
+    last, ticks = _months(d)
+    return charts.line_chart(
+        series,
+        title="Surgery-free survival (Kaplan–Meier) by treatment",
+        desc=f"Step curves; the vertical axis starts at {floor:.0f}%.",
+        xlabel="Months after treatment",
+        ylabel="Surgery-free (%)",
+        y_range=(floor, 100.0),
+        x_range=(0.0, last),
+        x_ticks=ticks,
+        ci="none",
+        y_percent=True,
+    ).wide
+
+
+def _comparison_words(codes: Sequence[str]) -> str:
+    cell = {"bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp"}
+    if len(codes) > 1 and set(codes) <= cell:
+        return label("arm_group", "cell")
+    return " + ".join(_arm(c) for c in codes)
+
+
+def render_html(
+    report: Report,
+    title: str = "Vertebra outcome report",
+    clinic_names: Mapping[str, str] | None = None,
+) -> str:
     """The report as one self-contained HTML document (no external resources)."""
     d = report.to_dict()
-    figs = _figures(report, d)
+    names = dict(clinic_names or {})
+    styles = _styles(list(d["arms"]))
     out: list[str] = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
-        f"<p>As of {_e(report.as_of_label)}; {d['n_patients']} patients; filter: "
-        f"{_e({k: v for k, v in d['filter'].items() if v})}</p>",
+        f"<p class='filters'><strong>Filters:</strong> "
+        f"{_e(filter_words(d['filter'], names, KEY_TIMEPOINT))}</p>",
+        f"<p class='meta'>Follow-up as of {_e(as_of_words(d))} · {d['n_patients']:,} patients "
+        f"· {len(d['arms'])} treatments: {_e(', '.join(_arm(a) for a in d['arms']))}</p>",
+        "<ul class='headlines'>",
+    ]
+    for h in headlines(d):
+        out.append(
+            f"<li><span class='k'>{_e(h.label)}</span><span class='v'>{_e(h.value)}</span>"
+            f"<span class='d'>{_e(h.detail)}</span></li>"
+        )
+    out.append("</ul>")
+    out.append(f"<p class='note'>{_e(responder_words(d))}</p>")
+    out.append(
         "<ul class='note'>"
         + "".join(f"<li>{_e(n)}</li>" for n in HONESTY_NOTES)
         + "".join(f"<li class='exclusion'>{_e(e.note)}</li>" for e in report.exclusions)
-        + "</ul>",
-        "<h2>Baseline characteristics</h2><table><tr><th>arm</th><th>n</th><th>age mean (SD)</th>"
-        "<th>female</th><th>ODI mean (SD)</th><th>NRS back mean (SD)</th>"
-        "<th>STarT Back high</th></tr>",
-    ]
+        + "</ul>"
+    )
+    # ---- baseline
+    rows: list[tuple[str, ...]] = []
     for arm, a in d["arms"].items():
         bl = a["baseline"]
         high = bl["startback_group"].get("high")
-        out.append(
-            f"<tr><td>{_e(arm)}</td><td>{bl['n']}</td>"
-            f"<td>{_num(bl['age']['mean'])} ({_num(bl['age']['sd'])})</td>"
-            f"<td>{_pct(bl['female'])}</td>"
-            f"<td>{_num(bl['odi']['mean'])} ({_num(bl['odi']['sd'])}), n={bl['odi']['n']}</td>"
-            f"<td>{_num(bl['nrs_back']['mean'])} ({_num(bl['nrs_back']['sd'])}), "
-            f"n={bl['nrs_back']['n']}</td><td>{_pct(high)}</td></tr>"
+        rows.append(
+            (
+                _arm(arm),
+                count_text(bl["n"]),
+                f"{_num(bl['age']['mean'])} ({_num(bl['age']['sd'])})",
+                rate_text(bl["female"], ci=False),
+                f"{_num(bl['odi']['mean'])} ({_num(bl['odi']['sd'])}), n = "
+                f"{count_text(bl['odi']['n'])}",
+                f"{_num(bl['nrs_back']['mean'])} ({_num(bl['nrs_back']['sd'])}), n = "
+                f"{count_text(bl['nrs_back']['n'])}",
+                rate_text(high, ci=False),
+            )
         )
-    out.append("</table>")
+    out.append("<h2>Patients at baseline</h2>")
+    out.append(
+        _table(
+            "Baseline characteristics by treatment",
+            (
+                "Treatment",
+                "Patients",
+                "Age, mean (SD)",
+                "Female",
+                "ODI, mean (SD)",
+                "Back pain NRS, mean (SD)",
+                "STarT Back high risk",
+            ),
+            rows,
+            (2.2, 0.8, 1.1, 1.5, 1.5, 1.5, 1.5),
+        )
+    )
+    # ---- follow-up, change and responders
     out.append("<h2>Follow-up, change from baseline and responders</h2>")
-    if "trajectory" in figs:
-        out.append(
-            f"<figure>{figs['trajectory']}<figcaption>Mean ODI change with 95% CI; "
-            "dashed line: 10-point MCID.</figcaption></figure>"
-        )
     for measure in ("odi", "nrs_back"):
+        name = label("measure", measure)
+        out.append(f"<h3>{_e(name)}</h3>")
         out.append(
-            f"<h3>{_e(measure)}</h3><table><tr><th>arm</th><th>time point</th><th>expected</th>"
-            "<th>completed (completeness)</th><th>mean change (95% CI), n</th>"
-            "<th>responders among completers</th><th>responders, missing = non-response</th>"
-            "<th>≥50% among completers</th><th>≥50%, missing = non-response</th></tr>"
+            f"<figure>{_trajectory_chart(d, measure, styles)}<figcaption>Mean change from "
+            "baseline with 95% CI; dashed line: the MCID.</figcaption></figure>"
         )
+        out.append(
+            f"<figure>{_responder_chart(d, measure, styles)}<figcaption>Responders at 12 "
+            "months, two ways, with Wilson 95% CIs.</figcaption></figure>"
+        )
+        rows = []
         for arm, a in d["arms"].items():
             for tp in a["timepoints"][1:]:
                 m = tp.get(measure) or {}
-                out.append(
-                    f"<tr><td>{_e(arm)}</td><td>{_e(tp['timepoint'])}</td>"
-                    f"<td>{tp['n_expected']}</td><td>{tp['n_completed']} "
-                    f"({_pct(tp['completeness'])})</td>"
-                    f"<td>{_num(m.get('mean_change'))} ({_ci(m.get('mean_change_ci'))}), "
-                    f"n={m.get('n_change', 0)}</td>"
-                    f"<td>{_pct(m.get('responder_rate_completers'))}</td>"
-                    f"<td>{_pct(m.get('responder_rate_all'))}</td>"
-                    f"<td>{_pct(m.get('substantial_rate_completers'))}</td>"
-                    f"<td>{_pct(m.get('substantial_rate_all'))}</td></tr>"
+                rows.append(
+                    (
+                        _arm(arm),
+                        label("timepoint", tp["timepoint"]),
+                        count_text(tp["n_expected"]),
+                        rate_text(tp["completeness"], ci=False),
+                        f"{_num(m.get('mean_change'))} ({_ci(m.get('mean_change_ci'))}), "
+                        f"n = {count_text(m.get('n_change', 0))}",
+                        _rate(m.get("responder_rate_completers")),
+                        _rate(m.get("responder_rate_all")),
+                        _rate(m.get("substantial_rate_completers")),
+                        _rate(m.get("substantial_rate_all")),
+                    )
                 )
-        out.append("</table>")
-    out.append(
-        "<h2>Opioid use</h2><table><tr><th>arm</th><th>time point</th>"
-        "<th>on opioids</th><th>mean MME change (95% CI), n</th></tr>"
-    )
+        out.append(
+            _table(
+                f"{name}: follow-up, change and responders by treatment and time point",
+                (
+                    "Treatment",
+                    "Time point",
+                    "Due",
+                    "Answered",
+                    "Mean change (95% CI)",
+                    "Responders among those who answered",
+                    "Responders, missing = non-response",
+                    "≥50% better among those who answered",
+                    "≥50% better, missing = non-response",
+                ),
+                rows,
+                (1.6, 0.9, 0.6, 1.2, 1.5, 1.6, 1.6, 1.6, 1.6),
+            )
+        )
+    # ---- opioids
+    rows = []
     for arm, a in d["arms"].items():
         for tp in a["timepoints"]:
             o = tp.get("opioids")
             if not o:
                 continue
             ch = o.get("mme_change") or {}
-            out.append(
-                f"<tr><td>{_e(arm)}</td><td>{_e(tp['timepoint'])}</td>"
-                f"<td>{_pct(o['on_opioids'])}</td>"
-                f"<td>{_num(ch.get('mean'))} ({_ci(ch.get('ci'))}), n={ch.get('n', 0)}</td></tr>"
+            rows.append(
+                (
+                    _arm(arm),
+                    label("timepoint", tp["timepoint"]),
+                    _rate(o["on_opioids"]),
+                    f"{_num(ch.get('mean'))} ({_ci(ch.get('ci'))}), n = "
+                    f"{count_text(ch.get('n', 0))}",
+                )
             )
-    out.append("</table>")
-    out.append("<h2>Surgery-free survival (Kaplan–Meier)</h2>")
-    if "km" in figs:
-        out.append(f"<figure>{figs['km']}</figure>")
-    out.append(f"<p class='note'>Censoring: {_e(d['survival']['censoring'])}.</p>")
+    out.append("<h2>Opioid use</h2>")
     out.append(
-        "<table><tr><th>arm</th><th>months</th><th>survival (95% CI)</th>"
-        "<th>at risk</th><th>surgeries so far</th></tr>"
+        _table(
+            "Opioid use by treatment and time point",
+            (
+                "Treatment",
+                "Time point",
+                "On opioids",
+                "Mean change in opioid dose, MME/day (95% CI)",
+            ),
+            rows,
+            (2, 1, 2.5, 2.5),
+        )
     )
+    # ---- survival
+    out.append("<h2>Surgery-free survival (Kaplan–Meier)</h2>")
+    out.append(f"<figure>{_survival_chart(report, d, styles)}</figure>")
+    out.append(f"<p class='note'>Censoring: {_e(d['survival']['censoring'])}.</p>")
+    rows = []
     for arm, a in d["arms"].items():
         for p in a["surgery_free"]:
-            out.append(
-                f"<tr><td>{_e(arm)}</td><td>{p['months']:g}</td>"
-                f"<td>{_num(p['survival'], 3)} ({_ci(p['ci'], 3)})</td>"
-                f"<td>{p['at_risk']}</td><td>{p['events_before']}</td></tr>"
+            rows.append(
+                (
+                    _arm(arm),
+                    f"{p['months']:g} months",
+                    "–" if p["survival"] is None else f"{100 * p['survival']:.0f}%",
+                    "–" if not p["ci"] else f"{100 * p['ci'][0]:.0f}% to {100 * p['ci'][1]:.0f}%",
+                    count_text(p["at_risk"]),
+                    count_text(p["events_before"]),
+                )
             )
-    out.append("</table>")
+    out.append(
+        _table(
+            "Surgery-free survival at 6, 12 and 24 months",
+            ("Treatment", "At", "Surgery-free", "95% CI", "At risk", "Surgeries so far"),
+            rows,
+            (2, 1, 1, 1.5, 1, 1),
+        )
+    )
     lr = d["survival"]["logrank"]
-    if lr:
+    if lr and lr.get("p_value") is not None:
         out.append(
-            f"<p>Log-rank test across arms: χ² = {_num(lr['statistic'], 2)}, "
+            f"<p>Log-rank test across treatments: χ² = {_num(lr['statistic'], 2)}, "
             f"df = {lr['df']}, p = {lr['p_value']:.3g}</p>"
         )
-    out.append(
-        "<h2>Adverse events (per 100 patients)</h2><table><tr><th>arm</th><th>n</th>"
-        "<th>any AE: events/100 (patients)</th><th>serious</th>"
-        + "".join(f"<th>grade {g}</th>" for g in "12345")
-        + "<th>repeat injections</th></tr>"
-    )
+    # ---- adverse events
+    rows = []
     for arm, a in d["arms"].items():
         ae = a["adverse_events"]
 
-        def _ev(c: dict[str, Any]) -> str:
-            return f"{_num(c['events_per_100'])} ({c['patients']})"
+        def _ev(c: Any) -> str:
+            if not c or is_suppressed(c) or is_suppressed(c.get("patients")):
+                return SUPPRESSED if c else "–"
+            return f"{_num(c['events_per_100'])} ({count_text(c['patients'])})"
 
-        out.append(
-            f"<tr><td>{_e(arm)}</td><td>{ae['n_patients']}</td><td>{_ev(ae['any'])}</td>"
-            f"<td>{_ev(ae['serious'])}</td>"
-            + "".join(f"<td>{_ev(ae['by_grade'][g])}</td>" for g in "12345")
-            + f"<td>{_ev(ae['repeat_injections'])}</td></tr>"
+        rows.append(
+            (
+                _arm(arm),
+                count_text(ae["n_patients"]),
+                _ev(ae["any"]),
+                _ev(ae["serious"]),
+                *(_ev(ae["by_grade"].get(g)) for g in "12345"),
+                _ev(ae["repeat_injections"]),
+            )
         )
-    out.append("</table>")
+    out.append("<h2>Adverse events</h2>")
+    out.append(
+        _table(
+            "Adverse events per 100 patients (patients with at least one) by treatment",
+            (
+                "Treatment",
+                "Patients",
+                "Any",
+                "Serious",
+                *(f"Grade {g}" for g in "12345"),
+                "Repeat injections",
+            ),
+            rows,
+            (2, 0.9, 1, 1, 1, 1, 1, 1, 1, 1.1),
+        )
+    )
+    # ---- comparisons
     out.append("<h2>Adjusted comparisons (propensity-score weighting)</h2>")
     out.append(f"<p class='caveat'><strong>Observational.</strong> {_e(OBSERVATIONAL_CAVEAT)}</p>")
-    if "forest" in figs:
-        out.append(f"<figure>{figs['forest']}</figure>")
-    out.append(
-        "<table><tr><th>comparison</th><th>n treated / comparator</th><th>ESS</th>"
-        "<th>max |SMD| before → after</th><th>outcome</th><th>naive difference (95% CI)"
-        "</th><th>weighted difference (95% CI)</th></tr>"
-    )
+    plot: list[charts.ForestRow] = []
+    rows = []
     for c in d["comparisons"]:
-        for naive, adj in zip(c["naive"], c["adjusted"], strict=False):
-            out.append(
-                f"<tr><td>{_e('+'.join(c['treated_arms']))} vs {_e('+'.join(c['control_arms']))}"
-                f"</td><td>{c['n_treated']} / {c['n_control']}</td>"
-                f"<td>{_num(c['ess_treated'], 0)} / {_num(c['ess_control'], 0)}</td>"
-                f"<td>{_num(c['max_abs_smd_before'], 2)} → {_num(c['max_abs_smd_after'], 2)}</td>"
-                f"<td>{_e(adj['outcome'])}</td>"
-                f"<td>{_num(naive['difference'], 3)} ({_ci(naive['ci'], 3)})</td>"
-                f"<td>{_num(adj['difference'], 3)} ({_ci(adj['ci'], 3)})</td></tr>"
+        treated, control = (
+            _comparison_words(c["treated_arms"]),
+            _comparison_words(c["control_arms"]),
+        )
+        first = c["adjusted"][0] if c["adjusted"] else {}
+        if first.get("difference") is not None:
+            ci = first.get("ci")
+            plot.append(
+                charts.ForestRow(
+                    f"vs {control}",
+                    first["difference"],
+                    ci[0] if ci else None,
+                    ci[1] if ci else None,
+                    style=styles.get(c["control_arms"][0]) if len(c["control_arms"]) == 1 else None,
+                )
             )
-    out.append("</table>")
+        for naive, adj in zip(c["naive"], c["adjusted"], strict=False):
+            rows.append(
+                (
+                    f"{treated} vs {control}",
+                    f"{count_text(c['n_treated'])} / {count_text(c['n_control'])}",
+                    f"{_num(c['ess_treated'], 0)} / {_num(c['ess_control'], 0)}",
+                    f"{_num(c['max_abs_smd_before'], 2)} → {_num(c['max_abs_smd_after'], 2)}",
+                    outcome_words(adj["outcome"]),
+                    f"{_num(naive['difference'], 2)} ({_ci(naive['ci'], 2)})",
+                    f"{_num(adj['difference'], 2)} ({_ci(adj['ci'], 2)})",
+                )
+            )
+    if plot:
+        outcome = outcome_words(d["comparisons"][0]["adjusted"][0]["outcome"])
+        out.append(
+            "<figure>"
+            + charts.forest_plot(
+                plot,
+                title="Adjusted comparisons",
+                desc="Weighted differences with 95% CIs; dashed: no difference.",
+                xlabel=f"Weighted difference in {outcome} (cell therapy minus the other)",
+            ).wide
+            + "</figure>"
+        )
+    out.append(
+        _table(
+            "Propensity-weighted comparisons",
+            (
+                "Comparison",
+                "Patients (treated / comparator)",
+                "Effective sample size",
+                "Largest imbalance |SMD| before → after",
+                "Outcome",
+                "Unadjusted difference (95% CI)",
+                "Weighted difference (95% CI)",
+            ),
+            rows,
+            (2.4, 1.1, 1.1, 1.2, 2, 1.5, 1.5),
+        )
+    )
     for err in d["comparison_errors"]:
         out.append(f"<p class='note'>Not compared: {_e(err)}</p>")
+    # ---- benchmark
     b = d.get("benchmark")
-    if b:
+    if b and b["clinics"]:
         out.append("<h2>Clinic benchmarking (funnel plot)</h2>")
-        if "funnel" in figs:
-            out.append(f"<figure>{figs['funnel']}</figure>")
+
+        def clinic(cid: Any) -> str:
+            return names.get(str(cid), f"Clinic {cid}")
+
+        clinic_styles = charts.assign_styles([str(c["clinic_id"]) for c in b["clinics"]])
+        out.append(
+            "<figure>"
+            + charts.funnel_plot(
+                [
+                    charts.FunnelPoint(
+                        clinic(c["clinic_id"]),
+                        float(c["n"]),
+                        c["adjusted_rate"],
+                        style=clinic_styles[str(c["clinic_id"])],
+                    )
+                    for c in b["clinics"]
+                    if isinstance(c.get("n"), (int, float))
+                ],
+                limits_n=b["funnel"]["n"],
+                limits_95=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_95"]],
+                limits_998=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_998"]],
+                overall=b["overall_rate"],
+                title="Clinic benchmarking funnel plot",
+                desc="Clinics' adjusted responder rates against their number of patients.",
+                xlabel="Patients with a 12-month ODI and a baseline",
+                ylabel="Adjusted responder rate",
+            ).wide
+            + "</figure>"
+        )
         out.append(
             f"<p class='note'>{_e(b['method'])}; overall rate "
-            f"{_num((b['overall_rate'] or 0) * 100)}%.</p>"
+            f"{_num((b['overall_rate'] or 0) * 100, 0)}%.</p>"
         )
-        out.append(
-            "<table><tr><th>clinic</th><th>n</th><th>raw rate</th><th>O/E</th>"
-            "<th>adjusted rate</th><th>95% limits</th><th>position</th>"
-            "<th>12-month completeness</th></tr>"
-        )
-        for c in b["clinics"]:
-            out.append(
-                f"<tr><td>{_e(c['clinic_id'])}</td><td>{c['n']}</td><td>{_pct(c['raw_rate'])}"
-                f"</td><td>{_num(c['o_e'], 2)}</td><td>{_num((c['adjusted_rate'] or 0) * 100)}%"
-                f"</td><td>{_ci(_percent_limits(c['limits_95']))}</td>"
-                f"<td>{_e(c['position'])}</td><td>{_pct(c['completeness'])}</td></tr>"
+        rows = [
+            (
+                clinic(c["clinic_id"]),
+                count_text(c["n"]),
+                _rate(c["raw_rate"]),
+                _num(c["o_e"], 2),
+                "–" if c["adjusted_rate"] is None else f"{c['adjusted_rate'] * 100:.0f}%",
+                _ci([x * 100 for x in c["limits_95"]], 0) + "%"
+                if c.get("limits_95") and None not in c["limits_95"]
+                else "–",
+                str(c["position"]).capitalize(),
+                rate_text(c["completeness"], ci=False),
             )
-        out.append("</table>")
+            for c in b["clinics"]
+        ]
+        out.append(
+            _table(
+                "Clinic benchmarking: 12-month ODI responders, case-mix adjusted",
+                (
+                    "Clinic",
+                    "Patients",
+                    "Raw responder rate",
+                    "Observed / expected",
+                    "Adjusted rate",
+                    "95% limits",
+                    "Position",
+                    "12-month follow-up",
+                ),
+                rows,
+                (1.8, 0.8, 2, 1, 1, 1.2, 1.2, 1.6),
+            )
+        )
     out.append("</body></html>")
-    return "\n".join(out)
+    text = "\n".join(out)
+    return text.replace("</style>", _col_css(text) + "</style>", 1)

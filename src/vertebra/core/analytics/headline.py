@@ -1,0 +1,323 @@
+"""The few numbers a clinic lead shows a board, and the report's filters in words.
+
+Pure functions of a report's JSON form (``Report.to_dict()``), shared by the dashboard and
+the HTML/PDF report so both say the same thing in the same words.
+
+Contracts
+---------
+* Every rate is given with its numerator and denominator ("54% (169 of 312)").
+* Small cells may be suppressed upstream (researcher views): a count or rate that is marked
+  suppressed (``{"suppressed": true}``, a string such as ``"<11"``, or None where a count is
+  due) is shown as :data:`SUPPRESSED` and left out of sums, never a crash. Headline sums
+  then say they cover only the cells shown.
+* Codes never reach people: arms, conditions, time points and cell sources go through
+  :func:`vertebra.core.labels.label`; clinics through the ``clinic_names`` the caller passes
+  (their names for clinic staff, "Clinic A", "Clinic B" ... for researchers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vertebra.core.analytics.stats import wilson_ci
+from vertebra.core.labels import format_date, label
+
+__all__ = [
+    "KEY_TIMEPOINT",
+    "MIN_CELL",
+    "SUPPRESSED",
+    "Headline",
+    "clinic_letters",
+    "count_text",
+    "filter_words",
+    "headlines",
+    "is_suppressed",
+    "outcome_words",
+    "pct_text",
+    "rate_text",
+    "responder_words",
+]
+
+#: The time point the headline numbers are about.
+KEY_TIMEPOINT = "month_12"
+#: The smallest count shown to researchers (suppression is applied upstream; this is the text).
+MIN_CELL = 11
+SUPPRESSED = f"fewer than {MIN_CELL} (suppressed)"
+
+
+def is_suppressed(value: Any) -> bool:
+    """Whether ``value`` is a small-cell marker rather than a number."""
+    if isinstance(value, Mapping):
+        return bool(value.get("suppressed"))
+    if isinstance(value, str):
+        return value.strip().startswith("<") or "suppress" in value.lower()
+    return False
+
+
+def _int(value: Any) -> int | None:
+    """The count in ``value``, or None when it is missing or suppressed."""
+    if isinstance(value, bool) or value is None or is_suppressed(value):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
+def count_text(value: Any) -> str:
+    """A count for people: "312", or the suppression words, or "–" when unknown."""
+    if is_suppressed(value):
+        return SUPPRESSED
+    n = _int(value)
+    return "–" if n is None else f"{n:,}"
+
+
+def pct_text(rate: Mapping[str, Any] | None, *, ci: bool = True) -> str:
+    """'62% (95% CI 55–68)' or '–' with no denominator; suppression words when suppressed."""
+    if is_suppressed(rate):
+        return SUPPRESSED
+    if not rate or rate.get("rate") is None or is_suppressed(rate.get("rate")):
+        return "–"
+    text = f"{rate['rate'] * 100:.0f}%"
+    bounds = rate.get("ci")
+    if ci and bounds and None not in bounds:
+        text += f" (95% CI {bounds[0] * 100:.0f}–{bounds[1] * 100:.0f})"
+    return text
+
+
+def rate_text(rate: Mapping[str, Any] | None, *, ci: bool = True) -> str:
+    """'62% (95% CI 55–68), 122 of 197': a rate always with its numerator and denominator."""
+    if is_suppressed(rate):
+        return SUPPRESSED
+    if not rate:
+        return "– (0 of 0)"
+    num, den = rate.get("numerator"), rate.get("denominator")
+    if is_suppressed(num) or is_suppressed(den):
+        return SUPPRESSED
+    return f"{pct_text(rate, ci=ci)}, {count_text(num or 0)} of {count_text(den or 0)}"
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline number: what it is, the figure, and its denominator in words."""
+
+    key: str
+    label: str
+    value: str
+    detail: str
+
+
+def _key_tp(arm: Mapping[str, Any]) -> Mapping[str, Any]:
+    return next((tp for tp in arm["timepoints"] if tp["timepoint"] == KEY_TIMEPOINT), {})
+
+
+def _pooled(pairs: Sequence[tuple[Any, Any]]) -> tuple[int, int, bool]:
+    """Sum of numerators and denominators over cells; and whether a cell was left out."""
+    num = den = 0
+    partial = False
+    for n, d in pairs:
+        ni, di = _int(n), _int(d)
+        if ni is None or di is None:
+            partial = partial or n is not None or d is not None
+            continue
+        num, den = num + ni, den + di
+    return num, den, partial
+
+
+def _share(num: int, den: int) -> str:
+    if den <= 0:
+        return "–"
+    share = 100 * num / den
+    # "0%" for 2 of 500 would hide the events: one decimal below 10 %
+    return f"{share:.1f}%" if 0 < share < 10 else f"{share:.0f}%"
+
+
+def _ci_words(num: int, den: int) -> str:
+    if den <= 0:
+        return ""
+    lo, hi = wilson_ci(num, den)
+    return f"95% CI {100 * float(lo):.0f}–{100 * float(hi):.0f}%"
+
+
+def responder_words(d: Mapping[str, Any], measure: str = "odi") -> str:
+    """The responder rule in words, from the report's rules (from the data file)."""
+    rule = d.get("responder_rules", {}).get(measure, {})
+    what = label("measure", measure).split(" (")[0]
+    points, percent = rule.get("points"), rule.get("percent")
+    if points is None:
+        return "Responder: improvement reaching the MCID."
+    text = f"Responder: {what} better by at least {points:g} points"
+    if percent is not None:
+        text += f" or {percent:g}%"
+    return text + "."
+
+
+def headlines(d: Mapping[str, Any], measure: str = "odi") -> list[Headline]:
+    """Patients; follow-up at 12 months; responders at 12 months both ways; serious adverse
+    events; surgery-free at 12 months. Pooled over the arms of the report ``d``."""
+    arms = d["arms"]
+    key = label("timepoint", KEY_TIMEPOINT).lower()
+    tps = [_key_tp(a) for a in arms.values()]
+    out = [
+        Headline(
+            "patients",
+            "Patients",
+            count_text(d["n_patients"]),
+            f"{len(arms)} treatment{'s' if len(arms) != 1 else ''}; as of {as_of_words(d)}",
+        )
+    ]
+    num, den, partial = _pooled([(tp.get("n_completed"), tp.get("n_expected")) for tp in tps])
+    note = " (cells under 11 left out)" if partial else ""
+    out.append(
+        Headline(
+            "completeness",
+            f"Follow-up at {key}",
+            _share(num, den),
+            f"{num:,} of {den:,} patients due answered{note}",
+        )
+    )
+    for kind, title, words in (
+        ("responder_rate_completers", f"Responders at {key}", "who answered"),
+        ("responder_rate_all", "Responders, missing = non-response", "due"),
+    ):
+        rates = [((tp.get(measure) or {}).get(kind) or {}) for tp in tps]
+        num, den, partial = _pooled([(r.get("numerator"), r.get("denominator")) for r in rates])
+        note = " (cells under 11 left out)" if partial else ""
+        ci = _ci_words(num, den)
+        out.append(
+            Headline(
+                kind,
+                title,
+                _share(num, den),
+                f"{num:,} of {den:,} patients {words}{f' ({ci})' if ci else ''}{note}",
+            )
+        )
+    ae = [a["adverse_events"]["serious"] for a in arms.values()]
+    num, den, partial = _pooled(
+        [
+            (c.get("patients"), a["adverse_events"].get("n_patients"))
+            for c, a in zip(ae, arms.values(), strict=True)
+        ]
+    )
+    events = sum(_int(c.get("events")) or 0 for c in ae)
+    note = " (cells under 11 left out)" if partial else ""
+    out.append(
+        Headline(
+            "serious_ae",
+            "Serious adverse events",
+            _share(num, den),
+            f"{num:,} of {den:,} patients; {events:,} event{'s' if events != 1 else ''}{note}",
+        )
+    )
+    out.append(_surgery_free(arms))
+    return out
+
+
+def _surgery_free(arms: Mapping[str, Any]) -> Headline:
+    """Kaplan–Meier surgery-free share at 12 months, arms pooled by their size."""
+    total = weighted = 0.0
+    surgeries = 0
+    for a in arms.values():
+        point = next((p for p in a.get("surgery_free", []) if p.get("months") == 12.0), None)
+        n = _int(a.get("n_patients"))
+        if point is None or n is None or point.get("survival") is None:
+            continue
+        total += n
+        weighted += n * float(point["survival"])
+        surgeries += _int(point.get("events_before")) or 0
+    value = f"{100 * weighted / total:.0f}%" if total else "–"
+    return Headline(
+        "surgery_free",
+        "Surgery-free at 12 months",
+        value,
+        f"Kaplan–Meier; {surgeries:,} had surgery by 12 months",
+    )
+
+
+def as_of_words(d: Mapping[str, Any]) -> str:
+    """The report's as-of date in the one date format, or words when it is withheld."""
+    if d.get("as_of"):
+        return format_date(d["as_of"])
+    return "the data cut-off (calendar dates withheld: de-identified data)"
+
+
+def clinic_letters(ids: Sequence[Any]) -> dict[str, str]:
+    """De-identified clinic names: "Clinic A", "Clinic B", ... in order of the ids."""
+    out: dict[str, str] = {}
+    for k, cid in enumerate(sorted({str(i) for i in ids}, key=lambda s: (len(s), s))):
+        letters = ""
+        n = k
+        while True:
+            letters = chr(ord("A") + n % 26) + letters
+            n = n // 26 - 1
+            if n < 0:
+                break
+        out[cid] = f"Clinic {letters}"
+    return out
+
+
+_OUTCOME_KINDS = (
+    (
+        "_responder_completers_",
+        "{m} responders at {t} among those who answered (difference in proportion)",
+    ),
+    ("_responder_all_", "{m} responders at {t}, missing = non-response (difference in proportion)"),
+    ("_change_", "change in {m} at {t} (points)"),
+)
+
+
+def outcome_words(code: str) -> str:
+    """A comparison outcome in words: ``odi_change_month_12`` -> "change in ODI at 12 months
+    (points)"; an unknown code falls back to :func:`vertebra.core.labels.label`."""
+    for marker, words in _OUTCOME_KINDS:
+        measure, sep, timepoint = code.partition(marker)
+        if sep:
+            what = label("measure", measure).split(" (")[0]
+            return words.format(m=what, t=label("timepoint", timepoint).lower())
+    return label("outcome", code)
+
+
+def _join(words: Sequence[str]) -> str:
+    return " or ".join(words)
+
+
+def filter_words(
+    flt: Mapping[str, Any], clinic_names: Mapping[str, str] | None = None, timepoint: str = ""
+) -> str:
+    """The cohort filter in words: "All clinics · Degenerative disc disease · 12 months"."""
+    names = clinic_names or {}
+    clinics = [names.get(str(c), f"Clinic {c}") for c in flt.get("clinics") or ()]
+    parts = [_join(clinics) if clinics else "All clinics"]
+    conditions = [label("condition", c) for c in flt.get("conditions") or ()]
+    parts.append(_join(conditions) if conditions else "All conditions")
+    arms = [label("arm", a) for a in flt.get("arms") or ()]
+    parts.append(_join(arms) if arms else "All treatments")
+    sources = [label("cell_source", s) for s in flt.get("cell_sources") or ()]
+    if sources:
+        parts.append("Cell source: " + _join(sources))
+    adjuncts = [label("adjunct", a) for a in flt.get("adjuncts") or ()]
+    if adjuncts:
+        parts.append("Adjunct: " + _join(adjuncts))
+    lo, hi = flt.get("dose_min"), flt.get("dose_max")
+    if lo is not None or hi is not None:
+        if lo is not None and hi is not None:
+            parts.append(f"Dose {lo:g}–{hi:g} million cells")
+        elif lo is not None:
+            parts.append(f"Dose over {lo:g} million cells")
+        else:
+            parts.append(f"Dose up to {hi:g} million cells")
+    start, end = flt.get("treated_from"), flt.get("treated_to")
+    if start or end:
+        if start and end:
+            parts.append(f"Treated {format_date(start)} to {format_date(end)}")
+        elif start:
+            parts.append(f"Treated from {format_date(start)}")
+        else:
+            parts.append(f"Treated up to {format_date(end)}")
+    if timepoint:
+        parts.append(label("timepoint", timepoint))
+    return " · ".join(parts)
