@@ -194,7 +194,8 @@ def phone_ready_required(path: str) -> bool:
 
 class Shared:
     """What the roles' crawls share: the staff page shapes already shot at phone size, and the
-    status of download links (a PDF is built once per crawl, not once per role)."""
+    status of file links (downloads, JSON, API): a PDF or a JSON report is built once per
+    crawl, not once per role; who may fetch them is tested where they are made."""
 
     def __init__(self) -> None:
         self.phone_shapes: set[str] = set()
@@ -216,6 +217,7 @@ class RoleCrawl:
         self.linked_from: dict[str, list[str]] = {}  # link → pages linking to it
         self.downloads: set[str] = set()
         self.visited: list[str] = []
+        self.timings: list[tuple[str, str, float]] = []  # (size, path, seconds)
         self.storage: Any = None
 
     # --- browser plumbing ------------------------------------------------------------------
@@ -305,6 +307,7 @@ class RoleCrawl:
             if response.status >= 400 and response.url != self.base + path:
                 failed.append(f"{response.status} {response.url}")
 
+        began = time.monotonic()
         page.on("console", on_console)
         page.on("pageerror", lambda error: console.append(f"script error: {error}"))
         page.on("response", on_response)
@@ -351,6 +354,7 @@ class RoleCrawl:
         if codes:
             self._note(size, path, "raw codes in visible text", ", ".join(codes[:12]))
         self._screenshot(page, here, size)
+        self.timings.append((size, path, round(time.monotonic() - began, 2)))
         return self._links(page, path) if size == "desktop" else []
 
     def _widest(self, page: Any) -> str:
@@ -401,11 +405,12 @@ class RoleCrawl:
                 if per_shape.get(key, 0) >= LINK_CHECKS_PER_SHAPE:
                     continue
                 per_shape[key] = per_shape.get(key, 0) + 1
-                if link in self.downloads and link in self.shared.downloads:
+                file_like = link in self.downloads or bool(NOT_A_PAGE.search(urlsplit(link).path))
+                if file_like and link in self.shared.downloads:
                     self.status[link] = self.shared.downloads[link]
                 else:
                     self.status[link] = self._request(page, link)
-                    if link in self.downloads:
+                    if file_like:
                         self.shared.downloads[link] = self.status[link]
             status = self.status[link]
             if status >= 400:
@@ -424,7 +429,7 @@ class RoleCrawl:
     def _screenshot(self, page: Any, path: str, size: str) -> None:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "home"
         target = self.out / f"{self.role}-{size}-{slug[:80]}.png"
-        tall = page.evaluate("document.documentElement.scrollHeight") > 8000
+        tall = page.evaluate("document.documentElement.scrollHeight") > 5000
         page.screenshot(path=str(target), full_page=not tall)
 
 
@@ -457,6 +462,7 @@ def test_every_page_of_every_role_at_desktop_and_phone_size(
         summary["roles"][role] = {
             "pages": crawl.visited,
             "links_checked": len(crawl.status),
+            "slowest": sorted(crawl.timings, key=lambda t: -t[2])[:5],
             "seconds": round(time.monotonic() - role_started, 1),
         }
     summary["total_seconds"] = round(time.monotonic() - started, 1)
