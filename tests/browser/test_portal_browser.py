@@ -23,6 +23,8 @@ from tests.followup.helpers import (
     point,
 )
 from tests.registry.factories import make_actor
+from vertebra.core.instruments import get_definition
+from vertebra.followup.forms import is_required
 from vertebra.followup.models import QuestionnaireResponse, Submission
 from vertebra.followup.services import issue_link
 from vertebra.registry.models import Role
@@ -35,8 +37,11 @@ PASSWORD = "correct horse battery staple 42"
 
 
 def _answer_page(page: Any, instrument: str) -> None:
+    """Answer the questions of ``instrument`` on the screen shown, then press Next."""
     for name, value in ANSWERS[instrument].items():
-        page.locator(f'input[name="{name}"][value="{value}"]').check()
+        choice = page.locator(f'input[name="{name}"][value="{value}"]')
+        if choice.count():
+            choice.check()
     page.locator("form.portal-form button[type=submit]").click()
     page.wait_for_load_state()
 
@@ -65,11 +70,15 @@ def test_patient_answers_on_a_phone_through_a_dropped_connection(
     patient.screenshot(path=str(artifacts_dir / "portal-2-validation-phone.png"), full_page=True)
     _answer_page(patient, "nrs_back")
 
-    # Page 2: ODI.
-    assert "Part 2 of 2" in patient.locator(".progress").inner_text()
-    _answer_page(patient, "odi")
+    # Part 2: the ODI, one section per screen.
+    for section in range(1, 11):
+        assert (
+            f"Part 2 of 2 · Question {section} of 10" in patient.locator(".progress").inner_text()
+        )
+        _answer_page(patient, "odi")
     assert patient.url.endswith("/p/q/review/")
     patient.screenshot(path=str(artifacts_dir / "portal-3-review-phone.png"), full_page=True)
+    assert Submission.objects.count() == 0  # nothing is stored before Send
 
     attempts: list[str] = []
 
@@ -134,3 +143,69 @@ def test_patient_answers_on_a_phone_through_a_dropped_connection(
         in page.locator("#recent").locator("xpath=following-sibling::ul[1]").inner_text()
     )
     page.screenshot(path=str(artifacts_dir / "portal-6-coordinator.png"), full_page=True)
+
+
+def test_patient_checks_and_changes_answers_before_sending_on_a_phone(
+    live_server: Any, phone_page: Any, artifacts_dir: Path, settings: Any
+) -> None:
+    """One ODI section per screen, answers kept going Back, a review of every answer in words,
+    "Change" back to one section and return, and nothing stored until Send."""
+    settings.FOLLOWUP_INSTRUMENTS = {
+        "baseline": ["nrs_back", "odi", "opioid_use"],
+        "default": ["nrs_back"],
+    }
+    today = timezone.localdate()
+    baseline = point(make_schedule(start=today, today=today), "baseline")
+    patient = phone_page
+    patient.goto(f"{live_server.url}/p/open/?t={issue_link(baseline, timezone.now())}")
+    patient.get_by_role("link", name="Start").click()
+    _answer_page(patient, "nrs_back")
+
+    odi = get_definition("odi")
+    for section, item in enumerate(odi.items, 1):
+        assert f"Question {section} of 10" in patient.locator(".progress").inner_text()
+        assert patient.locator("legend").inner_text() == item.text  # one question only
+        # Six statements, and "Prefer not to answer" where a section may be skipped (sex life).
+        optional = 0 if is_required(odi, item) else 1
+        assert patient.locator("input[type=radio]").count() == 6 + optional
+        for box in (patient.locator("label.choice").nth(0), patient.locator("#next")):
+            assert box.bounding_box()["height"] >= 48  # finger-sized targets
+        assert patient.evaluate("document.documentElement.scrollWidth") <= 390
+        if section == 3:
+            patient.screenshot(path=str(artifacts_dir / "portal-odi-section-phone.png"))
+            # Back keeps the answer of the previous section.
+            patient.locator("#back").click()
+            assert patient.locator('input[name="personal_care"][value="2"]').is_checked()
+            patient.locator("#next").click()
+        _answer_page(patient, "odi")
+    _answer_page(patient, "opioid_use")
+
+    # The review: every question with the answer in words; nothing stored yet.
+    assert patient.url.endswith("/p/q/review/")
+    lifting = patient.locator('[data-item="lifting"]')
+    assert lifting.locator("dt").inner_text() == odi.item("lifting").text
+    assert lifting.locator("dd.answer").inner_text() == odi.item("lifting").option(2).label
+    assert patient.locator('[data-item="current_use"] dd.answer').inner_text() == "No"
+    assert patient.locator("dl.answers .answer-row").count() == 1 + 10 + 3
+    assert patient.evaluate("document.documentElement.scrollWidth") <= 390
+    patient.screenshot(path=str(artifacts_dir / "portal-review-phone.png"), full_page=True)
+    assert Submission.objects.count() == 0
+    assert QuestionnaireResponse.objects.count() == 0
+
+    # Change one answer: straight to its section, then back to the review.
+    lifting.get_by_role("link", name="Change").click()
+    assert "Question 3 of 10" in patient.locator(".progress").inner_text()
+    patient.locator('input[name="lifting"][value="5"]').check()
+    patient.get_by_role("button", name="Save and go back to my answers").click()
+    patient.wait_for_url("**/p/q/review/#part-2")
+    changed = odi.item("lifting").option(5).label
+    assert patient.locator('[data-item="lifting"] dd.answer').inner_text() == changed
+    assert Submission.objects.count() == 0
+
+    # Send: stored once, with the changed answer.
+    patient.locator("#send").click()
+    patient.wait_for_url("**/p/done/**")
+    assert Submission.objects.count() == 1
+    stored = QuestionnaireResponse.objects.get(time_point=baseline, instrument_id="odi")
+    assert stored.answers["lifting"] == 5 and stored.answers["walking"] == 2
+    patient.screenshot(path=str(artifacts_dir / "portal-done-phone.png"), full_page=True)

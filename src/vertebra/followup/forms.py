@@ -7,7 +7,7 @@ into the typed answers the scorers take.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django import forms
@@ -71,15 +71,24 @@ def _field(defn: InstrumentDefinition, item: Item) -> forms.Field:
 class InstrumentForm(forms.Form):
     """The questions of one instrument. ``cleaned_data`` holds text; see :func:`parse_draft`."""
 
-    def __init__(self, definition: InstrumentDefinition, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        definition: InstrumentDefinition,
+        *args: Any,
+        items: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.definition = definition
         for item in definition.items:
-            self.fields[item.id] = _field(definition, item)
+            if items is None or item.id in items:
+                self.fields[item.id] = _field(definition, item)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         for item in self.definition.items:
+            if item.id not in self.fields:
+                continue
             text = cleaned.get(item.id)
             if not text:
                 continue
@@ -87,7 +96,8 @@ class InstrumentForm(forms.Form):
                 parse_answer_text(self.definition, item, str(text))
             except InvalidAnswerError:
                 self.add_error(item.id, f"Please enter {item.allowed_description()}.")
-        if self.definition.id == "opioid_use":
+        # The cross-question rule needs all three questions; they always share one screen.
+        if self.definition.id == "opioid_use" and len(self.fields) == len(self.definition.items):
             self._check_opioid(cleaned)
         return cleaned
 
@@ -106,13 +116,17 @@ class InstrumentForm(forms.Form):
 
 
 def form_for(
-    instrument_id: str, data: Any = None, draft: Mapping[str, str] | None = None
+    instrument_id: str,
+    data: Any = None,
+    draft: Mapping[str, str] | None = None,
+    items: Sequence[str] | None = None,
 ) -> InstrumentForm:
-    """The form of ``instrument_id``, bound to POST ``data`` or pre-filled from a ``draft``."""
+    """The form of ``instrument_id`` (only the questions ``items``, when given), bound to POST
+    ``data`` or pre-filled from a ``draft``."""
     definition = get_definition(instrument_id)
     if data is not None:
-        return InstrumentForm(definition, data)
-    return InstrumentForm(definition, initial=dict(draft or {}))
+        return InstrumentForm(definition, data, items=items)
+    return InstrumentForm(definition, initial=dict(draft or {}), items=items)
 
 
 def parse_draft(instrument_id: str, draft: Mapping[str, str]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from vertebra.core.instruments import get_definition
 from vertebra.followup import forms as portal_forms
+from vertebra.followup import screens as portal_screens
 from vertebra.followup.errors import (
     AlreadyCompleted,
     BadIdempotencyKey,
@@ -269,74 +270,90 @@ def start(request: HttpRequest) -> HttpResponse:
     if point.status == TimePointStatus.COMPLETED:
         return redirect("followup:done")
     drafts = _drafts(request, point)
+    screens = portal_screens.plan(point.instruments)
+    resume = portal_screens.first_unfinished(screens, drafts)
     return render(
         request,
         "followup/start.html",
         {
             "point": point,
             "count": len(point.instruments),
-            "resume": next(
-                (
-                    n
-                    for n, i in enumerate(point.instruments, 1)
-                    if not portal_forms.draft_is_complete(i, drafts.get(i))
-                ),
-                None,
-            ),
+            "screens": len(screens),
+            "resume": resume.number if resume else None,
             "has_drafts": bool(drafts),
         },
     )
 
 
+def _from_review(request: HttpRequest) -> bool:
+    """True when the patient came to a screen from the review page's "Change" link."""
+    return request.GET.get("from") == "review"
+
+
 @portal
 @require_http_methods(["GET", "POST"])
 def question(request: HttpRequest, number: int) -> HttpResponse:
-    """Page ``number`` (1-based): one instrument. POST validates, keeps the draft, moves on."""
+    """Screen ``number`` (1-based): one instrument, or one question of a long one.
+
+    POST validates the screen's questions, keeps its answers in the session draft (valid ones
+    even when another is not) and either shows the screen again with a message beside each
+    question to fix (status 200, like any form a person corrects: browsers log a 4xx page as a
+    console error) or moves on: to the next screen, to the review page after the
+    last, or back to the review page when the patient came from there to change an answer.
+    """
     point = _point_or_gone(request)
     if isinstance(point, HttpResponse):
         return point
     if point.status == TimePointStatus.COMPLETED:
         return redirect("followup:done")
-    total = len(point.instruments)
-    if not 1 <= number <= total:
+    screens = portal_screens.plan(point.instruments)
+    if not 1 <= number <= len(screens):
         raise Http404("No such page")
-    instrument_id = point.instruments[number - 1]
+    screen = screens[number - 1]
     drafts = _drafts(request, point)
+    from_review = _from_review(request)
     if request.method == "POST":
-        form = portal_forms.form_for(instrument_id, data=request.POST)
+        form = portal_screens.screen_form(screen, data=request.POST)
         valid = form.is_valid()
-        # Keep every valid answer even when another one on the page is not.
         kept = {k: str(v) for k, v in getattr(form, "cleaned_data", {}).items() if v}
-        _save_draft(request, point, instrument_id, kept)
+        merged = portal_screens.merge_draft(screen, drafts.get(screen.instrument_id, {}), kept)
+        _save_draft(request, point, screen.instrument_id, merged)
         if valid:
-            if number < total:
-                return redirect("followup:question", number=number + 1)
-            return redirect("followup:review")
+            if from_review:  # back to the answer just changed
+                return redirect(f"{reverse('followup:review')}#part-{screen.part}")
+            if number == len(screens):
+                return redirect("followup:review")
+            return redirect("followup:question", number=number + 1)
     else:
-        form = portal_forms.form_for(instrument_id, draft=drafts.get(instrument_id))
-    definition = get_definition(instrument_id)
+        form = portal_screens.screen_form(screen, draft=drafts.get(screen.instrument_id))
+    if from_review:
+        back_url = f"{reverse('followup:review')}#part-{screen.part}"
+    elif number > 1:
+        back_url = reverse("followup:question", args=[number - 1])
+    else:
+        back_url = reverse("followup:start")
     return render(
         request,
         "followup/question.html",
         {
             "point": point,
             "form": form,
-            "definition": definition,
+            "definition": get_definition(screen.instrument_id),
+            "screen": screen,
             "number": number,
-            "total": total,
-            "percent": round(100 * (number - 1) / total),
-            "back_url": reverse("followup:question", args=[number - 1])
-            if number > 1
-            else reverse("followup:start"),
+            "total": len(screens),
+            "parts": len(point.instruments),
+            "last": number == len(screens),
+            "from_review": from_review,
+            "back_url": back_url,
         },
-        status=400 if form.errors else 200,
     )
 
 
 def _answer_sets(
     point: FollowUpTimePoint, drafts: dict[str, dict[str, str]]
 ) -> tuple[dict[str, dict[str, Any]], list[tuple[int, str]]]:
-    """Typed answers of every complete page, and the (page, title) of incomplete ones."""
+    """Typed answers of every complete part, and the (part, title) of incomplete ones."""
     answers: dict[str, dict[str, Any]] = {}
     missing: list[tuple[int, str]] = []
     for number, instrument_id in enumerate(point.instruments, 1):
@@ -351,21 +368,28 @@ def _answer_sets(
 @portal
 @require_GET
 def review(request: HttpRequest) -> HttpResponse:
-    """The last page: what is still missing, and the send button with the idempotency key."""
+    """Check before sending: every question with its answer in words and a "Change" link, what
+    is still missing, and one Send button (with the idempotency key) once nothing is.
+
+    Nothing is stored here: the answers stay a session draft until :func:`submit`.
+    """
     point = _point_or_gone(request)
     if isinstance(point, HttpResponse):
         return point
     if point.status == TimePointStatus.COMPLETED:
         return redirect("followup:done")
-    _, missing = _answer_sets(point, _drafts(request, point))
+    screens = portal_screens.plan(point.instruments)
+    parts = portal_screens.review_parts(screens, _drafts(request, point))
+    missing = [part for part in parts if not part.complete]
     return render(
         request,
         "followup/review.html",
         {
             "point": point,
+            "parts": parts,
             "missing": missing,
             "key": _idempotency_key(request, point),
-            "total": len(point.instruments),
+            "total": len(screens),
         },
     )
 

@@ -7,6 +7,7 @@ from vertebra.web import assess_views, decide_views, learn_views, views, worklis
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("learn/", learn_views.index, name="learn"),
     path("learn/treatments/compare/", learn_views.comparison, name="learn-compare"),
     path("learn/<path:path>/", learn_views.page, name="learn-page"),

@@ -2,8 +2,9 @@
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
+from django.views.decorators.http import require_GET, require_safe
 
 
 @require_GET
@@ -21,3 +22,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"status": "ok", "database": "ok"})
     except Exception:  # the point is to report, not to raise
         return JsonResponse({"status": "error", "database": "unreachable"}, status=503)
+
+
+@require_safe
+def favicon(request: HttpRequest) -> HttpResponse:
+    """``/favicon.ico``, which browsers ask for by themselves: redirect to the site icon, so
+    pages without a ``<link rel="icon">`` (the Django admin) log no 404."""
+    response = redirect(static("vertebra/favicon.png"))
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
