@@ -3,7 +3,9 @@
 Session keys (JSON-serialisable):
 
 * ``fu``: ``{"tp": <time point public id>, "patient": <patient id>}`` — the questionnaire this
-  browser may answer, set by a link (:func:`open_view`) or by a signed-in patient's choice;
+  browser may answer, set by a link (:func:`open_view`, which adds ``"via": "link"`` and
+  ``"at": <epoch seconds>``: a link session sees progress only for
+  :data:`LINK_SESSION_PROGRESS_SECONDS`) or by a signed-in patient's choice;
 * ``fu_drafts``: ``{<tp>: {<instrument>: {<item>: <text>}}}`` — answers kept between pages;
 * ``fu_keys``: ``{<tp>: <idempotency key>}`` — made when the submit page is first shown, so a
   double click, a retry or a second tab all send the same key.
