@@ -7,7 +7,9 @@ what to fix.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,31 @@ def read_list(env: Mapping[str, str], name: str, default: list[str]) -> list[str
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def read_rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A throttle rate such as ``20/m``, ``300/h`` or ``5/10m``; raise naming the variable if
+    it is malformed (parsed again by :class:`vertebra.perimeter.throttle.Rate`)."""
+    raw = env.get(name)
+    value = default if raw is None or raw.strip() == "" else raw.strip()
+    match = re.fullmatch(r"(\d+)/(\d*)([smhd])", value)
+    if not match or int(match[1]) < 1 or (match[2] and int(match[2]) < 1):
+        raise ConfigurationError(
+            f"{name}={value!r} is not a rate; write it as 20/m, 300/h or 5/10m (count/period)"
+        )
+    return value
+
+
+def check_trusted_proxies(values: list[str]) -> None:
+    """Raise naming TRUSTED_PROXIES if an entry is not an IP address or CIDR block."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"TRUSTED_PROXIES: {value!r} is not an IP address or network (e.g. 10.0.0.5, "
+                "10.0.0.0/8)"
+            ) from None
 
 
 def database_from_url(url: str, timeout: int = DEFAULT_DATABASE_TIMEOUT) -> DatabaseChoice:

@@ -14,6 +14,7 @@ from vertebra.config import (
     DEFAULT_DATABASE_TIMEOUT,
     INSECURE_DEFAULT_SECRET,
     ConfigurationError,
+    check_trusted_proxies,
     current_env,
     database_from_url,
     default_data_dir,
@@ -21,6 +22,7 @@ from vertebra.config import (
     read_bool,
     read_int,
     read_list,
+    read_rate,
 )
 
 _env = current_env()
@@ -58,6 +60,28 @@ try:
         [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"],
     )
     SECURE_SSL_REDIRECT = read_bool(_env, "SECURE_SSL_REDIRECT", default=PRODUCTION)
+    # Perimeter (vertebra.perimeter): the client address behind the reverse proxy, the limits
+    # shared by every server process, and the largest request body (see README).
+    TRUSTED_PROXIES = read_list(_env, "TRUSTED_PROXIES", [])
+    CLIENT_IP_HEADER = _env.get("CLIENT_IP_HEADER", "X-Forwarded-For").strip()
+    THROTTLE_RATES = {
+        scope: read_rate(_env, f"THROTTLE_{scope.upper()}", default)
+        for scope, default in {
+            "portal_link_failures": "20/m",
+            "portal_link_opens": "10/m",
+            "api_key": "300/m",
+            "api_address": "600/m",
+            "api_auth_failures": "20/m",
+        }.items()
+    }
+    THROTTLE_ENABLED = read_bool(_env, "THROTTLE_ENABLED", default=True)
+    MAX_REQUEST_BODY_BYTES = read_int(_env, "MAX_REQUEST_BODY_BYTES", 1024 * 1024)
+    if not 1024 <= MAX_REQUEST_BODY_BYTES <= 100 * 1024 * 1024:
+        raise ConfigurationError(
+            f"MAX_REQUEST_BODY_BYTES={MAX_REQUEST_BODY_BYTES} is out of range; "
+            "use 1024 to 104857600"
+        )
+    check_trusted_proxies(TRUSTED_PROXIES)
 except ConfigurationError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -100,6 +124,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "ninja",
+    "vertebra.perimeter",
     "vertebra.web",
     "vertebra.registry",
     "vertebra.followup",
@@ -109,6 +134,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so it also sees writes committed by the session save (see web.unavailable).
     "vertebra.web.unavailable.CommittedWritesMiddleware",
+    # 413 for oversized bodies before anything reads them; API rate limits (web.middleware).
+    "vertebra.web.middleware.RequestSizeLimitMiddleware",
+    "vertebra.web.middleware.ApiThrottleMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "vertebra.web.middleware.SecurityHeadersMiddleware",
@@ -166,6 +194,12 @@ AXES_FAILURE_LIMIT = read_int(_env, "AXES_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = 1
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_ENABLED = read_bool(_env, "AXES_ENABLED", default=True)
+# The real client behind the trusted proxies (TRUSTED_PROXIES), never the proxy's address:
+# otherwise every patient shares one address and one attacker locks a username for everyone.
+AXES_CLIENT_IP_CALLABLE = "vertebra.perimeter.clientip.client_ip"
+# Bodies above MAX_REQUEST_BODY_BYTES are refused with 413 by RequestSizeLimitMiddleware;
+# Django's own cap (a 400) is set to the same figure for bodies it reads without a length.
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 LOGIN_URL = "login"
 # Staff land on their role's worklist (web/worklist_views.py); patients go on to the portal.
@@ -234,9 +268,22 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Patient-link tokens never reach a log (vertebra.perimeter.logredact): on the handler for
+    # everything it writes, and on the loggers that print request paths for other handlers.
+    "filters": {"redact_tokens": {"()": "vertebra.perimeter.logredact.RedactTokensFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_tokens"],
+        }
+    },
     "root": {"handlers": ["console"], "level": _env.get("LOG_LEVEL", "INFO")},
-    "loggers": {"axes": {"level": "WARNING"}},
+    "loggers": {
+        "axes": {"level": "WARNING"},
+        "django.request": {"filters": ["redact_tokens"]},
+        "django.server": {"filters": ["redact_tokens"]},
+    },
 }
 
 # Follow-up (vertebra.followup): reminder ladder in days after a window opens (day 0 is the

@@ -16,10 +16,11 @@ from tests.registry.factories import make_clinic, make_user
 from vertebra.followup.errors import LinkExpired, LinkNotFound, LinkUsed
 from vertebra.followup.models import PatientLink
 from vertebra.followup.services import hash_token, issue_link, open_link, submit_responses
-from vertebra.followup.views import MAX_LINK_FAILURES_PER_MINUTE
 from vertebra.registry.models import PatientAccount
 
 pytestmark = pytest.mark.django_db
+
+MAX_LINK_FAILURES_PER_MINUTE = 20  # THROTTLE_PORTAL_LINK_FAILURES default
 
 
 @pytest.fixture
@@ -89,9 +90,20 @@ def test_used_link_is_410(client: Client, live_baseline) -> None:
 
 
 def test_unknown_link_is_404_and_guessing_is_rate_limited(client: Client) -> None:
-    for _ in range(MAX_LINK_FAILURES_PER_MINUTE):
-        assert client.get("/p/open/?t=guess-" + "a" * 40).status_code == 404
-    assert client.get("/p/open/?t=guess-" + "b" * 40).status_code == 429
+    for n in range(MAX_LINK_FAILURES_PER_MINUTE):
+        assert client.get(f"/p/open/?t=guess-{n:03d}" + "a" * 40).status_code == 404
+    refused = client.get("/p/open/?t=guess-" + "b" * 40)
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+
+
+def test_one_token_tried_again_and_again_is_limited_on_its_own(client: Client) -> None:
+    """The per-token limit (10/min) stops a hammered token, whatever address it comes from."""
+    for n in range(10):
+        other = Client(REMOTE_ADDR=f"198.51.100.{n + 1}")
+        assert other.get("/p/open/?t=same-" + "c" * 40).status_code == 404
+    assert client.get("/p/open/?t=same-" + "c" * 40).status_code == 429
+    assert client.get("/p/open/?t=other-" + "c" * 40).status_code == 404
 
 
 def test_another_patients_questionnaire_is_404(client: Client) -> None:

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from tests.followup.helpers import T0, SmtpSink, answers_for, at, body_text, make_schedule, point
+from vertebra.followup.errors import LinkReplaced
 from vertebra.followup.models import CallListEntry, Reminder, ReminderStatus, TimePointStatus
 from vertebra.followup.services import open_link, submit_responses
 from vertebra.followup.worker import run_once
@@ -56,7 +57,11 @@ def test_invitation_and_reminders_arrive_on_the_ladder_days(smtp_sink: SmtpSink)
     # Each e-mail carries its own fresh link, which opens the baseline questionnaire.
     tokens = [_token(m) for m in messages]
     assert len(set(tokens)) == 3
-    assert open_link(tokens[0], at(baseline.opens, 10)).pk == baseline.pk
+    # One live link per time point: each e-mail's link replaces the one before.
+    assert open_link(tokens[-1], at(baseline.opens, 10)).pk == baseline.pk
+    for old in tokens[:-1]:
+        with pytest.raises(LinkReplaced):
+            open_link(old, at(baseline.opens, 10))
     # The window closes unanswered: the patient goes on the call list, no more e-mails.
     run_once(at(baseline.closes + dt.timedelta(days=1)))
     baseline.refresh_from_db()

@@ -351,7 +351,12 @@ def _observe(world: World, route: Route) -> dict[str, list[int]]:
             for secret in world.secrets:
                 assert secret not in body, f"{route.name} as {role} on {target} leaked {secret!r}"
             if target != "own" and response.status_code == 404 and route.is_api:
-                assert json.loads(body) == {"detail": "Not found."}
+                assert json.loads(body) == {
+                    "type": "about:blank",
+                    "title": "Not Found",
+                    "status": 404,
+                    "detail": "Not found.",
+                }
             statuses.append(response.status_code)
         observed[role] = statuses
     return observed

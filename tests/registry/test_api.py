@@ -123,7 +123,9 @@ def test_validation_errors_name_the_field(coordinator: Actor, patient: Patient) 
         {"condition": "sciatica", "icd10": "bad", "diagnosed_on": "2024-01-01"},
     )  # fmt: skip
     assert status == 422
-    assert isinstance(body, dict) and body["detail"][0]["loc"] == ["body", "icd10"]
+    assert isinstance(body, dict) and body["errors"][0]["loc"] == ["body", "icd10"]
+    assert body["errors"][0]["field"] == "icd10" and body["status"] == 422
+    assert body["type"] == "urn:vertebra:problem:validation-error"
     status, body = call(
         "POST", f"/patients/{patient.pk}/diagnoses", headers,
         {"condition": "sciatica", "icd10": "M54.31", "diagnosed_on": "2999-01-01"},
@@ -146,7 +148,7 @@ def test_each_pfirrmann_scale_has_its_own_api_field(coordinator: Actor, patient:
             "POST", f"/patients/{patient.pk}/diagnoses", headers, {**base, field: grade}
         )
         assert status == 422 and isinstance(body, dict)
-        assert body["detail"][0]["loc"][-1] == field
+        assert body["errors"][0]["loc"][-1] == field and body["errors"][0]["field"] == field
     assert Diagnosis.objects.count() == 1
     status, listed = call("GET", f"/patients/{patient.pk}/diagnoses", headers)
     assert status == 200 and isinstance(listed, list)
@@ -198,7 +200,7 @@ def test_chain_of_custody_over_the_api(clinician: Actor, clinic: Clinic) -> None
         {**injection, "product_id": f"PR-{theirs.pk}"},
     )  # fmt: skip
     assert status == 422 and isinstance(body, dict)
-    assert body["detail"][0]["type"] == "chain_of_custody"
+    assert body["errors"][0]["type"] == "chain_of_custody"
     assert writes_since(seq) == []
     status, body = call(
         "POST", f"/episodes/{products[mine.pk]}/injections", headers,

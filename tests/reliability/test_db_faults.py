@@ -72,9 +72,10 @@ def _assert_plain_503(response: requests.Response, write: str, seconds: float) -
     assert response.headers["X-Vertebra-Write"] == write
     for leak in LEAKS:
         assert leak not in response.text, leak
-    if response.headers["Content-Type"].startswith("application/json"):
+    if response.headers["Content-Type"].startswith("application/problem+json"):
         body = response.json()
-        assert body["code"] == "database_unavailable"
+        assert body["type"] == "urn:vertebra:problem:database-unavailable"
+        assert body["status"] == 503 and body["code"] == "database_unavailable"
         assert body["saved"] is False
         assert "not available right now" in body["detail"]
     else:

@@ -41,12 +41,16 @@ def test_read_that_meets_a_locked_database_gets_503_nothing_changed(client: Clie
     assert "so what you sent was NOT saved" in staff and "answers" not in staff
 
 
+@pytest.mark.django_db  # the API's rate limits count in the database before the view runs
 def test_api_write_gets_json_503_not_saved(client: Client) -> None:
     response = client.post("/api/v1/write-fails", data={}, content_type="application/json")
     assert response.status_code == 503
-    assert response["Content-Type"] == "application/json"
+    assert response["Content-Type"] == "application/problem+json; charset=utf-8"
     assert response["Retry-After"] == "30"
     assert response.json() == {
+        "type": "urn:vertebra:problem:database-unavailable",
+        "title": "Database unavailable",
+        "status": 503,
         "detail": (
             "The registry's database is not available right now, so what you sent was NOT "
             "saved. Please try again in a few minutes."

@@ -59,6 +59,7 @@ def _production_env(**overrides: str) -> dict[str, str]:
         "DATABASE_URL": "sqlite:////tmp/vertebra-prod-check.sqlite3",
         "DEBUG": "false",
         "AUDIT_HMAC_KEY": "ab" * 32,
+        "TRUSTED_PROXIES": "127.0.0.1",  # the reverse proxy the README requires
     }
     env.update(overrides)
     return env
@@ -98,3 +99,18 @@ def test_production_settings_pass_check_deploy() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_warns_when_no_proxy_is_trusted() -> None:
+    result = run_cli(
+        "manage", "check", "--deploy", "--fail-level", "WARNING",
+        env=_production_env(TRUSTED_PROXIES=""),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "perimeter.W001" in result.stdout + result.stderr
+
+
+def test_a_malformed_trusted_proxy_stops_start_up_naming_it() -> None:
+    result = run_cli("manage", "check", env=_production_env(TRUSTED_PROXIES="proxy.local"))
+    assert result.returncode == 2 and "TRUSTED_PROXIES" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from vertebra.cli.errors import CliError
+from vertebra.core.safeinput import neutralise_frame
 
 FORMATS = ("csv", "parquet")
 
@@ -57,7 +58,10 @@ def export_csv(
         for name in ("patients", "timepoints", "events"):
             frame = getattr(tables, name)
             if fmt == "csv":
-                frame.to_csv(out / f"{name}.csv", index=False, date_format="%Y-%m-%d")
+                # Free text (names, notes) may start with = + - @: never a live formula.
+                neutralise_frame(frame).to_csv(
+                    out / f"{name}.csv", index=False, date_format="%Y-%m-%d"
+                )
             else:
                 frame.to_parquet(out / f"{name}.parquet", index=False)
     except OSError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from vertebra.cli.errors import CliError
+from vertebra.core.safeinput import neutralise_frame
 
 FORMATS = ("csv", "parquet")
 TABLES = ("patients", "timepoints", "events")
@@ -71,7 +72,8 @@ def run_export(*, out: Path, fmt: str, as_of: str | None) -> None:
         for name in TABLES:
             frame = getattr(released.tables, name)
             if fmt == "csv":
-                frame.to_csv(out / f"{name}.csv", index=False)
+                # Never a live spreadsheet formula (cells starting with = + - @).
+                neutralise_frame(frame).to_csv(out / f"{name}.csv", index=False)
             else:
                 frame.to_parquet(out / f"{name}.parquet", index=False)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", "utf-8")

@@ -14,6 +14,10 @@ from pathlib import Path
 import typer
 
 from vertebra.cli.errors import CliError
+from vertebra.core.safeinput import JsonInputError, load_json
+
+#: A facts object is a few hundred bytes; anything near this is not one.
+MAX_FACTS_BYTES = 1024 * 1024
 
 SCREEN_HELP = (
     "Screen one person for regenerative therapy of chronic low back pain. FILE is a JSON "
@@ -56,21 +60,22 @@ def screen(
 
 
 def _read_json(file: str) -> object:
-    """Read and parse ``file`` (``-`` = stdin); any read or parse problem is a CliError."""
+    """Read and parse ``file`` (``-`` = stdin); any read or parse problem is a CliError (not
+    UTF-8, not JSON, NaN/Infinity, nested deeper than ``MAX_JSON_DEPTH``, over 1 MB)."""
     try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise CliError(f"screen: cannot read {_name(file)}: {reason}") from None
+        if file == "-":
+            data = sys.stdin.buffer.read(MAX_FACTS_BYTES + 1)
+        else:
+            with Path(file).open("rb") as handle:
+                data = handle.read(MAX_FACTS_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"screen: cannot read {_name(file)}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FACTS_BYTES:
+        raise CliError(f"screen: {_name(file)} is over {MAX_FACTS_BYTES} bytes; not a facts file")
     try:
-        # NaN and Infinity are not JSON; refuse them here rather than let them reach the rules.
-        return json.loads(text, parse_constant=_refuse_constant)
-    except ValueError as exc:
-        raise CliError(f"screen: {_name(file)} is not valid JSON: {exc}") from None
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not allowed in JSON")
+        return load_json(data)
+    except JsonInputError as exc:
+        raise CliError(f"screen: {_name(file)}: {exc}") from None
 
 
 def _name(file: str) -> str:

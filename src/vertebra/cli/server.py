@@ -104,8 +104,10 @@ def run_gunicorn(*, host: str, port: int, workers: int, threads: int, quiet: boo
         "accesslog": None if quiet else "-",
         "errorlog": "-",
         "loglevel": "warning" if quiet else "info",
-        # Patient-link tokens must never reach a log: log the path only, without the query.
+        # Patient-link tokens must never reach a log: log the path only, without the query,
+        # and through a logger that redacts token-like path segments under /p/.
         "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms',
+        "logger_class": "vertebra.perimeter.gunicorn_logging.GunicornLogger",
     }
 
     class _VertebraServer(BaseApplication):

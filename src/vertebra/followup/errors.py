@@ -34,6 +34,26 @@ class LinkUsed(FollowUpError):
         )
 
 
+class LinkReplaced(FollowUpError):
+    """A newer link to the same questionnaire was sent; this one no longer works (HTTP 410)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This link has been replaced by a newer one. Please use the link in the most recent "
+            "e-mail we sent you."
+        )
+
+
+class LinkRevoked(FollowUpError):
+    """Staff withdrew the link (HTTP 410)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This link no longer works: your care team has withdrawn it. If you still need to "
+            "answer, please contact them for a new link."
+        )
+
+
 class WindowNotOpen(FollowUpError):
     """The time point cannot take answers now (not open yet, or closed)."""
 

@@ -93,8 +93,18 @@ class FollowUpTimePoint(models.Model):
         return f"Time point {self.pk} ({self.key})"
 
 
+class LinkRetirement(models.TextChoices):
+    REPLACED = "replaced", "Replaced by a newer link"
+    REVOKED = "revoked", "Withdrawn by the care team"
+
+
 class PatientLink(models.Model):
-    """A secure link to one time point's questionnaire. Only the token's SHA-256 is stored."""
+    """A secure link to one time point's questionnaire. Only the token's SHA-256 is stored.
+
+    At most one *live* link (not used, not retired) per time point, enforced by the database:
+    issuing a new link retires the previous one (``replaced``), and staff can withdraw links
+    (``revoked``), e.g. when an e-mail went to the wrong address.
+    """
 
     time_point = models.ForeignKey(
         FollowUpTimePoint, on_delete=models.PROTECT, related_name="links"
@@ -103,6 +113,22 @@ class PatientLink(models.Model):
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retired_reason = models.CharField(max_length=12, choices=LinkRetirement.choices, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["time_point"],
+                condition=Q(used_at__isnull=True, retired_at__isnull=True),
+                name="followup_one_live_link",
+            ),
+            models.CheckConstraint(
+                name="followup_link_retired_with_reason",
+                condition=Q(retired_at__isnull=True, retired_reason="")
+                | (Q(retired_at__isnull=False) & ~Q(retired_reason="")),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Link {self.pk}"  # never the hash: str() ends up in logs

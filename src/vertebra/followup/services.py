@@ -21,12 +21,14 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from vertebra.core.instruments import (
@@ -41,6 +43,8 @@ from vertebra.followup.errors import (
     BadIdempotencyKey,
     LinkExpired,
     LinkNotFound,
+    LinkReplaced,
+    LinkRevoked,
     LinkUsed,
     SubmissionInvalid,
     WindowNotOpen,
@@ -49,6 +53,7 @@ from vertebra.followup.models import (
     CallListEntry,
     FollowUpSchedule,
     FollowUpTimePoint,
+    LinkRetirement,
     PatientLink,
     QuestionnaireResponse,
     Reminder,
@@ -65,6 +70,7 @@ from vertebra.registry.models import (
     AdverseEventStatus,
     Consent,
     ConsentKind,
+    Patient,
     TreatmentEpisode,
 )
 from vertebra.registry.permissions import Action, Actor, verify_actor
@@ -372,15 +378,29 @@ def window_end(closes: dt.date) -> dt.datetime:
     )
 
 
+def _live_links(point_filter: Q) -> Any:
+    """Links not used and not retired (the database allows one per time point)."""
+    return PatientLink.objects.filter(point_filter, used_at__isnull=True, retired_at__isnull=True)
+
+
 def issue_link(time_point: FollowUpTimePoint, now: dt.datetime) -> str:
     """Create a link to ``time_point`` and return its raw token (shown once, never stored).
 
     The token is ``secrets.token_urlsafe(32)``: 256 bits from the OS CSPRNG. The link expires
-    when the window closes. The audit row names the link id, never the token or its hash.
+    when the window closes. The time point's previous live link, if any, is retired
+    (``replaced``) in the same transaction: one live link per time point, so each reminder's
+    link replaces the last one (the constraint ``followup_one_live_link`` holds it). The audit
+    row names the link ids, never a token or its hash.
     """
     raw = secrets.token_urlsafe(32)
     with transaction.atomic():
         lock_patient(time_point.patient_id)  # lock order: patient first
+        # Serialise issuers of the same time point (two workers, a resend): lock its row next,
+        # as every follow-up write does before the audit chain.
+        FollowUpTimePoint.objects.select_for_update().filter(pk=time_point.pk).exists()
+        live = _live_links(Q(time_point_id=time_point.pk))
+        replaced = sorted(live.values_list("pk", flat=True))
+        live.update(retired_at=now, retired_reason=LinkRetirement.REPLACED)
         link = PatientLink.objects.create(
             time_point=time_point,
             token_hash=hash_token(raw),
@@ -393,7 +413,11 @@ def issue_link(time_point: FollowUpTimePoint, now: dt.datetime) -> str:
             object_type="patient_link",
             object_id=link.pk,
             patient_id=time_point.patient_id,
-            new_values={"time_point": str(time_point.public_id), "expires_at": link.expires_at},
+            new_values={
+                "time_point": str(time_point.public_id),
+                "expires_at": link.expires_at,
+                "replaces": replaced,
+            },
             occurred_at=now,
         )
     return raw
@@ -403,7 +427,8 @@ def open_link(raw: str, now: dt.datetime) -> FollowUpTimePoint:
     """The time point a raw token opens, if it may still be answered.
 
     Raises LinkNotFound (unknown or malformed token: 404), LinkUsed (the questionnaire was
-    answered: 410) or LinkExpired (the window has closed: 410). Read-only.
+    answered: 410), LinkReplaced (a newer link was sent: 410), LinkRevoked (staff withdrew it:
+    410) or LinkExpired (the window has closed: 410). Read-only.
     """
     if not raw or len(raw) > _MAX_TOKEN_LENGTH:
         raise LinkNotFound()
@@ -415,9 +440,76 @@ def open_link(raw: str, now: dt.datetime) -> FollowUpTimePoint:
     point = link.time_point
     if link.used_at is not None or point.status == TimePointStatus.COMPLETED:
         raise LinkUsed()
+    if link.retired_at is not None:
+        if link.retired_reason == LinkRetirement.REVOKED:
+            raise LinkRevoked()
+        raise LinkReplaced()
     if now >= link.expires_at or point.status == TimePointStatus.MISSED:
         raise LinkExpired()
     return point
+
+
+@audited_transaction
+def revoke_links(
+    *,
+    actor: Actor,
+    patient_id: int,
+    reason: str,
+    now: dt.datetime,
+    time_point_id: str | None = None,
+) -> int:
+    """Withdraw the patient's live links (all, or one time point's by its public id); return
+    how many were withdrawn (0 is fine: nothing was live).
+
+    Staff who may update the patient (``patient.update``) at the patient's clinic; another
+    clinic's patient, or a time point not of this patient, is NotFound, exactly as a patient
+    that does not exist. A reason is required (ValueError without one); it is kept in the audit
+    row with the ids of the links withdrawn. A withdrawn link answers 410 "withdrawn"; the
+    worker's next reminder, or a resend, issues a fresh one.
+    """
+    if not reason or not reason.strip():
+        raise ValueError("Give a reason for withdrawing the patient's links.")
+    clinics = verify_actor(actor, Action.PATIENT_UPDATE)
+    patient = (
+        Patient.objects.select_for_update().filter(pk=patient_id, clinic_id__in=clinics).first()
+    )
+    if patient is None:
+        raise NotFound("patient", patient_id)
+    scope = Q(time_point__patient_id=patient.pk)
+    if time_point_id is not None:
+        public_id = _uuid_or_none(time_point_id)
+        point = (
+            FollowUpTimePoint.objects.filter(public_id=public_id, patient_id=patient.pk).first()
+            if public_id is not None
+            else None
+        )
+        if point is None:
+            raise NotFound("followup_timepoint", time_point_id)
+        scope &= Q(time_point_id=point.pk)
+    live = _live_links(scope)
+    withdrawn = list(live.order_by("pk").values_list("pk", "time_point__key"))
+    live.update(retired_at=now, retired_reason=LinkRetirement.REVOKED)
+    record_audit(
+        actor=actor,
+        action="revoke_links",
+        object_type="patient_link",
+        clinic_id=patient.clinic_id,
+        patient_id=patient.pk,
+        new_values={
+            "links": [pk for pk, _ in withdrawn],
+            "time_points": sorted({key for _, key in withdrawn}),
+        },
+        reason=reason.strip()[:500],
+        occurred_at=now,
+    )
+    return len(withdrawn)
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,18 +12,27 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from vertebra.followup.models import CallListEntry, FollowUpTimePoint, TicklerEscalation
+from vertebra.followup.models import (
+    CallListEntry,
+    FollowUpTimePoint,
+    PatientLink,
+    TicklerEscalation,
+)
+from vertebra.followup.services import revoke_links
 from vertebra.registry.audit import record_audit
-from vertebra.registry.errors import PermissionDeniedError
+from vertebra.registry.errors import NotFound, PermissionDeniedError
 from vertebra.registry.models import AdverseEventStatus, Role
 from vertebra.registry.permissions import Action, Actor, verify_actor
+from vertebra.registry.selectors import get_patient_for
 
 #: Staff roles that may use the page, in the order tried when a user holds several.
 STAFF_ROLES = (Role.COORDINATOR, Role.CLINICIAN, Role.CLINIC_ADMIN)
@@ -188,3 +197,54 @@ def resolve_call(request: HttpRequest, entry_id: int) -> HttpResponse:
                 new_values={"resolved_at": entry.resolved_at, "resolution": note},
             )
     return redirect("followup:coordinator")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def revoke_patient_links(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """Withdraw a patient's live portal links (e.g. an e-mail went to the wrong address).
+
+    GET shows how many links are live and asks for a reason; POST withdraws them through
+    :func:`~vertebra.followup.services.revoke_links` (audited) and returns to the patient's
+    page. Another clinic's patient is 404, as one that does not exist.
+    """
+    actor = staff_actor(request)
+    reason = (request.POST.get("reason") or "").strip()
+    error = ""
+    if request.method == "POST":
+        if reason:
+            try:
+                count = revoke_links(
+                    actor=actor, patient_id=patient_id, reason=reason, now=timezone.now()
+                )
+            except NotFound:
+                raise Http404("No such patient") from None
+            except PermissionDeniedError as exc:
+                raise PermissionDenied(str(exc)) from None
+            messages.success(
+                request,
+                f"{count} portal link{'s' if count != 1 else ''} withdrawn. The next reminder "
+                "sends a fresh link."
+                if count
+                else "There was no live portal link to withdraw.",
+            )
+            return redirect("registry:patient", patient_id=patient_id)
+        error = "Give a reason: it is kept in the audit trail."
+    try:
+        with transaction.atomic():
+            patient = get_patient_for(
+                actor=actor, patient_id=patient_id, intent=Action.PATIENT_UPDATE
+            )
+    except NotFound:
+        raise Http404("No such patient") from None
+    except PermissionDeniedError as exc:
+        raise PermissionDenied(str(exc)) from None
+    live = PatientLink.objects.filter(
+        time_point__patient=patient, used_at__isnull=True, retired_at__isnull=True
+    ).count()
+    return render(
+        request,
+        "followup/staff/revoke_links.html",
+        {"patient": patient, "live": live, "reason": reason, "error": error},
+        status=400 if error else 200,
+    )

@@ -24,4 +24,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("progress/", views.progress, name="progress"),
     path("staff/", staff_views.coordinator, name="coordinator"),
     path("staff/calls/<int:entry_id>/resolve/", staff_views.resolve_call, name="resolve-call"),
+    path(
+        "staff/patients/<int:patient_id>/links/revoke/",
+        staff_views.revoke_patient_links,
+        name="revoke-links",
+    ),
 ]

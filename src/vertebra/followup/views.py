@@ -3,7 +3,9 @@
 Session keys (JSON-serialisable):
 
 * ``fu``: ``{"tp": <time point public id>, "patient": <patient id>}`` — the questionnaire this
-  browser may answer, set by a link (:func:`open_view`) or by a signed-in patient's choice;
+  browser may answer, set by a link (:func:`open_view`, which adds ``"via": "link"`` and
+  ``"at": <epoch seconds>``: a link session sees progress only for
+  :data:`LINK_SESSION_PROGRESS_SECONDS`) or by a signed-in patient's choice;
 * ``fu_drafts``: ``{<tp>: {<instrument>: {<item>: <text>}}}`` — answers kept between pages;
 * ``fu_keys``: ``{<tp>: <idempotency key>}`` — made when the submit page is first shown, so a
   double click, a retry or a second tab all send the same key.
@@ -22,9 +24,9 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.auth.views import LoginView
-from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -41,17 +43,22 @@ from vertebra.followup.errors import (
     FollowUpError,
     LinkExpired,
     LinkNotFound,
+    LinkReplaced,
+    LinkRevoked,
     LinkUsed,
     SubmissionInvalid,
     WindowNotOpen,
 )
 from vertebra.followup.models import FollowUpTimePoint, Submission, TimePointStatus
 from vertebra.followup.progress import charts_for_patient
-from vertebra.followup.services import open_link, submit_responses
+from vertebra.followup.services import hash_token, open_link, submit_responses
+from vertebra.perimeter import throttle
+from vertebra.perimeter.clientip import address_identity, client_ip
 from vertebra.registry.models import PatientAccount
 
-#: Failed link look-ups allowed per client address per minute before answering 429.
-MAX_LINK_FAILURES_PER_MINUTE = 20
+#: A link session may show the patient's progress for this long after the link was opened;
+#: after that (or without a link) progress and history need the patient's account.
+LINK_SESSION_PROGRESS_SECONDS = 30 * 60
 
 View = Callable[..., HttpResponse]
 
@@ -101,10 +108,22 @@ def _current(request: HttpRequest) -> FollowUpTimePoint | None:
 
 
 def _patient_id(request: HttpRequest) -> int | None:
+    """The patient whose history this browser may see: a signed-in patient's own, or, for a
+    link session, the link's patient while the link was opened less than
+    :data:`LINK_SESSION_PROGRESS_SECONDS` ago (a forwarded or old link opens the questionnaire
+    only, never the history)."""
+    account = _account_patient_id(request)
+    if account is not None:
+        return account
     state = request.session.get("fu")
-    if isinstance(state, dict) and isinstance(state.get("patient"), int):
-        return int(state["patient"])
-    return _account_patient_id(request)
+    if not isinstance(state, dict) or not isinstance(state.get("patient"), int):
+        return None
+    opened = state.get("at")
+    if not isinstance(opened, int):
+        return None
+    if timezone.now().timestamp() - opened > LINK_SESSION_PROGRESS_SECONDS:
+        return None
+    return int(state["patient"])
 
 
 def _drafts(request: HttpRequest, point: FollowUpTimePoint) -> dict[str, dict[str, str]]:
@@ -134,13 +153,34 @@ def _idempotency_key(request: HttpRequest, point: FollowUpTimePoint) -> str:
 
 
 def _enter(request: HttpRequest, point: FollowUpTimePoint) -> None:
-    """Let this browser answer ``point``; a new session id defeats session fixation."""
+    """Let this browser answer ``point``; a new session id defeats session fixation.
+
+    ``via``/``at`` mark a link session: it opens this questionnaire only, and the patient's
+    progress for :data:`LINK_SESSION_PROGRESS_SECONDS` (see :func:`progress`).
+    """
     request.session.cycle_key()
-    request.session["fu"] = {"tp": str(point.public_id), "patient": point.patient_id}
+    request.session["fu"] = {
+        "tp": str(point.public_id),
+        "patient": point.patient_id,
+        "via": "link",
+        "at": int(timezone.now().timestamp()),
+    }
 
 
-def _client_ip(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR", "unknown"))
+def _rate(scope: str) -> throttle.Rate:
+    return throttle.Rate.parse(settings.THROTTLE_RATES[scope])
+
+
+def _too_many(request: HttpRequest, decision: throttle.Decision) -> HttpResponse:
+    response = _message(
+        request,
+        "Please wait a minute",
+        "Too many links were tried from this connection. Please wait a minute and open "
+        "the link from your e-mail again.",
+        429,
+    )
+    response["Retry-After"] = str(decision.retry_after)
+    return response
 
 
 def _message(request: HttpRequest, title: str, text: str, status: int) -> HttpResponse:
@@ -155,26 +195,35 @@ def _message(request: HttpRequest, title: str, text: str, status: int) -> HttpRe
 def open_view(request: HttpRequest) -> HttpResponse:
     """Exchange a link token for a session, then redirect to a URL without the token.
 
-    Unknown token → 404; answered → 410; expired → 410; too many failures from one address in
-    a minute → 429 (guessing is pointless at 256 bits, but it should also be noisy and slow).
+    Unknown token → 404; answered, replaced, withdrawn or expired → 410. Limits (counted in
+    the database, so every server process shares them; ``settings.THROTTLE_RATES``):
+
+    * ``portal_link_failures``: unknown tokens per client address (the real client behind the
+      trusted proxies, :func:`~vertebra.perimeter.clientip.client_ip`) → 429 for *that*
+      address only; another patient's valid link from another address still opens;
+    * ``portal_link_opens``: attempts per token (its hash), so one leaked link hammered from
+      many addresses is slowed without touching anyone else's link.
     """
-    bucket = f"fu-link-fail:{_client_ip(request)}:{int(timezone.now().timestamp() // 60)}"
-    if (cache.get(bucket) or 0) >= MAX_LINK_FAILURES_PER_MINUTE:
-        return _message(
-            request,
-            "Please wait a minute",
-            "Too many links were tried from this connection. Please wait a minute and open "
-            "the link from your e-mail again.",
-            429,
-        )
+    raw = request.GET.get("t", "")
+    address = address_identity(client_ip(request))
+    failures = throttle.peek("portal_link_failures", address, _rate("portal_link_failures"))
+    if not failures.allowed:
+        return _too_many(request, failures)
+    if raw:
+        opens = throttle.hit("portal_link_opens", hash_token(raw[:200]), _rate("portal_link_opens"))
+        if not opens.allowed:
+            return _too_many(request, opens)
     try:
-        point = open_link(request.GET.get("t", ""), timezone.now())
+        point = open_link(raw, timezone.now())
     except LinkNotFound as exc:
-        cache.add(bucket, 0, 120)
-        cache.incr(bucket)
+        throttle.hit("portal_link_failures", address, _rate("portal_link_failures"))
         return _message(request, "Link not found", str(exc), 404)
     except LinkUsed as exc:
         return _message(request, "Already answered", str(exc), 410)
+    except LinkReplaced as exc:
+        return _message(request, "This link has been replaced", str(exc), 410)
+    except LinkRevoked as exc:
+        return _message(request, "This link no longer works", str(exc), 410)
     except LinkExpired as exc:
         return _message(request, "This link has expired", str(exc), 410)
     _enter(request, point)
@@ -454,7 +503,8 @@ def progress(request: HttpRequest) -> HttpResponse:
         return _message(
             request,
             "Open the link from your e-mail",
-            "To see your progress, open the link in the e-mail we sent you, or sign in.",
+            "To see your progress, sign in to your patient account, or open the link in the "
+            "most recent e-mail we sent you.",
             403,
         )
     return render(request, "followup/progress.html", {"charts": charts_for_patient(patient_id)})

@@ -26,7 +26,6 @@ Contracts
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from vertebra.core.fhir.parse import (
     parse_patient,
     parse_response,
 )
+from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.followup import services as followup_services
 from vertebra.followup.errors import FollowUpError
 from vertebra.followup.models import FollowUpTimePoint
@@ -122,17 +122,16 @@ class ImportReport:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, resource) of each non-blank line; ImportFormatError for non-JSON."""
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
+    """(line number, resource) of each non-blank line; ImportFormatError naming the line for
+    one that is not UTF-8, not JSON, or nested deeper than ``MAX_JSON_DEPTH``."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
                 continue
             try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ImportFormatError(
-                    f"{path.name} line {number}: not JSON ({exc.msg})"
-                ) from None
+                value = load_json(line)
+            except JsonInputError as exc:
+                raise ImportFormatError(f"{path.name} line {number}: {exc}") from None
             if not isinstance(value, dict):
                 raise ImportFormatError(f"{path.name} line {number}: not a JSON object")
             yield number, value

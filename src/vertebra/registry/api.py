@@ -5,14 +5,17 @@ Contracts
 * Bearer-token authentication (:class:`TokenAuth`); a token acts as one user in one role.
   Missing, unknown, expired or revoked token → 401.
 * Same selectors and services as the pages, so the same permission matrix, clinic scoping and
-  audit rows apply. Errors (body ``{"detail": ...}``):
+  audit rows apply. Errors are RFC 9457 problems (``application/problem+json`` with ``type``,
+  ``title``, ``status``, ``detail``; see docs/api-errors.md):
 
   - 403: the token's role may not do this;
   - 404: no such object *for this caller* — another clinic's id gets exactly the same body as
     an id that does not exist;
   - 409: stale edit (optimistic locking), nothing written;
-  - 422: invalid input, as a list of ``{loc, msg, type}`` with field names, like ninja's own
-    validation errors; chain-of-custody refusals are 422 too, with ``type: chain_of_custody``.
+  - 422: invalid input, ``errors`` lists ``{field, loc, msg, type}`` per problem, like ninja's
+    own validation errors; chain-of-custody refusals are 422 too, with ``type:
+    chain_of_custody``;
+  - 401 carries ``WWW-Authenticate: Bearer``; 429 (rate limit) carries ``Retry-After``.
 * Lists are paginated (``limit`` 1–100, ``offset``) and sort only by :data:`SORT_VALUES`.
 * Inputs are bounded (ids fit a 64-bit integer, strings their column and without NUL, numbers
   finite), so nothing a client sends can reach the database as an error of its own.
@@ -111,21 +114,25 @@ SortChoice: Any = Literal[SORT_VALUES]
 
 
 class ErrorOut(Schema):
-    """Every refusal other than invalid input: a plain message."""
+    """Every refusal: an RFC 9457 problem (``application/problem+json``, docs/api-errors.md)."""
 
+    type: str = Field(description="about:blank, or urn:vertebra:problem:<kind>")
+    title: str
+    status: int
     detail: str
 
 
 class FieldError(Schema):
+    field: str = Field(description="The field the problem is about.")
     loc: list[str | int]
     msg: str
     type: str
 
 
-class ValidationErrorOut(Schema):
-    """Invalid input: one entry per problem, ``loc`` ending in the field name."""
+class ValidationErrorOut(ErrorOut):
+    """Invalid input: one entry per problem in ``errors``, each naming its ``field``."""
 
-    detail: list[FieldError]
+    errors: list[FieldError]
 
 
 class PatientOut(Schema):
@@ -389,11 +396,13 @@ router = Router(auth=TokenAuth(), tags=["registry"])
 
 #: Responses every endpoint may give besides its success.
 ERRORS: dict[int, Any] = {
-    400: ErrorOut,  # a body that is not JSON at all
+    400: ErrorOut,  # a body that is not JSON at all (or not UTF-8, or nested too deeply)
     401: ErrorOut,
     403: ErrorOut,
     404: ErrorOut,
+    413: ErrorOut,  # a body over MAX_REQUEST_BODY_BYTES
     422: ValidationErrorOut,
+    429: ErrorOut,  # over a rate limit; Retry-After says when to try again
 }
 
 _P = ParamSpec("_P")

@@ -680,7 +680,18 @@ def record_processing(
         adjunct_prp=adjunct_prp,
         adjunct_hyaluronic_acid=adjunct_hyaluronic_acid,
     )
+    # Product ids are unique registry-wide; the model's own "already exists" would tell one
+    # clinic that another holds the id. Say only that it cannot be used.
+    if Processing.objects.filter(product_id=processing.product_id).exists():
+        raise ValidationError({"product_id": PRODUCT_ID_UNAVAILABLE})
     return _create(actor, processing, patient=episode.patient)
+
+
+#: The one answer for a product id that is already used, whoever uses it.
+PRODUCT_ID_UNAVAILABLE = (
+    "This product id cannot be used. Check it against the lab's label; if it is right, "
+    "ask the registry administrator."
+)
 
 
 @audited_transaction

@@ -22,10 +22,21 @@ from vertebra.core.instruments import (
     list_instruments,
     score,
 )
+from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.core.screening import InvalidFactsError, evaluate, facts_json_schema
 from vertebra.web.decide import payload
 from vertebra.web.decision_selectors import decision_result, evidence
 from vertebra.web.knowledge_selectors import knowledge_base, page_by_path
+
+
+def _body(request: HttpRequest) -> Any:
+    """The JSON body (``{}`` when empty); 400 naming the problem when it is not UTF-8, not
+    JSON, or nested deeper than :data:`~vertebra.core.safeinput.MAX_JSON_DEPTH`."""
+    try:
+        return load_json(request.body or b"{}")
+    except JsonInputError as exc:
+        raise HttpError(400, f"The body is not acceptable: {exc}") from exc
+
 
 learn_router = Router(tags=["knowledge base"])
 screening_router = Router(tags=["screening"])
@@ -81,12 +92,7 @@ def evaluate_facts(request: HttpRequest) -> dict[str, object]:
     The body is a facts object (see ``/screening/facts-schema``); invalid facts → 422 with the
     offending path.
     """
-    import json
-
-    try:
-        facts = json.loads(request.body or b"{}")
-    except ValueError:
-        raise HttpError(400, "The body is not valid JSON") from None
+    facts = _body(request)
     try:
         return evaluate(facts).to_dict()
     except InvalidFactsError as exc:
@@ -159,12 +165,7 @@ def score_answers(request: HttpRequest, instrument_id: str) -> dict[str, Any]:
 
     Invalid answers → 422 naming the item and the allowed values; unknown instrument → 404.
     """
-    import json
-
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        raise HttpError(400, "The body is not valid JSON") from None
+    body = _body(request)
     answers = body.get("answers") if isinstance(body, dict) else None
     if not isinstance(answers, dict | list):
         raise HttpError(422, 'Send {"answers": {...}} or {"answers": [...]}')

@@ -1,12 +1,17 @@
-"""Response headers Django 5.2 does not set by itself."""
+"""Response headers Django 5.2 does not set by itself, request-size limits and API throttles."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import add_never_cache_headers
+
+from vertebra.perimeter import throttle
+from vertebra.perimeter.clientip import address_identity, client_ip
+from vertebra.perimeter.problems import problem_response
 
 #: Paths whose responses may carry patient data: never stored by browsers or proxies.
 NO_STORE_PREFIXES = (
@@ -16,6 +21,10 @@ NO_STORE_PREFIXES = (
     "/api/v1/harvests",
     "/api/v1/adverse-events",
 )
+
+API_PREFIX = "/api/"
+#: The API's own description is public and static: not counted (tools load it at start-up).
+THROTTLE_EXEMPT = ("/api/v1/openapi.json", "/api/v1/docs")
 
 
 class SecurityHeadersMiddleware:
@@ -38,3 +47,95 @@ class SecurityHeadersMiddleware:
         if request.path.startswith(NO_STORE_PREFIXES):
             add_never_cache_headers(response)  # Cache-Control: no-store (PHI)
         return response
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse a body larger than ``settings.MAX_REQUEST_BODY_BYTES`` with **413** before any
+    code reads it (the declared ``Content-Length`` decides; a body without one is read by
+    Django only up to ``DATA_UPLOAD_MAX_MEMORY_SIZE``, the same figure). A ``Content-Length``
+    that is not a number is a 400. API paths answer with problem+json, pages with plain text.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        raw = str(request.META.get("CONTENT_LENGTH") or "0").strip() or "0"
+        limit = int(settings.MAX_REQUEST_BODY_BYTES)
+        if not raw.isdigit():
+            return _refuse(request, 400, "The Content-Length header is not a number.", None)
+        if int(raw) > limit:
+            return _refuse(
+                request,
+                413,
+                f"The request body is {int(raw)} bytes; at most {limit} bytes are accepted.",
+                "body-too-large",
+            )
+        return self.get_response(request)
+
+
+def _refuse(request: HttpRequest, status: int, detail: str, slug: str | None) -> HttpResponse:
+    if request.path.startswith(API_PREFIX):
+        response = problem_response(status, detail, slug=slug)
+    else:
+        response = HttpResponse(detail, status=status, content_type="text/plain; charset=utf-8")
+    response["Connection"] = "close"  # do not read the rest of a body we refused
+    return response
+
+
+def bearer_token(request: HttpRequest) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or ''."""
+    scheme, _, token = str(request.headers.get("Authorization", "")).partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+class ApiThrottleMiddleware:
+    """Rate-limit ``/api/`` per client address and per API key (``settings.THROTTLE_RATES``).
+
+    * ``api_address``: every request, counted per client address (the trusted-proxy rule of
+      :mod:`vertebra.perimeter.clientip`, IPv6 per /64);
+    * ``api_key``: every request carrying a bearer token, counted per token (its SHA-256), so
+      one busy integration cannot use up another's allowance at a shared address;
+    * ``api_auth_failures``: answers 401 counted per address; past the limit the address gets
+      429 before its token is even looked at (invented tokens stop being tried, not accepted).
+
+    Over a limit: **429** problem+json with ``Retry-After`` (seconds to the end of the window).
+    Counters live in the database (:mod:`vertebra.perimeter.throttle`): every server process
+    enforces the same limit.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(API_PREFIX) or request.path.startswith(THROTTLE_EXEMPT):
+            return self.get_response(request)
+        rates = {
+            scope: throttle.Rate.parse(text) for scope, text in settings.THROTTLE_RATES.items()
+        }
+        address = address_identity(client_ip(request))
+        failures = throttle.peek("api_auth_failures", address, rates["api_auth_failures"])
+        if not failures.allowed:
+            return _too_many(failures, "Too many requests with a missing or invalid token")
+        decision = throttle.hit("api_address", address, rates["api_address"])
+        if not decision.allowed:
+            return _too_many(decision, "Too many requests from this address")
+        token = bearer_token(request)
+        if token:
+            key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+            decision = throttle.hit("api_key", key, rates["api_key"])
+            if not decision.allowed:
+                return _too_many(decision, "Too many requests with this API token")
+        response = self.get_response(request)
+        if response.status_code == 401:
+            throttle.hit("api_auth_failures", address, rates["api_auth_failures"])
+        return response
+
+
+def _too_many(decision: throttle.Decision, reason: str) -> HttpResponse:
+    return problem_response(
+        429,
+        f"{reason}; try again in {decision.retry_after} seconds.",
+        slug="rate-limited",
+        headers={"Retry-After": str(decision.retry_after)},
+    )

@@ -17,7 +17,8 @@ Contracts
   notes each audit row whose transaction committed during the request.
 * The 503 page is rendered without the request (no context processors): those would load the
   session or the user, which needs the database that just failed.
-* ``/api/`` paths get JSON: ``{"detail", "code": "database_unavailable", "saved"}`` with
+* ``/api/`` paths get an RFC 9457 problem (``application/problem+json``, type
+  ``urn:vertebra:problem:database-unavailable``) with ``code: "database_unavailable"`` and
   ``saved`` true, false, or null (unknown).
 """
 
@@ -34,10 +35,12 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import server_error as django_server_error
+
+from vertebra.perimeter.problems import problem_response
 
 #: Seconds a client should wait before retrying (the ``Retry-After`` header).
 RETRY_AFTER_SECONDS = 30
@@ -204,8 +207,8 @@ def database_unavailable_response(request: HttpRequest, exc: BaseException) -> H
     response: HttpResponse
     if request.path.startswith("/api/"):
         saved = {WriteOutcome.SAVED: True, WriteOutcome.UNKNOWN: None}.get(outcome, False)
-        response = JsonResponse(
-            {"detail": text, "code": "database_unavailable", "saved": saved}, status=503
+        response = problem_response(
+            503, text, slug="database-unavailable", code="database_unavailable", saved=saved
         )
     else:
         html = render_to_string(
