@@ -58,6 +58,17 @@ try:
         [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"],
     )
     SECURE_SSL_REDIRECT = read_bool(_env, "SECURE_SSL_REDIRECT", default=PRODUCTION)
+    # Staff roles that must sign in with a second factor (TOTP) before any staff page (OWASP
+    # ASVS 4.0.3 2.x / 5.0 6.3.3 L2: admins and researchers). Every other staff account may
+    # enrol and is then asked for its code too. The local demo does not enforce it, so that
+    # its printed logins work in any browser or screenshot tool (docs/security/mfa.md).
+    MFA_REQUIRED_ROLES = tuple(
+        read_list(
+            _env,
+            "MFA_REQUIRED_ROLES",
+            [] if VERTEBRA_ENV == "demo" else ["registry_admin", "researcher"],
+        )
+    )
 except ConfigurationError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -74,6 +85,10 @@ if PRODUCTION:
         )
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("ALLOWED_HOSTS must list this site's host names in production")
+    if not {"registry_admin", "researcher"} <= set(MFA_REQUIRED_ROLES):
+        raise ImproperlyConfigured(
+            "MFA_REQUIRED_ROLES must include registry_admin and researcher in production"
+        )
 
 DATABASES = {"default": _database.settings}
 DATABASE_DESCRIPTION = _database.description
@@ -100,10 +115,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "ninja",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "vertebra.web",
     "vertebra.registry",
     "vertebra.followup",
     "vertebra.outcomes",
+    "vertebra.mfa",
 ]
 
 MIDDLEWARE = [
@@ -116,6 +135,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Second factor: marks request.user verified from the session, then sends a signed-in
+    # user who has not passed (or, in a required role, not set up) MFA to its pages.
+    "django_otp.middleware.OTPMiddleware",
+    "vertebra.mfa.middleware.MfaRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -165,6 +188,10 @@ AXES_FAILURE_LIMIT = read_int(_env, "AXES_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = 1
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_ENABLED = read_bool(_env, "AXES_ENABLED", default=True)
+
+# TOTP (django-otp): the issuer name authenticator apps show; failed codes slow down
+# exponentially per device (django-otp's throttling), on top of the login lockout.
+OTP_TOTP_ISSUER = "Vertebra"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
