@@ -31,13 +31,18 @@ def pct(rate: dict[str, Any] | None) -> str:
 
 
 def rate_text(rate: dict[str, Any] | None) -> str:
-    """'62.0% (95% CI 55.0–68.4), 122 of 197': a rate always with its denominator."""
+    """'62.0% (95% CI 55.0–68.4), 122 of 197': a rate always with its denominator; a
+    suppressed rate (small cell, researchers) says so: 'fewer than 11 (suppressed)'."""
+    if rate and rate.get("suppressed"):
+        return str(rate.get("numerator"))
     if not rate:
         return "– (0 of 0)"
     return f"{pct(rate)}, {rate.get('numerator', 0)} of {rate.get('denominator', 0)}"
 
 
-def _num(x: float | None, d: int = 1) -> str:
+def _num(x: float | str | None, d: int = 1) -> str:
+    if isinstance(x, str):  # a suppressed value prints as its words
+        return x
     return "–" if x is None else f"{x:.{d}f}"
 
 

@@ -34,6 +34,8 @@ def _e(x: Any) -> str:
 
 def _pct(rate: dict[str, Any] | None) -> str:
     """'62.0% (55.0–68.4) 122/197' — a rate always with its CI and denominator."""
+    if rate and rate.get("suppressed"):  # small cell (researchers' reports)
+        return str(rate.get("numerator"))
     if not rate or rate.get("rate") is None:
         den = rate.get("denominator", 0) if rate else 0
         return f"– (0/{den})"
@@ -42,7 +44,9 @@ def _pct(rate: dict[str, Any] | None) -> str:
     return f"{rate['rate'] * 100:.1f}%{ci_s} {rate['numerator']}/{rate['denominator']}"
 
 
-def _num(x: float | None, d: int = 1) -> str:
+def _num(x: float | str | None, d: int = 1) -> str:
+    if isinstance(x, str):  # a suppressed value prints as its words
+        return x
     return "–" if x is None else f"{x:.{d}f}"
 
 
