@@ -239,3 +239,25 @@ def test_force_login_stands_for_a_completed_sign_in(client: Client) -> None:
     user: Any = staff("res4", Role.RESEARCHER)
     client.force_login(user)
     assert client.get("/clinic/outcomes/").status_code == 200
+
+
+def test_an_administrator_resets_another_users_mfa_audited_never_their_own() -> None:
+    boss = staff("boss", Role.REGISTRY_ADMIN, superuser=True)
+    lost = staff("lost", Role.RESEARCHER)
+    enrol_totp(lost)
+    enrol_totp(boss)
+    client = Client()
+    sign_in(client, "boss", PASSWORD, next_url="/admin/")
+    assert client.get("/admin/otp_totp/totpdevice/").status_code == 404  # secrets not shown
+    response = client.post(
+        "/admin/auth/user/",
+        {"action": "reset_mfa", "_selected_action": [lost.pk, boss.pk]},
+    )
+    assert response.status_code == 302
+    assert not TOTPDevice.objects.filter(user=lost).exists()
+    assert TOTPDevice.objects.filter(user=boss).exists()
+    reset = AuditEvent.objects.get(action="mfa_reset", object_id=str(lost.pk))
+    assert reset.actor_user_id == boss.pk and reset.role == "superuser"
+    assert AuditEvent.objects.filter(
+        action="denied", object_type="mfa", object_id=str(boss.pk)
+    ).exists()

@@ -44,6 +44,7 @@ from vertebra.registry.permissions import Actor
 __all__ = [
     "RECOVERY_CODE_COUNT",
     "Enrolment",
+    "admin_reset_mfa",
     "confirm_enrolment",
     "has_mfa",
     "mfa_required",
@@ -198,6 +199,35 @@ def reset_mfa(request: HttpRequest, password: str, *, request_id: str) -> bool:
         StaticDevice.objects.filter(user_id=user.pk).delete()
         _audit(user, "mfa_reset", request_id, {"devices_removed": removed})
     request.session.pop("otp_device_id", None)
+    return True
+
+
+def admin_reset_mfa(*, admin_user: Any, user: Any, request_id: str) -> bool:
+    """Remove another user's authenticator and recovery codes (lost phone and codes), as an
+    administrator. Refused (False, audited ``denied``) for oneself or a non-superuser; the
+    reset is audited ``mfa_reset`` with the administrator as actor. The user sets up again at
+    their next sign-in when their role requires it."""
+    actor = Actor(user=admin_user, role="superuser", clinic_ids=frozenset(), request_id=request_id)
+    with transaction.atomic():
+        if admin_user.pk == user.pk or not admin_user.is_superuser:
+            record_audit(
+                actor=actor,
+                action="denied",
+                object_type=AUDIT_OBJECT_TYPE,
+                object_id=user.pk,
+                reason="an administrator resets other users' MFA, never their own",
+            )
+            return False
+        removed = TOTPDevice.objects.filter(user_id=user.pk).delete()[0]
+        StaticDevice.objects.filter(user_id=user.pk).delete()
+        record_audit(
+            actor=actor,
+            action="mfa_reset",
+            object_type=AUDIT_OBJECT_TYPE,
+            object_id=user.pk,
+            new_values={"devices_removed": removed, "by": "administrator"},
+            reason="administrator reset",
+        )
     return True
 
 
