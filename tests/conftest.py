@@ -220,3 +220,34 @@ def _audit_checkpoints_per_test(tmp_path_factory: pytest.TempPathFactory) -> Ite
     finally:
         for name, value in saved.items():
             setattr(settings, name, value)
+
+
+# --------------------------------------------------------------------------------------------
+# force_login stands for a completed sign-in, second factor included
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _force_login_includes_the_second_factor() -> Iterator[None]:
+    """Make ``Client.force_login`` also mark the session as having passed MFA.
+
+    ``force_login`` skips the password step; with MFA it must skip the code step too, or every
+    test that signs in a registry admin or researcher that way would land on the MFA pages
+    instead of the page it tests. Tests of the sign-in flow itself use ``client.login`` / the
+    login page and ``tests.signin`` (which do not go through this).
+    """
+    from django.test import Client
+
+    from tests.signin import mark_verified
+
+    original = Client.force_login
+
+    def force_login(self: Client, user: Any, backend: str | None = None) -> None:
+        original(self, user, backend)
+        mark_verified(self, user)
+
+    Client.force_login = force_login  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Client.force_login = original  # type: ignore[method-assign]

@@ -82,6 +82,17 @@ try:
             "use 1024 to 104857600"
         )
     check_trusted_proxies(TRUSTED_PROXIES)
+    # Staff roles that must sign in with a second factor (TOTP) before any staff page (OWASP
+    # ASVS 4.0.3 2.x / 5.0 6.3.3 L2: admins and researchers). Every other staff account may
+    # enrol and is then asked for its code too. The local demo does not enforce it, so that
+    # its printed logins work in any browser or screenshot tool (docs/security/mfa.md).
+    MFA_REQUIRED_ROLES = tuple(
+        read_list(
+            _env,
+            "MFA_REQUIRED_ROLES",
+            [] if VERTEBRA_ENV == "demo" else ["registry_admin", "researcher"],
+        )
+    )
 except ConfigurationError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
@@ -98,6 +109,10 @@ if PRODUCTION:
         )
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("ALLOWED_HOSTS must list this site's host names in production")
+    if not {"registry_admin", "researcher"} <= set(MFA_REQUIRED_ROLES):
+        raise ImproperlyConfigured(
+            "MFA_REQUIRED_ROLES must include registry_admin and researcher in production"
+        )
 
 DATABASES = {"default": _database.settings}
 DATABASE_DESCRIPTION = _database.description
@@ -125,10 +140,14 @@ INSTALLED_APPS = [
     "axes",
     "ninja",
     "vertebra.perimeter",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "vertebra.web",
     "vertebra.registry",
     "vertebra.followup",
     "vertebra.outcomes",
+    "vertebra.mfa",
 ]
 
 MIDDLEWARE = [
@@ -144,6 +163,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Second factor: marks request.user verified from the session, then sends a signed-in
+    # user who has not passed (or, in a required role, not set up) MFA to its pages.
+    "django_otp.middleware.OTPMiddleware",
+    "vertebra.mfa.middleware.MfaRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -200,6 +223,10 @@ AXES_CLIENT_IP_CALLABLE = "vertebra.perimeter.clientip.client_ip"
 # Bodies above MAX_REQUEST_BODY_BYTES are refused with 413 by RequestSizeLimitMiddleware;
 # Django's own cap (a 400) is set to the same figure for bodies it reads without a length.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
+# TOTP (django-otp): the issuer name authenticator apps show; failed codes slow down
+# exponentially per device (django-otp's throttling), on top of the login lockout.
+OTP_TOTP_ISSUER = "Vertebra"
 
 LOGIN_URL = "login"
 # Staff land on their role's worklist (web/worklist_views.py); patients go on to the portal.

@@ -10,6 +10,7 @@ urlpatterns = [
     path("clinic/outcomes/", include("vertebra.outcomes.urls")),
     path("clinic/", include("vertebra.registry.urls")),
     path("p/", include("vertebra.followup.urls")),
+    path("accounts/mfa/", include("vertebra.mfa.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),

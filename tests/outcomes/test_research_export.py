@@ -80,7 +80,10 @@ def csv_export(db_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("research") / "csv"
     done = run_cli("export", "research", "--out", str(out), "--as-of", "2026-11-25", env=db_env)
     assert done.returncode == 0, done.stderr
-    assert "de-identified" in done.stderr and "60 patients" in done.stderr
+    exported = re.search(r"(\d+) patients", done.stderr)
+    assert "de-identified" in done.stderr and exported is not None
+    # Minimum cell size: arms of fewer than 11 of the 60 patients are not exported.
+    assert 11 <= int(exported.group(1)) < 60
     return out
 
 
@@ -97,13 +100,22 @@ def test_export_research_writes_tables_manifest_and_readme(csv_export: Path) -> 
         assert manifest["tables"][name]["columns"] == list(frame.columns)
         assert set(frame.columns) <= set(ruleset().columns[name])
     patients = pd.read_csv(csv_export / "patients.csv")
-    assert sorted(patients["patient_id"]) == list(range(1, 61))
+    n = len(patients)
+    assert sorted(patients["patient_id"]) == list(range(1, n + 1))
+    assert patients["arm"].value_counts().min() >= 11  # minimum cell size
+    withheld = manifest["disclosure"]["withheld_arms"]
+    assert withheld and not set(withheld) & set(patients["arm"])
+    assert manifest["disclosure"]["min_cell"] == 11
     assert "followup_days" not in patients.columns and "treatment_year" in patients.columns
     month_12 = next(r for r in manifest["follow_up_completeness"] if r["timepoint"] == "month_12")
-    assert 0 < month_12["n_completed"] <= month_12["n_expected"] <= 60
+    assert month_12["n_expected"] <= n
+    assert month_12["n_completed"] == "fewer than 11 (suppressed)" or (
+        11 <= month_12["n_completed"] <= month_12["n_expected"]
+    )
     assert [i["id"] for i in manifest["safe_harbor"]] == list("ABCDEFGHIJKLMNOPQR")
     readme = (csv_export / "README.md").read_text()
     assert "Safe Harbor" in readme and "90 or older" in readme and "month_12" in readme
+    assert "Minimum cell size 11" in readme and withheld[0] in readme
 
 
 def test_export_research_files_hold_no_identifier(csv_export: Path, db_env: dict[str, str]) -> None:
@@ -139,6 +151,7 @@ def test_parquet_export_is_a_report_input(db_env: dict[str, str], tmp_path: Path
     assert rep.returncode == 0, rep.stderr
     text = report_file.read_text()
     report = json.loads(text)
-    assert report["n_patients"] == 60 and report["as_of"] is None
+    released = len(pd.read_parquet(out / "patients.parquet"))
+    assert report["n_patients"] == released < 60 and report["as_of"] is None
     assert report["survival"]["censoring"] == "last_contact"
     assert not ISO_DATE.search(text)

@@ -40,7 +40,7 @@ EXPECTED = {
     },
     Role.CLINIC_ADMIN: {"patient.read", "patient.update"},
     Role.RESEARCHER: {"deidentified.read"},
-    Role.REGISTRY_ADMIN: {"lot.manage", "audit.verify"},
+    Role.REGISTRY_ADMIN: {"lot.manage", "audit.verify", "membership.manage", "audit.break_glass"},
 }  # fmt: skip
 
 

@@ -66,6 +66,11 @@ def run_export(*, out: Path, fmt: str, as_of: str | None) -> None:
     if len(tables.patients) == 0:
         raise CliError("the registry has no treated patients to export")
     released = release(tables)
+    if released.withheld is not None and released.withheld.cohort:
+        raise CliError(
+            "fewer than 11 treated patients: nothing is exported (minimum cell size, "
+            "CMS cell size suppression policy)"
+        )
     manifest = release_manifest(released, cutoff_year=cutoff.year, table_format=fmt)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,8 @@ import yaml
 
 from vertebra.core.analytics.cohort import CohortFilter, due_by
 from vertebra.core.analytics.schema import AnalysisTables
+from vertebra.core.disclosure import Withheld, suppress_values, withhold_small_groups
+from vertebra.core.disclosure import policy as disclosure_policy
 
 __all__ = [
     "DeidentificationError",
@@ -265,15 +267,19 @@ def check_deidentified(tables: AnalysisTables) -> None:
 
 @dataclass(frozen=True)
 class Release:
-    """De-identified tables ready to leave the server, and how many clinics were pooled."""
+    """De-identified tables ready to leave the server, how many clinics were pooled, and
+    what the minimum cell size withheld (``vertebra.core.disclosure``)."""
 
     tables: AnalysisTables
     pooled_clinics: int
+    withheld: Withheld | None = None
 
 
 def release(tables: AnalysisTables) -> Release:
     """``tables`` (de-identified) as files may carry them: the ``release_drop`` columns
-    removed and clinics with fewer than ``min_clinic_patients`` patients pooled."""
+    removed, clinics with fewer than ``min_clinic_patients`` patients pooled, and the patients
+    of arms below the minimum cell size withheld (all of them when the cohort is below it:
+    ``withheld.cohort``; see :func:`vertebra.core.disclosure.withhold_small_groups`)."""
     check_deidentified(tables)
     rules = ruleset()
     frames = {
@@ -290,11 +296,28 @@ def release(tables: AnalysisTables) -> Release:
         patients = patients.assign(
             clinic_id=clinic.where(~clinic.isin(small), rules.pooled_clinic_id)
         )
-    out = AnalysisTables.of(
-        patients, frames["timepoints"], frames["events"], exclusions=tables.exclusions
-    )
+    out = AnalysisTables.of(patients, frames["timepoints"], frames["events"])
+    # Minimum cell size: no arm of fewer than 11 patients leaves the server (and no cohort).
+    out, withheld = withhold_small_groups(out)
+    if withheld.arms:
+        out = _renumber(out)
+    # Stored rows left out upstream (implausible dates) are still reported, by count and reason.
+    out = replace(out, exclusions=tables.exclusions)
     check_deidentified(out)
-    return Release(tables=out, pooled_clinics=len(small))
+    return Release(tables=out, pooled_clinics=len(small), withheld=withheld)
+
+
+def _renumber(tables: AnalysisTables) -> AnalysisTables:
+    """Pseudonyms 1..n again after patients were withheld (order kept: it is random), so the
+    gaps do not show which pseudonyms were left out."""
+    ids = tables.patients["patient_id"]
+    new = pd.Series(np.arange(1, len(ids) + 1), index=ids.to_numpy())
+    return AnalysisTables.of(
+        *(
+            frame.assign(patient_id=frame["patient_id"].map(new).to_numpy())
+            for frame in (tables.patients, tables.timepoints, tables.events)
+        )
+    )
 
 
 def coarsen_filter(flt: CohortFilter) -> CohortFilter:
@@ -410,7 +433,11 @@ def release_manifest(rel: Release, *, cutoff_year: int, table_format: str) -> di
             }
             for name in _TABLES
         },
-        "follow_up_completeness": follow_up_completeness(rel.tables),
+        "follow_up_completeness": suppress_values(follow_up_completeness(rel.tables)),
+        "disclosure": {
+            **disclosure_policy().to_dict(),
+            "withheld_arms": sorted(rel.withheld.arms) if rel.withheld else [],
+        },
         "removed": _removed(rules),
         "pooled_clinics": {
             "count": rel.pooled_clinics,
@@ -464,6 +491,14 @@ def release_readme(manifest: Mapping[str, Any]) -> str:
         *[f"- `{r['column']}` → {r['now']}: {r['why']}." for r in manifest["removed"]],
         f"- Clinics with fewer than {pooled['min_clinic_patients']} patients: `clinic_id` = "
         f"`{pooled['pooled_clinic_id']}` ({pooled['count']} clinic(s) pooled).",
+        f"- Minimum cell size {manifest['disclosure']['min_cell']} (policy "
+        f"{manifest['disclosure']['version']}): arms with fewer patients are not exported"
+        + (
+            f" (withheld: {', '.join(manifest['disclosure']['withheld_arms'])})"
+            if manifest["disclosure"]["withheld_arms"]
+            else " (none withheld)"
+        )
+        + "; counts of 1-10 above read 'fewer than 11 (suppressed)'.",
         "- Free text (adverse-event descriptions, event details, notes) is never exported.",
         f"- Survival: {manifest['survival_censoring']}.",
         "",

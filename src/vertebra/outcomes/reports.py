@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from vertebra.core.analytics import CohortFilter, Report, build_report
 from vertebra.core.deidentify import coarsen_filter
+from vertebra.core.disclosure import policy
 from vertebra.outcomes.rendering import report_pdf
 from vertebra.outcomes.selectors import analysis_tables
 from vertebra.registry.permissions import Actor
@@ -27,12 +28,16 @@ def report_for(actor: Actor, flt: CohortFilter, as_of: dt.date) -> Report | None
 
     For a researcher the tables are de-identified at ``as_of`` and the report shows no
     calendar date; its filter says the whole years a treatment-date range was widened to.
+    A researcher's report also applies the minimum cell size (``vertebra.core.disclosure``):
+    arms of fewer than 11 patients are left out, a cohort of fewer than 11 gives no figure
+    (``report.cohort_suppressed``), and smaller cells are suppressed in ``to_dict()``.
     """
     tables = analysis_tables(actor=actor, filter=flt, as_of=as_of)
     if len(tables.patients) == 0:
         return None
     if tables.time_base != "calendar":
         flt = coarsen_filter(flt)
+        return build_report(tables, flt, as_of, min_cell=policy().min_cell)
     return build_report(tables, flt, as_of)
 
 

@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET
 
 from vertebra.core.analytics import CohortFilter
 from vertebra.core.analytics.headline import clinic_letters
+from vertebra.core.disclosure import policy
 from vertebra.outcomes import presenters, selectors, trajectory
 from vertebra.outcomes.forms import FilterForm
 from vertebra.outcomes.reports import render_pdf, report_for
@@ -73,8 +74,13 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
         return render(request, "outcomes/dashboard.html", context, status=400)
     report = report_for(actor, flt, timezone.localdate())
     names = clinic_names(actor)
-    context["board"] = presenters.dashboard(report, names) if report else None
+    suppressed = report is not None and report.cohort_suppressed
+    context["board"] = presenters.dashboard(report, names) if report and not suppressed else None
     context["deidentified"] = selectors.scope_for(actor).deidentified
+    if report is not None and report.min_cell is not None:  # researchers: minimum cell size
+        context["cohort_suppressed"] = suppressed
+        context["disclosure_note"] = policy().note
+        context["withheld_arms"] = sorted(report.withheld.arms) if report.withheld else []
     return render(request, "outcomes/dashboard.html", context)
 
 
@@ -89,7 +95,7 @@ def clinic_names(actor: Actor) -> dict[str, str]:
     return {str(cid): name for cid, name in choices}
 
 
-def _report_or_problem(request: HttpRequest, actor: Actor) -> Any:
+def _report_or_problem(request: HttpRequest, actor: Actor, *, pdf: bool = False) -> Any:
     form = _form(request, actor)
     flt = _filter(form)
     if flt is None:
@@ -100,13 +106,20 @@ def _report_or_problem(request: HttpRequest, actor: Actor) -> Any:
         return HttpResponse(
             "No patients match these filters.", status=404, content_type="text/plain"
         )
+    if report.cohort_suppressed and pdf:  # the JSON says so itself (disclosure)
+        return HttpResponse(
+            f"Fewer than {report.min_cell} patients match these filters, so no figure is "
+            f"shown. {policy().note}",
+            status=404,
+            content_type="text/plain",
+        )
     return report
 
 
 @outcomes_view
 def report_pdf(request: HttpRequest, actor: Actor) -> HttpResponse:
     """The filtered report as a PDF download (the same report as ``vertebra report``)."""
-    report = _report_or_problem(request, actor)
+    report = _report_or_problem(request, actor, pdf=True)
     if isinstance(report, HttpResponse):
         return report
     response = HttpResponse(render_pdf(report, clinic_names(actor)), content_type="application/pdf")

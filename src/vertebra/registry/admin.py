@@ -3,26 +3,47 @@
 * Clinics, allogeneic lots and memberships are editable by superusers and users holding the
   ``registry_admin`` role (they also need ``is_staff`` to sign in to the admin at all). Every
   change made here is audited (same transaction, old and new values), like a service write.
+* Memberships (who holds which role where) are granted and revoked only through
+  :mod:`vertebra.registry.memberships`, with a reason: nobody can grant a role to themselves.
+  An existing membership is never edited in place (revoke it and grant another).
 * The audit trail is visible to the same people and read-only: no add, change or delete.
+  Values of rows about a patient, and identifying fields anywhere, are masked; a registry admin
+  who needs them opens the row's break-glass view, which asks for a reason and writes an
+  ``break_glass`` audit row before showing them (HIPAA 164.312(a)(2)(ii), least privilege).
 * Patient data is not in the admin: it is reached only through the scoped, audited pages.
   The one clinical screen is the sterility worklist (:class:`ProcessingAdmin`): processed
   products by product id, lab and date (no patient identifiers), for clinicians who also sign in
   to the admin; its actions record the lab's result through the same audited service as the
   patient page (``record_sterility_result``), scoped to the clinician's clinics.
+  Patients' portal logins are left out of the user list (their e-mail is the patient's).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
 from vertebra.registry import services
 from vertebra.registry.audit import record_audit, snapshot
-from vertebra.registry.errors import RegistryError
+from vertebra.registry.errors import PermissionDeniedError, RegistryError
+from vertebra.registry.memberships import (
+    SUPERUSER_ROLE,
+    check_grant,
+    grant_membership,
+    revoke_membership,
+)
 from vertebra.registry.models import (
     AllogeneicLot,
     ApiToken,
@@ -48,7 +69,7 @@ def is_registry_admin(user: Any) -> bool:
 
 def _admin_actor(request: HttpRequest) -> Actor:
     user = request.user
-    role = Role.REGISTRY_ADMIN.value if not getattr(user, "is_superuser", False) else "superuser"
+    role = Role.REGISTRY_ADMIN.value if not getattr(user, "is_superuser", False) else SUPERUSER_ROLE
     return Actor(user=user, role=role, clinic_ids=frozenset(), request_id="admin")
 
 
@@ -120,12 +141,70 @@ class AllogeneicLotAdmin(RegistryAdminOnly):
     search_fields = ("lot_number", "product")
 
 
+class GrantForm(forms.ModelForm):
+    """Grant a role: who, which role, where, and why. The granting admin is ``acting_user``
+    (set by :meth:`MembershipAdmin.get_form`); granting to oneself is refused here already
+    (audited), and again by the service on save."""
+
+    reason = forms.CharField(
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why this person needs this role (kept in the audit trail).",
+    )
+    acting_request: HttpRequest | None = None
+
+    class Meta:
+        model = Membership
+        fields = ("user", "role", "clinic")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        user = data.get("user")
+        if user is not None and self.acting_request is not None:
+            try:
+                check_grant(actor=_admin_actor(self.acting_request), user_id=user.pk)
+            except PermissionDeniedError as exc:
+                raise ValidationError(str(exc)) from None
+        return data
+
+
 @admin.register(Membership)
 class MembershipAdmin(RegistryAdminOnly):
+    """Roles are granted (with a reason, never to oneself) and revoked; never edited."""
+
     list_display = ("user", "role", "clinic")
     list_filter = ("role", "clinic")
     search_fields = ("user__username",)
     autocomplete_fields = ("clinic",)
+    form = GrantForm
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and is_registry_admin(request.user)
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type("BoundGrantForm", (form,), {"acting_request": request})
+
+    def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
+        """Grant through the audited service (the only way a membership is created here)."""
+        if change:
+            raise PermissionDenied("Memberships are not edited: revoke and grant again.")
+        assert isinstance(obj, Membership)
+        granted = grant_membership(
+            actor=_admin_actor(request),
+            user_id=obj.user_id,
+            role=obj.role,
+            clinic_id=obj.clinic_id,
+            reason=form.cleaned_data["reason"],
+        )
+        obj.pk = granted.pk
+
+    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+        """Revoke through the audited service."""
+        assert obj.pk is not None
+        revoke_membership(actor=_admin_actor(request), membership_id=obj.pk, reason="admin")
 
 
 @admin.register(ApiToken)
@@ -179,6 +258,73 @@ class AuditEventAdmin(admin.ModelAdmin):
     )
     list_filter = ("action", "role", "object_type")
     search_fields = ("actor_username", "object_id", "request_id")
+    exclude = ("old_values", "new_values")
+    readonly_fields = ("old_values_masked", "new_values_masked", "identified_values")
+
+    @admin.display(description="Old values")
+    def old_values_masked(self, obj: AuditEvent) -> Any:
+        return mask_audit_values(obj.old_values, patient_row=obj.patient_id is not None)
+
+    @admin.display(description="New values")
+    def new_values_masked(self, obj: AuditEvent) -> Any:
+        return mask_audit_values(obj.new_values, patient_row=obj.patient_id is not None)
+
+    @admin.display(description="Identified values")
+    def identified_values(self, obj: AuditEvent) -> str:
+        if not _masks_something(obj):
+            return "Nothing is masked in this row."
+        url = reverse("admin:registry_auditevent_reveal", args=[obj.pk])
+        return format_html(
+            '<a href="{}">Show the identified values</a> (asks for a reason; audited)', url
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        reveal = path(
+            "<int:event_id>/reveal/",
+            self.admin_site.admin_view(self.reveal_view),
+            name="registry_auditevent_reveal",
+        )
+        return [reveal, *super().get_urls()]
+
+    def reveal_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        """Break glass: a reason, then one audited look at the row's identified values.
+
+        GET asks for the reason; POST with a reason of at least 10 characters writes an
+        ``break_glass`` audit row (who, which row, the patient, the reason) and shows the
+        values in that response only (nothing kept in the session).
+        """
+        if not is_registry_admin(request.user):
+            raise PermissionDenied
+        event = get_object_or_404(AuditEvent, pk=event_id)
+        form = BreakGlassForm(request.POST or None)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "event": event,
+            "form": form,
+            "title": f"Identified values of audit row {event.seq}",
+            "revealed": False,
+        }
+        if request.method == "POST" and form.is_valid():
+            with transaction.atomic():
+                record_audit(
+                    actor=_admin_actor(request),
+                    action="break_glass",
+                    object_type="auditevent",
+                    object_id=event.seq,
+                    clinic_id=event.clinic_id,
+                    patient_id=event.patient_id,
+                    reason=form.cleaned_data["reason"],
+                )
+            context.update(revealed=True, old_values=event.old_values, new_values=event.new_values)
+        response = TemplateResponse(
+            request,
+            "admin/registry/auditevent/reveal.html",
+            context,
+            status=400 if request.method == "POST" and not form.is_valid() else 200,
+        )
+        response["Cache-Control"] = "no-store"
+        return response
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return is_registry_admin(request.user)
@@ -312,3 +458,69 @@ class ProcessingAdmin(admin.ModelAdmin):
     @admin.action(description="Record sterility result: fail")
     def record_fail(self, request: HttpRequest, queryset: QuerySet[Processing]) -> None:
         _record_sterility(request, queryset, Sterility.FAIL)
+
+
+# --------------------------------------------------------------------------- masking
+
+
+#: Keys whose values identify a person wherever they appear in an audit row (Safe Harbor
+#: identifiers the registry stores): masked even in rows that are not about a patient.
+IDENTIFYING_KEYS = frozenset(
+    {"mrn", "given_name", "family_name", "date_of_birth", "email", "phone", "username"}
+)
+MASK = "•••• masked"
+
+
+def mask_audit_values(values: Any, *, patient_row: bool) -> Any:
+    """``values`` with what a registry admin may not read replaced by :data:`MASK`.
+
+    In a row about a patient (``patient_id`` set) every value is masked: the keys show what
+    changed, not to what. Elsewhere only :data:`IDENTIFYING_KEYS` are masked. Nested
+    mappings and lists are masked the same way.
+    """
+    if isinstance(values, dict):
+        return {
+            key: (
+                MASK
+                if (patient_row and not isinstance(item, dict | list)) or key in IDENTIFYING_KEYS
+                else mask_audit_values(item, patient_row=patient_row)
+            )
+            for key, item in values.items()
+        }
+    if isinstance(values, list):
+        return [mask_audit_values(item, patient_row=patient_row) for item in values]
+    return MASK if patient_row and values is not None else values
+
+
+def _masks_something(event: AuditEvent) -> bool:
+    patient_row = event.patient_id is not None
+    return any(
+        mask_audit_values(values, patient_row=patient_row) != values
+        for values in (event.old_values, event.new_values)
+    )
+
+
+class BreakGlassForm(forms.Form):
+    """Why the identified values are needed now (kept in the audit trail)."""
+
+    reason = forms.CharField(
+        min_length=10,
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="For example the incident or request this is for. At least 10 characters.",
+    )
+
+
+# ----------------------------------------------------------------------------- users
+
+
+class StaffUserAdmin(UserAdmin):
+    """Django's user admin without patients' portal logins (identified: their e-mail and name
+    are the patient's); those accounts are managed through the patient's clinic."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        return super().get_queryset(request).filter(patient_account__isnull=True)
+
+
+admin.site.unregister(User)
+admin.site.register(User, StaffUserAdmin)

@@ -50,6 +50,8 @@ class Action(StrEnum):
     CLINICAL_EVENT_RECORD = "clinical_event.record"
     LOT_MANAGE = "lot.manage"
     AUDIT_VERIFY = "audit.verify"
+    MEMBERSHIP_MANAGE = "membership.manage"
+    BREAK_GLASS = "audit.break_glass"
     DEIDENTIFIED_READ = "deidentified.read"
 
 
@@ -82,7 +84,14 @@ PERMISSIONS: Mapping[str, frozenset[Action]] = MappingProxyType(
         Role.COORDINATOR: _INTAKE,
         Role.CLINIC_ADMIN: frozenset({Action.PATIENT_READ, Action.PATIENT_UPDATE}),
         Role.RESEARCHER: frozenset({Action.DEIDENTIFIED_READ}),
-        Role.REGISTRY_ADMIN: frozenset({Action.LOT_MANAGE, Action.AUDIT_VERIFY}),
+        Role.REGISTRY_ADMIN: frozenset(
+            {
+                Action.LOT_MANAGE,
+                Action.AUDIT_VERIFY,
+                Action.MEMBERSHIP_MANAGE,  # never for oneself (registry.memberships)
+                Action.BREAK_GLASS,  # identified audit values, with a reason, audited
+            }
+        ),
     }
 )
 

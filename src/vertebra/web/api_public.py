@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Schema
 from ninja.errors import HttpError
 
 from vertebra.core.decision import Profile, ProfileError
@@ -38,6 +38,16 @@ def _body(request: HttpRequest) -> Any:
         raise HttpError(400, f"The body is not acceptable: {exc}") from exc
 
 
+class PublicErrorOut(Schema):
+    """A refusal: a message, or (invalid query parameters) ninja's list of field errors."""
+
+    detail: str | list[dict[str, Any]]
+
+
+#: Documented answers of public endpoints besides their success (schemathesis checks them).
+NOT_FOUND: dict[int, Any] = {404: PublicErrorOut}
+INVALID: dict[int, Any] = {400: PublicErrorOut, 422: PublicErrorOut}
+
 learn_router = Router(tags=["knowledge base"])
 screening_router = Router(tags=["screening"])
 decision_router = Router(tags=["decision aid"])
@@ -49,7 +59,11 @@ def list_pages(request: HttpRequest) -> list[dict[str, Any]]:
     return [page.to_dict(include_body=False) for page in knowledge_base().pages]
 
 
-@learn_router.get("/pages/{path:path}", summary="One page with its markdown, HTML and sources")
+@learn_router.get(
+    "/pages/{path:path}",
+    response={200: dict[str, Any], **NOT_FOUND},
+    summary="One page with its markdown, HTML and sources",
+)
 def get_page(request: HttpRequest, path: str) -> dict[str, Any]:
     """The page at ``path`` (e.g. ``causes/sciatica``) or with that slug; 404 if none."""
     found = page_by_path(path)
@@ -85,7 +99,11 @@ def schema(request: HttpRequest) -> dict[str, object]:
     return facts_json_schema()
 
 
-@screening_router.post("/evaluate", summary="Evaluate facts against the screening rules")
+@screening_router.post(
+    "/evaluate",
+    response={200: dict[str, object], **INVALID},
+    summary="Evaluate facts against the screening rules",
+)
 def evaluate_facts(request: HttpRequest) -> dict[str, object]:
     """Return verdict, fired rules, missing facts and rule-set version; stores nothing.
 
@@ -150,7 +168,11 @@ def list_all_instruments(request: HttpRequest) -> list[dict[str, Any]]:
     return [_definition_dict(d, with_items=False) for d in list_instruments()]
 
 
-@instruments_router.get("/{instrument_id}", summary="One instrument with its items")
+@instruments_router.get(
+    "/{instrument_id}",
+    response={200: dict[str, Any], **NOT_FOUND},
+    summary="One instrument with its items",
+)
 def instrument_detail(request: HttpRequest, instrument_id: str) -> dict[str, Any]:
     """The definition, items and options (placeholder wording where the licence requires)."""
     try:
@@ -159,7 +181,11 @@ def instrument_detail(request: HttpRequest, instrument_id: str) -> dict[str, Any
         raise HttpError(404, str(exc)) from None
 
 
-@instruments_router.post("/{instrument_id}/score", summary="Score answers; stores nothing")
+@instruments_router.post(
+    "/{instrument_id}/score",
+    response={200: dict[str, Any], **NOT_FOUND, **INVALID},
+    summary="Score answers; stores nothing",
+)
 def score_answers(request: HttpRequest, instrument_id: str) -> dict[str, Any]:
     """Score ``{"answers": {item_id: value|null}}`` or ``{"answers": [v1, v2, ...]}``.
 
@@ -178,7 +204,9 @@ def score_answers(request: HttpRequest, instrument_id: str) -> dict[str, Any]:
 
 
 @decision_router.get(
-    "", summary="Patients like you: registry figures per treatment beside the published evidence"
+    "",
+    response={200: dict[str, Any], **INVALID},
+    summary="Patients like you: registry figures per treatment beside the published evidence",
 )
 def decision_aid(
     request: HttpRequest,

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vertebra.core import disclosure
 from vertebra.core.analytics.stats import wilson_ci
 from vertebra.core.labels import format_date, label
 
@@ -43,13 +44,16 @@ __all__ = [
 
 #: The time point the headline numbers are about.
 KEY_TIMEPOINT = "month_12"
-#: The smallest count shown to researchers (suppression is applied upstream; this is the text).
-MIN_CELL = 11
-SUPPRESSED = f"fewer than {MIN_CELL} (suppressed)"
+#: The smallest count shown to researchers and the words a suppressed value reads as: the one
+#: policy of vertebra.core.disclosure (data/disclosure.yaml), which applies it upstream.
+MIN_CELL = disclosure.policy().min_cell
+SUPPRESSED = disclosure.policy().text
 
 
 def is_suppressed(value: Any) -> bool:
     """Whether ``value`` is a small-cell marker rather than a number."""
+    if getattr(value, "suppressed", False) is True:  # disclosure.Suppressed
+        return True
     if isinstance(value, Mapping):
         return bool(value.get("suppressed"))
     if isinstance(value, str):

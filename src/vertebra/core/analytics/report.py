@@ -6,7 +6,7 @@ import multiprocessing as mp
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from vertebra.core.analytics.benchmark import ClinicBenchmark, clinic_benchmark
-from vertebra.core.analytics.cohort import CohortFilter, build_panel
+from vertebra.core.analytics.cohort import CohortFilter, build_panel, select_patients
 from vertebra.core.analytics.descriptive import (
     AdverseEventSummary,
     BaselineSummary,
@@ -33,6 +33,13 @@ from vertebra.core.analytics.survival import (
     SurvivalResult,
     can_censor_at_cutoff,
     surgery_free_survival,
+)
+from vertebra.core.disclosure import (
+    Withheld,
+    is_small,
+    suppress_report,
+    suppressed,
+    withhold_small_groups,
 )
 from vertebra.core.responders import responder_rules
 
@@ -92,6 +99,15 @@ class Report:
     time_base: TimeBase = "calendar"
     #: Stored rows the tables left out and why (see AnalysisTables.exclusions).
     exclusions: tuple[Exclusion, ...] = ()
+    #: Minimum cell size (researchers' reports): set, `to_dict()` suppresses small cells
+    #: (vertebra.core.disclosure); `withheld` says which arms (or the cohort) were left out.
+    min_cell: int | None = None
+    withheld: Withheld | None = None
+
+    @property
+    def cohort_suppressed(self) -> bool:
+        """True when the filtered cohort was smaller than `min_cell`: no figure is shown."""
+        return self.withheld is not None and self.withheld.cohort
 
     @property
     def as_of_label(self) -> str:
@@ -101,7 +117,38 @@ class Report:
         return "the data cut-off (calendar dates withheld: de-identified data)"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; per arm: baseline, timepoints, surgery_free, adverse_events."""
+        """JSON-ready dict; per arm: baseline, timepoints, surgery_free, adverse_events.
+
+        With `min_cell`, small cells are suppressed (`vertebra.core.disclosure`) and a
+        ``disclosure`` entry says how and why; a suppressed cohort gives no figure at all.
+        """
+        if self.min_cell is None:
+            return self._figures()
+        if self.cohort_suppressed:
+            out = suppress_report(
+                {
+                    "report_version": REPORT_VERSION,
+                    "as_of": None,
+                    "time_base": self.time_base,
+                    "filter": self.filter.to_dict(),
+                    "honesty_notes": list(HONESTY_NOTES),
+                    "arms": {},
+                    "survival": {"curves": {}, "logrank": None},
+                    "comparisons": [],
+                    "comparison_errors": [],
+                    "benchmark": None,
+                },
+                self.min_cell,
+            )
+            out["n_patients"] = suppressed()
+            out["suppressed"] = True
+        else:
+            out = suppress_report(self._figures(), self.min_cell)
+        out["disclosure"]["withheld"] = self.withheld.to_dict() if self.withheld else None
+        return out
+
+    def _figures(self) -> dict[str, Any]:
+        """Every figure, unsuppressed (the JSON contract without `min_cell`)."""
         arms: dict[str, Any] = {}
         for arm in self.arms:
             curve = self.survival.curves.get(arm)
@@ -189,6 +236,7 @@ def build_report(
     comparison_timepoint: str = "month_12",
     censoring: Censoring | None = None,
     processes: int = 1,
+    min_cell: int | None = None,
 ) -> Report:
     """Run every analysis on the cohort selected by `flt` as of `as_of`.
 
@@ -211,6 +259,14 @@ def build_report(
     if as_of is None:
         raise ValueError("as_of is required: the date up to which follow-up is due")
     flt = flt or CohortFilter()
+    withheld = None
+    if min_cell is not None:
+        # Groups are counted among the patients this filter selects (what the report covers).
+        picked = tables.patients.loc[select_patients(tables.patients, flt)]
+        tables = tables.of(picked.reset_index(drop=True), tables.timepoints, tables.events)
+        tables, withheld = withhold_small_groups(tables, min_cell)
+        if withheld.cohort:
+            return _withheld_report(tables, flt, as_of, min_cell, withheld)
     if censoring is None:
         censoring = "as_of" if can_censor_at_cutoff(tables.patients) else "last_contact"
     panel = build_panel(tables, flt, as_of, with_contact=censoring == "last_contact")
@@ -257,7 +313,12 @@ def build_report(
         }
         for k, r in responder_rules().items()
     }
+    if min_cell is not None:  # a curve's steps would show a handful of surgeries one by one
+        curves = {a: c for a, c in survival.curves.items() if not is_small(c.events, min_cell)}
+        survival = replace(survival, curves=curves)
     return Report(
+        min_cell=min_cell,
+        withheld=withheld,
         as_of=as_of,
         filter=flt,
         n_patients=panel.n,
@@ -272,4 +333,27 @@ def build_report(
         responder_rules=rules,
         time_base=tables.time_base,
         exclusions=tables.exclusions,
+    )
+
+
+def _withheld_report(
+    tables: AnalysisTables, flt: CohortFilter, as_of: date, min_cell: int, withheld: Withheld
+) -> Report:
+    """The report of a cohort smaller than `min_cell`: no figure, only the fact."""
+    return Report(
+        as_of=as_of,
+        filter=flt,
+        n_patients=0,
+        arms=(),
+        baseline={},
+        outcomes={},
+        adverse_events={},
+        survival=SurvivalResult(censoring="as_of", curves={}, logrank=None),
+        comparisons=(),
+        comparison_errors=(),
+        benchmark=None,
+        responder_rules={},
+        time_base=tables.time_base,
+        min_cell=min_cell,
+        withheld=withheld,
     )

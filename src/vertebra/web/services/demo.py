@@ -29,9 +29,12 @@ ROLES: tuple[tuple[str, str, str, bool], ...] = (
     ("researcher", "researcher", "researcher", False),
 )
 REGISTRY_WIDE = {"registry_admin", "researcher"}
+#: The demo does not enforce MFA (settings.MFA_REQUIRED_ROLES is empty when VERTEBRA_ENV is
+#: ``demo``), so these printed logins work in any browser or screenshot tool; outside the demo
+#: these two roles must set up an authenticator at their first sign-in (docs/security/mfa.md).
 REGISTRY_WIDE_SCOPE = {
-    "registry_admin": "reference data and audit, all clinics",
-    "researcher": "de-identified data, all clinics",
+    "registry_admin": "reference data and audit, all clinics; MFA optional in the demo",
+    "researcher": "de-identified data, all clinics; MFA optional in the demo",
 }
 
 
