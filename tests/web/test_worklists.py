@@ -273,6 +273,12 @@ def test_a_patient_signing_in_at_the_staff_form_goes_to_the_portal(world: World)
 
 
 def test_every_refusal_message_is_plain_words() -> None:
+    from vertebra.core.labels import has_label
+
+    # Every action and role has its words (a new action needs a "permission" label).
+    assert [a.value for a in Action if not has_label("permission", a.value)] == []
+    for kind in ("role_plural", "role_someone"):
+        assert [r for r in PERMISSIONS if not has_label(kind, r)] == []
     for role in PERMISSIONS:
         for action in Action:
             if is_allowed(role, action):
