@@ -180,6 +180,11 @@ def test_coordinator_home_has_call_list_due_overdue_and_reported_events(world: W
     assert "Adjudicate" not in reported  # read-only status
     assert "3 adverse events you reported wait for a clinician" in visible_text(html)
     assert "Stranger" not in html
+    # The same counts as the follow-up page (one classification, one denominator).
+    text = visible_text(html)
+    assert "1 follow-up overdue, 1 due" in text and "Completeness 0% (0 of 2 time points" in text
+    staff_page = client.get("/p/staff/").content.decode()
+    assert "Completeness: <strong>0%</strong> (0 of 2)" in staff_page
 
 
 def test_clinic_admin_home_has_staff_settings_and_reports(world: World) -> None:
