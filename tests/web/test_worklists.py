@@ -180,6 +180,11 @@ def test_coordinator_home_has_call_list_due_overdue_and_reported_events(world: W
     assert "Adjudicate" not in reported  # read-only status
     assert "3 adverse events you reported wait for a clinician" in visible_text(html)
     assert "Stranger" not in html
+    # The same counts as the follow-up page (one classification, one denominator).
+    text = visible_text(html)
+    assert "1 follow-up overdue, 1 due" in text and "Completeness 0% (0 of 2 time points" in text
+    staff_page = client.get("/p/staff/").content.decode()
+    assert "Completeness: <strong>0%</strong> (0 of 2)" in staff_page
 
 
 def test_clinic_admin_home_has_staff_settings_and_reports(world: World) -> None:
@@ -273,6 +278,12 @@ def test_a_patient_signing_in_at_the_staff_form_goes_to_the_portal(world: World)
 
 
 def test_every_refusal_message_is_plain_words() -> None:
+    from vertebra.core.labels import has_label
+
+    # Every action and role has its words (a new action needs a "permission" label).
+    assert [a.value for a in Action if not has_label("permission", a.value)] == []
+    for kind in ("role_plural", "role_someone"):
+        assert [r for r in PERMISSIONS if not has_label(kind, r)] == []
     for role in PERMISSIONS:
         for action in Action:
             if is_allowed(role, action):

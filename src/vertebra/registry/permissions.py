@@ -26,7 +26,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from vertebra.core.labels import label
+from vertebra.core.labels import has_label, label
 from vertebra.registry.errors import PermissionDeniedError
 from vertebra.registry.models import REGISTRY_WIDE_ROLES, Membership, Role
 
@@ -111,6 +111,15 @@ _ROLE_ORDER = (
 )
 
 
+def _action_words(action: Action) -> str:
+    """The verb phrase of ``action`` ("adjudicate adverse events"); an action not yet worded in
+    ``labels.yaml`` reads "<verb> the <object>", never its code."""
+    if has_label("permission", action.value):
+        return label("permission", action.value)
+    thing, _, verb = action.value.partition(".")
+    return f"{verb.replace('_', ' ')} the {thing.replace('_', ' ')}".strip()
+
+
 def refusal_message(role: str, action: Action) -> str:
     """A refusal in plain words: what ``role`` cannot do and who does it instead.
 
@@ -119,7 +128,7 @@ def refusal_message(role: str, action: Action) -> str:
     ``role_plural``, ``permission``, ``role_someone``).
     """
     allowed = [r for r in _ROLE_ORDER if is_allowed(r, action)]
-    sentence = f"{label('role_plural', role)} cannot {label('permission', action.value)}"
+    sentence = f"{label('role_plural', role)} cannot {_action_words(action)}"
     if not allowed:
         return f"{sentence}."
     who = [label("role_someone", r.value) for r in allowed]

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, Q
 
 from vertebra.core.labels import format_date, label
 from vertebra.followup.models import CallListEntry, FollowUpTimePoint, TimePointStatus
-from vertebra.followup.staff_views import dashboard_rows
 from vertebra.registry import selectors as registry_selectors
 from vertebra.registry.audit import audited_transaction, record_audit
 from vertebra.registry.models import (
@@ -208,14 +207,25 @@ class ResearcherHome:
 
 
 def _followup_counts(clinic_ids: frozenset[int], today: dt.date) -> FollowUpCounts:
-    """Due/overdue/completeness over the clinics, from the coordinator page's own rows."""
-    rows = dashboard_rows(clinic_ids, today)
-    completed = sum(row.completed for row in rows)
+    """Due/overdue/completeness over the clinics, counted by the database in one query.
+
+    The same classification as the coordinator page (``followup.staff_views``): an open time
+    point is due up to its target date and overdue after it; the completeness denominator is
+    the time points answered or missed (open windows never flatter the rate).
+    """
+    points = FollowUpTimePoint.objects.filter(patient__clinic_id__in=clinic_ids)
+    is_open = Q(status=TimePointStatus.OPEN)
+    counts = points.aggregate(
+        due=Count("id", filter=is_open & Q(target__gte=today)),
+        overdue=Count("id", filter=is_open & Q(target__lt=today)),
+        completed=Count("id", filter=Q(status=TimePointStatus.COMPLETED)),
+        missed=Count("id", filter=Q(status=TimePointStatus.MISSED)),
+    )
     return FollowUpCounts(
-        due=sum(row.due for row in rows),
-        overdue=sum(row.overdue for row in rows),
-        completed=completed,
-        denominator=completed + sum(row.missed for row in rows),
+        due=counts["due"],
+        overdue=counts["overdue"],
+        completed=counts["completed"],
+        denominator=counts["completed"] + counts["missed"],
     )
 
 
