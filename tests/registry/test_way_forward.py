@@ -262,7 +262,9 @@ def test_patient_page_says_what_is_missing_with_links(
     episode = make_episode(unconsented)
     page = signed_in(clinician).get(f"/clinic/patients/{unconsented.pk}/").content.decode()
     assert "No consent on file." in page
-    assert "Waiting:</strong> A harvest cannot be recorded: no treatment consent" in page
+    assert (
+        "Waiting:</strong> A harvest cannot be recorded: no active treatment consent is on" in page
+    )
     assert f'href="/clinic/patients/{unconsented.pk}/consents/new/?kind=treatment"' in page
     assert f'href="/clinic/patients/{unconsented.pk}/consents/new/?kind=registry"' in page
     # The harvest form says so before it is filled in, and refuses with the same link.

@@ -57,19 +57,23 @@ def active_consent(patient_id: int, kind: str, on: dt.date) -> bool:
     )
 
 
-def consent_missing(patient_id: int, on: dt.date, step: str) -> MissingStepError | None:
+def consent_missing(
+    patient_id: int, on: dt.date, step: str, *, today: bool = False
+) -> MissingStepError | None:
     """The refusal of ``step`` ("harvest", "processing", "injection") on day ``on`` for want of
-    an active treatment consent, or None when one is on file."""
+    an active treatment consent, or None when one is on file. ``today``: ``on`` is today (a
+    page asking ahead of the step), so the message names no date."""
     if active_consent(patient_id, ConsentKind.TREATMENT, on):
         return None
     withdrawn = Consent.objects.filter(
         patient_id=patient_id, kind=ConsentKind.TREATMENT, withdrawn_on__lte=on
     ).exists()
-    why = (
-        "the patient's treatment consent was withdrawn"
-        if withdrawn
-        else f"no treatment consent signed on or before {format_date(on)} is on file"
-    )
+    if withdrawn:
+        why = "the patient's treatment consent was withdrawn"
+    elif today:
+        why = "no active treatment consent is on file"
+    else:
+        why = f"no treatment consent signed on or before {format_date(on)} is on file"
     return MissingStepError(
         f"{_STEP_WORDS.get(step, step)} cannot be recorded: {why}. Record the patient's signed "
         "treatment consent first.",
@@ -136,7 +140,9 @@ def blockers(episode: TreatmentEpisode, step: str, today: dt.date) -> list[Missi
     """Every reason ``step`` on ``episode`` would be refused today, in the order to fix them."""
     if episode.arm != Arm.CELL_THERAPY or step not in NEXT_STEPS:
         return []
-    found: list[MissingStepError | None] = [consent_missing(episode.patient_id, today, step)]
+    found: list[MissingStepError | None] = [
+        consent_missing(episode.patient_id, today, step, today=True)
+    ]
     harvest = Harvest.objects.select_related("allogeneic_lot").filter(episode_id=episode.pk).first()
     if step == "processing" and harvest is None:
         found.append(
