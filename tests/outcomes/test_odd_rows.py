@@ -209,3 +209,14 @@ def test_note_wording_is_singular_for_one(loaded: Cohort) -> None:
     tables = read_tables(Scope(clinic_ids=None, deidentified=False))
     (exclusion,) = tables.exclusions
     assert exclusion.note.startswith("1 patient left out: a stored treatment date")
+
+
+def test_the_trajectory_of_a_left_out_patient_says_why(loaded: Cohort) -> None:
+    patient = _treated_patients(1)[0]
+    TreatmentEpisode.objects.filter(patient_id=patient).update(start_date=YEAR_25)
+    clinic = Patient.objects.get(pk=patient).clinic
+    response = _client(Role.CLINICIAN, clinic).get(f"/clinic/outcomes/patient/{patient}/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'id="no-trajectory"' in body
+    assert "1 patient left out: a stored treatment date or birth date" in body
