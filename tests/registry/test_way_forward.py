@@ -540,3 +540,20 @@ def test_admin_sterility_action_goes_through_the_audited_service(
         Role.CLINICIAN,
         str(processing.pk),
     )
+
+
+def test_recording_a_step_twice_points_to_the_next_one(clinician: Actor, patient: Patient) -> None:
+    """The issue's dead end: "already processed" with sterility pending now leads to the
+    sterility result; a second harvest leads to the processing."""
+    episode = make_episode(patient)
+    harvest(clinician, episode)
+    with pytest.raises(MissingStepError) as twice:
+        harvest(clinician, episode)
+    assert twice.value.remedy == "processing" and "already has a harvest" in str(twice.value)
+    process(clinician, episode)
+    with pytest.raises(MissingStepError) as again:
+        process(clinician, episode, product_id="PRD-other")
+    assert again.value.remedy == "sterility_result"
+    form = signed_in(clinician).get(f"/clinic/episodes/{episode.pk}/processing/").content.decode()
+    assert "already processed into product PRD-" in form
+    assert f'href="/clinic/episodes/{episode.pk}/sterility/"' in form

@@ -35,6 +35,7 @@ from vertebra.registry.models import (
 __all__ = [
     "NEXT_STEPS",
     "active_consent",
+    "already_done",
     "blockers",
     "consent_missing",
     "next_step",
@@ -119,6 +120,38 @@ def _lot_blocker(processing: Processing, patient_id: int) -> MissingStepError | 
     )
 
 
+def already_done(episode: TreatmentEpisode, step: str) -> MissingStepError | None:
+    """A step recorded twice, with the way on: after a second harvest, the processing (if not
+    yet recorded); after a second processing, the sterility result (if still pending). None
+    when there is nothing left to do on this episode's product but inject it."""
+    harvest = Harvest.objects.filter(episode_id=episode.pk).first()
+    if harvest is None:
+        return None
+    processing = Processing.objects.filter(harvest=harvest).first()
+    if step == "harvest" and processing is None:
+        return MissingStepError(
+            f"Episode {episode.pk} already has a harvest (one per episode): record its "
+            "processing next.",
+            remedy="processing",
+            patient_id=episode.patient_id,
+            episode_id=episode.pk,
+        )
+    if (
+        step == "processing"
+        and processing is not None
+        and processing.sterility == Sterility.PENDING
+    ):
+        return MissingStepError(
+            f"The harvest of episode {episode.pk} was already processed into product "
+            f"{processing.product_id}; its sterility result is still pending: record the result "
+            "instead of processing again.",
+            remedy="sterility_result",
+            patient_id=episode.patient_id,
+            episode_id=episode.pk,
+        )
+    return None
+
+
 def next_step(episode: TreatmentEpisode) -> str | None:
     """The pathway step a cell-therapy episode is waiting for (None for other arms).
 
@@ -144,6 +177,8 @@ def blockers(episode: TreatmentEpisode, step: str, today: dt.date) -> list[Missi
         consent_missing(episode.patient_id, today, step, today=True)
     ]
     harvest = Harvest.objects.select_related("allogeneic_lot").filter(episode_id=episode.pk).first()
+    if step in ("harvest", "processing"):
+        found.append(already_done(episode, step))
     if step == "processing" and harvest is None:
         found.append(
             MissingStepError(
