@@ -557,3 +557,22 @@ def test_recording_a_step_twice_points_to_the_next_one(clinician: Actor, patient
     form = signed_in(clinician).get(f"/clinic/episodes/{episode.pk}/processing/").content.decode()
     assert "already processed into product PRD-" in form
     assert f'href="/clinic/episodes/{episode.pk}/sterility/"' in form
+
+
+def test_admin_lot_release_passes_the_plausibility_gate() -> None:
+    admin_user = make_actor(Role.REGISTRY_ADMIN).user
+    admin_user.is_staff = True
+    admin_user.save()
+    lot = make_lot()
+    client = signed_in(admin_user)
+    data = {"lot_number": lot.lot_number, "product": lot.product, "released": "on"}
+    refused = client.post(
+        f"/admin/registry/allogeneiclot/{lot.pk}/change/", {**data, "released_on": "0025-03-01"}
+    )
+    assert refused.status_code == 200
+    assert "Release date: enter a date from 1 Jan 1900" in refused.content.decode()
+    done = client.post(
+        f"/admin/registry/allogeneiclot/{lot.pk}/change/", {**data, "released_on": "2024-03-01"}
+    )
+    assert done.status_code == 302
+    assert lot.__class__.objects.get(pk=lot.pk).released_on == DAY0

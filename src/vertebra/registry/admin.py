@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from vertebra.registry import services
 from vertebra.registry.audit import record_audit, snapshot
@@ -34,6 +36,7 @@ from vertebra.registry.models import (
     Sterility,
 )
 from vertebra.registry.permissions import Actor
+from vertebra.registry.validation import plausibility_refusals
 
 
 def is_registry_admin(user: Any) -> bool:
@@ -51,8 +54,22 @@ def _admin_actor(request: HttpRequest) -> Actor:
     return Actor(user=user, role=role, clinic_ids=frozenset(), request_id="admin")
 
 
+class PlausibleForm(forms.ModelForm):
+    """An admin form that applies the plausibility rules of the one validation gate
+    (``registry.validation``) beside the model's own validation, as field errors."""
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        for refusal in plausibility_refusals(self.instance, today=timezone.localdate()):
+            if refusal.field in self.fields and refusal.field not in self.errors:
+                self.add_error(refusal.field, refusal.message)
+
+
 class RegistryAdminOnly(admin.ModelAdmin):
-    """Reference data: registry admins only; every save and delete audited."""
+    """Reference data: registry admins only; every save and delete audited; plausibility
+    rules apply (a lot cannot be released in the future or before 1900)."""
+
+    form = PlausibleForm
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return is_registry_admin(request.user)
