@@ -59,7 +59,7 @@ class PlausibleForm(forms.ModelForm):
     (``registry.validation``) beside the model's own validation, as field errors."""
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]  # builds self.instance (not in the stubs)
         for refusal in plausibility_refusals(self.instance, today=timezone.localdate()):
             if refusal.field in self.fields and refusal.field not in self.errors:
                 self.add_error(refusal.field, refusal.message)
