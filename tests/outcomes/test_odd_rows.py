@@ -220,3 +220,15 @@ def test_the_trajectory_of_a_left_out_patient_says_why(loaded: Cohort) -> None:
     body = response.content.decode()
     assert 'id="no-trajectory"' in body
     assert "1 patient left out: a stored treatment date or birth date" in body
+
+
+def test_the_research_release_says_what_was_left_out(loaded: Cohort) -> None:
+    from vertebra.core.deidentify import release, release_manifest, release_readme
+
+    _corrupt()
+    tables = read_tables(Scope(clinic_ids=None, deidentified=True), as_of=dt.date.today())
+    manifest = release_manifest(release(tables), cutoff_year=2026, table_format="csv")
+    assert {e["what"]: e["count"] for e in manifest["left_out"]}["patients"] == 2
+    readme = release_readme(manifest)
+    assert "- 2 patients left out: a stored treatment date or birth date" in readme
+    assert "`dose` is the injected cell dose in million cells" in readme

@@ -422,6 +422,9 @@ def release_manifest(rel: Release, *, cutoff_year: int, table_format: str) -> di
             "censored at the last completed follow-up (last_contact)"
         ),
         "safe_harbor": [item.to_dict() for item in rules.safe_harbor],
+        # Stored rows the registry read left out (implausible dates), and why.
+        "left_out": [e.to_dict() for e in rel.tables.exclusions],
+        "units": {"dose": "million cells (docs/units.md)"},
     }
 
 
@@ -437,7 +440,7 @@ def release_readme(manifest: Mapping[str, Any]) -> str:
         "(day 0).",
         "`patient_id` is a pseudonym made for this export only; it links the three tables "
         "and nothing else. An `age` of 90 means 90 or older. `expected` says whether a time "
-        "point was due by the data cut-off.",
+        "point was due by the data cut-off. `dose` is the injected cell dose in million cells.",
         "",
         "## Tables",
         "",
@@ -465,6 +468,7 @@ def release_readme(manifest: Mapping[str, Any]) -> str:
         f"- Clinics with fewer than {pooled['min_clinic_patients']} patients: `clinic_id` = "
         f"`{pooled['pooled_clinic_id']}` ({pooled['count']} clinic(s) pooled).",
         "- Free text (adverse-event descriptions, event details, notes) is never exported.",
+        *[f"- {e['note']}" for e in manifest.get("left_out", [])],
         f"- Survival: {manifest['survival_censoring']}.",
         "",
         "## Safe Harbor checklist (45 CFR 164.514(b)(2)(i))",
