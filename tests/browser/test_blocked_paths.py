@@ -143,3 +143,48 @@ def test_no_consent_and_pending_sterility_each_show_the_way_forward(
         f"clinic/episodes/{episode.pk}/injections/new/",
     ]
     assert verify_audit_chain() == []
+
+
+def test_way_forward_pages_have_no_serious_accessibility_violations(
+    live_server: Any, browser: Any
+) -> None:
+    """axe-core (WCAG 2.1 A/AA) on the patient page with its blockers and the inline
+    sterility form, the sterility page and the withdrawal page."""
+    from tests.browser.test_accessibility import serious_violations
+    from tests.registry.factories import make_actor
+    from vertebra.registry import services
+
+    clinic = make_clinic("Harbour Spine Clinic")
+    staff("doc", Role.CLINICIAN, clinic)
+    waiting = make_patient(clinic, family_name="Waiting", consented=False)
+    make_episode(waiting)
+    pending = make_patient(clinic, family_name="Pending")
+    episode = make_episode(pending)
+    setup = make_actor(Role.CLINICIAN, clinic)
+    services.record_harvest(
+        actor=setup, episode_id=episode.pk, source="adipose", harvested_on=episode.start_date,
+        volume_ml=100,
+    )  # fmt: skip
+    services.record_processing(
+        actor=setup, episode_id=episode.pk, method="svf", lab="Lab",
+        processed_on=episode.start_date, product_id="P-1",
+    )  # fmt: skip
+    consent = pending.consents.first()
+    assert consent is not None
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(live_server.url + "/accounts/login/?next=/clinic/")
+    page.locator("#id_username").fill("doc")
+    page.locator("#id_password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/clinic/")
+    for path in (
+        f"/clinic/patients/{waiting.pk}/",
+        f"/clinic/patients/{pending.pk}/",
+        f"/clinic/episodes/{episode.pk}/sterility/",
+        f"/clinic/episodes/{episode.pk}/injections/new/",
+        f"/clinic/consents/{consent.pk}/withdraw/",
+    ):
+        page.goto(live_server.url + path)
+        assert serious_violations(page) == [], path
+    context.close()
