@@ -576,3 +576,13 @@ def test_admin_lot_release_passes_the_plausibility_gate() -> None:
     )
     assert done.status_code == 302
     assert lot.__class__.objects.get(pk=lot.pk).released_on == DAY0
+
+
+def test_a_screening_that_needs_more_information_links_to_a_new_evaluation(
+    coordinator: Actor, patient: Patient
+) -> None:
+    evaluation = services.record_screening(actor=coordinator, patient_id=patient.pk, facts={})
+    assert evaluation.result.get("missing")
+    page = signed_in(coordinator).get(f"/clinic/patients/{patient.pk}/").content.decode()
+    assert "Still missing:" in page
+    assert f'<a href="/clinic/patients/{patient.pk}/screenings/new/">Evaluate again' in page
