@@ -209,3 +209,26 @@ def test_note_wording_is_singular_for_one(loaded: Cohort) -> None:
     tables = read_tables(Scope(clinic_ids=None, deidentified=False))
     (exclusion,) = tables.exclusions
     assert exclusion.note.startswith("1 patient left out: a stored treatment date")
+
+
+def test_the_trajectory_of_a_left_out_patient_says_why(loaded: Cohort) -> None:
+    patient = _treated_patients(1)[0]
+    TreatmentEpisode.objects.filter(patient_id=patient).update(start_date=YEAR_25)
+    clinic = Patient.objects.get(pk=patient).clinic
+    response = _client(Role.CLINICIAN, clinic).get(f"/clinic/outcomes/patient/{patient}/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'id="no-trajectory"' in body
+    assert "1 patient left out: a stored treatment date or birth date" in body
+
+
+def test_the_research_release_says_what_was_left_out(loaded: Cohort) -> None:
+    from vertebra.core.deidentify import release, release_manifest, release_readme
+
+    _corrupt()
+    tables = read_tables(Scope(clinic_ids=None, deidentified=True), as_of=dt.date.today())
+    manifest = release_manifest(release(tables), cutoff_year=2026, table_format="csv")
+    assert {e["what"]: e["count"] for e in manifest["left_out"]}["patients"] == 2
+    readme = release_readme(manifest)
+    assert "- 2 patients left out: a stored treatment date or birth date" in readme
+    assert "`dose` is the injected cell dose in million cells" in readme

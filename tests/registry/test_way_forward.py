@@ -262,7 +262,9 @@ def test_patient_page_says_what_is_missing_with_links(
     episode = make_episode(unconsented)
     page = signed_in(clinician).get(f"/clinic/patients/{unconsented.pk}/").content.decode()
     assert "No consent on file." in page
-    assert "Waiting:</strong> A harvest cannot be recorded: no treatment consent" in page
+    assert (
+        "Waiting:</strong> A harvest cannot be recorded: no active treatment consent is on" in page
+    )
     assert f'href="/clinic/patients/{unconsented.pk}/consents/new/?kind=treatment"' in page
     assert f'href="/clinic/patients/{unconsented.pk}/consents/new/?kind=registry"' in page
     # The harvest form says so before it is filled in, and refuses with the same link.
@@ -538,3 +540,49 @@ def test_admin_sterility_action_goes_through_the_audited_service(
         Role.CLINICIAN,
         str(processing.pk),
     )
+
+
+def test_recording_a_step_twice_points_to_the_next_one(clinician: Actor, patient: Patient) -> None:
+    """The issue's dead end: "already processed" with sterility pending now leads to the
+    sterility result; a second harvest leads to the processing."""
+    episode = make_episode(patient)
+    harvest(clinician, episode)
+    with pytest.raises(MissingStepError) as twice:
+        harvest(clinician, episode)
+    assert twice.value.remedy == "processing" and "already has a harvest" in str(twice.value)
+    process(clinician, episode)
+    with pytest.raises(MissingStepError) as again:
+        process(clinician, episode, product_id="PRD-other")
+    assert again.value.remedy == "sterility_result"
+    form = signed_in(clinician).get(f"/clinic/episodes/{episode.pk}/processing/").content.decode()
+    assert "already processed into product PRD-" in form
+    assert f'href="/clinic/episodes/{episode.pk}/sterility/"' in form
+
+
+def test_admin_lot_release_passes_the_plausibility_gate() -> None:
+    admin_user = make_actor(Role.REGISTRY_ADMIN).user
+    admin_user.is_staff = True
+    admin_user.save()
+    lot = make_lot()
+    client = signed_in(admin_user)
+    data = {"lot_number": lot.lot_number, "product": lot.product, "released": "on"}
+    refused = client.post(
+        f"/admin/registry/allogeneiclot/{lot.pk}/change/", {**data, "released_on": "0025-03-01"}
+    )
+    assert refused.status_code == 200
+    assert "Release date: enter a date from 1 Jan 1900" in refused.content.decode()
+    done = client.post(
+        f"/admin/registry/allogeneiclot/{lot.pk}/change/", {**data, "released_on": "2024-03-01"}
+    )
+    assert done.status_code == 302
+    assert lot.__class__.objects.get(pk=lot.pk).released_on == DAY0
+
+
+def test_a_screening_that_needs_more_information_links_to_a_new_evaluation(
+    coordinator: Actor, patient: Patient
+) -> None:
+    evaluation = services.record_screening(actor=coordinator, patient_id=patient.pk, facts={})
+    assert evaluation.result.get("missing")
+    page = signed_in(coordinator).get(f"/clinic/patients/{patient.pk}/").content.decode()
+    assert "Still missing:" in page
+    assert f'<a href="/clinic/patients/{patient.pk}/screenings/new/">Evaluate again' in page

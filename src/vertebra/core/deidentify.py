@@ -449,6 +449,9 @@ def release_manifest(rel: Release, *, cutoff_year: int, table_format: str) -> di
             "censored at the last completed follow-up (last_contact)"
         ),
         "safe_harbor": [item.to_dict() for item in rules.safe_harbor],
+        # Stored rows the registry read left out (implausible dates), and why.
+        "left_out": [e.to_dict() for e in rel.tables.exclusions],
+        "units": {"dose": "million cells (docs/units.md)"},
     }
 
 
@@ -464,7 +467,7 @@ def release_readme(manifest: Mapping[str, Any]) -> str:
         "(day 0).",
         "`patient_id` is a pseudonym made for this export only; it links the three tables "
         "and nothing else. An `age` of 90 means 90 or older. `expected` says whether a time "
-        "point was due by the data cut-off.",
+        "point was due by the data cut-off. `dose` is the injected cell dose in million cells.",
         "",
         "## Tables",
         "",
@@ -500,6 +503,7 @@ def release_readme(manifest: Mapping[str, Any]) -> str:
         )
         + "; counts of 1-10 above read 'fewer than 11 (suppressed)'.",
         "- Free text (adverse-event descriptions, event details, notes) is never exported.",
+        *[f"- {e['note']}" for e in manifest.get("left_out", [])],
         f"- Survival: {manifest['survival_censoring']}.",
         "",
         "## Safe Harbor checklist (45 CFR 164.514(b)(2)(i))",

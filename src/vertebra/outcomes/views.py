@@ -149,7 +149,11 @@ def patient_trajectory(request: HttpRequest, actor: Actor, patient_id: int) -> H
     """
     patient = get_patient_for(actor=actor, patient_id=patient_id)
     tables = selectors.analysis_tables(actor=actor, filter=CohortFilter())
-    view = trajectory.patient_trajectory(tables, patient.pk)
+    try:
+        view = trajectory.patient_trajectory(tables, patient.pk)
+    except KeyError:
+        # No episode yet, or left out of the analyses for an implausible stored date: say so.
+        view = None
     template = (
         "outcomes/_patient_trajectory.html"
         if request.GET.get("fragment")
@@ -161,6 +165,7 @@ def patient_trajectory(request: HttpRequest, actor: Actor, patient_id: int) -> H
         {
             "patient": patient,
             "view": view,
+            "data_notes": [e.note for e in tables.exclusions],
             "dashboard_url": reverse("outcomes:dashboard"),
         },
     )

@@ -33,6 +33,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from vertebra.registry import services
@@ -56,6 +57,7 @@ from vertebra.registry.models import (
     Sterility,
 )
 from vertebra.registry.permissions import Actor
+from vertebra.registry.validation import plausibility_refusals
 
 
 def is_registry_admin(user: Any) -> bool:
@@ -73,8 +75,22 @@ def _admin_actor(request: HttpRequest) -> Actor:
     return Actor(user=user, role=role, clinic_ids=frozenset(), request_id="admin")
 
 
+class PlausibleForm(forms.ModelForm):
+    """An admin form that applies the plausibility rules of the one validation gate
+    (``registry.validation``) beside the model's own validation, as field errors."""
+
+    def _post_clean(self) -> None:
+        super()._post_clean()  # type: ignore[misc]  # builds self.instance (not in the stubs)
+        for refusal in plausibility_refusals(self.instance, today=timezone.localdate()):
+            if refusal.field in self.fields and refusal.field not in self.errors:
+                self.add_error(refusal.field, refusal.message)
+
+
 class RegistryAdminOnly(admin.ModelAdmin):
-    """Reference data: registry admins only; every save and delete audited."""
+    """Reference data: registry admins only; every save and delete audited; plausibility
+    rules apply (a lot cannot be released in the future or before 1900)."""
+
+    form = PlausibleForm
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return is_registry_admin(request.user)

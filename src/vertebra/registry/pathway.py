@@ -35,6 +35,7 @@ from vertebra.registry.models import (
 __all__ = [
     "NEXT_STEPS",
     "active_consent",
+    "already_done",
     "blockers",
     "consent_missing",
     "next_step",
@@ -57,19 +58,23 @@ def active_consent(patient_id: int, kind: str, on: dt.date) -> bool:
     )
 
 
-def consent_missing(patient_id: int, on: dt.date, step: str) -> MissingStepError | None:
+def consent_missing(
+    patient_id: int, on: dt.date, step: str, *, today: bool = False
+) -> MissingStepError | None:
     """The refusal of ``step`` ("harvest", "processing", "injection") on day ``on`` for want of
-    an active treatment consent, or None when one is on file."""
+    an active treatment consent, or None when one is on file. ``today``: ``on`` is today (a
+    page asking ahead of the step), so the message names no date."""
     if active_consent(patient_id, ConsentKind.TREATMENT, on):
         return None
     withdrawn = Consent.objects.filter(
         patient_id=patient_id, kind=ConsentKind.TREATMENT, withdrawn_on__lte=on
     ).exists()
-    why = (
-        "the patient's treatment consent was withdrawn"
-        if withdrawn
-        else f"no treatment consent signed on or before {format_date(on)} is on file"
-    )
+    if withdrawn:
+        why = "the patient's treatment consent was withdrawn"
+    elif today:
+        why = "no active treatment consent is on file"
+    else:
+        why = f"no treatment consent signed on or before {format_date(on)} is on file"
     return MissingStepError(
         f"{_STEP_WORDS.get(step, step)} cannot be recorded: {why}. Record the patient's signed "
         "treatment consent first.",
@@ -115,6 +120,38 @@ def _lot_blocker(processing: Processing, patient_id: int) -> MissingStepError | 
     )
 
 
+def already_done(episode: TreatmentEpisode, step: str) -> MissingStepError | None:
+    """A step recorded twice, with the way on: after a second harvest, the processing (if not
+    yet recorded); after a second processing, the sterility result (if still pending). None
+    when there is nothing left to do on this episode's product but inject it."""
+    harvest = Harvest.objects.filter(episode_id=episode.pk).first()
+    if harvest is None:
+        return None
+    processing = Processing.objects.filter(harvest=harvest).first()
+    if step == "harvest" and processing is None:
+        return MissingStepError(
+            f"Episode {episode.pk} already has a harvest (one per episode): record its "
+            "processing next.",
+            remedy="processing",
+            patient_id=episode.patient_id,
+            episode_id=episode.pk,
+        )
+    if (
+        step == "processing"
+        and processing is not None
+        and processing.sterility == Sterility.PENDING
+    ):
+        return MissingStepError(
+            f"The harvest of episode {episode.pk} was already processed into product "
+            f"{processing.product_id}; its sterility result is still pending: record the result "
+            "instead of processing again.",
+            remedy="sterility_result",
+            patient_id=episode.patient_id,
+            episode_id=episode.pk,
+        )
+    return None
+
+
 def next_step(episode: TreatmentEpisode) -> str | None:
     """The pathway step a cell-therapy episode is waiting for (None for other arms).
 
@@ -136,8 +173,12 @@ def blockers(episode: TreatmentEpisode, step: str, today: dt.date) -> list[Missi
     """Every reason ``step`` on ``episode`` would be refused today, in the order to fix them."""
     if episode.arm != Arm.CELL_THERAPY or step not in NEXT_STEPS:
         return []
-    found: list[MissingStepError | None] = [consent_missing(episode.patient_id, today, step)]
+    found: list[MissingStepError | None] = [
+        consent_missing(episode.patient_id, today, step, today=True)
+    ]
     harvest = Harvest.objects.select_related("allogeneic_lot").filter(episode_id=episode.pk).first()
+    if step in ("harvest", "processing"):
+        found.append(already_done(episode, step))
     if step == "processing" and harvest is None:
         found.append(
             MissingStepError(

@@ -67,7 +67,7 @@ from vertebra.registry.models import (
     Sterility,
     TreatmentEpisode,
 )
-from vertebra.registry.pathway import consent_missing, sterility_blocker
+from vertebra.registry.pathway import already_done, consent_missing, sterility_blocker
 from vertebra.registry.permissions import Action, Actor, verify_actor
 from vertebra.registry.validation import validate_record
 
@@ -595,7 +595,9 @@ def record_harvest(
             "and is not replaced on the same episode: start a new episode for the right harvest."
         )
     if existing is not None:
-        raise ChainOfCustodyError(f"Episode {episode.pk} already has a harvest.")
+        raise already_done(episode, "harvest") or ChainOfCustodyError(
+            f"Episode {episode.pk} already has a harvest."
+        )
     lot: AllogeneicLot | None = None
     if source in ALLOGENEIC_SOURCES:
         if allogeneic_lot_id is None:
@@ -659,7 +661,9 @@ def record_processing(
             f"The harvest of episode {episode.pk} was voided: a voided harvest cannot be processed."
         )
     if Processing.objects.filter(harvest=harvest).exists():
-        raise ChainOfCustodyError(f"The harvest of episode {episode.pk} was already processed.")
+        raise already_done(episode, "processing") or ChainOfCustodyError(
+            f"The harvest of episode {episode.pk} was already processed."
+        )
     if processed_on < harvest.harvested_on:
         raise ChainOfCustodyError(
             f"The processing date {processed_on} is before the harvest date {harvest.harvested_on}."
