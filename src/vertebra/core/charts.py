@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "DASHES",
     "MARKERS",
+    "MAX_CI_SERIES",
     "PALETTE",
     "Bar",
     "BarGroup",
@@ -176,13 +177,11 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = next((s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw * 0.999), 10 * mag)
     start = math.floor(lo / step + 1e-9) * step
-    ticks = []
-    t = start
-    while t < hi + step * 0.999:
-        ticks.append(round(t, 10) + 0.0)
-        t += step
-    if len(ticks) < 2:
-        ticks.append(round(start + step, 10))
+    ticks = [round(start, 10) + 0.0]
+    k = 0
+    while start + k * step < hi - step * 1e-9 or len(ticks) < 2:
+        k += 1
+        ticks.append(round(start + k * step, 10) + 0.0)
     return ticks
 
 
@@ -287,8 +286,10 @@ class _Svg:
         )
 
 
+#: Most lines whose CIs are drawn as whiskers (``ci="auto"``).
+MAX_CI_SERIES = 4
 #: (width, font size, plot height) of the two drawings.
-_WIDE = (800.0, 13.0, 260.0)
+_WIDE = (800.0, 14.0, 270.0)
 _NARROW = (360.0, 13.0, 230.0)
 
 
@@ -415,11 +416,13 @@ def line_chart(
     y_range: tuple[float, float] | None = None,
     x_range: tuple[float, float] | None = None,
     x_ticks: Sequence[float] | None = None,
-    ci: str = "bars",
+    ci: str = "auto",
     y_percent: bool = False,
 ) -> Chart:
     """Lines with markers over x (e.g. months), CIs as whiskers (``ci="bars"``, dodged so
-    arms do not hide each other), a shaded band (``"band"``) or not drawn (``"none"``).
+    arms do not hide each other), a shaded band (``"band"``) or not drawn (``"none"``);
+    ``"auto"`` draws whiskers for up to :data:`MAX_CI_SERIES` lines and none beyond (ten
+    arms of whiskers hide the lines: the page's table has every CI).
 
     ``refs`` are horizontal reference lines (MCID), labelled inside the plot. ``x_range``
     and ``x_ticks`` fix the x axis (e.g. 0–24 months with ticks at 0, 3, 6, 12, 18, 24).
@@ -473,8 +476,11 @@ def _line_svg(
     width, size, plot_h = geometry
     narrow = width < 500
     svg = _Svg(width, size)
+    if ci == "auto":
+        ci = "bars" if len([s for s in series if _finite(s.y)]) <= MAX_CI_SERIES else "none"
     # --- scales
-    lo, hi = y_range or _y_extent(series, refs)
+    scaled = series if ci != "none" else [Series(s.name, s.x, s.y) for s in series]
+    lo, hi = y_range or _y_extent(scaled, refs)
     yt = nice_ticks(lo, hi, 4 if narrow else 6)
     y0, y1 = (lo, hi) if y_range else (yt[0], yt[-1])
     yt = [t for t in yt if y0 - 1e-9 <= t <= y1 + 1e-9]
@@ -487,7 +493,8 @@ def _line_svg(
     ylab = [_fmt_tick(t) + ("%" if y_percent else "") for t in yt]
     left = max(text_width(t, size) for t in ylab) + 16 if ylab else 30
     right = width - max(14.0, text_width(_fmt_tick(x1), size) / 2 + 4)
-    top = size * 2.2
+    ytitle = wrap(ylabel, width - 8, size)
+    top = size * (1.3 * len(ytitle) + 0.9)
     bottom = top + plot_h
 
     def sx(x: float) -> float:
@@ -497,7 +504,12 @@ def _line_svg(
         return bottom - (y - y0) / ((y1 - y0) or 1.0) * (bottom - top)
 
     # --- grid, axes, ticks
-    svg.add(_text(4, size * 1.1, ylabel, size=size, cls="axis-title y", weight="600"))
+    for k, title_line in enumerate(ytitle):
+        svg.add(
+            _text(
+                4, size * (1.1 + 1.3 * k), title_line, size=size, cls="axis-title y", weight="600"
+            )
+        )
     svg.add('<g class="grid">')
     for t in yt:
         svg.add(

@@ -9,6 +9,7 @@ by the one charting module (``vertebra.core.charts``) and comes with its data ta
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +20,13 @@ from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
     SUPPRESSED,
     Headline,
+    arms_words,
     as_of_words,
+    comparison_error_words,
     count_text,
     filter_words,
     headlines,
+    honesty_notes,
     is_suppressed,
     outcome_words,
     pct_text,
@@ -167,11 +171,11 @@ def dashboard(report: Report, clinic_names: Mapping[str, str] | None = None) -> 
         arms=tuple(label("arm", a) for a in report.arms),
         headlines=tuple(headlines(d)),
         responder_words=responder_words(d),
-        honesty_notes=HONESTY_NOTES,
+        honesty_notes=tuple(honesty_notes(HONESTY_NOTES)),
         caveat=OBSERVATIONAL_CAVEAT,
         figures=figures,
         tables=[_completeness(d), _adverse_event_table(d)],
-        comparison_errors=tuple(d["comparison_errors"]),
+        comparison_errors=tuple(comparison_error_words(e) for e in d["comparison_errors"]),
     )
 
 
@@ -236,12 +240,15 @@ def _trajectory(d: dict[str, Any], measure: str, styles: dict[str, charts.Style]
         series.append(charts.Series(label("arm", arm), xs, ys, lo, hi, style=styles[arm]))
     name = MEASURE_LABELS[measure]
     last = _last_month(d)
+    ci_words = (
+        ", with 95% confidence intervals as whiskers" if len(series) <= charts.MAX_CI_SERIES else ""
+    )
     chart = charts.line_chart(
         series,
         title=f"Mean change in {name} from baseline, by treatment",
-        desc="One line per treatment: mean change from baseline at each time point, with "
-        f"95% confidence intervals as whiskers. Dashed line: the MCID (an improvement of "
-        f"{mcid:g} points). Below zero is better. The numbers are in the table.",
+        desc="One line per treatment: mean change from baseline at each time point"
+        f"{ci_words}. Dashed line: the MCID (an improvement of {mcid:g} points). Below zero "
+        "is better. The numbers, with every 95% confidence interval, are in the table.",
         xlabel="Months after treatment",
         ylabel=f"Change in {MEASURE_SHORT[measure]} (points; below 0 = better)",
         refs=[charts.RefLine(-mcid, f"MCID: {mcid:g} points better")] if mcid else [],
@@ -251,8 +258,8 @@ def _trajectory(d: dict[str, Any], measure: str, styles: dict[str, charts.Style]
     return Figure(
         key=f"trajectory-{measure}",
         heading=f"Change from baseline: {name}",
-        caption=f"Mean change with 95% CI among patients with both a baseline and a follow-up "
-        f"score; dashed line: MCID ({mcid:g} points, {rule.get('source', 'see data file')}). "
+        caption=f"Mean change among patients with both a baseline and a follow-up score "
+        f"({'95% CIs as whiskers' if ci_words else '95% CIs in the table'}); dashed line: MCID ({mcid:g} points, {_source(rule)}). "
         f"{d['n_patients']} patients in the filtered cohort.",
         chart=chart,
         table=Table(
@@ -262,6 +269,12 @@ def _trajectory(d: dict[str, Any], measure: str, styles: dict[str, charts.Style]
             rows=rows,
         ),
     )
+
+
+def _source(rule: Mapping[str, Any]) -> str:
+    """The first source of a responder rule, e.g. "Ostelo et al., Spine 2008;33(1):90-4"."""
+    text = re.split(r";\s", str(rule.get("source") or "see data/responders.yaml"))[0]
+    return re.sub(r"\s+\(.*$", "", text)
 
 
 def _key_tp(a: dict[str, Any]) -> dict[str, Any]:
@@ -400,7 +413,7 @@ def _survival(report: Report, d: dict[str, Any], styles: dict[str, charts.Style]
     return Figure(
         key="survival",
         heading="Surgery-free survival (Kaplan–Meier)",
-        caption=f"Censoring: {d['survival']['censoring']}. The vertical axis starts at "
+        caption=f"Censoring: {label('censoring', d['survival']['censoring'])}. The vertical axis starts at "
         f"{floor:.0f}%. The curve is uncertain where few patients remain at risk (see the "
         "table).",
         chart=chart,
@@ -518,21 +531,13 @@ def _adverse_event_table(d: dict[str, Any]) -> Table:
     )
 
 
-def _arms_words(codes: Sequence[str]) -> str:
-    if len(codes) > 1 and all(vocabulary("arm").get(c) for c in codes):
-        cell = {"bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp"}
-        if set(codes) <= cell:
-            return label("arm_group", "cell")
-    return " + ".join(label("arm", c) for c in codes)
-
-
 def _forest(d: dict[str, Any], styles: dict[str, charts.Style]) -> Figure | None:
     """Adjusted (propensity-weighted) differences, cell therapy vs each comparator arm."""
     if not d["comparisons"]:
         return None
     plot, rows = [], []
     for c in d["comparisons"]:
-        treated, control = _arms_words(c["treated_arms"]), _arms_words(c["control_arms"])
+        treated, control = arms_words(c["treated_arms"]), arms_words(c["control_arms"])
         name = f"{treated} vs {control}"
         for k, (naive, adj) in enumerate(zip(c["naive"], c["adjusted"], strict=False)):
             if k == 0 and adj.get("difference") is not None:
@@ -559,7 +564,7 @@ def _forest(d: dict[str, Any], styles: dict[str, charts.Style]) -> Figure | None
                 )
             )
     outcome = outcome_words(d["comparisons"][0]["adjusted"][0]["outcome"])
-    treated = _arms_words(d["comparisons"][0]["treated_arms"])
+    treated = arms_words(d["comparisons"][0]["treated_arms"])
     chart = charts.forest_plot(
         plot,
         title=f"Adjusted comparisons: {treated} against each other treatment",

@@ -18,6 +18,7 @@ Contracts
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,14 +27,18 @@ from vertebra.core.analytics.stats import wilson_ci
 from vertebra.core.labels import format_date, label
 
 __all__ = [
+    "CELL_ARMS",
     "KEY_TIMEPOINT",
     "MIN_CELL",
     "SUPPRESSED",
     "Headline",
+    "arms_words",
     "clinic_letters",
+    "comparison_error_words",
     "count_text",
     "filter_words",
     "headlines",
+    "honesty_notes",
     "is_suppressed",
     "outcome_words",
     "pct_text",
@@ -279,6 +284,33 @@ def outcome_words(code: str) -> str:
             what = label("measure", measure).split(" (")[0]
             return words.format(m=what, t=label("timepoint", timepoint).lower())
     return label("outcome", code)
+
+
+#: The arms that together are "cell therapy (all sources)".
+CELL_ARMS = frozenset(
+    {"bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp"}
+)
+
+
+def arms_words(codes: Sequence[str]) -> str:
+    """A group of arms in words: all cell arms together are "Cell therapy (all sources)"."""
+    if len(codes) > 1 and set(codes) <= CELL_ARMS:
+        return label("arm_group", "cell")
+    return " + ".join(label("arm", c) for c in codes)
+
+
+def comparison_error_words(text: str) -> str:
+    """``"bmac+adipose vs surgery: no overlap ..."`` with the arms in words."""
+    match = re.fullmatch(r"([a-z0-9_+]+) vs ([a-z0-9_+]+): (.*)", text, re.S)
+    if not match:
+        return text
+    treated, control, reason = match.groups()
+    return f"{arms_words(treated.split('+'))} vs {arms_words(control.split('+'))}: {reason}"
+
+
+def honesty_notes(notes: Sequence[str]) -> list[str]:
+    """The report's honesty notes in words (no column names)."""
+    return [n.replace("n_expected", "patients due") for n in notes]
 
 
 def _join(words: Sequence[str]) -> str:

@@ -25,10 +25,13 @@ from vertebra.core import charts
 from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
     SUPPRESSED,
+    arms_words,
     as_of_words,
+    comparison_error_words,
     count_text,
     filter_words,
     headlines,
+    honesty_notes,
     is_suppressed,
     outcome_words,
     rate_text,
@@ -257,13 +260,6 @@ def _survival_chart(
     ).wide
 
 
-def _comparison_words(codes: Sequence[str]) -> str:
-    cell = {"bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp"}
-    if len(codes) > 1 and set(codes) <= cell:
-        return label("arm_group", "cell")
-    return " + ".join(_arm(c) for c in codes)
-
-
 def render_html(
     report: Report,
     title: str = "Vertebra outcome report",
@@ -290,7 +286,11 @@ def render_html(
         )
     out.append("</ul>")
     out.append(f"<p class='note'>{_e(responder_words(d))}</p>")
-    out.append("<ul class='note'>" + "".join(f"<li>{_e(n)}</li>" for n in HONESTY_NOTES) + "</ul>")
+    out.append(
+        "<ul class='note'>"
+        + "".join(f"<li>{_e(n)}</li>" for n in honesty_notes(HONESTY_NOTES))
+        + "</ul>"
+    )
     # ---- baseline
     rows: list[tuple[str, ...]] = []
     for arm, a in d["arms"].items():
@@ -409,7 +409,9 @@ def render_html(
     # ---- survival
     out.append("<h2>Surgery-free survival (Kaplan–Meier)</h2>")
     out.append(f"<figure>{_survival_chart(report, d, styles)}</figure>")
-    out.append(f"<p class='note'>Censoring: {_e(d['survival']['censoring'])}.</p>")
+    out.append(
+        f"<p class='note'>Censoring: {_e(label('censoring', d['survival']['censoring']))}.</p>"
+    )
     rows = []
     for arm, a in d["arms"].items():
         for p in a["surgery_free"]:
@@ -480,8 +482,8 @@ def render_html(
     rows = []
     for c in d["comparisons"]:
         treated, control = (
-            _comparison_words(c["treated_arms"]),
-            _comparison_words(c["control_arms"]),
+            arms_words(c["treated_arms"]),
+            arms_words(c["control_arms"]),
         )
         first = c["adjusted"][0] if c["adjusted"] else {}
         if first.get("difference") is not None:
@@ -536,7 +538,7 @@ def render_html(
         )
     )
     for err in d["comparison_errors"]:
-        out.append(f"<p class='note'>Not compared: {_e(err)}</p>")
+        out.append(f"<p class='note'>Not compared: {_e(comparison_error_words(err))}</p>")
     # ---- benchmark
     b = d.get("benchmark")
     if b and b["clinics"]:
