@@ -175,7 +175,9 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
         hi = lo + (abs(lo) or 1.0)
     raw = (hi - lo) / max(n, 1)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next((s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw * 0.999), 10 * mag)
+    # 2.5 only for steps of 25, 250, ... (quarters of 100); 0.25 or 2.5 read badly
+    mults = (1, 2, 2.5, 5, 10) if mag >= 10 else (1, 2, 5, 10)
+    step = next((m * mag for m in mults if m * mag >= raw * 0.999), 10 * mag)
     start = math.floor(lo / step + 1e-9) * step
     ticks = [round(start, 10) + 0.0]
     k = 0
@@ -291,6 +293,8 @@ MAX_CI_SERIES = 4
 #: (width, font size, plot height) of the two drawings.
 _WIDE = (800.0, 14.0, 270.0)
 _NARROW = (360.0, 13.0, 230.0)
+_LARGE_WIDE = (800.0, 17.0, 280.0)
+_LARGE_NARROW = (360.0, 16.0, 240.0)
 
 
 # --------------------------------------------------------------------------- legends
@@ -418,6 +422,7 @@ def line_chart(
     x_ticks: Sequence[float] | None = None,
     ci: str = "auto",
     y_percent: bool = False,
+    large: bool = False,
 ) -> Chart:
     """Lines with markers over x (e.g. months), CIs as whiskers (``ci="bars"``, dodged so
     arms do not hide each other), a shaded band (``"band"``) or not drawn (``"none"``);
@@ -426,7 +431,9 @@ def line_chart(
 
     ``refs`` are horizontal reference lines (MCID), labelled inside the plot. ``x_range``
     and ``x_ticks`` fix the x axis (e.g. 0–24 months with ticks at 0, 3, 6, 12, 18, 24).
+    ``large`` draws text a quarter larger (for patients).
     """
+    wide, narrow = (_LARGE_WIDE, _LARGE_NARROW) if large else (_WIDE, _NARROW)
     return Chart(
         wide=_line_svg(
             series,
@@ -440,7 +447,7 @@ def line_chart(
             x_ticks,
             ci,
             y_percent,
-            _WIDE,
+            wide,
         ),
         narrow=_line_svg(
             series,
@@ -454,7 +461,7 @@ def line_chart(
             x_ticks,
             ci,
             y_percent,
-            _NARROW,
+            narrow,
         ),
     )
 
@@ -481,7 +488,7 @@ def _line_svg(
     # --- scales
     scaled = series if ci != "none" else [Series(s.name, s.x, s.y) for s in series]
     lo, hi = y_range or _y_extent(scaled, refs)
-    yt = nice_ticks(lo, hi, 4 if narrow else 6)
+    yt = nice_ticks(lo, hi, 5 if narrow else 6)
     y0, y1 = (lo, hi) if y_range else (yt[0], yt[-1])
     yt = [t for t in yt if y0 - 1e-9 <= t <= y1 + 1e-9]
     xs = _finite([v for s in series for v in s.x])

@@ -141,6 +141,7 @@ def _drawing(
         x_range=(0.0, ticks[-1]),
         x_ticks=ticks,
         ci="none",
+        large=True,
     )
 
 
