@@ -240,3 +240,23 @@ def test_text_is_escaped() -> None:
     for svg in _svgs(chart):
         assert svg.find(f".//{NS}b") is None
     assert "&lt;b&gt;arm&lt;/b&gt; &amp; co" in chart.wide
+
+
+def test_reference_label_moves_off_a_line_that_would_cross_it() -> None:
+    """A series running just above the MCID line all the way across pushes its label below."""
+    chart = charts.line_chart(
+        [charts.Series("flat", [0, 24], [-9.0, -9.0]), charts.Series("low", [0, 24], [-30, -30])],
+        title="t",
+        desc="d",
+        xlabel="Months",
+        ylabel="Change",
+        refs=[charts.RefLine(-10, "MCID: 10 points better")],
+        y_range=(-40, 10),
+        x_range=(0, 24),
+    )
+    svg = ET.fromstring(chart.wide)
+    ref = svg.find(f".//{NS}g[@class='ref mcid']")
+    assert ref is not None
+    line, label = ref.find(f"{NS}line"), ref.find(f"{NS}text")
+    assert line is not None and label is not None
+    assert float(label.get("y", 0)) > float(line.get("y1", 0))  # below the line

@@ -405,6 +405,40 @@ def _steps(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def _sample(points: list[tuple[float, float]], step: float = 4.0) -> list[tuple[float, float]]:
+    """Points every ``step`` units along the polyline through ``points``."""
+    out = list(points[:1])
+    for (ax, ay), (bx, by) in itertools.pairwise(points):
+        n = max(1, int(math.hypot(bx - ax, by - ay) // step))
+        out.extend((ax + (bx - ax) * k / n, ay + (by - ay) * k / n) for k in range(1, n + 1))
+    return out
+
+
+def _ref_label_place(
+    text: str,
+    yy: float,
+    size: float,
+    left: float,
+    right: float,
+    top: float,
+    bottom: float,
+    ink: Sequence[tuple[float, float]],
+) -> tuple[float, float, str]:
+    """Where the label of a reference line at ``yy`` goes: above or below the line, at the
+    right or the left end, the first place no drawn point or line crosses (else above right)."""
+    w = text_width(text, size)
+    above, below = yy - 5, yy + size + 3
+    candidates = [(right - 4, above, "end"), (right - 4, below, "end"),
+                  (left + 4, above, "start"), (left + 4, below, "start")]  # fmt: skip
+    for x, y, anchor in candidates:
+        if y - size < top - 2 or y > bottom + 2:
+            continue
+        x0 = x - w if anchor == "end" else x
+        if not any(x0 - 3 <= px <= x0 + w + 3 and y - size - 2 <= py <= y + 3 for px, py in ink):
+            return x, y, anchor
+    return right - 4, above if above - size >= top else below, "end"
+
+
 def _clip(v: float, lo: float, hi: float) -> float:
     return min(max(v, lo), hi)
 
@@ -593,6 +627,7 @@ def _line_svg(
     )
     svg.add(f'<g class="data" clip-path="url(#{clip})">')
     drawn = [s for s in series if _finite(s.y)]
+    ink: list[tuple[float, float]] = []  # drawn points, to keep reference labels off them
     dodge_step = min(5.0, (right - left) / 60) if ci == "bars" and len(drawn) > 1 else 0.0
     for i, s in enumerate(drawn):
         st = s.style or style_at(i)
@@ -628,6 +663,7 @@ def _line_svg(
                 )
         if s.line and len(pts) >= 2:
             line = _steps(pts) if s.step else pts
+            ink.extend(_sample([(sx(x) + (0 if s.step else off), sy(y)) for x, y in line]))
             path = " ".join(f"{_f(sx(x) + (0 if s.step else off))},{_f(sy(y))}" for x, y in line)
             dash = f' stroke-dasharray="{st.dash}"' if st.dash else ""
             svg.add(
@@ -637,6 +673,7 @@ def _line_svg(
         if s.points:
             marks = pts if not s.step else pts[:: max(1, len(pts) // 6)]
             for x, y in marks:
+                ink.append((sx(x) + (0 if s.step else off), sy(y)))
                 if y0 - 1e-9 <= y <= y1 + 1e-9:
                     svg.add(
                         marker(st.marker, sx(x) + (0 if s.step else off), sy(y), 4.5, st.colour)
@@ -652,8 +689,8 @@ def _line_svg(
             f'<g class="ref {r.kind}"><line x1="{_f(left)}" x2="{_f(right)}" y1="{_f(yy)}" '
             f'y2="{_f(yy)}" stroke="{REF}" stroke-width="1.5" stroke-dasharray="6 4"/>'
         )
-        above = yy - 5 if yy - size - 5 > top else yy + size + 3
-        svg.add(_text(right - 4, above, r.label, size=size * 0.95, anchor="end", halo=True), "</g>")
+        lx, ly, anchor = _ref_label_place(r.label, yy, size * 0.95, left, right, top, bottom, ink)
+        svg.add(_text(lx, ly, r.label, size=size * 0.95, anchor=anchor, halo=True), "</g>")
     # --- legend below
     items = [
         _LegendItem(s.name, s.style or style_at(i), line=s.line, points=s.points)
