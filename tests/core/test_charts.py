@@ -260,3 +260,27 @@ def test_reference_label_moves_off_a_line_that_would_cross_it() -> None:
     line, label = ref.find(f"{NS}line"), ref.find(f"{NS}text")
     assert line is not None and label is not None
     assert float(label.get("y", 0)) > float(line.get("y1", 0))  # below the line
+
+
+def test_empty_inputs_draw_empty_axes_not_a_crash() -> None:
+    for chart in (
+        charts.line_chart([], title="t", desc="d", xlabel="x", ylabel="y"),
+        charts.line_chart(
+            [charts.Series("a", [0], [None])], title="t", desc="d", xlabel="x", ylabel="y"
+        ),
+        charts.bar_chart([], title="t", desc="d", value_label="v"),
+        charts.forest_plot([], title="t", desc="d", xlabel="x"),
+        charts.funnel_plot(
+            [],
+            limits_n=[],
+            limits_95=[],
+            limits_998=[],
+            overall=None,
+            title="t",
+            desc="d",
+            xlabel="x",
+            ylabel="y",
+        ),
+    ):
+        for svg in _svgs(chart):
+            assert svg.find(f".//{NS}g[@class='axis x']") is not None

@@ -763,7 +763,11 @@ def _bar_svg(
     v1 = value_max if value_max is not None else ticks[-1]
     ticks = [t for t in ticks if t <= v1 + 1e-9]
     text_room = max([text_width(b.text, size * 0.92) for g in groups for b in g.bars] + [0.0])
-    label_w = 0.0 if narrow else min(230.0, max(text_width(g.label, size) for g in groups) + 12)
+    label_w = (
+        0.0
+        if narrow
+        else min(230.0, max((text_width(g.label, size) for g in groups), default=0) + 12)
+    )
     labels = [_fmt_tick(t) + ("%" if percent else "") for t in ticks]
     left = max(8 + label_w, text_width(labels[0], size) / 2 + 6)
     right = width - 8 - max(text_room + 6, text_width(labels[-1], size) / 2)
