@@ -328,12 +328,15 @@ def render_html(
     )
     # ---- follow-up, change and responders
     out.append("<h2>Follow-up, change from baseline and responders</h2>")
+    whiskers = (
+        "95% CIs as whiskers" if len(d["arms"]) <= charts.MAX_CI_SERIES else "95% CIs in the table"
+    )
     for measure in ("odi", "nrs_back"):
         name = label("measure", measure)
         out.append(f"<h3>{_e(name)}</h3>")
         out.append(
             f"<figure>{_trajectory_chart(d, measure, styles)}<figcaption>Mean change from "
-            "baseline with 95% CI; dashed line: the MCID.</figcaption></figure>"
+            f"baseline ({whiskers}); dashed line: the MCID.</figcaption></figure>"
         )
         out.append(
             f"<figure>{_responder_chart(d, measure, styles)}<figcaption>Responders at 12 "
