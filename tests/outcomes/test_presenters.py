@@ -39,8 +39,11 @@ def _suppress(d: dict[str, Any]) -> dict[str, Any]:
     tp["odi"]["mean_change_ci"] = None
     arm["adverse_events"]["serious"] = {"suppressed": True}
     arm["adverse_events"]["by_grade"]["3"] = {"suppressed": True}
+    arm["surgery_free"][0]["survival"] = {"suppressed": True}
+    arm["surgery_free"][0]["at_risk"] = "<11"
     if d["benchmark"]:
         d["benchmark"]["clinics"][0]["raw_rate"] = {"suppressed": True}
+        d["benchmark"]["clinics"][0]["adjusted_rate"] = {"suppressed": True}
     return d
 
 

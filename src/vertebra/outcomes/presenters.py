@@ -27,11 +27,14 @@ from vertebra.core.analytics.headline import (
     filter_words,
     headlines,
     honesty_notes,
+    interval_text,
     is_suppressed,
+    number,
     outcome_words,
     pct_text,
     rate_text,
     responder_words,
+    share_text,
 )
 from vertebra.core.analytics.report import HONESTY_NOTES
 from vertebra.core.labels import label, vocabulary
@@ -381,8 +384,8 @@ def _survival(report: Report, d: dict[str, Any], styles: dict[str, charts.Style]
                 (
                     label("arm", arm),
                     f"{p['months']:g} months",
-                    "–" if p["survival"] is None else f"{100 * p['survival']:.0f}%",
-                    "–" if not p["ci"] else f"{100 * p['ci'][0]:.0f}% to {100 * p['ci'][1]:.0f}%",
+                    share_text(p["survival"]),
+                    interval_text(p["ci"]),
                     count_text(p["at_risk"]),
                     count_text(p["events_before"]),
                 )
@@ -610,7 +613,7 @@ def _funnel(d: dict[str, Any], names: Mapping[str, str]) -> Figure | None:
         charts.FunnelPoint(
             clinic(c["clinic_id"]),
             float(c["n"]),
-            c["adjusted_rate"],
+            number(c["adjusted_rate"]),
             style=clinic_styles[str(c["clinic_id"])],
         )
         for c in b["clinics"]
@@ -621,7 +624,7 @@ def _funnel(d: dict[str, Any], names: Mapping[str, str]) -> Figure | None:
         limits_n=b["funnel"]["n"],
         limits_95=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_95"]],
         limits_998=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_998"]],
-        overall=b["overall_rate"],
+        overall=number(b["overall_rate"]),
         title="Clinic benchmarking funnel plot",
         desc="Each marker is a clinic's case-mix-adjusted 12-month ODI responder rate against "
         "its number of patients; dashed: 95% limits, dotted: 99.8% limits around the overall "
@@ -635,7 +638,7 @@ def _funnel(d: dict[str, Any], names: Mapping[str, str]) -> Figure | None:
             count_text(c["n"]),
             rate_text(c["raw_rate"], ci=False),
             _num(c["o_e"], 2),
-            "–" if c["adjusted_rate"] is None else f"{c['adjusted_rate'] * 100:.0f}%",
+            share_text(c["adjusted_rate"]),
             str(c["position"]).capitalize(),
             rate_text(c["completeness"], ci=False),
         )

@@ -39,11 +39,14 @@ __all__ = [
     "filter_words",
     "headlines",
     "honesty_notes",
+    "interval_text",
     "is_suppressed",
+    "number",
     "outcome_words",
     "pct_text",
     "rate_text",
     "responder_words",
+    "share_text",
 ]
 
 #: The time point the headline numbers are about.
@@ -79,6 +82,35 @@ def count_text(value: Any) -> str:
         return SUPPRESSED
     n = _int(value)
     return "–" if n is None else f"{n:,}"
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is missing, suppressed or not a number."""
+    if isinstance(value, bool) or value is None or is_suppressed(value):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def share_text(value: Any) -> str:
+    """A proportion in [0, 1] as "62%"; the suppression words or "–" otherwise."""
+    if is_suppressed(value):
+        return SUPPRESSED
+    x = number(value)
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def interval_text(ci: Any) -> str:
+    """A CI of proportions as "55% to 68%"; "–" when missing or partial."""
+    if is_suppressed(ci):
+        return SUPPRESSED
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return "–"
+    lo, hi = number(ci[0]), number(ci[1])
+    return "–" if lo is None or hi is None else f"{100 * lo:.0f}% to {100 * hi:.0f}%"
 
 
 def pct_text(rate: Mapping[str, Any] | None, *, ci: bool = True) -> str:
@@ -227,12 +259,15 @@ def _surgery_free(arms: Mapping[str, Any]) -> Headline:
     total = weighted = 0.0
     surgeries = 0
     for a in arms.values():
-        point = next((p for p in a.get("surgery_free", []) if p.get("months") == 12.0), None)
+        point: Mapping[str, Any] = next(
+            (p for p in a.get("surgery_free", []) if p.get("months") == 12.0), {}
+        )
         n = _int(a.get("n_patients"))
-        if point is None or n is None or point.get("survival") is None:
+        share = number(point.get("survival"))
+        if n is None or share is None:
             continue
         total += n
-        weighted += n * float(point["survival"])
+        weighted += n * share
         surgeries += _int(point.get("events_before")) or 0
     value = f"{100 * weighted / total:.0f}%" if total else "–"
     return Headline(

@@ -32,10 +32,13 @@ from vertebra.core.analytics.headline import (
     filter_words,
     headlines,
     honesty_notes,
+    interval_text,
     is_suppressed,
+    number,
     outcome_words,
     rate_text,
     responder_words,
+    share_text,
 )
 from vertebra.core.analytics.propensity import OBSERVATIONAL_CAVEAT
 from vertebra.core.analytics.report import HONESTY_NOTES, Report
@@ -422,8 +425,8 @@ def render_html(
                 (
                     _arm(arm),
                     f"{p['months']:g} months",
-                    "–" if p["survival"] is None else f"{100 * p['survival']:.0f}%",
-                    "–" if not p["ci"] else f"{100 * p['ci'][0]:.0f}% to {100 * p['ci'][1]:.0f}%",
+                    share_text(p["survival"]),
+                    interval_text(p["ci"]),
                     count_text(p["at_risk"]),
                     count_text(p["events_before"]),
                 )
@@ -558,7 +561,7 @@ def render_html(
                     charts.FunnelPoint(
                         clinic(c["clinic_id"]),
                         float(c["n"]),
-                        c["adjusted_rate"],
+                        number(c["adjusted_rate"]),
                         style=clinic_styles[str(c["clinic_id"])],
                     )
                     for c in b["clinics"]
@@ -567,7 +570,7 @@ def render_html(
                 limits_n=b["funnel"]["n"],
                 limits_95=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_95"]],
                 limits_998=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_998"]],
-                overall=b["overall_rate"],
+                overall=number(b["overall_rate"]),
                 title="Clinic benchmarking funnel plot",
                 desc="Clinics' adjusted responder rates against their number of patients.",
                 xlabel="Patients with a 12-month ODI and a baseline",
@@ -576,8 +579,7 @@ def render_html(
             + "</figure>"
         )
         out.append(
-            f"<p class='note'>{_e(b['method'])}; overall rate "
-            f"{_num((b['overall_rate'] or 0) * 100, 0)}%.</p>"
+            f"<p class='note'>{_e(b['method'])}; overall rate {share_text(b['overall_rate'])}.</p>"
         )
         rows = [
             (
@@ -585,7 +587,7 @@ def render_html(
                 count_text(c["n"]),
                 _rate(c["raw_rate"]),
                 _num(c["o_e"], 2),
-                "–" if c["adjusted_rate"] is None else f"{c['adjusted_rate'] * 100:.0f}%",
+                share_text(c["adjusted_rate"]),
                 _ci([x * 100 for x in c["limits_95"]], 0) + "%"
                 if c.get("limits_95") and None not in c["limits_95"]
                 else "–",
