@@ -116,3 +116,21 @@ def test_filters_and_clinics_in_words() -> None:
     letters = clinic_letters(["10", "2", "1"])
     assert letters == {"1": "Clinic A", "2": "Clinic B", "10": "Clinic C"}
     assert clinic_letters([str(i) for i in range(28)])["27"] == "Clinic AB"
+
+
+def test_pdf_loggers_pass_only_errors_while_rendering(caplog: Any) -> None:
+    import logging
+
+    from vertebra.outcomes.rendering import quiet_pdf_logging
+
+    fonts = logging.getLogger("fontTools.subset")
+    weasy = logging.getLogger("weasyprint")
+    weasy.setLevel(logging.INFO)
+    caplog.set_level(logging.DEBUG)
+    with quiet_pdf_logging():
+        fonts.info("subsetting glyphs")
+        weasy.warning("ignored css")
+        weasy.error("could not load image")
+    assert [r.getMessage() for r in caplog.records] == ["could not load image"]
+    assert weasy.level == logging.INFO  # restored afterwards
+    weasy.setLevel(logging.NOTSET)
