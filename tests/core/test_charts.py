@@ -284,3 +284,16 @@ def test_empty_inputs_draw_empty_axes_not_a_crash() -> None:
     ):
         for svg in _svgs(chart):
             assert svg.find(f".//{NS}g[@class='axis x']") is not None
+
+
+@pytest.mark.parametrize("chart", _all_charts(), ids=["line", "bar", "forest", "funnel"])
+def test_no_text_runs_outside_the_drawing(chart: charts.Chart) -> None:
+    for svg in _svgs(chart):
+        _, _, width, height = (float(v) for v in svg.get("viewBox", "").split())
+        for t in svg.iter(f"{NS}text"):
+            size = float(t.get("font-size", 13))
+            w = charts.text_width(t.text or "", size)
+            x, y = float(t.get("x", 0)), float(t.get("y", 0))
+            start = {"start": x, "middle": x - w / 2, "end": x - w}[t.get("text-anchor", "start")]
+            assert start >= -1 and start + w <= width + 1, t.text
+            assert size * 0.7 <= y <= height + 1, t.text

@@ -782,11 +782,12 @@ def _bar_svg(
     rows: list[str] = []
     for gi, g in enumerate(groups):
         st = g.style or style_at(gi)
-        g_top = y
-        if narrow:
-            rows.append(_text(left, y + size, g.label, size=size, cls="category", weight="600"))
-            y += label_h
+        if narrow:  # the label above its bars, wrapped to the drawing's width
+            for line in wrap(g.label, width - left - 8, size):
+                rows.append(_text(left, y + size, line, size=size, cls="category", weight="600"))
+                y += label_h
         block_h = len(g.bars) * (bar_h + gap)
+        lines: list[str] = []
         if not narrow:
             lines = wrap(g.label, label_w - 12, size)[:3]
             first = y + block_h / 2 - (len(lines) - 1) * size * 0.6 + size * 0.35 - gap / 2
@@ -827,13 +828,13 @@ def _bar_svg(
             if b.text:
                 rows.append(_text(end + 5, y + bar_h - 3, b.text, size=size * 0.92, cls="value"))
             y += bar_h + gap
+        y += max(0.0, len(lines) * size * 1.2 - block_h)  # room for a long wrapped label
         y += size * 0.6 if gi < len(groups) - 1 else 0
         if gi < len(groups) - 1 and not narrow:
             rows.append(
                 f'<line x1="8" x2="{_f(right)}" y1="{_f(y - size * 0.3)}" '
                 f'y2="{_f(y - size * 0.3)}" stroke="{GRID}" stroke-width="0.8"/>'
             )
-        del g_top
     bottom = y + 2
     svg.add('<g class="grid">')
     for t in ticks:
