@@ -573,7 +573,7 @@ def _forest(d: dict[str, Any], styles: dict[str, charts.Style]) -> Figure | None
         title=f"Adjusted comparisons: {treated} against each other treatment",
         desc=f"Markers: propensity-weighted difference in {outcome}; lines: 95% CI; dashed "
         "line: no difference. Observational: not proof of cause.",
-        xlabel=f"Weighted difference in {outcome} ({treated} minus the other treatment)",
+        xlabel=f"Weighted difference in {outcome}: {treated} minus the other treatment",
     )
     return Figure(
         key="forest",

@@ -204,7 +204,8 @@ def headlines(d: Mapping[str, Any], measure: str = "odi") -> list[Headline]:
             "patients",
             "Patients",
             count_text(d["n_patients"]),
-            f"{len(arms)} treatment{'s' if len(arms) != 1 else ''}; as of {as_of_words(d)}",
+            f"{len(arms)} treatment{'s' if len(arms) != 1 else ''}; "
+            + (f"as of {format_date(d['as_of'])}" if d.get("as_of") else "calendar dates withheld"),
         )
     ]
     num, den, partial = _pooled([(tp.get("n_completed"), tp.get("n_expected")) for tp in tps])

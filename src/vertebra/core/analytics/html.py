@@ -523,7 +523,7 @@ def render_html(
                 plot,
                 title="Adjusted comparisons",
                 desc="Weighted differences with 95% CIs; dashed: no difference.",
-                xlabel=f"Weighted difference in {outcome} (cell therapy minus the other)",
+                xlabel=f"Weighted difference in {outcome}: cell therapy minus the other",
             ).wide
             + "</figure>"
         )
