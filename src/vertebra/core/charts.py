@@ -46,8 +46,11 @@ __all__ = [
     "forest_plot",
     "funnel_plot",
     "line_chart",
+    "month_ticks",
     "nice_ticks",
     "style_at",
+    "text_width",
+    "wrap",
 ]
 
 #: Paul Tol's "muted" qualitative scheme (colour-blind safe, https://personal.sron.nl/~pault/)
@@ -86,6 +89,15 @@ class Style:
     colour: str
     marker: str
     dash: str
+
+
+def month_ticks(last: float) -> list[float]:
+    """Ticks of a months-after-treatment axis: 0, 3, 6, 12, 18, 24 (and on, 6 by 6, to
+    ``last``), so every follow-up axis runs through 24 months and the last time point."""
+    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
+    while ticks[-1] < last:
+        ticks.append(ticks[-1] + 6)
+    return ticks
 
 
 def style_at(i: int) -> Style:

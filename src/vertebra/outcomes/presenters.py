@@ -20,6 +20,7 @@ from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
     SUPPRESSED,
     Headline,
+    arm_styles,
     arms_words,
     as_of_words,
     comparison_error_words,
@@ -37,16 +38,14 @@ from vertebra.core.analytics.headline import (
     share_text,
 )
 from vertebra.core.analytics.report import HONESTY_NOTES
-from vertebra.core.labels import label, vocabulary
+from vertebra.core.labels import label
 
 __all__ = [
     "MEASURE_LABELS",
     "Dashboard",
     "Figure",
     "Table",
-    "arm_styles",
     "dashboard",
-    "month_ticks",
     "pct",
     "rate_text",
 ]
@@ -54,29 +53,11 @@ __all__ = [
 MEASURE_LABELS = {"odi": "ODI (disability, 0–100)", "nrs_back": "Back pain (NRS, 0–10)"}
 #: Short names of the measures for axis titles.
 MEASURE_SHORT = {"odi": "ODI", "nrs_back": "back pain (NRS)"}
-#: Arms that never get a fixed colour slot: "cell_therapy" appears only when the cell arms
-#: are not split (so it may take the first free slot), "other" is rare.
-_FLOATING = ("cell_therapy", "other")
 
 
 def pct(rate: dict[str, Any] | None) -> str:
     """'62% (95% CI 55–68)' or '–' when there is no denominator."""
     return pct_text(rate)
-
-
-def arm_styles(arms: Sequence[str]) -> dict[str, charts.Style]:
-    """A distinct style per arm, stable across filters: each of the ten usual arms keeps its
-    slot (its place in ``labels.yaml``), others take the first free one."""
-    fixed = [a for a in vocabulary("arm") if a not in _FLOATING]
-    return charts.assign_styles(list(arms), {a: i for i, a in enumerate(fixed)})
-
-
-def month_ticks(last: float) -> list[float]:
-    """Ticks of a months-after-treatment axis: 0, 3, 6, 12, 18, 24 (and on, 6 by 6)."""
-    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
-    while ticks[-1] < last:
-        ticks.append(ticks[-1] + 6)
-    return ticks
 
 
 def _num(x: Any, d: int = 1) -> str:
@@ -256,7 +237,7 @@ def _trajectory(d: dict[str, Any], measure: str, styles: dict[str, charts.Style]
         ylabel=f"Change in {MEASURE_SHORT[measure]} (points; below 0 = better)",
         refs=[charts.RefLine(-mcid, f"MCID: {mcid:g} points better")] if mcid else [],
         x_range=(0.0, last),
-        x_ticks=month_ticks(last),
+        x_ticks=charts.month_ticks(last),
     )
     return Figure(
         key=f"trajectory-{measure}",
@@ -409,7 +390,7 @@ def _survival(report: Report, d: dict[str, Any], styles: dict[str, charts.Style]
         ylabel="Surgery-free (%)",
         y_range=(floor, 100.0),
         x_range=(0.0, last),
-        x_ticks=month_ticks(last),
+        x_ticks=charts.month_ticks(last),
         ci="none",
         y_percent=True,
     )

@@ -23,8 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vertebra.core import charts
 from vertebra.core.analytics.stats import wilson_ci
-from vertebra.core.labels import format_date, label
+from vertebra.core.labels import format_date, label, vocabulary
 
 __all__ = [
     "CELL_ARMS",
@@ -32,6 +33,7 @@ __all__ = [
     "MIN_CELL",
     "SUPPRESSED",
     "Headline",
+    "arm_styles",
     "arms_words",
     "clinic_letters",
     "comparison_error_words",
@@ -347,6 +349,18 @@ def comparison_error_words(text: str) -> str:
 def honesty_notes(notes: Sequence[str]) -> list[str]:
     """The report's honesty notes in words (no column names)."""
     return [n.replace("n_expected", "patients due") for n in notes]
+
+
+#: Arms without a fixed colour slot: "cell_therapy" appears only when the cell arms are not
+#: split (so it may take the first free slot), "other" is rare.
+_FLOATING_ARMS = ("cell_therapy", "other")
+
+
+def arm_styles(arms: Sequence[str]) -> dict[str, charts.Style]:
+    """A distinct chart style per arm, stable across filters: each of the ten usual arms keeps
+    its slot (its place in ``labels.yaml``), others take the first free one."""
+    fixed = [a for a in vocabulary("arm") if a not in _FLOATING_ARMS]
+    return charts.assign_styles(list(arms), {a: i for i, a in enumerate(fixed)})
 
 
 def _join(words: Sequence[str]) -> str:

@@ -25,6 +25,7 @@ from vertebra.core import charts
 from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
     SUPPRESSED,
+    arm_styles,
     arms_words,
     as_of_words,
     comparison_error_words,
@@ -42,7 +43,7 @@ from vertebra.core.analytics.headline import (
 )
 from vertebra.core.analytics.propensity import OBSERVATIONAL_CAVEAT
 from vertebra.core.analytics.report import HONESTY_NOTES, Report
-from vertebra.core.labels import label, vocabulary
+from vertebra.core.labels import label
 
 __all__ = ["render_html"]
 
@@ -143,17 +144,9 @@ def _col_css(document: str) -> str:
     return "\n".join(rules)
 
 
-def _styles(arms: Sequence[str]) -> dict[str, charts.Style]:
-    fixed = [a for a in vocabulary("arm") if a not in ("cell_therapy", "other")]
-    return charts.assign_styles(list(arms), {a: i for i, a in enumerate(fixed)})
-
-
 def _months(d: Mapping[str, Any]) -> tuple[float, list[float]]:
     last = max([24.0] + [float(tp["months"]) for a in d["arms"].values() for tp in a["timepoints"]])
-    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
-    while ticks[-1] < last:
-        ticks.append(ticks[-1] + 6)
-    return last, ticks
+    return last, charts.month_ticks(last)
 
 
 def _trajectory_chart(
@@ -271,7 +264,7 @@ def render_html(
     """The report as one self-contained HTML document (no external resources)."""
     d = report.to_dict()
     names = dict(clinic_names or {})
-    styles = _styles(list(d["arms"]))
+    styles = arm_styles(list(d["arms"]))
     out: list[str] = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
