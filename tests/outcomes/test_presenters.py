@@ -134,3 +134,15 @@ def test_pdf_loggers_pass_only_errors_while_rendering(caplog: Any) -> None:
     assert [r.getMessage() for r in caplog.records] == ["could not load image"]
     assert weasy.level == logging.INFO  # restored afterwards
     weasy.setLevel(logging.NOTSET)
+
+
+def test_mcid_lines_come_from_the_report_s_rules_not_constants(
+    report: Report, monkeypatch: Any
+) -> None:
+    d = copy.deepcopy(report.to_dict())
+    d["responder_rules"]["odi"]["points"] = 12.5
+    monkeypatch.setattr(Report, "to_dict", lambda self: d)
+    board = presenters.dashboard(report)
+    odi = next(f for f in board.figures if f.key == "trajectory-odi")
+    assert "MCID: 12.5 points better" in odi.chart.wide
+    assert "MCID: 12.5 points better" in report_html(report)
