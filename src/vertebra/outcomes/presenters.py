@@ -102,11 +102,6 @@ class Figure:
     chart: charts.Chart
     table: Table
 
-    @property
-    def svg(self) -> charts.Chart:
-        """The chart (both drawings), for templates that insert ``fig.svg``."""
-        return self.chart
-
 
 @dataclass(frozen=True)
 class Dashboard:
