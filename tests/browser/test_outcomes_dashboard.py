@@ -151,6 +151,9 @@ def test_dashboard_at_desktop_reads_top_down_and_draws(
     assert not page.locator("#completeness table").is_visible()
     page.locator("#completeness summary").click()
     assert page.locator("#completeness table").is_visible()
+    # each figure's "The numbers" link opens its table
+    page.locator("#responders-odi-caption a").click()
+    assert page.locator("#responders-odi-table table").is_visible()
     # human words, no codes
     body = page.locator("main").inner_text()
     for code in ("steroid_injection", "week_6", "month_12", "physical_therapy", "clinic 1"):

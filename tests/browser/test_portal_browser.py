@@ -124,7 +124,7 @@ def test_patient_answers_on_a_phone_through_a_dropped_connection(
 
     # Progress page on the phone: a chart with the MCID words.
     patient.goto(f"{live_server.url}/p/progress/")
-    assert patient.locator("svg.progress-chart").count() == 2
+    assert patient.locator("figure.progress-figure svg.chart:visible").count() == 2
     patient.screenshot(path=str(artifacts_dir / "portal-5-progress-phone.png"), full_page=True)
 
     # The coordinator signs in and sees the completion.

@@ -224,7 +224,7 @@ def test_x_tick_labels_do_not_overlap_on_the_phone_drawing() -> None:
 def test_nice_ticks_cover_the_range_in_even_steps(lo: float, span: float, n: int) -> None:
     hi = lo + span
     ticks = charts.nice_ticks(lo, hi, n)
-    assert ticks[0] <= lo + 1e-9 * max(1, abs(lo)) and ticks[-1] >= hi - 1e-9 * max(1, abs(hi))
+    assert ticks[0] <= lo + 1e-6 * span and ticks[-1] >= hi - 1e-6 * span
     steps = {round(b - a, 6) for a, b in itertools.pairwise(ticks)}
     assert len(ticks) <= 3 * n + 2 and len(steps) <= 2  # equal up to rounding
 
@@ -240,3 +240,60 @@ def test_text_is_escaped() -> None:
     for svg in _svgs(chart):
         assert svg.find(f".//{NS}b") is None
     assert "&lt;b&gt;arm&lt;/b&gt; &amp; co" in chart.wide
+
+
+def test_reference_label_moves_off_a_line_that_would_cross_it() -> None:
+    """A series running just above the MCID line all the way across pushes its label below."""
+    chart = charts.line_chart(
+        [charts.Series("flat", [0, 24], [-9.0, -9.0]), charts.Series("low", [0, 24], [-30, -30])],
+        title="t",
+        desc="d",
+        xlabel="Months",
+        ylabel="Change",
+        refs=[charts.RefLine(-10, "MCID: 10 points better")],
+        y_range=(-40, 10),
+        x_range=(0, 24),
+    )
+    svg = ET.fromstring(chart.wide)
+    ref = svg.find(f".//{NS}g[@class='ref mcid']")
+    assert ref is not None
+    line, label = ref.find(f"{NS}line"), ref.find(f"{NS}text")
+    assert line is not None and label is not None
+    assert float(label.get("y", 0)) > float(line.get("y1", 0))  # below the line
+
+
+def test_empty_inputs_draw_empty_axes_not_a_crash() -> None:
+    for chart in (
+        charts.line_chart([], title="t", desc="d", xlabel="x", ylabel="y"),
+        charts.line_chart(
+            [charts.Series("a", [0], [None])], title="t", desc="d", xlabel="x", ylabel="y"
+        ),
+        charts.bar_chart([], title="t", desc="d", value_label="v"),
+        charts.forest_plot([], title="t", desc="d", xlabel="x"),
+        charts.funnel_plot(
+            [],
+            limits_n=[],
+            limits_95=[],
+            limits_998=[],
+            overall=None,
+            title="t",
+            desc="d",
+            xlabel="x",
+            ylabel="y",
+        ),
+    ):
+        for svg in _svgs(chart):
+            assert svg.find(f".//{NS}g[@class='axis x']") is not None
+
+
+@pytest.mark.parametrize("chart", _all_charts(), ids=["line", "bar", "forest", "funnel"])
+def test_no_text_runs_outside_the_drawing(chart: charts.Chart) -> None:
+    for svg in _svgs(chart):
+        _, _, width, height = (float(v) for v in svg.get("viewBox", "").split())
+        for t in svg.iter(f"{NS}text"):
+            size = float(t.get("font-size", 13))
+            w = charts.text_width(t.text or "", size)
+            x, y = float(t.get("x", 0)), float(t.get("y", 0))
+            start = {"start": x, "middle": x - w / 2, "end": x - w}[t.get("text-anchor", "start")]
+            assert start >= -1 and start + w <= width + 1, t.text
+            assert size * 0.7 <= y <= height + 1, t.text

@@ -145,3 +145,14 @@ def test_access_rules(loaded: Cohort, client: Any) -> None:
     assert researcher.get(URL).status_code == 200
     anna = Patient.objects.get(given_name="Anna", family_name="Whitfield")
     assert researcher.get(f"{URL}patient/{anna.pk}/").status_code == 403
+
+
+def test_researcher_sees_clinics_by_letter_never_by_name(loaded: Cohort) -> None:
+    researcher = _client_for(Role.RESEARCHER)
+    html = researcher.get(URL).content.decode()
+    assert "Clinic A" in html and "Clinic B" in html
+    for name in Clinic.objects.values_list("name", flat=True):
+        visible = re.sub(r"<select.*?</select>", " ", html, flags=re.S)  # the filter menu
+        assert name not in visible
+    pdf = researcher.get(URL + "report.pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")

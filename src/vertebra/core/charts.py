@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "DASHES",
     "MARKERS",
+    "MAX_CI_SERIES",
     "PALETTE",
     "Bar",
     "BarGroup",
@@ -45,8 +46,11 @@ __all__ = [
     "forest_plot",
     "funnel_plot",
     "line_chart",
+    "month_ticks",
     "nice_ticks",
     "style_at",
+    "text_width",
+    "wrap",
 ]
 
 #: Paul Tol's "muted" qualitative scheme (colour-blind safe, https://personal.sron.nl/~pault/)
@@ -85,6 +89,15 @@ class Style:
     colour: str
     marker: str
     dash: str
+
+
+def month_ticks(last: float) -> list[float]:
+    """Ticks of a months-after-treatment axis: 0, 3, 6, 12, 18, 24 (and on, 6 by 6, to
+    ``last``), so every follow-up axis runs through 24 months and the last time point."""
+    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
+    while ticks[-1] < last:
+        ticks.append(ticks[-1] + 6)
+    return ticks
 
 
 def style_at(i: int) -> Style:
@@ -174,15 +187,15 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
         hi = lo + (abs(lo) or 1.0)
     raw = (hi - lo) / max(n, 1)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next((s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw * 0.999), 10 * mag)
+    # 2.5 only for steps of 25, 250, ... (quarters of 100); 0.25 or 2.5 read badly
+    mults = (1, 2, 2.5, 5, 10) if mag >= 10 else (1, 2, 5, 10)
+    step = next((m * mag for m in mults if m * mag >= raw * 0.999), 10 * mag)
     start = math.floor(lo / step + 1e-9) * step
-    ticks = []
-    t = start
-    while t < hi + step * 0.999:
-        ticks.append(round(t, 10) + 0.0)
-        t += step
-    if len(ticks) < 2:
-        ticks.append(round(start + step, 10))
+    ticks = [round(start, 10) + 0.0]
+    k = 0
+    while start + k * step < hi - step * 1e-9 or len(ticks) < 2:
+        k += 1
+        ticks.append(round(start + k * step, 10) + 0.0)
     return ticks
 
 
@@ -287,9 +300,13 @@ class _Svg:
         )
 
 
+#: Most lines whose CIs are drawn as whiskers (``ci="auto"``).
+MAX_CI_SERIES = 4
 #: (width, font size, plot height) of the two drawings.
-_WIDE = (800.0, 13.0, 260.0)
+_WIDE = (800.0, 14.0, 270.0)
 _NARROW = (360.0, 13.0, 230.0)
+_LARGE_WIDE = (800.0, 17.0, 280.0)
+_LARGE_NARROW = (360.0, 16.0, 240.0)
 
 
 # --------------------------------------------------------------------------- legends
@@ -400,6 +417,40 @@ def _steps(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def _sample(points: list[tuple[float, float]], step: float = 4.0) -> list[tuple[float, float]]:
+    """Points every ``step`` units along the polyline through ``points``."""
+    out = list(points[:1])
+    for (ax, ay), (bx, by) in itertools.pairwise(points):
+        n = max(1, int(math.hypot(bx - ax, by - ay) // step))
+        out.extend((ax + (bx - ax) * k / n, ay + (by - ay) * k / n) for k in range(1, n + 1))
+    return out
+
+
+def _ref_label_place(
+    text: str,
+    yy: float,
+    size: float,
+    left: float,
+    right: float,
+    top: float,
+    bottom: float,
+    ink: Sequence[tuple[float, float]],
+) -> tuple[float, float, str]:
+    """Where the label of a reference line at ``yy`` goes: above or below the line, at the
+    right or the left end, the first place no drawn point or line crosses (else above right)."""
+    w = text_width(text, size)
+    above, below = yy - 5, yy + size + 3
+    candidates = [(right - 4, above, "end"), (right - 4, below, "end"),
+                  (left + 4, above, "start"), (left + 4, below, "start")]  # fmt: skip
+    for x, y, anchor in candidates:
+        if y - size < top - 2 or y > bottom + 2:
+            continue
+        x0 = x - w if anchor == "end" else x
+        if not any(x0 - 3 <= px <= x0 + w + 3 and y - size - 2 <= py <= y + 3 for px, py in ink):
+            return x, y, anchor
+    return right - 4, above if above - size >= top else below, "end"
+
+
 def _clip(v: float, lo: float, hi: float) -> float:
     return min(max(v, lo), hi)
 
@@ -415,15 +466,20 @@ def line_chart(
     y_range: tuple[float, float] | None = None,
     x_range: tuple[float, float] | None = None,
     x_ticks: Sequence[float] | None = None,
-    ci: str = "bars",
+    ci: str = "auto",
     y_percent: bool = False,
+    large: bool = False,
 ) -> Chart:
     """Lines with markers over x (e.g. months), CIs as whiskers (``ci="bars"``, dodged so
-    arms do not hide each other), a shaded band (``"band"``) or not drawn (``"none"``).
+    arms do not hide each other), a shaded band (``"band"``) or not drawn (``"none"``);
+    ``"auto"`` draws whiskers for up to :data:`MAX_CI_SERIES` lines and none beyond (ten
+    arms of whiskers hide the lines: the page's table has every CI).
 
     ``refs`` are horizontal reference lines (MCID), labelled inside the plot. ``x_range``
     and ``x_ticks`` fix the x axis (e.g. 0–24 months with ticks at 0, 3, 6, 12, 18, 24).
+    ``large`` draws text a quarter larger (for patients).
     """
+    wide, narrow = (_LARGE_WIDE, _LARGE_NARROW) if large else (_WIDE, _NARROW)
     return Chart(
         wide=_line_svg(
             series,
@@ -437,7 +493,7 @@ def line_chart(
             x_ticks,
             ci,
             y_percent,
-            _WIDE,
+            wide,
         ),
         narrow=_line_svg(
             series,
@@ -451,7 +507,7 @@ def line_chart(
             x_ticks,
             ci,
             y_percent,
-            _NARROW,
+            narrow,
         ),
     )
 
@@ -473,9 +529,12 @@ def _line_svg(
     width, size, plot_h = geometry
     narrow = width < 500
     svg = _Svg(width, size)
+    if ci == "auto":
+        ci = "bars" if len([s for s in series if _finite(s.y)]) <= MAX_CI_SERIES else "none"
     # --- scales
-    lo, hi = y_range or _y_extent(series, refs)
-    yt = nice_ticks(lo, hi, 4 if narrow else 6)
+    scaled = series if ci != "none" else [Series(s.name, s.x, s.y) for s in series]
+    lo, hi = y_range or _y_extent(scaled, refs)
+    yt = nice_ticks(lo, hi, 5 if narrow else 6)
     y0, y1 = (lo, hi) if y_range else (yt[0], yt[-1])
     yt = [t for t in yt if y0 - 1e-9 <= t <= y1 + 1e-9]
     xs = _finite([v for s in series for v in s.x])
@@ -487,7 +546,8 @@ def _line_svg(
     ylab = [_fmt_tick(t) + ("%" if y_percent else "") for t in yt]
     left = max(text_width(t, size) for t in ylab) + 16 if ylab else 30
     right = width - max(14.0, text_width(_fmt_tick(x1), size) / 2 + 4)
-    top = size * 2.2
+    ytitle = wrap(ylabel, width - 8, size)
+    top = size * (1.3 * len(ytitle) + 0.9)
     bottom = top + plot_h
 
     def sx(x: float) -> float:
@@ -497,7 +557,12 @@ def _line_svg(
         return bottom - (y - y0) / ((y1 - y0) or 1.0) * (bottom - top)
 
     # --- grid, axes, ticks
-    svg.add(_text(4, size * 1.1, ylabel, size=size, cls="axis-title y", weight="600"))
+    for k, title_line in enumerate(ytitle):
+        svg.add(
+            _text(
+                4, size * (1.1 + 1.3 * k), title_line, size=size, cls="axis-title y", weight="600"
+            )
+        )
     svg.add('<g class="grid">')
     for t in yt:
         svg.add(
@@ -574,6 +639,7 @@ def _line_svg(
     )
     svg.add(f'<g class="data" clip-path="url(#{clip})">')
     drawn = [s for s in series if _finite(s.y)]
+    ink: list[tuple[float, float]] = []  # drawn points, to keep reference labels off them
     dodge_step = min(5.0, (right - left) / 60) if ci == "bars" and len(drawn) > 1 else 0.0
     for i, s in enumerate(drawn):
         st = s.style or style_at(i)
@@ -609,6 +675,7 @@ def _line_svg(
                 )
         if s.line and len(pts) >= 2:
             line = _steps(pts) if s.step else pts
+            ink.extend(_sample([(sx(x) + (0 if s.step else off), sy(y)) for x, y in line]))
             path = " ".join(f"{_f(sx(x) + (0 if s.step else off))},{_f(sy(y))}" for x, y in line)
             dash = f' stroke-dasharray="{st.dash}"' if st.dash else ""
             svg.add(
@@ -618,6 +685,7 @@ def _line_svg(
         if s.points:
             marks = pts if not s.step else pts[:: max(1, len(pts) // 6)]
             for x, y in marks:
+                ink.append((sx(x) + (0 if s.step else off), sy(y)))
                 if y0 - 1e-9 <= y <= y1 + 1e-9:
                     svg.add(
                         marker(st.marker, sx(x) + (0 if s.step else off), sy(y), 4.5, st.colour)
@@ -633,8 +701,8 @@ def _line_svg(
             f'<g class="ref {r.kind}"><line x1="{_f(left)}" x2="{_f(right)}" y1="{_f(yy)}" '
             f'y2="{_f(yy)}" stroke="{REF}" stroke-width="1.5" stroke-dasharray="6 4"/>'
         )
-        above = yy - 5 if yy - size - 5 > top else yy + size + 3
-        svg.add(_text(right - 4, above, r.label, size=size * 0.95, anchor="end", halo=True), "</g>")
+        lx, ly, anchor = _ref_label_place(r.label, yy, size * 0.95, left, right, top, bottom, ink)
+        svg.add(_text(lx, ly, r.label, size=size * 0.95, anchor=anchor, halo=True), "</g>")
     # --- legend below
     items = [
         _LegendItem(s.name, s.style or style_at(i), line=s.line, points=s.points)
@@ -707,7 +775,11 @@ def _bar_svg(
     v1 = value_max if value_max is not None else ticks[-1]
     ticks = [t for t in ticks if t <= v1 + 1e-9]
     text_room = max([text_width(b.text, size * 0.92) for g in groups for b in g.bars] + [0.0])
-    label_w = 0.0 if narrow else min(230.0, max(text_width(g.label, size) for g in groups) + 12)
+    label_w = (
+        0.0
+        if narrow
+        else min(230.0, max((text_width(g.label, size) for g in groups), default=0) + 12)
+    )
     labels = [_fmt_tick(t) + ("%" if percent else "") for t in ticks]
     left = max(8 + label_w, text_width(labels[0], size) / 2 + 6)
     right = width - 8 - max(text_room + 6, text_width(labels[-1], size) / 2)
@@ -722,11 +794,12 @@ def _bar_svg(
     rows: list[str] = []
     for gi, g in enumerate(groups):
         st = g.style or style_at(gi)
-        g_top = y
-        if narrow:
-            rows.append(_text(left, y + size, g.label, size=size, cls="category", weight="600"))
-            y += label_h
+        if narrow:  # the label above its bars, wrapped to the drawing's width
+            for line in wrap(g.label, width - left - 8, size):
+                rows.append(_text(left, y + size, line, size=size, cls="category", weight="600"))
+                y += label_h
         block_h = len(g.bars) * (bar_h + gap)
+        lines: list[str] = []
         if not narrow:
             lines = wrap(g.label, label_w - 12, size)[:3]
             first = y + block_h / 2 - (len(lines) - 1) * size * 0.6 + size * 0.35 - gap / 2
@@ -767,13 +840,13 @@ def _bar_svg(
             if b.text:
                 rows.append(_text(end + 5, y + bar_h - 3, b.text, size=size * 0.92, cls="value"))
             y += bar_h + gap
+        y += max(0.0, len(lines) * size * 1.2 - block_h)  # room for a long wrapped label
         y += size * 0.6 if gi < len(groups) - 1 else 0
         if gi < len(groups) - 1 and not narrow:
             rows.append(
                 f'<line x1="8" x2="{_f(right)}" y1="{_f(y - size * 0.3)}" '
                 f'y2="{_f(y - size * 0.3)}" stroke="{GRID}" stroke-width="0.8"/>'
             )
-        del g_top
     bottom = y + 2
     svg.add('<g class="grid">')
     for t in ticks:

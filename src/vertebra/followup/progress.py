@@ -115,9 +115,7 @@ def _drawing(
 ) -> drawing.Chart:
     """The chart: the patient's scores over months after treatment (0 to 24 or later), the
     dashed line of "first score minus the change most people notice", and axes in words."""
-    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
-    while ticks[-1] < last_month:
-        ticks.append(ticks[-1] + 6)
+    ticks = drawing.month_ticks(last_month)
     refs = []
     if baseline is not None and baseline - mcid >= low:
         refs.append(drawing.RefLine(baseline - mcid, f"first score − {_fmt(mcid)}"))
@@ -141,6 +139,7 @@ def _drawing(
         x_range=(0.0, ticks[-1]),
         x_ticks=ticks,
         ci="none",
+        large=True,
     )
 
 

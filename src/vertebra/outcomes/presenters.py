@@ -9,6 +9,7 @@ by the one charting module (``vertebra.core.charts``) and comes with its data ta
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,27 +20,32 @@ from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
     SUPPRESSED,
     Headline,
+    arm_styles,
+    arms_words,
     as_of_words,
+    comparison_error_words,
     count_text,
     filter_words,
     headlines,
+    honesty_notes,
+    interval_text,
     is_suppressed,
+    number,
     outcome_words,
     pct_text,
     rate_text,
     responder_words,
+    share_text,
 )
 from vertebra.core.analytics.report import HONESTY_NOTES
-from vertebra.core.labels import label, vocabulary
+from vertebra.core.labels import label
 
 __all__ = [
     "MEASURE_LABELS",
     "Dashboard",
     "Figure",
     "Table",
-    "arm_styles",
     "dashboard",
-    "month_ticks",
     "pct",
     "rate_text",
 ]
@@ -47,29 +53,11 @@ __all__ = [
 MEASURE_LABELS = {"odi": "ODI (disability, 0–100)", "nrs_back": "Back pain (NRS, 0–10)"}
 #: Short names of the measures for axis titles.
 MEASURE_SHORT = {"odi": "ODI", "nrs_back": "back pain (NRS)"}
-#: Arms that never get a fixed colour slot: "cell_therapy" appears only when the cell arms
-#: are not split (so it may take the first free slot), "other" is rare.
-_FLOATING = ("cell_therapy", "other")
 
 
 def pct(rate: dict[str, Any] | None) -> str:
     """'62% (95% CI 55–68)' or '–' when there is no denominator."""
     return pct_text(rate)
-
-
-def arm_styles(arms: Sequence[str]) -> dict[str, charts.Style]:
-    """A distinct style per arm, stable across filters: each of the ten usual arms keeps its
-    slot (its place in ``labels.yaml``), others take the first free one."""
-    fixed = [a for a in vocabulary("arm") if a not in _FLOATING]
-    return charts.assign_styles(list(arms), {a: i for i, a in enumerate(fixed)})
-
-
-def month_ticks(last: float) -> list[float]:
-    """Ticks of a months-after-treatment axis: 0, 3, 6, 12, 18, 24 (and on, 6 by 6)."""
-    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
-    while ticks[-1] < last:
-        ticks.append(ticks[-1] + 6)
-    return ticks
 
 
 def _num(x: Any, d: int = 1) -> str:
@@ -113,11 +101,6 @@ class Figure:
     caption: str
     chart: charts.Chart
     table: Table
-
-    @property
-    def svg(self) -> charts.Chart:
-        """The chart (both drawings), for templates that insert ``fig.svg``."""
-        return self.chart
 
 
 @dataclass(frozen=True)
@@ -169,11 +152,11 @@ def dashboard(report: Report, clinic_names: Mapping[str, str] | None = None) -> 
         arms=tuple(label("arm", a) for a in report.arms),
         headlines=tuple(headlines(d)),
         responder_words=responder_words(d),
-        honesty_notes=HONESTY_NOTES,
+        honesty_notes=tuple(honesty_notes(HONESTY_NOTES)),
         caveat=OBSERVATIONAL_CAVEAT,
         figures=figures,
         tables=[_completeness(d), _adverse_event_table(d)],
-        comparison_errors=tuple(d["comparison_errors"]),
+        comparison_errors=tuple(comparison_error_words(e) for e in d["comparison_errors"]),
         data_notes=tuple(e.note for e in report.exclusions),
     )
 
@@ -239,23 +222,26 @@ def _trajectory(d: dict[str, Any], measure: str, styles: dict[str, charts.Style]
         series.append(charts.Series(label("arm", arm), xs, ys, lo, hi, style=styles[arm]))
     name = MEASURE_LABELS[measure]
     last = _last_month(d)
+    ci_words = (
+        ", with 95% confidence intervals as whiskers" if len(series) <= charts.MAX_CI_SERIES else ""
+    )
     chart = charts.line_chart(
         series,
         title=f"Mean change in {name} from baseline, by treatment",
-        desc="One line per treatment: mean change from baseline at each time point, with "
-        f"95% confidence intervals as whiskers. Dashed line: the MCID (an improvement of "
-        f"{mcid:g} points). Below zero is better. The numbers are in the table.",
+        desc="One line per treatment: mean change from baseline at each time point"
+        f"{ci_words}. Dashed line: the MCID (an improvement of {mcid:g} points). Below zero "
+        "is better. The numbers, with every 95% confidence interval, are in the table.",
         xlabel="Months after treatment",
         ylabel=f"Change in {MEASURE_SHORT[measure]} (points; below 0 = better)",
         refs=[charts.RefLine(-mcid, f"MCID: {mcid:g} points better")] if mcid else [],
         x_range=(0.0, last),
-        x_ticks=month_ticks(last),
+        x_ticks=charts.month_ticks(last),
     )
     return Figure(
         key=f"trajectory-{measure}",
         heading=f"Change from baseline: {name}",
-        caption=f"Mean change with 95% CI among patients with both a baseline and a follow-up "
-        f"score; dashed line: MCID ({mcid:g} points, {rule.get('source', 'see data file')}). "
+        caption=f"Mean change among patients with both a baseline and a follow-up score "
+        f"({'95% CIs as whiskers' if ci_words else '95% CIs in the table'}); dashed line: MCID ({mcid:g} points, {_source(rule)}). "
         f"{d['n_patients']} patients in the filtered cohort.",
         chart=chart,
         table=Table(
@@ -265,6 +251,12 @@ def _trajectory(d: dict[str, Any], measure: str, styles: dict[str, charts.Style]
             rows=rows,
         ),
     )
+
+
+def _source(rule: Mapping[str, Any]) -> str:
+    """The first source of a responder rule, e.g. "Ostelo et al., Spine 2008;33(1):90-4"."""
+    text = re.split(r";\s", str(rule.get("source") or "see data/responders.yaml"))[0]
+    return re.sub(r"\s+\(.*$", "", text)
 
 
 def _key_tp(a: dict[str, Any]) -> dict[str, Any]:
@@ -371,8 +363,8 @@ def _survival(report: Report, d: dict[str, Any], styles: dict[str, charts.Style]
                 (
                     label("arm", arm),
                     f"{p['months']:g} months",
-                    "–" if p["survival"] is None else f"{100 * p['survival']:.0f}%",
-                    "–" if not p["ci"] else f"{100 * p['ci'][0]:.0f}% to {100 * p['ci'][1]:.0f}%",
+                    share_text(p["survival"]),
+                    interval_text(p["ci"]),
                     count_text(p["at_risk"]),
                     count_text(p["events_before"]),
                 )
@@ -396,14 +388,14 @@ def _survival(report: Report, d: dict[str, Any], styles: dict[str, charts.Style]
         ylabel="Surgery-free (%)",
         y_range=(floor, 100.0),
         x_range=(0.0, last),
-        x_ticks=month_ticks(last),
+        x_ticks=charts.month_ticks(last),
         ci="none",
         y_percent=True,
     )
     return Figure(
         key="survival",
         heading="Surgery-free survival (Kaplan–Meier)",
-        caption=f"Censoring: {d['survival']['censoring']}. The vertical axis starts at "
+        caption=f"Censoring: {label('censoring', d['survival']['censoring'])}. The vertical axis starts at "
         f"{floor:.0f}%. The curve is uncertain where few patients remain at risk (see the "
         "table).",
         chart=chart,
@@ -521,21 +513,13 @@ def _adverse_event_table(d: dict[str, Any]) -> Table:
     )
 
 
-def _arms_words(codes: Sequence[str]) -> str:
-    if len(codes) > 1 and all(vocabulary("arm").get(c) for c in codes):
-        cell = {"bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp"}
-        if set(codes) <= cell:
-            return label("arm_group", "cell")
-    return " + ".join(label("arm", c) for c in codes)
-
-
 def _forest(d: dict[str, Any], styles: dict[str, charts.Style]) -> Figure | None:
     """Adjusted (propensity-weighted) differences, cell therapy vs each comparator arm."""
     if not d["comparisons"]:
         return None
     plot, rows = [], []
     for c in d["comparisons"]:
-        treated, control = _arms_words(c["treated_arms"]), _arms_words(c["control_arms"])
+        treated, control = arms_words(c["treated_arms"]), arms_words(c["control_arms"])
         name = f"{treated} vs {control}"
         for k, (naive, adj) in enumerate(zip(c["naive"], c["adjusted"], strict=False)):
             if k == 0 and adj.get("difference") is not None:
@@ -562,13 +546,13 @@ def _forest(d: dict[str, Any], styles: dict[str, charts.Style]) -> Figure | None
                 )
             )
     outcome = outcome_words(d["comparisons"][0]["adjusted"][0]["outcome"])
-    treated = _arms_words(d["comparisons"][0]["treated_arms"])
+    treated = arms_words(d["comparisons"][0]["treated_arms"])
     chart = charts.forest_plot(
         plot,
         title=f"Adjusted comparisons: {treated} against each other treatment",
         desc=f"Markers: propensity-weighted difference in {outcome}; lines: 95% CI; dashed "
         "line: no difference. Observational: not proof of cause.",
-        xlabel=f"Weighted difference in {outcome} ({treated} minus the other treatment)",
+        xlabel=f"Weighted difference in {outcome}: {treated} minus the other treatment",
     )
     return Figure(
         key="forest",
@@ -608,7 +592,7 @@ def _funnel(d: dict[str, Any], names: Mapping[str, str]) -> Figure | None:
         charts.FunnelPoint(
             clinic(c["clinic_id"]),
             float(c["n"]),
-            c["adjusted_rate"],
+            number(c["adjusted_rate"]),
             style=clinic_styles[str(c["clinic_id"])],
         )
         for c in b["clinics"]
@@ -619,7 +603,7 @@ def _funnel(d: dict[str, Any], names: Mapping[str, str]) -> Figure | None:
         limits_n=b["funnel"]["n"],
         limits_95=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_95"]],
         limits_998=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_998"]],
-        overall=b["overall_rate"],
+        overall=number(b["overall_rate"]),
         title="Clinic benchmarking funnel plot",
         desc="Each marker is a clinic's case-mix-adjusted 12-month ODI responder rate against "
         "its number of patients; dashed: 95% limits, dotted: 99.8% limits around the overall "
@@ -633,7 +617,7 @@ def _funnel(d: dict[str, Any], names: Mapping[str, str]) -> Figure | None:
             count_text(c["n"]),
             rate_text(c["raw_rate"], ci=False),
             _num(c["o_e"], 2),
-            "–" if c["adjusted_rate"] is None else f"{c['adjusted_rate'] * 100:.0f}%",
+            share_text(c["adjusted_rate"]),
             str(c["position"]).capitalize(),
             rate_text(c["completeness"], ci=False),
         )

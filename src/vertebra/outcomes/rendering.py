@@ -71,9 +71,9 @@ def report_pdf(
     report: Report, title: str = TITLE, clinic_names: Mapping[str, str] | None = None
 ) -> bytes:
     """The report as A4 PDF bytes: WeasyPrint over :func:`report_html`, quietly."""
-    from weasyprint import HTML  # type: ignore[import-untyped]
-
     page = report_html(report, title=title, clinic_names=clinic_names)
-    with quiet_pdf_logging():
+    with quiet_pdf_logging():  # importing WeasyPrint parses its own stylesheets and logs
+        from weasyprint import HTML  # type: ignore[import-untyped]
+
         pdf: bytes = HTML(string=page).write_pdf()
     return pdf

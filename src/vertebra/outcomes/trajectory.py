@@ -9,10 +9,11 @@ import pandas as pd
 
 from vertebra.core import charts
 from vertebra.core.analytics import AnalysisTables
+from vertebra.core.analytics.headline import arm_styles
 from vertebra.core.instruments import get_definition
 from vertebra.core.labels import label
 from vertebra.core.responders import responder_rules
-from vertebra.outcomes.presenters import MEASURE_SHORT, arm_styles, month_ticks
+from vertebra.outcomes.presenters import MEASURE_SHORT
 
 __all__ = ["PatientTrajectory", "patient_trajectory"]
 
@@ -120,7 +121,7 @@ def _measure_view(
         refs=refs,
         y_range=(float(definition.range_min), float(definition.range_max)),
         x_range=(0.0, last),
-        x_ticks=month_ticks(last),
+        x_ticks=charts.month_ticks(last),
         ci="none",
     )
     rows = []

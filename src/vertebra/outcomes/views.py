@@ -70,6 +70,8 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
     form = _form(request, actor)
     flt = _filter(form)
     context: dict[str, Any] = {"form": form, "query": request.GET.urlencode(), "actor": actor}
+    # a researcher reads de-identified aggregates only: no link to the patient list
+    context["deidentified"] = selectors.scope_for(actor).deidentified
     if flt is None:
         return render(request, "outcomes/dashboard.html", context, status=400)
     report = report_for(actor, flt, timezone.localdate())

@@ -157,7 +157,7 @@ class AllogeneicLotAdmin(RegistryAdminOnly):
     search_fields = ("lot_number", "product")
 
 
-class GrantForm(forms.ModelForm):
+class GrantForm(PlausibleForm):
     """Grant a role: who, which role, where, and why. The granting admin is ``acting_user``
     (set by :meth:`MembershipAdmin.get_form`); granting to oneself is refused here already
     (audited), and again by the service on save."""

@@ -18,28 +18,37 @@ Contracts
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vertebra.core import disclosure
+from vertebra.core import charts, disclosure
 from vertebra.core.analytics.stats import wilson_ci
-from vertebra.core.labels import format_date, label
+from vertebra.core.labels import format_date, label, vocabulary
 
 __all__ = [
+    "CELL_ARMS",
     "KEY_TIMEPOINT",
     "MIN_CELL",
     "SUPPRESSED",
     "Headline",
+    "arm_styles",
+    "arms_words",
     "clinic_letters",
+    "comparison_error_words",
     "count_text",
     "filter_words",
     "headlines",
+    "honesty_notes",
+    "interval_text",
     "is_suppressed",
+    "number",
     "outcome_words",
     "pct_text",
     "rate_text",
     "responder_words",
+    "share_text",
 ]
 
 #: The time point the headline numbers are about.
@@ -78,6 +87,35 @@ def count_text(value: Any) -> str:
         return SUPPRESSED
     n = _int(value)
     return "–" if n is None else f"{n:,}"
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is missing, suppressed or not a number."""
+    if isinstance(value, bool) or value is None or is_suppressed(value):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def share_text(value: Any) -> str:
+    """A proportion in [0, 1] as "62%"; the suppression words or "–" otherwise."""
+    if is_suppressed(value):
+        return SUPPRESSED
+    x = number(value)
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def interval_text(ci: Any) -> str:
+    """A CI of proportions as "55% to 68%"; "–" when missing or partial."""
+    if is_suppressed(ci):
+        return SUPPRESSED
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return "–"
+    lo, hi = number(ci[0]), number(ci[1])
+    return "–" if lo is None or hi is None else f"{100 * lo:.0f}% to {100 * hi:.0f}%"
 
 
 def pct_text(rate: Mapping[str, Any] | None, *, ci: bool = True) -> str:
@@ -171,7 +209,8 @@ def headlines(d: Mapping[str, Any], measure: str = "odi") -> list[Headline]:
             "patients",
             "Patients",
             count_text(d["n_patients"]),
-            f"{len(arms)} treatment{'s' if len(arms) != 1 else ''}; as of {as_of_words(d)}",
+            f"{len(arms)} treatment{'s' if len(arms) != 1 else ''}; "
+            + (f"as of {format_date(d['as_of'])}" if d.get("as_of") else "calendar dates withheld"),
         )
     ]
     num, den, partial = _pooled([(tp.get("n_completed"), tp.get("n_expected")) for tp in tps])
@@ -226,12 +265,15 @@ def _surgery_free(arms: Mapping[str, Any]) -> Headline:
     total = weighted = 0.0
     surgeries = 0
     for a in arms.values():
-        point = next((p for p in a.get("surgery_free", []) if p.get("months") == 12.0), None)
+        point: Mapping[str, Any] = next(
+            (p for p in a.get("surgery_free", []) if p.get("months") == 12.0), {}
+        )
         n = _int(a.get("n_patients"))
-        if point is None or n is None or point.get("survival") is None:
+        share = number(point.get("survival"))
+        if n is None or share is None:
             continue
         total += n
-        weighted += n * float(point["survival"])
+        weighted += n * share
         surgeries += _int(point.get("events_before")) or 0
     value = f"{100 * weighted / total:.0f}%" if total else "–"
     return Headline(
@@ -283,6 +325,45 @@ def outcome_words(code: str) -> str:
             what = label("measure", measure).split(" (")[0]
             return words.format(m=what, t=label("timepoint", timepoint).lower())
     return label("outcome", code)
+
+
+#: The arms that together are "cell therapy (all sources)".
+CELL_ARMS = frozenset(
+    {"bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp"}
+)
+
+
+def arms_words(codes: Sequence[str]) -> str:
+    """A group of arms in words: all cell arms together are "Cell therapy (all sources)"."""
+    if len(codes) > 1 and set(codes) <= CELL_ARMS:
+        return label("arm_group", "cell")
+    return " + ".join(label("arm", c) for c in codes)
+
+
+def comparison_error_words(text: str) -> str:
+    """``"bmac+adipose vs surgery: no overlap ..."`` with the arms in words."""
+    match = re.fullmatch(r"([a-z0-9_+]+) vs ([a-z0-9_+]+): (.*)", text, re.S)
+    if not match:
+        return text
+    treated, control, reason = match.groups()
+    return f"{arms_words(treated.split('+'))} vs {arms_words(control.split('+'))}: {reason}"
+
+
+def honesty_notes(notes: Sequence[str]) -> list[str]:
+    """The report's honesty notes in words (no column names)."""
+    return [n.replace("n_expected", "patients due") for n in notes]
+
+
+#: Arms without a fixed colour slot: "cell_therapy" appears only when the cell arms are not
+#: split (so it may take the first free slot), "other" is rare.
+_FLOATING_ARMS = ("cell_therapy", "other")
+
+
+def arm_styles(arms: Sequence[str]) -> dict[str, charts.Style]:
+    """A distinct chart style per arm, stable across filters: each of the ten usual arms keeps
+    its slot (its place in ``labels.yaml``), others take the first free one."""
+    fixed = [a for a in vocabulary("arm") if a not in _FLOATING_ARMS]
+    return charts.assign_styles(list(arms), {a: i for i, a in enumerate(fixed)})
 
 
 def _join(words: Sequence[str]) -> str:

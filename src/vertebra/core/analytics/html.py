@@ -25,18 +25,25 @@ from vertebra.core import charts
 from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
     SUPPRESSED,
+    arm_styles,
+    arms_words,
     as_of_words,
+    comparison_error_words,
     count_text,
     filter_words,
     headlines,
+    honesty_notes,
+    interval_text,
     is_suppressed,
+    number,
     outcome_words,
     rate_text,
     responder_words,
+    share_text,
 )
 from vertebra.core.analytics.propensity import OBSERVATIONAL_CAVEAT
 from vertebra.core.analytics.report import HONESTY_NOTES, Report
-from vertebra.core.labels import label, vocabulary
+from vertebra.core.labels import label
 
 __all__ = ["render_html"]
 
@@ -137,17 +144,9 @@ def _col_css(document: str) -> str:
     return "\n".join(rules)
 
 
-def _styles(arms: Sequence[str]) -> dict[str, charts.Style]:
-    fixed = [a for a in vocabulary("arm") if a not in ("cell_therapy", "other")]
-    return charts.assign_styles(list(arms), {a: i for i, a in enumerate(fixed)})
-
-
 def _months(d: Mapping[str, Any]) -> tuple[float, list[float]]:
     last = max([24.0] + [float(tp["months"]) for a in d["arms"].values() for tp in a["timepoints"]])
-    ticks = [0.0, 3.0, 6.0, 12.0, 18.0, 24.0]
-    while ticks[-1] < last:
-        ticks.append(ticks[-1] + 6)
-    return last, ticks
+    return last, charts.month_ticks(last)
 
 
 def _trajectory_chart(
@@ -257,13 +256,6 @@ def _survival_chart(
     ).wide
 
 
-def _comparison_words(codes: Sequence[str]) -> str:
-    cell = {"bmac", "bmac_prp", "adipose", "adipose_prp", "allogeneic", "allogeneic_prp"}
-    if len(codes) > 1 and set(codes) <= cell:
-        return label("arm_group", "cell")
-    return " + ".join(_arm(c) for c in codes)
-
-
 def render_html(
     report: Report,
     title: str = "Vertebra outcome report",
@@ -272,7 +264,7 @@ def render_html(
     """The report as one self-contained HTML document (no external resources)."""
     d = report.to_dict()
     names = dict(clinic_names or {})
-    styles = _styles(list(d["arms"]))
+    styles = arm_styles(list(d["arms"]))
     out: list[str] = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
@@ -292,7 +284,7 @@ def render_html(
     out.append(f"<p class='note'>{_e(responder_words(d))}</p>")
     out.append(
         "<ul class='note'>"
-        + "".join(f"<li>{_e(n)}</li>" for n in HONESTY_NOTES)
+        + "".join(f"<li>{_e(n)}</li>" for n in honesty_notes(HONESTY_NOTES))
         + "".join(f"<li class='exclusion'>{_e(e.note)}</li>" for e in report.exclusions)
         + "</ul>"
     )
@@ -333,12 +325,15 @@ def render_html(
     )
     # ---- follow-up, change and responders
     out.append("<h2>Follow-up, change from baseline and responders</h2>")
+    whiskers = (
+        "95% CIs as whiskers" if len(d["arms"]) <= charts.MAX_CI_SERIES else "95% CIs in the table"
+    )
     for measure in ("odi", "nrs_back"):
         name = label("measure", measure)
         out.append(f"<h3>{_e(name)}</h3>")
         out.append(
             f"<figure>{_trajectory_chart(d, measure, styles)}<figcaption>Mean change from "
-            "baseline with 95% CI; dashed line: the MCID.</figcaption></figure>"
+            f"baseline ({whiskers}); dashed line: the MCID.</figcaption></figure>"
         )
         out.append(
             f"<figure>{_responder_chart(d, measure, styles)}<figcaption>Responders at 12 "
@@ -414,7 +409,9 @@ def render_html(
     # ---- survival
     out.append("<h2>Surgery-free survival (Kaplan–Meier)</h2>")
     out.append(f"<figure>{_survival_chart(report, d, styles)}</figure>")
-    out.append(f"<p class='note'>Censoring: {_e(d['survival']['censoring'])}.</p>")
+    out.append(
+        f"<p class='note'>Censoring: {_e(label('censoring', d['survival']['censoring']))}.</p>"
+    )
     rows = []
     for arm, a in d["arms"].items():
         for p in a["surgery_free"]:
@@ -422,8 +419,8 @@ def render_html(
                 (
                     _arm(arm),
                     f"{p['months']:g} months",
-                    "–" if p["survival"] is None else f"{100 * p['survival']:.0f}%",
-                    "–" if not p["ci"] else f"{100 * p['ci'][0]:.0f}% to {100 * p['ci'][1]:.0f}%",
+                    share_text(p["survival"]),
+                    interval_text(p["ci"]),
                     count_text(p["at_risk"]),
                     count_text(p["events_before"]),
                 )
@@ -485,8 +482,8 @@ def render_html(
     rows = []
     for c in d["comparisons"]:
         treated, control = (
-            _comparison_words(c["treated_arms"]),
-            _comparison_words(c["control_arms"]),
+            arms_words(c["treated_arms"]),
+            arms_words(c["control_arms"]),
         )
         first = c["adjusted"][0] if c["adjusted"] else {}
         if first.get("difference") is not None:
@@ -520,7 +517,7 @@ def render_html(
                 plot,
                 title="Adjusted comparisons",
                 desc="Weighted differences with 95% CIs; dashed: no difference.",
-                xlabel=f"Weighted difference in {outcome} (cell therapy minus the other)",
+                xlabel=f"Weighted difference in {outcome}: cell therapy minus the other",
             ).wide
             + "</figure>"
         )
@@ -541,7 +538,7 @@ def render_html(
         )
     )
     for err in d["comparison_errors"]:
-        out.append(f"<p class='note'>Not compared: {_e(err)}</p>")
+        out.append(f"<p class='note'>Not compared: {_e(comparison_error_words(err))}</p>")
     # ---- benchmark
     b = d.get("benchmark")
     if b and b["clinics"]:
@@ -558,7 +555,7 @@ def render_html(
                     charts.FunnelPoint(
                         clinic(c["clinic_id"]),
                         float(c["n"]),
-                        c["adjusted_rate"],
+                        number(c["adjusted_rate"]),
                         style=clinic_styles[str(c["clinic_id"])],
                     )
                     for c in b["clinics"]
@@ -567,7 +564,7 @@ def render_html(
                 limits_n=b["funnel"]["n"],
                 limits_95=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_95"]],
                 limits_998=[(x[0], x[1]) if x else None for x in b["funnel"]["limits_998"]],
-                overall=b["overall_rate"],
+                overall=number(b["overall_rate"]),
                 title="Clinic benchmarking funnel plot",
                 desc="Clinics' adjusted responder rates against their number of patients.",
                 xlabel="Patients with a 12-month ODI and a baseline",
@@ -576,8 +573,7 @@ def render_html(
             + "</figure>"
         )
         out.append(
-            f"<p class='note'>{_e(b['method'])}; overall rate "
-            f"{_num((b['overall_rate'] or 0) * 100, 0)}%.</p>"
+            f"<p class='note'>{_e(b['method'])}; overall rate {share_text(b['overall_rate'])}.</p>"
         )
         rows = [
             (
@@ -585,7 +581,7 @@ def render_html(
                 count_text(c["n"]),
                 _rate(c["raw_rate"]),
                 _num(c["o_e"], 2),
-                "–" if c["adjusted_rate"] is None else f"{c['adjusted_rate'] * 100:.0f}%",
+                share_text(c["adjusted_rate"]),
                 _ci([x * 100 for x in c["limits_95"]], 0) + "%"
                 if c.get("limits_95") and None not in c["limits_95"]
                 else "–",
