@@ -193,3 +193,5 @@ def test_patient_portal_logins_are_not_in_the_user_admin(patient_row: AuditEvent
     assert listing.status_code == 200 and "boss2" in listing.content.decode()
     assert "portal-canary" not in listing.content.decode()
     assert client.get(f"/admin/auth/user/{portal.pk}/change/").status_code == 302
+    grant_form = client.get("/admin/registry/membership/add/").content.decode()
+    assert "boss2" in grant_form and "portal-canary" not in grant_form

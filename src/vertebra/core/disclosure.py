@@ -224,8 +224,27 @@ class _Walker:
         if not hidden:
             return out
         for key in hidden:
-            out[key] = self.text if key in COUNT_KEYS else None
+            if isinstance(out[key], dict):  # e.g. the completeness rate of hidden counts
+                out[key] = self.blank(out[key])
+            else:
+                out[key] = self.text if key in COUNT_KEYS else None
         self.count += len(hidden & COUNT_KEYS) or 1
+        out["suppressed"] = True
+        return out
+
+    def blank(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """``obj`` with every count suppressed and every other number removed (as it is when
+        it was suppressed already)."""
+        if obj.get("suppressed"):
+            return obj
+        out: dict[str, Any] = {}
+        for key, item in obj.items():
+            if key in COUNT_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
+                out[key] = self.text if item else item
+            elif isinstance(item, int | float | list) and not isinstance(item, bool):
+                out[key] = None
+            else:
+                out[key] = item
         out["suppressed"] = True
         return out
 

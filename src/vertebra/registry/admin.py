@@ -197,6 +197,11 @@ class MembershipAdmin(RegistryAdminOnly):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and is_registry_admin(request.user)
 
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user":  # staff only: patients' portal logins hold no role
+            kwargs["queryset"] = User.objects.filter(patient_account__isnull=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
