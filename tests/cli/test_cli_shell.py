@@ -143,8 +143,8 @@ def test_demo_serves_home_page_and_restarts_quickly(tmp_path: Path) -> None:
     # The demo keeps its audit MAC key private in the data folder and checkpoints the trail.
     assert (tmp_path / "audit-hmac.key").stat().st_mode & 0o777 == 0o600
     assert len((tmp_path / "audit-checkpoints.jsonl").read_text().splitlines()) == 2
-    demo_db = {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}"}
-    verified = run_cli("audit", "verify", env=demo_db, timeout=120)
+    # Right after the demo, the audit command reads the demo's registry (the shared database).
+    verified = run_cli("audit", "verify", env=env, timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "2 checkpoint(s) matched" in verified.stdout
 
