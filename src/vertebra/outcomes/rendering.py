@@ -15,11 +15,19 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from html import escape
 
 from vertebra.core.analytics import Report
 from vertebra.core.analytics.html import render_html
 
-__all__ = ["QUIET_LOGGERS", "printable", "quiet_pdf_logging", "report_html", "report_pdf"]
+__all__ = [
+    "QUIET_LOGGERS",
+    "notice_pdf",
+    "printable",
+    "quiet_pdf_logging",
+    "report_html",
+    "report_pdf",
+]
 
 TITLE = "Vertebra outcome report"
 #: Loggers of the PDF stack that are silenced below ERROR while a PDF is rendered.
@@ -71,7 +79,20 @@ def report_pdf(
     report: Report, title: str = TITLE, clinic_names: Mapping[str, str] | None = None
 ) -> bytes:
     """The report as A4 PDF bytes: WeasyPrint over :func:`report_html`, quietly."""
-    page = report_html(report, title=title, clinic_names=clinic_names)
+    return _pdf(report_html(report, title=title, clinic_names=clinic_names))
+
+
+def notice_pdf(message: str, title: str = TITLE) -> bytes:
+    """A one-page PDF that says why there is no report (e.g. a cohort below the minimum cell
+    size), so that a report link never ends in an error page."""
+    page = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}"
+        f"</title></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p></body></html>"
+    )
+    return _pdf(page)
+
+
+def _pdf(page: str) -> bytes:
     with quiet_pdf_logging():  # importing WeasyPrint parses its own stylesheets and logs
         from weasyprint import HTML  # type: ignore[import-untyped]
 

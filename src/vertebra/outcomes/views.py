@@ -29,6 +29,7 @@ from vertebra.core.analytics.headline import clinic_letters
 from vertebra.core.disclosure import policy
 from vertebra.outcomes import presenters, selectors, trajectory
 from vertebra.outcomes.forms import FilterForm
+from vertebra.outcomes.rendering import notice_pdf
 from vertebra.outcomes.reports import render_pdf, report_for
 from vertebra.registry.errors import NotFound, PermissionDeniedError
 from vertebra.registry.permissions import Actor
@@ -109,12 +110,14 @@ def _report_or_problem(request: HttpRequest, actor: Actor, *, pdf: bool = False)
             "No patients match these filters.", status=404, content_type="text/plain"
         )
     if report.cohort_suppressed and pdf:  # the JSON says so itself (disclosure)
-        return HttpResponse(
+        # A PDF that says why, not an error page: a report link never dead-ends.
+        message = (
             f"Fewer than {report.min_cell} patients match these filters, so no figure is "
-            f"shown. {policy().note}",
-            status=404,
-            content_type="text/plain",
+            f"shown. {policy().note}"
         )
+        response = HttpResponse(notice_pdf(message), content_type="application/pdf")
+        response["Content-Disposition"] = 'attachment; filename="vertebra-outcomes-suppressed.pdf"'
+        return response
     return report
 
 
