@@ -96,6 +96,12 @@ class CorrectionForm(forms.Form):
             field.widget = DateInput()
         if isinstance(model_field, models.TextField):
             field.widget = forms.Textarea(attrs={"rows": 2})
+        if isinstance(field, forms.ChoiceField):
+            choices: list[tuple[Any, Any]] = list(field.choices)  # type: ignore[arg-type]
+            field.choices = [
+                ("", "— not recorded —") if code in ("", None) else (code, text)
+                for code, text in choices
+            ]
         return field
 
     def _add_answers(self, instance: Any) -> None:

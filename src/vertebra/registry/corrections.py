@@ -1073,8 +1073,12 @@ def _history_rows(record_type: RecordType, instance: Any) -> list[AuditEvent]:
     where = Q(object_type=record_type.object_type, object_id=str(instance.pk))
     if record_type.related_history is not None:
         where |= record_type.related_history(instance)
+    # Every row about a patient's record names the patient: the (patient, time) index keeps
+    # this a read of one patient's rows, however long the trail.
+    patient = patient_of(record_type, instance)
     return list(
-        AuditEvent.objects.filter(where)
+        AuditEvent.objects.filter(patient_id=patient.pk)
+        .filter(where)
         .filter(action__in=["create", "update", "void"])
         .order_by("seq")
     )
