@@ -436,3 +436,51 @@ def test_no_acknowledged_change_is_ever_lost(clinician: Actor, patient: Patient,
     assert [row.new_values["volume_ml"] for row in rows] == acknowledged
     assert stored.volume_ml == (acknowledged[-1] if acknowledged else 1)
     assert stored.version == 1 + len(acknowledged)
+
+
+def test_every_writer_moves_the_version_so_a_form_opened_before_is_stale(world: World) -> None:
+    """Adjudication and sterility results are their own services; they move the version too,
+    and the conflict answer names them (by trail position, as their rows carry no version)."""
+    event = services.record_adverse_event(
+        actor=world.coordinator, patient_id=world.patient.pk, description="Fever",
+        category="infection", onset=START + dt.timedelta(days=4),
+    )  # fmt: skip
+    services.adjudicate_adverse_event(
+        actor=world.clinician, adverse_event_id=event.pk, ctcae_grade=2, serious=False,
+        relatedness="procedure", expected=False,
+    )  # fmt: skip
+    with pytest.raises(StaleEditError):
+        _correct(world.coordinator, "adverse-events", event, expected_version=1, changes={"description": "Fever 38.5"})  # fmt: skip
+    _, missed = corrections.changes_since(
+        actor=world.coordinator, record_type="adverse-events", object_id=event.pk, version=1
+    )
+    assert [e.action for e in missed] == ["Corrected"]
+    assert ("CTCAE grade", "—", "2") in [(c.field, c.old, c.new) for c in missed[0].changes]
+    processing = world.records["processing"]
+    services.record_sterility_result(
+        actor=world.clinician, episode_id=world.records["episodes"].pk, sterility="fail",
+        reason="lab called back",
+    )  # fmt: skip
+    with pytest.raises(StaleEditError):
+        _correct(world.clinician, "processing", processing, expected_version=1, changes={"lab": "X"})  # fmt: skip
+
+
+def test_a_voided_episode_is_never_reminded_even_voided_directly() -> None:
+    clinic = make_clinic("Direct Void Clinic")
+    clinician = make_actor(Role.CLINICIAN, clinic)
+    patient = Patient.objects.create(
+        clinic=clinic, mrn="D1", given_name="A", family_name="B",
+        date_of_birth=dt.date(1970, 1, 1), sex="male", email="d@example.org",
+    )  # fmt: skip
+    from vertebra.followup.services import start_episode_with_follow_up
+
+    episode = start_episode_with_follow_up(
+        actor=clinician, patient_id=patient.pk, arm="surgery", start_date=timezone.localdate()
+    )
+    worker.open_windows(timezone.now())
+    corrections.void_record(
+        actor=clinician, record_type="episodes", object_id=episode.pk, expected_version=1,
+        reason="duplicate",
+    )  # fmt: skip
+    assert worker.due_reminders(timezone.now() + dt.timedelta(days=1)) == []
+    assert worker.close_windows(timezone.now() + dt.timedelta(days=900)) == 0

@@ -94,7 +94,9 @@ def close_windows(now: dt.datetime) -> int:
     today = timezone.localdate(now)
     count = 0
     ids = FollowUpTimePoint.objects.filter(
-        status__in=[TimePointStatus.PENDING, TimePointStatus.OPEN], closes__lt=today
+        status__in=[TimePointStatus.PENDING, TimePointStatus.OPEN],
+        closes__lt=today,
+        schedule__episode__voided_at__isnull=True,  # a voided episode is no one's call (ADR 0008)
     ).values_list("pk", flat=True)
     for point_id in list(ids):
         with transaction.atomic():
@@ -176,6 +178,8 @@ def due_reminders(now: dt.datetime) -> list[int]:
             scheduled_for__lte=now,
             time_point__status=TimePointStatus.OPEN,
             time_point__closes__gte=today,
+            # Never a reminder about an episode entered in error (ADR 0008).
+            time_point__schedule__episode__voided_at__isnull=True,
         )
         .order_by("scheduled_for", "pk")
         .values_list("pk", flat=True)
