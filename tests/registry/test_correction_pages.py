@@ -9,6 +9,7 @@ import pytest
 
 from tests.registry.corrections_world import START, World, build_world
 from tests.registry.web import signed_in
+from vertebra.core.labels import format_date
 from vertebra.followup.models import FollowUpTimePoint
 from vertebra.registry.models import AuditEvent, Harvest, TreatmentEpisode
 
@@ -140,12 +141,19 @@ def test_correcting_the_treatment_date_says_what_moved(world: World) -> None:
     response = client.post(_url("correct", "episodes", episode.pk), data, follow=True)
     body = response.content.decode()
     assert "Follow-up schedule recomputed from the treatment date 2 Mar 2024" in body
-    assert "Baseline: already answered, kept as it was." in body
+    assert "Already answered, kept as they were: Baseline." in body
     week6 = FollowUpTimePoint.objects.get(schedule__episode=episode, key="week_6")
+    moved = f"6 weeks: now {format_date(week6.opens)} – {format_date(week6.closes)} (was "
+    assert moved in body
     assert week6.target == dt.date(2024, 4, 13)
     assert TreatmentEpisode.objects.get(pk=episode.pk).start_date == START + dt.timedelta(days=1)
     history = client.get(_url("history", "episodes", episode.pk)).content.decode()
     assert "Treatment date" in history and "2 Mar 2024" in history
+    assert "Follow-up schedule changed" in history
+    day = dt.timedelta(days=1)
+    before = f"{format_date(week6.opens - day)} – {format_date(week6.closes - day)} (Missed)"
+    after = f"{format_date(week6.opens)} – {format_date(week6.closes)} (Missed)"
+    assert f"6 weeks</th><td>{before}</td><td>{after}</td>" in history
 
 
 def test_answers_form_is_the_questionnaire(world: World) -> None:

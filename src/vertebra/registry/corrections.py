@@ -128,8 +128,10 @@ class RecordType:
     refusal: Callable[[Any], str] | None = None
     #: The right a void needs besides ``action`` (an adjudicated adverse event: adjudication).
     void_action: Callable[[Any], Action | None] | None = None
-    #: Audit rows of other objects that belong to this record's history.
+    #: Audit rows of other objects that belong to this record's history, and how to read
+    #: their changes (none shown without it: their summary line says enough).
     related_history: Callable[[Any], Q] | None = None
+    related_changes: Callable[[AuditEvent], tuple[Change, ...]] | None = None
     #: For types the patient page does not list by itself: the patient's records of this type.
     patient_items: Callable[[Patient], list[Any]] | None = None
     #: A short title of one record, in words ("Harvest of 1 Mar 2024" when not given).
@@ -991,7 +993,9 @@ def _changes(
     old = row.old_values if isinstance(row.old_values, dict) else {}
     new = row.new_values if isinstance(row.new_values, dict) else {}
     if row.object_type != record_type.object_type:
-        return ()  # another object's row (e.g. the answer set): its summary says enough
+        # Another object's row (the answer set, the follow-up schedule): its type says how.
+        reader = record_type.related_changes
+        return reader(row) if reader is not None else ()
     if row.action == "create":
         names = [
             spec.name if spec.vocabulary != "user" else f"{spec.name}_id"
