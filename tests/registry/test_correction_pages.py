@@ -7,10 +7,11 @@ import re
 
 import pytest
 
-from tests.registry.corrections_world import START, World, build_world
+from tests.registry.corrections_world import CORRECTIONS, START, World, build_world
 from tests.registry.web import signed_in
 from vertebra.core.labels import format_date
 from vertebra.followup.models import FollowUpTimePoint
+from vertebra.registry import corrections
 from vertebra.registry.models import AuditEvent, Harvest, TreatmentEpisode
 
 pytestmark = pytest.mark.django_db
@@ -179,3 +180,30 @@ def test_other_clinics_and_unknown_types_are_404(world: World) -> None:
         assert client.get(_url(kind, "harvests", 987654)).status_code == 404
         assert client.get(_url(kind, "no-such-type", 1)).status_code == 404
     assert other.patient.family_name not in client.get(_url("history", "harvests", harvest.pk)).content.decode()  # fmt: skip
+
+
+@pytest.mark.parametrize("slug", sorted(CORRECTIONS))
+def test_every_type_has_a_prefilled_correction_form(world: World, slug: str) -> None:
+    record = world.records[slug]
+    response = signed_in(world.clinician).get(_url("correct", slug, record.pk))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert 'name="version" value="1"' in body and 'name="reason"' in body
+    kind = corrections.get_type(slug)
+    for spec in kind.fields:
+        assert spec.label in body or spec.name == "answers"
+
+
+def test_injection_levels_are_corrected_in_spinal_order(world: World) -> None:
+    injection = world.records["injections"]
+    client = signed_in(world.clinician)
+    data = {
+        "levels": ["L5-S1", "L4-L5"], "target": "intradiscal", "guidance": "fluoroscopy",
+        "volume_ml": "2", "injected_on": "2024-03-02", "version": "1",
+        "reason": "second level was injected too",
+    }  # fmt: skip
+    assert client.post(_url("correct", "injections", injection.pk), data).status_code == 302
+    injection.refresh_from_db()
+    assert injection.levels == ["L4-L5", "L5-S1"]
+    history = client.get(_url("history", "injections", injection.pk)).content.decode()
+    assert "Levels</th><td>L4–L5</td><td>L4–L5, L5–S1</td>" in history

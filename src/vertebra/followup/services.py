@@ -248,7 +248,11 @@ def create_schedule_for_episode(
 def backfill_schedules(today: dt.date, actor: Actor = WORKER_ACTOR) -> int:
     """Create schedules for every episode that has none; return how many were created."""
     created = 0
-    for episode in TreatmentEpisode.objects.filter(followup_schedule__isnull=True).order_by("pk"):
+    # A voided episode (entered in error) gets no follow-up (ADR 0008).
+    missing = TreatmentEpisode.objects.filter(
+        followup_schedule__isnull=True, voided_at__isnull=True
+    )
+    for episode in missing.order_by("pk"):
         create_schedule_for_episode(episode, actor, today)
         created += 1
     return created
