@@ -484,3 +484,29 @@ def test_a_voided_episode_is_never_reminded_even_voided_directly() -> None:
     )  # fmt: skip
     assert worker.due_reminders(timezone.now() + dt.timedelta(days=1)) == []
     assert worker.close_windows(timezone.now() + dt.timedelta(days=900)) == 0
+
+
+def test_the_year_25_typo_of_the_issue_is_corrected_and_its_follow_up_moves() -> None:
+    """Issue 12: an episode saved as 0025-03-01 (a typo for 2025) can now be corrected; its
+    follow-up schedule is rebuilt from the right date."""
+    from tests.registry.factories import make_episode, make_patient
+    from vertebra.followup.services import create_schedule_for_episode
+
+    clinic = make_clinic("Typo Clinic")
+    coordinator = make_actor(Role.COORDINATOR, clinic)
+    episode = make_episode(make_patient(clinic), arm="medication", start_date=dt.date(25, 3, 1))
+    create_schedule_for_episode(episode, coordinator, dt.date(2025, 3, 10))
+    result = correct_episode_with_follow_up(
+        actor=coordinator, episode_id=episode.pk, expected_version=1,
+        changes={"start_date": dt.date(2025, 3, 1)}, reason="typo: 0025 → 2025",
+        today=dt.date(2025, 3, 10),
+    )  # fmt: skip
+    assert result.episode.start_date == dt.date(2025, 3, 1)
+    month3 = FollowUpTimePoint.objects.get(schedule__episode=episode, key="month_3")
+    assert month3.target.year == 2025 and month3.status == TimePointStatus.PENDING
+    history = corrections.record_history(
+        actor=coordinator, record_type="episodes", object_id=episode.pk
+    )
+    corrected = next(e for e in history.entries if e.action == "Corrected")
+    assert corrected.reason == "typo: 0025 → 2025"
+    assert [(c.field, c.new) for c in corrected.changes] == [("Treatment date", "1 Mar 2025")]
