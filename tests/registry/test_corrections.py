@@ -510,3 +510,20 @@ def test_the_year_25_typo_of_the_issue_is_corrected_and_its_follow_up_moves() ->
     corrected = next(e for e in history.entries if e.action == "Corrected")
     assert corrected.reason == "typo: 0025 → 2025"
     assert [(c.field, c.new) for c in corrected.changes] == [("Treatment date", "1 Mar 2025")]
+
+
+def test_voided_records_are_not_exported(world: World) -> None:
+    """FHIR and CSV exports read through interop.selectors: a voided record is not exported."""
+    from vertebra.interop.selectors import read_chunk
+
+    pid = world.patient.pk
+    before = read_chunk(pid, pid)
+    assert len(before.diagnoses) == 1 and len(before.clinical_events) == 1
+    for slug in ("diagnoses", "clinical-events"):
+        corrections.void_record(
+            actor=world.coordinator, record_type=slug, object_id=world.records[slug].pk,
+            expected_version=1, reason="entered on the wrong patient",
+        )  # fmt: skip
+    after = read_chunk(pid, pid)
+    assert after.diagnoses == [] and after.clinical_events == []
+    assert len(after.injections) == 1  # the rest of the record is untouched
