@@ -63,7 +63,7 @@ from vertebra.registry.models import (
     Processing,
     TreatmentEpisode,
 )
-from vertebra.registry.permissions import Action, Actor, is_allowed, verify_actor
+from vertebra.registry.permissions import Action, Actor, verify_actor
 from vertebra.registry.validation import validate_record
 
 __all__ = [
@@ -75,15 +75,18 @@ __all__ = [
     "RecordHistory",
     "RecordType",
     "apply_correction",
+    "apply_void",
     "changes_since",
     "correct",
     "correct_record",
     "describe",
+    "display",
     "get_for_correction",
     "get_type",
-    "may_correct",
+    "patient_of",
     "record_history",
     "register",
+    "type_of",
     "void",
     "void_record",
 ]
@@ -193,11 +196,6 @@ def type_of(instance: Any) -> RecordType:
         if isinstance(instance, record_type.model):
             return record_type
     raise KeyError(type(instance).__name__)
-
-
-def may_correct(role: str, record_type: RecordType) -> bool:
-    """Whether ``role`` may correct and void records of this type at all (links on pages)."""
-    return is_allowed(role, record_type.action)
 
 
 # --------------------------------------------------------------------------------------------
