@@ -57,24 +57,24 @@ def test_correct_void_and_a_stale_edit(live_server: Any, page: Any, artifacts_di
     page.locator(f"#harvest-{harvest.pk} .record-correct").click()
     assert page.locator("h1").inner_text() == "Correct: Harvest of 1 Mar 2024"
     assert page.get_by_label("Volume (mL)").input_value() == "60.0"
-    page.get_by_label("Volume (mL)").fill("6")
+    page.get_by_label("Volume (mL)").fill("50")
     page.get_by_role("button", name="Save the correction").click()
     page.wait_for_load_state()
     assert "Give a reason" in page.locator("#form-errors").inner_text()  # nothing saved yet
     assert Harvest.objects.get(pk=harvest.pk).volume_ml == 60
-    page.get_by_label("Reason").fill("typo: 60 → 6 mL (lab sheet says 6)")
+    page.get_by_label("Reason").fill("typo: 60 → 50 mL (lab sheet says 50)")
     page.screenshot(path=str(artifacts_dir / "corrections-1-form.png"), full_page=True)
     page.get_by_role("button", name="Save the correction").click()
     page.wait_for_url(f"**/clinic/patients/{world.patient.pk}/**")
     assert "correction saved" in page.locator(".messages").inner_text()
-    assert "6.0 mL" in page.locator(f"#harvest-{harvest.pk}").inner_text()
+    assert "50.0 mL" in page.locator(f"#harvest-{harvest.pk}").inner_text()
     page.screenshot(path=str(artifacts_dir / "corrections-2-saved.png"), full_page=True)
     page.locator(f"#harvest-{harvest.pk} .record-history").click()
     history = page.locator("#history").inner_text()
-    assert "Corrected" in history and "typo: 60 → 6 mL (lab sheet says 6)" in history
+    assert "Corrected" in history and "typo: 60 → 50 mL (lab sheet says 50)" in history
     row = page.locator(".history-corrected tbody tr").first
     assert row.locator("th").inner_text() == "Volume (mL)"
-    assert [c.inner_text() for c in row.locator("td").all()] == ["60", "6"]
+    assert [c.inner_text() for c in row.locator("td").all()] == ["60", "50"]
     assert "by doc (Clinician)" in history
     page.screenshot(path=str(artifacts_dir / "corrections-3-history.png"), full_page=True)
 

@@ -62,19 +62,19 @@ def test_a_harvest_volume_is_corrected_with_a_reason_and_shown_in_history(world:
     assert page.status_code == 200
     assert 'name="version" value="1"' in body and 'value="60.0"' in body
     assert "typo: 0025 → 2025" in body  # the reason's hint
-    data = {"source": "bone_marrow_iliac_crest", "volume_ml": "6", "harvested_on": "2024-03-01", "version": "1"}  # fmt: skip
+    data = {"source": "bone_marrow_iliac_crest", "volume_ml": "50", "harvested_on": "2024-03-01", "version": "1"}  # fmt: skip
     missing = client.post(_url("correct", "harvests", harvest.pk), data)
     assert missing.status_code == 400
     assert "Give a reason" in missing.content.decode()
     assert Harvest.objects.get(pk=harvest.pk).volume_ml == 60
     saved = client.post(
-        _url("correct", "harvests", harvest.pk), {**data, "reason": "typo: 60 → 6 mL"}
+        _url("correct", "harvests", harvest.pk), {**data, "reason": "typo: 60 → 50 mL"}
     )
     assert saved.status_code == 302
-    assert Harvest.objects.get(pk=harvest.pk).volume_ml == 6
+    assert Harvest.objects.get(pk=harvest.pk).volume_ml == 50
     history = client.get(_url("history", "harvests", harvest.pk)).content.decode()
-    assert "Corrected" in history and "typo: 60 → 6 mL" in history
-    assert re.search(r"Volume \(mL\)</th><td>60</td><td>6</td>", history)
+    assert "Corrected" in history and "typo: 60 → 50 mL" in history
+    assert re.search(r"Volume \(mL\)</th><td>60</td><td>50</td>", history)
     assert "Bone marrow (iliac crest)" in history and "1 Mar 2024" in history
     assert "bone_marrow_iliac_crest" not in history and "{" not in history.split("<main")[-1]
 
@@ -138,21 +138,21 @@ def test_pathway_void_order_is_explained(world: World) -> None:
 def test_correcting_the_treatment_date_says_what_moved(world: World) -> None:
     episode = world.records["episodes"]
     client = signed_in(world.clinician)
-    data = {"arm": "cell_therapy", "start_date": "2024-03-02", "version": "1", "reason": "typo: 1 → 2 Mar"}  # fmt: skip
+    data = {"arm": "cell_therapy", "start_date": "2024-02-29", "version": "1", "reason": "typo: 1 Mar → 29 Feb"}  # fmt: skip
     response = client.post(_url("correct", "episodes", episode.pk), data, follow=True)
     body = response.content.decode()
-    assert "Follow-up schedule recomputed from the treatment date 2 Mar 2024" in body
+    assert "Follow-up schedule recomputed from the treatment date 29 Feb 2024" in body
     assert "Already answered, kept as they were: Baseline." in body
     week6 = FollowUpTimePoint.objects.get(schedule__episode=episode, key="week_6")
     moved = f"6 weeks: now {format_date(week6.opens)} – {format_date(week6.closes)} (was "
     assert moved in body
-    assert week6.target == dt.date(2024, 4, 13)
-    assert TreatmentEpisode.objects.get(pk=episode.pk).start_date == START + dt.timedelta(days=1)
+    assert week6.target == dt.date(2024, 4, 11)
+    assert TreatmentEpisode.objects.get(pk=episode.pk).start_date == START - dt.timedelta(days=1)
     history = client.get(_url("history", "episodes", episode.pk)).content.decode()
-    assert "Treatment date" in history and "2 Mar 2024" in history
+    assert "Treatment date" in history and "29 Feb 2024" in history
     assert "Follow-up schedule changed" in history
     day = dt.timedelta(days=1)
-    before = f"{format_date(week6.opens - day)} – {format_date(week6.closes - day)} (Missed)"
+    before = f"{format_date(week6.opens + day)} – {format_date(week6.closes + day)} (Missed)"
     after = f"{format_date(week6.opens)} – {format_date(week6.closes)} (Missed)"
     assert f"6 weeks</th><td>{before}</td><td>{after}</td>" in history
 

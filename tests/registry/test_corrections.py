@@ -332,21 +332,22 @@ def test_correcting_the_treatment_date_recomputes_the_schedule(world: World) -> 
     episode = world.records["episodes"]
     points = {p.key: p for p in FollowUpTimePoint.objects.filter(schedule__episode=episode)}
     assert points["baseline"].status == TimePointStatus.COMPLETED  # staff-entered answers
-    new_start = START + dt.timedelta(days=1)  # still before the injection (START + 1)
+    new_start = START - dt.timedelta(days=1)  # the day before: every pathway date still follows
     result = correct_episode_with_follow_up(
         actor=world.clinician, episode_id=episode.pk, expected_version=1,
-        changes={"start_date": new_start}, reason="typo: 1 Mar → 2 Mar",
+        changes={"start_date": new_start}, reason="typo: 1 Mar → 29 Feb",
     )  # fmt: skip
     assert result.episode.start_date == new_start and result.episode.version == 2
     moved = {m.key: m for m in result.moved}
     assert moved["baseline"].kept and moved["baseline"].new_opens == points["baseline"].opens
-    for key in ("week_6", "month_3", "month_12"):
-        assert not moved[key].kept
-        assert moved[key].new_opens == points[key].opens + dt.timedelta(days=1)
+    week6 = FollowUpTimePoint.objects.get(pk=points["week_6"].pk)  # 42 days after treatment
+    assert week6.opens == moved["week_6"].new_opens == points["week_6"].opens - dt.timedelta(1)
+    for key in ("week_6", "month_3", "month_12"):  # months are calendar months
+        assert not moved[key].kept and moved[key].new_opens < points[key].opens
         stored = FollowUpTimePoint.objects.get(pk=points[key].pk)
-        assert stored.opens == points[key].opens + dt.timedelta(days=1)
+        assert (stored.opens, stored.closes) == (moved[key].new_opens, moved[key].new_closes)
     schedule_row = AuditEvent.objects.filter(object_type="followup_schedule", action="update").get()
-    assert schedule_row.reason == "typo: 1 Mar → 2 Mar"
+    assert schedule_row.reason == "typo: 1 Mar → 29 Feb"
     # A stale second correction changes neither the episode nor the schedule.
     with pytest.raises(StaleEditError):
         correct_episode_with_follow_up(
@@ -358,7 +359,7 @@ def test_correcting_the_treatment_date_recomputes_the_schedule(world: World) -> 
 
 def test_history_reads_in_words(world: World) -> None:
     harvest = world.records["harvests"]
-    _correct(world.clinician, "harvests", harvest, changes={"volume_ml": 6.0, "harvested_on": START}, reason="typo: 60 → 6 mL")  # fmt: skip
+    _correct(world.clinician, "harvests", harvest, changes={"volume_ml": 50.0, "harvested_on": START}, reason="typo: 60 → 50 mL")  # fmt: skip
     corrections.void_record(
         actor=world.clinician, record_type="injections", object_id=world.records["injections"].pk,
         expected_version=1, reason="wrong level",
@@ -372,8 +373,8 @@ def test_history_reads_in_words(world: World) -> None:
         (c.field, c.old, c.new) for c in created.changes
     ]
     assert ("Harvested on", "—", "1 Mar 2024") in [(c.field, c.old, c.new) for c in created.changes]
-    assert corrected.action == "Corrected" and corrected.reason == "typo: 60 → 6 mL"
-    assert [(c.field, c.old, c.new) for c in corrected.changes] == [("Volume (mL)", "60", "6")]
+    assert corrected.action == "Corrected" and corrected.reason == "typo: 60 → 50 mL"
+    assert [(c.field, c.old, c.new) for c in corrected.changes] == [("Volume (mL)", "60", "50")]
     voided = corrections.record_history(
         actor=world.coordinator, record_type="injections", object_id=world.records["injections"].pk
     )
