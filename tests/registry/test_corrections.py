@@ -528,3 +528,19 @@ def test_voided_records_are_not_exported(world: World) -> None:
     after = read_chunk(pid, pid)
     assert after.diagnoses == [] and after.clinical_events == []
     assert len(after.injections) == 1  # the rest of the record is untouched
+
+
+def test_answers_history_shows_the_answer_set_and_the_rescore(world: World) -> None:
+    response = world.records["followup-answers"]
+    _correct(world.coordinator, "followup-answers", response, changes={"answers": {"pain_back": 2}})
+    history = corrections.record_history(
+        actor=world.coordinator, record_type="followup-answers", object_id=response.pk
+    )
+    recorded, corrected = history.entries
+    assert recorded.action == "Answer set recorded"
+    version = get_definition("nrs_back").version
+    assert [(c.field, c.new) for c in recorded.changes] == [
+        ("Back pain intensity (NRS 0-10, past 7 days)", f"score 6 (version {version})")
+    ]
+    assert ("Answer: Pain back", "6", "2") in [(c.field, c.old, c.new) for c in corrected.changes]
+    assert ("Score", "6", "2") in [(c.field, c.old, c.new) for c in corrected.changes]

@@ -58,6 +58,27 @@ def _answer_set(response: QuestionnaireResponse) -> Q:
     return Q(object_type="followup_submission", object_id=str(response.submission_id))
 
 
+def _answer_set_changes(row: AuditEvent) -> tuple[Change, ...]:
+    """The answer set as first recorded: each instrument's score and version, in words."""
+    values = row.new_values if isinstance(row.new_values, dict) else {}
+    responses = values.get("responses") if row.action == "create" else None
+    if not isinstance(responses, dict):
+        return ()
+    changes = []
+    for instrument, recorded in responses.items():
+        if not isinstance(recorded, dict):
+            continue
+        score_text = "not scorable" if recorded.get("score") is None else f"{recorded['score']:g}"
+        changes.append(
+            Change(
+                label("instrument", instrument),
+                "—",
+                f"score {score_text} (version {recorded.get('version', '—')})",
+            )
+        )
+    return tuple(changes)
+
+
 def _staff_entered(patient: Patient) -> list[QuestionnaireResponse]:
     """The patient's answers entered by staff, by time point then instrument (patient page)."""
     return list(
@@ -93,6 +114,7 @@ RESPONSES = register(
         derive=_rescore,
         refusal=_only_staff_entered,
         related_history=_answer_set,
+        related_changes=_answer_set_changes,
         patient_items=_staff_entered,
         describe=_describe,
     )
