@@ -207,3 +207,23 @@ def test_injection_levels_are_corrected_in_spinal_order(world: World) -> None:
     assert injection.levels == ["L4-L5", "L5-S1"]
     history = client.get(_url("history", "injections", injection.pk)).content.decode()
     assert "Levels</th><td>L4–L5</td><td>L4–L5, L5–S1</td>" in history
+
+
+def test_a_patient_registered_twice_is_voided_and_marked(world: World) -> None:
+    from tests.registry.factories import make_patient
+
+    duplicate = make_patient(world.clinic, family_name="Twice", given_name="Reg")
+    client = signed_in(world.coordinator)
+    response = client.post(
+        _url("void", "patients", duplicate.pk), {"version": "1", "reason": "registered twice"}
+    )
+    assert response.status_code == 302
+    page = client.get(f"/clinic/patients/{duplicate.pk}/").content.decode()
+    assert "<del>Twice, Reg</del> (voided)" in page and "registered twice" in page
+    listing = client.get("/clinic/?q=Twice").content.decode()
+    assert "<del>Twice, Reg</del>" in listing
+    # A patient with treatment episodes is voided only after them.
+    refused = client.post(
+        _url("void", "patients", world.patient.pk), {"version": "1", "reason": "x"}
+    ).content.decode()
+    assert "their treatment episodes" in refused
