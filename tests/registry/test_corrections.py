@@ -544,3 +544,14 @@ def test_answers_history_shows_the_answer_set_and_the_rescore(world: World) -> N
     ]
     assert ("Answer: Pain back", "6", "2") in [(c.field, c.old, c.new) for c in corrected.changes]
     assert ("Score", "6", "2") in [(c.field, c.old, c.new) for c in corrected.changes]
+
+
+def test_a_voided_diagnosis_no_longer_matches_a_patient_search(world: World) -> None:
+    search = selectors.search_patients
+    found = search(actor=world.coordinator, condition="degenerative_disc_disease")
+    assert [p.pk for p in found.items] == [world.patient.pk]
+    corrections.void_record(
+        actor=world.coordinator, record_type="diagnoses",
+        object_id=world.records["diagnoses"].pk, expected_version=1, reason="wrong patient",
+    )  # fmt: skip
+    assert search(actor=world.coordinator, condition="degenerative_disc_disease").items == []
