@@ -75,7 +75,9 @@ class CorrectionForm(forms.Form):
             if spec.name == "answers":
                 self._add_answers(instance)
                 continue
-            self.fields[spec.name] = self._field(spec.name, spec.label, instance)
+            self.fields[spec.name] = self._field(
+                spec.name, record_type.spec(spec.name).label, instance
+            )
         self.fields["reason"] = _reason(REASON_HELP)
         self.order_fields([*[n for n in self.fields if n not in ("reason", "version")], "reason"])
 

@@ -98,11 +98,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """A field as people read it: its name, its label, and the vocabulary of its codes
+    """A field as people read it: its name, its label (empty: the model field's own verbose
+    name, e.g. where the unit lives in the model), and the vocabulary of its codes
     (``vertebra.core.labels``) when it holds codes; ``"user"`` for a user id."""
 
     name: str
-    label: str
+    label: str = ""
     vocabulary: str = ""
 
 
@@ -155,11 +156,22 @@ class RecordType:
         return tuple(spec.name for spec in self.fields)
 
     def spec(self, name: str) -> FieldSpec:
-        """The spec of ``name`` among editable, derived and shown fields (humanized if none)."""
+        """The spec of ``name`` among editable, derived and shown fields, with its label
+        (the model's verbose name when the table gives none; humanized if not a field)."""
         for spec in (*self.fields, *self.derived, *self.shown):
             if spec.name == name or f"{spec.name}_id" == name:
-                return spec
+                if spec.label:
+                    return spec
+                return FieldSpec(spec.name, self._verbose_name(spec.name), spec.vocabulary)
         return FieldSpec(name, humanize(name.removesuffix("_id")))
+
+    def _verbose_name(self, name: str) -> str:
+        try:
+            verbose = getattr(self.model._meta.get_field(name), "verbose_name", "")
+        except Exception:
+            verbose = ""
+        text = str(verbose or humanize(name))
+        return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)
@@ -524,7 +536,7 @@ for _type in (
             F_("target", "Target"),
             F_("guidance", "Guidance"),
             F_("volume_ml", "Volume (mL)"),
-            F_("cell_dose", "Cell dose"),
+            F_("cell_dose"),  # the model's label carries the unit
             F_("adjunct_prp", "Adjunct: PRP"),
             F_("injected_on", "Injected on"),
         ),
