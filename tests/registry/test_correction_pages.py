@@ -12,7 +12,7 @@ from tests.registry.web import signed_in
 from vertebra.core.labels import format_date
 from vertebra.followup.models import FollowUpTimePoint
 from vertebra.registry import corrections
-from vertebra.registry.models import AuditEvent, Harvest, TreatmentEpisode
+from vertebra.registry.models import AuditEvent, Diagnosis, Harvest, TreatmentEpisode
 
 pytestmark = pytest.mark.django_db
 
@@ -227,3 +227,21 @@ def test_a_patient_registered_twice_is_voided_and_marked(world: World) -> None:
         _url("void", "patients", world.patient.pk), {"version": "1", "reason": "x"}
     ).content.decode()
     assert "their treatment episodes" in refused
+
+
+def test_a_stale_void_is_answered_409_with_the_other_change(world: World) -> None:
+    diagnosis = world.records["diagnoses"]
+    client = signed_in(world.coordinator)
+    assert 'name="version" value="1"' in client.get(_url("void", "diagnoses", diagnosis.pk)).content.decode()  # fmt: skip
+    corrections.correct_record(
+        actor=world.clinician, record_type="diagnoses", object_id=diagnosis.pk,
+        expected_version=1, changes={"level": "L5-S1"}, reason="level misread",
+    )  # fmt: skip
+    response = client.post(
+        _url("void", "diagnoses", diagnosis.pk), {"version": "1", "reason": "dup"}
+    )
+    body = response.content.decode()
+    assert response.status_code == 409
+    assert "level misread" in body and "Level</th><td>L4–L5</td><td>L5–S1</td>" in body
+    assert 'name="version" value="2"' in body
+    assert Diagnosis.objects.get(pk=diagnosis.pk).voided_at is None
