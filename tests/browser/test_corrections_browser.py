@@ -119,3 +119,34 @@ def test_correct_void_and_a_stale_edit(live_server: Any, page: Any, artifacts_di
 
     assert problems == []
     assert verify_audit_chain() == []
+
+
+def test_correction_pages_have_no_serious_accessibility_violations(
+    live_server: Any, browser: Any
+) -> None:
+    """axe-core (WCAG 2.1 A/AA) on the correction, void, history and 409 pages."""
+    from tests.browser.test_accessibility import serious_violations
+
+    world = build_world("Axe Correction Clinic")
+    user = User.objects.create_user(username="axe-doc", password=PASSWORD)
+    Membership.objects.create(user=user, clinic=world.clinic, role=Role.CLINICIAN)
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        sign_in(page, live_server.url, "axe-doc")
+        harvest = world.records["harvests"]
+        for kind in ("correct", "void", "history"):
+            page.goto(f"{live_server.url}/clinic/records/harvests/{harvest.pk}/{kind}/")
+            assert serious_violations(page) == [], kind
+        page.goto(f"{live_server.url}/clinic/records/harvests/{harvest.pk}/correct/")
+        page.get_by_label("Reason").fill("typo")
+        corrections.correct_record(
+            actor=world.clinician, record_type="harvests", object_id=harvest.pk,
+            expected_version=1, changes={"volume_ml": 58.0}, reason="weighed again",
+        )  # fmt: skip
+        page.get_by_role("button", name="Save the correction").click()
+        page.wait_for_load_state()
+        assert page.locator("#conflict-message").count() == 1
+        assert serious_violations(page) == []
+    finally:
+        context.close()
