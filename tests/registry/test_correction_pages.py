@@ -7,10 +7,12 @@ import re
 
 import pytest
 
-from tests.registry.corrections_world import START, World, build_world
+from tests.registry.corrections_world import CORRECTIONS, START, World, build_world
 from tests.registry.web import signed_in
+from vertebra.core.labels import format_date
 from vertebra.followup.models import FollowUpTimePoint
-from vertebra.registry.models import AuditEvent, Harvest, TreatmentEpisode
+from vertebra.registry import corrections
+from vertebra.registry.models import AuditEvent, Diagnosis, Harvest, TreatmentEpisode
 
 pytestmark = pytest.mark.django_db
 
@@ -60,19 +62,19 @@ def test_a_harvest_volume_is_corrected_with_a_reason_and_shown_in_history(world:
     assert page.status_code == 200
     assert 'name="version" value="1"' in body and 'value="60.0"' in body
     assert "typo: 0025 → 2025" in body  # the reason's hint
-    data = {"source": "bone_marrow_iliac_crest", "volume_ml": "6", "harvested_on": "2024-03-01", "version": "1"}  # fmt: skip
+    data = {"source": "bone_marrow_iliac_crest", "volume_ml": "50", "harvested_on": "2024-03-01", "version": "1"}  # fmt: skip
     missing = client.post(_url("correct", "harvests", harvest.pk), data)
     assert missing.status_code == 400
     assert "Give a reason" in missing.content.decode()
     assert Harvest.objects.get(pk=harvest.pk).volume_ml == 60
     saved = client.post(
-        _url("correct", "harvests", harvest.pk), {**data, "reason": "typo: 60 → 6 mL"}
+        _url("correct", "harvests", harvest.pk), {**data, "reason": "typo: 60 → 50 mL"}
     )
     assert saved.status_code == 302
-    assert Harvest.objects.get(pk=harvest.pk).volume_ml == 6
+    assert Harvest.objects.get(pk=harvest.pk).volume_ml == 50
     history = client.get(_url("history", "harvests", harvest.pk)).content.decode()
-    assert "Corrected" in history and "typo: 60 → 6 mL" in history
-    assert re.search(r"Volume \(mL\)</th><td>60</td><td>6</td>", history)
+    assert "Corrected" in history and "typo: 60 → 50 mL" in history
+    assert re.search(r"Volume \(mL\)</th><td>60</td><td>50</td>", history)
     assert "Bone marrow (iliac crest)" in history and "1 Mar 2024" in history
     assert "bone_marrow_iliac_crest" not in history and "{" not in history.split("<main")[-1]
 
@@ -136,16 +138,23 @@ def test_pathway_void_order_is_explained(world: World) -> None:
 def test_correcting_the_treatment_date_says_what_moved(world: World) -> None:
     episode = world.records["episodes"]
     client = signed_in(world.clinician)
-    data = {"arm": "cell_therapy", "start_date": "2024-03-02", "version": "1", "reason": "typo: 1 → 2 Mar"}  # fmt: skip
+    data = {"arm": "cell_therapy", "start_date": "2024-02-29", "version": "1", "reason": "typo: 1 Mar → 29 Feb"}  # fmt: skip
     response = client.post(_url("correct", "episodes", episode.pk), data, follow=True)
     body = response.content.decode()
-    assert "Follow-up schedule recomputed from the treatment date 2 Mar 2024" in body
-    assert "Baseline: already answered, kept as it was." in body
+    assert "Follow-up schedule recomputed from the treatment date 29 Feb 2024" in body
+    assert "Already answered, kept as they were: Baseline." in body
     week6 = FollowUpTimePoint.objects.get(schedule__episode=episode, key="week_6")
-    assert week6.target == dt.date(2024, 4, 13)
-    assert TreatmentEpisode.objects.get(pk=episode.pk).start_date == START + dt.timedelta(days=1)
+    moved = f"6 weeks: now {format_date(week6.opens)} – {format_date(week6.closes)} (was "
+    assert moved in body
+    assert week6.target == dt.date(2024, 4, 11)
+    assert TreatmentEpisode.objects.get(pk=episode.pk).start_date == START - dt.timedelta(days=1)
     history = client.get(_url("history", "episodes", episode.pk)).content.decode()
-    assert "Treatment date" in history and "2 Mar 2024" in history
+    assert "Treatment date" in history and "29 Feb 2024" in history
+    assert "Follow-up schedule changed" in history
+    day = dt.timedelta(days=1)
+    before = f"{format_date(week6.opens + day)} – {format_date(week6.closes + day)} (Missed)"
+    after = f"{format_date(week6.opens)} – {format_date(week6.closes)} (Missed)"
+    assert f"6 weeks</th><td>{before}</td><td>{after}</td>" in history
 
 
 def test_answers_form_is_the_questionnaire(world: World) -> None:
@@ -171,3 +180,68 @@ def test_other_clinics_and_unknown_types_are_404(world: World) -> None:
         assert client.get(_url(kind, "harvests", 987654)).status_code == 404
         assert client.get(_url(kind, "no-such-type", 1)).status_code == 404
     assert other.patient.family_name not in client.get(_url("history", "harvests", harvest.pk)).content.decode()  # fmt: skip
+
+
+@pytest.mark.parametrize("slug", sorted(CORRECTIONS))
+def test_every_type_has_a_prefilled_correction_form(world: World, slug: str) -> None:
+    record = world.records[slug]
+    response = signed_in(world.clinician).get(_url("correct", slug, record.pk))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert 'name="version" value="1"' in body and 'name="reason"' in body
+    kind = corrections.get_type(slug)
+    for spec in kind.fields:
+        assert kind.spec(spec.name).label in body or spec.name == "answers"
+
+
+def test_injection_levels_are_corrected_in_spinal_order(world: World) -> None:
+    injection = world.records["injections"]
+    client = signed_in(world.clinician)
+    data = {
+        "levels": ["L5-S1", "L4-L5"], "target": "intradiscal", "guidance": "fluoroscopy",
+        "volume_ml": "2", "injected_on": "2024-03-02", "version": "1",
+        "reason": "second level was injected too",
+    }  # fmt: skip
+    assert client.post(_url("correct", "injections", injection.pk), data).status_code == 302
+    injection.refresh_from_db()
+    assert injection.levels == ["L4-L5", "L5-S1"]
+    history = client.get(_url("history", "injections", injection.pk)).content.decode()
+    assert "Levels</th><td>L4–L5</td><td>L4–L5, L5–S1</td>" in history
+
+
+def test_a_patient_registered_twice_is_voided_and_marked(world: World) -> None:
+    from tests.registry.factories import make_patient
+
+    duplicate = make_patient(world.clinic, family_name="Twice", given_name="Reg")
+    client = signed_in(world.coordinator)
+    response = client.post(
+        _url("void", "patients", duplicate.pk), {"version": "1", "reason": "registered twice"}
+    )
+    assert response.status_code == 302
+    page = client.get(f"/clinic/patients/{duplicate.pk}/").content.decode()
+    assert "<del>Twice, Reg</del> (voided)" in page and "registered twice" in page
+    listing = client.get("/clinic/?q=Twice").content.decode()
+    assert "<del>Twice, Reg</del>" in listing
+    # A patient with treatment episodes is voided only after them.
+    refused = client.post(
+        _url("void", "patients", world.patient.pk), {"version": "1", "reason": "x"}
+    ).content.decode()
+    assert "their treatment episodes" in refused
+
+
+def test_a_stale_void_is_answered_409_with_the_other_change(world: World) -> None:
+    diagnosis = world.records["diagnoses"]
+    client = signed_in(world.coordinator)
+    assert 'name="version" value="1"' in client.get(_url("void", "diagnoses", diagnosis.pk)).content.decode()  # fmt: skip
+    corrections.correct_record(
+        actor=world.clinician, record_type="diagnoses", object_id=diagnosis.pk,
+        expected_version=1, changes={"level": "L5-S1"}, reason="level misread",
+    )  # fmt: skip
+    response = client.post(
+        _url("void", "diagnoses", diagnosis.pk), {"version": "1", "reason": "dup"}
+    )
+    body = response.content.decode()
+    assert response.status_code == 409
+    assert "level misread" in body and "Level</th><td>L4–L5</td><td>L5–S1</td>" in body
+    assert 'name="version" value="2"' in body
+    assert Diagnosis.objects.get(pk=diagnosis.pk).voided_at is None

@@ -332,21 +332,22 @@ def test_correcting_the_treatment_date_recomputes_the_schedule(world: World) -> 
     episode = world.records["episodes"]
     points = {p.key: p for p in FollowUpTimePoint.objects.filter(schedule__episode=episode)}
     assert points["baseline"].status == TimePointStatus.COMPLETED  # staff-entered answers
-    new_start = START + dt.timedelta(days=1)  # still before the injection (START + 1)
+    new_start = START - dt.timedelta(days=1)  # the day before: every pathway date still follows
     result = correct_episode_with_follow_up(
         actor=world.clinician, episode_id=episode.pk, expected_version=1,
-        changes={"start_date": new_start}, reason="typo: 1 Mar → 2 Mar",
+        changes={"start_date": new_start}, reason="typo: 1 Mar → 29 Feb",
     )  # fmt: skip
     assert result.episode.start_date == new_start and result.episode.version == 2
     moved = {m.key: m for m in result.moved}
     assert moved["baseline"].kept and moved["baseline"].new_opens == points["baseline"].opens
-    for key in ("week_6", "month_3", "month_12"):
-        assert not moved[key].kept
-        assert moved[key].new_opens == points[key].opens + dt.timedelta(days=1)
+    week6 = FollowUpTimePoint.objects.get(pk=points["week_6"].pk)  # 42 days after treatment
+    assert week6.opens == moved["week_6"].new_opens == points["week_6"].opens - dt.timedelta(1)
+    for key in ("week_6", "month_3", "month_12"):  # months are calendar months
+        assert not moved[key].kept and moved[key].new_opens < points[key].opens
         stored = FollowUpTimePoint.objects.get(pk=points[key].pk)
-        assert stored.opens == points[key].opens + dt.timedelta(days=1)
+        assert (stored.opens, stored.closes) == (moved[key].new_opens, moved[key].new_closes)
     schedule_row = AuditEvent.objects.filter(object_type="followup_schedule", action="update").get()
-    assert schedule_row.reason == "typo: 1 Mar → 2 Mar"
+    assert schedule_row.reason == "typo: 1 Mar → 29 Feb"
     # A stale second correction changes neither the episode nor the schedule.
     with pytest.raises(StaleEditError):
         correct_episode_with_follow_up(
@@ -358,7 +359,7 @@ def test_correcting_the_treatment_date_recomputes_the_schedule(world: World) -> 
 
 def test_history_reads_in_words(world: World) -> None:
     harvest = world.records["harvests"]
-    _correct(world.clinician, "harvests", harvest, changes={"volume_ml": 6.0, "harvested_on": START}, reason="typo: 60 → 6 mL")  # fmt: skip
+    _correct(world.clinician, "harvests", harvest, changes={"volume_ml": 50.0, "harvested_on": START}, reason="typo: 60 → 50 mL")  # fmt: skip
     corrections.void_record(
         actor=world.clinician, record_type="injections", object_id=world.records["injections"].pk,
         expected_version=1, reason="wrong level",
@@ -372,8 +373,8 @@ def test_history_reads_in_words(world: World) -> None:
         (c.field, c.old, c.new) for c in created.changes
     ]
     assert ("Harvested on", "—", "1 Mar 2024") in [(c.field, c.old, c.new) for c in created.changes]
-    assert corrected.action == "Corrected" and corrected.reason == "typo: 60 → 6 mL"
-    assert [(c.field, c.old, c.new) for c in corrected.changes] == [("Volume (mL)", "60", "6")]
+    assert corrected.action == "Corrected" and corrected.reason == "typo: 60 → 50 mL"
+    assert [(c.field, c.old, c.new) for c in corrected.changes] == [("Volume (mL)", "60", "50")]
     voided = corrections.record_history(
         actor=world.coordinator, record_type="injections", object_id=world.records["injections"].pk
     )
@@ -436,3 +437,121 @@ def test_no_acknowledged_change_is_ever_lost(clinician: Actor, patient: Patient,
     assert [row.new_values["volume_ml"] for row in rows] == acknowledged
     assert stored.volume_ml == (acknowledged[-1] if acknowledged else 1)
     assert stored.version == 1 + len(acknowledged)
+
+
+def test_every_writer_moves_the_version_so_a_form_opened_before_is_stale(world: World) -> None:
+    """Adjudication and sterility results are their own services; they move the version too,
+    and the conflict answer names them (by trail position, as their rows carry no version)."""
+    event = services.record_adverse_event(
+        actor=world.coordinator, patient_id=world.patient.pk, description="Fever",
+        category="infection", onset=START + dt.timedelta(days=4),
+    )  # fmt: skip
+    services.adjudicate_adverse_event(
+        actor=world.clinician, adverse_event_id=event.pk, ctcae_grade=2, serious=False,
+        relatedness="procedure", expected=False,
+    )  # fmt: skip
+    with pytest.raises(StaleEditError):
+        _correct(world.coordinator, "adverse-events", event, expected_version=1, changes={"description": "Fever 38.5"})  # fmt: skip
+    _, missed = corrections.changes_since(
+        actor=world.coordinator, record_type="adverse-events", object_id=event.pk, version=1
+    )
+    assert [e.action for e in missed] == ["Corrected"]
+    assert ("CTCAE grade", "—", "2") in [(c.field, c.old, c.new) for c in missed[0].changes]
+    processing = world.records["processing"]
+    services.record_sterility_result(
+        actor=world.clinician, episode_id=world.records["episodes"].pk, sterility="fail",
+        reason="lab called back",
+    )  # fmt: skip
+    with pytest.raises(StaleEditError):
+        _correct(world.clinician, "processing", processing, expected_version=1, changes={"lab": "X"})  # fmt: skip
+
+
+def test_a_voided_episode_is_never_reminded_even_voided_directly() -> None:
+    clinic = make_clinic("Direct Void Clinic")
+    clinician = make_actor(Role.CLINICIAN, clinic)
+    patient = Patient.objects.create(
+        clinic=clinic, mrn="D1", given_name="A", family_name="B",
+        date_of_birth=dt.date(1970, 1, 1), sex="male", email="d@example.org",
+    )  # fmt: skip
+    from vertebra.followup.services import start_episode_with_follow_up
+
+    episode = start_episode_with_follow_up(
+        actor=clinician, patient_id=patient.pk, arm="surgery", start_date=timezone.localdate()
+    )
+    worker.open_windows(timezone.now())
+    corrections.void_record(
+        actor=clinician, record_type="episodes", object_id=episode.pk, expected_version=1,
+        reason="duplicate",
+    )  # fmt: skip
+    assert worker.due_reminders(timezone.now() + dt.timedelta(days=1)) == []
+    assert worker.close_windows(timezone.now() + dt.timedelta(days=900)) == 0
+
+
+def test_the_year_25_typo_of_the_issue_is_corrected_and_its_follow_up_moves() -> None:
+    """Issue 12: an episode saved as 0025-03-01 (a typo for 2025) can now be corrected; its
+    follow-up schedule is rebuilt from the right date."""
+    from tests.registry.factories import make_episode, make_patient
+    from vertebra.followup.services import create_schedule_for_episode
+
+    clinic = make_clinic("Typo Clinic")
+    coordinator = make_actor(Role.COORDINATOR, clinic)
+    episode = make_episode(make_patient(clinic), arm="medication", start_date=dt.date(25, 3, 1))
+    create_schedule_for_episode(episode, coordinator, dt.date(2025, 3, 10))
+    result = correct_episode_with_follow_up(
+        actor=coordinator, episode_id=episode.pk, expected_version=1,
+        changes={"start_date": dt.date(2025, 3, 1)}, reason="typo: 0025 → 2025",
+        today=dt.date(2025, 3, 10),
+    )  # fmt: skip
+    assert result.episode.start_date == dt.date(2025, 3, 1)
+    month3 = FollowUpTimePoint.objects.get(schedule__episode=episode, key="month_3")
+    assert month3.target.year == 2025 and month3.status == TimePointStatus.PENDING
+    history = corrections.record_history(
+        actor=coordinator, record_type="episodes", object_id=episode.pk
+    )
+    corrected = next(e for e in history.entries if e.action == "Corrected")
+    assert corrected.reason == "typo: 0025 → 2025"
+    assert [(c.field, c.new) for c in corrected.changes] == [("Treatment date", "1 Mar 2025")]
+
+
+def test_voided_records_are_not_exported(world: World) -> None:
+    """FHIR and CSV exports read through interop.selectors: a voided record is not exported."""
+    from vertebra.interop.selectors import read_chunk
+
+    pid = world.patient.pk
+    before = read_chunk(pid, pid)
+    assert len(before.diagnoses) == 1 and len(before.clinical_events) == 1
+    for slug in ("diagnoses", "clinical-events"):
+        corrections.void_record(
+            actor=world.coordinator, record_type=slug, object_id=world.records[slug].pk,
+            expected_version=1, reason="entered on the wrong patient",
+        )  # fmt: skip
+    after = read_chunk(pid, pid)
+    assert after.diagnoses == [] and after.clinical_events == []
+    assert len(after.injections) == 1  # the rest of the record is untouched
+
+
+def test_answers_history_shows_the_answer_set_and_the_rescore(world: World) -> None:
+    response = world.records["followup-answers"]
+    _correct(world.coordinator, "followup-answers", response, changes={"answers": {"pain_back": 2}})
+    history = corrections.record_history(
+        actor=world.coordinator, record_type="followup-answers", object_id=response.pk
+    )
+    recorded, corrected = history.entries
+    assert recorded.action == "Answer set recorded"
+    version = get_definition("nrs_back").version
+    assert [(c.field, c.new) for c in recorded.changes] == [
+        ("Back pain intensity (NRS 0-10, past 7 days)", f"score 6 (version {version})")
+    ]
+    assert ("Answer: Pain back", "6", "2") in [(c.field, c.old, c.new) for c in corrected.changes]
+    assert ("Score", "6", "2") in [(c.field, c.old, c.new) for c in corrected.changes]
+
+
+def test_a_voided_diagnosis_no_longer_matches_a_patient_search(world: World) -> None:
+    search = selectors.search_patients
+    found = search(actor=world.coordinator, condition="degenerative_disc_disease")
+    assert [p.pk for p in found.items] == [world.patient.pk]
+    corrections.void_record(
+        actor=world.coordinator, record_type="diagnoses",
+        object_id=world.records["diagnoses"].pk, expected_version=1, reason="wrong patient",
+    )  # fmt: skip
+    assert search(actor=world.coordinator, condition="degenerative_disc_disease").items == []

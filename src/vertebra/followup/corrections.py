@@ -19,8 +19,15 @@ from vertebra.core.instruments import InvalidAnswerError, UnknownInstrumentError
 from vertebra.core.labels import format_date, label
 from vertebra.followup import services
 from vertebra.followup.models import FollowUpSchedule, QuestionnaireResponse
-from vertebra.registry.corrections import FieldSpec, Outcome, RecordType, get_type, register
-from vertebra.registry.models import Patient, TreatmentEpisode
+from vertebra.registry.corrections import (
+    Change,
+    FieldSpec,
+    Outcome,
+    RecordType,
+    get_type,
+    register,
+)
+from vertebra.registry.models import AuditEvent, Patient, TreatmentEpisode
 from vertebra.registry.permissions import Action
 
 SLUG = "followup-answers"
@@ -49,6 +56,27 @@ def _only_staff_entered(response: QuestionnaireResponse) -> str:
 
 def _answer_set(response: QuestionnaireResponse) -> Q:
     return Q(object_type="followup_submission", object_id=str(response.submission_id))
+
+
+def _answer_set_changes(row: AuditEvent) -> tuple[Change, ...]:
+    """The answer set as first recorded: each instrument's score and version, in words."""
+    values = row.new_values if isinstance(row.new_values, dict) else {}
+    responses = values.get("responses") if row.action == "create" else None
+    if not isinstance(responses, dict):
+        return ()
+    changes = []
+    for instrument, recorded in responses.items():
+        if not isinstance(recorded, dict):
+            continue
+        score_text = "not scorable" if recorded.get("score") is None else f"{recorded['score']:g}"
+        changes.append(
+            Change(
+                label("instrument", instrument),
+                "—",
+                f"score {score_text} (version {recorded.get('version', '—')})",
+            )
+        )
+    return tuple(changes)
 
 
 def _staff_entered(patient: Patient) -> list[QuestionnaireResponse]:
@@ -86,6 +114,7 @@ RESPONSES = register(
         derive=_rescore,
         refusal=_only_staff_entered,
         related_history=_answer_set,
+        related_changes=_answer_set_changes,
         patient_items=_staff_entered,
         describe=_describe,
     )
@@ -102,20 +131,22 @@ def _window(opens: Any, closes: Any) -> str:
 
 
 def moved_notes(correction: services.EpisodeCorrection) -> tuple[str, ...]:
-    """What happened to the follow-up, in sentences ("6 weeks: now … (was …)")."""
+    """What happened to the follow-up, in sentences: one per moved window ("6 weeks: now …
+    (was …)"), one for the answered time points kept as they were."""
     if not correction.moved:
         return ()
     start = format_date(correction.episode.start_date)
     notes = [f"Follow-up schedule recomputed from the treatment date {start}."]
+    kept = [label("timepoint", point.key) for point in correction.moved if point.kept]
     for point in correction.moved:
-        name = label("timepoint", point.key)
-        if point.kept:
-            notes.append(f"{name}: already answered, kept as it was.")
-        else:
+        if not point.kept:
             notes.append(
-                f"{name}: now {_window(point.new_opens, point.new_closes)} "
+                f"{label('timepoint', point.key)}: now "
+                f"{_window(point.new_opens, point.new_closes)} "
                 f"(was {_window(point.old_opens, point.old_closes)})."
             )
+    if kept:
+        notes.append(f"Already answered, kept as they were: {', '.join(kept)}.")
     return tuple(notes)
 
 
@@ -150,11 +181,46 @@ def _schedule_rows(episode: TreatmentEpisode) -> Q:
     return Q(object_type="followup_schedule", object_id__in=ids)
 
 
+def _window_text(value: Any) -> str:
+    """A stored window ``[opens, closes, status]`` in words."""
+    if not isinstance(value, list) or len(value) != 3:
+        return "—"
+    opens, closes, status = value
+    return f"{_window(opens, closes)} ({label('timepoint_status', status)})"
+
+
+def _schedule_changes(row: AuditEvent) -> tuple[Change, ...]:
+    """A moved schedule's windows, old → new, in words (the creation row lists nothing)."""
+    if row.object_type != "followup_schedule" or row.action != "update":
+        return ()
+    old = row.old_values if isinstance(row.old_values, dict) else {}
+    new = row.new_values if isinstance(row.new_values, dict) else {}
+    changes = []
+    for key in dict.fromkeys([*old, *new]):
+        before, after = old.get(key), new.get(key)
+        if key == "treatment_date":
+            changes.append(Change("Treatment date", format_date(before), format_date(after)))
+        elif isinstance(before, str) or isinstance(after, str):  # a status only (cancelled)
+            changes.append(
+                Change(
+                    label("timepoint", key),
+                    label("timepoint_status", before),
+                    label("timepoint_status", after),
+                )
+            )
+        else:
+            changes.append(
+                Change(label("timepoint", key), _window_text(before), _window_text(after))
+            )
+    return tuple(changes)
+
+
 EPISODES = register(
     dataclasses.replace(
         get_type("episodes"),
         correct_with=_correct_episode,
         void_with=_void_episode,
         related_history=_schedule_rows,
+        related_changes=_schedule_changes,
     )
 )

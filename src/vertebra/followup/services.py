@@ -287,7 +287,11 @@ def backfill_schedules(
     something else (an old version, SQL, a restore); each schedule's audit row says so.
     """
     healed: list[int] = []
-    for episode in TreatmentEpisode.objects.filter(followup_schedule__isnull=True).order_by("pk"):
+    # A voided episode (entered in error) gets no follow-up.
+    missing = TreatmentEpisode.objects.filter(
+        followup_schedule__isnull=True, voided_at__isnull=True
+    )
+    for episode in missing.order_by("pk"):
         create_schedule_for_episode(episode, actor, today, reason=reason)
         healed.append(episode.pk)
     return healed

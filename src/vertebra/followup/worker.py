@@ -130,7 +130,9 @@ def close_windows(now: dt.datetime) -> int:
     today = timezone.localdate(now)
     count = 0
     ids = FollowUpTimePoint.objects.filter(
-        status__in=[TimePointStatus.PENDING, TimePointStatus.OPEN], closes__lt=today
+        status__in=[TimePointStatus.PENDING, TimePointStatus.OPEN],
+        closes__lt=today,
+        schedule__episode__voided_at__isnull=True,  # a voided episode is no one's call
     ).values_list("pk", "patient_id")
     for point_id, patient_id in list(ids):
         with transaction.atomic():
@@ -227,6 +229,8 @@ def due_reminders(now: dt.datetime) -> list[int]:
             time_point__status=TimePointStatus.OPEN,
             time_point__closes__gte=today,
             time_point__in=consenting,
+            # Never a reminder about an episode entered in error.
+            time_point__schedule__episode__voided_at__isnull=True,
         )
         .order_by("scheduled_for", "pk")
         .values_list("pk", flat=True)

@@ -147,6 +147,8 @@ class PatientOut(Schema):
     phone: str
     created_at: dt.datetime
     version: int = Field(description="Send back as expected_version when editing.")
+    voided_at: dt.datetime | None = Field(None, description="Set when voided (entered in error).")
+    void_reason: str = ""
 
 
 class PatientPageOut(Schema):
@@ -172,6 +174,9 @@ class DiagnosisOut(Schema):
     disc_height_pct: float | None
     spondylolisthesis_grade: int | None
     stenosis: str
+    version: int = Field(description="Send back as expected_version when correcting.")
+    voided_at: dt.datetime | None = Field(description="Set when voided (entered in error).")
+    void_reason: str
 
 
 class HarvestOut(Schema):
@@ -182,6 +187,9 @@ class HarvestOut(Schema):
     volume_ml: float | None
     harvested_on: dt.date
     operator_id: int
+    version: int = Field(description="Send back as expected_version when correcting.")
+    voided_at: dt.datetime | None = Field(description="Set when voided (entered in error).")
+    void_reason: str
 
 
 class ProcessingOut(Schema):
@@ -198,6 +206,9 @@ class ProcessingOut(Schema):
     sterility: str
     adjunct_prp: bool
     adjunct_hyaluronic_acid: bool
+    version: int = Field(description="Send back as expected_version when correcting.")
+    voided_at: dt.datetime | None = Field(description="Set when voided (entered in error).")
+    void_reason: str
 
 
 class InjectionOut(Schema):
@@ -213,6 +224,9 @@ class InjectionOut(Schema):
     adjunct_prp: bool
     injected_on: dt.date
     operator_id: int
+    version: int = Field(description="Send back as expected_version when correcting.")
+    voided_at: dt.datetime | None = Field(description="Set when voided (entered in error).")
+    void_reason: str
 
 
 class EpisodeOut(Schema):
@@ -221,6 +235,8 @@ class EpisodeOut(Schema):
     arm: str
     start_date: dt.date
     version: int
+    voided_at: dt.datetime | None = None
+    void_reason: str = ""
     harvest_id: int | None = None
     processing_id: int | None = None
     injection_ids: list[int] = []
@@ -240,6 +256,9 @@ class AdverseEventOut(Schema):
     outcome: str
     resolved_on: dt.date | None
     status: str
+    version: int = Field(description="Send back as expected_version when correcting.")
+    voided_at: dt.datetime | None = Field(description="Set when voided (entered in error).")
+    void_reason: str
 
 
 # ------------------------------------------------------------------------ input schemas
@@ -465,6 +484,8 @@ def _episode_out(episode: Any) -> EpisodeOut:
         arm=episode.arm,
         start_date=episode.start_date,
         version=episode.version,
+        voided_at=episode.voided_at,
+        void_reason=episode.void_reason,
         harvest_id=harvest.pk if harvest is not None else None,
         processing_id=processing.pk if processing is not None else None,
         injection_ids=[injection.pk for injection in episode.injections.all()],

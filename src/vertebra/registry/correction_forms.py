@@ -75,7 +75,9 @@ class CorrectionForm(forms.Form):
             if spec.name == "answers":
                 self._add_answers(instance)
                 continue
-            self.fields[spec.name] = self._field(spec.name, spec.label, instance)
+            self.fields[spec.name] = self._field(
+                spec.name, record_type.spec(spec.name).label, instance
+            )
         self.fields["reason"] = _reason(REASON_HELP)
         self.order_fields([*[n for n in self.fields if n not in ("reason", "version")], "reason"])
 
@@ -96,6 +98,12 @@ class CorrectionForm(forms.Form):
             field.widget = DateInput()
         if isinstance(model_field, models.TextField):
             field.widget = forms.Textarea(attrs={"rows": 2})
+        if isinstance(field, forms.ChoiceField):
+            choices: list[tuple[Any, Any]] = list(field.choices)  # type: ignore[arg-type]
+            field.choices = [
+                ("", "— not recorded —") if code in ("", None) else (code, text)
+                for code, text in choices
+            ]
         return field
 
     def _add_answers(self, instance: Any) -> None:

@@ -218,3 +218,8 @@ def history(request: HttpRequest, actor: Actor, slug: str, object_id: int) -> Ht
         "title": "History",
     }
     return render(request, "registry/history.html", context)
+
+
+def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """``/clinic/patients/<id>/edit/`` ("Edit details"): the correction page of the patient."""
+    return correct(request, slug="patients", object_id=patient_id)

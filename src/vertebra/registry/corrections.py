@@ -63,7 +63,7 @@ from vertebra.registry.models import (
     Processing,
     TreatmentEpisode,
 )
-from vertebra.registry.permissions import Action, Actor, is_allowed, verify_actor
+from vertebra.registry.permissions import Action, Actor, verify_actor
 from vertebra.registry.validation import validate_record
 
 __all__ = [
@@ -75,15 +75,18 @@ __all__ = [
     "RecordHistory",
     "RecordType",
     "apply_correction",
+    "apply_void",
     "changes_since",
     "correct",
     "correct_record",
     "describe",
+    "display",
     "get_for_correction",
     "get_type",
-    "may_correct",
+    "patient_of",
     "record_history",
     "register",
+    "type_of",
     "void",
     "void_record",
 ]
@@ -95,11 +98,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """A field as people read it: its name, its label, and the vocabulary of its codes
+    """A field as people read it: its name, its label (empty: the model field's own verbose
+    name, e.g. where the unit lives in the model), and the vocabulary of its codes
     (``vertebra.core.labels``) when it holds codes; ``"user"`` for a user id."""
 
     name: str
-    label: str
+    label: str = ""
     vocabulary: str = ""
 
 
@@ -128,8 +132,10 @@ class RecordType:
     refusal: Callable[[Any], str] | None = None
     #: The right a void needs besides ``action`` (an adjudicated adverse event: adjudication).
     void_action: Callable[[Any], Action | None] | None = None
-    #: Audit rows of other objects that belong to this record's history.
+    #: Audit rows of other objects that belong to this record's history, and how to read
+    #: their changes (none shown without it: their summary line says enough).
     related_history: Callable[[Any], Q] | None = None
+    related_changes: Callable[[AuditEvent], tuple[Change, ...]] | None = None
     #: For types the patient page does not list by itself: the patient's records of this type.
     patient_items: Callable[[Patient], list[Any]] | None = None
     #: A short title of one record, in words ("Harvest of 1 Mar 2024" when not given).
@@ -150,11 +156,22 @@ class RecordType:
         return tuple(spec.name for spec in self.fields)
 
     def spec(self, name: str) -> FieldSpec:
-        """The spec of ``name`` among editable, derived and shown fields (humanized if none)."""
+        """The spec of ``name`` among editable, derived and shown fields, with its label
+        (the model's verbose name when the table gives none; humanized if not a field)."""
         for spec in (*self.fields, *self.derived, *self.shown):
             if spec.name == name or f"{spec.name}_id" == name:
-                return spec
+                if spec.label:
+                    return spec
+                return FieldSpec(spec.name, self._verbose_name(spec.name), spec.vocabulary)
         return FieldSpec(name, humanize(name.removesuffix("_id")))
+
+    def _verbose_name(self, name: str) -> str:
+        try:
+            verbose = getattr(self.model._meta.get_field(name), "verbose_name", "")
+        except Exception:
+            verbose = ""
+        text = str(verbose or humanize(name))
+        return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)
@@ -191,11 +208,6 @@ def type_of(instance: Any) -> RecordType:
         if isinstance(instance, record_type.model):
             return record_type
     raise KeyError(type(instance).__name__)
-
-
-def may_correct(role: str, record_type: RecordType) -> bool:
-    """Whether ``role`` may correct and void records of this type at all (links on pages)."""
-    return is_allowed(role, record_type.action)
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,7 +536,7 @@ for _type in (
             F_("target", "Target"),
             F_("guidance", "Guidance"),
             F_("volume_ml", "Volume (mL)"),
-            F_("cell_dose", "Cell dose"),
+            F_("cell_dose"),  # the model's label carries the unit
             F_("adjunct_prp", "Adjunct: PRP"),
             F_("injected_on", "Injected on"),
         ),
@@ -991,7 +1003,9 @@ def _changes(
     old = row.old_values if isinstance(row.old_values, dict) else {}
     new = row.new_values if isinstance(row.new_values, dict) else {}
     if row.object_type != record_type.object_type:
-        return ()  # another object's row (e.g. the answer set): its summary says enough
+        # Another object's row (the answer set, the follow-up schedule): its type says how.
+        reader = record_type.related_changes
+        return reader(row) if reader is not None else ()
     if row.action == "create":
         names = [
             spec.name if spec.vocabulary != "user" else f"{spec.name}_id"
@@ -1073,8 +1087,12 @@ def _history_rows(record_type: RecordType, instance: Any) -> list[AuditEvent]:
     where = Q(object_type=record_type.object_type, object_id=str(instance.pk))
     if record_type.related_history is not None:
         where |= record_type.related_history(instance)
+    # Every row about a patient's record names the patient: the (patient, time) index keeps
+    # this a read of one patient's rows, however long the trail.
+    patient = patient_of(record_type, instance)
     return list(
-        AuditEvent.objects.filter(where)
+        AuditEvent.objects.filter(patient_id=patient.pk)
+        .filter(where)
         .filter(action__in=["create", "update", "void"])
         .order_by("seq")
     )

@@ -54,9 +54,10 @@ class StaleEditError(RegistryError):
         self.expected_version = expected_version
 
 
-class RecordVoidedError(RegistryError):
+class RecordVoidedError(ChainOfCustodyError):
     """The record was voided (entered in error): it can no longer be corrected or voided again,
-    and no pathway step may build on it."""
+    and no step may build on it (so every page and route that shows a chain-of-custody refusal
+    shows this one too; the correction routes answer it with 409)."""
 
     def __init__(self, object_type: str, object_id: object) -> None:
         super().__init__(

@@ -34,7 +34,6 @@ from vertebra.registry.models import (
     Sterility,
     TreatmentEpisode,
 )
-from vertebra.registry.services import EDITABLE_PATIENT_FIELDS
 from vertebra.web import assess
 
 
@@ -92,32 +91,6 @@ class PatientForm(ServiceForm):
             self.fields["clinic_id"].initial = clinics[0][0]
             self.fields["clinic_id"].widget = forms.HiddenInput()
         self.order_fields(["clinic_id"])
-
-
-class PatientEditForm(ServiceForm):
-    """Correct a patient's identifying fields: the loaded ``version`` travels with the form
-    (optimistic locking) and a reason is required."""
-
-    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
-    reason = forms.CharField(
-        label="Reason for the change",
-        widget=forms.Textarea(attrs={"rows": 2}),
-        max_length=500,
-        help_text="Kept in the audit trail with the old and new values.",
-    )
-
-    class Meta:
-        model = Patient
-        fields = list(EDITABLE_PATIENT_FIELDS)
-        widgets = _dates("date_of_birth")
-
-    def service_kwargs(self) -> dict[str, Any]:
-        data = self.cleaned_data
-        return {
-            "expected_version": data["version"],
-            "reason": data["reason"],
-            "changes": {name: data[name] for name in EDITABLE_PATIENT_FIELDS},
-        }
 
 
 # ------------------------------------------------------------ consent, diagnosis, history

@@ -165,10 +165,13 @@ def search_patients(
             | Q(given_name__icontains=term)
             | Q(family_name__icontains=term)
         )
+    # A voided (entered in error) diagnosis or episode does not make a patient match.
     if condition:
-        query = query.filter(pk__in=Diagnosis.objects.filter(condition=condition).values("patient"))
+        diagnoses = Diagnosis.objects.filter(condition=condition, voided_at__isnull=True)
+        query = query.filter(pk__in=diagnoses.values("patient"))
     if arm:
-        query = query.filter(pk__in=TreatmentEpisode.objects.filter(arm=arm).values("patient"))
+        episodes = TreatmentEpisode.objects.filter(arm=arm, voided_at__isnull=True)
+        query = query.filter(pk__in=episodes.values("patient"))
     total = query.count()
     patients = list(query.order_by(*SORTS[sort])[offset : offset + limit])
     record_audit(

@@ -11,7 +11,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("role/", views.choose_role, name="choose-role"),
     path("patients/new/", views.patient_create, name="patient-create"),
     path("patients/<int:patient_id>/", views.patient_detail, name="patient"),
-    path("patients/<int:patient_id>/edit/", views.patient_edit, name="patient-edit"),
+    path("patients/<int:patient_id>/edit/", correction_views.patient_edit, name="patient-edit"),
     path("patients/<int:patient_id>/consents/new/", views.consent_create, name="consent-create"),
     path("consents/<int:consent_id>/withdraw/", views.consent_withdraw, name="consent-withdraw"),
     path(

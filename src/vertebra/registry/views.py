@@ -42,7 +42,6 @@ from vertebra.registry.errors import (
     MissingStepError,
     NotFound,
     PermissionDeniedError,
-    StaleEditError,
 )
 from vertebra.registry.forms import (
     AdjudicationForm,
@@ -54,7 +53,6 @@ from vertebra.registry.forms import (
     EpisodeForm,
     HarvestForm,
     InjectionForm,
-    PatientEditForm,
     PatientForm,
     PatientSearchForm,
     PriorTreatmentForm,
@@ -63,7 +61,7 @@ from vertebra.registry.forms import (
     SterilityForm,
 )
 from vertebra.registry.guidance import episode_guidance, guidance_for
-from vertebra.registry.models import Clinic, ConsentKind, Membership, Patient, Role
+from vertebra.registry.models import Clinic, ConsentKind, Membership, Role
 from vertebra.registry.pathway import blockers
 from vertebra.registry.permissions import Action, Actor, is_allowed, refusal_message
 
@@ -271,38 +269,6 @@ def _consent_state(record: Any, today: Any) -> dict[str, bool]:
 def _abilities(actor: Actor) -> dict[str, bool]:
     """Which actions the page offers (links only; the services enforce)."""
     return {action.name.lower(): is_allowed(actor.role, action) for action in Action}
-
-
-@clinic_view
-@require_http_methods(["GET", "POST"])
-def patient_edit(request: HttpRequest, actor: Actor, patient_id: int) -> HttpResponse:
-    """Correct a patient's identifiers with optimistic locking and a reason."""
-    patient = selectors.get_patient_for(
-        actor=actor, patient_id=patient_id, intent=Action.PATIENT_UPDATE
-    )
-    initial = {"version": patient.version}
-    form = PatientEditForm(request.POST or None, instance=patient, initial=initial)
-    context = {"title": "Edit patient details", "patient": patient}
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.update_patient(actor=actor, patient_id=patient_id, **form.service_kwargs())
-        except StaleEditError as exc:
-            current = Patient.objects.get(pk=patient.pk)  # already read (and audited) above
-            return render(
-                request,
-                "registry/conflict.html",
-                {"message": str(exc), "patient": current, "submitted": form.cleaned_data},
-                status=409,
-            )
-        except ValidationError as exc:
-            _add_errors(form, exc)
-        else:
-            from django.contrib import messages
-
-            messages.success(request, "Patient details updated.")
-            return redirect(_patient_url(patient_id))
-    status = 400 if request.method == "POST" else 200
-    return render(request, "registry/form.html", {**context, "form": form}, status=status)
 
 
 def _patient_form_view(
