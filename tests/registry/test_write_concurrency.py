@@ -258,3 +258,57 @@ def test_a_deadlock_is_retried_inside_the_service_transaction(
     reads = AuditEvent.objects.filter(action="read").values_list("object_id", flat=True)
     assert sorted(reads) == ["0", "1"]
     assert verify_audit_chain() == []
+
+
+def _wrapped(cause: BaseException) -> Exception:
+    """A Django database error caused by a driver error, as Django raises it."""
+    from django.db import OperationalError
+
+    error = OperationalError(str(cause))
+    error.__cause__ = cause
+    return error
+
+
+def test_which_failures_are_transient() -> None:
+    import sqlite3
+
+    import psycopg.errors
+
+    from vertebra.registry.audit import transient_failure
+
+    assert transient_failure(_wrapped(psycopg.errors.DeadlockDetected()), 1.0) == "deadlock"
+    assert transient_failure(_wrapped(psycopg.errors.SerializationFailure()), 1.0) == (
+        "serialization"
+    )
+    assert transient_failure(_wrapped(psycopg.errors.LockNotAvailable()), 0.1) is None
+    assert transient_failure(_wrapped(psycopg.errors.AdminShutdown()), 0.1) is None
+    busy = sqlite3.OperationalError("database is locked")
+    assert transient_failure(_wrapped(busy), 0.05) == "sqlite_busy"  # refused without waiting
+    assert transient_failure(_wrapped(busy), 3.0) is None  # waited out DATABASE_TIMEOUT: 503
+
+
+def test_retries_are_bounded(settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import psycopg.errors
+    from django.db import OperationalError
+
+    from vertebra.registry.audit import retrying
+
+    settings.TRANSACTION_RETRIES = 2
+    calls: list[int] = []
+
+    def flaky(fail_times: int) -> Callable[[], str]:
+        def run() -> str:
+            calls.append(1)
+            if len(calls) <= fail_times:
+                raise _wrapped(psycopg.errors.DeadlockDetected())
+            return "stored"
+
+        return run
+
+    assert retrying(flaky(2), what="flaky") == "stored"
+    assert len(calls) == 3
+    assert "flaky: transient deadlock, retry 2 of 2" in caplog.text
+    calls.clear()
+    with pytest.raises(OperationalError):
+        retrying(flaky(5), what="flaky")
+    assert len(calls) == 3  # the first attempt and two retries, then the error goes up
