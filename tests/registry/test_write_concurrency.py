@@ -312,3 +312,53 @@ def test_retries_are_bounded(settings: Any, caplog: pytest.LogCaptureFixture) ->
     with pytest.raises(OperationalError):
         retrying(flaky(5), what="flaky")
     assert len(calls) == 3  # the first attempt and two retries, then the error goes up
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_portal_submissions_worker_and_staff_on_one_patient() -> None:
+    """Patient answers (with adverse-event ticklers, written after the chain lock), the worker
+    and two clinicians, all at once on one patient: every write commits whole."""
+    import secrets
+
+    from django.utils import timezone
+
+    from tests.followup.helpers import answers_for
+    from vertebra.followup.models import FollowUpTimePoint, Submission
+    from vertebra.followup.services import submit_responses
+
+    assert connection.vendor == "postgresql"
+    clinic = make_clinic()
+    patient = make_patient(clinic)
+    actor = make_actor(Role.CLINICIAN, clinic)
+    writes = _mixed_writes(actor, patient.pk)
+    today = timezone.localdate()
+    for i in range(WRITES):  # week-6 windows open today, each with its tickler
+        start_episode_with_follow_up(
+            actor=actor,
+            patient_id=patient.pk,
+            arm=Arm.CELL_THERAPY,
+            start_date=today - dt.timedelta(days=42 + i % 5),
+            today=today,
+        )
+    points = list(FollowUpTimePoint.objects.filter(patient=patient, key="week_6").order_by("pk"))
+    now = timezone.now()
+
+    def job(n: int, i: int) -> object:
+        if n == 0:
+            point = points[i % len(points)]
+            answers = answers_for(point, ae_tickler={"new_harvest_site_pain": 1})
+            return submit_responses(point, answers, secrets.token_urlsafe(16), now)
+        if n == 1:
+            return run_once(now)
+        return writes[i % len(writes)](n * WRITES + i)
+
+    errors = _hammer(THREADS, WRITES, job)
+    assert [repr(e) for e in errors] == []
+    assert Submission.objects.filter(time_point__patient=patient).count() == len(points)
+    tickler_events = AuditEvent.objects.filter(
+        patient_id=patient.pk, object_type="adverseevent", new_values__source="ae_tickler"
+    ).count()
+    assert tickler_events == len(points)
+    assert episodes_without_schedule() == 0
+    assert verify_audit_chain() == []
