@@ -31,7 +31,7 @@ from vertebra.registry.audit import (
     verify_audit_chain_as,
     write_checkpoint,
 )
-from vertebra.registry.auditjob import run_scheduled_verification
+from vertebra.registry.auditjob import latest_verification, open_alerts, run_scheduled_verification
 from vertebra.registry.auditseal import (
     AuditKeyError,
     Checkpoint,
@@ -304,6 +304,12 @@ def test_the_worker_verifies_daily_and_alerts_the_registry_admins(
     assert audited.new_values["first_seq"] == 2
     last = read_checkpoints().checkpoints[-1]
     assert last.verified is False
+    latest = latest_verification()
+    assert latest is not None and latest.new_values["first_problem"] == {
+        "seq": 2,
+        "kind": "bad_mac",
+    }
+    assert open_alerts() == [alert]
 
 
 def test_registry_admins_see_stored_alerts_and_nobody_else_does(client: Any) -> None:
