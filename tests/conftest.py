@@ -138,6 +138,22 @@ def phone_page(browser: Any) -> Iterator[Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def _truncate_guard_migration() -> Any:
+    """The migration that installs the PostgreSQL TRUNCATE guard, found by the end of its name
+    (so that it is still found after the migration is renumbered)."""
+    import importlib
+    import pkgutil
+
+    from vertebra.registry import migrations
+
+    name = next(
+        module.name
+        for module in pkgutil.iter_modules(migrations.__path__)
+        if module.name.endswith("_audit_mac_and_truncate_guard")
+    )
+    return importlib.import_module(f"{migrations.__name__}.{name}")
+
+
 def _sqlite_audit_triggers(vendor_sql_index: int, aliases: list[str]) -> None:
     """Create (index 0) or drop (index 1) the audit triggers on each alias in ``aliases``.
 
@@ -151,9 +167,7 @@ def _sqlite_audit_triggers(vendor_sql_index: int, aliases: list[str]) -> None:
     from django.db import connections
 
     migration = importlib.import_module("vertebra.registry.migrations.0002_audit_append_only")
-    guard = importlib.import_module(
-        "vertebra.registry.migrations.0008_audit_mac_and_truncate_guard"
-    )
+    guard = _truncate_guard_migration()
     for alias in aliases:
         connection = connections[alias]
         with connection.cursor() as cursor:

@@ -70,3 +70,15 @@ def test_demo_benchmark_small() -> None:
 def test_decision_benchmark_small_sqlite() -> None:
     out = _bench("bench_decision.py", "--sizes", "300", "--sqlite")
     assert "SQLite" in out and '"patients": 300' in out
+
+
+def test_audit_benchmark_small_sqlite() -> None:
+    out = _bench("bench_audit.py", "--appends", "100", "--sqlite")
+    assert "audit append benchmark (SQLite" in out and "HMAC" in out
+
+
+@pytest.mark.postgresql
+def test_audit_benchmark_small_postgresql() -> None:
+    admin = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    out = _bench("bench_audit.py", "--appends", "100", "--admin-url", admin)
+    assert "audit append benchmark (PostgreSQL" in out and "verify:" in out

@@ -153,7 +153,8 @@ def body_text(message: Message) -> str:
 # --- transactional tests on SQLite --------------------------------------------------------------
 # Django flushes the database after a transactional test with DELETE, which the append-only audit
 # triggers refuse on SQLite. These two fixtures drop the SQLite triggers just before the flush and
-# put them back once the module is done (PostgreSQL flushes with TRUNCATE, which is not trapped).
+# put them back once the module is done (PostgreSQL flushes with TRUNCATE: tests/conftest.py
+# disables the truncate guard around that flush).
 
 
 def _run(statements: list[str]) -> None:

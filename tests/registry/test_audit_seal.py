@@ -31,7 +31,7 @@ from vertebra.registry.audit import (
     verify_audit_chain_as,
     write_checkpoint,
 )
-from vertebra.registry.auditjob import run_scheduled_verification
+from vertebra.registry.auditjob import latest_verification, open_alerts, run_scheduled_verification
 from vertebra.registry.auditseal import (
     AuditKeyError,
     Checkpoint,
@@ -304,6 +304,12 @@ def test_the_worker_verifies_daily_and_alerts_the_registry_admins(
     assert audited.new_values["first_seq"] == 2
     last = read_checkpoints().checkpoints[-1]
     assert last.verified is False
+    latest = latest_verification()
+    assert latest is not None and latest.new_values["first_problem"] == {
+        "seq": 2,
+        "kind": "bad_mac",
+    }
+    assert open_alerts() == [alert]
 
 
 def test_registry_admins_see_stored_alerts_and_nobody_else_does(client: Any) -> None:
@@ -331,3 +337,25 @@ def test_registry_admins_see_stored_alerts_and_nobody_else_does(client: Any) -> 
     make_actor(Role.CLINICIAN, make_clinic(), user=clinician)
     client.force_login(clinician)
     assert client.get("/admin/registry/auditalert/").status_code == 403
+
+
+def test_processes_racing_to_create_the_key_all_use_one_key(tmp_path: Path, settings: Any) -> None:
+    import threading
+
+    from vertebra.registry.auditseal import ensure_key_file
+
+    settings.AUDIT_HMAC_KEY_FILE = str(tmp_path / "audit-hmac.key")
+    start = threading.Barrier(8)
+    seen: list[str] = []
+
+    def create() -> None:
+        start.wait()
+        seen.append(ensure_key_file().read_text())
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 8 and len(set(seen)) == 1 and len(seen[0].strip()) == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit-hmac.key"]

@@ -1,5 +1,6 @@
-"""The SQLite test-flush fix (tests/conftest.py) empties the audit table between transactional
-tests without weakening it: afterwards the triggers are back and still refuse changes.
+"""The test-flush fix (tests/conftest.py) empties the audit table between transactional tests
+without weakening it: afterwards the triggers are back and still refuse changes (SQLite: the
+dropped triggers are recreated; PostgreSQL: the TRUNCATE guard is enabled again).
 
 The two tests run in file order: the first writes audit rows in a real transaction (its
 teardown flush used to fail on SQLite); the second checks the triggers survived.
@@ -29,6 +30,9 @@ def test_after_the_flush_the_table_is_empty_and_still_append_only() -> None:
     actor = make_actor(Role.CLINICIAN, make_clinic())
     with transaction.atomic():
         record_audit(actor=actor, action="read", object_type="patient", object_id=1)
-    for sql in ("UPDATE registry_auditevent SET reason = 'x'", "DELETE FROM registry_auditevent"):
+    refused = ["UPDATE registry_auditevent SET reason = 'x'", "DELETE FROM registry_auditevent"]
+    if connection.vendor == "postgresql":
+        refused.append("TRUNCATE registry_auditevent")
+    for sql in refused:
         with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql)

@@ -258,3 +258,107 @@ def test_a_deadlock_is_retried_inside_the_service_transaction(
     reads = AuditEvent.objects.filter(action="read").values_list("object_id", flat=True)
     assert sorted(reads) == ["0", "1"]
     assert verify_audit_chain() == []
+
+
+def _wrapped(cause: BaseException) -> Exception:
+    """A Django database error caused by a driver error, as Django raises it."""
+    from django.db import OperationalError
+
+    error = OperationalError(str(cause))
+    error.__cause__ = cause
+    return error
+
+
+def test_which_failures_are_transient() -> None:
+    import sqlite3
+
+    import psycopg.errors
+
+    from vertebra.registry.audit import transient_failure
+
+    assert transient_failure(_wrapped(psycopg.errors.DeadlockDetected()), 1.0) == "deadlock"
+    assert transient_failure(_wrapped(psycopg.errors.SerializationFailure()), 1.0) == (
+        "serialization"
+    )
+    assert transient_failure(_wrapped(psycopg.errors.LockNotAvailable()), 0.1) is None
+    assert transient_failure(_wrapped(psycopg.errors.AdminShutdown()), 0.1) is None
+    busy = sqlite3.OperationalError("database is locked")
+    assert transient_failure(_wrapped(busy), 0.05) == "sqlite_busy"  # refused without waiting
+    assert transient_failure(_wrapped(busy), 3.0) is None  # waited out DATABASE_TIMEOUT: 503
+
+
+def test_retries_are_bounded(settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import psycopg.errors
+    from django.db import OperationalError
+
+    from vertebra.registry.audit import retrying
+
+    settings.TRANSACTION_RETRIES = 2
+    calls: list[int] = []
+
+    def flaky(fail_times: int) -> Callable[[], str]:
+        def run() -> str:
+            calls.append(1)
+            if len(calls) <= fail_times:
+                raise _wrapped(psycopg.errors.DeadlockDetected())
+            return "stored"
+
+        return run
+
+    assert retrying(flaky(2), what="flaky") == "stored"
+    assert len(calls) == 3
+    assert "flaky: transient deadlock, retry 2 of 2" in caplog.text
+    calls.clear()
+    with pytest.raises(OperationalError):
+        retrying(flaky(5), what="flaky")
+    assert len(calls) == 3  # the first attempt and two retries, then the error goes up
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_portal_submissions_worker_and_staff_on_one_patient() -> None:
+    """Patient answers (with adverse-event ticklers, written after the chain lock), the worker
+    and two clinicians, all at once on one patient: every write commits whole."""
+    import secrets
+
+    from django.utils import timezone
+
+    from tests.followup.helpers import answers_for
+    from vertebra.followup.models import FollowUpTimePoint, Submission
+    from vertebra.followup.services import submit_responses
+
+    assert connection.vendor == "postgresql"
+    clinic = make_clinic()
+    patient = make_patient(clinic)
+    actor = make_actor(Role.CLINICIAN, clinic)
+    writes = _mixed_writes(actor, patient.pk)
+    today = timezone.localdate()
+    for i in range(WRITES):  # week-6 windows open today, each with its tickler
+        start_episode_with_follow_up(
+            actor=actor,
+            patient_id=patient.pk,
+            arm=Arm.CELL_THERAPY,
+            start_date=today - dt.timedelta(days=42 + i % 5),
+            today=today,
+        )
+    points = list(FollowUpTimePoint.objects.filter(patient=patient, key="week_6").order_by("pk"))
+    now = timezone.now()
+
+    def job(n: int, i: int) -> object:
+        if n == 0:
+            point = points[i % len(points)]
+            answers = answers_for(point, ae_tickler={"new_harvest_site_pain": 1})
+            return submit_responses(point, answers, secrets.token_urlsafe(16), now)
+        if n == 1:
+            return run_once(now)
+        return writes[i % len(writes)](n * WRITES + i)
+
+    errors = _hammer(THREADS, WRITES, job)
+    assert [repr(e) for e in errors] == []
+    assert Submission.objects.filter(time_point__patient=patient).count() == len(points)
+    tickler_events = AuditEvent.objects.filter(
+        patient_id=patient.pk, object_type="adverseevent", new_values__source="ae_tickler"
+    ).count()
+    assert tickler_events == len(points)
+    assert episodes_without_schedule() == 0
+    assert verify_audit_chain() == []

@@ -33,6 +33,7 @@ from vertebra.registry.errors import NotFound, PermissionDeniedError
 from vertebra.registry.models import AdverseEventStatus, Role
 from vertebra.registry.permissions import Action, Actor, verify_actor
 from vertebra.registry.selectors import get_patient_for
+from vertebra.registry.services import lock_patient
 
 #: Staff roles that may use the page, in the order tried when a user holds several.
 STAFF_ROLES = (Role.COORDINATOR, Role.CLINICIAN, Role.CLINIC_ADMIN)
@@ -174,6 +175,13 @@ def resolve_call(request: HttpRequest, entry_id: int) -> HttpResponse:
     note = (request.POST.get("resolution") or "").strip()[:300] or "Called"
     with transaction.atomic():
         clinics = verify_actor(actor, Action.PATIENT_READ)
+        patient_id = (
+            CallListEntry.objects.filter(pk=entry_id)
+            .values_list("time_point__patient_id", flat=True)
+            .first()
+        )
+        if patient_id is not None:
+            lock_patient(patient_id)  # lock order: patient first (registry.audit)
         entry = (
             CallListEntry.objects.select_for_update()
             .select_related("time_point__patient")

@@ -419,7 +419,8 @@ def run_forever(interval: float, stop: threading.Event | None = None) -> None:
     while not stop.is_set():
         try:
             report = run_once()
-            if report.sent or report.opened or report.closed or report.failed or report.healed:
+            busy = report.sent or report.opened or report.closed or report.failed
+            if busy or report.healed or report.audit_verified:
                 logger.info("follow-up worker pass: %s", summary(report))
         except Exception:
             logger.exception("follow-up worker pass failed; retrying in %s s", interval)
@@ -429,4 +430,5 @@ def run_forever(interval: float, stop: threading.Event | None = None) -> None:
 def summary(report: RunReport) -> str:
     """One line of counts for logs and the CLI."""
     fields: Sequence[str] = ("opened", "queued", "sent", "failed", "closed", "called", "healed")
-    return ", ".join(f"{name}={getattr(report, name)}" for name in fields)
+    line = ", ".join(f"{name}={getattr(report, name)}" for name in fields)
+    return line + (", audit trail verified" if report.audit_verified else "")

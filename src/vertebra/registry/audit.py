@@ -245,11 +245,10 @@ def record_audit(
     when = occurred_at or timezone.now()
     if timezone.is_naive(when):
         raise ValueError("occurred_at must be timezone-aware")
-    ring = keyring()  # before the lock: a missing key fails without holding anyone up
-    lock_chain()
-    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    # Everything that does not depend on the chain's head is prepared before the chain lock,
+    # which every writer waits for; a missing key fails here without holding anyone up.
+    ring = keyring()
     fields: dict[str, Any] = {
-        "seq": (last["seq"] + 1) if last else 1,
         "occurred_at": when.astimezone(dt.UTC),
         "actor_user_id": actor.user.pk,
         "actor_username": actor.user.get_username(),
@@ -263,8 +262,11 @@ def record_audit(
         "new_values": None if new_values is None else to_json_value(new_values),
         "reason": reason,
         "request_id": actor.request_id,
-        "prev_hash": last["hash"] if last else GENESIS_HASH,
     }
+    lock_chain()
+    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    fields["seq"] = (last["seq"] + 1) if last else 1
+    fields["prev_hash"] = last["hash"] if last else GENESIS_HASH
     fields["hash"] = compute_hash(fields)
     fields["mac"] = ring.row_mac(fields["hash"])
     fields["mac_key"] = ring.current_id

@@ -39,6 +39,22 @@ logger = logging.getLogger("vertebra.audit")
 WORKER_NAME = "audit-worker"
 
 
+def latest_verification() -> AuditEvent | None:
+    """The newest ``verify`` / ``audit_chain`` audit row (any source), for the registry admin's
+    page: ``occurred_at``, ``actor_username`` and ``new_values`` (``intact``, ``rows``,
+    ``first_problem``, ``problems``, ...; see :meth:`ChainReport.summary`)."""
+    return (
+        AuditEvent.objects.filter(action="verify", object_type="audit_chain")
+        .order_by("-seq")
+        .first()
+    )
+
+
+def open_alerts(limit: int = 20) -> list[AuditAlert]:
+    """The newest stored alerts (failed verifications), newest first."""
+    return list(AuditAlert.objects.order_by("-raised_at")[:limit])
+
+
 def last_verified_at() -> dt.datetime | None:
     """When the newest trustworthy checkpoint with ``verified`` set was written, if any."""
     ring = keyring()

@@ -109,14 +109,23 @@ def checkpoint_file() -> Path:
 
 
 def ensure_key_file() -> Path:
-    """Create a new random key file (0600) if there is none; return its path."""
+    """Create a new random key file (0600) if there is none; return its path.
+
+    The key is written to a private temporary file first and published with ``link`` (which
+    fails if the name exists), so a process racing to create it never reads a half-written
+    key: the first one wins and the others use its key.
+    """
     path = key_file()
     if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        write_private(temporary, secrets.token_hex(MIN_KEY_BYTES) + "\n")
         try:
-            write_private(path, secrets.token_hex(MIN_KEY_BYTES) + "\n")
+            os.link(temporary, path)
             logger.info("created the audit MAC key file %s (mode 0600)", path)
         except FileExistsError:
             pass  # another process created it first: use theirs
+        finally:
+            temporary.unlink(missing_ok=True)
     return path
 
 
