@@ -114,18 +114,19 @@ class ApiThrottleMiddleware:
             scope: throttle.Rate.parse(text) for scope, text in settings.THROTTLE_RATES.items()
         }
         address = address_identity(client_ip(request))
-        failures = throttle.peek("api_auth_failures", address, rates["api_auth_failures"])
-        if not failures.allowed:
-            return _too_many(failures, "Too many requests with a missing or invalid token")
-        decision = throttle.hit("api_address", address, rates["api_address"])
-        if not decision.allowed:
-            return _too_many(decision, "Too many requests from this address")
         token = bearer_token(request)
-        if token:
-            key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-            decision = throttle.hit("api_key", key, rates["api_key"])
+        with throttle.batch():  # one short transaction for this request's counters
+            failures = throttle.peek("api_auth_failures", address, rates["api_auth_failures"])
+            if not failures.allowed:
+                return _too_many(failures, "Too many requests with a missing or invalid token")
+            decision = throttle.hit("api_address", address, rates["api_address"])
             if not decision.allowed:
-                return _too_many(decision, "Too many requests with this API token")
+                return _too_many(decision, "Too many requests from this address")
+            if token:
+                key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+                decision = throttle.hit("api_key", key, rates["api_key"])
+                if not decision.allowed:
+                    return _too_many(decision, "Too many requests with this API token")
         response = self.get_response(request)
         if response.status_code == 401:
             throttle.hit("api_auth_failures", address, rates["api_auth_failures"])
