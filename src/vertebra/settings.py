@@ -141,6 +141,7 @@ MIDDLEWARE = [
     # Inside the header middlewares, so their refusals carry the same security headers.
     "vertebra.web.middleware.RequestSizeLimitMiddleware",
     "vertebra.web.middleware.ApiThrottleMiddleware",
+    "vertebra.web.middleware.ApiProblemMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -163,3 +163,14 @@ def test_openapi_declares_problem_json_for_errors(client: Client) -> None:
         assert set(responses[status]["content"]) == {PROBLEM}, status
     revoke = schema["paths"]["/api/v1/followup/patients/{patient_id}/links/revoke"]["post"]
     assert "422" in revoke["responses"]
+
+
+def test_django_plain_errors_under_the_api_become_problems(client: Client) -> None:
+    unknown = client.get("/api/v1/no-such-thing")
+    assert unknown.status_code == 404 and "openapi.json" in problem(unknown)["detail"]
+    wrong_method = client.delete("/api/v1/version")
+    assert wrong_method.status_code == 405
+    assert problem(wrong_method)["title"] == "Method Not Allowed"
+    assert "GET" in wrong_method["Allow"]
+    page = client.get("/no-such-page/")  # pages keep their HTML 404
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")

@@ -140,3 +140,40 @@ def _too_many(decision: throttle.Decision, reason: str) -> HttpResponse:
         slug="rate-limited",
         headers={"Retry-After": str(decision.retry_after)},
     )
+
+
+#: Details of problems made from Django's own plain answers under /api/ (no view text reused).
+_PLAIN_DETAILS = {
+    404: "There is no such API endpoint; see /api/v1/openapi.json.",
+    405: "This endpoint does not take this method.",
+    500: "The server could not complete the request.",
+}
+#: Headers of the plain answer that the problem keeps.
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "X-Vertebra-Write")
+
+
+class ApiProblemMiddleware:
+    """Under ``/api/``, turn Django's own plain error answers (an unknown URL's 404, a wrong
+    method's 405, the generic 500 page) into RFC 9457 problems, so that every API error has one
+    shape. Answers that already are JSON (the API's handlers) pass unchanged; nothing of the
+    original body is copied (a 500 page must not leak)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            not request.path.startswith(API_PREFIX)
+            or response.status_code < 400
+            or str(response.get("Content-Type", "")).startswith(
+                ("application/problem+json", "application/json")
+            )
+        ):
+            return response
+        from http import HTTPStatus
+
+        status = response.status_code
+        detail = _PLAIN_DETAILS.get(status) or f"{HTTPStatus(status).phrase}."
+        headers = {name: response[name] for name in _KEPT_HEADERS if name in response}
+        return problem_response(status, detail, headers=headers)
