@@ -153,12 +153,14 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so it also sees writes committed by the session save (see web.unavailable).
     "vertebra.web.unavailable.CommittedWritesMiddleware",
-    # 413 for oversized bodies before anything reads them; API rate limits (web.middleware).
-    "vertebra.web.middleware.RequestSizeLimitMiddleware",
-    "vertebra.web.middleware.ApiThrottleMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "vertebra.web.middleware.SecurityHeadersMiddleware",
+    # 413 for oversized bodies before anything reads them; API rate limits (web.middleware).
+    # Inside the header middlewares, so their refusals carry the same security headers.
+    "vertebra.web.middleware.RequestSizeLimitMiddleware",
+    "vertebra.web.middleware.ApiThrottleMiddleware",
+    "vertebra.web.middleware.ApiProblemMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -119,6 +119,7 @@ def test_bodies_over_the_limit_are_413_before_anything_reads_them(client: Client
     api = client.post("/api/v1/screening/evaluate", data=big, content_type="application/json")
     assert api.status_code == 413
     assert problem(api)["type"] == "urn:vertebra:problem:body-too-large"
+    assert api["X-Content-Type-Options"] == "nosniff" and "Content-Security-Policy" in api
     page = client.post("/accounts/login/", data=big, content_type="application/json")
     assert page.status_code == 413 and page["Content-Type"].startswith("text/plain")
     ok = client.post("/api/v1/screening/evaluate", data="{}", content_type="application/json")
@@ -134,6 +135,7 @@ def test_api_rate_limits_answer_429_with_retry_after(client: Client, clinician, 
     body = problem(refused)
     assert body["type"] == "urn:vertebra:problem:rate-limited" and "API token" in body["detail"]
     assert 1 <= int(refused["Retry-After"]) <= 60
+    assert refused["X-Content-Type-Options"] == "nosniff" and "no-store" in refused["Cache-Control"]
     # Per address: the 6th request from this address is refused whatever the token.
     assert client.get("/api/v1/version").status_code == 429
     elsewhere = Client(REMOTE_ADDR="198.51.100.99")
@@ -161,3 +163,14 @@ def test_openapi_declares_problem_json_for_errors(client: Client) -> None:
         assert set(responses[status]["content"]) == {PROBLEM}, status
     revoke = schema["paths"]["/api/v1/followup/patients/{patient_id}/links/revoke"]["post"]
     assert "422" in revoke["responses"]
+
+
+def test_django_plain_errors_under_the_api_become_problems(client: Client) -> None:
+    unknown = client.get("/api/v1/no-such-thing")
+    assert unknown.status_code == 404 and "openapi.json" in problem(unknown)["detail"]
+    wrong_method = client.delete("/api/v1/version")
+    assert wrong_method.status_code == 405
+    assert problem(wrong_method)["title"] == "Method Not Allowed"
+    assert "GET" in wrong_method["Allow"]
+    page = client.get("/no-such-page/")  # pages keep their HTML 404
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")

@@ -175,3 +175,89 @@ def test_token_pasted_into_a_path_is_not_logged(client: Client, baseline, caplog
     text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
     assert "Not Found: /p/[redacted]" in text
     assert raw not in text and raw[:20] not in text
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_issuers_leave_exactly_one_live_link(flushable_audit) -> None:
+    """Two workers (or a resend racing a reminder) issuing links for one time point at once:
+    no error, and exactly one live link afterwards (the last one issued)."""
+    import threading
+
+    from django.db import connection
+
+    today = timezone.localdate()
+    target = point(make_schedule(start=today, today=today), "baseline")
+    tokens: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def issue() -> None:
+        try:
+            for _ in range(5):
+                raw = issue_link(target, timezone.now())
+                with lock:
+                    tokens.append(raw)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=issue) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert PatientLink.objects.filter(time_point=target).count() == 20
+    live = PatientLink.objects.filter(used_at__isnull=True, retired_at__isnull=True)
+    assert live.count() == 1
+    opened = [raw for raw in tokens if _opens(raw)]
+    assert len(opened) == 1
+
+
+def _opens(raw: str) -> bool:
+    try:
+        open_link(raw, timezone.now())
+    except LinkReplaced:
+        return False
+    return True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_keeps_the_newest_live_link_of_each_time_point(flushable_audit) -> None:
+    """Before 0003 each reminder added a live link; migrating keeps the newest live one per
+    time point, retires the others as replaced, and leaves used links alone."""
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    today = timezone.localdate()
+    schedule = make_schedule(start=today, today=today)
+    first, other = point(schedule, "baseline"), point(schedule, "month_3")
+    call_command("migrate", "followup", "0002_lean_indexes", verbosity=0)
+    try:
+        old_apps = (
+            MigrationExecutor(connection)
+            .loader.project_state(("followup", "0002_lean_indexes"))
+            .apps
+        )
+        Link = old_apps.get_model("followup", "PatientLink")
+        now = timezone.now()
+        made = {}
+        for n, (tp, used) in enumerate(
+            [(first, False), (first, False), (first, True), (first, False), (other, False)]
+        ):
+            made[n] = Link.objects.create(
+                time_point_id=tp.pk,
+                token_hash=f"{n:064d}",
+                created_at=now,
+                expires_at=now + dt.timedelta(days=1),
+                used_at=now if used else None,
+            ).pk
+    finally:
+        call_command("migrate", "followup", verbosity=0)
+    links = {link.pk: link for link in PatientLink.objects.all()}
+    assert links[made[0]].retired_reason == links[made[1]].retired_reason == "replaced"
+    assert links[made[2]].retired_at is None and links[made[2]].used_at is not None
+    assert links[made[3]].retired_at is None and links[made[4]].retired_at is None

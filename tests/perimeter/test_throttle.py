@@ -87,3 +87,17 @@ def test_concurrent_hits_are_counted_exactly(flushable_audit) -> None:
         thread.join()
     assert not errors, errors
     assert throttle.peek("race", "one", rate, now).count == 200
+
+
+@pytest.mark.sqlite
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_durability_setting_is_restored_after_counting(flushable_audit) -> None:
+    """Counters commit with synchronous=NORMAL; the connection goes back to its own FULL."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        before = cursor.fetchone()[0]
+    assert throttle.hit("s", "durable", throttle.Rate(5, 60)).count == 1
+    assert throttle.hit("s", "durable", throttle.Rate(5, 60)).count == 2
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == before == 2  # FULL, as config.py sets it

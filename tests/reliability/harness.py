@@ -42,7 +42,8 @@ class ServedDatabase:
             "DATABASE_URL": self.url,
             "DJANGO_SETTINGS_MODULE": "vertebra.settings",
             "VERTEBRA_ENV": "test",
-            "PYTHONPATH": str(REPO_ROOT),
+            # This checkout's code first (not another installed copy), then the tests.
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
             "LOG_LEVEL": "WARNING",
             **extra,
         }

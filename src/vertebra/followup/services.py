@@ -401,7 +401,11 @@ def issue_link(time_point: FollowUpTimePoint, now: dt.datetime) -> str:
         lock_patient(time_point.patient_id)  # lock order: patient first
         # Serialise issuers of the same time point (two workers, a resend): lock its row next,
         # as every follow-up write does before the audit chain.
-        FollowUpTimePoint.objects.select_for_update().filter(pk=time_point.pk).exists()
+        list(
+            FollowUpTimePoint.objects.select_for_update()
+            .filter(pk=time_point.pk)
+            .values_list("pk", flat=True)
+        )
         live = _live_links(Q(time_point_id=time_point.pk))
         replaced = sorted(live.values_list("pk", flat=True))
         live.update(retired_at=now, retired_reason=LinkRetirement.REPLACED)

@@ -114,18 +114,19 @@ class ApiThrottleMiddleware:
             scope: throttle.Rate.parse(text) for scope, text in settings.THROTTLE_RATES.items()
         }
         address = address_identity(client_ip(request))
-        failures = throttle.peek("api_auth_failures", address, rates["api_auth_failures"])
-        if not failures.allowed:
-            return _too_many(failures, "Too many requests with a missing or invalid token")
-        decision = throttle.hit("api_address", address, rates["api_address"])
-        if not decision.allowed:
-            return _too_many(decision, "Too many requests from this address")
         token = bearer_token(request)
-        if token:
-            key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-            decision = throttle.hit("api_key", key, rates["api_key"])
+        with throttle.batch():  # one short transaction for this request's counters
+            failures = throttle.peek("api_auth_failures", address, rates["api_auth_failures"])
+            if not failures.allowed:
+                return _too_many(failures, "Too many requests with a missing or invalid token")
+            decision = throttle.hit("api_address", address, rates["api_address"])
             if not decision.allowed:
-                return _too_many(decision, "Too many requests with this API token")
+                return _too_many(decision, "Too many requests from this address")
+            if token:
+                key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+                decision = throttle.hit("api_key", key, rates["api_key"])
+                if not decision.allowed:
+                    return _too_many(decision, "Too many requests with this API token")
         response = self.get_response(request)
         if response.status_code == 401:
             throttle.hit("api_auth_failures", address, rates["api_auth_failures"])
@@ -139,3 +140,40 @@ def _too_many(decision: throttle.Decision, reason: str) -> HttpResponse:
         slug="rate-limited",
         headers={"Retry-After": str(decision.retry_after)},
     )
+
+
+#: Details of problems made from Django's own plain answers under /api/ (no view text reused).
+_PLAIN_DETAILS = {
+    404: "There is no such API endpoint; see /api/v1/openapi.json.",
+    405: "This endpoint does not take this method.",
+    500: "The server could not complete the request.",
+}
+#: Headers of the plain answer that the problem keeps.
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "X-Vertebra-Write")
+
+
+class ApiProblemMiddleware:
+    """Under ``/api/``, turn Django's own plain error answers (an unknown URL's 404, a wrong
+    method's 405, the generic 500 page) into RFC 9457 problems, so that every API error has one
+    shape. Answers that already are JSON (the API's handlers) pass unchanged; nothing of the
+    original body is copied (a 500 page must not leak)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            not request.path.startswith(API_PREFIX)
+            or response.status_code < 400
+            or str(response.get("Content-Type", "")).startswith(
+                ("application/problem+json", "application/json")
+            )
+        ):
+            return response
+        from http import HTTPStatus
+
+        status = response.status_code
+        detail = _PLAIN_DETAILS.get(status) or f"{HTTPStatus(status).phrase}."
+        headers = {name: response[name] for name in _KEPT_HEADERS if name in response}
+        return problem_response(status, detail, headers=headers)
