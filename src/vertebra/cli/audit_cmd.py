@@ -28,10 +28,12 @@ audit_app = typer.Typer(
 CLI_ACTOR = "audit-cli"
 
 
-def _setup() -> None:
+def _setup(*, existing_registry: bool = True) -> None:
+    """Start Django. Commands that read the trail need an existing, migrated registry (never
+    create an empty one); ``keygen`` needs none."""
     from vertebra.cli.server import django_setup
 
-    django_setup()
+    django_setup(existing_registry=existing_registry)
 
 
 @audit_app.command("verify")
@@ -103,7 +105,7 @@ def checkpoint() -> None:
 @audit_app.command("keygen")
 def keygen() -> None:
     """Create the audit MAC key file (mode 0600) if there is none; print its path and key id."""
-    _setup()
+    _setup(existing_registry=False)
     from vertebra.registry.auditseal import ensure_key_file, key_file, keyring
 
     path = key_file()
