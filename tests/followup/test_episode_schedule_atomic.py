@@ -91,3 +91,21 @@ def test_the_worker_heals_an_episode_without_schedule_and_says_so(
     assert row.new_values["episode_id"] == episode.pk
     assert run_once(at(T0 + dt.timedelta(days=2))).healed == 0
     assert verify_audit_chain() == []
+
+
+@pytest.mark.parametrize("start", [dt.date(1, 1, 9), dt.date(9999, 12, 20)])
+def test_a_start_date_no_schedule_fits_is_refused_whole(start: dt.date) -> None:
+    """Found by Schemathesis: year 1 overflowed the calendar in the schedule (500, and before
+    the one-transaction fix an episode without schedule). Now a field error, nothing stored."""
+    from django.core.exceptions import ValidationError
+
+    clinic = make_clinic()
+    patient = make_patient(clinic)
+    actor = make_actor(Role.CLINICIAN, clinic)
+    with pytest.raises(ValidationError) as refused:
+        start_episode_with_follow_up(
+            actor=actor, patient_id=patient.pk, arm=Arm.SURGERY, start_date=start, today=T0
+        )
+    assert "start_date" in refused.value.message_dict
+    assert TreatmentEpisode.objects.count() == 0
+    assert AuditEvent.objects.count() == 0

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -253,7 +254,7 @@ def _create_schedule(
                 instruments=instruments_for(tp.id),
                 status=status_on(tp.opens, tp.closes, today),
             )
-            for tp in build_schedule(episode.start_date, proto)
+            for tp in _placed(episode.start_date, proto)
         ]
         FollowUpTimePoint.objects.bulk_create(points)
         record_audit(
@@ -272,6 +273,18 @@ def _create_schedule(
             reason=reason,
         )
         return schedule
+
+
+def _placed(start: dt.date, proto: Protocol) -> list[Any]:
+    """The protocol's time points from ``start``; a date so far out that a window falls off
+    the calendar (year 1 or 9999) is refused as a ValidationError on ``start_date``, so the
+    episode is refused with it rather than stored without a schedule or failing with a 500."""
+    try:
+        return list(build_schedule(start, proto))
+    except OverflowError:
+        raise ValidationError(
+            {"start_date": "No follow-up schedule can be placed from this date: check the year."}
+        ) from None
 
 
 #: The audit reason of a schedule created for an episode found without one.
@@ -316,7 +329,7 @@ def reschedule(
         _check_staff(actor, episode)
         schedule = FollowUpSchedule.objects.select_for_update().get(episode=episode)
         protocol = _protocol_of(schedule)
-        placed = {tp.id: tp for tp in build_schedule(new_date, protocol)}
+        placed = {tp.id: tp for tp in _placed(new_date, protocol)}
         old: dict[str, Any] = {"treatment_date": schedule.treatment_date}
         new: dict[str, Any] = {"treatment_date": new_date}
         for point in schedule.time_points.select_for_update().exclude(

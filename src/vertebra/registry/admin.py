@@ -36,6 +36,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from vertebra.core.labels import label
 from vertebra.registry import services
 from vertebra.registry.audit import record_audit, snapshot
 from vertebra.registry.errors import PermissionDeniedError, RegistryError
@@ -370,14 +371,32 @@ class AuditAlertAdmin(admin.ModelAdmin):
 
     list_display = (
         "raised_at",
-        "source",
+        "checked_by",
         "first_seq",
-        "first_kind",
+        "first_problem",
         "problem_count",
         "verify_seq",
         "emailed_to",
     )
-    list_filter = ("source", "first_kind")
+    fields = (
+        "raised_at",
+        "checked_by",
+        "first_seq",
+        "first_problem",
+        "problem_count",
+        "message",
+        "verify_seq",
+        "emailed_to",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="Checked by", ordering="source")
+    def checked_by(self, alert: AuditAlert) -> str:
+        return label("audit_source", alert.source)
+
+    @admin.display(description="First problem", ordering="first_kind")
+    def first_problem(self, alert: AuditAlert) -> str:
+        return label("audit_problem", alert.first_kind)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return is_registry_admin(request.user)

@@ -23,6 +23,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from vertebra.core.labels import label
 from vertebra.registry.audit import (
     ChainReport,
     record_audit,
@@ -110,11 +111,12 @@ def raise_audit_alert(report: ChainReport, verify_row: AuditEvent, *, source: st
     if addresses:
         try:
             sent = send_mail(
-                subject=f"Vertebra: the audit trail failed verification (row {first.seq}, "
-                f"{first.kind})",
+                subject=f"Vertebra: the audit trail failed verification (row {first.seq}: "
+                f"{label('audit_problem', first.kind)})",
                 message=(
                     f"The scheduled verification of the audit trail found {len(report.problems)} "
-                    f"problem(s). The first is at row {first.seq} ({first.kind}).\n\n{message}\n\n"
+                    f"problem(s). The first is at row {first.seq}: "
+                    f"{label('audit_problem', first.kind)} ({first.kind}).\n\n{message}\n\n"
                     "Do not change the database. Keep the checkpoint file and the logs, and "
                     "follow the incident steps in docs/adr/0008-audit-trail-mac-checkpoints.md."
                 ),

@@ -841,25 +841,26 @@ class AuditEvent(models.Model):
 class AuditAlert(models.Model):
     """A verification of the audit trail that found problems: shown to the registry admins
     (admin site, their home page) and e-mailed to them when raised. Written only by
-    :func:`vertebra.registry.audit.raise_audit_alert`; the matching ``verify`` audit row is
+    :func:`vertebra.registry.auditjob.raise_audit_alert`; the matching ``verify`` audit row is
     ``verify_seq``."""
 
     raised_at = models.DateTimeField()
-    source = models.CharField(max_length=30)  # worker, cli, page
-    first_seq = models.BigIntegerField()
-    first_kind = models.CharField(max_length=30)
-    problem_count = models.PositiveIntegerField()
+    source = models.CharField(max_length=30)  # worker, cli, page (labels: audit_source)
+    first_seq = models.BigIntegerField("first row with a problem")
+    first_kind = models.CharField(max_length=30)  # labels: audit_problem
+    problem_count = models.PositiveIntegerField("problems")
     message = models.TextField()
-    verify_seq = models.BigIntegerField(null=True)
-    emailed_to = models.PositiveIntegerField(default=0)
+    verify_seq = models.BigIntegerField("row recording the verification", null=True)
+    emailed_to = models.PositiveIntegerField("registry admins e-mailed", default=0)
 
     class Meta:
         ordering = ["-raised_at"]
 
     def __str__(self) -> str:
-        return (
-            f"audit alert {self.raised_at:%Y-%m-%d %H:%M}: row {self.first_seq} {self.first_kind}"
-        )
+        from vertebra.core.labels import label
+
+        what = label("audit_problem", self.first_kind)
+        return f"Audit alert of {self.raised_at:%Y-%m-%d %H:%M}: row {self.first_seq}, {what}"
 
 
 # --------------------------------------------------------------------------------------------
