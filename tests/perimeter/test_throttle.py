@@ -101,3 +101,16 @@ def test_sqlite_durability_setting_is_restored_after_counting(flushable_audit) -
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA synchronous")
         assert cursor.fetchone()[0] == before == 2  # FULL, as config.py sets it
+
+
+def test_a_new_window_sweeps_ended_windows_only(monkeypatch) -> None:
+    monkeypatch.setattr(throttle, "_PURGE_ONE_IN", 1)  # sweep at every new window
+    rate = throttle.Rate(5, 60)
+    assert throttle.hit("s", "a", rate, T).count == 1
+    assert throttle.hit("s", "b", rate, T).count == 1  # same window: both rows live
+    assert ThrottleCounter.objects.count() == 2
+    later = T + dt.timedelta(seconds=120)
+    assert throttle.hit("s", "a", rate, later).count == 1
+    assert list(ThrottleCounter.objects.values_list("window", flat=True)) == [
+        int(later.timestamp()) // 60 * 60
+    ]

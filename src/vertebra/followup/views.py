@@ -206,13 +206,17 @@ def open_view(request: HttpRequest) -> HttpResponse:
     """
     raw = request.GET.get("t", "")
     address = address_identity(client_ip(request))
-    failures = throttle.peek("portal_link_failures", address, _rate("portal_link_failures"))
+    with throttle.batch():  # one short transaction for both counters
+        failures = throttle.peek("portal_link_failures", address, _rate("portal_link_failures"))
+        opens = (
+            throttle.hit("portal_link_opens", hash_token(raw[:200]), _rate("portal_link_opens"))
+            if raw and failures.allowed
+            else None
+        )
     if not failures.allowed:
         return _too_many(request, failures)
-    if raw:
-        opens = throttle.hit("portal_link_opens", hash_token(raw[:200]), _rate("portal_link_opens"))
-        if not opens.allowed:
-            return _too_many(request, opens)
+    if opens is not None and not opens.allowed:
+        return _too_many(request, opens)
     try:
         point = open_link(raw, timezone.now())
     except LinkNotFound as exc:

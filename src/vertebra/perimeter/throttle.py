@@ -113,7 +113,7 @@ def hit(scope: str, identity: str, rate: Rate, now: dt.datetime | None = None) -
     start, wait = _window(rate, now)
     if not _enabled():
         return Decision(True, 0, wait)
-    count = _increment(identity_key(scope, identity), start, now + dt.timedelta(seconds=wait))
+    count = _increment(identity_key(scope, identity), start, now, wait)
     return Decision(count <= rate.limit, count, wait)
 
 
@@ -169,13 +169,15 @@ _UPSERT = (
 )
 
 
-def _increment(key: str, window: int, expires_at: dt.datetime) -> int:
-    """Atomically add one to the (key, window) counter and return the new count."""
+def _increment(key: str, window: int, now: dt.datetime, wait: int) -> int:
+    """Atomically add one to the (key, window) counter and return the new count (the row
+    expires ``wait`` seconds after ``now``, when its window ends)."""
+    expires_at = now + dt.timedelta(seconds=wait)
     with batch(), connection.cursor() as cursor:
         cursor.execute(_UPSERT, [key, window, connection.ops.adapt_datetimefield_value(expires_at)])
         count = int(cursor.fetchone()[0])
     if count == 1 and secrets.randbelow(_PURGE_ONE_IN) == 0:
-        purge_expired(timezone.now())  # a new window started: now and then, sweep old ones
+        purge_expired(now)  # a new window started: now and then, sweep ended ones
     return count
 
 
