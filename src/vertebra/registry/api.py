@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -711,6 +712,111 @@ def create_adverse_event(request: HttpRequest, patient_id: Id, payload: AdverseE
         actor=_actor(request), patient_id=patient_id, **payload.dict()
     )
     return Status(201, event)
+
+
+# ------------------------------------------------------------------------ screening, adjudication
+# The two steps of a clinic day the pages offered without an API (issue 12: "every step the
+# pages offer is in the API"). Same services, permissions and audit rows as the pages.
+
+
+class ScreeningIn(Schema):
+    """The screening engine's facts (``GET /api/v1/screening/facts-schema``); unknowns left out."""
+
+    facts: dict[str, Any]
+
+
+class ScreeningOut(Schema):
+    id: int
+    patient_id: int
+    verdict: str
+    fired_rules: list[Any]
+    ruleset_id: str
+    ruleset_version: str
+    evaluated_at: dt.datetime
+
+
+class AdjudicationIn(Schema):
+    """A clinician's adjudication; changing an earlier adjudication needs ``reason``."""
+
+    ctcae_grade: int = Field(ge=1, le=5)
+    serious: bool
+    relatedness: _choices(Relatedness)  # type: ignore[valid-type]
+    expected: bool | None
+    outcome: _choices(AdverseEventOutcome) = AdverseEventOutcome.UNKNOWN.value  # type: ignore[valid-type]
+    resolved_on: dt.date | None = None
+    reason: Text(500) = ""  # type: ignore[valid-type]
+
+
+class QueueItemOut(Schema):
+    """One adverse event waiting for adjudication, with who reported it and since when."""
+
+    event: AdverseEventOut
+    reported_by: str
+    reported_on: dt.date
+    days_waiting: int
+    red_flag: bool
+
+
+class AdjudicationQueueOut(Schema):
+    """Serious first, then patient-reported red flags, then the rest (oldest onset first)."""
+
+    items: list[QueueItemOut]
+    total: int
+    serious: int
+    red_flags: int
+
+
+@router.post(
+    "/patients/{patient_id}/screenings",
+    response={201: ScreeningOut, **ERRORS},
+    summary="Evaluate the screening rules for a patient and store the evaluation",
+)
+@registry_errors
+def create_screening(request: HttpRequest, patient_id: Id, payload: ScreeningIn) -> Any:
+    """Inputs, verdict, fired rules and the rule-set version are stored, attributed to you."""
+    evaluation = services.record_screening(
+        actor=_actor(request), patient_id=patient_id, facts=payload.facts
+    )
+    return Status(201, evaluation)
+
+
+@router.get(
+    "/adverse-events",
+    response={200: AdjudicationQueueOut, **ERRORS},
+    summary="Adverse events awaiting adjudication at your clinics (serious first)",
+)
+@registry_errors
+def adjudication_queue(request: HttpRequest) -> Any:
+    queue = selectors.adjudication_queue(actor=_actor(request), today=timezone.localdate())
+    return AdjudicationQueueOut(
+        items=[
+            QueueItemOut(
+                event=AdverseEventOut.from_orm(item.event),
+                reported_by=item.reported_by,
+                reported_on=item.reported_on,
+                days_waiting=item.days_waiting,
+                red_flag=item.red_flag,
+            )
+            for item in queue.items
+        ],
+        total=queue.total,
+        serious=queue.serious,
+        red_flags=queue.red_flags,
+    )
+
+
+@router.post(
+    "/adverse-events/{adverse_event_id}/adjudicate",
+    response={200: AdverseEventOut, **ERRORS},
+    summary="Adjudicate an adverse event (CTCAE grade, seriousness, relatedness, expectedness)",
+)
+@registry_errors
+def adjudicate_adverse_event(
+    request: HttpRequest, adverse_event_id: Id, payload: AdjudicationIn
+) -> Any:
+    return services.adjudicate_adverse_event(
+        actor=_actor(request), adverse_event_id=adverse_event_id, **payload.dict()
+    )
 
 
 # ------------------------------------------------------------------------ corrections
