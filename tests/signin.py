@@ -87,16 +87,18 @@ def sign_in(client: Client, username: str, password: str, *, next_url: str = "/c
 
 
 def browser_sign_in(
-    page: Any, base_url: str, username: str, password: str, *, next_url: str = "/clinic/"
+    page: Any, base_url: str, username: str, password: str, *, next_url: str | None = "/clinic/"
 ) -> None:
     """Sign in at ``/accounts/login/`` in a Playwright page, as a person would.
 
     When the account has an authenticator, the current code is read from the database (the
     live server shares it with the test); when its role requires one and it has none, the
     setup page is completed with the key it shows, and the recovery codes are acknowledged.
-    Ends on ``next_url``.
+    Ends on ``next_url``; with ``next_url=None``, on the page the sign-in itself leads to (the
+    role's home).
     """
-    page.goto(f"{base_url}/accounts/login/?{urlencode({'next': next_url})}")
+    query = f"?{urlencode({'next': next_url})}" if next_url is not None else ""
+    page.goto(f"{base_url}/accounts/login/{query}")
     page.locator("#id_username").fill(username)
     page.locator("#id_password").fill(password)
     page.get_by_role("button", name="Sign in").click()

@@ -10,9 +10,12 @@ is a POST form and is never sent), and on every page it visits, at 1366×900 and
   init script, so it runs before any page script);
 * no link on the page answering 4xx/5xx (each same-origin link is requested with the role's
   cookies, redirects followed);
-* no sideways scroll on public and portal pages (``scrollWidth <= innerWidth``);
+* no sideways scroll on any page of ours, staff pages included (``scrollWidth <= innerWidth``;
+  Django's admin is its own and exempt);
 * no raw code in the visible text (snake_case tokens such as ``steroid_injection`` or
-  ``month_12``, and "clinic 1"), outside code blocks, URLs, e-mail addresses and file names.
+  ``month_12``, and "clinic 1"), outside code blocks, URLs, e-mail addresses and file names;
+* no date in a machine format (``2026-05-13``) in the visible text: people read one format
+  ("13 May 2026", ``vertebra.core.labels.format_date``).
 
 The crawl is bounded so CI runs it in a few minutes: pages of one *shape* (the same path with
 other ids, the same query keys) are visited once and link-checked a few times; each role visits
@@ -40,6 +43,7 @@ from urllib.parse import parse_qsl, urldefrag, urlsplit
 import pytest
 from django.utils import timezone
 
+from tests.signin import browser_sign_in
 from vertebra.core.labels import vocabulary
 from vertebra.web.services.demo import DEMO_PASSWORD, ensure_demo_accounts, load_demo_cohort
 
@@ -71,7 +75,11 @@ ROLES: tuple[tuple[str, str | None, str | None], ...] = (
 
 #: Pages a role's navigation does not (yet) link to but which belong to its area: the Django
 #: admin of the registry admin; the questionnaire the patient has just started.
-EXTRA_SEEDS: dict[str, tuple[str, ...]] = {"registry-admin": ("/admin/",), "patient": ("/p/q/",)}
+EXTRA_SEEDS: dict[str, tuple[str, ...]] = {
+    "registry-admin": ("/admin/", "/accounts/mfa/"),
+    "researcher": ("/accounts/mfa/",),
+    "patient": ("/p/q/",),
+}
 
 STAFF_PREFIXES = ("/clinic/", "/admin/", "/p/staff/")
 PORTAL_PREFIX = "/p/"
@@ -84,6 +92,8 @@ NOT_A_PAGE = re.compile(r"^/api/|\.(csv|json|ndjson|pdf|zip|parquet)$")
 #: ``view_patient``) and "clinic 1" instead of the clinic's name.
 SNAKE_CASE = re.compile(r"(?<![\w./-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w/-])")
 CLINIC_NUMBER = re.compile(r"\b[Cc]linic \d+\b")
+#: A date as a machine writes it (ISO 8601 or a timestamp), where a person reads a date.
+ISO_DATE = re.compile(r"(?<![\w-])(?:19|20)\d\d-[01]\d-[0-3]\d(?:[T ][0-2]\d:[0-5]\d\S*)?(?![\w-])")
 #: Removed before looking for codes: URLs, e-mail addresses, file names, paths.
 NOT_PROSE = re.compile(
     r"https?://\S+|\S+@\S+|\b[\w.-]+\.(?:csv|json|ndjson|parquet|pdf|html|txt|zip|yaml)\b"
@@ -160,6 +170,11 @@ def raw_codes(text: str, codes: dict[str, str]) -> list[str]:
     return found
 
 
+def raw_dates(text: str) -> list[str]:
+    """The dates in a machine format (``2026-05-13``) in ``text`` (visible prose of one page)."""
+    return sorted(set(ISO_DATE.findall(NOT_PROSE.sub(" ", text))))
+
+
 def shape(path_and_query: str) -> str:
     """Pages of one shape show the same template: ids replaced, query values dropped."""
     parts = urlsplit(path_and_query)
@@ -180,6 +195,8 @@ def area(role: str, path: str) -> bool:
     portal = path.startswith(PORTAL_PREFIX) and not path.startswith("/p/staff/")
     if role == "anonymous":
         return not staff
+    if path.startswith("/accounts/mfa/"):
+        return role not in ("anonymous", "patient")  # a staff member's own second factor
     if path.startswith("/accounts/"):
         return False  # the sign-in pages are the anonymous visitor's
     if role == "patient":
@@ -188,8 +205,9 @@ def area(role: str, path: str) -> bool:
 
 
 def phone_ready_required(path: str) -> bool:
-    """Public and portal pages must not scroll sideways (the issue's scope)."""
-    return not path.startswith(("/clinic/", "/admin/", "/p/staff/", "/api/"))
+    """Every page of ours must not scroll sideways at phone size: public, portal and staff
+    pages alike (a coordinator calls patients from a phone). Django's admin is exempt."""
+    return not path.startswith(("/admin/", "/api/"))
 
 
 class Shared:
@@ -235,16 +253,24 @@ class RoleCrawl:
         return context
 
     def sign_in(self, username: str, signin_path: str) -> str:
-        """Sign in through the real form; return the path the sign-in lands on."""
+        """Sign in through the real forms; return the path the sign-in lands on.
+
+        Staff sign in at ``/accounts/login/`` with :func:`tests.signin.browser_sign_in`, which
+        also passes the second factor (setting up an authenticator on the way for the roles
+        that must have one: registry admins and researchers outside the demo).
+        """
         context = self._context("desktop")
         page = context.new_page()
-        page.goto(self.base + signin_path)
-        page.fill("#id_username", username)
-        page.fill("#id_password", DEMO_PASSWORD)
-        page.locator("form button[type=submit]").first.click()
-        page.wait_for_load_state()
+        if self.role == "patient":
+            page.goto(self.base + signin_path)
+            page.fill("#id_username", username)
+            page.fill("#id_password", DEMO_PASSWORD)
+            page.locator("form button[type=submit]").first.click()
+            page.wait_for_load_state()
+        else:
+            browser_sign_in(page, self.base, username, DEMO_PASSWORD, next_url=None)
         landing = urlsplit(page.url).path
-        if landing == signin_path:
+        if landing == signin_path or landing.startswith("/accounts/"):
             self._note("desktop", signin_path, "sign-in failed", page.inner_text("main")[:200])
         if self.role == "patient":
             # Start the due questionnaire (a POST that only remembers the choice in the
@@ -286,7 +312,7 @@ class RoleCrawl:
         context = self._context("phone")
         page = context.new_page()
         for path in list(self.visited):
-            staff_page = not phone_ready_required(urlsplit(path).path)
+            staff_page = urlsplit(path).path.startswith(STAFF_PREFIXES)
             if staff_page and shape(path) in self.shared.phone_shapes:
                 continue  # a staff page already shot at phone size by another role
             self.shared.phone_shapes.add(shape(path))
@@ -350,9 +376,13 @@ class RoleCrawl:
                     "scrolls sideways",
                     f"page is {width} px wide in a {window} px window{self._widest(page)}",
                 )
-        codes = raw_codes(page.evaluate(VISIBLE_TEXT), self.codes)
+        text = page.evaluate(VISIBLE_TEXT)
+        codes = raw_codes(text, self.codes)
         if codes:
             self._note(size, path, "raw codes in visible text", ", ".join(codes[:12]))
+        dates = raw_dates(text)
+        if dates:
+            self._note(size, path, "dates in a machine format", ", ".join(dates[:6]))
         self._screenshot(page, here, size)
         self.timings.append((size, path, round(time.monotonic() - began, 2)))
         return self._links(page, path) if size == "desktop" else []
@@ -495,6 +525,11 @@ def test_the_raw_code_check_finds_codes_and_spares_prose() -> None:
         "clinic 2",
     ]
     assert raw_codes("Surgery-free at 12 months (95% CI 3–9).", codes) == []
+    assert raw_dates("Signed 2026-05-13, seen 2026-05-27 10:04 and 13 May 2026.") == [
+        "2026-05-13",
+        "2026-05-27 10:04",
+    ]
+    assert raw_dates("Lot SYN-LOT-2026-05-13-1, /clinic/?from=2026-05-13, 6 Dec 2026.") == []
     assert shape("/clinic/patients/12/") == shape("/clinic/patients/7/")
     assert shape("/clinic/outcomes/?arm=bmac") == shape("/clinic/outcomes/?arm=surgery")
     assert shape("/learn/causes/sciatica/") != shape("/learn/causes/herniated-disc/")
@@ -502,3 +537,5 @@ def test_the_raw_code_check_finds_codes_and_spares_prose() -> None:
     assert area("patient", "/p/progress/") and not area("patient", "/p/staff/")
     assert area("registry-admin", "/admin/") and not area("registry-admin", "/admin/auth/user/")
     assert area("clinician", "/clinic/") and not area("clinician", "/learn/")
+    assert area("researcher", "/accounts/mfa/") and not area("researcher", "/accounts/login/")
+    assert phone_ready_required("/clinic/patients/3/") and not phone_ready_required("/admin/")
