@@ -1,4 +1,4 @@
-"""Corrections, voids and history through the services (registry.corrections, ADR 0008): every
+"""Corrections, voids and history through the services (registry.corrections, ADR 0009): every
 record type corrected with a reason, stale edits refused with nothing written, voids kept out
 of analytics and follow-up, schedules recomputed when the treatment date moves."""
 

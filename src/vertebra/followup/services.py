@@ -871,7 +871,7 @@ def withdraw_consent_and_stop_invitations(
 
 
 # --------------------------------------------------------------------------------------------
-# Corrections and voids of an episode, with its follow-up (ADR 0008)
+# Corrections and voids of an episode, with its follow-up (ADR 0009)
 # --------------------------------------------------------------------------------------------
 
 

@@ -87,7 +87,7 @@ def dashboard_rows(clinic_ids: frozenset[int], today: dt.date) -> list[Row]:
     rows: OrderedDict[str, Row] = OrderedDict()
     points = (
         FollowUpTimePoint.objects.filter(patient__clinic_id__in=clinic_ids)
-        .exclude(status="cancelled")  # a voided episode's follow-up is no one's work (ADR 0008)
+        .exclude(status="cancelled")  # a voided episode's follow-up is no one's work (ADR 0009)
         .order_by("months")
     )
     for point in points.only("key", "label", "months", "status", "target", "patient_id"):

@@ -130,7 +130,7 @@ def _rows(
     """``model`` rows of the chunk, in id order (stable output across runs)."""
     rows = model._default_manager.filter(_in_chunk(path, lo, hi, clinic_ids))
     if any(f.name == "voided_at" for f in model._meta.concrete_fields):
-        rows = rows.filter(voided_at__isnull=True)  # entered in error: never exported (ADR 0008)
+        rows = rows.filter(voided_at__isnull=True)  # entered in error: never exported (ADR 0009)
     return rows.order_by("pk")
 
 

@@ -306,7 +306,7 @@ def clinic_choices(actor: Actor) -> list[tuple[str, str]]:
 
 
 def _live(model: type[Model]) -> QuerySet[Any]:
-    """The model's rows that were not voided (entered in error, ADR 0008): the one filter every
+    """The model's rows that were not voided (entered in error, ADR 0009): the one filter every
     analysis read goes through, so a voided record never counts."""
     return model._default_manager.filter(voided_at__isnull=True)
 

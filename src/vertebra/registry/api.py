@@ -821,7 +821,7 @@ def adjudicate_adverse_event(
 
 # ------------------------------------------------------------------------ corrections
 # PATCH /<records>/{id}, POST /<records>/{id}/void, GET /<records>/{id}/history for every
-# record type (ADR 0008); added last, as they build on the schemas above.
+# record type (ADR 0009); added last, as they build on the schemas above.
 from vertebra.registry import api_corrections  # noqa: E402
 
 api_corrections.add_routes()

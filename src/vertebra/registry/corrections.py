@@ -1,7 +1,7 @@
 """Corrections, voids and history of clinical records: one mechanism for every record type.
 
 What clinical systems do (21 CFR 11.10(e), REDCap's data-change reasons, OpenClinica's
-discrepancy notes), once, for every record (ADR 0008):
+discrepancy notes), once, for every record (ADR 0009):
 
 * **Correct** (:func:`correct_record`): change some of a record's declared fields, with a
   required reason. ``UPDATE ... WHERE version = expected`` increments the version; if someone

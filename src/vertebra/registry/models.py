@@ -47,7 +47,7 @@ def _non_negative(name: str) -> Q:
 
 
 class Correctable(models.Model):
-    """What every correctable clinical record carries (ADR 0008): an optimistic-locking
+    """What every correctable clinical record carries (ADR 0009): an optimistic-locking
     ``version`` and the marks of a void.
 
     ``version`` starts at 1 and every correction or void is ``UPDATE ... WHERE version =
