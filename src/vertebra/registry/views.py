@@ -36,7 +36,8 @@ from vertebra.followup.services import (
     start_episode_with_follow_up,
     withdraw_consent_and_stop_invitations,
 )
-from vertebra.registry import selectors, services
+from vertebra.registry import corrections, selectors, services
+from vertebra.registry.audit import to_json_value
 from vertebra.registry.errors import (
     ChainOfCustodyError,
     MissingStepError,
@@ -63,7 +64,7 @@ from vertebra.registry.forms import (
     SterilityForm,
 )
 from vertebra.registry.guidance import episode_guidance, guidance_for
-from vertebra.registry.models import Clinic, ConsentKind, Membership, Patient, Role
+from vertebra.registry.models import Clinic, ConsentKind, Membership, Role
 from vertebra.registry.pathway import blockers
 from vertebra.registry.permissions import Action, Actor, is_allowed, refusal_message
 
@@ -287,13 +288,7 @@ def patient_edit(request: HttpRequest, actor: Actor, patient_id: int) -> HttpRes
         try:
             services.update_patient(actor=actor, patient_id=patient_id, **form.service_kwargs())
         except StaleEditError as exc:
-            current = Patient.objects.get(pk=patient.pk)  # already read (and audited) above
-            return render(
-                request,
-                "registry/conflict.html",
-                {"message": str(exc), "patient": current, "submitted": form.cleaned_data},
-                status=409,
-            )
+            return _patient_conflict(request, actor, form, exc)
         except ValidationError as exc:
             _add_errors(form, exc)
         else:
@@ -303,6 +298,39 @@ def patient_edit(request: HttpRequest, actor: Actor, patient_id: int) -> HttpRes
             return redirect(_patient_url(patient_id))
     status = 400 if request.method == "POST" else 200
     return render(request, "registry/form.html", {**context, "form": form}, status=status)
+
+
+def _patient_conflict(
+    request: HttpRequest, actor: Actor, form: PatientEditForm, exc: StaleEditError
+) -> HttpResponse:
+    """409 for a stale "Edit details": the change the user missed (who, when, why, old → new,
+    from the audit trail) and what they entered, beside the values stored now; nothing saved.
+    """
+    kind = corrections.get_type("patients")
+    current, missed = corrections.changes_since(
+        actor=actor, record_type="patients", object_id=int(exc.object_id),
+        version=exc.expected_version,
+    )  # fmt: skip
+    submitted = form.cleaned_data
+    rows = []
+    for name in services.EDITABLE_PATIENT_FIELDS:
+        now, mine = to_json_value(getattr(current, name)), to_json_value(submitted.get(name))
+        rows.append(
+            {
+                "label": form.fields[name].label,
+                "current": corrections.display(kind, name, now, {}),
+                "submitted": corrections.display(kind, name, mine, {}),
+                "differs": now != mine,
+            }
+        )
+    context = {
+        "message": str(exc),
+        "patient": current,
+        "missed": missed,
+        "rows": rows,
+        "reason": submitted.get("reason", ""),
+    }
+    return render(request, "registry/conflict.html", context, status=409)
 
 
 def _patient_form_view(
