@@ -251,7 +251,7 @@ ROUTES = (
         "api correct harvest",
         "PATCH",
         A + "/harvests/{harvest}",
-        {"expected_version": "{v_harvest}", "reason": "matrix", "volume_ml": 7},
+        {"expected_version": "{v_harvest}", "reason": "matrix", "volume_ml": 70},
     ),
     Route(
         "api correct episode",

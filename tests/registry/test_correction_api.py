@@ -80,7 +80,8 @@ def test_stale_patch_is_409_with_the_current_version_and_the_other_change(world:
     assert call("PATCH", f"/harvests/{harvest.pk}", headers, first)[0] == 200
     seq = AuditEvent.objects.latest("seq").seq
     status, body = call("PATCH", f"/harvests/{harvest.pk}", headers, {**first, "volume_ml": 99})
-    assert status == 409
+    assert status == 409 and body["type"] == "urn:vertebra:problem:stale-edit"
+    assert body["status"] == 409 and body["title"] == "Changed by someone else"
     assert body["current_version"] == 2 and "changed by someone else" in body["detail"]
     (change,) = body["changes"]
     assert change["reason"] == "weighed again" and change["who"] == world.clinician.user.username
@@ -108,7 +109,9 @@ def test_reason_is_required_and_fields_are_checked(world: World) -> None:
         "PATCH", f"/harvests/{harvest.pk}", headers,
         {"expected_version": 1, "reason": "r", "harvested_on": "2999-01-01"},
     )  # fmt: skip
-    assert status == 422 and body["detail"][0]["loc"] == ["body", "harvested_on"]
+    assert status == 422 and body["type"] == "urn:vertebra:problem:validation-error"
+    assert body["errors"][0]["field"] == "harvested_on" and body["errors"][0]["msg"]
+    assert body["errors"][0]["loc"] == ["body", "harvested_on"]
     assert Harvest.objects.get(pk=harvest.pk).version == 1
 
 
@@ -124,7 +127,8 @@ def test_permissions_and_clinic_isolation(world: World) -> None:
         ("GET", "/harvests/987654/history", None),
     ):
         status, out = call(method, path, headers, body)
-        assert (status, out) == (404, {"detail": "Not found."}), path
+        not_found = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "Not found."}  # fmt: skip
+        assert (status, out) == (404, not_found), path
     coordinator = bearer(world.coordinator)
     harvest = world.records["harvests"]
     status, _ = call("PATCH", f"/harvests/{harvest.pk}", coordinator, {"expected_version": 1, "reason": "r", "volume_ml": 1})  # fmt: skip
@@ -161,4 +165,5 @@ def test_answers_are_rescored(world: World) -> None:
         "PATCH", f"/followup-answers/{response.pk}", bearer(world.coordinator),
         {"expected_version": 2, "reason": "paper form", "answers": {"pain_back": 12}},
     )  # fmt: skip
-    assert status == 422 and out["detail"][0]["loc"] == ["body", "answers"]
+    assert status == 422 and out["errors"][0]["loc"] == ["body", "answers"]
+    assert out["errors"][0]["field"] == "answers" and out["errors"][0]["msg"]

@@ -5,6 +5,7 @@ of analytics and follow-up, schedules recomputed when the treatment date moves."
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from tests.followup.helpers import answers_for
 from tests.registry.corrections_world import CORRECTIONS, START, World, build_world
 from tests.registry.factories import make_actor, make_clinic
+from vertebra.core import plausibility
 from vertebra.core.instruments import get_definition, score
 from vertebra.followup import worker
 from vertebra.followup.models import (
@@ -385,6 +387,10 @@ def test_history_reads_in_words(world: World) -> None:
 
 # --------------------------------------------------------------------------- property
 
+#: The plausible range of an adipose harvest volume, from the rules' own data.
+ADIPOSE_ML = plausibility.rules().harvest_volume_ml["adipose"]
+FIRST_ML = float(math.ceil(ADIPOSE_ML.min))
+
 
 @settings(
     max_examples=25,
@@ -393,7 +399,12 @@ def test_history_reads_in_words(world: World) -> None:
 )
 @given(
     steps=st.lists(
-        st.tuples(st.integers(0, 2), st.sampled_from(["load", "save"]), st.integers(1, 999)),
+        st.tuples(
+            st.integers(0, 2),
+            st.sampled_from(["load", "save"]),
+            # Volumes the plausibility rules accept for adipose harvests (data/plausibility.yaml).
+            st.integers(math.ceil(ADIPOSE_ML.min), math.floor(ADIPOSE_ML.max)),
+        ),
         min_size=1,
         max_size=12,
     )
@@ -407,8 +418,9 @@ def test_no_acknowledged_change_is_ever_lost(clinician: Actor, patient: Patient,
         actor=clinician, patient_id=patient.pk, arm="cell_therapy", start_date=START
     )
     harvest = services.record_harvest(
-        actor=clinician, episode_id=episode.pk, source="adipose", harvested_on=START, volume_ml=1
-    )
+        actor=clinician, episode_id=episode.pk, source="adipose", harvested_on=START,
+        volume_ml=FIRST_ML,
+    )  # fmt: skip
     loaded = {editor: 1 for editor in range(3)}  # each editor's form: the version it shows
     acknowledged: list[float] = []
     for editor, action, value in steps:
@@ -435,7 +447,7 @@ def test_no_acknowledged_change_is_ever_lost(clinician: Actor, patient: Patient,
         object_type="harvest", object_id=str(harvest.pk), action="update"
     ).order_by("seq")
     assert [row.new_values["volume_ml"] for row in rows] == acknowledged
-    assert stored.volume_ml == (acknowledged[-1] if acknowledged else 1)
+    assert stored.volume_ml == (acknowledged[-1] if acknowledged else FIRST_ML)
     assert stored.version == 1 + len(acknowledged)
 
 

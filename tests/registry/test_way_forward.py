@@ -440,8 +440,13 @@ def test_api_records_sterility_and_says_what_blocks_an_injection(
             "cell_dose": 20.0}  # fmt: skip
     refused = _call("POST", f"/episodes/{episode.pk}/injections", headers, body)
     assert refused.status_code == 422
-    (problem,) = refused.json()["detail"]
-    assert problem["type"] == "sterility_result"
+    assert refused["Content-Type"].startswith("application/problem+json")
+    out = refused.json()
+    assert out["type"] == "urn:vertebra:problem:sterility-result"
+    assert out["remedy"] == "sterility_result"
+    assert out["next_step"] == f"POST /api/v1/episodes/{episode.pk}/sterility"
+    (problem,) = out["errors"]
+    assert problem["type"] == "sterility_result" and problem["msg"] == out["detail"]
     assert f"Next: POST /api/v1/episodes/{episode.pk}/sterility." in problem["msg"]
     assert (
         _call(
@@ -470,8 +475,9 @@ def test_api_consents_create_list_withdraw_and_gate(
     blocked = _call("POST", f"/episodes/{episode.pk}/harvest", clin,
                     {"source": "adipose", "harvested_on": "2024-03-01", "volume_ml": 100})  # fmt: skip
     assert blocked.status_code == 422
-    assert blocked.json()["detail"][0]["type"] == "treatment_consent"
-    assert f"POST /api/v1/patients/{unconsented.pk}/consents" in blocked.json()["detail"][0]["msg"]
+    assert blocked.json()["type"] == "urn:vertebra:problem:treatment-consent"
+    assert blocked.json()["errors"][0]["type"] == "treatment_consent"
+    assert f"POST /api/v1/patients/{unconsented.pk}/consents" in blocked.json()["errors"][0]["msg"]
     created = _call("POST", f"/patients/{unconsented.pk}/consents", coord,
                     {"kind": "treatment", "form_version": "v3", "signed_on": "2024-02-01"})  # fmt: skip
     assert created.status_code == 201
@@ -486,7 +492,8 @@ def test_api_consents_create_list_withdraw_and_gate(
     assert withdrawn.status_code == 200 and withdrawn.json()["withdrawn_on"] == "2024-03-01"
     again = _call("POST", f"/consents/{consent_id}/withdraw", coord, {"withdrawn_on": "2024-03-02"})
     assert again.status_code == 422
-    assert again.json()["detail"][0]["loc"] == ["body", "withdrawn_on"]
+    assert again.json()["errors"][0]["loc"] == ["body", "withdrawn_on"]
+    assert again.json()["errors"][0]["field"] == "withdrawn_on" and again.json()["errors"][0]["msg"]
 
 
 def test_api_refusal_names_field_and_range(clinician: Actor, patient: Patient) -> None:
@@ -495,8 +502,9 @@ def test_api_refusal_names_field_and_range(clinician: Actor, patient: Patient) -
                      {"source": "bone_marrow_iliac_crest", "harvested_on": "2024-03-01",
                       "volume_ml": 99999})  # fmt: skip
     assert response.status_code == 422
-    (problem,) = response.json()["detail"]
-    assert problem["loc"] == ["body", "volume_ml"]
+    assert response.json()["type"] == "urn:vertebra:problem:validation-error"
+    (problem,) = response.json()["errors"]
+    assert problem["loc"] == ["body", "volume_ml"] and problem["field"] == "volume_ml"
     assert problem["msg"].startswith("Harvest volume: enter 5 to 240 mL")
 
 

@@ -28,6 +28,16 @@ PROBLEM_TYPES: Mapping[str, str] = {
     "stale-edit": "Changed by someone else",
     "chain-of-custody": "Refused by the chain of custody",
     "database-unavailable": "Database unavailable",
+    "record-voided": "Record voided",
+    # A pathway step refused until something is supplied first (MissingStepError.remedy,
+    # underscores as hyphens); ``remedy`` and ``next_step`` say what and how.
+    "treatment-consent": "Treatment consent needed first",
+    "registry-consent": "Registry consent needed first",
+    "harvest": "Harvest needed first",
+    "processing": "Processing needed first",
+    "sterility-result": "Sterility result needed first",
+    "sterility-failed": "Sterility test failed",
+    "lot-release": "Lot release needed first",
 }
 
 
@@ -57,6 +67,35 @@ def problem_body(
         body["errors"] = [dict(e) for e in errors]
     body.update(extra)
     return body
+
+
+class ProblemError(Exception):
+    """Raise to answer an API request with a problem (the API's exception handler renders it
+    with :func:`problem_response`); ``extra`` are extension members (RFC 9457 §3.2)."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        if slug is not None:
+            problem_type(slug)  # an unknown slug is a programming error: fail at the raise
+        self.status = status
+        self.detail = detail
+        self.slug = slug
+        self.errors = errors
+        self.extra = extra
+
+    def response(self) -> HttpResponse:
+        """This problem as an ``application/problem+json`` response."""
+        return problem_response(
+            self.status, self.detail, slug=self.slug, errors=self.errors, **self.extra
+        )
 
 
 def problem_response(

@@ -11,10 +11,14 @@ Contracts
   - 403: the token's role may not do this;
   - 404: no such object *for this caller* — another clinic's id gets exactly the same body as
     an id that does not exist;
-  - 409: stale edit (optimistic locking), nothing written;
-  - 422: invalid input, ``errors`` lists ``{field, loc, msg, type}`` per problem, like ninja's
-    own validation errors; chain-of-custody refusals are 422 too, with ``type:
-    chain_of_custody``;
+  - 409: stale edit (optimistic locking), nothing written; ``type``
+    ``urn:vertebra:problem:stale-edit``;
+  - 422: invalid input (``type`` ``urn:vertebra:problem:validation-error``), ``errors`` lists
+    ``{field, loc, msg, type}`` per problem, like ninja's own validation errors;
+    chain-of-custody refusals are 422 too, ``type`` ``urn:vertebra:problem:chain-of-custody``
+    (``errors[0].type``: ``chain_of_custody``); a missing pathway step is 422 with ``type``
+    naming what is missing (``urn:vertebra:problem:treatment-consent``, ...), ``remedy`` (the
+    code, also ``errors[0].type``) and ``next_step`` (the call that supplies it);
   - 401 carries ``WWW-Authenticate: Bearer``; 429 (rate limit) carries ``Retry-After``.
 * Lists are paginated (``limit`` 1–100, ``offset``) and sort only by :data:`SORT_VALUES`.
 * Inputs are bounded (ids fit a 64-bit integer, strings their column and without NUL, numbers
@@ -42,6 +46,7 @@ from vertebra.followup.services import (
     start_episode_with_follow_up,
     withdraw_consent_and_stop_invitations,
 )
+from vertebra.perimeter.problems import ProblemError, field_errors
 from vertebra.registry import selectors, services
 from vertebra.registry.errors import (
     ChainOfCustodyError,
@@ -134,6 +139,12 @@ class ValidationErrorOut(ErrorOut):
     """Invalid input: one entry per problem in ``errors``, each naming its ``field``."""
 
     errors: list[FieldError]
+    remedy: str | None = Field(
+        None, description="Only when a pathway step is missing: what (also errors[0].type)."
+    )
+    next_step: str | None = Field(
+        None, description="Only when a pathway step is missing: the call that supplies it."
+    )
 
 
 class PatientOut(Schema):
@@ -457,12 +468,22 @@ def registry_errors(func: Callable[_P, _R]) -> Callable[_P, _R]:
             # What is missing, as ``type``, and the call that supplies it, in the message.
             step = api_next_step(exc)
             message = f"{exc} Next: {step}." if step else str(exc)
-            raise NinjaValidationError(
-                [{"loc": ["body"], "msg": message, "type": exc.remedy}]
+            raise ProblemError(
+                422,
+                message,
+                slug=exc.remedy.replace("_", "-"),
+                errors=field_errors([{"loc": ["body"], "msg": message, "type": exc.remedy}]),
+                remedy=exc.remedy,
+                next_step=step,
             ) from None
         except ChainOfCustodyError as exc:
-            raise NinjaValidationError(
-                [{"loc": ["body"], "msg": str(exc), "type": "chain_of_custody"}]
+            raise ProblemError(
+                422,
+                str(exc),
+                slug="chain-of-custody",
+                errors=field_errors(
+                    [{"loc": ["body"], "msg": str(exc), "type": "chain_of_custody"}]
+                ),
             ) from None
         except DjangoValidationError as exc:
             raise NinjaValidationError(_field_errors(exc)) from None

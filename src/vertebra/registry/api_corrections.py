@@ -6,8 +6,9 @@ For each record type of :mod:`vertebra.registry.corrections` (``patients``, ``co
 
 * ``PATCH /api/v1/<records>/{id}``: the changed fields, ``expected_version`` (the ``version``
   you read) and ``reason``. 200 with the stored record; **409** when the record changed since
-  (body: ``detail``, ``current_version`` and ``changes``: who, when, role, why, each field old →
-  new), nothing written; 409 also for a voided record.
+  (an RFC 9457 problem of type ``urn:vertebra:problem:stale-edit`` with the extension members
+  ``current_version`` and ``changes``: who, when, role, why, each field old → new), nothing
+  written; 409 (``urn:vertebra:problem:record-voided``) also for a voided record.
 * ``POST /api/v1/<records>/{id}/void``: ``expected_version`` and ``reason``; 200 with the voided
   record (never deleted), 409 as above, 422 when others depend on it (void those first).
 * ``GET /api/v1/<records>/{id}/history``: the record and its history, in words.
@@ -26,14 +27,15 @@ from typing import Annotated, Any
 
 from django.http import HttpRequest
 from ninja import Field, Schema
-from ninja.responses import Status
 
+from vertebra.perimeter.problems import ProblemError
 from vertebra.registry import corrections
 from vertebra.registry.api import (
     ERRORS,
     MAX_ID,
     Amount,
     ConditionChoice,
+    ErrorOut,
     Id,
     LateralityOrBlank,
     LevelChoice,
@@ -102,11 +104,14 @@ class HistoryOut(Schema):
     entries: list[HistoryEntryOut]
 
 
-class ConflictOut(Schema):
-    """409: the record changed since you read it (or was voided); nothing was written."""
+class ConflictOut(ErrorOut):
+    """409, an RFC 9457 problem: the record changed since you read it (``type``
+    ``urn:vertebra:problem:stale-edit``, with ``current_version`` and the ``changes`` you
+    missed) or was voided (``urn:vertebra:problem:record-voided``); nothing was written."""
 
-    detail: str
-    current_version: int | None = None
+    current_version: int | None = Field(
+        None, description="The record's version now: read it again, then send this one."
+    )
     changes: list[HistoryEntryOut] = Field(
         default_factory=list, description="The changes made after the version you sent."
     )
@@ -280,15 +285,21 @@ def _entries(entries: tuple[corrections.HistoryEntry, ...]) -> list[HistoryEntry
     ]
 
 
-def stale_answer(actor: Any, slug: str, exc: StaleEditError) -> Status:
-    """409 with the current version and the changes the caller missed."""
+def stale_problem(actor: Any, slug: str, exc: StaleEditError) -> ProblemError:
+    """The 409 problem of a stale edit: the current version and the changes the caller missed
+    (extension members, shaped as :class:`ConflictOut` declares them)."""
     current, missed = corrections.changes_since(
         actor=actor, record_type=slug, object_id=int(exc.object_id), version=exc.expected_version
     )
-    return Status(
-        409,
-        ConflictOut(detail=str(exc), current_version=current.version, changes=_entries(missed)),
+    changes = [entry.model_dump(mode="json") for entry in _entries(missed)]
+    return ProblemError(
+        409, str(exc), slug="stale-edit", current_version=current.version, changes=changes
     )
+
+
+def voided_problem(exc: RecordVoidedError) -> ProblemError:
+    """The 409 problem of a change to a voided record (nothing to reload: it stays voided)."""
+    return ProblemError(409, str(exc), slug="record-voided")
 
 
 def _changes(kind: corrections.RecordType, payload: Schema) -> dict[str, Any]:
@@ -322,9 +333,9 @@ def _add_patch(kind: corrections.RecordType, body: type[Schema]) -> None:
                 reason=payload.reason,
             )
         except StaleEditError as exc:
-            return stale_answer(actor, kind.slug, exc)
+            raise stale_problem(actor, kind.slug, exc) from None
         except RecordVoidedError as exc:
-            return Status(409, ConflictOut(detail=str(exc)))
+            raise voided_problem(exc) from None
         return record_out(kind, outcome.record, outcome.notes)
 
     def correct(request: HttpRequest, object_id: Id, payload: body) -> Any:  # type: ignore[valid-type]
@@ -356,9 +367,9 @@ def _add_void(kind: corrections.RecordType) -> None:
                 reason=payload.reason,
             )
         except StaleEditError as exc:
-            return stale_answer(actor, kind.slug, exc)
+            raise stale_problem(actor, kind.slug, exc) from None
         except RecordVoidedError as exc:
-            return Status(409, ConflictOut(detail=str(exc)))
+            raise voided_problem(exc) from None
         return _record(kind, outcome.record, outcome.notes)
 
     router.post(

@@ -3,7 +3,9 @@
 Every error of the API is an RFC 9457 problem (``application/problem+json``, see
 :mod:`vertebra.perimeter.problems` and ``docs/api-errors.md``): the handlers below turn
 ninja's validation errors (422, each entry naming its ``field``), HTTP errors, 404s and failed
-authentication (401 with ``WWW-Authenticate: Bearer``) into that shape, and the OpenAPI
+authentication (401 with ``WWW-Authenticate: Bearer``) into that shape, routes raise
+:class:`~vertebra.perimeter.problems.ProblemError` for typed problems (stale edit, missing
+pathway step, chain of custody), and the OpenAPI
 document declares it for every 4xx/5xx response. Bodies are parsed by :class:`SafeParser`:
 UTF-8 only, no NaN, nesting at most ``MAX_JSON_DEPTH`` levels (else 400).
 """
@@ -18,7 +20,13 @@ from ninja.parser import Parser
 from vertebra import __version__
 from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.followup.api import router as followup_router
-from vertebra.perimeter.problems import MEDIA_TYPE, field_errors, problem_response, summary
+from vertebra.perimeter.problems import (
+    MEDIA_TYPE,
+    ProblemError,
+    field_errors,
+    problem_response,
+    summary,
+)
 from vertebra.registry.api import router as registry_router
 from vertebra.web.api_public import (
     decision_router,
@@ -96,6 +104,12 @@ def _http_problem(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400 and cause is not None:
         return problem_response(400, "The request body is not valid JSON.", slug="malformed-body")
     return problem_response(exc.status_code, str(exc), slug=_SLUG_BY_STATUS.get(exc.status_code))
+
+
+@api.exception_handler(ProblemError)
+def _typed_problem(request: HttpRequest, exc: ProblemError) -> HttpResponse:
+    """A problem a route raised whole (its own ``type`` and extension members)."""
+    return exc.response()
 
 
 @api.exception_handler(Http404)
