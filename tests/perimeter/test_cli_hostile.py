@@ -25,6 +25,9 @@ from vertebra.core.safeinput import FORMULA_TRIGGERS, neutralise_frame
 DEEP = b'{"age": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 NOT_UTF8 = b'{"age": 40, "note": "\xff\xfe caf\xe9"}'
 FORMULAS = ["+SUM(1+1)", '=HYPERLINK("http://x")', "@SUM(A1)", "-2+3", "\tTAB", "\rCR"]
+#: Patients of the seeded cohort: with seed 5, two arms reach the research export's minimum
+#: cell size (11 patients, data/disclosure.yaml), so it releases rows to check.
+COHORT = 60
 
 SEED = """
 import datetime as dt, django
@@ -33,7 +36,7 @@ from django.contrib.auth.models import User
 from vertebra.cohort.loader import load_cohort
 from vertebra.core.synth import generate_cohort
 from vertebra.registry.models import Clinic, Membership, Patient
-load_cohort(generate_cohort(12, 5, today=dt.date(2026, 11, 25)),
+load_cohort(generate_cohort({cohort}, 5, today=dt.date(2026, 11, 25)),
             now=dt.datetime(2026, 11, 25, 9, tzinfo=dt.UTC))
 formulas = {formulas!r}
 for patient, value in zip(Patient.objects.order_by("pk"), formulas):
@@ -110,6 +113,8 @@ def _check_database_commands(env: dict[str, str], clinic: int, tmp_path: Path) -
     research = tmp_path / "research"
     done = run_cli("export", "research", "--out", str(research), env=env, timeout=300)
     assert done.returncode == 0, done.stderr
+    with (research / "patients.csv").open(newline="", encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) >= 11  # released rows, not an empty table
     for path in research.glob("*.csv"):
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         for column in frame.columns:
@@ -135,7 +140,7 @@ def test_database_commands_on_sqlite(tmp_path: Path) -> None:
     migrated = run_cli("manage", "migrate", "--no-input", env=env, timeout=300)
     assert migrated.returncode == 0, migrated.stderr
     seeded = subprocess.run(
-        [sys.executable, "-c", SEED.format(formulas=FORMULAS)],
+        [sys.executable, "-c", SEED.format(formulas=FORMULAS, cohort=COHORT)],
         env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
         check=False,
     )  # fmt: skip
@@ -157,7 +162,7 @@ def test_database_commands_on_postgresql(tmp_path: Path) -> None:
     from vertebra.registry.models import Clinic, Membership, Patient
 
     load_cohort(
-        generate_cohort(12, 5, today=dt.date(2026, 11, 25)),
+        generate_cohort(COHORT, 5, today=dt.date(2026, 11, 25)),
         now=dt.datetime(2026, 11, 25, 9, tzinfo=dt.UTC),
     )
     for patient, value in zip(Patient.objects.order_by("pk"), FORMULAS, strict=False):

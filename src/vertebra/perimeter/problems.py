@@ -5,7 +5,7 @@ plus, for invalid input, ``errors``: one entry per problem, each naming its ``fi
 full ``loc``, ``msg``, ``type`` as ninja reports them). ``type`` is ``about:blank`` when the
 status code says it all (the title is then the status phrase, as RFC 9457 §4.2.1 asks), or one
 of the ``urn:vertebra:problem:*`` types listed in :data:`PROBLEM_TYPES` (documented in
-``docs/api-errors.md``).
+``docs/perimeter.md "API errors"``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Contracts
   Missing, unknown, expired or revoked token → 401.
 * Same selectors and services as the pages, so the same permission matrix, clinic scoping and
   audit rows apply. Errors are RFC 9457 problems (``application/problem+json`` with ``type``,
-  ``title``, ``status``, ``detail``; see docs/api-errors.md):
+  ``title``, ``status``, ``detail``; see docs/perimeter.md "API errors"):
 
   - 403: the token's role may not do this;
   - 404: no such object *for this caller* — another clinic's id gets exactly the same body as
@@ -120,7 +120,7 @@ SortChoice: Any = Literal[SORT_VALUES]
 
 
 class ErrorOut(Schema):
-    """Every refusal: an RFC 9457 problem (``application/problem+json``, docs/api-errors.md)."""
+    """Every refusal: an RFC 9457 problem (``application/problem+json``, docs/perimeter.md "API errors")."""
 
     type: str = Field(description="about:blank, or urn:vertebra:problem:<kind>")
     title: str

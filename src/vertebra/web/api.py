@@ -1,7 +1,7 @@
 """The JSON API root (django-ninja). Feature modules add their routers here.
 
 Every error of the API is an RFC 9457 problem (``application/problem+json``, see
-:mod:`vertebra.perimeter.problems` and ``docs/api-errors.md``): the handlers below turn
+:mod:`vertebra.perimeter.problems` and ``docs/perimeter.md "API errors"``): the handlers below turn
 ninja's validation errors (422, each entry naming its ``field``), HTTP errors, 404s and failed
 authentication (401 with ``WWW-Authenticate: Bearer``) into that shape, routes raise
 :class:`~vertebra.perimeter.problems.ProblemError` for typed problems (stale edit, missing
