@@ -24,12 +24,18 @@ and the other staff pages for staff, ``/p/`` for the patient) plus ``/``; Django
 visited at its index only. A screenshot of every visited page goes to
 ``test-artifacts/crawl/``, with ``report.json`` listing every finding.
 
+At phone size, the controls people tap (section navigation, record actions, breadcrumbs,
+buttons, paging, the first link of a stacked worklist row) must be at least 44 px tall.
+
 The data are built by the test itself: the demo's own setup (a small synthetic cohort with the
-three example stories, and the demo accounts), served by a live server.
+three example stories, and the demo accounts), served by a live server, plus a day's work
+waiting in the demo clinic (:func:`arrange_waiting_work`), so the worklists, the adjudication
+form, the call list and the sterility form are crawled with rows in them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -43,8 +49,13 @@ from urllib.parse import parse_qsl, urldefrag, urlsplit
 import pytest
 from django.utils import timezone
 
+from tests.registry.factories import make_episode, make_patient
 from tests.signin import browser_sign_in
 from vertebra.core.labels import vocabulary
+from vertebra.followup.models import CallListEntry, FollowUpTimePoint
+from vertebra.registry import services
+from vertebra.registry.models import Clinic, Harvest, Membership, Processing, Role
+from vertebra.registry.permissions import Actor
 from vertebra.web.services.demo import DEMO_PASSWORD, ensure_demo_accounts, load_demo_cohort
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,7 +69,7 @@ MAX_PAGES = 24
 MAX_PUBLIC_PAGES = 40
 #: Pages of one shape visited, and links of one shape requested, per role.
 VISITS_PER_SHAPE = 1
-LINK_CHECKS_PER_SHAPE = 3
+LINK_CHECKS_PER_SHAPE = 2
 
 SIZES = {"desktop": (1366, 900), "phone": (390, 844)}
 
@@ -108,6 +119,25 @@ document.addEventListener('securitypolicyviolation', (e) => {
     `${e.violatedDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile || ''}:${e.lineNumber || ''}`
   );
 });
+"""
+
+#: The controls a person taps, measured at phone size: (selector, what it is).
+TAP_TARGETS = (
+    ".clinic-nav a, .record-actions a, .record-actions-inline a, .breadcrumb a, .pagination a,"
+    " main .button, main button:not(.link), table.stack td:first-child > a"
+)
+MIN_TAP_PX = 44
+#: The visible controls of :data:`TAP_TARGETS` less than :data:`MIN_TAP_PX` tall.
+SMALL_TARGETS = """
+([selector, least]) => {
+  const small = [];
+  for (const el of document.querySelectorAll(selector)) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0 || (el.checkVisibility && !el.checkVisibility())) continue;
+    if (r.height < least - 0.5) small.push(`"${el.textContent.trim().slice(0, 30)}" ${Math.round(r.height)} px`);
+  }
+  return small;
+}
 """
 
 #: Visible text of the page, without code blocks and without hidden elements.
@@ -383,6 +413,11 @@ class RoleCrawl:
         dates = raw_dates(text)
         if dates:
             self._note(size, path, "dates in a machine format", ", ".join(dates[:6]))
+        if size == "phone" and not final.path.startswith("/admin/"):
+            small = page.evaluate(SMALL_TARGETS, [TAP_TARGETS, MIN_TAP_PX])
+            if small:
+                shown = ", ".join(sorted(set(small))[:6])
+                self._note(size, path, f"{len(small)} tap targets under {MIN_TAP_PX} px", shown)
         self._screenshot(page, here, size)
         self.timings.append((size, path, round(time.monotonic() - began, 2)))
         return self._links(page, path) if size == "desktop" else []
@@ -458,9 +493,41 @@ class RoleCrawl:
 
     def _screenshot(self, page: Any, path: str, size: str) -> None:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "home"
-        target = self.out / f"{self.role}-{size}-{slug[:80]}.png"
+        target = self.out / f"{self.role}-{size}-{slug[:80]}.jpg"
         tall = page.evaluate("document.documentElement.scrollHeight") > 5000
-        page.screenshot(path=str(target), full_page=not tall)
+        # JPEG: half the time of a PNG per shot (the crawl takes ~400), still easy to read.
+        page.screenshot(path=str(target), full_page=not tall, type="jpeg", quality=75)
+
+
+def arrange_waiting_work(today: Any) -> None:
+    """Something waiting for every staff role in the demo clinic (where the demo accounts
+    work): a serious adverse event reported by the coordinator (through the service, so its
+    reporter is on the audit trail), a processed product whose sterility result is pending,
+    and two patients on the call list, one of them for a red flag."""
+    clinic = Clinic.objects.order_by("id").first()
+    assert clinic is not None
+    coordinator = Membership.objects.get(user__username="coordinator", clinic=clinic).user
+    actor = Actor.for_user(coordinator, Role.COORDINATOR)
+    patient = make_patient(clinic, family_name="Waiting", given_name="Wendy", phone="+1 555 0100")
+    services.record_adverse_event(
+        actor=actor, patient_id=patient.pk, description="Fever and redness at the harvest site",
+        category="infection", onset=today - dt.timedelta(days=1), serious=True,
+    )  # fmt: skip
+    episode = make_episode(patient, start_date=today - dt.timedelta(days=3))
+    harvest = Harvest.objects.create(
+        episode=episode, source="bone_marrow_iliac_crest", harvested_on=episode.start_date,
+        operator=coordinator,
+    )  # fmt: skip
+    Processing.objects.create(
+        harvest=harvest, method="bmac", lab="Crawl Lab", processed_on=episode.start_date,
+        product_id="PROD-CRAWL-1", sterility="pending",
+    )  # fmt: skip
+    open_points = FollowUpTimePoint.objects.filter(
+        patient__clinic=clinic, call_list_entry__isnull=True, completed_at__isnull=True
+    ).order_by("target")[:2]
+    reasons = (CallListEntry.Reason.URGENT_TICKLER, CallListEntry.Reason.NO_RESPONSE)
+    for point, reason in zip(open_points, reasons, strict=False):
+        CallListEntry.objects.create(time_point=point, reason=reason, created_at=timezone.now())
 
 
 def test_every_page_of_every_role_at_desktop_and_phone_size(
@@ -471,11 +538,12 @@ def test_every_page_of_every_role_at_desktop_and_phone_size(
     load_demo_cohort(patients=COHORT_SIZE, seed=2026, today=now.date(), now=now)
     logins = {login.username for login in ensure_demo_accounts()}
     assert {"admin", "clinicadmin", "clinician", "coordinator", "researcher", "patient"} <= logins
+    arrange_waiting_work(now.date())
     prepared = time.monotonic() - started
 
     out = artifacts_dir / "crawl"
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
+    for old in [*out.glob("*.png"), *out.glob("*.jpg")]:
         old.unlink()
     shared = Shared()
     findings: list[Finding] = []

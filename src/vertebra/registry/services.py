@@ -34,6 +34,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import F, Model
 from django.utils import timezone
 
+from vertebra.core.labels import format_date
 from vertebra.core.mme import InvalidDoseError, UnknownOpioidError, mme_per_day
 from vertebra.registry.audit import audited_transaction, record_audit, snapshot, to_json_value
 from vertebra.registry.errors import (
@@ -349,7 +350,9 @@ def withdraw_consent(
         raise NotFound("consent", consent_id)
     if consent.withdrawn_on is not None:
         raise ValidationError(
-            {"withdrawn_on": f"This consent was already withdrawn on {consent.withdrawn_on}."}
+            {
+                "withdrawn_on": f"This consent was already withdrawn on {format_date(consent.withdrawn_on)}."
+            }
         )
     _not_future("withdrawn_on", withdrawn_on, "withdrawal date")
     consent.withdrawn_on = withdrawn_on
@@ -552,7 +555,7 @@ def release_lot(*, actor: Actor, lot_id: int, released_on: dt.date) -> Allogenei
         raise NotFound("allogeneic_lot", lot_id)
     if lot.released:
         raise ChainOfCustodyError(
-            f"Lot {lot.lot_number} was already released on {lot.released_on}."
+            f"Lot {lot.lot_number} was already released on {format_date(lot.released_on)}."
         )
     _not_future("released_on", released_on, "release date")
     AllogeneicLot.objects.filter(pk=lot_id).update(released=True, released_on=released_on)
@@ -666,7 +669,8 @@ def record_processing(
         )
     if processed_on < harvest.harvested_on:
         raise ChainOfCustodyError(
-            f"The processing date {processed_on} is before the harvest date {harvest.harvested_on}."
+            f"The processing date {format_date(processed_on)} is before the harvest date "
+            f"{format_date(harvest.harvested_on)}."
         )
     _not_future("processed_on", processed_on, "processing date")
     _require_treatment_consent(episode, processed_on, "processing")
@@ -818,8 +822,8 @@ def record_injection(
             )
         if injected_on < processing.processed_on:
             raise ChainOfCustodyError(
-                f"The injection date {injected_on} is before the processing date "
-                f"{processing.processed_on}."
+                f"The injection date {format_date(injected_on)} is before the processing date "
+                f"{format_date(processing.processed_on)}."
             )
     elif allogeneic_lot_id is not None:
         lot = AllogeneicLot.objects.filter(pk=allogeneic_lot_id).first()
@@ -837,12 +841,13 @@ def record_injection(
             )
         if injected_on < lot.released_on:
             raise ChainOfCustodyError(
-                f"The injection date {injected_on} is before lot {lot.lot_number} was released "
-                f"({lot.released_on})."
+                f"The injection date {format_date(injected_on)} is before lot {lot.lot_number} was "
+                f"released ({format_date(lot.released_on)})."
             )
     if injected_on < episode.start_date:
         raise ChainOfCustodyError(
-            f"The injection date {injected_on} is before the episode start {episode.start_date}."
+            f"The injection date {format_date(injected_on)} is before the episode start "
+            f"{format_date(episode.start_date)}."
         )
     _not_future("injected_on", injected_on, "injection date")
     _require_treatment_consent(episode, injected_on, "injection")

@@ -32,6 +32,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
+from vertebra.core.labels import format_date
 from vertebra.followup.services import (
     start_episode_with_follow_up,
     withdraw_consent_and_stop_invitations,
@@ -403,7 +404,7 @@ def adverse_event_create(request: HttpRequest, actor: Actor, patient_id: int) ->
         actor=actor, patient_id=patient_id, intent=Action.ADVERSE_EVENT_REPORT
     )
     episodes = [
-        (episode.pk, f"{episode.get_arm_display()} from {episode.start_date}")
+        (episode.pk, f"{episode.get_arm_display()} from {format_date(episode.start_date)}")
         for episode in patient.episodes.order_by("start_date")
     ]
     form = AdverseEventForm(request.POST or None, episodes=episodes)
@@ -504,7 +505,7 @@ def sterility_record(request: HttpRequest, actor: Actor, episode_id: int) -> Htt
         "processing": processing,
         "guidance": guidance,
         "intro": (
-            f"Product {processing.product_id}, processed {processing.processed_on} at "
+            f"Product {processing.product_id}, processed {format_date(processing.processed_on)} at "
             f"{processing.lab}. Current result: {processing.get_sterility_display().lower()}."
             if processing is not None
             else ""

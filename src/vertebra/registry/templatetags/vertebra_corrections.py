@@ -35,6 +35,8 @@ def record_actions(context: Any, obj: Any, correct: bool = True) -> dict[str, An
         "correct_url": reverse("registry:record-correct", args=args) if open_ and correct else "",
         "void_url": reverse("registry:record-void", args=args) if may_void else "",
         "history_url": reverse("registry:record-history", args=args),
+        # Names the record to a screen reader: a page holds many "Correct" links.
+        "what": corrections.describe(kind, obj),
     }
 
 
