@@ -123,6 +123,8 @@ def journey(
     settings.FOLLOWUP_PORTAL_BASE_URL = live_server.url
     folder = artifacts_dir / "journey"
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):  # this run's pictures only
+        old.unlink()
     day = Journey(browser, live_server.url, folder)
     yield day
     day.close()
@@ -245,6 +247,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     doc.get_by_label("Pfirrmann grade (classic, 1–5)").fill("3")
     save(doc)
     assert "Diagnosis: Degenerative disc disease (M51.36)" in doc.content()
+    journey.shot(doc, "clinician-diagnosis")
 
     doc.get_by_role("link", name="Screening evaluation").click()
     doc.get_by_label("None of these").check()
@@ -262,6 +265,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     save(doc)
     episode = patient.episodes.get()
     assert (episode.arm, episode.start_date) == ("cell_therapy", start)
+    journey.shot(doc, "clinician-episode-started")
 
     # Blocked: no treatment consent. The harvest form says so before it is filled in ...
     doc.get_by_role("link", name="Record the harvest").click()
@@ -282,6 +286,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     doc.get_by_label("Signed on").fill((start - dt.timedelta(days=7)).isoformat())
     save(doc)
     assert "Consent recorded." in doc.content()
+    journey.shot(doc, "clinician-treatment-consent")
 
     doc.get_by_role("link", name="Record the harvest").click()
     doc.locator("#id_source").select_option("bone_marrow_iliac_crest")
@@ -289,6 +294,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     doc.get_by_label("Harvested on").fill(start.isoformat())
     save(doc)
     assert "Harvest recorded." in doc.content()
+    journey.shot(doc, "clinician-harvest")
     doc.get_by_role("link", name="Record the processing").click()
     doc.get_by_label("Method").select_option("bmac")
     doc.get_by_label("Lab").fill("Harbour Cell Lab")
@@ -312,6 +318,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     save(doc)
     assert "Sterility result recorded: pass." in doc.content()
     assert Processing.objects.get().sterility == "pass"
+    journey.shot(doc, "clinician-sterility-pass")
 
     doc.get_by_role("link", name="Record an injection").click()
     fill_injection(doc, "HS-1001-BMAC-1", start + dt.timedelta(days=1))
@@ -341,13 +348,8 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     screens = 0
     while "/p/q/review/" not in dana.url:
         screens += 1
-        progress = dana.locator(".progress").inner_text()
-        if "Question 3 of 10" in progress or screens == 1:
-            journey.shot(dana, f"patient-screen-{screens}")
-        if dana.locator('input[name="hospital_or_er_visit"]').count():
-            answer_screen(dana, answers)
-            journey.shot(dana, "patient-after-tickler")
-            continue
+        assert dana.locator(".progress").inner_text().startswith("Part ")
+        journey.shot(dana, f"patient-screen-{screens:02d}")
         answer_screen(dana, answers)
         assert screens < 40, "the questionnaire does not end"
     point = FollowUpTimePoint.objects.get(patient=patient, key="week_6")
@@ -374,6 +376,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     coord.get_by_label("Category").select_option("other")
     coord.get_by_label("Onset").fill((today - dt.timedelta(days=3)).isoformat())
     coord.get_by_label("Serious").check()
+    journey.shot(coord, "coordinator-report-serious-ae", phone=True)
     save(coord)
     serious = AdverseEvent.objects.get(serious=True)
     assert serious.status == "pending"
@@ -406,6 +409,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
         "procedure",
     )
     assert "CTCAE grade 3" in doc.locator(f"#adverseevent-{serious.pk}").inner_text()
+    journey.shot(doc, "clinician-adjudicated")
 
     # The patient's report is the same hospital stay: voided with a reason, struck through.
     item = doc.locator(f"#adverseevent-{tickled.pk}")
@@ -419,6 +423,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     item = doc.locator(f"#adverseevent-{tickled.pk}")
     assert item.locator("del").first.is_visible()
     assert void_reason in item.inner_text()
+    assert item.get_by_role("link", name="Adjudicate").count() == 0  # nothing left to do
     tickled.refresh_from_db()
     assert tickled.voided_at is not None and tickled.void_reason == void_reason
     journey.shot(doc, "clinician-voided-struck-through", phone=True)
@@ -429,6 +434,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     doc.get_by_label("Volume (mL)").fill("55")
     reason = "Lab sheet says 55 mL; 60 was the syringe size"
     doc.get_by_label("Reason").fill(reason)
+    journey.shot(doc, "clinician-correct-harvest")
     save(doc, re.compile("^Save"))
     assert "correction saved" in doc.content()
     harvest.refresh_from_db()
@@ -470,6 +476,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     doc.get_by_label("Reason for the change").fill("Patient gave a new e-mail at the visit")
     save(doc)
     assert "Patient details updated." in doc.content()
+    journey.shot(doc, "stale-edit-saved-again")
     stored = Patient.objects.get(pk=patient.pk)
     assert (stored.email, stored.phone, stored.version) == (
         "dana.office@example.org",

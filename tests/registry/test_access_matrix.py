@@ -282,6 +282,19 @@ ROUTES = (
         A + "/patients/{patient}/adverse-events",
         {"description": "Matrix AE", "category": "other", "onset": "2024-03-01"},
     ),
+    Route(
+        "api record screening",
+        "POST",
+        A + "/patients/{patient}/screenings",
+        {"facts": {"red_flags": [], "age": 52}},
+    ),
+    Route("api adjudication queue", "GET", A + "/adverse-events"),
+    Route(
+        "api adjudicate adverse event",
+        "POST",
+        A + "/adverse-events/{ae}/adjudicate",
+        {"ctcae_grade": 1, "serious": False, "relatedness": "procedure", "expected": True},
+    ),
 )
 
 
