@@ -240,6 +240,17 @@ def phone_ready_required(path: str) -> bool:
     return not path.startswith(("/admin/", "/api/"))
 
 
+def phone_key(role: str, path: str) -> str:
+    """Staff pages of one shape are shot at phone size once for all roles, except the pages
+    that differ by role: each role's home, and the outcomes a researcher sees de-identified."""
+    key, bare = shape(path), urlsplit(path).path
+    if bare == "/clinic/home/":
+        return f"{role}:{key}"
+    if bare.startswith("/clinic/outcomes/") and role == "researcher":
+        return f"{role}:{key}"
+    return key
+
+
 class Shared:
     """What the roles' crawls share: the staff page shapes already shot at phone size, and the
     status of file links (downloads, JSON, API): a PDF or a JSON report is built once per
@@ -343,9 +354,10 @@ class RoleCrawl:
         page = context.new_page()
         for path in list(self.visited):
             staff_page = urlsplit(path).path.startswith(STAFF_PREFIXES)
-            if staff_page and shape(path) in self.shared.phone_shapes:
+            key = phone_key(self.role, path)
+            if staff_page and key in self.shared.phone_shapes:
                 continue  # a staff page already shot at phone size by another role
-            self.shared.phone_shapes.add(shape(path))
+            self.shared.phone_shapes.add(key)
             self._visit(page, path, "phone")
         context.close()
 
@@ -607,3 +619,10 @@ def test_the_raw_code_check_finds_codes_and_spares_prose() -> None:
     assert area("clinician", "/clinic/") and not area("clinician", "/learn/")
     assert area("researcher", "/accounts/mfa/") and not area("researcher", "/accounts/login/")
     assert phone_ready_required("/clinic/patients/3/") and not phone_ready_required("/admin/")
+    assert phone_key("coordinator", "/clinic/home/") != phone_key("clinician", "/clinic/home/")
+    assert phone_key("researcher", "/clinic/outcomes/") != phone_key(
+        "clinician", "/clinic/outcomes/"
+    )
+    assert phone_key("coordinator", "/clinic/patients/3/") == phone_key(
+        "clinician", "/clinic/patients/7/"
+    )
