@@ -158,6 +158,19 @@ VISIBLE_TEXT = """
 }
 """
 
+#: Everything the crawl reads from a loaded page, in one round trip to the browser.
+INSPECT = f"""
+([selector, least]) => ({{
+  violations: window.__cspViolations || [],
+  width: document.documentElement.scrollWidth,
+  window: window.innerWidth,
+  height: document.documentElement.scrollHeight,
+  text: ({VISIBLE_TEXT.strip()})(),
+  small: least > 0 ? ({SMALL_TARGETS.strip()})([selector, least]) : [],
+  anchors: Array.from(document.querySelectorAll('a[href]'), a => [a.href, a.hasAttribute('download')]),
+}})
+"""
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -238,6 +251,17 @@ def phone_ready_required(path: str) -> bool:
     """Every page of ours must not scroll sideways at phone size: public, portal and staff
     pages alike (a coordinator calls patients from a phone). Django's admin is exempt."""
     return not path.startswith(("/admin/", "/api/"))
+
+
+def phone_key(role: str, path: str) -> str:
+    """Staff pages of one shape are shot at phone size once for all roles, except the pages
+    that differ by role: each role's home, and the outcomes a researcher sees de-identified."""
+    key, bare = shape(path), urlsplit(path).path
+    if bare == "/clinic/home/":
+        return f"{role}:{key}"
+    if bare.startswith("/clinic/outcomes/") and role == "researcher":
+        return f"{role}:{key}"
+    return key
 
 
 class Shared:
@@ -343,9 +367,10 @@ class RoleCrawl:
         page = context.new_page()
         for path in list(self.visited):
             staff_page = urlsplit(path).path.startswith(STAFF_PREFIXES)
-            if staff_page and shape(path) in self.shared.phone_shapes:
+            key = phone_key(self.role, path)
+            if staff_page and key in self.shared.phone_shapes:
                 continue  # a staff page already shot at phone size by another role
-            self.shared.phone_shapes.add(shape(path))
+            self.shared.phone_shapes.add(key)
             self._visit(page, path, "phone")
         context.close()
 
@@ -391,14 +416,14 @@ class RoleCrawl:
             self._note(size, path, f"{len(console)} console errors", " | ".join(console[:5]))
         for line in failed:
             self._note(size, path, "resource failed", line)
-        violations = page.evaluate("window.__cspViolations || []")
+        tap_px = MIN_TAP_PX if size == "phone" and not final.path.startswith("/admin/") else 0
+        seen = page.evaluate(INSPECT, [TAP_TARGETS, tap_px])
+        violations = seen["violations"]
         if violations:
             shown = " | ".join(sorted(set(violations))[:5])
             self._note(size, path, f"{len(violations)} CSP violations", shown)
         if phone_ready_required(final.path):
-            width, window = page.evaluate(
-                "[document.documentElement.scrollWidth, window.innerWidth]"
-            )
+            width, window = seen["width"], seen["window"]
             if width > window:
                 self._note(
                     size,
@@ -406,21 +431,20 @@ class RoleCrawl:
                     "scrolls sideways",
                     f"page is {width} px wide in a {window} px window{self._widest(page)}",
                 )
-        text = page.evaluate(VISIBLE_TEXT)
+        text = seen["text"]
         codes = raw_codes(text, self.codes)
         if codes:
             self._note(size, path, "raw codes in visible text", ", ".join(codes[:12]))
         dates = raw_dates(text)
         if dates:
             self._note(size, path, "dates in a machine format", ", ".join(dates[:6]))
-        if size == "phone" and not final.path.startswith("/admin/"):
-            small = page.evaluate(SMALL_TARGETS, [TAP_TARGETS, MIN_TAP_PX])
-            if small:
-                shown = ", ".join(sorted(set(small))[:6])
-                self._note(size, path, f"{len(small)} tap targets under {MIN_TAP_PX} px", shown)
-        self._screenshot(page, here, size)
+        small = seen["small"]
+        if small:
+            shown = ", ".join(sorted(set(small))[:6])
+            self._note(size, path, f"{len(small)} tap targets under {MIN_TAP_PX} px", shown)
+        self._screenshot(page, here, size, tall=seen["height"] > 5000)
         self.timings.append((size, path, round(time.monotonic() - began, 2)))
-        return self._links(page, path) if size == "desktop" else []
+        return self._links(seen["anchors"], path) if size == "desktop" else []
 
     def _widest(self, page: Any) -> str:
         """Name the element that sticks out furthest, to make a sideways scroll easy to fix."""
@@ -440,12 +464,9 @@ class RoleCrawl:
         )
         return f"; widest: {culprit}" if culprit else ""
 
-    def _links(self, page: Any, path: str) -> list[str]:
-        """Same-origin link targets on the page (path and query, no fragment), in page order;
-        each remembers that ``path`` links to it."""
-        anchors = page.eval_on_selector_all(
-            "a[href]", "els => els.map(a => [a.href, a.hasAttribute('download')])"
-        )
+    def _links(self, anchors: list[list[Any]], path: str) -> list[str]:
+        """Same-origin link targets of the page's ``anchors`` ([href, download]; path and query,
+        no fragment), in page order; each remembers that ``path`` links to it."""
         links: list[str] = []
         for href, download in anchors:
             url, _ = urldefrag(href)
@@ -491,10 +512,9 @@ class RoleCrawl:
         answer.dispose()
         return status
 
-    def _screenshot(self, page: Any, path: str, size: str) -> None:
+    def _screenshot(self, page: Any, path: str, size: str, *, tall: bool) -> None:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "home"
         target = self.out / f"{self.role}-{size}-{slug[:80]}.jpg"
-        tall = page.evaluate("document.documentElement.scrollHeight") > 5000
         # JPEG: half the time of a PNG per shot (the crawl takes ~400), still easy to read.
         page.screenshot(path=str(target), full_page=not tall, type="jpeg", quality=75)
 
@@ -607,3 +627,10 @@ def test_the_raw_code_check_finds_codes_and_spares_prose() -> None:
     assert area("clinician", "/clinic/") and not area("clinician", "/learn/")
     assert area("researcher", "/accounts/mfa/") and not area("researcher", "/accounts/login/")
     assert phone_ready_required("/clinic/patients/3/") and not phone_ready_required("/admin/")
+    assert phone_key("coordinator", "/clinic/home/") != phone_key("clinician", "/clinic/home/")
+    assert phone_key("researcher", "/clinic/outcomes/") != phone_key(
+        "clinician", "/clinic/outcomes/"
+    )
+    assert phone_key("coordinator", "/clinic/patients/3/") == phone_key(
+        "clinician", "/clinic/patients/7/"
+    )

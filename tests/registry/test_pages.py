@@ -7,6 +7,7 @@ audited with who, role, clinic, patient), T-optimistic-locking, no-store on PHI.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -370,6 +371,22 @@ def test_adjudication_queue_and_adjudication(
     )
     assert response.status_code == 400
     assert AdverseEvent.objects.get(pk=event.pk).ctcae_grade == 2
+
+
+def test_the_adjudication_form_starts_from_the_reported_seriousness(
+    clinician: Actor, coordinator: Actor, patient: Patient
+) -> None:
+    """A serious report opens with "serious" ticked; a non-serious one with it clear."""
+    client = signed_in(clinician)
+    for serious in (True, False):
+        event = services.record_adverse_event(
+            actor=coordinator, patient_id=patient.pk, description=f"Reported serious={serious}",
+            category="infection", onset=DAY0, serious=serious,
+        )  # fmt: skip
+        page = client.get(f"/clinic/adverse-events/{event.pk}/adjudicate/").content.decode()
+        box = re.search(r'<input[^>]*name="serious"[^>]*>', page)
+        assert box is not None
+        assert ("checked" in box.group(0)) is serious
 
 
 def test_a_patient_account_has_no_clinic_access(patient: Patient) -> None:

@@ -533,7 +533,10 @@ def adjudicate(request: HttpRequest, actor: Actor, adverse_event_id: int) -> Htt
     event = selectors.get_adverse_event_for(
         actor=actor, adverse_event_id=adverse_event_id, intent=Action.ADVERSE_EVENT_ADJUDICATE
     )
-    form = AdjudicationForm(request.POST or None, initial={"outcome": event.outcome})
+    # The reporter's seriousness starts ticked: a clinician confirms or clears it, never drops it
+    # by not noticing an unticked box.
+    initial = {"outcome": event.outcome, "serious": event.serious}
+    form = AdjudicationForm(request.POST or None, initial=initial)
 
     def call(form: AdjudicationForm) -> HttpResponse:
         services.adjudicate_adverse_event(
