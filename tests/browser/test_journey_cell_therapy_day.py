@@ -207,6 +207,11 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     # ------------------------------------------------------------------ 1. the coordinator
     coord = journey.person("coordinator")
     sign_in(coord, base, "coord")
+    # The watcher sees a CSP violation (an inline style attribute), then starts afresh.
+    coord.evaluate("document.body.setAttribute('style', 'color: red')")
+    coord.wait_for_function("() => true")
+    assert any("CSP violation: style-src" in e for e in journey.errors["coordinator"])
+    journey.errors["coordinator"].clear()
     journey.shot(coord, "coordinator-home")
     nav(coord, "Register a patient")
     coord.get_by_label("MRN").fill("HS-1001")

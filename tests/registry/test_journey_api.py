@@ -223,7 +223,9 @@ def test_a_cell_therapy_day_through_the_api(settings: Any) -> None:
     assert QuestionnaireResponse.objects.get(time_point=six_weeks, instrument_id="odi").score == 40
     tickled = AdverseEvent.objects.get(patient_id=patient_id)
     assert tickled.status == "pending" and not tickled.serious
-    assert ("create", "adverseevent", str(tickled.pk)) in [row[:3] for row in step.rows()]
+    portal_rows = step.rows()
+    assert ("create", "adverseevent", str(tickled.pk), f"patient:{patient_id}", "") in portal_rows
+    assert {row[3] for row in portal_rows} == {f"patient:{patient_id}"}  # the patient, no staff
 
     # --- the coordinator reports the hospital stay as serious
     response = call("POST", f"/patients/{patient_id}/adverse-events", coord_h, {
