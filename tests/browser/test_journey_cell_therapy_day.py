@@ -207,6 +207,11 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     # ------------------------------------------------------------------ 1. the coordinator
     coord = journey.person("coordinator")
     sign_in(coord, base, "coord")
+    # The watcher sees a CSP violation (an inline style attribute), then starts afresh.
+    coord.evaluate("document.body.setAttribute('style', 'color: red')")
+    coord.wait_for_function("() => true")
+    assert any("CSP violation: style-src" in e for e in journey.errors["coordinator"])
+    journey.errors["coordinator"].clear()
     journey.shot(coord, "coordinator-home")
     nav(coord, "Register a patient")
     coord.get_by_label("MRN").fill("HS-1001")
@@ -376,10 +381,12 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     coord.get_by_label("Category").select_option("other")
     coord.get_by_label("Onset").fill((today - dt.timedelta(days=3)).isoformat())
     coord.get_by_label("Serious").check()
+    episode_choice = coord.get_by_label("Episode").locator("option:checked").inner_text()
+    assert episode_choice == f"Cell therapy from {format_date(start)}"
     journey.shot(coord, "coordinator-report-serious-ae", phone=True)
     save(coord)
     serious = AdverseEvent.objects.get(serious=True)
-    assert serious.status == "pending"
+    assert (serious.status, serious.episode_id) == ("pending", episode.pk)  # preselected
     coord.get_by_role("navigation", name="Clinic").get_by_role("link", name="My work").click()
     coord.wait_for_load_state()
     journey.shot(coord, "coordinator-home-reported", phone=True)

@@ -223,7 +223,9 @@ def test_a_cell_therapy_day_through_the_api(settings: Any) -> None:
     assert QuestionnaireResponse.objects.get(time_point=six_weeks, instrument_id="odi").score == 40
     tickled = AdverseEvent.objects.get(patient_id=patient_id)
     assert tickled.status == "pending" and not tickled.serious
-    assert ("create", "adverseevent", str(tickled.pk)) in [row[:3] for row in step.rows()]
+    portal_rows = step.rows()
+    assert ("create", "adverseevent", str(tickled.pk), f"patient:{patient_id}", "") in portal_rows
+    assert {row[3] for row in portal_rows} == {f"patient:{patient_id}"}  # the patient, no staff
 
     # --- the coordinator reports the hospital stay as serious
     response = call("POST", f"/patients/{patient_id}/adverse-events", coord_h, {
@@ -288,6 +290,23 @@ def test_a_cell_therapy_day_through_the_api(settings: Any) -> None:
     assert stale.json()["current_version"] == 2
     assert stale.json()["changes"][0]["reason"] == reason
     assert Harvest.objects.get().volume_ml == 55
+    assert step.rows() == []
+
+    # --- the same race on the patient's details (the pages' stale "Edit details")
+    moved = "New mobile number, told by phone"
+    response = call("PATCH", f"/patients/{patient_id}", coord_h, {
+        "expected_version": 1, "reason": moved, "phone": "+1 555 0199",
+    })  # fmt: skip
+    assert response.status_code == 200 and response.json()["version"] == 2
+    assert step.rows() == [("update", "patient", str(patient_id), coord, moved)]
+    stale = call("PATCH", f"/patients/{patient_id}", doc_h, {
+        "expected_version": 1, "reason": "New e-mail", "email": "dana.office@example.org",
+    })  # fmt: skip
+    assert stale.status_code == 409
+    [missed] = stale.json()["changes"]
+    assert (missed["reason"], missed["role"]) == (moved, "Coordinator")
+    assert [(c["old"], c["new"]) for c in missed["changes"]] == [("—", "+1 555 0199")]
+    assert Patient.objects.get(pk=patient_id).email == "dana@example.org"
     assert step.rows() == []
 
     assert Processing.objects.get().sterility == "pass"

@@ -403,11 +403,15 @@ def adverse_event_create(request: HttpRequest, actor: Actor, patient_id: int) ->
     patient = selectors.get_patient_for(
         actor=actor, patient_id=patient_id, intent=Action.ADVERSE_EVENT_REPORT
     )
+    live = patient.episodes.filter(voided_at__isnull=True).order_by("start_date", "id")
     episodes = [
         (episode.pk, f"{episode.get_arm_display()} from {format_date(episode.start_date)}")
-        for episode in patient.episodes.order_by("start_date")
+        for episode in live
     ]
-    form = AdverseEventForm(request.POST or None, episodes=episodes)
+    # An event is usually about the current treatment: its latest episode is preselected
+    # (the reporter may still choose another, or none).
+    initial = {"episode_id": episodes[-1][0]} if episodes else {}
+    form = AdverseEventForm(request.POST or None, episodes=episodes, initial=initial)
 
     def call(form: AdverseEventForm) -> HttpResponse:
         event = services.record_adverse_event(
