@@ -42,7 +42,9 @@ class ServedDatabase:
             "DATABASE_URL": self.url,
             "DJANGO_SETTINGS_MODULE": "vertebra.settings",
             "VERTEBRA_ENV": "test",
-            "PYTHONPATH": str(REPO_ROOT),
+            # This checkout's code first (src/), then the tests package (the repo root): the
+            # editable install may point at another checkout.
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
             "LOG_LEVEL": "WARNING",
             **extra,
         }
