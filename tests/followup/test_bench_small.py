@@ -40,7 +40,7 @@ def test_small_concurrency_benchmark(request: pytest.FixtureRequest) -> None:
                 **os.environ,
                 "DATABASE_URL": f"sqlite:///{folder}/bench.sqlite3",
                 "VERTEBRA_DATA_DIR": folder,
-                "PYTHONPATH": str(REPO_ROOT),
+                "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
                 "LOG_LEVEL": "WARNING",
             }
             done = subprocess.run(

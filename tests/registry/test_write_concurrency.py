@@ -253,7 +253,9 @@ def test_a_deadlock_is_retried_inside_the_service_transaction(
     with caplog.at_level("WARNING", logger="vertebra.registry.audit"):
         errors = _hammer(2, 1, lambda n, i: touch_both(actor=actor, order=orders[n], name=str(n)))
     assert [repr(e) for e in errors] == []
-    assert sorted(attempts.values()) == [1, 2]  # one victim, run again once
+    # One victim, run again (under load the retry may deadlock again before the survivor
+    # has re-taken the freed row lock; the backoff and the bound handle that too).
+    assert sorted(attempts.values())[0] == 1 and 2 <= sorted(attempts.values())[1] <= 5
     assert "touch_both: transient deadlock, retry 1 of 4" in caplog.text
     reads = AuditEvent.objects.filter(action="read").values_list("object_id", flat=True)
     assert sorted(reads) == ["0", "1"]
