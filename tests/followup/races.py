@@ -140,7 +140,8 @@ def run_on_sqlite_file(name: str) -> dict[str, Any]:
             "DATABASE_URL": f"sqlite:///{folder}/race.sqlite3",
             "VERTEBRA_DATA_DIR": folder,
             "DJANGO_SETTINGS_MODULE": "vertebra.settings",
-            "PYTHONPATH": str(REPO_ROOT),
+            # This checkout's code first (not another installed copy), then the tests.
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
             "LOG_LEVEL": "WARNING",
         }
         done = subprocess.run(

@@ -40,7 +40,8 @@ def test_small_concurrency_benchmark(request: pytest.FixtureRequest) -> None:
                 **os.environ,
                 "DATABASE_URL": f"sqlite:///{folder}/bench.sqlite3",
                 "VERTEBRA_DATA_DIR": folder,
-                "PYTHONPATH": str(REPO_ROOT),
+                # This checkout's code first (not another installed copy), then the tests.
+                "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
                 "LOG_LEVEL": "WARNING",
             }
             done = subprocess.run(
