@@ -185,8 +185,3 @@ def purge_expired(now: dt.datetime) -> int:
     """Delete counters whose window has ended; return how many."""
     deleted, _ = ThrottleCounter.objects.filter(expires_at__lt=now).delete()
     return deleted
-
-
-def clear(scope: str, identity: str) -> None:
-    """Forget every window of ``(scope, identity)`` (e.g. after a successful sign-in)."""
-    ThrottleCounter.objects.filter(key=identity_key(scope, identity)).delete()
