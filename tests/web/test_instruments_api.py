@@ -44,6 +44,12 @@ def test_score_errors(client: Client) -> None:
     )
     assert bad.status_code == 422
     assert "0" in bad.json()["detail"] and "5" in bad.json()["detail"]
+    # The API's one 422 shape: a validation problem whose errors carry the message.
+    assert bad["Content-Type"].startswith("application/problem+json")
+    assert bad.json()["type"] == "urn:vertebra:problem:validation-error"
+    assert bad.json()["errors"] == [
+        {"field": "request", "loc": [], "msg": bad.json()["detail"], "type": "value_error"}
+    ]
     assert client.get("/api/v1/instruments/nope").status_code == 404
     missing = client.post("/api/v1/instruments/odi/score", {}, content_type="application/json")
     assert missing.status_code == 422

@@ -125,7 +125,8 @@ def withhold_small_groups(
     """``tables`` without the patients of arms smaller than ``min_cell`` (default: the
     policy's), and empty when fewer than ``min_cell`` patients remain; what was left out.
 
-    Filters the three tables consistently (time points and events follow their patients).
+    Filters the three tables consistently (time points and events follow their patients) and
+    keeps their ``exclusions`` (what the reader left out as implausible, and why).
     """
     k = policy().min_cell if min_cell is None else min_cell
     patients = tables.patients
@@ -142,6 +143,8 @@ def withhold_small_groups(
         patients.loc[keep].reset_index(drop=True),
         tables.timepoints[tables.timepoints["patient_id"].isin(ids)].reset_index(drop=True),
         tables.events[tables.events["patient_id"].isin(ids)].reset_index(drop=True),
+        # The data-quality notes (rows left out as implausible) still hold for what remains.
+        exclusions=tables.exclusions,
     )
     return out, Withheld(arms=small, cohort=cohort, min_cell=k)
 

@@ -103,6 +103,12 @@ def _http_problem(request: HttpRequest, exc: HttpError) -> HttpResponse:
         )
     if exc.status_code == 400 and cause is not None:
         return problem_response(400, "The request body is not valid JSON.", slug="malformed-body")
+    if exc.status_code == 422:
+        # Invalid input a route found itself (e.g. an instrument answer out of range): the
+        # same type and ``errors`` as any 422; the message names the item, the request as a
+        # whole is the field.
+        whole = {"field": "request", "loc": [], "msg": str(exc), "type": "value_error"}
+        return problem_response(422, str(exc), slug="validation-error", errors=[whole])
     return problem_response(exc.status_code, str(exc), slug=_SLUG_BY_STATUS.get(exc.status_code))
 
 

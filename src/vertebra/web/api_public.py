@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Router
 from ninja.errors import HttpError
 
 from vertebra.core.decision import Profile, ProfileError
@@ -24,6 +24,7 @@ from vertebra.core.instruments import (
 )
 from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.core.screening import InvalidFactsError, evaluate, facts_json_schema
+from vertebra.registry.api import ErrorOut, ValidationErrorOut
 from vertebra.web.decide import payload
 from vertebra.web.decision_selectors import decision_result, evidence
 from vertebra.web.knowledge_selectors import knowledge_base, page_by_path
@@ -38,15 +39,10 @@ def _body(request: HttpRequest) -> Any:
         raise HttpError(400, f"The body is not acceptable: {exc}") from exc
 
 
-class PublicErrorOut(Schema):
-    """A refusal: a message, or (invalid query parameters) ninja's list of field errors."""
-
-    detail: str | list[dict[str, Any]]
-
-
-#: Documented answers of public endpoints besides their success (schemathesis checks them).
-NOT_FOUND: dict[int, Any] = {404: PublicErrorOut}
-INVALID: dict[int, Any] = {400: PublicErrorOut, 422: PublicErrorOut}
+#: Documented answers of public endpoints besides their success (schemathesis checks them):
+#: the API's one error shape, RFC 9457 problems (see vertebra.web.api).
+NOT_FOUND: dict[int, Any] = {404: ErrorOut}
+INVALID: dict[int, Any] = {400: ErrorOut, 422: ValidationErrorOut}
 
 learn_router = Router(tags=["knowledge base"])
 screening_router = Router(tags=["screening"])

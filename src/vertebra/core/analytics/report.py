@@ -263,7 +263,12 @@ def build_report(
     if min_cell is not None:
         # Groups are counted among the patients this filter selects (what the report covers).
         picked = tables.patients.loc[select_patients(tables.patients, flt)]
-        tables = tables.of(picked.reset_index(drop=True), tables.timepoints, tables.events)
+        tables = tables.of(
+            picked.reset_index(drop=True),
+            tables.timepoints,
+            tables.events,
+            exclusions=tables.exclusions,  # what the reader left out still needs saying
+        )
         tables, withheld = withhold_small_groups(tables, min_cell)
         if withheld.cohort:
             return _withheld_report(tables, flt, as_of, min_cell, withheld)
@@ -354,6 +359,7 @@ def _withheld_report(
         benchmark=None,
         responder_rules={},
         time_base=tables.time_base,
+        exclusions=tables.exclusions,
         min_cell=min_cell,
         withheld=withheld,
     )
