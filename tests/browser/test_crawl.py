@@ -592,6 +592,15 @@ def test_every_page_of_every_role_at_desktop_and_phone_size(
     pages = {role: len(data["pages"]) for role, data in summary["roles"].items()}
     assert pages["anonymous"] >= 20, pages  # home, every /learn/ article, /assess/, /decide/
     assert all(pages[role] >= 1 for role in pages), pages
+    # The arranged work is reached from the homes: the adjudication form, the sterility form and
+    # the follow-up page with its call list; registry admins and researchers got past the
+    # second factor to their home.
+    shapes = {role: {shape(p) for p in data["pages"]} for role, data in summary["roles"].items()}
+    for must in ("/clinic/adverse-events/<n>/adjudicate/", "/clinic/episodes/<n>/sterility/"):
+        assert must in shapes["clinician"], sorted(shapes["clinician"])
+    assert "/p/staff/" in shapes["coordinator"], sorted(shapes["coordinator"])
+    for role in ("registry-admin", "researcher"):
+        assert summary["roles"][role]["pages"][0] == "/clinic/home/", summary["roles"][role]
     assert not findings, f"{len(findings)} findings (see {out}/report.txt):\n" + "\n".join(
         lines[:80]
     )
