@@ -152,7 +152,7 @@ def _rewrite(path: Path, change: Any) -> None:
 @pytest.mark.parametrize(
     ("file", "breakage", "message"),
     [
-        ("Patient.ndjson", lambda lines: lines.insert(1, "{not json"), "Patient.ndjson line 2: not JSON"),
+        ("Patient.ndjson", lambda lines: lines.insert(1, "{not json"), "Patient.ndjson line 2: not valid JSON"),
         ("Condition.ndjson", lambda lines: lines.insert(0, '{"resourceType": "Patient", "id": "x"}'),
          "Condition.ndjson line 1: resourceType 'Patient', expected 'Condition'"),
         ("Patient.ndjson", lambda lines: lines.insert(2, '{"resourceType": "Patient", "birthDate": "1970-13-01"}'),
