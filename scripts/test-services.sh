@@ -42,11 +42,14 @@ ensure_system_packages() {
 }
 
 _pg_answers() {
-  # True when a PostgreSQL server accepts a connection to URL.
+  # True when the PostgreSQL server of URL accepts a connection. It connects to the server's
+  # "postgres" maintenance database, not URL's own: on a new machine URL's database does not
+  # exist yet (_ensure_database creates it), and a missing database is not a server that is down.
   python - "$1" <<'PY' 2>/dev/null
-import sys
+import sys, urllib.parse
 import psycopg
-psycopg.connect(sys.argv[1], connect_timeout=3).close()
+u = urllib.parse.urlsplit(sys.argv[1])
+psycopg.connect(urllib.parse.urlunsplit(u._replace(path="/postgres")), connect_timeout=3).close()
 PY
 }
 
