@@ -233,7 +233,9 @@ def test_autologous_pathway_harvest_product_injection(codes: FhirCodes) -> None:
                                 dt.date(2025, 10, 20), processing_id=2, cell_dose=240.0)  # fmt: skip
     shot = valid(pathway.injection(injection, codes))
     assert [b["coding"][0]["code"] for b in shot["bodySite"]] == ["L4-L5", "L5-S1"]
-    assert shot["usedReference"] == [{"reference": "BiologicallyDerivedProduct/product-2"}]
+    # R4: Procedure.usedReference may not target a BiologicallyDerivedProduct (issue 15).
+    assert "usedReference" not in shot
+    assert ext(shot, "used-product") == {"reference": "BiologicallyDerivedProduct/product-2"}
     assert ext(shot, "injection-target")["code"] == "intradiscal"
     assert ext(shot, "image-guidance")["code"] == "fluoroscopy"
     assert ext(shot, "cell-dose") == {
@@ -254,7 +256,8 @@ def test_allogeneic_lot_and_its_injection(codes: FhirCodes) -> None:
     harvest = valid(pathway.harvest(assigned, codes, {9: lot}))
     assert harvest["code"]["coding"][0]["code"] == "allogeneic_lot_assignment"
     assert "bodySite" not in harvest  # nothing was taken from the patient
-    assert harvest["usedReference"] == [{"reference": "BiologicallyDerivedProduct/lot-9"}]
+    assert "usedReference" not in harvest
+    assert ext(harvest, "used-product") == {"reference": "BiologicallyDerivedProduct/lot-9"}
     assert ext(harvest, "allogeneic-lot") == {
         "system": f"{BASE}/sid/allogeneic-lot",
         "value": "LOT-9",
@@ -262,7 +265,7 @@ def test_allogeneic_lot_and_its_injection(codes: FhirCodes) -> None:
     shot = valid(pathway.injection(
         InjectionRecord(7, 41, 13, ["L5-S1"], "intradiscal", "ct", 1.0, dt.date(2025, 1, 2), lot_id=9,
                         adjunct_prp=True), codes))  # fmt: skip
-    assert shot["usedReference"] == [{"reference": "BiologicallyDerivedProduct/lot-9"}]
+    assert ext(shot, "used-product") == {"reference": "BiologicallyDerivedProduct/lot-9"}
     assert ext(shot, "adjunct-prp") is True
 
 
@@ -283,7 +286,9 @@ def _links() -> dict[int, clinical.EpisodeLinks]:
     [
         ("harvest", "Procedure/harvest-1"),
         ("procedure", "Procedure/injection-3"),  # the first injection (by date), not id 8
-        ("product", "BiologicallyDerivedProduct/product-2"),
+        # R4's suspectEntity.instance may not be a BiologicallyDerivedProduct: the injection that
+        # gave the product stands in, the causality assessment ("product") says what is suspected.
+        ("product", "Procedure/injection-3"),
         ("unrelated", "Procedure/episode-40"),
     ],
 )
@@ -362,13 +367,19 @@ def test_odi_response_and_score(codes: FhirCodes) -> None:
     assert obs["derivedFrom"] == [{"reference": "QuestionnaireResponse/response-31"}]
 
 
-def test_nrs_ships_its_wording_and_uses_the_verified_loinc(codes: FhirCodes) -> None:
+def test_nrs_ships_its_wording_and_back_and_leg_pain_have_distinct_codes(
+    codes: FhirCodes,
+) -> None:
     record = response("nrs_leg", {"pain_leg": 4}, 4.0)
     qr = valid(responses.questionnaire_response(record, codes))
     assert qr["item"][0]["text"].startswith("On average over the past 7 days")
-    obs = valid(responses.score_observation(record, codes))
-    assert ("http://loinc.org", "72514-3") in codes_of(obs["code"])
-    assert obs["bodySite"]["coding"][0]["code"] == "leg"  # tells it from back pain
+    leg = valid(responses.score_observation(record, codes))
+    back = valid(responses.score_observation(response("nrs_back", {"pain_back": 4}, 4.0), codes))
+    # 72514-3 (no body site) only on back pain; leg pain has the local code alone (issue 15).
+    assert codes_of(leg["code"]) == {(f"{BASE}/CodeSystem/instrument", "nrs_leg")}
+    assert ("http://loinc.org", "72514-3") in codes_of(back["code"])
+    assert not codes_of(leg["code"]) & codes_of(back["code"])
+    assert leg["bodySite"]["coding"][0]["code"] == "leg"
 
 
 def test_promis_has_no_unverified_loinc(codes: FhirCodes) -> None:

@@ -208,8 +208,11 @@ def adverse_event(
       are not a clinician's judgement); severity from the CTCAE grade (1 mild, 2 moderate,
       3-5 severe: R4's binding has three levels) and the exact grade in ``ctcae-grade``;
     * relatedness -> ``suspectEntity``: harvest -> the harvest Procedure, procedure -> the
-      (first) injection Procedure, product -> the injected BiologicallyDerivedProduct,
-      unrelated -> the episode Procedure; each with the relatedness as causality assessment.
+      (first) injection Procedure, product -> that same injection Procedure (R4's
+      ``suspectEntity.instance`` may not target a BiologicallyDerivedProduct; the injection
+      names its product in ``used-product``, and the causality assessment says it is the
+      product, not the procedure, that is suspected), unrelated -> the episode Procedure;
+      each with the relatedness as causality assessment.
       When the pointed-at step was not recorded the episode stands in; without an episode
       there is no suspect entity, and the relatedness extension still carries the judgement.
     """
@@ -276,7 +279,7 @@ def _suspects(
     pointed = {
         "harvest": found.harvest,
         "procedure": found.injection,
-        "product": found.product,
+        "product": found.injection,
     }.get(record.relatedness)
     instance = pointed or ref("episode", record.episode_id)
     causality = {"assessment": codes.concept("relatedness", record.relatedness)}

@@ -17,7 +17,10 @@ Why these resource types:
   adjuncts) are Vertebra extensions (R4 has no ``property`` element; R5 added one).
 * **Allogeneic lot -> BiologicallyDerivedProduct** (one per lot, shared by its recipients).
 * **Injection -> Procedure** (``partOf`` the episode): levels as bodySite, the product it used
-  as ``usedReference``, target, guidance, volume, dose and PRP as extensions.
+  in the ``used-product`` extension, target, guidance, volume, dose and PRP as extensions.
+  R4's ``Procedure.usedReference`` may only target Device | Medication | Substance, so the
+  BiologicallyDerivedProduct a harvest or injection used travels in an extension
+  (valueReference) instead; the allogeneic source stays in ``usedCode``.
 """
 
 from __future__ import annotations
@@ -86,6 +89,12 @@ def harvest(record: HarvestRecord, codes: FhirCodes, lots: Mapping[int, LotRecor
         extension=extensions(
             extension(codes, "harvest-volume", "valueQuantity", volume),
             extension(codes, "allogeneic-lot", "valueIdentifier", _lot_identifier(lot, codes)),
+            extension(
+                codes,
+                "used-product",
+                "valueReference",
+                ref("lot", record.lot_id) if record.lot_id is not None else None,
+            ),
         ),
         partOf=[ref("episode", record.episode_id)],
         status="completed",
@@ -96,7 +105,6 @@ def harvest(record: HarvestRecord, codes: FhirCodes, lots: Mapping[int, LotRecor
         performedDateTime=date(record.harvested_on),
         performer=staff(codes, record.operator_id),
         bodySite=None if allogeneic else [source],
-        usedReference=[ref("lot", record.lot_id)] if record.lot_id is not None else None,
         usedCode=[source] if allogeneic else None,
     )
 
@@ -202,6 +210,7 @@ def injection(record: InjectionRecord, codes: FhirCodes) -> Resource:
             ),
             extension(codes, "cell-dose", "valueQuantity", dose),
             extension(codes, "adjunct-prp", "valueBoolean", record.adjunct_prp),
+            extension(codes, "used-product", "valueReference", used),
         ),
         partOf=[ref("episode", record.episode_id)],
         status="completed",
@@ -210,7 +219,6 @@ def injection(record: InjectionRecord, codes: FhirCodes) -> Resource:
         performedDateTime=date(record.injected_on),
         performer=staff(codes, record.operator_id),
         bodySite=concepts(codes, "spinal-level", record.levels),
-        usedReference=[used] if used is not None else None,
     )
 
 
