@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from importlib.resources import files
 
 
 def expected_counts(clinic_ids: Sequence[int] = ()) -> dict[str, int]:
@@ -30,6 +31,8 @@ def expected_counts(clinic_ids: Sequence[int] = ()) -> dict[str, int]:
     patients = {"clinic_id__in": list(clinic_ids)} if clinic_ids else {}
     return {
         "Organization": clinics.count(),
+        # One Questionnaire per shipped instrument definition (data/instruments/*.yaml).
+        "Questionnaire": len(list(files("vertebra").joinpath("data", "instruments").glob("*.yaml"))),
         "Patient": m.Patient.objects.filter(**patients).count(),
         "Consent": m.Consent.objects.filter(mine("patient")).count(),
         "Condition": m.Diagnosis.objects.filter(mine("patient")).count(),

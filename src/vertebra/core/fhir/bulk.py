@@ -19,10 +19,11 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from vertebra.core.fhir import clinical, pathway, people, responses
+from vertebra.core.fhir import clinical, pathway, people, questionnaires, responses
 from vertebra.core.fhir._base import Resource, instant
 from vertebra.core.fhir.codes import FhirCodes
 from vertebra.core.fhir.records import ChunkRecords, ClinicRecord, LotRecord
+from vertebra.core.instruments.registry import builtin_definitions
 
 __all__ = [
     "RESOURCE_TYPES",
@@ -35,6 +36,7 @@ __all__ = [
 #: The resource types an export writes, in the order their files are listed.
 RESOURCE_TYPES = (
     "Organization",
+    "Questionnaire",
     "Patient",
     "Consent",
     "Condition",
@@ -50,9 +52,11 @@ RESOURCE_TYPES = (
 def reference_resources(
     clinics: Iterable[ClinicRecord], lots: Iterable[LotRecord], codes: FhirCodes
 ) -> Iterator[Resource]:
-    """Organizations (clinics) and the allogeneic lots as BiologicallyDerivedProducts."""
+    """Organizations (clinics), a Questionnaire per shipped instrument (the canonicals the
+    QuestionnaireResponses name) and the allogeneic lots as BiologicallyDerivedProducts."""
     for clinic in clinics:
         yield people.organization(clinic, codes)
+    yield from questionnaires.questionnaires(dict(builtin_definitions()), codes)
     for lot in lots:
         yield pathway.lot(lot, codes)
 
