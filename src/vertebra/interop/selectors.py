@@ -52,7 +52,17 @@ from vertebra.registry.models import (
     TreatmentEpisode,
 )
 
-__all__ = ["CHUNK_PATIENTS", "ExportScope", "chunks", "read_chunk", "reference_rows", "scope_of"]
+__all__ = [
+    "CHUNK_PATIENTS",
+    "TABLES",
+    "ExportScope",
+    "Table",
+    "chunks",
+    "exported",
+    "read_chunk",
+    "reference_rows",
+    "scope_of",
+]
 
 #: Patients per chunk: large enough that per-query overhead is small, small enough that a
 #: chunk's rows (about 60 resources a patient) stay a few tens of MB.
@@ -124,14 +134,71 @@ def _in_chunk(path: str, lo: int, hi: int, clinic_ids: Sequence[int]) -> Q:
     return where
 
 
-def _rows(
-    model: type[Model], path: str, lo: int, hi: int, clinic_ids: Sequence[int]
-) -> QuerySet[Any]:
-    """``model`` rows of the chunk, in id order (stable output across runs)."""
-    rows = model._default_manager.filter(_in_chunk(path, lo, hi, clinic_ids))
-    if any(f.name == "voided_at" for f in model._meta.concrete_fields):
-        rows = rows.filter(voided_at__isnull=True)  # entered in error: never exported (ADR 0009)
-    return rows.order_by("pk")
+@dataclass(frozen=True)
+class Table:
+    """How one registry table becomes records: the model, the path to its patient, the record
+    class and the record fields whose ORM path differs from their name."""
+
+    model: type[Model]
+    patient: str
+    record: Callable[..., Any]
+    lookups: Mapping[str, str]
+
+    def records(self, query: QuerySet[Any]) -> list[Any]:
+        """``query`` (rows of :attr:`model`) as records."""
+        return _records(query, self.record, self.lookups)
+
+
+#: Every patient-level table the export reads, by :class:`ChunkRecords` field. The FHIR REST
+#: server (``vertebra.fhirserver``) reads the same tables the same way, so a resource it serves
+#: is the resource the export writes.
+TABLES: Mapping[str, Table] = {
+    "consents": Table(Consent, "patient", ConsentRecord, {}),
+    "diagnoses": Table(Diagnosis, "patient", DiagnosisRecord, {}),
+    "prior_treatments": Table(PriorTreatment, "patient", PriorTreatmentRecord, {}),
+    "episodes": Table(TreatmentEpisode, "patient", EpisodeRecord, {}),
+    "harvests": Table(
+        Harvest,
+        "episode__patient",
+        HarvestRecord,
+        {"patient_id": "episode__patient_id", "lot_id": "allogeneic_lot_id"},
+    ),
+    "processings": Table(
+        Processing,
+        "harvest__episode__patient",
+        ProcessingRecord,
+        {"patient_id": "harvest__episode__patient_id", "harvested_on": "harvest__harvested_on"},
+    ),
+    "injections": Table(
+        Injection,
+        "episode__patient",
+        InjectionRecord,
+        {"patient_id": "episode__patient_id", "lot_id": "allogeneic_lot_id"},
+    ),
+    "adverse_events": Table(AdverseEvent, "patient", AdverseEventRecord, {}),
+    "clinical_events": Table(ClinicalEvent, "patient", ClinicalEventRecord, {}),
+    "responses": Table(
+        QuestionnaireResponse,
+        "time_point__patient",
+        ResponseRecord,
+        {
+            "patient_id": "time_point__patient_id",
+            "episode_id": "time_point__schedule__episode_id",
+            "time_point_key": "time_point__key",
+        },
+    ),
+}
+
+
+def exported(table: Table) -> QuerySet[Any]:
+    """Every row of ``table`` an export would write (voided rows and the responses of a voided
+    episode left out, ADR 0009), unordered and unscoped."""
+    rows = table.model._default_manager.all()
+    if any(f.name == "voided_at" for f in table.model._meta.concrete_fields):
+        rows = rows.filter(voided_at__isnull=True)
+    if table.model is QuestionnaireResponse:
+        rows = rows.filter(time_point__schedule__episode__voided_at__isnull=True)
+    return rows
 
 
 def read_chunk(lo: int, hi: int, clinic_ids: Sequence[int] = ()) -> ChunkRecords:
@@ -140,41 +207,12 @@ def read_chunk(lo: int, hi: int, clinic_ids: Sequence[int] = ()) -> ChunkRecords
     if clinic_ids:
         patients = patients.filter(clinic_id__in=list(clinic_ids))
 
-    def rows(model: type[Model], path: str) -> QuerySet[Any]:
-        return _rows(model, path, lo, hi, clinic_ids)
+    def rows(name: str) -> list[Any]:
+        table = TABLES[name]
+        where = _in_chunk(table.patient, lo, hi, clinic_ids)
+        return table.records(exported(table).filter(where).order_by("pk"))
 
     return ChunkRecords(
         patients=_records(patients.order_by("pk"), PatientRecord, {}),
-        consents=_records(rows(Consent, "patient"), ConsentRecord, {}),
-        diagnoses=_records(rows(Diagnosis, "patient"), DiagnosisRecord, {}),
-        prior_treatments=_records(rows(PriorTreatment, "patient"), PriorTreatmentRecord, {}),
-        episodes=_records(rows(TreatmentEpisode, "patient"), EpisodeRecord, {}),
-        harvests=_records(
-            rows(Harvest, "episode__patient"),
-            HarvestRecord,
-            {"patient_id": "episode__patient_id", "lot_id": "allogeneic_lot_id"},
-        ),
-        processings=_records(
-            rows(Processing, "harvest__episode__patient"),
-            ProcessingRecord,
-            {"patient_id": "harvest__episode__patient_id", "harvested_on": "harvest__harvested_on"},
-        ),
-        injections=_records(
-            rows(Injection, "episode__patient"),
-            InjectionRecord,
-            {"patient_id": "episode__patient_id", "lot_id": "allogeneic_lot_id"},
-        ),
-        adverse_events=_records(rows(AdverseEvent, "patient"), AdverseEventRecord, {}),
-        clinical_events=_records(rows(ClinicalEvent, "patient"), ClinicalEventRecord, {}),
-        responses=_records(
-            rows(QuestionnaireResponse, "time_point__patient").filter(
-                time_point__schedule__episode__voided_at__isnull=True
-            ),
-            ResponseRecord,
-            {
-                "patient_id": "time_point__patient_id",
-                "episode_id": "time_point__schedule__episode_id",
-                "time_point_key": "time_point__key",
-            },
-        ),
+        **{name: rows(name) for name in TABLES},
     )
