@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path("fhir/", include("vertebra.fhirserver.urls")),
 ]
 
 # An unavailable database answers 503 with a plain message (web/unavailable.py), whether it

@@ -1,0 +1,87 @@
+"""The CapabilityStatement, generated from :data:`vertebra.fhirserver.resources.TYPES`: the
+types, interactions and search parameters listed are exactly those the selectors implement
+(``tests/fhirserver/test_capability.py`` exercises every one of them against the server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vertebra import __version__
+from vertebra.core.fhir._base import Resource
+from vertebra.fhirserver.resources import TYPES
+
+__all__ = ["capability_statement"]
+
+#: When this statement's content last changed (a CapabilityStatement needs a ``date``).
+STATEMENT_DATE = "2026-12-06"
+
+
+def _resource(name: str) -> dict[str, Any]:
+    spec = TYPES[name]
+    entry: dict[str, Any] = {
+        "type": name,
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": [
+            {
+                "name": p.name,
+                "definition": p.definition,
+                "type": p.type,
+                "documentation": p.documentation,
+            }
+            for p in spec.params
+        ],
+    }
+    if name == "Questionnaire":
+        entry["documentation"] = "Public (no token): Vertebra's instruments, one per instrument."
+    return entry
+
+
+def capability_statement(base: str) -> Resource:
+    """The server's CapabilityStatement; ``base`` is the absolute URL of ``/fhir``."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": STATEMENT_DATE,
+        "publisher": "Vertebra",
+        "kind": "instance",
+        "software": {"name": "Vertebra", "version": __version__},
+        "implementation": {"description": "Vertebra FHIR R4 server (read and search)", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "Read and search. Every type but Questionnaire needs a Vertebra API token "
+                    "(Authorization: Bearer) or a signed-in session of a role that reads "
+                    "patients, and shows only the patients of that person's clinics. Unknown "
+                    "search parameters are refused (400) unless 'Prefer: handling=lenient'. "
+                    "_count (default 20, at most 100) pages; follow the Bundle's next link."
+                ),
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "text": "Bearer API token (vertebra manage issue_token) or a "
+                            "signed-in session"
+                        }
+                    ],
+                },
+                "resource": [_resource(name) for name in TYPES],
+                "searchParam": [
+                    {
+                        "name": "_count",
+                        "type": "number",
+                        "documentation": "Page size of every search (default 20, at most 100)",
+                    }
+                ],
+            }
+        ],
+    }

@@ -1,0 +1,314 @@
+"""Reads of the FHIR server: search and read, permission-checked, clinic-scoped and audited.
+
+Contracts
+---------
+* Every read of patient data calls :func:`verify_actor` for ``patient.read`` (the action the
+  registry's own patient pages and API need) and sees only rows of patients at the clinics
+  the actor verifiably belongs to; a row elsewhere is "not found", with the same answer as a
+  row that does not exist (existence is never revealed). Allogeneic lots (shared reference
+  data, not patient data) are visible to every reader.
+* Each call is one audited transaction (:func:`audited_transaction`): a search leaves one
+  ``search`` row (object type ``fhir_search``: the type, the query, the ids returned and
+  their patients), a read one ``read`` row on the registry object read (its clinic and
+  patient), a refusal one ``denied`` row.
+* Filtering and paging are done by the database: one COUNT per source table, then only the
+  rows of the page are read (``values_list`` into the export's records) and mapped by the
+  same core builders the export uses, so a served resource equals the exported one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models
+from django.db.models import Q, QuerySet
+
+from vertebra.core.fhir import FhirCodes, fhir_codes, pathway
+from vertebra.core.fhir._base import Resource
+from vertebra.core.fhir.questionnaires import questionnaires
+from vertebra.core.fhir.rest import (
+    DateRange,
+    SearchError,
+    date_range,
+    parse_id,
+    parse_reference,
+    parse_token,
+)
+from vertebra.core.instruments.registry import builtin_definitions
+from vertebra.fhirserver.resources import LOTS, BuildContext, Source, TypeSpec
+from vertebra.fhirserver.search import Search
+from vertebra.interop.selectors import TABLES, exported
+from vertebra.registry.audit import audited_transaction, record_audit
+from vertebra.registry.errors import NotFound
+from vertebra.registry.models import AllogeneicLot
+from vertebra.registry.permissions import Action, Actor, verify_actor
+
+__all__ = [
+    "Page",
+    "read_questionnaire",
+    "read_resource",
+    "search_questionnaires",
+    "search_resources",
+]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a search: the resources and how many match in all."""
+
+    resources: list[Resource]
+    total: int
+
+
+# ------------------------------------------------------------------------------ filtering
+
+
+def _ceil_date(moment: dt.datetime) -> dt.date:
+    """The first date whose midnight (UTC) is not before ``moment``."""
+    day = moment.date()
+    return day if moment.time() == dt.time(0) else day + dt.timedelta(days=1)
+
+
+def _date_q(field: models.Field[Any, Any], wanted: DateRange) -> Q:
+    """Rows whose date (a date is its midnight, UTC) is in the relation ``wanted`` asks for."""
+    lo: dt.date | dt.datetime = wanted.start
+    hi: dt.date | dt.datetime = wanted.end
+    if not isinstance(field, models.DateTimeField):
+        lo, hi = _ceil_date(wanted.start), _ceil_date(wanted.end)
+    name = field.name
+    inside = Q(**{f"{name}__gte": lo, f"{name}__lt": hi})
+    return {
+        "eq": inside,
+        "ne": ~inside & Q(**{f"{name}__isnull": False}),
+        "lt": Q(**{f"{name}__lt": lo}),
+        "le": Q(**{f"{name}__lt": hi}),
+        "gt": Q(**{f"{name}__gte": hi}),
+        "ge": Q(**{f"{name}__gte": lo}),
+    }[wanted.prefix]
+
+
+def _any(parts: Sequence[Q | None]) -> Q | None:
+    """The OR of the parts that can match, or None when none can."""
+    found = [p for p in parts if p is not None]
+    if not found:
+        return None
+    combined = found[0]
+    for part in found[1:]:
+        combined |= part
+    return combined
+
+
+def _questionnaire_q(raw: str, codes: FhirCodes) -> Q | None:
+    """``<base>/Questionnaire/<instrument>[|version]`` -> the responses to that form."""
+    url, _, version = raw.partition("|")
+    prefix = f"{codes.base}/Questionnaire/"
+    if not url.startswith(prefix):
+        return None
+    found = Q(instrument_id=url.removeprefix(prefix))
+    return found & Q(instrument_version=version) if version else found
+
+
+def _filter(spec: TypeSpec, source: Source, name: str, raw: str, codes: FhirCodes) -> Q | None:
+    """One occurrence of parameter ``name`` as a filter on ``source`` (None: cannot match)."""
+    param = spec.param(name)
+    assert param is not None  # parse_search admitted only declared parameters
+    values = raw.split(",")
+    if name == "_id":
+        ids = [found for v in values if (found := parse_id(spec.name, v)) is not None]
+        pks = [pk for kind, pk in ids if kind == source.kind]
+        return Q(pk__in=pks) if pks else None
+    if param.type == "reference" and name in ("patient", "subject"):
+        pks = [pk for v in values if (pk := parse_reference(v)) is not None]
+        if not pks or not source.patient:
+            return None
+        return Q(**{f"{source.patient}_id__in": pks})
+    if name == "code":
+        if source.code is None:
+            return None
+        return _any([source.code(*parse_token(v), codes) for v in values])
+    if name == "questionnaire":
+        return _any([_questionnaire_q(v, codes) for v in values])
+    if param.type == "date":
+        if source.date is None:
+            return None
+        field = source.table.model._meta.get_field(source.date)
+        return _date_q(field, date_range(raw))  # type: ignore[arg-type]
+    raise SearchError(f"{name} is declared but not implemented")  # pragma: no cover
+
+
+def _scoped(source: Source, clinics: frozenset[int]) -> QuerySet[Any]:
+    """The rows of ``source`` the export writes, at the actor's clinics."""
+    rows = exported(source.table).filter(source.where)
+    if source.clinic is not None:
+        return rows.filter(**{f"{source.clinic}__in": clinics})
+    if source.patient == "":
+        return rows.filter(clinic_id__in=clinics)
+    if source.patient is not None:
+        return rows.filter(**{f"{source.patient}__clinic_id__in": clinics})
+    return rows  # allogeneic lots: shared reference data
+
+
+def _rows(
+    spec: TypeSpec, source: Source, clinics: frozenset[int], search: Search, codes: FhirCodes
+) -> QuerySet[Any] | None:
+    """The rows of ``source`` matching every filter of ``search`` (None: none can)."""
+    rows = _scoped(source, clinics)
+    for name, occurrences in search.filters:
+        for raw in occurrences:  # repeated parameter = AND
+            where = _filter(spec, source, name, raw, codes)
+            if where is None:
+                return None
+            rows = rows.filter(where)
+    return rows
+
+
+# ------------------------------------------------------------------------------- building
+
+
+def _context(source: Source, records: Sequence[Any], codes: FhirCodes) -> BuildContext:
+    """What ``source``'s builder needs for these records (lots, an adverse event's links)."""
+    context = BuildContext(codes=codes)
+    if source.kind == "harvest" and any(r.lot_id is not None for r in records):
+        lots = LOTS.records(AllogeneicLot.objects.filter(pk__in={r.lot_id for r in records}))
+        context.lots = {lot.id: lot for lot in lots}
+    if source.kind == "adverse_event":
+        episodes = {r.episode_id for r in records if r.episode_id is not None}
+        harvests = TABLES["harvests"].records(
+            exported(TABLES["harvests"]).filter(episode_id__in=episodes)
+        )
+        injections = TABLES["injections"].records(
+            exported(TABLES["injections"]).filter(episode_id__in=episodes)
+        )
+        context.links = pathway.episode_links(harvests, injections)
+    return context
+
+
+def _build(source: Source, rows: QuerySet[Any], codes: FhirCodes) -> list[Resource]:
+    """The resources of ``rows`` (already ordered and sliced)."""
+    records = source.table.records(rows)
+    return source.build(records, _context(source, records, codes))
+
+
+def _patient_ids(resources: Sequence[Resource]) -> list[int]:
+    """The registry patients the resources are about (for the audit row)."""
+    found: set[int] = set()
+    for item in resources:
+        if item["resourceType"] == "Patient":
+            found.add(int(item["id"].rsplit("-", 1)[1]))
+            continue
+        for key in ("subject", "patient"):
+            ref = item.get(key)
+            if isinstance(ref, dict) and str(ref.get("reference", "")).startswith("Patient/"):
+                found.add(int(ref["reference"].rsplit("-", 1)[1]))
+    return sorted(found)
+
+
+# ---------------------------------------------------------------------------------- reads
+
+
+@audited_transaction
+def search_resources(*, actor: Actor, spec: TypeSpec, search: Search) -> Page:
+    """One page of the ``spec`` resources matching ``search`` (see the module docstring)."""
+    clinics = verify_actor(actor, Action.PATIENT_READ)
+    codes = fhir_codes()
+    matching = [
+        (source, rows)
+        for source in spec.sources
+        if (rows := _rows(spec, source, clinics, search, codes)) is not None
+    ]
+    counts = [rows.count() for _, rows in matching]
+    resources: list[Resource] = []
+    skip, room = search.offset, search.count
+    for (source, rows), n in zip(matching, counts, strict=True):
+        if room <= 0:
+            break
+        if skip >= n:
+            skip -= n
+            continue
+        page = rows.order_by("pk")[skip : skip + room]
+        built = _build(source, page, codes)
+        resources.extend(built)
+        room -= len(built)
+        skip = 0
+    record_audit(
+        actor=actor,
+        action="search",
+        object_type="fhir_search",
+        new_values={
+            "type": spec.name,
+            "query": [[name, list(values)] for name, values in search.filters],
+            "count": search.count,
+            "offset": search.offset,
+            "ids": [item["id"] for item in resources],
+            "patient_ids": _patient_ids(resources),
+        },
+    )
+    return Page(resources=resources, total=sum(counts))
+
+
+@audited_transaction
+def read_resource(*, actor: Actor, spec: TypeSpec, resource_id: str) -> Resource:
+    """The ``spec`` resource ``resource_id`` if the actor may read it; else NotFound (also for
+    another clinic's) or PermissionDeniedError (role)."""
+    clinics = verify_actor(actor, Action.PATIENT_READ)
+    codes = fhir_codes()
+    found = parse_id(spec.name, resource_id)
+    source = next((s for s in spec.sources if found and s.kind == found[0]), None)
+    if found is None or source is None:
+        raise NotFound(spec.name, resource_id)
+    rows = _scoped(source, clinics).filter(pk=found[1])
+    built = _build(source, rows, codes)
+    if not built:
+        raise NotFound(spec.name, resource_id)
+    clinic_id: int | None = None
+    if source.clinic is not None:
+        clinic_id = found[1]
+    elif source.patient is not None:
+        path = "clinic_id" if source.patient == "" else f"{source.patient}__clinic_id"
+        clinic_id = rows.values_list(path, flat=True).first()
+    patients = _patient_ids(built)
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type=source.table.model._meta.model_name or "",
+        object_id=found[1],
+        clinic_id=clinic_id,
+        patient_id=patients[0] if patients else None,
+        new_values={"fhir": f"{spec.name}/{resource_id}"},
+    )
+    return built[0]
+
+
+# ---------------------------------------------------------------------- questionnaires
+
+
+def _questionnaires() -> list[Resource]:
+    """Every instrument's Questionnaire (shipped wording only; see core.fhir.questionnaires)."""
+    return questionnaires(dict(builtin_definitions()), fhir_codes())
+
+
+def search_questionnaires(search: Search) -> Page:
+    """Questionnaires matching ``_id`` and ``url`` (``url|version`` too). Not patient data:
+    no permission, no audit; a dozen resources, filtered in memory."""
+    found = _questionnaires()
+    for name, occurrences in search.filters:
+        for raw in occurrences:
+            values = raw.split(",")
+            if name == "_id":
+                found = [q for q in found if q["id"] in values]
+            else:  # url
+                found = [
+                    q for q in found if q["url"] in values or f"{q['url']}|{q['version']}" in values
+                ]
+    return Page(resources=found[search.offset : search.offset + search.count], total=len(found))
+
+
+def read_questionnaire(resource_id: str) -> Resource:
+    """The Questionnaire ``resource_id`` (NotFound when there is none)."""
+    for item in _questionnaires():
+        if item["id"] == resource_id:
+            return item
+    raise NotFound("Questionnaire", resource_id)
