@@ -32,7 +32,9 @@ def expected_counts(clinic_ids: Sequence[int] = ()) -> dict[str, int]:
     return {
         "Organization": clinics.count(),
         # One Questionnaire per shipped instrument definition (data/instruments/*.yaml).
-        "Questionnaire": len(list(files("vertebra").joinpath("data", "instruments").glob("*.yaml"))),
+        "Questionnaire": len(
+            list(files("vertebra").joinpath("data", "instruments").glob("*.yaml"))
+        ),
         "Patient": m.Patient.objects.filter(**patients).count(),
         "Consent": m.Consent.objects.filter(mine("patient")).count(),
         "Condition": m.Diagnosis.objects.filter(mine("patient")).count(),

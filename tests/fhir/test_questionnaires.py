@@ -97,7 +97,9 @@ def test_every_response_fits_its_questionnaire(
         if question["type"] == "decimal":
             assert set(answer) == {"valueDecimal"}
         elif "valueInteger" in answer:
-            assert answer["valueInteger"] in [o.get("valueInteger") for o in question["answerOption"]]
+            assert answer["valueInteger"] in [
+                o.get("valueInteger") for o in question["answerOption"]
+            ]
         else:
             codes = [o["valueCoding"]["code"] for o in question["answerOption"]]
             assert answer["valueCoding"]["code"] in codes
