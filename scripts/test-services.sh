@@ -9,6 +9,9 @@
 #                            started (root); else a throwaway server made with the installed
 #                            binaries (initdb + pg_ctl) on URL's host and port, which
 #                            stop_throwaway_postgres stops and removes.
+#   ensure_fhir_validator    installs the independent FHIR R4 validator (@medplum/core, pinned in
+#                            tools/fhir-validate/package-lock.json) with `npm ci`; needs node and
+#                            npm (tests/fhirserver/test_medplum.py runs it).
 #
 # When something cannot be had, one line on stderr says what is missing and how to get it, and
 # the function returns non-zero. Progress goes to stderr.
@@ -163,4 +166,13 @@ ensure_postgres() {
   fi
   _ensure_database "$url" || return 1
   PG_URL="$url"
+}
+
+ensure_fhir_validator() {
+  # The independent R4 validator the FHIR tests run (Medplum, pinned by the lock file).
+  if ! command -v npm >/dev/null; then
+    _say "missing: node and npm (Node 20 or later) for tools/fhir-validate; install them"
+    return 1
+  fi
+  (cd tools/fhir-validate && npm ci --no-audit --no-fund --loglevel=error >&2)
 }

@@ -25,6 +25,9 @@ trap 'stop_throwaway_postgres; rm -rf "$WORK"' EXIT
 step "system packages (chromium, fonts, pango, poppler-utils)"
 ensure_system_packages
 
+step "independent FHIR validator (npm ci in tools/fhir-validate)"
+ensure_fhir_validator
+
 step "install vertebra with its test dependencies"
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
