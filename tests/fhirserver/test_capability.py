@@ -54,6 +54,9 @@ def _value(kind: str, name: str, item: dict[str, Any]) -> str | None:
         return None if not coding else f"{coding[0]['system']}|{coding[0]['code']}"
     if name == "questionnaire":
         return str(item["questionnaire"])
+    if name == "identifier":
+        first = item["identifier"][0]
+        return f"{first['system']}|{first['value']}"
     if name == "url":
         return f"{item['url']}|{item['version']}"
     return _date_of(item, name)
@@ -65,7 +68,7 @@ def _excluding(name: str, value: str) -> str:
         return f"{value.rsplit('-', 1)[0]}-99999999"
     if name in ("patient", "subject"):
         return "Patient/patient-99999999"
-    if name == "code":
+    if name in ("code", "identifier"):
         return f"{value}-no-such-code"
     if name in ("questionnaire", "url"):
         return value.split("|")[0] + "|0.0-none"
@@ -93,19 +96,20 @@ def test_every_declared_interaction_and_search_parameter_works(world: World, cli
             item, value = candidates[len(candidates) // 2]
             found = get(client, world, f"/fhir/{kind}?{name}={quote(value)}&_count=100")
             assert item["id"] in ids(found) or found["total"] > 100, (kind, name, value)
-            if (
-                name not in ("patient", "subject", "code", "questionnaire")
-                and found["total"] <= 100
-            ):
+            matched_by_set = ("patient", "subject", "code", "questionnaire", "identifier")
+            if name not in matched_by_set and found["total"] <= 100:
                 # Every match really matches (the same rule, checked on the resources).
                 for other in (e["resource"] for e in found.get("entry", [])):
                     if name == "_id" or name == "url":
                         assert _value(kind, name, other) == value
                     else:
                         assert _date_of(other, name) == value
-            elif name in ("patient", "subject", "code", "questionnaire"):
+            elif name in matched_by_set:
                 for other in (e["resource"] for e in found.get("entry", [])):
-                    if name == "code":
+                    if name == "identifier":
+                        pairs = {f"{i['system']}|{i['value']}" for i in other["identifier"]}
+                        assert value in pairs
+                    elif name == "code":
                         pairs = {f"{c['system']}|{c['code']}" for c in other["code"]["coding"]}
                         assert value in pairs
                     else:

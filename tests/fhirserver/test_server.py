@@ -231,3 +231,25 @@ def test_a_page_costs_a_fixed_number_of_queries(
     ):
         with django_assert_max_num_queries(30):
             assert client.get(url, **auth).status_code == 200
+
+
+def test_patients_are_found_by_mrn_or_registry_id_at_ones_own_clinic(
+    world: World, client: Any
+) -> None:
+    base = "https://vertebra.example.org/fhir/sid"
+    mine = Patient.objects.filter(clinic_id=world.clinics[0]).order_by("pk").first()
+    theirs = Patient.objects.filter(clinic_id=world.clinics[1]).order_by("pk").first()
+    assert mine is not None and theirs is not None
+    auth = world.auth("clinician")
+
+    def found(query: str) -> list[str]:
+        page = body(client.get(f"/fhir/Patient?{query}", **auth))
+        return [entry["resource"]["id"] for entry in page.get("entry", [])]
+
+    me = f"patient-{mine.pk}"
+    assert found(f"identifier={mine.mrn}") == [me]
+    assert found(f"identifier={base}/mrn/{mine.clinic_id}|{mine.mrn}") == [me]
+    assert found(f"identifier={base}/patient|{mine.pk}") == [me]
+    assert found(f"identifier={base}/mrn/{theirs.clinic_id}|{mine.mrn}") == []
+    assert found(f"identifier={theirs.mrn}") == [] or theirs.mrn == mine.mrn
+    assert found(f"identifier={base}/patient|{theirs.pk}") == []

@@ -57,6 +57,7 @@ class Source:
     date: str | None = None
     code: CodeFilter | None = None
     clinic: str | None = None
+    identifier: CodeFilter | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,18 @@ def _harvest_code(system: str | None, code: str, codes: FhirCodes) -> Q | None:
     return None
 
 
+def _patient_identifier(system: str | None, value: str, codes: FhirCodes) -> Q | None:
+    """The MRN (system ``sid/mrn/<clinic id>``, or no system) or the registry id."""
+    mrn = codes.identifier_system("mrn")
+    if system is None:
+        return Q(mrn=value)
+    if system.startswith(f"{mrn}/") and system.removeprefix(f"{mrn}/").isdigit():
+        return Q(mrn=value, clinic_id=int(system.removeprefix(f"{mrn}/")))
+    if system == codes.identifier_system("patient") and value.isdigit():
+        return Q(pk=int(value))
+    return None
+
+
 def _score_code(system: str | None, code: str, codes: FhirCodes) -> Q | None:
     """Vertebra instrument code, or a verified LOINC code -> the instruments that carry it."""
     if _system_is(system, codes.system("instrument")) and code in codes.instruments:
@@ -203,8 +216,24 @@ def _types() -> dict[str, TypeSpec]:
         for spec in (
             TypeSpec(
                 "Patient",
-                (Source("patient", PATIENTS, _each(people.patient), ""),),
-                (ID,),
+                (
+                    Source(
+                        "patient",
+                        PATIENTS,
+                        _each(people.patient),
+                        "",
+                        identifier=_patient_identifier,
+                    ),
+                ),
+                (
+                    ID,
+                    _sp(
+                        "Patient",
+                        "identifier",
+                        "token",
+                        "MRN (system sid/mrn/<clinic id>) or registry id (sid/patient)",
+                    ),
+                ),
             ),
             TypeSpec(
                 "Organization",

@@ -129,6 +129,10 @@ def _filter(spec: TypeSpec, source: Source, name: str, raw: str, codes: FhirCode
         if source.code is None:
             return None
         return _any([source.code(*parse_token(v), codes) for v in values])
+    if name == "identifier":
+        if source.identifier is None:
+            return None
+        return _any([source.identifier(*parse_token(v), codes) for v in values])
     if name == "questionnaire":
         return _any([_questionnaire_q(v, codes) for v in values])
     if param.type == "date":
