@@ -38,7 +38,20 @@ from vertebra.fhirbulk.auth import Requester, client_actor
 from vertebra.fhirbulk.models import ExportJob, JobStatus
 from vertebra.interop.export import export_fhir
 from vertebra.registry.audit import record_audit
-from vertebra.registry.models import AuditEvent, Patient
+from vertebra.followup.models import QuestionnaireResponse
+from vertebra.registry.models import (
+    AdverseEvent,
+    AuditEvent,
+    ClinicalEvent,
+    Consent,
+    Diagnosis,
+    Harvest,
+    Injection,
+    Patient,
+    PriorTreatment,
+    Processing,
+    TreatmentEpisode,
+)
 from vertebra.registry.permissions import Actor
 
 logger = logging.getLogger(__name__)
@@ -55,6 +68,19 @@ __all__ = [
 
 JOB_OBJECT = "fhir_bulk_export"
 FILE_OBJECT = "fhir_bulk_file"
+#: Audit object types whose writes change exported resources: the tables the exporter reads
+#: (:mod:`vertebra.interop.selectors`, object type = model name for services, corrections and
+#: the cohort loader) and a submitted questionnaire. Reminders, links and logins are not.
+SINCE_SOURCES = frozenset(
+    {
+        str(model._meta.model_name)
+        for model in (
+            Patient, Consent, Diagnosis, PriorTreatment, TreatmentEpisode, Harvest, Processing,
+            Injection, ClinicalEvent, AdverseEvent, QuestionnaireResponse,
+        )
+    }
+    | {"followup_submission"}
+)  # fmt: skip
 
 
 class JobRefused(ValueError):
@@ -183,13 +209,16 @@ def open_file(requester: Requester, job: ExportJob, kind: str, now: dt.datetime)
 
 
 def changed_patients(clinic_ids: Collection[int], since: dt.datetime) -> set[int]:
-    """Patients of ``clinic_ids`` with a write (any audited action but a read) after ``since``.
+    """Patients of ``clinic_ids`` with a write (any audited action but a read) to an exported
+    record (:data:`SINCE_SOURCES`) after ``since``.
 
     The audit trail is the one change log every write leaves (same transaction), so it
     answers ``_since`` without a per-row timestamp on each table.
     """
     rows = (
-        AuditEvent.objects.filter(occurred_at__gt=since, patient_id__isnull=False)
+        AuditEvent.objects.filter(
+            occurred_at__gt=since, patient_id__isnull=False, object_type__in=SINCE_SOURCES
+        )
         .exclude(action="read")
         .values_list("patient_id", flat=True)
         .distinct()
