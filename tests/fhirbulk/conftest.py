@@ -89,3 +89,25 @@ def bulk_dir(settings: Any, tmp_path: Path) -> Path:
     folder = tmp_path / "bulk"
     settings.FHIR_BULK_DIR = str(folder)
     return folder
+
+
+@pytest.fixture
+def clinics(db: Any) -> list[int]:
+    """A registry of 6 synthetic patients; its clinic ids."""
+    return load_registry(6)
+
+
+@pytest.fixture
+def client_rsa(clinics: list[int], rsa_key: Any, ec_key: Any) -> Any:
+    """The first clinic's system client ``north-ehr`` (RS384 and ES384 keys)."""
+    from django.utils import timezone
+
+    from vertebra.fhirbulk.auth import register_client
+
+    return register_client(
+        client_id="north-ehr",
+        name="North EHR",
+        jwks=public_jwks(rsa_key, ec_key),
+        clinic_id=clinics[0],
+        now=timezone.now(),
+    )

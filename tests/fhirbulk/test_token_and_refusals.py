@@ -7,11 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import pytest
 from django.test import Client
 from django.utils import timezone
 
-from tests.fhirbulk.conftest import assertion, load_registry, public_jwks, token_form
+from tests.fhirbulk.conftest import assertion, public_jwks, token_form
 from tests.registry.factories import make_actor
 from vertebra.fhirbulk.auth import register_client
 from vertebra.fhirbulk.models import AccessToken, ExportJob, UsedAssertion
@@ -20,19 +19,6 @@ from vertebra.registry.services import issue_api_token
 
 TOKEN_URL = "http://testserver/fhir/auth/token"
 ASYNC = {"HTTP_PREFER": "respond-async", "HTTP_ACCEPT": "application/fhir+json"}
-
-
-@pytest.fixture
-def clinics(db: Any) -> list[int]:
-    return load_registry(6)
-
-
-@pytest.fixture
-def client_rsa(clinics: list[int], rsa_key: Any, ec_key: Any) -> Any:
-    return register_client(
-        client_id="north-ehr", name="North EHR", jwks=public_jwks(rsa_key, ec_key),
-        clinic_id=clinics[0], now=timezone.now(),
-    )  # fmt: skip
 
 
 def get_token(http: Client, signed: str, scope: str = "system/*.read") -> Any:
