@@ -36,9 +36,9 @@ from vertebra.core.fhir import RESOURCE_TYPES, fhir_codes, manifest
 from vertebra.core.fhir.smart import KickOff, patient_of_line
 from vertebra.fhirbulk.auth import Requester, client_actor
 from vertebra.fhirbulk.models import ExportJob, JobStatus
+from vertebra.followup.models import QuestionnaireResponse
 from vertebra.interop.export import export_fhir
 from vertebra.registry.audit import record_audit
-from vertebra.followup.models import QuestionnaireResponse
 from vertebra.registry.models import (
     AdverseEvent,
     AuditEvent,
