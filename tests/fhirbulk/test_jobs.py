@@ -73,3 +73,25 @@ def test_cancelled_while_running_leaves_no_files(
     assert job.status == JobStatus.CANCELLED
     assert not (bulk_dir / str(job.pk)).exists()
     operation_outcome(http.get(url, **auth), 404, "not-found", "no such export")
+
+
+def test_finished_files_expire_after_the_keep_hours(
+    kicked: Any, bulk_dir: Path, settings: Any
+) -> None:
+    import datetime as dt
+
+    http, auth, url = kicked
+    settings.FHIR_BULK_KEEP_HOURS = 24
+    start = timezone.now()
+    assert jobs.run_pending(start) == 1
+    job = ExportJob.objects.get()
+    answer = http.get(url, **auth)
+    assert answer.status_code == 200
+    assert answer["Expires"]  # an HTTP date: finished + 24 h
+    assert jobs.expire_finished(start + dt.timedelta(hours=23)) == 0
+    assert (bulk_dir / str(job.pk)).exists()
+    assert jobs.run_pending(start + dt.timedelta(hours=25)) == 0  # the worker expires them
+    assert not (bulk_dir / str(job.pk)).exists()
+    job.refresh_from_db()
+    assert job.status == JobStatus.EXPIRED
+    operation_outcome(http.get(url, **auth), 404, "not-found", "expired")

@@ -111,6 +111,12 @@ def test_kickoff_parameters() -> None:
     assert wanted.types == ("Patient", "Condition", "Observation")  # export order
     assert wanted.since == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     assert kickoff({"_outputFormat": ["ndjson"]}).types == RESOURCE_TYPES
+    for accept in ("", "*/*", "application/fhir+json;q=0.9, text/html", "application/json"):
+        parse_kickoff({}, prefer="respond-async", accept=accept, export_types=RESOURCE_TYPES,
+                      grant=EVERY)  # fmt: skip
+    with pytest.raises(BulkRequestError, match="Accept"):
+        parse_kickoff({}, prefer="respond-async", accept="text/html",
+                      export_types=RESOURCE_TYPES, grant=EVERY)  # fmt: skip
     only = Grant("system/Patient.read", frozenset({"Patient"}))
     assert kickoff({}, only).types == ("Patient",)
     cases = [

@@ -15,7 +15,8 @@ Contracts
   the reference data, Organization and allogeneic lots, which carry no change time).
 * A job is visible only to whoever asked for it (the same system client, or the same person):
   to anyone else it does not exist (:func:`job_for`). :func:`cancel` removes the files.
-* Every file download is audited (:func:`open_file`).
+* Every file download is audited (:func:`open_file`). Files of a finished export are removed
+  after ``settings.FHIR_BULK_KEEP_HOURS`` (:func:`expire_finished`, run by the worker).
 """
 
 from __future__ import annotations
@@ -316,8 +317,27 @@ def run_job(job: ExportJob, now: dt.datetime) -> str:
     return JobStatus.DONE
 
 
+def expire_finished(now: dt.datetime) -> int:
+    """Remove the files of exports finished more than ``settings.FHIR_BULK_KEEP_HOURS`` ago
+    (identified data must not linger on disk); their status becomes ``expired``."""
+    cutoff = now - dt.timedelta(hours=settings.FHIR_BULK_KEEP_HOURS)
+    old = list(
+        ExportJob.objects.filter(status=JobStatus.DONE, finished_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    expired = 0
+    for pk in old:
+        if ExportJob.objects.filter(pk=pk, status=JobStatus.DONE).update(status=JobStatus.EXPIRED):
+            shutil.rmtree(bulk_root() / str(pk), ignore_errors=True)
+            expired += 1
+    return expired
+
+
 def run_pending(now: dt.datetime, who: str = "") -> int:
-    """Run every queued export, oldest first; returns how many ran. Safe in several workers."""
+    """Expire old exports' files, then run every queued export, oldest first; returns how many
+    ran. Safe in several workers."""
+    expire_finished(now)
     ran = 0
     while (job := _claim(now, who)) is not None:
         run_job(job, now)

@@ -89,6 +89,7 @@ class JobStatus(models.TextChoices):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # done, files removed after settings.FHIR_BULK_KEEP_HOURS
 
 
 class ExportJob(models.Model):

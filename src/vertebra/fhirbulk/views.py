@@ -10,14 +10,17 @@ SMART Backend Services requires.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -177,6 +180,8 @@ def status(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = job_for(found, job_id)
     if job is None or job.status == JobStatus.CANCELLED:
         return outcome(404, "not-found", "there is no such export")
+    if job.status == JobStatus.EXPIRED:
+        return outcome(404, "not-found", "the files of this export expired; start a new one")
     if request.method == "DELETE":
         try:
             cancel(found, job, timezone.now())
@@ -192,6 +197,9 @@ def status(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         return outcome(500, "exception", f"the export failed: {job.error}")
     base = request.build_absolute_uri(reverse("fhirbulk:file", args=[job.pk, "x"]))[: -len("x")]
     response = JsonResponse(manifest_of(job, base))
+    if job.finished_at is not None:
+        expires = job.finished_at + dt.timedelta(hours=settings.FHIR_BULK_KEEP_HOURS)
+        response["Expires"] = http_date(expires.timestamp())
     return response
 
 

@@ -196,7 +196,8 @@ def parse_kickoff(
     """
     if "respond-async" not in [p.strip() for p in prefer.split(",")]:
         raise BulkRequestError(400, "invalid", "a Bulk Data kick-off needs Prefer: respond-async")
-    if accept and accept not in ("application/fhir+json", "*/*"):
+    media = {part.split(";")[0].strip() for part in accept.split(",")} - {""}
+    if media and not media & {"application/fhir+json", "application/json", "*/*"}:
         raise BulkRequestError(400, "invalid", "Accept must be application/fhir+json")
     for name in UNSUPPORTED_PARAMETERS:
         if name in params:
