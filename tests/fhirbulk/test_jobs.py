@@ -95,3 +95,20 @@ def test_finished_files_expire_after_the_keep_hours(
     job.refresh_from_db()
     assert job.status == JobStatus.EXPIRED
     operation_outcome(http.get(url, **auth), 404, "not-found", "expired")
+
+
+def test_a_job_whose_worker_died_is_failed_after_the_keep_hours(
+    kicked: Any, bulk_dir: Path, settings: Any
+) -> None:
+    import datetime as dt
+
+    http, auth, url = kicked
+    start = timezone.now()
+    job = jobs._claim(start, "killed-worker")  # claimed, then the process is killed
+    assert job is not None
+    (bulk_dir / str(job.pk)).mkdir(parents=True)
+    assert jobs.run_pending(start + dt.timedelta(hours=1)) == 0
+    assert http.get(url, **auth).status_code == 202  # still plausibly running
+    assert jobs.run_pending(start + dt.timedelta(hours=settings.FHIR_BULK_KEEP_HOURS + 1)) == 0
+    assert not (bulk_dir / str(job.pk)).exists()
+    operation_outcome(http.get(url, **auth), 500, "exception", "the worker stopped")

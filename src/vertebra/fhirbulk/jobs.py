@@ -319,7 +319,8 @@ def run_job(job: ExportJob, now: dt.datetime) -> str:
 
 def expire_finished(now: dt.datetime) -> int:
     """Remove the files of exports finished more than ``settings.FHIR_BULK_KEEP_HOURS`` ago
-    (identified data must not linger on disk); their status becomes ``expired``."""
+    (identified data must not linger on disk); their status becomes ``expired``. A job
+    running since before then is marked failed. Returns the number expired."""
     cutoff = now - dt.timedelta(hours=settings.FHIR_BULK_KEEP_HOURS)
     old = list(
         ExportJob.objects.filter(status=JobStatus.DONE, finished_at__lt=cutoff).values_list(
@@ -331,6 +332,18 @@ def expire_finished(now: dt.datetime) -> int:
         if ExportJob.objects.filter(pk=pk, status=JobStatus.DONE).update(status=JobStatus.EXPIRED):
             shutil.rmtree(bulk_root() / str(pk), ignore_errors=True)
             expired += 1
+    # A job still "running" that long ago lost its worker (killed mid-export): it has failed.
+    stuck = list(
+        ExportJob.objects.filter(status=JobStatus.RUNNING, transaction_time__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for pk in stuck:
+        message = "the worker stopped during the export; start a new one"
+        if ExportJob.objects.filter(pk=pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.FAILED, error=message, finished_at=now
+        ):
+            shutil.rmtree(bulk_root() / str(pk), ignore_errors=True)
     return expired
 
 
