@@ -109,6 +109,7 @@ def test_worker_subprocess_export_equals_cli_export_on_postgresql(
 
     ran = run_cli("worker", "--once", env=env, timeout=300)
     assert ran.returncode == 0, ran.stderr
+    assert "fhir exports=1" in ran.stdout
     manifest = requests.get(status_url, headers=auth, timeout=10).json()
 
     out = tmp_path / "cli"

@@ -436,4 +436,5 @@ def summary(report: RunReport) -> str:
     """One line of counts for logs and the CLI."""
     fields: Sequence[str] = ("opened", "queued", "sent", "failed", "closed", "called", "healed")
     line = ", ".join(f"{name}={getattr(report, name)}" for name in fields)
+    line += f", fhir exports={report.exports}" if report.exports else ""
     return line + (", audit trail verified" if report.audit_verified else "")
