@@ -82,3 +82,8 @@ def test_audit_benchmark_small_postgresql() -> None:
     admin = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
     out = _bench("bench_audit.py", "--appends", "100", "--admin-url", admin)
     assert "audit append benchmark (PostgreSQL" in out and "verify:" in out
+
+
+def test_fhir_bulk_benchmark_small(tmp_path: Path) -> None:
+    out = _bench("bench_fhir_bulk.py", "--patients", "20", "--sqlite")
+    assert "FHIR Bulk Data benchmark (SQLite, 20 patients" in out

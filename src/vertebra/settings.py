@@ -148,6 +148,7 @@ INSTALLED_APPS = [
     "vertebra.followup",
     "vertebra.outcomes",
     "vertebra.mfa",
+    "vertebra.fhirbulk",
 ]
 
 MIDDLEWARE = [
@@ -332,6 +333,10 @@ FOLLOWUP_PORTAL_BASE_URL = _env.get("FOLLOWUP_PORTAL_BASE_URL", "http://localhos
 # appended to AUDIT_CHECKPOINT_FILE (and logged); the worker verifies the trail every
 # AUDIT_VERIFY_EVERY_HOURS (0: never) and alerts the registry admins when it is not intact.
 AUDIT_HMAC_KEY = _env.get("AUDIT_HMAC_KEY", "").strip()
+# Bulk Data $export files, one folder per job (vertebra.fhirbulk.jobs).
+FHIR_BULK_DIR = _env.get("FHIR_BULK_DIR", "") or str(DATA_DIR / "fhir-bulk")
+# Hours a finished export's files stay for download (identified data; then removed).
+FHIR_BULK_KEEP_HOURS = read_int(_env, "FHIR_BULK_KEEP_HOURS", 24)
 AUDIT_HMAC_KEY_FILE = _env.get("AUDIT_HMAC_KEY_FILE", "") or str(DATA_DIR / "audit-hmac.key")
 AUDIT_HMAC_OLD_KEYS = read_list(_env, "AUDIT_HMAC_OLD_KEYS", [])
 AUDIT_HMAC_KEY_AUTOCREATE = not PRODUCTION

@@ -6,6 +6,8 @@ from django.urls import include, path
 from vertebra.web.api import api
 
 urlpatterns = [
+    # Bulk Data $export and SMART Backend Services: before any generic fhir/ include.
+    path("", include("vertebra.fhirbulk.urls")),
     path("", include("vertebra.web.urls")),
     path("clinic/outcomes/", include("vertebra.outcomes.urls")),
     path("clinic/", include("vertebra.registry.urls")),

@@ -18,6 +18,7 @@ from vertebra.cli import (
     audit_cmd,
     export_cmd,
     fhir_cmd,
+    fhirclient_cmd,
     instruments_cmd,
     report_cmd,
     screen_cmd,
@@ -123,6 +124,7 @@ report_cmd.register(app)
 export_cmd.register(app)
 fhir_cmd.register(app)
 audit_cmd.register(app)
+fhirclient_cmd.register(app)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -21,7 +21,8 @@ One pass (:func:`run_once`) given ``now``:
 Before these, **heal**: an episode found without a follow-up schedule gets one (logged and
 audited, :func:`heal_schedules`). After them, when due (``AUDIT_VERIFY_EVERY_HOURS``), the
 audit trail is verified, checkpointed and, if it is not intact, the registry admins alerted
-(:mod:`vertebra.registry.auditjob`).
+(:mod:`vertebra.registry.auditjob`). Last, queued FHIR Bulk Data exports are run
+(:func:`vertebra.fhirbulk.jobs.run_pending`).
 Consent: invitations, reminders and calls go only to patients holding an active
 registry-participation consent today (:func:`consented`). A reminder of a patient without one
 stays queued (a consent signed while the window is open lets it go out); one claimed at the
@@ -47,6 +48,7 @@ from django.db.models import Exists, Max, OuterRef, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from vertebra.fhirbulk.jobs import run_pending as run_bulk_exports
 from vertebra.followup.models import (
     CallListEntry,
     FollowUpTimePoint,
@@ -80,6 +82,7 @@ class RunReport:
     called: int = 0
     healed: int = 0
     audit_verified: bool = False
+    exports: int = 0  # FHIR Bulk Data export jobs run
     sent_ids: list[int] = field(default_factory=list)
 
 
@@ -406,6 +409,8 @@ def run_once(now: dt.datetime | None = None, who: str | None = None) -> RunRepor
     report.called = escalate_silent(now) + report.closed
     audit = run_scheduled_verification(now)  # at most every AUDIT_VERIFY_EVERY_HOURS
     report.audit_verified = audit is not None
+    # FHIR Bulk Data $export jobs queued by the /fhir/ kick-off endpoints (vertebra.fhirbulk).
+    report.exports = run_bulk_exports(now, who or worker_id())
     return report
 
 
@@ -420,7 +425,7 @@ def run_forever(interval: float, stop: threading.Event | None = None) -> None:
         try:
             report = run_once()
             busy = report.sent or report.opened or report.closed or report.failed
-            if busy or report.healed or report.audit_verified:
+            if busy or report.healed or report.audit_verified or report.exports:
                 logger.info("follow-up worker pass: %s", summary(report))
         except Exception:
             logger.exception("follow-up worker pass failed; retrying in %s s", interval)
@@ -431,4 +436,5 @@ def summary(report: RunReport) -> str:
     """One line of counts for logs and the CLI."""
     fields: Sequence[str] = ("opened", "queued", "sent", "failed", "closed", "called", "healed")
     line = ", ".join(f"{name}={getattr(report, name)}" for name in fields)
+    line += f", fhir exports={report.exports}" if report.exports else ""
     return line + (", audit trail verified" if report.audit_verified else "")

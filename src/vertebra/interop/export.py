@@ -103,11 +103,13 @@ def _snapshot() -> Iterator[None]:
         yield
 
 
-def _audit(clinic_ids: Sequence[int], n_patients: int, out: Path, now: dt.datetime) -> None:
+def _audit(
+    clinic_ids: Sequence[int], n_patients: int, out: Path, now: dt.datetime, actor: Actor
+) -> None:
     """Commit the export's audit row (before any patient data is read for export)."""
     with transaction.atomic():
         record_audit(
-            actor=EXPORT_ACTOR,
+            actor=actor,
             action="read",
             object_type=AUDIT_OBJECT_TYPE,
             new_values={
@@ -138,18 +140,21 @@ def export_fhir(
     on_start: Callable[[int], None] | None = None,
     on_chunk: Callable[[int], None] | None = None,
     chunk_size: int = CHUNK_PATIENTS,
+    actor: Actor = EXPORT_ACTOR,
 ) -> ExportSummary:
     """Export the patients of ``clinic_ids`` (all when empty) to ``out`` (see module docstring).
 
     ``on_start(n_patients)`` is called once the scope is known and ``on_chunk(n)`` after each
-    chunk (a progress bar). With ``validate`` every resource is checked against the R4(B)
-    models before it is written (FhirValidationError stops the export; slow). Raises
-    LookupError for an unknown clinic id and OSError when ``out`` cannot be written.
+    chunk (a progress bar). ``actor`` is who the audit row names (the Bulk Data endpoint
+    passes the system client or person who asked). With ``validate`` every resource is
+    checked against the R4(B) models before it is written (FhirValidationError stops the
+    export; slow). Raises LookupError for an unknown clinic id and OSError when ``out``
+    cannot be written.
     """
     scope = scope_of(clinic_ids)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
-    _audit(scope.clinic_ids, len(scope.patient_ids), out, now)
+    _audit(scope.clinic_ids, len(scope.patient_ids), out, now, actor)
     if on_start is not None:
         on_start(len(scope.patient_ids))
     codes = fhir_codes()
