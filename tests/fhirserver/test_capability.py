@@ -143,3 +143,22 @@ def test_date_prefixes_split_the_results(world: World, client: Any) -> None:
     assert count(f"date=gt{day}") == count(f"date=ge{nxt}")
     assert count(f"date={day[:7]}") >= count(f"date={day}")  # a month covers its days
     assert count(f"date=ge{day}T00:00:00Z&date=lt{nxt}T00:00:00Z") == count(f"date={day}")
+
+
+def test_declared_security_and_export_operation_are_served(client: Any, world: World) -> None:
+    """The SMART token URL and the $export operation the statement declares answer as the
+    SMART and Bulk Data specs say (the full flow is in tests/fhirbulk)."""
+    statement = json.loads(client.get("/fhir/metadata").content)
+    rest = statement["rest"][0]
+    (oauth,) = rest["security"]["extension"]
+    token_url = oauth["extension"][0]["valueUri"]
+    assert token_url.endswith("/fhir/auth/token")
+    refusal = client.post(token_url, {"grant_type": "client_credentials"})
+    assert refusal.status_code == 400
+    assert json.loads(refusal.content)["error"] in ("invalid_request", "invalid_client")
+    discovery = json.loads(client.get("/fhir/.well-known/smart-configuration").content)
+    assert discovery["token_endpoint"] == token_url
+    assert [op["name"] for op in rest["operation"]] == ["export"]
+    kick_off = client.get("/fhir/$export", HTTP_PREFER="respond-async")
+    assert kick_off.status_code == 401
+    assert json.loads(kick_off.content)["resourceType"] == "OperationOutcome"

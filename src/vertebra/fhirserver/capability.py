@@ -15,6 +15,10 @@ __all__ = ["capability_statement"]
 #: When this statement's content last changed (a CapabilityStatement needs a ``date``).
 STATEMENT_DATE = "2026-12-06"
 
+SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+SERVICE_SYSTEM = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+BULK_EXPORT_OPERATION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+
 
 def _resource(name: str) -> dict[str, Any]:
     spec = TYPES[name]
@@ -67,13 +71,36 @@ def capability_statement(base: str) -> Resource:
                 ),
                 "security": {
                     "cors": False,
+                    "extension": [
+                        {
+                            # Where SMART Backend Services clients get their tokens (the
+                            # same URL /fhir/.well-known/smart-configuration names).
+                            "url": SMART_OAUTH_URIS,
+                            "extension": [{"url": "token", "valueUri": f"{base}/auth/token"}],
+                        }
+                    ],
                     "service": [
                         {
-                            "text": "Bearer API token (vertebra manage issue_token) or a "
-                            "signed-in session"
+                            "coding": [
+                                {
+                                    "system": SERVICE_SYSTEM,
+                                    "code": "SMART-on-FHIR",
+                                    "display": "SMART-on-FHIR",
+                                }
+                            ],
+                            "text": "SMART Backend Services (system clients, Bulk Data "
+                            "$export); for people, a Bearer API token (vertebra manage "
+                            "issue_token) or a signed-in session",
                         }
                     ],
                 },
+                "operation": [
+                    {
+                        # Bulk Data Access IG v2 (vertebra.fhirbulk; tests/fhirbulk).
+                        "name": "export",
+                        "definition": BULK_EXPORT_OPERATION,
+                    }
+                ],
                 "resource": [_resource(name) for name in TYPES],
                 "searchParam": [
                     {
