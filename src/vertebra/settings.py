@@ -148,6 +148,7 @@ INSTALLED_APPS = [
     "vertebra.followup",
     "vertebra.outcomes",
     "vertebra.mfa",
+    "vertebra.directory",
 ]
 
 MIDDLEWARE = [
