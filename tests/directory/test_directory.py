@@ -86,9 +86,12 @@ def test_other_roles_of_the_clinic_cannot_publish_or_answer(role: str) -> None:
 def test_answers_are_saved_changed_and_cleared_with_audit() -> None:
     clinic = make_clinic()
     admin = make_actor(Role.CLINIC_ADMIN, clinic)
-    assert services.save_answers(
-        actor=admin, clinic_id=clinic.pk, answers={"cost": " $4,000 in total. ", "delivery": ""}
-    ) == 1
+    assert (
+        services.save_answers(
+            actor=admin, clinic_id=clinic.pk, answers={"cost": " $4,000 in total. ", "delivery": ""}
+        )
+        == 1
+    )
     assert selectors.answers_of(clinic.pk) == {"cost": "$4,000 in total."}
     row = AuditEvent.objects.filter(object_type="clinic_answers").get()
     assert row.old_values == {"cost": ""} and row.new_values == {"cost": "$4,000 in total."}
@@ -165,10 +168,12 @@ def test_clinic_page_figures_match_the_selector_and_carry_denominators(
     text = text_of(client.get(f"/clinics/{registry[0].pk}/").content)
     for group in entry.figures.groups:
         assert f"{group.label} ({group.n_patients} patients)" in text
-        for h in group.figures:
+        for h in group.shown:
             assert f"{h.label} {h.value} {h.detail}" in text
             if h.value != "–" and h.key != "surgery_free":
                 assert re.search(r"\d+ of \d+ patients", h.detail), h  # a denominator
+        for h in group.not_shown:
+            assert h.label.lower() in text
     assert "Trial participants pay nothing." in text
     assert "Synthetic demo data." in text
     assert find_promising_language(text) == []
@@ -215,7 +220,9 @@ def test_the_demo_publishes_every_clinic_with_synthetic_answers(client: Client) 
     listings = ClinicListing.objects.all()
     assert listings.count() == Clinic.objects.count() == 3
     assert all(x.published and x.published_on == timezone.localdate() for x in listings)
-    rows = AuditEvent.objects.filter(object_type="clinic_listing", actor_username="system:demo-setup")
+    rows = AuditEvent.objects.filter(
+        object_type="clinic_listing", actor_username="system:demo-setup"
+    )
     assert rows.count() == 3
     text = text_of(client.get("/clinics/").content)
     assert "Synthetic demo data." in text and "more clinic" not in text

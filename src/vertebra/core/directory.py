@@ -39,6 +39,7 @@ from vertebra.core.labels import label
 __all__ = [
     "CELL_GROUP",
     "FIGURE_KEYS",
+    "NOT_SHOWN",
     "ClinicFigures",
     "GroupFigures",
     "clinic_figures",
@@ -55,6 +56,8 @@ FIGURE_KEYS = (
     "serious_ae",
     "surgery_free",
 )
+#: How the detail of a suppressed figure begins.
+NOT_SHOWN = "Not shown:"
 #: Never compared: no adjusted comparison and no benchmark on a directory page.
 _NO_COMPARISON = "no-comparison"
 
@@ -72,6 +75,16 @@ class GroupFigures:
     label: str
     n_patients: int
     figures: tuple[Headline, ...]
+
+    @property
+    def shown(self) -> tuple[Headline, ...]:
+        """The figures with a value (pages list the others by name only)."""
+        return tuple(h for h in self.figures if not h.detail.startswith(NOT_SHOWN))
+
+    @property
+    def not_shown(self) -> tuple[Headline, ...]:
+        """The figures suppressed because a small cell is behind them."""
+        return tuple(h for h in self.figures if h.detail.startswith(NOT_SHOWN))
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,7 @@ def _not_shown(h: Headline, min_cell: int) -> Headline:
     return replace(
         h,
         value="–",
-        detail=f"Not shown: fewer than {min_cell} patients or events behind this figure, "
+        detail=f"{NOT_SHOWN} fewer than {min_cell} patients or events behind this figure, "
         "and small numbers could identify someone.",
     )
 

@@ -277,6 +277,4 @@ def listing_of(clinic_id: int) -> ClinicListing | None:
 
 def answers_of(clinic_id: int) -> dict[str, str]:
     """question id -> the clinic's answer (every stored one). For the staff page's form."""
-    return dict(
-        ClinicAnswer.objects.filter(clinic_id=clinic_id).values_list("question_id", "text")
-    )
+    return dict(ClinicAnswer.objects.filter(clinic_id=clinic_id).values_list("question_id", "text"))
