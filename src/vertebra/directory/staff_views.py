@@ -84,6 +84,7 @@ def clinic(request: HttpRequest, actor: Actor, clinic_id: int) -> HttpResponse:
 @require_POST
 def publish(request: HttpRequest, actor: Actor, clinic_id: int) -> HttpResponse:
     """Publish or withdraw the clinic's entry (the admin's consent, audited)."""
+    _clinic(actor, clinic_id)  # another clinic's id answers 404 whatever the body
     form = PublishForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose to publish or to withdraw.")
