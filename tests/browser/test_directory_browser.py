@@ -20,6 +20,11 @@ from vertebra.web.services.demo import load_demo_cohort
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SIZES = {"phone": (390, 844), "desktop": (1366, 900)}
+#: The width in px of the narrowest visible value of a definition list in the page's main part.
+NARROWEST_VALUE = """
+() => Math.min(10000, ...Array.from(document.querySelectorAll('main dd'))
+  .map(dd => dd.getBoundingClientRect().width).filter(w => w > 0))
+"""
 
 
 @pytest.fixture
@@ -52,6 +57,9 @@ def test_directory_clinic_and_compare_read_well(
         assert page.evaluate("window.__cspViolations") == [], page.url
         assert page.evaluate("document.documentElement.scrollWidth") <= width, page.url
         assert page.locator("#synthetic-note").is_visible(), page.url
+        # No value squeezed into a sliver beside its label (one letter per line).
+        narrowest = page.evaluate(NARROWEST_VALUE)
+        assert narrowest >= 120, (page.url, narrowest)
         assert errors == [], (page.url, errors)
         page.screenshot(path=str(shots / f"{name}-{size}.png"), full_page=True)
 
