@@ -149,6 +149,7 @@ INSTALLED_APPS = [
     "vertebra.outcomes",
     "vertebra.mfa",
     "vertebra.fhirbulk",
+    "vertebra.directory",
 ]
 
 MIDDLEWARE = [

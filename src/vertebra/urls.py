@@ -10,11 +10,13 @@ urlpatterns = [
     path("", include("vertebra.fhirbulk.urls")),
     path("", include("vertebra.web.urls")),
     path("clinic/outcomes/", include("vertebra.outcomes.urls")),
+    path("clinic/directory/", include("vertebra.directory.staff_urls")),
     path("clinic/", include("vertebra.registry.urls")),
     path("p/", include("vertebra.followup.urls")),
     path("accounts/mfa/", include("vertebra.mfa.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("clinics/", include("vertebra.directory.urls")),
     path("api/v1/", api.urls),
     path("fhir/", include("vertebra.fhirserver.urls")),
 ]

@@ -38,7 +38,7 @@ EXPECTED = {
         "diagnosis.record", "prior_treatment.record", "screening.record", "episode.start",
         "adverse_event.report", "clinical_event.record",
     },
-    Role.CLINIC_ADMIN: {"patient.read", "patient.update"},
+    Role.CLINIC_ADMIN: {"patient.read", "patient.update", "directory.manage"},
     Role.RESEARCHER: {"deidentified.read"},
     Role.REGISTRY_ADMIN: {"lot.manage", "audit.verify", "membership.manage", "audit.break_glass"},
 }  # fmt: skip

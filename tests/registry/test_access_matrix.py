@@ -187,6 +187,8 @@ ROUTES = (
     Route("page adverse event history", "GET", "/clinic/records/adverse-events/{ae}/history/"),
     Route("page adjudication queue", "GET", "/clinic/adverse-events/"),
     Route("page adjudicate", "GET", "/clinic/adverse-events/{ae}/adjudicate/"),
+    Route("page clinic directory entry", "GET", "/clinic/directory/{clinic}/"),
+    Route("page publish in directory", "POST", "/clinic/directory/{clinic}/publish/"),
     Route("api list patients", "GET", A + "/patients"),
     Route(
         "api register patient",

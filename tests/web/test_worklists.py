@@ -120,7 +120,7 @@ EXPECTED_NAV = {
         "Follow-up", "Outcomes",
     ],
     "coordinator": ["My work", "Patients", "Register a patient", "Follow-up", "Outcomes"],
-    "clinicadmin": ["My work", "Patients", "Follow-up", "Outcomes"],
+    "clinicadmin": ["My work", "Patients", "Follow-up", "Outcomes", "Clinic directory"],
     "admin": ["My work", "Administration"],
     "researcher": ["My work", "Outcomes"],
 }  # fmt: skip

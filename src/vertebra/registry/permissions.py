@@ -8,7 +8,8 @@ The matrix is deliberately least-privilege:
   diagnoses, prior treatments, screening, starts episodes, reports adverse events and clinical
   events. Not the pathway steps (harvest, processing, injection) and not adjudication, which are
   clinical acts that must be attributable to a clinician.
-* **clinic_admin** — reads and corrects patient demographics at their clinic; no clinical writes.
+* **clinic_admin** — reads and corrects patient demographics at their clinic; no clinical writes;
+  publishes the clinic in the public directory and answers its questions (its consent, ADR 0014).
 * **researcher** — de-identified data only: no action here touches identified patient data.
 * **registry_admin** — reference data (allogeneic lots and their release) and audit-chain
   verification; no identified patient data (a break-glass path, if ever needed, is separate and
@@ -53,6 +54,7 @@ class Action(StrEnum):
     MEMBERSHIP_MANAGE = "membership.manage"
     BREAK_GLASS = "audit.break_glass"
     DEIDENTIFIED_READ = "deidentified.read"
+    DIRECTORY_MANAGE = "directory.manage"
 
 
 _INTAKE = frozenset(
@@ -82,7 +84,10 @@ PERMISSIONS: Mapping[str, frozenset[Action]] = MappingProxyType(
             Action.ADVERSE_EVENT_ADJUDICATE,
         },
         Role.COORDINATOR: _INTAKE,
-        Role.CLINIC_ADMIN: frozenset({Action.PATIENT_READ, Action.PATIENT_UPDATE}),
+        Role.CLINIC_ADMIN: frozenset(
+            # directory.manage: publish the clinic in the public directory, answer its questions
+            {Action.PATIENT_READ, Action.PATIENT_UPDATE, Action.DIRECTORY_MANAGE}
+        ),
         Role.RESEARCHER: frozenset({Action.DEIDENTIFIED_READ}),
         Role.REGISTRY_ADMIN: frozenset(
             {

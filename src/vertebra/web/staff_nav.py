@@ -51,6 +51,7 @@ NAV: tuple[NavLink, ...] = (
         "outcomes:dashboard",
         frozenset({Action.PATIENT_READ, Action.DEIDENTIFIED_READ}),
     ),
+    NavLink("Clinic directory", "directory-staff:home", frozenset({Action.DIRECTORY_MANAGE})),
     NavLink(
         "Administration",
         "admin:index",

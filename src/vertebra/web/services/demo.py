@@ -158,10 +158,20 @@ def load_demo_cohort(*, patients: int, seed: int, today: dt.date, now: dt.dateti
             events=cohort.events.iloc[0:0],
         )
         load_cohort(cohort, now=now)
+        _publish_directory(now)
         return 0
     cohort = generate_cohort(patients, seed, today=today)
     load_cohort(cohort, now=now)
+    _publish_directory(now)
     return patients
+
+
+def _publish_directory(now: dt.datetime) -> None:
+    """The demo's clinics publish in the public directory (synthetic answers), so the demo
+    shows a living /clinics/ (docs/clinic-directory.md)."""
+    from vertebra.directory.services import publish_demo_directory
+
+    publish_demo_directory(now=now)
 
 
 def seal_audit_trail() -> None:
