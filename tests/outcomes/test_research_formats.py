@@ -160,7 +160,9 @@ def test_redcap_files_pass_redcaps_import_rules(redcap_dir: Path, db_env: dict[s
     assert {r["Identifier?"] for r in dictionary} == {""}
     baseline = [r for r in records if r["redcap_event_name"] == "baseline_arm_1" and not r["redcap_repeat_instrument"]]  # fmt: skip
     patients = pd.read_csv(redcap_dir / "redcap_records.csv", dtype=str, keep_default_na=False)
-    assert len({r["record_id"] for r in baseline}) == len(baseline) == patients["record_id"].nunique()
+    assert (
+        len({r["record_id"] for r in baseline}) == len(baseline) == patients["record_id"].nunique()
+    )
     assert {r["completed"] for r in records if r["completed"]} == {"0", "1"}
     assert all(r["age"] for r in baseline) and "NA" not in patients.to_numpy()
     repeats = [r for r in records if r["redcap_repeat_instrument"] == "event"]
@@ -180,7 +182,9 @@ def test_redcap_files_pass_redcaps_import_rules(redcap_dir: Path, db_env: dict[s
         ("Identifier?", "yes", "Identifier?"),
     ],
 )
-def test_redcap_dictionary_rules_catch_what_redcap_refuses(field: str, value: str, problem: str) -> None:
+def test_redcap_dictionary_rules_catch_what_redcap_refuses(
+    field: str, value: str, problem: str
+) -> None:
     rows = redcap.dictionary()
     grade = next(i for i, r in enumerate(rows) if r["Variable / Field Name"] == "ev_ctcae_grade")
     rows[grade] = {**rows[grade], field: value}
@@ -191,9 +195,13 @@ def test_redcap_dictionary_rules_catch_what_redcap_refuses(field: str, value: st
 
 @pytest.mark.parametrize(
     ("name", "value", "problem"),
-    [("completed", "True", "not 0 or 1"), ("arm", "bmc", "not one of the choices"),
-     ("odi", "101", "out of range"), ("age", "41.5", "not an integer"),
-     ("ev_kind", "adverse_event", "not in baseline_arm_1/")],  # fmt: skip
+    [
+        ("completed", "True", "not 0 or 1"),
+        ("arm", "bmc", "not one of the choices"),
+        ("odi", "101", "out of range"),
+        ("age", "41.5", "not an integer"),
+        ("ev_kind", "adverse_event", "not in baseline_arm_1/"),
+    ],
 )
 def test_redcap_record_rules_catch_bad_values(name: str, value: str, problem: str) -> None:
     dictionary = redcap.dictionary()

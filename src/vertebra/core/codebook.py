@@ -131,9 +131,7 @@ def codebook() -> Codebook:
     raw: Any = yaml.safe_load(
         files("vertebra").joinpath("data", "research", "codebook.yaml").read_text("utf-8")
     )
-    tables: dict[str, list[Column]] = {
-        t: [_column(t, c) for c in raw["tables"][t]] for t in TABLES
-    }
+    tables: dict[str, list[Column]] = {t: [_column(t, c) for c in raw["tables"][t]] for t in TABLES}
     items = raw["item_columns"]
     for spec in items["instruments"]:
         defn = get_definition(str(spec["id"]))
@@ -237,7 +235,9 @@ def for_csv(frame: pd.DataFrame, table: str) -> pd.DataFrame:
         raise CodebookError(f"{table}: columns not in the codebook: {unknown}")
     out = {}
     for col in book.columns(table):
-        series = frame[col.name] if col.name in frame.columns else pd.Series(None, index=frame.index)
+        series = (
+            frame[col.name] if col.name in frame.columns else pd.Series(None, index=frame.index)
+        )
         out[col.name] = _written(series, col)
     return pd.DataFrame(out, index=frame.index)
 
@@ -245,6 +245,7 @@ def for_csv(frame: pd.DataFrame, table: str) -> pd.DataFrame:
 def _written(series: pd.Series, col: Column) -> pd.Series:
     """One column converted to its type, its codes checked."""
     where = f"{col.table}.{col.name}"
+    written: pd.Series[Any]
     if col.type == "boolean":
         written = series.astype("boolean").astype("Int8")
     elif col.type == "integer":

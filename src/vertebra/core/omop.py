@@ -60,7 +60,7 @@ SCORES = {
 @cache
 def concepts() -> Mapping[str, Any]:
     """The concept mapping data file (read once)."""
-    return yaml.safe_load(  # type: ignore[no-any-return]
+    return yaml.safe_load(
         files("vertebra").joinpath("data", "omop", "concepts.yaml").read_text("utf-8")
     )
 
@@ -92,10 +92,13 @@ def build(tables: Mapping[str, pd.DataFrame], *, cutoff_year: int) -> dict[str, 
         {
             "person_id": [*patients["patient_id"], *done["patient_id"]],
             "day": [0] * len(patients) + done["completed_day"].astype(int).tolist(),
-            "visit_source_value": ["treatment"] * len(patients) + done["timepoint"].astype(str).tolist(),
+            "visit_source_value": ["treatment"] * len(patients)
+            + done["timepoint"].astype(str).tolist(),
         }
     )
-    visits["date"] = [_on(year[p], d) for p, d in zip(visits["person_id"], visits["day"], strict=True)]
+    visits["date"] = [
+        _on(year[p], d) for p, d in zip(visits["person_id"], visits["day"], strict=True)
+    ]
     visits["visit_occurrence_id"] = range(1, len(visits) + 1)
     visit_occurrence = pd.DataFrame(
         {
@@ -108,7 +111,13 @@ def build(tables: Mapping[str, pd.DataFrame], *, cutoff_year: int) -> dict[str, 
             "visit_source_value": visits["visit_source_value"],
         }
     )
-    treat_visit = dict(zip(visits["person_id"][: len(patients)], visits["visit_occurrence_id"][: len(patients)], strict=True))
+    treat_visit = dict(
+        zip(
+            visits["person_id"][: len(patients)],
+            visits["visit_occurrence_id"][: len(patients)],
+            strict=True,
+        )
+    )
     tp_visit = {
         (p, t): v
         for p, t, v in zip(
@@ -139,7 +148,7 @@ def build(tables: Mapping[str, pd.DataFrame], *, cutoff_year: int) -> dict[str, 
                 "cdm_release_date": date(cutoff_year, 1, 1),
                 "cdm_version": "5.4",
                 "cdm_version_concept_id": int(cmap["cdm_version_concept"]),
-                "vocabulary_version": f"vertebra concepts {cmap['version']} (no Athena)",
+                "vocabulary_version": f"vertebra-{cmap['version']}",  # varchar(20); no Athena
             }
         ]
     )
@@ -148,31 +157,47 @@ def build(tables: Mapping[str, pd.DataFrame], *, cutoff_year: int) -> dict[str, 
 
 
 def _periods(
-    patients: pd.DataFrame, visits: pd.DataFrame, ev: pd.DataFrame, year: Mapping[Any, Any], reg: int
+    patients: pd.DataFrame,
+    visits: pd.DataFrame,
+    ev: pd.DataFrame,
+    year: Mapping[Any, Any],
+    reg: int,
 ) -> pd.DataFrame:
     """One observation period per person: earliest to latest known day (treatment included)."""
     days = pd.concat(
-        [visits[["person_id", "day"]], ev[["patient_id", "day"]].rename(columns={"patient_id": "person_id"})]
+        [
+            visits[["person_id", "day"]],
+            ev[["patient_id", "day"]].rename(columns={"patient_id": "person_id"}),
+        ]
     )
     span = days.groupby("person_id")["day"].agg(["min", "max"]).reset_index()
     return pd.DataFrame(
         {
             "observation_period_id": range(1, len(span) + 1),
             "person_id": span["person_id"].astype(int),
-            "observation_period_start_date": [_on(year[p], d) for p, d in zip(span["person_id"], span["min"], strict=True)],
-            "observation_period_end_date": [_on(year[p], d) for p, d in zip(span["person_id"], span["max"], strict=True)],
+            "observation_period_start_date": [
+                _on(year[p], d) for p, d in zip(span["person_id"], span["min"], strict=True)
+            ],
+            "observation_period_end_date": [
+                _on(year[p], d) for p, d in zip(span["person_id"], span["max"], strict=True)
+            ],
             "period_type_concept_id": reg,
         }
     )
 
 
 def _conditions(
-    patients: pd.DataFrame, ev: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]
+    patients: pd.DataFrame,
+    ev: pd.DataFrame,
+    year: Mapping[Any, Any],
+    reg: int,
+    visit: Mapping[Any, int],
 ) -> pd.DataFrame:
     """The diagnosis at treatment and every adverse event (source value = registry code)."""
     ae = ev[ev["kind"] == "adverse_event"]
     rows = [
-        (p, 0, str(c), visit[p], None) for p, c in zip(patients["patient_id"], patients["condition"], strict=True)
+        (p, 0, str(c), visit[p], None)
+        for p, c in zip(patients["patient_id"], patients["condition"], strict=True)
     ] + [
         (p, d, "adverse_event", None, None if pd.isna(r) else f"relatedness:{r}")
         for p, d, r in zip(ae["patient_id"], ae["day"], ae["relatedness"], strict=True)
@@ -183,7 +208,9 @@ def _conditions(
             "condition_occurrence_id": range(1, len(frame) + 1),
             "person_id": frame["person_id"].astype(int),
             "condition_concept_id": 0,
-            "condition_start_date": [_on(year[p], d) for p, d in zip(frame["person_id"], frame["day"], strict=True)],
+            "condition_start_date": [
+                _on(year[p], d) for p, d in zip(frame["person_id"], frame["day"], strict=True)
+            ],
             "condition_type_concept_id": reg,
             "visit_occurrence_id": frame["visit"].astype("Int64"),
             "condition_source_value": frame["source"],
@@ -193,12 +220,20 @@ def _conditions(
 
 
 def _procedures(
-    patients: pd.DataFrame, ev: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]
+    patients: pd.DataFrame,
+    ev: pd.DataFrame,
+    year: Mapping[Any, Any],
+    reg: int,
+    visit: Mapping[Any, int],
 ) -> pd.DataFrame:
     """The treatment (its arm) on day 0, subsequent surgeries and repeat injections."""
     clinical = ev[ev["kind"] != "adverse_event"]
-    rows = [(p, 0, str(a), visit[p]) for p, a in zip(patients["patient_id"], patients["arm"], strict=True)] + [
-        (p, d, str(k), None) for p, d, k in zip(clinical["patient_id"], clinical["day"], clinical["kind"], strict=True)
+    rows = [
+        (p, 0, str(a), visit[p])
+        for p, a in zip(patients["patient_id"], patients["arm"], strict=True)
+    ] + [
+        (p, d, str(k), None)
+        for p, d, k in zip(clinical["patient_id"], clinical["day"], clinical["kind"], strict=True)
     ]
     frame = pd.DataFrame(rows, columns=["person_id", "day", "source", "visit"])
     return pd.DataFrame(
@@ -206,7 +241,9 @@ def _procedures(
             "procedure_occurrence_id": range(1, len(frame) + 1),
             "person_id": frame["person_id"].astype(int),
             "procedure_concept_id": 0,
-            "procedure_date": [_on(year[p], d) for p, d in zip(frame["person_id"], frame["day"], strict=True)],
+            "procedure_date": [
+                _on(year[p], d) for p, d in zip(frame["person_id"], frame["day"], strict=True)
+            ],
             "procedure_type_concept_id": reg,
             "visit_occurrence_id": frame["visit"].astype("Int64"),
             "procedure_source_value": frame["source"],
@@ -214,10 +251,14 @@ def _procedures(
     )
 
 
-def _drugs(done: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]) -> pd.DataFrame:
+def _drugs(
+    done: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]
+) -> pd.DataFrame:
     """Opioids reported at a follow-up (opioid_use items): drug code and daily dose."""
     taking = done[(done["opi_current_use"] == 1) & done["opi_opioid"].notna()]
-    dates = [_on(year[p], d) for p, d in zip(taking["patient_id"], taking["completed_day"], strict=True)]
+    dates = [
+        _on(year[p], d) for p, d in zip(taking["patient_id"], taking["completed_day"], strict=True)
+    ]
     return pd.DataFrame(
         {
             "drug_exposure_id": range(1, len(taking) + 1),
@@ -227,18 +268,24 @@ def _drugs(done: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping
             "drug_exposure_end_date": dates,
             "drug_type_concept_id": reg,
             "quantity": taking["opi_daily_dose"].astype(float).to_numpy(),
-            "visit_occurrence_id": [visit[(p, str(t))] for p, t in zip(taking["patient_id"], taking["timepoint"], strict=True)],
+            "visit_occurrence_id": [
+                visit[(p, str(t))]
+                for p, t in zip(taking["patient_id"], taking["timepoint"], strict=True)
+            ],
             "drug_source_value": taking["opi_opioid"].astype(str).to_numpy(),
             "dose_unit_source_value": "mg/day (ug/h for a fentanyl patch)",
         }
     )
 
 
-def _devices(patients: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]) -> pd.DataFrame:
+def _devices(
+    patients: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]
+) -> pd.DataFrame:
     """The injected cell product (cell source, adjunct, dose) of cell-therapy patients."""
     cells = patients[patients["cell_source"].notna()]
     source = [
-        f"{s}+{a}" if pd.notna(a) else str(s) for s, a in zip(cells["cell_source"], cells["adjunct"], strict=True)
+        f"{s}+{a}" if pd.notna(a) else str(s)
+        for s, a in zip(cells["cell_source"], cells["adjunct"], strict=True)
     ]
     dates = [_on(year[p], 0) for p in cells["patient_id"]]
     return pd.DataFrame(
@@ -256,27 +303,39 @@ def _devices(patients: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: M
     )
 
 
-def _measurements(done: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]) -> pd.DataFrame:
+def _measurements(
+    done: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]
+) -> pd.DataFrame:
     """Instrument scores of answered time points (one row per score present)."""
     long = done.melt(
-        id_vars=["patient_id", "timepoint", "completed_day"], value_vars=list(SCORES), var_name="score"
+        id_vars=["patient_id", "timepoint", "completed_day"],
+        value_vars=list(SCORES),
+        var_name="score",
     ).dropna(subset=["value"])
     return pd.DataFrame(
         {
             "measurement_id": range(1, len(long) + 1),
             "person_id": long["patient_id"].astype(int).to_numpy(),
             "measurement_concept_id": 0,
-            "measurement_date": [_on(year[p], d) for p, d in zip(long["patient_id"], long["completed_day"], strict=True)],
+            "measurement_date": [
+                _on(year[p], d)
+                for p, d in zip(long["patient_id"], long["completed_day"], strict=True)
+            ],
             "measurement_type_concept_id": reg,
             "value_as_number": long["value"].astype(float).to_numpy(),
-            "visit_occurrence_id": [visit[(p, str(t))] for p, t in zip(long["patient_id"], long["timepoint"], strict=True)],
+            "visit_occurrence_id": [
+                visit[(p, str(t))]
+                for p, t in zip(long["patient_id"], long["timepoint"], strict=True)
+            ],
             "measurement_source_value": long["score"].to_numpy(),
             "unit_source_value": long["score"].map(SCORES).to_numpy(),
         }
     )
 
 
-def _observations(patients: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]) -> pd.DataFrame:
+def _observations(
+    patients: pd.DataFrame, year: Mapping[Any, Any], reg: int, visit: Mapping[Any, int]
+) -> pd.DataFrame:
     """The STarT Back risk group at treatment (value as string)."""
     return pd.DataFrame(
         {
@@ -315,11 +374,21 @@ def _vocabulary() -> dict[str, pd.DataFrame]:
 
     return {
         "concept": concept,
-        "domain": pd.DataFrame({"domain_id": ids("domain_id"), "domain_name": ids("domain_id"), "domain_concept_id": 0}),
+        "domain": pd.DataFrame(
+            {"domain_id": ids("domain_id"), "domain_name": ids("domain_id"), "domain_concept_id": 0}
+        ),
         "vocabulary": pd.DataFrame(
-            {"vocabulary_id": ids("vocabulary_id"), "vocabulary_name": ids("vocabulary_id"), "vocabulary_concept_id": 0}
+            {
+                "vocabulary_id": ids("vocabulary_id"),
+                "vocabulary_name": ids("vocabulary_id"),
+                "vocabulary_concept_id": 0,
+            }
         ),
         "concept_class": pd.DataFrame(
-            {"concept_class_id": ids("concept_class_id"), "concept_class_name": ids("concept_class_id"), "concept_class_concept_id": 0}
+            {
+                "concept_class_id": ids("concept_class_id"),
+                "concept_class_name": ids("concept_class_id"),
+                "concept_class_concept_id": 0,
+            }
         ),
     }

@@ -73,7 +73,12 @@ DICTIONARY_COLUMNS = (
     "Field Annotation",
 )
 #: The leading columns of REDCap's flat longitudinal records with repeating instruments.
-RECORD_KEYS = ("record_id", "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+RECORD_KEYS = (
+    "record_id",
+    "redcap_event_name",
+    "redcap_repeat_instrument",
+    "redcap_repeat_instance",
+)
 ARM = 1
 #: form -> (codebook table, section header).
 FORMS = {
