@@ -212,3 +212,27 @@ def test_redcap_record_rules_catch_bad_values(name: str, value: str, problem: st
         [row], dictionary, redcap.instrument_event_mapping(), redcap.repeating_instruments()
     ).problems
     assert any(problem in p for p in found), found
+
+
+def test_csv_export_is_a_report_input_like_the_parquet_one(
+    csv_dir: Path, db_env: dict[str, str], tmp_path: Path
+) -> None:
+    """0/1 booleans and NA read back into `vertebra report --from`: the same report as from the
+    typed Parquet release (pseudonyms differ, aggregates do not)."""
+    pq = _export(db_env, tmp_path / "pq", "parquet")
+    reports = []
+    for folder in (csv_dir, pq):
+        out = tmp_path / f"{folder.name}.json"
+        rep = run_cli("report", "--from", str(folder), "--format", "json", "--out", str(out),
+                      "--as-of", "2026-11-25", env=db_env)  # fmt: skip
+        assert rep.returncode == 0, rep.stderr
+        reports.append(json.loads(out.read_text()))
+    from_csv, from_parquet = reports
+    assert from_csv["n_patients"] == from_parquet["n_patients"] > 0
+    # Survival reads completed (0/1) and the events; adverse events read serious (0/1/NA).
+    assert json.dumps(from_csv["survival"], sort_keys=True) == json.dumps(
+        from_parquet["survival"], sort_keys=True
+    )
+    ae_csv = {k: a["adverse_events"] for k, a in from_csv["arms"].items()}
+    ae_parquet = {k: a["adverse_events"] for k, a in from_parquet["arms"].items()}
+    assert ae_csv == ae_parquet and ae_csv
