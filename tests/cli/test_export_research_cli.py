@@ -57,3 +57,29 @@ def test_unreadable_registry_is_one_line_exit_2(tmp_path: Path) -> None:
     err = done.stderr.strip()
     assert "is not ready" in err and "vertebra manage migrate" in err
     assert len(err.splitlines()) == 1
+
+
+def test_help_names_every_format() -> None:
+    done = run_cli("export", "research", "--help")
+    assert done.returncode == 0
+    assert all(f in done.stdout for f in ("parquet", "redcap", "omop"))
+
+
+def test_codebook_command_writes_the_codebook(tmp_path: Path) -> None:
+    """`vertebra export codebook`: the CSV is the codebook's rows, the Markdown its page."""
+    import csv
+
+    from vertebra.core.codebook import CSV_FIELDS, rows, to_markdown
+
+    out = tmp_path / "codebook.csv"
+    done = run_cli("export", "codebook", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    with out.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == CSV_FIELDS
+        assert list(reader) == rows()
+    page = tmp_path / "codebook.md"
+    done = run_cli("export", "codebook", "--out", str(page), "--format", "markdown")
+    assert done.returncode == 0 and page.read_text(encoding="utf-8") == to_markdown()
+    bad = run_cli("export", "codebook", "--out", str(page), "--format", "xlsx")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -89,7 +89,8 @@ def csv_export(db_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 def test_export_research_writes_tables_manifest_and_readme(csv_export: Path) -> None:
     assert sorted(p.name for p in csv_export.iterdir()) == [
-        "README.md", "events.csv", "manifest.json", "patients.csv", "timepoints.csv",
+        "README.md", "codebook.csv", "events.csv", "manifest.json", "patients.csv",
+        "timepoints.csv",
     ]  # fmt: skip
     manifest: dict[str, Any] = json.loads((csv_export / "manifest.json").read_text())
     assert manifest["ruleset_version"] == ruleset().version

@@ -93,19 +93,51 @@ def export_fhir(
 @export_app.command("research")
 def export_research(
     out: Path = typer.Option(..., "--out", help="New or empty directory to write."),
-    fmt: str = typer.Option("csv", "--format", help="csv (default) or parquet."),
+    fmt: str = typer.Option(
+        "csv",
+        "--format",
+        help="csv (default), parquet, redcap (data dictionary + longitudinal records) or omop "
+        "(OMOP CDM v5.4 tables, dates shifted).",
+    ),
     as_of: str | None = typer.Option(
         None, "--as-of", help="Data cut-off (YYYY-MM-DD); default today. Only its year is written."
     ),
 ) -> None:
-    """Write DE-IDENTIFIED patients, timepoints and events tables, manifest.json and README.md.
+    """Write DE-IDENTIFIED tables with codebook.csv, manifest.json and README.md.
 
     HIPAA Safe Harbor: no names, MRN, contact details or calendar dates (treatment year and
-    days after treatment), ages capped at 90, random pseudonyms. Audited.
+    days after treatment), ages capped at 90, random pseudonyms. Booleans 0/1, missing NA,
+    item-level answers beside the scores (docs/research-exports.md). Audited.
     """
     from vertebra.cli.research_cmd import run_export
 
     run_export(out=out, fmt=fmt, as_of=as_of)
+
+
+@export_app.command("codebook")
+def export_codebook(
+    out: Path = typer.Option(..., "--out", help="File to write."),
+    fmt: str = typer.Option("csv", "--format", help="csv (default) or markdown."),
+) -> None:
+    """Write the research export's codebook (every column: label, type, units, values,
+    missing code, source). No registry access."""
+    if fmt not in ("csv", "markdown"):
+        raise CliError(f"--format: {fmt!r} is not one of csv, markdown")
+    import csv
+
+    from vertebra.core.codebook import CSV_FIELDS, rows, to_markdown
+
+    try:
+        if fmt == "markdown":
+            out.write_text(to_markdown(), "utf-8")
+        else:
+            with out.open("w", encoding="utf-8", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+                writer.writeheader()
+                writer.writerows(rows())
+    except OSError as exc:
+        raise CliError(f"--out {out}: {exc}") from exc
+    typer.echo(f"wrote the research codebook ({fmt}) to {out}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -46,6 +46,7 @@ import yaml
 
 from vertebra.core.analytics.cohort import CohortFilter, due_by
 from vertebra.core.analytics.schema import AnalysisTables
+from vertebra.core.codebook import codebook
 from vertebra.core.disclosure import Withheld, suppress_values, withhold_small_groups
 from vertebra.core.disclosure import policy as disclosure_policy
 
@@ -128,7 +129,11 @@ def ruleset() -> RuleSet:
         pooled_clinic_id=str(raw["pooled_clinic_id"]),
         relative_days={t: dict(m) for t, m in raw["relative_days"].items()},
         dropped_dates={t: tuple(c) for t, c in raw["dropped_dates"].items()},
-        columns={t: tuple(raw["columns"][t]) for t in _TABLES},
+        columns={
+            t: tuple(raw["columns"][t])
+            + (_item_answer_columns() if t == raw.get("item_answers") else ())
+            for t in _TABLES
+        },
         code_pattern=str(raw["code_pattern"]),
         release_drop={t: tuple(c) for t, c in raw["release_drop"].items()},
         safe_harbor=items,
@@ -136,6 +141,11 @@ def ruleset() -> RuleSet:
     if not re.fullmatch(rules.code_pattern, rules.pooled_clinic_id):
         raise DeidentificationError("pooled_clinic_id must itself be a code")
     return rules
+
+
+def _item_answer_columns() -> tuple[str, ...]:
+    """The research codebook's item-level answer columns (choice codes and numbers only)."""
+    return tuple(c.name for c in codebook().item_columns())
 
 
 # ---------------------------------------------------------------------------- de-identify

@@ -52,7 +52,10 @@ from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter, Exclusion, select_patients
+from vertebra.core.codebook import codebook
 from vertebra.core.deidentify import coarsen_filter, deidentify
+from vertebra.core.instruments import InstrumentError, get_definition
+from vertebra.core.instruments.answers import check_answer
 from vertebra.core.plausibility import analytics_window
 from vertebra.followup.models import FollowUpTimePoint, QuestionnaireResponse
 from vertebra.registry.audit import audited_transaction, record_audit
@@ -197,11 +200,13 @@ def system_tables(
     with_mrn: bool = False,
     deidentified: bool = False,
     as_of: dt.date | None = None,
+    with_items: bool = False,
 ) -> AnalysisTables:
     """Tables of every clinic for an operator's command (export, report), audited.
 
     Identified by default; ``deidentified`` gives the researchers' tables at the data cut-off
-    ``as_of`` (default today), as for the research export. For management-level commands
+    ``as_of`` (default today), as for the research export. ``with_items`` adds the item-level
+    answers to the time points (:func:`read_tables`). For management-level commands
     run by whoever operates the server (who can read the database anyway); the audit row
     names ``system:<purpose>``, the filter and whether the tables were de-identified.
     """
@@ -209,7 +214,7 @@ def system_tables(
     actor = Actor(user=_SystemUser(f"system:{purpose}"), role="system", clinic_ids=frozenset())
     scope = Scope(clinic_ids=None, deidentified=deidentified)
     with transaction.atomic():
-        tables = read_tables(scope, flt, with_mrn=with_mrn, as_of=as_of)
+        tables = read_tables(scope, flt, with_mrn=with_mrn, as_of=as_of, with_items=with_items)
         record_audit(
             actor=actor,
             action="read",
@@ -230,9 +235,14 @@ def read_tables(
     *,
     with_mrn: bool = False,
     as_of: dt.date | None = None,
+    with_items: bool = False,
 ) -> AnalysisTables:
     """Build the tables for ``scope`` and ``flt`` without permission checks or audit.
 
+    With ``with_items`` the time points also carry one column per instrument item of the
+    research codebook (:func:`vertebra.core.codebook.codebook`), the answer as its option code
+    or number (missing when not answered; an answer the definition no longer accepts is
+    missing too, never guessed).
     For callers that already decided access (:func:`analysis_tables`, the system export). With
     ``with_mrn`` (identified scopes only) the patients table carries the MRN for linkage.
     A de-identified scope gets :func:`vertebra.core.deidentify.deidentify` of the identified
@@ -250,7 +260,7 @@ def read_tables(
     if len(patients):
         patients = patients.loc[select_patients(patients, flt)].reset_index(drop=True)
     episodes = dict(zip(patients["episode_id"], patients["patient_id"], strict=True))
-    timepoints = _timepoints(episodes, left_out)
+    timepoints = _timepoints(episodes, left_out, with_items=with_items)
     events = _events(patients, left_out)
     patients = patients.drop(columns=["episode_id"])
     tables = AnalysisTables.of(patients, timepoints, events, exclusions=left_out.exclusions())
@@ -519,7 +529,9 @@ def _cell_details(episode_ids: list[int]) -> pd.DataFrame:
 FOLLOWUP_HORIZON = dt.timedelta(days=3 * 366)
 
 
-def _timepoints(episode_to_patient: dict[int, int], left_out: _LeftOut) -> pd.DataFrame:
+def _timepoints(
+    episode_to_patient: dict[int, int], left_out: _LeftOut, *, with_items: bool = False
+) -> pd.DataFrame:
     """One row per patient x scheduled time point of the patient's first episode, with scores.
 
     A time point dated outside the window (+ the follow-up horizon) is left out and counted.
@@ -568,8 +580,44 @@ def _timepoints(episode_to_patient: dict[int, int], left_out: _LeftOut) -> pd.Da
     for col in SCORE_COLUMNS.values():
         tp[col] = pd.to_numeric(tp[col], errors="coerce").astype(float)
     tp["opioid_use"] = np.where(tp["mme"].notna(), (tp["mme"] > 0).astype(float), np.nan)
+    columns = list(TIMEPOINT_COLUMNS)
+    if with_items:
+        items = _items(tp["tp_id"].tolist())
+        tp = tp.join(items, on="tp_id")
+        columns += list(items.columns)
     tp = tp.sort_values(["patient_id", "months"]).reset_index(drop=True)
-    return tp[list(TIMEPOINT_COLUMNS)]
+    return tp[columns]
+
+
+def _items(tp_ids: list[int]) -> pd.DataFrame:
+    """Time point id -> one column per codebook item column (option code or number)."""
+    columns = codebook().item_columns()
+    name_of = {(c.instrument, c.link_id): c.name for c in columns}
+    wanted = {c.instrument for c in columns}
+    found: dict[int, dict[str, Any]] = {}
+    rows = (
+        _live(QuestionnaireResponse)
+        .filter(time_point_id__in=tp_ids, instrument_id__in=sorted(wanted))
+        .values_list("time_point_id", "instrument_id", "answers")
+    )
+    for tp_id, instrument_id, answers in rows:
+        if not isinstance(answers, dict):
+            continue
+        defn = get_definition(instrument_id)
+        row = found.setdefault(tp_id, {})
+        for item in defn.items:
+            try:
+                value = check_answer(defn, item, answers.get(item.id))
+            except InstrumentError:
+                value = None  # an answer the definition no longer accepts: missing
+            row[name_of[(instrument_id, item.id)]] = value
+    frame = pd.DataFrame.from_dict(found, orient="index")
+    frame.index.name = "tp_id"
+    frame = frame.reindex(columns=[c.name for c in columns])
+    for col in columns:  # numbers as numbers (an object column of floats is not a code)
+        if col.type in ("integer", "number"):
+            frame[col.name] = pd.to_numeric(frame[col.name], errors="coerce").astype(float)
+    return frame
 
 
 def _scores(tp_ids: list[int]) -> pd.DataFrame:
