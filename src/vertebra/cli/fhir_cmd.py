@@ -171,17 +171,24 @@ def import_fhir(
         TextColumn("patients"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task("import", total=None)
-        try:
-            report = import_fhir_folder(
-                folder, clinic_id=clinic_id, clinic_map=mapping, username=user,
-                today=timezone.localdate(), validate=not no_validate,
-                on_start=lambda n: progress.update(task, total=n),
-                on_patient=lambda: progress.advance(task),
-            )  # fmt: skip
-        except (ImportFormatError, ImportSetupError) as exc:
-            raise CliError(str(exc)) from None
+    # The bar (stderr) starts once the files are read: a malformed file stays one line.
+    progress = Progress(*columns, console=Console(stderr=True))
+    task = progress.add_task("import", total=None)
+
+    def started(n_patients: int) -> None:
+        progress.update(task, total=n_patients)
+        progress.start()
+
+    try:
+        report = import_fhir_folder(
+            folder, clinic_id=clinic_id, clinic_map=mapping, username=user,
+            today=timezone.localdate(), validate=not no_validate, on_start=started,
+            on_patient=lambda: progress.advance(task),
+        )  # fmt: skip
+    except (ImportFormatError, ImportSetupError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        progress.stop()
     console = Console(width=max(120, Console().width))
     for table in _table(report):
         if table is not None:
