@@ -679,7 +679,7 @@ class _Writer:
         codes = self.context.codes
         if link.system == codes.identifier_system("product") and link.value:
             return link.value, None
-        if link.reference in products:
+        if link.reference is not None and link.reference in products:
             return products[link.reference].product_id, None
         return None, _lot_id(self.context, link)
 
@@ -694,7 +694,7 @@ class _Writer:
                 continue
             if link.system == codes.identifier_system("product") and link.value:
                 found.setdefault(link.value, self.episodes[shot.episode_ref])
-            elif link.reference in products:
+            elif link.reference is not None and link.reference in products:
                 found.setdefault(
                     products[link.reference].product_id, self.episodes[shot.episode_ref]
                 )

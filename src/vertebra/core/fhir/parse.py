@@ -188,9 +188,10 @@ def patient_reference(resource: Mapping[str, Any]) -> str:
 
 
 def parse_patient(resource: Mapping[str, Any], codes: FhirCodes) -> ImportedPatient:
-    """A Patient: the MRN (identifier of type MR, with its system), official name, gender, birth date, telecom."""
+    """A Patient: the MRN (identifier of type MR, with its system), official name, gender,
+    birth date, telecom."""
     mr = codes.fhir["identifier_type_mr"]
-    ident = next(
+    ident: Mapping[str, Any] = next(
         (
             ident
             for ident in resource.get("identifier") or []
