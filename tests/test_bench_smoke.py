@@ -82,3 +82,10 @@ def test_audit_benchmark_small_postgresql() -> None:
     admin = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
     out = _bench("bench_audit.py", "--appends", "100", "--admin-url", admin)
     assert "audit append benchmark (PostgreSQL" in out and "verify:" in out
+
+
+def test_import_benchmark_small_sqlite() -> None:
+    out = _bench("bench_import.py", "--sizes", "20", "--sqlite")
+    assert "import fhir benchmark (SQLite" in out
+    row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["20"])
+    assert row[7] == "0"  # nothing refused
