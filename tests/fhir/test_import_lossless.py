@@ -271,7 +271,7 @@ def test_product_link_by_focal_device_or_identifier_extension(
 
     _rewrite(source / "Procedure.ndjson", move_links)
     assert switched["focalDevice"] and switched["extension"]
-    report = run(source, clinic, validate=False)  # focalDevice.manipulated is a Device in R4
+    report = run(source, clinic)  # the R4B models do not check reference target types
     assert report.n_refused == 0 and report.patients_imported == 40
     assert m.Injection.objects.filter(processing__isnull=False).exists()
     assert m.Injection.objects.filter(allogeneic_lot__isnull=False).exists()
