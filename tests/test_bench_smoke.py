@@ -87,3 +87,10 @@ def test_audit_benchmark_small_postgresql() -> None:
 def test_fhir_bulk_benchmark_small(tmp_path: Path) -> None:
     out = _bench("bench_fhir_bulk.py", "--patients", "20", "--sqlite")
     assert "FHIR Bulk Data benchmark (SQLite, 20 patients" in out
+
+
+def test_import_benchmark_small_sqlite() -> None:
+    out = _bench("bench_import.py", "--sizes", "20", "--sqlite")
+    assert "import fhir benchmark (SQLite" in out
+    row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["20"])
+    assert row[7] == "0"  # nothing refused

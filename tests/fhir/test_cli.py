@@ -60,6 +60,12 @@ def lines_of(out: Path) -> dict[str, int]:
     return counts
 
 
+def refused_patients(table: str) -> int:
+    """The refused column of the Patient row of the import's table."""
+    row = next(line for line in table.splitlines() if line.strip("│ ").startswith("Patient "))
+    return int(row.strip("│ ").split("│")[-1].strip().replace(",", ""))
+
+
 def check_export_and_import(env: dict[str, str], tmp_path: Path) -> None:
     """The shared body of both database passes."""
     out = tmp_path / "all"
@@ -79,14 +85,30 @@ def check_export_and_import(env: dict[str, str], tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert lines_of(one) == expected(env, first)
 
-    # The first clinic's patients, imported at the second clinic (MRNs are unique per clinic).
+    # The first clinic's patients, imported at the second clinic of the same registry: the
+    # patients are new there (MRNs are per clinic), but product ids are registry-wide, so every
+    # patient with a processed product is refused: exit 1, the table says why.
     before = expected(env, second)["Patient"]
-    done = run_cli("import", "fhir", str(one), "--clinic", str(second), "--as",
-                   f"clinician-c{second}", env=env, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    args = ["import", "fhir", str(one), "--clinic", str(second), "--as", f"clinician-c{second}"]
+    done = run_cli(*args, env=env, timeout=300)
+    assert done.returncode == 1, done.stderr
     moved = lines_of(one)["Patient"]
-    assert f"imported {moved} of {moved} patients" in done.stderr
-    assert expected(env, second)["Patient"] == before + moved
+    refused = refused_patients(done.stdout)
+    assert 0 < refused < moved
+    assert f"patients: {moved - refused} imported, 0 already present, {refused} refused" in (
+        done.stderr
+    )
+    assert "resources were refused (see the table)" in done.stderr.splitlines()[-1]
+    assert "This product id cannot be used" in done.stdout
+    assert expected(env, second)["Patient"] == before + moved - refused
+
+    # Again with --allow-partial: exit 0; the imported patients are already present.
+    done = run_cli(*args, "--allow-partial", env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"patients: 0 imported, {moved - refused} already present, {refused} refused" in (
+        done.stderr
+    )
+    assert expected(env, second)["Patient"] == before + moved - refused
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -94,10 +116,9 @@ def check_export_and_import(env: dict[str, str], tmp_path: Path) -> None:
     done = run_cli("import", "fhir", str(broken), "--clinic", str(second), "--as",
                    f"clinician-c{second}", env=env)  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "vertebra: error: Patient.ndjson line 1: Patient.identifier: no MRN (an identifier of type MR)"
-    ]
-    assert expected(env, second)["Patient"] == before + moved  # nothing written
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("vertebra: error: Patient.ndjson line 2: not valid JSON"), line
+    assert expected(env, second)["Patient"] == before + moved - refused  # nothing written
 
     missing = max(clinic_ids(env)) + 1
     done = run_cli(
@@ -151,6 +172,8 @@ def test_cli_on_postgresql(tmp_path: Path) -> None:
             "not a directory",
         ),
         (["import", "fhir", ".", "--clinic", "x", "--as", "a"], "--clinic: 'x' is not a clinic id"),
+        (["import", "fhir", ".", "--as", "a"], "--clinic: name the receiving clinic"),
+        (["import", "fhir", ".", "--clinic-map", "3", "--as", "a"], "is not SOURCE=CLINIC_ID"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], needle: str) -> None:

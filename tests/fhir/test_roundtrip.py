@@ -1,5 +1,5 @@
-"""Import: export -> import into an empty registry -> export gives equivalent resources;
-malformed input writes nothing; a refused patient is rolled back whole; re-runs skip."""
+"""Import: malformed input writes nothing; the importing user must be a clinician there; the
+follow-up service the import uses. (Round trip, refusals, identity: test_import_lossless.)"""
 
 from __future__ import annotations
 
@@ -12,17 +12,12 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from tests.fhir.conftest import NOW, TODAY
-from tests.fhir.test_export import read_export
 from vertebra.interop.export import export_fhir
 from vertebra.interop.importer import ImportFormatError, ImportSetupError, import_fhir_folder
 from vertebra.registry import models as m
 from vertebra.registry.audit import verify_audit_chain
 
 pytestmark = pytest.mark.django_db
-
-#: Resource types the import carries (MedicationStatement: those derived from answers).
-CARRIED = ("Patient", "Condition", "Consent", "Procedure", "QuestionnaireResponse", "Observation",
-           "MedicationStatement")  # fmt: skip
 
 
 class _Rollback(Exception):
@@ -54,94 +49,6 @@ def clinic(db: Any) -> m.Clinic:
     return clinic
 
 
-def comparable(exported: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
-    """The carried resources with registry ids replaced by natural keys (MRN, arm and date),
-    as sorted canonical JSON per type."""
-    mrn = {
-        f"Patient/{p['id']}": next(i["value"] for i in p["identifier"] if i.get("use") == "usual")
-        for p in exported["Patient"]
-    }
-    episodes = {
-        f"Procedure/{p['id']}": f"{mrn[p['subject']['reference']]}:{p['code']['coding'][0]['code']}"
-        f":{p['performedPeriod']['start']}"
-        for p in exported["Procedure"]
-        if p["id"].startswith("episode-")
-    }
-    responses = {
-        f"QuestionnaireResponse/{q['id']}": f"{mrn[q['subject']['reference']]}:{q['questionnaire']}"
-        f":{q['authored']}"
-        for q in exported["QuestionnaireResponse"]
-    }
-    natural = {**mrn, **episodes, **responses}
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, dict):
-            if isinstance(value.get("reference"), str):
-                return {"reference": natural.get(value["reference"], "(not carried)")}
-            return {
-                k: clean(v) for k, v in value.items() if k not in ("id", "managingOrganization")
-            }
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    def carried(kind: str, resource: dict[str, Any]) -> bool:
-        if kind == "Procedure":
-            return str(resource["id"]).startswith("episode-")
-        if kind == "MedicationStatement":
-            return str(resource["id"]).startswith("opioid-")
-        return True
-
-    result = {}
-    for kind in CARRIED:
-        items = []
-        for resource in exported.get(kind, []):
-            if not carried(kind, resource):
-                continue
-            resource = clean(resource)
-            if kind == "Patient":  # the MRN's system names the clinic, the registry id differs
-                resource["identifier"] = [
-                    {"value": i["value"]} for i in resource["identifier"] if i.get("use") == "usual"
-                ]
-            resource.pop("identifier", None) if kind == "QuestionnaireResponse" else None
-            items.append(json.dumps(resource, sort_keys=True))
-        result[kind] = sorted(items)
-    return result
-
-
-def test_export_import_export_gives_equivalent_resources(
-    source: Path, clinic: m.Clinic, tmp_path: Path
-) -> None:
-    report = import_fhir_folder(
-        source, clinic_id=clinic.pk, username="importer", today=TODAY, now=NOW
-    )
-    assert report.failed == [] and report.skipped == [] and report.imported == 40
-    again = tmp_path / "again"
-    export_fhir(again, now=NOW)
-    before, after = comparable(read_export(source)), comparable(read_export(again))
-    for kind in CARRIED:
-        assert after[kind] == before[kind], kind
-    assert len(after["QuestionnaireResponse"]) == report.counts["QuestionnaireResponse"] > 0
-    # Every write went through the services, each with its audit row, as the importing user.
-    importer = set(m.AuditEvent.objects.values_list("actor_username", flat=True))
-    assert "importer" in importer
-    assert (
-        m.AuditEvent.objects.filter(actor_username="importer", object_type="patient").count() == 40
-    )
-    assert verify_audit_chain() == []
-
-
-def test_a_rerun_skips_the_patients_already_imported(source: Path, clinic: m.Clinic) -> None:
-    first = import_fhir_folder(
-        source, clinic_id=clinic.pk, username="importer", today=TODAY, now=NOW
-    )
-    second = import_fhir_folder(
-        source, clinic_id=clinic.pk, username="importer", today=TODAY, now=NOW
-    )
-    assert first.imported == 40 and second.imported == 0 and len(second.skipped) == 40
-    assert m.Patient.objects.count() == 40
-
-
 def _rewrite(path: Path, change: Any) -> None:
     """Apply ``change(list of resources)`` to an NDJSON file in place."""
     items = [json.loads(line) for line in path.read_text().splitlines()]
@@ -157,8 +64,8 @@ def _rewrite(path: Path, change: Any) -> None:
          "Condition.ndjson line 1: resourceType 'Patient', expected 'Condition'"),
         ("Patient.ndjson", lambda lines: lines.insert(2, '{"resourceType": "Patient", "birthDate": "1970-13-01"}'),
          "Patient.ndjson line 3: Patient/? is not valid FHIR R4"),
-        ("QuestionnaireResponse.ndjson", lambda lines: lines.append('{"resourceType": "QuestionnaireResponse", '
-         '"status": "completed", "questionnaire": "x"}'), "QuestionnaireResponse.ndjson line "),
+        ("QuestionnaireResponse.ndjson", lambda lines: lines.append('{"resourceType": "Patient"}'),
+         "QuestionnaireResponse.ndjson line "),
     ],
 )  # fmt: skip
 def test_a_malformed_line_stops_the_import_before_any_write(
@@ -175,32 +82,9 @@ def test_a_malformed_line_stops_the_import_before_any_write(
     assert not m.Patient.objects.exists() and m.AuditEvent.objects.count() == audit_rows
 
 
-def test_a_refused_patient_is_rolled_back_whole(source: Path, clinic: m.Clinic) -> None:
-    """A response of another instrument version: that patient (and only that patient) fails,
-    and nothing of theirs stays (no patient row, no diagnosis, no episode)."""
-    victim: dict[str, str] = {}
-
-    def older_odi(items: list[dict[str, Any]]) -> None:
-        odi = next(i for i in items if "/Questionnaire/odi|" in i["questionnaire"])
-        odi["questionnaire"] = odi["questionnaire"].replace("|2.1a", "|2.0")
-        victim["ref"] = odi["subject"]["reference"]
-
-    _rewrite(source / "QuestionnaireResponse.ndjson", older_odi)
-    patients = {f"Patient/{p['id']}": p for p in read_export(source)["Patient"]}
-    mrn = next(i["value"] for i in patients[victim["ref"]]["identifier"] if i.get("use") == "usual")
-    report = import_fhir_folder(
-        source, clinic_id=clinic.pk, username="importer", today=TODAY, now=NOW
-    )
-    assert report.imported == 39 and len(report.failed) == 1
-    assert f"MRN {mrn}" in report.failed[0] and "version 2.0" in report.failed[0]
-    assert not m.Patient.objects.filter(mrn=mrn).exists()
-    assert m.TreatmentEpisode.objects.count() == 39 and m.Diagnosis.objects.count() == 39
-    assert verify_audit_chain() == []
-
-
 def test_the_importing_user_must_hold_a_clinic_role(source: Path, clinic: m.Clinic) -> None:
     get_user_model().objects.create(username="outsider")
-    with pytest.raises(ImportSetupError, match="not a clinician or coordinator"):
+    with pytest.raises(ImportSetupError, match="not a clinician"):
         import_fhir_folder(source, clinic_id=clinic.pk, username="outsider", today=TODAY, now=NOW)
     with pytest.raises(ImportSetupError, match="no clinic"):
         import_fhir_folder(

@@ -2,20 +2,25 @@
 
 Both are operator commands on the clinic's own identified data. The export writes one
 ``<Type>.ndjson`` per resource type and ``manifest.json`` under ``--out``, with a progress bar
-on stderr, audited as ``system:export-fhir``. The import reads ``Patient``, ``Condition``,
-``Consent``, ``Procedure`` (treatment episodes) and ``QuestionnaireResponse`` files and writes
-them through the registry and follow-up services as a named staff user (see
-:mod:`vertebra.interop.importer`). Bad input ends with one line on stderr and exit code 2.
+on stderr, audited as ``system:export-fhir``. The import reads every file an export writes and
+writes it through the registry and follow-up services as a named clinician (see
+:mod:`vertebra.interop.importer`), with a progress bar on stderr and a per-type table on stdout;
+exit 1 when anything was refused (unless ``--allow-partial``). Bad input ends with one line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from vertebra.cli.errors import CliError
+
+if TYPE_CHECKING:
+    from vertebra.interop.importer import ImportReport
 
 
 def _clinic_ids(clinics: list[str]) -> list[int]:
@@ -81,47 +86,124 @@ def run_export(*, out: Path, clinics: list[str], validate: bool) -> None:
 
 import_app = typer.Typer(
     name="import",
-    help="Import registry data (fhir: Patient, Condition, Consent, Procedure, "
-    "QuestionnaireResponse NDJSON).",
+    help="Import registry data (fhir: a Vertebra FHIR R4 NDJSON export, every resource type).",
     no_args_is_help=True,
 )
+
+
+def _clinic_map(pairs: list[str]) -> dict[str, int]:
+    """``--clinic-map SOURCE=ID`` values: SOURCE a source clinic id or an MRN system URL."""
+    found = {}
+    for pair in pairs:
+        source, _, target = pair.rpartition("=")
+        if not source or not target.isdigit():
+            raise CliError(f"--clinic-map: {pair!r} is not SOURCE=CLINIC_ID")
+        found[source] = int(target)
+    return found
+
+
+def _table(report: ImportReport) -> Any:
+    """The per-type summary: read, imported, already present, refused; then one line per
+    refusal reason with its count and an example resource id."""
+    from rich.table import Table
+
+    table = Table(title="vertebra import fhir", title_justify="left")
+    for name in ("resource type", "read", "imported", "already present", "refused"):
+        table.add_column(name, justify="left" if name == "resource type" else "right")
+    for kind, tally in report.rows():
+        table.add_row(kind, *(f"{n:,}" for n in (tally.read, tally.imported, tally.present,
+                                                  tally.n_refused)))  # fmt: skip
+    reasons = Table(title="refused, by reason", title_justify="left")
+    for name in ("resource type", "count", "example", "reason"):
+        reasons.add_column(name, justify="right" if name == "count" else "left")
+    for kind, tally in report.rows():
+        for reason, (n, example) in sorted(tally.refused.items(), key=lambda r: -r[1][0]):
+            reasons.add_row(kind, f"{n:,}", example, reason)
+    return table, (reasons if report.n_refused else None)
 
 
 @import_app.command("fhir")
 def import_fhir(
     folder: Path = typer.Argument(..., help="Folder holding <Type>.ndjson files."),
-    clinic: str = typer.Option(..., "--clinic", help="Clinic id the patients are registered at."),
+    clinic: str = typer.Option(
+        None, "--clinic", help="Clinic id receiving the patients --clinic-map does not place."
+    ),
+    clinic_map: list[str] = typer.Option(
+        [],
+        "--clinic-map",
+        help="SOURCE=CLINIC_ID: patients whose MRN system is SOURCE (a source "
+        "clinic id, or the system URL) go to CLINIC_ID. Repeatable.",
+    ),
     user: str = typer.Option(
-        ..., "--as", help="Username of a clinician or coordinator there; every write is theirs."
+        ...,
+        "--as",
+        help="Username of a clinician of every receiving clinic; every write is theirs.",
+    ),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Exit 0 even when some resources were refused."
+    ),
+    no_validate: bool = typer.Option(
+        False, "--no-validate", help="Skip FHIR R4 model validation of each line (faster)."
     ),
 ) -> None:
-    """Import patients with their diagnoses, consents, treatment episodes and questionnaire
-    responses, each patient in one transaction through the audited services."""
-    clinic_id = _clinic_ids([clinic])[0]
+    """Import a Vertebra FHIR export without loss: every resource type, each patient in one
+    transaction through the audited services. Prints a table per resource type; exits 1 when
+    anything was refused (unless --allow-partial), 2 for a malformed file or bad options."""
+    clinic_id = _clinic_ids([clinic])[0] if clinic is not None else None
+    mapping = _clinic_map(clinic_map)
+    if clinic_id is None and not mapping:
+        raise CliError("--clinic: name the receiving clinic (or --clinic-map)")
     if not folder.is_dir():
         raise CliError(f"{folder}: not a directory")
     from vertebra.cli.server import django_setup
 
     django_setup(existing_registry=True)
     from django.utils import timezone
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vertebra.interop.importer import ImportFormatError, ImportSetupError, import_fhir_folder
 
+    columns = (
+        TextColumn("import fhir"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("patients"),
+        TimeElapsedColumn(),
+    )
+    # The bar (stderr) starts once the files are read: a malformed file stays one line.
+    progress = Progress(*columns, console=Console(stderr=True))
+    task = progress.add_task("import", total=None)
+
+    def started(n_patients: int) -> None:
+        progress.update(task, total=n_patients)
+        progress.start()
+
     try:
         report = import_fhir_folder(
-            folder, clinic_id=clinic_id, username=user, today=timezone.localdate()
-        )
+            folder, clinic_id=clinic_id, clinic_map=mapping, username=user,
+            today=timezone.localdate(), validate=not no_validate, on_start=started,
+            on_patient=lambda: progress.advance(task),
+        )  # fmt: skip
     except (ImportFormatError, ImportSetupError) as exc:
         raise CliError(str(exc)) from None
-    for problem in report.failed:
-        typer.echo(f"not imported: {problem}", err=True)
+    finally:
+        progress.stop()
+    console = Console(width=max(120, Console().width))
+    for table in _table(report):
+        if table is not None:
+            console.print(table)
     typer.echo(
-        f"imported {report.imported} of {report.imported + len(report.failed)} patients from "
-        f"{shlex.quote(str(folder))} at clinic {clinic_id}: " + report.describe_counts(),
+        f"patients: {report.patients_imported} imported, {report.patients_present} already "
+        f"present, {report.patients_refused} refused, from {shlex.quote(str(folder))}",
         err=True,
     )
-    if report.failed:
-        raise CliError(f"{len(report.failed)} patients were not imported (see above)", 1)
+    if report.n_refused and not allow_partial:
+        raise CliError(
+            f"{report.n_refused} resources were refused (see the table); "
+            "--allow-partial accepts a partial import",
+            1,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,33 +1,46 @@
-"""``vertebra import fhir``: patients from FHIR NDJSON, written through the audited services.
+"""``vertebra import fhir``: a Vertebra FHIR export, imported without loss through the services.
 
 Contracts
 ---------
-* Reads ``Patient.ndjson`` (required), ``Condition.ndjson``, ``Consent.ndjson``,
-  ``Procedure.ndjson`` (treatment episodes only; pathway steps and prior treatments are not
-  imported) and ``QuestionnaireResponse.ndjson``; other files are ignored.
-* **Nothing is written unless every line is well-formed.** Phase 1 reads every file: each line
-  must be JSON, of the file's resource type, valid FHIR R4 (``fhir.resources`` R4B models) and
-  carry what the registry needs (:mod:`vertebra.core.fhir.parse`), and every reference must
-  resolve within the import. The first problem stops the import with
-  ``<file> line <n>: <what>`` before any write.
-* **Phase 2: one transaction per patient.** A patient and everything of theirs (diagnoses,
-  consents, episodes with their follow-up schedules, answers) is written in one transaction
-  through :mod:`vertebra.registry.services` and :mod:`vertebra.followup.services`, which
-  validate, check permissions and write the audit rows. If any service refuses anything of a
-  patient, that patient is rolled back whole and reported; the other patients are imported. So
-  a patient is never half-imported, and one bad record does not block a 100,000-patient import.
-  A patient whose MRN is already registered at the clinic is skipped (a re-run after fixing
-  the failures imports only what is missing).
-* Every write is the named staff user's (``--as``), who must hold the clinician or coordinator
-  role at the clinic: the audit trail shows who imported. Scores are recomputed by the core
-  scorers in this registry's instrument version; answers of another version are refused.
+* Reads every file a Vertebra export writes (:data:`vertebra.core.fhir.RESOURCE_TYPES`):
+  Organization, Patient, Consent, Condition, Procedure (treatment episodes, harvests,
+  injections, prior treatments, subsequent surgeries and repeat injections),
+  BiologicallyDerivedProduct (processed products with their lab results and sterility;
+  allogeneic lots), MedicationStatement (prior medications; opioid use derived from answers),
+  QuestionnaireResponse, Observation (scores, derived from answers) and AdverseEvent (with
+  adjudication). ADR 0012 states the identity and lossless rules.
+* **A malformed file stops the import before any write**: a line that is not JSON, not an
+  object, of another resource type, or not valid FHIR R4 raises :class:`ImportFormatError`
+  naming file and line. Everything else is decided per resource and reported.
+* **Identity is identifier system + value.** A patient is its MRN identifier: the system
+  (``<base>/sid/mrn/<source clinic>``, or any other system) is mapped to a receiving clinic
+  (``clinic_map``, else ``default_clinic_id``) and the value is the MRN there. A patient already
+  registered at that clinic with that MRN, the same birth date and family name is *already
+  present* (it and everything of theirs is counted so, nothing is written): re-importing a file
+  is idempotent. Two source systems mapped to one clinic that share an MRN value are two
+  people: the second is refused, never merged or skipped as present. Products are their product
+  id, lots their lot number.
+* **One transaction per patient, through the audited services** (:mod:`vertebra.registry.services`,
+  :mod:`vertebra.followup.services`): each write validated, permission-checked and audited as
+  the importing user. If anything of a patient is refused (by the parser or by a service), the
+  patient is rolled back whole; the resource that failed carries the reason, the rest of the
+  patient's resources are refused as "its patient was refused". Never half a patient.
+* Derived resources are not written but recomputed: scores (Observation) and opioid use
+  (MedicationStatement) come back from the answers they were derived from; MME/day of prior
+  medications from the dose; an adverse event's ``suspectEntity`` from its relatedness. They
+  count as imported when the response they came from is.
+* What a target registry cannot take as given is stated, not guessed: the operator of a
+  harvest or injection is the importing clinician (a source registry's staff user ids mean
+  nothing here); an adjudicated adverse event is adjudicated by the importing clinician at
+  import time; scores are recomputed in this registry's instrument version (answers of another
+  version are refused).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +50,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from vertebra.core.fhir import FhirValidationError, fhir_codes, validate_resource
+from vertebra.core.fhir import RESOURCE_TYPES, FhirValidationError, fhir_codes, validate_resource
 from vertebra.core.fhir.codes import FhirCodes
 from vertebra.core.fhir.parse import (
     ImportedConsent,
@@ -51,30 +64,52 @@ from vertebra.core.fhir.parse import (
     parse_episode,
     parse_patient,
     parse_response,
+    patient_reference,
+)
+from vertebra.core.fhir.parse_pathway import (
+    ImportedAdverseEvent,
+    ImportedClinicalEvent,
+    ImportedHarvest,
+    ImportedInjection,
+    ImportedLot,
+    ImportedPriorTreatment,
+    ImportedProduct,
+    ProductLink,
+    derived_from,
+    medication_statement_kind,
+    parse_adverse_event,
+    parse_clinical_event,
+    parse_harvest,
+    parse_injection,
+    parse_lot,
+    parse_prior_treatment,
+    parse_product,
+    procedure_kind,
 )
 from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.followup import services as followup_services
-from vertebra.followup.errors import FollowUpError
+from vertebra.followup.errors import FollowUpError, SubmissionInvalid
 from vertebra.followup.models import FollowUpTimePoint
 from vertebra.registry import services as registry_services
 from vertebra.registry.errors import RegistryError
-from vertebra.registry.models import Clinic, Patient, Role
+from vertebra.registry.models import AllogeneicLot, Clinic, Patient, Role
 from vertebra.registry.permissions import Actor
 
 __all__ = [
-    "IMPORTED_TYPES",
     "ImportFormatError",
     "ImportReport",
     "ImportSetupError",
     "PatientBundle",
+    "TypeTally",
     "import_fhir_folder",
     "read_folder",
 ]
 
-#: Files read, in reading order (patients first: the others refer to them).
-IMPORTED_TYPES = ("Patient", "Condition", "Consent", "Procedure", "QuestionnaireResponse")
-#: Roles whose holder may import (both may register patients and start episodes).
-IMPORT_ROLES = (Role.CLINICIAN, Role.COORDINATOR)
+#: The role the importing user needs at every receiving clinic: only a clinician may be the
+#: operator of a harvest or injection and adjudicate an adverse event (registry permissions).
+IMPORT_ROLE = Role.CLINICIAN
+#: Reason given for the other resources of a patient that was refused.
+WITH_PATIENT = "not imported: its patient was refused (see the patient's reason)"
 
 
 class ImportFormatError(Exception):
@@ -82,43 +117,111 @@ class ImportFormatError(Exception):
 
 
 class ImportSetupError(Exception):
-    """The clinic or the importing user is not usable; nothing was written."""
+    """The clinic, the clinic map or the importing user is not usable; nothing was written."""
 
 
 class _Refused(Exception):
-    """A patient that cannot be imported as given (rolled back, reported)."""
+    """A resource the registry cannot take as given (its patient is rolled back, reported)."""
+
+
+# ---------------------------------------------------------------------------------- report
 
 
 @dataclass
-class PatientBundle:
-    """Everything of one imported patient, with the line each item came from."""
+class TypeTally:
+    """One resource type's figures: read, imported, already present, refused by reason
+    (reason -> [count, an example resource id])."""
 
-    patient: ImportedPatient
-    line: int
-    diagnoses: list[ImportedDiagnosis] = field(default_factory=list)
-    consents: list[ImportedConsent] = field(default_factory=list)
-    episodes: list[ImportedEpisode] = field(default_factory=list)
-    responses: list[tuple[int, ImportedResponse]] = field(default_factory=list)
+    read: int = 0
+    imported: int = 0
+    present: int = 0
+    refused: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def n_refused(self) -> int:
+        return sum(n for n, _ in self.refused.values())
 
 
 @dataclass
 class ImportReport:
-    """What an import did: patients imported, skipped (already there) and failed (reasons)."""
+    """What an import did, per resource type, and per patient."""
 
-    imported: int = 0
-    skipped: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(IMPORTED_TYPES, 0))
+    tallies: dict[str, TypeTally] = field(
+        default_factory=lambda: {kind: TypeTally() for kind in RESOURCE_TYPES}
+    )
+    patients_imported: int = 0
+    patients_present: int = 0
+    patients_refused: int = 0
 
-    def describe_counts(self) -> str:
-        """One line: resources written per type, and the skipped patients."""
-        parts = [f"{n} {kind}" for kind, n in self.counts.items() if n]
-        if self.skipped:
-            parts.append(f"{len(self.skipped)} patients skipped (MRN already registered)")
-        return ", ".join(parts) or "nothing written"
+    def tally(self, kind: str) -> TypeTally:
+        return self.tallies.setdefault(kind, TypeTally())
+
+    def refuse(self, kind: str, resource_id: str, reason: str) -> None:
+        """Count one refused resource under ``reason`` (the first id kept as the example)."""
+        entry = self.tally(kind).refused.setdefault(reason, [0, resource_id])
+        entry[0] += 1
+
+    @property
+    def n_refused(self) -> int:
+        return sum(t.n_refused for t in self.tallies.values())
+
+    def rows(self) -> list[tuple[str, TypeTally]]:
+        """The types that were read, in export order."""
+        return [(kind, t) for kind, t in self.tallies.items() if t.read]
 
 
 # ------------------------------------------------------------------------ phase 1: reading
+
+
+@dataclass
+class _Item:
+    """One resource of a patient: type, id, line, and the parsed value (None if refused)."""
+
+    kind: str
+    rid: str
+    line: int
+    value: Any = None
+
+
+@dataclass
+class PatientBundle:
+    """Everything of one patient in the import, with where each item came from."""
+
+    ref: str
+    item: _Item
+    patient: ImportedPatient | None = None
+    problems: list[tuple[_Item, str]] = field(default_factory=list)
+    consents: list[_Item] = field(default_factory=list)
+    diagnoses: list[_Item] = field(default_factory=list)
+    priors: list[_Item] = field(default_factory=list)
+    episodes: list[_Item] = field(default_factory=list)
+    harvests: list[_Item] = field(default_factory=list)
+    products: list[_Item] = field(default_factory=list)
+    injections: list[_Item] = field(default_factory=list)
+    events: list[_Item] = field(default_factory=list)
+    adverse: list[_Item] = field(default_factory=list)
+    responses: list[_Item] = field(default_factory=list)
+    derived: list[tuple[_Item, str]] = field(default_factory=list)
+
+    def items(self) -> Iterator[_Item]:
+        """Every resource of the patient, the Patient first."""
+        yield self.item
+        for group in (
+            self.consents, self.diagnoses, self.priors, self.episodes, self.harvests,
+            self.products, self.injections, self.events, self.adverse, self.responses,
+        ):  # fmt: skip
+            yield from group
+        yield from (item for item, _ in self.derived)
+
+
+@dataclass
+class _Folder:
+    """Phase 1's result: the patients' bundles and the shared lots."""
+
+    bundles: dict[str, PatientBundle]
+    lots: dict[str, ImportedLot]  # source ref -> lot
+    organizations: list[_Item]
+    orphans: list[tuple[_Item, str]]  # resources of no patient in the import, with the reason
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -137,233 +240,644 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, value
 
 
-def _checked(
-    path: Path, kind: str, codes: FhirCodes, parse: Callable[[dict[str, Any], FhirCodes], Any]
-) -> Iterator[tuple[int, Any]]:
-    """(line, parsed value) of each line of ``path``: right type, valid R4, parseable."""
+def _resources(path: Path, kind: str, validate: bool) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, resource) of each line of ``path``: of type ``kind`` and valid R4, else
+    ImportFormatError naming the line."""
     for number, resource in _lines(path):
         where = f"{path.name} line {number}"
         if resource.get("resourceType") != kind:
             raise ImportFormatError(
                 f"{where}: resourceType {resource.get('resourceType')!r}, expected {kind!r}"
             )
-        try:
-            validate_resource(resource)
-            yield number, parse(resource, codes)
-        except (FhirValidationError, ParseError) as exc:
-            raise ImportFormatError(f"{where}: {str(exc).splitlines()[0]}") from None
+        if validate:
+            try:
+                validate_resource(resource)
+            except FhirValidationError as exc:
+                raise ImportFormatError(f"{where}: {str(exc).splitlines()[0]}") from None
+        yield number, resource
 
 
-def read_folder(folder: Path, codes: FhirCodes | None = None) -> list[PatientBundle]:
-    """Phase 1: every file read and checked; the patients' bundles in Patient-file order.
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
-    Raises ImportFormatError naming file and line for the first problem found.
+
+#: Parser and bundle list of each (resource type, kind).
+_PARSERS: dict[str, tuple[Callable[[Mapping[str, Any], FhirCodes], Any], str]] = {
+    "Consent": (parse_consent, "consents"),
+    "Condition": (parse_condition, "diagnoses"),
+    "episode": (parse_episode, "episodes"),
+    "harvest": (parse_harvest, "harvests"),
+    "injection": (parse_injection, "injections"),
+    "prior_procedure": (parse_prior_treatment, "priors"),
+    "prior_medication": (parse_prior_treatment, "priors"),
+    "clinical_event": (parse_clinical_event, "events"),
+    "product": (parse_product, "products"),
+    "AdverseEvent": (parse_adverse_event, "adverse"),
+    "QuestionnaireResponse": (parse_response, "responses"),
+}
+
+
+def _kind_of(resource: Mapping[str, Any], codes: FhirCodes) -> str | None:
+    """Which parser a resource needs (None: a derived resource or a lot, handled apart)."""
+    kind = str(resource["resourceType"])
+    if kind == "Procedure":
+        return procedure_kind(resource, codes) or "unknown_procedure"
+    if kind == "MedicationStatement":
+        found = medication_statement_kind(resource)
+        return None if found == "opioid_use" else found
+    if kind == "BiologicallyDerivedProduct":
+        return "product"
+    if kind in ("Observation", "Organization", "Patient"):
+        return None
+    return kind
+
+
+def read_folder(
+    folder: Path,
+    codes: FhirCodes | None = None,
+    *,
+    validate: bool = True,
+    report: ImportReport | None = None,
+) -> _Folder:
+    """Phase 1: every file read and parsed into per-patient bundles (no database access).
+
+    Raises ImportFormatError naming file and line for the first malformed line. A resource that
+    is well-formed but cannot be taken (ParseError) is recorded as a problem of its patient.
+    ``report`` (when given) counts what was read per type.
     """
     codes = codes or fhir_codes()
+    report = report if report is not None else ImportReport()
     if not (folder / "Patient.ndjson").is_file():
         raise ImportFormatError(f"{folder}: no Patient.ndjson")
-    bundles: dict[str, PatientBundle] = {}
-    for number, imported in _checked(folder / "Patient.ndjson", "Patient", codes, parse_patient):
-        if imported.source_ref in bundles:
-            raise ImportFormatError(
-                f"Patient.ndjson line {number}: {imported.source_ref} appears twice"
-            )
-        bundles[imported.source_ref] = PatientBundle(patient=imported, line=number)
-    episodes: dict[str, str] = {}  # episode ref -> patient ref
-
-    def owner(name: str, number: int, patient_ref: str) -> PatientBundle:
-        if patient_ref not in bundles:
-            raise ImportFormatError(
-                f"{name} line {number}: refers to {patient_ref}, which is not in Patient.ndjson"
-            )
-        return bundles[patient_ref]
-
-    readers: list[tuple[str, Callable[[dict[str, Any], FhirCodes], Any]]] = [
-        ("Condition", parse_condition),
-        ("Consent", parse_consent),
-        ("Procedure", parse_episode),
-        ("QuestionnaireResponse", parse_response),
-    ]
-    for kind, parse in readers:
+    found = _Folder(bundles={}, lots={}, organizations=[], orphans=[])
+    bundles = found.bundles
+    for number, resource in _resources(folder / "Patient.ndjson", "Patient", validate):
+        report.tally("Patient").read += 1
+        item = _Item("Patient", str(resource.get("id", "?")), number)
+        ref = f"Patient/{item.rid}"
+        if ref in bundles:
+            raise ImportFormatError(f"Patient.ndjson line {number}: {ref} appears twice")
+        bundle = PatientBundle(ref=ref, item=item)
+        bundles[ref] = bundle
+        try:
+            bundle.patient = item.value = parse_patient(resource, codes)
+        except ParseError as exc:
+            bundle.problems.append((item, _first_line(exc)))
+    for kind in RESOURCE_TYPES:
         path = folder / f"{kind}.ndjson"
-        if not path.is_file():
+        if kind == "Patient" or not path.is_file():
             continue
-        for number, item in _checked(path, kind, codes, parse):
-            if item is None:  # a Procedure that is not a treatment episode
-                continue
-            bundle = owner(path.name, number, item.patient_ref)
-            if isinstance(item, ImportedDiagnosis):
-                bundle.diagnoses.append(item)
-            elif isinstance(item, ImportedConsent):
-                bundle.consents.append(item)
-            elif isinstance(item, ImportedEpisode):
-                episodes[item.source_ref] = item.patient_ref
-                bundle.episodes.append(item)
-            else:
-                if episodes.get(item.episode_ref) != item.patient_ref:
-                    raise ImportFormatError(
-                        f"{path.name} line {number}: refers to {item.episode_ref}, which is not "
-                        f"a treatment episode of {item.patient_ref} in Procedure.ndjson"
-                    )
-                bundle.responses.append((number, item))
-    return list(bundles.values())
+        for number, resource in _resources(path, kind, validate):
+            report.tally(kind).read += 1
+            _place(found, _Item(kind, str(resource.get("id", "?")), number), resource, codes)
+    return found
+
+
+def _place(found: _Folder, item: _Item, resource: dict[str, Any], codes: FhirCodes) -> None:
+    """Parse one non-Patient resource and put it in its patient's bundle (or with the lots,
+    the organizations, or the orphans)."""
+    if item.kind == "Organization":
+        found.organizations.append(item)
+        return
+    if item.kind == "BiologicallyDerivedProduct":
+        try:
+            lot = parse_lot(resource, codes)
+        except ParseError as exc:
+            found.orphans.append((item, _first_line(exc)))
+            return
+        if lot is not None:
+            found.lots[lot.source_ref] = lot
+            item.value = lot
+            found.organizations.append(item)  # shared reference data, like the clinics
+            return
+    kind = _kind_of(resource, codes)
+    try:
+        owner = (
+            patient_reference(resource)
+            if item.kind != "BiologicallyDerivedProduct"
+            else _collection_source(resource)
+        )
+    except ParseError as exc:
+        found.orphans.append((item, _first_line(exc)))
+        return
+    bundle = found.bundles.get(owner)
+    if bundle is None:
+        found.orphans.append((item, f"refers to {owner}, which is not in Patient.ndjson"))
+        return
+    if kind is None:  # derived from a response: recomputed, counted with it
+        source = derived_from(resource)
+        if source is None:
+            bundle.problems.append((item, "derived resource without derivedFrom"))
+        bundle.derived.append((item, source or ""))
+        return
+    if kind == "unknown_procedure":
+        bundle.events.append(item)
+        bundle.problems.append((item, "Procedure.code: none of Vertebra's procedure codes"))
+        return
+    parse, group = _PARSERS[kind]
+    getattr(bundle, group).append(item)
+    try:
+        item.value = parse(resource, codes)
+    except ParseError as exc:
+        bundle.problems.append((item, _first_line(exc)))
+
+
+def _collection_source(resource: Mapping[str, Any]) -> str:
+    source = (resource.get("collection") or {}).get("source") or {}
+    reference = source.get("reference") if isinstance(source, Mapping) else None
+    if not isinstance(reference, str):
+        raise ParseError("BiologicallyDerivedProduct.collection.source is missing")
+    return reference
 
 
 # ------------------------------------------------------------------------ phase 2: writing
 
 
-def _actor(username: str, clinic_id: int) -> Actor:
-    """The importing staff user as an Actor holding an import role at the clinic."""
-    if not Clinic.objects.filter(pk=clinic_id).exists():
-        raise ImportSetupError(f"--clinic: no clinic with id {clinic_id}")
+@dataclass
+class _Context:
+    """What every patient's write needs: actors, clinic map, lots, clock."""
+
+    actor: Actor
+    admin: Actor | None
+    codes: FhirCodes
+    clinic_for: Callable[[str], int | None]
+    lots: dict[str, ImportedLot]
+    lot_ids: dict[str, int]  # lot number -> id in this registry
+    today: dt.date
+    now: dt.datetime
+    source: str
+    point_ids: dict[tuple[int, str], int] = field(default_factory=dict)
+
+
+def _actors(username: str, clinic_ids: Sequence[int]) -> tuple[Actor, Actor | None]:
+    """The importing user as a clinician of every receiving clinic (and as registry admin when
+    they hold that role: needed only to register lots this registry lacks)."""
+    known = set(Clinic.objects.filter(pk__in=list(clinic_ids)).values_list("pk", flat=True))
+    for clinic_id in clinic_ids:
+        if clinic_id not in known:
+            raise ImportSetupError(f"--clinic: no clinic with id {clinic_id}")
     user = get_user_model().objects.filter(username=username, is_active=True).first()
     if user is None:
         raise ImportSetupError(f"--as: no active user {username!r}")
-    for role in IMPORT_ROLES:
-        actor = Actor.for_user(user, role) if user.memberships.filter(role=role).exists() else None
-        if actor is not None and clinic_id in actor.clinic_ids:
-            return actor
-    raise ImportSetupError(
-        f"--as: {username!r} is not a clinician or coordinator of clinic {clinic_id}"
-    )
+    if not user.memberships.filter(role=IMPORT_ROLE).exists():
+        raise ImportSetupError(f"--as: {username!r} is not a clinician of clinic {clinic_ids[0]}")
+    actor = Actor.for_user(user, IMPORT_ROLE)
+    missing = [c for c in clinic_ids if c not in actor.clinic_ids]
+    if missing:
+        raise ImportSetupError(f"--as: {username!r} is not a clinician of clinic {missing[0]}")
+    admin = None
+    if user.memberships.filter(role=Role.REGISTRY_ADMIN).exists():
+        admin = Actor.for_user(user, Role.REGISTRY_ADMIN)
+    return actor, admin
 
 
-def _write_patient(
-    bundle: PatientBundle,
-    actor: Actor,
-    clinic_id: int,
-    today: dt.date,
-    now: dt.datetime,
-    source: str,
-) -> dict[str, int]:
-    """Register one patient and all of theirs (caller holds the transaction); counts written."""
-    given = bundle.patient
-    patient = registry_services.register_patient(
-        actor=actor,
-        clinic_id=clinic_id,
-        mrn=given.mrn,
-        given_name=given.given_name,
-        family_name=given.family_name,
-        date_of_birth=given.date_of_birth,
-        sex=given.sex,
-        email=given.email,
-        phone=given.phone,
-    )
-    for diagnosis in bundle.diagnoses:
-        fields = {k: v for k, v in _fields_of(diagnosis).items() if k != "patient_ref"}
-        registry_services.record_diagnosis(actor=actor, patient_id=patient.pk, **fields)
-    for consent in bundle.consents:
-        if consent.withdrawn_on is not None:
-            # Importing it as signed would record consent the patient has withdrawn.
-            raise _Refused("a withdrawn consent cannot be imported (no withdrawal service yet)")
-        registry_services.record_consent(
-            actor=actor,
-            patient_id=patient.pk,
-            kind=consent.kind,
-            form_version=consent.form_version,
-            signed_on=consent.signed_on,
-        )
-    episode_ids = {}
-    for episode in bundle.episodes:
-        created = followup_services.start_episode_with_follow_up(
-            actor=actor,
-            patient_id=patient.pk,
-            arm=episode.arm,
-            start_date=episode.start_date,
-            today=today,
-        )
-        episode_ids[episode.source_ref] = created.pk
-    points = _answers_by_time_point(bundle, episode_ids)
-    for (episode_id, key), answers in points.items():
-        point_id = (
-            FollowUpTimePoint.objects.filter(schedule__episode_id=episode_id, key=key)
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if point_id is None:
-            raise _Refused(f"time point {key!r} is not in this registry's follow-up protocol")
-        followup_services.record_imported_answers(
-            actor=actor,
-            time_point_id=point_id,
-            answers_by_instrument=answers,
-            source=source,
-            now=now,
-        )
-    return {
-        "Patient": 1,
-        "Condition": len(bundle.diagnoses),
-        "Consent": len(bundle.consents),
-        "Procedure": len(bundle.episodes),
-        "QuestionnaireResponse": len(bundle.responses),
+def _clinic_resolver(
+    codes: FhirCodes, default: int | None, clinic_map: Mapping[str, int]
+) -> Callable[[str], int | None]:
+    """MRN system -> receiving clinic. ``clinic_map`` keys are a full system URL or a source
+    clinic id (shorthand for Vertebra's ``sid/mrn/<id>``)."""
+    by_system = {
+        (key if "/" in key else codes.identifier_system("mrn", key)): value
+        for key, value in clinic_map.items()
     }
+    return lambda system: by_system.get(system, default)
 
 
-def _fields_of(item: Any) -> dict[str, Any]:
-    """A slotted dataclass's fields as a dict (``vars`` does not work with slots)."""
-    return {name: getattr(item, name) for name in item.__dataclass_fields__}
-
-
-def _answers_by_time_point(
-    bundle: PatientBundle, episode_ids: Mapping[str, int]
-) -> dict[tuple[int, str], dict[str, followup_services.ImportedAnswers]]:
-    """The patient's responses grouped by (new episode id, time point key) and instrument."""
-    grouped: dict[tuple[int, str], dict[str, followup_services.ImportedAnswers]] = defaultdict(dict)
-    for number, response in bundle.responses:
-        slot = grouped[(episode_ids[response.episode_ref], response.time_point_key)]
-        if response.instrument_id in slot:
-            raise _Refused(
-                f"QuestionnaireResponse.ndjson line {number}: a second {response.instrument_id} "
-                f"response at time point {response.time_point_key}"
+def _identity(
+    bundles: Sequence[PatientBundle], clinic_for: Callable[[str], int | None]
+) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+    """(patient ref -> (clinic, MRN)) for the patients that can be placed, and
+    (patient ref -> reason) for those that cannot: unmapped system, or a second source
+    system sharing an MRN value at one receiving clinic (first in file order wins)."""
+    placed: dict[str, tuple[int, str]] = {}
+    refused: dict[str, str] = {}
+    owner: dict[tuple[int, str], str] = {}  # (clinic, MRN) -> source system that holds it
+    for bundle in bundles:
+        given = bundle.patient
+        if given is None:
+            continue
+        clinic = clinic_for(given.mrn_system)
+        if clinic is None:
+            refused[bundle.ref] = (
+                f"MRN system {given.mrn_system} is mapped to no clinic (--clinic-map)"
             )
-        slot[response.instrument_id] = followup_services.ImportedAnswers(
-            instrument_version=response.instrument_version,
-            answers=dict(response.answers),
-            authored=response.authored,
+            continue
+        key = (clinic, given.mrn)
+        holder = owner.setdefault(key, given.mrn_system)
+        if holder != given.mrn_system:
+            refused[bundle.ref] = (
+                f"MRN value shared with another source system ({holder}) mapped to the same "
+                "clinic: two different patients; map the systems to different clinics"
+            )
+            continue
+        placed[bundle.ref] = key
+    return placed, refused
+
+
+def _present(placed: Mapping[str, tuple[int, str]]) -> dict[tuple[int, str], tuple[Any, str]]:
+    """(clinic, MRN) -> (birth date, family name) of the patients already registered."""
+    by_clinic: dict[int, list[str]] = defaultdict(list)
+    for clinic, mrn in placed.values():
+        by_clinic[clinic].append(mrn)
+    found: dict[tuple[int, str], tuple[Any, str]] = {}
+    for clinic, mrns in by_clinic.items():
+        for start in range(0, len(mrns), 500):  # SQLite caps the parameters of one query
+            rows = Patient.objects.filter(clinic_id=clinic, mrn__in=mrns[start : start + 500])
+            for mrn, born, family in rows.values_list("mrn", "date_of_birth", "family_name"):
+                found[(clinic, mrn)] = (born, family)
+    return found
+
+
+def _lot_id(context: _Context, link: ProductLink | None) -> int:
+    """This registry's id of the lot a harvest or injection names (registered, and released,
+    through the lot services when missing and the importing user is a registry admin)."""
+    lot = _lot_of(context, link)
+    if lot is None:
+        raise _Refused("names an allogeneic lot that is not in the import")
+    if lot.lot_number in context.lot_ids:
+        return context.lot_ids[lot.lot_number]
+    existing = AllogeneicLot.objects.filter(lot_number=lot.lot_number).first()
+    if existing is None:
+        if context.admin is None:
+            raise _Refused(
+                "allogeneic lot not in this registry: a registry admin must register it, or "
+                "run the import as a user who is also a registry admin"
+            )
+        existing = registry_services.register_lot(
+            actor=context.admin, lot_number=lot.lot_number, product=lot.product
         )
-    return grouped
+        if lot.released_on is not None:
+            existing = registry_services.release_lot(
+                actor=context.admin, lot_id=existing.pk, released_on=lot.released_on
+            )
+    context.lot_ids[lot.lot_number] = existing.pk
+    return int(existing.pk)
+
+
+def _import_lot(item: _Item, context: _Context, report: ImportReport) -> None:
+    """An allogeneic lot: already present by lot number, else registered (and released) through
+    the lot services, else refused (the patients who received it are refused with it)."""
+    lot: ImportedLot = item.value
+    tally = report.tally(item.kind)
+    if AllogeneicLot.objects.filter(lot_number=lot.lot_number).exists():
+        tally.present += 1
+        return
+    try:
+        with transaction.atomic():
+            _lot_id(context, ProductLink(reference=lot.source_ref))
+    except (ValidationError, RegistryError, _Refused, DatabaseError) as exc:
+        report.refuse(item.kind, item.rid, _reason(exc))
+    else:
+        tally.imported += 1
+
+
+def _lot_of(context: _Context, link: ProductLink | None) -> ImportedLot | None:
+    if link is None:
+        return None
+    if link.value and link.system == context.codes.identifier_system("allogeneic-lot"):
+        return next((lot for lot in context.lots.values() if lot.lot_number == link.value), None)
+    return context.lots.get(link.reference or "")
+
+
+class _Writer:
+    """Writes one patient's bundle through the services, remembering the item being written
+    so that a refusal names the resource that caused it."""
+
+    def __init__(self, bundle: PatientBundle, context: _Context, clinic_id: int) -> None:
+        self.bundle = bundle
+        self.context = context
+        self.clinic_id = clinic_id
+        self.current: _Item = bundle.item
+        self.episodes: dict[str, int] = {}
+        self.patient_id = 0
+
+    def write(self) -> None:
+        """Everything of the patient, in the order the services' checks need (consent before
+        treatment, harvest before processing before injection; withdrawals last)."""
+        context, actor = self.context, self.context.actor
+        given = self.bundle.patient
+        assert given is not None
+        patient = registry_services.register_patient(
+            actor=actor, clinic_id=self.clinic_id, mrn=given.mrn, given_name=given.given_name,
+            family_name=given.family_name, date_of_birth=given.date_of_birth, sex=given.sex,
+            email=given.email, phone=given.phone,
+        )  # fmt: skip
+        self.patient_id = patient.pk
+        withdrawals: list[tuple[int, dt.date]] = []
+        for item in self._each(self.bundle.consents):
+            consent: ImportedConsent = item.value
+            made = registry_services.record_consent(
+                actor=actor, patient_id=patient.pk, kind=consent.kind,
+                form_version=consent.form_version, signed_on=consent.signed_on,
+            )  # fmt: skip
+            if consent.withdrawn_on is not None:
+                withdrawals.append((made.pk, consent.withdrawn_on))
+        for item in self._each(self.bundle.diagnoses):
+            diagnosis: ImportedDiagnosis = item.value
+            fields = {k: getattr(diagnosis, k) for k in diagnosis.__dataclass_fields__}
+            fields.pop("patient_ref")
+            registry_services.record_diagnosis(actor=actor, patient_id=patient.pk, **fields)
+        for item in self._each(self.bundle.priors):
+            prior: ImportedPriorTreatment = item.value
+            fields = {k: getattr(prior, k) for k in prior.__dataclass_fields__}
+            for name in ("source_ref", "patient_ref"):
+                fields.pop(name)
+            registry_services.record_prior_treatment(actor=actor, patient_id=patient.pk, **fields)
+        for item in self._each(self.bundle.episodes):
+            episode: ImportedEpisode = item.value
+            created = followup_services.start_episode_with_follow_up(
+                actor=actor, patient_id=patient.pk, arm=episode.arm,
+                start_date=episode.start_date, today=context.today,
+            )  # fmt: skip
+            self.episodes[episode.source_ref] = created.pk
+        self._pathway()
+        for item in self._each(self.bundle.events):
+            event: ImportedClinicalEvent = item.value
+            registry_services.record_clinical_event(
+                actor=actor, patient_id=patient.pk, kind=event.kind,
+                occurred_on=event.occurred_on, episode_id=self._episode(event.episode_ref),
+                details=event.details,
+            )  # fmt: skip
+        for item in self._each(self.bundle.adverse):
+            self._adverse_event(item.value)
+        self._responses()
+        for consent_id, withdrawn_on in withdrawals:
+            registry_services.withdraw_consent(
+                actor=actor, consent_id=consent_id, withdrawn_on=withdrawn_on,
+                reason="imported: withdrawn in the source registry",
+            )  # fmt: skip
+
+    def _each(self, items: Sequence[_Item]) -> Iterator[_Item]:
+        for item in items:
+            self.current = item
+            yield item
+
+    def _episode(self, source_ref: str | None) -> int | None:
+        if source_ref is None:
+            return None
+        if source_ref not in self.episodes:
+            raise _Refused(f"refers to {source_ref}, not a treatment episode of this patient")
+        return self.episodes[source_ref]
+
+    def _pathway(self) -> None:
+        """Harvests, processed products (with sterility) and injections."""
+        actor = self.context.actor
+        harvest_episode: dict[dt.date, list[int]] = defaultdict(list)
+        for item in self._each(self.bundle.harvests):
+            harvest: ImportedHarvest = item.value
+            episode_id = self._episode(harvest.episode_ref)
+            assert episode_id is not None
+            lot_id = None
+            if harvest.source in ("umbilical_cord_allogeneic", "other_allogeneic"):
+                lot_id = _lot_id(self.context, harvest.lot)
+            registry_services.record_harvest(
+                actor=actor, episode_id=episode_id, source=harvest.source,
+                harvested_on=harvest.harvested_on, volume_ml=harvest.volume_ml,
+                allogeneic_lot_id=lot_id,
+            )  # fmt: skip
+            harvest_episode[harvest.harvested_on].append(episode_id)
+        products = {p.value.source_ref: p.value for p in self.bundle.products}
+        used_in = self._product_episodes(products)
+        for item in self._each(self.bundle.products):
+            product: ImportedProduct = item.value
+            episode_id = used_in.get(product.product_id)
+            if episode_id is None:
+                candidates = (
+                    harvest_episode.get(product.harvested_on) if product.harvested_on else None
+                )
+                if not candidates or len(candidates) != 1:
+                    raise _Refused("cannot tell which harvest the product was processed from")
+                episode_id = candidates[0]
+            registry_services.record_processing(
+                actor=actor, episode_id=episode_id, method=product.method, lab=product.lab,
+                processed_on=product.processed_on, product_id=product.product_id,
+                tnc_per_ml=product.tnc_per_ml, cfu_f_per_ml=product.cfu_f_per_ml,
+                cd34_pct=product.cd34_pct, viability_pct=product.viability_pct,
+                sterility=product.sterility, adjunct_prp=product.adjunct_prp,
+                adjunct_hyaluronic_acid=product.adjunct_hyaluronic_acid,
+            )  # fmt: skip
+        shots = sorted(self.bundle.injections, key=lambda i: (i.value.injected_on, i.line))
+        for item in self._each(shots):
+            shot: ImportedInjection = item.value
+            product_id, lot_id = self._product_of(shot, products)
+            registry_services.record_injection(
+                actor=actor, episode_id=self._episode(shot.episode_ref) or 0, levels=shot.levels,
+                target=shot.target, guidance=shot.guidance, volume_ml=shot.volume_ml,
+                injected_on=shot.injected_on, product_id=product_id, allogeneic_lot_id=lot_id,
+                cell_dose=shot.cell_dose, adjunct_prp=shot.adjunct_prp,
+            )  # fmt: skip
+
+    def _product_of(
+        self, shot: ImportedInjection, products: Mapping[str, ImportedProduct]
+    ) -> tuple[str | None, int | None]:
+        """(product id, None) or (None, lot id) of the product an injection used."""
+        link = shot.product
+        if link is None:
+            raise _Refused(
+                "the injection names no product (usedReference, focalDevice or extension)"
+            )
+        codes = self.context.codes
+        if link.system == codes.identifier_system("product") and link.value:
+            return link.value, None
+        if link.reference is not None and link.reference in products:
+            return products[link.reference].product_id, None
+        return None, _lot_id(self.context, link)
+
+    def _product_episodes(self, products: Mapping[str, ImportedProduct]) -> dict[str, int]:
+        """Product id -> the episode whose injection used it (places the processing)."""
+        found: dict[str, int] = {}
+        codes = self.context.codes
+        for item in self.bundle.injections:
+            shot: ImportedInjection = item.value
+            link = shot.product
+            if link is None or shot.episode_ref not in self.episodes:
+                continue
+            if link.system == codes.identifier_system("product") and link.value:
+                found.setdefault(link.value, self.episodes[shot.episode_ref])
+            elif link.reference is not None and link.reference in products:
+                found.setdefault(
+                    products[link.reference].product_id, self.episodes[shot.episode_ref]
+                )
+        return found
+
+    def _adverse_event(self, event: ImportedAdverseEvent) -> None:
+        graded = event.ctcae_grade is not None and bool(event.relatedness)
+        if event.adjudicated != graded:
+            raise _Refused(
+                "adjudicated without both CTCAE grade and relatedness"
+                if event.adjudicated
+                else "pending, yet graded with both CTCAE grade and relatedness"
+            )
+        registry_services.record_adverse_event(
+            actor=self.context.actor, patient_id=self.patient_id, description=event.description,
+            category=event.category, onset=event.onset,
+            episode_id=self._episode(event.episode_ref), serious=event.serious,
+            ctcae_grade=event.ctcae_grade, relatedness=event.relatedness,
+            expected=event.expected, outcome=event.outcome, resolved_on=event.resolved_on,
+        )  # fmt: skip
+
+    def _responses(self) -> None:
+        """Answers grouped by (episode, time point), stored through the follow-up service."""
+        grouped: dict[tuple[int, str], dict[str, followup_services.ImportedAnswers]] = defaultdict(
+            dict
+        )
+        items: dict[tuple[int, str], dict[str, _Item]] = defaultdict(dict)
+        for item in self._each(self.bundle.responses):
+            response: ImportedResponse = item.value
+            episode_id = self._episode(response.episode_ref)
+            assert episode_id is not None
+            key = (episode_id, response.time_point_key)
+            items[key].setdefault(response.instrument_id, item)
+            if response.instrument_id in grouped[key]:
+                raise _Refused(f"a second {response.instrument_id} response at one time point")
+            grouped[key][response.instrument_id] = followup_services.ImportedAnswers(
+                instrument_version=response.instrument_version,
+                answers=dict(response.answers),
+                authored=response.authored,
+            )
+        if not grouped:
+            return
+        points = FollowUpTimePoint.objects.filter(
+            schedule__episode_id__in={episode for episode, _ in grouped}
+        ).values_list("schedule__episode_id", "key", "pk")
+        ids = {(episode, key): pk for episode, key, pk in points}
+        for key, answers in grouped.items():
+            self.current = next(iter(items[key].values()))
+            if key not in ids:
+                raise _Refused("time point not in this registry's follow-up protocol")
+            try:
+                followup_services.record_imported_answers(
+                    actor=self.context.actor, time_point_id=ids[key],
+                    answers_by_instrument=answers, source=self.context.source,
+                    now=self.context.now,
+                )  # fmt: skip
+            except SubmissionInvalid as exc:  # name the response of the instrument refused
+                self.current = items[key].get(next(iter(exc.errors), ""), self.current)
+                raise
 
 
 def _reason(exc: Exception) -> str:
     """A refusal as one line (a ValidationError's field messages joined)."""
     if isinstance(exc, ValidationError) and hasattr(exc, "message_dict"):
         return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _first_line(exc)
+
+
+def _count(report: ImportReport, bundle: PatientBundle, column: str) -> None:
+    """Count every resource of the patient as imported or already present."""
+    for item in bundle.items():
+        tally = report.tally(item.kind)
+        if column == "imported":
+            tally.imported += 1
+        else:
+            tally.present += 1
+
+
+def _refuse(report: ImportReport, bundle: PatientBundle, culprit: _Item, reason: str) -> None:
+    """Refuse the whole patient: the culprit (and the Patient) with the reason, the rest
+    with :data:`WITH_PATIENT`."""
+    report.patients_refused += 1
+    for item in bundle.items():
+        if item is culprit or item is bundle.item:
+            report.refuse(item.kind, item.rid, reason)
+        else:
+            report.refuse(item.kind, item.rid, WITH_PATIENT)
+
+
+def _derived_problem(bundle: PatientBundle) -> tuple[_Item, str] | None:
+    """A derived resource whose response is not among the patient's responses."""
+    responses = {f"QuestionnaireResponse/{item.rid}" for item in bundle.responses}
+    for item, source in bundle.derived:
+        if source not in responses:
+            return item, f"derived from {source or 'nothing'}, not a response of this patient"
+    return None
 
 
 def import_fhir_folder(
     folder: Path,
     *,
-    clinic_id: int,
     username: str,
     today: dt.date,
+    clinic_id: int | None = None,
+    clinic_map: Mapping[str, int] | None = None,
     now: dt.datetime | None = None,
+    validate: bool = True,
+    on_start: Callable[[int], None] | None = None,
     on_patient: Callable[[], None] | None = None,
 ) -> ImportReport:
-    """Import ``folder`` at ``clinic_id`` as ``username`` (see the module docstring).
+    """Import ``folder`` as ``username`` (see the module docstring).
 
-    Raises ImportSetupError (clinic, user) or ImportFormatError (a malformed line) before any
-    write; otherwise returns the report (per-patient refusals are in ``failed``).
+    ``clinic_id`` receives the patients whose MRN system ``clinic_map`` does not name.
+    ``on_start(n_patients)`` is called once the files are read, ``on_patient()`` after each
+    patient (a progress bar). Raises ImportSetupError (clinics, user) or ImportFormatError (a
+    malformed line) before any write; otherwise returns the report.
     """
-    actor = _actor(username, clinic_id)
-    bundles = read_folder(folder)
+    clinic_map = dict(clinic_map or {})
+    targets = sorted({*clinic_map.values(), *([clinic_id] if clinic_id is not None else [])})
+    if not targets:
+        raise ImportSetupError("--clinic: name the receiving clinic (or --clinic-map)")
+    actor, admin = _actors(username, targets)
+    codes = fhir_codes()
     report = ImportReport()
-    source = f"fhir-import:{folder.name}"
-    for bundle in bundles:
-        mrn = bundle.patient.mrn
-        if Patient.objects.filter(clinic_id=clinic_id, mrn=mrn).exists():
-            report.skipped.append(f"Patient.ndjson line {bundle.line}: MRN {mrn}")
-            continue
-        try:
-            with transaction.atomic():
-                written = _write_patient(
-                    bundle, actor, clinic_id, today, now or timezone.now(), source
-                )
-        except (ValidationError, RegistryError, FollowUpError, _Refused, DatabaseError) as exc:
-            report.failed.append(f"Patient.ndjson line {bundle.line} (MRN {mrn}): {_reason(exc)}")
+    found = read_folder(folder, codes, validate=validate, report=report)
+    clinic_for = _clinic_resolver(codes, clinic_id, clinic_map)
+    context = _Context(
+        actor=actor, admin=admin, codes=codes, clinic_for=clinic_for, lots=found.lots,
+        lot_ids={}, today=today, now=now or timezone.now(), source=f"fhir-import:{folder.name}",
+    )  # fmt: skip
+    for item in found.organizations:  # reference data: mapped or looked up, never duplicated
+        if item.kind == "Organization":
+            report.tally(item.kind).present += 1
         else:
-            report.imported += 1
-            for kind, n in written.items():
-                report.counts[kind] += n
+            _import_lot(item, context, report)
+    for item, reason in found.orphans:
+        report.refuse(item.kind, item.rid, reason)
+    bundles = list(found.bundles.values())
+    placed, unplaced = _identity(bundles, clinic_for)
+    present = _present(placed)
+    if on_start is not None:
+        on_start(len(bundles))
+    for bundle in bundles:
+        _import_one(bundle, context, placed, unplaced, present, report)
         if on_patient is not None:
             on_patient()
     return report
+
+
+def _import_one(
+    bundle: PatientBundle,
+    context: _Context,
+    placed: Mapping[str, tuple[int, str]],
+    unplaced: Mapping[str, str],
+    present: Mapping[tuple[int, str], tuple[Any, str]],
+    report: ImportReport,
+) -> None:
+    """Import (or count as present, or refuse) one patient and everything of theirs."""
+    problem = bundle.problems[0] if bundle.problems else _derived_problem(bundle)
+    if problem is not None:
+        _refuse(report, bundle, *problem)
+        return
+    if bundle.ref in unplaced:
+        _refuse(report, bundle, bundle.item, unplaced[bundle.ref])
+        return
+    clinic, mrn = placed[bundle.ref]
+    given = bundle.patient
+    assert given is not None
+    if (clinic, mrn) in present:
+        born, family = present[(clinic, mrn)]
+        if (born, family) != (given.date_of_birth, given.family_name):
+            _refuse(report, bundle, bundle.item, "MRN already registered at the clinic for "
+                    "another person (birth date or family name differs)")  # fmt: skip
+        else:
+            report.patients_present += 1
+            _count(report, bundle, "present")
+        return
+    writer = _Writer(bundle, context, clinic)
+    try:
+        with transaction.atomic():
+            writer.write()
+    except (ValidationError, RegistryError, FollowUpError, _Refused, DatabaseError) as exc:
+        _refuse(report, bundle, writer.current, _reason(exc))
+    else:
+        report.patients_imported += 1
+        _count(report, bundle, "imported")

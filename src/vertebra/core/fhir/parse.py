@@ -55,6 +55,7 @@ class ImportedPatient:
     sex: str
     email: str = ""
     phone: str = ""
+    mrn_system: str = ""  # the MRN's identifier system: identity is system + value (ADR 0012)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,16 +188,18 @@ def patient_reference(resource: Mapping[str, Any]) -> str:
 
 
 def parse_patient(resource: Mapping[str, Any], codes: FhirCodes) -> ImportedPatient:
-    """A Patient: the MRN (identifier of type MR), official name, gender, birth date, telecom."""
+    """A Patient: the MRN (identifier of type MR, with its system), official name, gender,
+    birth date, telecom."""
     mr = codes.fhir["identifier_type_mr"]
-    mrn = next(
+    ident: Mapping[str, Any] = next(
         (
-            ident.get("value")
+            ident
             for ident in resource.get("identifier") or []
             if _code(ident.get("type"), mr["system"]) == mr["code"]
         ),
-        None,
+        {},
     )
+    mrn = ident.get("value")
     if not mrn:
         raise ParseError("Patient.identifier: no MRN (an identifier of type MR)")
     names = resource.get("name") or []
@@ -213,6 +216,7 @@ def parse_patient(resource: Mapping[str, Any], codes: FhirCodes) -> ImportedPati
         sex=str(_get(resource, "gender")),
         email=str(telecom.get("email", "")),
         phone=str(telecom.get("phone", "")),
+        mrn_system=str(ident.get("system", "")),
     )
 
 

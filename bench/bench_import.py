@@ -1,0 +1,143 @@
+"""Benchmark: ``vertebra import fhir`` of a Vertebra FHIR export into an empty registry.
+
+Usage:
+
+    python bench/bench_import.py --sizes 1000 10000 \
+        --admin-url postgres://postgres@127.0.0.1:5432/postgres     # PostgreSQL scratch DBs
+    python bench/bench_import.py --sizes 100 --sqlite               # scratch SQLite files
+
+Each size, in fresh subprocesses (not timed: migrations, the synthetic cohort's bulk load and
+its export): a source registry is loaded with ``load_cohort`` and exported with
+``export_fhir``; a second, empty registry gets one clinic and a clinician ("importer", also a
+registry admin for the lots). Timed: ``import_fhir_folder`` of the whole export into it, as
+the CLI runs it (every line validated against the R4 models unless ``--no-validate``, every
+patient through the audited services). Prints patients, resources, seconds, patients/s,
+resources/s, ms per patient, the refusals, peak memory and the importing process's CPU time
+(less sensitive than wall time to a shared machine), plus the time to read and validate the
+files alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from scratch import scratch_databases
+
+EXPORT = r"""
+import datetime as dt, sys
+import django
+django.setup()
+from django.core.management import call_command
+from django.utils import timezone
+call_command("migrate", verbosity=0)
+from pathlib import Path
+from vertebra.cohort.loader import load_cohort
+from vertebra.core.synth import generate_cohort
+from vertebra.interop.export import export_fhir
+today = dt.date(2026, 11, 25)
+load_cohort(generate_cohort(int(sys.argv[1]), 1, today=today), now=timezone.now())
+export_fhir(Path(sys.argv[2]), now=timezone.now())
+"""
+
+IMPORT = r"""
+import datetime as dt, json, resource, sys, time
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from pathlib import Path
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from vertebra.registry.models import Clinic, Membership
+from vertebra.interop.importer import import_fhir_folder, read_folder
+folder, validate = Path(sys.argv[1]), sys.argv[2] == "1"
+clinic = Clinic.objects.create(name="Receiving clinic")
+user = get_user_model().objects.create(username="importer")
+Membership.objects.create(user=user, clinic=clinic, role="clinician")
+Membership.objects.create(user=user, clinic=None, role="registry_admin")
+t0 = time.perf_counter()
+read_folder(folder, validate=validate)
+t1 = time.perf_counter()
+cpu = time.process_time()
+report = import_fhir_folder(folder, clinic_id=clinic.pk, username="importer",
+                            today=timezone.localdate(), validate=validate)
+t2 = time.perf_counter()
+cpu = time.process_time() - cpu
+rows = report.rows()
+print(json.dumps({
+    "patients": report.patients_imported, "resources": sum(t.read for _, t in rows),
+    "refused": report.n_refused, "read_s": round(t1 - t0, 2), "import_s": round(t2 - t1, 2),
+    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    "cpu_s": round(cpu, 2),
+}))
+"""
+
+
+def child(code: str, args: list[str], database_url: str, data_dir: str) -> str:
+    """Run ``code`` with ``args`` in a fresh process on ``database_url``; its stdout."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "vertebra.settings",
+           "DATABASE_URL": database_url, "VERTEBRA_DATA_DIR": data_dir}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-3000:])
+    return done.stdout
+
+
+def run_one(size: int, source_url: str, target_url: str, scratch: str, validate: bool) -> dict:
+    """Export ``size`` patients from ``source_url`` and time their import into ``target_url``."""
+    folder = Path(scratch) / f"export-{size}"
+    child(EXPORT, [str(size), str(folder)], source_url, scratch)
+    out = child(IMPORT, [str(folder), "1" if validate else "0"], target_url, scratch)
+    result: dict = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    """Parse options, run each size on scratch databases, print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
+    parser.add_argument("--sqlite", action="store_true", help="use scratch SQLite files")
+    parser.add_argument("--no-validate", action="store_true", help="skip R4 model validation")
+    parser.add_argument(
+        "--admin-url",
+        default="postgres://postgres:postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL URL allowed to CREATE/DROP DATABASE",
+    )
+    args = parser.parse_args()
+    validate = not args.no_validate
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in args.sizes:
+            if args.sqlite:
+                source = f"sqlite:///{Path(scratch) / f'source-{size}.sqlite3'}"
+                target = f"sqlite:///{Path(scratch) / f'target-{size}.sqlite3'}"
+                results.append(run_one(size, source, target, scratch, validate))
+                continue
+            with scratch_databases(args.admin_url, 2) as (source, target):
+                results.append(run_one(size, source, target, scratch, validate))
+    engine = "SQLite" if args.sqlite else "PostgreSQL"
+    print(f"import fhir benchmark ({engine}, R4 validation {'on' if validate else 'off'})")
+    print(f"{'patients':>9} {'resources':>10} {'read s':>7} {'import s':>9} {'patients/s':>11} "
+          f"{'res/s':>7} {'ms/patient':>10} {'refused':>8} {'peak MB':>8} {'cpu s':>7}")  # fmt: skip
+    for r in results:
+        seconds = max(r["import_s"], 0.01)
+        print(f"{r['patients']:>9} {r['resources']:>10} {r['read_s']:>7} {r['import_s']:>9} "
+              f"{r['patients'] / seconds:>11.1f} {r['resources'] / seconds:>7.0f} "
+              f"{1000 * seconds / max(r['patients'], 1):>10.1f} {r['refused']:>8} "
+              f"{r['peak_rss_mb']:>8} {r['cpu_s']:>7}")  # fmt: skip
+    print(
+        "import s includes reading the files again (read s is reading alone); cpu s is the "
+        "importing process's CPU time (the database server's is not in it)"
+    )
+
+
+if __name__ == "__main__":
+    main()
