@@ -178,7 +178,6 @@ def test_baseline_opioid_use(cohort: Cohort) -> None:
     assert cohort.patients.opioid_use_baseline.mean() == pytest.approx(0.42, abs=0.02)
 
 
-
 def conversion_by_response(cohort: Cohort, timepoint: str, months: float) -> pd.DataFrame:
     """Non-surgical patients still surgery-free at `months`, with their relative ODI improvement
     at `timepoint` (`imp`, completers only) and months to conversion (`t`, NaN = none).

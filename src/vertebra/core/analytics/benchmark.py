@@ -152,7 +152,8 @@ def clinic_benchmark(
         ok &= pts[col].notna().to_numpy()
     cat_codes: list[Any] = []
     if include_arm:
-        cat_codes.append(pd.Categorical.from_codes(panel.arm_codes, panel.arms))
+        arm_codes: Any = panel.arm_codes  # pandas-stubs wants a Sequence[int]
+        cat_codes.append(pd.Categorical.from_codes(arm_codes, pd.Index(panel.arms)))
     for col in ("condition", "startback_group"):
         cat = (
             pts[col]
