@@ -17,7 +17,7 @@ from vertebra.core.screening.model import (
     Verdict,
     verdict_rank,
 )
-from vertebra.core.screening.ruleset import Rule, Ruleset, load_ruleset
+from vertebra.core.screening.ruleset import DERIVED_INPUTS, Rule, Ruleset, load_ruleset
 from vertebra.core.screening.startback import startback_risk
 
 STARTBACK_FACT = "startback"
@@ -125,7 +125,9 @@ def _missing(
     relevant: set[str] = set()
     for rule in ruleset.rules:
         if rule.verdict is not None and verdict_rank(rule.verdict) < rank:
-            relevant.update(rule.when.value_facts())
+            # A derived fact (e.g. the age the pain started) is learnt through its inputs.
+            for path in rule.when.value_facts():
+                relevant.update(DERIVED_INPUTS.get(path, (path,)))
     if verdict == "needs_more_information":
         relevant.update(ruleset.required_facts)
     return tuple(

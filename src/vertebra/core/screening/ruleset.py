@@ -439,7 +439,7 @@ def _parse_condition(value: object, ruleset: Ruleset, where: str) -> Condition:
     if set(data) == {"fact", "at_least", "of"}:
         minimum = data["at_least"]
         ids = _catalogue_ids(ruleset, spec, data["of"], where)
-        if isinstance(minimum, bool) or not isinstance(minimum, int) or not 1 <= minimum:
+        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
             raise RulesetError(f"{where}: 'at_least' needs a whole number of at least 1")
         if minimum > len(ids):
             raise RulesetError(f"{where}: 'at_least' {minimum} of {len(ids)} ids can never hold")
