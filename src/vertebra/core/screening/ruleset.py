@@ -153,11 +153,12 @@ class Ruleset:
 
     def catalogue(self, name: str) -> Sequence[RedFlag | CatalogueEntry]:
         """Entries of the catalogue ``name`` (one of :data:`CATALOGUES`); empty if unknown."""
-        return {
+        catalogues: dict[str, Sequence[RedFlag | CatalogueEntry]] = {
             "red_flags": self.red_flags,
             "diagnoses": self.diagnoses,
             "inflammatory_features": self.inflammatory_features,
-        }.get(name, ())
+        }
+        return catalogues.get(name, ())
 
     def catalogue_ids(self, name: str) -> tuple[str, ...]:
         """Ids of the catalogue ``name`` (``red_flags``, ``diagnoses``, ...)."""
