@@ -92,7 +92,9 @@ def test_coordinator_intake_then_clinician_pathway(
     assert "Consent recorded." in page.content()
 
     page.get_by_role("link", name="Screening evaluation").click()
-    page.get_by_label("None of these").check()
+    # Two "None of these" on the one-page clinician form since rule set 3.0.0 (warning signs,
+    # inflammatory back pain features): tick the warning signs' one.
+    page.get_by_role("region", name="Warning signs").get_by_label("None of these").check()
     page.locator('input[name="age"]').fill("52")
     page.locator('input[name="pain_duration_months"]').fill("14")
     page.get_by_role("button", name="Evaluate and save").click()

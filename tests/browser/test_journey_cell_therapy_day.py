@@ -255,13 +255,14 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     journey.shot(doc, "clinician-diagnosis")
 
     doc.get_by_role("link", name="Screening evaluation").click()
-    doc.get_by_label("None of these").check()
+    # The one-page form has two "None of these" since rule set 3.0.0: the warning signs' one.
+    doc.get_by_role("region", name="Warning signs").get_by_label("None of these").check()
     doc.locator('input[name="age"]').fill("52")
     doc.locator('input[name="pain_duration_months"]').fill("14")
     journey.shot(doc, "clinician-screening-form")
     save(doc, "Evaluate and save")
     assert doc.locator(".screening-verdict").first.inner_text() == "We need more information"
-    assert doc.locator(".ruleset-version").first.inner_text() == "2.0.0"
+    assert doc.locator(".ruleset-version").first.inner_text() == "3.0.0"
     journey.shot(doc, "clinician-screening-verdict")
 
     doc.get_by_role("link", name="Start a treatment episode").click()

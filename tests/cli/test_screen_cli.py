@@ -26,7 +26,11 @@ EXAMPLES = REPO_ROOT / "docs" / "examples" / "screening"
                 "candidacy.conservative_care_duration",
             ],
         ),
-        ("needs_more_information", "needs_more_information", ["completeness.candidacy_facts"]),
+        (
+            "needs_more_information",
+            "needs_more_information",
+            ["completeness.no_imaging", "completeness.candidacy_facts"],
+        ),
         ("candidate", "candidate", []),
     ],
 )
@@ -43,9 +47,11 @@ def test_screen_each_example(name: str, verdict: str, fired: list[str]) -> None:
 def test_screen_reports_missing_facts_and_startback() -> None:
     output = json.loads(run_cli("screen", str(EXAMPLES / "needs_more_information.json")).stdout)
     assert output["missing"][0] == {
-        "fact": "findings.severe_deformity",
-        "label": "Severe spinal deformity",
-        "question": "Has a doctor said your spine has a severe curve or other major shape problem?",
+        "fact": "worse_pain",
+        "label": "Which is worse, back pain or pain down the leg",
+        "question": (
+            "Which pain is worse, the pain in your lower back or the pain going down your leg?"
+        ),
     }
     emergency = json.loads(run_cli("screen", str(EXAMPLES / "emergency.json")).stdout)
     assert emergency["startback"] == {"risk_group": "high", "total": 8, "subscale": 4}
@@ -117,3 +123,15 @@ def test_screen_without_file() -> None:
     result = run_cli("screen")
     assert result.returncode == 2
     _assert_one_line_error(result.stderr, "give a facts FILE")
+
+
+def test_screen_text_says_what_is_missing_and_what_to_bring() -> None:
+    """``--text``: the outcome in plain words, e.g. no MRI yet -> needs more information."""
+    result = run_cli("screen", "--text", str(EXAMPLES / "needs_more_information.json"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("We need more information\n")
+    assert "You have not had an MRI scan of your lower back." in out
+    assert "Still to answer:\n- Which pain is worse" in out
+    assert "What to bring to your doctor or a clinic: your written MRI report" in out
+    assert "Rules: vertebra-screening 3.0.0" in out

@@ -99,20 +99,28 @@ def test_example_not_candidate() -> None:
         "candidacy.chronic_pain",
         "candidacy.conservative_care_duration",
     ]
-    assert result.missing == ()
+    # Only what could still make it "see a doctor first": the inflammatory back pain features.
+    assert [m.fact for m in result.missing] == ["inflammatory_features"]
 
 
 def test_example_needs_more_information() -> None:
     result = evaluate(example("needs_more_information"))
     assert result.verdict == "needs_more_information"
-    assert fired_ids(result) == ["completeness.candidacy_facts"]
+    # No MRI yet: the rule that says so comes first, with its own plain message.
+    assert fired_ids(result) == ["completeness.no_imaging", "completeness.candidacy_facts"]
+    assert "bring the written MRI report" in result.fired[0].message
+    assert any("What to bring" in step for step in result.summary.next_steps)
     assert [m.fact for m in result.missing] == [
+        "worse_pain",
+        "inflammatory_features",
+        "pregnancy",
         "findings.severe_deformity",
         "findings.advanced_bone_spurs",
         "findings.needs_surgical_correction",
         "findings.spondylolisthesis_grade",
         "findings.modic_type",
         "findings.prior_surgery_at_level",
+        "findings.painful_disc_levels",
     ]
     assert all(m.question for m in result.missing)
 
@@ -178,6 +186,40 @@ RULE_CASES: list[tuple[str, dict[str, Any], str]] = [
         "not_candidate",
     ),
     ("completeness.candidacy_facts", candidate(age=None), "needs_more_information"),
+    ("completeness.candidacy_facts", candidate(diagnoses=None), "needs_more_information"),
+    ("completeness.candidacy_facts", candidate(imaging=None), "needs_more_information"),
+    # Issue 18: candidacy needs an imaging-confirmed, treatable cause.
+    ("completeness.no_diagnosis", candidate(diagnoses=[]), "needs_more_information"),
+    ("completeness.no_imaging", candidate(imaging="none"), "needs_more_information"),
+    ("candidacy.no_treatable_cause", candidate(diagnoses=["muscle_strain"]), "not_candidate"),
+    (
+        "candidacy.no_treatable_cause",
+        candidate(diagnoses=["sciatica", "spinal_stenosis", "facet_arthropathy"]),
+        "not_candidate",
+    ),
+    (
+        "candidacy.imaging_does_not_confirm",
+        candidate(imaging="does_not_confirm"),
+        "not_candidate",
+    ),
+    ("exclusion.pregnancy", candidate(pregnancy=True), "not_candidate"),
+    ("exclusion.leg_pain_dominant", candidate(worse_pain="leg"), "not_candidate"),
+    ("exclusion.multilevel", with_finding("painful_disc_levels", 3), "not_candidate"),
+    # NICE NG65: onset before 45 (age 40 - 18 months = 38.5) and 4 features.
+    (
+        "refer.inflammatory_back_pain",
+        candidate(
+            age=40,
+            inflammatory_features=["night_waking", "buttock_pain", "nsaid_relief", "psoriasis"],
+        ),
+        "refer",
+    ),
+    # Onset before 35 counts as a criterion: 3 more are enough (age 34 - 1.5 = 32.5).
+    (
+        "refer.inflammatory_back_pain",
+        candidate(age=34, inflammatory_features=["night_waking", "buttock_pain", "arthritis"]),
+        "refer",
+    ),
 ]
 
 
@@ -217,8 +259,26 @@ def test_every_red_flag_has_a_case() -> None:
         with_finding("modic_type", 1),
         with_finding("modified_pfirrmann_grade", 8),
         with_finding("modified_pfirrmann_grade", None),  # informational only: not required
-        candidate(diagnoses=None, startback=None),  # informational only: not required
-        candidate(diagnoses=[]),
+        candidate(startback=None),  # informational only: not required
+        # A treatable cause beside another one is still a treatable cause.
+        candidate(diagnoses=["degenerative_disc_disease", "muscle_strain"]),
+        candidate(diagnoses=["herniated_disc"]),
+        with_finding("painful_disc_levels", 2),
+        candidate(worse_pain="about_equal"),
+        candidate(blood_thinners=True, bleeding_disorder=True),  # cautions, not exclusions
+        # Inflammatory features just short of NICE NG65's referral criteria:
+        # 4 features but onset at 45 or later (52 - 1.5 = 50.5) ...
+        candidate(
+            inflammatory_features=["night_waking", "buttock_pain", "nsaid_relief", "arthritis"]
+        ),
+        # ... onset before 45 but 3 features and onset at 35 or later (40 - 1.5 = 38.5) ...
+        candidate(age=40, inflammatory_features=["night_waking", "buttock_pain", "arthritis"]),
+        # ... and exactly 45 at onset (46.5 - 1.5).
+        candidate(
+            age=46,
+            pain_duration_months=12,
+            inflammatory_features=["night_waking", "buttock_pain", "nsaid_relief", "arthritis"],
+        ),
     ],
 )
 def test_boundary_values_stay_candidate(facts: dict[str, Any]) -> None:
@@ -254,8 +314,14 @@ def test_exclusion_outranks_missing_information() -> None:
     result = evaluate({"findings": {"modic_type": 3}})
     assert result.verdict == "not_candidate"
     assert [r.id for r in result.superseded] == ["completeness.candidacy_facts"]
-    # Only red flags could still change a refusal (to refer or emergency).
-    assert [m.fact for m in result.missing] == ["red_flags"]
+    # Only red flags and inflammatory back pain (whose rule also reads age and pain duration)
+    # could still change a refusal (to refer or emergency).
+    assert [m.fact for m in result.missing] == [
+        "age",
+        "pain_duration_months",
+        "red_flags",
+        "inflammatory_features",
+    ]
 
 
 def test_all_rules_of_the_deciding_verdict_are_listed_in_ruleset_order() -> None:
@@ -279,7 +345,7 @@ def test_empty_facts_need_every_candidacy_fact() -> None:
     ruleset = load_ruleset()
     in_schema_order = [s.path for s in ruleset.leaf_facts() if s.path in ruleset.required_facts]
     assert [m.fact for m in result.missing] == in_schema_order
-    assert len(in_schema_order) == 14
+    assert len(in_schema_order) == 20
 
 
 def test_null_means_unknown() -> None:
@@ -320,11 +386,24 @@ NOTE_CASES: list[tuple[dict[str, Any], str]] = [
     (with_finding("modified_pfirrmann_grade", 2), "note.pfirrmann_outside_trial_range"),
     (with_finding("modified_pfirrmann_grade", 8), "note.pfirrmann_outside_trial_range"),
     (with_finding("modic_type", 1), "note.modic_type_1_or_2"),
-    (candidate(diagnoses=["sciatica"]), "note.diagnosis_radicular"),
+    (candidate(diagnoses=["degenerative_disc_disease", "sciatica"]), "note.diagnosis_radicular"),
     (candidate(diagnoses=["herniated_disc"]), "note.diagnosis_radicular"),
-    (candidate(diagnoses=["spinal_stenosis"]), "note.diagnosis_spinal_stenosis"),
-    (candidate(diagnoses=["muscle_strain"]), "note.diagnosis_not_disc"),
-    (candidate(diagnoses=["facet_arthropathy"]), "note.diagnosis_not_disc"),
+    (
+        candidate(diagnoses=["degenerative_disc_disease", "spinal_stenosis"]),
+        "note.diagnosis_spinal_stenosis",
+    ),
+    (
+        candidate(diagnoses=["degenerative_disc_disease", "muscle_strain"]),
+        "note.diagnosis_not_disc",
+    ),
+    (
+        candidate(diagnoses=["degenerative_disc_disease", "facet_arthropathy"]),
+        "note.diagnosis_not_disc",
+    ),
+    (with_finding("painful_disc_levels", 2), "note.two_levels"),
+    (candidate(worse_pain="about_equal"), "note.leg_pain_about_equal"),
+    (candidate(blood_thinners=True), "note.blood_thinners"),
+    (candidate(bleeding_disorder=True), "note.bleeding_disorder"),
 ]
 
 
@@ -458,3 +537,29 @@ def test_startback_agrees_with_the_instruments_package_for_every_response() -> N
             expected.score,
             expected.extras["psychosocial_subscale"],
         )
+
+
+# --- issue 18: the cases named by the independent review ----------------------------------------
+
+
+def test_no_diagnosis_and_no_imaging_is_never_a_candidate() -> None:
+    """Before 3.0.0 this gave "candidate": every other fact known, no diagnosis, no imaging."""
+    result = evaluate(candidate(diagnoses=None, imaging=None))
+    assert result.verdict == "needs_more_information"
+    assert [m.fact for m in result.missing] == ["diagnoses", "imaging"]
+    assert [m.question for m in result.missing][1].startswith("Has an MRI scan")
+
+
+def test_82_year_old_with_muscle_strain_only_is_not_a_candidate() -> None:
+    result = evaluate(candidate(age=82, diagnoses=["muscle_strain"]))
+    assert result.verdict == "not_candidate"
+    assert fired_ids(result) == ["candidacy.no_treatable_cause"]
+    assert result.fired[0].evidence == (("diagnoses", ("muscle_strain",)),)
+    assert "note.age_over_75" in [n.id for n in result.notes]
+
+
+def test_the_issue_example_with_only_age_and_diagnosis() -> None:
+    """{"age": 82, "diagnoses": ["muscle_strain"]} alone: a refusal that says why."""
+    result = evaluate({"age": 82, "diagnoses": ["muscle_strain"]})
+    assert result.verdict == "not_candidate"
+    assert fired_ids(result) == ["candidacy.no_treatable_cause"]

@@ -122,6 +122,12 @@ def test_json_schema_lists_every_input_fact() -> None:
         "understands_variable_results",
         "red_flags",
         "diagnoses",
+        "imaging",
+        "worse_pain",
+        "inflammatory_features",
+        "pregnancy",
+        "blood_thinners",
+        "bleeding_disorder",
         "findings",
         "startback",
     ]

@@ -83,7 +83,13 @@ CANDIDATE: dict[str, Any] = {
     "general_health": "good",
     "understands_variable_results": True,
     "red_flags": [],
+    "diagnoses": ["degenerative_disc_disease"],
+    "imaging": "confirms_disc_cause",
+    "worse_pain": "back",
+    "inflammatory_features": [],
+    "pregnancy": False,
     "findings": {
+        "painful_disc_levels": 1,
         "severe_deformity": False,
         "advanced_bone_spurs": False,
         "needs_surgical_correction": False,
@@ -148,7 +154,14 @@ def test_a_red_flag_beats_everything_else(facts: dict[str, Any]) -> None:
 @settings(max_examples=300)
 @given(any_facts())
 def test_without_red_flags_the_verdict_is_never_urgent(facts: dict[str, Any]) -> None:
+    # Since 3.0.0 the one urgent verdict without a red flag is the inflammatory back pain
+    # referral (NICE NG65), and it needs its features to be known.
     facts["red_flags"] = []
+    result = evaluate(facts)
+    assert result.verdict != "emergency"
+    if result.verdict == "refer":
+        assert [r.id for r in result.fired] == ["refer.inflammatory_back_pain"]
+    facts["inflammatory_features"] = []
     assert evaluate(facts).verdict not in {"emergency", "refer"}
 
 
@@ -195,8 +208,12 @@ def test_candidate_only_when_every_candidacy_fact_is_known(facts: dict[str, Any]
 def test_missing_facts_are_unknown_and_only_for_open_verdicts(facts: dict[str, Any]) -> None:
     result = evaluate(facts)
     assert not {m.fact for m in result.missing} & known_paths(facts)
-    if result.verdict in {"emergency", "refer", "candidate"}:
+    if result.verdict in {"emergency", "candidate"}:
         assert result.missing == ()
+    if result.verdict == "refer":
+        # Only the red flags could still make it an emergency (a referral for inflammatory
+        # back pain may be given before they are known).
+        assert {m.fact for m in result.missing} <= {"red_flags"}
     if result.verdict == "needs_more_information":
         assert {m.fact for m in result.missing} == REQUIRED - known_paths(facts)
 
@@ -303,3 +320,64 @@ def test_every_result_carries_the_next_steps_of_its_verdict(facts: dict[str, Any
     assert result.summary.next_steps
     assert result.summary == RULESET.verdicts[result.verdict]
     assert result.to_dict()["summary"]["next_steps"] == list(result.summary.next_steps)
+
+
+# --- issue 18: candidacy needs an imaging-confirmed, treatable cause -----------------------------
+
+TREATABLE = {"degenerative_disc_disease", "herniated_disc"}
+
+
+@settings(max_examples=300)
+@given(any_facts())
+def test_no_candidate_without_an_imaging_confirmed_disc_diagnosis(facts: dict[str, Any]) -> None:
+    result = evaluate(facts)
+    if result.verdict == "candidate":
+        assert set(facts["diagnoses"]) & TREATABLE
+        assert facts["imaging"] == "confirms_disc_cause"
+        assert facts["worse_pain"] != "leg"
+        assert facts["pregnancy"] is False
+        assert facts["findings"]["painful_disc_levels"] <= 2
+        assert facts["inflammatory_features"] is not None
+
+
+@settings(max_examples=200)
+@given(any_facts(), st.sampled_from(["absent", "empty", "none", "not_confirming", "other_cause"]))
+def test_missing_or_unconfirmed_cause_is_never_a_candidate(facts: dict[str, Any], how: str) -> None:
+    """Whatever else is known, taking the confirmed cause away rules out `candidate`; "not yet"
+    (no diagnosis, no MRI) asks for more information unless something more urgent fired."""
+    if how == "absent":
+        facts = {**facts, "diagnoses": None}
+    elif how == "empty":
+        facts = {**facts, "diagnoses": []}
+    elif how == "none":
+        facts = {**facts, "imaging": "none"}
+    elif how == "not_confirming":
+        facts = {**facts, "imaging": "does_not_confirm"}
+    else:
+        facts = {**facts, "diagnoses": ["muscle_strain", "facet_arthropathy"]}
+    verdict = evaluate(facts).verdict
+    assert verdict != "candidate"
+    if how in ("not_confirming", "other_cause"):
+        assert verdict in {"emergency", "refer", "not_candidate"}
+
+
+@settings(max_examples=150)
+@given(near_candidate(), st.sampled_from(RED_FLAGS))
+def test_red_flags_win_over_every_new_rule(facts: dict[str, Any], flag: str) -> None:
+    """A red flag beats the 3.0.0 exclusions and "needs more information" alike."""
+    facts = {
+        **facts,
+        "red_flags": [flag],
+        "pregnancy": True,
+        "worse_pain": "leg",
+        "imaging": "none",
+        "diagnoses": [],
+    }
+    result = evaluate(facts)
+    assert result.verdict == URGENCY[flag]
+    # Only referrals of the same urgency sit beside it (the inflammatory back pain referral
+    # may fire too); every 3.0.0 exclusion and "needs more information" is superseded.
+    assert any(rule.id.startswith("redflag.") for rule in result.fired)
+    assert all(rule.verdict == URGENCY[flag] for rule in result.fired)
+    superseded = {rule.id for rule in result.superseded}
+    assert {"exclusion.pregnancy", "exclusion.leg_pain_dominant"} <= superseded

@@ -331,3 +331,22 @@ def test_norm_cdf_matches_erf() -> None:
     xs = np.linspace(-6, 6, 241)
     exact = np.array([0.5 * (1 + math.erf(x / math.sqrt(2))) for x in xs])
     assert np.max(np.abs(norm_cdf(xs) - exact)) < 2e-7
+
+
+def test_conversion_to_surgery_is_more_frequent_in_non_responders(cohort: Cohort) -> None:
+    # Fast guard of the copula's sign (the slow calibration test checks its size): among
+    # non-surgical patients still surgery-free at 12 months, 12-month ODI non-responders (< 30 %
+    # improvement) go on to surgery more often. The reversed sign gave 0.08 vs 0.18.
+    tp = cohort.timepoints
+    done = tp[tp.completed].pivot(index="patient_id", columns="timepoint", values="odi")
+    imp = ((done["baseline"] - done["month_12"]) / done["baseline"]).dropna()
+    ev = cohort.events
+    first = (
+        ev[ev.event_type == "subsequent_surgery"].groupby("patient_id").months_after_treatment.min()
+    )
+    arm = cohort.patients.set_index("patient_id").arm.astype(str).reindex(imp.index)
+    t = first.reindex(imp.index)
+    keep = (arm != "surgery") & ~(t <= 12)
+    converted = t[keep].notna()
+    responder = imp[keep] >= 0.3
+    assert converted[~responder].mean() > 1.3 * converted[responder].mean()

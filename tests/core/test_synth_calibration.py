@@ -128,7 +128,9 @@ def test_trajectories_by_arm(cohort: Cohort) -> None:
     surgery24 = m24[m24.arm == "surgery"].rel.mean()
     medication24 = m24[m24.arm == "medication"].rel.mean()
     assert -0.35 < surgery24 < -0.20
-    assert -0.12 < medication24 < 0.0
+    # -0.13: poor responders now convert to surgery first (issue 18) and then improve like
+    # surgical patients, which moves the arm's intention-to-treat mean to about -0.121.
+    assert -0.13 < medication24 < 0.0
     # Every arm improves on average (placebo-like improvement), cells only modestly more than PT.
     by_arm = m12.groupby("arm").rel.mean()
     assert (by_arm < 0).all()
@@ -174,3 +176,40 @@ def test_adverse_events_mostly_mild(cohort: Cohort) -> None:
 def test_baseline_opioid_use(cohort: Cohort) -> None:
     # Mesoblast phase 3: 168/404 = 42% used opioids at baseline.
     assert cohort.patients.opioid_use_baseline.mean() == pytest.approx(0.42, abs=0.02)
+
+
+def conversion_by_response(cohort: Cohort, timepoint: str, months: float) -> pd.DataFrame:
+    """Non-surgical patients still surgery-free at `months`, with their relative ODI improvement
+    at `timepoint` (`imp`, completers only) and months to conversion (`t`, NaN = none).
+
+    Keeping only patients who had not converted by the time point keeps the improvement from
+    reflecting the surgery itself (after conversion the generator moves patients towards a
+    surgical response).
+    """
+    tp = cohort.timepoints
+    done = tp[tp.completed].pivot(index="patient_id", columns="timepoint", values="odi")
+    imp = ((done["baseline"] - done[timepoint]) / done["baseline"]).dropna()
+    ev = cohort.events
+    first = (
+        ev[ev.event_type == "subsequent_surgery"].groupby("patient_id").months_after_treatment.min()
+    )
+    arm = cohort.patients.set_index("patient_id").arm.astype(str)
+    df = pd.DataFrame({"imp": imp, "t": first.reindex(imp.index), "arm": arm.reindex(imp.index)})
+    return df[(df.arm != "surgery") & ~(df.t <= months)]
+
+
+def test_poor_responders_convert_to_surgery_earlier(cohort: Cohort) -> None:
+    # docs/algorithms/synthetic-cohort.md: a Gaussian copula (rho 0.6) makes poor responders
+    # convert earlier. With the sign reversed (the bug fixed 2026-12) 12-month responders
+    # converted twice as often as non-responders, and the correlation below was negative.
+    m12 = conversion_by_response(cohort, "month_12", 12)
+    by = m12.assign(responder=m12.imp >= 0.3, converted=m12.t.notna()).groupby("responder")
+    rate = by.converted.mean()
+    # Fixed: 0.15 vs 0.07 (seed 2024, 20,000 patients); reversed sign: about 0.08 vs 0.18.
+    assert rate[False] > 1.5 * rate[True]
+    # Time to conversion rises with the improvement measured before it. The 3-month score is
+    # used because most conversions come after it; among those converting in months 12-24 alone
+    # the window is too narrow for a visible slope. Fixed: +0.11; reversed sign: -0.18.
+    m3 = conversion_by_response(cohort, "month_3", 3).dropna(subset=["t"])
+    assert len(m3) > 1000
+    assert m3.imp.corr(m3.t, method="spearman") > 0.05

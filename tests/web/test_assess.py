@@ -143,3 +143,44 @@ def test_session_holds_only_answers_and_restart_deletes_them(client: Client) -> 
 
 def test_unknown_step_is_404(client: Client) -> None:
     assert client.get("/assess/not-a-step/").status_code == 404
+
+
+def test_no_imaging_needs_more_information_and_says_what_to_bring(client: Client) -> None:
+    html = html_lib.unescape(walk(client, answers.NO_IMAGING))
+    assert verdict_title(html) == "We need more information"
+    assert "You have not had an MRI scan of your lower back" in html
+    assert "What to bring" in html and "MRI report" in html
+
+
+def test_no_diagnosis_yet_needs_more_information_naming_it(client: Client) -> None:
+    html = html_lib.unescape(walk(client, answers.NO_DIAGNOSIS_YET))
+    assert verdict_title(html) == "We need more information"
+    assert "No doctor has yet said what is causing your back pain" in html
+
+
+def test_unanswered_imaging_is_listed_as_missing_with_a_link(client: Client) -> None:
+    html = html_lib.unescape(walk(client, answers.with_changes("scans-and-surgery", imaging="")))
+    assert verdict_title(html) == "We need more information"
+    assert "Has an MRI scan of your lower back shown a worn or damaged disc" in html
+    assert 'href="/assess/scans-and-surgery/"' in html
+
+
+def test_muscle_strain_only_at_82_is_not_a_candidate(client: Client) -> None:
+    html = html_lib.unescape(walk(client, answers.MUSCLE_STRAIN_AT_82))
+    assert verdict_title(html) == "Not a candidate right now"
+    assert "is not a worn or damaged disc" in html
+
+
+def test_inflammatory_back_pain_is_referred(client: Client) -> None:
+    html = html_lib.unescape(walk(client, answers.INFLAMMATORY))
+    assert verdict_title(html) == "See a doctor first"
+    assert "axial spondyloarthritis" in html
+
+
+def test_none_and_an_item_cannot_both_be_ticked(client: Client) -> None:
+    client.post("/assess/warning-signs/", {"red_flags": ["none"]})
+    response = client.post(
+        "/assess/pain-pattern/", {"inflammatory_features": ["none", "night_waking"]}
+    )
+    assert response.status_code == 400
+    assert "You ticked" in response.content.decode()

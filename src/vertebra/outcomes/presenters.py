@@ -30,12 +30,14 @@ from vertebra.core.analytics.headline import (
     honesty_notes,
     interval_text,
     is_suppressed,
+    logrank_words,
     number,
     outcome_words,
     pct_text,
     rate_text,
     responder_words,
     share_text,
+    survival_method_words,
 )
 from vertebra.core.analytics.report import HONESTY_NOTES
 from vertebra.core.labels import label
@@ -372,10 +374,9 @@ def _survival(report: Report, d: dict[str, Any], styles: dict[str, charts.Style]
     lr = d["survival"].get("logrank")
     notes: tuple[str, ...] = ()
     if lr and lr.get("p_value") is not None:
-        notes = (
-            f"Log-rank test across treatments: χ² = {_num(lr['statistic'], 2)}, "
-            f"df = {lr['df']}, p = {lr['p_value']:.3g}.",
-        )
+        notes = (logrank_words(lr),)
+    method = survival_method_words(d["survival"])
+    notes = (method, *notes) if method else notes
     floor = max(0.0, math.floor(lowest * 10 - 1) * 10)
     last = _last_month(d)
     chart = charts.line_chart(

@@ -21,6 +21,11 @@ SESSION_KEY = "assess_answers"
 YES, NO, UNSURE = "yes", "no", "unsure"
 TRI_STATE = [(YES, "Yes"), (NO, "No"), (UNSURE, "I'm not sure")]
 NONE_OF_THESE = "none"
+#: The diagnoses answer "no doctor has told me the cause": a known empty list, which the rule set
+#: answers with "needs more information" naming the missing diagnosis (not "unknown").
+NO_DIAGNOSIS_YET = "none_yet"
+#: List facts whose form offers "None of these", so that "none" is a real (known) answer.
+NONE_LIST_FACTS = ("red_flags", "inflammatory_features")
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,14 @@ STEPS: tuple[Step, ...] = (
         "your-pain",
         "Your back pain",
         "Tell us about your pain. If you don't know an answer, leave it empty.",
-        ("age", "pain_duration_months", "diagnoses"),
+        ("age", "pain_duration_months", "diagnoses", "worse_pain"),
+    ),
+    Step(
+        "pain-pattern",
+        "How your pain behaves",
+        "Some back pain comes from inflammation of the spine, which has its own treatments. "
+        "Tick every one that fits, or tick \u201cNone of these\u201d.",
+        ("inflammatory_features",),
     ),
     Step(
         "treatments-tried",
@@ -58,7 +70,13 @@ STEPS: tuple[Step, ...] = (
         "Your health and what to expect",
         "Stem cell treatment for back pain is still being studied. In the most careful study so "
         "far, people who had it did no better than people who had a fake (sham) treatment.",
-        ("general_health", "understands_variable_results"),
+        (
+            "general_health",
+            "pregnancy",
+            "blood_thinners",
+            "bleeding_disorder",
+            "understands_variable_results",
+        ),
     ),
     Step(
         "scans-and-surgery",
@@ -66,6 +84,8 @@ STEPS: tuple[Step, ...] = (
         "These answers usually come from a spine doctor or an MRI report. \u201cI'm not sure\u201d "
         "is fine.",
         (
+            "imaging",
+            "findings.painful_disc_levels",
             "findings.severe_deformity",
             "findings.advanced_bone_spurs",
             "findings.needs_surgical_correction",
@@ -124,8 +144,18 @@ class StepForm(forms.Form):
             self.fields[field_name(path)] = _build_field(ruleset, path)
 
     def clean(self) -> dict[str, Any]:
-        """Require an explicit answer for warning signs: one or more, or "none of these"."""
+        """Require an explicit answer for warning signs: one or more, or "none of these".
+
+        "None of these" (or "no doctor has told me the cause") cannot be ticked with an item.
+        """
         cleaned = super().clean() or {}
+        for name, none in (
+            ("inflammatory_features", NONE_OF_THESE),
+            ("diagnoses", NO_DIAGNOSIS_YET),
+        ):
+            ticked = cleaned.get(name) or []
+            if name in self.step.facts and none in ticked and len(ticked) > 1:
+                self.add_error(name, "You ticked \u201cnone\u201d and an item. Please check.")
         if "red_flags" in self.step.facts:
             ticked = cleaned.get("red_flags") or []
             if not ticked:
@@ -155,7 +185,16 @@ def _build_field(ruleset: Ruleset, path: str) -> forms.Field:
     if path == "diagnoses":
         return forms.MultipleChoiceField(
             label=spec.question + " (leave empty if you don't know)",
-            choices=[(entry.id, entry.label) for entry in ruleset.diagnoses],
+            choices=[(entry.id, entry.label) for entry in ruleset.diagnoses]
+            + [(NO_DIAGNOSIS_YET, "No doctor has told me the cause yet")],
+            widget=forms.CheckboxSelectMultiple,
+            required=False,
+        )
+    if path == "inflammatory_features":
+        return forms.MultipleChoiceField(
+            label=spec.question,
+            choices=[(entry.id, entry.label) for entry in ruleset.inflammatory_features]
+            + [(NONE_OF_THESE, "None of these")],
             widget=forms.CheckboxSelectMultiple,
             required=False,
         )
@@ -166,7 +205,11 @@ def _build_field(ruleset: Ruleset, path: str) -> forms.Field:
     if spec.type == "boolean":
         return _radio(spec.question, TRI_STATE)
     if spec.type == "enum":
-        labels = {value: value.capitalize() for value in spec.values}
+        labels = (
+            dict(zip(spec.values, spec.value_labels, strict=True))
+            if spec.value_labels
+            else {value: value.capitalize() for value in spec.values}
+        )
         return _radio(spec.question, [*labels.items(), (UNSURE, "I'm not sure")])
     if spec.type == "integer":
         return forms.IntegerField(
@@ -228,10 +271,11 @@ def _fact_value(spec: FactSpec, path: str, raw: Any) -> object:
     """Convert one stored form answer into a typed fact value, or None for unknown."""
     if raw in (None, "", UNSURE):
         return None
-    if path == "red_flags":
-        return [flag for flag in raw if flag != NONE_OF_THESE]
+    if path in NONE_LIST_FACTS:
+        return [item for item in raw if item != NONE_OF_THESE] if raw else None
     if path == "diagnoses":
-        return list(raw) or None
+        # "No doctor has told me the cause yet" is the known answer "none" (an empty list).
+        return [item for item in raw if item != NO_DIAGNOSIS_YET] if raw else None
     if spec.type == "boolean":
         return raw == YES
     if spec.type == "integer":

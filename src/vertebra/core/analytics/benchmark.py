@@ -2,8 +2,11 @@
 
 Indirect standardisation (e.g. Spiegelhalter 2005, Stat Med 24:1185): a logistic model of
 "responder" on case mix (age, sex, baseline ODI, baseline back NRS, pain duration, condition,
-STarT Back group; NOT clinic) fitted to all completers gives each patient an expected
-probability. For a clinic, O = observed responders, E = sum of expected probabilities,
+STarT Back group and treatment arm; NOT clinic) fitted to all completers gives each patient an
+expected probability. Treatment arm is in the model by default, so a clinic is compared with
+what its own mix of treatments gives elsewhere, like with like: without it a clinic that offers
+mostly a treatment with lower responder rates is flagged for its treatment mix, not for how well
+it delivers care (issue 18; ``include_arm=False`` reproduces the old model). For a clinic, O = observed responders, E = sum of expected probabilities,
 adjusted rate = (O / E) x overall rate. The funnel's control limits are exact binomial limits
 around the overall rate for each clinic size n (95 % and 99.8 %), so small clinics are not
 flagged for noise. Completeness at the time point is reported per clinic, because a clinic
@@ -65,6 +68,7 @@ class ClinicBenchmark:
     n_total: int
     n_excluded_missing_covariate: int
     case_mix: tuple[str, ...]
+    includes_arm: bool
     clinics: tuple[ClinicRow, ...]
     funnel_n: tuple[float, ...]
     funnel_95: tuple[tuple[float, float], ...]
@@ -77,8 +81,16 @@ class ClinicBenchmark:
                 "timepoint": self.timepoint,
                 "measure": self.measure,
                 "outcome": "MCID responder among completers with baseline",
-                "method": "indirect standardisation (logistic case-mix model); exact "
-                "binomial funnel limits around the overall rate",
+                "method": "indirect standardisation (logistic case-mix model"
+                + (
+                    " including treatment arm, so each clinic is compared with what its own "
+                    "mix of treatments gives elsewhere"
+                    if self.includes_arm
+                    else "; treatment arm NOT in the model, so a clinic's treatment mix "
+                    "counts against it"
+                )
+                + "); exact binomial funnel limits around the overall rate",
+                "case_mix_includes_arm": self.includes_arm,
                 "overall_rate": self.overall_rate,
                 "n_total": self.n_total,
                 "n_excluded_missing_covariate": self.n_excluded_missing_covariate,
@@ -109,9 +121,13 @@ def _position(rate: float | None, l95: tuple[float, float], l998: tuple[float, f
 
 
 def clinic_benchmark(
-    panel: Panel, timepoint: str = "month_12", measure: str = "odi"
+    panel: Panel, timepoint: str = "month_12", measure: str = "odi", include_arm: bool = True
 ) -> ClinicBenchmark:
-    """Case-mix-adjusted responder rate per clinic at `timepoint` (see module doc)."""
+    """Case-mix-adjusted responder rate per clinic at `timepoint` (see module doc).
+
+    ``include_arm`` puts treatment arm in the case-mix model (the default: like with like);
+    the result says which (`includes_arm`, and the method text).
+    """
     t = panel.tp_ids.index(timepoint)
     grid = panel.values[measure]
     base, fu = grid[:, 0], grid[:, t]
@@ -134,7 +150,10 @@ def clinic_benchmark(
     ok = pair & ~np.isnan(cont).any(axis=1)
     for col in ("condition", "startback_group"):
         ok &= pts[col].notna().to_numpy()
-    cat_codes = []
+    cat_codes: list[Any] = []
+    if include_arm:
+        arm_codes: Any = panel.arm_codes  # pandas-stubs wants a Sequence[int]
+        cat_codes.append(pd.Categorical.from_codes(arm_codes, pd.Index(panel.arms)))
     for col in ("condition", "startback_group"):
         cat = (
             pts[col]
@@ -213,7 +232,9 @@ def clinic_benchmark(
             "pain_duration_months",
             "condition",
             "startback_group",
+            *(("arm",) if include_arm else ()),
         ),
+        includes_arm=include_arm,
         clinics=tuple(rows),
         funnel_n=tuple(grid_n.tolist()),
         funnel_95=tuple(zip(g95[0].tolist(), g95[1].tolist(), strict=False)),

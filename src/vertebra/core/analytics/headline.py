@@ -354,6 +354,45 @@ def honesty_notes(notes: Sequence[str]) -> list[str]:
     return [n.replace("n_expected", "patients due") for n in notes]
 
 
+def survival_method_words(survival: Mapping[str, Any]) -> str:
+    """What the surgery-free curves count and how their CI is computed, in one sentence pair.
+
+    Reads the report's ``survival`` section (``event_definition``, ``ci_method``); older
+    reports without them give "".
+    """
+    events = survival.get("event_definition") or {}
+    method = survival.get("ci_method")
+    parts = []
+    if events:
+        parts.append(
+            f"The event is {events.get('non_surgical_arms')}; for surgery it is "
+            f"{events.get('surgical_arms')}."
+        )
+    if method:
+        parts.append(f"Confidence intervals: {method}.")
+    return " ".join(parts)
+
+
+def logrank_words(lr: Mapping[str, Any]) -> str:
+    """The log-rank result with what it compares: "Log-rank test of time to conversion ..."."""
+    stat = number(lr.get("statistic"))
+    p = number(lr.get("p_value"))
+    text = (
+        f"Log-rank test of time to conversion to surgery across the non-surgical treatments "
+        f"({', '.join(label('arm', a) for a in lr.get('arms') or ())}): χ² = "
+        f"{'–' if stat is None else f'{stat:.2f}'}, df = {lr.get('df')}, "
+        f"p = {'–' if p is None else f'{p:.3g}'}."
+    )
+    excluded = lr.get("excluded") or ()
+    if excluded:
+        text += (
+            f" Not in the test: {', '.join(label('arm', a) for a in excluded)}, whose later "
+            "surgery is a re-operation, "
+            "not a conversion."
+        )
+    return text
+
+
 #: Arms without a fixed colour slot: "cell_therapy" appears only when the cell arms are not
 #: split (so it may take the first free slot), "other" is rare.
 _FLOATING_ARMS = ("cell_therapy", "other")

@@ -35,11 +35,13 @@ from vertebra.core.analytics.headline import (
     honesty_notes,
     interval_text,
     is_suppressed,
+    logrank_words,
     number,
     outcome_words,
     rate_text,
     responder_words,
     share_text,
+    survival_method_words,
 )
 from vertebra.core.analytics.propensity import OBSERVATIONAL_CAVEAT
 from vertebra.core.analytics.report import HONESTY_NOTES, Report
@@ -410,7 +412,8 @@ def render_html(
     out.append("<h2>Surgery-free survival (Kaplan–Meier)</h2>")
     out.append(f"<figure>{_survival_chart(report, d, styles)}</figure>")
     out.append(
-        f"<p class='note'>Censoring: {_e(label('censoring', d['survival']['censoring']))}.</p>"
+        f"<p class='note'>Censoring: {_e(label('censoring', d['survival']['censoring']))}. "
+        f"{_e(survival_method_words(d['survival']))}</p>"
     )
     rows = []
     for arm, a in d["arms"].items():
@@ -435,10 +438,7 @@ def render_html(
     )
     lr = d["survival"]["logrank"]
     if lr and lr.get("p_value") is not None:
-        out.append(
-            f"<p>Log-rank test across treatments: χ² = {_num(lr['statistic'], 2)}, "
-            f"df = {lr['df']}, p = {lr['p_value']:.3g}</p>"
-        )
+        out.append(f"<p>{_e(logrank_words(lr))}</p>")
     # ---- adverse events
     rows = []
     for arm, a in d["arms"].items():

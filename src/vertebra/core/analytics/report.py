@@ -51,7 +51,11 @@ HONESTY_NOTES: tuple[str, ...] = (
     "Responder rates are shown two ways: among completers with a baseline score, and counting "
     "every patient who was due but has no follow-up as a non-responder (denominator = "
     "n_expected). The truth for the whole treated cohort is usually between the two.",
-    "A time point is 'expected' once its due date is on or before the as-of date.",
+    # Says what cohort.due_by does: a time point still open for answers is not yet missing, so
+    # counting it from its due date would understate completeness (issue 18).
+    "A time point counts as 'expected' once its answer window has closed on or before the "
+    "as-of date (for data without answer windows: once its due date has passed), or as soon "
+    "as it is answered.",
     "Comparisons between arms are observational; see the caveat with each comparison.",
 )
 

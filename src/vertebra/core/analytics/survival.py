@@ -1,13 +1,18 @@
 """Kaplan-Meier surgery-free survival per arm, with 95 % CI, numbers at risk and a log-rank test.
 
-Estimation is lifelines' `KaplanMeierFitter` (Greenwood variance, log(-log) "exponential
-Greenwood" CI) and `multivariate_logrank_test`. To stay fast at 10^6 patients the data are
+Estimation is lifelines' `KaplanMeierFitter` (Greenwood variance; 95 % CI on the log(-log)
+scale, Kalbfleisch-Prentice, which lifelines calls "exponential Greenwood": see
+`CI_METHOD`, printed with the report) and `multivariate_logrank_test`. To stay fast at 10^6 patients the data are
 first collapsed to (arm, day, event) counts and passed as integer `weights`; KM and log-rank
 depend on the data only through those counts, so this is exact (a test compares it with the
 uncollapsed fit).
 
 Time origin: treatment date (day 0 of a de-identified table). Event: first subsequent surgery
-on or before `as_of` (a de-identified table's data cut-off).
+on or before `as_of` (a de-identified table's data cut-off). That event means two different
+things: after a non-surgical treatment it is a *conversion* to surgery; after surgery it is a
+*re-operation*. Each curve names its event, and the log-rank test compares like with like: only
+the non-surgical arms (time to conversion); surgical arms (`SURGICAL_ARMS`) keep their
+re-operation curve but are left out of the test, and the result says so.
 Censoring (stated in the output): "as_of" (default) censors everyone else at the data cut-off,
 assuming surgeries are captured for all treated patients until then; "last_contact" censors at
 the last completed follow-up instead (a sensitivity analysis for incomplete event capture).
@@ -35,8 +40,10 @@ from vertebra.core.analytics.results import jsonable
 from vertebra.core.analytics.schema import SchemaError, time_base
 
 __all__ = [
+    "CI_METHOD",
     "DAYS_PER_MONTH",
     "LANDMARK_MONTHS",
+    "SURGICAL_ARMS",
     "KMPoint",
     "LogRank",
     "SurvivalCurve",
@@ -49,6 +56,18 @@ __all__ = [
 DAYS_PER_MONTH = 365.25 / 12
 LANDMARK_MONTHS: tuple[int, ...] = (6, 12, 24)
 Censoring = Literal["as_of", "last_contact"]
+
+#: How the 95 % CI of S(t) is computed: exactly lifelines' KaplanMeierFitter (a test recomputes
+#: it by hand). Kalbfleisch & Prentice 1980 (The Statistical Analysis of Failure Time Data).
+CI_METHOD = (
+    "95% CI on the log(-log) scale with Greenwood's variance (Kalbfleisch-Prentice; "
+    "lifelines' 'exponential Greenwood')"
+)
+#: Arms whose treatment is itself surgery (the registry's arm "surgery"): a later surgery is a
+#: re-operation, not a conversion, so they are not in the log-rank test of conversion.
+SURGICAL_ARMS: frozenset[str] = frozenset({"surgery"})
+CONVERSION = "conversion to surgery (first surgery after a non-surgical treatment)"
+REOPERATION = "re-operation (first surgery after the index surgery)"
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,7 @@ class SurvivalCurve:
     arm: str
     n: int
     events: int
+    event: str
     landmarks: tuple[KMPoint, ...]
     months: tuple[float, ...]
     survival: tuple[float, ...]
@@ -94,6 +114,7 @@ class SurvivalCurve:
             "arm": self.arm,
             "n": self.n,
             "events": self.events,
+            "event": self.event,
             "landmarks": [p.to_dict() for p in self.landmarks],
             "monthly": jsonable(curve),
         }
@@ -101,12 +122,17 @@ class SurvivalCurve:
 
 @dataclass(frozen=True)
 class LogRank:
-    """Log-rank test of equal survival across arms."""
+    """Log-rank test of equal time to conversion across the non-surgical arms.
+
+    ``excluded`` names the arms with patients left out because their event is a re-operation.
+    """
 
     statistic: float | None
     df: int
     p_value: float | None
     arms: tuple[str, ...]
+    excluded: tuple[str, ...] = ()
+    event: str = CONVERSION
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -126,6 +152,8 @@ class SurvivalResult:
         """JSON form."""
         return {
             "endpoint": "time from treatment to first subsequent surgery",
+            "event_definition": {"non_surgical_arms": CONVERSION, "surgical_arms": REOPERATION},
+            "ci_method": CI_METHOD,
             "censoring": self.censoring,
             "curves": {k: v.to_dict() for k, v in self.curves.items()},
             "logrank": self.logrank.to_dict() if self.logrank else None,
@@ -182,7 +210,6 @@ def surgery_free_survival(
 ) -> SurvivalResult:
     """KM surgery-free survival per arm and a log-rank test across the arms with patients."""
     from lifelines import KaplanMeierFitter  # type: ignore[import-untyped]
-    from lifelines.statistics import multivariate_logrank_test  # type: ignore[import-untyped]
 
     dur, ev = _durations(panel, events, as_of, censoring)
     agg = (
@@ -229,27 +256,39 @@ def surgery_free_survival(
             arm=arm,
             n=int(w.sum()),
             events=int(w[e].sum()),
+            event=REOPERATION if arm in SURGICAL_ARMS else CONVERSION,
             landmarks=tuple(points),
             months=tuple((timeline / DAYS_PER_MONTH).tolist()),
             survival=tuple(s.tolist()),
             lower=tuple(np.nan_to_num(lo, nan=1.0).tolist()),
             upper=tuple(np.nan_to_num(hi, nan=1.0).tolist()),
         )
-    logrank = None
+    return SurvivalResult(
+        censoring=censoring, curves=curves, logrank=_conversion_logrank(panel.arms, agg)
+    )
+
+
+def _conversion_logrank(arms: list[str], agg: pd.DataFrame) -> LogRank | None:
+    """Log-rank test of time to conversion across the non-surgical arms with patients.
+
+    ``agg`` holds (arm code, t, e, w) counts. None with fewer than two non-surgical arms.
+    """
+    from lifelines.statistics import multivariate_logrank_test  # type: ignore[import-untyped]
+
     present = sorted(int(a) for a in agg["arm"].unique())
-    if len(present) >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # lifelines warns about weights; they are counts
-            res = multivariate_logrank_test(
-                agg["t"].to_numpy(),
-                agg["arm"].to_numpy(),
-                agg["e"].to_numpy(),
-                weights=agg["w"].to_numpy(),
-            )
-        logrank = LogRank(
-            statistic=float(res.test_statistic),
-            df=len(present) - 1,
-            p_value=float(res.p_value),
-            arms=tuple(panel.arms[a] for a in present),
+    compared = [a for a in present if arms[a] not in SURGICAL_ARMS]
+    if len(compared) < 2:
+        return None
+    d = agg[agg["arm"].isin(compared)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lifelines warns about weights; they are counts
+        res = multivariate_logrank_test(
+            d["t"].to_numpy(), d["arm"].to_numpy(), d["e"].to_numpy(), weights=d["w"].to_numpy()
         )
-    return SurvivalResult(censoring=censoring, curves=curves, logrank=logrank)
+    return LogRank(
+        statistic=float(res.test_statistic),
+        df=len(compared) - 1,
+        p_value=float(res.p_value),
+        arms=tuple(arms[a] for a in compared),
+        excluded=tuple(arms[a] for a in present if a not in compared),
+    )

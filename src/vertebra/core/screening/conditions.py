@@ -118,6 +118,81 @@ class ContainsAny:
 
 
 @dataclass(frozen=True)
+class ContainsNone:
+    """``{fact: PATH, contains_none: [ID, ...]}`` on a list fact: true when the known list is
+    **non-empty** and shares no id with ``ids``; evidence = the whole list.
+
+    Non-empty on purpose: "none of the treatable causes" is a finding only when some cause was
+    named; an empty list (nothing diagnosed yet) is a different case, tested with ``empty``.
+    """
+
+    path: str
+    ids: tuple[str, ...]
+
+    def holds(self, facts: Facts) -> Evidence | None:
+        """True for a known, non-empty list with no id from ``ids``."""
+        present = facts.get(self.path)
+        if not isinstance(present, tuple) or not present:
+            return None
+        return None if set(present) & set(self.ids) else ((self.path, present),)
+
+    def value_facts(self) -> tuple[str, ...]:
+        """The list fact inspected."""
+        return (self.path,)
+
+    def unknown_facts(self) -> tuple[str, ...]:
+        """None."""
+        return ()
+
+
+@dataclass(frozen=True)
+class IsEmpty:
+    """``{fact: PATH, empty: true}`` on a list fact: true when the list is known and empty
+    (answered "none", which is not the same as unanswered)."""
+
+    path: str
+
+    def holds(self, facts: Facts) -> Evidence | None:
+        """True for a known empty list; the evidence is the empty list."""
+        present = facts.get(self.path)
+        return ((self.path, present),) if present == () else None
+
+    def value_facts(self) -> tuple[str, ...]:
+        """The list fact inspected."""
+        return (self.path,)
+
+    def unknown_facts(self) -> tuple[str, ...]:
+        """None."""
+        return ()
+
+
+@dataclass(frozen=True)
+class CountAtLeast:
+    """``{fact: PATH, at_least: N, of: [ID, ...]}`` on a list fact: true when the known list
+    holds at least ``N`` of the ids; evidence = the matching ids in the rule's order."""
+
+    path: str
+    minimum: int
+    ids: tuple[str, ...]
+
+    def holds(self, facts: Facts) -> Evidence | None:
+        """True when at least ``minimum`` of ``ids`` are in the known list."""
+        present = facts.get(self.path)
+        if not isinstance(present, tuple):
+            return None
+        matched = tuple(item for item in self.ids if item in present)
+        return ((self.path, matched),) if len(matched) >= self.minimum else None
+
+    def value_facts(self) -> tuple[str, ...]:
+        """The list fact inspected."""
+        return (self.path,)
+
+    def unknown_facts(self) -> tuple[str, ...]:
+        """None."""
+        return ()
+
+
+@dataclass(frozen=True)
 class AnyOf:
     """``{any: [COND, ...]}``: true when at least one part is; evidence from every true part."""
 

@@ -17,11 +17,13 @@ from vertebra.core.screening.model import (
     Verdict,
     verdict_rank,
 )
-from vertebra.core.screening.ruleset import Rule, Ruleset, load_ruleset
+from vertebra.core.screening.ruleset import DERIVED_INPUTS, Rule, Ruleset, load_ruleset
 from vertebra.core.screening.startback import startback_risk
 
 STARTBACK_FACT = "startback"
 STARTBACK_RISK_FACT = "startback_risk"
+ONSET_AGE_FACT = "pain_onset_age"
+MONTHS_PER_YEAR = 12
 
 
 def evaluate(facts: Mapping[str, object], ruleset: Ruleset | None = None) -> ScreeningResult:
@@ -40,6 +42,9 @@ def evaluate(facts: Mapping[str, object], ruleset: Ruleset | None = None) -> Scr
     startback = _startback(known)
     if startback is not None:
         known[STARTBACK_RISK_FACT] = startback.risk_group
+    onset = _onset_age(known)
+    if onset is not None:
+        known[ONSET_AGE_FACT] = onset
     fired = _fire(ruleset.rules, known)
     verdict = _verdict(fired)
     return ScreeningResult(
@@ -66,6 +71,18 @@ def _startback(known: Mapping[str, object]) -> StartBackResult | None:
     """Score STarT Back when its 9 answers are known (the validator guarantees their shape)."""
     answers = known.get(STARTBACK_FACT)
     return startback_risk(answers) if isinstance(answers, tuple) else None
+
+
+def _onset_age(known: Mapping[str, object]) -> float | None:
+    """Age when the back pain started: age minus its duration in years, when both are known.
+
+    Used by the inflammatory back pain rule (NICE NG65 asks whether the pain started before
+    age 45).
+    """
+    age, months = known.get("age"), known.get("pain_duration_months")
+    if not isinstance(age, int | float) or not isinstance(months, int | float):
+        return None
+    return age - months / MONTHS_PER_YEAR
 
 
 def _fire(rules: Iterable[Rule], known: Mapping[str, object]) -> tuple[FiredRule, ...]:
@@ -108,7 +125,9 @@ def _missing(
     relevant: set[str] = set()
     for rule in ruleset.rules:
         if rule.verdict is not None and verdict_rank(rule.verdict) < rank:
-            relevant.update(rule.when.value_facts())
+            # A derived fact (e.g. the age the pain started) is learnt through its inputs.
+            for path in rule.when.value_facts():
+                relevant.update(DERIVED_INPUTS.get(path, (path,)))
     if verdict == "needs_more_information":
         relevant.update(ruleset.required_facts)
     return tuple(

@@ -12,7 +12,7 @@ and NaN or infinity is refused.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import cast
 
 from vertebra.core.screening.model import InvalidFactsError
@@ -241,10 +241,16 @@ def _schema_for(spec: FactSpec, ruleset: Ruleset) -> dict[str, object]:
             schema["maximum"] = spec.maximum
     elif spec.type == "enum":
         schema["enum"] = [*spec.values, None]
+        if spec.value_labels:
+            schema["oneOf"] = [
+                *(
+                    {"const": v, "title": t}
+                    for v, t in zip(spec.values, spec.value_labels, strict=True)
+                ),
+                {"const": None, "title": "Unknown"},
+            ]
     elif spec.type == "id_list":
-        entries: Sequence[RedFlag | CatalogueEntry] = (
-            ruleset.red_flags if spec.catalogue == "red_flags" else ruleset.diagnoses
-        )
+        entries = ruleset.catalogue(spec.catalogue or "")
         schema.update(
             type=["array", "null"],
             uniqueItems=True,

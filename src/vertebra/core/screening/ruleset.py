@@ -33,6 +33,9 @@ from vertebra.core.screening.conditions import (
     Compare,
     Condition,
     ContainsAny,
+    ContainsNone,
+    CountAtLeast,
+    IsEmpty,
     IsIn,
     UnknownAny,
 )
@@ -53,6 +56,12 @@ FACT_TYPES = frozenset(
 )
 RED_FLAG_CATEGORIES = ("cauda_equina", "malignancy", "infection", "fracture", "neuro")
 RED_FLAG_URGENCIES: tuple[Verdict, ...] = ("emergency", "refer")
+#: The input facts of each derived fact (computed by the engine, known when its inputs are).
+DERIVED_INPUTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"startback_risk": ("startback",), "pain_onset_age": ("age", "pain_duration_months")}
+)
+#: Catalogues an ``id_list`` fact may draw its ids from.
+CATALOGUES = ("red_flags", "diagnoses", "inflammatory_features")
 #: ``candidate`` is never a rule's verdict: it is what remains when no rule fires.
 RULE_VERDICTS: tuple[Verdict, ...] = VERDICTS[:-1]
 
@@ -68,6 +77,8 @@ class FactSpec:
     minimum: float | None = None
     maximum: float | None = None
     values: tuple[str, ...] = ()
+    #: Plain words for each of ``values`` (same order), for forms; empty = none given.
+    value_labels: tuple[str, ...] = ()
     catalogue: str | None = None
     derived: bool = False
     fields: tuple[FactSpec, ...] = ()
@@ -90,7 +101,7 @@ class RedFlag:
 
 @dataclass(frozen=True)
 class CatalogueEntry:
-    """An id with a plain-language label (used for diagnoses)."""
+    """An id with a plain-language label (diagnoses, inflammatory back pain features)."""
 
     id: str
     label: str
@@ -123,6 +134,7 @@ class Ruleset:
     facts: tuple[FactSpec, ...]
     rules: tuple[Rule, ...]
     notes: tuple[Rule, ...]
+    inflammatory_features: tuple[CatalogueEntry, ...] = ()
 
     def leaf_facts(self) -> Iterator[FactSpec]:
         """All non-object facts in schema order, fields of object facts in place."""
@@ -139,12 +151,18 @@ class Ruleset:
                 return spec
         raise KeyError(path)
 
+    def catalogue(self, name: str) -> Sequence[RedFlag | CatalogueEntry]:
+        """Entries of the catalogue ``name`` (one of :data:`CATALOGUES`); empty if unknown."""
+        catalogues: dict[str, Sequence[RedFlag | CatalogueEntry]] = {
+            "red_flags": self.red_flags,
+            "diagnoses": self.diagnoses,
+            "inflammatory_features": self.inflammatory_features,
+        }
+        return catalogues.get(name, ())
+
     def catalogue_ids(self, name: str) -> tuple[str, ...]:
-        """Ids of the ``red_flags`` or ``diagnoses`` catalogue."""
-        entries: Sequence[RedFlag | CatalogueEntry] = (
-            self.red_flags if name == "red_flags" else self.diagnoses
-        )
-        return tuple(entry.id for entry in entries)
+        """Ids of the catalogue ``name`` (``red_flags``, ``diagnoses``, ...)."""
+        return tuple(entry.id for entry in self.catalogue(name))
 
     @property
     def required_facts(self) -> tuple[str, ...]:
@@ -190,6 +208,10 @@ def parse_ruleset(data: object) -> Ruleset:
         facts=facts,
         rules=(),
         notes=(),
+        inflammatory_features=tuple(
+            _parse_entry(item, f"inflammatory_features[{i}]")
+            for i, item in _items(root, "inflammatory_features", optional=True)
+        ),
     )
     # Conditions are parsed against the facts schema, so they come second.
     rules = tuple(
@@ -212,8 +234,10 @@ def _mapping(value: object, where: str) -> Mapping[str, object]:
     return cast(Mapping[str, object], value)
 
 
-def _items(root: Mapping[str, object], key: str) -> Iterator[tuple[int, object]]:
-    value = root.get(key)
+def _items(
+    root: Mapping[str, object], key: str, optional: bool = False
+) -> Iterator[tuple[int, object]]:
+    value = root.get(key, [] if optional else None)
     if not isinstance(value, list):
         raise RulesetError(f"rule set: '{key}' must be a list")
     return enumerate(value)
@@ -306,8 +330,17 @@ def _parse_fact(item: object, parent: str, where: str) -> FactSpec:
     if kind == "enum" and (not isinstance(values, list) or not values):
         raise RulesetError(f"{where}: an enum fact needs 'values'")
     catalogue = data.get("catalogue")
-    if kind == "id_list" and catalogue not in ("red_flags", "diagnoses"):
-        raise RulesetError(f"{where}: an id_list fact needs catalogue red_flags or diagnoses")
+    if kind == "id_list" and catalogue not in CATALOGUES:
+        raise RulesetError(f"{where}: an id_list fact needs a catalogue: {', '.join(CATALOGUES)}")
+    labels = data.get("labels", [])
+    if labels and (
+        kind != "enum"
+        or not isinstance(labels, list)
+        or not isinstance(values, list)
+        or len(labels) != len(values)
+        or not all(isinstance(x, str) and x.strip() for x in labels)
+    ):
+        raise RulesetError(f"{where}: 'labels' needs one non-empty text per enum value")
     return FactSpec(
         path=path,
         type=kind,
@@ -316,6 +349,7 @@ def _parse_fact(item: object, parent: str, where: str) -> FactSpec:
         minimum=_number_or_none(data.get("minimum"), where),
         maximum=_number_or_none(data.get("maximum"), where),
         values=tuple(str(v) for v in cast(list[object], values)),
+        value_labels=tuple(" ".join(str(x).split()) for x in cast(list[object], labels)),
         catalogue=cast(str | None, catalogue),
         derived=derived,
         fields=fields,
@@ -397,10 +431,35 @@ def _parse_condition(value: object, ruleset: Ruleset, where: str) -> Condition:
                 f"{where}: contains_any needs ids from the {spec.catalogue} catalogue"
             )
         return ContainsAny(spec.path, tuple(ids))
+    if set(data) == {"fact", "contains_none"}:
+        return ContainsNone(spec.path, _catalogue_ids(ruleset, spec, data["contains_none"], where))
+    if set(data) == {"fact", "empty"}:
+        if spec.type != "id_list" or data["empty"] is not True:
+            raise RulesetError(f"{where}: 'empty: true' needs a list fact")
+        return IsEmpty(spec.path)
+    if set(data) == {"fact", "at_least", "of"}:
+        minimum = data["at_least"]
+        ids = _catalogue_ids(ruleset, spec, data["of"], where)
+        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
+            raise RulesetError(f"{where}: 'at_least' needs a whole number of at least 1")
+        if minimum > len(ids):
+            raise RulesetError(f"{where}: 'at_least' {minimum} of {len(ids)} ids can never hold")
+        return CountAtLeast(spec.path, minimum, ids)
     raise RulesetError(
         f"{where}: unknown condition form {sorted(data)}; use fact+op+value, fact+in, "
-        "fact+contains_any, any, all or unknown_any"
+        "fact+contains_any, fact+contains_none, fact+empty, fact+at_least+of, any, all or "
+        "unknown_any"
     )
+
+
+def _catalogue_ids(ruleset: Ruleset, spec: FactSpec, ids: object, where: str) -> tuple[str, ...]:
+    """Check that ``ids`` is a non-empty list of ids from the list fact's catalogue."""
+    if spec.type != "id_list" or spec.catalogue is None:
+        raise RulesetError(f"{where}: this condition needs a list fact")
+    known = ruleset.catalogue_ids(spec.catalogue)
+    if not isinstance(ids, list) or not ids or any(i not in known for i in ids):
+        raise RulesetError(f"{where}: needs ids from the {spec.catalogue} catalogue")
+    return tuple(cast(list[str], ids))
 
 
 def _input_fact(
@@ -449,6 +508,7 @@ def _check_consistency(ruleset: Ruleset) -> None:
         ("rule ids", [rule.id for rule in (*ruleset.rules, *ruleset.notes)]),
         ("red flag ids", [flag.id for flag in ruleset.red_flags]),
         ("diagnosis ids", [entry.id for entry in ruleset.diagnoses]),
+        ("inflammatory feature ids", [entry.id for entry in ruleset.inflammatory_features]),
         ("fact ids", [f.path for spec in ruleset.facts for f in (spec, *spec.fields)]),
     ):
         repeated = sorted({v for v in values if values.count(v) > 1})
@@ -475,11 +535,17 @@ def _check_red_flags_routed(ruleset: Ruleset) -> None:
 
 
 def _check_completeness(ruleset: Ruleset) -> None:
+    """A derived fact counts as covered when all its inputs are (DERIVED_INPUTS)."""
     required = set(ruleset.required_facts)
     for rule in ruleset.rules:
         if rule.verdict == "needs_more_information":
             continue
-        uncovered = [path for path in rule.when.value_facts() if path not in required]
+        inputs = [
+            source
+            for path in rule.when.value_facts()
+            for source in DERIVED_INPUTS.get(path, (path,))
+        ]
+        uncovered = [path for path in inputs if path not in required]
         if uncovered:
             raise RulesetError(
                 f"rule {rule.id}: facts {', '.join(uncovered)} must be listed by a "

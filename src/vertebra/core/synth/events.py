@@ -87,13 +87,17 @@ def conversion_months(
     n = len(traits.arm)
     group = arm_group3(traits.arm)
     rho = p["response_copula_rho"]
-    u = norm_cdf(rho * traits.response_z + np.sqrt(1 - rho**2) * rng.standard_normal(n))
+    # u is the patient's survival quantile S(T): a large u means an early conversion. It must
+    # therefore fall with response (-rho): poor responders (low response_z) draw a large u and
+    # convert first. (Until 2026-12 the sign was +rho, so good responders converted first.)
+    u = norm_cdf(-rho * traits.response_z + np.sqrt(1 - rho**2) * rng.standard_normal(n))
     months = np.full(n, np.inf)
     procedure = np.full(n, None, dtype=object)
     for g in ("cell", "conservative", "surgery"):
         mask = group == g
         shape, scale = weibull_from_survival(p[g]["s12"], p[g]["s24"])
-        # Survival S(T) = u  =>  T = scale * (-ln u)^(1/shape); poor responders have small u.
+        # Survival S(T) = u  =>  T = scale * (-ln u)^(1/shape); poor responders have large u,
+        # so a small -ln u and a short time to conversion.
         months[mask] = scale * (-np.log(np.clip(u[mask], 1e-12, 1.0))) ** (1.0 / shape)
         procs = p["procedures"][g]
         pick = weighted_choice(rng, procs, n)
