@@ -107,6 +107,25 @@ def test_a_stale_edit_is_answered_409_with_the_other_change(world: World) -> Non
     assert Harvest.objects.get(pk=harvest.pk).volume_ml == 58
 
 
+def test_the_409_form_keeps_the_other_change_on_fields_the_user_left_alone(world: World) -> None:
+    """Saving again from the 409 page never undoes the missed change: a field the stale editor
+    did not touch shows the stored value; a field both changed shows the editor's value."""
+    harvest = world.records["harvests"]
+    first, second = signed_in(world.clinician), signed_in(world.clinician)
+    base = {"source": "bone_marrow_iliac_crest", "harvested_on": "2024-03-01", "version": "1"}
+    first.post(_url("correct", "harvests", harvest.pk), {**base, "volume_ml": "58", "reason": "weighed again"})  # fmt: skip
+    untouched = second.post(_url("correct", "harvests", harvest.pk), {**base, "volume_ml": "60", "source": "adipose", "reason": "wrong source"})  # fmt: skip
+    body = untouched.content.decode()
+    assert untouched.status_code == 409
+    form = body.split('id="correction-form"')[1]
+    assert 'value="58.0"' in form or 'value="58"' in form  # their volume, not the stale 60
+    assert 'value="2024-03-01"' in form  # changed by nobody
+    assert re.search(r'<option value="adipose"[^>]*selected', form)  # the user's own change
+    both = second.post(_url("correct", "harvests", harvest.pk), {**base, "volume_ml": "57", "reason": "my count"})  # fmt: skip
+    mine = both.content.decode().split('id="correction-form"')[1]
+    assert both.status_code == 409 and 'value="57' in mine  # changed by both: the user's value
+
+
 def test_void_asks_for_a_reason_and_strikes_the_record_through(world: World) -> None:
     event = world.records["clinical-events"]
     client = signed_in(world.coordinator)

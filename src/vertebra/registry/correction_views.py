@@ -117,6 +117,24 @@ def correct(request: HttpRequest, actor: Actor, slug: str, object_id: int) -> Ht
     return render(request, "registry/correct.html", context, status=status)
 
 
+#: Fields posted as several inputs (answers per item, a list of levels): never merged, the
+#: form keeps what the user posted and the table above it shows both.
+SIMPLE_FIELDS_EXCLUDED = frozenset({"answers", "levels"})
+
+
+def _put_form_value(data: Any, name: str, value: Any) -> None:
+    """Set field ``name`` of the posted QueryDict ``data`` to the stored ``value``, written as
+    a browser would post it (a checkbox absent when false, dates in ISO form, None empty)."""
+    if isinstance(value, bool):
+        if value:
+            data[name] = "on"
+        else:
+            data.pop(name, None)
+        return
+    json_value = to_json_value(value)
+    data[name] = "" if json_value is None else str(json_value)
+
+
 def _conflict(
     request: HttpRequest,
     actor: Actor,
@@ -144,8 +162,18 @@ def _conflict(
                 "differs": now != mine,
             }
         )
-    # The form again, holding what the user typed, now against the current version.
+    # The form again, now against the current version: what the user changed, and the other
+    # person's change on every field the user left as it was when they opened the form (so
+    # saving again never undoes the change they missed).
+    opened = corrections.values_when_opened(
+        actor=actor, record_type=kind.slug, object_id=current.pk, version=exc.expected_version
+    )
     data = request.POST.copy()
+    for name, was in opened.items():
+        if name in SIMPLE_FIELDS_EXCLUDED or name not in form.editable:
+            continue
+        if to_json_value(submitted.get(name)) == was:
+            _put_form_value(data, name, getattr(current, name))
     data["version"] = str(current.version)
     fresh = CorrectionForm(data, record_type=kind, instance=current, role=actor.role)
     fresh.is_valid()

@@ -87,6 +87,7 @@ __all__ = [
     "record_history",
     "register",
     "type_of",
+    "values_when_opened",
     "void",
     "void_record",
 ]
@@ -1129,15 +1130,7 @@ def changes_since(
     editor missed: who, when, why, old → new), for the 409 answer. Audited as a read."""
     kind = get_type(record_type)
     instance = _find(actor, kind, object_id, action=Action.PATIENT_READ, lock=False)
-    rows = _history_rows(kind, instance)
-    # The last row that left the record at ``version`` (or the creation for version 1);
-    # everything after it is what the editor did not see, versioned or not.
-    start = 0
-    for index, row in enumerate(rows):
-        new = row.new_values if isinstance(row.new_values, dict) else {}
-        reached = new.get("version", 1 if row.action == "create" else None)
-        if isinstance(reached, int) and reached <= version:
-            start = index + 1
+    missed = _rows_since(kind, instance, version)
     patient = patient_of(kind, instance)
     record_audit(
         actor=actor,
@@ -1148,4 +1141,37 @@ def changes_since(
         patient_id=patient.pk,
         new_values={"view": "conflict", "since_version": version},
     )
-    return instance, _entries(kind, rows[start:])
+    return instance, _entries(kind, missed)
+
+
+def _rows_since(kind: RecordType, instance: Any, version: int) -> list[AuditEvent]:
+    """The audit rows about ``instance`` after the one that left it at ``version``."""
+    rows = _history_rows(kind, instance)
+    # The last row that left the record at ``version`` (or the creation for version 1);
+    # everything after it is what the editor did not see, versioned or not.
+    start = 0
+    for index, row in enumerate(rows):
+        new = row.new_values if isinstance(row.new_values, dict) else {}
+        reached = new.get("version", 1 if row.action == "create" else None)
+        if isinstance(reached, int) and reached <= version:
+            start = index + 1
+    return rows[start:]
+
+
+def values_when_opened(
+    *, actor: Actor, record_type: str, object_id: int, version: int
+) -> dict[str, Any]:
+    """The stored (JSON) values, at ``version``, of the fields changed since then: what a
+    stale editor's form showed for them. Lets the 409 page keep the other person's change
+    on every field the editor left alone. Reads what :func:`changes_since` audited."""
+    kind = get_type(record_type)
+    instance = _find(actor, kind, object_id, action=Action.PATIENT_READ, lock=False)
+    opened: dict[str, Any] = {}
+    for row in _rows_since(kind, instance, version):
+        if row.object_type != kind.object_type or row.object_id != str(instance.pk):
+            continue
+        old = row.old_values if isinstance(row.old_values, dict) else {}
+        for name, value in old.items():
+            if name != "version":
+                opened.setdefault(name, value)
+    return opened
