@@ -80,6 +80,8 @@ def _answers(instrument_id: str) -> dict[str, str]:
 def _client(base: str, links: deque[Link], deadline: float, out: Outcome, n: int) -> None:
     import requests
 
+    from vertebra.followup.screens import plan
+
     while time.monotonic() < deadline:
         try:
             link = links.popleft()
@@ -95,12 +97,19 @@ def _client(base: str, links: deque[Link], deadline: float, out: Outcome, n: int
             if csrf_match is None:
                 raise RuntimeError(f"no CSRF token on page 1: HTTP {first.status_code}")
             csrf = csrf_match.group(1)
-            for number, instrument_id in enumerate(link.instruments, 1):
+            for screen in plan(link.instruments):
+                # The portal's own screen plan: a long instrument (the ODI) is one question
+                # per screen, so screens and instruments are not one to one.
+                answers = _answers(screen.instrument_id)
                 page = session.post(
-                    f"{base}/p/q/{number}/",
-                    data={"csrfmiddlewaretoken": csrf, **_answers(instrument_id)},
+                    f"{base}/p/q/{screen.number}/",
+                    data={
+                        "csrfmiddlewaretoken": csrf,
+                        **{key: answers[key] for key in screen.item_ids if key in answers},
+                    },
                     allow_redirects=False,
                 )
+                number = screen.number
                 if page.status_code != 302:
                     raise RuntimeError(f"page {number}: HTTP {page.status_code}")
             review = session.get(f"{base}/p/q/review/")
