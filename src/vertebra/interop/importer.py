@@ -86,6 +86,7 @@ from vertebra.core.fhir.parse_pathway import (
     parse_product,
     procedure_kind,
 )
+from vertebra.core.instruments.registry import builtin_definitions
 from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.followup import services as followup_services
 from vertebra.followup.errors import FollowUpError, SubmissionInvalid
@@ -333,11 +334,26 @@ def read_folder(
     return found
 
 
+def _known_questionnaire_urls(codes: FhirCodes) -> set[str]:
+    """The canonical URLs of the Questionnaires this registry's instruments export as."""
+    return {codes.questionnaire_url(key) for key in builtin_definitions()}
+
+
 def _place(found: _Folder, item: _Item, resource: dict[str, Any], codes: FhirCodes) -> None:
     """Parse one non-Patient resource and put it in its patient's bundle (or with the lots,
     the organizations, or the orphans)."""
     if item.kind == "Organization":
         found.organizations.append(item)
+        return
+    if item.kind == "Questionnaire":
+        # Reference data: an instrument this registry ships is already present (answers are
+        # re-scored with its own definition); one it does not know cannot be administered.
+        if str(resource.get("url")) in _known_questionnaire_urls(codes):
+            found.organizations.append(item)
+        else:
+            found.orphans.append(
+                (item, f"unknown instrument {resource.get('url')!r}: not one this registry ships")
+            )
         return
     if item.kind == "BiologicallyDerivedProduct":
         try:
@@ -826,7 +842,7 @@ def import_fhir_folder(
         lot_ids={}, today=today, now=now or timezone.now(), source=f"fhir-import:{folder.name}",
     )  # fmt: skip
     for item in found.organizations:  # reference data: mapped or looked up, never duplicated
-        if item.kind == "Organization":
+        if item.kind in ("Organization", "Questionnaire"):
             report.tally(item.kind).present += 1
         else:
             _import_lot(item, context, report)
