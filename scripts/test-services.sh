@@ -170,8 +170,9 @@ ensure_postgres() {
 
 ensure_fhir_validator() {
   # The independent R4 validator the FHIR tests run (Medplum, pinned by the lock file).
+  command -v npm >/dev/null || _apt_install nodejs npm || true
   if ! command -v npm >/dev/null; then
-    _say "missing: node and npm (Node 20 or later) for tools/fhir-validate; install them"
+    _say "missing: node and npm (Node 20 or later) for tools/fhir-validate (sudo apt-get install nodejs npm)"
     return 1
   fi
   (cd tools/fhir-validate && npm ci --no-audit --no-fund --loglevel=error >&2)
