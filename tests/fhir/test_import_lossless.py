@@ -124,7 +124,7 @@ def test_round_trip_is_lossless_for_every_resource_type(
     assert report.patients_imported == 40
     for kind, tally in report.rows():
         assert tally.read == len(original[kind]), kind
-        if kind not in ("Organization", "Questionnaire"):  # reference data: already present
+        if kind not in ("Organization", "Questionnaire"):  # reference data: present
             assert tally.imported == tally.read and tally.present == 0, kind
 
     again = tmp_path / "again"
@@ -203,14 +203,15 @@ def test_two_clinics_sharing_an_mrn_value_are_two_patients(source: Path, clinic:
     assert m.Patient.objects.filter(clinic=second).count() > 0
 
 
-def _take_product_link(procedure: dict[str, Any]) -> dict[str, Any]:
-    """Remove and return the injection's product Reference (the ``used-product`` extension
-    this exporter writes, or R4's usedReference another exporter may write)."""
-    for index, ext in enumerate(procedure.get("extension", [])):
-        if ext["url"].endswith("/used-product"):
-            del procedure["extension"][index]
-            return dict(ext["valueReference"])
-    return dict(procedure.pop("usedReference")[0])
+def _pop_product_link(procedure: dict[str, Any]) -> dict[str, Any]:
+    """Remove and return the Reference to the product an injection used, as the export writes
+    it (the ``used-product`` extension; ``usedReference`` in exports of codes 1.0)."""
+    if "usedReference" in procedure:
+        return dict(procedure.pop("usedReference")[0])
+    extensions = procedure.get("extension", [])
+    (link,) = [e for e in extensions if e["url"].endswith("/StructureDefinition/used-product")]
+    extensions.remove(link)
+    return dict(link["valueReference"])
 
 
 def test_refusals_are_counted_per_type_with_reason_and_example(
@@ -223,7 +224,7 @@ def test_refusals_are_counted_per_type_with_reason_and_example(
 
     def lose_product(items: list[dict[str, Any]]) -> None:
         shot = next(i for i in items if i["id"].startswith("injection-"))
-        _take_product_link(shot)
+        _pop_product_link(shot)
         ruined["injection"], ruined["p1"] = shot["id"], shot["subject"]["reference"]
 
     def older_odi(items: list[dict[str, Any]]) -> None:
@@ -258,8 +259,9 @@ def test_refusals_are_counted_per_type_with_reason_and_example(
 def test_product_link_by_focal_device_or_identifier_extension(
     source: Path, clinic: m.Clinic, tmp_path: Path
 ) -> None:
-    """The R4-clean forms of the injection -> product link another exporter may write
-    (focalDevice.manipulated; an extension with the product's Identifier) import the same."""
+    """The other forms of the injection -> product link an exporter may write (usedReference
+    as in exports of codes 1.0; focalDevice.manipulated; an extension with the product's
+    Identifier) import the same as the export's own ``used-product`` extension."""
     products = {
         f"BiologicallyDerivedProduct/{p['id']}": p["identifier"][0]
         for p in read_export(source)["BiologicallyDerivedProduct"]
@@ -268,8 +270,11 @@ def test_product_link_by_focal_device_or_identifier_extension(
 
     def move_links(items: list[dict[str, Any]]) -> None:
         for n, item in enumerate(i for i in items if i["id"].startswith("injection-")):
-            used = _take_product_link(item)
-            if n % 2:
+            used = _pop_product_link(item)
+            if n % 3 == 2:
+                item["usedReference"] = [used]
+                switched["usedReference"] += 1
+            elif n % 3 == 1:
                 item["focalDevice"] = [{"manipulated": used}]
                 switched["focalDevice"] += 1
             else:
@@ -280,7 +285,7 @@ def test_product_link_by_focal_device_or_identifier_extension(
                 switched["extension"] += 1
 
     _rewrite(source / "Procedure.ndjson", move_links)
-    assert switched["focalDevice"] and switched["extension"]
+    assert switched["focalDevice"] and switched["extension"] and switched["usedReference"]
     report = run(source, clinic)  # the R4B models do not check reference target types
     assert report.n_refused == 0 and report.patients_imported == 40
     assert m.Injection.objects.filter(processing__isnull=False).exists()

@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from tests.fhir.conftest import NOW, TODAY
+from vertebra.interop import importer
 from vertebra.interop.export import export_fhir
 from vertebra.interop.importer import ImportFormatError, ImportSetupError, import_fhir_folder
 from vertebra.registry import models as m
@@ -127,3 +128,53 @@ def test_imported_answers_service_checks_clinic_and_completion(loaded: None) -> 
     with pytest.raises(AlreadyCompleted):
         record_imported_answers(actor=mine, **call)
     assert verify_audit_chain() == []
+
+
+INVALID_R4 = '{"resourceType": "Patient", "birthDate": "1970-13-01"}'
+
+
+def _read_summary(folder: Path, jobs: int) -> Any:
+    """What read_folder found, as comparable values (or the ImportFormatError message)."""
+    try:
+        found = importer.read_folder(folder, jobs=jobs)
+    except ImportFormatError as exc:
+        return str(exc)
+    bundles = {
+        ref: (b.patient, [(i.kind, i.rid, i.line, i.value) for i in b.items()], b.problems)
+        for ref, b in found.bundles.items()
+    }
+    return bundles, found.lots, [(i.kind, i.rid) for i in found.organizations], found.orphans
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (None, None),
+        (lambda lines: lines.insert(2, INVALID_R4), "Patient.ndjson line 3: Patient/? is not valid FHIR R4"),
+        (lambda lines: (lines.insert(2, INVALID_R4), lines.insert(30, "{not json")),
+         "Patient.ndjson line 3: Patient/? is not valid FHIR R4"),
+        (lambda lines: (lines.insert(2, "{not json"), lines.insert(30, INVALID_R4)),
+         "Patient.ndjson line 3: not valid JSON"),
+        (lambda lines: (lines.insert(20, INVALID_R4), lines.insert(30, '{"resourceType": "Condition"}')),
+         "Patient.ndjson line 21: Patient/? is not valid FHIR R4"),
+    ],
+)  # fmt: skip
+def test_validation_in_worker_processes_reads_the_same_and_names_the_same_line(
+    source: Path, monkeypatch: pytest.MonkeyPatch, breakage: Any, message: str | None
+) -> None:
+    """R4 validation in worker processes (large exports) gives what validating in the reading
+    process gives: the same bundles, or the same first malformed line, whichever chunk of lines
+    (7 a task here) it falls in."""
+    monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(importer, "VALIDATE_CHUNK", 7)
+    if breakage is not None:
+        path = source / "Patient.ndjson"
+        lines = path.read_text().splitlines()
+        breakage(lines)
+        path.write_text("\n".join(lines) + "\n")
+    alone, pooled = _read_summary(source, jobs=1), _read_summary(source, jobs=2)
+    assert pooled == alone
+    if message is None:
+        assert isinstance(pooled, tuple) and len(pooled[0]) == 40
+    else:
+        assert isinstance(pooled, str) and pooled.startswith(message), pooled

@@ -44,6 +44,7 @@ for patient, value in zip(Patient.objects.order_by("pk"), formulas):
 clinic = Clinic.objects.order_by("pk").first()
 user = User.objects.create(username="importer")
 Membership.objects.create(user=user, clinic=clinic, role="coordinator")
+Membership.objects.create(user=user, clinic=clinic, role="clinician")  # import fhir needs one
 print(clinic.pk)
 """
 
@@ -171,6 +172,7 @@ def test_database_commands_on_postgresql(tmp_path: Path) -> None:
     assert clinic is not None
     user = User.objects.create(username="importer")
     Membership.objects.create(user=user, clinic=clinic, role="coordinator")
+    Membership.objects.create(user=user, clinic=clinic, role="clinician")  # import fhir needs one
     s: dict[str, Any] = connection.settings_dict
     url = (
         f"postgres://{quote(str(s['USER']))}:{quote(str(s['PASSWORD']))}"

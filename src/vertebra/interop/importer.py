@@ -5,8 +5,9 @@ Contracts
 * Reads every file a Vertebra export writes (:data:`vertebra.core.fhir.RESOURCE_TYPES`):
   Organization, Patient, Consent, Condition, Procedure (treatment episodes, harvests,
   injections, prior treatments, subsequent surgeries and repeat injections),
-  BiologicallyDerivedProduct (processed products with their lab results and sterility;
-  allogeneic lots), MedicationStatement (prior medications; opioid use derived from answers),
+  Questionnaire (reference data: present when this registry has the instrument in that
+  version, else refused), BiologicallyDerivedProduct (processed products with their lab
+  results and sterility; allogeneic lots), MedicationStatement (prior medications; opioid use derived from answers),
   QuestionnaireResponse, Observation (scores, derived from answers) and AdverseEvent (with
   adjudication). ADR 0012 states the identity and lossless rules.
 * **A malformed file stops the import before any write**: a line that is not JSON, not an
@@ -39,8 +40,12 @@ Contracts
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+import multiprocessing
+import os
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +91,7 @@ from vertebra.core.fhir.parse_pathway import (
     parse_product,
     procedure_kind,
 )
-from vertebra.core.instruments.registry import builtin_definitions
+from vertebra.core.instruments import UnknownInstrumentError, get_definition
 from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.followup import services as followup_services
 from vertebra.followup.errors import FollowUpError, SubmissionInvalid
@@ -225,9 +230,10 @@ class _Folder:
     orphans: list[tuple[_Item, str]]  # resources of no patient in the import, with the reason
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, resource) of each non-blank line; ImportFormatError naming the line for
-    one that is not UTF-8, not JSON, or nested deeper than ``MAX_JSON_DEPTH``."""
+def _typed(path: Path, kind: str) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    """(line number, raw line, resource) of each non-blank line of ``path``: JSON of type
+    ``kind``, else ImportFormatError naming the line: not UTF-8, not JSON, nested deeper than
+    ``MAX_JSON_DEPTH``, not an object, or of another type."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -238,24 +244,105 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise ImportFormatError(f"{path.name} line {number}: {exc}") from None
             if not isinstance(value, dict):
                 raise ImportFormatError(f"{path.name} line {number}: not a JSON object")
-            yield number, value
+            if value.get("resourceType") != kind:
+                raise ImportFormatError(
+                    f"{path.name} line {number}: resourceType {value.get('resourceType')!r}, "
+                    f"expected {kind!r}"
+                )
+            yield number, line, value
 
 
-def _resources(path: Path, kind: str, validate: bool) -> Iterator[tuple[int, dict[str, Any]]]:
+#: Lines a validation worker checks per task, and tasks in flight: bounds the memory held
+#: while the workers validate (a few thousand resources at a time) and keeps them busy.
+VALIDATE_CHUNK = 500
+IN_FLIGHT = 6
+#: Files smaller than this are validated in the reading process: starting workers (forking,
+#: importing the R4B models) costs more than they save on a small file.
+PARALLEL_MIN_BYTES = 4_000_000
+
+
+def _first_invalid(lines: Sequence[tuple[int, bytes]]) -> tuple[int, str] | None:
+    """(line number, message) of the first of ``lines`` (JSON objects already checked by the
+    reader) that is not valid R4, or None. Runs in a validation worker."""
+    for number, raw in lines:
+        try:
+            validate_resource(load_json(raw))
+        except FhirValidationError as exc:
+            return number, str(exc).splitlines()[0]
+    return None
+
+
+def _raise_invalid(path: Path, found: tuple[int, str] | None) -> None:
+    if found is not None:
+        raise ImportFormatError(f"{path.name} line {found[0]}: {found[1]}")
+
+
+def _resources(
+    path: Path, kind: str, validate: bool, pool: Executor | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line, resource) of each line of ``path``: of type ``kind`` and valid R4, else
-    ImportFormatError naming the line."""
-    for number, resource in _lines(path):
-        where = f"{path.name} line {number}"
-        if resource.get("resourceType") != kind:
-            raise ImportFormatError(
-                f"{where}: resourceType {resource.get('resourceType')!r}, expected {kind!r}"
-            )
-        if validate:
-            try:
-                validate_resource(resource)
-            except FhirValidationError as exc:
-                raise ImportFormatError(f"{where}: {str(exc).splitlines()[0]}") from None
-        yield number, resource
+    ImportFormatError naming the first malformed line.
+
+    With a ``pool`` the R4 validation runs in its worker processes, a chunk of lines at a time,
+    while this process parses the next lines; a resource is yielded only once its chunk has
+    validated, and the error raised is the one of the earliest malformed line, as when
+    validating in this process.
+    """
+    if not validate or pool is None:
+        for number, _, resource in _typed(path, kind):
+            if validate:
+                try:
+                    validate_resource(resource)
+                except FhirValidationError as exc:
+                    where = f"{path.name} line {number}"
+                    raise ImportFormatError(f"{where}: {str(exc).splitlines()[0]}") from None
+            yield number, resource
+        return
+    pending: deque[tuple[Future[tuple[int, str] | None], list[tuple[int, dict[str, Any]]]]]
+    pending = deque()
+    raw: list[tuple[int, bytes]] = []
+    parsed: list[tuple[int, dict[str, Any]]] = []
+    lines = _typed(path, kind)
+    while True:
+        try:
+            number, line, resource = next(lines)
+        except StopIteration:
+            break
+        except ImportFormatError:  # an earlier line not valid R4 is the first malformed one
+            for future, _ in pending:
+                _raise_invalid(path, future.result())
+            _raise_invalid(path, _first_invalid(raw))
+            raise
+        raw.append((number, line))
+        parsed.append((number, resource))
+        if len(raw) == VALIDATE_CHUNK:
+            pending.append((pool.submit(_first_invalid, raw), parsed))
+            raw, parsed = [], []
+            while len(pending) > IN_FLIGHT:
+                future, checked = pending.popleft()
+                _raise_invalid(path, future.result())
+                yield from checked
+    if raw:
+        pending.append((pool.submit(_first_invalid, raw), parsed))
+    while pending:
+        future, checked = pending.popleft()
+        _raise_invalid(path, future.result())
+        yield from checked
+
+
+@contextmanager
+def _validation_pool(folder: Path, validate: bool, jobs: int | None) -> Iterator[Executor | None]:
+    """Worker processes for R4 validation (None: validate here): ``jobs`` of them (default:
+    the machine's cores), used when validating more than one core's worth of a large export."""
+    jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    size = sum(p.stat().st_size for p in folder.glob("*.ndjson"))
+    if not validate or jobs < 2 or size < PARALLEL_MIN_BYTES:
+        yield None
+        return
+    # fork: the workers inherit the imported models and never touch the parent's database
+    # connection (they only parse and validate bytes, and exit without cleanup).
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield pool
 
 
 def _first_line(exc: Exception) -> str:
@@ -299,20 +386,30 @@ def read_folder(
     *,
     validate: bool = True,
     report: ImportReport | None = None,
+    jobs: int | None = None,
 ) -> _Folder:
     """Phase 1: every file read and parsed into per-patient bundles (no database access).
 
     Raises ImportFormatError naming file and line for the first malformed line. A resource that
     is well-formed but cannot be taken (ParseError) is recorded as a problem of its patient.
-    ``report`` (when given) counts what was read per type.
+    ``report`` (when given) counts what was read per type. ``jobs``: processes validating R4
+    (default: the machine's cores; see :func:`_validation_pool`).
     """
     codes = codes or fhir_codes()
     report = report if report is not None else ImportReport()
     if not (folder / "Patient.ndjson").is_file():
         raise ImportFormatError(f"{folder}: no Patient.ndjson")
+    with _validation_pool(folder, validate, jobs) as pool:
+        return _read(folder, codes, validate, report, pool)
+
+
+def _read(
+    folder: Path, codes: FhirCodes, validate: bool, report: ImportReport, pool: Executor | None
+) -> _Folder:
+    """:func:`read_folder` with its validation pool."""
     found = _Folder(bundles={}, lots={}, organizations=[], orphans=[])
     bundles = found.bundles
-    for number, resource in _resources(folder / "Patient.ndjson", "Patient", validate):
+    for number, resource in _resources(folder / "Patient.ndjson", "Patient", validate, pool):
         report.tally("Patient").read += 1
         item = _Item("Patient", str(resource.get("id", "?")), number)
         ref = f"Patient/{item.rid}"
@@ -328,15 +425,10 @@ def read_folder(
         path = folder / f"{kind}.ndjson"
         if kind == "Patient" or not path.is_file():
             continue
-        for number, resource in _resources(path, kind, validate):
+        for number, resource in _resources(path, kind, validate, pool):
             report.tally(kind).read += 1
             _place(found, _Item(kind, str(resource.get("id", "?")), number), resource, codes)
     return found
-
-
-def _known_questionnaire_urls(codes: FhirCodes) -> set[str]:
-    """The canonical URLs of the Questionnaires this registry's instruments export as."""
-    return {codes.questionnaire_url(key) for key in builtin_definitions()}
 
 
 def _place(found: _Folder, item: _Item, resource: dict[str, Any], codes: FhirCodes) -> None:
@@ -345,15 +437,9 @@ def _place(found: _Folder, item: _Item, resource: dict[str, Any], codes: FhirCod
     if item.kind == "Organization":
         found.organizations.append(item)
         return
-    if item.kind == "Questionnaire":
-        # Reference data: an instrument this registry ships is already present (answers are
-        # re-scored with its own definition); one it does not know cannot be administered.
-        if str(resource.get("url")) in _known_questionnaire_urls(codes):
-            found.organizations.append(item)
-        else:
-            found.orphans.append(
-                (item, f"unknown instrument {resource.get('url')!r}: not one this registry ships")
-            )
+    if item.kind == "Questionnaire":  # an instrument definition: this registry's own is used
+        item.value = _questionnaire_problem(resource)
+        found.organizations.append(item)
         return
     if item.kind == "BiologicallyDerivedProduct":
         try:
@@ -396,6 +482,19 @@ def _place(found: _Folder, item: _Item, resource: dict[str, Any], codes: FhirCod
         item.value = parse(resource, codes)
     except ParseError as exc:
         bundle.problems.append((item, _first_line(exc)))
+
+
+def _questionnaire_problem(resource: Mapping[str, Any]) -> str:
+    """Why a Questionnaire is not one this registry has ("" when it is: its ``url`` ends in an
+    instrument id of this registry and its ``version`` is the one this registry scores)."""
+    instrument_id = str(resource.get("url") or "").rsplit("/", 1)[-1]
+    try:
+        version = get_definition(instrument_id).version
+    except UnknownInstrumentError:
+        return "not an instrument of this registry (its responses are refused)"
+    if str(resource.get("version")) != version:
+        return f"{instrument_id}: this registry has version {version} (its answers are refused)"
+    return ""
 
 
 def _collection_source(resource: Mapping[str, Any]) -> str:
@@ -842,8 +941,10 @@ def import_fhir_folder(
         lot_ids={}, today=today, now=now or timezone.now(), source=f"fhir-import:{folder.name}",
     )  # fmt: skip
     for item in found.organizations:  # reference data: mapped or looked up, never duplicated
-        if item.kind in ("Organization", "Questionnaire"):
+        if item.kind == "Organization" or (item.kind == "Questionnaire" and not item.value):
             report.tally(item.kind).present += 1
+        elif item.kind == "Questionnaire":
+            report.refuse(item.kind, item.rid, item.value)
         else:
             _import_lot(item, context, report)
     for item, reason in found.orphans:
