@@ -64,8 +64,8 @@ def clinic(db: Any) -> m.Clinic:
 
 
 def normalised(exported: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
-    """Per type, the sorted canonical resources with ids, row-id identifiers, the clinic and
-    the operator removed and every reference replaced by a digest of what it points at (so
+    """Per type, the sorted canonical resources with ids, row-id identifiers, the clinic, the
+    operator and meta (lastUpdated) removed and every reference replaced by a digest of what it points at (so
     links are compared by content: an injection's product, a harvest's episode, ...)."""
     by_ref = {f"{kind}/{r['id']}": r for kind, items in exported.items() for r in items}
     memo: dict[str, str] = {}
@@ -81,7 +81,9 @@ def normalised(exported: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]
                 return None
             if str(value.get("system", "")).startswith(MRN_PREFIX):
                 return {**value, "system": "mrn"}
-            cleaned = {k: clean(v) for k, v in value.items() if k not in ("id", "performer")}
+            # meta.lastUpdated: imported rows are new rows, with the import's own timestamps.
+            dropped = ("id", "performer", "meta")
+            cleaned = {k: clean(v) for k, v in value.items() if k not in dropped}
             return {k: v for k, v in cleaned.items() if v is not None}
         if isinstance(value, list):
             return [v for v in (clean(v) for v in value) if v is not None]

@@ -38,18 +38,22 @@ _OPEN_FIELDS = (
 )
 
 
-def _with_correction_columns(model: type[Model], frame: pd.DataFrame) -> pd.DataFrame:
+def _with_correction_columns(model: type[Model], frame: pd.DataFrame, now_db: str) -> pd.DataFrame:
     """``frame`` with the columns every correctable record starts with (version 1, not voided)
-    added when missing, so the audit record is the services' full snapshot of the row."""
-    if not issubclass(model, Correctable):
-        return frame
+    and the last-updated time ``now_db`` of any table that keeps one (COPY and executemany
+    bypass ``auto_now``) added when missing, so the audit record is the services' full
+    snapshot of the row."""
     count = len(frame)
-    defaults = {
-        "version": lambda: 1,
-        "voided_at": lambda: None,
-        "voided_by_id": lambda: pd.array([None] * count, dtype="Int64"),
-        "void_reason": lambda: "",
-    }
+    defaults: dict[str, Callable[[], Any]] = {}
+    if issubclass(model, Correctable):
+        defaults = {
+            "version": lambda: 1,
+            "voided_at": lambda: None,
+            "voided_by_id": lambda: pd.array([None] * count, dtype="Int64"),
+            "void_reason": lambda: "",
+        }
+    if any(f.name == "updated_at" for f in model._meta.concrete_fields):
+        defaults["updated_at"] = lambda: now_db
     missing = {name: make() for name, make in defaults.items() if name not in frame.columns}
     return frame.assign(**missing) if missing else frame
 
@@ -173,7 +177,7 @@ class Sink:
 
     def write(self, model: type[Model], frame: pd.DataFrame) -> None:
         """Rows audited as part of another object's record (time points, responses)."""
-        self.writer.write(model, frame)
+        self.writer.write(model, _with_correction_columns(model, frame, self.now_db))
 
     def created(
         self,
@@ -190,7 +194,7 @@ class Sink:
         The record's values are the row as written (the services' ``snapshot``) unless
         ``object_type`` and ``new_values`` give what the owning service records instead.
         """
-        frame = _with_correction_columns(model, frame)
+        frame = _with_correction_columns(model, frame, self.now_db)
         self.writer.write(model, frame)
         kind = object_type or model._meta.model_name or model.__name__.lower()
         values = new_values if new_values is not None else self.snapshot_texts(model, frame)

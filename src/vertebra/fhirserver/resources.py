@@ -94,6 +94,16 @@ ID = Param(
 )
 
 
+LAST_UPDATED = Param(
+    "_lastUpdated",
+    "date",
+    "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+    "Last change of the record (meta.lastUpdated; prefixes eq ne lt le gt ge)",
+)
+#: The parameters of every type built from registry rows.
+COMMON = (ID, LAST_UPDATED)
+
+
 def _subject_params(shared: str, resource: str) -> tuple[Param, ...]:
     """``patient`` (R4's shared ``<shared>-patient``) and ``subject`` (``<resource>-subject``)."""
     return (
@@ -226,7 +236,7 @@ def _types() -> dict[str, TypeSpec]:
                     ),
                 ),
                 (
-                    ID,
+                    *COMMON,
                     _sp(
                         "Patient",
                         "identifier",
@@ -238,7 +248,7 @@ def _types() -> dict[str, TypeSpec]:
             TypeSpec(
                 "Organization",
                 (Source("clinic", CLINICS, _each(people.organization), None, clinic="pk"),),
-                (ID,),
+                COMMON,
             ),
             TypeSpec(
                 "Condition",
@@ -253,7 +263,7 @@ def _types() -> dict[str, TypeSpec]:
                     ),
                 ),
                 (
-                    ID,
+                    *COMMON,
                     *_subject_params("clinical", "Condition"),
                     _sp("clinical", "code", "token", "ICD-10-CM or Vertebra condition code"),
                     _sp("Condition", "recorded-date", "date", "Date diagnosed"),
@@ -305,7 +315,7 @@ def _types() -> dict[str, TypeSpec]:
                     ),
                 ),
                 (
-                    ID,
+                    *COMMON,
                     *_subject_params("clinical", "Procedure"),
                     _sp(
                         "clinical",
@@ -327,7 +337,7 @@ def _types() -> dict[str, TypeSpec]:
                     ),
                     Source("lot", LOTS, _each(pathway.lot), None),
                 ),
-                (ID,),
+                COMMON,
             ),
             TypeSpec(
                 "MedicationStatement",
@@ -350,7 +360,7 @@ def _types() -> dict[str, TypeSpec]:
                     ),
                 ),
                 (
-                    ID,
+                    *COMMON,
                     *_subject_params("medications", "MedicationStatement"),
                     _sp("MedicationStatement", "effective", "date", "When taken (start)"),
                 ),
@@ -367,7 +377,7 @@ def _types() -> dict[str, TypeSpec]:
                     ),
                 ),
                 (
-                    ID,
+                    *COMMON,
                     _sp("QuestionnaireResponse", "patient", "reference", "The patient"),
                     _sp("QuestionnaireResponse", "subject", "reference", "Same as patient"),
                     _sp("QuestionnaireResponse", "authored", "date", "When answered"),
@@ -393,7 +403,7 @@ def _types() -> dict[str, TypeSpec]:
                     ),
                 ),
                 (
-                    ID,
+                    *COMMON,
                     *_subject_params("clinical", "Observation"),
                     _sp("clinical", "code", "token", "Vertebra instrument code or verified LOINC"),
                     _sp("clinical", "date", "date", "When answered"),
@@ -411,7 +421,7 @@ def _types() -> dict[str, TypeSpec]:
                     ),
                 ),
                 (
-                    ID,
+                    *COMMON,
                     _sp("AdverseEvent", "subject", "reference", "The patient"),
                     _sp("AdverseEvent", "date", "date", "Onset"),
                 ),
@@ -428,7 +438,7 @@ def _types() -> dict[str, TypeSpec]:
                     ),
                 ),
                 (
-                    ID,
+                    *COMMON,
                     _sp("clinical", "patient", "reference", "The patient"),
                     _sp("Consent", "date", "date", "Date signed"),
                 ),

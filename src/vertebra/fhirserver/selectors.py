@@ -2,9 +2,11 @@
 
 Contracts
 ---------
-* Every read of patient data calls :func:`verify_actor` for ``patient.read`` (the action the
-  registry's own patient pages and API need) and sees only rows of patients at the clinics
-  the actor verifiably belongs to; a row elsewhere is "not found", with the same answer as a
+* Every read of patient data by a person calls :func:`verify_actor` for ``patient.read`` (the
+  action the registry's own patient pages and API need) and sees only rows of patients at the
+  clinics the actor verifiably belongs to. A SMART system client (:class:`SystemAccess`,
+  from :func:`vertebra.fhirbulk.auth.authenticate`) reads only the types its token's scopes
+  name, at its own clinic (a research client: nothing identified); a row elsewhere is "not found", with the same answer as a
   row that does not exist (existence is never revealed). Allogeneic lots (shared reference
   data, not patient data) are visible to every reader.
 * Each call is one audited transaction (:func:`audited_transaction`): a search leaves one
@@ -37,17 +39,19 @@ from vertebra.core.fhir.rest import (
     parse_reference,
     parse_token,
 )
+from vertebra.core.fhir.smart import Grant
 from vertebra.core.instruments.registry import builtin_definitions
 from vertebra.fhirserver.resources import LOTS, BuildContext, Source, TypeSpec
 from vertebra.fhirserver.search import Search
 from vertebra.interop.selectors import TABLES, exported
 from vertebra.registry.audit import audited_transaction, record_audit
-from vertebra.registry.errors import NotFound
+from vertebra.registry.errors import NotFound, PermissionDeniedError
 from vertebra.registry.models import AllogeneicLot
 from vertebra.registry.permissions import Action, Actor, verify_actor
 
 __all__ = [
     "Page",
+    "SystemAccess",
     "read_questionnaire",
     "read_resource",
     "search_questionnaires",
@@ -61,6 +65,32 @@ class Page:
 
     resources: list[Resource]
     total: int
+
+
+@dataclass(frozen=True)
+class SystemAccess:
+    """What a SMART Backend Services access token grants, as :func:`vertebra.fhirbulk.auth.
+    authenticate` found it: the clinics whose patients it may read (empty: none, ``refusal``
+    says why) and the resource types of its scopes."""
+
+    clinic_ids: frozenset[int]
+    grant: Grant
+    refusal: str = ""
+
+
+def _clinics(actor: Actor, spec: TypeSpec, system: SystemAccess | None) -> frozenset[int]:
+    """The clinics whose ``spec`` resources the caller may read, or PermissionDeniedError."""
+    if system is None:
+        return verify_actor(actor, Action.PATIENT_READ)
+    if not system.grant.allows(spec.name):
+        raise PermissionDeniedError(
+            f"The access token's scope ({system.grant.scope}) does not include {spec.name}: "
+            f"request system/{spec.name}.rs (or .read).",
+            action="fhir.read",
+        )
+    if not system.clinic_ids:
+        raise PermissionDeniedError(system.refusal or "No clinic to read.", action="fhir.read")
+    return system.clinic_ids
 
 
 # ------------------------------------------------------------------------------ filtering
@@ -135,6 +165,9 @@ def _filter(spec: TypeSpec, source: Source, name: str, raw: str, codes: FhirCode
         return _any([source.identifier(*parse_token(v), codes) for v in values])
     if name == "questionnaire":
         return _any([_questionnaire_q(v, codes) for v in values])
+    if name == "_lastUpdated":  # every table behind a served type keeps updated_at
+        field = source.table.model._meta.get_field("updated_at")
+        return _date_q(field, date_range(raw))  # type: ignore[arg-type]
     if param.type == "date":
         if source.date is None:
             return None
@@ -214,9 +247,12 @@ def _patient_ids(resources: Sequence[Resource]) -> list[int]:
 
 
 @audited_transaction
-def search_resources(*, actor: Actor, spec: TypeSpec, search: Search) -> Page:
-    """One page of the ``spec`` resources matching ``search`` (see the module docstring)."""
-    clinics = verify_actor(actor, Action.PATIENT_READ)
+def search_resources(
+    *, actor: Actor, spec: TypeSpec, search: Search, system: SystemAccess | None = None
+) -> Page:
+    """One page of the ``spec`` resources matching ``search`` (see the module docstring);
+    ``system`` for a system client (``actor`` is then its audit actor)."""
+    clinics = _clinics(actor, spec, system)
     codes = fhir_codes()
     matching = [
         (source, rows)
@@ -254,10 +290,12 @@ def search_resources(*, actor: Actor, spec: TypeSpec, search: Search) -> Page:
 
 
 @audited_transaction
-def read_resource(*, actor: Actor, spec: TypeSpec, resource_id: str) -> Resource:
+def read_resource(
+    *, actor: Actor, spec: TypeSpec, resource_id: str, system: SystemAccess | None = None
+) -> Resource:
     """The ``spec`` resource ``resource_id`` if the actor may read it; else NotFound (also for
-    another clinic's) or PermissionDeniedError (role)."""
-    clinics = verify_actor(actor, Action.PATIENT_READ)
+    another clinic's) or PermissionDeniedError (role, or a system client's scope)."""
+    clinics = _clinics(actor, spec, system)
     codes = fhir_codes()
     found = parse_id(spec.name, resource_id)
     source = next((s for s in spec.sources if found and s.kind == found[0]), None)

@@ -4,7 +4,8 @@ Errors are OperationOutcomes, as HAPI FHIR answers them: 400 ``processing`` for 
 server refuses, 401 ``login`` (with ``WWW-Authenticate: Bearer``) without a valid token or
 session, 403 ``forbidden`` for a role that may not read patients, 404 ``not-found`` for an
 unknown type or a resource that does not exist or is at another clinic (one answer for both),
-405 for anything but GET, 406 for a non-JSON ``_format``.
+405 for anything but GET, 406 for a non-JSON ``_format``. A SMART system client's access
+token reads within its scopes (403 ``forbidden`` for a type outside them) and its clinic.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from vertebra.core.fhir.questionnaires import questionnaire_id
 from vertebra.core.fhir.rest import SearchError, operation_outcome, searchset
+from vertebra.fhirbulk.auth import authenticate
 from vertebra.fhirserver import selectors
 from vertebra.fhirserver.capability import capability_statement
 from vertebra.fhirserver.resources import TYPES, TypeSpec
 from vertebra.fhirserver.search import Search, parse_search
-from vertebra.registry import services
 from vertebra.registry.errors import NotFound, PermissionDeniedError
 from vertebra.registry.permissions import Actor
 from vertebra.registry.views import current_actor
@@ -56,20 +58,25 @@ def _base(request: HttpRequest) -> str:
     return request.build_absolute_uri(reverse("fhir:metadata")).removesuffix("/metadata")
 
 
-def _actor(request: HttpRequest) -> Actor | None:
-    """The Actor of a Bearer API token, else of the signed-in session; None for neither.
+def _caller(request: HttpRequest) -> tuple[Actor, selectors.SystemAccess | None] | None:
+    """Who calls: a Bearer token (a SMART system client's access token or a person's API
+    token, both checked by :func:`vertebra.fhirbulk.auth.authenticate`), else the signed-in
+    session; None for neither. A system client comes with what its token grants.
 
     PermissionDeniedError when a signed-in user holds no staff role.
     """
     header = request.headers.get("Authorization", "")
     if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
         request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
-        return services.authenticate_api_token(token.strip(), request_id=request_id)
+        found = authenticate(header, now=timezone.now(), request_id=request_id)
+        if found is None:
+            return None
+        if found.client_id is None:
+            return found.actor, None  # a person: role and clinics verified by the selector
+        access = selectors.SystemAccess(found.clinic_ids, found.grant, found.refusal)
+        return found.actor, access
     if request.user.is_authenticated:
-        return current_actor(request)
+        return current_actor(request), None
     return None
 
 
@@ -84,17 +91,19 @@ def _refusal(request: HttpRequest) -> HttpResponse | None:
 
 
 def _protected(request: HttpRequest, read: Any) -> HttpResponse:
-    """Run ``read(actor)`` for an authenticated actor, mapping refusals to OperationOutcomes."""
+    """Run ``read(actor, system access or None)`` for an authenticated caller, mapping refusals
+    to OperationOutcomes."""
     try:
-        actor = _actor(request)
-        if actor is None:
+        caller = _caller(request)
+        if caller is None:
             return _outcome(
                 401,
                 "login",
-                "Authentication required: Authorization: Bearer <Vertebra API token>.",
+                "Authentication required: Authorization: Bearer <Vertebra API token or SMART "
+                "Backend Services access token>.",
                 WWW_Authenticate='Bearer realm="vertebra-fhir"',
             )
-        return read(actor)
+        return read(*caller)
     except PermissionDeniedError as exc:
         return _outcome(403, "forbidden", str(exc))
     except NotFound:
@@ -159,7 +168,9 @@ def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
             return _outcome(400, "processing", str(exc))
     return _protected(
         request,
-        lambda actor: answer(selectors.search_resources(actor=actor, spec=spec, search=search)),
+        lambda actor, system: answer(
+            selectors.search_resources(actor=actor, spec=spec, search=search, system=system)
+        ),
     )
 
 
@@ -185,7 +196,7 @@ def instance(request: HttpRequest, resource_type: str, resource_id: str) -> Http
             return _outcome(404, "not-found", "Resource not found.")
     return _protected(
         request,
-        lambda actor: _fhir(
-            selectors.read_resource(actor=actor, spec=spec, resource_id=resource_id)
+        lambda actor, system: _fhir(
+            selectors.read_resource(actor=actor, spec=spec, resource_id=resource_id, system=system)
         ),
     )

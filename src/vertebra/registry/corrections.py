@@ -713,7 +713,9 @@ def apply_correction(
         kind.check(instance)
     validate_record(instance)
     updated = kind.model._default_manager.filter(pk=instance.pk, version=expected_version).update(
-        **{name: getattr(instance, name) for name in changed}, version=F("version") + 1
+        **{name: getattr(instance, name) for name in changed},
+        version=F("version") + 1,
+        updated_at=timezone.now(),
     )
     if updated != 1:
         raise StaleEditError(kind.noun, object_id, expected_version)
@@ -786,7 +788,11 @@ def apply_void(
         )
     now = timezone.now()
     updated = kind.model._default_manager.filter(pk=instance.pk, version=expected_version).update(
-        voided_at=now, voided_by_id=actor.user.pk, void_reason=reason, version=F("version") + 1
+        voided_at=now,
+        voided_by_id=actor.user.pk,
+        void_reason=reason,
+        version=F("version") + 1,
+        updated_at=now,
     )
     if updated != 1:
         raise StaleEditError(kind.noun, object_id, expected_version)

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 
 # ICD-10-CM: letter, digit, digit-or-letter, then optionally a dot and 1-4 characters (M51.36).
 # Kept in step with vertebra.core.knowledge.ICD10_CM_PATTERN; duplicated so that the schema does
@@ -64,6 +65,10 @@ class Correctable(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     void_reason = models.TextField(blank=True, default="", db_default="")
+    #: Last change of the row (FHIR ``meta.lastUpdated``, ``_lastUpdated`` search): set on
+    #: every ``save()``; queryset ``update()`` writers (corrections, services) set it
+    #: explicitly, since ``auto_now`` does not reach an ``UPDATE``.
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
     class Meta:
         abstract = True
@@ -100,6 +105,8 @@ class Clinic(models.Model):
     irb = models.CharField("IRB", max_length=200, blank=True)
     ind_number = models.CharField("IND number", max_length=50, blank=True)
     lab_accreditation = models.CharField(max_length=200, blank=True)
+    #: Last change (FHIR ``meta.lastUpdated`` of the Organization).
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
     class Meta:
         ordering = ["name"]
@@ -455,6 +462,8 @@ class AllogeneicLot(models.Model):
     product = models.CharField(max_length=200)
     released = models.BooleanField(default=False)
     released_on = models.DateField(null=True, blank=True)
+    #: Last change (FHIR ``meta.lastUpdated``); the release service sets it explicitly.
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
     class Meta:
         constraints = [

@@ -357,7 +357,9 @@ def withdraw_consent(
     _not_future("withdrawn_on", withdrawn_on, "withdrawal date")
     consent.withdrawn_on = withdrawn_on
     validate_record(consent)
-    Consent.objects.filter(pk=consent.pk).update(withdrawn_on=withdrawn_on)
+    Consent.objects.filter(pk=consent.pk).update(
+        withdrawn_on=withdrawn_on, updated_at=timezone.now()
+    )
     record_audit(
         actor=actor,
         action="update",
@@ -558,7 +560,9 @@ def release_lot(*, actor: Actor, lot_id: int, released_on: dt.date) -> Allogenei
             f"Lot {lot.lot_number} was already released on {format_date(lot.released_on)}."
         )
     _not_future("released_on", released_on, "release date")
-    AllogeneicLot.objects.filter(pk=lot_id).update(released=True, released_on=released_on)
+    AllogeneicLot.objects.filter(pk=lot_id).update(
+        released=True, released_on=released_on, updated_at=timezone.now()
+    )
     lot.refresh_from_db()
     record_audit(
         actor=actor,
@@ -724,7 +728,7 @@ def record_sterility_result(
         reason = _require_reason(reason)
     # The version moves with every write, so a correction form opened before it is stale.
     Processing.objects.filter(pk=processing.pk).update(
-        sterility=sterility, version=F("version") + 1
+        sterility=sterility, version=F("version") + 1, updated_at=timezone.now()
     )
     processing.refresh_from_db()
     record_audit(
@@ -1027,7 +1031,7 @@ def adjudicate_adverse_event(
     validate_record(event)
     # The version moves with every write, so a correction form opened before it is stale.
     event.version += 1
-    event.save(update_fields=[*fields, "version"])
+    event.save(update_fields=[*fields, "version", "updated_at"])
     new = snapshot(event, fields)
     record_audit(
         actor=actor,

@@ -47,9 +47,23 @@ def ref(kind: str, pk: int) -> dict[str, str]:
     return {"reference": f"{KINDS[kind][0]}/{rid(kind, pk)}"}
 
 
-def resource(kind: str, pk: int, **fields: Any) -> Resource:
-    """A resource dict with ``resourceType`` and ``id`` first and empty fields dropped."""
-    return {"resourceType": KINDS[kind][0], "id": rid(kind, pk), **compact(fields)}
+def resource(kind: str, pk: int, *, updated: dt.datetime | None = None, **fields: Any) -> Resource:
+    """A resource dict with ``resourceType``, ``id`` and ``meta.lastUpdated`` (when the row's
+    last change ``updated`` is known) first, and empty fields dropped."""
+    meta = {"lastUpdated": last_updated(updated)} if updated is not None else None
+    return {
+        "resourceType": KINDS[kind][0],
+        "id": rid(kind, pk),
+        **compact({"meta": meta, **fields}),
+    }
+
+
+def last_updated(value: dt.datetime) -> str:
+    """``meta.lastUpdated``: a FHIR instant in UTC with milliseconds (as HAPI FHIR and Medplum
+    write it), so a client can page by ``_lastUpdated=gt<the value it saw>``."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{value!r} has no time zone; FHIR instants need one")
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def compact(fields: dict[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,7 @@ def condition(record: DiagnosisRecord, codes: FhirCodes) -> Resource:
     return resource(
         "diagnosis",
         record.id,
+        updated=record.updated_at,
         extension=_imaging_extensions(record, codes),
         clinicalStatus={"coding": [codes.fhir_coding("condition_clinical_active")]},
         verificationStatus={"coding": [codes.fhir_coding("condition_verification_confirmed")]},
@@ -148,6 +149,7 @@ def prior_treatment(record: PriorTreatmentRecord, codes: FhirCodes) -> Resource:
         return resource(
             "prior_medication",
             record.id,
+            updated=record.updated_at,
             extension=extensions(mme_extension(codes, record.mme_per_day)),
             status="completed" if record.ended_on else "unknown",
             medicationCodeableConcept=medication_concept(record.medication_name, codes),
@@ -162,6 +164,7 @@ def prior_treatment(record: PriorTreatmentRecord, codes: FhirCodes) -> Resource:
     return resource(
         "prior_procedure",
         record.id,
+        updated=record.updated_at,
         extension=extensions(extension(codes, "relief-weeks", "valueQuantity", relief)),
         status="completed",
         code=codes.concept("prior-treatment", record.kind),
@@ -178,6 +181,7 @@ def clinical_event(record: ClinicalEventRecord, codes: FhirCodes) -> Resource:
     return resource(
         "clinical_event",
         record.id,
+        updated=record.updated_at,
         extension=extensions(extension(codes, "treatment-episode", "valueReference", episode)),
         status="completed",
         code=codes.concept("clinical-event", record.kind),
@@ -220,6 +224,7 @@ def adverse_event(
     return resource(
         "adverse_event",
         record.id,
+        updated=record.updated_at,
         extension=_ae_extensions(record, codes),
         actuality="actual",
         category=[codes.concept("ae-category", record.category)],

@@ -68,6 +68,7 @@ def episode(record: EpisodeRecord, codes: FhirCodes) -> Resource:
     return resource(
         "episode",
         record.id,
+        updated=record.updated_at,
         status="unknown",
         code=codes.concept("treatment-arm", record.arm),
         subject=ref("patient", record.patient_id),
@@ -86,6 +87,7 @@ def harvest(record: HarvestRecord, codes: FhirCodes, lots: Mapping[int, LotRecor
     return resource(
         "harvest",
         record.id,
+        updated=record.updated_at,
         extension=extensions(
             extension(codes, "harvest-volume", "valueQuantity", volume),
             extension(codes, "allogeneic-lot", "valueIdentifier", _lot_identifier(lot, codes)),
@@ -122,6 +124,7 @@ def product(record: ProcessingRecord, codes: FhirCodes) -> Resource:
     return resource(
         "product",
         record.id,
+        updated=record.updated_at,
         extension=_lab_extensions(record, codes),
         identifier=[{"system": codes.identifier_system("product"), "value": record.product_id}],
         productCategory="cells",
@@ -169,6 +172,7 @@ def lot(record: LotRecord, codes: FhirCodes) -> Resource:
     return resource(
         "lot",
         record.id,
+        updated=record.updated_at,
         extension=extensions(
             extension(codes, "lot-released", "valueDate", date(record.released_on))
         ),
@@ -189,6 +193,7 @@ def injection(record: InjectionRecord, codes: FhirCodes) -> Resource:
     return resource(
         "injection",
         record.id,
+        updated=record.updated_at,
         extension=extensions(
             extension(
                 codes,

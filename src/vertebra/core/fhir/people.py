@@ -28,6 +28,7 @@ def organization(clinic: ClinicRecord, codes: FhirCodes) -> Resource:
     return resource(
         "clinic",
         clinic.id,
+        updated=clinic.updated_at,
         extension=extensions(extension(codes, "regulatory-status", "valueCoding", status)),
         identifier=identifiers,
         active=True,
@@ -57,6 +58,7 @@ def patient(record: PatientRecord, codes: FhirCodes) -> Resource:
     return resource(
         "patient",
         record.id,
+        updated=record.updated_at,
         identifier=[mrn, registry_id],
         active=True,
         name=[{"use": "official", "family": record.family_name, "given": [record.given_name]}],
@@ -75,6 +77,7 @@ def consent(record: ConsentRecord, codes: FhirCodes) -> Resource:
     return resource(
         "consent",
         record.id,
+        updated=record.updated_at,
         status="inactive" if record.withdrawn_on else "active",
         scope={"coding": [{"system": scope["system"], "code": scope["map"][record.kind]}]},
         category=[

@@ -41,6 +41,7 @@ class ClinicRecord:
     nct_id: str = ""
     irb: str = ""
     ind_number: str = ""
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class LotRecord:
     product: str
     released: bool
     released_on: dt.date | None
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class PatientRecord:
     sex: str
     email: str = ""
     phone: str = ""
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,7 @@ class ConsentRecord:
     form_version: str
     signed_on: dt.date
     withdrawn_on: dt.date | None = None
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ class DiagnosisRecord:
     disc_height_pct: float | None = None
     spondylolisthesis_grade: int | None = None
     stenosis: str = ""
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,7 @@ class PriorTreatmentRecord:
     relief_weeks: int | None = None
     started_on: dt.date | None = None
     ended_on: dt.date | None = None
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,7 @@ class EpisodeRecord:
     patient_id: int
     arm: str
     start_date: dt.date
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +145,7 @@ class HarvestRecord:
     lot_id: int | None = None
     volume_ml: float | None = None
     operator_id: int | None = None
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,7 @@ class ProcessingRecord:
     viability_pct: float | None = None
     adjunct_prp: bool = False
     adjunct_hyaluronic_acid: bool = False
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +187,7 @@ class InjectionRecord:
     cell_dose: float | None = None
     adjunct_prp: bool = False
     operator_id: int | None = None
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +207,7 @@ class AdverseEventRecord:
     expected: bool | None = None
     outcome: str = "unknown"
     resolved_on: dt.date | None = None
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +220,7 @@ class ClinicalEventRecord:
     occurred_on: dt.date
     episode_id: int | None = None
     details: str = ""
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +238,7 @@ class ResponseRecord:
     band: str
     submitted_at: dt.datetime
     extras: Mapping[str, Any] = field(default_factory=dict)
+    updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
 
 
 @dataclass(frozen=True, slots=True)

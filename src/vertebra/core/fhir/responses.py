@@ -142,6 +142,7 @@ def questionnaire_response(
     return resource(
         "response",
         record.id,
+        updated=record.updated_at,
         extension=_context(record, codes),
         identifier={
             "system": codes.identifier_system("questionnaire-response"),
@@ -177,6 +178,7 @@ def score_observation(record: ResponseRecord, codes: FhirCodes) -> Resource | No
     return resource(
         "score",
         record.id,
+        updated=record.updated_at,
         extension=_context(record, codes),
         status="final",
         category=[{"coding": [codes.fhir_coding("observation_category_survey")]}],
@@ -229,6 +231,7 @@ def opioid_statement(record: ResponseRecord, codes: FhirCodes) -> Resource | Non
     return resource(
         "opioid_use",
         record.id,
+        updated=record.updated_at,
         extension=extensions(
             mme_extension(codes, record.score if taken else None),
             *_context(record, codes),

@@ -88,8 +88,16 @@ def date_range(raw: str) -> DateRange:
     if found["tz"] is None:
         raise SearchError(f"{raw!r}: a time needs a time zone (FHIR instants have one)")
     moment = moment.astimezone(dt.UTC)
-    step = dt.timedelta(seconds=1) if found["time"].count(":") == 2 else dt.timedelta(minutes=1)
-    return DateRange(prefix, moment, moment + step)
+    return DateRange(prefix, moment, moment + _precision(found["time"]))
+
+
+def _precision(time: str) -> dt.timedelta:
+    """The span a time value of this precision covers: a minute, a second, or one unit of its
+    last fractional digit (``04:47:57.123`` covers a millisecond; at least a microsecond)."""
+    if time.count(":") == 1:
+        return dt.timedelta(minutes=1)
+    _, _, fraction = time.partition(".")
+    return dt.timedelta(microseconds=10 ** (6 - min(len(fraction), 6)))
 
 
 def parse_token(raw: str) -> tuple[str | None, str]:
