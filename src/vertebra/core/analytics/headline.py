@@ -275,11 +275,19 @@ def _surgery_free(arms: Mapping[str, Any]) -> Headline:
         total += n
         weighted += n * share
         surgeries += _int(point.get("events_before")) or 0
-    value = f"{100 * weighted / total:.0f}%" if total else "–"
+    if not total:
+        # No arm has a 12-month estimate (the report drops a curve resting on too few
+        # patients or surgeries): say so, rather than "0 had surgery".
+        return Headline(
+            "surgery_free",
+            "Surgery-free at 12 months",
+            "–",
+            "Not estimated: too few patients or surgeries for a Kaplan–Meier curve",
+        )
     return Headline(
         "surgery_free",
         "Surgery-free at 12 months",
-        value,
+        f"{100 * weighted / total:.0f}%",
         f"Kaplan–Meier; {surgeries:,} had surgery by 12 months",
     )
 
