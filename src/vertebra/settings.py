@@ -72,6 +72,9 @@ try:
             "api_key": "300/m",
             "api_address": "600/m",
             "api_auth_failures": "20/m",
+            "fhir_token": "300/m",
+            "fhir_address": "600/m",
+            "fhir_auth_token": "30/m",
         }.items()
     }
     THROTTLE_ENABLED = read_bool(_env, "THROTTLE_ENABLED", default=True)
@@ -162,6 +165,7 @@ MIDDLEWARE = [
     # Inside the header middlewares, so their refusals carry the same security headers.
     "vertebra.web.middleware.RequestSizeLimitMiddleware",
     "vertebra.web.middleware.ApiThrottleMiddleware",
+    "vertebra.web.middleware.FhirThrottleMiddleware",
     "vertebra.web.middleware.ApiProblemMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

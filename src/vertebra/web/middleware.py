@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import add_never_cache_headers
 
 from vertebra.perimeter import throttle
@@ -140,6 +140,92 @@ def _too_many(decision: throttle.Decision, reason: str) -> HttpResponse:
         slug="rate-limited",
         headers={"Retry-After": str(decision.retry_after)},
     )
+
+
+FHIR_PREFIX = "/fhir/"
+#: The SMART token endpoint: counted per client address only (brute force of assertions).
+FHIR_TOKEN_PATH = "/fhir/auth/token"
+
+
+class FhirThrottleMiddleware:
+    """Rate-limit ``/fhir/`` (REST server, Bulk Data, SMART) with the same database counters
+    as ``/api/`` (``settings.THROTTLE_RATES``):
+
+    * ``fhir_auth_token``: every request to ``/fhir/auth/token`` per client address (a client
+      cannot try signed assertions faster than this); nothing else is counted there;
+    * ``fhir_address``: every other ``/fhir/`` request per client address, so anonymous
+      ``metadata`` and ``.well-known/smart-configuration`` and invented tokens are bounded;
+    * ``fhir_token``: every request carrying a bearer token, per token (its SHA-256), so one
+      busy client cannot use up another's allowance at a shared address.
+
+    Over a limit: **429** with ``Retry-After``; an OperationOutcome (issue code ``throttled``,
+    ``application/fhir+json``) on FHIR paths, an OAuth error body (RFC 6749 §5.2 shape) on the
+    token endpoint.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(FHIR_PREFIX):
+            return self.get_response(request)
+        rates = settings.THROTTLE_RATES
+        address = address_identity(client_ip(request))
+        with throttle.batch():  # one short transaction for this request's counters
+            if request.path == FHIR_TOKEN_PATH:
+                scope = "fhir_auth_token"
+                decision = throttle.hit(scope, address, throttle.Rate.parse(rates[scope]))
+                if not decision.allowed:
+                    return _oauth_too_many(decision)
+                return self.get_response(request)
+            decision = throttle.hit(
+                "fhir_address", address, throttle.Rate.parse(rates["fhir_address"])
+            )
+            if not decision.allowed:
+                return _fhir_too_many(decision, "Too many requests from this address")
+            token = bearer_token(request)
+            if token:
+                key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+                decision = throttle.hit("fhir_token", key, throttle.Rate.parse(rates["fhir_token"]))
+                if not decision.allowed:
+                    return _fhir_too_many(decision, "Too many requests with this access token")
+        return self.get_response(request)
+
+
+def _fhir_too_many(decision: throttle.Decision, reason: str) -> HttpResponse:
+    """429 as a FHIR OperationOutcome (issue code ``throttled``, FHIR R4 IssueType)."""
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "throttled",
+                "diagnostics": f"{reason}; try again in {decision.retry_after} seconds.",
+            }
+        ],
+    }
+    response = JsonResponse(body, status=429, content_type="application/fhir+json; charset=utf-8")
+    response["Retry-After"] = str(decision.retry_after)
+    return response
+
+
+def _oauth_too_many(decision: throttle.Decision) -> HttpResponse:
+    """429 on the token endpoint in the OAuth error shape (RFC 6749 §5.2 has no rate-limit
+    code; ``invalid_request`` with a description, and ``Cache-Control: no-store`` as §5.1/5.2
+    ask of every token response)."""
+    response = JsonResponse(
+        {
+            "error": "invalid_request",
+            "error_description": (
+                f"Too many token requests from this address; "
+                f"try again in {decision.retry_after} seconds."
+            ),
+        },
+        status=429,
+    )
+    response["Retry-After"] = str(decision.retry_after)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 #: Details of problems made from Django's own plain answers under /api/ (no view text reused).
