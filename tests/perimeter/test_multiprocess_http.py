@@ -310,3 +310,30 @@ def test_tokens_never_reach_the_server_logs(site: Site) -> None:
     assert "/p/[redacted]" in logs  # the 404s were logged, without the token
     for raw in [*site.seed["links"], pasted, site.seed["api_token"]]:
         assert raw not in logs and raw[:20] not in logs
+
+
+def test_fhir_token_endpoint_limit_holds_across_processes(site: Site) -> None:
+    """``THROTTLE_FHIR_AUTH_TOKEN`` (30/m per address, the default) over both processes: forged
+    client assertions stop being looked at; another address still gets an answer."""
+    attacker, client = "203.0.113.9", "198.51.100.22"
+    fresh_window()
+    statuses = []
+    for n in range(34):
+        response = requests.post(
+            f"{site.base(n)}/fhir/auth/token",
+            data={"grant_type": "client_credentials", "client_assertion": f"forged{n}"},
+            headers=behind_proxy(attacker),
+            timeout=30,
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            assert response.json()["error"] == "invalid_request"
+            assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert statuses == [400] * 30 + [429] * 4
+    other = requests.post(
+        f"{site.base(0)}/fhir/auth/token",
+        data={"grant_type": "client_credentials", "client_assertion": "forged"},
+        headers=behind_proxy(client),
+        timeout=30,
+    )
+    assert other.status_code == 400 and other.json()["error"] != ""
