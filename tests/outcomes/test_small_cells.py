@@ -116,3 +116,42 @@ def test_the_token_api_gives_researchers_no_patient_level_data(loaded: Cohort) -
         assert response.status_code == 403, path
         # An RFC 9457 problem: nothing but the refusal (no patient field, no record).
         assert set(json.loads(response.content)) == {"type", "title", "status", "detail"}
+
+
+def _answered_counts(tp: dict[str, Any]) -> list[Any]:
+    """Every place a time point shows how many answered (or a responder numerator)."""
+    out: list[Any] = [tp["n_completed"], tp["completeness"].get("numerator")]
+    for item in tp.values():
+        if isinstance(item, dict) and "n_scored" in item:
+            out += [item["n_scored"], item["n_change"]]
+            for key in ("responder_rate_completers", "substantial_rate_completers"):
+                if isinstance(item.get(key), dict):
+                    out.append(item[key]["denominator"])
+    return out
+
+
+def test_researcher_report_gives_no_hidden_missing_count_back_by_subtraction(
+    loaded: Cohort,
+) -> None:
+    """Where a time point's missing (or answered) count is small, neither it nor the counts of
+    those who answered are shown: due - answered cannot give it back (complementary
+    suppression, docs/algorithms/small-cells.md). The clinic's own staff still see them."""
+    data = json.loads(researcher_client().get("/clinic/outcomes/report.json").content)
+    hidden = 0
+    for arm in data["arms"].values():
+        for tp in arm["timepoints"]:
+            due, missing = tp["n_expected"], tp["n_missing"]
+            shown = [v for v in _answered_counts(tp) if isinstance(v, int) and v]
+            if isinstance(missing, str):
+                hidden += 1
+                assert missing == SUPPRESSED and tp["n_completed"] == SUPPRESSED
+                assert shown == [], (arm, tp["timepoint"])
+                assert tp["completeness"]["rate"] is None
+            elif isinstance(due, int) and isinstance(tp["n_completed"], int):
+                assert not is_small(due - tp["n_completed"], 11)
+    assert hidden, "the 120-patient cohort has a time point with 1-10 missing"
+    clinician = Client()
+    clinician.force_login(make_actor(Role.CLINICIAN, *Clinic.objects.all()).user)
+    own = json.loads(clinician.get("/clinic/outcomes/report.json").content)
+    counts = [tp["n_missing"] for a in own["arms"].values() for tp in a["timepoints"]]
+    assert all(isinstance(c, int) for c in counts) and any(is_small(c, 11) for c in counts)

@@ -133,12 +133,12 @@ def _key_timepoint(arm: Mapping[str, Any]) -> Mapping[str, Any]:
     return next((tp for tp in arm.get("timepoints", []) if tp["timepoint"] == KEY_TIMEPOINT), {})
 
 
-def _hidden(key: str, arm: Mapping[str, Any]) -> bool:
+def _hidden(key: str, arm: Mapping[str, Any], min_cell: int) -> bool:
     """Whether the cell behind headline ``key`` of one arm was suppressed (or, for the
     surgery-free share, left out because it rests on a few surgeries)."""
     tp = _key_timepoint(arm)
     if key == "completeness":
-        return any(is_suppressed(tp.get(k)) for k in ("n_expected", "n_completed", "n_missing"))
+        return disclosure.follow_up_hidden(tp, min_cell)
     if key.startswith("responder_rate"):
         odi = tp.get("odi") or {}
         rate = odi.get(key)
@@ -158,13 +158,14 @@ def _figure(h: Headline, arm: Mapping[str, Any], min_cell: int) -> Headline:
     """Headline ``h`` of one arm as shown: not shown when its cell was suppressed; a missing
     12-month survival estimate says why rather than "0 had surgery".
 
-    Complementary suppression: when follow-up completeness is not shown (few answered, or few
+    Complementary suppression (:func:`vertebra.core.disclosure.follow_up_hidden`, the one rule
+    the report applies too): when follow-up completeness is not shown (few answered, or few
     missing), the responder figures go too, because their denominators (those who answered,
     those due) would give the hidden count back by subtraction.
     """
-    if _hidden(h.key, arm):
+    if _hidden(h.key, arm, min_cell):
         return _not_shown(h, min_cell)
-    if h.key.startswith("responder_rate") and _hidden("completeness", arm):
+    if h.key.startswith("responder_rate") and _hidden("completeness", arm, min_cell):
         return _not_shown(h, min_cell)
     if h.key == "surgery_free" and h.value == "–":
         return replace(h, detail="No estimate yet: too few patients followed for 12 months.")

@@ -35,6 +35,7 @@ __all__ = [
     "DisclosurePolicy",
     "Suppressed",
     "Withheld",
+    "follow_up_hidden",
     "is_small",
     "policy",
     "suppress_report",
@@ -190,6 +191,45 @@ _DEPENDENT = {
 }
 
 
+#: The counts of a time point's follow-up: due (n_expected) = answered + missing.
+_FOLLOW_UP = frozenset({"n_expected", "n_completed", "n_missing"})
+#: Rates of one measure that share their numerator (responders): completers', all due.
+_RATE_PAIRS = (
+    ("responder_rate_completers", "responder_rate_all"),
+    ("substantial_rate_completers", "substantial_rate_all"),
+)
+#: Statistics of those who answered that would give their number back (a rate with its
+#: numerator; a CI with its SD gives n).
+_ANSWERED_STATS = frozenset({"rate", "ci", "mean_change_ci", "events_per_100_ci"})
+
+
+def _is_hidden(value: Any) -> bool:
+    return getattr(value, "suppressed", False) is True or (
+        isinstance(value, dict) and value.get("suppressed") is True
+    )
+
+
+def _numerator_hidden(rate: Mapping[str, Any], k: int) -> bool:
+    return _is_hidden(rate.get("numerator")) or _rate_is_small(rate, k)
+
+
+def follow_up_hidden(
+    timepoint: Mapping[str, Any],
+    min_cell: int | None = None,
+    hiding: set[str] | frozenset[str] = frozenset(),
+) -> bool:
+    """Whether the follow-up completeness of ``timepoint`` (a report time point: n_expected,
+    n_completed, n_missing) is not shown: one of its counts is small or suppressed already
+    (or in ``hiding``). The one rule of complementary suppression for follow-up: when it holds,
+    the responder figures (and every count of those who answered) go too, since due - answered
+    gives the hidden missing count back. Used by the report and the public directory."""
+    k = policy().min_cell if min_cell is None else min_cell
+    return any(
+        key in hiding or _is_hidden(timepoint.get(key)) or is_small(timepoint.get(key), k)
+        for key in _FOLLOW_UP
+    )
+
+
 def _rate_is_small(rate: Mapping[str, Any], k: int) -> bool:
     num, den = rate.get("numerator"), rate.get("denominator")
     if not isinstance(num, int) or not isinstance(den, int):
@@ -215,6 +255,7 @@ class _Walker:
     def mapping(self, obj: dict[str, Any]) -> dict[str, Any]:
         out = {key: self.value(item) for key, item in obj.items()}
         self.complement(out)
+        self.responders(out)
         hidden: set[str] = set()
         if "numerator" in out and "denominator" in out and _rate_is_small(out, self.k):
             hidden |= {"numerator", "rate", "ci"}
@@ -224,6 +265,7 @@ class _Walker:
             if is_small(out[key], self.k):
                 hidden.add(key)
                 hidden |= set(_DEPENDENT.get(key, ())) & out.keys()
+        self.follow_up(out, hidden)
         if not hidden:
             return out
         for key in hidden:
@@ -245,6 +287,60 @@ class _Walker:
             if key in COUNT_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
                 out[key] = self.text if item else item
             elif isinstance(item, int | float | list) and not isinstance(item, bool):
+                out[key] = None
+            else:
+                out[key] = item
+        out["suppressed"] = True
+        return out
+
+    def responders(self, out: dict[str, Any]) -> None:
+        """Complementary suppression of one measure's responders: the completers' rate
+        (responders / answered) and the all-due rate (responders / due) share a numerator, so
+        when one hides it (few responders, or few non-responders among those who answered) the
+        other hides it too, or non-responders = answered - responders would give it back."""
+        for pair in _RATE_PAIRS:
+            rates = [r for r in (out.get(key) for key in pair) if isinstance(r, dict)]
+            if len(rates) != len(pair):
+                continue
+            if not any(_numerator_hidden(r, self.k) for r in rates):
+                continue
+            for key in pair:
+                rate = dict(out[key])
+                if isinstance(rate.get("numerator"), int | float) and rate["numerator"]:
+                    rate["numerator"] = self.text
+                for stat in ("rate", "ci"):
+                    if stat in rate:
+                        rate[stat] = None
+                rate["suppressed"] = True
+                out[key] = rate
+
+    def follow_up(self, out: dict[str, Any], hidden: set[str]) -> None:
+        """Complementary suppression of follow-up completeness (due = answered + missing): when
+        one of the three counts of a time point is hidden, both parts go (answered and
+        missing), and so does every figure in the time point that counts those who answered
+        (scored, pairs, responder and opioid rates, CIs that would give n back)."""
+        if not out.keys() >= _FOLLOW_UP:
+            return
+        if not follow_up_hidden(out, self.k, hidden):
+            return
+        hidden |= {"n_completed", "n_missing", "completeness"}
+        for key, item in out.items():
+            if isinstance(item, dict) and key != "completeness":
+                out[key] = self.answered(item)
+
+    def answered(self, obj: dict[str, Any], due: bool = False) -> dict[str, Any]:
+        """``obj`` (a measure or the opioids of a hidden time point) with every count, rate
+        and CI suppressed; means, medians and SDs stay (no count follows from them), and so
+        does the denominator of an all-due rate (``due``: those due, shown beside it)."""
+        out: dict[str, Any] = {}
+        for key, item in obj.items():
+            if isinstance(item, dict):
+                out[key] = self.answered(item, due=key.endswith("_rate_all"))
+            elif due and key == "denominator":
+                out[key] = item
+            elif key in COUNT_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
+                out[key] = self.text if item else item
+            elif key in _ANSWERED_STATS:
                 out[key] = None
             else:
                 out[key] = item
