@@ -119,7 +119,7 @@ def correct(request: HttpRequest, actor: Actor, slug: str, object_id: int) -> Ht
 
 #: Fields posted as several inputs (answers per item, a list of levels): never merged, the
 #: form keeps what the user posted and the table above it shows both.
-SIMPLE_FIELDS_EXCLUDED = frozenset({"answers", "levels"})
+MULTI_INPUT_FIELDS = frozenset({"answers", "levels"})
 
 
 def _put_form_value(data: Any, name: str, value: Any) -> None:
@@ -170,7 +170,7 @@ def _conflict(
     )
     data = request.POST.copy()
     for name, was in opened.items():
-        if name in SIMPLE_FIELDS_EXCLUDED or name not in form.editable:
+        if name in MULTI_INPUT_FIELDS or name not in form.editable:
             continue
         if to_json_value(submitted.get(name)) == was:
             _put_form_value(data, name, getattr(current, name))
