@@ -56,21 +56,46 @@ DATABASE_URL="sqlite:///$WORK/check.sqlite3" python -m vertebra manage check --f
 step "makemigrations --check"
 DATABASE_URL="sqlite:///$WORK/check.sqlite3" python -m vertebra manage makemigrations --check --dry-run
 
-step "tests on SQLite"
-DATABASE_URL="sqlite:///$WORK/test.sqlite3" python -m pytest -m "not browser" -p no:cacheprovider
-
-if [[ "${VERTEBRA_SKIP_POSTGRES:-}" == "1" && -z "${CI:-}" ]]; then
-  echo "!! VERTEBRA_SKIP_POSTGRES=1: PostgreSQL tests NOT run (never allowed in CI)" >&2
-else
-  step "tests on PostgreSQL ($(python - "$PG_URL" <<'PY'
+# The two database passes run side by side (the machine has 2 cores and each pytest process is
+# mostly one busy Python thread): SQLite streams to the console, PostgreSQL to a log that is
+# printed when it ends. Each pass has its own data folder, because the decision aid's cache and
+# the audit key live there and must not be shared between two databases.
+run_sqlite_pass() {
+  VERTEBRA_DATA_DIR="$WORK/data-sqlite" DATABASE_URL="sqlite:///$WORK/test.sqlite3" \
+    python -m pytest -m "not browser" -p no:cacheprovider
+}
+run_postgres_pass() {
+  # tests/core is the pure domain (no database: an import-linter contract enforces it), so it
+  # runs once, in the SQLite pass; everything that touches the database runs again here.
+  VERTEBRA_DATA_DIR="$WORK/data-postgres" DATABASE_URL="$PG_URL" \
+    python -m pytest -m "not browser" -p no:cacheprovider --ignore=tests/core
+}
+pg_where() {
+  python - "$PG_URL" <<'PY'
 import sys, urllib.parse
 u = urllib.parse.urlsplit(sys.argv[1])
 print(f"{u.hostname}:{u.port or 5432}{u.path}")
 PY
-))"
-  # tests/core is the pure domain (no database: an import-linter contract enforces it), so it
-  # ran once above; everything that touches the database runs again on PostgreSQL.
-  DATABASE_URL="$PG_URL" python -m pytest -m "not browser" -p no:cacheprovider --ignore=tests/core
+}
+
+if [[ "${VERTEBRA_SKIP_POSTGRES:-}" == "1" && -z "${CI:-}" ]]; then
+  step "tests on SQLite"
+  run_sqlite_pass
+  echo "!! VERTEBRA_SKIP_POSTGRES=1: PostgreSQL tests NOT run (never allowed in CI)" >&2
+else
+  step "tests on SQLite, and on PostgreSQL ($(pg_where)) alongside (its log follows the SQLite pass)"
+  run_postgres_pass >"$WORK/postgres-pass.log" 2>&1 &
+  pg_pid=$!
+  sqlite_rc=0
+  run_sqlite_pass || sqlite_rc=$?
+  pg_rc=0
+  wait "$pg_pid" || pg_rc=$?
+  step "tests on PostgreSQL ($(pg_where)): log"
+  cat "$WORK/postgres-pass.log"
+  if ((sqlite_rc != 0 || pg_rc != 0)); then
+    echo "!! database tests failed: SQLite exit $sqlite_rc, PostgreSQL exit $pg_rc" >&2
+    exit 1
+  fi
 fi
 
 step "browser tests (Playwright + Debian chromium)"
