@@ -1130,7 +1130,7 @@ def icon_count(numerator: int, denominator: int) -> int:
     """How many of 100 icons stand for ``numerator`` of ``denominator`` (rounded half up)."""
     if denominator <= 0:
         raise ValueError("denominator must be positive")
-    return int(math.floor(100 * numerator / denominator + 0.5))
+    return math.floor(100 * numerator / denominator + 0.5)
 
 
 def icon_array(numerator: int, denominator: int, *, what: str, rest: str, label: str) -> str:

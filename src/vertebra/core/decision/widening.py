@@ -104,7 +104,7 @@ def _arm_tree(
                 residual = [
                     a - sum(sums[d][j] for d in below) for j, a in enumerate((n, pairs, followed))
                 ]
-                while not _residual_ok(*residual, minimum) and below:
+                while not _residual_ok(residual[0], residual[1], residual[2], minimum) and below:
                     smallest = min(below, key=lambda d: (sums[d][1], sums[d][0], d))
                     shown.discard(smallest)  # hidden to protect the residual
                     below.remove(smallest)
