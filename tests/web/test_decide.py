@@ -306,3 +306,32 @@ def test_refresh_command_warms_the_shared_cache(client: Client, registry: None) 
         assert client.get(QUERY).status_code == 200
     assert "registry_patient" not in " ".join(q["sql"] for q in queries.captured_queries)
     assert decision_reads() == 1
+
+
+def test_a_synthetic_registry_is_labelled_beside_the_figures(
+    client: Client, registry: None, low_minimum: int
+) -> None:
+    """The demo's registry (loaded by the synthetic loader): the page says so above the
+    figures and on every shown arm, and the JSON says so; a real registry shows no label."""
+    from django.contrib.auth import get_user_model
+
+    from vertebra.cohort.loader import LOADER_USERNAME
+
+    page = client.get(QUERY).content.decode()
+    assert 'id="synthetic-note"' in page and "Synthetic demo data" in page
+    assert page.index('id="synthetic-note"') < page.index('id="decide-table"')
+    assert page.count("Synthetic demo figures.") == page.count('class="icon-array"') >= 1
+    api = client.get(f"/api/v1/decision-aid?condition={DDD}&age=45").json()
+    assert api["synthetic_registry"] is True
+    assert {a["level"] for a in api["arms"] if a["shown"]} <= {
+        "profile",
+        "like_you",
+        "condition",
+        "everyone",
+    }
+    get_user_model()._default_manager.filter(username=LOADER_USERNAME).delete()
+    assert "synthetic-note" not in client.get(QUERY).content.decode()
+    assert (
+        client.get(f"/api/v1/decision-aid?condition={DDD}&age=45").json()["synthetic_registry"]
+        is False
+    )
