@@ -187,7 +187,7 @@ def widened(a: ArmEstimate, result: DecisionResult) -> bool:
     return a.level not in (narrowest or result.rules.widening[0].id,)
 
 
-def _arm_sentences(a: ArmEstimate, treatment: str, group: str) -> tuple[str, ...]:
+def _arm_sentences(a: ArmEstimate, treatment: str) -> tuple[str, ...]:
     """Plain sentences of a shown arm: each figure with its exact denominator and range.
 
     "Of N treated, E were due and A answered; of those with both scores (B), C improved"."""
@@ -197,7 +197,7 @@ def _arm_sentences(a: ArmEstimate, treatment: str, group: str) -> tuple[str, ...
     lo, hi = a.responders_completers.ci or (None, None)
     missing = a.n_expected - b
     return (
-        f"Figures from {group}. Of {a.n_similar} such people treated with {treatment}, "
+        f"Of {a.n_similar} such people treated with {treatment}, "
         f"{a.n_expected} were due for the 12-month questionnaire and {a.n_completed} answered "
         f"it ({pct(a.completeness.rate)}).",
         f"Of those with both a starting and a 12-month score ({b}), {c} improved "
@@ -332,7 +332,7 @@ def page_context(
                 estimate=a,
                 label=a.label,
                 learn_url=f"{LEARN_PREFIX}{kb.get_page(a.learn).path}/",
-                sentences=_arm_sentences(a, treatment, group) if a.shown else (),
+                sentences=_arm_sentences(a, treatment) if a.shown else (),
                 group=group,
                 widened=widened(a, result) if a.shown else False,
                 icons=icons(a, treatment) if a.shown else "",
@@ -347,7 +347,12 @@ def page_context(
             "arms": arms,
             "condition_label": condition_label,
             "similarity": result.similarity(),
-            "figure": responder_figure(result.arms, condition_label, result.age_band.label),
+            "figure": responder_figure(
+                result.arms,
+                condition_label,
+                result.age_band.label,
+                {arm.estimate.arm: arm.group for arm in arms},
+            ),
         }
     )
     return context
@@ -379,7 +384,7 @@ def payload(
 _W, _LEFT, _RIGHT = 480, 16, 24  # narrow, so that a phone shows it at a readable size
 _LABEL_H, _BAR_H, _GAP, _TOP, _AXIS = 20, 16, 14, 6, 22
 _SERIES = (
-    ("Among those who answered", "#0072B2", "responders_completers"),
+    ("Of those with both scores", "#0072B2", "responders_completers"),
     ("Not answered = not improved", "#D55E00", "responders_all"),
 )
 
@@ -388,10 +393,17 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def responder_figure(arms: Sequence[ArmEstimate], condition: str, age_band: str) -> str:
+def responder_figure(
+    arms: Sequence[ArmEstimate],
+    condition: str,
+    age_band: str,
+    groups: Mapping[str, str] | None = None,
+) -> str:
     """Horizontal bars (percent improved at 12 months) with 95 % interval whiskers, two per
     arm, in the arms' fixed order; an arm with too few patients gets words, not a bar.
 
+    ``groups`` names, per arm id, the group its figures come from (the widening level); the
+    description says it for every arm and a wider group is marked on the label.
     Each arm's name is on its own line above its bars, so the figure can be narrow enough to
     read on a phone. Inline SVG with ``role="img"``, a title and a description; styled by
     attributes and the site's stylesheet only (the CSP allows no inline style). The same
@@ -440,8 +452,10 @@ def responder_figure(arms: Sequence[ArmEstimate], condition: str, age_band: str)
                         f'y2="{mid + 5}" class="ci"/>'
                     )
             assert a.responders_completers is not None and a.responders_all is not None
+            group = (groups or {}).get(a.arm)
             described.append(
-                f"{a.label}: {rate_words(a.responders_completers)} among those who answered, "
+                f"{a.label}{f' ({group})' if group else ''}: "
+                f"{rate_words(a.responders_completers)} among those with both scores, "
                 f"{rate_words(a.responders_all)} counting those who did not answer as not "
                 "improved"
             )
@@ -452,7 +466,10 @@ def responder_figure(arms: Sequence[ArmEstimate], condition: str, age_band: str)
             f'<rect x="{_LEFT}" y="{ly - 10}" width="12" height="12" fill="{colour}"/>'
             f'<text x="{_LEFT + 18}" y="{ly}">{_e(name)} (line: 95% range)</text>'
         )
-    title = f"Improved at 12 months, patients like you ({condition}, aged {age_band})"
+    title = (
+        f"Improved at 12 months, for a person with {condition.lower()} aged {age_band}: each "
+        "treatment's figure from the narrowest group large enough to show"
+    )
     desc = (
         "Percent of similar patients whose disability score improved by at least the minimal "
         "important change, with 95% ranges, per treatment in a fixed order (not a ranking). "
