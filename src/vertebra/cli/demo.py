@@ -109,6 +109,13 @@ def run_demo(*, port: int, patients: int, seed: int, open_browser: bool, reset: 
 
         caches[CACHE_ALIAS].clear()  # figures cached before this load are not this registry's
     logins = ensure_demo_accounts()
+    # The decision aid's figures, built now (about 1 s at 500 patients) into the shared file
+    # cache, so the first visitor of /decide/ does not wait for the registry read.
+    from vertebra.web.decision_selectors import refresh as warm_decision_aid
+
+    built = time.monotonic()
+    warm_decision_aid()
+    console.print(f"Decision aid figures built in {time.monotonic() - built:.1f} s.")
     seal_audit_trail()
     url = f"http://{HOST}:{port}/"
     console.print(f"Ready in {time.monotonic() - started:.1f} s.")
