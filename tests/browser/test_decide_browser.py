@@ -4,6 +4,7 @@ figures beside the evidence on a phone and on a desktop, and axe finds no seriou
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.browser.test_accessibility import serious_violations
 from tests.browser.test_assess_browser import walk
 from tests.web import assess_answers as answers
 from vertebra.cohort.loader import load_cohort
+from vertebra.core.charts import icon_count
 from vertebra.core.decision import decision_rules
 from vertebra.core.synth import generate_cohort
 from vertebra.web import decision_selectors
@@ -79,7 +81,7 @@ def test_filling_the_form_shows_each_arm_beside_the_evidence(
     cell = page.locator("#arm-section-cell_therapy")
     assert cell.get_by_text("No benefit found").first.is_visible()
     registry_text = " ".join(page.locator(".arm-registry").all_inner_texts())
-    assert "somewhere between" in registry_text or "Too few patients like you" in registry_text
+    assert "somewhere between" in registry_text or "No one like you yet" in registry_text
     page.screenshot(path=str(artifacts_dir / "decide-desktop.png"), full_page=True)
     # A bad age is answered next to the field, not with an error page.
     page.get_by_label("Your age in years").fill("12")
@@ -98,8 +100,64 @@ def test_decision_aid_pages_have_no_serious_accessibility_violations(
     ):
         axe_page.goto(live_server.url + path)
         assert serious_violations(axe_page) == [], path
-    # With the real minimum every arm says "too few": that page must be accessible too.
+    # With the real minimum the arms widen or say "no one like you yet": accessible too.
     monkeypatch.setattr(decision_selectors, "rules", decision_rules)
     axe_page.goto(live_server.url + "/decide/?condition=degenerative_disc_disease&age=45")
-    assert axe_page.locator(".too-few").first.is_visible()
+    assert axe_page.locator(".too-few, .group.widened").first.is_visible()
     assert serious_violations(axe_page) == []
+
+
+#: The three example stories (vertebra.core.synth.stories): condition and age.
+STORY_PROFILES = (
+    ("office_worker", "degenerative_disc_disease", 52),
+    ("fitness_enthusiast", "herniated_disc", 47),
+    ("retired_teacher", "sciatica", 60),
+)
+
+
+@pytest.mark.parametrize(("story", "condition", "age"), STORY_PROFILES)
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_each_story_profile_shows_icon_arrays_and_the_synthetic_label(
+    live_server: Any,
+    page: Any,
+    phone_page: Any,
+    registry: None,
+    artifacts_dir: Path,
+    story: str,
+    condition: str,
+    age: int,
+    device: str,
+) -> None:
+    """The stories' profiles on the synthetic demo registry: every arm shows figures from a
+    named group with a 100-person icon array whose filled count matches its numbers, or says
+    "no one like you yet"; the synthetic label is there; no console error or CSP report."""
+    tab = phone_page if device == "phone" else page
+    errors: list[str] = []
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.goto(f"{live_server.url}/decide/?condition={condition}&age={age}")
+    assert tab.locator("#synthetic-note").is_visible()
+    assert "Synthetic demo data" in tab.locator("#synthetic-note").inner_text()
+    shown = 0
+    for arm in decision_selectors.rules().arms:
+        section = tab.locator(f"#arm-section-{arm.id}")
+        if section.locator(".too-few").count():
+            assert "No one like you yet" in section.inner_text()
+            continue
+        shown += 1
+        svg = section.locator("svg.chart-icons")
+        assert svg.is_visible()
+        assert svg.locator("g.icon").count() == 100
+        filled = int(svg.get_attribute("data-filled"))
+        assert svg.locator("g.icon.on").count() == filled
+        text = " ".join(section.inner_text().split())
+        m = re.search(r"score \((\d+)\), (\d+) improved", text)
+        assert m is not None, text
+        assert filled == icon_count(int(m.group(2)), int(m.group(1)))
+        assert "Figures from" in text or "from a wider group" in text
+        assert (svg.locator("title").text_content() or "").startswith(f"{filled} of 100")
+    assert shown >= 1
+    if device == "phone":
+        assert tab.evaluate("document.documentElement.scrollWidth") <= 390
+    tab.screenshot(path=str(artifacts_dir / f"decide-{story}-{device}.png"), full_page=True)
+    assert errors == []

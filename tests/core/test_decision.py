@@ -174,6 +174,18 @@ def hand_tables(extra_patients: list[dict[str, Any]] | None = None) -> AnalysisT
     return AnalysisTables.of(pd.DataFrame(patients), pd.DataFrame(rows), events)
 
 
+def without_h() -> AnalysisTables:
+    """The hand-made registry without H (the only 60-69 patient), so that A-E's group is not
+    hidden to protect H (see test_complementary_suppression_hides_the_narrow_group)."""
+    t = hand_tables()
+    keep = t.patients["patient_id"] != "H"
+    return AnalysisTables.of(
+        t.patients.loc[keep],
+        t.timepoints.loc[t.timepoints["patient_id"] != "H"],
+        t.events,
+    )
+
+
 def test_hand_worked_example() -> None:
     """docs/algorithms/decision-aid.md, "Worked example", number by number.
 
@@ -183,11 +195,11 @@ def test_hand_worked_example() -> None:
     Responders (>= 10 points or >= 30 %): A (12 points), C (20 points); B (5 points, 10 %) not.
     Surgery: followed 12 months A-D (4); D had surgery on day 200 -> 1 of 4.
     """
-    cells = build_cell_table(hand_tables(), AS_OF, with_min(3))
+    cells = build_cell_table(without_h(), AS_OF, with_min(3))
     result = estimate(cells, Profile(DDD, 52), with_min(3))
     arm = next(a for a in result.arms if a.arm == "physical_therapy")
-    assert arm.shown
-    assert (arm.n_similar, arm.n_expected, arm.n_completed) == (5, 4, 3)
+    assert arm.shown and arm.level == "like_you"
+    assert (arm.n_similar, arm.n_expected, arm.n_completed, arm.n_pairs) == (5, 4, 3, 3)
     assert arm.completeness is not None and arm.responders_completers is not None
     assert arm.responders_all is not None and arm.mean_change is not None
     assert arm.surgery is not None
@@ -223,7 +235,7 @@ def test_hand_worked_example() -> None:
 def test_too_few_shows_no_number_at_all() -> None:
     """With a minimum of 4, three patients with 12-month answers are too few: nothing shown."""
     result = estimate(
-        build_cell_table(hand_tables(), AS_OF, with_min(4)), Profile(DDD, 52), with_min(4)
+        build_cell_table(without_h(), AS_OF, with_min(4)), Profile(DDD, 52), with_min(4)
     )
     arm = next(a for a in result.arms if a.arm == "physical_therapy")
     assert not arm.shown and arm.reason == "too_few"
@@ -240,16 +252,43 @@ def test_a_narrower_group_is_hidden_when_the_difference_would_be_too_small() -> 
     give the outcome of A alone (3 - 2 = 1 pair) by subtraction: the 41-60 cell is hidden.
     With a minimum of 1 every band is large enough and the cell is shown.
     """
-    cells = build_cell_table(hand_tables(), AS_OF, with_min(2))
+    cells = build_cell_table(without_h(), AS_OF, with_min(2))
     block = estimate(cells, Profile(DDD, 52), with_min(2))
     narrow = estimate(cells, Profile(DDD, 52, odi=50.0), with_min(2))
     assert next(a for a in block.arms if a.arm == "physical_therapy").shown
-    assert not next(a for a in narrow.arms if a.arm == "physical_therapy").shown
+    # the narrow group is hidden: the figure falls back to the block, and says so
+    fallback = next(a for a in narrow.arms if a.arm == "physical_therapy")
+    assert fallback.level == "like_you" and fallback.n_pairs == 3
     shown = estimate(cells, Profile(DDD, 52, odi=50.0), with_min(1))
     arm = next(a for a in shown.arms if a.arm == "physical_therapy")
-    assert arm.shown and (arm.n_similar, arm.n_expected) == (3, 2)
+    assert arm.shown and (arm.n_similar, arm.n_expected) == (3, 2) and arm.level == "profile"
     assert arm.responders_completers is not None and arm.responders_completers.numerator == 1
     assert shown.odi_band is not None and shown.odi_band.id == "41-60"
+
+
+def test_complementary_suppression_hides_the_narrow_group() -> None:
+    """docs/algorithms/decision-aid.md, "Widening": with H (the only 60-69 patient, 1 pair)
+    and a minimum of 3, showing A-E (3 pairs) beside everyone with the condition (4 pairs)
+    would give H's outcome by subtraction. So A-E's group is hidden and both a 52-year-old and
+    a 61-year-old see the condition-level figure (6 patients, 5 due, 4 with both scores),
+    named as such; the surgery arm (G alone) shows no one like you at any level."""
+    cells = build_cell_table(hand_tables(), AS_OF, with_min(3))
+    for age in (52, 61):
+        result = estimate(cells, Profile(DDD, age), with_min(3))
+        arm = next(a for a in result.arms if a.arm == "physical_therapy")
+        assert arm.level == "condition"
+        assert (arm.n_similar, arm.n_expected, arm.n_completed, arm.n_pairs) == (6, 5, 4, 4)
+        assert arm.responders_completers is not None
+        # responders: A (-12), C (-20), H (-30); B (-5) not
+        assert (arm.responders_completers.numerator, arm.responders_completers.denominator) == (
+            3,
+            4,
+        )
+        surgery = next(a for a in result.arms if a.arm == "surgery")
+        assert not surgery.shown and surgery.level is None
+    # with a minimum of 1, every group is large enough: the narrowest is chosen
+    narrow = estimate(cells, Profile(DDD, 52), with_min(1))
+    assert next(a for a in narrow.arms if a.arm == "physical_therapy").level == "like_you"
 
 
 def test_startback_unknown_is_its_own_group() -> None:

@@ -25,6 +25,7 @@ from django.utils import timezone
 from tests.conftest import run_cli
 from tests.web import assess_answers as answers
 from vertebra.cohort.loader import load_cohort
+from vertebra.core.charts import icon_count
 from vertebra.core.decision import Profile, build_cell_table, decision_rules, estimate
 from vertebra.core.knowledge import find_promising_language
 from vertebra.core.synth import generate_cohort
@@ -94,19 +95,31 @@ def test_invalid_answers_show_errors_next_to_the_fields(client: Client) -> None:
     assert 'role="alert"' in page
 
 
-def test_small_registry_says_too_few_and_shows_no_number(client: Client, registry: None) -> None:
-    """The real rules (at least 20 patients with 12-month answers): 120 patients are too few
-    for every arm; the page says so, shows no registry number, and still shows the evidence."""
+def test_small_registry_widens_or_says_no_one_like_you_yet(client: Client, registry: None) -> None:
+    """The real rules (at least 20 patients with both scores): in 120 patients each arm either
+    shows a wider group's figures, named as wider, or says "no one like you yet" with no
+    number; no figure rests on fewer than 20 people, and the evidence stays visible."""
     response = client.get(QUERY)
     assert response.status_code == 200
     page = response.content.decode()
-    assert page.count("Too few patients like you to say") >= 2 * len(decision_rules().arms)
-    assert " of them were due to answer" not in page
+    rules = decision_selectors.rules()
+    tables = system_tables(purpose="test", deidentified=True, as_of=timezone.localdate())
+    expected = estimate(
+        build_cell_table(tables, timezone.localdate(), rules), Profile(DDD, 45), rules
+    )
+    text = " ".join(visible_text(page).split())
+    for arm in expected.arms:
+        section = text.split(f"{arm.label} In this registry", 1)[1].split("In published", 1)[0]
+        if arm.shown:
+            assert arm.level != "like_you"  # 120 patients: never 20 like a 45-year-old
+            assert "these figures are from a wider group" in section
+            assert f"Of {arm.n_similar} such people treated" in section
+        else:
+            assert "No one like you yet" in section and not re.search(r"\d+ of \d+", section)
+    table = text.split("Patients like you per treatment", 1)[1].split("In this registry", 1)[0]
+    assert all(int(d) >= 20 for d in re.findall(r"\d+ of (\d+)", table))
     assert "No benefit found" in page  # DREAM and the review stay visible
     assert 'href="#src-dream2025"' in page
-    text = visible_text(page)
-    table = text.split("Patients like you per treatment", 1)[1].split("In this registry", 1)[0]
-    assert not re.search(r"\d+ of \d+", table)
 
 
 def test_figures_match_the_core_on_deidentified_data(
@@ -126,10 +139,19 @@ def test_figures_match_the_core_on_deidentified_data(
     for arm in shown:
         assert arm.responders_completers is not None and arm.responders_all is not None
         r = arm.responders_completers
-        assert f"Among those who answered: {r.numerator} of {r.denominator}" in text
+        assert (
+            f"Of those with both a starting and a 12-month score ({r.denominator}), "
+            f"{r.numerator} improved" in text
+        )
         a = arm.responders_all
         assert f"as not improved: {a.numerator} of {a.denominator}" in text
-        assert f"{arm.n_similar} patients like you had" in text
+        assert (
+            f"Of {arm.n_similar} such people treated with" in text
+            and f"{arm.n_expected} were due for the 12-month questionnaire and "
+            f"{arm.n_completed} answered it"
+            in text
+        )
+        assert f'data-filled="{icon_count(r.numerator, r.denominator)}"' in page
     assert "somewhere between" in text  # ranges in words
     assert 'role="img"' in page and "<desc" in page  # the figure is described
     assert page.count("<tr>") >= len(rules.arms) + 1  # and tabulated
@@ -284,3 +306,32 @@ def test_refresh_command_warms_the_shared_cache(client: Client, registry: None) 
         assert client.get(QUERY).status_code == 200
     assert "registry_patient" not in " ".join(q["sql"] for q in queries.captured_queries)
     assert decision_reads() == 1
+
+
+def test_a_synthetic_registry_is_labelled_beside_the_figures(
+    client: Client, registry: None, low_minimum: int
+) -> None:
+    """The demo's registry (loaded by the synthetic loader): the page says so above the
+    figures and on every shown arm, and the JSON says so; a real registry shows no label."""
+    from django.contrib.auth import get_user_model
+
+    from vertebra.cohort.loader import LOADER_USERNAME
+
+    page = client.get(QUERY).content.decode()
+    assert 'id="synthetic-note"' in page and "Synthetic demo data" in page
+    assert page.index('id="synthetic-note"') < page.index('id="decide-table"')
+    assert page.count("Synthetic demo figures.") == page.count('class="icon-array"') >= 1
+    api = client.get(f"/api/v1/decision-aid?condition={DDD}&age=45").json()
+    assert api["synthetic_registry"] is True
+    assert {a["level"] for a in api["arms"] if a["shown"]} <= {
+        "profile",
+        "like_you",
+        "condition",
+        "everyone",
+    }
+    get_user_model()._default_manager.filter(username=LOADER_USERNAME).delete()
+    assert "synthetic-note" not in client.get(QUERY).content.decode()
+    assert (
+        client.get(f"/api/v1/decision-aid?condition={DDD}&age=45").json()["synthetic_registry"]
+        is False
+    )

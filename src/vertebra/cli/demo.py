@@ -46,6 +46,9 @@ def prepare_environment(data_dir: Path, reset: bool) -> Path:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{database}{suffix}").unlink(missing_ok=True)
         shutil.rmtree(data_dir / "static", ignore_errors=True)
+        # Cached figures (the decision aid's cell table) describe the deleted database, whose
+        # replacement has the same name and so the same cache key.
+        shutil.rmtree(data_dir / "cache", ignore_errors=True)
         # The audit checkpoints describe the deleted database; the MAC key stays.
         (data_dir / "audit-checkpoints.jsonl").unlink(missing_ok=True)
     secret_file = data_dir / "demo-secret.txt"
@@ -100,7 +103,19 @@ def run_demo(*, port: int, patients: int, seed: int, open_browser: bool, reset: 
         loaded = load_demo_cohort(patients=patients, seed=seed, today=now.date(), now=now)
     if loaded:
         console.print(f"Loaded {loaded} synthetic patients (seed {seed}).")
+        from django.core.cache import caches
+
+        from vertebra.web.decision_selectors import CACHE_ALIAS
+
+        caches[CACHE_ALIAS].clear()  # figures cached before this load are not this registry's
     logins = ensure_demo_accounts()
+    # The decision aid's figures, built now (about 1 s at 500 patients) into the shared file
+    # cache, so the first visitor of /decide/ does not wait for the registry read.
+    from vertebra.web.decision_selectors import refresh as warm_decision_aid
+
+    built = time.monotonic()
+    warm_decision_aid()
+    console.print(f"Decision aid figures built in {time.monotonic() - built:.1f} s.")
     seal_audit_trail()
     url = f"http://{HOST}:{port}/"
     console.print(f"Ready in {time.monotonic() - started:.1f} s.")

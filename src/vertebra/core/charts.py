@@ -1117,3 +1117,64 @@ def funnel_plot(
         ci="none",
         y_percent=True,
     )
+
+
+# ------------------------------------------------------------------------- icon array
+
+#: Icon-array colours: improved (Tol muted blue-ish "indigo") and the rest (light grey, with
+#: a dark outline so the two differ in fill AND outline, not by colour alone).
+_ICON_ON, _ICON_OFF, _ICON_EDGE = "#332288", "#ffffff", "#4a5565"
+
+
+def icon_count(numerator: int, denominator: int) -> int:
+    """How many of 100 icons stand for ``numerator`` of ``denominator`` (rounded half up)."""
+    if denominator <= 0:
+        raise ValueError("denominator must be positive")
+    return math.floor(100 * numerator / denominator + 0.5)
+
+
+def icon_array(numerator: int, denominator: int, *, what: str, rest: str, label: str) -> str:
+    """100 people in a 10 x 10 grid, the first :func:`icon_count` of them filled.
+
+    ``what``/``rest`` name the two groups ("improved", "did not improve"); ``label`` says who
+    the 100 stand for. Filled icons are solid, the others hollow, so colour is not the only
+    cue; the exact count with its denominator is in the title and the description, and the
+    ``data-filled`` attribute carries the number of filled icons (for tests). Presentation
+    attributes only (no inline style), like every chart here.
+    """
+    filled = icon_count(numerator, denominator)
+    cell, pad, size = 18.0, 4.0, 13.0
+    width = 10 * cell + 2 * pad
+    legend_y = 10 * cell + 2 * pad + 6
+    parts: list[str] = []
+    for i in range(100):
+        row, col = divmod(i, 10)
+        cx, top = pad + col * cell + cell / 2, pad + row * cell + 2
+        on = i < filled
+        fill, cls = (_ICON_ON, "icon on") if on else (_ICON_OFF, "icon off")
+        parts.append(
+            f'<g class="{cls}"><circle cx="{_f(cx)}" cy="{_f(top + 3)}" r="3" fill="{fill}" '
+            f'stroke="{_ICON_EDGE if not on else fill}" stroke-width="1"/>'
+            f'<path d="M{_f(cx - 5)} {_f(top + 15)} v-4 a5 5 0 0 1 10 0 v4 z" fill="{fill}" '
+            f'stroke="{_ICON_EDGE if not on else fill}" stroke-width="1"/></g>'
+        )
+    for j, (on, name, n) in enumerate(((True, what, filled), (False, rest, 100 - filled))):
+        y = legend_y + j * (size + 6)
+        fill = _ICON_ON if on else _ICON_OFF
+        parts.append(
+            f'<rect x="{_f(pad)}" y="{_f(y)}" width="11" height="11" fill="{fill}" '
+            f'stroke="{_ICON_EDGE}" stroke-width="1"/>'
+            f'<text x="{_f(pad + 16)}" y="{_f(y + 10)}" fill="#1b1b1b">{n} {_e(name)}</text>'
+        )
+    height = legend_y + 2 * (size + 6)
+    title = f"{filled} of 100 {label} {what}"
+    desc = (
+        f"An icon array of 100 people standing for {label}: {filled} filled icons {what}, "
+        f"{100 - filled} hollow icons {rest}. From {numerator} of {denominator} "
+        f"({100 * numerator / denominator:.0f}%), rounded to whole people."
+    )
+    svg = _Svg(width, size)
+    svg.add(*parts)
+    return svg.render(height, title, desc, "icons").replace(
+        'class="chart chart-icons"', f'class="chart chart-icons" data-filled="{filled}"', 1
+    )

@@ -27,6 +27,7 @@ from django.views.decorators.http import require_GET
 from vertebra.core.analytics import CohortFilter
 from vertebra.core.analytics.headline import clinic_letters
 from vertebra.core.disclosure import policy
+from vertebra.directory.selectors import registry_is_synthetic
 from vertebra.outcomes import presenters, selectors, trajectory
 from vertebra.outcomes.forms import FilterForm
 from vertebra.outcomes.rendering import notice_pdf
@@ -71,6 +72,7 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
     form = _form(request, actor)
     flt = _filter(form)
     context: dict[str, Any] = {"form": form, "query": request.GET.urlencode(), "actor": actor}
+    context["synthetic"] = registry_is_synthetic()  # the demo: say so beside every figure
     # a researcher reads de-identified aggregates only: no link to the patient list
     context["deidentified"] = selectors.scope_for(actor).deidentified
     if flt is None:

@@ -24,6 +24,7 @@ from vertebra.core.instruments import (
 )
 from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.core.screening import InvalidFactsError, evaluate, facts_json_schema
+from vertebra.directory.selectors import registry_is_synthetic
 from vertebra.registry.api import ErrorOut, ValidationErrorOut
 from vertebra.web.decide import payload
 from vertebra.web.decision_selectors import decision_result, evidence
@@ -216,11 +217,13 @@ def decision_aid(
 
     Similar: same ``condition`` and age band; when given, the same baseline ``odi`` band and
     STarT Back group (``startback``: low, medium, high). An arm with too few similar patients
-    has ``"shown": false`` and no numbers. Observational figures: they cannot show which
+    is widened step by step (``level``: profile, like_you, condition, everyone) to the
+    narrowest group that may be shown; with none, ``"shown": false`` and no numbers.
+    ``synthetic_registry`` is true for the demo's generated registry. Observational figures: they cannot show which
     treatment works better. Invalid input → 422 naming the problem.
     """
     try:
         result = decision_result(Profile(condition, age, odi, startback))
     except ProfileError as exc:
         raise HttpError(422, str(exc)) from None
-    return payload(result, evidence(), knowledge_base())
+    return payload(result, evidence(), knowledge_base(), synthetic=registry_is_synthetic())

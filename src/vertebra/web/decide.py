@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from django import forms
 
 from vertebra.core.analytics import Mean, Rate
+from vertebra.core.charts import icon_array
 from vertebra.core.decision import (
     ArmEstimate,
     DecisionResult,
@@ -26,6 +27,7 @@ from vertebra.core.decision import (
     Profile,
     conditions,
 )
+from vertebra.core.decision.estimate import PROFILE_LEVEL
 from vertebra.core.knowledge import KnowledgeBase
 from vertebra.core.responders import responder_rule
 from vertebra.web import decision_selectors as selectors
@@ -154,23 +156,70 @@ class ArmView:
     learn_url: str
     sentences: tuple[str, ...]
     surgery_sentence: str
+    group: str
+    widened: bool
+    icons: str
     table_cells: tuple[str, ...]
     evidence: tuple[tuple[EvidenceRow, int], ...]
     certainty: Mapping[str, Any] | None
 
 
+def group_words(a: ArmEstimate, result: DecisionResult, condition: str) -> str:
+    """Which group an arm's figures come from, in words ("people like you: aged 50 to 59,
+    with sciatica" or "everyone with sciatica, any age"), from the rule set's ladder."""
+    rules = result.rules
+    level_id = rules.widening[0].id if a.level == PROFILE_LEVEL else a.level
+    level = next(lv for lv in rules.widening if lv.id == level_id)
+    words = level.describe.format(condition=condition.lower(), age_band=result.age_band.label)
+    if a.level == PROFILE_LEVEL:
+        extra = []
+        if result.odi_band is not None:
+            extra.append(f"a starting ODI score of {result.odi_band.label}")
+        if result.profile.startback:
+            extra.append(f"the {result.profile.startback} STarT Back group")
+        words += ", " + " and ".join(extra)
+    return words
+
+
+def widened(a: ArmEstimate, result: DecisionResult) -> bool:
+    """True when the arm's figures come from a wider group than every answer asked for."""
+    narrowest = PROFILE_LEVEL if (result.odi_band or result.profile.startback) else None
+    return a.level not in (narrowest or result.rules.widening[0].id,)
+
+
 def _arm_sentences(a: ArmEstimate, treatment: str) -> tuple[str, ...]:
-    """Plain sentences of a shown arm (each figure with its denominator and range)."""
+    """Plain sentences of a shown arm: each figure with its exact denominator and range.
+
+    "Of N treated, E were due and A answered; of those with both scores (B), C improved"."""
     assert a.completeness and a.responders_completers and a.responders_all and a.mean_change
+    assert a.n_pairs is not None and a.n_expected is not None
+    c, b = a.responders_completers.numerator, a.n_pairs
+    lo, hi = a.responders_completers.ci or (None, None)
+    missing = a.n_expected - b
     return (
-        f"{a.n_similar} patients like you had {treatment}. {a.n_expected} of them were due to "
-        f"answer the 12-month questionnaire, and {rate_words(a.completeness)} answered it.",
-        f"Among those who answered: {rate_words(a.responders_completers)} improved, meaning "
-        f"{responder_words()}.",
-        f"Counting everyone who did not answer as not improved: "
-        f"{rate_words(a.responders_all)} improved.",
+        f"Of {a.n_similar} such people treated with {treatment}, "
+        f"{a.n_expected} were due for the 12-month questionnaire and {a.n_completed} answered "
+        f"it ({pct(a.completeness.rate)}).",
+        f"Of those with both a starting and a 12-month score ({b}), {c} improved "
+        f"({pct(a.responders_completers.rate)}; somewhere between {pct(lo)} and {pct(hi)}), "
+        f"meaning {responder_words()}.",
+        f"Counting the {missing} of the {a.n_expected} due without both scores as not "
+        f"improved: {rate_words(a.responders_all)} improved.",
         f"Average change in the ODI score after 12 months: {mean_words(a.mean_change)}. "
         "Below zero means less disability.",
+    )
+
+
+def icons(a: ArmEstimate, treatment: str) -> str:
+    """The icon array (100 people) of an arm's "improved, of those with both scores"."""
+    r = a.responders_completers
+    assert r is not None and r.denominator
+    return icon_array(
+        r.numerator,
+        r.denominator,
+        what="improved",
+        rest="did not improve",
+        label=f"people with both scores after {treatment}",
     )
 
 
@@ -186,13 +235,14 @@ def _rate_cell(r: Rate | None) -> str:
     return f"{r.numerator} of {r.denominator}: {pct(r.rate)}{ci}"
 
 
-def _table_cells(a: ArmEstimate) -> tuple[str, ...]:
+def _table_cells(a: ArmEstimate, group: str) -> tuple[str, ...]:
     """The data-table cells of a shown arm (the same numbers as the figure and the words)."""
     m = a.mean_change
     change = "not known"
     if m is not None and m.mean is not None:
         change = points(m.mean) + (f" ({_range(m.ci[0], m.ci[1], points)})" if m.ci else "")
     return (
+        group[:1].upper() + group[1:],
         str(a.n_similar),
         _rate_cell(a.completeness),
         _rate_cell(a.responders_completers),
@@ -207,14 +257,14 @@ def _surgery_sentence(a: ArmEstimate, result: DecisionResult) -> str:
     what = "another back operation" if a.arm == "surgery" else "back surgery"
     if a.surgery is not None:
         return (
-            f"Had {what} within 12 months: {rate_words(a.surgery)}, of the patients like you "
+            f"Had {what} within 12 months: {rate_words(a.surgery)}, of those in the same group "
             "treated at least a year ago."
         )
     if not result.surgery_available:
         return "Surgery within 12 months cannot be counted from these tables."
     return (
-        f"Too few patients like you were treated at least a year ago to say how many had {what} "
-        "within 12 months."
+        f"Too few people in the same group were treated at least a year ago to say how many "
+        f"had {what} within 12 months."
     )
 
 
@@ -250,6 +300,7 @@ def page_context(
     kb: KnowledgeBase,
     *,
     cache_seconds: int,
+    synthetic: bool = False,
 ) -> dict[str, Any]:
     """Everything the template needs: arms in words, the figure, sources with numbers."""
     rules = selectors.rules()
@@ -267,6 +318,7 @@ def page_context(
         "sources": [kb.sources[sid] for sid in order],
         "result": result,
         "refresh_words": refresh_words(cache_seconds),
+        "synthetic": synthetic,
     }
     if result is None:
         return context
@@ -274,14 +326,18 @@ def page_context(
     arms = []
     for a in result.arms:
         treatment = a.label.lower() if a.arm != "cell_therapy" else "cell therapy"
+        group = group_words(a, result, condition_label) if a.shown else ""
         arms.append(
             ArmView(
                 estimate=a,
                 label=a.label,
                 learn_url=f"{LEARN_PREFIX}{kb.get_page(a.learn).path}/",
                 sentences=_arm_sentences(a, treatment) if a.shown else (),
+                group=group,
+                widened=widened(a, result) if a.shown else False,
+                icons=icons(a, treatment) if a.shown else "",
                 surgery_sentence=_surgery_sentence(a, result) if a.shown else "",
-                table_cells=_table_cells(a) if a.shown else (),
+                table_cells=_table_cells(a, group) if a.shown else (),
                 evidence=tuple((row, number[row.source]) for row in evidence_set.rows[a.arm]),
                 certainty=_certainty(kb, a.learn),
             )
@@ -291,16 +347,29 @@ def page_context(
             "arms": arms,
             "condition_label": condition_label,
             "similarity": result.similarity(),
-            "figure": responder_figure(result.arms, condition_label, result.age_band.label),
+            "figure": responder_figure(
+                result.arms,
+                condition_label,
+                result.age_band.label,
+                {arm.estimate.arm: arm.group for arm in arms},
+            ),
         }
     )
     return context
 
 
-def payload(result: DecisionResult, evidence_set: EvidenceSet, kb: KnowledgeBase) -> dict[str, Any]:
+def payload(
+    result: DecisionResult,
+    evidence_set: EvidenceSet,
+    kb: KnowledgeBase,
+    *,
+    synthetic: bool = False,
+) -> dict[str, Any]:
     """The JSON contract: the core result plus, per arm, the published evidence and the
-    knowledge base's certainty, and every cited source (with its V/U status)."""
+    knowledge base's certainty, and every cited source (with its V/U status); ``synthetic``
+    True when the registry was filled by the synthetic generator (the demo)."""
     data = result.to_dict()
+    data["synthetic_registry"] = synthetic
     for arm, entry in zip(result.arms, data["arms"], strict=True):
         entry["published_evidence"] = [row.to_dict() for row in evidence_set.rows[arm.arm]]
         entry["certainty_of_evidence"] = _certainty(kb, arm.learn)
@@ -315,7 +384,7 @@ def payload(result: DecisionResult, evidence_set: EvidenceSet, kb: KnowledgeBase
 _W, _LEFT, _RIGHT = 480, 16, 24  # narrow, so that a phone shows it at a readable size
 _LABEL_H, _BAR_H, _GAP, _TOP, _AXIS = 20, 16, 14, 6, 22
 _SERIES = (
-    ("Among those who answered", "#0072B2", "responders_completers"),
+    ("Of those with both scores", "#0072B2", "responders_completers"),
     ("Not answered = not improved", "#D55E00", "responders_all"),
 )
 
@@ -324,10 +393,17 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def responder_figure(arms: Sequence[ArmEstimate], condition: str, age_band: str) -> str:
+def responder_figure(
+    arms: Sequence[ArmEstimate],
+    condition: str,
+    age_band: str,
+    groups: Mapping[str, str] | None = None,
+) -> str:
     """Horizontal bars (percent improved at 12 months) with 95 % interval whiskers, two per
     arm, in the arms' fixed order; an arm with too few patients gets words, not a bar.
 
+    ``groups`` names, per arm id, the group its figures come from (the widening level); the
+    description says it for every arm and a wider group is marked on the label.
     Each arm's name is on its own line above its bars, so the figure can be narrow enough to
     read on a phone. Inline SVG with ``role="img"``, a title and a description; styled by
     attributes and the site's stylesheet only (the CSP allows no inline style). The same
@@ -351,14 +427,14 @@ def responder_figure(arms: Sequence[ArmEstimate], condition: str, age_band: str)
     described = []
     y = _TOP
     for a in arms:
-        parts.append(f'<text x="{_LEFT}" y="{y + 14}" class="label">{_e(a.label)}</text>')
+        name = a.label + ("" if a.level in (None, "like_you", PROFILE_LEVEL) else " (wider group)")
+        parts.append(f'<text x="{_LEFT}" y="{y + 14}" class="label">{_e(name)}</text>')
         top = y + _LABEL_H
         if not a.shown:
             parts.append(
-                f'<text x="{_LEFT}" y="{top + 14}" class="note">'
-                "Too few patients like you to say</text>"
+                f'<text x="{_LEFT}" y="{top + 14}" class="note">No one like you yet</text>'
             )
-            described.append(f"{a.label}: too few patients like you to say")
+            described.append(f"{a.label}: no one like you yet")
         else:
             for i, (_name, colour, attr) in enumerate(_SERIES):
                 r: Rate = getattr(a, attr)
@@ -376,8 +452,10 @@ def responder_figure(arms: Sequence[ArmEstimate], condition: str, age_band: str)
                         f'y2="{mid + 5}" class="ci"/>'
                     )
             assert a.responders_completers is not None and a.responders_all is not None
+            group = (groups or {}).get(a.arm)
             described.append(
-                f"{a.label}: {rate_words(a.responders_completers)} among those who answered, "
+                f"{a.label}{f' ({group})' if group else ''}: "
+                f"{rate_words(a.responders_completers)} among those with both scores, "
                 f"{rate_words(a.responders_all)} counting those who did not answer as not "
                 "improved"
             )
@@ -388,7 +466,10 @@ def responder_figure(arms: Sequence[ArmEstimate], condition: str, age_band: str)
             f'<rect x="{_LEFT}" y="{ly - 10}" width="12" height="12" fill="{colour}"/>'
             f'<text x="{_LEFT + 18}" y="{ly}">{_e(name)} (line: 95% range)</text>'
         )
-    title = f"Improved at 12 months, patients like you ({condition}, aged {age_band})"
+    title = (
+        f"Improved at 12 months, for a person with {condition.lower()} aged {age_band}: each "
+        "treatment's figure from the narrowest group large enough to show"
+    )
     desc = (
         "Percent of similar patients whose disability score improved by at least the minimal "
         "important change, with 95% ranges, per treatment in a fixed order (not a ranking). "

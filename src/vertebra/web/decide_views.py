@@ -9,6 +9,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from vertebra.core.decision import ProfileError
+from vertebra.directory.selectors import registry_is_synthetic
 from vertebra.web import decide
 from vertebra.web.decision_selectors import decision_result, evidence
 from vertebra.web.knowledge_selectors import knowledge_base
@@ -36,7 +37,11 @@ def page(request: HttpRequest) -> HttpResponse:
         else:
             status = 400
     context = decide.page_context(
-        result, evidence(), knowledge_base(), cache_seconds=settings.DECISION_AID_CACHE_SECONDS
+        result,
+        evidence(),
+        knowledge_base(),
+        cache_seconds=settings.DECISION_AID_CACHE_SECONDS,
+        synthetic=result is not None and registry_is_synthetic(),
     )
     context["form"] = form
     return render(request, "vertebra/decide/page.html", context, status=status)

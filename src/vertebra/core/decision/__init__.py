@@ -42,6 +42,7 @@ from vertebra.core.decision.rules import (
     decision_rules,
     parse_rules,
 )
+from vertebra.core.decision.widening import Level, path_keys, publishable
 
 __all__ = [
     "FINDINGS",
@@ -60,6 +61,7 @@ __all__ = [
     "EvidenceError",
     "EvidenceRow",
     "EvidenceSet",
+    "Level",
     "OdiBand",
     "Profile",
     "ProfileError",
@@ -70,4 +72,6 @@ __all__ = [
     "load_evidence",
     "parse_evidence",
     "parse_rules",
+    "path_keys",
+    "publishable",
 ]

@@ -16,8 +16,13 @@ and the same STarT Back group. For each arm:
   detail (the same arm, condition and age band split by the optional answers) is either
   empty or itself large enough. Otherwise subtracting this figure from the wider group's
   figure would give the outcome of fewer than ``min_patients`` people (see the docs).
-* Not shown: ``shown`` False, reason ``too_few``, and **no number at all** (not even the
-  count of similar patients).
+* Otherwise the group is **widened** step by step along the rule set's ladder (condition +
+  age band -> condition -> everyone who had the treatment; :mod:`.widening`), and the
+  narrowest group that may be shown gives the figures; ``level`` names it. Which groups may
+  be shown is decided once per cell table (complementary suppression), so the figures always
+  equal the sums of one whole group and no difference of shown groups isolates few people.
+* Not shown at any level: ``shown`` False, reason ``too_few``, and **no number at all** (not
+  even the count of similar patients): the page says "no one like you yet".
 * Surgery within 12 months needs ``min_patients`` followed for 12 months as well.
 
 Figures: 12-month completeness (completed / due), ODI responder rate among completers
@@ -41,6 +46,7 @@ from vertebra.core.analytics import Mean, Rate
 from vertebra.core.analytics.stats import t_ci, wilson_ci
 from vertebra.core.decision.cells import SUMS, CellTable
 from vertebra.core.decision.rules import AgeBand, ArmGroup, DecisionRules, OdiBand
+from vertebra.core.decision.widening import path_keys, publishable, safe
 from vertebra.core.responders import responder_rule
 from vertebra.core.screening import load_ruleset
 
@@ -117,9 +123,13 @@ class ArmEstimate:
     learn: str
     shown: bool
     reason: str | None
+    #: The group the figures come from: "profile" (every answer), or a widening level id.
+    level: str | None = None
     n_similar: int | None = None
     n_expected: int | None = None
     n_completed: int | None = None
+    #: Of those who answered, with both a baseline and a 12-month score.
+    n_pairs: int | None = None
     completeness: Rate | None = None
     responders_completers: Rate | None = None
     responders_all: Rate | None = None
@@ -133,9 +143,11 @@ class ArmEstimate:
             "label": self.label,
             "shown": self.shown,
             "reason": self.reason,
+            "level": self.level,
             "n_similar": self.n_similar,
             "n_expected_12m": self.n_expected,
             "n_completed_12m": self.n_completed,
+            "n_both_scores_12m": self.n_pairs,
             "completeness_12m": self.completeness.to_dict() if self.completeness else None,
             "odi_responders_completers": (
                 self.responders_completers.to_dict() if self.responders_completers else None
@@ -236,26 +248,15 @@ def _mean(n: int, total: float, squares: float) -> Mean:
 def _safe(sums: pd.Series, minimum: int) -> bool:
     """A group may be shown, or be a known difference of shown groups: its pairs reach the
     minimum, and its 12-month-followed patients are none or reach it too."""
-    followed = int(sums["n_followed"])
-    return int(sums["n_pairs"]) >= minimum and (followed == 0 or followed >= minimum)
+    return safe(int(sums["n_pairs"]), int(sums["n_followed"]), minimum)
 
 
-def _arm(
-    arm: ArmGroup, rows: pd.DataFrame, dims: dict[str, str], rules: DecisionRules
-) -> ArmEstimate:
-    """The estimate of one arm from its leaves in the person's condition and age band."""
-    minimum = rules.min_patients
-    hidden = ArmEstimate(arm.id, arm.label, arm.learn, shown=False, reason="too_few")
-    mask = np.ones(len(rows), dtype=bool)
-    for col, value in dims.items():
-        mask &= rows[col].to_numpy() == value
-    cell = rows.loc[mask, list(SUMS)].sum()
-    if len(rows) == 0 or int(cell["n_pairs"]) < minimum:
-        return hidden
-    if dims:  # every group at this level of detail must be safe (no small differences)
-        groups = rows.groupby(list(dims), observed=True)[list(SUMS)].sum()
-        if not all(_safe(g, minimum) for _, g in groups.iterrows()):
-            return hidden
+#: The level id of a figure for the person's every answer (the optional answers given).
+PROFILE_LEVEL = "profile"
+
+
+def _figures(arm: ArmGroup, cell: pd.Series, level: str, minimum: int) -> ArmEstimate:
+    """The shown figures of one group (its sums ``cell``) at ``level``."""
     n_expected, n_pairs = int(cell["n_expected"]), int(cell["n_pairs"])
     responders = int(cell["n_responders"])
     followed = int(cell["n_followed"])
@@ -265,15 +266,54 @@ def _arm(
         learn=arm.learn,
         shown=True,
         reason=None,
+        level=level,
         n_similar=int(cell["n"]),
         n_expected=n_expected,
         n_completed=int(cell["n_completed"]),
+        n_pairs=n_pairs,
         completeness=_rate(int(cell["n_completed"]), n_expected),
         responders_completers=_rate(responders, n_pairs),
         responders_all=_rate(responders, n_expected),
         mean_change=_mean(n_pairs, float(cell["sum_change"]), float(cell["sumsq_change"])),
         surgery=_rate(int(cell["n_surgery"]), followed) if followed >= minimum else None,
     )
+
+
+def _match(rows: pd.DataFrame, values: dict[str, str]) -> pd.DataFrame:
+    """The rows whose columns equal ``values``."""
+    mask = np.ones(len(rows), dtype=bool)
+    for col, value in values.items():
+        mask &= rows[col].to_numpy() == value
+    return rows.loc[mask]
+
+
+def _arm(
+    arm: ArmGroup,
+    rows: pd.DataFrame,
+    path: dict[str, str],
+    dims: dict[str, str],
+    shown: dict[str, frozenset[tuple[str, ...]]],
+    rules: DecisionRules,
+) -> ArmEstimate:
+    """One arm's figure: the narrowest group on the person's path that may be shown.
+
+    ``rows`` are the arm's leaves, ``path`` the person's condition and age band, ``dims`` the
+    optional answers given, ``shown`` the arm's publishable groups per level.
+    """
+    minimum = rules.min_patients
+    first = rules.widening[0]
+    if dims and path_keys(first, path) in shown.get(first.id, frozenset()):
+        block = _match(rows, {k: path[k] for k in first.keys})
+        cell = _match(block, dims)[list(SUMS)].sum()
+        groups = block.groupby(list(dims), observed=True)[list(SUMS)].sum()
+        # every group at this level of detail must be safe (no small differences)
+        if int(cell["n_pairs"]) >= minimum and all(_safe(g, minimum) for _, g in groups.iterrows()):
+            return _figures(arm, cell, PROFILE_LEVEL, minimum)
+    for level in rules.widening:
+        if path_keys(level, path) in shown.get(level.id, frozenset()):
+            cell = _match(rows, {k: path[k] for k in level.keys})[list(SUMS)].sum()
+            return _figures(arm, cell, level.id, minimum)
+    return ArmEstimate(arm.id, arm.label, arm.learn, shown=False, reason="too_few")
 
 
 def estimate(cells: CellTable, profile: Profile, rules: DecisionRules) -> DecisionResult:
@@ -288,10 +328,8 @@ def estimate(cells: CellTable, profile: Profile, rules: DecisionRules) -> Decisi
         )
     band, odi_band = profile.check(rules)
     leaves = cells.leaves
-    block = leaves[
-        (leaves["condition"].to_numpy() == profile.condition)
-        & (leaves["age_band"].to_numpy() == band.id)
-    ]
+    published = publishable(leaves, rules.widening, rules.min_patients)
+    path = {"condition": profile.condition, "age_band": band.id}
     dims = {
         col: value
         for col, value in (
@@ -301,7 +339,15 @@ def estimate(cells: CellTable, profile: Profile, rules: DecisionRules) -> Decisi
         if value is not None
     }
     arms = tuple(
-        _arm(arm, block[block["arm"].to_numpy() == arm.id], dims, rules) for arm in rules.arms
+        _arm(
+            arm,
+            leaves[leaves["arm"].to_numpy() == arm.id],
+            path,
+            dims,
+            dict(published.get(arm.id, {})),
+            rules,
+        )
+        for arm in rules.arms
     )
     return DecisionResult(
         profile=profile,

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from vertebra.core.decision.widening import Level
 from vertebra.core.instruments import get_definition
 from vertebra.core.knowledge import find_promising_language
 from vertebra.core.responders import responder_rule
@@ -99,6 +100,8 @@ class DecisionRules:
     startback_groups: tuple[str, ...]
     arms: tuple[ArmGroup, ...]
     caveats: tuple[Caveat, ...]
+    #: The ladder of ever wider groups, narrowest first (rules.yaml ``widening``).
+    widening: tuple[Level, ...] = ()
 
     def age_band(self, age: float) -> AgeBand | None:
         """The band holding ``age``; None when no band does (under the lowest, or not a number)."""
@@ -184,6 +187,10 @@ class DecisionRules:
                 {"id": a.id, "label": a.label, "registry_arms": list(a.registry_arms)}
                 for a in self.arms
             ],
+            "widening": [
+                {"id": lv.id, "keys": list(lv.keys), "describe": lv.describe}
+                for lv in self.widening
+            ],
         }
 
 
@@ -195,6 +202,35 @@ def _band(raw: Mapping[str, Any]) -> AgeBand:
         upper=None if upper is None else int(upper),
         label=str(raw["label"]),
     )
+
+
+#: The keys a widening level may match on, and the first level's (the "like you" block).
+WIDENING_KEYS: tuple[str, ...] = ("condition", "age_band")
+
+
+def _check_widening(levels: tuple[Level, ...]) -> list[str]:
+    """Problems of the ladder: it starts at condition + age band, each level keeps a subset
+    of the previous level's keys (so the groups nest), and ids are unique."""
+    problems: list[str] = []
+    if not levels:
+        return ["widening: at least one level"]
+    if set(levels[0].keys) != set(WIDENING_KEYS):
+        problems.append(f"widening: the first level must match on {list(WIDENING_KEYS)}")
+    for prev, nxt in itertools.pairwise(levels):
+        if not set(nxt.keys) < set(prev.keys):
+            problems.append(f"widening: level {nxt.id} must drop a key of {prev.id}")
+    if len({lv.id for lv in levels}) != len(levels):
+        problems.append("widening: duplicate level id")
+    for lv in levels:
+        try:
+            lv.describe.format(condition="c", age_band="a")
+        except (KeyError, IndexError, ValueError):
+            problems.append(
+                f"widening: level {lv.id}: describe may use only {{condition}} and {{age_band}}"
+            )
+        for phrase in find_promising_language(lv.describe):
+            problems.append(f"widening {lv.id}: promising wording {phrase!r} is not allowed")
+    return problems
 
 
 def _check(rules: DecisionRules) -> list[str]:
@@ -228,6 +264,7 @@ def _check(rules: DecisionRules) -> list[str]:
     pooled = [r for a in rules.arms for r in a.registry_arms]
     if len(set(pooled)) != len(pooled):
         problems.append("arms: a registry arm belongs to two rows")
+    problems.extend(_check_widening(rules.widening))
     missing = {"not_a_promise", "not_causal", "sham"} - {c.id for c in rules.caveats}
     if missing:
         problems.append(f"caveats: the page needs the caveats {sorted(missing)}")
@@ -265,6 +302,10 @@ def parse_rules(raw: Mapping[str, Any]) -> DecisionRules:
             caveats=tuple(
                 Caveat(str(c["id"]), " ".join(str(c["text"]).split()), tuple(c["sources"]))
                 for c in raw["caveats"]
+            ),
+            widening=tuple(
+                Level(str(lv["id"]), tuple(str(k) for k in lv["keys"]), str(lv["describe"]))
+                for lv in raw["widening"]
             ),
         )
     except (KeyError, TypeError, ValueError) as exc:
