@@ -15,6 +15,7 @@ import pandas as pd
 
 from vertebra.core.analytics.benchmark import ClinicBenchmark, clinic_benchmark
 from vertebra.core.analytics.cohort import CohortFilter, build_panel, select_patients
+from vertebra.core.analytics.cost import CostResult, cost_summary
 from vertebra.core.analytics.descriptive import (
     AdverseEventSummary,
     BaselineSummary,
@@ -107,6 +108,8 @@ class Report:
     #: (vertebra.core.disclosure); `withheld` says which arms (or the cohort) were left out.
     min_cell: int | None = None
     withheld: Withheld | None = None
+    #: Cost per patient and per responder per arm (None: the tables carry no cost column).
+    cost: CostResult | None = None
 
     @property
     def cohort_suppressed(self) -> bool:
@@ -163,6 +166,8 @@ class Report:
                 "surgery_free": [p.to_dict() for p in curve.landmarks] if curve else [],
                 "adverse_events": self.adverse_events[arm].to_dict(),
             }
+            if self.cost is not None and arm in self.cost.arms:
+                arms[arm]["cost"] = self.cost.arms[arm].to_dict()
         return {
             "report_version": REPORT_VERSION,
             "as_of": self.as_of.isoformat() if self.time_base == "calendar" else None,
@@ -178,6 +183,7 @@ class Report:
             "comparison_errors": list(self.comparison_errors),
             "observational_caveat": OBSERVATIONAL_CAVEAT,
             "benchmark": self.benchmark.to_dict() if self.benchmark else None,
+            "cost_method": self.cost.method() if self.cost is not None else None,
         }
 
 
@@ -304,6 +310,7 @@ def build_report(
         survival = surgery_free_survival(panel, tables.events, as_of, censoring=censoring)
         baseline = baseline_table(panel)
         aes = adverse_events(panel, tables.events, as_of)
+        cost = cost_summary(panel, timepoint=comparison_timepoint)
         for result in pending():
             if isinstance(result, ClinicBenchmark):
                 bench = result
@@ -342,6 +349,7 @@ def build_report(
         responder_rules=rules,
         time_base=tables.time_base,
         exclusions=tables.exclusions,
+        cost=cost,
     )
 
 

@@ -1,0 +1,284 @@
+"""Cost per patient and cost per responder per arm, with percentile bootstrap CIs. Pure.
+
+Definitions (docs/algorithms/cost.md, with a worked example):
+
+* The cost of a patient is the ``price`` of the index episode (the one the report analyses),
+  what the clinic charged for it whoever paid; ``patient_paid`` is the part paid out of pocket.
+  Amounts are only added up within one currency: the report's currency is the one most
+  patients with a price have; prices in another currency are counted
+  (``n_other_currency``) and left out, never converted (ADR 0018).
+* cost per patient = mean price over the arm's patients with a price (``n``).
+* cost per responder = total price / number of responders, two ways as for responder rates:
+  ``cost_per_responder`` among patients with a price and a response known at the time point
+  (baseline and follow-up score: ``n_evaluable``), and ``cost_per_responder_all`` among every
+  patient with a price whose time point was due (``n_due``), one without an answer counting as a
+  non-responder (the honest worst case: everyone treated was paid for).
+* CIs: percentile bootstrap over patients (resampling whole patients, so a patient's cost and
+  response stay together), ``n_boot`` resamples from ``numpy.random.default_rng(seed)``. A
+  resample with no responder has an infinite cost per responder; when more than
+  (1 - level) / 2 of them do, the upper limit is unbounded (None, ``ci_upper_unbounded``).
+
+The numbers are descriptive: the arms differ in who was treated, so neither is a cost
+effectiveness comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from vertebra.core.analytics.cohort import Panel
+from vertebra.core.analytics.outcomes import responder_flags
+from vertebra.core.analytics.schema import MEASURES
+
+__all__ = [
+    "BILLED_TO",
+    "COST_COLUMNS",
+    "ArmCost",
+    "CostResult",
+    "Estimate",
+    "bootstrap_ratio",
+    "cost_summary",
+]
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+#: Optional columns of the patients table that carry the index episode's cost.
+COST_COLUMNS: tuple[str, ...] = ("cost_price", "cost_patient_paid", "cost_currency", "cost_billed_to")
+#: Payer codes, in report order (registry.models.BilledTo; labels.yaml ``billed_to``).
+BILLED_TO: tuple[str, ...] = ("self_pay", "insurer", "trial", "other")
+#: Default bootstrap settings: fixed seed so that a report is reproducible.
+N_BOOT = 2000
+SEED = 20261206
+LEVEL = 0.95
+#: Bootstrap work cap (patients x resamples per arm); larger arms get fewer resamples (>= 200),
+#: and the report states how many it drew.
+MAX_DRAWS = 20_000_000
+
+
+def bootstrap_ratio(
+    numerator: FloatArray,
+    denominator: FloatArray,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap CI of sum(numerator) / sum(denominator) over resampled rows.
+
+    Rows (patients) are drawn with replacement, ``n_boot`` times, from
+    ``numpy.random.default_rng(seed)`` (one ``integers(0, n, n)`` draw per resample). The mean
+    is the case ``denominator`` = 1. A resample with a zero denominator gives +inf; a limit
+    that falls on it is None (unbounded). Fewer than 2 rows give (None, None).
+    """
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    n = len(num)
+    if n < 2:
+        return None, None
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot, dtype=np.float64)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        top, bottom = num[idx].sum(), den[idx].sum()
+        stats[b] = top / bottom if bottom > 0 else np.inf
+    alpha = (1.0 - level) / 2.0
+    with np.errstate(invalid="ignore"):  # inf - inf between two unbounded order statistics
+        lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+    return (float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None)
+
+
+def _boot_count(n: int, n_boot: int) -> int:
+    """Resamples for an arm of ``n`` patients: ``n_boot``, fewer for very large arms."""
+    if n <= 0:
+        return n_boot
+    return int(min(n_boot, max(200, MAX_DRAWS // n)))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A cost figure with its bootstrap CI: ``value`` = ``total`` / ``per`` (mean: per = n)."""
+
+    n: int  # patients it is computed from
+    total: float
+    per: float  # the divisor: n for a mean, the number of responders for cost per responder
+    value: float | None
+    ci: tuple[float | None, float | None] | None
+    n_boot: int
+
+    def to_dict(self, count_key: str = "n", per_key: str | None = None) -> dict[str, Any]:
+        """JSON; ``count_key`` names ``n`` (``n_evaluable``, ``n_due``), ``per_key`` the divisor
+        when it is a count of its own (``n_responders``)."""
+        out: dict[str, Any] = {count_key: self.n}
+        if per_key:
+            out[per_key] = int(self.per)
+        lo, hi = self.ci if self.ci else (None, None)
+        out.update(
+            {
+                "total": self.total if self.n else None,
+                "value": self.value,
+                "ci": [lo, hi] if self.ci else None,
+                "ci_upper_unbounded": bool(self.ci is not None and lo is not None and hi is None),
+                "n_boot": self.n_boot,
+            }
+        )
+        return out
+
+
+def _estimate(cost: FloatArray, per: FloatArray, n_boot: int, seed: int) -> Estimate:
+    n = len(cost)
+    total, divisor = float(cost.sum()), float(per.sum())
+    value = total / divisor if divisor > 0 else None
+    draws = _boot_count(n, n_boot)
+    ci = bootstrap_ratio(cost, per, n_boot=draws, seed=seed) if n >= 2 else None
+    return Estimate(n, total, divisor, value, ci, draws)
+
+
+@dataclass(frozen=True)
+class ArmCost:
+    """The cost figures of one arm (see the module docstring for each definition)."""
+
+    n_patients: int
+    n_cost_recorded: int
+    n_other_currency: int
+    per_patient: Estimate
+    out_of_pocket: Estimate
+    billed_to: dict[str, int]
+    per_responder: Estimate
+    per_responder_all: Estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON: every key names cost; counts beside every figure (denominators)."""
+        recorded = self.n_cost_recorded
+        return {
+            "n_patients": self.n_patients,
+            "n_cost_recorded": recorded,
+            "n_other_currency": self.n_other_currency,
+            "cost_per_patient": self.per_patient.to_dict(),
+            "cost_out_of_pocket_per_patient": self.out_of_pocket.to_dict(),
+            "cost_billed_to": [
+                {"billed_to": code, "n": k, "rate": k / recorded if recorded else None}
+                for code, k in self.billed_to.items()
+            ],
+            "cost_per_responder": self.per_responder.to_dict("n_evaluable", "n_responders"),
+            "cost_per_responder_all": self.per_responder_all.to_dict("n_due", "n_responders"),
+        }
+
+
+@dataclass(frozen=True)
+class CostResult:
+    """Cost per arm in one currency, and how it was computed."""
+
+    currency: str | None
+    timepoint: str
+    measure: str
+    seed: int
+    level: float
+    arms: dict[str, ArmCost]
+
+    def method(self) -> dict[str, Any]:
+        """The report's ``cost_method``: currency, response definition, bootstrap settings."""
+        return {
+            "currency": self.currency,
+            "timepoint": self.timepoint,
+            "measure": self.measure,
+            "ci_method": "percentile bootstrap over patients",
+            "level": self.level,
+            "seed": self.seed,
+            "note": (
+                "Cost = the price of the index episode, whoever paid it. Cost per responder = "
+                "total price / responders at the time point: among patients with a price and "
+                "both scores (cost_per_responder), and among every patient with a price who "
+                "was due, missing answers counting as non-responders (cost_per_responder_all). "
+                "Prices in another currency are counted, not converted. Descriptive: the arms "
+                "differ in who was treated."
+            ),
+        }
+
+
+def _prices(frame: pd.DataFrame, column: str) -> FloatArray:
+    if column not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return np.asarray(pd.to_numeric(frame[column], errors="coerce"), dtype=np.float64)
+
+
+def _texts(frame: pd.DataFrame, column: str) -> npt.NDArray[Any]:
+    if column not in frame.columns:
+        return np.full(len(frame), "", dtype=object)
+    return np.asarray(frame[column].astype(object).where(frame[column].notna(), "").astype(str))
+
+
+def report_currency(currencies: Sequence[str] | npt.NDArray[Any], priced: BoolArray) -> str | None:
+    """The currency most priced patients have (ties: alphabetical); None when no price."""
+    codes = pd.Series(np.asarray(currencies)[priced]).astype(str)
+    codes = codes[codes.ne("")]
+    if codes.empty:
+        return None
+    counts = codes.value_counts()
+    top = counts[counts.eq(counts.max())].index
+    return str(sorted(top)[0])
+
+
+def cost_summary(
+    panel: Panel,
+    *,
+    timepoint: str = "month_12",
+    measure: str = "odi",
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> CostResult | None:
+    """Cost per patient and per responder for every arm of ``panel``; None when the patients
+    table has no cost column at all (tables from before cost was recorded)."""
+    pts = panel.patients
+    if "cost_price" not in pts.columns:
+        return None
+    price = _prices(pts, "cost_price")
+    paid = _prices(pts, "cost_patient_paid")
+    currency_col = np.char.upper(_texts(pts, "cost_currency").astype(str))  # "usd" -> "USD"
+    payer = _texts(pts, "cost_billed_to")
+    currency = report_currency(currency_col, ~np.isnan(price))
+    same = currency_col == (currency or "")
+    priced = ~np.isnan(price) & same
+    other = ~np.isnan(price) & ~same
+
+    resp, evaluable, due = _responses(panel, timepoint, measure)
+    arms: dict[str, ArmCost] = {}
+    for code, arm in enumerate(panel.arms):
+        mine = panel.arm_codes == code
+        have = mine & priced
+        oop = mine & same & ~np.isnan(paid)
+        ev = have & evaluable
+        dd = have & due
+        arms[arm] = ArmCost(
+            n_patients=int(mine.sum()),
+            n_cost_recorded=int(have.sum()),
+            n_other_currency=int((mine & other).sum()),
+            per_patient=_estimate(price[have], np.ones(int(have.sum())), n_boot, seed),
+            out_of_pocket=_estimate(paid[oop], np.ones(int(oop.sum())), n_boot, seed),
+            billed_to={b: int((have & (payer == b)).sum()) for b in BILLED_TO},
+            per_responder=_estimate(price[ev], resp[ev].astype(np.float64), n_boot, seed),
+            per_responder_all=_estimate(price[dd], resp[dd].astype(np.float64), n_boot, seed),
+        )
+    return CostResult(currency, timepoint, measure, seed, LEVEL, arms)
+
+
+def _responses(panel: Panel, timepoint: str, measure: str) -> tuple[BoolArray, BoolArray, BoolArray]:
+    """Per patient: responder at ``timepoint`` on ``measure`` (its responders.yaml rule), with
+    both scores known (evaluable), and due (expected) at ``timepoint``."""
+    n = panel.n
+    none = np.zeros(n, dtype=bool)
+    grid = panel.values.get(measure)
+    if grid is None or timepoint not in panel.tp_ids:
+        return none, none, none
+    t = panel.tp_ids.index(timepoint)
+    base, follow = grid[:, 0], grid[:, t]
+    mcid, _ = responder_flags(MEASURES[measure], base, follow)
+    evaluable = ~np.isnan(base) & ~np.isnan(follow)
+    due = np.asarray(panel.expected[:, t], dtype=bool)
+    return mcid & evaluable, evaluable, due
