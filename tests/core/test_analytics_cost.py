@@ -172,3 +172,16 @@ def test_the_report_names_cost_keys_and_suppresses_small_cells() -> None:
     billed = {row["billed_to"]: row for row in a["cost_billed_to"]}
     assert billed["insurer"]["rate"] is None  # 1 patient
     assert billed["other"]["n"] == 0  # 0 describes no one and is shown
+
+
+def test_the_html_report_shows_cost_with_denominators() -> None:
+    from vertebra.core.analytics.html import render_html
+
+    report = build_report(_tables(HAND), None, AS_OF)
+    page = render_html(report)
+    assert "<h2 id='cost'>Cost and coverage</h2>" in page
+    assert "USD 9,000" in page  # cost per patient, arm A
+    assert "USD 15,000" in page and "2 responders of 3" in page
+    assert "USD 18,000" in page and "2 responders of 4 due" in page
+    assert "4 of 5" in page  # price recorded
+    assert "1 of 3 (+2 in another currency)" in page

@@ -368,7 +368,9 @@ def _first_episodes(scope: Scope, flt: CohortFilter, left_out: _LeftOut) -> pd.D
     for column in ("cost_price", "cost_patient_paid"):  # Decimal -> float (analytics' numbers)
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     # Codes in the tables are lower case (de-identified text cells must be codes): "usd".
-    frame["cost_currency"] = frame["cost_currency"].astype(str).str.lower()
+    # Not recorded ("") is missing (None), as for every other optional code.
+    frame["cost_currency"] = frame["cost_currency"].str.lower().replace("", None)
+    frame["cost_billed_to"] = frame["cost_billed_to"].replace("", None)
     return frame.drop_duplicates("patient_id", keep="first").reset_index(drop=True)
 
 

@@ -33,17 +33,22 @@ import numpy.typing as npt
 import pandas as pd
 
 from vertebra.core.analytics.cohort import Panel
+from vertebra.core.analytics.headline import SUPPRESSED, count_text, is_suppressed
 from vertebra.core.analytics.outcomes import responder_flags
 from vertebra.core.analytics.schema import MEASURES
+from vertebra.core.labels import label
 
 __all__ = [
     "BILLED_TO",
     "COST_COLUMNS",
+    "COST_HEADER",
     "ArmCost",
     "CostResult",
     "Estimate",
     "bootstrap_ratio",
+    "cost_rows",
     "cost_summary",
+    "money_text",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -282,3 +287,79 @@ def _responses(panel: Panel, timepoint: str, measure: str) -> tuple[BoolArray, B
     evaluable = ~np.isnan(base) & ~np.isnan(follow)
     due = np.asarray(panel.expected[:, t], dtype=bool)
     return mcid & evaluable, evaluable, due
+
+
+# ------------------------------------------------------------------------------ for people
+
+#: Column headers of :func:`cost_rows` (report HTML/PDF and the clinic dashboard).
+COST_HEADER: tuple[str, ...] = (
+    "Treatment",
+    "Price recorded",
+    "Cost per patient (95% CI)",
+    "Paid out of pocket per patient",
+    "Billed to",
+    "Cost per responder, completers (95% CI)",
+    "Cost per responder, all due (95% CI)",
+)
+
+
+def money_text(value: Any, currency: str | None) -> str:
+    """12000.0, "USD" -> "USD 12,000"; suppressed -> the suppression words; None -> "–"."""
+    if is_suppressed(value):
+        return SUPPRESSED
+    if value is None or isinstance(value, bool):
+        return "–"
+    return f"{currency or ''} {float(value):,.0f}".strip()
+
+
+def _figure(est: dict[str, Any], currency: str | None) -> str:
+    """"USD 9,000 (7,100 to 10,900)"; an unbounded upper limit reads "no upper limit"."""
+    if est.get("suppressed") and est.get("value") is None:
+        return SUPPRESSED
+    text = money_text(est.get("value"), currency)
+    ci = est.get("ci")
+    if ci and ci[0] is not None:
+        hi = "no upper limit" if ci[1] is None else f"{float(ci[1]):,.0f}"
+        text += f" ({float(ci[0]):,.0f} to {hi})"
+    return SUPPRESSED if is_suppressed(text) else text
+
+
+def cost_rows(report: dict[str, Any], arm_label: Any = str) -> list[tuple[str, ...]]:
+    """One row per arm of a report's JSON (:data:`COST_HEADER`), denominators in words;
+    empty when the report has no cost. ``arm_label`` turns an arm code into words."""
+    method = report.get("cost_method") or {}
+    currency = method.get("currency")
+    rows: list[tuple[str, ...]] = []
+    for arm, a in (report.get("arms") or {}).items():
+        c = a.get("cost")
+        if not c:
+            continue
+        recorded = f"{count_text(c['n_cost_recorded'])} of {count_text(c['n_patients'])}"
+        if c.get("n_other_currency"):
+            recorded += f" (+{count_text(c['n_other_currency'])} in another currency)"
+        payers = "; ".join(
+            f"{_payer(row['billed_to'])} {count_text(row['n'])}"
+            for row in c["cost_billed_to"]
+            if row["n"]
+        )
+        per = c["cost_per_responder"]
+        per_all = c["cost_per_responder_all"]
+        rows.append(
+            (
+                arm_label(arm),
+                recorded,
+                _figure(c["cost_per_patient"], currency),
+                f"{_figure(c['cost_out_of_pocket_per_patient'], currency)} "
+                f"(n {count_text(c['cost_out_of_pocket_per_patient']['n'])})",
+                payers or "–",
+                f"{_figure(per, currency)}; {count_text(per['n_responders'])} responders of "
+                f"{count_text(per['n_evaluable'])}",
+                f"{_figure(per_all, currency)}; {count_text(per_all['n_responders'])} "
+                f"responders of {count_text(per_all['n_due'])} due",
+            )
+        )
+    return rows
+
+
+def _payer(code: str) -> str:
+    return label("billed_to", code).lower()
