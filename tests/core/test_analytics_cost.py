@@ -181,7 +181,7 @@ def test_the_html_report_shows_cost_with_denominators() -> None:
     page = render_html(report)
     assert "<h2 id='cost'>Cost and coverage</h2>" in page
     assert "USD 9,000" in page  # cost per patient, arm A
-    assert "USD 15,000" in page and "2 responders of 3" in page
+    assert "USD 15,000" in page and "2 responders of 3 with both scores" in page
     assert "USD 18,000" in page and "2 responders of 4 due" in page
     assert "4 of 5" in page  # price recorded
     assert "1 of 3 (+2 in another currency)" in page

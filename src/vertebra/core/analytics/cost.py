@@ -352,13 +352,25 @@ def cost_rows(report: dict[str, Any], arm_label: Any = str) -> list[tuple[str, .
                 f"{_figure(c['cost_out_of_pocket_per_patient'], currency)} "
                 f"(n {count_text(c['cost_out_of_pocket_per_patient']['n'])})",
                 payers or "–",
-                f"{_figure(per, currency)}; {count_text(per['n_responders'])} responders of "
-                f"{count_text(per['n_evaluable'])}",
-                f"{_figure(per_all, currency)}; {count_text(per_all['n_responders'])} "
-                f"responders of {count_text(per_all['n_due'])} due",
+                f"{_per_responder(per, currency)}; {_responders(per['n_responders'])} of "
+                f"{count_text(per['n_evaluable'])} with both scores",
+                f"{_per_responder(per_all, currency)}; {_responders(per_all['n_responders'])} "
+                f"of {count_text(per_all['n_due'])} due",
             )
         )
     return rows
+
+
+def _responders(count: Any) -> str:
+    """"1 responder", "3 responders", or the suppression words."""
+    return f"{count_text(count)} responder{'' if count == 1 else 's'}"
+
+
+def _per_responder(est: dict[str, Any], currency: str | None) -> str:
+    """The figure, or "no responder yet" when there is none to divide by."""
+    if est.get("value") is None and est.get("n_responders") == 0:
+        return "no responder yet"
+    return _figure(est, currency)
 
 
 def _payer(code: str) -> str:
