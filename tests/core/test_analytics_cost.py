@@ -169,9 +169,13 @@ def test_the_report_names_cost_keys_and_suppresses_small_cells() -> None:
     # n_evaluable 3 - n_responders 2 = 1 non-responder: complementary suppression.
     assert per["suppressed"] is True and per["value"] is None and per["ci"] is None
     assert per["total"] is None
-    billed = {row["billed_to"]: row for row in a["cost_billed_to"]}
-    assert billed["insurer"]["rate"] is None  # 1 patient
-    assert billed["other"]["n"] == 0  # 0 describes no one and is shown
+    billed = a["cost_billed_to"]
+    assert billed["insurer"]["rate"] is None and billed["insurer"]["suppressed"]  # 1 patient
+    assert billed["other"]["numerator"] == 0  # 0 describes no one and is shown
+    full = build_report(_tables(HAND), None, AS_OF).to_dict()["arms"]["A"]["cost"]
+    assert full["cost_billed_to"]["self_pay"]["numerator"] == 2
+    assert full["cost_billed_to"]["self_pay"]["denominator"] == 4
+    assert full["cost_billed_to"]["self_pay"]["rate"] == pytest.approx(0.5)
 
 
 def test_the_html_report_shows_cost_with_denominators() -> None:

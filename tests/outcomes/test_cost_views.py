@@ -61,8 +61,10 @@ def test_researchers_see_cost_with_small_cells_suppressed(loaded: Cohort) -> Non
             assert not 0 < r < 11 and not 0 < e - r < 11
         else:
             assert per["value"] is None and per["ci"] is None
-        for row in cost["cost_billed_to"]:
-            assert not (isinstance(row["n"], int) and 0 < row["n"] < 11)
+        for row in cost["cost_billed_to"].values():
+            assert not (isinstance(row["numerator"], int) and 0 < row["numerator"] < 11)
+            if isinstance(row["numerator"], int) and isinstance(row["denominator"], int):
+                assert not 0 < row["denominator"] - row["numerator"] < 11
     assert np.isfinite(
         [a["cost"]["cost_per_patient"]["value"] or 0 for a in data["arms"].values()]
     ).all()

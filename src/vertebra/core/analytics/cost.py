@@ -35,7 +35,9 @@ import pandas as pd
 from vertebra.core.analytics.cohort import Panel
 from vertebra.core.analytics.headline import SUPPRESSED, count_text, is_suppressed
 from vertebra.core.analytics.outcomes import responder_flags
+from vertebra.core.analytics.results import Rate, jsonable
 from vertebra.core.analytics.schema import MEASURES
+from vertebra.core.analytics.stats import wilson_ci
 from vertebra.core.labels import label
 
 __all__ = [
@@ -145,6 +147,11 @@ def _estimate(cost: FloatArray, per: FloatArray, n_boot: int, seed: int) -> Esti
     return Estimate(n, total, divisor, value, ci, draws)
 
 
+def _share(k: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson_ci(np.array([k]), np.array([n]))
+    return jsonable(Rate.of(k, n, float(lo[0]), float(hi[0])))
+
+
 @dataclass(frozen=True)
 class ArmCost:
     """The cost figures of one arm (see the module docstring for each definition)."""
@@ -167,10 +174,11 @@ class ArmCost:
             "n_other_currency": self.n_other_currency,
             "cost_per_patient": self.per_patient.to_dict(),
             "cost_out_of_pocket_per_patient": self.out_of_pocket.to_dict(),
-            "cost_billed_to": [
-                {"billed_to": code, "n": k, "rate": k / recorded if recorded else None}
-                for code, k in self.billed_to.items()
-            ],
+            # Payer -> share of the patients with a price (a Rate: numerator, denominator,
+            # rate, Wilson CI), so that small cells and their complements are suppressed.
+            "cost_billed_to": {
+                code: _share(k, recorded) for code, k in self.billed_to.items()
+            },
             "cost_per_responder": self.per_responder.to_dict("n_evaluable", "n_responders"),
             "cost_per_responder_all": self.per_responder_all.to_dict("n_due", "n_responders"),
         }
@@ -338,9 +346,9 @@ def cost_rows(report: dict[str, Any], arm_label: Any = str) -> list[tuple[str, .
         if c.get("n_other_currency"):
             recorded += f" (+{count_text(c['n_other_currency'])} in another currency)"
         payers = "; ".join(
-            f"{_payer(row['billed_to'])} {count_text(row['n'])}"
-            for row in c["cost_billed_to"]
-            if row["n"]
+            f"{_payer(code)} {count_text(row['numerator'])}"
+            for code, row in c["cost_billed_to"].items()
+            if row["numerator"]
         )
         per = c["cost_per_responder"]
         per_all = c["cost_per_responder_all"]
