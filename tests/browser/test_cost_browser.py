@@ -132,7 +132,9 @@ def test_patients_read_typical_cost_and_coverage(
     row = section.locator("#cost-cell_therapy")
     assert row.is_visible() and "$5,000–$25,000" in row.inner_text()
     assert "Rarely" in row.inner_text()
-    assert section.get_by_text("These figures are not yet checked against their sources.").is_visible()
+    assert section.get_by_text(
+        "These figures are not yet checked against their sources."
+    ).is_visible()
     first_source = section.locator("#cost-cell_therapy a").first
     first_source.click()
     assert tab.url.endswith("#cost-src-piuzzi2018")

@@ -12,7 +12,13 @@ def test_every_treatment_has_a_range_coverage_and_resolved_sources() -> None:
     info = cost_info()
     assert info.currency == "USD" and info.version
     arms = {t.arm for t in info.treatments}
-    assert arms == {"cell_therapy", "surgery", "steroid_injection", "physical_therapy", "medication"}
+    assert arms == {
+        "cell_therapy",
+        "surgery",
+        "steroid_injection",
+        "physical_therapy",
+        "medication",
+    }
     for t in info.treatments:
         assert 0 < t.low <= t.high and t.sources and t.as_of
         assert t.coverage in {"usually", "sometimes", "rarely"}

@@ -133,7 +133,7 @@ def test_the_episode_page_records_the_cost_and_the_record_shows_it(
                            "currency": "USD", "billed_to": "insurer", "patient_paid": "3200.50"})  # fmt: skip
     assert ok.status_code == 302, ok.content.decode()[:2000]
     page = client.get(f"/clinic/patients/{patient.pk}/").content.decode()
-    assert "price <span class=\"episode-price\">USD 45,000.00</span>" in page
+    assert 'price <span class="episode-price">USD 45,000.00</span>' in page
     assert "billed to insurer" in page
     assert "USD 3,200.50" in page
 

@@ -423,7 +423,9 @@ def _episode_costs(p: pd.DataFrame) -> dict[str, Any]:
         "price": _amount_texts(price),
         "currency": currency.astype(str).to_numpy(),
         "billed_to": billed.astype(str).to_numpy(),
-        "patient_paid": _amount_texts(p["cost_patient_paid"].to_numpy(dtype=np.float64, na_value=np.nan)),
+        "patient_paid": _amount_texts(
+            p["cost_patient_paid"].to_numpy(dtype=np.float64, na_value=np.nan)
+        ),
         "cost_note": "",
     }
 

@@ -317,7 +317,9 @@ def check_episode_cost(
     """
     r = rule_set or rules()
     refusals: list[Refusal] = []
-    amounts = [(n, v) for n, v in (("price", price), ("patient_paid", patient_paid)) if v is not None]
+    amounts = [
+        (n, v) for n, v in (("price", price), ("patient_paid", patient_paid)) if v is not None
+    ]
     if amounts and not currency:
         refusals.append(Refusal("currency", "Currency: choose the currency of the amounts."))
     elif currency and not amounts:

@@ -30,8 +30,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import uuid
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError

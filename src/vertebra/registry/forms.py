@@ -215,7 +215,15 @@ class EpisodeForm(ServiceForm):
 
     class Meta:
         model = TreatmentEpisode
-        fields = ["arm", "start_date", "price", "currency", "billed_to", "patient_paid", "cost_note"]
+        fields = [
+            "arm",
+            "start_date",
+            "price",
+            "currency",
+            "billed_to",
+            "patient_paid",
+            "cost_note",
+        ]
         widgets = _dates("start_date")
         labels = {
             "price": "Price charged for the episode",

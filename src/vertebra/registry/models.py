@@ -480,15 +480,15 @@ class TreatmentEpisode(Correctable):
         null=True,
         blank=True,
     )
-    cost_note = models.CharField(
-        "cost note", max_length=200, blank=True, default="", db_default=""
-    )
+    cost_note = models.CharField("cost note", max_length=200, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.CheckConstraint(name="episode_version_positive", condition=Q(version__gte=1)),
-            models.CheckConstraint(name="episode_price_non_negative", condition=_non_negative("price")),
+            models.CheckConstraint(
+                name="episode_price_non_negative", condition=_non_negative("price")
+            ),
             models.CheckConstraint(
                 name="episode_patient_paid_non_negative", condition=_non_negative("patient_paid")
             ),

@@ -45,8 +45,8 @@ from vertebra.registry.errors import (
     RecordVoidedError,
 )
 from vertebra.registry.models import (
-    EPISODE_COST_FIELDS,
     ALLOGENEIC_SOURCES,
+    EPISODE_COST_FIELDS,
     AdverseEvent,
     AdverseEventOutcome,
     AdverseEventStatus,
@@ -75,6 +75,7 @@ from vertebra.registry.validation import validate_record
 
 __all__ = [
     "EDITABLE_PATIENT_FIELDS",
+    "EPISODE_COST_FIELDS",
     "adjudicate_adverse_event",
     "authenticate_api_token",
     "issue_api_token",
@@ -94,7 +95,6 @@ __all__ = [
     "register_patient",
     "release_lot",
     "revoke_api_token",
-    "EPISODE_COST_FIELDS",
     "start_episode",
     "update_patient",
     "withdraw_consent",

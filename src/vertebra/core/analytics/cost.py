@@ -57,7 +57,12 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 #: Optional columns of the patients table that carry the index episode's cost.
-COST_COLUMNS: tuple[str, ...] = ("cost_price", "cost_patient_paid", "cost_currency", "cost_billed_to")
+COST_COLUMNS: tuple[str, ...] = (
+    "cost_price",
+    "cost_patient_paid",
+    "cost_currency",
+    "cost_billed_to",
+)
 #: Payer codes, in report order (registry.models.BilledTo; labels.yaml ``billed_to``).
 BILLED_TO: tuple[str, ...] = ("self_pay", "insurer", "trial", "other")
 #: Default bootstrap settings: fixed seed so that a report is reproducible.
@@ -176,9 +181,7 @@ class ArmCost:
             "cost_out_of_pocket_per_patient": self.out_of_pocket.to_dict(),
             # Payer -> share of the patients with a price (a Rate: numerator, denominator,
             # rate, Wilson CI), so that small cells and their complements are suppressed.
-            "cost_billed_to": {
-                code: _share(k, recorded) for code, k in self.billed_to.items()
-            },
+            "cost_billed_to": {code: _share(k, recorded) for code, k in self.billed_to.items()},
             "cost_per_responder": self.per_responder.to_dict("n_evaluable", "n_responders"),
             "cost_per_responder_all": self.per_responder_all.to_dict("n_due", "n_responders"),
         }
@@ -281,7 +284,9 @@ def cost_summary(
     return CostResult(currency, timepoint, measure, seed, LEVEL, arms)
 
 
-def _responses(panel: Panel, timepoint: str, measure: str) -> tuple[BoolArray, BoolArray, BoolArray]:
+def _responses(
+    panel: Panel, timepoint: str, measure: str
+) -> tuple[BoolArray, BoolArray, BoolArray]:
     """Per patient: responder at ``timepoint`` on ``measure`` (its responders.yaml rule), with
     both scores known (evaluable), and due (expected) at ``timepoint``."""
     n = panel.n
@@ -321,7 +326,7 @@ def money_text(value: Any, currency: str | None) -> str:
 
 
 def _figure(est: dict[str, Any], currency: str | None) -> str:
-    """"USD 9,000 (7,100 to 10,900)"; an unbounded upper limit reads "no upper limit"."""
+    """ "USD 9,000 (7,100 to 10,900)"; an unbounded upper limit reads "no upper limit"."""
     if est.get("suppressed") and est.get("value") is None:
         return SUPPRESSED
     text = money_text(est.get("value"), currency)
@@ -370,7 +375,7 @@ def cost_rows(report: dict[str, Any], arm_label: Any = str) -> list[tuple[str, .
 
 
 def _responders(count: Any) -> str:
-    """"1 responder", "3 responders", or the suppression words."""
+    """ "1 responder", "3 responders", or the suppression words."""
     return f"{count_text(count)} responder{'' if count == 1 else 's'}"
 
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vertebra.core import charts
+from vertebra.core.analytics.cost import COST_HEADER, cost_rows
 from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
     SUPPRESSED,
@@ -43,7 +44,6 @@ from vertebra.core.analytics.headline import (
     share_text,
     survival_method_words,
 )
-from vertebra.core.analytics.cost import COST_HEADER, cost_rows
 from vertebra.core.analytics.propensity import OBSERVATIONAL_CAVEAT
 from vertebra.core.analytics.report import HONESTY_NOTES, Report
 from vertebra.core.labels import label

@@ -225,9 +225,8 @@ def _chunk(
     )
     patients["cost_price"] = costs.price
     patients["cost_patient_paid"] = costs.patient_paid
-    patients["cost_currency"] = pd.array(
-        np.where(np.isnan(costs.price), None, costs.currency), dtype="string"
-    )
+    currency = pd.Series(costs.currency, index=patients.index, dtype="string")
+    patients["cost_currency"] = currency.mask(np.isnan(costs.price))
     patients["cost_billed_to"] = categorical(costs.billed_to, synth_cost.BILLED_TO)
     return Cohort(clinics=clinics.frame, patients=patients, timepoints=timepoints, events=events)
 
