@@ -189,3 +189,11 @@ def test_the_html_report_shows_cost_with_denominators() -> None:
     assert "USD 18,000" in page and "2 responders of 4 due" in page
     assert "4 of 5" in page  # price recorded
     assert "1 of 3 (+2 in another currency)" in page
+
+
+def test_bootstrap_does_not_depend_on_row_order() -> None:
+    rng = np.random.default_rng(1)
+    cost = rng.gamma(4.0, 2500.0, size=40)
+    resp = (rng.random(40) < 0.5).astype(float)
+    perm = rng.permutation(40)
+    assert bootstrap_ratio(cost, resp) == bootstrap_ratio(cost[perm], resp[perm])

@@ -421,7 +421,7 @@ def _episode_costs(p: pd.DataFrame) -> dict[str, Any]:
     billed = p["cost_billed_to"].astype(object).where(p["cost_billed_to"].notna(), "")
     return {
         "price": _amount_texts(price),
-        "currency": currency.astype(str).to_numpy(),
+        "currency": currency.astype(str).str.upper().to_numpy(),  # "usd" -> ISO "USD"
         "billed_to": billed.astype(str).to_numpy(),
         "patient_paid": _amount_texts(
             p["cost_patient_paid"].to_numpy(dtype=np.float64, na_value=np.nan)

@@ -84,13 +84,17 @@ def bootstrap_ratio(
 ) -> tuple[float | None, float | None]:
     """Percentile bootstrap CI of sum(numerator) / sum(denominator) over resampled rows.
 
-    Rows (patients) are drawn with replacement, ``n_boot`` times, from
+    Rows (patients), sorted by value, are drawn with replacement, ``n_boot`` times, from
     ``numpy.random.default_rng(seed)`` (one ``integers(0, n, n)`` draw per resample). The mean
     is the case ``denominator`` = 1. A resample with a zero denominator gives +inf; a limit
     that falls on it is None (unbounded). Fewer than 2 rows give (None, None).
     """
     num = np.asarray(numerator, dtype=np.float64)
     den = np.asarray(denominator, dtype=np.float64)
+    # Canonical order (by value) first: the interval then depends only on the values, not on
+    # the order or ids of the rows (de-identification shuffles patients into pseudonym order).
+    order = np.lexsort((den, num))
+    num, den = num[order], den[order]
     n = len(num)
     if n < 2:
         return None, None

@@ -225,7 +225,9 @@ def _chunk(
     )
     patients["cost_price"] = costs.price
     patients["cost_patient_paid"] = costs.patient_paid
-    currency = pd.Series(costs.currency, index=patients.index, dtype="string")
+    # Codes in the tables are lower case, as in the registry's tables ("usd"; de-identified
+    # text cells must be codes); the loader stores the ISO form ("USD") on the episode.
+    currency = pd.Series(costs.currency.lower(), index=patients.index, dtype="string")
     patients["cost_currency"] = currency.mask(np.isnan(costs.price))
     patients["cost_billed_to"] = categorical(costs.billed_to, synth_cost.BILLED_TO)
     return Cohort(clinics=clinics.frame, patients=patients, timepoints=timepoints, events=events)
