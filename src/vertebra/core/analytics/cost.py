@@ -66,12 +66,13 @@ COST_COLUMNS: tuple[str, ...] = (
 #: Payer codes, in report order (registry.models.BilledTo; labels.yaml ``billed_to``).
 BILLED_TO: tuple[str, ...] = ("self_pay", "insurer", "trial", "other")
 #: Default bootstrap settings: fixed seed so that a report is reproducible.
-N_BOOT = 2000
+N_BOOT = 1000
 SEED = 20261206
 LEVEL = 0.95
-#: Bootstrap work cap (patients x resamples per arm); larger arms get fewer resamples (>= 200),
-#: and the report states how many it drew.
-MAX_DRAWS = 20_000_000
+#: Up to this many patients the bootstrap resamples patients; above, random blocks of them.
+EXACT_ROWS = 200
+#: Blocks of patients resampled above EXACT_ROWS (see bootstrap_ratio).
+BLOCKS = 200
 
 
 def bootstrap_ratio(
@@ -84,37 +85,41 @@ def bootstrap_ratio(
 ) -> tuple[float | None, float | None]:
     """Percentile bootstrap CI of sum(numerator) / sum(denominator) over resampled rows.
 
-    Rows (patients), sorted by value, are drawn with replacement, ``n_boot`` times, from
-    ``numpy.random.default_rng(seed)`` (one ``integers(0, n, n)`` draw per resample). The mean
-    is the case ``denominator`` = 1. A resample with a zero denominator gives +inf; a limit
-    that falls on it is None (unbounded). Fewer than 2 rows give (None, None).
+    Rows (patients) are first put in a canonical order (by value, :func:`_canonical`), so that
+    the interval depends only on the values (de-identification shuffles patients into
+    pseudonym order). Up to :data:`EXACT_ROWS` rows,
+    each of ``n_boot`` resamples draws n rows with replacement from
+    ``numpy.random.default_rng(seed)``. Above it, the rows are dealt at random into
+    :data:`BLOCKS` blocks and the blocks are resampled instead (each resample draws
+    ``BLOCKS`` blocks with replacement, a cluster bootstrap of the ratio): the blocks are
+    random sets of patients of equal size, so the resampled ratio varies as with patients
+    (``BLOCKS`` x the variance of a block sum = n x the variance of a row), at a cost that no
+    longer grows with n (the coverage test checks both paths). The mean is the case
+    ``denominator`` = 1. A resample with a zero denominator gives +inf; a limit that falls on
+    it is None (unbounded). Fewer than 2 rows give (None, None).
     """
-    num = np.asarray(numerator, dtype=np.float64)
-    den = np.asarray(denominator, dtype=np.float64)
-    # Canonical order (by value) first: the interval then depends only on the values, not on
-    # the order or ids of the rows (de-identification shuffles patients into pseudonym order).
-    order = np.lexsort((den, num))
-    num, den = num[order], den[order]
+    num, den = _canonical(np.asarray(numerator, float), np.asarray(denominator, float))
     n = len(num)
     if n < 2:
         return None, None
     rng = np.random.default_rng(seed)
+    if n > EXACT_ROWS:  # blocks of equal size (+-1): a random permutation dealt round robin
+        block = rng.permutation(n) % BLOCKS
+        num = np.bincount(block, weights=num, minlength=BLOCKS).astype(np.float64)
+        den = np.bincount(block, weights=den, minlength=BLOCKS).astype(np.float64)
+        n = BLOCKS
     stats = np.empty(n_boot, dtype=np.float64)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
-        top, bottom = num[idx].sum(), den[idx].sum()
-        stats[b] = top / bottom if bottom > 0 else np.inf
+    step = max(1, 1_000_000 // n)  # resamples per batch: about 10^6 draws at a time
+    for first in range(0, n_boot, step):
+        rows = min(step, n_boot - first)
+        idx = rng.integers(0, n, size=(rows, n))
+        top, bottom = num[idx].sum(axis=1), den[idx].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stats[first : first + rows] = np.where(bottom > 0, top / bottom, np.inf)
     alpha = (1.0 - level) / 2.0
     with np.errstate(invalid="ignore"):  # inf - inf between two unbounded order statistics
         lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
     return (float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None)
-
-
-def _boot_count(n: int, n_boot: int) -> int:
-    """Resamples for an arm of ``n`` patients: ``n_boot``, fewer for very large arms."""
-    if n <= 0:
-        return n_boot
-    return int(min(n_boot, max(200, MAX_DRAWS // n)))
 
 
 @dataclass(frozen=True)
@@ -147,13 +152,25 @@ class Estimate:
         return out
 
 
+def _canonical(num: FloatArray, den: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The rows sorted by (denominator, numerator): a canonical order of the same values.
+    Denominators of 0/1 (responders, means) need only two value sorts, not a lexsort."""
+    ones = den == 1.0
+    if np.all(ones | (den == 0.0)):
+        zeros = ~ones
+        num = np.concatenate([np.sort(num[zeros]), np.sort(num[ones])])
+        den = np.concatenate([np.zeros(int(zeros.sum())), np.ones(int(ones.sum()))])
+        return num, den
+    order = np.lexsort((num, den))
+    return num[order], den[order]
+
+
 def _estimate(cost: FloatArray, per: FloatArray, n_boot: int, seed: int) -> Estimate:
     n = len(cost)
     total, divisor = float(cost.sum()), float(per.sum())
     value = total / divisor if divisor > 0 else None
-    draws = _boot_count(n, n_boot)
-    ci = bootstrap_ratio(cost, per, n_boot=draws, seed=seed) if n >= 2 else None
-    return Estimate(n, total, divisor, value, ci, draws)
+    ci = bootstrap_ratio(cost, per, n_boot=n_boot, seed=seed) if n >= 2 else None
+    return Estimate(n, total, divisor, value, ci, n_boot)
 
 
 def _share(k: int, n: int) -> dict[str, Any]:
@@ -228,21 +245,29 @@ def _prices(frame: pd.DataFrame, column: str) -> FloatArray:
     return np.asarray(pd.to_numeric(frame[column], errors="coerce"), dtype=np.float64)
 
 
-def _texts(frame: pd.DataFrame, column: str) -> npt.NDArray[Any]:
+def _codes(
+    frame: pd.DataFrame, column: str, vocabulary: Sequence[str] | None
+) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """A text column as integer codes (-1: missing or empty) and the code's words: the
+    ``vocabulary``'s when given (other values -1), else the distinct upper-case values.
+    Works on the few distinct values, not on every row (10^6-patient reports)."""
     if column not in frame.columns:
-        return np.full(len(frame), "", dtype=object)
-    return np.asarray(frame[column].astype(object).where(frame[column].notna(), "").astype(str))
-
-
-def report_currency(currencies: Sequence[str] | npt.NDArray[Any], priced: BoolArray) -> str | None:
-    """The currency most priced patients have (ties: alphabetical); None when no price."""
-    codes = pd.Series(np.asarray(currencies)[priced]).astype(str)
-    codes = codes[codes.ne("")]
-    if codes.empty:
-        return None
-    counts = codes.value_counts()
-    top = counts[counts.eq(counts.max())].index
-    return str(sorted(top)[0])
+        return np.full(len(frame), -1, dtype=np.int64), list(vocabulary or [])
+    col = frame[column]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        raw, uniques = col.cat.codes.to_numpy(np.int64), [str(c) for c in col.cat.categories]
+    else:
+        codes, found = pd.factorize(col, use_na_sentinel=True)
+        raw, uniques = np.asarray(codes, dtype=np.int64), [str(c) for c in found]
+    words = (
+        list(vocabulary)
+        if vocabulary is not None
+        else sorted({u.strip().upper() for u in uniques if u.strip()})
+    )
+    lookup = {w: i for i, w in enumerate(words)}
+    key = (lambda u: u.strip()) if vocabulary is not None else (lambda u: u.strip().upper())
+    remap = np.array([lookup.get(key(u), -1) for u in uniques] + [-1], dtype=np.int64)
+    return remap[np.where(raw < 0, len(uniques), raw)], words
 
 
 def cost_summary(
@@ -260,30 +285,40 @@ def cost_summary(
         return None
     price = _prices(pts, "cost_price")
     paid = _prices(pts, "cost_patient_paid")
-    currency_col = np.char.upper(_texts(pts, "cost_currency").astype(str))  # "usd" -> "USD"
-    payer = _texts(pts, "cost_billed_to")
-    currency = report_currency(currency_col, ~np.isnan(price))
-    same = currency_col == (currency or "")
-    priced = ~np.isnan(price) & same
-    other = ~np.isnan(price) & ~same
+    cur, currencies = _codes(pts, "cost_currency", None)
+    payer, _ = _codes(pts, "cost_billed_to", BILLED_TO)
+    has_price = ~np.isnan(price)
+    # The report's currency: the one most priced patients have (ties: alphabetical).
+    counts = np.bincount(cur[has_price & (cur >= 0)], minlength=len(currencies))
+    pick = int(np.argmax(counts)) if counts.size and counts.max() > 0 else -1
+    currency = currencies[pick] if pick >= 0 else None
+    same = cur == pick if pick >= 0 else np.zeros(len(price), dtype=bool)
+    priced = has_price & same
+    other = has_price & ~same
 
     resp, evaluable, due = _responses(panel, timepoint, measure)
+    # Patients grouped by arm once (a stable sort), so each arm's work is on its own rows.
+    by_arm = np.argsort(panel.arm_codes, kind="stable")
+    bounds = np.searchsorted(panel.arm_codes[by_arm], np.arange(len(panel.arms) + 1))
     arms: dict[str, ArmCost] = {}
     for code, arm in enumerate(panel.arms):
-        mine = panel.arm_codes == code
-        have = mine & priced
-        oop = mine & same & ~np.isnan(paid)
-        ev = have & evaluable
-        dd = have & due
+        rows = by_arm[bounds[code] : bounds[code + 1]]
+        p, pd_, r = price[rows], paid[rows], resp[rows]
+        have = priced[rows]
+        oop = same[rows] & ~np.isnan(pd_)
+        ev = have & evaluable[rows]
+        dd = have & due[rows]
+        who = payer[rows][have]
+        by_payer = np.bincount(who[who >= 0], minlength=len(BILLED_TO))
         arms[arm] = ArmCost(
-            n_patients=int(mine.sum()),
+            n_patients=len(rows),
             n_cost_recorded=int(have.sum()),
-            n_other_currency=int((mine & other).sum()),
-            per_patient=_estimate(price[have], np.ones(int(have.sum())), n_boot, seed),
-            out_of_pocket=_estimate(paid[oop], np.ones(int(oop.sum())), n_boot, seed),
-            billed_to={b: int((have & (payer == b)).sum()) for b in BILLED_TO},
-            per_responder=_estimate(price[ev], resp[ev].astype(np.float64), n_boot, seed),
-            per_responder_all=_estimate(price[dd], resp[dd].astype(np.float64), n_boot, seed),
+            n_other_currency=int(other[rows].sum()),
+            per_patient=_estimate(p[have], np.ones(int(have.sum())), n_boot, seed),
+            out_of_pocket=_estimate(pd_[oop], np.ones(int(oop.sum())), n_boot, seed),
+            billed_to={b: int(by_payer[i]) for i, b in enumerate(BILLED_TO)},
+            per_responder=_estimate(p[ev], r[ev].astype(np.float64), n_boot, seed),
+            per_responder_all=_estimate(p[dd], r[dd].astype(np.float64), n_boot, seed),
         )
     return CostResult(currency, timepoint, measure, seed, LEVEL, arms)
 

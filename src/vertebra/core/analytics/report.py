@@ -192,17 +192,21 @@ _FORK_STATE: dict[str, Any] = {}
 
 
 _BENCHMARK_JOB = "\x00clinic-benchmark"
+_COST_JOB = "\x00cost"
 
 
 def _one_comparison(comp: str) -> Any:
     """One propensity comparison on the panel set up by `_comparison_pool` (or its error).
 
-    The job named `_BENCHMARK_JOB` computes the clinic benchmark instead, so that it too runs
-    beside the work of the parent process.
+    The jobs named `_BENCHMARK_JOB` and `_COST_JOB` compute the clinic benchmark and the cost
+    per arm (vertebra.core.analytics.cost) instead, so that they too run beside the work of the
+    parent process.
     """
     panel, treated, timepoint = _FORK_STATE["job"]
     if comp == _BENCHMARK_JOB:
         return clinic_benchmark(panel, timepoint=timepoint)
+    if comp == _COST_JOB:  # the cost bootstrap, beside the parent's work (docs: cost.md)
+        return cost_summary(panel, timepoint=timepoint)
     try:
         return compare_arms(panel, treated, [comp], timepoint=timepoint)
     except (ValueError, np.linalg.LinAlgError) as exc:
@@ -302,6 +306,8 @@ def build_report(
     jobs = list(comparators) if compare else []
     if comparison_timepoint in panel.tp_ids and panel.n > 0:
         jobs.append(_BENCHMARK_JOB)
+    if "cost_price" in panel.patients.columns:
+        jobs.append(_COST_JOB)
     bench: ClinicBenchmark | None = None
     comparisons: list[PropensityComparison] = []
     with _comparison_pool(panel, treated, comparison_timepoint, len(jobs), processes) as run:
@@ -310,10 +316,12 @@ def build_report(
         survival = surgery_free_survival(panel, tables.events, as_of, censoring=censoring)
         baseline = baseline_table(panel)
         aes = adverse_events(panel, tables.events, as_of)
-        cost = cost_summary(panel, timepoint=comparison_timepoint)
+        cost: CostResult | None = None
         for result in pending():
             if isinstance(result, ClinicBenchmark):
                 bench = result
+            elif isinstance(result, CostResult):
+                cost = result
             elif isinstance(result, str):
                 errors.append(result)
             else:
