@@ -141,3 +141,18 @@ def test_patients_read_typical_cost_and_coverage(
     _fits(tab, PHONE if device == "phone" else 1280)
     _shot(tab, artifacts_dir, f"{device}{path.replace('/', '-').rstrip('-')}")
     assert console.problems == []
+
+
+@pytest.mark.parametrize("path", ["/learn/cost/", "/decide/"])
+def test_the_cost_pages_have_no_serious_accessibility_violations(
+    live_server: Any, browser: Any, path: str
+) -> None:
+    from tests.browser.test_accessibility import serious_violations
+
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+    try:
+        axe_page = context.new_page()
+        axe_page.goto(live_server.url + path)
+        assert serious_violations(axe_page) == []
+    finally:
+        context.close()
