@@ -230,9 +230,9 @@ class CostResult:
             "seed": self.seed,
             "note": (
                 "Cost = the price of the index episode, whoever paid it. Cost per responder = "
-                "total price / responders at the time point: among patients with a price and "
-                "both scores (cost_per_responder), and among every patient with a price who "
-                "was due, missing answers counting as non-responders (cost_per_responder_all). "
+                "total price / responders at the time point, two ways: among patients with a "
+                "price and both scores (completers), and among every patient with a price who "
+                "was due, missing answers counting as non-responders (all due). "
                 "Prices in another currency are counted, not converted. Descriptive: the arms "
                 "differ in who was treated."
             ),
