@@ -404,6 +404,32 @@ def _load_prior_treatments(context: _Context, chunk: _Chunk) -> None:
     )
 
 
+def _amount_texts(values: Any) -> list[str | None]:
+    """Amounts as the decimal texts the services store and audit ("12000.00"); NaN -> None."""
+    return [None if v != v else f"{v:.2f}" for v in np.asarray(values, dtype=np.float64)]
+
+
+def _episode_costs(p: pd.DataFrame) -> dict[str, Any]:
+    """The episode's cost columns from the cohort's ``cost_*`` columns (all empty when the
+    cohort has none, e.g. one written before generator 1.1.0)."""
+    n = len(p)
+    if "cost_price" not in p.columns:
+        return {"price": [None] * n, "currency": "", "billed_to": "", "patient_paid": [None] * n,
+                "cost_note": ""}  # fmt: skip
+    price = p["cost_price"].to_numpy(dtype=np.float64, na_value=np.nan)
+    currency = p["cost_currency"].astype(object).where(p["cost_currency"].notna(), "")
+    billed = p["cost_billed_to"].astype(object).where(p["cost_billed_to"].notna(), "")
+    return {
+        "price": _amount_texts(price),
+        "currency": currency.astype(str).str.upper().to_numpy(),  # "usd" -> ISO "USD"
+        "billed_to": billed.astype(str).to_numpy(),
+        "patient_paid": _amount_texts(
+            p["cost_patient_paid"].to_numpy(dtype=np.float64, na_value=np.nan)
+        ),
+        "cost_note": "",
+    }
+
+
 def _load_pathway(context: _Context, chunk: _Chunk) -> None:
     """Episodes and, for cell therapy, harvest -> processing -> injection (or a released lot)."""
     p, ids, sink = chunk.frame, context.ids, context.sink
@@ -416,6 +442,7 @@ def _load_pathway(context: _Context, chunk: _Chunk) -> None:
             "patient_id": chunk.patient_ids,
             "arm": np.where(cell, "cell_therapy", arm),
             "start_date": start,
+            **_episode_costs(p),
             "created_at": sink.now_db,
             "version": 1,
         }

@@ -172,11 +172,17 @@ COUNT_KEYS = frozenset(
         "denominator",
         "n_total",
         "n_excluded_missing_covariate",
+        # cost (vertebra.core.analytics.cost)
+        "n_cost_recorded",
+        "n_other_currency",
+        "n_evaluable",
+        "n_due",
+        "n_responders",
     }
 )
 #: Statistic keys that depend on the group a count describes: count key -> statistics.
 _DEPENDENT = {
-    "n": ("mean", "median", "sd", "ci", "rate"),
+    "n": ("mean", "median", "sd", "ci", "rate", "value", "total"),
     "n_scored": ("mean", "median", "sd"),
     "n_change": ("mean_change", "mean_change_sd", "mean_change_ci"),
     "at_risk": ("survival", "ci"),
@@ -186,10 +192,18 @@ _DEPENDENT = {
     "n_missing": ("n_completed", "completeness"),  # expected - completed = missing
     "n_completed": ("completeness",),
     "n_total": ("overall_rate",),
+    # cost per responder = total / responders: each count gives the figure away
+    "n_evaluable": ("value", "ci", "total"),
+    "n_due": ("value", "ci", "total"),
+    "n_responders": ("value", "ci", "total"),
     "numerator": ("rate", "ci"),
     "denominator": ("rate", "ci"),
 }
 
+
+#: (part, whole) counts in one object: a small whole - part is suppressed with the part
+#: (responders among those with a cost: non-responders = whole - responders).
+_COUNT_PAIRS = (("n_responders", "n_evaluable"), ("n_responders", "n_due"))
 
 #: The counts of a time point's follow-up: due (n_expected) = answered + missing.
 _FOLLOW_UP = frozenset({"n_expected", "n_completed", "n_missing"})
@@ -261,6 +275,11 @@ class _Walker:
             hidden |= {"numerator", "rate", "ci"}
             if is_small(out["denominator"], self.k):
                 hidden.add("denominator")
+        for part, whole in _COUNT_PAIRS:  # whole - part would give a small part back
+            if part in out and whole in out and isinstance(out[part], int):
+                rest = out[whole] - out[part] if isinstance(out[whole], int) else None
+                if is_small(rest, self.k):
+                    hidden |= {part, *_DEPENDENT.get(part, ())} & out.keys()
         for key in COUNT_KEYS & out.keys():
             if is_small(out[key], self.k):
                 hidden.add(key)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "analytics_window",
     "check_adverse_event",
     "check_date",
+    "check_episode_cost",
     "check_harvest_volume",
     "check_injection_volume",
     "check_range",
@@ -98,6 +99,8 @@ class Rules:
     cell_dose_million: Range
     tnc_million_per_ml: Range
     cfu_f_per_ml: Range
+    #: Allowed price range per currency (ISO 4217 code -> range); empty: no cost rules.
+    episode_cost: Mapping[str, Range] = field(default_factory=dict)
 
     def future_allowance(self, key: str) -> int:
         """Days after today that field ``key`` ("model.field") may lie; 0 when not listed."""
@@ -130,7 +133,17 @@ def load_rules(text: str) -> Rules:
         cell_dose_million=_range(raw["cell_dose_million"]),
         tnc_million_per_ml=_range(raw["tnc_million_per_ml"]),
         cfu_f_per_ml=_range(raw["cfu_f_per_ml"]),
+        episode_cost=_cost_ranges(raw.get("episode_cost") or {}),
     )
+
+
+def _cost_ranges(raw: Mapping[str, Any]) -> dict[str, Range]:
+    """The per-currency price ranges of ``episode_cost`` (each with the section's source)."""
+    source, verified = str(raw.get("source", "")), bool(raw.get("verified"))
+    return {
+        code: _range({**bounds, "source": source, "verified": verified})
+        for code, bounds in (raw.get("currencies") or {}).items()
+    }
 
 
 @cache
@@ -282,6 +295,65 @@ def check_injection_volume(
         f"(up to {_number(per_level.max)} mL per level)"
     )
     return check_range("volume_ml", "injection volume", volume_ml, allowed, context=context)
+
+
+# ------------------------------------------------------------------------------------- cost
+
+
+def check_episode_cost(
+    price: float | None,
+    patient_paid: float | None,
+    currency: str,
+    billed_to: str,
+    cost_note: str,
+    rule_set: Rules | None = None,
+) -> list[Refusal]:
+    """The cost fields of a treatment episode, as recorded together (docs/algorithms/cost.md).
+
+    * An amount needs a currency from ``episode_cost`` (ISO 4217), and a currency an amount.
+    * Each amount lies within the currency's range (never negative).
+    * A payer (``billed_to``) is named only with a price.
+    * The patient's payment may exceed the price only with a ``cost_note`` explaining why.
+    """
+    r = rule_set or rules()
+    refusals: list[Refusal] = []
+    amounts = [
+        (n, v) for n, v in (("price", price), ("patient_paid", patient_paid)) if v is not None
+    ]
+    if amounts and not currency:
+        refusals.append(Refusal("currency", "Currency: choose the currency of the amounts."))
+    elif currency and not amounts:
+        refusals.append(
+            Refusal("currency", "Currency: leave it empty when no price or payment is recorded.")
+        )
+    allowed = r.episode_cost.get(currency) if currency else None
+    if currency and allowed is None and r.episode_cost:
+        codes = ", ".join(sorted(r.episode_cost))
+        refusals.append(Refusal("currency", f"Currency: choose one of {codes}."))
+    for name, value in amounts:
+        label = "price" if name == "price" else "amount paid by the patient"
+        if float(value) < 0:
+            refusals.append(Refusal(name, f"{label[:1].upper()}{label[1:]}: cannot be negative."))
+        elif allowed is not None:
+            found = check_range(name, label, float(value), allowed)
+            if found is not None:
+                refusals.append(found)
+    if billed_to and price is None:
+        refusals.append(Refusal("price", "Price: enter the price that was billed."))
+    if (
+        price is not None
+        and patient_paid is not None
+        and float(patient_paid) > float(price)
+        and not cost_note.strip()
+    ):
+        refusals.append(
+            Refusal(
+                "cost_note",
+                "Cost note: the patient paid more than the price; say why (e.g. an extra "
+                "session billed later), or correct the amounts.",
+            )
+        )
+    return refusals
 
 
 # ---------------------------------------------------------------------------- adverse events

@@ -813,19 +813,21 @@ def start_episode_with_follow_up(
     arm: str,
     start_date: dt.date,
     today: dt.date | None = None,
+    cost: Mapping[str, Any] | None = None,
 ) -> TreatmentEpisode:
     """Start a treatment episode and create its follow-up schedule, in one transaction (what
     staff pages, the API and the FHIR import call when an episode is recorded).
 
     The episode and its schedule (each with its audit row) commit together or not at all, so
     an episode without a schedule cannot come from here; a refusal is audited once, naming
-    ``start_episode``. The worker heals episodes written any other way
+    ``start_episode``. ``cost``: the episode's optional cost fields (see
+    :func:`vertebra.registry.services.start_episode`). The worker heals episodes written any other way
     (:func:`backfill_schedules`).
     """
     from vertebra.registry import services as registry_services
 
     episode = registry_services.start_episode(
-        actor=actor, patient_id=patient_id, arm=arm, start_date=start_date
+        actor=actor, patient_id=patient_id, arm=arm, start_date=start_date, cost=cost
     )
     create_schedule_for_episode(episode, actor, today or timezone.localdate())
     return episode

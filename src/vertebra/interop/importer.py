@@ -702,7 +702,7 @@ class _Writer:
             episode: ImportedEpisode = item.value
             created = followup_services.start_episode_with_follow_up(
                 actor=actor, patient_id=patient.pk, arm=episode.arm,
-                start_date=episode.start_date, today=context.today,
+                start_date=episode.start_date, today=context.today, cost=episode.cost,
             )  # fmt: skip
             self.episodes[episode.source_ref] = created.pk
         self._pathway()

@@ -16,6 +16,7 @@ from typing import Any
 
 from vertebra.core import charts
 from vertebra.core.analytics import OBSERVATIONAL_CAVEAT, Report
+from vertebra.core.analytics.cost import COST_HEADER, cost_rows
 from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
     SUPPRESSED,
@@ -157,7 +158,7 @@ def dashboard(report: Report, clinic_names: Mapping[str, str] | None = None) -> 
         honesty_notes=tuple(honesty_notes(HONESTY_NOTES)),
         caveat=OBSERVATIONAL_CAVEAT,
         figures=figures,
-        tables=[_completeness(d), _adverse_event_table(d)],
+        tables=[_completeness(d), _adverse_event_table(d), *_cost_table(d)],
         comparison_errors=tuple(comparison_error_words(e) for e in d["comparison_errors"]),
         data_notes=tuple(e.note for e in report.exclusions),
     )
@@ -471,6 +472,28 @@ def _adverse_events(d: dict[str, Any], styles: dict[str, charts.Style]) -> Figur
             rows=rows,
         ),
     )
+
+
+def _cost_table(d: dict[str, Any]) -> list[Table]:
+    """Cost per patient and per responder per arm (none when no price is recorded)."""
+    method = d.get("cost_method")
+    rows = cost_rows(d, lambda arm: label("arm", arm))
+    if not method or not method.get("currency") or not rows:
+        return []
+    return [
+        Table(
+            key="cost",
+            title=f"Cost and coverage by treatment ({method['currency']})",
+            header=COST_HEADER,
+            rows=rows,
+            notes=(
+                f"Responders: {label('instrument', method['measure'])} at "
+                f"{label('timepoint', method['timepoint'])}. 95% CIs: {method['ci_method']} "
+                f"(seed {method['seed']}).",
+                method["note"],
+            ),
+        )
+    ]
 
 
 def _adverse_event_table(d: dict[str, Any]) -> Table:

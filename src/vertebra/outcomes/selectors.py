@@ -52,6 +52,7 @@ from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter, Exclusion, select_patients
+from vertebra.core.analytics.cost import COST_COLUMNS
 from vertebra.core.codebook import codebook
 from vertebra.core.deidentify import coarsen_filter, deidentify
 from vertebra.core.instruments import InstrumentError, get_definition
@@ -341,6 +342,10 @@ def _odd_patients(scope: Scope, left_out: _LeftOut) -> list[int]:
     return ids
 
 
+#: Episode fields behind the analytics' cost columns (same order as COST_COLUMNS).
+_COST_FIELDS = ("price", "patient_paid", "currency", "billed_to")
+
+
 def _first_episodes(scope: Scope, flt: CohortFilter, left_out: _LeftOut) -> pd.DataFrame:
     """Each in-scope patient's first treatment episode (earliest start date, then id),
     leaving out patients with implausible stored dates."""
@@ -353,13 +358,19 @@ def _first_episodes(scope: Scope, flt: CohortFilter, left_out: _LeftOut) -> pd.D
     if flt.clinics:
         wanted = [int(c) for c in flt.clinics if str(c).isdigit()]
         query = query.filter(patient__clinic_id__in=wanted)
-    cols = ("episode_id", "patient_id", "registry_arm", "treatment_date")
+    cols = ("episode_id", "patient_id", "registry_arm", "treatment_date", *COST_COLUMNS)
     frame = _frame(
         query.order_by("patient_id", "start_date", "id").values_list(
-            "id", "patient_id", "arm", "start_date"
+            "id", "patient_id", "arm", "start_date", *_COST_FIELDS
         ),
         cols,
     )
+    for column in ("cost_price", "cost_patient_paid"):  # Decimal -> float (analytics' numbers)
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    # Codes in the tables are lower case (de-identified text cells must be codes): "usd".
+    # Not recorded ("") is missing (None), as for every other optional code.
+    frame["cost_currency"] = frame["cost_currency"].str.lower().replace("", None)
+    frame["cost_billed_to"] = frame["cost_billed_to"].replace("", None)
     return frame.drop_duplicates("patient_id", keep="first").reset_index(drop=True)
 
 
@@ -403,6 +414,7 @@ def _patients(
         "cell_source",
         "adjunct",
         "dose",
+        *COST_COLUMNS,
     ] + (["mrn"] if with_mrn else [])
     return frame[columns].sort_values("patient_id").reset_index(drop=True)
 

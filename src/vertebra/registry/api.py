@@ -31,6 +31,7 @@ import datetime as dt
 import functools
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -57,9 +58,11 @@ from vertebra.registry.errors import (
 )
 from vertebra.registry.guidance import api_next_step
 from vertebra.registry.models import (
+    EPISODE_COST_FIELDS,
     AdverseEventCategory,
     AdverseEventOutcome,
     Arm,
+    BilledTo,
     CellSource,
     Condition,
     ConsentKind,
@@ -114,6 +117,7 @@ StenosisOrBlank = _choices(Stenosis, blank=True)
 ConditionOrBlank = _choices(Condition, blank=True)
 ArmOrBlank = _choices(Arm, blank=True)
 RelatednessOrBlank = _choices(Relatedness, blank=True)
+BilledToOrBlank = _choices(BilledTo, blank=True)
 SortChoice: Any = Literal[SORT_VALUES]
 
 # ------------------------------------------------------------------------ output schemas
@@ -252,6 +256,11 @@ class EpisodeOut(Schema):
     harvest_id: int | None = None
     processing_id: int | None = None
     injection_ids: list[int] = []
+    price: str | None = Field(None, description="Price charged (decimal string), in currency.")
+    currency: str = ""
+    billed_to: str = ""
+    patient_paid: str | None = Field(None, description="Paid out of pocket (decimal string).")
+    cost_note: str = ""
 
 
 class AdverseEventOut(Schema):
@@ -322,6 +331,12 @@ class DiagnosisIn(Schema):
 class EpisodeIn(Schema):
     arm: ArmChoice  # type: ignore[valid-type]
     start_date: dt.date
+    # Cost and coverage (optional; docs/algorithms/cost.md). Amounts in `currency` (ISO 4217).
+    price: Amount(le=1e9) | None = None  # type: ignore[valid-type]
+    currency: str = Field("", max_length=3)
+    billed_to: BilledToOrBlank = ""  # type: ignore[valid-type]
+    patient_paid: Amount(le=1e9) | None = None  # type: ignore[valid-type]
+    cost_note: str = Field("", max_length=200)
 
 
 class HarvestIn(Schema):
@@ -511,6 +526,13 @@ def _episode_out(episode: Any) -> EpisodeOut:
         harvest_id=harvest.pk if harvest is not None else None,
         processing_id=processing.pk if processing is not None else None,
         injection_ids=[injection.pk for injection in episode.injections.all()],
+        price=None if episode.price is None else f"{Decimal(episode.price):.2f}",
+        currency=episode.currency,
+        billed_to=episode.billed_to,
+        patient_paid=(
+            None if episode.patient_paid is None else f"{Decimal(episode.patient_paid):.2f}"
+        ),
+        cost_note=episode.cost_note,
     )
 
 
@@ -608,8 +630,12 @@ def list_episodes(request: HttpRequest, patient_id: Id) -> Any:
 )
 @registry_errors
 def create_episode(request: HttpRequest, patient_id: Id, payload: EpisodeIn) -> Any:
+    data = payload.dict()
+    cost = {name: data.pop(name) for name in EPISODE_COST_FIELDS}
+    for name in ("price", "patient_paid"):  # exact decimals, as stored (never binary floats)
+        cost[name] = None if cost[name] is None else Decimal(str(cost[name]))
     episode = start_episode_with_follow_up(
-        actor=_actor(request), patient_id=patient_id, **payload.dict()
+        actor=_actor(request), patient_id=patient_id, cost=cost, **data
     )
     return Status(201, _episode_out(episode))
 

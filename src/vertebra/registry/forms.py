@@ -15,7 +15,9 @@ from typing import Any, cast
 
 from django import forms
 
+from vertebra.core.plausibility import rules as plausibility_rules
 from vertebra.registry.models import (
+    EPISODE_COST_FIELDS,
     AdverseEvent,
     AdverseEventOutcome,
     AllogeneicLot,
@@ -200,11 +202,43 @@ class ScreeningForm:
 # ----------------------------------------------------------------------------- pathway
 
 
+def _currency_choices() -> list[tuple[str, str]]:
+    """The currencies an episode's cost may be recorded in (plausibility.yaml), blank first."""
+    return [("", "—"), *((code, code) for code in sorted(plausibility_rules().episode_cost))]
+
+
 class EpisodeForm(ServiceForm):
+    """Start an episode; its cost (price, payer, out-of-pocket) is optional and may be
+    recorded later through the episode's correction."""
+
+    currency = forms.ChoiceField(label="Currency", required=False, choices=_currency_choices)
+
     class Meta:
         model = TreatmentEpisode
-        fields = ["arm", "start_date"]
+        fields = [
+            "arm",
+            "start_date",
+            "price",
+            "currency",
+            "billed_to",
+            "patient_paid",
+            "cost_note",
+        ]
         widgets = _dates("start_date")
+        labels = {
+            "price": "Price charged for the episode",
+            "billed_to": "Billed to",
+            "patient_paid": "Paid by the patient (out of pocket)",
+            "cost_note": "Cost note (why the patient paid more than the price, if so)",
+        }
+
+    def _post_clean(self) -> None:  # the service validates the model, cost rules included
+        pass
+
+    def service_kwargs(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        cost = {name: data.pop(name, None) for name in EPISODE_COST_FIELDS}
+        return {**data, "cost": cost}
 
 
 class HarvestForm(ServiceForm):

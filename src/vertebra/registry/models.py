@@ -441,17 +441,57 @@ class Arm(models.TextChoices):
     OTHER = "other", "Other"
 
 
+class BilledTo(models.TextChoices):
+    """Who the episode's price was billed to (its main payer)."""
+
+    SELF_PAY = "self_pay", "Self-pay (the patient)"
+    INSURER = "insurer", "Insurer"
+    TRIAL = "trial", "Trial-funded"
+    OTHER = "other", "Other"
+
+
+#: The cost fields of an episode, all optional (docs/algorithms/cost.md).
+EPISODE_COST_FIELDS = ("price", "currency", "billed_to", "patient_paid", "cost_note")
+
+
 class TreatmentEpisode(Correctable):
-    """One course of treatment in one arm; follow-up is scheduled from ``start_date``."""
+    """One course of treatment in one arm; follow-up is scheduled from ``start_date``.
+
+    Cost (all optional, recorded when known; see docs/algorithms/cost.md): ``price`` is what
+    the clinic charged for the whole episode, ``billed_to`` its main payer and
+    ``patient_paid`` what the patient paid out of pocket, both in ``currency`` (ISO 4217).
+    ``cost_note`` explains a payment above the price (e.g. a later extra session).
+    """
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="episodes")
     arm = models.CharField(max_length=20, choices=Arm.choices)
     start_date = models.DateField()
+    price = models.DecimalField(
+        "price charged", max_digits=12, decimal_places=2, null=True, blank=True
+    )
+    currency = models.CharField(max_length=3, blank=True, default="", db_default="")
+    billed_to = models.CharField(
+        max_length=10, choices=BilledTo.choices, blank=True, default="", db_default=""
+    )
+    patient_paid = models.DecimalField(
+        "paid by the patient (out of pocket)",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+    )
+    cost_note = models.CharField("cost note", max_length=200, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.CheckConstraint(name="episode_version_positive", condition=Q(version__gte=1)),
+            models.CheckConstraint(
+                name="episode_price_non_negative", condition=_non_negative("price")
+            ),
+            models.CheckConstraint(
+                name="episode_patient_paid_non_negative", condition=_non_negative("patient_paid")
+            ),
         ]
 
 

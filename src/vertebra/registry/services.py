@@ -46,6 +46,7 @@ from vertebra.registry.errors import (
 )
 from vertebra.registry.models import (
     ALLOGENEIC_SOURCES,
+    EPISODE_COST_FIELDS,
     AdverseEvent,
     AdverseEventOutcome,
     AdverseEventStatus,
@@ -74,6 +75,7 @@ from vertebra.registry.validation import validate_record
 
 __all__ = [
     "EDITABLE_PATIENT_FIELDS",
+    "EPISODE_COST_FIELDS",
     "adjudicate_adverse_event",
     "authenticate_api_token",
     "issue_api_token",
@@ -531,11 +533,29 @@ def record_screening(
 
 @audited_transaction
 def start_episode(
-    *, actor: Actor, patient_id: int, arm: str, start_date: dt.date
+    *,
+    actor: Actor,
+    patient_id: int,
+    arm: str,
+    start_date: dt.date,
+    cost: Mapping[str, Any] | None = None,
 ) -> TreatmentEpisode:
-    """Start a treatment episode in any arm; follow-up is scheduled from ``start_date``."""
+    """Start a treatment episode in any arm; follow-up is scheduled from ``start_date``.
+
+    ``cost`` optionally holds the episode's cost fields (:data:`EPISODE_COST_FIELDS`: price,
+    currency, billed_to, patient_paid, cost_note); they are validated with the episode
+    (non-negative, within the currency's plausible range, paid <= price unless a note says
+    why) and audited in the same row. Later changes go through the episode's correction.
+    """
     patient = _patient(actor, Action.EPISODE_START, patient_id)
-    episode = TreatmentEpisode(patient=patient, arm=arm, start_date=start_date)
+    values = dict(cost or {})
+    unknown = set(values) - set(EPISODE_COST_FIELDS)
+    if unknown:
+        raise ValidationError({name: "Not a cost field of an episode." for name in unknown})
+    for name in ("currency", "billed_to", "cost_note"):
+        values[name] = str(values.get(name) or "").strip()
+    values["currency"] = values["currency"].upper()
+    episode = TreatmentEpisode(patient=patient, arm=arm, start_date=start_date, **values)
     return _create(actor, episode, patient=patient)
 
 

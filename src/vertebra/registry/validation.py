@@ -201,8 +201,17 @@ def _prior_treatment(t: PriorTreatment, today: dt.date) -> list[Refusal | None]:
     ]  # fmt: skip
 
 
+def _amount(value: Any) -> float | None:
+    """An amount as a float; None when unknown or not a number (full_clean names that)."""
+    try:
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _episode(e: TreatmentEpisode, today: dt.date) -> list[Refusal | None]:
-    """After birth and the first diagnosis; before (or on) its harvest and injections."""
+    """After birth and the first diagnosis; before (or on) its harvest and injections; its
+    cost fields consistent and within the currency's range."""
     before: list[Bound | None] = []
     if e.pk is not None:
         harvest = Harvest.objects.filter(episode_id=e.pk).values_list("harvested_on", flat=True)
@@ -220,7 +229,14 @@ def _episode(e: TreatmentEpisode, today: dt.date) -> list[Refusal | None]:
             today,
             after=[_birth(e.patient_id), _bound("the first diagnosis", diagnosed)],
             before=before,
-        )
+        ),
+        *rules_.check_episode_cost(
+            _amount(e.price),
+            _amount(e.patient_paid),
+            e.currency,
+            e.billed_to,
+            e.cost_note,
+        ),
     ]
 
 

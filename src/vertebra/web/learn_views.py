@@ -49,6 +49,13 @@ def comparison(request: HttpRequest) -> HttpResponse:
     )
 
 
+@require_GET
+def cost(request: HttpRequest) -> HttpResponse:
+    """Typical cost ranges and insurance coverage of each treatment, with sources
+    (data/learn/cost.yaml; the section itself is the ``cost_ranges`` template tag)."""
+    return render(request, "vertebra/learn/cost.html")
+
+
 def _row_sources(row: object) -> set[str]:
     comparison = getattr(row, "comparison", None)
     if comparison is None:

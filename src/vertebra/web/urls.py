@@ -10,6 +10,7 @@ urlpatterns = [
     path("favicon.ico", views.favicon, name="favicon"),
     path("learn/", learn_views.index, name="learn"),
     path("learn/treatments/compare/", learn_views.comparison, name="learn-compare"),
+    path("learn/cost/", learn_views.cost, name="learn-cost"),
     path("learn/<path:path>/", learn_views.page, name="learn-page"),
     path("assess/", assess_views.intro, name="assess"),
     path("assess/result/", assess_views.result, name="assess-result"),

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vertebra.core import charts
+from vertebra.core.analytics.cost import COST_HEADER, cost_rows
 from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
     SUPPRESSED,
@@ -106,6 +107,27 @@ def _ci(ci: Sequence[float] | None, d: int = 1) -> str:
 
 def _rate(rate: Mapping[str, Any] | None) -> str:
     return rate_text(rate)
+
+
+def _cost_section(d: Mapping[str, Any]) -> list[str]:
+    """Cost per patient and per responder by arm, with denominators and the method (empty
+    when the report has no cost: tables from before cost was recorded)."""
+    method = d.get("cost_method")
+    rows = cost_rows(dict(d), _arm)
+    if not method or not rows:
+        return []
+    return [
+        "<h2 id='cost'>Cost and coverage</h2>",
+        _table(
+            f"Cost by treatment ({method['currency'] or 'no price recorded'})",
+            COST_HEADER,
+            rows,
+            (1.6, 1.1, 1.8, 1.6, 1.6, 2, 2),
+        ),
+        f"<p class='note'>Responders: {_e(label('instrument', method['measure']))} at "
+        f"{_e(label('timepoint', method['timepoint']))}. 95% CIs: {_e(method['ci_method'])} "
+        f"(seed {method['seed']}). {_e(method['note'])}</p>",
+    ]
 
 
 def _arm(code: str) -> str:
@@ -475,6 +497,8 @@ def render_html(
             (2, 0.9, 1, 1, 1, 1, 1, 1, 1, 1.1),
         )
     )
+    # ---- cost
+    out.extend(_cost_section(d))
     # ---- comparisons
     out.append("<h2>Adjusted comparisons (propensity-score weighting)</h2>")
     out.append(f"<p class='caveat'><strong>Observational.</strong> {_e(OBSERVATIONAL_CAVEAT)}</p>")

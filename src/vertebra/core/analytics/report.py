@@ -15,6 +15,7 @@ import pandas as pd
 
 from vertebra.core.analytics.benchmark import ClinicBenchmark, clinic_benchmark
 from vertebra.core.analytics.cohort import CohortFilter, build_panel, select_patients
+from vertebra.core.analytics.cost import CostResult, cost_summary
 from vertebra.core.analytics.descriptive import (
     AdverseEventSummary,
     BaselineSummary,
@@ -107,6 +108,8 @@ class Report:
     #: (vertebra.core.disclosure); `withheld` says which arms (or the cohort) were left out.
     min_cell: int | None = None
     withheld: Withheld | None = None
+    #: Cost per patient and per responder per arm (None: the tables carry no cost column).
+    cost: CostResult | None = None
 
     @property
     def cohort_suppressed(self) -> bool:
@@ -163,6 +166,8 @@ class Report:
                 "surgery_free": [p.to_dict() for p in curve.landmarks] if curve else [],
                 "adverse_events": self.adverse_events[arm].to_dict(),
             }
+            if self.cost is not None and arm in self.cost.arms:
+                arms[arm]["cost"] = self.cost.arms[arm].to_dict()
         return {
             "report_version": REPORT_VERSION,
             "as_of": self.as_of.isoformat() if self.time_base == "calendar" else None,
@@ -178,6 +183,7 @@ class Report:
             "comparison_errors": list(self.comparison_errors),
             "observational_caveat": OBSERVATIONAL_CAVEAT,
             "benchmark": self.benchmark.to_dict() if self.benchmark else None,
+            "cost_method": self.cost.method() if self.cost is not None else None,
         }
 
 
@@ -186,17 +192,21 @@ _FORK_STATE: dict[str, Any] = {}
 
 
 _BENCHMARK_JOB = "\x00clinic-benchmark"
+_COST_JOB = "\x00cost"
 
 
 def _one_comparison(comp: str) -> Any:
     """One propensity comparison on the panel set up by `_comparison_pool` (or its error).
 
-    The job named `_BENCHMARK_JOB` computes the clinic benchmark instead, so that it too runs
-    beside the work of the parent process.
+    The jobs named `_BENCHMARK_JOB` and `_COST_JOB` compute the clinic benchmark and the cost
+    per arm (vertebra.core.analytics.cost) instead, so that they too run beside the work of the
+    parent process.
     """
     panel, treated, timepoint = _FORK_STATE["job"]
     if comp == _BENCHMARK_JOB:
         return clinic_benchmark(panel, timepoint=timepoint)
+    if comp == _COST_JOB:  # the cost bootstrap, beside the parent's work (docs: cost.md)
+        return cost_summary(panel, timepoint=timepoint)
     try:
         return compare_arms(panel, treated, [comp], timepoint=timepoint)
     except (ValueError, np.linalg.LinAlgError) as exc:
@@ -296,6 +306,8 @@ def build_report(
     jobs = list(comparators) if compare else []
     if comparison_timepoint in panel.tp_ids and panel.n > 0:
         jobs.append(_BENCHMARK_JOB)
+    if "cost_price" in panel.patients.columns:
+        jobs.append(_COST_JOB)
     bench: ClinicBenchmark | None = None
     comparisons: list[PropensityComparison] = []
     with _comparison_pool(panel, treated, comparison_timepoint, len(jobs), processes) as run:
@@ -304,9 +316,12 @@ def build_report(
         survival = surgery_free_survival(panel, tables.events, as_of, censoring=censoring)
         baseline = baseline_table(panel)
         aes = adverse_events(panel, tables.events, as_of)
+        cost: CostResult | None = None
         for result in pending():
             if isinstance(result, ClinicBenchmark):
                 bench = result
+            elif isinstance(result, CostResult):
+                cost = result
             elif isinstance(result, str):
                 errors.append(result)
             else:
@@ -342,6 +357,7 @@ def build_report(
         responder_rules=rules,
         time_base=tables.time_base,
         exclusions=tables.exclusions,
+        cost=cost,
     )
 
 

@@ -7,7 +7,9 @@ The tables are the ones written by ``vertebra synth`` and ``vertebra export csv`
     age (years), sex ("female"/"male"/other; "F"/"M" accepted), startback_group
     ("low"/"medium"/"high"), pain_duration_months.
     optional: cell_source, adjunct, dose (numeric, any unit the registry uses for the dose
-    filter), and any other columns (ignored).
+    filter), the index episode's cost (cost_price, cost_patient_paid: numbers in
+    cost_currency, an ISO 4217 code; cost_billed_to: self_pay/insurer/trial/other), and any
+    other columns (ignored).
 
 ``timepoints`` - one row per patient x scheduled time point (including ones not answered)
     required: patient_id, timepoint (id such as "baseline", "month_12"), months (nominal
@@ -79,7 +81,16 @@ PATIENTS_REQUIRED: tuple[str, ...] = (
     "startback_group",
     "pain_duration_months",
 )
-PATIENTS_OPTIONAL: tuple[str, ...] = ("cell_source", "adjunct", "dose")
+PATIENTS_OPTIONAL: tuple[str, ...] = (
+    "cell_source",
+    "adjunct",
+    "dose",
+    # cost of the index episode (vertebra.core.analytics.cost; docs/algorithms/cost.md)
+    "cost_price",
+    "cost_patient_paid",
+    "cost_currency",
+    "cost_billed_to",
+)
 TIMEPOINTS_REQUIRED: tuple[str, ...] = (
     "patient_id",
     "timepoint",

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from vertebra.core.fhir.codes import FhirCodes
@@ -95,6 +96,9 @@ class ImportedEpisode:
     patient_ref: str
     arm: str
     start_date: dt.date
+    #: The episode's cost fields (price, currency, billed_to, patient_paid, cost_note), as
+    #: start_episode's ``cost``; empty when the Procedure has none (docs/algorithms/cost.md).
+    cost: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +317,42 @@ def parse_episode(resource: Mapping[str, Any], codes: FhirCodes) -> ImportedEpis
         patient_ref=patient_reference(resource),
         arm=arm,
         start_date=_date(start, "Procedure.performedPeriod.start"),
+        cost=_episode_cost(resource, codes),
     )
+
+
+def _amount(money: Any, where: str) -> tuple[Decimal | None, str]:
+    """(value as an exact decimal to the cent, currency) of an R4 Money, or (None, "")."""
+    if money is None:
+        return None, ""
+    if not isinstance(money, Mapping) or not isinstance(money.get("value"), int | float):
+        raise ParseError(f"{where}: a Money with a numeric value is required")
+    return Decimal(str(money["value"])).quantize(Decimal("0.01")), str(money.get("currency", ""))
+
+
+def _episode_cost(resource: Mapping[str, Any], codes: FhirCodes) -> dict[str, Any]:
+    """The cost extensions of an episode Procedure as start_episode's ``cost`` (empty: none)."""
+    price, currency = _amount(
+        _ext_value(resource, codes.extension_url("episode-price"), "valueMoney"),
+        "episode-price extension",
+    )
+    paid, paid_currency = _amount(
+        _ext_value(resource, codes.extension_url("episode-patient-paid"), "valueMoney"),
+        "episode-patient-paid extension",
+    )
+    billed = _ext_value(resource, codes.extension_url("episode-billed-to"), "valueCoding")
+    note = _ext_value(resource, codes.extension_url("episode-cost-note"), "valueString")
+    if price is None and paid is None and billed is None and not note:
+        return {}
+    if currency and paid_currency and currency != paid_currency:
+        raise ParseError("episode cost: the price and the payment are in different currencies")
+    return {
+        "price": price,
+        "currency": currency or paid_currency,
+        "billed_to": _code(billed, codes.system("billed-to")) if billed else "",
+        "patient_paid": paid,
+        "cost_note": str(note or ""),
+    }
 
 
 def _answer(answer: Mapping[str, Any], where: str) -> Any:

@@ -26,6 +26,7 @@ Why these resource types:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from vertebra.core.fhir._base import (
@@ -73,6 +74,34 @@ def episode(record: EpisodeRecord, codes: FhirCodes) -> Resource:
         code=codes.concept("treatment-arm", record.arm),
         subject=ref("patient", record.patient_id),
         performedPeriod={"start": date(record.start_date)},
+        extension=_cost_extensions(record, codes),
+    )
+
+
+def _money(amount: Decimal | None, currency: str) -> dict[str, Any] | None:
+    """An R4 Money (value as a JSON number, exact to the cent; ISO 4217 currency)."""
+    if amount is None:
+        return None
+    money: dict[str, Any] = {"value": float(amount)}
+    if currency:
+        money["currency"] = currency
+    return money
+
+
+def _cost_extensions(record: EpisodeRecord, codes: FhirCodes) -> list[dict[str, Any]]:
+    """The episode's cost and coverage (docs/algorithms/cost.md) as Vertebra extensions: R4
+    Claim/Coverage model billing between organisations, not what a clinic charged a patient."""
+    billed = codes.coding("billed-to", record.billed_to) if record.billed_to else None
+    return extensions(
+        extension(codes, "episode-price", "valueMoney", _money(record.price, record.currency)),
+        extension(codes, "episode-billed-to", "valueCoding", billed),
+        extension(
+            codes,
+            "episode-patient-paid",
+            "valueMoney",
+            _money(record.patient_paid, record.currency),
+        ),
+        extension(codes, "episode-cost-note", "valueString", record.cost_note),
     )
 
 

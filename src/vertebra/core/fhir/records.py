@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 __all__ = [
@@ -131,6 +132,12 @@ class EpisodeRecord:
     arm: str
     start_date: dt.date
     updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
+    # Cost and coverage (docs/algorithms/cost.md): amounts in `currency` (ISO 4217).
+    price: Decimal | None = None
+    currency: str = ""
+    billed_to: str = ""
+    patient_paid: Decimal | None = None
+    cost_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

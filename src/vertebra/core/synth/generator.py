@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vertebra.core.synth import cost as synth_cost
 from vertebra.core.synth import events as ev
 from vertebra.core.synth import names, outcomes, stories
 from vertebra.core.synth._frames import categorical
@@ -37,12 +38,13 @@ from vertebra.core.synth.constants import (
 from vertebra.core.synth.patients import Traits, cell_arm_mask, make_traits
 from vertebra.core.synth.priors import Priors, load_priors
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1.0: episode cost and coverage (patients.cost_*)
 #: Patients per chunk; part of the reproducibility contract (changing it changes the output).
 CHUNK_SIZE = 100_000
 
 # Independent random streams inside a chunk.
 _STREAM_PATIENTS, _STREAM_EVENTS, _STREAM_OUTCOMES, _STREAM_NAMES = 1, 2, 3, 4
+_STREAM_COST = 5  # episode cost and coverage (issue 18): its own stream, so no other shifts
 _CLINIC_CHUNK = -1  # pseudo chunk index of the clinics' stream
 
 
@@ -217,6 +219,17 @@ def _chunk(
     pending = int(priors["adverse_events"]["pending_days"])
     events = ev.events_frame(rows, traits, death, today, pending, first_event_id=1)
     patients = patients_frame(traits, _rng(seed, chunk, _STREAM_NAMES), k, priors)
+    status = clinics.frame["regulatory_status"].cat.codes.to_numpy().astype(np.int64)
+    costs = synth_cost.episode_costs(
+        _rng(seed, chunk, _STREAM_COST), priors, traits.arm, status[traits.clinic]
+    )
+    patients["cost_price"] = costs.price
+    patients["cost_patient_paid"] = costs.patient_paid
+    # Codes in the tables are lower case, as in the registry's tables ("usd"; de-identified
+    # text cells must be codes); the loader stores the ISO form ("USD") on the episode.
+    currency = pd.Series(costs.currency.lower(), index=patients.index, dtype="string")
+    patients["cost_currency"] = currency.mask(np.isnan(costs.price))
+    patients["cost_billed_to"] = categorical(costs.billed_to, synth_cost.BILLED_TO)
     return Cohort(clinics=clinics.frame, patients=patients, timepoints=timepoints, events=events)
 
 
