@@ -56,7 +56,7 @@ def test_return_to_work_definition_hand_worked() -> None:
     assert pop["working"] == 1
     assert pop["not_in_paid_work"] == 1
     assert pop["no_baseline_answer"] == 1
-    assert (pop["eligible"], pop["no_follow_up"], pop["in_curve"]) == (4, 1, 3)
+    assert pop["no_follow_up"] == 1
     curve = res.curves["a"]
     assert (curve.n, curve.events) == (3, 2)
     # KM by hand: at 3 mo 1 of 3 returns -> S = 2/3; at 6 mo 1 of 2 -> S = 1/3; 12: censored.
@@ -69,7 +69,8 @@ def test_return_to_work_definition_hand_worked() -> None:
     assert curve.median_months == 6.0
     d = res.to_dict()
     assert d["curves"]["a"]["landmarks"][0]["returned"] == pytest.approx(1 / 3)
-    assert d["population"]["a"]["eligible"] == {"n": 4}
+    assert d["population"]["a"]["off_work_back_pain"] == {"n": 4}
+    assert d["eligible_group"] == "off_work_back_pain"
 
 
 def test_return_to_activity_needs_mcid_gain() -> None:
@@ -82,7 +83,7 @@ def test_return_to_activity_needs_mcid_gain() -> None:
         }
     )
     res = return_to_activity(patients, tp, ["a", "b"], mcid=2.0)
-    assert res.population["a"]["eligible"] == 2
+    assert res.population["a"]["room_to_improve"] == 2
     assert res.population["a"]["near_ceiling"] == 1
     a, b = res.curves["a"], res.curves["b"]
     assert (a.n, a.events) == (2, 1)
@@ -117,3 +118,17 @@ def test_km_equals_independent_lifelines_fit() -> None:
             assert p.ci == pytest.approx((row.iloc[0], row.iloc[1]), abs=1e-12)
             assert p.at_risk == int((months[sel] >= p.months).sum())
         assert curve.median_months == float(kmf.median_survival_time_)
+
+
+def test_complementary_suppression_of_population() -> None:
+    from vertebra.core.analytics.returns import protected_counts
+
+    groups = {"working": 40, "off_work_back_pain": 30, "not_in_paid_work": 3, "other": 0,
+              "no_baseline_answer": 20, "no_follow_up": 12}  # fmt: skip
+    # one small group: the next smallest non-zero group goes too (the total is shown)
+    assert protected_counts(groups, "off_work_back_pain", 11) == {"no_baseline_answer"}
+    # a small no_follow_up: the eligible group goes (curve n = eligible - no_follow_up)
+    groups2 = {**groups, "not_in_paid_work": 15, "no_follow_up": 2}
+    hidden = protected_counts(groups2, "off_work_back_pain", 11)
+    assert "off_work_back_pain" in hidden and len(hidden) == 2
+    assert protected_counts(groups, "off_work_back_pain", None) == set()

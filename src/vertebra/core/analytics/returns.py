@@ -25,7 +25,7 @@ Pure: no Django, no database, no clock.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ import pandas as pd
 
 from vertebra.core.analytics.results import jsonable
 from vertebra.core.analytics.survival import CI_METHOD, KMPoint
+from vertebra.core.disclosure import is_small, suppressed
 
 __all__ = [
     "RETURN_LANDMARKS",
@@ -115,10 +116,22 @@ class ReturnAnalysis:
     source: str
     population: dict[str, dict[str, int]]
     curves: dict[str, ReturnCurve]
+    eligible_group: str = ""
     available: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form; counts are ``{"n": count}`` objects so small-cell suppression sees them."""
+    def to_dict(self, min_cell: int | None = None) -> dict[str, Any]:
+        """JSON form; counts are ``{"n": count}`` objects so small-cell suppression sees them.
+
+        With `min_cell`, counts that would give a small one back by subtraction are suppressed
+        too (`protected_counts`); the small ones themselves are left to `suppress_report`.
+        """
+        population: dict[str, Any] = {}
+        for arm, groups in self.population.items():
+            hidden = protected_counts(groups, self.eligible_group, min_cell)
+            population[arm] = {
+                group: {"n": suppressed(), "suppressed": True} if group in hidden else {"n": n}
+                for group, n in groups.items()
+            }
         return {
             "event": self.event,
             "definition": self.definition,
@@ -126,12 +139,34 @@ class ReturnAnalysis:
             "time": TIME_NOTE,
             "ci_method": CI_METHOD,
             "available": self.available,
-            "population": {
-                arm: {group: {"n": n} for group, n in groups.items()}
-                for arm, groups in self.population.items()
-            },
+            "eligible_group": self.eligible_group,
+            "population": population,
             "curves": {arm: c.to_dict() for arm, c in self.curves.items()},
         }
+
+
+def protected_counts(
+    groups: dict[str, int], eligible_group: str, min_cell: int | None
+) -> set[str]:
+    """Counts to suppress beside the small ones so that none can be recomputed (complementary).
+
+    The groups (all but ``no_follow_up``) add up to the arm's patients, which is shown: when
+    one of them is small (1 to min_cell - 1), the next smallest non-zero group goes too. The
+    curve's n is shown and equals the eligible group minus ``no_follow_up``: when
+    ``no_follow_up`` is small, the eligible group's count goes too.
+    """
+    if min_cell is None:
+        return set()
+    hidden: set[str] = set()
+    if is_small(groups.get("no_follow_up", 0), min_cell):
+        hidden.add(eligible_group)
+    parts = {g: n for g, n in groups.items() if g != "no_follow_up"}
+    small = {g for g, n in parts.items() if is_small(n, min_cell)} | (hidden & parts.keys())
+    if len(small) == 1:
+        rest = sorted((n, g) for g, n in parts.items() if n > 0 and g not in small)
+        if rest:
+            hidden.add(rest[0][1])
+    return hidden
 
 
 def km_returns(
@@ -217,19 +252,22 @@ def _analysis(
     followed: np.ndarray,
     eligible: np.ndarray,
     arms: Sequence[str],
+    eligible_group: str,
 ) -> ReturnAnalysis:
-    """Assemble counts per arm and the curves of the eligible patients with follow-up."""
+    """Assemble counts per arm and the curves of the eligible patients with follow-up.
+
+    ``population[arm]``: one count per group of `groups` (they add up to the arm's patients)
+    and ``no_follow_up`` (eligible, no answered follow-up: not in the curve).
+    """
     population: dict[str, dict[str, int]] = {}
     for arm in arms:
         in_arm = (arm_of == arm).to_numpy()
         counts = {str(g): int((groups[in_arm] == g).sum()) for g in groups.cat.categories}
-        counts["eligible"] = int((eligible & in_arm).sum())
         counts["no_follow_up"] = int((eligible & in_arm & ~followed).sum())
-        counts["in_curve"] = counts["eligible"] - counts["no_follow_up"]
         population[arm] = counts
     use = eligible & followed
     curves = km_returns(arm_of.to_numpy()[use], months[use], returned[use]) if use.any() else {}
-    return ReturnAnalysis(key, event, definition, source, population, curves)
+    return ReturnAnalysis(key, event, definition, source, population, curves, eligible_group)
 
 
 def return_to_work(
@@ -240,6 +278,7 @@ def return_to_work(
     ids = pd.Index(patients["patient_id"])
     arm_of = pd.Series(patients["arm"].astype(str).to_numpy(), index=ids)
     rows = _answered(timepoints, "work_status", patients["patient_id"])
+    rows["value"] = rows["value"].astype(str)  # a categorical band column becomes plain text
     base = rows[rows["months"] <= 0].groupby("patient_id")["value"].first().reindex(ids)
     cats = [*WORK_BANDS, "no_baseline_answer"]
     groups = pd.Series(
@@ -260,9 +299,10 @@ def return_to_work(
         followed,
         eligible,
         arms,
+        "off_work_back_pain",
     )
     if "work_status" not in timepoints.columns:
-        return ReturnAnalysis(out.key, out.event, out.definition, out.source, {}, {}, False)
+        return replace(out, population={}, curves={}, available=False)
     return out
 
 
@@ -297,7 +337,8 @@ def return_to_activity(
         followed,
         eligible,
         arms,
+        "room_to_improve",
     )
     if "psfs" not in timepoints.columns:
-        return ReturnAnalysis(out.key, out.event, out.definition, out.source, {}, {}, False)
+        return replace(out, population={}, curves={}, available=False)
     return out
