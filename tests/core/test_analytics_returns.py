@@ -15,9 +15,7 @@ MONTHS = (0.0, 1.5, 3.0, 6.0, 12.0, 24.0)
 
 def _tables(rows: dict[int, tuple[str, list[object], list[object]]]) -> tuple[pd.DataFrame, ...]:
     """patient id -> (arm, work bands per time point, PSFS per time point); None = unanswered."""
-    patients = pd.DataFrame(
-        {"patient_id": list(rows), "arm": [arm for arm, _, _ in rows.values()]}
-    )
+    patients = pd.DataFrame({"patient_id": list(rows), "arm": [arm for arm, _, _ in rows.values()]})
     tp = []
     for pid, (_, work, psfs) in rows.items():
         for j, m in enumerate(MONTHS):
@@ -28,7 +26,7 @@ def _tables(rows: dict[int, tuple[str, list[object], list[object]]]) -> tuple[pd
                     "patient_id": pid,
                     "months": m,
                     "completed": w is not None or p is not None,
-                    "work_status": w,
+                    "work_status_band": w,
                     "psfs": np.nan if p is None else float(p),  # type: ignore[arg-type]
                 }
             )
@@ -89,6 +87,18 @@ def test_return_to_activity_needs_mcid_gain() -> None:
     assert (a.n, a.events) == (2, 1)
     assert {p.months: p.survival for p in a.landmarks}[3.0] == pytest.approx(0.5)
     assert (b.n, b.events, b.median_months) == (1, 1, 12.0)
+
+
+def test_work_band_from_the_answer_code() -> None:
+    """A research export carries the code (1-9); the band comes from work_status.yaml."""
+    tp = pd.DataFrame({"work_status": [1, 3, 4, 6, 9, None]})
+    from vertebra.core.analytics.returns import work_bands
+
+    bands = work_bands(tp)
+    assert bands[:5].tolist() == [
+        "working", "working", "off_work_back_pain", "not_in_paid_work", "other",
+    ]  # fmt: skip
+    assert pd.isna(bands[5])
 
 
 def test_missing_columns_are_not_an_error() -> None:

@@ -75,7 +75,9 @@ def test_order_and_position_do_not_matter(ratings: list[int], order: list[int]) 
     answers: list[int | None] = [None] * 5
     for slot, rating in zip(order, ratings, strict=False):
         answers[slot] = rating
-    assert score("psfs", answers).score == score("psfs", ratings + [None] * (5 - len(ratings))).score
+    assert (
+        score("psfs", answers).score == score("psfs", ratings + [None] * (5 - len(ratings))).score
+    )
 
 
 @PROPERTY

@@ -31,10 +31,10 @@ def test_stories_carry_their_own_words(cohort) -> None:  # type: ignore[no-untyp
     anna = tp[tp["patient_id"] == 1].set_index("timepoint")
     assert anna.loc["baseline", "psfs"] == 5.0  # (3 + 5 + 7) / 3, as `vertebra score psfs`
     assert anna.loc["month_12", "psfs"] == 7.0
-    assert anna.loc["baseline", "work_status"] == "off_work_back_pain"
-    assert anna.loc["month_6", "work_status"] == "working"
+    assert anna.loc["baseline", "work_status_band"] == "off_work_back_pain"
+    assert anna.loc["month_6", "work_status_band"] == "working"
     ruth = tp[tp["patient_id"] == 3].set_index("timepoint")
-    assert ruth.loc["baseline", "work_status"] == "not_in_paid_work"  # retired
+    assert ruth.loc["baseline", "work_status_band"] == "not_in_paid_work"  # retired
 
 
 def test_psfs_mean_is_the_scorer_and_ratings_fit(cohort) -> None:  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ def test_psfs_mean_is_the_scorer_and_ratings_fit(cohort) -> None:  # type: ignor
     merged = tp.join(named.notna(), on="patient_id")
     for k in range(1, 6):
         assert not (merged[f"psfs_{k}"].notna() & ~merged[f"psfs_activity_{k}"]).any()
-    assert not tp.loc[~tp["completed"], ["psfs", "work_status_code"]].notna().any().any()
+    assert not tp.loc[~tp["completed"], ["psfs", "work_status"]].notna().any().any()
 
 
 def test_trajectories_are_modest(cohort) -> None:  # type: ignore[no-untyped-def]
@@ -59,14 +59,14 @@ def test_trajectories_are_modest(cohort) -> None:  # type: ignore[no-untyped-def
     assert 2.5 < mean["baseline"] < 5.5
     gain = mean["month_12"] - mean["baseline"]
     assert 0.5 < gain < 3.0  # a modest average gain, not a miracle
-    base = tp[tp["timepoint"] == "baseline"]["work_status"].value_counts(normalize=True)
+    base = tp[tp["timepoint"] == "baseline"]["work_status_band"].value_counts(normalize=True)
     assert 0.08 < base["off_work_back_pain"] < 0.3
 
 
 def test_deterministic_for_a_seed() -> None:
     a = generate_cohort(150, seed=5, today=TODAY)
     b = generate_cohort(150, seed=5, today=TODAY)
-    cols = ["psfs", "work_status_code", "psfs_1", "psfs_5"]
+    cols = ["psfs", "work_status", "psfs_1", "psfs_5"]
     pd.testing.assert_frame_equal(a.timepoints[cols], b.timepoints[cols])
     pd.testing.assert_frame_equal(a.patients.filter(like="psfs_"), b.patients.filter(like="psfs_"))
 
@@ -86,3 +86,14 @@ def test_report_json_has_return_keys(cohort) -> None:  # type: ignore[no-untyped
     for c in rta["curves"].values():
         returned = [p["returned"] for p in c["landmarks"] if p["returned"] is not None]
         assert returned == sorted(returned)  # a cumulative share never falls
+
+
+def test_html_report_shows_returns_with_denominators(cohort) -> None:  # type: ignore[no-untyped-def]
+    from vertebra.core.analytics.html import render_html
+
+    t = AnalysisTables.of(cohort.patients, cohort.timepoints, cohort.events)
+    html = render_html(build_report(t, as_of=TODAY, min_cell=11))
+    assert "<h2>Return to work and to activity</h2>" in html
+    assert "Off work because of the back" in html and "Working at baseline" in html
+    assert "Return to activity: PSFS gain of at least the MCID" in html
+    assert "fewer than 11 (suppressed)" in html  # small groups of a 600-patient cohort

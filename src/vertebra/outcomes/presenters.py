@@ -157,7 +157,7 @@ def dashboard(report: Report, clinic_names: Mapping[str, str] | None = None) -> 
         honesty_notes=tuple(honesty_notes(HONESTY_NOTES)),
         caveat=OBSERVATIONAL_CAVEAT,
         figures=figures,
-        tables=[_completeness(d), _adverse_event_table(d)],
+        tables=[_completeness(d), _adverse_event_table(d), *_return_tables(d)],
         comparison_errors=tuple(comparison_error_words(e) for e in d["comparison_errors"]),
         data_notes=tuple(e.note for e in report.exclusions),
     )
@@ -184,6 +184,72 @@ def _completeness(d: dict[str, Any]) -> Table:
         header=("Treatment", "Time point", "Due", "Answered", "Missing", "Completeness"),
         rows=rows,
     )
+
+
+#: Population groups of the return analyses, in the words of the dashboard.
+RETURN_GROUPS: Mapping[str, str] = {
+    "working": "Working at baseline",
+    "off_work_back_pain": "Off work because of the back",
+    "not_in_paid_work": "Not in paid work for other reasons",
+    "other": "Other",
+    "room_to_improve": "Room to improve by the MCID",
+    "near_ceiling": "Near the top of the scale",
+    "no_baseline_answer": "No baseline answer",
+    "no_follow_up": "Eligible, no follow-up yet",
+}
+_RETURN_TITLES = {
+    "return_to_work": "Return to work by treatment (Kaplan–Meier)",
+    "return_to_activity": "Return to activity (PSFS gain ≥ MCID) by treatment (Kaplan–Meier)",
+}
+
+
+def _return_tables(d: dict[str, Any]) -> list[Table]:
+    """Return to work / activity: per arm, who is counted, then the share returned by 3, 6, 12
+    and 24 months with its CI, the number still followed and the returns so far."""
+    tables = []
+    for key, title in _RETURN_TITLES.items():
+        r = d.get(key)
+        if not r or not r.get("available"):
+            continue
+        rows = []
+        for arm, groups in r["population"].items():
+            counted = "; ".join(
+                f"{RETURN_GROUPS.get(g, g)}: {count_text(v.get('n'))}" for g, v in groups.items()
+            )
+            curve = r["curves"].get(arm)
+            points = curve["landmarks"] if curve else []
+            if not points:
+                rows.append((label("arm", arm), counted, "–", "–", "–", "–", "–"))
+            for j, p in enumerate(points):
+                rows.append(
+                    (
+                        label("arm", arm),
+                        counted if j == 0 else "",
+                        f"{p['months']:g} months",
+                        share_text(p["returned"]),
+                        interval_text(p["returned_ci"]),
+                        count_text(p["at_risk"]),
+                        count_text(p["events_before"]),
+                    )
+                )
+        tables.append(
+            Table(
+                key=key.replace("_", "-"),
+                title=title,
+                header=(
+                    "Treatment",
+                    "Who is counted",
+                    "By",
+                    "Returned",
+                    "95% CI",
+                    "Still followed, not returned",
+                    "Returns so far",
+                ),
+                rows=rows,
+                notes=(r["definition"], r["time"], f"Source: {r['source']}"),
+            )
+        )
+    return tables
 
 
 def _last_month(d: dict[str, Any]) -> float:

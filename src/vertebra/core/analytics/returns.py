@@ -145,9 +145,7 @@ class ReturnAnalysis:
         }
 
 
-def protected_counts(
-    groups: dict[str, int], eligible_group: str, min_cell: int | None
-) -> set[str]:
+def protected_counts(groups: dict[str, int], eligible_group: str, min_cell: int | None) -> set[str]:
     """Counts to suppress beside the small ones so that none can be recomputed (complementary).
 
     The groups (all but ``no_follow_up``) add up to the arm's patients, which is shown: when
@@ -270,14 +268,35 @@ def _analysis(
     return ReturnAnalysis(key, event, definition, source, population, curves, eligible_group)
 
 
+def work_bands(timepoints: pd.DataFrame) -> pd.Series:
+    """The work-status band of every time point row (missing, NaN, where unanswered).
+
+    From ``work_status_band`` when present, else from the answer code ``work_status`` (1-9)
+    grouped as the instrument definition says (work_status.yaml ``groups``: data, not code).
+    """
+    if "work_status_band" in timepoints.columns:
+        col = timepoints["work_status_band"]
+        return col.astype(object).mask(col.isna())
+    if "work_status" not in timepoints.columns:
+        return pd.Series(None, index=timepoints.index, dtype=object)
+    from vertebra.core.instruments import get_definition
+
+    groups = get_definition("work_status").scoring.params["groups"]
+    band_of = {float(code): band for band, codes in groups.items() for code in codes}
+    codes = pd.to_numeric(timepoints["work_status"], errors="coerce").astype(float)
+    return codes.map(band_of).astype(object)  # unanswered or unknown code: missing (NaN)
+
+
 def return_to_work(
     patients: pd.DataFrame, timepoints: pd.DataFrame, arms: Sequence[str]
 ) -> ReturnAnalysis:
-    """Time to return to work per arm (module docstring). `timepoints` needs ``work_status``
-    (the band); without it the analysis is returned empty with ``available`` False."""
+    """Time to return to work per arm (module docstring). `timepoints` needs
+    ``work_status_band`` or ``work_status`` (see `work_bands`); without either the analysis is
+    returned empty with ``available`` False."""
     ids = pd.Index(patients["patient_id"])
     arm_of = pd.Series(patients["arm"].astype(str).to_numpy(), index=ids)
-    rows = _answered(timepoints, "work_status", patients["patient_id"])
+    bands = work_bands(timepoints)
+    rows = _answered(timepoints.assign(_band=bands), "_band", patients["patient_id"])
     rows["value"] = rows["value"].astype(str)  # a categorical band column becomes plain text
     base = rows[rows["months"] <= 0].groupby("patient_id")["value"].first().reindex(ids)
     cats = [*WORK_BANDS, "no_baseline_answer"]
@@ -301,7 +320,7 @@ def return_to_work(
         arms,
         "off_work_back_pain",
     )
-    if "work_status" not in timepoints.columns:
+    if not {"work_status_band", "work_status"} & set(timepoints.columns):
         return replace(out, population={}, curves={}, available=False)
     return out
 
@@ -318,7 +337,7 @@ def return_to_activity(
     base = rows[rows["months"] <= 0].groupby("patient_id")["value"].first().reindex(ids)
     cats = ["room_to_improve", "near_ceiling", "no_baseline_answer"]
     g = np.where(base.isna(), 2, np.where(base <= 10.0 - mcid + 1e-9, 0, 1))
-    groups = pd.Series(pd.Categorical.from_codes(g, categories=cats), index=ids)
+    groups = pd.Series(pd.Categorical(np.array(cats, dtype=object)[g], categories=cats), index=ids)
     follow = rows[rows["months"] > 0]
     target = follow["patient_id"].map(base) + mcid - 1e-9
     months, returned, followed = _first_event(follow, follow["value"] >= target, ids)

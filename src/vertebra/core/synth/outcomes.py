@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -343,9 +344,9 @@ def with_work_and_activity(tp: pd.DataFrame, wa: WorkActivity) -> pd.DataFrame:
     safe = np.maximum(rated, 1)
     hundredths = (2 * 100 * total.astype(np.int64) + safe) // (2 * safe)
     mean = np.where(rated > 0, hundredths / 100.0, np.nan)
-    cols: dict[str, object] = {}
-    cols["work_status_code"] = _nullable_int(work)
-    cols["work_status"] = categorical(band, WORK_BANDS)
+    cols: dict[str, Any] = {}
+    cols["work_status"] = _nullable_int(work)  # the answer code, as the research codebook
+    cols["work_status_band"] = categorical(band, WORK_BANDS)
     for k in range(m):
         cols[f"psfs_{k + 1}"] = _nullable_int(ratings[:, k])
     cols["psfs"] = mean
