@@ -204,27 +204,25 @@ _RETURN_TITLES = {
 
 
 def _return_tables(d: dict[str, Any]) -> list[Table]:
-    """Return to work / activity: per arm, who is counted, then the share returned by 3, 6, 12
-    and 24 months with its CI, the number still followed and the returns so far."""
+    """Return to work / activity, two tables each: who is counted per arm (the denominators),
+    then the share returned by 3, 6, 12 and 24 months with its CI, the number still followed
+    and the returns so far."""
     tables = []
     for key, title in _RETURN_TITLES.items():
         r = d.get(key)
         if not r or not r.get("available"):
             continue
+        groups = [g for g in RETURN_GROUPS if any(g in p for p in r["population"].values())]
+        counted = [
+            (label("arm", arm), *(count_text(p.get(g, {}).get("n")) for g in groups))
+            for arm, p in r["population"].items()
+        ]
         rows = []
-        for arm, groups in r["population"].items():
-            counted = "; ".join(
-                f"{RETURN_GROUPS.get(g, g)}: {count_text(v.get('n'))}" for g, v in groups.items()
-            )
-            curve = r["curves"].get(arm)
-            points = curve["landmarks"] if curve else []
-            if not points:
-                rows.append((label("arm", arm), counted, "–", "–", "–", "–", "–"))
-            for j, p in enumerate(points):
+        for arm, c in r["curves"].items():
+            for p in c["landmarks"]:
                 rows.append(
                     (
                         label("arm", arm),
-                        counted if j == 0 else "",
                         f"{p['months']:g} months",
                         share_text(p["returned"]),
                         interval_text(p["returned_ci"]),
@@ -232,13 +230,22 @@ def _return_tables(d: dict[str, Any]) -> list[Table]:
                         count_text(p["events_before"]),
                     )
                 )
+        slug = key.replace("_", "-")
         tables.append(
             Table(
-                key=key.replace("_", "-"),
+                key=f"{slug}-counted",
+                title=f"{title}: who is counted",
+                header=("Treatment", *(RETURN_GROUPS[g] for g in groups)),
+                rows=counted,
+                notes=(r["definition"],),
+            )
+        )
+        tables.append(
+            Table(
+                key=slug,
                 title=title,
                 header=(
                     "Treatment",
-                    "Who is counted",
                     "By",
                     "Returned",
                     "95% CI",
@@ -246,7 +253,12 @@ def _return_tables(d: dict[str, Any]) -> list[Table]:
                     "Returns so far",
                 ),
                 rows=rows,
-                notes=(r["definition"], r["time"], f"Source: {r['source']}"),
+                notes=(
+                    "Curves are shown for treatments with enough returns; the patients in a "
+                    "curve are the eligible group less those with no follow-up yet.",
+                    r["time"],
+                    f"Source: {r['source']}",
+                ),
             )
         )
     return tables
