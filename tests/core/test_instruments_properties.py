@@ -49,6 +49,8 @@ def _missing_allowed(defn: InstrumentDefinition, n_missing: int) -> bool:
         return n_missing <= int(defn.scoring.params["max_missing"])
     if method == "promis_lookup":
         return (n - n_missing) >= n * float(defn.scoring.params["min_answered_fraction"])
+    if method == "mean_of_answered":  # PSFS: at least min_answered activities rated
+        return (n - n_missing) >= int(defn.scoring.params["min_answered"])
     return n_missing == 0  # single value, categorical, startback, tickler
 
 

@@ -22,6 +22,7 @@ from vertebra.core.instruments import (
 
 NOT_SHIPPED = {"odi", "rmdq", "promis_pf_4a", "promis_pi_4a", "startback"}
 SHIPPED = {
+    "psfs",
     "nrs_back",
     "nrs_leg",
     "global_rating_of_change",

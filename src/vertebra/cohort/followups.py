@@ -38,6 +38,11 @@ ITEM_COLUMNS = {
     "promis_pi_4a": [f"promis_pi_{i}" for i in range(1, 5)],
     # Patient-level in the synthetic tables (asked once, at baseline): copied onto time points.
     "startback": [f"startback_{i}" for i in range(1, 10)],
+    # The work-status code (1-9); the scorer gives its band (working, off work ...).
+    "work_status": ["work_status"],
+    # PSFS ratings of the patient's named activities. Written only where a time point asks
+    # for the PSFS (followup.services.instruments_for); the default protocol does not yet.
+    "psfs": [f"psfs_{i}" for i in range(1, 6)],
 }
 STATUS = {
     "completed": "completed",

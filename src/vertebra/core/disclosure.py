@@ -185,9 +185,9 @@ _DEPENDENT = {
     "n": ("mean", "median", "sd", "ci", "rate", "value", "total"),
     "n_scored": ("mean", "median", "sd"),
     "n_change": ("mean_change", "mean_change_sd", "mean_change_ci"),
-    "at_risk": ("survival", "ci"),
-    "events_before": ("survival", "ci"),
-    "events": ("events_per_100", "events_per_100_ci", "ci", "monthly"),
+    "at_risk": ("survival", "ci", "returned", "returned_ci"),
+    "events_before": ("survival", "ci", "returned", "returned_ci"),
+    "events": ("events_per_100", "events_per_100_ci", "ci", "monthly", "median_months"),
     "patients": ("patients_per_100", "patients_ci"),
     "n_missing": ("n_completed", "completeness"),  # expected - completed = missing
     "n_completed": ("completeness",),

@@ -1,4 +1,5 @@
-"""The patient's own progress: pain (NRS) and disability (ODI) over time, as plain inline SVG.
+"""The patient's own progress: pain (NRS) and disability (ODI) over time, as plain inline SVG,
+and their own work-status answers in words (`work_for_patient`).
 
 The chart is drawn server-side by the one charting module (``vertebra.core.charts``: no
 script and no inline style, which the CSP forbids; a wide and a phone drawing), with a table
@@ -193,3 +194,65 @@ def charts_for_patient(patient_id: int) -> list[Chart]:
         rows = [(r.time_point.label, r.time_point.months, float(r.score or 0)) for r in responses]
         charts.append(build_chart(instrument_id, title, rows))
     return charts
+
+
+@dataclass(frozen=True)
+class WorkAnswer:
+    """One work-status answer: when, and the answer in the patient's words."""
+
+    label: str
+    words: str
+    band: str
+
+
+@dataclass(frozen=True)
+class WorkProgress:
+    """The patient's work-status answers over time and one plain sentence about them."""
+
+    answers: tuple[WorkAnswer, ...]
+    summary: str
+
+
+def work_for_patient(patient_id: int) -> WorkProgress:
+    """The patient's own work-status answers in order, with a sentence that only describes.
+
+    When the first answer was "off work because of my back", the sentence names the first
+    later questionnaire at which the patient reported working (their own return to work).
+    """
+    item = get_definition("work_status").items[0]
+    responses = (
+        QuestionnaireResponse.objects.filter(
+            time_point__patient_id=patient_id,
+            instrument_id="work_status",
+            voided_at__isnull=True,  # an answer entered in error is not the patient's (ADR 0009)
+        )
+        .select_related("time_point")
+        .order_by("time_point__months")
+    )
+    answers = []
+    for r in responses:
+        code = (r.answers or {}).get(item.id) if isinstance(r.answers, dict) else None
+        if code is None:
+            continue
+        try:
+            words = item.option(code).label
+        except KeyError:
+            continue  # an answer the definition no longer has: not shown
+        answers.append(WorkAnswer(r.time_point.label, words, r.band or ""))
+    return WorkProgress(tuple(answers), _work_summary(answers))
+
+
+def _work_summary(answers: list[WorkAnswer]) -> str:
+    """Describe the work answers; never predict."""
+    if not answers:
+        return "No answers about work yet."
+    first = answers[0]
+    if first.band == "off_work_back_pain":
+        back = next((a for a in answers[1:] if a.band == "working"), None)
+        if back is not None:
+            return (
+                f"At {first.label} you were off work because of your back. At {back.label} "
+                f"you answered “{back.words}”."
+            )
+    last = answers[-1]
+    return f"At {last.label} you answered “{last.words}”."

@@ -50,7 +50,7 @@ from vertebra.followup.errors import (
     WindowNotOpen,
 )
 from vertebra.followup.models import FollowUpTimePoint, Submission, TimePointStatus
-from vertebra.followup.progress import charts_for_patient
+from vertebra.followup.progress import charts_for_patient, work_for_patient
 from vertebra.followup.services import hash_token, open_link, submit_responses
 from vertebra.perimeter import throttle
 from vertebra.perimeter.clientip import address_identity, client_ip
@@ -511,4 +511,8 @@ def progress(request: HttpRequest) -> HttpResponse:
             "most recent e-mail we sent you.",
             403,
         )
-    return render(request, "followup/progress.html", {"charts": charts_for_patient(patient_id)})
+    return render(
+        request,
+        "followup/progress.html",
+        {"charts": charts_for_patient(patient_id), "work": work_for_patient(patient_id)},
+    )

@@ -158,7 +158,7 @@ def dashboard(report: Report, clinic_names: Mapping[str, str] | None = None) -> 
         honesty_notes=tuple(honesty_notes(HONESTY_NOTES)),
         caveat=OBSERVATIONAL_CAVEAT,
         figures=figures,
-        tables=[_completeness(d), _adverse_event_table(d), *_cost_table(d)],
+        tables=[_completeness(d), _adverse_event_table(d), *_cost_table(d), *_return_tables(d)],
         comparison_errors=tuple(comparison_error_words(e) for e in d["comparison_errors"]),
         data_notes=tuple(e.note for e in report.exclusions),
     )
@@ -185,6 +185,84 @@ def _completeness(d: dict[str, Any]) -> Table:
         header=("Treatment", "Time point", "Due", "Answered", "Missing", "Completeness"),
         rows=rows,
     )
+
+
+#: Population groups of the return analyses, in the words of the dashboard.
+RETURN_GROUPS: Mapping[str, str] = {
+    "working": "Working at baseline",
+    "off_work_back_pain": "Off work because of the back",
+    "not_in_paid_work": "Not in paid work for other reasons",
+    "other": "Other",
+    "room_to_improve": "Room to improve by the MCID",
+    "near_ceiling": "Near the top of the scale",
+    "no_baseline_answer": "No baseline answer",
+    "no_follow_up": "Eligible, no follow-up yet",
+}
+_RETURN_TITLES = {
+    "return_to_work": "Return to work by treatment (Kaplan–Meier)",
+    "return_to_activity": "Return to activity (PSFS gain ≥ MCID) by treatment (Kaplan–Meier)",
+}
+
+
+def _return_tables(d: dict[str, Any]) -> list[Table]:
+    """Return to work / activity, two tables each: who is counted per arm (the denominators),
+    then the share returned by 3, 6, 12 and 24 months with its CI, the number still followed
+    and the returns so far."""
+    tables = []
+    for key, title in _RETURN_TITLES.items():
+        r = d.get(key)
+        if not r or not r.get("available"):
+            continue
+        groups = [g for g in RETURN_GROUPS if any(g in p for p in r["population"].values())]
+        counted = [
+            (label("arm", arm), *(count_text(p.get(g, {}).get("n")) for g in groups))
+            for arm, p in r["population"].items()
+        ]
+        rows = []
+        for arm, c in r["curves"].items():
+            for p in c["landmarks"]:
+                rows.append(
+                    (
+                        label("arm", arm),
+                        f"{p['months']:g} months",
+                        share_text(p["returned"]),
+                        interval_text(p["returned_ci"]),
+                        count_text(p["at_risk"]),
+                        count_text(p["events_before"]),
+                    )
+                )
+        slug = key.replace("_", "-")
+        tables.append(
+            Table(
+                key=f"{slug}-counted",
+                title=f"{title}: who is counted",
+                header=("Treatment", *(RETURN_GROUPS[g] for g in groups)),
+                rows=counted,
+                notes=(r["definition"],),
+            )
+        )
+        tables.append(
+            Table(
+                key=slug,
+                title=title,
+                header=(
+                    "Treatment",
+                    "By",
+                    "Returned",
+                    "95% CI",
+                    "Still followed, not returned",
+                    "Returns so far",
+                ),
+                rows=rows,
+                notes=(
+                    "Curves are shown for treatments with enough returns; the patients in a "
+                    "curve are the eligible group less those with no follow-up yet.",
+                    r["time"],
+                    f"Source: {r['source']}",
+                ),
+            )
+        )
+    return tables
 
 
 def _last_month(d: dict[str, Any]) -> float:

@@ -108,7 +108,10 @@ SCORE_COLUMNS = {
     "promis_pf_4a": "promis_pf",
     "promis_pi_4a": "promis_pi",
     "opioid_use": "mme",
+    "psfs": "psfs",
 }
+#: follow-up instrument id -> timepoints column holding its band (a category, not a score).
+BAND_COLUMNS = {"work_status": "work_status_band"}
 TIMEPOINT_COLUMNS = (
     "patient_id",
     "timepoint",
@@ -126,6 +129,8 @@ TIMEPOINT_COLUMNS = (
     "promis_pi",
     "opioid_use",
     "mme",
+    "psfs",
+    "work_status_band",
 )
 EVENT_COLUMNS = ("patient_id", "kind", "date", "ctcae_grade", "serious", "relatedness", "status")
 
@@ -589,6 +594,7 @@ def _timepoints(
     tp["months"] = tp["months"].astype(float)
     scores = _scores(tp["tp_id"].tolist())
     tp = tp.join(scores, on="tp_id")
+    tp = tp.join(_bands(tp["tp_id"].tolist()), on="tp_id")
     for col in SCORE_COLUMNS.values():
         tp[col] = pd.to_numeric(tp[col], errors="coerce").astype(float)
     tp["opioid_use"] = np.where(tp["mme"].notna(), (tp["mme"] > 0).astype(float), np.nan)
@@ -649,6 +655,24 @@ def _scores(tp_ids: list[int]) -> pd.DataFrame:
     )
     wide = wide.rename(columns=SCORE_COLUMNS)
     return wide.reindex(columns=columns)
+
+
+def _bands(tp_ids: list[int]) -> pd.DataFrame:
+    """Time point id -> one column per categorical instrument (its band; None when none)."""
+    long = _frame(
+        _live(QuestionnaireResponse)
+        .filter(time_point_id__in=tp_ids, instrument_id__in=list(BAND_COLUMNS))
+        .exclude(band="")
+        .values_list("time_point_id", "instrument_id", "band"),
+        ["tp_id", "instrument_id", "band"],
+    )
+    columns = list(BAND_COLUMNS.values())
+    if long.empty:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="tp_id"), dtype=object)
+    wide = long.pivot_table(
+        index="tp_id", columns="instrument_id", values="band", aggfunc="last", dropna=False
+    )
+    return wide.rename(columns=BAND_COLUMNS).reindex(columns=columns)
 
 
 # ----------------------------------------------------------------------------------- events

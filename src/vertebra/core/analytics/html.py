@@ -280,6 +280,83 @@ def _survival_chart(
     ).wide
 
 
+#: Population groups of the return analyses, in the order and words of the report.
+_RETURN_GROUPS: Mapping[str, str] = {
+    "working": "Working at baseline",
+    "off_work_back_pain": "Off work because of the back",
+    "not_in_paid_work": "Not in paid work for other reasons",
+    "other": "Other",
+    "room_to_improve": "Room to improve by the MCID",
+    "near_ceiling": "Near the top of the scale",
+    "no_baseline_answer": "No baseline answer",
+    "no_follow_up": "In the population, no follow-up yet",
+}
+
+
+def _returns_section(d: Mapping[str, Any]) -> list[str]:
+    """Return to work and to activity: definition, who is counted, and the KM landmarks."""
+    out: list[str] = []
+    titles = {
+        "return_to_work": "Return to work (Kaplan–Meier)",
+        "return_to_activity": "Return to activity: PSFS gain of at least the MCID (Kaplan–Meier)",
+    }
+    for key, title in titles.items():
+        r = d.get(key)
+        if not r or not r.get("available"):
+            continue
+        out.append(f"<h3>{_e(title)}</h3>")
+        out.append(f"<p>{_e(r['definition'])}</p>")
+        out.append(
+            f"<p class='note'>{_e(r['time'])} {_e(r['ci_method'])}. Source: {_e(r['source'])}</p>"
+        )
+        groups = [g for g in _RETURN_GROUPS if any(g in p for p in r["population"].values())]
+        rows = [
+            (_arm(arm), *(count_text(p.get(g, {}).get("n")) for g in groups))
+            for arm, p in r["population"].items()
+        ]
+        out.append(
+            _table(
+                "Who is counted (the curve is the eligible group less those without follow-up)",
+                ("Treatment", *(_RETURN_GROUPS[g] for g in groups)),
+                rows,
+            )
+        )
+        rows = []
+        for arm, c in r["curves"].items():
+            for p in c["landmarks"]:
+                rows.append(
+                    (
+                        _arm(arm),
+                        f"{p['months']:g} months",
+                        share_text(p["returned"]),
+                        interval_text(p["returned_ci"]),
+                        count_text(p["at_risk"]),
+                        count_text(p["events_before"]),
+                    )
+                )
+        if rows:
+            out.append(
+                _table(
+                    "Share returned by 3, 6, 12 and 24 months",
+                    (
+                        "Treatment",
+                        "By",
+                        "Returned",
+                        "95% CI",
+                        "Not yet returned, followed",
+                        "Returns so far",
+                    ),
+                    rows,
+                    (2, 1, 1, 1.5, 1, 1),
+                )
+            )
+        else:
+            out.append("<p>No curve to show yet (too few patients or returns).</p>")
+    if out:
+        out.insert(0, "<h2>Return to work and to activity</h2>")
+    return out
+
+
 def render_html(
     report: Report,
     title: str = "Vertebra outcome report",
@@ -461,6 +538,7 @@ def render_html(
     lr = d["survival"]["logrank"]
     if lr and lr.get("p_value") is not None:
         out.append(f"<p>{_e(logrank_words(lr))}</p>")
+    out.extend(_returns_section(d))
     # ---- adverse events
     rows = []
     for arm, a in d["arms"].items():

@@ -28,6 +28,11 @@ from vertebra.core.analytics.propensity import (
     PropensityComparison,
     compare_arms,
 )
+from vertebra.core.analytics.returns import (
+    ReturnAnalysis,
+    return_to_activity,
+    return_to_work,
+)
 from vertebra.core.analytics.schema import AnalysisTables, Exclusion, TimeBase
 from vertebra.core.analytics.survival import (
     Censoring,
@@ -110,6 +115,9 @@ class Report:
     withheld: Withheld | None = None
     #: Cost per patient and per responder per arm (None: the tables carry no cost column).
     cost: CostResult | None = None
+    #: Time to return to work / to usual activities (PSFS), KM per arm (analytics/returns.py).
+    return_to_work: ReturnAnalysis | None = None
+    return_to_activity: ReturnAnalysis | None = None
 
     @property
     def cohort_suppressed(self) -> bool:
@@ -144,6 +152,8 @@ class Report:
                     "comparisons": [],
                     "comparison_errors": [],
                     "benchmark": None,
+                    "return_to_work": None,
+                    "return_to_activity": None,
                 },
                 self.min_cell,
             )
@@ -184,6 +194,12 @@ class Report:
             "observational_caveat": OBSERVATIONAL_CAVEAT,
             "benchmark": self.benchmark.to_dict() if self.benchmark else None,
             "cost_method": self.cost.method() if self.cost is not None else None,
+            "return_to_work": (
+                self.return_to_work.to_dict(self.min_cell) if self.return_to_work else None
+            ),
+            "return_to_activity": (
+                self.return_to_activity.to_dict(self.min_cell) if self.return_to_activity else None
+            ),
         }
 
 
@@ -317,6 +333,8 @@ def build_report(
         baseline = baseline_table(panel)
         aes = adverse_events(panel, tables.events, as_of)
         cost: CostResult | None = None
+        rtw = return_to_work(panel.patients, tables.timepoints, panel.arms)
+        rta = return_to_activity(panel.patients, tables.timepoints, panel.arms, psfs_mcid())
         for result in pending():
             if isinstance(result, ClinicBenchmark):
                 bench = result
@@ -340,6 +358,7 @@ def build_report(
     if min_cell is not None:  # a curve's steps would show a handful of surgeries one by one
         curves = {a: c for a, c in survival.curves.items() if not is_small(c.events, min_cell)}
         survival = replace(survival, curves=curves)
+        rtw, rta = (_drop_small_curves(r, min_cell) for r in (rtw, rta))
     return Report(
         min_cell=min_cell,
         withheld=withheld,
@@ -358,7 +377,22 @@ def build_report(
         time_base=tables.time_base,
         exclusions=tables.exclusions,
         cost=cost,
+        return_to_work=rtw,
+        return_to_activity=rta,
     )
+
+
+def psfs_mcid() -> float:
+    """The PSFS MCID (points of the mean score) from the instrument definition (data)."""
+    from vertebra.core.instruments import get_definition
+
+    return float(get_definition("psfs").scoring.params["mcid_points"])
+
+
+def _drop_small_curves(analysis: ReturnAnalysis, min_cell: int) -> ReturnAnalysis:
+    """`analysis` without the curves whose returns are too few to show (small cells)."""
+    curves = {a: c for a, c in analysis.curves.items() if not is_small(c.events, min_cell)}
+    return replace(analysis, curves=curves)
 
 
 def _withheld_report(

@@ -16,6 +16,9 @@ The tables are the ones written by ``vertebra synth`` and ``vertebra export csv`
     months after treatment; 0 for baseline), due_date (target date), completed (bool),
     odi (0-100), nrs_back (0-10).
     optional: nrs_leg, promis_pf, promis_pi (T-scores), opioid_use (bool: taking an opioid),
+    psfs (PSFS mean 0-10), work_status_band (working, off_work_back_pain, not_in_paid_work,
+    other) or work_status (the answer code 1-9, grouped as work_status.yaml says): the
+    return-to-work analysis,
     mme (morphine milligram equivalents/day, 0 when none), completed_date, window_closes
     (last day of the answer window; when present a time point is "expected" once its window
     has closed, otherwise once due_date has passed).
@@ -107,6 +110,9 @@ TIMEPOINTS_OPTIONAL: tuple[str, ...] = (
     "opioid_use",
     "mme",
     "completed_date",
+    "psfs",
+    "work_status_band",
+    "work_status",
 )
 EVENTS_REQUIRED: tuple[str, ...] = ("patient_id", "kind", "date")
 EVENTS_OPTIONAL: tuple[str, ...] = ("ctcae_grade", "serious", "relatedness")

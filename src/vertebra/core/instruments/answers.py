@@ -132,7 +132,14 @@ def parse_answer_text(defn: InstrumentDefinition, item: Item, text: str) -> Answ
 
 
 def parse_answers_text(defn: InstrumentDefinition, texts: Sequence[str]) -> tuple[Answer, ...]:
-    """Parse one text answer per item, in item order (e.g. from a comma-separated list)."""
+    """Parse one text answer per item, in item order (e.g. from a comma-separated list).
+
+    Trailing optional items may be left off (they are then missing): ``3,5,7`` is a complete
+    PSFS response with three activities rated. Anything else must give one text per item.
+    """
+    n_given = len(texts)
+    if n_given < len(defn.items) and all(it.optional for it in defn.items[n_given:]):
+        texts = [*texts, *([""] * (len(defn.items) - n_given))]
     if len(texts) != len(defn.items):
         raise InvalidAnswerError(
             f"{defn.id}: expected {len(defn.items)} answers in item order "

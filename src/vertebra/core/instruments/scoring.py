@@ -387,6 +387,40 @@ def _tickler_score(defn: InstrumentDefinition, values: Values) -> ScoreResult:
     return _result(defn, values, score, band, extras)
 
 
+# --- mean of the rated items (PSFS) ----------------------------------------------------------
+
+
+def _mean_check(defn: InstrumentDefinition) -> None:
+    codes = defn.items[0].codes if defn.items else ()
+    if not codes or not all(isinstance(c, int) for c in codes):
+        raise DefinitionError(f"{defn.id}: mean_of_answered needs integer-coded items")
+    _require_codes(defn, [int(c) for c in codes])
+    if not 1 <= _param(defn, "min_answered", int) <= len(defn.items):
+        raise DefinitionError(f"{defn.id}: min_answered must be in 1..{len(defn.items)}")
+    if _param(defn, "decimals", int) < 0:
+        raise DefinitionError(f"{defn.id}: decimals must be >= 0")
+    if _param(defn, "mcid_points", (int, float)) <= 0:
+        raise DefinitionError(f"{defn.id}: mcid_points must be > 0")
+
+
+def _mean_score(defn: InstrumentDefinition, values: Values) -> ScoreResult:
+    """Mean of the answered items, rounded half-up exactly; unanswered items are left out.
+
+    PSFS (Stratford 1995): the score is the average of the activities the patient rated, so an
+    activity not rated is neither 0 nor 10, it is simply not in the mean.
+    """
+    p = defn.scoring.params
+    answered = _ints(values)
+    if len(answered) < p["min_answered"]:
+        return _unscored(
+            defn,
+            values,
+            f"{len(answered)} of {len(values)} items rated; at least {p['min_answered']} needed",
+        )
+    score = round_half_up_ratio(sum(answered), len(answered), p["decimals"])
+    return _result(defn, values, score, defn.band_for(score), {"raw": sum(answered)})
+
+
 METHODS: dict[str, Method] = {
     "single_value": Method(_single_check, _single_score),
     "odi_percentage": Method(_odi_check, _odi_score),
@@ -396,4 +430,5 @@ METHODS: dict[str, Method] = {
     "categorical": Method(_categorical_check, _categorical_score),
     "opioid_use": Method(_opioid_check, _opioid_score),
     "ae_tickler": Method(_tickler_check, _tickler_score),
+    "mean_of_answered": Method(_mean_check, _mean_score),
 }

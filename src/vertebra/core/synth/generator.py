@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from vertebra.core.synth import cost as synth_cost
+from vertebra.core.synth import activity as act
 from vertebra.core.synth import events as ev
 from vertebra.core.synth import names, outcomes, stories
 from vertebra.core.synth._frames import categorical
@@ -38,13 +39,14 @@ from vertebra.core.synth.constants import (
 from vertebra.core.synth.patients import Traits, cell_arm_mask, make_traits
 from vertebra.core.synth.priors import Priors, load_priors
 
-GENERATOR_VERSION = "1.1.0"  # 1.1.0: episode cost and coverage (patients.cost_*)
+GENERATOR_VERSION = "1.1.0"  # 1.1.0: episode cost (patients.cost_*); work status and PSFS
 #: Patients per chunk; part of the reproducibility contract (changing it changes the output).
 CHUNK_SIZE = 100_000
 
 # Independent random streams inside a chunk.
 _STREAM_PATIENTS, _STREAM_EVENTS, _STREAM_OUTCOMES, _STREAM_NAMES = 1, 2, 3, 4
 _STREAM_COST = 5  # episode cost and coverage (issue 18): its own stream, so no other shifts
+_STREAM_ACTIVITY = 6  # work status and PSFS (added in 1.1.0; the other streams are unchanged)
 _CLINIC_CHUNK = -1  # pseudo chunk index of the clinics' stream
 
 
@@ -215,7 +217,14 @@ def _chunk(
             "opioid_mme": ans.opioid_mme,
         }
         stories.apply_answers(k, done, response, schedule.target, today, arrays)
+    rng_act = _rng(seed, chunk, _STREAM_ACTIVITY)
+    wa = act.work_and_activity(rng_act, priors, traits, schedule.months, rel, done)
+    phrases = activity_phrases(priors)
+    if k:
+        index = {p: j for j, p in enumerate(phrases)}
+        stories.apply_activity(k, done, wa.work, wa.psfs, wa.activity, index)
     timepoints = outcomes.timepoints_frame(traits, schedule, done, response, ans, today)
+    timepoints = outcomes.with_work_and_activity(timepoints, wa)
     pending = int(priors["adverse_events"]["pending_days"])
     events = ev.events_frame(rows, traits, death, today, pending, first_event_id=1)
     patients = patients_frame(traits, _rng(seed, chunk, _STREAM_NAMES), k, priors)
@@ -230,7 +239,15 @@ def _chunk(
     currency = pd.Series(costs.currency.lower(), index=patients.index, dtype="string")
     patients["cost_currency"] = currency.mask(np.isnan(costs.price))
     patients["cost_billed_to"] = categorical(costs.billed_to, synth_cost.BILLED_TO)
+    for j in range(act.MAX_ACTIVITIES):
+        patients[f"psfs_activity_{j + 1}"] = categorical(wa.activity[:, j], phrases)
     return Cohort(clinics=clinics.frame, patients=patients, timepoints=timepoints, events=events)
+
+
+def activity_phrases(priors: Priors) -> list[str]:
+    """PSFS activity phrases (category order): the priors' list, then the stories' own words."""
+    pool = act.phrases(priors)
+    return [*pool, *(a for a in dict.fromkeys(stories.STORY_ACTIVITIES) if a not in pool)]
 
 
 def _story_events(rows: ev.EventRows, k: int) -> ev.EventRows:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from vertebra.core.synth._num import (
     solve_logit_intercept,
 )
 from vertebra.core.synth._scoring import odi_scores, promis_t
+from vertebra.core.synth.activity import WorkActivity
 from vertebra.core.synth.clinics import Clinics
 from vertebra.core.synth.constants import (
     ARM_GROUP,
@@ -317,3 +319,35 @@ def timepoints_frame(
     cols["opioid_use"] = pd.arrays.BooleanArray(np.nan_to_num(use) > 0, np.isnan(use))
     cols["opioid_mme"] = ans.opioid_mme.reshape(flat)
     return pd.DataFrame(cols)
+
+
+#: Work-status code (work_status.yaml) -> band, as the scorer groups them.
+WORK_BANDS = ("working", "off_work_back_pain", "not_in_paid_work", "other")
+_WORK_BAND_OF_CODE = np.array([-1, 0, 0, 0, 1, 2, 2, 2, 2, 3], dtype=np.int64)
+
+
+def with_work_and_activity(tp: pd.DataFrame, wa: WorkActivity) -> pd.DataFrame:
+    """`tp` plus work status (code and band) and the PSFS (ratings per activity and the mean).
+
+    The mean is the PSFS scorer's rule (mean of the rated activities, half-up to 2 decimals),
+    vectorised; tests compare it with `score("psfs", ...)`.
+    """
+    n, n_t, m = wa.psfs.shape
+    flat = n * n_t
+    work = wa.work.reshape(flat)
+    code = np.where(np.isnan(work), 0, work).astype(np.int64)
+    band = np.where(np.isnan(work), -1, _WORK_BAND_OF_CODE[code])
+    ratings = wa.psfs.reshape(flat, m)
+    rated = (~np.isnan(ratings)).sum(axis=1)
+    total = np.nansum(ratings, axis=1)
+    # Half-up rounding of total / rated to 2 decimals in exact integer arithmetic.
+    safe = np.maximum(rated, 1)
+    hundredths = (2 * 100 * total.astype(np.int64) + safe) // (2 * safe)
+    mean = np.where(rated > 0, hundredths / 100.0, np.nan)
+    cols: dict[str, Any] = {}
+    cols["work_status"] = _nullable_int(work)  # the answer code, as the research codebook
+    cols["work_status_band"] = categorical(band, WORK_BANDS)
+    for k in range(m):
+        cols[f"psfs_{k + 1}"] = _nullable_int(ratings[:, k])
+    cols["psfs"] = mean
+    return tp.assign(**cols)

@@ -58,6 +58,11 @@ class Story:
     pi_raw: tuple[int | None, ...]
     opioid_use: tuple[bool | None, ...]
     adverse_events: tuple[tuple[str, int, str, int], ...]  # (term, grade, relatedness, day)
+    # PSFS: the activities named at baseline in the patient's own words, and their 0-10 ratings
+    # at each time point (None = not answered); work status (work_status.yaml code) likewise.
+    activities: tuple[str, ...] = ()
+    psfs: tuple[tuple[int, ...] | None, ...] = ()
+    work_status: tuple[int | None, ...] = ()
 
     def treatment_date(self, today: date) -> date:
         """The treatment date relative to `today`."""
@@ -98,6 +103,15 @@ STORIES: tuple[Story, ...] = (
         pi_raw=(14, 12, 11, 11, 11, None),
         opioid_use=(True, True, True, False, False, None),
         adverse_events=(("harvest_site_pain", 1, "harvest", 0),),
+        # She wants to walk longer distances again: modest gains, +2 points only by 12 months.
+        activities=(
+            "walking for more than 20 minutes",
+            "sitting through a working day at my desk",
+            "carrying the shopping home",
+        ),
+        psfs=((3, 5, 7), (4, 5, 7), (5, 6, 7), (5, 6, 8), (6, 7, 8), None),
+        # On sick leave at baseline; back on reduced hours at 3 months, full time from 6 months.
+        work_status=(4, 4, 3, 1, 1, None),
     ),
     Story(
         key="fitness_enthusiast",
@@ -130,6 +144,15 @@ STORIES: tuple[Story, ...] = (
         pi_raw=(13, 12, 10, 9, 10, 10),
         opioid_use=(False, False, False, False, False, False),
         adverse_events=(("post_procedure_pain", 1, "procedure", 1),),
+        # Back to light workouts within months; running and teaching classes stay harder.
+        activities=(
+            "a light gym workout",
+            "teaching my spin class",
+            "running for 10 minutes",
+        ),
+        psfs=((2, 3, 1), (3, 4, 1), (5, 5, 2), (6, 6, 3), (5, 6, 3), (5, 6, 3)),
+        # Working lighter duties (no classes) until 6 months, then usual duties again.
+        work_status=(3, 3, 3, 1, 1, 1),
     ),
     Story(
         key="retired_teacher",
@@ -162,8 +185,20 @@ STORIES: tuple[Story, ...] = (
         pi_raw=(15, 14, 13, None, None, None),
         opioid_use=(True, True, True, None, None, None),
         adverse_events=(("post_procedure_pain", 1, "procedure", 1),),
+        # Her daily walks matter most; a small gain so far, no MCID yet.
+        activities=(
+            "my daily walk to the park",
+            "gardening",
+            "playing on the floor with my grandchildren",
+        ),
+        psfs=((3, 2, 4), (3, 2, 4), (4, 3, 5), None, None, None),
+        # Retired: not in paid work, so not in the return-to-work denominator.
+        work_status=(6, 6, 6, None, None, None),
     ),
 )
+
+#: Activity phrases the stories use that the priors' list may not hold (categories order).
+STORY_ACTIVITIES: tuple[str, ...] = tuple(a for s in STORIES for a in s.activities)
 
 
 def apply_traits(traits: Traits, today: date, n_clinics: int, drugs: list[str]) -> int:
@@ -255,3 +290,28 @@ def apply_answers(
             use = bool(s.opioid_use[t])
             arrays["opioid_use"][i, t] = float(use)
             arrays["opioid_mme"][i, t] = mme_per_day(*s.opioid) if use and s.opioid else 0.0
+
+
+def apply_activity(
+    k: int, done: BoolArray, work: FloatArray, psfs: FloatArray, activity: np.ndarray,
+    phrase_index: dict[str, int],
+) -> None:  # fmt: skip
+    """Overwrite the stories' work status, PSFS ratings and activities (rows 0..k-1) in place.
+
+    Call after `apply_answers` (which decides `done`). `phrase_index` maps a phrase to its code.
+    """
+    for i, s in enumerate(STORIES[:k]):
+        activity[i] = -1
+        for j, phrase in enumerate(s.activities):
+            activity[i, j] = phrase_index[phrase]
+        psfs[i] = np.nan
+        work[i] = np.nan
+        for t in range(done.shape[1]):
+            ratings = s.psfs[t] if t < len(s.psfs) else None
+            if not done[i, t]:
+                continue
+            if ratings is not None:
+                psfs[i, t, : len(ratings)] = ratings
+            status = s.work_status[t] if t < len(s.work_status) else None
+            if status is not None:
+                work[i, t] = status
