@@ -63,7 +63,12 @@ from vertebra.followup.models import (
     TicklerEscalation,
     TimePointStatus,
 )
-from vertebra.registry.audit import audited_transaction, record_audit, retrying
+from vertebra.registry.audit import (
+    audited_transaction,
+    deferred_audit,
+    record_audit,
+    retrying,
+)
 from vertebra.registry.errors import NotFound
 from vertebra.registry.models import (
     AdverseEvent,
@@ -606,7 +611,7 @@ def submit_responses(
     scored = _score_all(time_point, answers_by_instrument)
 
     def store() -> SubmitResult:
-        with transaction.atomic():
+        with transaction.atomic(), deferred_audit():
             return _store(
                 time_point.pk, answers_by_instrument, scored, idempotency_key, now, request_id
             )
