@@ -71,10 +71,14 @@ def main() -> int:
     seconds.sort()
     holds.sort()
     print(f"database: {settings.DATABASE_DESCRIPTION}; {len(seconds)} submissions")
-    print(f"submit server time median {1000 * statistics.median(seconds):.2f} ms, "
-          f"p95 {1000 * seconds[int(0.95 * (len(seconds) - 1))]:.2f} ms")
-    print(f"chain lock held median {1000 * statistics.median(holds):.2f} ms, "
-          f"p95 {1000 * holds[int(0.95 * (len(holds) - 1))]:.2f} ms")
+    print(
+        f"submit server time median {1000 * statistics.median(seconds):.2f} ms, "
+        f"p95 {1000 * seconds[int(0.95 * (len(seconds) - 1))]:.2f} ms"
+    )
+    print(
+        f"chain lock held median {1000 * statistics.median(holds):.2f} ms, "
+        f"p95 {1000 * holds[int(0.95 * (len(holds) - 1))]:.2f} ms"
+    )
     print(f"SQL statements per submit: median {statistics.median(queries):.0f}")
     return 0
 

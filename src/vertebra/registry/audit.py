@@ -48,6 +48,7 @@ from typing import Any, ParamSpec, TypeVar
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from vertebra.registry.auditseal import (
@@ -307,8 +308,13 @@ def _append_chain(events: Sequence[AuditEvent], ring: Keyring) -> None:
         event.mac_key = ring.current_id
     if len(events) == 1:
         events[0].save(force_insert=True)
-    else:
-        AuditEvent.objects.bulk_create(events)
+        return
+    AuditEvent.objects.bulk_create(events)  # one INSERT under the lock, not one per record
+    for event in events:  # bulk_create sends no post_save; its receivers expect one per row
+        post_save.send(
+            sender=AuditEvent, instance=event, created=True, update_fields=None, raw=False,
+            using=connection.alias,
+        )  # fmt: skip
 
 
 def flush_pending_audit() -> None:
@@ -317,7 +323,8 @@ def flush_pending_audit() -> None:
     if not pending:
         return
     connection._vertebra_audit_pending = []  # type: ignore[attr-defined]
-    alive = {id(func) for _, func, _ in connection.run_on_commit}
+    # Entries are (savepoint ids, callback, robust); the stubs know only the first two.
+    alive = {id(entry[1]) for entry in connection.run_on_commit}
     _append_chain([event for event, marker in pending if id(marker) in alive], keyring())
 
 
