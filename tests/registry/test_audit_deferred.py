@@ -9,9 +9,12 @@ is still working therefore no longer blocks another patient's write.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from django.db import connection, connections, transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.followup.helpers import T0, answers_for, at, make_schedule, point
 from tests.registry.factories import DAY0, make_actor, make_clinic, make_patient
@@ -180,3 +183,58 @@ def test_another_patients_submission_commits_while_a_transaction_is_open() -> No
     seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))
     assert verify_audit_chain() == []
+
+
+# A program of nested blocks: ("record", name) appends a record; ("block", keep, body) runs
+# body in a savepoint that is released (keep) or rolled back (not keep).
+_names = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
+_programs = st.recursive(
+    st.lists(st.tuples(st.just("record"), _names), max_size=3),
+    lambda inner: st.lists(
+        st.one_of(
+            st.tuples(st.just("record"), _names), st.tuples(st.just("block"), st.booleans(), inner)
+        ),
+        max_size=4,
+    ),
+    max_leaves=10,
+)
+
+
+def _run(program: list[Any], actor: Any, expected: list[str]) -> None:
+    """Run ``program`` inside the current transaction; ``expected`` gets the names that must
+    end up on the chain, in the order they were recorded."""
+    for step in program:
+        if step[0] == "record":
+            record_audit(actor=actor, action="read", object_type="patient", object_id=step[1])
+            expected.append(step[1])
+            continue
+        _, keep, body = step
+        inner: list[str] = []
+        try:
+            with transaction.atomic():
+                _run(body, actor, inner)
+                if not keep:
+                    raise _Undo()
+        except _Undo:
+            continue
+        expected.extend(inner)
+
+
+class _Undo(Exception):
+    """Rolls one savepoint back."""
+
+
+@pytest.mark.django_db
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=_programs)
+def test_the_chain_holds_exactly_the_surviving_records_in_call_order(program: list[Any]) -> None:
+    expected: list[str] = []
+    with transaction.atomic():
+        actor = make_actor(Role.CLINICIAN, make_clinic())
+        before = len(_stored())
+        with deferred_audit():
+            _run(program, actor, expected)
+        after = _stored()[before:]
+        transaction.set_rollback(True)  # each example leaves the table as it found it
+    assert [name for _, name in after] == expected
+    assert [seq for seq, _ in after] == list(range(before + 1, before + len(expected) + 1))
