@@ -49,13 +49,23 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     links = seed_links(args.links)
     locked_at: list[float] = []
-    original = audit.lock_chain
+    # From the statement that takes the chain lock to the end of the call.
+    if hasattr(audit, "_lock_and_read_head"):  # this branch: lock and head read in one trip
+        original_head = audit._lock_and_read_head
 
-    def timed_lock() -> None:
-        original()
-        locked_at.append(time.perf_counter())
+        def timed_head() -> tuple[int, str]:
+            locked_at.append(time.perf_counter())
+            return original_head()
 
-    audit.lock_chain = timed_lock  # type: ignore[assignment]
+        audit._lock_and_read_head = timed_head
+    else:  # main before ADR 0021
+        original = audit.lock_chain
+
+        def timed_lock() -> None:
+            original()
+            locked_at.append(time.perf_counter())
+
+        audit.lock_chain = timed_lock  # type: ignore[assignment]
     seconds, holds, queries, cpu = [], [], [], []
     for link in links:
         point = services.open_link(link.token, timezone.now())

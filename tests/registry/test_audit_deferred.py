@@ -238,3 +238,43 @@ def test_the_chain_holds_exactly_the_surviving_records_in_call_order(program: li
         transaction.set_rollback(True)  # each example leaves the table as it found it
     assert [name for _, name in after] == expected
     assert [seq for seq, _ in after] == list(range(before + 1, before + len(expected) + 1))
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_deferred_blocks_form_one_unbroken_chain() -> None:
+    """Four threads, each committing blocks of two deferred records at once: the single-trip
+    lock-and-head read must always see the previous block's commit (no fork, no gap)."""
+    assert connection.vendor == "postgresql"
+    actor = make_actor(Role.CLINICIAN, make_clinic())
+    threads_n, blocks = 4, 8
+    start = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            start.wait()
+            for i in range(blocks):
+                with transaction.atomic(), deferred_audit():
+                    for part in ("a", "b"):
+                        record_audit(
+                            actor=actor, action="read", object_type="patient",
+                            object_id=f"{n}-{i}-{part}",
+                        )  # fmt: skip
+        except BaseException as exc:  # reported to the main thread below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    rows = list(AuditEvent.objects.order_by("seq").values_list("seq", "object_id"))
+    assert [seq for seq, _ in rows] == list(range(1, threads_n * blocks * 2 + 1))
+    # A block's two records are adjacent: one transaction's records are appended together.
+    for (_, first), (_, second) in zip(rows[::2], rows[1::2], strict=True):
+        assert first.endswith("-a") and second == first[:-1] + "b"
+    assert verify_audit_chain() == []

@@ -225,6 +225,31 @@ def lock_chain() -> None:
         raise RuntimeError(f"no audit-chain lock for database vendor {connection.vendor!r}")
 
 
+def _lock_and_read_head() -> tuple[int, str]:
+    """Take the chain lock (:func:`lock_chain`) and return the head's (seq, hash).
+
+    On PostgreSQL in one round trip: the constraint switch, the lock and the head read are
+    three statements of one simple query. Each statement of it takes its own snapshot (READ
+    COMMITTED), so the head is read after the lock is granted and sees every earlier append.
+    """
+    if connection.vendor != "postgresql":
+        lock_chain()
+        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    else:
+        table = connection.ops.quote_name(AuditEvent._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SET CONSTRAINTS ALL IMMEDIATE; "
+                f"SELECT pg_advisory_xact_lock({int(_CHAIN_LOCK_KEY)}); "
+                f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"
+            )
+            cursor.nextset()
+            cursor.nextset()
+            row = cursor.fetchone()
+        last = None if row is None else {"seq": int(row[0]), "hash": str(row[1])}
+    return (last["seq"], last["hash"]) if last else (0, GENESIS_HASH)
+
+
 def record_audit(
     *,
     actor: Actor,
@@ -294,10 +319,7 @@ def _append_chain(events: Sequence[AuditEvent], ring: Keyring) -> None:
     """
     if not events:
         return
-    lock_chain()
-    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-    seq = last["seq"] if last else 0
-    prev_hash = last["hash"] if last else GENESIS_HASH
+    seq, prev_hash = _lock_and_read_head()
     for event in events:
         seq += 1
         event.seq = seq
