@@ -63,7 +63,12 @@ from vertebra.followup.models import (
     TicklerEscalation,
     TimePointStatus,
 )
-from vertebra.registry.audit import audited_transaction, record_audit, retrying
+from vertebra.registry.audit import (
+    audited_transaction,
+    deferred_audit,
+    record_audit,
+    retrying,
+)
 from vertebra.registry.errors import NotFound
 from vertebra.registry.models import (
     AdverseEvent,
@@ -606,9 +611,15 @@ def submit_responses(
     scored = _score_all(time_point, answers_by_instrument)
 
     def store() -> SubmitResult:
-        with transaction.atomic():
+        with transaction.atomic(), deferred_audit():
             return _store(
-                time_point.pk, answers_by_instrument, scored, idempotency_key, now, request_id
+                time_point.pk,
+                time_point.patient_id,
+                answers_by_instrument,
+                scored,
+                idempotency_key,
+                now,
+                request_id,
             )
 
     try:
@@ -634,6 +645,7 @@ def _replay(point: FollowUpTimePoint, key: str) -> SubmitResult | None:
 
 def _store(
     point_id: int,
+    patient_id: int,
     answers_by_instrument: Mapping[str, Mapping[str, Any]],
     scored: Mapping[str, Any],
     key: str,
@@ -642,8 +654,14 @@ def _store(
 ) -> SubmitResult:
     # Lock order: the patient row first, then the time point. Concurrent submissions for the
     # point queue here, and the loser sees the winner's committed "completed" status below.
-    lock_patient(FollowUpTimePoint.objects.values_list("patient_id", flat=True).get(pk=point_id))
-    point = FollowUpTimePoint.objects.select_for_update().get(pk=point_id)
+    lock_patient(patient_id)
+    # The patient is read with the point (its clinic goes on the audit record), but only the
+    # point's row is locked here: the patient's row is already locked above.
+    point = (
+        FollowUpTimePoint.objects.select_for_update(of=("self",))
+        .select_related("patient")
+        .get(pk=point_id, patient_id=patient_id)
+    )
     if point.status == TimePointStatus.COMPLETED:
         existing = Submission.objects.get(time_point=point)
         if existing.idempotency_key == key:
@@ -693,20 +711,23 @@ def _write_submission(
         submitted_at=submitted_at,
         entered_by_staff=bool(source),
     )
-    responses = [
-        QuestionnaireResponse.objects.create(
-            submission=submission,
-            time_point=point,
-            instrument_id=instrument_id,
-            instrument_version=result.version,
-            answers=dict(answers[instrument_id][0]),
-            score=result.score,
-            band=result.band or "",
-            extras=result.to_dict()["extras"],
-            submitted_at=answers[instrument_id][1],
-        )
-        for instrument_id, result in scored.items()
-    ]
+    # One INSERT for all responses (a submission has up to 8): each statement is a round trip.
+    responses = QuestionnaireResponse.objects.bulk_create(
+        [
+            QuestionnaireResponse(
+                submission=submission,
+                time_point=point,
+                instrument_id=instrument_id,
+                instrument_version=result.version,
+                answers=dict(answers[instrument_id][0]),
+                score=result.score,
+                band=result.band or "",
+                extras=result.to_dict()["extras"],
+                submitted_at=answers[instrument_id][1],
+            )
+            for instrument_id, result in scored.items()
+        ]
+    )
     _complete(point, submitted_at)
     recorded: dict[str, Any] = {
         "time_point": point.key,

@@ -4,6 +4,9 @@ Contracts
 ---------
 * :func:`record_audit` must run inside the transaction of the change it describes (it raises
   RuntimeError otherwise), so a change and its audit row commit or roll back together.
+* Services chain their records at the end of their transaction (:func:`deferred_audit`,
+  entered by :func:`audited_transaction` and the portal's submit), so the chain lock below is
+  held only for that final append and the commit (ADR 0021).
 * Appends are serialised, so ``seq`` has no gaps and each row's ``prev_hash`` is the hash of the
   row before it: on PostgreSQL with a transaction-scoped advisory lock held until commit; on
   SQLite every write transaction is ``BEGIN IMMEDIATE`` (see ``vertebra.config``), which already
@@ -27,6 +30,7 @@ Contracts
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import functools
@@ -44,6 +48,7 @@ from typing import Any, ParamSpec, TypeVar
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from vertebra.registry.auditseal import (
@@ -220,6 +225,31 @@ def lock_chain() -> None:
         raise RuntimeError(f"no audit-chain lock for database vendor {connection.vendor!r}")
 
 
+def _lock_and_read_head() -> tuple[int, str]:
+    """Take the chain lock (:func:`lock_chain`) and return the head's (seq, hash).
+
+    On PostgreSQL in one round trip: the constraint switch, the lock and the head read are
+    three statements of one simple query. Each statement of it takes its own snapshot (READ
+    COMMITTED), so the head is read after the lock is granted and sees every earlier append.
+    """
+    if connection.vendor != "postgresql":
+        lock_chain()
+        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    else:
+        table = connection.ops.quote_name(AuditEvent._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SET CONSTRAINTS ALL IMMEDIATE; "
+                f"SELECT pg_advisory_xact_lock({int(_CHAIN_LOCK_KEY)}); "
+                f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"
+            )
+            cursor.nextset()
+            cursor.nextset()
+            row = cursor.fetchone()
+        last = None if row is None else {"seq": int(row[0]), "hash": str(row[1])}
+    return (last["seq"], last["hash"]) if last else (0, GENESIS_HASH)
+
+
 def record_audit(
     *,
     actor: Actor,
@@ -263,14 +293,88 @@ def record_audit(
         "reason": reason,
         "request_id": actor.request_id,
     }
-    lock_chain()
-    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-    fields["seq"] = (last["seq"] + 1) if last else 1
-    fields["prev_hash"] = last["hash"] if last else GENESIS_HASH
-    fields["hash"] = compute_hash(fields)
-    fields["mac"] = ring.row_mac(fields["hash"])
-    fields["mac_key"] = ring.current_id
-    return AuditEvent.objects.create(**fields)
+    event = AuditEvent(**fields)
+    pending: list[tuple[AuditEvent, Callable[[], None]]] | None = getattr(
+        connection, "_vertebra_audit_pending", None
+    )
+    if pending is not None:
+        # Deferred: chained at the end of the transaction (:func:`deferred_audit`). The marker
+        # is a no-op commit hook; Django drops it if a savepoint around this call rolls back,
+        # which is how the flush knows this record's change was undone.
+        def marker() -> None:
+            return None
+
+        transaction.on_commit(marker)
+        pending.append((event, marker))
+        return event
+    _append_chain([event], ring)
+    return event
+
+
+def _append_chain(events: Sequence[AuditEvent], ring: Keyring) -> None:
+    """Chain ``events`` (in order) after the head and INSERT them, under the chain lock.
+
+    Fills in ``seq``, ``prev_hash``, ``hash``, ``mac`` and ``mac_key`` of each event and saves
+    it (one INSERT for all). Runs in the caller's transaction; the lock is held to its end.
+    """
+    if not events:
+        return
+    seq, prev_hash = _lock_and_read_head()
+    for event in events:
+        seq += 1
+        event.seq = seq
+        event.prev_hash = prev_hash
+        fields = {name: getattr(event, name) for name in HASHED_FIELDS}
+        event.hash = prev_hash = compute_hash(fields)
+        event.mac = ring.row_mac(event.hash)
+        event.mac_key = ring.current_id
+    if len(events) == 1:
+        events[0].save(force_insert=True)
+        return
+    AuditEvent.objects.bulk_create(events)  # one INSERT under the lock, not one per record
+    for event in events:  # bulk_create sends no post_save; its receivers expect one per row
+        post_save.send(
+            sender=AuditEvent, instance=event, created=True, update_fields=None, raw=False,
+            using=connection.alias,
+        )  # fmt: skip
+
+
+def flush_pending_audit() -> None:
+    """Chain the records deferred so far in this transaction (those not rolled back)."""
+    pending = getattr(connection, "_vertebra_audit_pending", None)
+    if not pending:
+        return
+    connection._vertebra_audit_pending = []  # type: ignore[attr-defined]
+    # Entries are (savepoint ids, callback, robust); the stubs know only the first two.
+    alive = {id(entry[1]) for entry in connection.run_on_commit}
+    _append_chain([event for event, marker in pending if id(marker) in alive], keyring())
+
+
+@contextlib.contextmanager
+def deferred_audit() -> Iterator[None]:
+    """Within this block, :func:`record_audit` defers the chain append to the block's end.
+
+    Use inside the transaction, as its last step: ``with transaction.atomic(),
+    deferred_audit():``. The records are still written in the same transaction as their
+    change (the block ends before the commit), but the chain lock, which every writer waits
+    for, is taken only for that final append and the commit, not from the first record on.
+    A record made inside a savepoint that rolled back is dropped with its change; a block
+    that raises appends nothing (its transaction rolls back). Reading the trail inside the
+    block (:class:`~vertebra.registry.models.AuditEvent` queries) first appends what is
+    pending, so a transaction always sees its own records. Nested blocks join the outer one.
+    """
+    if getattr(connection, "_vertebra_audit_pending", None) is not None:
+        yield
+        return
+    if not connection.in_atomic_block:
+        raise RuntimeError("deferred_audit must be used inside transaction.atomic()")
+    connection._vertebra_audit_pending = []  # type: ignore[attr-defined]
+    try:
+        yield
+        if not connection.needs_rollback:
+            flush_pending_audit()
+    finally:
+        connection._vertebra_audit_pending = None  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -598,7 +702,7 @@ def audited_transaction(func: Callable[_P, _R]) -> Callable[_P, _R]:
         def attempt() -> _R:
             connection._vertebra_audited = True  # type: ignore[attr-defined]
             try:
-                with transaction.atomic():
+                with transaction.atomic(), deferred_audit():
                     return func(*args, **kwargs)
             finally:
                 connection._vertebra_audited = False  # type: ignore[attr-defined]
@@ -674,12 +778,14 @@ def verify_and_record(*, actor: Actor, source: str) -> tuple[ChainReport, AuditE
 
     def record() -> AuditEvent:
         with transaction.atomic():
-            return record_audit(
+            row = record_audit(
                 actor=actor,
                 action="verify",
                 object_type="audit_chain",
                 new_values=report.summary(source),
             )
+            flush_pending_audit()  # chained now even inside a deferred block: its seq is used
+            return row
 
     row = retrying(record, what="verify_and_record")
     level = logging.INFO if report.intact else logging.ERROR
@@ -708,7 +814,9 @@ def write_checkpoint(
 
         def append() -> AuditEvent:
             with transaction.atomic():
-                return record_audit(actor=actor, action="checkpoint", object_type="audit_chain")
+                row = record_audit(actor=actor, action="checkpoint", object_type="audit_chain")
+                flush_pending_audit()  # chained now even inside a deferred block
+                return row
 
         head = retrying(append, what="write_checkpoint")
     ring = keyring()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models
+from django.db import connection, models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
@@ -839,6 +839,18 @@ class ClinicalEvent(Correctable):
 # --------------------------------------------------------------------------------------------
 
 
+class _AuditEventManager(models.Manager["AuditEvent"]):
+    """Reads of the trail first chain the records this transaction deferred
+    (:func:`vertebra.registry.audit.deferred_audit`), so a transaction sees its own records."""
+
+    def get_queryset(self) -> models.QuerySet[AuditEvent]:
+        if getattr(connection, "_vertebra_audit_pending", None):
+            from vertebra.registry.audit import flush_pending_audit
+
+            flush_pending_audit()
+        return super().get_queryset()
+
+
 class AuditEvent(models.Model):
     """One append-only audit record (HIPAA 164.312(b), 21 CFR 11.10(e), ICH E6(R3) 4.2).
 
@@ -872,6 +884,8 @@ class AuditEvent(models.Model):
     # 0008). NULL only on rows written before MACs existed.
     mac = models.CharField(max_length=64, null=True)
     mac_key = models.CharField(max_length=16, null=True)
+
+    objects = _AuditEventManager()
 
     class Meta:
         ordering = ["seq"]
