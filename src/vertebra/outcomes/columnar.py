@@ -31,14 +31,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from select import select as _select_sockets
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter, select_patients
@@ -539,17 +540,50 @@ def read_tables_columnar(
         with_mrn=with_mrn,
         item_instruments={c.instrument for c in item_columns},
     )
-    patients = _patients(selects, flt, with_mrn=with_mrn, left_out=left_out, fetch=fetch)
-    if len(patients):
-        patients = patients.loc[select_patients(patients, flt)].reset_index(drop=True)
-    episodes = pd.Series(patients["patient_id"].to_numpy(), index=patients["episode_id"])
-    timepoints = _timepoints(selects, episodes, left_out, fetch=fetch, items=item_columns)
-    events = _events(selects, patients["patient_id"], left_out, fetch=fetch)
+    with transaction.atomic(), _whole_table_plans():
+        patients = _patients(selects, flt, with_mrn=with_mrn, left_out=left_out, fetch=fetch)
+        if len(patients):
+            patients = patients.loc[select_patients(patients, flt)].reset_index(drop=True)
+        episodes = pd.Series(patients["patient_id"].to_numpy(), index=patients["episode_id"])
+        timepoints = _timepoints(selects, episodes, left_out, fetch=fetch, items=item_columns)
+        events = _events(selects, patients["patient_id"], left_out, fetch=fetch)
     patients = patients.drop(columns=["episode_id"])
     tables = AnalysisTables.of(patients, timepoints, events, exclusions=left_out.exclusions())
     if deidentified:
         tables = deidentify(tables, as_of=as_of or timezone.localdate())
     return tables
+
+
+#: PostgreSQL settings for the read's transaction (``SET LOCAL``, undone after the read).
+_PLANNER_SETTINGS = (
+    # Every SELECT reads whole tables (or a clinic's share), for which hash joins are right;
+    # a planner without statistics (a freshly bulk-loaded table before ANALYZE) guesses a few
+    # hundred rows and nests loops over 100,000 episodes x 27,000 harvests: minutes, not 1 s.
+    ("enable_nestloop", "off"),
+    # The per-time-point score aggregate (one group per time point) spills to disk at the
+    # default 4 MB; 64 MB holds 1,000,000 groups. Only this transaction, only while reading.
+    ("work_mem", "'64MB'"),
+    # Compiling these plans costs more than it saves on a read that streams rows out.
+    ("jit", "off"),
+)
+
+
+@contextmanager
+def _whole_table_plans() -> Iterator[None]:
+    """On PostgreSQL, :data:`_PLANNER_SETTINGS` while the read runs (``SET LOCAL``, set back
+    to the defaults after). Must run inside a transaction (the caller's or the read's own)."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        for name, value in _PLANNER_SETTINGS:
+            cursor.execute(f"SET LOCAL {name} = {value}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            for name, _ in _PLANNER_SETTINGS:
+                cursor.execute(f"SET LOCAL {name} TO DEFAULT")
 
 
 def _first(frame: pd.DataFrame, key: str) -> pd.DataFrame:
