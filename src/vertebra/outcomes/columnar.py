@@ -346,7 +346,7 @@ def registry_selects(
 # ---------------------------------------------------------------------------------- fetch
 
 
-def _pg_copy(select: Select) -> bytes:
+def _pg_copy(select: Select) -> bytearray:
     """The rows of ``select`` as PostgreSQL CSV: ``COPY (SELECT ...) TO STDOUT`` on the Django
     connection, inside the caller's transaction.
 
@@ -368,13 +368,14 @@ def _pg_copy(select: Select) -> bytes:
     result = _next_result(pgconn)
     if result is None or result.status != pq.ExecStatus.COPY_OUT:
         _fail(pgconn, result)
-    chunks: list[Any] = []
-    keep = chunks.append
+    # One growing buffer, not a list of rows: each row's libpq buffer is freed at once (a
+    # list of 600,000 memoryviews held ~200 MB more at 100,000 patients).
+    rows = bytearray()
     receive = pgconn.get_copy_data
     while True:
         size, data = receive(1)
         if size > 0:
-            keep(data)
+            rows += data
         elif size == 0:  # nothing buffered: wait for the server
             _wait(pgconn)
             pgconn.consume_input()
@@ -387,7 +388,7 @@ def _pg_copy(select: Select) -> bytes:
         _fail(pgconn, result)
     while _next_result(pgconn) is not None:
         pass
-    return b"".join(chunks)
+    return rows
 
 
 def _wait(pgconn: Any, *, write: bool = False) -> None:
