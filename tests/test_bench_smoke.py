@@ -94,3 +94,17 @@ def test_import_benchmark_small_sqlite() -> None:
     assert "import fhir benchmark (SQLite" in out
     row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["20"])
     assert row[7] == "0"  # nothing refused
+
+
+def test_registry_reads_benchmark_small_sqlite() -> None:
+    out = _bench("bench_registry_reads.py", "--sizes", "200", "--sqlite")
+    assert "registry reads (SQLite" in out
+    assert all(path in out for path in ("floor", "columnar_deid", "orm_deid"))
+
+
+@pytest.mark.postgresql
+def test_registry_reads_benchmark_small_postgresql() -> None:
+    admin = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    out = _bench("bench_registry_reads.py", "--sizes", "200", "--admin-url", admin)
+    assert "registry reads (PostgreSQL" in out
+    assert all(path in out for path in ("floor", "columnar_deid", "orm_deid"))

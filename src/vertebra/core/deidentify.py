@@ -179,7 +179,9 @@ def deidentify(
 
 def _dates(col: pd.Series) -> pd.Series:
     """A date column as datetime64 at midnight (times of day are dropped first)."""
-    return pd.to_datetime(col).dt.normalize()
+    if not pd.api.types.is_datetime64_dtype(col.dtype):  # already datetime64: no re-parse
+        col = pd.to_datetime(col)
+    return col.dt.normalize()
 
 
 def _days(when: pd.Series, origin: pd.Series) -> pd.Series:

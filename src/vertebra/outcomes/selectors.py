@@ -207,6 +207,7 @@ def system_tables(
     deidentified: bool = False,
     as_of: dt.date | None = None,
     with_items: bool = False,
+    _reader: Any = None,
 ) -> AnalysisTables:
     """Tables of every clinic for an operator's command (export, report), audited.
 
@@ -215,12 +216,14 @@ def system_tables(
     answers to the time points (:func:`read_tables`). For management-level commands
     run by whoever operates the server (who can read the database anyway); the audit row
     names ``system:<purpose>``, the filter and whether the tables were de-identified.
+    (``_reader`` replaces :func:`read_tables`: only :func:`_system_tables_orm` passes it.)
     """
+    read = _reader or read_tables
     flt = flt or CohortFilter()
     actor = Actor(user=_SystemUser(f"system:{purpose}"), role="system", clinic_ids=frozenset())
     scope = Scope(clinic_ids=None, deidentified=deidentified)
     with transaction.atomic():
-        tables = read_tables(scope, flt, with_mrn=with_mrn, as_of=as_of, with_items=with_items)
+        tables = read(scope, flt, with_mrn=with_mrn, as_of=as_of, with_items=with_items)
         record_audit(
             actor=actor,
             action="read",
@@ -235,6 +238,28 @@ def system_tables(
     return tables
 
 
+def _system_tables_orm(
+    flt: CohortFilter | None = None,
+    *,
+    purpose: str,
+    with_mrn: bool = False,
+    deidentified: bool = False,
+    as_of: dt.date | None = None,
+    with_items: bool = False,
+) -> AnalysisTables:
+    """:func:`system_tables` read row by row through the ORM (:func:`_read_tables_orm`): the
+    reference the columnar read is tested and benchmarked against; not for production use."""
+    return system_tables(
+        flt,
+        purpose=purpose,
+        with_mrn=with_mrn,
+        deidentified=deidentified,
+        as_of=as_of,
+        with_items=with_items,
+        _reader=_read_tables_orm,
+    )
+
+
 def read_tables(
     scope: Scope,
     flt: CohortFilter | None = None,
@@ -244,6 +269,33 @@ def read_tables(
     with_items: bool = False,
 ) -> AnalysisTables:
     """Build the tables for ``scope`` and ``flt`` without permission checks or audit.
+
+    Read at columnar speed (:func:`vertebra.outcomes.columnar.read_tables_columnar`: one
+    SELECT per source table, COPY into Arrow on PostgreSQL); the same tables as the ORM
+    reference :func:`_read_tables_orm`, whose docstring states the contract.
+    """
+    from vertebra.outcomes.columnar import read_tables_columnar
+
+    return read_tables_columnar(
+        scope.clinic_ids,
+        scope.deidentified,
+        flt,
+        with_mrn=with_mrn,
+        as_of=as_of,
+        with_items=with_items,
+    )
+
+
+def _read_tables_orm(
+    scope: Scope,
+    flt: CohortFilter | None = None,
+    *,
+    with_mrn: bool = False,
+    as_of: dt.date | None = None,
+    with_items: bool = False,
+) -> AnalysisTables:
+    """Build the tables for ``scope`` and ``flt`` without permission checks or audit, row by
+    row through the ORM (the reference implementation of :func:`read_tables`).
 
     With ``with_items`` the time points also carry one column per instrument item of the
     research codebook (:func:`vertebra.core.codebook.codebook`), the answer as its option code
@@ -610,14 +662,20 @@ def _timepoints(
 def _items(tp_ids: list[int]) -> pd.DataFrame:
     """Time point id -> one column per codebook item column (option code or number)."""
     columns = codebook().item_columns()
-    name_of = {(c.instrument, c.link_id): c.name for c in columns}
     wanted = {c.instrument for c in columns}
-    found: dict[int, dict[str, Any]] = {}
     rows = (
         _live(QuestionnaireResponse)
         .filter(time_point_id__in=tp_ids, instrument_id__in=sorted(wanted))
         .values_list("time_point_id", "instrument_id", "answers")
     )
+    return _item_rows(rows, columns)
+
+
+def _item_rows(rows: Iterable[Sequence[Any]], columns: Sequence[Any]) -> pd.DataFrame:
+    """(time point id, instrument id, answers) rows -> one column per codebook item column
+    (option code or number; an answer the definition no longer accepts is missing)."""
+    name_of = {(c.instrument, c.link_id): c.name for c in columns}
+    found: dict[int, dict[str, Any]] = {}
     for tp_id, instrument_id, answers in rows:
         if not isinstance(answers, dict):
             continue
