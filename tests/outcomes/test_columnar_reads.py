@@ -78,6 +78,10 @@ def test_identified_registry_wide_with_mrn(loaded: Cohort) -> None:
     assert len(tables.timepoints) == len(loaded.timepoints)
     assert len(tables.events) == len(loaded.events)
     assert tables.patients["mrn"].str.startswith("SYN-").all()
+    # The columns other features added (cost, work status) are compared too, and are filled.
+    assert tables.patients["cost_price"].notna().sum() > 50
+    assert set(tables.patients["cost_currency"].dropna()) == {"usd"}
+    assert tables.timepoints["work_status_band"].notna().sum() > 50
 
 
 def test_identified_one_clinic(loaded: Cohort) -> None:

@@ -43,11 +43,13 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter, select_patients
+from vertebra.core.analytics.cost import COST_COLUMNS
 from vertebra.core.deidentify import coarsen_filter, deidentify
 from vertebra.core.plausibility import analytics_window
 from vertebra.followup.models import FollowUpSchedule, FollowUpTimePoint, QuestionnaireResponse
 from vertebra.outcomes.selectors import (
     ARM_OF_SOURCE,
+    BAND_COLUMNS,
     CELL_SOURCE,
     EVENT_COLUMNS,
     FOLLOWUP_HORIZON,
@@ -243,7 +245,8 @@ def registry_selects(
         f" {odd_or(odd_episode, 'p.date_of_birth')}, {d.flag(odd_episode)}, p.clinic_id, p.sex,"
         " dg.condition, sb.startback_group, bl.band, pt.onset, COALESCE(pt.odd, 0),"
         " h.source, COALESCE(h.prp, 0), COALESCE(h.hyaluronic_acid, 0), inj.cell_dose,"
-        " inj.allogeneic_lot_id, COALESCE(inj.any_prp, 0)"
+        " inj.allogeneic_lot_id, COALESCE(inj.any_prp, 0),"
+        " e.price, e.patient_paid, e.currency, e.billed_to"
         + (", p.mrn" if with_mrn else "")
         + f" FROM {episode} e JOIN {patient} p ON p.id = e.patient_id"
         f" LEFT JOIN ({diagnoses}) dg ON dg.patient_id = e.patient_id AND dg.rn = 1"
@@ -273,6 +276,10 @@ def registry_selects(
             ("dose", "float"),
             ("lot_id", "float"),
             ("injected_prp", "bool"),
+            ("cost_price", "float"),
+            ("cost_patient_paid", "float"),
+            ("cost_currency", "str"),
+            ("cost_billed_to", "str"),
             *((("mrn", "str"),) if with_mrn else ()),
         ),
     )
@@ -280,14 +287,20 @@ def registry_selects(
         f"MAX(CASE WHEN q.instrument_id = {_code(i)} THEN q.score END) AS {_code(c)[1:-1]}"
         for i, c in SCORE_COLUMNS.items()
     )
-    instruments = ", ".join(_code(i) for i in SCORE_COLUMNS)
+    # Categorical instruments (work status) carry a band, not a score: one column each.
+    scores += "".join(
+        f", MAX(CASE WHEN q.instrument_id = {_code(i)} AND q.band <> '' THEN q.band END)"
+        f" AS {_code(c)[1:-1]}"
+        for i, c in BAND_COLUMNS.items()
+    )
+    instruments = ", ".join(_code(i) for i in (*SCORE_COLUMNS, *BAND_COLUMNS))
     odd_point = " OR ".join(outside(f"t.{c}", tp_high) for c in ("target", "opens", "closes"))
     odd_point = f"({odd_point})"
     selects["timepoints"] = Select(
         f"SELECT t.id, s.episode_id, t.key, t.months, {odd_or(odd_point, 't.target')},"
         f" {odd_or(odd_point, 't.opens')}, {odd_or(odd_point, 't.closes')}, t.status,"
         f" {d.days(d.utc_date('t.completed_at'))}, {d.flag(odd_point)},"
-        + ", ".join(f" sc.{c}" for c in SCORE_COLUMNS.values())
+        + ", ".join(f" sc.{c}" for c in (*SCORE_COLUMNS.values(), *BAND_COLUMNS.values()))
         + f" FROM {point} t JOIN {_table(FollowUpSchedule)} s ON s.id = t.schedule_id"
         f" LEFT JOIN (SELECT q.time_point_id, {scores} FROM {response} q"
         f" WHERE q.voided_at IS NULL AND q.instrument_id IN ({instruments})"
@@ -305,6 +318,7 @@ def registry_selects(
             ("completed_date", "days"),
             ("odd", "int"),
             *((c, "float") for c in SCORE_COLUMNS.values()),
+            *((c, "str") for c in BAND_COLUMNS.values()),
         ),
     )
     odd_onset = outside("a.onset")
@@ -635,6 +649,10 @@ def _patients(
     frame["adjunct"] = adjunct.where(is_cell, np.nan)
     frame["dose"] = frame["dose"].where(is_cell, np.nan).astype(float)
     frame["clinic_id"] = frame["clinic_id"].astype(str)
+    # Codes in the tables are lower case ("usd"; de-identified text cells must be codes), and
+    # "not recorded" ("") is missing, as the ORM reference reads them.
+    frame["cost_currency"] = frame["cost_currency"].str.lower().replace("", None)
+    frame["cost_billed_to"] = frame["cost_billed_to"].replace("", None)
     columns = [
         "patient_id",
         "episode_id",
@@ -649,6 +667,7 @@ def _patients(
         "cell_source",
         "adjunct",
         "dose",
+        *COST_COLUMNS,
     ] + (["mrn"] if with_mrn else [])
     return frame[columns]
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vertebra.core.synth import cost as synth_cost
 from vertebra.core.synth import activity as act
+from vertebra.core.synth import cost as synth_cost
 from vertebra.core.synth import events as ev
 from vertebra.core.synth import names, outcomes, stories
 from vertebra.core.synth._frames import categorical
