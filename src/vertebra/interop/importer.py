@@ -96,6 +96,7 @@ from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.followup import services as followup_services
 from vertebra.followup.errors import FollowUpError, SubmissionInvalid
 from vertebra.followup.models import FollowUpTimePoint
+from vertebra.interop import importbulk
 from vertebra.registry import services as registry_services
 from vertebra.registry.errors import RegistryError
 from vertebra.registry.models import AllogeneicLot, Clinic, Patient, Role
@@ -158,6 +159,9 @@ class ImportReport:
     patients_imported: int = 0
     patients_present: int = 0
     patients_refused: int = 0
+    #: Patients the careful path decided (all with ``careful``; else those the bulk path's
+    #: checks handed over, or whose batch failed while writing).
+    patients_careful: int = 0
 
     def tally(self, kind: str) -> TypeTally:
         return self.tallies.setdefault(kind, TypeTally())
@@ -665,10 +669,16 @@ class _Writer:
         self.current: _Item = bundle.item
         self.episodes: dict[str, int] = {}
         self.patient_id = 0
+        self.withdrawals: list[tuple[int, dt.date]] = []  # (consent id, withdrawn on)
 
     def write(self) -> None:
         """Everything of the patient, in the order the services' checks need (consent before
         treatment, harvest before processing before injection; withdrawals last)."""
+        self.register()
+        self.rest(responses=True)
+
+    def register(self) -> None:
+        """The patient, consents, diagnoses, prior treatments and episodes (with schedules)."""
         context, actor = self.context, self.context.actor
         given = self.bundle.patient
         assert given is not None
@@ -678,7 +688,7 @@ class _Writer:
             email=given.email, phone=given.phone,
         )  # fmt: skip
         self.patient_id = patient.pk
-        withdrawals: list[tuple[int, dt.date]] = []
+        withdrawals = self.withdrawals
         for item in self._each(self.bundle.consents):
             consent: ImportedConsent = item.value
             made = registry_services.record_consent(
@@ -705,18 +715,25 @@ class _Writer:
                 start_date=episode.start_date, today=context.today,
             )  # fmt: skip
             self.episodes[episode.source_ref] = created.pk
+
+    def rest(self, *, responses: bool) -> None:
+        """After :meth:`register` (or the bulk path's equivalent): the pathway, clinical and
+        adverse events, the answers (unless ``responses`` is False: written in bulk) and the
+        consent withdrawals, through the services."""
+        actor = self.context.actor
         self._pathway()
         for item in self._each(self.bundle.events):
             event: ImportedClinicalEvent = item.value
             registry_services.record_clinical_event(
-                actor=actor, patient_id=patient.pk, kind=event.kind,
+                actor=actor, patient_id=self.patient_id, kind=event.kind,
                 occurred_on=event.occurred_on, episode_id=self._episode(event.episode_ref),
                 details=event.details,
             )  # fmt: skip
         for item in self._each(self.bundle.adverse):
             self._adverse_event(item.value)
-        self._responses()
-        for consent_id, withdrawn_on in withdrawals:
+        if responses:
+            self._responses()
+        for consent_id, withdrawn_on in self.withdrawals:
             registry_services.withdraw_consent(
                 actor=actor, consent_id=consent_id, withdrawn_on=withdrawn_on,
                 reason="imported: withdrawn in the source registry",
@@ -917,12 +934,16 @@ def import_fhir_folder(
     clinic_map: Mapping[str, int] | None = None,
     now: dt.datetime | None = None,
     validate: bool = True,
+    careful: bool = False,
     on_start: Callable[[int], None] | None = None,
     on_patient: Callable[[], None] | None = None,
 ) -> ImportReport:
     """Import ``folder`` as ``username`` (see the module docstring).
 
     ``clinic_id`` receives the patients whose MRN system ``clinic_map`` does not name.
+    ``careful``: every patient in its own transaction through the services (else the bulk path,
+    :mod:`vertebra.interop.importbulk`: same rows, same audit records, same report, with the
+    careful path deciding every patient the bulk checks do not pass).
     ``on_start(n_patients)`` is called once the files are read, ``on_patient()`` after each
     patient (a progress bar). Raises ImportSetupError (clinics, user) or ImportFormatError (a
     malformed line) before any write; otherwise returns the report.
@@ -954,29 +975,38 @@ def import_fhir_folder(
     present = _present(placed)
     if on_start is not None:
         on_start(len(bundles))
+    done = on_patient or (lambda: None)
+    todo: list[tuple[PatientBundle, int]] = []
     for bundle in bundles:
-        _import_one(bundle, context, placed, unplaced, present, report)
-        if on_patient is not None:
-            on_patient()
+        clinic = _triage(bundle, placed, unplaced, present, report)
+        if clinic is None:
+            done()
+        elif careful:
+            _write_careful(bundle, context, clinic, report)
+            done()
+        else:
+            todo.append((bundle, clinic))
+    for start in range(0, len(todo), importbulk.BATCH_PATIENTS):
+        _write_bulk(todo[start : start + importbulk.BATCH_PATIENTS], context, report, done)
     return report
 
 
-def _import_one(
+def _triage(
     bundle: PatientBundle,
-    context: _Context,
     placed: Mapping[str, tuple[int, str]],
     unplaced: Mapping[str, str],
     present: Mapping[tuple[int, str], tuple[Any, str]],
     report: ImportReport,
-) -> None:
-    """Import (or count as present, or refuse) one patient and everything of theirs."""
+) -> int | None:
+    """The receiving clinic of a patient to write, or None when the patient is decided here
+    (refused, or counted as already present)."""
     problem = bundle.problems[0] if bundle.problems else _derived_problem(bundle)
     if problem is not None:
         _refuse(report, bundle, *problem)
-        return
+        return None
     if bundle.ref in unplaced:
         _refuse(report, bundle, bundle.item, unplaced[bundle.ref])
-        return
+        return None
     clinic, mrn = placed[bundle.ref]
     given = bundle.patient
     assert given is not None
@@ -988,7 +1018,15 @@ def _import_one(
         else:
             report.patients_present += 1
             _count(report, bundle, "present")
-        return
+        return None
+    return clinic
+
+
+def _write_careful(
+    bundle: PatientBundle, context: _Context, clinic: int, report: ImportReport
+) -> None:
+    """One patient in its own transaction through the services (imported, or refused whole)."""
+    report.patients_careful += 1
     writer = _Writer(bundle, context, clinic)
     try:
         with transaction.atomic():
@@ -998,3 +1036,91 @@ def _import_one(
     else:
         report.patients_imported += 1
         _count(report, bundle, "imported")
+
+
+def _prepared(bundle: PatientBundle, context: _Context, clinic: int) -> importbulk.PreparedPatient:
+    """The bundle's bulk-part rows (NotBulk: the careful path decides)."""
+    given = bundle.patient
+    assert given is not None
+    names = ("mrn", "given_name", "family_name", "date_of_birth", "sex", "email", "phone")
+    diagnoses = []
+    for item in bundle.diagnoses:
+        fields = {k: getattr(item.value, k) for k in item.value.__dataclass_fields__}
+        fields.pop("patient_ref")
+        diagnoses.append(fields)
+    priors = []
+    for item in bundle.priors:
+        fields = {k: getattr(item.value, k) for k in item.value.__dataclass_fields__}
+        for name in ("source_ref", "patient_ref"):
+            fields.pop(name)
+        priors.append(fields)
+    prepared = importbulk.prepare(
+        clinic_id=clinic, actor=context.actor,
+        patient_fields={name: getattr(given, name) for name in names},
+        consents=[i.value for i in bundle.consents], diagnoses=diagnoses, priors=priors,
+        episodes=[i.value for i in bundle.episodes], responses=[i.value for i in bundle.responses],
+        now=context.now,
+    )  # fmt: skip
+    prepared.extra = bundle
+    return prepared
+
+
+def _write_bulk(
+    chunk: Sequence[tuple[PatientBundle, int]],
+    context: _Context,
+    report: ImportReport,
+    done: Callable[[], None],
+) -> None:
+    """One batch through the bulk path; the patients its checks do not pass, and every patient
+    of a sub-batch that fails while writing, through the careful path."""
+    ready: list[importbulk.PreparedPatient] = []
+    for bundle, clinic in chunk:
+        try:
+            ready.append(_prepared(bundle, context, clinic))
+        except importbulk.NotBulk:
+            _write_careful(bundle, context, clinic, report)
+            done()
+    _write_halving(ready, context, report, done)
+
+
+def _write_halving(
+    ready: Sequence[importbulk.PreparedPatient],
+    context: _Context,
+    report: ImportReport,
+    done: Callable[[], None],
+) -> None:
+    """Write ``ready`` in one transaction; if that fails, each half again (a single patient:
+    the careful path, which refuses it with the service's reason). A bad patient costs a few
+    rolled-back transactions, never the batch's other patients."""
+    if not ready:
+        return
+    lot_ids = dict(context.lot_ids)  # lots registered in a rolled-back batch are gone again
+
+    def rest(prepared: importbulk.PreparedPatient) -> None:
+        writer = _Writer(prepared.extra, context, prepared.clinic_id)
+        writer.patient_id = int(prepared.patient.pk)
+        writer.episodes = dict(prepared.episode_ids)
+        writer.withdrawals = [(int(c.pk), w) for c, w in prepared.consents if w is not None]
+        writer.rest(responses=False)
+
+    try:
+        importbulk.write_batch(
+            ready, actor=context.actor, today=context.today, now=context.now,
+            source=context.source, rest=rest,
+        )  # fmt: skip
+    except (*importbulk.BATCH_FAILURES, _Refused):
+        context.lot_ids = lot_ids
+        if len(ready) == 1:
+            _write_careful(ready[0].extra, context, ready[0].clinic_id, report)
+            done()
+            return
+        middle = len(ready) // 2
+        for half in (ready[:middle], ready[middle:]):
+            # a fresh copy of each patient's rows: the failed attempt set their primary keys
+            again = [_prepared(p.extra, context, p.clinic_id) for p in half]
+            _write_halving(again, context, report, done)
+        return
+    for prepared in ready:
+        report.patients_imported += 1
+        _count(report, prepared.extra, "imported")
+        done()

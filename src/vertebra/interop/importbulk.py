@@ -1,0 +1,503 @@
+"""The bulk path of ``vertebra import fhir``: many patients per transaction, same rows, same audit.
+
+Why: through the services a patient costs ≈ 100 ms of CPU and ≈ 240 queries (BENCHMARKS.md,
+FHIR import), 3-4x the issue's budget; the time is Django query building and per-row
+``full_clean`` queries, not the importer. See docs/adr/0016-bulk-import.md.
+
+Contracts
+---------
+* **Same rows, same audit records.** For every patient it writes, the rows are the ones the
+  careful path (:class:`vertebra.interop.importer._Writer` through the services) writes, and
+  each created object gets the ``create`` record its service would append (same actor, role,
+  clinic, patient, object type and id, ``new_values`` = the service's snapshot), hash-chained
+  and MAC-signed (ADR 0004/0008) in the batch's own transaction, after the audit-chain lock.
+* **Bulk part, then the services.** Patients, consents, diagnoses, prior treatments, treatment
+  episodes with their follow-up schedules, and imported answers (submissions and scored
+  responses, the time points completed) are written with ``bulk_create`` per table per batch.
+  The pathway (harvest, processing, injection, lots), clinical and adverse events and consent
+  withdrawals, rarer and guarded by the chain-of-custody and consent rules, then go through
+  the same audited services as on the careful path, in the same transaction.
+* **Never accepts what the services refuse.** Before anything is written, each patient is
+  checked in memory against the services' rules for the bulk part (field validation, the
+  plausibility rules of ``core.plausibility`` with the bounds the services would read, dates
+  not in the future, MME dose, schedule placement, scoring in this registry's instrument
+  version). A patient who fails any check is handed back to the careful path, which refuses
+  it with the service's own reason. If anything raises inside a batch (a database constraint,
+  a service refusing a pathway step), the batch is rolled back whole and its patients go
+  through the careful path one by one: a refusal costs speed, never correctness, and never
+  leaves half a patient.
+* Permissions: the actor's permissions for every action the services check are verified once
+  per batch (``verify_actor``), inside the batch's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from vertebra.core import plausibility as rules_
+from vertebra.core.fhir.parse import ImportedConsent, ImportedEpisode, ImportedResponse
+from vertebra.core.schedule import default_protocol
+from vertebra.followup import services as followup_services
+from vertebra.followup.errors import FollowUpError
+from vertebra.followup.models import (
+    FollowUpSchedule,
+    FollowUpTimePoint,
+    QuestionnaireResponse,
+    Submission,
+    TimePointStatus,
+)
+from vertebra.registry import services as registry_services
+from vertebra.registry.audit import GENESIS_HASH, compute_hash, lock_chain, snapshot, to_json_value
+from vertebra.registry.auditseal import keyring
+from vertebra.registry.errors import RegistryError
+from vertebra.registry.models import (
+    AuditEvent,
+    Consent,
+    Diagnosis,
+    Patient,
+    PriorTreatment,
+    TreatmentEpisode,
+)
+from vertebra.registry.permissions import Action, Actor, verify_actor
+from vertebra.registry.validation import _bound, _date
+
+__all__ = ["BATCH_PATIENTS", "BatchAudit", "PreparedPatient", "prepare", "write_batch"]
+
+#: Patients per transaction: large enough that per-batch costs (lock, chain head, one INSERT
+#: per table) vanish, small enough that a rolled-back batch costs little to redo carefully.
+BATCH_PATIENTS = 250
+
+#: The permissions the services of the bulk part check (verified once per batch).
+_ACTIONS = (
+    Action.PATIENT_CREATE,
+    Action.CONSENT_RECORD,
+    Action.DIAGNOSIS_RECORD,
+    Action.PRIOR_TREATMENT_RECORD,
+    Action.EPISODE_START,
+)
+
+
+class NotBulk(Exception):
+    """A patient the bulk path will not write (a check failed): the careful path decides."""
+
+
+# ------------------------------------------------------------------------------ audit
+
+
+class BatchAudit:
+    """Appends audit records exactly as :func:`vertebra.registry.audit.record_audit` does, for
+    many objects at once: the chain head read once (the caller holds the chain lock), each
+    record hashed and MAC-signed in order, all inserted by :meth:`flush`.
+
+    Must be flushed before anything else appends (a service's ``record_audit`` reads the
+    chain head from the table).
+    """
+
+    def __init__(self, actor: Actor, occurred_at: dt.datetime) -> None:
+        self._ring = keyring()
+        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+        self.seq: int = last["seq"] if last else 0
+        self.prev_hash: str = last["hash"] if last else GENESIS_HASH
+        self._rows: list[AuditEvent] = []
+        self.written = 0
+        self._constants = {
+            "occurred_at": occurred_at.astimezone(dt.UTC),
+            "actor_user_id": actor.user.pk,
+            "actor_username": actor.user.get_username(),
+            "role": actor.role,
+            "request_id": actor.request_id,
+        }
+
+    def create(
+        self,
+        object_type: str,
+        object_id: object,
+        *,
+        clinic_id: int | None,
+        patient_id: int | None,
+        new_values: Any,
+        reason: str = "",
+        occurred_at: dt.datetime | None = None,
+    ) -> None:
+        """One ``create`` record (the fields ``record_audit`` would store); ``occurred_at``
+        defaults to the batch's instant."""
+        self.seq += 1
+        fields: dict[str, Any] = {
+            **self._constants,
+            **({"occurred_at": occurred_at.astimezone(dt.UTC)} if occurred_at else {}),
+            "seq": self.seq,
+            "clinic_id": clinic_id,
+            "patient_id": patient_id,
+            "action": "create",
+            "object_type": object_type,
+            "object_id": "" if object_id is None else str(object_id),
+            "old_values": None,
+            "new_values": to_json_value(new_values),
+            "reason": reason,
+            "prev_hash": self.prev_hash,
+        }
+        fields["hash"] = self.prev_hash = compute_hash(fields)
+        fields["mac"] = self._ring.row_mac(fields["hash"])
+        fields["mac_key"] = self._ring.current_id
+        self._rows.append(AuditEvent(**fields))
+
+    def flush(self) -> None:
+        """Insert the records made since the last flush."""
+        AuditEvent.objects.bulk_create(self._rows, batch_size=2000)
+        self.written += len(self._rows)
+        self._rows = []
+
+
+# ---------------------------------------------------------------------------- prepare
+
+
+@dataclass
+class _Point:
+    """Answers of one time point of one episode, scored."""
+
+    episode_ref: str
+    key: str
+    scored: dict[str, Any]  # instrument id -> core ScoreResult
+    given: dict[str, followup_services.ImportedAnswers]
+
+    @property
+    def submitted_at(self) -> dt.datetime:
+        """The latest answer: when the submission counts as made (``record_imported_answers``)."""
+        return max(g.authored for g in self.given.values())
+
+
+@dataclass
+class PreparedPatient:
+    """One patient's bulk-part rows, built and checked in memory (not yet written)."""
+
+    clinic_id: int
+    patient: Patient
+    consents: list[tuple[Consent, dt.date | None]]  # with the withdrawal date, if any
+    diagnoses: list[Diagnosis]
+    priors: list[PriorTreatment]
+    episodes: list[tuple[str, TreatmentEpisode, list[Any]]]  # (source ref, episode, placed)
+    points: list[_Point]
+    extra: Any = None  # the caller's handle (the bundle)
+    episode_ids: dict[str, int] = field(default_factory=dict)
+
+
+def _checked(instance: Model, refusals: Sequence[rules_.Refusal | None]) -> None:
+    """Field validation (``full_clean`` without the queries: foreign keys point at rows of this
+    batch or the actor, and the database enforces unique and check constraints) and the
+    plausibility refusals computed by the caller; NotBulk when anything fails."""
+    exclude = [f.name for f in instance._meta.concrete_fields if f.is_relation]
+    try:
+        instance.clean_fields(exclude=exclude)
+        instance.clean()
+    except ValidationError as exc:
+        raise NotBulk(str(exc)) from None
+    problems = [r for r in refusals if r is not None]
+    if problems:
+        raise NotBulk(problems[0].message)
+
+
+def _not_future(value: dt.date | None, today: dt.date) -> None:
+    """The services' ``_not_future`` (signature, diagnosis, birth dates)."""
+    if value is not None and value > today:
+        raise NotBulk("in the future")
+
+
+def prepare(
+    *,
+    clinic_id: int,
+    actor: Actor,
+    patient_fields: dict[str, Any],
+    consents: Sequence[ImportedConsent],
+    diagnoses: Sequence[dict[str, Any]],
+    priors: Sequence[dict[str, Any]],
+    episodes: Sequence[ImportedEpisode],
+    responses: Sequence[ImportedResponse],
+    now: dt.datetime,
+) -> PreparedPatient:
+    """The bulk-part rows of one patient, checked as the services would check them in the
+    careful path's order (consents, diagnoses, priors, episodes, answers); NotBulk when the
+    careful path must decide. Pure apart from the rule files: no database access."""
+    today = timezone.localdate()
+    born: dt.date = patient_fields["date_of_birth"]
+    _not_future(born, today)
+    stripped = ("mrn", "given_name", "family_name", "email", "phone")  # as register_patient
+    patient = Patient(
+        clinic_id=clinic_id,
+        **{k: (v.strip() if k in stripped else v) for k, v in patient_fields.items()},
+    )
+    _checked(patient, [_date(patient, "date_of_birth", "date of birth", today)])
+    birth = _bound("the day after the date of birth", born, strict=True)
+    made_consents = []
+    for given in consents:
+        _not_future(given.signed_on, today)
+        consent = Consent(
+            kind=given.kind, form_version=given.form_version.strip(), signed_on=given.signed_on,
+            recorded_by=actor.user,
+        )  # fmt: skip
+        _checked(consent, [_date(consent, "signed_on", "signature date", today, after=[birth])])
+        made_consents.append((consent, given.withdrawn_on))
+    made_diagnoses = []
+    for fields in diagnoses:
+        _not_future(fields["diagnosed_on"], today)
+        diagnosis = Diagnosis(**{**fields, "icd10": fields["icd10"].strip().upper()})
+        # No episode exists yet when the careful path records diagnoses: no upper bound.
+        _checked(diagnosis, [_date(diagnosis, "diagnosed_on", "diagnosis date", today,
+                                   after=[birth])])  # fmt: skip
+        made_diagnoses.append(diagnosis)
+    made_priors = []
+    for fields in priors:
+        try:
+            mme = registry_services.prior_treatment_mme(
+                fields["kind"], fields["medication_name"], fields["daily_dose"]
+            )
+        except ValidationError as exc:
+            raise NotBulk(str(exc)) from None
+        prior = PriorTreatment(
+            **{**fields, "medication_name": fields["medication_name"].strip(), "mme_per_day": mme}
+        )
+        _checked(prior, [
+            _date(prior, "started_on", "start date", today, after=[birth]),
+            _date(prior, "ended_on", "end date", today,
+                  after=[birth, _bound("the start date", prior.started_on)]),
+        ])  # fmt: skip
+        made_priors.append(prior)
+    first_diagnosis = min((d.diagnosed_on for d in made_diagnoses), default=None)
+    made_episodes = []
+    proto = default_protocol()
+    for given_episode in episodes:
+        episode = TreatmentEpisode(arm=given_episode.arm, start_date=given_episode.start_date)
+        _checked(episode, [_date(episode, "start_date", "episode start date", today, after=[
+            birth, _bound("the first diagnosis", first_diagnosis)])])  # fmt: skip
+        try:
+            placed = followup_services._placed(given_episode.start_date, proto)
+        except ValidationError as exc:
+            raise NotBulk(str(exc)) from None
+        made_episodes.append((given_episode.source_ref, episode, placed))
+    return PreparedPatient(
+        clinic_id=clinic_id, patient=patient, consents=made_consents, diagnoses=made_diagnoses,
+        priors=made_priors, episodes=made_episodes,
+        points=_points(responses, {ref: placed for ref, _, placed in made_episodes}, now),
+    )  # fmt: skip
+
+
+def _points(
+    responses: Sequence[ImportedResponse], placed: dict[str, list[Any]], now: dt.datetime
+) -> list[_Point]:
+    """Answers grouped by (episode, time point) and scored as ``record_imported_answers``
+    scores them; NotBulk for anything the careful path refuses (second response of an
+    instrument at a point, a time point not in the protocol, answers that do not score)."""
+    grouped: dict[tuple[str, str], dict[str, followup_services.ImportedAnswers]] = defaultdict(dict)
+    for response in responses:
+        if response.episode_ref not in placed:
+            raise NotBulk("response of an episode not in the import")
+        key = (response.episode_ref, response.time_point_key)
+        if response.instrument_id in grouped[key]:
+            raise NotBulk("a second response of an instrument at one time point")
+        grouped[key][response.instrument_id] = followup_services.ImportedAnswers(
+            instrument_version=response.instrument_version,
+            answers=dict(response.answers),
+            authored=response.authored,
+        )
+    points = []
+    for (episode_ref, point_key), given in grouped.items():
+        if point_key not in {tp.id for tp in placed[episode_ref]}:
+            raise NotBulk("time point not in this registry's follow-up protocol")
+        try:
+            scored = followup_services._score_imported(given, now)
+        except FollowUpError as exc:
+            raise NotBulk(str(exc)) from None
+        points.append(_Point(episode_ref, point_key, scored, given))
+    return points
+
+
+# ------------------------------------------------------------------------------ write
+
+
+def _object_type(model: type[Model]) -> str:
+    return model._meta.model_name or model.__name__.lower()
+
+
+def write_batch(
+    prepared: Sequence[PreparedPatient],
+    *,
+    actor: Actor,
+    today: dt.date,
+    now: dt.datetime,
+    source: str,
+    rest: Callable[[PreparedPatient], None],
+) -> int:
+    """Write ``prepared`` patients in one transaction: the bulk part with its audit records,
+    then ``rest(patient)`` for each (the pathway, events and withdrawals through the services).
+    Returns the number of audit records the bulk part wrote. Anything raised rolls the whole
+    batch back and propagates (the caller then takes the careful path)."""
+    with transaction.atomic():
+        lock_chain()
+        clinics = frozenset.intersection(*(verify_actor(actor, a) for a in _ACTIONS))
+        if any(p.clinic_id not in clinics for p in prepared):
+            raise NotBulk("a receiving clinic is not among the actor's clinics")
+        audit = BatchAudit(actor, timezone.now())
+        _write_registry(prepared, audit)
+        _write_follow_up(prepared, audit, actor=actor, today=today, now=now, source=source)
+        audit.flush()
+        written = audit.written
+        for patient in prepared:
+            rest(patient)
+    return written
+
+
+def _audit_created(
+    audit: BatchAudit, rows: Sequence[tuple[PreparedPatient, Model]], model: type[Model]
+) -> None:
+    """The ``create`` record ``registry.services._create`` writes for each row."""
+    kind = _object_type(model)
+    for owner, row in rows:
+        audit.create(
+            kind, row.pk, clinic_id=owner.clinic_id, patient_id=owner.patient.pk,
+            new_values=snapshot(row),
+        )  # fmt: skip
+
+
+def _write_registry(prepared: Sequence[PreparedPatient], audit: BatchAudit) -> None:
+    """Patients, then their consents, diagnoses, prior treatments and episodes."""
+    Patient.objects.bulk_create([p.patient for p in prepared])
+    _audit_created(audit, [(p, p.patient) for p in prepared], Patient)
+    tables: list[tuple[type[Model], list[tuple[PreparedPatient, Model]]]] = [
+        (Consent, [(p, c) for p in prepared for c, _ in p.consents]),
+        (Diagnosis, [(p, d) for p in prepared for d in p.diagnoses]),
+        (PriorTreatment, [(p, t) for p in prepared for t in p.priors]),
+        (TreatmentEpisode, [(p, e) for p in prepared for _, e, _ in p.episodes]),
+    ]
+    for model, rows in tables:
+        for owner, row in rows:
+            row.patient_id = owner.patient.pk  # type: ignore[attr-defined]
+        model._default_manager.bulk_create([row for _, row in rows])
+        _audit_created(audit, rows, model)
+    for p in prepared:
+        p.episode_ids = {ref: int(e.pk) for ref, e, _ in p.episodes}
+
+
+def _write_follow_up(
+    prepared: Sequence[PreparedPatient],
+    audit: BatchAudit,
+    *,
+    actor: Actor,
+    today: dt.date,
+    now: dt.datetime,
+    source: str,
+) -> None:
+    """Each episode's schedule (as ``create_schedule_for_episode``) and each answered time
+    point's submission and responses (as ``record_imported_answers``), with their records."""
+    proto = default_protocol()
+    stamp = timezone.now()
+    schedules: list[tuple[PreparedPatient, TreatmentEpisode, FollowUpSchedule, list[Any]]] = []
+    for p in prepared:
+        for _, episode, placed in p.episodes:
+            schedule = FollowUpSchedule(
+                episode_id=episode.pk, protocol_id=proto.id, protocol_version=proto.version,
+                treatment_date=episode.start_date, created_at=stamp, updated_at=stamp,
+            )  # fmt: skip
+            schedules.append((p, episode, schedule, placed))
+    FollowUpSchedule.objects.bulk_create([s for _, _, s, _ in schedules])
+    answered = {
+        (p.episode_ids[point.episode_ref], point.key): point for p in prepared for point in p.points
+    }
+    points: list[FollowUpTimePoint] = []
+    by_key: dict[tuple[int, str], FollowUpTimePoint] = {}
+    for p, episode, schedule, placed in schedules:
+        made = []
+        for tp in placed:
+            point = FollowUpTimePoint(
+                schedule_id=schedule.pk, patient_id=p.patient.pk, key=tp.id, label=tp.label,
+                months=tp.months, target=tp.target, opens=tp.opens, closes=tp.closes,
+                instruments=followup_services.instruments_for(tp.id),
+                status=followup_services.status_on(tp.opens, tp.closes, today),
+            )  # fmt: skip
+            made.append(point)
+            by_key[(int(episode.pk), tp.id)] = point
+        audit.create(
+            "followup_schedule", schedule.pk, clinic_id=p.clinic_id, patient_id=p.patient.pk,
+            new_values={
+                "episode_id": episode.pk,
+                "protocol": f"{proto.id} {proto.version}",
+                "treatment_date": episode.start_date,
+                "time_points": {t.key: [t.opens, t.closes, t.status] for t in made},
+            },
+        )  # fmt: skip
+        points.extend(made)
+    for key, answers in answered.items():  # completed at the latest answer (_complete)
+        by_key[key].status = TimePointStatus.COMPLETED
+        by_key[key].completed_at = answers.submitted_at
+    FollowUpTimePoint.objects.bulk_create(points, batch_size=2000)
+    _write_answers(prepared, answered, by_key, audit, now=now, source=source)
+
+
+def _write_answers(
+    prepared: Sequence[PreparedPatient],
+    answered: dict[tuple[int, str], _Point],
+    by_key: dict[tuple[int, str], FollowUpTimePoint],
+    audit: BatchAudit,
+    *,
+    now: dt.datetime,
+    source: str,
+) -> None:
+    """Submissions and responses of imported answers, one audit record per submission (the
+    one ``followup.services._write_submission`` writes with a ``source``)."""
+    clinic_of = {p.patient.pk: p.clinic_id for p in prepared}
+    submissions = []
+    for key, group in answered.items():
+        submissions.append(Submission(
+            time_point_id=by_key[key].pk, idempotency_key=f"import-{secrets.token_hex(16)}",
+            reference=secrets.token_hex(5).upper(), submitted_at=group.submitted_at,
+            entered_by_staff=True,
+        ))  # fmt: skip
+    Submission.objects.bulk_create(submissions, batch_size=2000)
+    responses: list[QuestionnaireResponse] = []
+    for submission, (key, answers) in zip(submissions, answered.items(), strict=True):
+        point = by_key[key]
+        made = [
+            QuestionnaireResponse(
+                submission_id=submission.pk,
+                time_point_id=point.pk,
+                instrument_id=instrument,
+                instrument_version=result.version,
+                answers=dict(answers.given[instrument].answers),
+                score=result.score,
+                band=result.band or "",
+                extras=result.to_dict()["extras"],
+                submitted_at=answers.given[instrument].authored,
+            )
+            for instrument, result in answers.scored.items()
+        ]
+        responses.extend(made)
+        audit.create(
+            "followup_submission", submission.pk, clinic_id=clinic_of[point.patient_id],
+            patient_id=point.patient_id,
+            new_values={
+                "time_point": point.key,
+                "reference": submission.reference,
+                "responses": {
+                    r.instrument_id: {
+                        "version": r.instrument_version, "answers": r.answers, "score": r.score,
+                        "band": r.band, "answered": r.submitted_at,
+                    }
+                    for r in made
+                },
+                "source": source,
+            },
+            occurred_at=now,
+        )  # fmt: skip
+    QuestionnaireResponse.objects.bulk_create(responses, batch_size=2000)
+
+
+#: What a batch may raise that sends its patients to the careful path.
+BATCH_FAILURES = (ValidationError, RegistryError, FollowUpError, DatabaseError, NotBulk)
