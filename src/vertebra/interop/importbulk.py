@@ -12,11 +12,11 @@ Contracts
   clinic, patient, object type and id, ``new_values`` = the service's snapshot), hash-chained
   and MAC-signed (ADR 0004/0008) in the batch's own transaction, after the audit-chain lock.
 * **Bulk part, then the services.** Patients, consents, diagnoses, prior treatments, treatment
-  episodes with their follow-up schedules, and imported answers (submissions and scored
-  responses, the time points completed) are written with ``bulk_create`` per table per batch.
-  The pathway (harvest, processing, injection, lots), clinical and adverse events and consent
-  withdrawals, rarer and guarded by the chain-of-custody and consent rules, then go through
-  the same audited services as on the careful path, in the same transaction.
+  episodes with their follow-up schedules, clinical and adverse events, and imported answers
+  (submissions and scored responses, the time points completed) are written with
+  ``bulk_create`` per table per batch. The pathway (harvest, processing, injection, lots) and
+  consent withdrawals, rarer and guarded by the chain-of-custody and consent rules, then go
+  through the same audited services as on the careful path, in the same transaction.
 * **Never accepts what the services refuse.** Before anything is written, each patient is
   checked in memory against the services' rules for the bulk part (field validation, the
   plausibility rules of ``core.plausibility`` with the bounds the services would read, dates
@@ -46,6 +46,7 @@ from django.utils import timezone
 
 from vertebra.core import plausibility as rules_
 from vertebra.core.fhir.parse import ImportedConsent, ImportedEpisode, ImportedResponse
+from vertebra.core.fhir.parse_pathway import ImportedAdverseEvent, ImportedClinicalEvent
 from vertebra.core.schedule import default_protocol
 from vertebra.followup import services as followup_services
 from vertebra.followup.errors import FollowUpError
@@ -61,7 +62,10 @@ from vertebra.registry.audit import GENESIS_HASH, compute_hash, lock_chain, snap
 from vertebra.registry.auditseal import keyring
 from vertebra.registry.errors import RegistryError
 from vertebra.registry.models import (
+    AdverseEvent,
+    AdverseEventStatus,
     AuditEvent,
+    ClinicalEvent,
     Consent,
     Diagnosis,
     Patient,
@@ -84,7 +88,11 @@ _ACTIONS = (
     Action.DIAGNOSIS_RECORD,
     Action.PRIOR_TREATMENT_RECORD,
     Action.EPISODE_START,
+    Action.CLINICAL_EVENT_RECORD,
+    Action.ADVERSE_EVENT_REPORT,
 )
+#: Checked too when an adverse event of the batch is graded (``record_adverse_event``).
+_GRADING = Action.ADVERSE_EVENT_ADJUDICATE
 
 
 class NotBulk(Exception):
@@ -187,6 +195,7 @@ class PreparedPatient:
     priors: list[PriorTreatment]
     episodes: list[tuple[str, TreatmentEpisode, list[Any]]]  # (source ref, episode, placed)
     points: list[_Point]
+    events: list[tuple[str | None, Model]] = field(default_factory=list)  # (episode ref, row)
     extra: Any = None  # the caller's handle (the bundle)
     episode_ids: dict[str, int] = field(default_factory=dict)
 
@@ -222,11 +231,14 @@ def prepare(
     priors: Sequence[dict[str, Any]],
     episodes: Sequence[ImportedEpisode],
     responses: Sequence[ImportedResponse],
+    clinical_events: Sequence[ImportedClinicalEvent],
+    adverse_events: Sequence[ImportedAdverseEvent],
     now: dt.datetime,
 ) -> PreparedPatient:
     """The bulk-part rows of one patient, checked as the services would check them in the
-    careful path's order (consents, diagnoses, priors, episodes, answers); NotBulk when the
-    careful path must decide. Pure apart from the rule files: no database access."""
+    careful path's order (consents, diagnoses, priors, episodes, clinical and adverse events,
+    answers); NotBulk when the careful path must decide. Pure apart from the rule files: no
+    database access."""
     today = timezone.localdate()
     born: dt.date = patient_fields["date_of_birth"]
     _not_future(born, today)
@@ -283,11 +295,76 @@ def prepare(
         except ValidationError as exc:
             raise NotBulk(str(exc)) from None
         made_episodes.append((given_episode.source_ref, episode, placed))
+    starts = {ref: e.start_date for ref, e, _ in made_episodes}
     return PreparedPatient(
         clinic_id=clinic_id, patient=patient, consents=made_consents, diagnoses=made_diagnoses,
         priors=made_priors, episodes=made_episodes,
         points=_points(responses, {ref: placed for ref, _, placed in made_episodes}, now),
+        events=[*_clinical_events(clinical_events, birth, starts, today),
+                *_adverse_events(adverse_events, birth, starts, today, actor)],
     )  # fmt: skip
+
+
+def _episode_start(ref: str | None, starts: dict[str, dt.date]) -> rules_.Bound | None:
+    """The episode-start bound of an event (``_episode_of``: the patient's own episode)."""
+    if ref is None:
+        return None
+    if ref not in starts:
+        raise NotBulk("refers to an episode that is not this patient's")
+    return _bound("the episode start", starts[ref])
+
+
+def _clinical_events(
+    given: Sequence[ImportedClinicalEvent],
+    birth: rules_.Bound | None,
+    starts: dict[str, dt.date],
+    today: dt.date,
+) -> list[tuple[str | None, Model]]:
+    """Subsequent surgeries and repeat injections as ``record_clinical_event`` builds them."""
+    made: list[tuple[str | None, Model]] = []
+    for event in given:
+        _not_future(event.occurred_on, today)
+        row = ClinicalEvent(kind=event.kind, occurred_on=event.occurred_on,
+                            details=event.details.strip())  # fmt: skip
+        after = [birth, _episode_start(event.episode_ref, starts)]
+        _checked(row, [_date(row, "occurred_on", "event date", today, after=after)])
+        made.append((event.episode_ref, row))
+    return made
+
+
+def _adverse_events(
+    given: Sequence[ImportedAdverseEvent],
+    birth: rules_.Bound | None,
+    starts: dict[str, dt.date],
+    today: dt.date,
+    actor: Actor,
+) -> list[tuple[str | None, Model]]:
+    """Adverse events as ``record_adverse_event`` builds them (adjudicated by the importing
+    clinician now when graded), after the importer's own check that an adjudicated event is
+    fully graded and a pending one is not."""
+    made: list[tuple[str | None, Model]] = []
+    for event in given:
+        graded = event.ctcae_grade is not None and bool(event.relatedness)
+        if event.adjudicated != graded:
+            raise NotBulk("adjudication and grading disagree")
+        _not_future(event.onset, today)
+        row = AdverseEvent(
+            description=event.description.strip(), category=event.category, onset=event.onset,
+            serious=event.serious, ctcae_grade=event.ctcae_grade, relatedness=event.relatedness,
+            expected=event.expected, outcome=event.outcome, resolved_on=event.resolved_on,
+            status=AdverseEventStatus.ADJUDICATED if graded else AdverseEventStatus.PENDING,
+            adjudicated_by=actor.user if graded else None,
+            adjudicated_at=timezone.now() if graded else None,
+        )  # fmt: skip
+        after = [birth, _episode_start(event.episode_ref, starts)]
+        _checked(row, [
+            _date(row, "onset", "onset date", today, after=after),
+            _date(row, "resolved_on", "resolution date", today,
+                  after=[_bound("the onset", row.onset)]),
+            *rules_.check_adverse_event(row.ctcae_grade, bool(row.serious), row.outcome),
+        ])  # fmt: skip
+        made.append((event.episode_ref, row))
+    return made
 
 
 def _points(
@@ -342,7 +419,13 @@ def write_batch(
     batch back and propagates (the caller then takes the careful path)."""
     with transaction.atomic():
         lock_chain()
-        clinics = frozenset.intersection(*(verify_actor(actor, a) for a in _ACTIONS))
+        grading = any(
+            isinstance(row, AdverseEvent) and (row.ctcae_grade is not None or row.relatedness)
+            for p in prepared
+            for _, row in p.events
+        )
+        actions = (*_ACTIONS, _GRADING) if grading else _ACTIONS
+        clinics = frozenset.intersection(*(verify_actor(actor, a) for a in actions))
         if any(p.clinic_id not in clinics for p in prepared):
             raise NotBulk("a receiving clinic is not among the actor's clinics")
         audit = BatchAudit(actor, timezone.now())
@@ -384,6 +467,15 @@ def _write_registry(prepared: Sequence[PreparedPatient], audit: BatchAudit) -> N
         _audit_created(audit, rows, model)
     for p in prepared:
         p.episode_ids = {ref: int(e.pk) for ref, e, _ in p.episodes}
+    for p in prepared:
+        for ref, row in p.events:
+            row.patient_id = p.patient.pk  # type: ignore[attr-defined]
+            row.episode_id = None if ref is None else p.episode_ids[ref]  # type: ignore[attr-defined]
+    event_models: tuple[type[Model], ...] = (ClinicalEvent, AdverseEvent)  # careful order
+    for model in event_models:
+        rows = [(p, row) for p in prepared for _, row in p.events if isinstance(row, model)]
+        model._default_manager.bulk_create([row for _, row in rows])
+        _audit_created(audit, rows, model)
 
 
 def _write_follow_up(

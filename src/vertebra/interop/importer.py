@@ -21,9 +21,14 @@ Contracts
   is idempotent. Two source systems mapped to one clinic that share an MRN value are two
   people: the second is refused, never merged or skipped as present. Products are their product
   id, lots their lot number.
-* **One transaction per patient, through the audited services** (:mod:`vertebra.registry.services`,
+* **The services' rows and audit records** (:mod:`vertebra.registry.services`,
   :mod:`vertebra.followup.services`): each write validated, permission-checked and audited as
-  the importing user. If anything of a patient is refused (by the parser or by a service), the
+  the importing user. By default many patients share a transaction on the bulk path
+  (:mod:`vertebra.interop.importbulk`, ADR 0016: the same rows and ``create`` records, written
+  per table per batch), which hands every patient its checks do not pass, and every patient
+  of a batch that fails while writing, to the careful path; ``careful=True`` (CLI
+  ``--careful``) takes the careful path for everyone: one transaction per patient through the
+  services. If anything of a patient is refused (by the parser or by a service), the
   patient is rolled back whole; the resource that failed carries the reason, the rest of the
   patient's resources are refused as "its patient was refused". Never half a patient.
 * Derived resources are not written but recomputed: scores (Observation) and opioid use
@@ -675,7 +680,7 @@ class _Writer:
         """Everything of the patient, in the order the services' checks need (consent before
         treatment, harvest before processing before injection; withdrawals last)."""
         self.register()
-        self.rest(responses=True)
+        self.rest(bulk_written=False)
 
     def register(self) -> None:
         """The patient, consents, diagnoses, prior treatments and episodes (with schedules)."""
@@ -716,12 +721,15 @@ class _Writer:
             )  # fmt: skip
             self.episodes[episode.source_ref] = created.pk
 
-    def rest(self, *, responses: bool) -> None:
+    def rest(self, *, bulk_written: bool) -> None:
         """After :meth:`register` (or the bulk path's equivalent): the pathway, clinical and
-        adverse events, the answers (unless ``responses`` is False: written in bulk) and the
-        consent withdrawals, through the services."""
+        adverse events and the answers (unless ``bulk_written``: the bulk path wrote them) and
+        the consent withdrawals, through the services."""
         actor = self.context.actor
         self._pathway()
+        if bulk_written:
+            self._withdrawals()
+            return
         for item in self._each(self.bundle.events):
             event: ImportedClinicalEvent = item.value
             registry_services.record_clinical_event(
@@ -731,8 +739,12 @@ class _Writer:
             )  # fmt: skip
         for item in self._each(self.bundle.adverse):
             self._adverse_event(item.value)
-        if responses:
-            self._responses()
+        self._responses()
+        self._withdrawals()
+
+    def _withdrawals(self) -> None:
+        """Consent withdrawals, last (a withdrawn treatment consent blocks later steps)."""
+        actor = self.context.actor
         for consent_id, withdrawn_on in self.withdrawals:
             registry_services.withdraw_consent(
                 actor=actor, consent_id=consent_id, withdrawn_on=withdrawn_on,
@@ -1059,7 +1071,8 @@ def _prepared(bundle: PatientBundle, context: _Context, clinic: int) -> importbu
         patient_fields={name: getattr(given, name) for name in names},
         consents=[i.value for i in bundle.consents], diagnoses=diagnoses, priors=priors,
         episodes=[i.value for i in bundle.episodes], responses=[i.value for i in bundle.responses],
-        now=context.now,
+        clinical_events=[i.value for i in bundle.events],
+        adverse_events=[i.value for i in bundle.adverse], now=context.now,
     )  # fmt: skip
     prepared.extra = bundle
     return prepared
@@ -1101,7 +1114,7 @@ def _write_halving(
         writer.patient_id = int(prepared.patient.pk)
         writer.episodes = dict(prepared.episode_ids)
         writer.withdrawals = [(int(c.pk), w) for c, w in prepared.consents if w is not None]
-        writer.rest(responses=False)
+        writer.rest(bulk_written=True)
 
     try:
         importbulk.write_batch(
