@@ -132,16 +132,18 @@ def _rewrite(path: Path, change: Any) -> None:
     path.write_text("".join(json.dumps(i) + "\n" for i in items))
 
 
-def test_a_patient_the_bulk_checks_or_services_refuse_gets_the_careful_reason(
+def test_patients_the_bulk_checks_or_the_database_refuse_get_the_careful_reason(
     source: Path,  # noqa: F811
     clinic: m.Clinic,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """A consent signed before birth (a bulk-part check) and an injection with no product (a
-    pathway service, inside a batch): both refused exactly as the careful path refuses them,
-    the rest of their batch imported in bulk."""
+    """A consent signed before birth and an injection with no product (bulk checks), and a
+    product id already used by an earlier patient (the database's unique constraint, inside
+    a bulk batch): each refused exactly as the careful path refuses it, with its reason, the
+    rest of the batch imported in bulk."""
     patients = [json.loads(line) for line in (source / "Patient.ndjson").read_text().splitlines()]
     first = f"Patient/{patients[0]['id']}"
+    taken = {first}  # patients already broken
 
     def early_consent(items: list[dict[str, Any]]) -> None:
         consent = next(c for c in items if c["patient"]["reference"] == first)
@@ -155,20 +157,39 @@ def test_a_patient_the_bulk_checks_or_services_refuse_gets_the_careful_reason(
         shot.pop("usedReference", None)
         shot.pop("focalDevice", None)
         shot["extension"] = [e for e in shot["extension"] if "used-product" not in e["url"]]
+        taken.add(shot["subject"]["reference"])
+
+    def shared_product_id(items: list[dict[str, Any]]) -> None:
+        """A later patient's product gets an earlier patient's product id (unique
+        registry-wide): only the database's constraint sees it inside a bulk batch."""
+        mine = [
+            i for i in items
+            if any(x["system"].endswith("/sid/product") for x in i.get("identifier", []))
+        ]  # fmt: skip
+        mine = [i for i in mine if i["collection"]["source"]["reference"] not in taken]
+        first_id = next(x for x in mine[0]["identifier"] if x["system"].endswith("/sid/product"))
+        later = [i for i in mine if i["collection"]["source"]["reference"] != (
+            mine[0]["collection"]["source"]["reference"])]  # fmt: skip
+        for x in later[-1]["identifier"]:
+            if x["system"].endswith("/sid/product"):
+                x["value"] = first_id["value"]
 
     _rewrite(source / "Consent.ndjson", early_consent)
     _rewrite(source / "Procedure.ndjson", productless)
+    _rewrite(source / "BiologicallyDerivedProduct.ndjson", shared_product_id)
     careful = import_and_look(source, clinic, tmp_path / "careful", careful=True)
     bulk = import_and_look(source, clinic, tmp_path / "bulk", careful=False)
     for looked in (careful, bulk):
-        assert looked["report"].patients_refused == 2 and looked["report"].patients_imported == 38
+        assert looked["report"].patients_refused == 3 and looked["report"].patients_imported == 37
 
     def reasons(report: ImportReport) -> dict[str, dict[str, int]]:  # examples may differ
         return {k: {r: n for r, (n, _) in t.refused.items()} for k, t in report.rows()}
 
     assert reasons(bulk["report"]) == reasons(careful["report"])
     assert "the injection names no product" in str(reasons(bulk["report"])["Procedure"])
-    assert bulk["report"].patients_careful < 40  # the others stayed in bulk
+    assert "This product id cannot be used" in str(reasons(bulk["report"]))
+    # The failing batch was halved down to the patient: the others stayed in bulk.
+    assert 3 <= bulk["report"].patients_careful < 20
     assert bulk["export"] == careful["export"]
     assert bulk["audit"] == careful["audit"]
 

@@ -12,11 +12,11 @@ Contracts
   clinic, patient, object type and id, ``new_values`` = the service's snapshot), hash-chained
   and MAC-signed (ADR 0004/0008) in the batch's own transaction, after the audit-chain lock.
 * **Bulk part, then the services.** Patients, consents, diagnoses, prior treatments, treatment
-  episodes with their follow-up schedules, clinical and adverse events, and imported answers
-  (submissions and scored responses, the time points completed) are written with
-  ``bulk_create`` per table per batch. The pathway (harvest, processing, injection, lots) and
-  consent withdrawals, rarer and guarded by the chain-of-custody and consent rules, then go
-  through the same audited services as on the careful path, in the same transaction.
+  episodes with their follow-up schedules, the pathway (harvests, processings, injections),
+  clinical and adverse events, and imported answers (submissions and scored responses, the
+  time points completed) are written with ``bulk_create`` per table per batch. Consent
+  withdrawals (updates, rare) then go through ``withdraw_consent`` as on the careful path, in
+  the same transaction; lots are registered before any patient, as on the careful path.
 * **Never accepts what the services refuse.** Before anything is written, each patient is
   checked in memory against the services' rules for the bulk part (field validation, the
   plausibility rules of ``core.plausibility`` with the bounds the services would read, dates
@@ -46,7 +46,14 @@ from django.utils import timezone
 
 from vertebra.core import plausibility as rules_
 from vertebra.core.fhir.parse import ImportedConsent, ImportedEpisode, ImportedResponse
-from vertebra.core.fhir.parse_pathway import ImportedAdverseEvent, ImportedClinicalEvent
+from vertebra.core.fhir.parse_pathway import (
+    ImportedAdverseEvent,
+    ImportedClinicalEvent,
+    ImportedHarvest,
+    ImportedInjection,
+    ImportedProduct,
+    ProductLink,
+)
 from vertebra.core.schedule import default_protocol
 from vertebra.followup import services as followup_services
 from vertebra.followup.errors import FollowUpError
@@ -62,14 +69,24 @@ from vertebra.registry.audit import GENESIS_HASH, compute_hash, lock_chain, snap
 from vertebra.registry.auditseal import keyring
 from vertebra.registry.errors import RegistryError
 from vertebra.registry.models import (
+    ALLOGENEIC_SOURCES,
     AdverseEvent,
     AdverseEventStatus,
+    AllogeneicLot,
+    Arm,
     AuditEvent,
+    CellSource,
     ClinicalEvent,
     Consent,
+    ConsentKind,
     Diagnosis,
+    Harvest,
+    Injection,
+    InjectionTarget,
     Patient,
     PriorTreatment,
+    Processing,
+    Sterility,
     TreatmentEpisode,
 )
 from vertebra.registry.permissions import Action, Actor, verify_actor
@@ -90,6 +107,9 @@ _ACTIONS = (
     Action.EPISODE_START,
     Action.CLINICAL_EVENT_RECORD,
     Action.ADVERSE_EVENT_REPORT,
+    Action.HARVEST_RECORD,
+    Action.PROCESSING_RECORD,
+    Action.INJECTION_RECORD,
 )
 #: Checked too when an adverse event of the batch is graded (``record_adverse_event``).
 _GRADING = Action.ADVERSE_EVENT_ADJUDICATE
@@ -196,6 +216,9 @@ class PreparedPatient:
     episodes: list[tuple[str, TreatmentEpisode, list[Any]]]  # (source ref, episode, placed)
     points: list[_Point]
     events: list[tuple[str | None, Model]] = field(default_factory=list)  # (episode ref, row)
+    harvests: list[tuple[str, Harvest]] = field(default_factory=list)  # (episode ref, row)
+    processings: list[tuple[str, Processing]] = field(default_factory=list)
+    injections: list[tuple[str, Injection, Processing | None]] = field(default_factory=list)
     extra: Any = None  # the caller's handle (the bundle)
     episode_ids: dict[str, int] = field(default_factory=dict)
 
@@ -430,6 +453,7 @@ def write_batch(
             raise NotBulk("a receiving clinic is not among the actor's clinics")
         audit = BatchAudit(actor, timezone.now())
         _write_registry(prepared, audit)
+        _write_pathway(prepared, audit)
         _write_follow_up(prepared, audit, actor=actor, today=today, now=now, source=source)
         audit.flush()
         written = audit.written
@@ -589,6 +613,206 @@ def _write_answers(
             occurred_at=now,
         )  # fmt: skip
     QuestionnaireResponse.objects.bulk_create(responses, batch_size=2000)
+
+
+# ---------------------------------------------------------------------------- pathway
+
+
+@dataclass(frozen=True)
+class PathwayInput:
+    """One patient's pathway as the importer parsed it, and how to resolve its links."""
+
+    harvests: Sequence[ImportedHarvest]
+    products: Sequence[ImportedProduct]
+    injections: Sequence[ImportedInjection]  # in the careful path's order (date, then line)
+    product_system: str  # the ``sid/product`` identifier system
+    lot_of: Callable[[ProductLink | None], AllogeneicLot | None]  # a lot of this registry
+
+
+def _consented(p: PreparedPatient, on: dt.date) -> None:
+    """``consent_missing``: a treatment consent signed on or before ``on`` (withdrawals are
+    recorded after every step, so none is withdrawn yet when the careful path checks)."""
+    if not any(c.kind == ConsentKind.TREATMENT and c.signed_on <= on for c, _ in p.consents):
+        raise NotBulk("no treatment consent on the step's date")
+
+
+def prepare_pathway(p: PreparedPatient, given: PathwayInput, actor: Actor) -> None:
+    """Harvests, processings and injections as ``record_harvest``, ``record_processing`` and
+    ``record_injection`` build them in the careful path's order, with their chain-of-custody,
+    consent and plausibility checks restated on the patient's own rows (a new patient's
+    products and harvests can only be this import's); NotBulk for anything else."""
+    today = timezone.localdate()
+    arms = {ref: e.arm for ref, e, _ in p.episodes}
+    starts = {ref: e.start_date for ref, e, _ in p.episodes}
+    harvest_of: dict[str, Harvest] = {}
+    harvest_dates: dict[dt.date, list[str]] = defaultdict(list)
+
+    def cell_therapy(ref: str | None) -> str:
+        if ref is None or ref not in arms or arms[ref] != Arm.CELL_THERAPY:
+            raise NotBulk("not a cell-therapy episode of this patient")
+        return ref
+
+    for h in given.harvests:
+        ref = cell_therapy(h.episode_ref)
+        if ref in harvest_of:
+            raise NotBulk("a second harvest on one episode")
+        lot = given.lot_of(h.lot) if h.source in ALLOGENEIC_SOURCES else None
+        if h.source in ALLOGENEIC_SOURCES and lot is None:
+            raise NotBulk("allogeneic lot not in this registry")
+        _not_future(h.harvested_on, today)
+        _consented(p, h.harvested_on)
+        harvest = Harvest(source=h.source, allogeneic_lot=lot, volume_ml=h.volume_ml,
+                          harvested_on=h.harvested_on, operator=actor.user)  # fmt: skip
+        label = dict(CellSource.choices).get(h.source, h.source)
+        _checked(harvest, [
+            _date(harvest, "harvested_on", "harvest date", today,
+                  after=[_bound("the episode start", starts[ref])]),
+            rules_.check_harvest_volume(harvest.volume_ml, harvest.source, label),
+        ])  # fmt: skip
+        harvest_of[ref] = harvest
+        harvest_dates[h.harvested_on].append(ref)
+        p.harvests.append((ref, harvest))
+    by_ref = {product.source_ref: product for product in given.products}
+    used_in: dict[str, str] = {}  # product id -> episode ref (``_product_episodes``)
+    for shot in given.injections:
+        link = shot.product
+        if link is None or shot.episode_ref not in arms:
+            continue
+        if link.system == given.product_system and link.value:
+            used_in.setdefault(link.value, shot.episode_ref)
+        elif link.reference is not None and link.reference in by_ref:
+            used_in.setdefault(by_ref[link.reference].product_id, shot.episode_ref)
+    processing_of: dict[str, Processing] = {}  # product id -> row
+    for product in given.products:
+        used = used_in.get(product.product_id)
+        if used is None:
+            candidates = harvest_dates.get(product.harvested_on) if product.harvested_on else None
+            if not candidates or len(candidates) != 1:
+                raise NotBulk("cannot tell which harvest the product was processed from")
+            used = candidates[0]
+        ref = cell_therapy(used)
+        source = harvest_of.get(ref)
+        if source is None or any(r == ref for r, _ in p.processings):
+            raise NotBulk("no harvest to process, or processed twice")
+        harvest = source
+        if product.processed_on < harvest.harvested_on:
+            raise NotBulk("processed before the harvest")
+        _not_future(product.processed_on, today)
+        _consented(p, product.processed_on)
+        processing = Processing(
+            harvest=harvest, method=product.method, lab=product.lab.strip(),
+            processed_on=product.processed_on, product_id=product.product_id.strip(),
+            tnc_per_ml=product.tnc_per_ml, cfu_f_per_ml=product.cfu_f_per_ml,
+            cd34_pct=product.cd34_pct, viability_pct=product.viability_pct,
+            sterility=product.sterility, adjunct_prp=product.adjunct_prp,
+            adjunct_hyaluronic_acid=product.adjunct_hyaluronic_acid,
+        )  # fmt: skip
+        if processing.product_id in processing_of:
+            raise NotBulk("one product id twice")
+        limits = rules_.rules()
+        _checked(processing, [
+            _date(processing, "processed_on", "processing date", today,
+                  after=[_bound("the harvest date", harvest.harvested_on)]),
+            rules_.check_range("tnc_per_ml", "TNC", processing.tnc_per_ml,
+                               limits.tnc_million_per_ml),
+            rules_.check_range("cfu_f_per_ml", "CFU-F", processing.cfu_f_per_ml,
+                               limits.cfu_f_per_ml),
+        ])  # fmt: skip
+        processing_of[processing.product_id] = processing
+        p.processings.append((ref, processing))
+    for shot in given.injections:
+        _injection(p, given, shot, cell_therapy(shot.episode_ref), starts, by_ref,
+                   processing_of, actor, today)  # fmt: skip
+
+
+def _injection(
+    p: PreparedPatient,
+    given: PathwayInput,
+    shot: ImportedInjection,
+    ref: str,
+    starts: dict[str, dt.date],
+    by_ref: dict[str, ImportedProduct],
+    processing_of: dict[str, Processing],
+    actor: Actor,
+    today: dt.date,
+) -> None:
+    """One injection as ``record_injection`` builds and checks it (see prepare_pathway)."""
+    link = shot.product
+    if link is None:
+        raise NotBulk("the injection names no product")
+    processing: Processing | None = None
+    lot: AllogeneicLot | None = None
+    if link.system == given.product_system and link.value:
+        processing = processing_of.get(link.value.strip())
+    elif link.reference is not None and link.reference in by_ref:
+        processing = processing_of.get(by_ref[link.reference].product_id.strip())
+    else:
+        lot = given.lot_of(link)
+        if lot is None:
+            raise NotBulk("lot not in this registry")
+    after = [_bound("the episode start", starts[ref])]
+    if processing is not None:
+        source_lot = processing.harvest.allogeneic_lot
+        if processing.sterility != Sterility.PASS or (
+            source_lot is not None and not source_lot.released
+        ):
+            raise NotBulk("product not sterile-passed, or its lot not released")
+        if shot.injected_on < processing.processed_on:
+            raise NotBulk("injected before processing")
+        after.append(_bound("the processing date", processing.processed_on))
+    elif lot is not None:
+        if not lot.released or lot.released_on is None or shot.injected_on < lot.released_on:
+            raise NotBulk("lot not released by the injection date")
+        after.append(_bound("the lot's release date", lot.released_on))
+    else:
+        raise NotBulk("product not processed from this patient's harvest in this import")
+    if shot.injected_on < starts[ref]:
+        raise NotBulk("injected before the episode start")
+    _not_future(shot.injected_on, today)
+    _consented(p, shot.injected_on)
+    try:
+        levels = registry_services._levels(list(shot.levels))
+    except ValidationError as exc:
+        raise NotBulk(str(exc)) from None
+    injection = Injection(
+        processing=processing, allogeneic_lot=lot, levels=levels, target=shot.target,
+        guidance=shot.guidance, volume_ml=shot.volume_ml, cell_dose=shot.cell_dose,
+        adjunct_prp=shot.adjunct_prp, injected_on=shot.injected_on, operator=actor.user,
+    )  # fmt: skip
+    label = dict(InjectionTarget.choices).get(injection.target, injection.target)
+    _checked(injection, [
+        _date(injection, "injected_on", "injection date", today, after=after),
+        rules_.check_injection_volume(injection.volume_ml, injection.target, label, len(levels)),
+        rules_.check_range("cell_dose", "cell dose", injection.cell_dose,
+                           rules_.rules().cell_dose_million),
+    ])  # fmt: skip
+    p.injections.append((ref, injection, processing))
+
+
+def _write_pathway(prepared: Sequence[PreparedPatient], audit: BatchAudit) -> None:
+    """Harvests, then processings, then injections, each with its ``create`` record."""
+    harvests = []
+    for p in prepared:
+        for ref, harvest in p.harvests:
+            harvest.episode_id = p.episode_ids[ref]
+            harvests.append((p, harvest))
+    Harvest.objects.bulk_create([h for _, h in harvests])
+    _audit_created(audit, harvests, Harvest)
+    processings = []
+    for p in prepared:
+        for _, processing in p.processings:
+            processing.harvest_id = processing.harvest.pk
+            processings.append((p, processing))
+    Processing.objects.bulk_create([r for _, r in processings])
+    _audit_created(audit, processings, Processing)
+    injections = []
+    for p in prepared:
+        for ref, injection, product in p.injections:
+            injection.episode_id = p.episode_ids[ref]
+            injection.processing_id = None if product is None else product.pk
+            injections.append((p, injection))
+    Injection.objects.bulk_create([i for _, i in injections])
+    _audit_created(audit, injections, Injection)
 
 
 #: What a batch may raise that sends its patients to the careful path.

@@ -531,6 +531,8 @@ class _Context:
     now: dt.datetime
     source: str
     point_ids: dict[tuple[int, str], int] = field(default_factory=dict)
+    #: Lot number -> this registry's lot, read once after the import's lots (bulk path).
+    known_lots: dict[str, AllogeneicLot] = field(default_factory=dict)
 
 
 def _actors(username: str, clinic_ids: Sequence[int]) -> tuple[Actor, Actor | None]:
@@ -724,12 +726,12 @@ class _Writer:
     def rest(self, *, bulk_written: bool) -> None:
         """After :meth:`register` (or the bulk path's equivalent): the pathway, clinical and
         adverse events and the answers (unless ``bulk_written``: the bulk path wrote them) and
-        the consent withdrawals, through the services."""
+        the consent withdrawals (always), through the services."""
         actor = self.context.actor
-        self._pathway()
         if bulk_written:
             self._withdrawals()
             return
+        self._pathway()
         for item in self._each(self.bundle.events):
             event: ImportedClinicalEvent = item.value
             registry_services.record_clinical_event(
@@ -982,6 +984,10 @@ def import_fhir_folder(
             _import_lot(item, context, report)
     for item, reason in found.orphans:
         report.refuse(item.kind, item.rid, reason)
+    numbers = sorted({lot.lot_number for lot in found.lots.values()})
+    for start in range(0, len(numbers), 500):  # SQLite caps the parameters of one query
+        for lot in AllogeneicLot.objects.filter(lot_number__in=numbers[start : start + 500]):
+            context.known_lots[lot.lot_number] = lot
     bundles = list(found.bundles.values())
     placed, unplaced = _identity(bundles, clinic_for)
     present = _present(placed)
@@ -1074,6 +1080,18 @@ def _prepared(bundle: PatientBundle, context: _Context, clinic: int) -> importbu
         clinical_events=[i.value for i in bundle.events],
         adverse_events=[i.value for i in bundle.adverse], now=context.now,
     )  # fmt: skip
+    shots = sorted(bundle.injections, key=lambda i: (i.value.injected_on, i.line))
+
+    def lot_of(link: ProductLink | None) -> AllogeneicLot | None:
+        lot = _lot_of(context, link)
+        return None if lot is None else context.known_lots.get(lot.lot_number)
+
+    pathway = importbulk.PathwayInput(
+        harvests=[i.value for i in bundle.harvests], products=[i.value for i in bundle.products],
+        injections=[i.value for i in shots],
+        product_system=context.codes.identifier_system("product"), lot_of=lot_of,
+    )  # fmt: skip
+    importbulk.prepare_pathway(prepared, pathway, context.actor)
     prepared.extra = bundle
     return prepared
 
