@@ -5,6 +5,7 @@ Usage:
     python bench/bench_import.py --sizes 1000 10000 \
         --admin-url postgres://postgres@127.0.0.1:5432/postgres     # PostgreSQL scratch DBs
     python bench/bench_import.py --sizes 100 --sqlite               # scratch SQLite files
+    python bench/bench_import.py --sizes 1000 --sqlite --paths bulk careful   # both paths
 
 Each size, in fresh subprocesses (not timed: migrations, the synthetic cohort's bulk load and
 its export): a source registry is loaded with ``load_cohort`` and exported with
@@ -56,25 +57,26 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from vertebra.registry.models import Clinic, Membership
 from vertebra.interop.importer import import_fhir_folder, read_folder
-folder, validate = Path(sys.argv[1]), sys.argv[2] == "1"
+folder, validate, careful = Path(sys.argv[1]), sys.argv[2] == "1", sys.argv[3] == "careful"
 clinic = Clinic.objects.create(name="Receiving clinic")
 user = get_user_model().objects.create(username="importer")
 Membership.objects.create(user=user, clinic=clinic, role="clinician")
 Membership.objects.create(user=user, clinic=None, role="registry_admin")
 t0 = time.perf_counter()
-read_folder(folder, validate=validate)
+if sys.argv[4] == "1":  # the floor: reading and validating alone
+    read_folder(folder, validate=validate)
 t1 = time.perf_counter()
 cpu = time.process_time()
 report = import_fhir_folder(folder, clinic_id=clinic.pk, username="importer",
-                            today=timezone.localdate(), validate=validate)
+                            today=timezone.localdate(), validate=validate, careful=careful)
 t2 = time.perf_counter()
 cpu = time.process_time() - cpu
 rows = report.rows()
 print(json.dumps({
     "patients": report.patients_imported, "resources": sum(t.read for _, t in rows),
-    "refused": report.n_refused, "read_s": round(t1 - t0, 2), "import_s": round(t2 - t1, 2),
+    "refused": report.n_refused, "read_s": round(t1 - t0, 2) if sys.argv[4] == "1" else None, "import_s": round(t2 - t1, 2),
     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    "cpu_s": round(cpu, 2),
+    "cpu_s": round(cpu, 2), "path": sys.argv[3], "careful": report.patients_careful,
 }))
 """
 
@@ -91,11 +93,21 @@ def child(code: str, args: list[str], database_url: str, data_dir: str) -> str:
     return done.stdout
 
 
-def run_one(size: int, source_url: str, target_url: str, scratch: str, validate: bool) -> dict:
-    """Export ``size`` patients from ``source_url`` and time their import into ``target_url``."""
+def export_once(size: int, source_url: str, scratch: str) -> Path:
+    """Load ``size`` synthetic patients into ``source_url`` and export them (not timed)."""
     folder = Path(scratch) / f"export-{size}"
-    child(EXPORT, [str(size), str(folder)], source_url, scratch)
-    out = child(IMPORT, [str(folder), "1" if validate else "0"], target_url, scratch)
+    if not folder.exists():
+        child(EXPORT, [str(size), str(folder)], source_url, scratch)
+    return folder
+
+
+def run_one(
+    folder: Path, target_url: str, scratch: str, validate: bool, path: str, floor: bool = True
+) -> dict:
+    """Time the import of ``folder`` into the empty registry ``target_url`` by ``path``
+    (and, with ``floor``, reading and validating it alone first)."""
+    flags = ["1" if validate else "0", path, "1" if floor else "0"]
+    out = child(IMPORT, [str(folder), *flags], target_url, scratch)
     result: dict = json.loads(out.strip().splitlines()[-1])
     return result
 
@@ -111,32 +123,52 @@ def main() -> None:
         default="postgres://postgres:postgres@127.0.0.1:5432/postgres",
         help="PostgreSQL URL allowed to CREATE/DROP DATABASE",
     )
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=("bulk", "careful"),
+        default=["bulk"],
+        help="import paths to time (the default bulk path; --careful: the per-patient services)",
+    )
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip timing the read-and-validate floor"
+    )
     args = parser.parse_args()
     validate = not args.no_validate
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for size in args.sizes:
-            if args.sqlite:
-                source = f"sqlite:///{Path(scratch) / f'source-{size}.sqlite3'}"
-                target = f"sqlite:///{Path(scratch) / f'target-{size}.sqlite3'}"
-                results.append(run_one(size, source, target, scratch, validate))
-                continue
-            with scratch_databases(args.admin_url, 2) as (source, target):
-                results.append(run_one(size, source, target, scratch, validate))
     engine = "SQLite" if args.sqlite else "PostgreSQL"
     print(f"import fhir benchmark ({engine}, R4 validation {'on' if validate else 'off'})")
     print(f"{'patients':>9} {'resources':>10} {'read s':>7} {'import s':>9} {'patients/s':>11} "
-          f"{'res/s':>7} {'ms/patient':>10} {'refused':>8} {'peak MB':>8} {'cpu s':>7}")  # fmt: skip
-    for r in results:
-        seconds = max(r["import_s"], 0.01)
-        print(f"{r['patients']:>9} {r['resources']:>10} {r['read_s']:>7} {r['import_s']:>9} "
-              f"{r['patients'] / seconds:>11.1f} {r['resources'] / seconds:>7.0f} "
-              f"{1000 * seconds / max(r['patients'], 1):>10.1f} {r['refused']:>8} "
-              f"{r['peak_rss_mb']:>8} {r['cpu_s']:>7}")  # fmt: skip
+          f"{'res/s':>7} {'ms/patient':>10} {'refused':>8} {'peak MB':>8} {'cpu s':>7} "
+          f"{'path':>8} {'careful':>8} {'floor ms/pt':>11}", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in args.sizes:
+            for path in args.paths:  # each row printed when done: a long run shows progress
+                if args.sqlite:
+                    source = f"sqlite:///{Path(scratch) / f'source-{size}.sqlite3'}"
+                    target = f"sqlite:///{Path(scratch) / f'target-{size}-{path}.sqlite3'}"
+                    folder = export_once(size, source, scratch)
+                    print_row(run_one(folder, target, scratch, validate, path, not args.no_floor))
+                    continue
+                with scratch_databases(args.admin_url, 2) as (source, target):
+                    folder = export_once(size, source, scratch)
+                    print_row(run_one(folder, target, scratch, validate, path, not args.no_floor))
     print(
-        "import s includes reading the files again (read s is reading alone); cpu s is the "
-        "importing process's CPU time (the database server's is not in it)"
+        "import s includes reading the files again (read s is reading alone: the floor, "
+        "floor ms/pt); cpu s is the importing process's CPU time (the database server's and "
+        "the validation workers' are not in it); careful: patients the careful path decided"
     )
+
+
+def print_row(r: dict) -> None:
+    """One result as a row of the table (and as JSON on stderr)."""
+    print(json.dumps(r), file=sys.stderr, flush=True)
+    seconds = max(r["import_s"], 0.01)
+    floor = "—" if r["read_s"] is None else f"{1000 * r['read_s'] / max(r['patients'], 1):.1f}"
+    print(f"{r['patients']:>9} {r['resources']:>10} {r['read_s'] or '—':>7} {r['import_s']:>9} "
+          f"{r['patients'] / seconds:>11.1f} {r['resources'] / seconds:>7.0f} "
+          f"{1000 * seconds / max(r['patients'], 1):>10.1f} {r['refused']:>8} "
+          f"{r['peak_rss_mb']:>8} {r['cpu_s']:>7} {r['path']:>8} {r['careful']:>8} "
+          f"{floor:>11}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -102,8 +102,9 @@ def check_export_and_import(env: dict[str, str], tmp_path: Path) -> None:
     assert "This product id cannot be used" in done.stdout
     assert expected(env, second)["Patient"] == before + moved - refused
 
-    # Again with --allow-partial: exit 0; the imported patients are already present.
-    done = run_cli(*args, "--allow-partial", env=env, timeout=300)
+    # Again with --allow-partial (and the careful path): exit 0; the imported patients are
+    # already present.
+    done = run_cli(*args, "--allow-partial", "--careful", env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"patients: 0 imported, {moved - refused} already present, {refused} refused" in (
         done.stderr

@@ -145,9 +145,16 @@ def import_fhir(
     no_validate: bool = typer.Option(
         False, "--no-validate", help="Skip FHIR R4 model validation of each line (faster)."
     ),
+    careful: bool = typer.Option(
+        False,
+        "--careful",
+        help="Each patient in its own transaction through the services (slow; the default "
+        "bulk path writes the same rows and audit records, many patients a transaction).",
+    ),
 ) -> None:
-    """Import a Vertebra FHIR export without loss: every resource type, each patient in one
-    transaction through the audited services. Prints a table per resource type; exits 1 when
+    """Import a Vertebra FHIR export without loss: every resource type, with the rows and
+    audit records of the audited services (bulk by default; --careful: one transaction per
+    patient through the services). Prints a table per resource type; exits 1 when
     anything was refused (unless --allow-partial), 2 for a malformed file or bad options."""
     clinic_id = _clinic_ids([clinic])[0] if clinic is not None else None
     mapping = _clinic_map(clinic_map)
@@ -182,7 +189,8 @@ def import_fhir(
     try:
         report = import_fhir_folder(
             folder, clinic_id=clinic_id, clinic_map=mapping, username=user,
-            today=timezone.localdate(), validate=not no_validate, on_start=started,
+            today=timezone.localdate(), validate=not no_validate, careful=careful,
+            on_start=started,
             on_patient=lambda: progress.advance(task),
         )  # fmt: skip
     except (ImportFormatError, ImportSetupError) as exc:

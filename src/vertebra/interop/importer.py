@@ -21,9 +21,14 @@ Contracts
   is idempotent. Two source systems mapped to one clinic that share an MRN value are two
   people: the second is refused, never merged or skipped as present. Products are their product
   id, lots their lot number.
-* **One transaction per patient, through the audited services** (:mod:`vertebra.registry.services`,
+* **The services' rows and audit records** (:mod:`vertebra.registry.services`,
   :mod:`vertebra.followup.services`): each write validated, permission-checked and audited as
-  the importing user. If anything of a patient is refused (by the parser or by a service), the
+  the importing user. By default many patients share a transaction on the bulk path
+  (:mod:`vertebra.interop.importbulk`, ADR 0016: the same rows and ``create`` records, written
+  per table per batch), which hands every patient its checks do not pass, and every patient
+  of a batch that fails while writing, to the careful path; ``careful=True`` (CLI
+  ``--careful``) takes the careful path for everyone: one transaction per patient through the
+  services. If anything of a patient is refused (by the parser or by a service), the
   patient is rolled back whole; the resource that failed carries the reason, the rest of the
   patient's resources are refused as "its patient was refused". Never half a patient.
 * Derived resources are not written but recomputed: scores (Observation) and opioid use
@@ -96,6 +101,7 @@ from vertebra.core.safeinput import JsonInputError, load_json
 from vertebra.followup import services as followup_services
 from vertebra.followup.errors import FollowUpError, SubmissionInvalid
 from vertebra.followup.models import FollowUpTimePoint
+from vertebra.interop import importbulk
 from vertebra.registry import services as registry_services
 from vertebra.registry.errors import RegistryError
 from vertebra.registry.models import AllogeneicLot, Clinic, Patient, Role
@@ -158,6 +164,9 @@ class ImportReport:
     patients_imported: int = 0
     patients_present: int = 0
     patients_refused: int = 0
+    #: Patients the careful path decided (all with ``careful``; else those the bulk path's
+    #: checks handed over, or whose batch failed while writing).
+    patients_careful: int = 0
 
     def tally(self, kind: str) -> TypeTally:
         return self.tallies.setdefault(kind, TypeTally())
@@ -522,6 +531,8 @@ class _Context:
     now: dt.datetime
     source: str
     point_ids: dict[tuple[int, str], int] = field(default_factory=dict)
+    #: Lot number -> this registry's lot, read once after the import's lots (bulk path).
+    known_lots: dict[str, AllogeneicLot] = field(default_factory=dict)
 
 
 def _actors(username: str, clinic_ids: Sequence[int]) -> tuple[Actor, Actor | None]:
@@ -665,10 +676,16 @@ class _Writer:
         self.current: _Item = bundle.item
         self.episodes: dict[str, int] = {}
         self.patient_id = 0
+        self.withdrawals: list[tuple[int, dt.date]] = []  # (consent id, withdrawn on)
 
     def write(self) -> None:
         """Everything of the patient, in the order the services' checks need (consent before
         treatment, harvest before processing before injection; withdrawals last)."""
+        self.register()
+        self.rest(bulk_written=False)
+
+    def register(self) -> None:
+        """The patient, consents, diagnoses, prior treatments and episodes (with schedules)."""
         context, actor = self.context, self.context.actor
         given = self.bundle.patient
         assert given is not None
@@ -678,7 +695,7 @@ class _Writer:
             email=given.email, phone=given.phone,
         )  # fmt: skip
         self.patient_id = patient.pk
-        withdrawals: list[tuple[int, dt.date]] = []
+        withdrawals = self.withdrawals
         for item in self._each(self.bundle.consents):
             consent: ImportedConsent = item.value
             made = registry_services.record_consent(
@@ -705,18 +722,32 @@ class _Writer:
                 start_date=episode.start_date, today=context.today, cost=episode.cost,
             )  # fmt: skip
             self.episodes[episode.source_ref] = created.pk
+
+    def rest(self, *, bulk_written: bool) -> None:
+        """After :meth:`register` (or the bulk path's equivalent): the pathway, clinical and
+        adverse events and the answers (unless ``bulk_written``: the bulk path wrote them) and
+        the consent withdrawals (always), through the services."""
+        actor = self.context.actor
+        if bulk_written:
+            self._withdrawals()
+            return
         self._pathway()
         for item in self._each(self.bundle.events):
             event: ImportedClinicalEvent = item.value
             registry_services.record_clinical_event(
-                actor=actor, patient_id=patient.pk, kind=event.kind,
+                actor=actor, patient_id=self.patient_id, kind=event.kind,
                 occurred_on=event.occurred_on, episode_id=self._episode(event.episode_ref),
                 details=event.details,
             )  # fmt: skip
         for item in self._each(self.bundle.adverse):
             self._adverse_event(item.value)
         self._responses()
-        for consent_id, withdrawn_on in withdrawals:
+        self._withdrawals()
+
+    def _withdrawals(self) -> None:
+        """Consent withdrawals, last (a withdrawn treatment consent blocks later steps)."""
+        actor = self.context.actor
+        for consent_id, withdrawn_on in self.withdrawals:
             registry_services.withdraw_consent(
                 actor=actor, consent_id=consent_id, withdrawn_on=withdrawn_on,
                 reason="imported: withdrawn in the source registry",
@@ -917,12 +948,16 @@ def import_fhir_folder(
     clinic_map: Mapping[str, int] | None = None,
     now: dt.datetime | None = None,
     validate: bool = True,
+    careful: bool = False,
     on_start: Callable[[int], None] | None = None,
     on_patient: Callable[[], None] | None = None,
 ) -> ImportReport:
     """Import ``folder`` as ``username`` (see the module docstring).
 
     ``clinic_id`` receives the patients whose MRN system ``clinic_map`` does not name.
+    ``careful``: every patient in its own transaction through the services (else the bulk path,
+    :mod:`vertebra.interop.importbulk`: same rows, same audit records, same report, with the
+    careful path deciding every patient the bulk checks do not pass).
     ``on_start(n_patients)`` is called once the files are read, ``on_patient()`` after each
     patient (a progress bar). Raises ImportSetupError (clinics, user) or ImportFormatError (a
     malformed line) before any write; otherwise returns the report.
@@ -949,34 +984,47 @@ def import_fhir_folder(
             _import_lot(item, context, report)
     for item, reason in found.orphans:
         report.refuse(item.kind, item.rid, reason)
+    numbers = sorted({lot.lot_number for lot in found.lots.values()})
+    for start in range(0, len(numbers), 500):  # SQLite caps the parameters of one query
+        for lot in AllogeneicLot.objects.filter(lot_number__in=numbers[start : start + 500]):
+            context.known_lots[lot.lot_number] = lot
     bundles = list(found.bundles.values())
     placed, unplaced = _identity(bundles, clinic_for)
     present = _present(placed)
     if on_start is not None:
         on_start(len(bundles))
+    done = on_patient or (lambda: None)
+    todo: list[tuple[PatientBundle, int]] = []
     for bundle in bundles:
-        _import_one(bundle, context, placed, unplaced, present, report)
-        if on_patient is not None:
-            on_patient()
+        clinic = _triage(bundle, placed, unplaced, present, report)
+        if clinic is None:
+            done()
+        elif careful:
+            _write_careful(bundle, context, clinic, report)
+            done()
+        else:
+            todo.append((bundle, clinic))
+    for start in range(0, len(todo), importbulk.BATCH_PATIENTS):
+        _write_bulk(todo[start : start + importbulk.BATCH_PATIENTS], context, report, done)
     return report
 
 
-def _import_one(
+def _triage(
     bundle: PatientBundle,
-    context: _Context,
     placed: Mapping[str, tuple[int, str]],
     unplaced: Mapping[str, str],
     present: Mapping[tuple[int, str], tuple[Any, str]],
     report: ImportReport,
-) -> None:
-    """Import (or count as present, or refuse) one patient and everything of theirs."""
+) -> int | None:
+    """The receiving clinic of a patient to write, or None when the patient is decided here
+    (refused, or counted as already present)."""
     problem = bundle.problems[0] if bundle.problems else _derived_problem(bundle)
     if problem is not None:
         _refuse(report, bundle, *problem)
-        return
+        return None
     if bundle.ref in unplaced:
         _refuse(report, bundle, bundle.item, unplaced[bundle.ref])
-        return
+        return None
     clinic, mrn = placed[bundle.ref]
     given = bundle.patient
     assert given is not None
@@ -988,7 +1036,15 @@ def _import_one(
         else:
             report.patients_present += 1
             _count(report, bundle, "present")
-        return
+        return None
+    return clinic
+
+
+def _write_careful(
+    bundle: PatientBundle, context: _Context, clinic: int, report: ImportReport
+) -> None:
+    """One patient in its own transaction through the services (imported, or refused whole)."""
+    report.patients_careful += 1
     writer = _Writer(bundle, context, clinic)
     try:
         with transaction.atomic():
@@ -998,3 +1054,104 @@ def _import_one(
     else:
         report.patients_imported += 1
         _count(report, bundle, "imported")
+
+
+def _prepared(bundle: PatientBundle, context: _Context, clinic: int) -> importbulk.PreparedPatient:
+    """The bundle's bulk-part rows (NotBulk: the careful path decides)."""
+    given = bundle.patient
+    assert given is not None
+    names = ("mrn", "given_name", "family_name", "date_of_birth", "sex", "email", "phone")
+    diagnoses = []
+    for item in bundle.diagnoses:
+        fields = {k: getattr(item.value, k) for k in item.value.__dataclass_fields__}
+        fields.pop("patient_ref")
+        diagnoses.append(fields)
+    priors = []
+    for item in bundle.priors:
+        fields = {k: getattr(item.value, k) for k in item.value.__dataclass_fields__}
+        for name in ("source_ref", "patient_ref"):
+            fields.pop(name)
+        priors.append(fields)
+    prepared = importbulk.prepare(
+        clinic_id=clinic, actor=context.actor,
+        patient_fields={name: getattr(given, name) for name in names},
+        consents=[i.value for i in bundle.consents], diagnoses=diagnoses, priors=priors,
+        episodes=[i.value for i in bundle.episodes], responses=[i.value for i in bundle.responses],
+        clinical_events=[i.value for i in bundle.events],
+        adverse_events=[i.value for i in bundle.adverse], now=context.now,
+    )  # fmt: skip
+    shots = sorted(bundle.injections, key=lambda i: (i.value.injected_on, i.line))
+
+    def lot_of(link: ProductLink | None) -> AllogeneicLot | None:
+        lot = _lot_of(context, link)
+        return None if lot is None else context.known_lots.get(lot.lot_number)
+
+    pathway = importbulk.PathwayInput(
+        harvests=[i.value for i in bundle.harvests], products=[i.value for i in bundle.products],
+        injections=[i.value for i in shots],
+        product_system=context.codes.identifier_system("product"), lot_of=lot_of,
+    )  # fmt: skip
+    importbulk.prepare_pathway(prepared, pathway, context.actor)
+    prepared.extra = bundle
+    return prepared
+
+
+def _write_bulk(
+    chunk: Sequence[tuple[PatientBundle, int]],
+    context: _Context,
+    report: ImportReport,
+    done: Callable[[], None],
+) -> None:
+    """One batch through the bulk path; the patients its checks do not pass, and every patient
+    of a sub-batch that fails while writing, through the careful path."""
+    ready: list[importbulk.PreparedPatient] = []
+    for bundle, clinic in chunk:
+        try:
+            ready.append(_prepared(bundle, context, clinic))
+        except importbulk.NotBulk:
+            _write_careful(bundle, context, clinic, report)
+            done()
+    _write_halving(ready, context, report, done)
+
+
+def _write_halving(
+    ready: Sequence[importbulk.PreparedPatient],
+    context: _Context,
+    report: ImportReport,
+    done: Callable[[], None],
+) -> None:
+    """Write ``ready`` in one transaction; if that fails, each half again (a single patient:
+    the careful path, which refuses it with the service's reason). A bad patient costs a few
+    rolled-back transactions, never the batch's other patients."""
+    if not ready:
+        return
+    lot_ids = dict(context.lot_ids)  # lots registered in a rolled-back batch are gone again
+
+    def rest(prepared: importbulk.PreparedPatient) -> None:
+        writer = _Writer(prepared.extra, context, prepared.clinic_id)
+        writer.patient_id = int(prepared.patient.pk)
+        writer.episodes = dict(prepared.episode_ids)
+        writer.withdrawals = [(int(c.pk), w) for c, w in prepared.consents if w is not None]
+        writer.rest(bulk_written=True)
+
+    try:
+        importbulk.write_batch(
+            ready, actor=context.actor, today=context.today, now=context.now,
+            source=context.source, rest=rest,
+        )  # fmt: skip
+    except (*importbulk.BATCH_FAILURES, _Refused):
+        context.lot_ids = lot_ids
+        if len(ready) == 1:
+            _write_careful(ready[0].extra, context, ready[0].clinic_id, report)
+            done()
+            return
+        middle = len(ready) // 2
+        for half in (ready[:middle], ready[middle:]):
+            # a fresh copy of each patient's rows: the failed attempt set their primary keys
+            again = [_prepared(p.extra, context, p.clinic_id) for p in half]
+            _write_halving(again, context, report, done)
+        return
+    for prepared in ready:
+        report.patients_imported += 1
+        _count(report, prepared.extra, "imported")
+        done()
