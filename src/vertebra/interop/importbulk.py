@@ -90,7 +90,7 @@ from vertebra.registry.models import (
     TreatmentEpisode,
 )
 from vertebra.registry.permissions import Action, Actor, verify_actor
-from vertebra.registry.validation import _bound, _date
+from vertebra.registry.validation import _amount, _bound, _date
 
 __all__ = ["BATCH_PATIENTS", "BatchAudit", "PreparedPatient", "prepare", "write_batch"]
 
@@ -310,9 +310,20 @@ def prepare(
     made_episodes = []
     proto = default_protocol()
     for given_episode in episodes:
-        episode = TreatmentEpisode(arm=given_episode.arm, start_date=given_episode.start_date)
-        _checked(episode, [_date(episode, "start_date", "episode start date", today, after=[
-            birth, _bound("the first diagnosis", first_diagnosis)])])  # fmt: skip
+        try:
+            cost = registry_services.episode_cost_values(given_episode.cost)
+        except ValidationError as exc:
+            raise NotBulk(str(exc)) from None
+        episode = TreatmentEpisode(
+            arm=given_episode.arm, start_date=given_episode.start_date, **cost
+        )
+        _checked(episode, [
+            _date(episode, "start_date", "episode start date", today, after=[
+                birth, _bound("the first diagnosis", first_diagnosis)]),
+            *rules_.check_episode_cost(
+                _amount(episode.price), _amount(episode.patient_paid), episode.currency,
+                episode.billed_to, episode.cost_note),
+        ])  # fmt: skip
         try:
             placed = followup_services._placed(given_episode.start_date, proto)
         except ValidationError as exc:

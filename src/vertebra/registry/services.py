@@ -548,6 +548,15 @@ def start_episode(
     why) and audited in the same row. Later changes go through the episode's correction.
     """
     patient = _patient(actor, Action.EPISODE_START, patient_id)
+    values = episode_cost_values(cost)
+    episode = TreatmentEpisode(patient=patient, arm=arm, start_date=start_date, **values)
+    return _create(actor, episode, patient=patient)
+
+
+def episode_cost_values(cost: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The episode's cost fields as stored: codes and the note trimmed, the currency upper
+    case; ValidationError for a name that is not a cost field. (Validation of the amounts is
+    the episode's own, at full_clean.) The FHIR bulk importer stores them the same way."""
     values = dict(cost or {})
     unknown = set(values) - set(EPISODE_COST_FIELDS)
     if unknown:
@@ -555,8 +564,7 @@ def start_episode(
     for name in ("currency", "billed_to", "cost_note"):
         values[name] = str(values.get(name) or "").strip()
     values["currency"] = values["currency"].upper()
-    episode = TreatmentEpisode(patient=patient, arm=arm, start_date=start_date, **values)
-    return _create(actor, episode, patient=patient)
+    return values
 
 
 @audited_transaction
