@@ -12,11 +12,12 @@ from django.test import Client
 from django.utils import timezone
 
 from tests.followup.helpers import T0, at, make_schedule, point
+from tests.registry.factories import make_actor
 from vertebra.followup.errors import SubmissionInvalid
 from vertebra.followup.models import PsfsActivities, QuestionnaireResponse
 from vertebra.followup.services import issue_link, psfs_names_for_point, submit_responses
 from vertebra.followup.worker import open_windows
-from vertebra.registry.models import AuditEvent
+from vertebra.registry.models import AuditEvent, Role
 
 pytestmark = pytest.mark.django_db
 
@@ -180,3 +181,17 @@ def test_portal_names_at_baseline_and_re_rates_at_follow_up(client: Client) -> N
     _send(other)
     response = QuestionnaireResponse.objects.get(time_point=week_6)
     assert response.answers == {"activity_1": 7, "activity_2": 5} and response.score == 6.0
+
+    # The patient's progress page: names and ratings by questionnaire, in words and numbers.
+    progress = other.get("/p/progress/").content.decode()
+    assert "Activities you named" in progress
+    assert '<th scope="row">Gardening</th><td>4</td><td>7</td>' in progress
+    assert '<th scope="row">Sitting at work</th><td>2</td><td>5</td>' in progress
+    assert "was 3 out of 10 at Baseline and 6 at" in progress
+
+    # The clinic's patient page shows the same table; another clinic's staff get 404.
+    staff = Client()
+    staff.force_login(make_actor(Role.CLINICIAN, baseline.patient.clinic).user)
+    page = staff.get(f"/clinic/outcomes/patient/{baseline.patient_id}/").content.decode()
+    assert "Patient-Specific Functional Scale" in page
+    assert '<th scope="row">Gardening</th><td>4</td><td>7</td>' in page

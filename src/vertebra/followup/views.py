@@ -50,7 +50,7 @@ from vertebra.followup.errors import (
     WindowNotOpen,
 )
 from vertebra.followup.models import FollowUpTimePoint, Submission, TimePointStatus
-from vertebra.followup.progress import charts_for_patient, work_for_patient
+from vertebra.followup.progress import charts_for_patient, psfs_for_patient, work_for_patient
 from vertebra.followup.services import (
     hash_token,
     open_link,
@@ -534,5 +534,9 @@ def progress(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "followup/progress.html",
-        {"charts": charts_for_patient(patient_id), "work": work_for_patient(patient_id)},
+        {
+            "charts": charts_for_patient(patient_id),
+            "work": work_for_patient(patient_id),
+            "psfs": psfs_for_patient(patient_id),
+        },
     )
