@@ -196,7 +196,7 @@ class PsfsForm(InstrumentForm):
                 required=False,
                 max_length=MAX_NAME_LENGTH + 40,  # room for spaces that the clean-up removes
                 help_text=f"For example: {PSFS_EXAMPLES}." if k == 1 else "",
-                widget=forms.TextInput(attrs={"autocomplete": "off"}),
+                widget=forms.TextInput(attrs={"autocomplete": "off", "class": "psfs-name"}),
             )
             self.fields[rating_item(k)] = _rating_field(
                 f"Activity {k}: how well can you do it today?", required=False
@@ -223,6 +223,12 @@ class PsfsForm(InstrumentForm):
                 continue
             if not rating:
                 self.add_error(rating_item(k), "Please choose how well you can do this activity.")
+                continue
+            if name.casefold() in {n.casefold() for n, _ in pairs}:
+                # Said beside the second box of the pair, where the patient fixes it.
+                self.add_error(
+                    name_key(k), f'"{name}" is named twice: please name each activity once.'
+                )
                 continue
             pairs.append((name, rating))
         if self.errors:

@@ -279,6 +279,11 @@ class PsfsTable:
     scores: tuple[float | None, ...]
     summary: str
 
+    @property
+    def score_words(self) -> tuple[str, ...]:
+        """Each mean score as shown ("4", "6.5"; "–" when not scored)."""
+        return tuple("–" if s is None else _fmt(s) for s in self.scores)
+
 
 def psfs_for_patient(patient_id: int) -> PsfsTable:
     """The patient's PSFS activities (the names of their most recent episode that has them)
