@@ -121,7 +121,7 @@ def test_follow_ups_are_scheduled_and_responses_rescore_exactly(cohort: Cohort) 
     responses = f.QuestionnaireResponse.objects.all()
     assert {r.instrument_id for r in responses} == {
         "odi", "nrs_back", "nrs_leg", "promis_pf_4a", "promis_pi_4a", "opioid_use", "startback",
-        "work_status",
+        "work_status", "psfs",
     }  # fmt: skip
     for response in responses:
         result = score(response.instrument_id, response.answers)

@@ -96,7 +96,8 @@ SYSTEM_ROLE = "system"
 #: Default instruments per time point (overridable with settings.FOLLOWUP_INSTRUMENTS).
 #: Baseline has no "change since treatment" or adverse-event questions: nothing to compare yet.
 #: STarT Back is asked once, at baseline: it stratifies prognosis (Hill et al. 2008), it is not
-#: an outcome, and the outcome reports adjust for it.
+#: an outcome, and the outcome reports adjust for it. The PSFS (issue 18) is asked at every
+#: time point: named at the first, re-rated by name at the others.
 DEFAULT_INSTRUMENTS: Mapping[str, Sequence[str]] = {
     "baseline": (
         "nrs_back",
@@ -107,6 +108,7 @@ DEFAULT_INSTRUMENTS: Mapping[str, Sequence[str]] = {
         "startback",
         "opioid_use",
         "work_status",
+        "psfs",
     ),
     "default": (
         "nrs_back",
@@ -116,6 +118,7 @@ DEFAULT_INSTRUMENTS: Mapping[str, Sequence[str]] = {
         "promis_pi_4a",
         "opioid_use",
         "work_status",
+        "psfs",
         "global_rating_of_change",
         "satisfaction",
         "ae_tickler",
