@@ -175,17 +175,12 @@ def test_startback_is_answered_at_baseline_with_the_generated_risk_group(cohort:
     assert stored == expected and len(stored) > 50
 
 
-def test_psfs_names_and_ratings_are_loaded_where_asked(cohort: Cohort, settings) -> None:
-    """With the PSFS asked at every time point, each patient who rated an activity has their
+def test_psfs_names_and_ratings_are_loaded_where_asked(cohort: Cohort) -> None:
+    """The PSFS is asked at every time point (the default protocol): each patient who rated an activity has their
     generated activity names stored once (audited like the portal's write), every rated PSFS
     re-scores exactly, and no rating is stored for an activity without a name."""
     from vertebra.core.instruments import score
     from vertebra.followup import models as f
-    from vertebra.followup.services import DEFAULT_INSTRUMENTS
-
-    settings.FOLLOWUP_INSTRUMENTS = {
-        key: (*value, "psfs") for key, value in DEFAULT_INSTRUMENTS.items()
-    }
     load_cohort(cohort, now=NOW)
     stored = {
         a.episode.patient.mrn: a

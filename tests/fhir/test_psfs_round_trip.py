@@ -1,27 +1,14 @@
-"""The FHIR round trip with PSFS answers present (the PSFS asked at every time point).
+"""PSFS answers in the FHIR export (the PSFS is asked at every time point, issue 18).
 
-The activity NAMES are not exported (they live with the episode, not in the answers; see the
-report of issue 18): this checks that PSFS ratings export, import and re-export unchanged."""
+The lossless round trip itself (tests/fhir/test_import_lossless.py) runs on the same cohort,
+so it covers the PSFS responses too. The activity NAMES are not exported: they live with the
+episode (followup.PsfsActivities), not in the answers."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from tests.fhir.test_import_lossless import (  # noqa: F401  (fixtures and the test reused)
-    clinic,
-    source,
-    test_round_trip_is_lossless_for_every_resource_type,
-)
-from vertebra.followup.services import DEFAULT_INSTRUMENTS
-
-
-@pytest.fixture(autouse=True)
-def _psfs_asked(settings: Any) -> None:
-    settings.FOLLOWUP_INSTRUMENTS = {
-        key: (*value, "psfs") for key, value in DEFAULT_INSTRUMENTS.items()
-    }
+from tests.fhir.test_import_lossless import source  # noqa: F401  (the fixture)
 
 
 def test_the_source_export_holds_psfs_answers(source: Any) -> None:  # noqa: F811
