@@ -181,6 +181,7 @@ def test_psfs_names_and_ratings_are_loaded_where_asked(cohort: Cohort) -> None:
     re-scores exactly, and no rating is stored for an activity without a name."""
     from vertebra.core.instruments import score
     from vertebra.followup import models as f
+
     load_cohort(cohort, now=NOW)
     stored = {
         a.episode.patient.mrn: a
