@@ -66,6 +66,8 @@ def _answers(instrument_id: str) -> dict[str, str]:
     """A valid answer to every question of ``instrument_id`` (the first option, or a number)."""
     from vertebra.core.instruments import get_definition
 
+    if instrument_id == "psfs":  # the patient names one activity (baseline) and rates it
+        return {"name_1": "Walking for 30 minutes", "activity_1": "4"}
     answers: dict[str, str] = {}
     for item in get_definition(instrument_id).items:
         if item.type == "number":

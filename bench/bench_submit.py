@@ -69,11 +69,20 @@ def main() -> int:
     seconds, holds, queries, cpu = [], [], [], []
     for link in links:
         point = services.open_link(link.token, timezone.now())
-        answers = {i: {k: int(v) for k, v in _answers(i).items()} for i in link.instruments}
+        answers = {
+            i: {k: int(v) for k, v in _answers(i).items() if not k.startswith("name_")}
+            for i in link.instruments
+        }
         locked_at.clear()
         with CaptureQueriesContext(connection) as captured:
             started, cpu_started = time.perf_counter(), time.process_time()
-            result = services.submit_responses(point, answers, uuid.uuid4().hex, timezone.now())
+            result = services.submit_responses(
+                point,
+                answers,
+                uuid.uuid4().hex,
+                timezone.now(),
+                psfs_names=[_answers("psfs")["name_1"]],
+            )
             ended = time.perf_counter()
             cpu.append(time.process_time() - cpu_started)
         assert result.created

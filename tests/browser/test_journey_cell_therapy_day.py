@@ -41,7 +41,12 @@ from tests.registry.factories import make_clinic
 from tests.signin import browser_sign_in
 from tests.web.worklist_world import FAST_HASHERS
 from vertebra.core.labels import format_date
-from vertebra.followup.models import FollowUpTimePoint, QuestionnaireResponse, TimePointStatus
+from vertebra.followup.models import (
+    FollowUpTimePoint,
+    PsfsActivities,
+    QuestionnaireResponse,
+    TimePointStatus,
+)
 from vertebra.followup.worker import run_once
 from vertebra.registry.audit import verify_audit_chain
 from vertebra.registry.models import (
@@ -192,6 +197,15 @@ def answer_screen(page: Any, answers: dict[str, int]) -> None:
     )
     for name in (name for name in names if name in answers):  # follow-up questions left
         page.locator(f'input[name="{name}"][value="{answers[name]}"]').check()
+    # The PSFS screen: activity boxes (when the activities are named here) and 0-10 lists.
+    for box in page.locator("form.portal-form input[type=text]").all():
+        name = box.get_attribute("name")
+        if name in answers:
+            box.fill(str(answers[name]))
+    for select in page.locator("form.portal-form select").all():
+        name = select.get_attribute("name")
+        if name in answers:
+            select.select_option(str(answers[name]))
     page.locator("form.portal-form button[type=submit]").click()
     page.wait_for_load_state()
 
@@ -365,6 +379,10 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     journey.shot(dana, "patient-review")
     dana.locator("#send").click()
     dana.wait_for_url("**/p/done/**")
+    assert PsfsActivities.objects.get(episode__patient=patient).names == [
+        ANSWERS["psfs"]["name_1"],
+        ANSWERS["psfs"]["name_2"],
+    ]  # first PSFS of the episode: Dana names the activities at 6 weeks
     point.refresh_from_db()
     assert point.status == TimePointStatus.COMPLETED
     assert QuestionnaireResponse.objects.get(time_point=point, instrument_id="odi").score == 40

@@ -121,7 +121,7 @@ def test_follow_ups_are_scheduled_and_responses_rescore_exactly(cohort: Cohort) 
     responses = f.QuestionnaireResponse.objects.all()
     assert {r.instrument_id for r in responses} == {
         "odi", "nrs_back", "nrs_leg", "promis_pf_4a", "promis_pi_4a", "opioid_use", "startback",
-        "work_status",
+        "work_status", "psfs",
     }  # fmt: skip
     for response in responses:
         result = score(response.instrument_id, response.answers)
@@ -173,3 +173,45 @@ def test_startback_is_answered_at_baseline_with_the_generated_risk_group(cohort:
     risk = cohort.patients.set_index("patient_id")["startback_risk"].astype(str)
     expected = {(f"SYN-{int(pid):07d}", "baseline"): risk[pid] for pid in done["patient_id"]}
     assert stored == expected and len(stored) > 50
+
+
+def test_psfs_names_and_ratings_are_loaded_where_asked(cohort: Cohort) -> None:
+    """The PSFS is asked at every time point (the default protocol): each patient who rated an activity has their
+    generated activity names stored once (audited like the portal's write), every rated PSFS
+    re-scores exactly, and no rating is stored for an activity without a name."""
+    from vertebra.core.instruments import score
+    from vertebra.followup import models as f
+
+    load_cohort(cohort, now=NOW)
+    stored = {
+        a.episode.patient.mrn: a
+        for a in f.PsfsActivities.objects.select_related("episode__patient")
+    }
+    assert stored
+    patients = cohort.patients.set_index(
+        cohort.patients["patient_id"].map(lambda i: f"SYN-{int(i):07d}")
+    )
+    for mrn, activities in stored.items():
+        expected = [
+            str(patients.loc[mrn, f"psfs_activity_{j}"])
+            for j in range(1, 6)
+            if isinstance(patients.loc[mrn, f"psfs_activity_{j}"], str)
+        ]
+        assert activities.names == expected
+    responses = f.QuestionnaireResponse.objects.filter(instrument_id="psfs").select_related(
+        "time_point__schedule__episode__psfs_activities"
+    )
+    assert responses.exists()
+    for response in responses:
+        names = response.time_point.schedule.episode.psfs_activities.names
+        rated = {int(k.split("_")[1]) for k, v in response.answers.items() if v is not None}
+        assert rated and max(rated) <= len(names)
+        assert response.score == score("psfs", response.answers).score
+    records = m.AuditEvent.objects.filter(object_type="psfs_activities")
+    assert records.count() == len(stored)
+    record = records.first()
+    assert record is not None
+    assert (
+        record.new_values["names"] == f.PsfsActivities.objects.get(pk=int(record.object_id)).names
+    )
+    assert verify_audit_chain() == []

@@ -71,6 +71,14 @@ ANSWERS: dict[str, dict[str, Any]] = {
     "startback": dict.fromkeys(get_definition("startback").item_ids, 0),
     "opioid_use": {"current_use": 0},
     "work_status": {"status": 1},
+    # The PSFS screen's posts: at a first PSFS the names go with the ratings; answers_for()
+    # leaves the names out (the service takes them as psfs_names=PSFS_NAMES).
+    "psfs": {
+        "name_1": "Walking for 30 minutes",
+        "activity_1": 4,
+        "name_2": "Lifting a bag",
+        "activity_2": 6,
+    },
     "global_rating_of_change": {"change": 2},
     "satisfaction": {"satisfaction": 4},
     "ae_tickler": {
@@ -87,9 +95,17 @@ ANSWERS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The PSFS activities named in ANSWERS["psfs"], as the service takes them.
+PSFS_NAMES = ("Walking for 30 minutes", "Lifting a bag")
+
+
 def answers_for(tp: FollowUpTimePoint, **override: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Valid answers for every instrument of ``tp``, with per-instrument overrides."""
-    out = {i: dict(ANSWERS[i]) for i in tp.instruments}
+    """Valid answers for every instrument of ``tp``, with per-instrument overrides (the PSFS
+    ratings without the activity names: pass ``psfs_names=PSFS_NAMES`` to the service)."""
+    out = {
+        i: {k: v for k, v in ANSWERS[i].items() if not k.startswith("name_")}
+        for i in tp.instruments
+    }
     for instrument, values in override.items():
         out[instrument] = {**out[instrument], **values}
     return out

@@ -73,7 +73,7 @@ def workers(sink: Any) -> dict[str, Any]:
 
 def submissions(same_key: bool) -> dict[str, Any]:
     """Four simultaneous submissions for one time point, with one key or four."""
-    from tests.followup.helpers import T0, answers_for, at, make_schedule, point
+    from tests.followup.helpers import PSFS_NAMES, T0, answers_for, at, make_schedule, point
     from vertebra.followup.models import QuestionnaireResponse, Submission
     from vertebra.followup.services import submit_responses
 
@@ -82,7 +82,7 @@ def submissions(same_key: bool) -> dict[str, Any]:
 
     def submit(i: int) -> Any:
         key = "same-key-0123456789" if same_key else f"tab-{i}-0123456789abcdef"
-        return submit_responses(baseline, answers, key, at(T0))
+        return submit_responses(baseline, answers, key, at(T0), psfs_names=PSFS_NAMES)
 
     results, errors = race(4, submit)
     return {

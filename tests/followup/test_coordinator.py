@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from tests.followup.helpers import answers_for, make_schedule, point
+from tests.followup.helpers import PSFS_NAMES, answers_for, make_schedule, point
 from tests.registry.factories import make_actor, make_clinic, make_user
 from vertebra.followup.models import CallListEntry
 from vertebra.followup.services import submit_responses
@@ -40,6 +40,7 @@ def test_counts_call_list_and_tickler_queue_for_own_clinic_only(client: Client) 
         answers_for(week_6, ae_tickler={"fever_or_infection_signs": 1}),
         "k" * 20,
         timezone.now(),
+        psfs_names=PSFS_NAMES,
     )
     # Patient 2: baseline window closed unanswered -> missed and on the call list.
     make_schedule(start=today - dt.timedelta(days=3), today=today - dt.timedelta(days=3),

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from tests.followup.helpers import T0, answers_for, at, make_schedule, point
+from tests.followup.helpers import PSFS_NAMES, T0, answers_for, at, make_schedule, point
 from tests.registry.factories import make_clinic, make_user
 from vertebra.followup.errors import LinkExpired, LinkNotFound, LinkUsed
 from vertebra.followup.models import PatientLink
@@ -53,7 +53,7 @@ def test_open_link_states(baseline) -> None:
         open_link(raw[:-1] + ("A" if raw[-1] != "A" else "B"), at(T0, 9))
     with pytest.raises(LinkNotFound):
         open_link("x" * 5000, at(T0, 9))
-    submit_responses(baseline, answers_for(baseline), "k" * 20, at(T0, 9))
+    submit_responses(baseline, answers_for(baseline), "k" * 20, at(T0, 9), psfs_names=PSFS_NAMES)
     with pytest.raises(LinkUsed):
         open_link(raw, at(T0, 10))
 
@@ -136,7 +136,9 @@ def test_no_raw_token_in_database_or_logs(client: Client, live_baseline, caplog)
     caplog.set_level(logging.DEBUG)
     raw = issue_link(live_baseline, timezone.now())
     assert client.get(f"/p/open/?t={raw}").status_code == 302
-    submit_responses(live_baseline, answers_for(live_baseline), "k" * 20, timezone.now())
+    submit_responses(
+        live_baseline, answers_for(live_baseline), "k" * 20, timezone.now(), psfs_names=PSFS_NAMES
+    )
     assert client.get(f"/p/open/?t={raw}").status_code == 410  # logged as a 4xx
     assert client.get(f"/p/open/?t={raw}x").status_code == 404
     dump = _all_text_in_database()

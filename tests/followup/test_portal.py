@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from tests.followup.helpers import ANSWERS, make_schedule, point
+from tests.followup.helpers import ANSWERS, PSFS_NAMES, answers_for, make_schedule, point
 from tests.registry.factories import make_user
 from vertebra.core.instruments import get_definition
 from vertebra.followup.models import (
@@ -202,7 +202,7 @@ def test_signed_in_patient_sees_what_is_due_and_progress(client: Client, baselin
     assert client.post(f"/p/choose/{baseline.public_id}/").status_code == 302
     assert "Part 1 of" in client.get("/p/q/1/").content.decode()
     submit_responses(
-        baseline, {i: ANSWERS[i] for i in baseline.instruments}, "k" * 20, timezone.now()
+        baseline, answers_for(baseline), "k" * 20, timezone.now(), psfs_names=PSFS_NAMES
     )
     progress = client.get("/p/progress/")
     html = progress.content.decode()
@@ -233,7 +233,10 @@ def test_review_lists_every_answer_in_words_and_nothing_is_stored_before_send(
     assert response.status_code == 200 and "Check your answers" in html
     rows = _answer_rows(html)
     definitions = [get_definition(i) for i in baseline.instruments]
-    assert set(rows) == {item for d in definitions for item in d.item_ids}
+    # The PSFS rows are the activities the patient named (two), not the five empty slots.
+    unnamed = {"activity_3", "activity_4", "activity_5"}
+    assert set(rows) == {item for d in definitions for item in d.item_ids} - unnamed
+    assert "\u201cWalking for 30 minutes\u201d" in html and rows["activity_1"][0] == "4"
     # Answers are the words the patient chose, never the stored codes.
     odi = get_definition("odi")
     assert rows["lifting"][0] == odi.item("lifting").option(2).label

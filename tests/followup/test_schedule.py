@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tests.followup.helpers import ANSWERS, T0, answers_for, at, make_schedule, point
+from tests.followup.helpers import ANSWERS, PSFS_NAMES, T0, answers_for, at, make_schedule, point
 from tests.registry.factories import make_actor, make_clinic, make_episode, make_patient
 from vertebra.followup.models import FollowUpTimePoint, Reminder, TimePointStatus
 from vertebra.followup.services import (
@@ -69,7 +69,7 @@ def test_backfill_marks_closed_windows_missed_and_is_idempotent() -> None:
 def test_reschedule_moves_open_points_and_keeps_completed_ones() -> None:
     schedule = make_schedule(start=T0, today=T0)
     baseline = point(schedule, "baseline")
-    submit_responses(baseline, answers_for(baseline), "k" * 20, at(T0))
+    submit_responses(baseline, answers_for(baseline), "k" * 20, at(T0), psfs_names=PSFS_NAMES)
     week_6 = point(schedule, "week_6")
     today = week_6.opens
     open_windows(at(today))

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tests.followup.helpers import T0, answers_for, at, make_schedule, point
+from tests.followup.helpers import PSFS_NAMES, T0, answers_for, at, make_schedule, point
 from vertebra.followup.errors import (
     AlreadyCompleted,
     BadIdempotencyKey,
@@ -42,13 +42,15 @@ def week_6():
 
 
 def test_responses_are_scored_with_instrument_version(week_6) -> None:
-    result = submit_responses(week_6, answers_for(week_6), KEY, at(week_6.opens))
+    result = submit_responses(
+        week_6, answers_for(week_6), KEY, at(week_6.opens), psfs_names=PSFS_NAMES
+    )
     assert result.created
     odi = QuestionnaireResponse.objects.get(time_point=week_6, instrument_id="odi")
     assert (odi.instrument_version, odi.score, odi.band) == ("2.1a", 40.0, "moderate")
     nrs = QuestionnaireResponse.objects.get(time_point=week_6, instrument_id="nrs_back")
     assert nrs.score == 6 and nrs.answers == {"pain_back": 6}
-    assert QuestionnaireResponse.objects.filter(time_point=week_6).count() == 10
+    assert QuestionnaireResponse.objects.filter(time_point=week_6).count() == 11
     week_6.refresh_from_db()
     assert week_6.status == TimePointStatus.COMPLETED and week_6.completed_at is not None
     assert verify_audit_chain() == []
@@ -57,26 +59,34 @@ def test_responses_are_scored_with_instrument_version(week_6) -> None:
 
 
 def test_same_key_returns_the_same_submission(week_6) -> None:
-    first = submit_responses(week_6, answers_for(week_6), KEY, at(week_6.opens))
-    again = submit_responses(week_6, {}, KEY, at(week_6.opens, 10))
+    first = submit_responses(
+        week_6, answers_for(week_6), KEY, at(week_6.opens), psfs_names=PSFS_NAMES
+    )
+    again = submit_responses(week_6, {}, KEY, at(week_6.opens, 10), psfs_names=PSFS_NAMES)
     assert not again.created
     assert again.submission.pk == first.submission.pk
     assert again.submission.reference == first.submission.reference
     assert Submission.objects.count() == 1
-    assert QuestionnaireResponse.objects.count() == 10
+    assert QuestionnaireResponse.objects.count() == 11
 
 
 def test_a_different_submission_for_a_completed_point_is_refused(week_6) -> None:
-    submit_responses(week_6, answers_for(week_6), KEY, at(week_6.opens))
+    submit_responses(week_6, answers_for(week_6), KEY, at(week_6.opens), psfs_names=PSFS_NAMES)
     with pytest.raises(AlreadyCompleted, match="already answered"):
-        submit_responses(week_6, answers_for(week_6), "another-key-0123456789", at(week_6.opens))
+        submit_responses(
+            week_6,
+            answers_for(week_6),
+            "another-key-0123456789",
+            at(week_6.opens),
+            psfs_names=PSFS_NAMES,
+        )
     assert Submission.objects.count() == 1
 
 
 def test_completion_cancels_pending_reminders_in_the_same_transaction(week_6) -> None:
     assert Reminder.objects.filter(time_point=week_6, status=ReminderStatus.SCHEDULED).count() == 3
     issue_link(week_6, at(week_6.opens))
-    submit_responses(week_6, answers_for(week_6), KEY, at(week_6.opens))
+    submit_responses(week_6, answers_for(week_6), KEY, at(week_6.opens), psfs_names=PSFS_NAMES)
     assert not Reminder.objects.filter(time_point=week_6, status=ReminderStatus.SCHEDULED).exists()
     assert week_6.links.filter(used_at__isnull=True).count() == 0
 
@@ -84,22 +94,24 @@ def test_completion_cancels_pending_reminders_in_the_same_transaction(week_6) ->
 def test_invalid_or_missing_answers_store_nothing(week_6) -> None:
     bad = answers_for(week_6, nrs_back={"pain_back": 11})
     with pytest.raises(SubmissionInvalid) as info:
-        submit_responses(week_6, bad, KEY, at(week_6.opens))
+        submit_responses(week_6, bad, KEY, at(week_6.opens), psfs_names=PSFS_NAMES)
     assert "nrs_back" in info.value.errors
     partial = answers_for(week_6)
     del partial["odi"]
     with pytest.raises(SubmissionInvalid) as info:
-        submit_responses(week_6, partial, KEY, at(week_6.opens))
+        submit_responses(week_6, partial, KEY, at(week_6.opens), psfs_names=PSFS_NAMES)
     assert "odi" in info.value.errors
     assert Submission.objects.count() == 0
 
 
 def test_bad_key_and_closed_window_are_refused(week_6) -> None:
     with pytest.raises(BadIdempotencyKey):
-        submit_responses(week_6, answers_for(week_6), "short", at(week_6.opens))
+        submit_responses(
+            week_6, answers_for(week_6), "short", at(week_6.opens), psfs_names=PSFS_NAMES
+        )
     late = at(week_6.closes + dt.timedelta(days=1))
     with pytest.raises(WindowNotOpen):
-        submit_responses(week_6, answers_for(week_6), KEY, late)
+        submit_responses(week_6, answers_for(week_6), KEY, late, psfs_names=PSFS_NAMES)
     assert Submission.objects.count() == 0
 
 
@@ -107,7 +119,7 @@ def test_tickler_yes_creates_pending_adverse_events_and_urgent_call(week_6) -> N
     answers = answers_for(
         week_6, ae_tickler={"new_harvest_site_pain": 1, "new_leg_weakness_or_numbness": 1}
     )
-    submit_responses(week_6, answers, KEY, at(week_6.opens))
+    submit_responses(week_6, answers, KEY, at(week_6.opens), psfs_names=PSFS_NAMES)
     events = AdverseEvent.objects.filter(patient=week_6.patient).order_by("pk")
     assert [e.status for e in events] == ["pending", "pending"]
     assert [e.category for e in events] == ["harvest_site", "neurological"]
@@ -119,6 +131,6 @@ def test_tickler_yes_creates_pending_adverse_events_and_urgent_call(week_6) -> N
 
 
 def test_tickler_all_no_creates_nothing(week_6) -> None:
-    submit_responses(week_6, answers_for(week_6), KEY, at(week_6.opens))
+    submit_responses(week_6, answers_for(week_6), KEY, at(week_6.opens), psfs_names=PSFS_NAMES)
     assert not AdverseEvent.objects.exists()
     assert not CallListEntry.objects.exists()

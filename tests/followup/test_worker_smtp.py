@@ -7,7 +7,16 @@ import re
 
 import pytest
 
-from tests.followup.helpers import T0, SmtpSink, answers_for, at, body_text, make_schedule, point
+from tests.followup.helpers import (
+    PSFS_NAMES,
+    T0,
+    SmtpSink,
+    answers_for,
+    at,
+    body_text,
+    make_schedule,
+    point,
+)
 from vertebra.followup.errors import LinkReplaced
 from vertebra.followup.models import CallListEntry, Reminder, ReminderStatus, TimePointStatus
 from vertebra.followup.services import open_link, submit_responses
@@ -83,7 +92,7 @@ def test_reminders_stop_the_moment_the_questionnaire_is_completed(smtp_sink: Smt
     run_once(_days(week_6, 0))
     assert len(smtp_sink.to(EMAIL)) == 1
     week_6.refresh_from_db()
-    submit_responses(week_6, answers_for(week_6), "k" * 20, _days(week_6, 1))
+    submit_responses(week_6, answers_for(week_6), "k" * 20, _days(week_6, 1), psfs_names=PSFS_NAMES)
     for n in range(1, 30):
         run_once(_days(week_6, n))
     assert len(smtp_sink.to(EMAIL)) == 1

@@ -156,3 +156,10 @@ def test_researcher_sees_clinics_by_letter_never_by_name(loaded: Cohort) -> None
         assert name not in visible
     pdf = researcher.get(URL + "report.pdf")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
+
+def test_return_to_activity_fills_from_the_database(lead: Client) -> None:
+    """The PSFS is asked by default and the loader writes it: the dashboard's
+    return-to-activity table (PSFS gain >= MCID) is built from the database path."""
+    html = lead.get(URL).content.decode()
+    assert "Return to activity (PSFS gain ≥ MCID) by treatment (Kaplan–Meier)" in html

@@ -16,7 +16,7 @@ from django.db import connection, connections, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.followup.helpers import T0, answers_for, at, make_schedule, point
+from tests.followup.helpers import PSFS_NAMES, T0, answers_for, at, make_schedule, point
 from tests.registry.factories import DAY0, make_actor, make_clinic, make_patient
 from vertebra.followup.services import submit_responses
 from vertebra.registry import services
@@ -108,7 +108,9 @@ def test_services_and_submissions_chain_their_records_and_the_chain_verifies() -
         level="L4-L5",
     )
     baseline = point(make_schedule(start=T0, today=T0), "baseline")
-    result = submit_responses(baseline, answers_for(baseline), "key-0123456789abcdef", at(T0))
+    result = submit_responses(
+        baseline, answers_for(baseline), "key-0123456789abcdef", at(T0), psfs_names=PSFS_NAMES
+    )
     assert result.created
     rows = list(AuditEvent.objects.values_list("seq", "action", "object_type"))
     assert [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1))
@@ -149,7 +151,9 @@ def test_another_patients_submission_commits_while_a_transaction_is_open() -> No
 
     def others() -> None:
         try:
-            submit_responses(baseline, answers, "other-0123456789abcdef", at(T0))
+            submit_responses(
+                baseline, answers, "other-0123456789abcdef", at(T0), psfs_names=PSFS_NAMES
+            )
             services.record_diagnosis(
                 actor=actor,
                 patient_id=other.pk,

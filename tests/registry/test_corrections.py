@@ -14,7 +14,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.followup.helpers import answers_for
+from tests.followup.helpers import PSFS_NAMES, answers_for
 from tests.registry.corrections_world import CORRECTIONS, START, World, build_world
 from tests.registry.factories import make_actor, make_clinic
 from vertebra.core import plausibility
@@ -194,7 +194,7 @@ def test_answers_the_patient_gave_are_not_staff_corrections(world: World) -> Non
     FollowUpTimePoint.objects.filter(pk=point.pk).update(status="open")
     today = point.opens
     now = timezone.make_aware(dt.datetime.combine(today, dt.time(9)))
-    submit_responses(point, answers_for(point), "k" * 20, now)
+    submit_responses(point, answers_for(point), "k" * 20, now, psfs_names=PSFS_NAMES)
     response = QuestionnaireResponse.objects.get(time_point=point, instrument_id="nrs_back")
     with pytest.raises(ValidationError, match="patient's own report"):
         _correct(world.coordinator, "followup-answers", response, changes={"answers": {"pain_back": 5}})  # fmt: skip

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
+from tests.followup.helpers import PSFS_NAMES
 from tests.registry.factories import DAY0, make_actor, make_clinic, make_patient
 from vertebra.followup.models import FollowUpSchedule
 from vertebra.followup.services import start_episode_with_follow_up
@@ -350,7 +351,9 @@ def test_portal_submissions_worker_and_staff_on_one_patient() -> None:
         if n == 0:
             point = points[i % len(points)]
             answers = answers_for(point, ae_tickler={"new_harvest_site_pain": 1})
-            return submit_responses(point, answers, secrets.token_urlsafe(16), now)
+            return submit_responses(
+                point, answers, secrets.token_urlsafe(16), now, psfs_names=PSFS_NAMES
+            )
         if n == 1:
             return run_once(now)
         return writes[i % len(writes)](n * WRITES + i)

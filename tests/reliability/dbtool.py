@@ -45,6 +45,8 @@ def _random_draft(instrument_id: str, rng: random.Random) -> dict[str, str]:
         opioid = next(item for item in definition.items if item.id == "opioid")
         draft["opioid"] = str(rng.choice([o.code for o in opioid.options if o.code != "other"]))
         draft["daily_dose"] = str(rng.choice([5, 10, 20, 30, 60]))
+    if instrument_id == "psfs":  # a first PSFS: the rated activity is named on the same page
+        draft["name_1"] = "Walking for 30 minutes"
     assert draft_is_complete(instrument_id, draft), (instrument_id, draft)
     return draft
 

@@ -17,6 +17,7 @@ from urllib.parse import urldefrag, urlsplit
 import pytest
 from django.test import Client
 
+from tests.followup.helpers import PSFS_NAMES
 from tests.registry.factories import make_user
 from tests.web.worklist_world import FAST_HASHERS, PASSWORD, World, build_world
 from vertebra.registry import selectors
@@ -424,7 +425,13 @@ def test_a_patient_reported_red_flag_comes_right_after_serious_events(world: Wor
 
     week_6 = FollowUpTimePoint.objects.get(patient=world.overdue_patient, key="week_6")
     tickler = {"new_bladder_or_bowel_problem": 1}
-    submit_responses(week_6, answers_for(week_6, ae_tickler=tickler), "r" * 20, timezone.now())
+    submit_responses(
+        week_6,
+        answers_for(week_6, ae_tickler=tickler),
+        "r" * 20,
+        timezone.now(),
+        psfs_names=PSFS_NAMES,
+    )
     clinician = Actor.for_user(world.users["clinician"], Role.CLINICIAN)
     queue = selectors.adjudication_queue(actor=clinician, today=timezone.localdate())
     flagged = queue.items[1]

@@ -41,7 +41,8 @@ ITEM_COLUMNS = {
     # The work-status code (1-9); the scorer gives its band (working, off work ...).
     "work_status": ["work_status"],
     # PSFS ratings of the patient's named activities. Written only where a time point asks
-    # for the PSFS (followup.services.instruments_for); the default protocol does not yet.
+    # for the PSFS (followup.services.instruments_for) and at least one activity is rated; the
+    # names go to PsfsActivities (see _load_psfs_names).
     "psfs": [f"psfs_{i}" for i in range(1, 6)],
 }
 STATUS = {
@@ -55,6 +56,7 @@ STATUS = {
 ROW_HEAVY_MODELS = (f.FollowUpTimePoint, f.Submission, f.QuestionnaireResponse)
 FOLLOWUP_MODELS = (
     f.FollowUpSchedule, f.FollowUpTimePoint, f.Submission, f.QuestionnaireResponse,
+    f.PsfsActivities,
 )  # fmt: skip
 
 
@@ -93,12 +95,14 @@ def load_followups(
     startback: np.ndarray,
     treated: np.ndarray,
     position: np.ndarray,
+    psfs_names: np.ndarray | None = None,
 ) -> None:
     """Write schedules, time points, submissions and responses for one chunk of patients.
 
     The patient arrays are aligned by position in the chunk (``startback``: the 9 STarT Back
     answers per patient, item order); ``position`` gives each time point's patient position.
-    Every patient gets a schedule (the default protocol).
+    Every patient gets a schedule (the default protocol). ``psfs_names``: n x 5 activity names
+    (None/NaN = no such activity), stored for each episode whose PSFS was answered.
     """
     protocol = default_protocol()
     count = len(episode_ids)
@@ -181,6 +185,77 @@ def load_followups(
         patient_ids=patient_ids[position[done]], clinic_ids=clinic_ids[position[done]],
         opioid_drugs=opioid_drugs[position[done]],
     )  # fmt: skip
+    if psfs_names is not None:
+        _load_psfs_names(
+            sink, ids, answered, psfs_names,
+            tp_ids=tp_ids[done], keys=keys[done], position=position[done],
+            submitted_at=[completed_at[i] for i in done], episode_ids=episode_ids,
+            patient_ids=patient_ids, clinic_ids=clinic_ids,
+        )  # fmt: skip
+
+
+def _names_of(row: Any) -> list[str]:
+    """A patient's activity names in slot order, up to the first empty slot."""
+    names: list[str] = []
+    for value in row:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            break
+        names.append(str(value))
+    return names
+
+
+def _load_psfs_names(
+    sink: Sink,
+    ids: IdAllocator,
+    done: pd.DataFrame,
+    psfs_names: np.ndarray,
+    *,
+    tp_ids: np.ndarray,
+    keys: np.ndarray,
+    position: np.ndarray,
+    submitted_at: list[str | None],
+    episode_ids: np.ndarray,
+    patient_ids: np.ndarray,
+    clinic_ids: np.ndarray,
+) -> None:
+    """One PsfsActivities row (and its audit record, as the portal writes it) per episode
+    whose PSFS was answered: named at the first answered time point asking the PSFS."""
+    asked = np.array(["psfs" in instruments_for(k) for k in keys.tolist()], dtype=bool)
+    rated = ~np.isnan(done[ITEM_COLUMNS["psfs"]].astype("float64").to_numpy()).all(axis=1)
+    rows = np.flatnonzero(asked & rated)
+    first: dict[int, int] = {}
+    for i in rows.tolist():  # time points come ordered by patient, then time
+        first.setdefault(int(position[i]), i)
+    chosen = [(p, i, _names_of(psfs_names[p])) for p, i in sorted(first.items())]
+    chosen = [(p, i, n) for p, i, n in chosen if n]
+    if not chosen:
+        return
+    who = np.array([p for p, _, _ in chosen], dtype=np.int64)
+    at = [i for _, i, _ in chosen]
+    names = [canonical_json(n) for _, _, n in chosen]
+    frame = pd.DataFrame(
+        {
+            "id": ids.take(f.PsfsActivities, len(chosen)),
+            "episode_id": episode_ids[who],
+            "names": names,
+            "named_at": [submitted_at[i] for i in at],
+            "time_point_id": tp_ids[at],
+        }
+    )
+    sink.created(
+        f.PsfsActivities,
+        frame,
+        clinic_ids=clinic_ids[who],
+        patient_ids=patient_ids[who],
+        object_type="psfs_activities",
+        new_values=jsontext.objects(
+            {
+                "episode": jsontext.integers(pd.Series(episode_ids[who])),
+                "names": names,
+                "time_point": jsontext.strings(pd.Series(keys[at])),
+            }
+        ),
+    )
 
 
 def _time_point_maps(
@@ -232,6 +307,9 @@ def _instrument_responses(
     else:
         matrix = done[ITEM_COLUMNS[name]].astype("float64").to_numpy()
         rows = np.arange(len(done), dtype=np.int64)
+        if name == "psfs":  # a patient who named no activity has no PSFS to store
+            rows = np.flatnonzero(~np.isnan(matrix).all(axis=1)).astype(np.int64)
+            matrix = matrix[rows]
         if name == "odi":
             return (rows, *_odi_responses(matrix, done["odi"].to_numpy(dtype=float)))
         coded = np.where(np.isnan(matrix), -1, matrix).astype(np.int64)

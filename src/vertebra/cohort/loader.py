@@ -281,7 +281,16 @@ def _load_chunk(
         startback=patients[[f"startback_{i}" for i in range(1, 10)]].to_numpy(dtype=float),
         treated=chunk.treated,
         position=position,
+        psfs_names=_psfs_names(patients),
     )
+
+
+def _psfs_names(patients: pd.DataFrame) -> np.ndarray | None:
+    """The n x 5 PSFS activity names of a chunk (None for a cohort generated without them)."""
+    columns = [f"psfs_activity_{j}" for j in range(1, 6)]
+    if not set(columns) <= set(patients.columns):
+        return None
+    return patients[columns].astype(object).to_numpy()
 
 
 def _load_patients(context: _Context, chunk: _Chunk) -> None:

@@ -20,6 +20,14 @@ from vertebra.core.instruments import (
     get_definition,
     parse_answer_text,
 )
+from vertebra.core.psfs_activities import (
+    MAX_ACTIVITIES,
+    MAX_NAME_LENGTH,
+    ActivityNameError,
+    clean_activity_name,
+    clean_activity_names,
+    rating_item,
+)
 
 #: Items a patient may leave blank although the instrument does not mark them optional.
 #: ODI section 8 (sex life) is the section most often skipped; the ODI rule scores with one
@@ -115,14 +123,143 @@ class InstrumentForm(forms.Form):
         return {key: str(value) for key, value in self.cleaned_data.items() if value}
 
 
+# --- PSFS: the patient's own activities ------------------------------------------------------
+
+#: Examples shown beside the first activity box (activities from the PSFS instructions' kind;
+#: they name things people do, never a result of treatment).
+PSFS_EXAMPLES = '"walking for 30 minutes", "lifting a shopping bag", "sitting through a film"'
+PSFS_SCALE = "0 = unable to do it, 10 = able to do it as well as before your back problem."
+PSFS_NAMING_INSTRUCTIONS = (
+    "Think of up to five important activities that you are unable to do, or find hard to do, "
+    "because of your back. Write each in your own words and choose how well you can do it "
+    "today. You need to name at least one."
+)
+PSFS_RERATING_INSTRUCTIONS = (
+    "These are the activities you named before. For each, choose how well you can do it today."
+)
+
+
+def name_key(position: int) -> str:
+    """The draft/form key of the ``position``-th (1-based) activity name."""
+    return f"name_{position}"
+
+
+def psfs_screen_keys() -> tuple[str, ...]:
+    """Every key the PSFS screen posts: name and rating of each of the five activities."""
+    return tuple(key for k in range(1, MAX_ACTIVITIES + 1) for key in (name_key(k), rating_item(k)))
+
+
+def psfs_names_from_draft(draft: Mapping[str, str] | None) -> list[str]:
+    """The names a naming draft holds, in order (a re-rating draft holds none)."""
+    draft = draft or {}
+    return [draft[name_key(k)] for k in range(1, MAX_ACTIVITIES + 1) if draft.get(name_key(k))]
+
+
+def _rating_field(label: str, required: bool) -> forms.ChoiceField:
+    definition = get_definition("psfs")
+    choices = [("", "Choose 0 to 10")] + [
+        (str(o.code), o.label) for o in definition.item(rating_item(1)).options
+    ]
+    return forms.ChoiceField(
+        label=label,
+        required=required,
+        choices=choices,
+        help_text=PSFS_SCALE,
+        error_messages={
+            "required": "Please choose a number from 0 to 10.",
+            "invalid_choice": "Please choose a number from 0 to 10.",
+        },
+    )
+
+
+class PsfsForm(InstrumentForm):
+    """The PSFS screen. With ``names`` (stored for the episode): one required 0-10 rating per
+    named activity, labelled with its name. Without: five pairs of an activity box and a
+    rating; a pair is used when either half is filled, and must then have both; at least one
+    pair; names cleaned and checked with :mod:`vertebra.core.psfs_activities`. Pairs left with
+    gaps are renumbered in ``cleaned_data`` (name_1/activity_1 first), so the draft's
+    ``activity_<k>`` always rates its ``name_<k>``."""
+
+    def __init__(self, *args: Any, names: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(get_definition("psfs"), *args, items=(), **kwargs)
+        self.names = tuple(names)
+        self.instructions = PSFS_RERATING_INSTRUCTIONS if names else PSFS_NAMING_INSTRUCTIONS
+        if self.names:
+            for k, name in enumerate(self.names, 1):
+                self.fields[rating_item(k)] = _rating_field(
+                    f"\u201c{name}\u201d: how well can you do it today?", required=True
+                )
+            return
+        for k in range(1, MAX_ACTIVITIES + 1):
+            self.fields[name_key(k)] = forms.CharField(
+                label=f"Activity {k} in your own words" + (" (optional)" if k > 1 else ""),
+                required=False,
+                max_length=MAX_NAME_LENGTH + 40,  # room for spaces that the clean-up removes
+                help_text=f"For example: {PSFS_EXAMPLES}." if k == 1 else "",
+                widget=forms.TextInput(attrs={"autocomplete": "off", "class": "psfs-name"}),
+            )
+            self.fields[rating_item(k)] = _rating_field(
+                f"Activity {k}: how well can you do it today?", required=False
+            )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = forms.Form.clean(self) or {}
+        if self.names:
+            return cleaned
+        pairs: list[tuple[str, str]] = []
+        for k in range(1, MAX_ACTIVITIES + 1):
+            raw, rating = cleaned.get(name_key(k)) or "", cleaned.get(rating_item(k)) or ""
+            if name_key(k) in self.errors or rating_item(k) in self.errors:
+                continue
+            if not raw and not rating:
+                continue
+            if not raw:
+                self.add_error(name_key(k), "Please write the activity you rated.")
+                continue
+            try:
+                name = clean_activity_name(raw)
+            except ActivityNameError as exc:
+                self.add_error(name_key(k), str(exc))
+                continue
+            if not rating:
+                self.add_error(rating_item(k), "Please choose how well you can do this activity.")
+                continue
+            if name.casefold() in {n.casefold() for n, _ in pairs}:
+                # Said beside the second box of the pair, where the patient fixes it.
+                self.add_error(
+                    name_key(k), f'"{name}" is named twice: please name each activity once.'
+                )
+                continue
+            pairs.append((name, rating))
+        if self.errors:
+            return cleaned
+        try:
+            clean_activity_names([name for name, _ in pairs])
+        except ActivityNameError as exc:
+            self.add_error(name_key(1), str(exc))
+            return cleaned
+        renumbered: dict[str, Any] = {}
+        for k, (name, rating) in enumerate(pairs, 1):
+            renumbered[name_key(k)] = name
+            renumbered[rating_item(k)] = rating
+        self.cleaned_data = renumbered
+        return renumbered
+
+
 def form_for(
     instrument_id: str,
     data: Any = None,
     draft: Mapping[str, str] | None = None,
     items: Sequence[str] | None = None,
+    psfs_names: Sequence[str] = (),
 ) -> InstrumentForm:
     """The form of ``instrument_id`` (only the questions ``items``, when given), bound to POST
-    ``data`` or pre-filled from a ``draft``."""
+    ``data`` or pre-filled from a ``draft``. The PSFS form re-rates ``psfs_names`` when given
+    and asks the patient to name activities otherwise (:class:`PsfsForm`)."""
+    if instrument_id == "psfs":
+        if data is not None:
+            return PsfsForm(data, names=psfs_names)
+        return PsfsForm(initial=dict(draft or {}), names=psfs_names)
     definition = get_definition(instrument_id)
     if data is not None:
         return InstrumentForm(definition, data, items=items)
@@ -140,9 +277,11 @@ def parse_draft(instrument_id: str, draft: Mapping[str, str]) -> dict[str, Any]:
     return answers
 
 
-def draft_is_complete(instrument_id: str, draft: Mapping[str, str] | None) -> bool:
+def draft_is_complete(
+    instrument_id: str, draft: Mapping[str, str] | None, psfs_names: Sequence[str] = ()
+) -> bool:
     """True when a saved draft answers every required question validly."""
     if draft is None:
         return False
-    form = form_for(instrument_id, data=dict(draft))
+    form = form_for(instrument_id, data=dict(draft), psfs_names=psfs_names)
     return form.is_valid()

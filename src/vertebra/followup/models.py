@@ -253,3 +253,25 @@ class TicklerEscalation(models.Model):
     adverse_event = models.OneToOneField(
         AdverseEvent, on_delete=models.PROTECT, related_name="tickler"
     )
+
+
+class PsfsActivities(models.Model):
+    """The activities a patient named for the PSFS in one treatment episode, in their order.
+
+    Named the first time the episode's questionnaire asks the PSFS and re-rated, by name, at
+    every later time point: item ``activity_<k>`` of the psfs answers rates ``names[k-1]``.
+    Written only by :func:`vertebra.followup.services.submit_responses` (with its audit record).
+    """
+
+    episode = models.OneToOneField(
+        TreatmentEpisode, on_delete=models.PROTECT, related_name="psfs_activities"
+    )
+    names = models.JSONField()  # list of 1..5 cleaned names (vertebra.core.psfs_activities)
+    named_at = models.DateTimeField()
+    # The time point at which they were named (normally baseline).
+    time_point = models.ForeignKey(
+        FollowUpTimePoint, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+
+    def __str__(self) -> str:
+        return f"PSFS activities {self.pk}"  # never the names: str() ends up in logs

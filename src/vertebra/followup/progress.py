@@ -10,11 +10,13 @@ people notice (the MCID, from ``vertebra/data/responders.yaml``), and never pred
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from vertebra.core import charts as drawing
 from vertebra.core.instruments import get_definition
+from vertebra.core.psfs_activities import rating_item
 from vertebra.core.responders import responder_rule
-from vertebra.followup.models import QuestionnaireResponse
+from vertebra.followup.models import PsfsActivities, QuestionnaireResponse
 
 WIDTH, HEIGHT = 600, 260
 LEFT, RIGHT, TOP, BOTTOM = 48, 16, 16, 40
@@ -256,3 +258,86 @@ def _work_summary(answers: list[WorkAnswer]) -> str:
             )
     last = answers[-1]
     return f"At {last.label} you answered “{last.words}”."
+
+
+@dataclass(frozen=True)
+class PsfsRow:
+    """One named activity and its 0-10 ratings, one per column of :class:`PsfsTable`
+    (None: not rated at that questionnaire)."""
+
+    name: str
+    ratings: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class PsfsTable:
+    """A patient's PSFS activities (rows) by questionnaire (columns), with each mean score and
+    one sentence that only describes."""
+
+    labels: tuple[str, ...]
+    rows: tuple[PsfsRow, ...]
+    scores: tuple[float | None, ...]
+    summary: str
+
+    @property
+    def score_words(self) -> tuple[str, ...]:
+        """Each mean score as shown ("4", "6.5"; "–" when not scored)."""
+        return tuple("–" if s is None else _fmt(s) for s in self.scores)
+
+
+def psfs_for_patient(patient_id: int) -> PsfsTable:
+    """The patient's PSFS activities (the names of their most recent episode that has them)
+    and the ratings at every answered PSFS of that episode, oldest first. Voided answers are
+    left out (ADR 0009). Read by the patient's progress page and the clinic's patient page."""
+    stored = (
+        PsfsActivities.objects.filter(episode__patient_id=patient_id)
+        .order_by("-named_at")
+        .values_list("episode_id", "names")
+        .first()
+    )
+    if stored is None:
+        return PsfsTable((), (), (), "No activities named yet.")
+    episode_id, names = stored
+    responses = list(
+        QuestionnaireResponse.objects.filter(
+            time_point__schedule__episode_id=episode_id,
+            instrument_id="psfs",
+            voided_at__isnull=True,
+        )
+        .select_related("time_point")
+        .order_by("time_point__months")
+    )
+    labels = tuple(r.time_point.label for r in responses)
+    rows = tuple(
+        PsfsRow(
+            name,
+            tuple(
+                _rating(
+                    (r.answers or {}).get(rating_item(k)) if isinstance(r.answers, dict) else None
+                )
+                for r in responses
+            ),
+        )
+        for k, name in enumerate(names, 1)
+    )
+    scores = tuple(r.score for r in responses)
+    return PsfsTable(labels, rows, scores, _psfs_summary(labels, scores))
+
+
+def _rating(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
+
+
+def _psfs_summary(labels: tuple[str, ...], scores: tuple[float | None, ...]) -> str:
+    """Describe the average rating at the first and latest questionnaire; never predict."""
+    known = [(label, s) for label, s in zip(labels, scores, strict=True) if s is not None]
+    if not known:
+        return "No ratings yet."
+    first_label, first = known[0]
+    if len(known) == 1:
+        return f"At {first_label} the average of your ratings was {_fmt(first)} out of 10."
+    last_label, last = known[-1]
+    return (
+        f"The average of your ratings was {_fmt(first)} out of 10 at {first_label} and "
+        f"{_fmt(last)} at {last_label}."
+    )

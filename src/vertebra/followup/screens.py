@@ -54,6 +54,8 @@ def plan(instruments: Sequence[str]) -> tuple[Screen, ...]:
     screens: list[Screen] = []
     for part, instrument_id in enumerate(instruments, 1):
         item_ids = get_definition(instrument_id).item_ids
+        if instrument_id == "psfs":  # one screen: each activity's name (if new) and rating
+            item_ids = portal_forms.psfs_screen_keys()
         if one_question_per_screen(instrument_id) and len(item_ids) > 1:
             for question, item_id in enumerate(item_ids, 1):
                 screens.append(
@@ -72,19 +74,26 @@ def plan(instruments: Sequence[str]) -> tuple[Screen, ...]:
 
 
 def screen_form(
-    screen: Screen, data: Mapping[str, str] | None = None, draft: Mapping[str, str] | None = None
+    screen: Screen,
+    data: Mapping[str, str] | None = None,
+    draft: Mapping[str, str] | None = None,
+    psfs_names: Sequence[str] = (),
 ) -> portal_forms.InstrumentForm:
-    """The form of ``screen``: its questions only, bound to ``data`` or pre-filled from ``draft``."""
+    """The form of ``screen``: its questions only, bound to ``data`` or pre-filled from ``draft``
+    (``psfs_names``: the episode's stored PSFS activities, re-rated on the PSFS screen)."""
     return portal_forms.form_for(
-        screen.instrument_id, data=data, draft=draft, items=screen.item_ids
+        screen.instrument_id, data=data, draft=draft, items=screen.item_ids, psfs_names=psfs_names
     )
 
 
-def screen_is_complete(screen: Screen, draft: Mapping[str, str] | None) -> bool:
+def screen_is_complete(
+    screen: Screen, draft: Mapping[str, str] | None, psfs_names: Sequence[str] = ()
+) -> bool:
     """True when ``draft`` answers every required question of ``screen`` validly."""
     if draft is None:
         return False
-    return screen_form(screen, data={k: draft[k] for k in screen.item_ids if k in draft}).is_valid()
+    data = {k: draft[k] for k in screen.item_ids if k in draft}
+    return screen_form(screen, data=data, psfs_names=psfs_names).is_valid()
 
 
 def merge_draft(screen: Screen, old: Mapping[str, str], kept: Mapping[str, str]) -> dict[str, str]:
@@ -96,11 +105,13 @@ def merge_draft(screen: Screen, old: Mapping[str, str], kept: Mapping[str, str])
 
 
 def first_unfinished(
-    screens: Sequence[Screen], drafts: Mapping[str, Mapping[str, str]]
+    screens: Sequence[Screen],
+    drafts: Mapping[str, Mapping[str, str]],
+    psfs_names: Sequence[str] = (),
 ) -> Screen | None:
     """The first screen whose questions are not all validly answered, or None."""
     for screen in screens:
-        if not screen_is_complete(screen, drafts.get(screen.instrument_id)):
+        if not screen_is_complete(screen, drafts.get(screen.instrument_id), psfs_names):
             return screen
     return None
 
@@ -151,8 +162,37 @@ def answer_words(instrument_id: str, item_id: str, text: str | None) -> str:
     return text  # cannot happen for a saved draft: drafts hold validated answers only
 
 
+def _psfs_answers(
+    screen: Screen, draft: Mapping[str, str], psfs_names: Sequence[str]
+) -> list[ReviewAnswer]:
+    """The PSFS on the review page: each activity by name with its rating (the stored names
+    when re-rating, the draft's when naming); one "still needed" row when none is named."""
+    names = list(psfs_names) or portal_forms.psfs_names_from_draft(draft)
+    if not names:
+        return [
+            ReviewAnswer("name_1", "Your activities", STILL_NEEDED, screen.number, missing=True)
+        ]
+    rows: list[ReviewAnswer] = []
+    for k, name in enumerate(names, 1):
+        item_id = f"activity_{k}"
+        text = draft.get(item_id)
+        missing = not text
+        rows.append(
+            ReviewAnswer(
+                item_id=item_id,
+                question=f"\u201c{name}\u201d: how well can you do it today?",
+                answer=STILL_NEEDED if missing else answer_words("psfs", item_id, text),
+                screen=screen.number,
+                missing=missing,
+            )
+        )
+    return rows
+
+
 def review_parts(
-    screens: Sequence[Screen], drafts: Mapping[str, Mapping[str, str]]
+    screens: Sequence[Screen],
+    drafts: Mapping[str, Mapping[str, str]],
+    psfs_names: Sequence[str] = (),
 ) -> list[ReviewPart]:
     """Every part of the questionnaire with each question and its answer in words."""
     parts: list[ReviewPart] = []
@@ -163,10 +203,13 @@ def review_parts(
         instrument_id = part_screens[0].instrument_id
         definition = get_definition(instrument_id)
         draft = drafts.get(instrument_id) or {}
-        complete = portal_forms.draft_is_complete(instrument_id, draft)
-        unfinished = first_unfinished(part_screens, {instrument_id: draft})
+        complete = portal_forms.draft_is_complete(instrument_id, draft, psfs_names)
+        unfinished = first_unfinished(part_screens, {instrument_id: draft}, psfs_names)
         answers: list[ReviewAnswer] = []
         for screen in part_screens:
+            if instrument_id == "psfs":
+                answers.extend(_psfs_answers(screen, draft, psfs_names))
+                continue
             for item_id in screen.item_ids:
                 item = definition.item(item_id)
                 text = draft.get(item_id)

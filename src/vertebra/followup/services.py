@@ -38,6 +38,12 @@ from vertebra.core.instruments import (
     get_definition,
     score,
 )
+from vertebra.core.psfs_activities import (
+    MAX_ACTIVITIES,
+    ActivityNameError,
+    clean_activity_names,
+    rating_item,
+)
 from vertebra.core.schedule import Protocol, build_schedule, default_protocol
 from vertebra.followup.errors import (
     AlreadyCompleted,
@@ -56,6 +62,7 @@ from vertebra.followup.models import (
     FollowUpTimePoint,
     LinkRetirement,
     PatientLink,
+    PsfsActivities,
     QuestionnaireResponse,
     Reminder,
     ReminderStatus,
@@ -89,7 +96,8 @@ SYSTEM_ROLE = "system"
 #: Default instruments per time point (overridable with settings.FOLLOWUP_INSTRUMENTS).
 #: Baseline has no "change since treatment" or adverse-event questions: nothing to compare yet.
 #: STarT Back is asked once, at baseline: it stratifies prognosis (Hill et al. 2008), it is not
-#: an outcome, and the outcome reports adjust for it.
+#: an outcome, and the outcome reports adjust for it. The PSFS (issue 18) is asked at every
+#: time point: named at the first, re-rated by name at the others.
 DEFAULT_INSTRUMENTS: Mapping[str, Sequence[str]] = {
     "baseline": (
         "nrs_back",
@@ -100,6 +108,7 @@ DEFAULT_INSTRUMENTS: Mapping[str, Sequence[str]] = {
         "startback",
         "opioid_use",
         "work_status",
+        "psfs",
     ),
     "default": (
         "nrs_back",
@@ -109,6 +118,7 @@ DEFAULT_INSTRUMENTS: Mapping[str, Sequence[str]] = {
         "promis_pi_4a",
         "opioid_use",
         "work_status",
+        "psfs",
         "global_rating_of_change",
         "satisfaction",
         "ae_tickler",
@@ -581,6 +591,7 @@ def submit_responses(
     now: dt.datetime,
     *,
     request_id: str = "",
+    psfs_names: Sequence[str] | None = None,
 ) -> SubmitResult:
     """Store one answer set for ``time_point``, exactly once.
 
@@ -592,6 +603,11 @@ def submit_responses(
     In one transaction: the responses (scored by the core scorers, with instrument version),
     the time point marked completed, its links used, its unsent reminders cancelled, its call-list
     entry resolved, a pending adverse event per tickler "yes", and the audit rows.
+
+    PSFS: the first time the episode answers it, ``psfs_names`` (1..5 activities in the
+    patient's words) are cleaned and stored for the episode (:class:`PsfsActivities`, with an
+    audit record); later time points re-rate the stored names and ``psfs_names`` is ignored.
+    Either way each rated ``activity_<k>`` must have a k-th name (SubmissionInvalid otherwise).
     """
     if not isinstance(idempotency_key, str) or not _KEY_RE.match(idempotency_key):
         raise BadIdempotencyKey()
@@ -620,6 +636,7 @@ def submit_responses(
                 idempotency_key,
                 now,
                 request_id,
+                psfs_names,
             )
 
     try:
@@ -651,6 +668,7 @@ def _store(
     key: str,
     now: dt.datetime,
     request_id: str,
+    psfs_names: Sequence[str] | None = None,
 ) -> SubmitResult:
     # Lock order: the patient row first, then the time point. Concurrent submissions for the
     # point queue here, and the loser sees the winner's committed "completed" status below.
@@ -671,6 +689,8 @@ def _store(
     if point.status == TimePointStatus.MISSED or not point.opens <= today <= point.closes:
         raise WindowNotOpen()
     actor = patient_actor(point.patient_id, request_id=request_id)
+    if "psfs" in scored:
+        _settle_psfs_names(point, answers_by_instrument["psfs"], psfs_names, actor, now)
     submission, responses = _write_submission(
         point,
         actor=actor,
@@ -684,6 +704,61 @@ def _store(
         if response.instrument_id == "ae_tickler":
             _escalate_tickler(point, response, actor, now)
     return SubmitResult(submission, created=True)
+
+
+def psfs_names_for_point(point: FollowUpTimePoint) -> tuple[str, ...]:
+    """The PSFS activities stored for ``point``'s episode (empty before they are named)."""
+    stored = (
+        PsfsActivities.objects.filter(episode__followup_schedule__id=point.schedule_id)
+        .values_list("names", flat=True)
+        .first()
+    )
+    return tuple(stored or ())
+
+
+def _settle_psfs_names(
+    point: FollowUpTimePoint,
+    answers: Mapping[str, Any],
+    offered: Sequence[str] | None,
+    actor: Actor,
+    now: dt.datetime,
+) -> tuple[str, ...]:
+    """The names ``answers`` rate: the episode's stored ones, or else ``offered``, cleaned and
+    stored here with their audit record (the caller holds the transaction and the patient lock).
+    SubmissionInvalid when the names are refused or a rating has no activity to rate; a named
+    activity left unrated is allowed (the score is the mean of those rated)."""
+    names = psfs_names_for_point(point)
+    new = not names
+    if new:
+        try:
+            names = clean_activity_names(list(offered or ()))
+        except ActivityNameError as exc:
+            raise SubmissionInvalid({"psfs": str(exc)}) from None
+    unnamed = [
+        k
+        for k in range(len(names) + 1, MAX_ACTIVITIES + 1)
+        if answers.get(rating_item(k)) is not None
+    ]
+    if unnamed:
+        raise SubmissionInvalid({"psfs": "Please rate only the activities you named."})
+    if new:
+        episode_id = FollowUpSchedule.objects.values_list("episode_id", flat=True).get(
+            pk=point.schedule_id
+        )
+        stored = PsfsActivities.objects.create(
+            episode_id=episode_id, names=list(names), named_at=now, time_point=point
+        )
+        record_audit(
+            actor=actor,
+            action="create",
+            object_type="psfs_activities",
+            object_id=stored.pk,
+            clinic_id=point.patient.clinic_id,
+            patient_id=point.patient_id,
+            new_values={"episode": episode_id, "time_point": point.key, "names": list(names)},
+            occurred_at=now,
+        )
+    return names
 
 
 def _write_submission(

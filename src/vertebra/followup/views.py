@@ -50,8 +50,13 @@ from vertebra.followup.errors import (
     WindowNotOpen,
 )
 from vertebra.followup.models import FollowUpTimePoint, Submission, TimePointStatus
-from vertebra.followup.progress import charts_for_patient, work_for_patient
-from vertebra.followup.services import hash_token, open_link, submit_responses
+from vertebra.followup.progress import charts_for_patient, psfs_for_patient, work_for_patient
+from vertebra.followup.services import (
+    hash_token,
+    open_link,
+    psfs_names_for_point,
+    submit_responses,
+)
 from vertebra.perimeter import throttle
 from vertebra.perimeter.clientip import address_identity, client_ip
 from vertebra.registry.models import PatientAccount
@@ -324,7 +329,7 @@ def start(request: HttpRequest) -> HttpResponse:
         return redirect("followup:done")
     drafts = _drafts(request, point)
     screens = portal_screens.plan(point.instruments)
-    resume = portal_screens.first_unfinished(screens, drafts)
+    resume = portal_screens.first_unfinished(screens, drafts, _psfs_names(point))
     return render(
         request,
         "followup/start.html",
@@ -336,6 +341,12 @@ def start(request: HttpRequest) -> HttpResponse:
             "has_drafts": bool(drafts),
         },
     )
+
+
+def _psfs_names(point: FollowUpTimePoint) -> tuple[str, ...]:
+    """The episode's stored PSFS activities when this questionnaire asks the PSFS (else none:
+    no query)."""
+    return psfs_names_for_point(point) if "psfs" in point.instruments else ()
 
 
 def _from_review(request: HttpRequest) -> bool:
@@ -365,8 +376,9 @@ def question(request: HttpRequest, number: int) -> HttpResponse:
     screen = screens[number - 1]
     drafts = _drafts(request, point)
     from_review = _from_review(request)
+    names = _psfs_names(point) if screen.instrument_id == "psfs" else ()
     if request.method == "POST":
-        form = portal_screens.screen_form(screen, data=request.POST)
+        form = portal_screens.screen_form(screen, data=request.POST, psfs_names=names)
         valid = form.is_valid()
         kept = {k: str(v) for k, v in getattr(form, "cleaned_data", {}).items() if v}
         merged = portal_screens.merge_draft(screen, drafts.get(screen.instrument_id, {}), kept)
@@ -378,7 +390,9 @@ def question(request: HttpRequest, number: int) -> HttpResponse:
                 return redirect("followup:review")
             return redirect("followup:question", number=number + 1)
     else:
-        form = portal_screens.screen_form(screen, draft=drafts.get(screen.instrument_id))
+        form = portal_screens.screen_form(
+            screen, draft=drafts.get(screen.instrument_id), psfs_names=names
+        )
     if from_review:
         back_url = f"{reverse('followup:review')}#part-{screen.part}"
     elif number > 1:
@@ -404,14 +418,14 @@ def question(request: HttpRequest, number: int) -> HttpResponse:
 
 
 def _answer_sets(
-    point: FollowUpTimePoint, drafts: dict[str, dict[str, str]]
+    point: FollowUpTimePoint, drafts: dict[str, dict[str, str]], psfs_names: tuple[str, ...]
 ) -> tuple[dict[str, dict[str, Any]], list[tuple[int, str]]]:
     """Typed answers of every complete part, and the (part, title) of incomplete ones."""
     answers: dict[str, dict[str, Any]] = {}
     missing: list[tuple[int, str]] = []
     for number, instrument_id in enumerate(point.instruments, 1):
         draft = drafts.get(instrument_id)
-        if portal_forms.draft_is_complete(instrument_id, draft):
+        if portal_forms.draft_is_complete(instrument_id, draft, psfs_names):
             answers[instrument_id] = portal_forms.parse_draft(instrument_id, draft or {})
         else:
             missing.append((number, get_definition(instrument_id).title))
@@ -432,7 +446,7 @@ def review(request: HttpRequest) -> HttpResponse:
     if point.status == TimePointStatus.COMPLETED:
         return redirect("followup:done")
     screens = portal_screens.plan(point.instruments)
-    parts = portal_screens.review_parts(screens, _drafts(request, point))
+    parts = portal_screens.review_parts(screens, _drafts(request, point), _psfs_names(point))
     missing = [part for part in parts if not part.complete]
     return render(
         request,
@@ -454,10 +468,16 @@ def submit(request: HttpRequest) -> HttpResponse:
     point = _point_or_gone(request)
     if isinstance(point, HttpResponse):
         return point
-    answers, _ = _answer_sets(point, _drafts(request, point))
+    drafts = _drafts(request, point)
+    names = _psfs_names(point)
+    answers, _ = _answer_sets(point, drafts, names)
     try:
         result = submit_responses(
-            point, answers, request.POST.get("idempotency_key", ""), timezone.now()
+            point,
+            answers,
+            request.POST.get("idempotency_key", ""),
+            timezone.now(),
+            psfs_names=names or portal_forms.psfs_names_from_draft(drafts.get("psfs")),
         )
     except SubmissionInvalid:
         return redirect("followup:review")
@@ -514,5 +534,9 @@ def progress(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "followup/progress.html",
-        {"charts": charts_for_patient(patient_id), "work": work_for_patient(patient_id)},
+        {
+            "charts": charts_for_patient(patient_id),
+            "work": work_for_patient(patient_id),
+            "psfs": psfs_for_patient(patient_id),
+        },
     )

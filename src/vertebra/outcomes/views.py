@@ -28,6 +28,7 @@ from vertebra.core.analytics import CohortFilter
 from vertebra.core.analytics.headline import clinic_letters
 from vertebra.core.disclosure import policy
 from vertebra.directory.selectors import registry_is_synthetic
+from vertebra.followup.progress import psfs_for_patient
 from vertebra.outcomes import presenters, selectors, trajectory
 from vertebra.outcomes.forms import FilterForm
 from vertebra.outcomes.rendering import notice_pdf
@@ -172,6 +173,7 @@ def patient_trajectory(request: HttpRequest, actor: Actor, patient_id: int) -> H
         {
             "patient": patient,
             "view": view,
+            "psfs": psfs_for_patient(patient.pk),
             "data_notes": [e.note for e in tables.exclusions],
             "dashboard_url": reverse("outcomes:dashboard"),
         },
