@@ -43,7 +43,6 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter, select_patients
-from vertebra.core.analytics.cost import COST_COLUMNS
 from vertebra.core.deidentify import coarsen_filter, deidentify
 from vertebra.core.plausibility import analytics_window
 from vertebra.followup.models import FollowUpSchedule, FollowUpTimePoint, QuestionnaireResponse
@@ -57,6 +56,8 @@ from vertebra.outcomes.selectors import (
     TIMEPOINT_COLUMNS,
     _item_rows,
     _LeftOut,
+    cost_codes_as_read,
+    patient_columns,
 )
 from vertebra.registry.models import (
     AdverseEvent,
@@ -649,27 +650,8 @@ def _patients(
     frame["adjunct"] = adjunct.where(is_cell, np.nan)
     frame["dose"] = frame["dose"].where(is_cell, np.nan).astype(float)
     frame["clinic_id"] = frame["clinic_id"].astype(str)
-    # Codes in the tables are lower case ("usd"; de-identified text cells must be codes), and
-    # "not recorded" ("") is missing, as the ORM reference reads them.
-    frame["cost_currency"] = frame["cost_currency"].str.lower().replace("", None)
-    frame["cost_billed_to"] = frame["cost_billed_to"].replace("", None)
-    columns = [
-        "patient_id",
-        "episode_id",
-        "clinic_id",
-        "arm",
-        "condition",
-        "treatment_date",
-        "age",
-        "sex",
-        "startback_group",
-        "pain_duration_months",
-        "cell_source",
-        "adjunct",
-        "dose",
-        *COST_COLUMNS,
-    ] + (["mrn"] if with_mrn else [])
-    return frame[columns]
+    cost_codes_as_read(frame)
+    return frame[patient_columns(with_mrn=with_mrn)]
 
 
 def _timepoints(

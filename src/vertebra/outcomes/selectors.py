@@ -112,6 +112,24 @@ SCORE_COLUMNS = {
 }
 #: follow-up instrument id -> timepoints column holding its band (a category, not a score).
 BAND_COLUMNS = {"work_status": "work_status_band"}
+#: The patients table's columns, in order (both readers build exactly these; ``mrn`` is added
+#: last for the clinic's own identified exports).
+PATIENT_COLUMNS = (
+    "patient_id",
+    "episode_id",
+    "clinic_id",
+    "arm",
+    "condition",
+    "treatment_date",
+    "age",
+    "sex",
+    "startback_group",
+    "pain_duration_months",
+    "cell_source",
+    "adjunct",
+    "dose",
+    *COST_COLUMNS,
+)
 TIMEPOINT_COLUMNS = (
     "patient_id",
     "timepoint",
@@ -424,10 +442,7 @@ def _first_episodes(scope: Scope, flt: CohortFilter, left_out: _LeftOut) -> pd.D
     )
     for column in ("cost_price", "cost_patient_paid"):  # Decimal -> float (analytics' numbers)
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    # Codes in the tables are lower case (de-identified text cells must be codes): "usd".
-    # Not recorded ("") is missing (None), as for every other optional code.
-    frame["cost_currency"] = frame["cost_currency"].str.lower().replace("", None)
-    frame["cost_billed_to"] = frame["cost_billed_to"].replace("", None)
+    cost_codes_as_read(frame)
     return frame.drop_duplicates("patient_id", keep="first").reset_index(drop=True)
 
 
@@ -457,22 +472,7 @@ def _patients(
     frame["arm"] = np.where(is_cell, frame["cell_arm"], frame["registry_arm"])
     frame.loc[~is_cell, ["cell_source", "adjunct", "dose"]] = np.nan
     frame["clinic_id"] = frame["clinic_id"].astype(str)
-    columns = [
-        "patient_id",
-        "episode_id",
-        "clinic_id",
-        "arm",
-        "condition",
-        "treatment_date",
-        "age",
-        "sex",
-        "startback_group",
-        "pain_duration_months",
-        "cell_source",
-        "adjunct",
-        "dose",
-        *COST_COLUMNS,
-    ] + (["mrn"] if with_mrn else [])
+    columns = patient_columns(with_mrn=with_mrn)
     return frame[columns].sort_values("patient_id").reset_index(drop=True)
 
 
@@ -768,3 +768,15 @@ def _events(patients: pd.DataFrame, left_out: _LeftOut) -> pd.DataFrame:
     events["ctcae_grade"] = pd.to_numeric(events["ctcae_grade"], errors="coerce").astype(float)
     events["serious"] = events["serious"].astype("boolean")
     return events.sort_values(["patient_id", "date"], kind="stable").reset_index(drop=True)
+
+
+def patient_columns(*, with_mrn: bool) -> list[str]:
+    """The patients table's columns (:data:`PATIENT_COLUMNS`, then ``mrn`` when asked)."""
+    return [*PATIENT_COLUMNS, *(["mrn"] if with_mrn else [])]
+
+
+def cost_codes_as_read(frame: pd.DataFrame) -> None:
+    """Normalise the cost code columns in place as both readers do: codes are lower case
+    ("usd"; de-identified text cells must be codes) and "not recorded" ("") is missing."""
+    frame["cost_currency"] = frame["cost_currency"].str.lower().replace("", None)
+    frame["cost_billed_to"] = frame["cost_billed_to"].replace("", None)
