@@ -68,6 +68,11 @@ def test_a_coordinator_records_the_cost_of_an_episode(
     # Paid more than the price without a note: refused, with the field named.
     error = tab.get_by_text("the patient paid more than the price")
     assert error.first.is_visible()
+    summary = tab.locator("#form-errors li").all_inner_texts()
+    assert summary == [
+        "Cost note: the patient paid more than the price; say why (e.g. an extra session"
+        " billed later), or correct the amounts."
+    ]
     _shot(tab, artifacts_dir, f"{device}-episode-refused")
     # The refusal answers 400 (the form with its errors), which Chromium logs; nothing else.
     assert [p for p in console.problems if "status of 400" not in p] == []
