@@ -55,3 +55,19 @@ def test_staff_login_page_has_labelled_fields_and_csrf(client: Client) -> None:
     assert '<label for="id_username">Username</label>' in body
     assert '<label for="id_password">Password</label>' in body
     assert "csrfmiddlewaretoken" in body
+
+
+def test_signed_in_staff_are_sent_to_their_work_not_to_sign_in_again(client: Client) -> None:
+    from django.urls import reverse
+
+    from tests.registry.factories import make_actor, make_clinic
+    from vertebra.registry.models import Role
+
+    actor = make_actor(Role.COORDINATOR, make_clinic())
+    client.force_login(actor.user)
+    body = client.get("/").content.decode()
+    assert f'<a class="button" href="{reverse("staff-home")}">Go to my work</a>' in body
+    assert "Staff sign in" not in body
+    # Anonymous visitors still get the sign-in button.
+    client.logout()
+    assert "Staff sign in</a>" in client.get("/").content.decode()
