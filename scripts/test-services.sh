@@ -3,7 +3,9 @@
 # (scripts/test.sh sources this file; .ci/run calls scripts/test.sh and nothing else):
 #
 #   ensure_system_packages   Debian's chromium (browser tests), fonts and pango (PDF reports),
-#                            poppler-utils (PDF text checks); installed with apt-get when root.
+#                            poppler-utils (PDF text checks), R (r-base-core: the researcher's
+#                            read.csv check of the research export); installed with apt-get
+#                            when root.
 #   ensure_postgres URL      sets PG_URL to a PostgreSQL URL that answers, with its database
 #                            created: URL itself if its server is up; else the machine's cluster
 #                            started (root); else a throwaway server made with the installed
@@ -37,6 +39,7 @@ ensure_system_packages() {
   command -v pdftotext >/dev/null || missing+=(poppler-utils)
   fc-list 2>/dev/null | grep -qi dejavu || missing+=(fonts-dejavu-core)
   ldconfig -p 2>/dev/null | grep -q libpangoft2 || missing+=(libpango-1.0-0 libpangoft2-1.0-0)
+  command -v Rscript >/dev/null || missing+=(r-base-core)
   ((${#missing[@]} == 0)) && return 0
   if ! _apt_install "${missing[@]}"; then
     _say "missing: ${missing[*]} (Debian packages; run this script as root, or: sudo apt-get install ${missing[*]})"
