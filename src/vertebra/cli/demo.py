@@ -138,4 +138,16 @@ def start_snapshot_process() -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "vertebra", "snapshot", "watch"],
         env=dict(os.environ),
         stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when the demo dies, even by SIGKILL (Linux only)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -445,7 +445,6 @@ def run_forever(
     """
     stop = stop or threading.Event()
     snapshot_every = snapshot_every or float(settings.SNAPSHOT_REFRESH_SECONDS)
-    tick = min(interval, snapshot_every)
     next_pass = next_snapshot = time.monotonic()
     while not stop.is_set():
         if time.monotonic() >= next_snapshot:
@@ -460,7 +459,7 @@ def run_forever(
                     logger.info("follow-up worker pass: %s", summary(report))
             except Exception:
                 logger.exception("follow-up worker pass failed; retrying in %s s", interval)
-        stop.wait(max(0.0, min(next_pass, next_snapshot) - time.monotonic()) or tick)
+        stop.wait(max(0.05, min(next_pass, next_snapshot) - time.monotonic()))
 
 
 def summary(report: RunReport) -> str:

@@ -54,7 +54,13 @@ from django.utils import timezone
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter
 from vertebra.core.decision import CellTable, build_cell_table, decision_rules
-from vertebra.outcomes.columnar import FRAME_NAMES, Frames, frame_columns, read_frames, tables_from_frames
+from vertebra.outcomes.columnar import (
+    FRAME_NAMES,
+    Frames,
+    frame_columns,
+    read_frames,
+    tables_from_frames,
+)
 from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, _SystemUser, scope_for
 from vertebra.registry.audit import audited_transaction, record_audit
 from vertebra.registry.models import AuditEvent
@@ -392,8 +398,9 @@ def _restore(frame: pd.DataFrame, columns: tuple[tuple[str, str], ...]) -> pd.Da
     for name, kind in columns:
         col = frame[name] if name in frame.columns else pd.Series([None] * len(frame))
         if kind == "str":
-            values = col.to_numpy(dtype=object)
-            out[name] = pd.Series(values).where(pd.notna(values), None).to_numpy(dtype=object)
+            values = col.to_numpy(dtype=object).copy()
+            values[pd.isna(values)] = None  # NaN from an all-null column is a missing text
+            out[name] = values
         elif kind == "days":
             out[name] = col.to_numpy().astype("datetime64[ns]")
         elif kind == "bool":
@@ -424,9 +431,7 @@ def snapshot_tables(
     snap = current()
     if snap is None:
         return None, None
-    tables = tables_from_frames(
-        snap.frames, scope.clinic_ids, scope.deidentified, flt, as_of=as_of
-    )
+    tables = tables_from_frames(snap.frames, scope.clinic_ids, scope.deidentified, flt, as_of=as_of)
     record_audit(
         actor=actor,
         action="read",
