@@ -16,11 +16,14 @@ PostgreSQL), then every measurement runs in a FRESH subprocess (its own peak mem
   Parquet written, the decision aid's cell table, manifest, atomic swap);
 * ``check``: ``snapshot.refresh()`` with nothing changed: the watermark check every worker
   pass pays;
-* ``page_*``: a page's work from the snapshot, without HTTP and templates: load the snapshot
-  (``cold``: a fresh process reading the Parquet files; ``warm``: already loaded, as in a
-  running server process), build the scope's tables (``tables_from_frames``) and the report
-  (``build_report``) — the researchers' dashboard (de-identified, every clinic, with the
-  minimum cell size) and one clinic's dashboard (identified, clinic 1).
+* ``page_*``: a page's read from the snapshot, without HTTP and templates — the researchers'
+  dashboard (de-identified, every clinic) and one clinic's dashboard (identified, clinic 1):
+  ``load`` (a fresh process reading the Parquet files; once per snapshot per process),
+  ``tables`` (the scope's tables from the loaded frames: ``tables_from_frames``, which is
+  what replaces the direct read in a served process: ``warm``, measured again), and
+  ``report`` (``build_report``, the same with or without the snapshot, printed apart).
+
+Modules are imported before the clock starts (a server or worker has them loaded).
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ import django
 django.setup()
 from django.db import connection
 from django.utils import timezone
+# What a running server or worker process has imported already (not part of any figure).
+from vertebra.core.analytics import CohortFilter, build_report
+from vertebra.core.disclosure import policy
+from vertebra.outcomes import snapshot
+from vertebra.outcomes.columnar import tables_from_frames
+from vertebra.outcomes.selectors import system_tables
+from vertebra.registry.models import Clinic
 
 mode, size = sys.argv[1], int(sys.argv[2])
 today = timezone.localdate()
@@ -55,37 +65,30 @@ if mode == "load":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
 elif mode.startswith("direct"):
-    from vertebra.outcomes.selectors import system_tables
     tables = system_tables(purpose="bench", deidentified=mode.endswith("deid"), as_of=today)
     out["rows"] = [len(tables.patients), len(tables.timepoints), len(tables.events)]
 elif mode in ("refresh", "check"):
-    from vertebra.outcomes import snapshot
     result = snapshot.refresh(force=mode == "refresh")
     out["outcome"] = result.outcome
     out["rows"] = result.manifest["rows"]
 else:
-    from vertebra.core.analytics import CohortFilter, build_report
-    from vertebra.core.disclosure import policy
-    from vertebra.outcomes import snapshot
-    from vertebra.outcomes.columnar import tables_from_frames
-    from vertebra.registry.models import Clinic
-    clinic = Clinic.objects.order_by("pk").values_list("pk", flat=True).first()
-    def page(deid):
-        snap = snapshot.current()
-        scope = None if deid else frozenset({clinic})
-        tables = tables_from_frames(snap.frames, scope, deid, CohortFilter(), as_of=today)
-        build_report(tables, CohortFilter(), today, min_cell=policy().min_cell if deid else None)
-        return len(tables.patients)
     deid = mode.endswith("research")
+    clinic = Clinic.objects.order_by("pk").values_list("pk", flat=True).first()
+    scope = None if deid else frozenset({clinic})
+    snap = snapshot.current()  # cold: this process reads the Parquet files
+    out["load_s"] = time.perf_counter() - t0
+    def tables():
+        return tables_from_frames(snap.frames, scope, deid, CohortFilter(), as_of=today)
     t1 = time.perf_counter()
-    snapshot.current()
-    out["load_s"] = time.perf_counter() - t1
+    built = tables()
+    out["tables_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    out["patients"] = page(deid)
-    out["cold_s"] = time.perf_counter() - t0
+    build_report(built, CohortFilter(), today, min_cell=policy().min_cell if deid else None)
+    out["report_s"] = time.perf_counter() - t1
+    out["patients"] = len(built.patients)
     t1 = time.perf_counter()
-    page(deid)
-    out["warm_s"] = time.perf_counter() - t1
+    tables()
+    out["warm_s"] = time.perf_counter() - t1  # a served process: frames already loaded
 out["wall_s"] = time.perf_counter() - t0
 out["cpu_s"] = time.process_time() - c0
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -121,23 +124,26 @@ def child(mode: str, size: int, env: dict[str, str]) -> dict[str, object]:
     return result
 
 
-def measure(size: int, database_url: str, data_dir: str) -> list[dict[str, object]]:
-    """Load ``size`` patients into ``database_url``, then time each path."""
+def measure(
+    size: int, database_url: str, data_dir: str, *, loaded: bool = False
+) -> list[dict[str, object]]:
+    """Load ``size`` patients into ``database_url`` (unless ``loaded``), then time each path."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "vertebra.settings",
         "DATABASE_URL": database_url,
         "VERTEBRA_DATA_DIR": data_dir,
-        "VERTEBRA_ENV": "production" if False else "development",
+        "VERTEBRA_ENV": "development",
         "SNAPSHOT_BUILD_INLINE": "false",
         "LOG_LEVEL": "WARNING",
     }
-    subprocess.run(
-        [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
-        env=env, check=True,
-    )  # fmt: skip
-    load = child("load", size, env)
-    print(f"# loaded {size:,} patients in {float(load['wall_s']):.1f} s", flush=True)  # type: ignore[arg-type]
+    if not loaded:
+        subprocess.run(
+            [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
+            env=env, check=True,
+        )  # fmt: skip
+        load = child("load", size, env)
+        print(f"# loaded {size:,} patients in {float(load['wall_s']):.1f} s", flush=True)  # type: ignore[arg-type]
     rows = []
     for mode in ("direct", "direct_deid", "refresh", "check", "page_research", "page_clinic"):
         row = child(mode, size, env)
@@ -157,28 +163,35 @@ def main() -> None:
         default="postgres://postgres@127.0.0.1:5432/postgres",
         help="PostgreSQL URL allowed to CREATE/DROP DATABASE",
     )
+    parser.add_argument("--database-url", help="an already loaded database (one size: label)")
     args = parser.parse_args()
     rows: list[dict[str, object]] = []
     engine = "SQLite" if args.sqlite else "PostgreSQL"
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as scratch:
-            if args.sqlite:
+            if args.database_url:
+                rows += measure(size, args.database_url, scratch, loaded=True)
+            elif args.sqlite:
                 rows += measure(size, f"sqlite:///{Path(scratch) / 'r.sqlite3'}", scratch)
             else:
                 with scratch_database(args.admin_url) as url:
                     rows += measure(size, url, scratch)
     print(f"\nanalysis snapshot ({engine}; floor = the direct columnar read a page ran before)")
-    print(f"{'patients':>9} {'path':<14} {'wall s':>7} {'warm s':>7} {'peak MB':>8} {'x floor':>7}")
+    print(f"{'patients':>9} {'path':<14} {'wall s':>7} {'cpu s':>6} {'peak MB':>8} {'x floor':>7}"
+          "  detail")  # fmt: skip
     floor: dict[object, float] = {}
     for r in rows:
         if r["mode"] == "direct_deid":
             floor[r["size"]] = float(r["wall_s"])  # type: ignore[arg-type]
     for r in rows:
         wall = float(r["wall_s"])  # type: ignore[arg-type]
-        warm = float(r.get("warm_s", wall))  # type: ignore[arg-type]
         ratio = wall / floor[r["size"]] if floor.get(r["size"]) else 1.0
-        print(f"{r['size']:>9,} {r['mode']:<14} {wall:>7.2f} {warm:>7.2f} "
-              f"{float(r['peak_rss_mb']):>8.0f} {ratio:>7.2f}")  # type: ignore[arg-type]  # fmt: skip
+        detail = ""
+        if str(r["mode"]).startswith("page"):
+            detail = (f"load {float(r['load_s']):.2f} s, tables {float(r['tables_s']):.2f} s "  # type: ignore[arg-type]
+                      f"(warm {float(r['warm_s']):.2f} s), report {float(r['report_s']):.2f} s")  # type: ignore[arg-type]  # fmt: skip
+        print(f"{r['size']:>9,} {r['mode']:<14} {wall:>7.2f} {float(r['cpu_s']):>6.2f} "  # type: ignore[arg-type]
+              f"{float(r['peak_rss_mb']):>8.0f} {ratio:>7.2f}  {detail}")  # type: ignore[arg-type]  # fmt: skip
 
 
 if __name__ == "__main__":

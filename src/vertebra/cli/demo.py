@@ -144,10 +144,9 @@ def start_snapshot_process() -> subprocess.Popen[bytes]:
 
 def _die_with_parent() -> None:
     """In the child: receive SIGTERM when the demo dies, even by SIGKILL (Linux only)."""
+    import contextlib
     import ctypes
     import signal
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
