@@ -186,3 +186,21 @@ def test_refresh_is_audited_and_writes_a_manifest(loaded: Cohort) -> None:
     assert result.manifest["rows"]["episodes"] >= 120
     assert AuditEvent.objects.filter(actor_username="system:analysis-snapshot").count() == 1
     assert AuditEvent.objects.filter(actor_username="system:decision-aid").count() == 1
+
+
+def test_the_snapshot_command_refreshes_only_on_change(db_env: dict[str, str]) -> None:
+    """``vertebra snapshot refresh`` (cron, operators) and ``status``, on a real registry file."""
+    import json
+
+    from tests.conftest import run_cli
+
+    first = run_cli("snapshot", "refresh", env=db_env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "vertebra snapshot: built" in first.stdout
+    again = run_cli("snapshot", "refresh", env=db_env, timeout=300)
+    assert "vertebra snapshot: unchanged" in again.stdout, again.stderr
+    shown = run_cli("snapshot", "status", env=db_env, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    manifest = json.loads(shown.stdout)
+    assert manifest["schema_version"] == snapshot.SCHEMA_VERSION
+    assert manifest["rows"]["episodes"] >= 60 and manifest["stale"] is False
