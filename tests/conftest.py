@@ -265,3 +265,19 @@ def _force_login_includes_the_second_factor() -> Iterator[None]:
         yield
     finally:
         Client.force_login = original  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _own_analysis_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test gets its own analysis-snapshot folder (ADR 0022): a snapshot built from one
+    test's (rolled back) registry must never answer another test's pages."""
+    from django.conf import settings
+
+    try:
+        before = settings.SNAPSHOT_DIR
+    except Exception:  # settings not configured (a test that never starts Django)
+        yield
+        return
+    settings.SNAPSHOT_DIR = str(tmp_path_factory.mktemp("snapshot"))
+    yield
+    settings.SNAPSHOT_DIR = before

@@ -108,3 +108,9 @@ def test_registry_reads_benchmark_small_postgresql() -> None:
     out = _bench("bench_registry_reads.py", "--sizes", "200", "--admin-url", admin)
     assert "registry reads (PostgreSQL" in out
     assert all(path in out for path in ("floor", "columnar_deid", "orm_deid"))
+
+
+def test_snapshot_benchmark_small_sqlite() -> None:
+    out = _bench("bench_snapshot.py", "--sizes", "200", "--sqlite")
+    assert "analysis snapshot (SQLite" in out
+    assert all(path in out for path in ("direct_deid", "refresh", "check", "page_research"))

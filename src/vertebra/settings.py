@@ -52,6 +52,20 @@ try:
             f"DECISION_AID_CACHE_SECONDS={DECISION_AID_CACHE_SECONDS} is out of range; "
             "use 0 (no cache) to 86400 seconds"
         )
+    # The analysis snapshot (ADR 0022): the dashboards, reports and the decision aid answer
+    # from Parquet files the worker refreshes; pages state "as of" and the interval.
+    SNAPSHOT_DIR = _env.get("SNAPSHOT_DIR", "") or str(DATA_DIR / "snapshot")
+    SNAPSHOT_REFRESH_SECONDS = read_int(_env, "SNAPSHOT_REFRESH_SECONDS", 60)
+    if not 1 <= SNAPSHOT_REFRESH_SECONDS <= 86_400:
+        raise ConfigurationError(
+            f"SNAPSHOT_REFRESH_SECONDS={SNAPSHOT_REFRESH_SECONDS} is out of range; "
+            "use 1 to 86400 seconds"
+        )
+    # Build (or refresh) the snapshot during the request when the data changed: only for
+    # tests and development, where no worker runs (a full read in a request otherwise).
+    SNAPSHOT_BUILD_INLINE = read_bool(
+        _env, "SNAPSHOT_BUILD_INLINE", default=VERTEBRA_ENV in ("development", "test")
+    )
     EMAIL_PORT = read_int(_env, "EMAIL_PORT", 25)
     EMAIL_USE_TLS = read_bool(_env, "EMAIL_USE_TLS", default=False)
     ALLOWED_HOSTS = read_list(

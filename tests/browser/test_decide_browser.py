@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.cache import caches
 from django.utils import timezone
 
 from tests.browser.test_accessibility import serious_violations
@@ -29,12 +28,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """120 synthetic patients and a minimum cell size of 3 (the real 20 would hide every
     figure of so small a registry; that case is checked too)."""
-    caches[decision_selectors.CACHE_ALIAS].clear()
     load_cohort(generate_cohort(120, 11, today=timezone.localdate()), now=timezone.now())
     rules = dataclasses.replace(decision_rules(), min_patients=3)
     monkeypatch.setattr(decision_selectors, "rules", lambda: rules)
     yield
-    caches[decision_selectors.CACHE_ALIAS].clear()
 
 
 @pytest.fixture

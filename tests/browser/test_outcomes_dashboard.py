@@ -113,6 +113,10 @@ def test_dashboard_at_desktop_reads_top_down_and_draws(
     console = Console(page)
     cohort = _load_and_sign_in(live_server, page)
     assert "120 patients" in page.locator("#cohort-size").inner_text()
+    # the figures come from the analysis snapshot and say when it was current (ADR 0022)
+    status = page.locator("#snapshot-status").inner_text()
+    assert status.startswith("Figures as of ") and "refreshed every" in status
+    assert page.locator("#snapshot-stale").count() == 0
     page.screenshot(path=str(artifacts_dir / "outcomes-dashboard-fold.png"))
     # the headline numbers, every one, above the fold
     headlines = page.locator(".headline")

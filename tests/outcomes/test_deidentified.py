@@ -137,7 +137,7 @@ def test_researcher_results_equal_the_identified_ones(loaded: Cohort) -> None:
 def test_researcher_treatment_date_filter_is_widened_to_years(loaded: Cohort) -> None:
     researcher = make_actor(Role.RESEARCHER)
     flt = CohortFilter(treated_from=dt.date(2025, 6, 30), treated_to=dt.date(2025, 7, 1))
-    report = report_for(researcher, flt, TODAY)
+    report, _status = report_for(researcher, flt, TODAY)
     assert report is not None
     treated = pd.to_datetime(loaded.patients["treatment_date"]).dt.year
     # The report itself may withhold small arms (minimum cell size): count the tables.
@@ -166,7 +166,7 @@ def test_researcher_pages_show_no_calendar_date(loaded: Cohort) -> None:
     report = json.loads(data.content)
     assert report["as_of"] is None and report["time_base"] == "days_from_treatment"
     assert not ISO_DATE.search(data.content.decode())
-    rep = report_for(researcher, CohortFilter(), TODAY)
+    rep, _status = report_for(researcher, CohortFilter(), TODAY)
     assert rep is not None
     assert not ISO_DATE.search(report_html(rep))
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from django.core.cache import cache, caches
+from django.core.cache import cache
 from django.db import transaction
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
@@ -36,7 +36,6 @@ from vertebra.registry.models import (
     Role,
     TreatmentEpisode,
 )
-from vertebra.web import decision_selectors
 
 pytestmark = pytest.mark.django_db
 
@@ -46,12 +45,11 @@ DDD = "degenerative_disc_disease"
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
-    """The decision aid's cell table is cached across requests: never carry it over."""
-    for store in (cache, caches[decision_selectors.CACHE_ALIAS]):
-        store.clear()
+    """The decision aid's figures live in the analysis snapshot (a folder per test, see
+    tests/conftest.py); the default cache is cleared so nothing is carried over."""
+    cache.clear()
     yield
-    for store in (cache, caches[decision_selectors.CACHE_ALIAS]):
-        store.clear()
+    cache.clear()
 
 
 def _client(role: str, *clinics: Clinic) -> Client:

@@ -15,7 +15,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.core.cache import cache, caches
+from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
@@ -42,12 +42,11 @@ QUERY = f"/decide/?condition={DDD}&age=45"
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
-    """The cell table lives in a cache shared by processes: never carry it across tests."""
-    for store in (cache, caches[decision_selectors.CACHE_ALIAS]):
-        store.clear()
+    """The cell table lives in the analysis snapshot (a folder per test, tests/conftest.py);
+    the default cache is cleared so no page fragment is carried across tests."""
+    cache.clear()
     yield
-    for store in (cache, caches[decision_selectors.CACHE_ALIAS]):
-        store.clear()
+    cache.clear()
 
 
 @pytest.fixture
@@ -266,41 +265,30 @@ def test_cache_lifetime_out_of_range_stops_start_up() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_a_stale_table_is_served_at_once_and_rebuilt_in_the_background(
-    client: Client, registry: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert client.get(QUERY).status_code == 200
-    assert decision_reads() == 1
-    store, key = caches[decision_selectors.CACHE_ALIAS], decision_selectors.cache_key()
-    entry = store.get(key)
-    store.set(key, dataclasses.replace(entry, built_at=entry.built_at - 601), None)  # stale
-    started: list[Any] = []
-    monkeypatch.setattr(decision_selectors, "_start", started.append)  # run it ourselves
-    # In line, the rebuild's "close this thread's connections" would close the test's own.
-    monkeypatch.setattr(decision_selectors.connections, "close_all", lambda: None)
-    assert client.get(QUERY).status_code == 200
-    assert client.get(QUERY).status_code == 200
-    assert decision_reads() == 1  # both answered from the stale table, no waiting
-    assert len(started) == 1  # and only one rebuild started (the lock)
-    started[0]()
-    assert decision_reads() == 2
-    assert store.get(key).built_at > entry.built_at
-    assert store.get(key + ":rebuilding") is None  # the lock is released
-
-
-def test_cache_off_reads_the_registry_for_every_request(
+def test_the_figures_come_from_the_snapshot_and_no_request_rebuilds_them(
     client: Client, registry: None, settings: Any
 ) -> None:
-    settings.DECISION_AID_CACHE_SECONDS = 0
-    for _ in range(2):
-        assert client.get(QUERY).status_code == 200
+    """Out of tests and development no request rebuilds anything: a change waits for the
+    worker's refresh (ADR 0022), and the page says how old its figures are."""
+    from vertebra.followup.worker import refresh_snapshot
+
+    settings.SNAPSHOT_BUILD_INLINE = False
+    assert refresh_snapshot() == "built"
+    assert decision_reads() == 1
+    page = client.get(QUERY).content.decode()
+    assert "Figures as of" in page and 'id="snapshot-stale"' not in page
+    load_cohort(generate_cohort(5, 3, today=timezone.localdate()), now=timezone.now())
+    assert client.get(QUERY).status_code == 200
+    assert decision_reads() == 1  # answered from the current snapshot, nothing started
+    assert refresh_snapshot() == "built"
     assert decision_reads() == 2
 
 
 def test_refresh_command_warms_the_shared_cache(client: Client, registry: None) -> None:
     out = StringIO()
     call_command("decision_aid_refresh", stdout=out)
-    assert "treated patients" in out.getvalue() and "fresh for 600 s" in out.getvalue()
+    assert "treated patients" in out.getvalue()
+    assert "refreshed by the worker every 60 s" in out.getvalue()
     assert decision_reads() == 1
     with CaptureQueriesContext(connection) as queries:
         assert client.get(QUERY).status_code == 200

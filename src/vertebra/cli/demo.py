@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import webbrowser
@@ -46,9 +48,10 @@ def prepare_environment(data_dir: Path, reset: bool) -> Path:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{database}{suffix}").unlink(missing_ok=True)
         shutil.rmtree(data_dir / "static", ignore_errors=True)
-        # Cached figures (the decision aid's cell table) describe the deleted database, whose
-        # replacement has the same name and so the same cache key.
+        # Cached figures and the analysis snapshot describe the deleted database, whose
+        # replacement has the same name and so the same key.
         shutil.rmtree(data_dir / "cache", ignore_errors=True)
+        shutil.rmtree(data_dir / "snapshot", ignore_errors=True)
         # The audit checkpoints describe the deleted database; the MAC key stays.
         (data_dir / "audit-checkpoints.jsonl").unlink(missing_ok=True)
     secret_file = data_dir / "demo-secret.txt"
@@ -103,23 +106,47 @@ def run_demo(*, port: int, patients: int, seed: int, open_browser: bool, reset: 
         loaded = load_demo_cohort(patients=patients, seed=seed, today=now.date(), now=now)
     if loaded:
         console.print(f"Loaded {loaded} synthetic patients (seed {seed}).")
-        from django.core.cache import caches
-
-        from vertebra.web.decision_selectors import CACHE_ALIAS
-
-        caches[CACHE_ALIAS].clear()  # figures cached before this load are not this registry's
     logins = ensure_demo_accounts()
-    # The decision aid's figures, built now (about 1 s at 500 patients) into the shared file
-    # cache, so the first visitor of /decide/ does not wait for the registry read.
-    from vertebra.web.decision_selectors import refresh as warm_decision_aid
+    # The analysis snapshot (dashboards, reports, the decision aid's figures), built now (about
+    # 1 s at 500 patients; rebuilt only if the registry changed since the last demo), so no
+    # first visitor waits; a separate process keeps it current while the demo runs.
+    from vertebra.outcomes import snapshot
 
-    built = time.monotonic()
-    warm_decision_aid()
-    console.print(f"Decision aid figures built in {time.monotonic() - built:.1f} s.")
+    built = snapshot.refresh()
+    console.print(f"Analysis snapshot {built.outcome} in {built.seconds:.1f} s.")
     seal_audit_trail()
     url = f"http://{HOST}:{port}/"
     console.print(f"Ready in {time.monotonic() - started:.1f} s.")
     print_welcome(console, url, [(x.role, x.username, x.password, x.clinic) for x in logins])
     if open_browser:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    run_gunicorn(host=HOST, port=port, workers=2, threads=4, quiet=True)
+    refresher = start_snapshot_process()
+    try:
+        run_gunicorn(host=HOST, port=port, workers=2, threads=4, quiet=True)
+    finally:
+        refresher.terminate()
+        try:
+            refresher.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            refresher.kill()
+
+
+def start_snapshot_process() -> subprocess.Popen[bytes]:
+    """``vertebra snapshot watch`` as a child process (same settings): the demo's figures are
+    refreshed outside the web server's processes, as ``vertebra worker`` does in production."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vertebra", "snapshot", "watch"],
+        env=dict(os.environ),
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when the demo dies, even by SIGKILL (Linux only)."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

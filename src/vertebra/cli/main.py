@@ -22,6 +22,7 @@ from vertebra.cli import (
     instruments_cmd,
     report_cmd,
     screen_cmd,
+    snapshot_cmd,
     synth_cmd,
 )
 from vertebra.cli.errors import CliError
@@ -101,7 +102,8 @@ def worker(
     once: bool = typer.Option(False, "--once", help="Run one pass and exit (for cron and tests)."),
     interval: float = typer.Option(60.0, help="Seconds between passes when running as a loop."),
 ) -> None:
-    """Run the background worker that sends follow-up invitations and reminders."""
+    """Run the background worker: follow-up invitations and reminders, and the analysis
+    snapshot the dashboards and the decision aid answer from (rebuilt when the data changed)."""
     from vertebra.cli.server import django_setup
 
     django_setup()
@@ -109,7 +111,8 @@ def worker(
 
     if once:
         report = followup_worker.run_once()
-        typer.echo(f"vertebra worker: {followup_worker.summary(report)}")
+        outcome = followup_worker.refresh_snapshot()
+        typer.echo(f"vertebra worker: {followup_worker.summary(report)}, snapshot {outcome}")
         return
     if interval <= 0:
         raise CliError("--interval must be a positive number of seconds")
@@ -125,6 +128,7 @@ export_cmd.register(app)
 fhir_cmd.register(app)
 audit_cmd.register(app)
 fhirclient_cmd.register(app)
+snapshot_cmd.register(app)
 
 
 def run(argv: list[str] | None = None) -> None:

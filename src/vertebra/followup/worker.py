@@ -22,7 +22,8 @@ Before these, **heal**: an episode found without a follow-up schedule gets one (
 audited, :func:`heal_schedules`). After them, when due (``AUDIT_VERIFY_EVERY_HOURS``), the
 audit trail is verified, checkpointed and, if it is not intact, the registry admins alerted
 (:mod:`vertebra.registry.auditjob`). Last, queued FHIR Bulk Data exports are run
-(:func:`vertebra.fhirbulk.jobs.run_pending`).
+(:func:`vertebra.fhirbulk.jobs.run_pending`). Beside the passes, :func:`run_forever` keeps
+the analysis snapshot current (:func:`refresh_snapshot`, every ``SNAPSHOT_REFRESH_SECONDS``).
 Consent: invitations, reminders and calls go only to patients holding an active
 registry-participation consent today (:func:`consented`). A reminder of a patient without one
 stays queued (a consent signed while the window is open lets it go out); one claimed at the
@@ -38,6 +39,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -414,22 +416,50 @@ def run_once(now: dt.datetime | None = None, who: str | None = None) -> RunRepor
     return report
 
 
-def run_forever(interval: float, stop: threading.Event | None = None) -> None:
-    """Run :func:`run_once` every ``interval`` seconds until ``stop`` is set (or Ctrl+C).
+def refresh_snapshot() -> str:
+    """Keep the analysis snapshot current (ADR 0022): check its watermark and rebuild it only
+    when the registry changed. Returns the outcome (``built``, ``unchanged``, ``busy`` or
+    ``failed``); a failure is logged and the pages keep the previous snapshot (labelled out of
+    date once it is older than the stated delay)."""
+    from vertebra.outcomes import snapshot
+
+    try:
+        result = snapshot.refresh()
+    except Exception:
+        logger.exception("analysis snapshot refresh failed; pages keep the previous one")
+        return "failed"
+    if result.outcome == "built":
+        logger.info("analysis snapshot rebuilt in %.1f s", result.seconds)
+    return result.outcome
+
+
+def run_forever(
+    interval: float, stop: threading.Event | None = None, *, snapshot_every: float | None = None
+) -> None:
+    """Run :func:`run_once` every ``interval`` seconds and :func:`refresh_snapshot` every
+    ``snapshot_every`` seconds (default ``SNAPSHOT_REFRESH_SECONDS``, the delay the pages
+    state) until ``stop`` is set (or Ctrl+C).
 
     A failing pass is logged and retried at the next tick: the queue lives in the database,
     so nothing is lost by a crash or restart.
     """
     stop = stop or threading.Event()
+    snapshot_every = snapshot_every or float(settings.SNAPSHOT_REFRESH_SECONDS)
+    next_pass = next_snapshot = time.monotonic()
     while not stop.is_set():
-        try:
-            report = run_once()
-            busy = report.sent or report.opened or report.closed or report.failed
-            if busy or report.healed or report.audit_verified or report.exports:
-                logger.info("follow-up worker pass: %s", summary(report))
-        except Exception:
-            logger.exception("follow-up worker pass failed; retrying in %s s", interval)
-        stop.wait(interval)
+        if time.monotonic() >= next_snapshot:
+            next_snapshot = time.monotonic() + snapshot_every
+            refresh_snapshot()
+        if time.monotonic() >= next_pass:
+            next_pass = time.monotonic() + interval
+            try:
+                report = run_once()
+                busy = report.sent or report.opened or report.closed or report.failed
+                if busy or report.healed or report.audit_verified or report.exports:
+                    logger.info("follow-up worker pass: %s", summary(report))
+            except Exception:
+                logger.exception("follow-up worker pass failed; retrying in %s s", interval)
+        stop.wait(max(0.05, min(next_pass, next_snapshot) - time.monotonic()))
 
 
 def summary(report: RunReport) -> str:

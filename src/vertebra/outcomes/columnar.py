@@ -72,7 +72,18 @@ from vertebra.registry.models import (
     TreatmentEpisode,
 )
 
-__all__ = ["Select", "fetch_bytes", "fetch_frame", "read_tables_columnar", "registry_selects"]
+__all__ = [
+    "FRAME_NAMES",
+    "Frames",
+    "Select",
+    "fetch_bytes",
+    "fetch_frame",
+    "frame_columns",
+    "read_frames",
+    "read_tables_columnar",
+    "registry_selects",
+    "tables_from_frames",
+]
 
 #: How a selected column arrives in pandas: int64 (never null), float64 (NaN for null),
 #: days since 1970-01-01 -> datetime64[ns] (NaT), 0/1 -> bool, text -> object (None).
@@ -538,31 +549,104 @@ def read_tables_columnar(
     """The analysis tables of the patients of ``clinic_ids`` (None: every clinic) that satisfy
     ``flt``; the contract of :func:`vertebra.outcomes.selectors.read_tables`, which calls it.
 
+    Two steps: :func:`read_frames` (the SELECTs, rows as typed columns) then
+    :func:`tables_from_frames` (the mapping rules, on the columns). The analysis snapshot
+    (:mod:`vertebra.outcomes.snapshot`) stores the first step's frames and runs the second.
     No permission check and no audit here (the selectors do both).
     """
     if with_mrn and deidentified:
         raise ValueError("a de-identified read cannot carry the MRN")
-    flt = flt or CohortFilter()
-    if deidentified:
-        flt = coarsen_filter(flt)
-    window = analytics_window(timezone.localdate())
-    left_out = _LeftOut(window)
     item_columns = _item_columns() if with_items else ()
+    frames = read_frames(
+        clinic_ids,
+        with_mrn=with_mrn,
+        item_instruments={c.instrument for c in item_columns},
+        fetch=fetch,
+    )
+    return tables_from_frames(
+        frames, clinic_ids, deidentified, flt, with_mrn=with_mrn, as_of=as_of, items=item_columns
+    )
+
+
+#: The frames of :func:`read_frames`, by name (the names of :func:`registry_selects`).
+FRAME_NAMES = ("episodes", "timepoints", "adverse_events", "clinical_events")
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The rows of a registry read as typed columns, before any mapping rule: one frame per
+    SELECT of :func:`registry_selects` (``items`` only when answers were asked for), and the
+    plausible-date window the SELECTs used."""
+
+    frames: dict[str, pd.DataFrame]
+    window: tuple[dt.date, dt.date]
+
+
+def read_frames(
+    clinic_ids: frozenset[int] | None,
+    *,
+    with_mrn: bool = False,
+    item_instruments: Iterable[str] = (),
+    fetch: Callable[[Select], pd.DataFrame] = fetch_frame,
+) -> Frames:
+    """Run the SELECTs of a registry read (one transaction; planner settings on PostgreSQL)
+    and return their rows as typed frames (:data:`FRAME_NAMES`, plus ``items``)."""
+    window = analytics_window(timezone.localdate())
     selects = registry_selects(
         connection.vendor,
         clinic_ids,
         window,
         window[1] + FOLLOWUP_HORIZON,
         with_mrn=with_mrn,
-        item_instruments={c.instrument for c in item_columns},
+        item_instruments=item_instruments,
     )
     with transaction.atomic(), _whole_table_plans():
-        patients = _patients(selects, flt, with_mrn=with_mrn, left_out=left_out, fetch=fetch)
-        if len(patients):
-            patients = patients.loc[select_patients(patients, flt)].reset_index(drop=True)
-        episodes = pd.Series(patients["patient_id"].to_numpy(), index=patients["episode_id"])
-        timepoints = _timepoints(selects, episodes, left_out, fetch=fetch, items=item_columns)
-        events = _events(selects, patients["patient_id"], left_out, fetch=fetch)
+        frames = {name: fetch(select) for name, select in selects.items()}
+    return Frames(frames, window)
+
+
+def frame_columns(*, with_mrn: bool = False) -> dict[str, tuple[tuple[str, Kind], ...]]:
+    """The typed columns of each frame of :func:`read_frames` (the snapshot's schema)."""
+    today = dt.date(2000, 1, 1)  # any window: only the column list is wanted
+    selects = registry_selects(
+        "sqlite", None, (today, today), today, with_mrn=with_mrn, item_instruments=()
+    )
+    return {name: selects[name].columns for name in FRAME_NAMES}
+
+
+def tables_from_frames(
+    frames: Frames,
+    clinic_ids: frozenset[int] | None,
+    deidentified: bool,
+    flt: CohortFilter | None = None,
+    *,
+    with_mrn: bool = False,
+    as_of: dt.date | None = None,
+    items: tuple[Any, ...] = (),
+) -> AnalysisTables:
+    """The analysis tables of ``clinic_ids`` (None: every clinic) and ``flt`` built from the
+    rows of :func:`read_frames` by the mapping rules (pandas only, no database).
+
+    ``frames`` may hold more clinics than ``clinic_ids`` (the registry-wide snapshot): rows of
+    other clinics are dropped first, so the tables and the left-out counts are those of a read
+    scoped in SQL.
+    """
+    if with_mrn and deidentified:
+        raise ValueError("a de-identified read cannot carry the MRN")
+    flt = flt or CohortFilter()
+    if deidentified:
+        flt = coarsen_filter(flt)
+    left_out = _LeftOut(frames.window)
+    episodes_frame = frames.frames["episodes"]
+    if clinic_ids is not None:
+        wanted = [int(c) for c in clinic_ids]
+        episodes_frame = episodes_frame[episodes_frame["clinic_id"].isin(wanted)]
+    patients = _patients(episodes_frame, flt, with_mrn=with_mrn, left_out=left_out)
+    if len(patients):
+        patients = patients.loc[select_patients(patients, flt)].reset_index(drop=True)
+    episodes = pd.Series(patients["patient_id"].to_numpy(), index=patients["episode_id"])
+    timepoints = _timepoints(frames.frames, episodes, left_out, items=items)
+    events = _events(frames.frames, patients["patient_id"], left_out)
     patients = patients.drop(columns=["episode_id"])
     tables = AnalysisTables.of(patients, timepoints, events, exclusions=left_out.exclusions())
     if deidentified:
@@ -608,15 +692,9 @@ def _first(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def _patients(
-    selects: dict[str, Select],
-    flt: CohortFilter,
-    *,
-    with_mrn: bool,
-    left_out: _LeftOut,
-    fetch: Callable[[Select], pd.DataFrame],
+    ep: pd.DataFrame, flt: CohortFilter, *, with_mrn: bool, left_out: _LeftOut
 ) -> pd.DataFrame:
     """One row per treated patient in scope (first live episode), in the patients schema."""
-    ep = fetch(selects["episodes"])
     odd = pd.unique(ep.loc[ep["odd"].to_numpy() != 0, "patient_id"])
     left_out.add("patients", "treatment date or birth date", len(odd))
     keep = ~ep["patient_id"].isin(odd)
@@ -655,15 +733,14 @@ def _patients(
 
 
 def _timepoints(
-    selects: dict[str, Select],
+    frames: dict[str, pd.DataFrame],
     episode_to_patient: pd.Series,
     left_out: _LeftOut,
     *,
-    fetch: Callable[[Select], pd.DataFrame],
     items: tuple[Any, ...] = (),
 ) -> pd.DataFrame:
     """One row per patient x scheduled time point of the first episodes, with scores."""
-    tp = fetch(selects["timepoints"])
+    tp = frames["timepoints"]
     tp = tp[tp["episode_id"].isin(episode_to_patient.index)]
     odd = tp["odd"].to_numpy() != 0
     left_out.add("follow-up time points", "follow-up due date", int(odd.sum()))
@@ -673,7 +750,7 @@ def _timepoints(
     tp["opioid_use"] = np.where(tp["mme"].notna(), (tp["mme"] > 0).astype(float), np.nan)
     columns = list(TIMEPOINT_COLUMNS)
     if items:
-        answers = fetch(selects["items"])
+        answers = frames["items"]
         frame = _item_frame(answers[answers["tp_id"].isin(tp["tp_id"])], items)
         tp = tp.join(frame, on="tp_id")
         columns += list(frame.columns)
@@ -699,16 +776,12 @@ def _item_frame(answers: pd.DataFrame, columns: tuple[Any, ...]) -> pd.DataFrame
 
 
 def _events(
-    selects: dict[str, Select],
-    patient_ids: pd.Series,
-    left_out: _LeftOut,
-    *,
-    fetch: Callable[[Select], pd.DataFrame],
+    frames: dict[str, pd.DataFrame], patient_ids: pd.Series, left_out: _LeftOut
 ) -> pd.DataFrame:
     """Adverse and clinical events of these patients (odd dates left out and counted)."""
-    adverse = fetch(selects["adverse_events"])
+    adverse = frames["adverse_events"]
     adverse = adverse[adverse["patient_id"].isin(patient_ids)]
-    clinical = fetch(selects["clinical_events"])
+    clinical = frames["clinical_events"]
     clinical = clinical[clinical["patient_id"].isin(patient_ids)]
     odd_adverse = adverse["odd"].to_numpy() != 0
     odd_clinical = clinical["odd"].to_numpy() != 0

@@ -2,8 +2,11 @@
 
 Contracts
 ---------
-* :func:`report_for` reads the tables through :func:`selectors.analysis_tables` (scoped and
-  audited) and returns None when no patient matches (callers say so plainly).
+* :func:`report_for` reads the tables from the analysis snapshot
+  (:func:`vertebra.outcomes.snapshot.snapshot_tables`: scoped and audited like
+  :func:`selectors.analysis_tables`, never a registry read in the request) and returns the
+  report (None when no patient matches: callers say so plainly) with the snapshot's status
+  (None when there is no snapshot yet: callers say the figures are being prepared).
 * :func:`render_pdf` renders the self-contained HTML report (``analytics.html.render_html`` via
   :mod:`vertebra.outcomes.rendering`, figures as inline SVG) with WeasyPrint; ImportError if WeasyPrint is not installed.
 """
@@ -17,14 +20,17 @@ from vertebra.core.analytics import CohortFilter, Report, build_report
 from vertebra.core.deidentify import coarsen_filter
 from vertebra.core.disclosure import policy
 from vertebra.outcomes.rendering import report_pdf
-from vertebra.outcomes.selectors import analysis_tables
+from vertebra.outcomes.snapshot import Status, snapshot_tables
 from vertebra.registry.permissions import Actor
 
 __all__ = ["render_pdf", "report_for"]
 
 
-def report_for(actor: Actor, flt: CohortFilter, as_of: dt.date) -> Report | None:
-    """The outcome report of the actor's patients matching ``flt``, or None if there are none.
+def report_for(
+    actor: Actor, flt: CohortFilter, as_of: dt.date
+) -> tuple[Report | None, Status | None]:
+    """The outcome report of the actor's patients matching ``flt`` (None if there are none)
+    and the status of the snapshot it came from (None, None: no snapshot yet).
 
     For a researcher the tables are de-identified at ``as_of`` and the report shows no
     calendar date; its filter says the whole years a treatment-date range was widened to.
@@ -32,13 +38,13 @@ def report_for(actor: Actor, flt: CohortFilter, as_of: dt.date) -> Report | None
     arms of fewer than 11 patients are left out, a cohort of fewer than 11 gives no figure
     (``report.cohort_suppressed``), and smaller cells are suppressed in ``to_dict()``.
     """
-    tables = analysis_tables(actor=actor, filter=flt, as_of=as_of)
-    if len(tables.patients) == 0:
-        return None
+    tables, status = snapshot_tables(actor=actor, filter=flt, as_of=as_of)
+    if tables is None or len(tables.patients) == 0:
+        return None, status
     if tables.time_base != "calendar":
         flt = coarsen_filter(flt)
-        return build_report(tables, flt, as_of, min_cell=policy().min_cell)
-    return build_report(tables, flt, as_of)
+        return build_report(tables, flt, as_of, min_cell=policy().min_cell), status
+    return build_report(tables, flt, as_of), status
 
 
 def render_pdf(report: Report, clinic_names: Mapping[str, str] | None = None) -> bytes:

@@ -7,6 +7,9 @@ Contracts
   (aggregates only; the per-patient page needs ``patient.read``). Other roles get 403.
 * Every response is ``Cache-Control: no-store``. Every read is audited by the selectors.
 * Invalid filters re-render the form with errors (status 400); nothing is computed.
+* The dashboard and the reports answer from the analysis snapshot (ADR 0022): the dashboard
+  says "Figures as of <time>" and when they may be out of date; with no snapshot yet it says
+  the figures are being prepared (the reports answer 503 with Retry-After).
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
     context["deidentified"] = selectors.scope_for(actor).deidentified
     if flt is None:
         return render(request, "outcomes/dashboard.html", context, status=400)
-    report = report_for(actor, flt, timezone.localdate())
+    report, status = report_for(actor, flt, timezone.localdate())
+    context["snapshot"] = status  # "Figures as of ..." (None: being prepared)
     names = clinic_names(actor)
     suppressed = report is not None and report.cohort_suppressed
     context["board"] = presenters.dashboard(report, names) if report and not suppressed else None
@@ -107,7 +111,15 @@ def _report_or_problem(request: HttpRequest, actor: Actor, *, pdf: bool = False)
     if flt is None:
         errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
         return HttpResponse(f"Invalid filter: {errors}", status=400, content_type="text/plain")
-    report = report_for(actor, flt, timezone.localdate())
+    report, status = report_for(actor, flt, timezone.localdate())
+    if status is None:  # no analysis snapshot yet: never a full read in the request
+        response = HttpResponse(
+            "The figures are being prepared; try again in a minute.",
+            status=503,
+            content_type="text/plain",
+        )
+        response["Retry-After"] = "60"
+        return response
     if report is None:
         return HttpResponse(
             "No patients match these filters.", status=404, content_type="text/plain"

@@ -27,7 +27,7 @@ from vertebra.core.screening import InvalidFactsError, evaluate, facts_json_sche
 from vertebra.directory.selectors import registry_is_synthetic
 from vertebra.registry.api import ErrorOut, ValidationErrorOut
 from vertebra.web.decide import payload
-from vertebra.web.decision_selectors import decision_result, evidence
+from vertebra.web.decision_selectors import FiguresNotReady, decision_result, evidence
 from vertebra.web.knowledge_selectors import knowledge_base, page_by_path
 
 
@@ -226,4 +226,6 @@ def decision_aid(
         result = decision_result(Profile(condition, age, odi, startback))
     except ProfileError as exc:
         raise HttpError(422, str(exc)) from None
+    except FiguresNotReady:  # no analysis snapshot yet: never a registry read here
+        raise HttpError(503, "The registry figures are being prepared; try again later.") from None
     return payload(result, evidence(), knowledge_base(), synthetic=registry_is_synthetic())

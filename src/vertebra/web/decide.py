@@ -286,20 +286,11 @@ def cited_sources(evidence_set: EvidenceSet) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def refresh_words(seconds: int) -> str:
-    """How fresh the registry figures are, in words (the cache's freshness)."""
-    if seconds <= 0:
-        return "read from the registry for every request"
-    minutes = seconds / 60
-    return f"refreshed about every {minutes:g} minute{'s' if minutes != 1 else ''}"
-
-
 def page_context(
     result: DecisionResult | None,
     evidence_set: EvidenceSet,
     kb: KnowledgeBase,
     *,
-    cache_seconds: int,
     synthetic: bool = False,
 ) -> dict[str, Any]:
     """Everything the template needs: arms in words, the figure, sources with numbers."""
@@ -317,7 +308,6 @@ def page_context(
         "key_caveat": next(c.text for c in rules.caveats if c.id == "not_causal"),
         "sources": [kb.sources[sid] for sid in order],
         "result": result,
-        "refresh_words": refresh_words(cache_seconds),
         "synthetic": synthetic,
     }
     if result is None:

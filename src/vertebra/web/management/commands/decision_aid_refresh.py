@@ -12,12 +12,11 @@ from vertebra.web.decision_selectors import refresh
 
 
 class Command(BaseCommand):
-    """Read the de-identified registry (audited as ``system:decision-aid``), build the cell
-    table and store it in the shared ``decision_aid`` cache.
+    """Rebuild the analysis snapshot now (``vertebra snapshot refresh --force``), which builds
+    the decision aid's cell table (audited as ``system:decision-aid``).
 
-    Run it after a deployment or a bulk load, or from cron, so that no visitor waits for the
-    registry read (about 30 s at 100,000 patients). Without it the first request builds the
-    table and later ones rebuild it in the background.
+    The worker keeps the snapshot current (ADR 0022); this is for after a deployment of a new
+    rule set, or for operators who want the figures rebuilt at once.
     """
 
     help = "Rebuild the decision aid's registry figures (de-identified, audited) now."
@@ -26,8 +25,7 @@ class Command(BaseCommand):
         """Build, store and report the size and the time taken."""
         started = time.monotonic()
         cells = refresh()
-        fresh_for = settings.DECISION_AID_CACHE_SECONDS
-        stored = f"fresh for {fresh_for} s" if fresh_for > 0 else "not stored (cache off)"
+        stored = f"refreshed by the worker every {settings.SNAPSHOT_REFRESH_SECONDS} s"
         self.stdout.write(
             f"decision aid: {cells.n_in_scope} of {cells.n_treated} treated patients in "
             f"{len(cells.leaves)} cells, built in {time.monotonic() - started:.1f} s; {stored}"

@@ -1,0 +1,201 @@
+"""Benchmark: the analysis snapshot (ADR 0022) — refresh time and a page's work from it, beside
+the direct columnar read of the same registry (the floor every page paid before).
+
+Usage (a scratch database ``vertebra_snapshot_bench_*`` is created, loaded and dropped):
+
+    python bench/bench_snapshot.py                        # 10,000 patients, PostgreSQL
+    python bench/bench_snapshot.py --sizes 10000 100000
+    python bench/bench_snapshot.py --sizes 200 --sqlite   # the CI smoke size
+
+Each size: generate a synthetic cohort (seed 7), load it with ``load_cohort`` (``ANALYZE`` on
+PostgreSQL), then every measurement runs in a FRESH subprocess (its own peak memory):
+
+* ``direct`` / ``direct_deid``: ``system_tables()`` identified / de-identified: the columnar
+  read (ADR 0020) a page ran per request before the snapshot — the floor here;
+* ``refresh``: ``snapshot.refresh(force=True)``: the worker's full rebuild (registry read,
+  Parquet written, the decision aid's cell table, manifest, atomic swap);
+* ``check``: ``snapshot.refresh()`` with nothing changed: the watermark check every worker
+  pass pays;
+* ``page_*``: a page's read from the snapshot, without HTTP and templates — the researchers'
+  dashboard (de-identified, every clinic) and one clinic's dashboard (identified, clinic 1):
+  ``load`` (a fresh process reading the Parquet files; once per snapshot per process),
+  ``tables`` (the scope's tables from the loaded frames: ``tables_from_frames``, which is
+  what replaces the direct read in a served process: ``warm``, measured again), and
+  ``report`` (``build_report``, the same with or without the snapshot, printed apart).
+
+Modules are imported before the clock starts (a server or worker has them loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+CHILD = r"""
+import json, os, resource, sys, time
+import django
+django.setup()
+from django.db import connection
+from django.utils import timezone
+# What a running server or worker process has imported already (not part of any figure).
+from vertebra.core.analytics import CohortFilter, build_report
+from vertebra.core.disclosure import policy
+from vertebra.outcomes import snapshot
+from vertebra.outcomes.columnar import tables_from_frames
+from vertebra.outcomes.selectors import system_tables
+from vertebra.registry.models import Clinic
+
+mode, size = sys.argv[1], int(sys.argv[2])
+today = timezone.localdate()
+out = {"mode": mode}
+t0, c0 = time.perf_counter(), time.process_time()
+if mode == "load":
+    from vertebra.cohort.loader import load_cohort
+    from vertebra.core.synth import generate_cohort
+    load_cohort(generate_cohort(size, 7, today=today), now=timezone.now())
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+elif mode.startswith("direct"):
+    tables = system_tables(purpose="bench", deidentified=mode.endswith("deid"), as_of=today)
+    out["rows"] = [len(tables.patients), len(tables.timepoints), len(tables.events)]
+elif mode in ("refresh", "check"):
+    result = snapshot.refresh(force=mode == "refresh")
+    out["outcome"] = result.outcome
+    out["rows"] = result.manifest["rows"]
+else:
+    deid = mode.endswith("research")
+    clinic = Clinic.objects.order_by("pk").values_list("pk", flat=True).first()
+    scope = None if deid else frozenset({clinic})
+    snap = snapshot.current()  # cold: this process reads the Parquet files
+    out["load_s"], out["load_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    def tables():
+        return tables_from_frames(snap.frames, scope, deid, CohortFilter(), as_of=today)
+    t1, c1 = time.perf_counter(), time.process_time()
+    built = tables()
+    out["tables_s"], out["tables_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
+    t1, c1 = time.perf_counter(), time.process_time()
+    build_report(built, CohortFilter(), today, min_cell=policy().min_cell if deid else None)
+    out["report_s"], out["report_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
+    out["patients"] = len(built.patients)
+    t1, c1 = time.perf_counter(), time.process_time()
+    tables()
+    # a served process: frames already loaded
+    out["warm_s"], out["warm_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
+out["wall_s"] = time.perf_counter() - t0
+out["cpu_s"] = time.process_time() - c0
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """An empty PostgreSQL database named ``vertebra_snapshot_bench_*``, dropped afterwards."""
+    import psycopg
+
+    name = f"vertebra_snapshot_bench_{uuid.uuid4().hex[:8]}"
+    base = admin_url.rsplit("/", 1)[0]
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def child(mode: str, size: int, env: dict[str, str]) -> dict[str, object]:
+    """Run one measurement in a fresh process; its JSON result."""
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(size)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(
+    size: int, database_url: str, data_dir: str, *, loaded: bool = False
+) -> list[dict[str, object]]:
+    """Load ``size`` patients into ``database_url`` (unless ``loaded``), then time each path."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "vertebra.settings",
+        "DATABASE_URL": database_url,
+        "VERTEBRA_DATA_DIR": data_dir,
+        "VERTEBRA_ENV": "development",
+        "SNAPSHOT_BUILD_INLINE": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    if not loaded:
+        subprocess.run(
+            [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
+            env=env, check=True,
+        )  # fmt: skip
+        load = child("load", size, env)
+        print(f"# loaded {size:,} patients in {float(load['wall_s']):.1f} s", flush=True)  # type: ignore[arg-type]
+    rows = []
+    for mode in ("direct", "direct_deid", "refresh", "check", "page_research", "page_clinic"):
+        row = child(mode, size, env)
+        row["size"] = size
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    """Parse options, measure each size, print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
+    parser.add_argument("--sqlite", action="store_true", help="use a scratch SQLite file")
+    parser.add_argument(
+        "--admin-url",
+        default="postgres://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL URL allowed to CREATE/DROP DATABASE",
+    )
+    parser.add_argument("--database-url", help="an already loaded database (one size: label)")
+    args = parser.parse_args()
+    rows: list[dict[str, object]] = []
+    engine = "SQLite" if args.sqlite else "PostgreSQL"
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as scratch:
+            if args.database_url:
+                rows += measure(size, args.database_url, scratch, loaded=True)
+            elif args.sqlite:
+                rows += measure(size, f"sqlite:///{Path(scratch) / 'r.sqlite3'}", scratch)
+            else:
+                with scratch_database(args.admin_url) as url:
+                    rows += measure(size, url, scratch)
+    print(f"\nanalysis snapshot ({engine}; floor = the direct columnar read a page ran before)")
+    print(f"{'patients':>9} {'path':<14} {'wall s':>7} {'cpu s':>6} {'peak MB':>8} {'x floor':>7}"
+          "  detail")  # fmt: skip
+    floor: dict[object, float] = {}
+    for r in rows:
+        if r["mode"] == "direct_deid":
+            floor[r["size"]] = float(r["wall_s"])  # type: ignore[arg-type]
+    for r in rows:
+        wall = float(r["wall_s"])  # type: ignore[arg-type]
+        ratio = wall / floor[r["size"]] if floor.get(r["size"]) else 1.0
+        detail = ""
+        if str(r["mode"]).startswith("page"):
+            detail = ", ".join(
+                f"{step} {float(r[step + '_s']):.2f} s ({float(r[step + '_cpu_s']):.2f} CPU)"  # type: ignore[arg-type]
+                for step in ("load", "tables", "warm", "report")
+            )
+        print(f"{r['size']:>9,} {r['mode']:<14} {wall:>7.2f} {float(r['cpu_s']):>6.2f} "  # type: ignore[arg-type]
+              f"{float(r['peak_rss_mb']):>8.0f} {ratio:>7.2f}  {detail}")  # type: ignore[arg-type]  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

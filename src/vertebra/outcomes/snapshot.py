@@ -1,0 +1,473 @@
+"""The analysis snapshot: the registry's analysis rows in Parquet, kept current by the worker.
+
+Contracts
+---------
+* :func:`refresh` (run by ``vertebra worker`` on every pass and by ``vertebra snapshot
+  refresh``; never by a web process unless ``SNAPSHOT_BUILD_INLINE``) reads the cheap
+  :func:`watermark` and, only when it moved since the current snapshot (or ``force``), reads
+  the whole registry once (:func:`vertebra.outcomes.columnar.read_frames`, every clinic,
+  identified, audited as ``system:analysis-snapshot``) and writes a new snapshot:
+  one Parquet file per frame, the decision aid's cell table (audited as
+  ``system:decision-aid``, as before) and ``manifest.json`` (built-at time, watermark, row
+  counts, schema version, plausible-date window). The files go to a temporary directory that is
+  renamed into place, then the ``CURRENT`` pointer is replaced (``os.replace``): a reader sees
+  the old snapshot or the new one, never a half-written one. Older snapshots are pruned (the
+  previous one is kept for readers still loading it).
+* Every check, changed or not, rewrites ``CHECKED`` (the time the snapshot was last confirmed
+  current). Pages say "as of" that time, and "may be out of date" when it is older than
+  :func:`stale_after` (the worker stopped, or a refresh keeps failing).
+* :func:`snapshot_tables` is :func:`vertebra.outcomes.selectors.analysis_tables` answered from
+  the snapshot: the same scope rules (clinic staff get only their clinics' rows, filtered before
+  any mapping; researchers get de-identified tables, pseudonyms new per read), the same audit
+  row (plus the snapshot's build time), and the same tables a direct read of the same data
+  gives (``tests/outcomes/test_snapshot.py``). With no snapshot yet it returns ``None`` tables
+  (pages say the figures are being prepared); it never reads the registry in line unless
+  ``SNAPSHOT_BUILD_INLINE`` (tests, development).
+* Snapshots live in ``SNAPSHOT_DIR/<database digest>/`` so two databases on one machine never
+  share one. The watermark is the last data-changing audit row (every write is audited in its
+  own transaction, ADR 0004) plus the number of data-changing rows among the last
+  :data:`LOOKBACK` ids, which also catches a transaction that committed after a later id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from django.conf import settings
+from django.db import connections, transaction
+from django.utils import timezone
+
+from vertebra.core.analytics import AnalysisTables, CohortFilter
+from vertebra.core.decision import CellTable, build_cell_table, decision_rules
+from vertebra.outcomes.columnar import (
+    FRAME_NAMES,
+    Frames,
+    frame_columns,
+    read_frames,
+    tables_from_frames,
+)
+from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, _SystemUser, scope_for
+from vertebra.registry.audit import audited_transaction, record_audit
+from vertebra.registry.models import AuditEvent
+from vertebra.registry.permissions import Actor
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Snapshot",
+    "Status",
+    "Watermark",
+    "current",
+    "decision_cells",
+    "refresh",
+    "snapshot_tables",
+    "stale_after",
+    "status",
+    "watermark",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bumped whenever the stored frames change shape; a snapshot of another version is rebuilt.
+SCHEMA_VERSION = 1
+#: Audit actions that never change the analysis rows (reads, refusals, the trail's own jobs).
+#: A change of any other action (create, update, void, ...) moves the watermark; an action
+#: missing here only costs a needless rebuild.
+NON_CHANGING = ("read", "search", "denied", "verify", "checkpoint", "export", "login", "logout")
+#: How many audit ids back the watermark counts data-changing rows: a transaction holding an
+#: id lower than the last one that commits later changes this count (see the module docs).
+LOOKBACK = 10_000
+SNAPSHOT_PURPOSE = "analysis-snapshot"
+DECISION_AID_PURPOSE = "decision-aid"
+#: A page calls figures out of date when they were last confirmed current longer ago than
+#: twice the refresh interval plus this margin (one missed pass is not yet "out of date").
+STALE_MARGIN_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """What the analysis rows reflect: the last data-changing audit row (id and time) and how
+    many data-changing rows lie among the last :data:`LOOKBACK` ids."""
+
+    last_id: int
+    last_at: str
+    recent: int
+
+    def to_list(self) -> list[Any]:
+        return [self.last_id, self.last_at, self.recent]
+
+
+def watermark() -> Watermark:
+    """The current watermark: two index reads on the audit trail's primary key (cheap: the
+    newest rows back to the last data-changing one, then at most :data:`LOOKBACK` ids)."""
+    changing = AuditEvent.objects.exclude(action__in=NON_CHANGING)
+    last = changing.order_by("-id").values_list("id", "occurred_at").first()
+    if last is None:
+        return Watermark(0, "", 0)
+    recent = changing.filter(id__gt=last[0] - LOOKBACK).count()
+    return Watermark(int(last[0]), last[1].isoformat(), int(recent))
+
+
+# ----------------------------------------------------------------------------------- paths
+
+
+def _root() -> Path:
+    """This database's snapshot folder (``SNAPSHOT_DIR/<digest of the database name>``)."""
+    database = connections["default"].settings_dict
+    name = f"{database.get('ENGINE')}:{database.get('HOST')}:{database.get('NAME')}"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return Path(settings.SNAPSHOT_DIR) / digest
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` at once (a temporary file renamed over it)."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+@contextlib.contextmanager
+def _refresh_lock(root: Path) -> Iterator[bool]:
+    """Hold the folder's refresh lock (yields False when another process holds it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------- refresh
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What one refresh did: ``built`` (a new snapshot), ``unchanged`` or ``busy`` (another
+    process was refreshing); the snapshot's manifest and how long the call took."""
+
+    outcome: str
+    manifest: dict[str, Any] | None
+    seconds: float
+
+
+def refresh(*, force: bool = False) -> RefreshResult:
+    """Check the watermark and rebuild the snapshot only when the data changed (or ``force``)."""
+    started = time.monotonic()
+    root = _root()
+    with _refresh_lock(root) as locked:
+        if not locked:
+            return RefreshResult("busy", _manifest(root), time.monotonic() - started)
+        mark = watermark()
+        manifest = _manifest(root)
+        if not force and manifest is not None and _is_current(manifest, mark):
+            _checked(root, mark)
+            return RefreshResult("unchanged", manifest, time.monotonic() - started)
+        manifest = _build(root, mark)
+        _checked(root, mark)
+    seconds = time.monotonic() - started
+    logger.info("analysis snapshot built in %.1f s: %s", seconds, manifest["rows"])
+    return RefreshResult("built", manifest, seconds)
+
+
+def _is_current(manifest: dict[str, Any], mark: Watermark) -> bool:
+    return bool(
+        manifest.get("schema_version") == SCHEMA_VERSION
+        and manifest.get("watermark") == mark.to_list()
+        and manifest.get("rules_version") == decision_rules().version
+        and manifest.get("window_from") == _window_today().isoformat()
+    )
+
+
+def _window_today() -> dt.date:
+    """The day the plausible-date window is anchored on (a new day gets a new snapshot)."""
+    return timezone.localdate()
+
+
+def _system_actor(purpose: str) -> Actor:
+    return Actor(user=_SystemUser(f"system:{purpose}"), role="system", clinic_ids=frozenset())
+
+
+def record_decision_read(n_patients: int, built_at: str) -> None:
+    """The audit row of the decision aid's de-identified read (as ``system_tables`` wrote it,
+    plus the snapshot it came from). Call inside a transaction."""
+    record_audit(
+        actor=_system_actor(DECISION_AID_PURPOSE),
+        action="read",
+        object_type=AUDIT_OBJECT_TYPE,
+        new_values={
+            "filter": CohortFilter().to_dict(),
+            "deidentified": True,
+            "with_mrn": False,
+            "n_patients": n_patients,
+            "snapshot": built_at,
+        },
+    )
+
+
+def _build(root: Path, mark: Watermark) -> dict[str, Any]:
+    """Read the registry, write a new snapshot folder, point ``CURRENT`` at it, prune."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    built_at = timezone.now()
+    today = _window_today()
+    with transaction.atomic():
+        frames = read_frames(None)
+        record_audit(
+            actor=_system_actor(SNAPSHOT_PURPOSE),
+            action="read",
+            object_type=AUDIT_OBJECT_TYPE,
+            new_values={
+                "snapshot": True,
+                "deidentified": False,
+                "n_episodes": len(frames.frames["episodes"]),
+            },
+        )
+    rules = decision_rules()
+    with transaction.atomic():  # the decision aid's figures, audited as they were before
+        tables = tables_from_frames(frames, None, True, CohortFilter(), as_of=today)
+        cells = build_cell_table(tables, today, rules)
+        record_decision_read(len(tables.patients), built_at.isoformat())
+    temp = root / f".building-{uuid.uuid4().hex}"
+    temp.mkdir(parents=True)
+    try:
+        for name in FRAME_NAMES:
+            table = pa.Table.from_pandas(frames.frames[name], preserve_index=False)
+            pq.write_table(table, temp / f"{name}.parquet")
+        leaves = pa.Table.from_pandas(cells.leaves, preserve_index=False)
+        pq.write_table(leaves, temp / "cells.parquet")
+        cell_facts = {k: v for k, v in cells.__dict__.items() if k != "leaves"}
+        cell_facts["data_notes"] = list(cells.data_notes)
+        (temp / "cells.json").write_text(json.dumps(cell_facts))
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "built_at": built_at.isoformat(),
+            "watermark": mark.to_list(),
+            "window": [d.isoformat() for d in frames.window],
+            "window_from": today.isoformat(),
+            "rules_version": rules.version,
+            "rows": {name: len(frames.frames[name]) for name in FRAME_NAMES},
+        }
+        (temp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        final = root / f"snap-{built_at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
+        os.rename(temp, final)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    _write_atomically(root / "CURRENT", final.name)
+    _prune(root, keep={final.name})
+    return manifest
+
+
+def _prune(root: Path, keep: set[str]) -> None:
+    """Delete snapshots but the newest two (a reader may still be loading the previous one)
+    and building folders older than an hour (left by a killed refresh)."""
+    snaps = sorted(p for p in root.glob("snap-*") if p.is_dir())
+    for old in snaps[:-2]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for stray in root.glob(".building-*"):
+        if time.time() - stray.stat().st_mtime > 3600:
+            shutil.rmtree(stray, ignore_errors=True)
+
+
+def _checked(root: Path, mark: Watermark) -> None:
+    """Record that the current snapshot was confirmed current now."""
+    text = json.dumps({"checked_at": timezone.now().isoformat(), "watermark": mark.to_list()})
+    _write_atomically(root / "CHECKED", text)
+
+
+# ------------------------------------------------------------------------------------ read
+
+
+def _current_dir(root: Path) -> Path | None:
+    try:
+        name = (root / "CURRENT").read_text().strip()
+    except FileNotFoundError:
+        return None
+    path = root / name
+    return path if (path / "manifest.json").exists() else None
+
+
+def _manifest(root: Path) -> dict[str, Any] | None:
+    path = _current_dir(root)
+    if path is None:
+        return None
+    manifest: dict[str, Any] = json.loads((path / "manifest.json").read_text())
+    return manifest
+
+
+def stale_after() -> float:
+    """Seconds after which figures not confirmed current are called out of date."""
+    return 2 * float(settings.SNAPSHOT_REFRESH_SECONDS) + STALE_MARGIN_SECONDS
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a page says about its figures: built and last confirmed current (aware
+    datetimes), whether that is too long ago, and the stated refresh interval (seconds)."""
+
+    built_at: dt.datetime
+    checked_at: dt.datetime
+    stale: bool
+    refresh_seconds: int
+
+
+def status() -> Status | None:
+    """The current snapshot's status (None when there is none yet); reads two small files."""
+    root = _root()
+    manifest = _manifest(root)
+    if manifest is None:
+        return None
+    built_at = dt.datetime.fromisoformat(manifest["built_at"])
+    checked_at = built_at
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+        checked = json.loads((root / "CHECKED").read_text())
+        if checked["watermark"] == manifest["watermark"]:
+            checked_at = max(built_at, dt.datetime.fromisoformat(checked["checked_at"]))
+    age = (timezone.now() - checked_at).total_seconds()
+    return Status(built_at, checked_at, age > stale_after(), settings.SNAPSHOT_REFRESH_SECONDS)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A loaded snapshot: its folder, manifest and frames (read-only, shared per process)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    frames: Frames
+
+
+_loaded: dict[str, Snapshot] = {}
+_loading = threading.Lock()
+
+
+def current() -> Snapshot | None:
+    """The current snapshot, loaded once per process (the last one loaded is kept; a new
+    snapshot replaces it). None when no snapshot exists yet."""
+    root = _root()
+    path = _current_dir(root)
+    if path is None:
+        return None
+    key = str(path)
+    with _loading:
+        hit = _loaded.get(key)
+        if hit is None:
+            hit = _load(path)
+            _loaded.clear()
+            _loaded[key] = hit
+    return hit
+
+
+def _load(path: Path) -> Snapshot:
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    columns = frame_columns()
+    frames: dict[str, pd.DataFrame] = {}
+    for name in FRAME_NAMES:
+        frame = pq.read_table(path / f"{name}.parquet").to_pandas()
+        frames[name] = _restore(frame, columns[name])
+    window = tuple(dt.date.fromisoformat(d) for d in manifest["window"])
+    return Snapshot(path, manifest, Frames(frames, (window[0], window[1])))
+
+
+def _restore(frame: pd.DataFrame, columns: tuple[tuple[str, str], ...]) -> pd.DataFrame:
+    """The dtypes :func:`vertebra.outcomes.columnar.fetch_frame` gives (Parquet keeps most;
+    an all-null text column comes back untyped, dates may come back in another unit)."""
+    out: dict[str, Any] = {}
+    for name, kind in columns:
+        col = frame[name] if name in frame.columns else pd.Series([None] * len(frame))
+        if kind == "str":
+            values = col.to_numpy(dtype=object).copy()
+            values[pd.isna(values)] = None  # NaN from an all-null column is a missing text
+            out[name] = values
+        elif kind == "days":
+            out[name] = col.to_numpy().astype("datetime64[ns]")
+        elif kind == "bool":
+            out[name] = col.to_numpy().astype(bool)
+        elif kind == "int" and str(col.dtype) == "int64":
+            out[name] = col.to_numpy()
+        else:
+            out[name] = col.to_numpy().astype("float64")
+    return pd.DataFrame(out, columns=[name for name, _ in columns])
+
+
+def _ensure_inline() -> None:
+    """In tests and development (``SNAPSHOT_BUILD_INLINE``), refresh in the request."""
+    if settings.SNAPSHOT_BUILD_INLINE:
+        refresh()
+
+
+@audited_transaction
+def snapshot_tables(
+    *, actor: Actor, filter: CohortFilter | None = None, as_of: dt.date | None = None
+) -> tuple[AnalysisTables | None, Status | None]:
+    """The actor's analysis tables from the current snapshot and its status (audited once,
+    like :func:`vertebra.outcomes.selectors.analysis_tables`); ``(None, None)`` when there is
+    no snapshot yet. Raises PermissionDeniedError as ``analysis_tables`` does."""
+    flt = filter or CohortFilter()
+    scope = scope_for(actor)
+    _ensure_inline()
+    snap = current()
+    if snap is None:
+        return None, None
+    tables = tables_from_frames(snap.frames, scope.clinic_ids, scope.deidentified, flt, as_of=as_of)
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type=AUDIT_OBJECT_TYPE,
+        new_values={
+            "filter": flt.to_dict(),
+            "deidentified": scope.deidentified,
+            "n_patients": len(tables.patients),
+            "snapshot": snap.manifest["built_at"],
+        },
+    )
+    return tables, status()
+
+
+def decision_cells() -> tuple[CellTable | None, Status | None]:
+    """The decision aid's cell table from the current snapshot and its status (None, None
+    when there is none yet). Built at refresh time, so a page never aggregates the registry."""
+    import pyarrow.parquet as pq
+
+    _ensure_inline()
+    root = _root()
+    path = _current_dir(root)
+    if path is None:
+        return None, None
+    key = f"cells:{path}"
+    with _loading:
+        cells = _cells.get(key)
+    if cells is None:
+        facts = json.loads((path / "cells.json").read_text())
+        facts["data_notes"] = tuple(facts["data_notes"])
+        leaves = pq.read_table(path / "cells.parquet").to_pandas()
+        cells = CellTable(leaves=leaves, **facts)
+        with _loading:
+            _cells.clear()
+            _cells[key] = cells
+    return cells, status()
+
+
+_cells: dict[str, CellTable] = {}
