@@ -133,6 +133,14 @@ def main() -> None:
     parser.add_argument(
         "--no-floor", action="store_true", help="skip timing the read-and-validate floor"
     )
+    parser.add_argument(
+        "--export-dir",
+        help="keep the exports here (export-<size>) and reuse them on the next run "
+        "(default: a temporary directory, deleted at the end)",
+    )
+    parser.add_argument(
+        "--db-prefix", default="vertebra_bench", help="name prefix of the scratch databases"
+    )
     args = parser.parse_args()
     validate = not args.no_validate
     engine = "SQLite" if args.sqlite else "PostgreSQL"
@@ -140,7 +148,9 @@ def main() -> None:
     print(f"{'patients':>9} {'resources':>10} {'read s':>7} {'import s':>9} {'patients/s':>11} "
           f"{'res/s':>7} {'ms/patient':>10} {'refused':>8} {'peak MB':>8} {'cpu s':>7} "
           f"{'path':>8} {'careful':>8} {'floor ms/pt':>11}", flush=True)  # fmt: skip
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = args.export_dir or tmp
+        Path(scratch).mkdir(parents=True, exist_ok=True)
         for size in args.sizes:
             for path in args.paths:  # each row printed when done: a long run shows progress
                 if args.sqlite:
@@ -149,7 +159,7 @@ def main() -> None:
                     folder = export_once(size, source, scratch)
                     print_row(run_one(folder, target, scratch, validate, path, not args.no_floor))
                     continue
-                with scratch_databases(args.admin_url, 2) as (source, target):
+                with scratch_databases(args.admin_url, 2, args.db_prefix) as (source, target):
                     folder = export_once(size, source, scratch)
                     print_row(run_one(folder, target, scratch, validate, path, not args.no_floor))
     print(
