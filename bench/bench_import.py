@@ -47,7 +47,7 @@ export_fhir(Path(sys.argv[2]), now=timezone.now())
 """
 
 IMPORT = r"""
-import datetime as dt, json, resource, sys, time
+import datetime as dt, json, os, resource, sys, time
 import django
 django.setup()
 from django.core.management import call_command
@@ -62,21 +62,51 @@ clinic = Clinic.objects.create(name="Receiving clinic")
 user = get_user_model().objects.create(username="importer")
 Membership.objects.create(user=user, clinic=clinic, role="clinician")
 Membership.objects.create(user=user, clinic=None, role="registry_admin")
+from django.db import connection
+def server_cpu():  # the PostgreSQL backend's CPU seconds (/proc; same machine), else 0
+    if connection.vendor != "postgresql":
+        return 0.0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def workers_cpu():  # CPU of finished child processes (the validation workers)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+phase = {}
+def read_done(n):  # import_fhir_folder's on_start: the files are read and validated
+    phase.update(wall=time.perf_counter(), cpu=time.process_time(), workers=workers_cpu(),
+                 server=server_cpu())
 t0 = time.perf_counter()
 if sys.argv[4] == "1":  # the floor: reading and validating alone
     read_folder(folder, validate=validate)
 t1 = time.perf_counter()
-cpu = time.process_time()
+cpu0 = cpu = time.process_time()
+workers0, server0 = workers_cpu(), server_cpu()
 report = import_fhir_folder(folder, clinic_id=clinic.pk, username="importer",
-                            today=timezone.localdate(), validate=validate, careful=careful)
+                            today=timezone.localdate(), validate=validate, careful=careful,
+                            on_start=read_done)
 t2 = time.perf_counter()
-cpu = time.process_time() - cpu
+cpu_end, server_end = time.process_time(), server_cpu()
+cpu = cpu_end - cpu
 rows = report.rows()
 print(json.dumps({
     "patients": report.patients_imported, "resources": sum(t.read for _, t in rows),
     "refused": report.n_refused, "read_s": round(t1 - t0, 2) if sys.argv[4] == "1" else None, "import_s": round(t2 - t1, 2),
     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     "cpu_s": round(cpu, 2), "path": sys.argv[3], "careful": report.patients_careful,
+    "reasons": sorted({f"{kind}: {reason} ({n}, e.g. {rid})" for kind, t in rows
+                       for reason, (n, rid) in t.refused.items()})[:8],
+    "phases": {  # reading (+ R4 validation) until on_start, then writing
+        "read_wall_s": round(phase["wall"] - t1, 2),
+        "write_wall_s": round(t2 - phase["wall"], 2),
+        "read_cpu_s": round(phase["cpu"] - cpu0, 2),
+        "write_cpu_s": round(cpu_end - phase["cpu"], 2),
+        "workers_cpu_s": round(phase["workers"] - workers0, 2),
+        "server_read_cpu_s": round(phase["server"] - server0, 2),
+        "server_write_cpu_s": round(server_end - phase["server"], 2),
+    },
 }))
 """
 
@@ -133,6 +163,14 @@ def main() -> None:
     parser.add_argument(
         "--no-floor", action="store_true", help="skip timing the read-and-validate floor"
     )
+    parser.add_argument(
+        "--export-dir",
+        help="keep the exports here (export-<size>) and reuse them on the next run "
+        "(default: a temporary directory, deleted at the end)",
+    )
+    parser.add_argument(
+        "--db-prefix", default="vertebra_bench", help="name prefix of the scratch databases"
+    )
     args = parser.parse_args()
     validate = not args.no_validate
     engine = "SQLite" if args.sqlite else "PostgreSQL"
@@ -140,7 +178,9 @@ def main() -> None:
     print(f"{'patients':>9} {'resources':>10} {'read s':>7} {'import s':>9} {'patients/s':>11} "
           f"{'res/s':>7} {'ms/patient':>10} {'refused':>8} {'peak MB':>8} {'cpu s':>7} "
           f"{'path':>8} {'careful':>8} {'floor ms/pt':>11}", flush=True)  # fmt: skip
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = args.export_dir or tmp
+        Path(scratch).mkdir(parents=True, exist_ok=True)
         for size in args.sizes:
             for path in args.paths:  # each row printed when done: a long run shows progress
                 if args.sqlite:
@@ -149,7 +189,7 @@ def main() -> None:
                     folder = export_once(size, source, scratch)
                     print_row(run_one(folder, target, scratch, validate, path, not args.no_floor))
                     continue
-                with scratch_databases(args.admin_url, 2) as (source, target):
+                with scratch_databases(args.admin_url, 2, args.db_prefix) as (source, target):
                     folder = export_once(size, source, scratch)
                     print_row(run_one(folder, target, scratch, validate, path, not args.no_floor))
     print(

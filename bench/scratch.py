@@ -8,12 +8,15 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def scratch_databases(admin_url: str, count: int = 1) -> Iterator[list[str]]:
-    """Create ``count`` empty databases through ``admin_url`` (a role allowed to CREATE and
-    DROP DATABASE) and yield their URLs; drop them afterwards, even on error."""
+def scratch_databases(
+    admin_url: str, count: int = 1, prefix: str = "vertebra_bench"
+) -> Iterator[list[str]]:
+    """Create ``count`` empty databases named ``<prefix>_<random>`` through ``admin_url`` (a
+    role allowed to CREATE and DROP DATABASE) and yield their URLs; drop them afterwards,
+    even on error."""
     import psycopg
 
-    names = [f"vertebra_bench_{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    names = [f"{prefix}_{uuid.uuid4().hex[:8]}" for _ in range(count)]
     base = admin_url.rsplit("/", 1)[0]
     try:
         with psycopg.connect(admin_url, autocommit=True) as admin:

@@ -722,9 +722,11 @@ def _settle_psfs_names(
     offered: Sequence[str] | None,
     actor: Actor,
     now: dt.datetime,
+    named_at: dt.datetime | None = None,
 ) -> tuple[str, ...]:
     """The names ``answers`` rate: the episode's stored ones, or else ``offered``, cleaned and
-    stored here with their audit record (the caller holds the transaction and the patient lock).
+    stored here with their audit record (the caller holds the transaction and the patient lock;
+    ``named_at``: when they were named, default ``now``; an import passes when answered).
     SubmissionInvalid when the names are refused or a rating has no activity to rate; a named
     activity left unrated is allowed (the score is the mean of those rated)."""
     names = psfs_names_for_point(point)
@@ -746,7 +748,7 @@ def _settle_psfs_names(
             pk=point.schedule_id
         )
         stored = PsfsActivities.objects.create(
-            episode_id=episode_id, names=list(names), named_at=now, time_point=point
+            episode_id=episode_id, names=list(names), named_at=named_at or now, time_point=point
         )
         record_audit(
             actor=actor,
@@ -1124,6 +1126,8 @@ class ImportedAnswers:
     instrument_version: str
     answers: Mapping[str, Any]
     authored: dt.datetime
+    #: PSFS only: the episode's activities as the source named them (None: not given).
+    psfs_names: Sequence[str] | None = None
 
 
 def _score_imported(
@@ -1174,7 +1178,9 @@ def record_imported_answers(
     QuestionnaireResponse per instrument (``submitted_at`` = when answered), the time point
     completed at the latest answer, its reminders cancelled and call-list entry resolved, and one
     audit row naming ``source``. No tickler escalation: an imported "yes" is history the source
-    registry already handled, not a new report.
+    registry already handled, not a new report. PSFS answers that come with the activity names
+    store them for the episode as the portal does (first time only, with their audit record;
+    named when answered) and must rate named activities only (SubmissionInvalid otherwise).
     """
     scored = _score_imported(answers_by_instrument, now)
     patient_id = (
@@ -1195,6 +1201,11 @@ def record_imported_answers(
     _check_staff(actor, point.schedule.episode)
     if point.status == TimePointStatus.COMPLETED:
         raise AlreadyCompleted()
+    psfs = answers_by_instrument.get("psfs")
+    if psfs is not None and psfs.psfs_names and "psfs" in scored:
+        # as the portal: stored for the episode the first time (named when answered), then
+        # each rated activity must have a name
+        _settle_psfs_names(point, psfs.answers, psfs.psfs_names, actor, now, psfs.authored)
     submission, _ = _write_submission(
         point,
         actor=actor,

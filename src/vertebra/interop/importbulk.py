@@ -54,12 +54,19 @@ from vertebra.core.fhir.parse_pathway import (
     ImportedProduct,
     ProductLink,
 )
+from vertebra.core.psfs_activities import (
+    MAX_ACTIVITIES,
+    ActivityNameError,
+    clean_activity_names,
+    rating_item,
+)
 from vertebra.core.schedule import default_protocol
 from vertebra.followup import services as followup_services
 from vertebra.followup.errors import FollowUpError
 from vertebra.followup.models import (
     FollowUpSchedule,
     FollowUpTimePoint,
+    PsfsActivities,
     QuestionnaireResponse,
     Submission,
     TimePointStatus,
@@ -197,6 +204,7 @@ class _Point:
     key: str
     scored: dict[str, Any]  # instrument id -> core ScoreResult
     given: dict[str, followup_services.ImportedAnswers]
+    psfs_names: tuple[str, ...] | None = None  # the episode's PSFS activities, named here
 
     @property
     def submitted_at(self) -> dt.datetime:
@@ -418,17 +426,92 @@ def _points(
             instrument_version=response.instrument_version,
             answers=dict(response.answers),
             authored=response.authored,
+            psfs_names=response.psfs_names,
         )
     points = []
+    named: dict[str, tuple[str, ...]] = {}  # episode ref -> its PSFS activities
     for (episode_ref, point_key), given in grouped.items():
         if point_key not in {tp.id for tp in placed[episode_ref]}:
             raise NotBulk("time point not in this registry's follow-up protocol")
         try:
-            scored = followup_services._score_imported(given, now)
+            scored = _scored(given, now)
         except FollowUpError as exc:
             raise NotBulk(str(exc)) from None
-        points.append(_Point(episode_ref, point_key, scored, given))
+        psfs = given.get("psfs")
+        names = None
+        if psfs is not None and psfs.psfs_names and "psfs" in scored:
+            names = _psfs_names(named, episode_ref, psfs)
+        points.append(_Point(episode_ref, point_key, scored, given, names))
     return points
+
+
+#: Scores of answer sets already scored in this process: (instrument, version, answers) ->
+#: the core's frozen ScoreResult. An export repeats answer sets (an NRS has 11), and scoring
+#: was ~9 % of a bulk import's CPU (ADR 0016). Cleared when full.
+_SCORES: dict[tuple[Any, ...], Any] = {}
+SCORES_MAX = 200_000
+
+
+def _score_key(
+    instrument_id: str, given: followup_services.ImportedAnswers
+) -> tuple[Any, ...] | None:
+    """The cache key of one instrument's answers (None: a value that cannot be a key). Each
+    value's type is part of it: ``True``, ``1`` and ``1.0`` are equal in Python, not to a scorer."""
+    try:
+        items = tuple(sorted((k, type(v).__name__, v) for k, v in given.answers.items()))
+        hash(items)
+    except TypeError:
+        return None
+    return (instrument_id, given.instrument_version, items)
+
+
+def _scored(
+    given: dict[str, followup_services.ImportedAnswers], now: dt.datetime
+) -> dict[str, Any]:
+    """``followup.services._score_imported(given, now)``, with the scores of answer sets it
+    scored before taken from :data:`_SCORES`. Only successes are remembered, and only answers
+    given by ``now`` are taken from it, so every refusal is the service's own."""
+    keys = {instrument: _score_key(instrument, g) for instrument, g in given.items()}
+    hits = {
+        instrument: _SCORES.get(key)
+        for instrument, key in keys.items()
+        if key is not None and given[instrument].authored <= now
+    }
+    if len(hits) == len(given) and all(hit is not None for hit in hits.values()):
+        return hits
+    scored = followup_services._score_imported(given, now)
+    if len(_SCORES) + len(scored) > SCORES_MAX:
+        _SCORES.clear()
+    for instrument, key in keys.items():
+        if key is not None:
+            _SCORES[key] = scored[instrument]
+    return scored
+
+
+def _psfs_names(
+    named: dict[str, tuple[str, ...]],
+    episode_ref: str,
+    psfs: followup_services.ImportedAnswers,
+) -> tuple[str, ...] | None:
+    """The PSFS activities first named at this point (None: the episode's are named already),
+    checked as ``followup.services._settle_psfs_names`` checks them; NotBulk when it would
+    refuse (names not acceptable, a rating of an activity not named)."""
+    stored = named.get(episode_ref)
+    new = stored is None
+    if stored is None:
+        try:
+            stored = clean_activity_names(list(psfs.psfs_names or ()))
+        except ActivityNameError as exc:
+            raise NotBulk(str(exc)) from None
+    count = len(stored)
+    if any(
+        psfs.answers.get(rating_item(k)) is not None for k in range(count + 1, MAX_ACTIVITIES + 1)
+    ):
+        raise NotBulk("a PSFS rating of an activity not named")
+    if not new:
+        return None
+    named[episode_ref] = stored
+    return stored
 
 
 # ------------------------------------------------------------------------------ write
@@ -565,7 +648,39 @@ def _write_follow_up(
         by_key[key].status = TimePointStatus.COMPLETED
         by_key[key].completed_at = answers.submitted_at
     FollowUpTimePoint.objects.bulk_create(points, batch_size=2000)
+    _write_psfs_names(prepared, answered, by_key, audit, now=now)
     _write_answers(prepared, answered, by_key, audit, now=now, source=source)
+
+
+def _write_psfs_names(
+    prepared: Sequence[PreparedPatient],
+    answered: dict[tuple[int, str], _Point],
+    by_key: dict[tuple[int, str], FollowUpTimePoint],
+    audit: BatchAudit,
+    *,
+    now: dt.datetime,
+) -> None:
+    """Each episode's PSFS activities at the point that names them, with the record
+    ``followup.services._settle_psfs_names`` writes (named when answered, as on import)."""
+    clinic_of = {p.patient.pk: p.clinic_id for p in prepared}
+    named = [(key, point) for key, point in answered.items() if point.psfs_names]
+    rows = [
+        PsfsActivities(
+            episode_id=key[0],
+            names=list(point.psfs_names or ()),
+            named_at=point.given["psfs"].authored,
+            time_point_id=by_key[key].pk,
+        )
+        for key, point in named
+    ]
+    PsfsActivities.objects.bulk_create(rows, batch_size=2000)
+    for (key, point), row in zip(named, rows, strict=True):
+        patient_id = by_key[key].patient_id
+        audit.create(
+            "psfs_activities", row.pk, clinic_id=clinic_of[patient_id], patient_id=patient_id,
+            new_values={"episode": key[0], "time_point": point.key, "names": row.names},
+            occurred_at=now,
+        )  # fmt: skip
 
 
 def _write_answers(

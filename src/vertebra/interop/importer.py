@@ -880,6 +880,7 @@ class _Writer:
                 instrument_version=response.instrument_version,
                 answers=dict(response.answers),
                 authored=response.authored,
+                psfs_names=response.psfs_names,
             )
         if not grouped:
             return

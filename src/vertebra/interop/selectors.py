@@ -185,6 +185,7 @@ TABLES: Mapping[str, Table] = {
             "patient_id": "time_point__patient_id",
             "episode_id": "time_point__schedule__episode_id",
             "time_point_key": "time_point__key",
+            "psfs_names": "time_point__schedule__episode__psfs_activities__names",
         },
     ),
 }

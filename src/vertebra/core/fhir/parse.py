@@ -112,6 +112,9 @@ class ImportedResponse:
     instrument_version: str
     answers: Mapping[str, Any]
     authored: dt.datetime
+    #: The episode's PSFS activities as the response names them (``psfs-activity``
+    #: extensions, in order); None when it names none (an export of an older version).
+    psfs_names: tuple[str, ...] | None = None
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -394,6 +397,15 @@ def parse_response(resource: Mapping[str, Any], codes: FhirCodes) -> ImportedRes
             "QuestionnaireResponse: the followup-timepoint and treatment-episode extensions are "
             "needed (Vertebra stores answers at a follow-up time point of an episode)"
         )
+    names = []
+    activity = codes.extension_url("psfs-activity")
+    for found in resource.get("extension") or []:
+        if isinstance(found, Mapping) and found.get("url") == activity:
+            if not isinstance(found.get("valueString"), str):
+                raise ParseError(
+                    "QuestionnaireResponse: a psfs-activity extension needs a valueString"
+                )
+            names.append(found["valueString"])
     answers: dict[str, Any] = {}
     for index, item in enumerate(resource.get("item") or []):
         link = item.get("linkId")
@@ -409,4 +421,5 @@ def parse_response(resource: Mapping[str, Any], codes: FhirCodes) -> ImportedRes
         instrument_version=version,
         answers=answers,
         authored=_instant(_get(resource, "authored"), "QuestionnaireResponse.authored"),
+        psfs_names=tuple(names) if names else None,
     )

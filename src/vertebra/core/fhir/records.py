@@ -246,6 +246,9 @@ class ResponseRecord:
     submitted_at: dt.datetime
     extras: Mapping[str, Any] = field(default_factory=dict)
     updated_at: dt.datetime | None = None  # last change of the row (meta.lastUpdated)
+    #: The episode's PSFS activities in the patient's words, in order (None: not named); only
+    #: a PSFS response carries them (the ``psfs-activity`` extensions).
+    psfs_names: Sequence[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

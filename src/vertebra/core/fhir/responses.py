@@ -7,7 +7,12 @@
   what the scorers use, so the score can be recomputed from the resource alone), named codes
   ``valueCoding`` (e.g. the opioid), numbers ``valueDecimal``. Item and option text are written
   only for instruments whose wording Vertebra ships (never placeholder or a site's licensed text).
-  The follow-up time point and the episode followed up travel as extensions.
+  The follow-up time point and the episode followed up travel as extensions. A PSFS response
+  also carries the episode's activities as the patient named them, in order, one
+  ``psfs-activity`` extension (``valueString``) each: item ``activity_<k>`` rates the k-th.
+  FHIR has no element for a label the respondent supplies, and the names belong to the
+  episode, not to one answer (an activity may be named and left unrated), so every PSFS
+  response of the episode repeats them and the items keep the instrument's own wording.
 * **Observation** (one per scored response): the stored score as ``valueQuantity`` (for a
   categorical instrument such as work status, the stored group as ``valueCodeableConcept``),
   the band as ``interpretation``, ``derivedFrom`` the QuestionnaireResponse. No Observation for
@@ -41,6 +46,8 @@ from vertebra.core.instruments import (
     get_definition,
 )
 from vertebra.core.mme import UnknownOpioidError, opioid_factor
+
+PSFS = "psfs"
 
 __all__ = [
     "answer_value",
@@ -139,11 +146,13 @@ def questionnaire_response(
     )
     patient = ref("patient", record.patient_id)
     url = codes.questionnaire_url(record.instrument_id)
+    named = record.psfs_names if record.instrument_id == PSFS else None
     return resource(
         "response",
         record.id,
         updated=record.updated_at,
-        extension=_context(record, codes),
+        extension=_context(record, codes)
+        + extensions(*(extension(codes, "psfs-activity", "valueString", n) for n in named or ())),
         identifier={
             "system": codes.identifier_system("questionnaire-response"),
             "value": str(record.id),
