@@ -128,7 +128,8 @@ def database_figures(database_url: str) -> dict[str, object]:
         started = time.perf_counter()
         conn.execute("ANALYZE")
         analyze_s = round(time.perf_counter() - started, 2)
-        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        size = row[0] if row else 0
         biggest = conn.execute(
             "SELECT c.relname, c.relkind, pg_total_relation_size(c.oid) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "

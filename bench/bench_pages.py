@@ -124,7 +124,9 @@ def _network_user(roles: tuple[str, ...]) -> Any:
             Membership.objects.bulk_create(
                 [Membership(user=user, role=role, clinic_id=cid) for cid in missing]
             )
-            system = User.objects.get_or_create(username="demo-setup", defaults={"is_active": False})
+            system = User.objects.get_or_create(
+                username="demo-setup", defaults={"is_active": False}
+            )
             record_audit(
                 actor=Actor(system[0], "system", frozenset(), request_id="bench-pages"),
                 action="create",
@@ -269,7 +271,8 @@ def _client(info: dict[str, Any], target: Target) -> tuple[Any, dict[str, str]]:
 
     client = Client(HTTP_HOST="127.0.0.1")
     if target.api:
-        return client, {"HTTP_AUTHORIZATION": f"Bearer {info['tokens'][f"{target.user}/{target.role}"]}"}
+        token = info["tokens"][f"{target.user}/{target.role}"]
+        return client, {"HTTP_AUTHORIZATION": f"Bearer {token}"}
     client.force_login(info["users"][target.user])
     session = client.session
     session[SESSION_ROLE] = target.role
@@ -379,21 +382,15 @@ def run(args: argparse.Namespace, database_url: str, data_dir: str) -> None:
     report(figures, info, connection.vendor, load)
     bad = [f.target.name for f in figures if f.status != 200]
     if args.json:
+        rows = [
+            {"name": f.target.name, "path": f.target.path, "status": f.status, "n": len(f.times),
+             "p50": round(f.pct(0.5), 1), "p95": round(f.pct(0.95), 1),
+             "max": round(max(f.times), 1), "queries": f.queries, "floor": f.floor_ms,
+             "slowest": f.slowest_ms}
+            for f in figures
+        ]  # fmt: skip
         Path(args.json).write_text(
-            json.dumps(
-                {
-                    "patients": info["patients"],
-                    "load": load,
-                    "pages": [
-                        {"name": f.target.name, "path": f.target.path, "status": f.status,
-                         "n": len(f.times), "p50": round(f.pct(0.5), 1),
-                         "p95": round(f.pct(0.95), 1), "max": round(max(f.times), 1),
-                         "queries": f.queries, "floor": f.floor_ms, "slowest": f.slowest_ms}
-                        for f in figures
-                    ],
-                },  # fmt: skip
-                indent=1,
-            )
+            json.dumps({"patients": info["patients"], "load": load, "pages": rows}, indent=1)
         )
     if bad:
         print(f"NOT 200: {bad}")
