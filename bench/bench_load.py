@@ -118,6 +118,29 @@ def migrate(database_url: str, data_dir: str) -> None:
     )  # fmt: skip
 
 
+def database_figures(database_url: str) -> dict[str, object]:
+    """ANALYZE ``database_url`` (timed) and report its size on disk and its biggest relations."""
+    import time
+
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute("ANALYZE")
+        analyze_s = round(time.perf_counter() - started, 2)
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        size = row[0] if row else 0
+        biggest = conn.execute(
+            "SELECT c.relname, c.relkind, pg_total_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+            "AND c.relkind IN ('r', 'i') ORDER BY pg_relation_size(c.oid) DESC LIMIT 12"
+        ).fetchall()
+    print(f"database size: {size / 2**30:.2f} GiB; ANALYZE {analyze_s} s", file=sys.stderr)
+    for name, kind, total in biggest:
+        print(f"  {kind} {name:<60} {total / 2**20:9.0f} MiB", file=sys.stderr)
+    return {"analyze_s": analyze_s, "database_gib": round(size / 2**30, 2)}
+
+
 def run_one(size: int, database_url: str, data_dir: str) -> dict[str, object]:
     """Load ``size`` patients into ``database_url`` in a fresh process; return its figures."""
     env = {
@@ -140,6 +163,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--sqlite", action="store_true", help="use a scratch SQLite file")
     parser.add_argument(
+        "--database-url",
+        help="load into this (empty) PostgreSQL database and KEEP it, e.g. for bench_pages.py; "
+        "migrates it first, runs ANALYZE after, skips the plain-COPY reference",
+    )
+    parser.add_argument(
         "--admin-url",
         default="postgres://postgres:postgres@127.0.0.1:5432/postgres",
         help="PostgreSQL URL allowed to CREATE/DROP DATABASE",
@@ -148,6 +176,11 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for size in args.sizes:
+            if args.database_url:
+                migrate(args.database_url, scratch)
+                results.append(run_one(size, args.database_url, scratch))
+                results[-1].update(database_figures(args.database_url))
+                continue
             if args.sqlite:
                 url = f"sqlite:///{Path(scratch) / f'load-{size}.sqlite3'}"
                 results.append(run_one(size, url, scratch))

@@ -114,3 +114,22 @@ def test_snapshot_benchmark_small_sqlite() -> None:
     out = _bench("bench_snapshot.py", "--sizes", "200", "--sqlite")
     assert "analysis snapshot (SQLite" in out
     assert all(path in out for path in ("direct_deid", "refresh", "check", "page_research"))
+
+
+def test_pages_benchmark_small_sqlite() -> None:
+    out = _bench(
+        "bench_pages.py", "--patients", "60", "--sqlite", "--repeat", "2",
+        "--skip", "dashboard|trajectory",
+    )  # fmt: skip
+    assert "pages at 60 patients (sqlite" in out
+    assert all(page in out for page in ("list last page", "home researcher", "fhir Patient"))
+
+
+@pytest.mark.postgresql
+def test_pages_benchmark_small_postgresql() -> None:
+    admin = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    out = _bench(
+        "bench_pages.py", "--patients", "60", "--repeat", "2", "--admin-url", admin,
+        "--skip", "dashboard|trajectory",
+    )  # fmt: skip
+    assert "pages at 60 patients (postgresql" in out and "SQL floor" in out

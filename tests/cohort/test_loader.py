@@ -215,3 +215,20 @@ def test_psfs_names_and_ratings_are_loaded_where_asked(cohort: Cohort) -> None:
         record.new_values["names"] == f.PsfsActivities.objects.get(pk=int(record.object_id)).names
     )
     assert verify_audit_chain() == []
+
+
+@pytest.mark.postgresql
+def test_the_load_leaves_planner_statistics_of_the_rows_it_wrote(cohort: Cohort) -> None:
+    """ANALYZE at the end of the load (ADR 0023): the planner's row estimates are the loaded
+    rows, not the empty tables' (pg_class.reltuples is -1 for a never-analysed table)."""
+    from django.db import connection
+
+    load_cohort(cohort, now=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reltuples FROM pg_class WHERE relname IN "
+            "('registry_patient', 'followup_followuptimepoint')"
+        )
+        estimates = dict(cursor.fetchall())
+    assert estimates["registry_patient"] == m.Patient.objects.count()
+    assert estimates["followup_followuptimepoint"] > 0

@@ -205,6 +205,22 @@ class Patient(Correctable):
 
     class Meta:
         ordering = ["family_name", "given_name", "id"]
+        # The patient list's orders (registry.selectors.SORTS), per clinic and across clinics;
+        # the name index covers the clinic and MRN too, so the ids of a deep page are read from
+        # it alone (index-only). Migration 0013 adds the trigram indexes name/MRN search uses
+        # on PostgreSQL (not declared here: SQLite has no such index).
+        indexes = [
+            models.Index(
+                fields=["clinic", "family_name", "given_name", "id"], name="patient_clinic_name"
+            ),
+            models.Index(
+                fields=["family_name", "given_name", "id"],
+                include=["clinic", "mrn"],
+                name="patient_name",
+            ),
+            models.Index(fields=["created_at", "id"], name="patient_created"),
+            models.Index(fields=["mrn", "id"], name="patient_mrn"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["clinic", "mrn"], name="patient_mrn_unique_per_clinic"),
             models.CheckConstraint(name="patient_version_positive", condition=Q(version__gte=1)),

@@ -134,6 +134,32 @@ class PatientPage:
     offset: int
 
 
+def _page_of(
+    query: QuerySet[Patient], order: tuple[str, ...], total: int, offset: int, limit: int
+) -> list[Patient]:
+    """The patients at ``offset .. offset+limit`` of ``query`` in ``order`` (``total`` rows).
+
+    Why not one ``ORDER BY .. OFFSET .. LIMIT``: the database must step over every skipped row,
+    and reading whole rows to skip them costs a heap visit each (seconds at offset 500,000).
+    Instead the page's ids are read first (from an index that covers the order and the filters,
+    migration 0013: index-only), then the rows of those ids; and a page in the back half of the
+    result is read in the reverse order from the end, so no page skips more than half.
+    """
+    if offset >= total:
+        return []
+    ordered = query.order_by(*order)
+    if offset > total // 2:
+        end = min(total, offset + limit)
+        from_end = list(
+            ordered.reverse().values_list("pk", flat=True)[total - end : total - offset]
+        )
+        ids = from_end[::-1]
+    else:
+        ids = list(ordered.values_list("pk", flat=True)[offset : offset + limit])
+    rows = Patient.objects.in_bulk(ids)
+    return [rows[pk] for pk in ids if pk in rows]
+
+
 @audited_transaction
 def search_patients(
     *,
@@ -173,7 +199,7 @@ def search_patients(
         episodes = TreatmentEpisode.objects.filter(arm=arm, voided_at__isnull=True)
         query = query.filter(pk__in=episodes.values("patient"))
     total = query.count()
-    patients = list(query.order_by(*SORTS[sort])[offset : offset + limit])
+    patients = _page_of(query, SORTS[sort], total, offset, limit)
     record_audit(
         actor=actor,
         action="search",

@@ -194,9 +194,14 @@ def patient_list(request: HttpRequest, actor: Actor) -> HttpResponse:
         offset=(page_number - 1) * PAGE_SIZE,
     )
     pages = Paginator(range(result.total), PAGE_SIZE)
-    page: Page[int] | None = pages.page(page_number) if result.total else None
     query = request.GET.copy()
     query.pop("page", None)
+    if result.total and page_number > pages.num_pages:
+        # Past the end (an old link, a typed number): the last page, at its own address.
+        last = query.copy()
+        last["page"] = str(pages.num_pages)
+        return redirect(f"{request.path}?{last.urlencode()}")
+    page: Page[int] | None = pages.page(page_number) if result.total else None
     return render(
         request,
         "registry/patient_list.html",
