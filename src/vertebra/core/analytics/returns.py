@@ -539,7 +539,6 @@ def returns_from_counts(
             RTA_SOURCE,
             "room_to_improve",
         )
-    pop = {a: dict(population[a]) for a in arms}
     if not available:
         return ReturnAnalysis(analysis, *meta[:3], {}, {}, meta[3], available=False)
     curves = (
@@ -552,4 +551,5 @@ def returns_from_counts(
         if len(curve_arm)
         else {}
     )
+    pop = {a: dict(population[a]) for a in arms}
     return ReturnAnalysis(analysis, *meta[:3], pop, curves, meta[3])
