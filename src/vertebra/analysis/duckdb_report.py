@@ -295,8 +295,10 @@ def _returns(
             f"when b0 <= {_lit(10.0 - mcid + 1e-9)} then 'room_to_improve' "
             "else 'near_ceiling' end"
         )
+    # A table, not a view: the population and the curve counts read it twice, and a view
+    # would scan the time-point file again for each.
     con.execute(
-        f"""create or replace temp view pr as
+        f"""create or replace temp table pr as
         with r as (select patient_id, months, fr, {value} as v from x
                    where done and {value} is not null{real}),
         b as (select patient_id, first(v order by months, fr) as b0 from r
@@ -367,15 +369,19 @@ def _narrow_panel(
     completed = np.zeros((n, k), dtype=bool)
     expected = np.zeros((n, k), dtype=bool)
     values: dict[str, npt.NDArray[np.float64]] = {m: np.full((n, k), np.nan) for m in scores}
-    for c, ti in enumerate(keep_tps):
-        q = ", ".join(f'"{m}"' for m in scores)
-        tab = con.sql(f"select r, done, exp, {q} from x where ti = {int(ti)}").to_arrow_table()
-        r = tab.column("r").to_numpy()
-        completed[r, c] = tab.column("done").to_numpy(zero_copy_only=False)
-        expected[r, c] = tab.column("exp").to_numpy(zero_copy_only=False)
-        for m in scores:
-            values[m][r, c] = tab.column(m).to_numpy(zero_copy_only=False)
-        del tab, r
+    q = ", ".join(f'"{m}"' for m in scores)
+    wanted = ", ".join(str(int(t)) for t in keep_tps)
+    # One scan for all kept time points; rows land by (patient row, column).
+    tab = con.sql(f"select r, ti, done, exp, {q} from x where ti in ({wanted})").to_arrow_table()
+    r = tab.column("r").to_numpy()
+    col_of = np.zeros(max(keep_tps) + 1, dtype=np.int64)
+    col_of[keep_tps] = np.arange(k)
+    c = col_of[tab.column("ti").to_numpy()]
+    completed[r, c] = tab.column("done").to_numpy(zero_copy_only=False)
+    expected[r, c] = tab.column("exp").to_numpy(zero_copy_only=False)
+    for m in scores:
+        values[m][r, c] = tab.column(m).to_numpy(zero_copy_only=False)
+    del tab, r, c
     for grid in values.values():
         grid.flags.writeable = False
     return Panel(
