@@ -192,45 +192,46 @@ def _outcomes(
     measures = [m for m in MEASURES if m in cols]
     has_opioid, has_mme = "opioid_use" in cols, "mme" in cols and "opioid_use" in cols
     paired = [*measures, *(["mme"] if has_mme else [])]
-    sel = [
-        "a",
-        "ti",
-        "count(*) filter (where exp) as n_exp",
-        "count(*) filter (where done) as n_done",
-    ]
+    # One projection computes each change and responder flag once per row (the FILTER
+    # clauses it replaces were evaluated per aggregate); the aggregates then only sum.
+    proj = ["a", "ti", "exp::INT as e", "done::INT as c"]
+    sel = ["a", "ti", "sum(e) as n_exp", "sum(c) as n_done"]
     for m in measures:
-        d = f'("{m}" - b."{m}0")'
+        proj += [f'"{m}"', f'case when ti > 0 then "{m}" - b."{m}0" end as "{m}_d"']
         sel += [
             f'count("{m}") as "{m}_n"',
             f'avg("{m}") as "{m}_mean"',
             f'stddev_samp("{m}") as "{m}_sd"',
             f'median("{m}") as "{m}_median"',
-            f'count({d}) filter (where ti > 0) as "{m}_pn"',
-            f'avg({d}) filter (where ti > 0) as "{m}_pm"',
-            f'stddev_samp({d}) filter (where ti > 0) as "{m}_psd"',
+            f'count("{m}_d") as "{m}_pn"',
+            f'avg("{m}_d") as "{m}_pm"',
+            f'stddev_samp("{m}_d") as "{m}_psd"',
         ]
         mcid, subst = _responder_sql(m, f'"{m}"', f'b."{m}0"')
         if mcid:
-            sel.append(f'count(*) filter (where ti > 0 and {mcid}) as "{m}_mcid"')
+            proj.append(f'coalesce(ti > 0 and {mcid}, false)::INT as "{m}_r"')
+            sel.append(f'sum("{m}_r") as "{m}_mcid"')
         if subst:
-            sel.append(f'count(*) filter (where ti > 0 and {subst}) as "{m}_subst"')
+            proj.append(f'coalesce(ti > 0 and {subst}, false)::INT as "{m}_s"')
+            sel.append(f'sum("{m}_s") as "{m}_subst"')
     if has_opioid:
+        proj.append('"opioid_use"')
         sel += ['count("opioid_use") as op_n', 'sum("opioid_use") as op_sum']
     if has_mme:
-        d = '("mme" - b."mme0")'
+        proj += ['"mme"', 'case when ti > 0 then "mme" - b."mme0" end as mme_d']
         sel += [
             'count("mme") as mme_n',
             'avg("mme") as mme_mean',
             'stddev_samp("mme") as mme_sd',
-            f"count({d}) filter (where ti > 0) as mme_pn",
-            f"avg({d}) filter (where ti > 0) as mme_pm",
-            f"stddev_samp({d}) filter (where ti > 0) as mme_psd",
+            "count(mme_d) as mme_pn",
+            "avg(mme_d) as mme_pm",
+            "stddev_samp(mme_d) as mme_psd",
         ]
     base_cols = ", ".join(f'"{m}" as "{m}0"' for m in paired) or "1 as none0"
     frame = con.execute(
-        f"""with b as (select patient_id, {base_cols} from x where ti = 0)
-        select {", ".join(sel)} from x left join b using (patient_id)
-        group by a, ti"""
+        f"""with b as (select patient_id, {base_cols} from x where ti = 0),
+        y as (select {", ".join(proj)} from x left join b using (patient_id))
+        select {", ".join(sel)} from y group by a, ti"""
     ).fetch_df()
     t_count = len(tp_ids)
     gt = len(arms) * t_count
