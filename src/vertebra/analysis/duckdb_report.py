@@ -372,17 +372,20 @@ def _narrow_panel(
     values: dict[str, npt.NDArray[np.float64]] = {m: np.full((n, k), np.nan) for m in scores}
     q = ", ".join(f'"{m}"' for m in scores)
     wanted = ", ".join(str(int(t)) for t in keep_tps)
-    # One scan for all kept time points; rows land by (patient row, column).
-    tab = con.sql(f"select r, ti, done, exp, {q} from x where ti in ({wanted})").to_arrow_table()
-    r = tab.column("r").to_numpy()
+    # One scan for all kept time points, fetched in record batches (a whole Arrow result
+    # would be ~0.8 GB at 10^7 patients); rows land by (patient row, column).
     col_of = np.zeros(max(keep_tps) + 1, dtype=np.int64)
     col_of[keep_tps] = np.arange(k)
-    c = col_of[tab.column("ti").to_numpy()]
-    completed[r, c] = tab.column("done").to_numpy(zero_copy_only=False)
-    expected[r, c] = tab.column("exp").to_numpy(zero_copy_only=False)
-    for m in scores:
-        values[m][r, c] = tab.column(m).to_numpy(zero_copy_only=False)
-    del tab, r, c
+    reader = con.sql(f"select r, ti, done, exp, {q} from x where ti in ({wanted})").to_arrow_reader(
+        1_000_000
+    )
+    for batch in reader:
+        r = batch.column("r").to_numpy()
+        c = col_of[batch.column("ti").to_numpy()]
+        completed[r, c] = batch.column("done").to_numpy(zero_copy_only=False)
+        expected[r, c] = batch.column("exp").to_numpy(zero_copy_only=False)
+        for m in scores:
+            values[m][r, c] = batch.column(m).to_numpy(zero_copy_only=False)
     for grid in values.values():
         grid.flags.writeable = False
     return Panel(
