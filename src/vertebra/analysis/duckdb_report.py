@@ -23,6 +23,7 @@ dated tables (what ``vertebra synth`` and ``vertebra export`` write), no small-c
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -107,10 +108,12 @@ def _files(directory: Path) -> _Files:
     )
 
 
-def _connect(threads: int | None, memory_limit: str) -> Any:
+def _connect(threads: int | None, memory_limit: str, spill: str) -> Any:
+    """A DuckDB in-memory database that spills to `spill` (not DuckDB's default ``.tmp`` in
+    the working directory)."""
     import duckdb
 
-    config: dict[str, Any] = {"memory_limit": memory_limit}
+    config: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": spill}
     if threads:
         config["threads"] = threads
     con = duckdb.connect(config=config)
@@ -442,9 +445,7 @@ def build_report_duckdb(
     del patients
     if len(pts) == 0:
         raise ValueError("no patients match the filter")
-    arm_cat = str_categorical(pts["arm"])
-    arms = [str(a) for a in arm_cat.categories]
-    arm_codes = np.asarray(arm_cat.codes, dtype=np.int64)
+    arm_codes = np.asarray(str_categorical(pts["arm"]).codes, dtype=np.int64)
     cohort = pa.table(
         {
             "patient_id": pts["patient_id"].to_numpy(),
@@ -456,7 +457,46 @@ def build_report_duckdb(
     if "work_status_band" in files.tp_column or "work_status" in files.tp_column:
         cols.add("band")
 
-    con = _connect(threads, memory_limit)
+    with tempfile.TemporaryDirectory(prefix="vertebra-duckdb-") as spill:
+        return _report(
+            files,
+            pts,
+            events,
+            cohort,
+            cols,
+            flt,
+            as_of,
+            spill,
+            threads,
+            memory_limit,
+            treated_arms,
+            comparator_arms,
+            comparison_timepoint,
+            processes,
+        )
+
+
+def _report(
+    files: _Files,
+    pts: pd.DataFrame,
+    events: pd.DataFrame,
+    cohort: Any,
+    cols: set[str],
+    flt: CohortFilter,
+    as_of: date,
+    spill: str,
+    threads: int | None,
+    memory_limit: str,
+    treated_arms: Sequence[str] | None,
+    comparator_arms: Sequence[str] | None,
+    comparison_timepoint: str,
+    processes: int,
+) -> Report:
+    """`build_report_duckdb` once the patients are read (DuckDB spills into `spill`)."""
+    arm_cat = str_categorical(pts["arm"])
+    arms = [str(a) for a in arm_cat.categories]
+    arm_codes = np.asarray(arm_cat.codes, dtype=np.int64)
+    con = _connect(threads, memory_limit, spill)
     tp_ids, tp_months = _timepoints(con, files)
     _row_view(con, files, cohort, tp_ids, as_of)
     keep_tps = [0] + (
@@ -466,7 +506,7 @@ def build_report_duckdb(
     con.close()  # no DuckDB threads alive while the comparison workers are forked
 
     def per_timepoint(_: Panel) -> PerTimepoint:
-        con = _connect(threads, memory_limit)
+        con = _connect(threads, memory_limit, spill)
         try:
             _row_view(con, files, cohort, tp_ids, as_of)
             outcomes = _outcomes(con, arms, tp_ids, tp_months, cols)
