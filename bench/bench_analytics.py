@@ -161,7 +161,10 @@ def run_child(code: str, *args: str) -> dict[str, object]:
     cmd = [sys.executable, "-c", code, *args]
     if TIME.exists():
         cmd = [str(TIME), "-v", *cmd]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if res.returncode != 0:  # say why (the 10^7 run of 2026-12-06 ended without a reason)
+        sys.stderr.write(res.stderr[-4000:])
+        raise SystemExit(f"benchmark child failed with exit status {res.returncode}")
     result: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
     result.update({f"proc_{k}": v for k, v in _time_v(res.stderr).items()})
     return result
