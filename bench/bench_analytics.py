@@ -1,7 +1,15 @@
-"""Benchmark: the full analytics report (no PDF) for 100k and 1M synthetic patients.
+"""Benchmark: the full analytics report (no PDF), in memory and out of core, beside DuckDB.
 
 Usage:  python bench/bench_analytics.py [--sizes 100000 1000000] [--data-dir DIR] [--repeat 3]
         python bench/bench_analytics.py --sizes 1000000 --save-json OUT.json  (keep the report)
+        python bench/bench_analytics.py --sizes 10000000 --data-dir /tmp/analytics-10m \
+            --memory-max 2000000        (10^7: out of core only; write the cohort first with
+            `vertebra synth -n 10000000 -s 42 --today 2026-11-25 -f parquet -o DIR/cohort-10000000`)
+
+Two engines: "in memory" (`vertebra.core.analytics.build_report` on `read_tables`, skipped
+above --memory-max patients: it needs ~1.5 GB per 10^6) and "out of core"
+(`vertebra.analysis.duckdb_report.build_report_duckdb`, DuckDB over the Parquet files,
+ADR 0024). The out-of-core report's 12-month ODI counts are checked against the floor's.
 
 For each size it writes the cohort once as Parquet (vertebra.core.synth if importable, else
 the analytics toy generator), then in a FRESH subprocess per run: read the Parquet tables
@@ -51,11 +59,38 @@ print(json.dumps({"import": t1 - t0, "read": t2 - t1, "report": t3 - t2, "json":
                   "arms": len(rep.arms), "json_bytes": len(text)}))
 """
 
+ENGINE = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from vertebra.analysis.duckdb_report import build_report_duckdb
+from vertebra.core.analytics import CohortFilter
+import lifelines, statsmodels.api  # noqa: F401  (import cost counted separately)
+t1 = time.perf_counter()
+from datetime import date
+rep = build_report_duckdb(sys.argv[1], CohortFilter(), date.fromisoformat(sys.argv[2]), processes=2)
+t2 = time.perf_counter()
+d = rep.to_dict()
+text = json.dumps(d, allow_nan=False, sort_keys=True)
+t3 = time.perf_counter()
+rows = []
+for arm, a in sorted(d["arms"].items()):
+    tp = next(t for t in a["timepoints"] if t["timepoint"] == "month_12")
+    rows.append([arm, tp["n_expected"], tp["odi"]["n_change"],
+                 tp["odi"]["responder_rate_completers"]["numerator"]])
+print(json.dumps({"import": t1 - t0, "report": t2 - t1, "json": t3 - t2,
+                  "total_excl_import": t3 - t1, "rss_mb": resource.getrusage(
+                      resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "children_rss_mb": resource.getrusage(
+                      resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "n": rep.n_patients,
+                  "rows": rows}))
+"""
+
 DUCK = r"""
 import json, resource, sys, time
 import duckdb
 t0 = time.perf_counter()
 con = duckdb.connect()
+con.execute('SET enable_progress_bar = false')  # it draws on stdout under load
 d = sys.argv[1]
 sql = f'''
 with tp as (select * from read_parquet('{d}/timepoints.parquet')),
@@ -126,10 +161,35 @@ def run_child(code: str, *args: str) -> dict[str, object]:
     cmd = [sys.executable, "-c", code, *args]
     if TIME.exists():
         cmd = [str(TIME), "-v", *cmd]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if res.returncode != 0:  # say why (the 10^7 run of 2026-12-06 ended without a reason)
+        sys.stderr.write(res.stderr[-4000:])
+        raise SystemExit(f"benchmark child failed with exit status {res.returncode}")
     result: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
     result.update({f"proc_{k}": v for k, v in _time_v(res.stderr).items()})
     return result
+
+
+def _med(key: str, rs: list[dict[str, object]]) -> float:
+    return statistics.median(float(str(r[key])) for r in rs)
+
+
+def _max(key: str, rs: list[dict[str, object]]) -> float:
+    return max(float(str(r[key])) for r in rs)
+
+
+def _process(rs: list[dict[str, object]]) -> str:
+    """The whole-process figures of /usr/bin/time -v (empty without it)."""
+    if "proc_cpu" not in rs[0]:
+        return ""
+    runs = ", ".join(
+        f"{float(str(r['proc_wall'])):.2f}/{float(str(r['proc_cpu'])):.2f}" for r in rs
+    )
+    return (
+        f"; whole process wall {_med('proc_wall', rs):.2f} s, CPU user+sys "
+        f"{_med('proc_cpu', rs):.2f} s [runs wall/CPU: {runs}], max RSS "
+        f"{_max('proc_maxrss_mb', rs):.0f} MB"
+    )
 
 
 def main() -> None:
@@ -138,43 +198,52 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/vertebra-bench"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument(
+        "--memory-max",
+        type=int,
+        default=2_000_000,
+        help="largest cohort run by the in-memory engine (default 2,000,000)",
+    )
+    ap.add_argument(
         "--save-json", type=Path, help="write the first size's report JSON here (sorted keys)"
     )
     args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     for i, n in enumerate(args.sizes):
         d = make_data(n, args.data_dir)
-        extra = [str(args.save_json)] if args.save_json and i == 0 else []
-        runs = [run_child(CHILD, str(d), TODAY.isoformat(), *extra) for _ in range(args.repeat)]
         duck = [run_child(DUCK, str(d), TODAY.isoformat()) for _ in range(args.repeat)]
-
-        def med(key: str, rs: list[dict[str, object]]) -> float:
-            return statistics.median(float(str(r[key])) for r in rs)
-
-        print(
-            f"n={n:,}: read {med('read', runs):.2f} s, build_report {med('report', runs):.2f} s, "
-            f"json {med('json', runs):.2f} s, total (excl. imports) "
-            f"{med('total_excl_import', runs):.2f} s [runs: "
-            + ", ".join(f"{float(str(r['total_excl_import'])):.2f}" for r in runs)
-            + f"], imports {med('import', runs):.2f} s, peak RSS {max(float(str(r['rss_mb'])) for r in runs):.0f} MB; "
-            f"DuckDB responder query {med('query', duck):.3f} s, RSS "
-            f"{max(float(str(r['rss_mb'])) for r in duck):.0f} MB",
-            flush=True,
+        floor = (
+            f"DuckDB floor (same 12-month responder rates) query {_med('query', duck):.3f} s, "
+            f"RSS {_max('rss_mb', duck):.0f} MB" + _process(duck)
         )
-        if "proc_cpu" in runs[0]:
+        print(f"n={n:,}: {floor}", flush=True)
+        if n <= args.memory_max:
+            extra = [str(args.save_json)] if args.save_json and i == 0 else []
+            runs = [run_child(CHILD, str(d), TODAY.isoformat(), *extra) for _ in range(args.repeat)]
             print(
-                f"  whole process (/usr/bin/time -v, incl. interpreter start and imports): wall "
-                f"{med('proc_wall', runs):.2f} s, CPU user+sys {med('proc_cpu', runs):.2f} s "
-                "[runs: "
-                + ", ".join(
-                    f"{float(str(r['proc_wall'])):.2f}/{float(str(r['proc_cpu'])):.2f}"
-                    for r in runs
-                )
-                + f"], max RSS {max(float(str(r['proc_maxrss_mb'])) for r in runs):.0f} MB; "
-                f"DuckDB process wall {med('proc_wall', duck):.2f} s, CPU "
-                f"{med('proc_cpu', duck):.2f} s, max RSS "
-                f"{max(float(str(r['proc_maxrss_mb'])) for r in duck):.0f} MB",
+                f"  in memory: read {_med('read', runs):.2f} s, build_report "
+                f"{_med('report', runs):.2f} s, json {_med('json', runs):.2f} s, total (excl. "
+                f"imports) {_med('total_excl_import', runs):.2f} s [runs: "
+                + ", ".join(f"{float(str(r['total_excl_import'])):.2f}" for r in runs)
+                + f"], imports {_med('import', runs):.2f} s, peak RSS "
+                f"{_max('rss_mb', runs):.0f} MB"
+                + _process(runs)
+                + f"; {_med('total_excl_import', runs) / _med('query', duck):.1f}x the floor",
                 flush=True,
             )
+        ooc = [run_child(ENGINE, str(d), TODAY.isoformat()) for _ in range(args.repeat)]
+        same = all(r["rows"] == duck[0]["rows"] for r in ooc)
+        print(
+            f"  out of core (DuckDB engine): report {_med('report', ooc):.2f} s, json "
+            f"{_med('json', ooc):.2f} s, total (excl. imports) "
+            f"{_med('total_excl_import', ooc):.2f} s [runs: "
+            + ", ".join(f"{float(str(r['total_excl_import'])):.2f}" for r in ooc)
+            + f"], peak RSS {_max('rss_mb', ooc):.0f} MB (largest forked worker "
+            f"{_max('children_rss_mb', ooc):.0f} MB)"
+            + _process(ooc)
+            + f"; {_med('total_excl_import', ooc) / _med('query', duck):.1f}x the floor; "
+            f"12-month ODI counts equal to the floor's: {'yes' if same else 'NO'}",
+            flush=True,
+        )
         print("  duckdb rows (arm, n_expected, n_pairs, responders):", duck[0]["rows"], flush=True)
 
 

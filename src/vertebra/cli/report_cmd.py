@@ -19,6 +19,30 @@ import typer
 from vertebra.cli.errors import CliError
 
 FORMATS = ("json", "html", "pdf")
+ENGINES = ("auto", "memory", "duckdb")
+#: `--engine auto` reads Parquet out of core (DuckDB) above this many patients: the in-memory
+#: engine needs ~1.5 GB per 10^6 patients (BENCHMARKS.md, "Analytics near the floor").
+AUTO_DUCKDB_PATIENTS = 2_000_000
+
+
+def _engine(engine: str, from_dir: Path | None) -> str:
+    """The engine to use: "memory" or "duckdb" (ADR 0024)."""
+    if engine not in ENGINES:
+        raise CliError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    parquet = from_dir is not None and (from_dir / "patients.parquet").exists()
+    if engine == "duckdb" and not parquet:
+        raise CliError(
+            "--engine duckdb reads Parquet tables: give --from DIR with patients.parquet"
+        )
+    if engine != "auto":
+        return engine
+    if not parquet:
+        return "memory"
+    assert from_dir is not None
+    import pyarrow.parquet as papq  # type: ignore[import-untyped]
+
+    rows = papq.ParquetFile(from_dir / "patients.parquet").metadata.num_rows
+    return "duckdb" if rows > AUTO_DUCKDB_PATIENTS else "memory"
 
 
 def _parse_date(value: str | None, option: str = "--as-of") -> date | None:
@@ -96,6 +120,12 @@ def register(app: typer.Typer) -> None:
         as_of: str | None = typer.Option(
             None, "--as-of", help="Follow-up due by this date (YYYY-MM-DD); default today."
         ),
+        engine: str = typer.Option(
+            "auto",
+            "--engine",
+            help="memory, duckdb (out of core, Parquet only) or auto (duckdb above "
+            f"{AUTO_DUCKDB_PATIENTS:,} patients in --from Parquet).",
+        ),
     ) -> None:
         """Write the outcome report (denominators, completeness, both responder figures)."""
         if fmt not in FORMATS:
@@ -120,13 +150,22 @@ def register(app: typer.Typer) -> None:
             treated_from=start,
             treated_to=end,
         )
-        tables = _tables_from_dir(from_dir) if from_dir else _tables_from_database(flt)
-        if len(tables.patients) == 0:
-            raise CliError("no patients match the filter")
-        try:
-            rep = build_report(tables, flt, cutoff, processes=os.cpu_count() or 1)
-        except (SchemaError, ValueError) as exc:
-            raise CliError(str(exc)) from exc
+        if _engine(engine, from_dir) == "duckdb":
+            assert from_dir is not None
+            from vertebra.analysis.duckdb_report import build_report_duckdb
+
+            try:
+                rep = build_report_duckdb(from_dir, flt, cutoff, processes=os.cpu_count() or 1)
+            except (SchemaError, ValueError, OSError) as exc:
+                raise CliError(f"--from {from_dir}: {exc}") from exc
+        else:
+            tables = _tables_from_dir(from_dir) if from_dir else _tables_from_database(flt)
+            if len(tables.patients) == 0:
+                raise CliError("no patients match the filter")
+            try:
+                rep = build_report(tables, flt, cutoff, processes=os.cpu_count() or 1)
+            except (SchemaError, ValueError) as exc:
+                raise CliError(str(exc)) from exc
         if rep.n_patients == 0:
             raise CliError("no patients match the filter")
         data = _render(rep, fmt)

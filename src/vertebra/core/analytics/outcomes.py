@@ -30,10 +30,14 @@ from vertebra.core.instruments import get_definition
 from vertebra.core.responders import NoResponderRuleError, responder_rule
 
 __all__ = [
+    "MeasureCells",
     "MeasureSummary",
     "OpioidSummary",
     "TimepointOutcome",
     "arm_outcomes",
+    "assemble_outcomes",
+    "measure_summaries",
+    "opioid_summaries",
     "responder_flags",
 ]
 
@@ -244,18 +248,35 @@ def arm_outcomes(panel: Panel) -> dict[str, list[TimepointOutcome]]:
     key = _cell_keys(panel.arm_codes, t_count)
     exp = np.bincount(key.take(_where(panel.expected.ravel())), minlength=gt).astype(np.float64)
     comp = np.bincount(key.take(_where(panel.completed.ravel())), minlength=gt).astype(np.float64)
-    completeness = _rates(comp, exp)
     measures = {m: _measure(m, key, grid, gt, exp) for m, grid in panel.values.items()}
     opioids = _opioids(panel, key, gt) if panel.opioid is not None else None
+    return assemble_outcomes(
+        panel.arms, panel.tp_ids, panel.tp_months, exp, comp, measures, opioids
+    )
+
+
+def assemble_outcomes(
+    arms: list[str],
+    tp_ids: list[str],
+    tp_months: npt.NDArray[Any],
+    exp: npt.NDArray[Any],
+    comp: npt.NDArray[Any],
+    measures: dict[str, list[MeasureSummary]],
+    opioids: list[OpioidSummary] | None,
+) -> dict[str, list[TimepointOutcome]]:
+    """`arm_outcomes`' result from per-cell counts (cell j = arm * T + t): `exp` expected,
+    `comp` completed, the measures' summaries and the opioid summaries of every cell."""
+    t_count = len(tp_ids)
+    completeness = _rates(comp, exp)
     result: dict[str, list[TimepointOutcome]] = {}
-    for a, arm in enumerate(panel.arms):
+    for a, arm in enumerate(arms):
         rows = []
         for t in range(t_count):
             j = a * t_count + t
             rows.append(
                 TimepointOutcome(
-                    timepoint=panel.tp_ids[t],
-                    months=float(panel.tp_months[t]),
+                    timepoint=tp_ids[t],
+                    months=float(tp_months[t]),
                     n_expected=int(exp[j]),
                     n_completed=int(comp[j]),
                     n_missing=int(exp[j] - comp[j]),
@@ -281,16 +302,43 @@ def _pairs(grid: FloatArray) -> tuple[IntArray, FloatArray, FloatArray]:
     return idx, fu, fu - grid[:, 0].take(idx // grid.shape[1])
 
 
+@dataclass(frozen=True)
+class MeasureCells:
+    """One score's statistics for every (arm, time point) cell j = arm * T + t (arrays of
+    length arms x T): what `measure_summaries` turns into `MeasureSummary` values.
+
+    n/mean/sd/median: completed questionnaires with the score; pair_n/pair_mean/pair_sd: the
+    change follow-up - baseline over patients with both; mcid/substantial: responders among
+    those pairs (None: the instrument has no such rule). Either engine fills them: the
+    in-memory one with bincounts over the panel (`_measure_cells`), the out-of-core one with
+    SQL aggregates (vertebra.analysis.duckdb_report).
+    """
+
+    n: FloatArray
+    mean: FloatArray
+    sd: FloatArray
+    median: FloatArray
+    pair_n: FloatArray
+    pair_mean: FloatArray
+    pair_sd: FloatArray
+    mcid: npt.NDArray[Any] | None
+    substantial: npt.NDArray[Any] | None
+
+
 def _measure(
     measure: str, key: IntArray, grid: FloatArray, gt: int, exp: npt.NDArray[Any]
 ) -> list[MeasureSummary]:
-    """Summaries for every (arm, time point) cell j = arm * T + t of one score grid.
+    """Summaries for every (arm, time point) cell j = arm * T + t of one score grid."""
+    return measure_summaries(measure, _measure_cells(measure, key, grid, gt), exp, grid.shape[1])
+
+
+def _measure_cells(measure: str, key: IntArray, grid: FloatArray, gt: int) -> MeasureCells:
+    """`MeasureCells` of one score grid.
 
     The cells of interest are selected once by index (`_where`) and reused; the arithmetic
     is the straightforward one, so results are identical to the bit.
     """
     inst = MEASURES[measure]
-    t_count = grid.shape[1]
     flat = grid.ravel()
     idx = _where(~np.isnan(flat))
     k_ok, x_ok = key.take(idx), flat.take(idx)
@@ -301,20 +349,32 @@ def _measure(
     pidx, fu_p, dp = _pairs(grid)
     kp = key.take(pidx)
     pn, pm, psd = _group_mean_sd(kp, dp, gt)
-    changes = _means(pn, pm, psd)
     base_p = fu_p - dp
-    none: list[Rate | None] = [None] * gt
-    rc, ra, sc, sa = none, none, none, none
     try:
         mcid, subst = responder_flags(inst, base_p, fu_p)
     except NoResponderRuleError:
         mcid, subst = None, None
-    if mcid is not None:
-        num = np.bincount(kp, weights=mcid, minlength=gt)
-        rc, ra = list(_rates(num, pn)), list(_rates(num, exp))
-    if subst is not None:
-        num = np.bincount(kp, weights=subst, minlength=gt)
-        sc, sa = list(_rates(num, pn)), list(_rates(num, exp))
+    num_m = np.bincount(kp, weights=mcid, minlength=gt) if mcid is not None else None
+    num_s = np.bincount(kp, weights=subst, minlength=gt) if subst is not None else None
+    return MeasureCells(n, mean, sd, median, pn, pm, psd, num_m, num_s)
+
+
+def measure_summaries(
+    measure: str, cells: MeasureCells, exp: npt.NDArray[Any], t_count: int
+) -> list[MeasureSummary]:
+    """`MeasureSummary` per cell j = arm * T + t (no change or response at baseline, t = 0);
+    `exp` = patients expected per cell (the "all" responder rates' denominator)."""
+    inst = MEASURES[measure]
+    gt = len(cells.n)
+    n, mean, sd, median = cells.n, cells.mean, cells.sd, cells.median
+    changes = _means(cells.pair_n, cells.pair_mean, cells.pair_sd)
+    none: list[Rate | None] = [None] * gt
+    rc, ra, sc, sa = none, none, none, none
+    if cells.mcid is not None:
+        rc, ra = list(_rates(cells.mcid, cells.pair_n)), list(_rates(cells.mcid, exp))
+    if cells.substantial is not None:
+        sc = list(_rates(cells.substantial, cells.pair_n))
+        sa = list(_rates(cells.substantial, exp))
     out = []
     for j in range(gt):
         baseline_cell = j % t_count == 0  # no change or response at baseline itself
@@ -345,13 +405,31 @@ def _opioids(panel: Panel, key: IntArray, gt: int) -> list[OpioidSummary]:
     k_ok = key.take(idx)
     den = np.bincount(k_ok, minlength=gt).astype(np.float64)
     num = np.bincount(k_ok, weights=use.take(idx), minlength=gt)
-    share = _rates(num, den)
     if panel.mme is None:
-        empty = Mean(0, None, None, None)
-        return [OpioidSummary(share[j], empty, None) for j in range(gt)]
+        return opioid_summaries(num, den, None, None, t_count)
     mme = panel.mme.ravel()
     idx = _where(~np.isnan(mme))
-    mm = _means(*_group_mean_sd(key.take(idx), mme.take(idx), gt))
+    level = _group_mean_sd(key.take(idx), mme.take(idx), gt)
     pidx, _, change = _pairs(panel.mme)
-    ch = _means(*_group_mean_sd(key.take(pidx), change, gt))
+    return opioid_summaries(num, den, level, _group_mean_sd(key.take(pidx), change, gt), t_count)
+
+
+MeanCells = tuple[FloatArray, FloatArray, FloatArray]
+
+
+def opioid_summaries(
+    num: npt.NDArray[Any],
+    den: npt.NDArray[Any],
+    mme: MeanCells | None,
+    mme_change: MeanCells | None,
+    t_count: int,
+) -> list[OpioidSummary]:
+    """`OpioidSummary` per cell from: patients on opioids (`num`) among those who answered
+    (`den`), and (n, mean, SD) of MME/day and of its change from baseline (None: no MME)."""
+    share = _rates(num, den)
+    gt = len(den)
+    if mme is None or mme_change is None:
+        empty = Mean(0, None, None, None)
+        return [OpioidSummary(share[j], empty, None) for j in range(gt)]
+    mm, ch = _means(*mme), _means(*mme_change)
     return [OpioidSummary(share[j], mm[j], None if j % t_count == 0 else ch[j]) for j in range(gt)]

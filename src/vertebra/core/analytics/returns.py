@@ -29,19 +29,28 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
+from vertebra.core.analytics.cohort import str_categorical
 from vertebra.core.analytics.results import jsonable
 from vertebra.core.analytics.survival import CI_METHOD, KMPoint
 from vertebra.core.disclosure import is_small, suppressed
 
 __all__ = [
     "RETURN_LANDMARKS",
+    "PatientReturns",
     "ReturnAnalysis",
     "ReturnCurve",
+    "activity_returns",
     "km_returns",
+    "patient_rows",
     "return_to_activity",
     "return_to_work",
+    "returns_analysis",
+    "returns_from_counts",
+    "work_bands",
+    "work_returns",
 ]
 
 #: Months at which the share returned is reported (the follow-up schedule's time points).
@@ -168,27 +177,43 @@ def protected_counts(groups: dict[str, int], eligible_group: str, min_cell: int 
 
 
 def km_returns(
-    arms: Sequence[str],
-    months: np.ndarray,
-    returned: np.ndarray,
-    landmarks: Sequence[int] = RETURN_LANDMARKS,
+    arms: Any,
+    months: Any,
+    returned: Any,
+    landmarks: tuple[int, ...] = RETURN_LANDMARKS,
+    weights: Any = None,
 ) -> dict[str, ReturnCurve]:
     """Kaplan-Meier of time to return per arm (``months`` to event or censoring, ``returned``).
 
-    Arms with no patient get no curve. A landmark beyond the longest follow-up of an arm has
-    no estimate (survival None) and 0 at risk.
+    Arms with no patient get no curve; curves come in the order of the arm names as strings.
+    A landmark beyond the longest follow-up of an arm has no estimate (survival None) and 0 at
+    risk. ``arms`` may be a `pandas.Categorical` (cheap: no string comparison per patient).
+    ``weights`` (optional, integer counts) lets one row stand for that many patients with the
+    same (arm, months, returned): KM depends on the data only through those counts, so the
+    estimates equal the per-patient fit up to floating-point summation order (the out-of-core
+    engine passes collapsed counts).
     """
     from lifelines import KaplanMeierFitter  # type: ignore[import-untyped]
 
-    arm_arr = np.asarray(arms, dtype=object)
+    cat = (
+        arms if isinstance(arms, pd.Categorical) else pd.Categorical(np.asarray(arms, dtype=object))
+    )
+    codes = np.asarray(cat.codes, dtype=np.int64)
     t_all = np.asarray(months, dtype=np.float64)
     e_all = np.asarray(returned, dtype=bool)
+    w_all = None if weights is None else np.asarray(weights, dtype=np.float64)
+    names = [str(c) for c in cat.categories]
+    present = np.bincount(codes[codes >= 0], minlength=len(names)) > 0
     curves: dict[str, ReturnCurve] = {}
-    for arm in sorted(set(arm_arr.tolist())):
-        sel = arm_arr == arm
+    for k in sorted(np.flatnonzero(present), key=lambda i: names[i]):
+        sel = codes == k
         t, e = t_all[sel], e_all[sel]
+        w = np.ones(len(t)) if w_all is None else w_all[sel]
         kmf = KaplanMeierFitter()
-        kmf.fit(t, event_observed=e)
+        if w_all is None:
+            kmf.fit(t, event_observed=e)
+        else:
+            kmf.fit(t, event_observed=e, weights=w)
         timeline = kmf.survival_function_.index.to_numpy(dtype=np.float64)
         s = kmf.survival_function_.iloc[:, 0].to_numpy(dtype=np.float64)
         ci = kmf.confidence_interval_survival_function_
@@ -196,8 +221,8 @@ def km_returns(
         hi = ci.iloc[:, 1].to_numpy(dtype=np.float64)
         points = []
         for m in landmarks:
-            at_risk = int((t >= m).sum())
-            before = int(((t <= m) & e).sum())
+            at_risk = int(w[t >= m].sum())
+            before = int(w[(t <= m) & e].sum())
             if t.max() < m:
                 points.append(KMPoint(float(m), None, None, 0, before))
                 continue
@@ -206,65 +231,201 @@ def km_returns(
             ok = bool(np.isfinite(bounds).all())
             points.append(KMPoint(float(m), float(s[i]), bounds if ok else None, at_risk, before))
         median = float(kmf.median_survival_time_)
-        curves[str(arm)] = ReturnCurve(
-            arm=str(arm),
-            n=int(sel.sum()),
-            events=int(e.sum()),
+        curves[names[k]] = ReturnCurve(
+            arm=names[k],
+            n=int(w.sum()),
+            events=int(w[e].sum()),
             landmarks=tuple(points),
             median_months=median if np.isfinite(median) else None,
         )
     return curves
 
 
-def _answered(tp: pd.DataFrame, column: str, patient_ids: pd.Series) -> pd.DataFrame:
-    """Completed rows of `patient_ids` with `column` answered: patient_id, months, value."""
-    if column not in tp.columns:
-        return pd.DataFrame({"patient_id": [], "months": [], "value": []})
-    done = tp["completed"].astype(bool) & tp[column].notna()
-    rows = tp.loc[done & tp["patient_id"].isin(patient_ids), ["patient_id", "months", column]]
-    rows = rows.rename(columns={column: "value"})
-    rows["months"] = rows["months"].astype(float)
-    return rows.sort_values(["patient_id", "months"], kind="stable")
+@dataclass(frozen=True)
+class PatientReturns:
+    """Per patient (rows of the patients table): what a return analysis needs.
+
+    * group: index into `group_names` of the patient's baseline group (-1: none of them);
+    * months / returned: months to the first return, else to the last answered follow-up;
+    * followed: the patient has an answered follow-up (else months is NaN).
+    """
+
+    group: npt.NDArray[np.int64]
+    group_names: tuple[str, ...]
+    months: npt.NDArray[np.float64]
+    returned: npt.NDArray[np.bool_]
+    followed: npt.NDArray[np.bool_]
 
 
-def _first_event(
-    follow: pd.DataFrame, hit: pd.Series, ids: pd.Index
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per patient of `ids`: (months, event, has_follow_up) from follow-up rows and hit flags."""
-    last = follow.groupby("patient_id")["months"].max().reindex(ids)
-    first_hit = follow.loc[hit.to_numpy()].groupby("patient_id")["months"].min().reindex(ids)
-    event = first_hit.notna().to_numpy()
-    months = np.where(event, first_hit.to_numpy(), last.to_numpy())
-    return months.astype(np.float64), event, last.notna().to_numpy()
+def patient_rows(patients: pd.DataFrame, timepoints: pd.DataFrame) -> npt.NDArray[np.intp]:
+    """Row of each timepoints row's patient in `patients` (-1: not in the cohort)."""
+    return np.asarray(
+        pd.Index(patients["patient_id"]).get_indexer(timepoints["patient_id"]), dtype=np.intp
+    )
 
 
-def _analysis(
+def _answered_rows(
+    timepoints: pd.DataFrame, answered: npt.NDArray[np.bool_], rows: npt.NDArray[np.intp]
+) -> npt.NDArray[np.intp]:
+    """Indices of the completed timepoints rows of cohort patients with an answer.
+
+    ``completed`` is read as ``astype(bool)`` (as the first, pandas version of this module
+    did), so the selection is the same row for row.
+    """
+    done = np.asarray(timepoints["completed"].astype(bool).to_numpy(), dtype=bool)
+    return np.flatnonzero(done & answered & (rows >= 0))
+
+
+def _first_per_patient(
+    n: int, pid: npt.NDArray[np.intp], months: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(patients, positions): per patient with rows, the position of its row with the fewest
+    months, ties broken by table order (= a stable sort by patient then months, first row)."""
+    order = np.lexsort((months, pid))  # lexsort is stable: ties keep table order
+    ps = pid[order]
+    first = np.ones(len(ps), dtype=bool)
+    first[1:] = ps[1:] != ps[:-1]
+    return ps[first], order[first]
+
+
+def _follow_up(
+    n: int,
+    pid: npt.NDArray[np.intp],
+    months: npt.NDArray[np.float64],
+    hit: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Per patient from its follow-up rows (months > 0): (months, returned, followed).
+
+    months = first month with a hit, else the last answered month (NaN without follow-up).
+    """
+    follow = months > 0
+    last = np.full(n, -np.inf)
+    np.maximum.at(last, pid[follow], months[follow])
+    first_hit = np.full(n, np.inf)
+    h = follow & hit
+    np.minimum.at(first_hit, pid[h], months[h])
+    followed = last > -np.inf
+    returned = first_hit < np.inf
+    out = np.where(returned, first_hit, np.where(followed, last, np.nan))
+    return out, returned, followed
+
+
+def work_returns(
+    patients: pd.DataFrame, timepoints: pd.DataFrame, rows: npt.NDArray[np.intp] | None = None
+) -> PatientReturns:
+    """Per patient: baseline work band (`WORK_BANDS` + no_baseline_answer) and time to work."""
+    n = len(patients)
+    rows = patient_rows(patients, timepoints) if rows is None else rows
+    codes, names = _band_codes(timepoints)
+    idx = _answered_rows(timepoints, codes >= 0, rows)
+    pid, m, c = rows[idx], timepoints["months"].to_numpy(dtype=np.float64)[idx], codes[idx]
+    cats = (*WORK_BANDS, "no_baseline_answer")
+    # band name -> group index (-1: a band outside the categories, counted in no group)
+    to_group = np.array([cats.index(b) if b in cats else -1 for b in names], dtype=np.int64)
+    group = np.full(n, len(cats) - 1, dtype=np.int64)
+    base = m <= 0
+    who, pos = _first_per_patient(n, pid[base], m[base])
+    group[who] = to_group[c[base][pos]] if len(names) else group[who]
+    working = np.array([b == "working" for b in names], dtype=bool)
+    hit = working[c] if len(names) else np.zeros(len(c), dtype=bool)
+    months, returned, followed = _follow_up(n, pid, m, hit)
+    return PatientReturns(group, cats, months, returned, followed)
+
+
+def activity_returns(
+    patients: pd.DataFrame,
+    timepoints: pd.DataFrame,
+    mcid: float,
+    rows: npt.NDArray[np.intp] | None = None,
+) -> PatientReturns:
+    """Per patient: baseline PSFS group and time to a PSFS gain of at least `mcid`."""
+    n = len(patients)
+    cats = ("room_to_improve", "near_ceiling", "no_baseline_answer")
+    rows = patient_rows(patients, timepoints) if rows is None else rows
+    if "psfs" in timepoints.columns:
+        v_all = pd.to_numeric(timepoints["psfs"], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
+    else:
+        v_all = np.full(len(timepoints), np.nan)
+    idx = _answered_rows(timepoints, ~np.isnan(v_all), rows)
+    pid, m, v = rows[idx], timepoints["months"].to_numpy(dtype=np.float64)[idx], v_all[idx]
+    base_val = np.full(n, np.nan)
+    base = m <= 0
+    who, pos = _first_per_patient(n, pid[base], m[base])
+    base_val[who] = v[base][pos]
+    group = np.where(np.isnan(base_val), 2, np.where(base_val <= 10.0 - mcid + 1e-9, 0, 1))
+    with np.errstate(invalid="ignore"):
+        hit = v >= base_val[pid] + mcid - 1e-9
+    months, returned, followed = _follow_up(n, pid, m, hit)
+    return PatientReturns(np.asarray(group, dtype=np.int64), cats, months, returned, followed)
+
+
+def _band_codes(timepoints: pd.DataFrame) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """Work-status band of every row as (codes, band names); code -1 where unanswered.
+
+    Same bands as `work_bands`, without a Python string per row (categoricals keep codes).
+    """
+    if "work_status_band" in timepoints.columns:
+        fcodes, uniques = pd.factorize(timepoints["work_status_band"])
+        return np.asarray(fcodes, dtype=np.int64), [str(u) for u in uniques]
+    if "work_status" not in timepoints.columns:
+        return np.full(len(timepoints), -1, dtype=np.int64), []
+    from vertebra.core.instruments import get_definition
+
+    groups = get_definition("work_status").scoring.params["groups"]
+    band_of = {float(code): band for band, codes in groups.items() for code in codes}
+    names = sorted(set(band_of.values()))
+    code_of = np.array([names.index(band_of[k]) for k in sorted(band_of)], dtype=np.int64)
+    keys = np.array(sorted(band_of), dtype=np.float64)
+    raw = pd.to_numeric(timepoints["work_status"], errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    pos = np.clip(np.searchsorted(keys, raw), 0, max(len(keys) - 1, 0))
+    known = (keys[pos] == raw) if len(keys) else np.zeros(len(raw), dtype=bool)
+    return np.where(known, code_of[pos], -1).astype(np.int64), names
+
+
+def returns_analysis(
     key: str,
     event: str,
     definition: str,
     source: str,
-    arm_of: pd.Series,
-    groups: pd.Series,
-    months: np.ndarray,
-    returned: np.ndarray,
-    followed: np.ndarray,
-    eligible: np.ndarray,
+    arm: pd.Categorical,
+    per: PatientReturns,
     arms: Sequence[str],
     eligible_group: str,
 ) -> ReturnAnalysis:
-    """Assemble counts per arm and the curves of the eligible patients with follow-up.
+    """Counts per arm and the curves of the eligible patients with follow-up.
 
-    ``population[arm]``: one count per group of `groups` (they add up to the arm's patients)
-    and ``no_follow_up`` (eligible, no answered follow-up: not in the curve).
+    ``population[arm]``: one count per group of `per.group_names` (they add up to the arm's
+    patients) and ``no_follow_up`` (eligible, no answered follow-up: not in the curve).
     """
+    names = [str(c) for c in arm.categories]
+    codes = np.asarray(arm.codes, dtype=np.int64)
+    g = len(per.group_names)
+    k = len(names)
+    ok = (codes >= 0) & (per.group >= 0)
+    counts = np.bincount(codes[ok] * g + per.group[ok], minlength=k * g).reshape(k, g)
+    eligible = per.group == per.group_names.index(eligible_group)
+    nofu = np.bincount(codes[(codes >= 0) & eligible & ~per.followed], minlength=k)
     population: dict[str, dict[str, int]] = {}
-    for arm in arms:
-        in_arm = (arm_of == arm).to_numpy()
-        counts = {str(g): int((groups[in_arm] == g).sum()) for g in groups.cat.categories}
-        counts["no_follow_up"] = int((eligible & in_arm & ~followed).sum())
-        population[arm] = counts
-    use = eligible & followed
-    curves = km_returns(arm_of.to_numpy()[use], months[use], returned[use]) if use.any() else {}
+    for a in arms:
+        j = names.index(a) if a in names else -1
+        row = {name: int(counts[j, i]) if j >= 0 else 0 for i, name in enumerate(per.group_names)}
+        row["no_follow_up"] = int(nofu[j]) if j >= 0 else 0
+        population[a] = row
+    use = np.flatnonzero(eligible & per.followed)
+    use_codes: Any = codes[use]  # pandas-stubs wants a Sequence[int]
+    curves = (
+        km_returns(
+            pd.Categorical.from_codes(use_codes, categories=arm.categories),
+            per.months[use],
+            per.returned[use],
+        )
+        if len(use)
+        else {}
+    )
     return ReturnAnalysis(key, event, definition, source, population, curves, eligible_group)
 
 
@@ -288,35 +449,22 @@ def work_bands(timepoints: pd.DataFrame) -> pd.Series:
 
 
 def return_to_work(
-    patients: pd.DataFrame, timepoints: pd.DataFrame, arms: Sequence[str]
+    patients: pd.DataFrame,
+    timepoints: pd.DataFrame,
+    arms: Sequence[str],
+    rows: npt.NDArray[np.intp] | None = None,
 ) -> ReturnAnalysis:
     """Time to return to work per arm (module docstring). `timepoints` needs
     ``work_status_band`` or ``work_status`` (see `work_bands`); without either the analysis is
-    returned empty with ``available`` False."""
-    ids = pd.Index(patients["patient_id"])
-    arm_of = pd.Series(patients["arm"].astype(str).to_numpy(), index=ids)
-    bands = work_bands(timepoints)
-    rows = _answered(timepoints.assign(_band=bands), "_band", patients["patient_id"])
-    rows["value"] = rows["value"].astype(str)  # a categorical band column becomes plain text
-    base = rows[rows["months"] <= 0].groupby("patient_id")["value"].first().reindex(ids)
-    cats = [*WORK_BANDS, "no_baseline_answer"]
-    groups = pd.Series(
-        pd.Categorical(base.fillna("no_baseline_answer").astype(str), categories=cats), index=ids
-    )
-    follow = rows[rows["months"] > 0]
-    months, returned, followed = _first_event(follow, follow["value"].eq("working"), ids)
-    eligible = (groups == "off_work_back_pain").to_numpy()
-    out = _analysis(
+    returned empty with ``available`` False. `rows` (optional): `patient_rows` of the tables,
+    when the caller has it already."""
+    out = returns_analysis(
         "return_to_work",
         "return to work (any hours or duties) after being off work because of the back",
         RTW_DEFINITION,
         RTW_SOURCE,
-        arm_of,
-        groups,
-        months,
-        returned,
-        followed,
-        eligible,
+        str_categorical(patients["arm"]),
+        work_returns(patients, timepoints, rows),
         arms,
         "off_work_back_pain",
     )
@@ -326,38 +474,82 @@ def return_to_work(
 
 
 def return_to_activity(
-    patients: pd.DataFrame, timepoints: pd.DataFrame, arms: Sequence[str], mcid: float
+    patients: pd.DataFrame,
+    timepoints: pd.DataFrame,
+    arms: Sequence[str],
+    mcid: float,
+    rows: npt.NDArray[np.intp] | None = None,
 ) -> ReturnAnalysis:
     """Time to a PSFS gain of at least `mcid` over baseline per arm (module docstring).
     `timepoints` needs ``psfs``; without it the analysis is empty with ``available`` False."""
-    ids = pd.Index(patients["patient_id"])
-    arm_of = pd.Series(patients["arm"].astype(str).to_numpy(), index=ids)
-    rows = _answered(timepoints, "psfs", patients["patient_id"])
-    rows["value"] = rows["value"].astype(float)
-    base = rows[rows["months"] <= 0].groupby("patient_id")["value"].first().reindex(ids)
-    cats = ["room_to_improve", "near_ceiling", "no_baseline_answer"]
-    g = np.where(base.isna(), 2, np.where(base <= 10.0 - mcid + 1e-9, 0, 1))
-    groups = pd.Series(pd.Categorical(np.array(cats, dtype=object)[g], categories=cats), index=ids)
-    follow = rows[rows["months"] > 0]
-    target = follow["patient_id"].map(base) + mcid - 1e-9
-    months, returned, followed = _first_event(follow, follow["value"] >= target, ids)
-    eligible = g == 0
-    out = _analysis(
+    out = returns_analysis(
         "return_to_activity",
         f"PSFS mean improved by at least {mcid:g} points (MCID) over baseline",
-        f"Among patients whose baseline PSFS mean is at most {10 - mcid:g} (room to improve by "
-        f"the MCID of {mcid:g} points): first follow-up at which the mean rating of the "
-        "patient's own named activities is at least baseline + MCID.",
+        activity_definition(mcid),
         RTA_SOURCE,
-        arm_of,
-        groups,
-        months,
-        returned,
-        followed,
-        eligible,
+        str_categorical(patients["arm"]),
+        activity_returns(patients, timepoints, mcid, rows),
         arms,
         "room_to_improve",
     )
     if "psfs" not in timepoints.columns:
         return replace(out, population={}, curves={}, available=False)
     return out
+
+
+def activity_definition(mcid: float) -> str:
+    """The return-to-activity definition shown with the curves."""
+    return (
+        f"Among patients whose baseline PSFS mean is at most {10 - mcid:g} (room to improve by "
+        f"the MCID of {mcid:g} points): first follow-up at which the mean rating of the "
+        "patient's own named activities is at least baseline + MCID."
+    )
+
+
+def returns_from_counts(
+    analysis: str,
+    mcid: float,
+    arms: Sequence[str],
+    population: dict[str, dict[str, int]],
+    curve_arm: Sequence[str],
+    curve_months: Any,
+    curve_returned: Any,
+    curve_count: Any,
+    available: bool = True,
+) -> ReturnAnalysis:
+    """A return analysis from counts (the out-of-core engine's input).
+
+    ``analysis``: "return_to_work" or "return_to_activity" (``mcid`` used by the latter);
+    ``population[arm][group]``: patients per baseline group and ``no_follow_up``;
+    ``curve_*``: one row per (arm, months, returned) of the eligible patients with follow-up
+    and how many patients it stands for. Gives what `return_to_work`/`return_to_activity`
+    give on the same patients (KM from counts: see `km_returns`).
+    """
+    if analysis == "return_to_work":
+        meta = (
+            "return to work (any hours or duties) after being off work because of the back",
+            RTW_DEFINITION,
+            RTW_SOURCE,
+            "off_work_back_pain",
+        )
+    else:
+        meta = (
+            f"PSFS mean improved by at least {mcid:g} points (MCID) over baseline",
+            activity_definition(mcid),
+            RTA_SOURCE,
+            "room_to_improve",
+        )
+    if not available:
+        return ReturnAnalysis(analysis, *meta[:3], {}, {}, meta[3], available=False)
+    curves = (
+        km_returns(
+            pd.Categorical(np.asarray(curve_arm, dtype=object)),
+            curve_months,
+            curve_returned,
+            weights=curve_count,
+        )
+        if len(curve_arm)
+        else {}
+    )
+    pop = {a: dict(population[a]) for a in arms}
+    return ReturnAnalysis(analysis, *meta[:3], pop, curves, meta[3])

@@ -68,6 +68,7 @@ __all__ = [
     "AnalysisTables",
     "SchemaError",
     "TimeBase",
+    "read_parquet_table",
     "read_tables",
     "time_base",
     "validate_tables",
@@ -377,3 +378,10 @@ def read_tables(directory: str | Path) -> AnalysisTables:
         else:
             raise SchemaError(f"{base}: no {name}.parquet or {name}.csv")
     return AnalysisTables.of(frames["patients"], frames["timepoints"], frames["events"])
+
+
+def read_parquet_table(path: str | Path, name: str) -> pd.DataFrame:
+    """One table (``name``: patients, timepoints or events) from a Parquet file exactly as
+    `read_tables` reads it: the contract's columns only, same dtypes, aliases applied."""
+    frame = _read_parquet(Path(path), _wanted(name), numeric_nullable=name == "timepoints")
+    return _apply_aliases(frame, name)
