@@ -59,13 +59,29 @@ def printable(report: Report) -> tuple[Report, int]:
     return dataclasses.replace(report, benchmark=dataclasses.replace(bench, clinics=kept)), dropped
 
 
+#: Said under the title of a report drawn from the demo's synthetic registry (the same words as
+#: the dashboard's banner, ``vertebra/_synthetic_registry.html``).
+SYNTHETIC_NOTE = (
+    "<p class='note'><strong>Synthetic demo data.</strong> This registry was filled by "
+    "Vertebra's synthetic generator for the demo: every patient and every figure in this report "
+    "is invented and describes no real person.</p>"
+)
+
+
 def report_html(
-    report: Report, title: str = TITLE, clinic_names: Mapping[str, str] | None = None
+    report: Report,
+    title: str = TITLE,
+    clinic_names: Mapping[str, str] | None = None,
+    *,
+    synthetic: bool = False,
 ) -> str:
     """The self-contained HTML report (inline CSS and SVG figures); clinics named by
-    ``clinic_names`` (id -> words), else "Clinic <id>"."""
+    ``clinic_names`` (id -> words), else "Clinic <id>". ``synthetic`` puts
+    :data:`SYNTHETIC_NOTE` under the title (a report from the demo's registry)."""
     shown, dropped = printable(report)
     text = render_html(shown, title=title, clinic_names=clinic_names)
+    if synthetic:
+        text = text.replace("</h1>", "</h1>" + SYNTHETIC_NOTE, 1)
     if dropped:
         note = (
             f"<p class='note'>{dropped} clinic(s) had no patient with a 12-month answer and "
@@ -76,10 +92,14 @@ def report_html(
 
 
 def report_pdf(
-    report: Report, title: str = TITLE, clinic_names: Mapping[str, str] | None = None
+    report: Report,
+    title: str = TITLE,
+    clinic_names: Mapping[str, str] | None = None,
+    *,
+    synthetic: bool = False,
 ) -> bytes:
     """The report as A4 PDF bytes: WeasyPrint over :func:`report_html`, quietly."""
-    return _pdf(report_html(report, title=title, clinic_names=clinic_names))
+    return _pdf(report_html(report, title=title, clinic_names=clinic_names, synthetic=synthetic))
 
 
 def notice_pdf(message: str, title: str = TITLE) -> bytes:

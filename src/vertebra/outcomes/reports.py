@@ -47,7 +47,10 @@ def report_for(
     return build_report(tables, flt, as_of), status
 
 
-def render_pdf(report: Report, clinic_names: Mapping[str, str] | None = None) -> bytes:
+def render_pdf(
+    report: Report, clinic_names: Mapping[str, str] | None = None, *, synthetic: bool = False
+) -> bytes:
     """The report as PDF bytes (WeasyPrint over the self-contained HTML report), clinics
-    named by ``clinic_names`` (their names for staff, letters for researchers)."""
-    return report_pdf(report, clinic_names=clinic_names)
+    named by ``clinic_names`` (their names for staff, letters for researchers); ``synthetic``
+    says under the title that the registry is the demo's invented one."""
+    return report_pdf(report, clinic_names=clinic_names, synthetic=synthetic)

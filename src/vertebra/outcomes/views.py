@@ -142,7 +142,8 @@ def report_pdf(request: HttpRequest, actor: Actor) -> HttpResponse:
     report = _report_or_problem(request, actor, pdf=True)
     if isinstance(report, HttpResponse):
         return report
-    response = HttpResponse(render_pdf(report, clinic_names(actor)), content_type="application/pdf")
+    pdf = render_pdf(report, clinic_names(actor), synthetic=registry_is_synthetic())
+    response = HttpResponse(pdf, content_type="application/pdf")
     # A de-identified report names no calendar date, not even in its file name.
     stamp = report.as_of.isoformat() if report.time_base == "calendar" else "deidentified"
     name = f"vertebra-outcomes-{stamp}.pdf"
@@ -152,13 +153,13 @@ def report_pdf(request: HttpRequest, actor: Actor) -> HttpResponse:
 
 @outcomes_view
 def report_json(request: HttpRequest, actor: Actor) -> HttpResponse:
-    """The filtered report as JSON (the report contract of ``Report.to_dict()``)."""
+    """The filtered report as JSON (the report contract of ``Report.to_dict()``), plus
+    ``synthetic_data``: true when the registry is the demo's synthetic one."""
     report = _report_or_problem(request, actor)
     if isinstance(report, HttpResponse):
         return report
-    return JsonResponse(
-        report.to_dict(), json_dumps_params={"allow_nan": False}, encoder=json.JSONEncoder
-    )
+    payload = {**report.to_dict(), "synthetic_data": registry_is_synthetic()}
+    return JsonResponse(payload, json_dumps_params={"allow_nan": False}, encoder=json.JSONEncoder)
 
 
 @outcomes_view
