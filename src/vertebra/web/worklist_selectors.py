@@ -33,6 +33,7 @@ from vertebra.registry.models import (
     AdverseEventStatus,
     AllogeneicLot,
     AuditEvent,
+    AuditSeal,
     Clinic,
     Membership,
     Patient,
@@ -439,7 +440,7 @@ def latest_verification() -> Verification | None:
     the scheduled verification), or None when the chain was never verified."""
     row = (
         AuditEvent.objects.filter(action="verify", object_type="audit_chain")
-        .order_by("-seq")
+        .order_by("-id")
         .values("occurred_at", "actor_user_id", "actor_username", "role", "new_values")
         .first()
     )
@@ -482,7 +483,12 @@ def registry_admin_home(*, actor: Actor, today: dt.date) -> RegistryAdminHome:
         Membership.objects.values_list("role").annotate(n=Count("id")).values_list("role", "n")
     )
     lots = AllogeneicLot.objects.order_by("-released_on", "lot_number")
-    last = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+    # Rows of the old in-row chain plus sealed rows (ADR 0021): two index reads, no count.
+    old = (
+        AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", flat=True)
+    )
+    sealed = AuditSeal.objects.order_by("-seq").values_list("seq", flat=True)
+    last = (old.first() or 0) + (sealed.first() or 0)
     return RegistryAdminHome(
         clinics=[ClinicRow(c, c.n_patients, c.n_staff) for c in clinics[:LIST_LIMIT]],
         memberships_by_role=[
