@@ -862,8 +862,13 @@ def _check_seal_chain(
                     "(prev_hash mismatch)", s["event_id"], SEALS_CHAIN,
                 )
             )  # fmt: skip
-        ok = ring.seal_mac_ok(s["hash"], s["mac"] or "", s["mac_key"] or "")
-        problem = _mac_problem(ok, f"seal {seq}", s["mac_key"], seq, s["event_id"], SEALS_CHAIN)
+        if not s["mac"]:
+            problem: ChainProblem | None = ChainProblem(
+                seq, "unsigned", f"seal {seq} carries no MAC", s["event_id"], SEALS_CHAIN
+            )
+        else:
+            ok = ring.seal_mac_ok(s["hash"], s["mac"], s["mac_key"] or "")
+            problem = _mac_problem(ok, f"seal {seq}", s["mac_key"], seq, s["event_id"], SEALS_CHAIN)
         if problem is not None:
             sound = False
             problems.append(problem)
