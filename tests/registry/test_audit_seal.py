@@ -134,9 +134,7 @@ def test_every_row_carries_a_mac_with_a_key_kept_out_of_the_database(actor: Acto
     path = key_file()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     key_hex = path.read_text().strip()
-    dump = json.dumps(
-        [*AuditEvent.objects.values(), *AuditSeal.objects.values()], default=str
-    )
+    dump = json.dumps([*AuditEvent.objects.values(), *AuditSeal.objects.values()], default=str)
     assert key_hex not in dump and key_hex[:16] not in dump
     assert verify_audit_chain() == []
 
