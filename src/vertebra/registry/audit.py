@@ -462,9 +462,24 @@ def _seal_batch(*, wait: bool, full: bool, limit: int) -> int | None:
                 head = seal_head()
                 cursor.execute(_unsealed_sql(full=full, limit=limit))
                 rows = cursor.fetchall()
-        seals, _ = make_seals(((int(i), str(h)) for i, h in rows), head, keyring())
-        AuditSeal.objects.bulk_create(seals, batch_size=2000)
+        seals, _ = chain_seals(((int(i), str(h)) for i, h in rows), head, keyring())
+        _insert_seals(seals)
         return len(seals)
+
+
+def _insert_seals(seals: Sequence[tuple[int, int, str, str, str, str, str]]) -> None:
+    """INSERT seal tuples (:data:`SEAL_COLUMNS`), 2,000 a statement (no model instances:
+    this runs after every audited commit)."""
+    _, table = _tables()
+    columns = ", ".join(SEAL_COLUMNS)
+    one = "(" + ", ".join(["%s"] * len(SEAL_COLUMNS)) + ")"
+    with connection.cursor() as cursor:
+        for start in range(0, len(seals), 2000):
+            part = seals[start : start + 2000]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(part))}",
+                [value for seal in part for value in seal],
+            )
 
 
 def seal_pending(*, wait: bool = False, full: bool = False, batch: int = 10_000) -> int:
