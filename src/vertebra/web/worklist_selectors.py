@@ -483,12 +483,15 @@ def registry_admin_home(*, actor: Actor, today: dt.date) -> RegistryAdminHome:
         Membership.objects.values_list("role").annotate(n=Count("id")).values_list("role", "n")
     )
     lots = AllogeneicLot.objects.order_by("-released_on", "lot_number")
-    # Rows of the old in-row chain plus sealed rows (ADR 0021): two index reads, no count.
+    # Rows of the old in-row chain, sealed rows and the rows committed after the newest sealed
+    # one (ADR 0021): index reads and a short range count, never a count of the whole trail.
     old = (
         AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", flat=True)
     )
-    sealed = AuditSeal.objects.order_by("-seq").values_list("seq", flat=True)
-    last = (old.first() or 0) + (sealed.first() or 0)
+    head = AuditSeal.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+    newest = AuditSeal.objects.order_by("-event_id").values_list("event_id", flat=True).first()
+    pending = AuditEvent.objects.filter(seq__isnull=True, id__gt=newest or 0).count()
+    last = (old.first() or 0) + head + pending
     return RegistryAdminHome(
         clinics=[ClinicRow(c, c.n_patients, c.n_staff) for c in clinics[:LIST_LIMIT]],
         memberships_by_role=[
