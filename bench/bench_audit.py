@@ -7,8 +7,8 @@ Usage (small sizes; a scratch database is created and dropped):
 
 In a fresh subprocess on a freshly migrated database (migration not timed):
 
-* **append**: ``record_audit`` in its own transaction, as a service does (lock, read head,
-  hash, MAC, INSERT, COMMIT), ``--appends`` times, alternating blocks with the MAC and with
+* **append**: ``record_audit`` in its own transaction, as a service does (hash, MAC, INSERT,
+  COMMIT, then the sealer after the commit on PostgreSQL or the inline seal on SQLite), ``--appends`` times, alternating blocks with the MAC and with
   the MAC step replaced by a constant, so both see the same table size and machine noise;
 * **MAC alone / hash alone**: HMAC-SHA256 of one row hash, and SHA-256 of one row's canonical
   JSON, in a loop (µs per row);
@@ -63,11 +63,11 @@ for _ in range(5):
     with_ms.append(block(size, True))
     without_ms.append(block(size, False))
 
-fields = {"seq": 1, "occurred_at": timezone.now(), "actor_user_id": 1, "actor_username": "u",
+# A row as written since ADR 0021: its content only (no seq, no prev_hash).
+fields = {"occurred_at": timezone.now(), "actor_user_id": 1, "actor_username": "u",
           "role": "clinician", "clinic_id": 1, "patient_id": 1, "action": "update",
           "object_type": "patient", "object_id": "1", "old_values": {"given_name": "A"},
-          "new_values": {"given_name": "B"}, "reason": "typo", "request_id": "r",
-          "prev_hash": "0" * 64}
+          "new_values": {"given_name": "B"}, "reason": "typo", "request_id": "r"}
 loops = 20000
 t = time.perf_counter()
 for _ in range(loops):

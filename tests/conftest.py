@@ -167,22 +167,28 @@ def _sqlite_audit_triggers(vendor_sql_index: int, aliases: list[str]) -> None:
     from django.db import connections
 
     migration = importlib.import_module("vertebra.registry.migrations.0002_audit_append_only")
-    guard = _truncate_guard_migration()
+    # The seal table (ADR 0021) is append-only the same way: its SQLite triggers and its
+    # PostgreSQL truncate guard step aside too.
+    seals = importlib.import_module("vertebra.registry.migrations.0013_audit_seal")
+    guards = [_truncate_guard_migration(), seals]
     for alias in aliases:
         connection = connections[alias]
         with connection.cursor() as cursor:
             if connection.vendor == "sqlite":
                 for sql in migration.STATEMENTS["sqlite"][vendor_sql_index]:
                     cursor.execute(sql)
+                for sql in seals.STATEMENTS["sqlite"][vendor_sql_index]:
+                    cursor.execute(sql)
             elif connection.vendor == "postgresql":
-                cursor.execute(
-                    "SELECT 1 FROM pg_trigger WHERE tgname = %s", [guard.TRUNCATE_TRIGGER]
-                )
-                if cursor.fetchone() is not None:
-                    verb = "ENABLE" if vendor_sql_index == 0 else "DISABLE"
+                for guard in guards:
                     cursor.execute(
-                        f"ALTER TABLE {guard.TABLE} {verb} TRIGGER {guard.TRUNCATE_TRIGGER}"
+                        "SELECT 1 FROM pg_trigger WHERE tgname = %s", [guard.TRUNCATE_TRIGGER]
                     )
+                    if cursor.fetchone() is not None:
+                        verb = "ENABLE" if vendor_sql_index == 0 else "DISABLE"
+                        cursor.execute(
+                            f"ALTER TABLE {guard.TABLE} {verb} TRIGGER {guard.TRUNCATE_TRIGGER}"
+                        )
 
 
 @pytest.fixture(scope="session", autouse=True)

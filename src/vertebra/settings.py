@@ -363,6 +363,13 @@ AUDIT_CHECKPOINT_FILE = _env.get("AUDIT_CHECKPOINT_FILE", "") or str(
     DATA_DIR / "audit-checkpoints.jsonl"
 )
 AUDIT_VERIFY_EVERY_HOURS = read_int(_env, "AUDIT_VERIFY_EVERY_HOURS", 24)
+# A committed audit row is sealed (chained, ADR 0021) within this many seconds: after each
+# audited commit, by the worker on every pass, and before verification; older unsealed rows
+# are reported by `vertebra audit verify` as "unsealed".
+AUDIT_SEAL_WITHIN_SECONDS = read_int(_env, "AUDIT_SEAL_WITHIN_SECONDS", 60)
+# The sealer after a commit looks only at rows above the newest sealed id less this many (a
+# cheap read); the worker's pass looks at every row.
+AUDIT_SEAL_LOOKBACK_ROWS = read_int(_env, "AUDIT_SEAL_LOOKBACK_ROWS", 1000)
 if PRODUCTION and not AUDIT_HMAC_KEY and not Path(AUDIT_HMAC_KEY_FILE).exists():
     raise ImproperlyConfigured(
         "the audit MAC key is required in production: set AUDIT_HMAC_KEY or create "

@@ -512,7 +512,7 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     )
 
     # ------------------------------------------------------------------ the trail
-    writes = AuditEvent.objects.filter(action__in=("create", "update", "void")).order_by("seq")
+    writes = AuditEvent.objects.filter(action__in=("create", "update", "void")).order_by("id")
     by = [(row.actor_username, row.action, row.object_type) for row in writes]
     assert ("coord", "create", "patient") in by and ("coord", "create", "adverseevent") in by
     for kind in ("diagnosis", "screeningevaluation", "treatmentepisode", "harvest", "injection"):

@@ -2,8 +2,8 @@
 
 Requirement ids: P11-11.10(a) ("the ability to discern invalid or altered records"),
 P11-11.10(e), HIPAA-164.312(b)/(c)(2), T20. The tamper test is the one issue 14 asks for: with
-the app's own database role, disable the triggers, edit a row and re-hash the chain with the
-public algorithm; ``vertebra audit verify`` fails and names the first altered row; TRUNCATE is
+the app's own database role, disable the triggers, edit a row and re-hash the seal chain
+(ADR 0021) with the public algorithm; ``vertebra audit verify`` fails and names the first altered row; TRUNCATE is
 refused; a deleted tail is detected against the last checkpoint. Then the same attempts as a
 least-privilege runtime role (the production set-up, ADR 0008) are refused outright.
 """
@@ -21,12 +21,13 @@ from django.db import DatabaseError, connection, transaction
 
 from tests.conftest import run_cli
 from tests.registry.factories import make_actor, make_clinic
-from tests.registry.test_audit_seal import _append, rehash_from
-from vertebra.registry.audit import record_audit, verify_audit_chain
+from tests.registry.test_audit_seal import _append, _delete_from_seal, rehash_from
+from vertebra.registry.audit import record_audit, seal_pending, verify_audit_chain
 from vertebra.registry.auditroles import grant_statements, role_warnings
-from vertebra.registry.models import AuditEvent, Role
+from vertebra.registry.models import AuditEvent, AuditSeal, Role
 
 TABLE = AuditEvent._meta.db_table
+SEAL_TABLE = AuditSeal._meta.db_table
 
 
 def _env() -> dict[str, str]:
@@ -49,9 +50,11 @@ def _env() -> dict[str, str]:
 def _as_owner_disable_triggers_and(action: Any) -> None:
     """What the app's role can do while it owns the table: triggers off, act, triggers on."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER USER")
+        for table in (TABLE, SEAL_TABLE):
+            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         action()
-        cursor.execute(f"ALTER TABLE {TABLE} ENABLE TRIGGER USER")
+        for table in (TABLE, SEAL_TABLE):
+            cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
 
 
 @pytest.mark.postgresql
@@ -63,30 +66,33 @@ def test_tampering_as_the_app_role_is_named_by_audit_verify() -> None:
 
     done = run_cli("audit", "checkpoint", env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("checkpoint: row 6, hash ")
+    assert done.stdout.startswith("checkpoint: seal 6, hash ")
     done = run_cli("audit", "verify", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "audit trail intact: 6 rows, head row 6, 1 checkpoint(s) matched" in done.stdout
+    assert "audit trail intact: 6 rows, head seal 6, 1 checkpoint(s) matched" in done.stdout
     assert "is a superuser" in done.stderr  # the test role is not least-privilege: said so
 
     _as_owner_disable_triggers_and(lambda: rehash_from(3, {"reason": "never happened"}))
-    assert AuditEvent.objects.get(seq=3).reason == "never happened"
+    edited = AuditEvent.objects.get(pk=AuditSeal.objects.get(seq=3).event_id)
+    assert edited.reason == "never happened"
 
     done = run_cli("audit", "verify", env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     first = done.stdout.splitlines()[0]
     assert first == (
-        "audit trail NOT intact: row 3: bad_mac: row 3 was altered and re-hashed: "
+        "audit trail NOT intact: row 3: bad_mac: seal 3 was altered and re-hashed: "
         "its MAC does not match"
     )
-    recorded = AuditEvent.objects.filter(action="verify").order_by("-seq").first()
+    recorded = AuditEvent.objects.filter(action="verify").order_by("-id").first()
     assert recorded is not None
     assert recorded.new_values["first_problem"] == {"seq": 3, "kind": "bad_mac"}
     assert recorded.new_values["intact"] is False
 
-    with pytest.raises(DatabaseError, match="append-only"), connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {TABLE}")
+    for table in (TABLE, SEAL_TABLE):
+        with pytest.raises(DatabaseError, match="append-only"), connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {table}")
     assert AuditEvent.objects.count() == 8
+    assert AuditSeal.objects.count() == 8
 
 
 @pytest.mark.postgresql
@@ -95,14 +101,14 @@ def test_a_deleted_tail_is_named_by_audit_verify() -> None:
     actor = make_actor(Role.CLINICIAN, make_clinic())
     _append(actor, 4)
     env = _env()
-    assert run_cli("audit", "checkpoint", env=env).returncode == 0  # row 5
-    _as_owner_disable_triggers_and(lambda: AuditEvent.objects.filter(seq__gte=3).delete())
+    assert run_cli("audit", "checkpoint", env=env).returncode == 0  # seal 5
+    _as_owner_disable_triggers_and(lambda: _delete_from_seal(3))
     assert verify_audit_chain() == []  # the chain alone sees nothing
 
     done = run_cli("audit", "verify", "--json", env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert '"first_problem": {\n    "seq": 3,\n    "kind": "truncated"\n  }' in done.stdout
-    assert "rows 3..5 were removed" in done.stdout
+    assert "seals 3..5 (and the rows they vouched for) were removed" in done.stdout
 
 
 @pytest.mark.postgresql
@@ -124,13 +130,19 @@ def test_the_least_privilege_runtime_role_cannot_touch_the_trail() -> None:
         assert role_warnings() == []
         with transaction.atomic():
             row = record_audit(actor=actor, action="read", object_type="patient", object_id=1)
-        assert row.seq == 3
+        assert row.pk is not None and row.seq is None
+        assert seal_pending(wait=True, full=True) == 1  # the runtime role seals (worker)
         attempts = [
-            f"UPDATE {TABLE} SET reason = 'x' WHERE seq = 1",
-            f"DELETE FROM {TABLE} WHERE seq = 1",
+            f"UPDATE {TABLE} SET reason = 'x' WHERE id = {row.pk}",
+            f"DELETE FROM {TABLE} WHERE id = {row.pk}",
             f"TRUNCATE {TABLE}",
             f"ALTER TABLE {TABLE} DISABLE TRIGGER USER",
             f"DROP TRIGGER registry_auditevent_append_only ON {TABLE}",
+            f"UPDATE {SEAL_TABLE} SET row_hash = 'x' WHERE seq = 1",
+            f"DELETE FROM {SEAL_TABLE} WHERE seq = 1",
+            f"TRUNCATE {SEAL_TABLE}",
+            f"ALTER TABLE {SEAL_TABLE} DISABLE TRIGGER USER",
+            f"DROP TRIGGER registry_auditseal_append_only ON {SEAL_TABLE}",
         ]
         for sql in attempts:
             with (
@@ -151,6 +163,8 @@ def test_grants_prints_the_sql_and_refuses_odd_role_names() -> None:
     assert done.returncode == 0, done.stderr
     assert "GRANT SELECT, INSERT ON registry_auditevent TO vertebra_app;" in done.stdout
     assert "REVOKE ALL ON registry_auditevent FROM vertebra_app;" in done.stdout
+    assert "GRANT SELECT, INSERT ON registry_auditseal TO vertebra_app;" in done.stdout
+    assert "REVOKE ALL ON registry_auditseal FROM vertebra_app;" in done.stdout
     done = run_cli("audit", "grants", "--role", "app; DROP TABLE x")
     assert done.returncode == 2
     assert done.stderr.startswith("vertebra: error: --role:")
@@ -172,11 +186,11 @@ def test_verify_and_checkpoint_on_a_sqlite_file(tmp_path: Path) -> None:
     assert (tmp_path / "audit-hmac.key").stat().st_mode & 0o777 == 0o600
     done = run_cli("audit", "verify", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "audit trail intact: 3 rows, head row 3, 3 checkpoint(s) matched" in done.stdout
+    assert "audit trail intact: 3 rows, head seal 3, 3 checkpoint(s) matched" in done.stdout
 
     with sqlite3.connect(tmp_path / "registry.sqlite3") as db:
         db.execute("DROP TRIGGER registry_auditevent_no_update")
-        db.execute(f"UPDATE {TABLE} SET actor_username = 'someone-else' WHERE seq = 2")
+        db.execute(f"UPDATE {TABLE} SET actor_username = 'someone-else' WHERE id = 2")
     done = run_cli("audit", "verify", env=env)
     assert done.returncode == 1
     assert done.stdout.startswith("audit trail NOT intact: row 2: altered:")

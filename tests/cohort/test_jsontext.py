@@ -17,6 +17,7 @@ from vertebra.cohort import jsontext
 from vertebra.cohort.bulk import FrameWriter
 from vertebra.registry import models as m
 from vertebra.registry.audit import (
+    CONTENT_FIELDS,
     GENESIS_HASH,
     HASHED_FIELDS,
     canonical_json,
@@ -118,9 +119,16 @@ def test_filled_template_hashes_like_compute_hash(
         )
         for name in HASHED_FIELDS
     }
-    template, open_fields = record_template({k: v for k, v in texts.items() if k not in open_set})
+    fixed = {k: v for k, v in texts.items() if k not in open_set}
+    template, open_fields = record_template(fixed, HASHED_FIELDS)  # the old in-row chain
     assert set(open_fields) == open_set
     assert hash_text(template % tuple(texts[name] for name in open_fields)) == compute_hash(fields)
+    # Rows written now (ADR 0021) hash their content only: no seq, no prev_hash.
+    content = {k: v for k, v in fixed.items() if k in CONTENT_FIELDS}
+    template, open_fields = record_template(content)
+    assert set(open_fields) == open_set & set(CONTENT_FIELDS)
+    filled = template % tuple(texts[name] for name in open_fields)
+    assert hash_text(filled) == compute_hash({**fields, "seq": None})
 
 
 @pytest.mark.django_db(transaction=True)

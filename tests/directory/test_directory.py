@@ -50,14 +50,14 @@ def test_only_the_clinics_own_admin_publishes_and_each_switch_is_audited() -> No
     before = last_seq()
     listing = services.set_published(actor=admin, clinic_id=mine.pk, published=True)
     assert listing.published and listing.published_on == timezone.localdate()
-    row = AuditEvent.objects.get(seq__gt=before, object_type="clinic_listing")
+    row = AuditEvent.objects.get(id__gt=before, object_type="clinic_listing")
     assert (row.action, row.clinic_id, row.actor_user_id) == ("create", mine.pk, admin.user.pk)
     assert row.old_values == {"published": False, "published_on": None}
     assert row.new_values == {"published": True, "published_on": timezone.localdate().isoformat()}
     assert row.reason == "publish consent given"
 
     services.set_published(actor=admin, clinic_id=mine.pk, published=False)
-    last = AuditEvent.objects.filter(object_type="clinic_listing").order_by("-seq").first()
+    last = AuditEvent.objects.filter(object_type="clinic_listing").order_by("-id").first()
     assert last is not None and last.action == "update"
     assert last.reason == "publish consent withdrawn" and last.new_values["published"] is False
     # Same state again: nothing changes, nothing is written.
@@ -68,7 +68,7 @@ def test_only_the_clinics_own_admin_publishes_and_each_switch_is_audited() -> No
     with pytest.raises(NotFound):  # another clinic answers like a missing one
         services.set_published(actor=admin, clinic_id=other.pk, published=True)
     assert not ClinicListing.objects.filter(clinic=other).exists()
-    denied = AuditEvent.objects.order_by("-seq").first()
+    denied = AuditEvent.objects.order_by("-id").first()
     assert denied is not None and denied.action == "denied"
 
 

@@ -33,7 +33,7 @@ def test_episode_and_schedule_commit_together() -> None:
         actor=actor, patient_id=patient.pk, arm=Arm.CELL_THERAPY, start_date=T0, today=T0
     )
     assert FollowUpSchedule.objects.filter(episode=episode).count() == 1
-    rows = list(AuditEvent.objects.order_by("seq").values_list("object_type", "request_id"))
+    rows = list(AuditEvent.objects.order_by("id").values_list("object_type", "request_id"))
     assert rows == [("treatmentepisode", "req-test"), ("followup_schedule", "req-test")]
 
 

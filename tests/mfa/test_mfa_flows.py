@@ -37,7 +37,7 @@ def staff(username: str, role: str, *, superuser: bool = False) -> User:
 def audit_actions(user: User) -> list[str]:
     return list(
         AuditEvent.objects.filter(object_type="mfa", actor_user_id=user.pk)
-        .order_by("seq")
+        .order_by("id")
         .values_list("action", flat=True)
     )
 

@@ -46,7 +46,7 @@ def test_a_new_link_retires_the_previous_one(baseline) -> None:
     assert live.count() == 1
     old = PatientLink.objects.get(retired_at__isnull=False)
     assert old.retired_reason == LinkRetirement.REPLACED
-    audit = AuditEvent.objects.filter(action="issue_link").order_by("seq").last()
+    audit = AuditEvent.objects.filter(action="issue_link").order_by("id").last()
     assert audit.new_values["replaces"] == [old.pk]
     assert first not in json.dumps(audit.new_values) and second not in json.dumps(audit.new_values)
 

@@ -85,7 +85,7 @@ def test_break_glass_asks_for_a_reason_and_audits_the_look(patient_row: AuditEve
     row = AuditEvent.objects.get(action="break_glass")
     assert row.actor_user_id == actor.user.pk
     assert row.patient_id == patient_row.patient_id
-    assert row.object_id == str(patient_row.seq)
+    assert row.object_id == str(patient_row.pk)
     assert row.reason == "Incident 2026-114: duplicate registration check"
 
 

@@ -221,7 +221,7 @@ def test_api_reads_are_audited(clinic_admin_actor: Actor, patient: Patient) -> N
     assert (
         call("GET", f"/patients/{patient.pk}/adverse-events", bearer(clinic_admin_actor))[0] == 200
     )
-    rows = list(AuditEvent.objects.filter(seq__gt=seq, action="read"))
+    rows = list(AuditEvent.objects.filter(id__gt=seq, action="read"))
     assert [(r.patient_id, r.role) for r in rows] == [(patient.pk, "clinic_admin")]
 
 

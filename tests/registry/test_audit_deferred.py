@@ -1,9 +1,9 @@
-"""Deferred chain appends (ADR 0021): records are chained at the end of their transaction.
+"""Deferred appends (ADR 0021): records are inserted at the end of their transaction.
 
-A service's audit records are still written in the transaction of its change, but chained
-(seq, prev_hash, hash, MAC) and inserted only at the end of :func:`deferred_audit`, so the
-chain lock is held for the final append and the commit alone. On PostgreSQL a transaction that
-is still working therefore no longer blocks another patient's write.
+A service's audit records are still written in the transaction of its change, but inserted
+only at the end of :func:`deferred_audit`, in one statement. They take no lock (step 2: the
+seal chain orders them once committed), so on PostgreSQL a transaction that is still working
+never blocks another patient's write.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.followup.helpers import PSFS_NAMES, T0, answers_for, at, make_schedule, point
+from tests.registry.audit_tamper import seal_all
 from tests.registry.factories import DAY0, make_actor, make_clinic, make_patient
 from vertebra.followup.services import submit_responses
 from vertebra.registry import services
@@ -26,28 +27,38 @@ from vertebra.registry.audit import (
     record_audit,
     verify_audit_chain,
 )
-from vertebra.registry.models import AuditEvent, Condition, Role
+from vertebra.registry.models import AuditEvent, AuditSeal, Condition, Role
 
 
 def _stored() -> list[tuple[int, str]]:
-    """(seq, object_id) of the stored rows, read without the manager (which would flush)."""
+    """(position, object_id) of the stored rows in id order (position 1, 2, ...), read
+    without the manager (which would flush)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT seq, object_id FROM registry_auditevent ORDER BY seq")
-        return [(int(seq), str(object_id)) for seq, object_id in cursor.fetchall()]
+        cursor.execute("SELECT object_id FROM registry_auditevent ORDER BY id")
+        return [(n, str(row[0])) for n, row in enumerate(cursor.fetchall(), start=1)]
+
+
+def _sealed() -> list[tuple[int, str]]:
+    """(seal seq, object_id) of every seal, in seal order (sealing what is pending first)."""
+    seal_all()
+    names = dict(AuditEvent.objects.values_list("id", "object_id"))
+    return [(seq, names[e]) for seq, e in AuditSeal.objects.values_list("seq", "event_id")]
 
 
 @pytest.mark.django_db
-def test_records_are_chained_at_the_end_of_the_block_in_call_order() -> None:
+def test_records_are_inserted_at_the_end_of_the_block_and_sealed_in_call_order() -> None:
     actor = make_actor(Role.CLINICIAN, make_clinic())
     with transaction.atomic(), deferred_audit():
         first = record_audit(actor=actor, action="read", object_type="patient", object_id=1)
         second = record_audit(actor=actor, action="read", object_type="patient", object_id=2)
-        assert first.pk is None and first.seq is None  # not chained yet
+        assert first.pk is None  # not inserted yet
         assert _stored() == []
     assert _stored() == [(1, "1"), (2, "2")]
-    assert (first.seq, second.seq) == (1, 2)
-    assert second.prev_hash == first.hash
-    assert AuditEvent.objects.get(seq=2).hash == second.hash
+    assert (first.seq, first.prev_hash) == (None, None)
+    assert _sealed() == [(1, "1"), (2, "2")]
+    seal = AuditSeal.objects.get(seq=2)
+    assert (seal.event_id, seal.row_hash) == (second.pk, second.hash)
+    assert seal.prev_hash == AuditSeal.objects.get(seq=1).hash
     assert verify_audit_chain() == []
 
 
@@ -112,9 +123,9 @@ def test_services_and_submissions_chain_their_records_and_the_chain_verifies() -
         baseline, answers_for(baseline), "key-0123456789abcdef", at(T0), psfs_names=PSFS_NAMES
     )
     assert result.created
-    rows = list(AuditEvent.objects.values_list("seq", "action", "object_type"))
-    assert [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1))
-    assert ("create", "followup_submission") in {(a, o) for _, a, o in rows}
+    rows = list(AuditEvent.objects.values_list("action", "object_type"))
+    assert ("create", "followup_submission") in set(rows)
+    assert [seq for seq, _ in _sealed()] == list(range(1, len(rows) + 1))
     assert check_audit_chain().intact
 
 
@@ -184,8 +195,8 @@ def test_another_patients_submission_commits_while_a_transaction_is_open() -> No
         holder.join(timeout=30)
     assert errors == []
     assert AuditEvent.objects.filter(object_id=str(held.pk), action="read").count() == 1
-    seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
-    assert seqs == list(range(1, len(seqs) + 1))
+    seqs = [seq for seq, _ in _sealed()]
+    assert seqs == list(range(1, AuditEvent.objects.count() + 1))
     assert verify_audit_chain() == []
 
 
@@ -241,14 +252,15 @@ def test_the_chain_holds_exactly_the_surviving_records_in_call_order(program: li
         after = _stored()[before:]
         transaction.set_rollback(True)  # each example leaves the table as it found it
     assert [name for _, name in after] == expected
-    assert [seq for seq, _ in after] == list(range(before + 1, before + len(expected) + 1))
+    assert [n for n, _ in after] == list(range(before + 1, before + len(expected) + 1))
 
 
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_deferred_blocks_form_one_unbroken_chain() -> None:
-    """Four threads, each committing blocks of two deferred records at once: the single-trip
-    lock-and-head read must always see the previous block's commit (no fork, no gap)."""
+def test_concurrent_deferred_blocks_form_one_unbroken_seal_chain() -> None:
+    """Four threads, each committing blocks of two deferred records at once, each commit
+    followed by its try-lock sealer: every row ends up sealed exactly once, the seal chain
+    has no fork and no gap, and a block's records keep their order."""
     assert connection.vendor == "postgresql"
     actor = make_actor(Role.CLINICIAN, make_clinic())
     threads_n, blocks = 4, 8
@@ -276,9 +288,13 @@ def test_concurrent_deferred_blocks_form_one_unbroken_chain() -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    rows = list(AuditEvent.objects.order_by("seq").values_list("seq", "object_id"))
+    rows = _sealed()
     assert [seq for seq, _ in rows] == list(range(1, threads_n * blocks * 2 + 1))
-    # A block's two records are adjacent: one transaction's records are appended together.
-    for (_, first), (_, second) in zip(rows[::2], rows[1::2], strict=True):
-        assert first.endswith("-a") and second == first[:-1] + "b"
+    names = [name for _, name in rows]
+    assert sorted(names) == sorted(
+        f"{n}-{i}-{part}" for n in range(threads_n) for i in range(blocks) for part in "ab"
+    )
+    for name in names:  # one transaction's records are sealed in the order recorded
+        if name.endswith("-a"):
+            assert names.index(name) < names.index(name[:-1] + "b")
     assert verify_audit_chain() == []

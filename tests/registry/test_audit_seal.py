@@ -2,8 +2,10 @@
 
 Requirement ids: P11-11.10(e) (record changes shall not obscure previous entries),
 HIPAA-164.312(c)(1)-(2) (integrity, mechanism to authenticate ePHI), T20 (immutability).
-The attacker here can write the table (triggers dropped inside the test's transaction) and
-knows the public hash algorithm; they do not have the MAC key or the checkpoint file.
+The attacker here can write the trail and its seal table (triggers dropped inside the test's
+transaction) and knows the public hash algorithms; they do not have the MAC key or the
+checkpoint file. Since ADR 0021 the order of the trail is the seal chain: every scenario that
+re-chained rows re-chains seals here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from django.core import mail
 from django.db import connection, transaction
 
+from tests.registry.audit_tamper import drop_triggers, seal_all, seal_of
 from tests.registry.factories import make_actor, make_clinic, make_user
 from vertebra.followup.worker import run_once
 from vertebra.registry.audit import (
@@ -26,6 +29,7 @@ from vertebra.registry.audit import (
     check_audit_chain,
     compute_hash,
     record_audit,
+    seal_hash,
     system_actor,
     verify_audit_chain,
     verify_audit_chain_as,
@@ -42,12 +46,13 @@ from vertebra.registry.auditseal import (
     read_checkpoints,
     rotate_key,
 )
-from vertebra.registry.models import AuditAlert, AuditEvent, Role
+from vertebra.registry.models import AuditAlert, AuditEvent, AuditSeal, Role
 from vertebra.registry.permissions import Actor
 
 pytestmark = pytest.mark.django_db
 
 TABLE = AuditEvent._meta.db_table
+SEAL_TABLE = AuditSeal._meta.db_table
 
 
 @pytest.fixture
@@ -57,7 +62,7 @@ def actor() -> Actor:
 
 def _append(actor: Actor, n: int) -> list[AuditEvent]:
     with transaction.atomic():
-        return [
+        rows = [
             record_audit(
                 actor=actor,
                 action="update",
@@ -70,34 +75,47 @@ def _append(actor: Actor, n: int) -> list[AuditEvent]:
             )
             for i in range(n)
         ]
+    seal_all()
+    return rows
 
 
 def _unlock() -> None:
     """The attacker's first step: remove the append-only triggers (rolled back after the test)."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"DROP TRIGGER registry_auditevent_append_only ON {TABLE}")
+    drop_triggers()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
             cursor.execute(f"DROP TRIGGER registry_auditevent_no_truncate ON {TABLE}")
-        else:
-            cursor.execute("DROP TRIGGER registry_auditevent_no_update")
-            cursor.execute("DROP TRIGGER registry_auditevent_no_delete")
+            cursor.execute(f"DROP TRIGGER registry_auditseal_no_truncate ON {SEAL_TABLE}")
+
+
+def _delete_from_seal(seq: int) -> None:
+    """Cut the trail at seal ``seq``: that seal and every later one, and the rows they sealed."""
+    events = list(AuditSeal.objects.filter(seq__gte=seq).values_list("event_id", flat=True))
+    AuditSeal.objects.filter(seq__gte=seq).delete()
+    AuditEvent.objects.filter(pk__in=events).delete()
 
 
 def rehash_from(seq: int, change: dict[str, Any], *, strip_macs: bool = False) -> None:
-    """Edit row ``seq`` and re-hash it and every later row with the public algorithm."""
-    rows = list(AuditEvent.objects.filter(seq__gte=seq).order_by("seq").values())
-    before = AuditEvent.objects.filter(seq=seq - 1).values_list("hash", flat=True).first()
-    prev = before or GENESIS_HASH
-    for row in rows:
-        if row["seq"] == seq:
-            row.update(change)
-        row["prev_hash"] = prev
-        row["hash"] = compute_hash(row)
-        prev = row["hash"]
-        extra = {"mac": None, "mac_key": None} if strip_macs else {}
-        AuditEvent.objects.filter(pk=row["id"]).update(
-            **{k: row[k] for k in change}, prev_hash=row["prev_hash"], hash=row["hash"], **extra
+    """Edit the row sealed at ``seq``, re-hash it, and re-chain seal ``seq`` and every later
+    seal with the public algorithm (``strip_macs``: and remove their MACs)."""
+    seal = AuditSeal.objects.get(seq=seq)
+    row = AuditEvent.objects.filter(pk=seal.event_id).values().get()
+    row.update(change)
+    row["hash"] = compute_hash(row)
+    extra = {"mac": None, "mac_key": None} if strip_macs else {}
+    AuditEvent.objects.filter(pk=row["id"]).update(**change, hash=row["hash"], **extra)
+    prev = AuditSeal.objects.filter(seq=seq - 1).values_list("hash", flat=True).first()
+    prev = prev or GENESIS_HASH
+    for later in AuditSeal.objects.filter(seq__gte=seq).order_by("seq"):
+        row_hash = row["hash"] if later.seq == seq else later.row_hash
+        digest = seal_hash(later.seq, later.event_id, row_hash, prev)
+        AuditSeal.objects.filter(pk=later.pk).update(
+            row_hash=row_hash,
+            prev_hash=prev,
+            hash=digest,
+            **({"mac": "", "mac_key": ""} if strip_macs else {}),
         )
+        prev = digest
 
 
 # ------------------------------------------------------------------------------ the MAC
@@ -110,10 +128,13 @@ def test_every_row_carries_a_mac_with_a_key_kept_out_of_the_database(actor: Acto
         stored = AuditEvent.objects.get(pk=row.pk)
         assert stored.mac_key == ring.current_id
         assert stored.mac == ring.row_mac(stored.hash)
+        seal = seal_of(row)
+        assert (seal.mac_key, seal.mac) == (ring.current_id, ring.seal_mac(seal.hash))
+        assert seal.mac != ring.row_mac(seal.hash)  # its own domain: a row MAC is no seal MAC
     path = key_file()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     key_hex = path.read_text().strip()
-    dump = json.dumps(list(AuditEvent.objects.values()), default=str)
+    dump = json.dumps([*AuditEvent.objects.values(), *AuditSeal.objects.values()], default=str)
     assert key_hex not in dump and key_hex[:16] not in dump
     assert verify_audit_chain() == []
 
@@ -124,15 +145,27 @@ def test_a_row_edited_and_the_chain_rehashed_is_named_by_its_mac(actor: Actor) -
     rehash_from(3, {"reason": "nothing to see"})
     problems = verify_audit_chain()
     assert (problems[0].seq, problems[0].kind) == (3, "bad_mac")
-    assert "row 3 was altered and re-hashed" in problems[0].message
-    assert {(p.seq, p.kind) for p in problems} == {(s, "bad_mac") for s in range(3, 7)}
+    assert "seal 3 was altered and re-hashed" in problems[0].message
+    # The edited row's own MAC, and every re-chained seal's.
+    assert [(p.seq, p.kind, p.event_id is not None) for p in problems] == [
+        (3, "bad_mac", True),
+        (3, "bad_mac", True),
+        (4, "bad_mac", True),
+        (5, "bad_mac", True),
+        (6, "bad_mac", True),
+    ]
+    assert sum("audit row" in p.message for p in problems) == 1
 
 
 def test_stripping_the_macs_as_well_leaves_unsigned_rows(actor: Actor) -> None:
     _append(actor, 5)
     _unlock()
     rehash_from(4, {"reason": "forged"}, strip_macs=True)
-    assert [(p.seq, p.kind) for p in verify_audit_chain()] == [(4, "unsigned"), (5, "unsigned")]
+    assert [(p.seq, p.kind) for p in verify_audit_chain()] == [
+        (4, "unsigned"),  # seal 4
+        (4, "unsigned"),  # the row it seals
+        (5, "unsigned"),  # seal 5
+    ]
 
 
 def test_rewriting_every_row_without_macs_is_caught_by_the_checkpoint(actor: Actor) -> None:
@@ -145,13 +178,75 @@ def test_rewriting_every_row_without_macs_is_caught_by_the_checkpoint(actor: Act
     assert kinds[0] == (1, "unsigned")
 
 
-def test_rows_from_before_macs_are_vouched_for_by_the_next_signed_row(actor: Actor) -> None:
-    _append(actor, 3)
-    _unlock()
-    AuditEvent.objects.filter(seq__lte=3).update(mac=None, mac_key=None)  # "written by 0007"
+def _legacy_rows(n: int, *, signed: bool) -> list[AuditEvent]:
+    """Rows of the old in-row chain (before the seal chain): seq, prev_hash, chained hash."""
+    prev, rows = GENESIS_HASH, []
+    ring = keyring()
+    for seq in range(1, n + 1):
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "occurred_at": dt.datetime(2026, 11, 1, 9, seq, tzinfo=dt.UTC),
+            "actor_user_id": None,
+            "actor_username": "system:legacy",
+            "role": "system",
+            "clinic_id": None,
+            "patient_id": seq,
+            "action": "read",
+            "object_type": "patient",
+            "object_id": str(seq),
+            "old_values": None,
+            "new_values": {"n": seq},
+            "reason": "",
+            "request_id": "",
+            "prev_hash": prev,
+        }
+        fields["hash"] = prev = compute_hash(fields)
+        mac = ring.row_mac(prev) if signed else None
+        rows.append(AuditEvent(**fields, mac=mac, mac_key=ring.current_id if signed else None))
+    AuditEvent.objects.bulk_create(rows)
+    return rows
+
+
+def test_rows_from_before_macs_are_vouched_for_by_the_first_seal(actor: Actor) -> None:
+    """Rows of the old in-row chain without MACs ("written by 0007"): the first seal links to
+    their last hash, so its MAC vouches for them (the documented upgrade step seals one)."""
+    legacy = _legacy_rows(3, signed=False)
     assert [(p.seq, p.kind) for p in verify_audit_chain()] == [(1, "unsigned")]
     write_checkpoint(actor=system_actor("upgrade"))  # the documented upgrade step
+    first = AuditSeal.objects.get(seq=1)
+    assert first.prev_hash == legacy[-1].hash
     assert check_audit_chain(checkpoints=read_checkpoints()).intact
+
+
+def test_the_old_in_row_chain_is_still_verified_up_to_the_first_seal(actor: Actor) -> None:
+    legacy = _legacy_rows(4, signed=True)
+    _append(actor, 2)
+    assert AuditSeal.objects.get(seq=1).prev_hash == legacy[-1].hash
+    assert verify_audit_chain() == []
+    _unlock()
+    AuditEvent.objects.filter(seq=2).update(reason="forged")
+    AuditEvent.objects.filter(seq=3).delete()
+    kinds = [(p.chain, p.seq, p.kind) for p in verify_audit_chain()]
+    assert kinds == [("rows", 2, "altered"), ("rows", 4, "missing"), ("rows", 4, "broken_link")]
+
+
+def test_a_checkpoint_of_the_old_chain_still_verifies_and_still_catches_a_cut(
+    actor: Actor,
+) -> None:
+    """Checkpoint lines written before the seal chain (no ``chain`` member) keep their
+    signatures and are compared with the in-row chain."""
+    legacy = _legacy_rows(3, signed=True)
+    ring = keyring()
+    old = Checkpoint(3, legacy[-1].hash, legacy[-1].mac or "", "2026-11-02T00:00:00+00:00",
+                     ring.current_id, True).signed(ring)  # fmt: skip
+    append_checkpoint(old)
+    assert "chain" not in checkpoint_file().read_text()
+    _append(actor, 1)
+    assert verify_audit_chain(checkpoints=read_checkpoints()) == []
+    _unlock()
+    AuditEvent.objects.filter(seq=3).delete()
+    kinds = [(p.chain, p.seq, p.kind) for p in verify_audit_chain(checkpoints=read_checkpoints())]
+    assert ("rows", 3, "truncated") in kinds and ("seals", 1, "broken_link") in kinds
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -161,21 +256,24 @@ def test_a_deleted_tail_is_detected_against_the_last_checkpoint(actor: Actor) ->
     _append(actor, 5)
     checkpoint = write_checkpoint(actor=system_actor("test"))
     assert checkpoint.seq == 6 and checkpoint.verified is False
+    assert checkpoint.chain == "seals"
     line = json.loads(checkpoint_file().read_text().splitlines()[-1])
-    assert line["seq"] == 6 and line["hash"] == AuditEvent.objects.get(seq=6).hash
+    assert line["seq"] == 6 and line["hash"] == AuditSeal.objects.get(seq=6).hash
+    assert line["chain"] == "seals"
     assert check_audit_chain(checkpoints=read_checkpoints()).intact
     _unlock()
-    AuditEvent.objects.filter(seq__gte=4).delete()
+    _delete_from_seal(4)
     assert verify_audit_chain() == []  # the chain alone cannot see its end cut off
     problems = verify_audit_chain(checkpoints=read_checkpoints())
     assert [(p.seq, p.kind) for p in problems] == [(4, "truncated")]
-    assert "rows 4..6 were removed" in problems[0].message
+    assert "seals 4..6 (and the rows they vouched for) were removed" in problems[0].message
 
 
 def test_an_emptied_table_does_not_verify_clean(actor: Actor) -> None:
     _append(actor, 2)
     write_checkpoint(actor=system_actor("test"))
     _unlock()
+    AuditSeal.objects.all().delete()
     AuditEvent.objects.all().delete()
     assert verify_audit_chain() == []
     assert [(p.seq, p.kind) for p in verify_audit_chain(checkpoints=read_checkpoints())] == [
@@ -185,10 +283,10 @@ def test_an_emptied_table_does_not_verify_clean(actor: Actor) -> None:
 
 def test_a_replaced_tail_differs_from_the_checkpoint(actor: Actor) -> None:
     _append(actor, 3)
-    write_checkpoint(actor=system_actor("test"))  # row 4
+    write_checkpoint(actor=system_actor("test"))  # seal 4
     _unlock()
-    AuditEvent.objects.filter(seq__gte=3).delete()
-    _append(actor, 2)  # new rows 3 and 4, validly signed by the app
+    _delete_from_seal(3)
+    _append(actor, 2)  # new rows, sealed 3 and 4, validly signed by the app
     kinds = [(p.seq, p.kind) for p in verify_audit_chain(checkpoints=read_checkpoints())]
     assert kinds == [(4, "checkpoint_mismatch")]
 
@@ -238,15 +336,19 @@ def test_rotation_keeps_old_rows_verifiable(actor: Actor, tmp_path: Path, settin
     retired, new_id = rotate_key()
     assert retired == old_id and new_id != old_id
     _append(actor, 2)
-    keys = list(AuditEvent.objects.order_by("seq").values_list("mac_key", flat=True))
+    keys = list(AuditEvent.objects.order_by("id").values_list("mac_key", flat=True))
     assert keys == [old_id, old_id, new_id, new_id]
+    seal_keys = list(AuditSeal.objects.order_by("seq").values_list("mac_key", flat=True))
+    assert seal_keys == [old_id, old_id, new_id, new_id]
     assert verify_audit_chain() == []
     (tmp_path / "audit-hmac.old-keys").unlink()  # losing the retired key
     from vertebra.registry import auditseal
 
     auditseal._load.cache_clear()
     assert [(p.seq, p.kind) for p in verify_audit_chain()] == [
-        (1, "unknown_key"),
+        (1, "unknown_key"),  # seal 1
+        (1, "unknown_key"),  # its row
+        (2, "unknown_key"),
         (2, "unknown_key"),
     ]
 
@@ -258,7 +360,7 @@ def test_the_page_check_is_recorded_with_its_result(actor: Actor) -> None:
     admin = make_actor(Role.REGISTRY_ADMIN)
     _append(actor, 2)
     assert verify_audit_chain_as(actor=admin) == []
-    row = AuditEvent.objects.order_by("-seq").first()
+    row = AuditEvent.objects.order_by("-id").first()
     assert row is not None
     assert (row.action, row.object_type, row.actor_user_id) == (
         "verify",
@@ -287,7 +389,8 @@ def test_the_worker_verifies_daily_and_alerts_the_registry_admins(
     assert verify.actor_username == "system:audit-worker"
     assert verify.new_values["intact"] is True
     checkpoint = read_checkpoints().checkpoints[-1]
-    assert (checkpoint.seq, checkpoint.verified) == (verify.seq, True)
+    assert (checkpoint.seq, checkpoint.verified) == (seal_of(verify).seq, True)
+    assert checkpoint.hash == seal_of(verify).hash
     assert run_once(now + dt.timedelta(hours=1)).audit_verified is False  # not due yet
     assert mail.outbox == []
 

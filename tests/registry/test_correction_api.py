@@ -78,7 +78,7 @@ def test_stale_patch_is_409_with_the_current_version_and_the_other_change(world:
     headers = bearer(world.clinician)
     first = {"expected_version": 1, "reason": "weighed again", "volume_ml": 58}
     assert call("PATCH", f"/harvests/{harvest.pk}", headers, first)[0] == 200
-    seq = AuditEvent.objects.latest("seq").seq
+    seq = AuditEvent.objects.latest("id").id
     status, body = call("PATCH", f"/harvests/{harvest.pk}", headers, {**first, "volume_ml": 99})
     assert status == 409 and body["type"] == "urn:vertebra:problem:stale-edit"
     assert body["status"] == 409 and body["title"] == "Changed by someone else"
@@ -87,7 +87,7 @@ def test_stale_patch_is_409_with_the_current_version_and_the_other_change(world:
     assert change["reason"] == "weighed again" and change["who"] == world.clinician.user.username
     assert change["changes"] == [{"field": "Volume (mL)", "old": "60", "new": "58"}]
     assert Harvest.objects.get(pk=harvest.pk).volume_ml == 58
-    assert not AuditEvent.objects.filter(seq__gt=seq, action__in=["update", "void"]).exists()
+    assert not AuditEvent.objects.filter(id__gt=seq, action__in=["update", "void"]).exists()
     # Voiding from the stale version is refused the same way.
     status, body = call(
         "POST", f"/harvests/{harvest.pk}/void", headers, {"expected_version": 1, "reason": "x"}

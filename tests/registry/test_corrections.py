@@ -76,7 +76,7 @@ def test_each_type_is_corrected_with_reason_version_and_audit(world: World, slug
     for name, value in changes.items():
         assert getattr(_stored(slug, record), name) == value
     assert stored.version == before.version + 1
-    row = AuditEvent.objects.filter(action="update", object_id=str(record.pk)).latest("seq")
+    row = AuditEvent.objects.filter(action="update", object_id=str(record.pk)).latest("id")
     assert row.object_type == corrections.get_type(slug).object_type
     assert row.reason == "typo: entered wrong"
     assert row.old_values["version"] == before.version
@@ -88,7 +88,7 @@ def test_each_type_is_corrected_with_reason_version_and_audit(world: World, slug
 
 def test_a_correction_needs_a_reason_and_names_unknown_fields(world: World) -> None:
     harvest = world.records["harvests"]
-    seq = AuditEvent.objects.latest("seq").seq
+    seq = AuditEvent.objects.latest("id").id
     for reason in ("", "   "):
         with pytest.raises(ValidationError, match="reason"):
             _correct(world.clinician, "harvests", harvest, changes={"volume_ml": 1}, reason=reason)
@@ -96,20 +96,20 @@ def test_a_correction_needs_a_reason_and_names_unknown_fields(world: World) -> N
         _correct(world.clinician, "harvests", harvest, changes={"operator_id": 1})
     assert "operator_id" in refused.value.message_dict
     assert _stored("harvests", harvest).volume_ml == 60
-    assert not AuditEvent.objects.filter(seq__gt=seq).exists()
+    assert not AuditEvent.objects.filter(id__gt=seq).exists()
 
 
 def test_stale_edit_is_refused_and_nothing_is_written(world: World) -> None:
     harvest = world.records["harvests"]
     _correct(world.clinician, "harvests", harvest, changes={"volume_ml": 58.0}, expected_version=1)
-    seq = AuditEvent.objects.latest("seq").seq
+    seq = AuditEvent.objects.latest("id").id
     with pytest.raises(StaleEditError, match="changed by someone else"):
         _correct(
             world.clinician, "harvests", harvest, changes={"volume_ml": 99.0}, expected_version=1
         )
     stored = _stored("harvests", harvest)
     assert (stored.volume_ml, stored.version) == (58.0, 2)
-    assert not AuditEvent.objects.filter(seq__gt=seq, action__in=["update", "void"]).exists()
+    assert not AuditEvent.objects.filter(id__gt=seq, action__in=["update", "void"]).exists()
     # The conflict answer: who changed what since version 1.
     current, missed = corrections.changes_since(
         actor=world.clinician, record_type="harvests", object_id=harvest.pk, version=1
@@ -381,7 +381,7 @@ def test_history_reads_in_words(world: World) -> None:
         actor=world.coordinator, record_type="injections", object_id=world.records["injections"].pk
     )
     assert voided.entries[-1].action == "Voided" and voided.entries[-1].reason == "wrong level"
-    read = AuditEvent.objects.filter(action="read", object_type="harvest").latest("seq")
+    read = AuditEvent.objects.filter(action="read", object_type="harvest").latest("id")
     assert read.new_values == {"view": "history"}
 
 
@@ -445,7 +445,7 @@ def test_no_acknowledged_change_is_ever_lost(clinician: Actor, patient: Patient,
     stored = _stored("harvests", harvest)
     rows = AuditEvent.objects.filter(
         object_type="harvest", object_id=str(harvest.pk), action="update"
-    ).order_by("seq")
+    ).order_by("id")
     assert [row.new_values["volume_ml"] for row in rows] == acknowledged
     assert stored.volume_ml == (acknowledged[-1] if acknowledged else FIRST_ML)
     assert stored.version == 1 + len(acknowledged)

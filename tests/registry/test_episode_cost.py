@@ -43,7 +43,7 @@ def test_the_cost_is_stored_with_the_episode_and_audited_in_the_same_row(
     assert (episode.price, episode.currency, episode.billed_to, episode.patient_paid) == (
         Decimal("12000.00"), "USD", "self_pay", Decimal("12000.00"),
     )  # fmt: skip
-    rows = list(AuditEvent.objects.filter(seq__gt=seq, object_type="treatmentepisode"))
+    rows = list(AuditEvent.objects.filter(id__gt=seq, object_type="treatmentepisode"))
     assert len(rows) == 1
     assert rows[0].new_values["price"] == "12000.00"
     assert rows[0].new_values["currency"] == "USD"

@@ -12,8 +12,8 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 
 from tests.registry.factories import make_actor, make_clinic
-from vertebra.registry.audit import record_audit
-from vertebra.registry.models import AuditEvent, Role
+from vertebra.registry.audit import record_audit, seal_pending
+from vertebra.registry.models import AuditEvent, AuditSeal, Role
 
 
 @pytest.mark.django_db(transaction=True)
@@ -22,17 +22,25 @@ def test_a_transactional_test_may_write_audit_rows() -> None:
     with transaction.atomic():
         record_audit(actor=actor, action="read", object_type="patient", object_id=1)
     assert AuditEvent.objects.count() == 1
+    assert AuditSeal.objects.count() == 1  # sealed after the commit (PostgreSQL) or inline
 
 
 @pytest.mark.django_db
 def test_after_the_flush_the_table_is_empty_and_still_append_only() -> None:
     assert AuditEvent.objects.count() == 0
+    assert AuditSeal.objects.count() == 0
     actor = make_actor(Role.CLINICIAN, make_clinic())
     with transaction.atomic():
         record_audit(actor=actor, action="read", object_type="patient", object_id=1)
-    refused = ["UPDATE registry_auditevent SET reason = 'x'", "DELETE FROM registry_auditevent"]
+    seal_pending(wait=True, full=True)
+    refused = [
+        "UPDATE registry_auditevent SET reason = 'x'",
+        "DELETE FROM registry_auditevent",
+        "UPDATE registry_auditseal SET row_hash = 'x'",
+        "DELETE FROM registry_auditseal",
+    ]
     if connection.vendor == "postgresql":
-        refused.append("TRUNCATE registry_auditevent")
+        refused += ["TRUNCATE registry_auditevent", "TRUNCATE registry_auditseal"]
     for sql in refused:
         with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql)

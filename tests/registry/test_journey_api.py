@@ -65,7 +65,7 @@ def call(method: str, path: str, headers: dict[str, str], body: object = None) -
 
 def written(since: int) -> list[tuple[str, str, str, str, str]]:
     """The write audit rows after ``since``: (action, object type, object id, who, reason)."""
-    rows = AuditEvent.objects.filter(seq__gt=since, action__in=WRITES).order_by("seq")
+    rows = AuditEvent.objects.filter(id__gt=since, action__in=WRITES).order_by("id")
     return [
         (row.action, row.object_type, row.object_id, row.actor_username, row.reason) for row in rows
     ]

@@ -27,10 +27,11 @@ def bearer(actor: Actor) -> dict[str, str]:
 
 
 def writes_since(seq: int) -> list[AuditEvent]:
-    """Audit rows of writes (create/update) appended after ``seq``."""
-    return list(AuditEvent.objects.filter(seq__gt=seq, action__in=["create", "update"]))
+    """Audit rows of writes (create/update) appended after the row with id ``seq``."""
+    return list(AuditEvent.objects.filter(id__gt=seq, action__in=["create", "update"]))
 
 
 def last_seq() -> int:
-    last = AuditEvent.objects.order_by("-seq").first()
-    return last.seq if last else 0
+    """The newest audit row's id (rows are ordered by id since ADR 0021), 0 if none."""
+    last = AuditEvent.objects.order_by("-id").first()
+    return last.pk if last else 0

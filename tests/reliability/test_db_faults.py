@@ -262,7 +262,7 @@ def test_postgres_cut_silent_and_locked_give_503_within_5_s_and_recover(
 
     from vertebra.registry.audit import _CHAIN_LOCK_KEY
 
-    plan = _seed(served_db, tmp_path, 4)
+    plan = _seed(served_db, tmp_path, 5)
     items, token = plan["items"], plan["token"]
     target = urllib.parse.urlsplit(served_db.url)
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
@@ -302,15 +302,31 @@ def test_postgres_cut_silent_and_locked_give_503_within_5_s_and_recover(
         proxy.blackhole()
         fault_then_recover(items[2], proxy.restore)
 
-        # Another session holds the audit-chain lock that every write needs: lock_timeout.
-        with psycopg.connect(served_db.url, autocommit=True) as holder:
-            holder.execute("SELECT pg_advisory_lock(%s)", [_CHAIN_LOCK_KEY])
+        # Another session holds a row lock the write needs (its time point): lock_timeout.
+        with psycopg.connect(served_db.url) as holder:
+            holder.execute(
+                "SELECT id FROM followup_followuptimepoint WHERE id = %s FOR UPDATE",
+                [items[3]["tp"]],
+            )
             response, seconds = _timed_submit(server, items[3])
             _assert_plain_503(response, "not_saved", seconds)
             assert _stored(served_db, items[3]) == 0
-            holder.execute("SELECT pg_advisory_unlock(%s)", [_CHAIN_LOCK_KEY])
+            holder.rollback()
         reference, _ = _acknowledge_within(server.base, items[3], RECOVER_WITHIN)
         acks.append({"tp": items[3]["tp"], "ref": reference})
+
+        # The audit sealer's lock held by another session no longer holds any write up
+        # (ADR 0021): the submission is acknowledged at once; its row is sealed afterwards.
+        with psycopg.connect(served_db.url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", [_CHAIN_LOCK_KEY])
+            response, seconds = _timed_submit(server, items[4])
+            reference = acknowledged_reference(response)
+            assert reference is not None and seconds < ANSWER_WITHIN, (
+                response.status_code,
+                seconds,
+            )
+            acks.append({"tp": items[4]["tp"], "ref": reference})
+            holder.execute("SELECT pg_advisory_unlock(%s)", [_CHAIN_LOCK_KEY])
         assert server.starts == 1  # every recovery without a restart
     finally:
         proxy.close()

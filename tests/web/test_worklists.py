@@ -176,7 +176,7 @@ def test_clinician_home_lists_serious_first_and_flagged(world: World) -> None:
     assert "6 of 6 patients with something due" in text
     assert "Stranger" not in html and "neurological" not in html.lower()
     # What was shown is on the audit trail.
-    row = AuditEvent.objects.filter(action="read", object_type="worklist").latest("seq")
+    row = AuditEvent.objects.filter(action="read", object_type="worklist").latest("id")
     assert row.new_values["home"] == "clinician"
     assert world.serious_patient.pk in row.new_values["patient_ids"]
     assert world.stranger.pk not in row.new_values["patient_ids"]

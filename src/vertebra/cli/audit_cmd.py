@@ -57,9 +57,15 @@ def verify(
             json.dumps(
                 {
                     **report.summary("cli"),
-                    "recorded_as": row.seq,
+                    "recorded_as": row.pk,
                     "all_problems": [
-                        {"seq": p.seq, "kind": p.kind, "message": p.message}
+                        {
+                            "seq": p.seq,
+                            "chain": p.chain,
+                            "event_id": p.event_id,
+                            "kind": p.kind,
+                            "message": p.message,
+                        }
                         for p in report.problems
                     ],
                 },
@@ -68,8 +74,8 @@ def verify(
         )
     elif report.intact:
         typer.echo(
-            f"audit trail intact: {report.rows} rows, head row {report.head_seq}, "
-            f"{report.checkpoints} checkpoint(s) matched (recorded as row {row.seq})"
+            f"audit trail intact: {report.rows} rows, head seal {report.head_seq}, "
+            f"{report.checkpoints} checkpoint(s) matched (recorded as audit row {row.pk})"
         )
     else:
         first = report.problems[0]
@@ -78,7 +84,7 @@ def verify(
             typer.echo(f"  row {problem.seq}: {problem.kind}: {problem.message}")
         if len(report.problems) > 20:
             typer.echo(f"  ... {len(report.problems) - 20} more")
-        typer.echo(f"{len(report.problems)} problem(s); recorded as row {row.seq}")
+        typer.echo(f"{len(report.problems)} problem(s); recorded as audit row {row.pk}")
     if not report.intact:
         raise typer.Exit(1)
 
@@ -97,7 +103,7 @@ def checkpoint() -> None:
     except OSError as exc:
         raise CliError(f"cannot write {checkpoint_file()}: {exc.strerror}") from None
     typer.echo(
-        f"checkpoint: row {written.seq}, hash {written.hash}, at {written.at}, "
+        f"checkpoint: seal {written.seq}, hash {written.hash}, at {written.at}, "
         f"in {checkpoint_file()}"
     )
 

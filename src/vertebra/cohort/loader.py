@@ -157,6 +157,7 @@ def load_cohort(
             _load_chunk(context, patients, timepoints, events)
             done += len(patients)
             report("patients", done)
+    trail.seal()  # the connection is free again: seal the rows, still under the chain lock
     reset_sequences((*REGISTRY_MODELS, *FOLLOWUP_MODELS))
     analyze((*REGISTRY_MODELS, *FOLLOWUP_MODELS))
     counts = {k: v for k, v in writer.counts.items() if k != "auditevent"}

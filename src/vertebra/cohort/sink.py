@@ -4,7 +4,9 @@ created object, one ``create`` record on the hash-chained audit trail.
 The records are the ones the registry services write for the same objects (same fields, same
 canonical JSON, same hash rule: :func:`vertebra.registry.audit.record_template`, same MAC with
 the current key), by the system account ``synthetic-loader``, at one instant, in the order the
-rows are written.
+rows are written. Like every audit row they carry their content hash and MAC; the trail seals
+them (ADR 0021) once the frames are written (:meth:`AuditTrail.seal`), continuing the seal
+chain under the chain lock the loader holds for the whole load.
 """
 
 from __future__ import annotations
@@ -17,25 +19,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from django.db import models
+from django.db import connection, models
 from django.db.models import Model
 
 from vertebra.cohort import jsontext
 from vertebra.cohort.bulk import FrameWriter, db_datetime_text
-from vertebra.registry.audit import GENESIS_HASH, canonical_json, record_template, timestamp_json
+from vertebra.registry.audit import (
+    SEAL_COLUMNS,
+    canonical_json,
+    chain_seals,
+    record_template,
+    seal_head,
+    timestamp_json,
+)
 from vertebra.registry.auditseal import keyring
-from vertebra.registry.models import AuditEvent, Correctable
+from vertebra.registry.models import AuditEvent, AuditSeal, Correctable
 
 LOADER_USERNAME = "synthetic-loader"
-_OPEN_FIELDS = (
-    "clinic_id",
-    "new_values",
-    "object_id",
-    "object_type",
-    "patient_id",
-    "prev_hash",
-    "seq",
-)
+_OPEN_FIELDS = ("clinic_id", "new_values", "object_id", "object_type", "patient_id")
+#: Rows read back and sealed per step of :meth:`AuditTrail.seal` (bounded memory at any size).
+SEAL_CHUNK = 100_000
 
 
 def _with_correction_columns(model: type[Model], frame: pd.DataFrame, now_db: str) -> pd.DataFrame:
@@ -66,19 +69,23 @@ def _id_texts(values: Any, count: int) -> list[str]:
 
 
 class AuditTrail:
-    """Appends ``create`` records for bulk-written objects, continuing the existing chain.
+    """Appends ``create`` records for bulk-written objects, then seals them (ADR 0021).
 
-    Reads the chain head once, at construction, inside the caller's transaction; the caller
-    must hold the transaction until every record is written (nobody else can append meanwhile:
-    on PostgreSQL the loader takes the audit-chain lock, on SQLite the write transaction is
-    exclusive).
+    Construct it inside the caller's transaction while holding the chain lock
+    (:func:`vertebra.registry.audit.lock_chain`; on SQLite the write transaction is exclusive)
+    and hold both until :meth:`seal` has run: the seal chain's head is read here, and nobody
+    else may append seals meanwhile. Other writers may still insert audit rows (they take no
+    lock); their rows are told apart by this trail's ``request_id``.
     """
 
     def __init__(self, actor_id: int, now: dt.datetime, reason: str) -> None:
         self._ring = keyring()  # every row gets its MAC, as record_audit gives it (ADR 0008)
-        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-        self.seq: int = last["seq"] if last else 0
-        self.prev_hash: str = last["hash"] if last else GENESIS_HASH
+        self._head = seal_head()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT MAX(id) FROM {connection.ops.quote_name(AuditEvent._meta.db_table)}"
+            )
+            self._after_id = int(cursor.fetchone()[0] or 0)  # every row of ours comes after
         self.request_id = f"synth-{uuid.uuid4().hex[:12]}"
         self.rows = 0
         self._constants = {
@@ -115,7 +122,8 @@ class AuditTrail:
         clinic_ids: Any,
         patient_ids: Any,
     ) -> pd.DataFrame:
-        """The audit rows (a frame for :class:`FrameWriter`) of objects just created, chained.
+        """The audit rows (a frame for :class:`FrameWriter`) of objects just created, each with
+        its content hash and MAC; write them in the order made (:meth:`seal` seals in id order).
 
         ``new_values`` are canonical JSON texts; ``clinic_ids``/``patient_ids`` are arrays (or
         None when the objects belong to no clinic/patient).
@@ -125,39 +133,57 @@ class AuditTrail:
         type_text = canonical_json(object_type)
         clinics = _id_texts(clinic_ids, count)
         patients = _id_texts(patient_ids, count)
-        seqs = range(self.seq + 1, self.seq + count + 1)
-        prevs: list[str] = []
         hashes: list[str] = []
         macs: list[str] = []
-        prev, template, sha256 = self.prev_hash, self._template, hashlib.sha256
+        template, sha256 = self._template, hashlib.sha256
         mac_of = self._ring.row_mac
-        for clinic, values, object_text, patient, seq in zip(
-            clinics, new_values, object_texts, patients, seqs, strict=True
+        for clinic, values, object_text, patient in zip(
+            clinics, new_values, object_texts, patients, strict=True
         ):
-            prevs.append(prev)
-            text = template % (clinic, values, object_text, type_text, patient, f'"{prev}"', seq)
-            prev = sha256(text.encode("utf-8")).hexdigest()
-            hashes.append(prev)
-            macs.append(mac_of(prev))
-        self.seq += count
-        self.prev_hash = prev
+            text = template % (clinic, values, object_text, type_text, patient)
+            digest = sha256(text.encode("utf-8")).hexdigest()
+            hashes.append(digest)
+            macs.append(mac_of(digest))
         self.rows += count
         frame = pd.DataFrame(
             {
-                "seq": np.arange(seqs.start, seqs.stop, dtype=np.int64),
                 **{name: [value] * count for name, value in self._constants.items()},
                 "clinic_id": _nullable_ids(clinic_ids, count),
                 "patient_id": _nullable_ids(patient_ids, count),
                 "object_type": [object_type] * count,
                 "object_id": [str(int(i)) for i in object_ids],
                 "new_values": list(new_values),
-                "prev_hash": prevs,
                 "hash": hashes,
                 "mac": macs,
                 "mac_key": [self._ring.current_id] * count,
             }
         )
         return frame
+
+    def seal(self) -> int:
+        """Seal every row this trail wrote, in id order (the order written), continuing the
+        seal chain from the head read at construction; return how many.
+
+        Call once the frames are written (the :class:`FrameWriter` closed: this reads and
+        writes on the connection), still in the transaction and under the chain lock.
+        """
+        table = connection.ops.quote_name(AuditEvent._meta.db_table)
+        after, sealed = self._after_id, 0
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT id, hash FROM {table} WHERE id > %s AND request_id = %s "
+                    f"ORDER BY id LIMIT {int(SEAL_CHUNK)}",
+                    [after, self.request_id],
+                )
+                rows = [(int(i), str(h)) for i, h in cursor.fetchall()]
+            if not rows:
+                return sealed
+            seals, self._head = chain_seals(rows, self._head, self._ring)
+            frame = pd.DataFrame.from_records(seals, columns=list(SEAL_COLUMNS))
+            with FrameWriter() as writer:
+                writer.write(AuditSeal, frame)
+            after, sealed = rows[-1][0], sealed + len(rows)
 
 
 def _nullable_ids(values: Any, count: int) -> pd.Series:

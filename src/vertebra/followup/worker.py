@@ -19,8 +19,9 @@ One pass (:func:`run_once`) given ``now``:
    ago without an answer go on the call list (``no_response``).
 
 Before these, **heal**: an episode found without a follow-up schedule gets one (logged and
-audited, :func:`heal_schedules`). After them, when due (``AUDIT_VERIFY_EVERY_HOURS``), the
-audit trail is verified, checkpointed and, if it is not intact, the registry admins alerted
+audited, :func:`heal_schedules`). After them, every committed audit row not sealed yet is
+sealed (the sealer's backstop, ADR 0021: rows the sealer after their commit did not reach),
+and, when due (``AUDIT_VERIFY_EVERY_HOURS``), the audit trail is verified, checkpointed and, if it is not intact, the registry admins alerted
 (:mod:`vertebra.registry.auditjob`). Last, queued FHIR Bulk Data exports are run
 (:func:`vertebra.fhirbulk.jobs.run_pending`). Beside the passes, :func:`run_forever` keeps
 the analysis snapshot current (:func:`refresh_snapshot`, every ``SNAPSHOT_REFRESH_SECONDS``).
@@ -59,7 +60,7 @@ from vertebra.followup.models import (
     TimePointStatus,
 )
 from vertebra.followup.services import WORKER_ACTOR, backfill_schedules, issue_link
-from vertebra.registry.audit import record_audit
+from vertebra.registry.audit import record_audit, seal_pending
 from vertebra.registry.auditjob import run_scheduled_verification
 from vertebra.registry.models import Consent, ConsentKind
 from vertebra.registry.pathway import active_consent
@@ -84,6 +85,7 @@ class RunReport:
     called: int = 0
     healed: int = 0
     audit_verified: bool = False
+    sealed: int = 0  # audit rows sealed by the backstop (ADR 0021)
     exports: int = 0  # FHIR Bulk Data export jobs run
     sent_ids: list[int] = field(default_factory=list)
 
@@ -409,6 +411,7 @@ def run_once(now: dt.datetime | None = None, who: str | None = None) -> RunRepor
     report.opened, report.queued = open_windows(now)
     report.sent, report.failed, report.sent_ids = send_due(now, who)
     report.called = escalate_silent(now) + report.closed
+    report.sealed = seal_pending(full=True)  # backstop: every unsealed committed row
     audit = run_scheduled_verification(now)  # at most every AUDIT_VERIFY_EVERY_HOURS
     report.audit_verified = audit is not None
     # FHIR Bulk Data $export jobs queued by the /fhir/ kick-off endpoints (vertebra.fhirbulk).

@@ -72,7 +72,14 @@ from vertebra.followup.models import (
     TimePointStatus,
 )
 from vertebra.registry import services as registry_services
-from vertebra.registry.audit import GENESIS_HASH, compute_hash, lock_chain, snapshot, to_json_value
+from vertebra.registry.audit import (
+    compute_hash,
+    lock_chain,
+    make_seals,
+    seal_head,
+    snapshot,
+    to_json_value,
+)
 from vertebra.registry.auditseal import keyring
 from vertebra.registry.errors import RegistryError
 from vertebra.registry.models import (
@@ -82,6 +89,7 @@ from vertebra.registry.models import (
     AllogeneicLot,
     Arm,
     AuditEvent,
+    AuditSeal,
     CellSource,
     ClinicalEvent,
     Consent,
@@ -131,18 +139,17 @@ class NotBulk(Exception):
 
 class BatchAudit:
     """Appends audit records exactly as :func:`vertebra.registry.audit.record_audit` does, for
-    many objects at once: the chain head read once (the caller holds the chain lock), each
-    record hashed and MAC-signed in order, all inserted by :meth:`flush`.
+    many objects at once (each hashed and MAC-signed), all inserted by :meth:`flush` together
+    with their seals (ADR 0021): the caller holds the chain lock, so the seal chain's head is
+    read once, here.
 
-    Must be flushed before anything else appends (a service's ``record_audit`` reads the
-    chain head from the table).
+    Must be flushed before anything else seals (on SQLite a service's ``record_audit`` seals
+    its row at once, reading the seal chain's head from the table).
     """
 
     def __init__(self, actor: Actor, occurred_at: dt.datetime) -> None:
         self._ring = keyring()
-        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-        self.seq: int = last["seq"] if last else 0
-        self.prev_hash: str = last["hash"] if last else GENESIS_HASH
+        self._head = seal_head()
         self._rows: list[AuditEvent] = []
         self.written = 0
         self._constants = {
@@ -166,11 +173,9 @@ class BatchAudit:
     ) -> None:
         """One ``create`` record (the fields ``record_audit`` would store); ``occurred_at``
         defaults to the batch's instant."""
-        self.seq += 1
         fields: dict[str, Any] = {
             **self._constants,
             **({"occurred_at": occurred_at.astimezone(dt.UTC)} if occurred_at else {}),
-            "seq": self.seq,
             "clinic_id": clinic_id,
             "patient_id": patient_id,
             "action": "create",
@@ -179,16 +184,17 @@ class BatchAudit:
             "old_values": None,
             "new_values": to_json_value(new_values),
             "reason": reason,
-            "prev_hash": self.prev_hash,
         }
-        fields["hash"] = self.prev_hash = compute_hash(fields)
+        fields["hash"] = compute_hash(fields)
         fields["mac"] = self._ring.row_mac(fields["hash"])
         fields["mac_key"] = self._ring.current_id
         self._rows.append(AuditEvent(**fields))
 
     def flush(self) -> None:
-        """Insert the records made since the last flush."""
-        AuditEvent.objects.bulk_create(self._rows, batch_size=2000)
+        """Insert the records made since the last flush, and their seals (in that order)."""
+        AuditEvent.objects.bulk_create(self._rows, batch_size=2000)  # sets each row's id
+        seals, self._head = make_seals(((e.pk, e.hash) for e in self._rows), self._head, self._ring)
+        AuditSeal.objects.bulk_create(seals, batch_size=2000)
         self.written += len(self._rows)
         self._rows = []
 

@@ -268,7 +268,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     """The audit trail, read-only for registry admins (the database refuses changes too)."""
 
     list_display = (
-        "seq",
+        "id",
         "occurred_at",
         "actor_username",
         "role",
@@ -324,7 +324,7 @@ class AuditEventAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
             "event": event,
             "form": form,
-            "title": f"Identified values of audit row {event.seq}",
+            "title": f"Identified values of audit row {event.pk}",
             "revealed": False,
         }
         if request.method == "POST" and form.is_valid():
@@ -333,7 +333,7 @@ class AuditEventAdmin(admin.ModelAdmin):
                     actor=_admin_actor(request),
                     action="break_glass",
                     object_type="auditevent",
-                    object_id=event.seq,
+                    object_id=event.pk,
                     clinic_id=event.clinic_id,
                     patient_id=event.patient_id,
                     reason=form.cleaned_data["reason"],

@@ -1,31 +1,34 @@
-"""The audit trail: append records in the writer's transaction, and verify the hash chain.
+"""The audit trail: append records in the writer's transaction, seal them, verify it all.
 
-Contracts
----------
+Contracts (ADR 0004, 0008, 0021)
+--------------------------------
 * :func:`record_audit` must run inside the transaction of the change it describes (it raises
   RuntimeError otherwise), so a change and its audit row commit or roll back together.
-* Services chain their records at the end of their transaction (:func:`deferred_audit`,
-  entered by :func:`audited_transaction` and the portal's submit), so the chain lock below is
-  held only for that final append and the commit (ADR 0021).
-* Appends are serialised, so ``seq`` has no gaps and each row's ``prev_hash`` is the hash of the
-  row before it: on PostgreSQL with a transaction-scoped advisory lock held until commit; on
-  SQLite every write transaction is ``BEGIN IMMEDIATE`` (see ``vertebra.config``), which already
-  admits one writer at a time.
+* A row carries ``hash`` = SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of
+  its content (:data:`CONTENT_FIELDS`) and ``mac`` = HMAC-SHA256 of it with a key kept outside
+  the database (``mac_key`` names it; :mod:`vertebra.registry.auditseal`). It depends on no
+  other row, so writers take **no lock** for it: different patients' transactions commit
+  concurrently. Values are normalised to JSON *before* storing, so what is stored is exactly
+  what was hashed. Services insert their records at the end of their transaction in one
+  statement (:func:`deferred_audit`, entered by :func:`audited_transaction`).
+* **The seal chain** (:class:`~vertebra.registry.models.AuditSeal`) orders committed rows:
+  :func:`seal_pending` takes the chain lock (a PostgreSQL advisory lock, try-lock by default)
+  in its own short transaction, and appends one seal per committed unsealed row, in the order
+  it reads them. It runs after every audited commit (``on_commit``), in ``vertebra worker``
+  (backstop, every row) and before verification and checkpoints; a committed row is sealed
+  within ``AUDIT_SEAL_WITHIN_SECONDS`` (default 60). SQLite (one writer at a time) seals each
+  row in the writer's own transaction. Rows written before the seal chain keep their in-row
+  chain (``seq``, ``prev_hash``); the first seal's ``prev_hash`` is that chain's last hash.
 * **Lock order** (every writer, so that no two can wait for each other in a circle): the
   patient row first (:func:`vertebra.registry.services.lock_patient`), then the rows below it
-  (episode, time point, reminder, ...), the audit-chain lock last (:func:`lock_chain`, taken
-  by the first :func:`record_audit` of the transaction). Transient failures that still happen
-  (deadlock, serialization failure) are retried by :func:`audited_transaction` /
-  :func:`retrying`, never shown to the user.
-* ``hash`` = SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of the row's fields,
-  ``prev_hash`` included. Values are normalised to JSON *before* storing, so what is stored is
-  exactly what was hashed.
-* ``mac`` = HMAC-SHA256 of ``hash`` with a key kept outside the database (``mac_key`` names
-  it; :mod:`vertebra.registry.auditseal`). The public hash alone cannot stop someone who can
-  write the table from re-hashing it; the MAC can.
+  (episode, time point, reminder, ...). The chain lock is taken only by the sealer (which
+  holds no other lock) and by bulk loaders (:func:`lock_chain`, first). Transient failures
+  that still happen (deadlock, serialization failure) are retried by
+  :func:`audited_transaction` / :func:`retrying`, never shown to the user.
 * :func:`check_audit_chain` recomputes everything and reports altered, removed, inserted,
-  re-hashed and unsigned rows, and compares the table with the signed checkpoints kept outside
-  the database, which is how a cut-off tail or an emptied table is found.
+  re-hashed, unsigned, unsealed and doubly sealed rows, and compares the seal chain with the
+  signed checkpoints kept outside the database, which is how a cut-off tail or an emptied
+  table is found.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -52,6 +55,8 @@ from django.db.models.signals import post_save
 from django.utils import timezone
 
 from vertebra.registry.auditseal import (
+    ROWS_CHAIN,
+    SEALS_CHAIN,
     Checkpoint,
     CheckpointLog,
     Keyring,
@@ -60,16 +65,17 @@ from vertebra.registry.auditseal import (
     read_checkpoints,
 )
 from vertebra.registry.errors import NotFound, PermissionDeniedError
-from vertebra.registry.models import AuditEvent
+from vertebra.registry.models import AuditEvent, AuditSeal
 from vertebra.registry.permissions import Action, Actor, verify_actor
 
 logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
-# Arbitrary constant key of the PostgreSQL advisory lock that serialises chain appends.
+# Arbitrary constant key of the PostgreSQL advisory lock that serialises seal appends.
 _CHAIN_LOCK_KEY = 0x5645525445425241  # "VERTEBRA"
 
-#: The fields covered by the hash, in the order they are documented (the JSON sorts keys anyway).
+#: The fields covered by the hash of a row of the old in-row chain (before ADR 0021), in the
+#: order they are documented (the JSON sorts keys anyway).
 HASHED_FIELDS = (
     "seq",
     "occurred_at",
@@ -87,6 +93,16 @@ HASHED_FIELDS = (
     "request_id",
     "prev_hash",
 )
+
+
+#: The fields of a row written since the seal chain (ADR 0021): its content, no position.
+CONTENT_FIELDS = tuple(name for name in HASHED_FIELDS if name not in ("seq", "prev_hash"))
+#: AUDIT_SEAL_WITHIN_SECONDS: a committed row older than this without a seal is a problem.
+DEFAULT_SEAL_WITHIN_SECONDS = 60
+#: AUDIT_SEAL_LOOKBACK_ROWS: the sealer after a commit looks at ids above the newest sealed id
+#: less this many (rows of transactions that commit later than that many newer rows are
+#: sealed by the worker's full pass, well within the delay).
+DEFAULT_SEAL_LOOKBACK_ROWS = 1000
 
 
 def to_json_value(value: Any) -> Any:
@@ -160,23 +176,24 @@ def canonical_json(value: Any) -> str:
     )
 
 
-_SORTED_HASHED_FIELDS = tuple(sorted(HASHED_FIELDS))
-
-
-def record_template(fixed: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+def record_template(
+    fixed: Mapping[str, str], fields: Sequence[str] = CONTENT_FIELDS
+) -> tuple[str, tuple[str, ...]]:
     """A ``%``-format template of the canonical JSON of an audit row, and its open fields.
 
-    ``fixed`` maps some hashed fields to their canonical JSON text (:func:`canonical_json`);
-    the template has a ``%s`` for each other hashed field, in the order of the returned names.
-    ``template % texts`` (each text canonical JSON) is exactly the text :func:`compute_hash`
-    hashes, because a JSON object with sorted keys is its members' texts joined in key order.
-    Bulk writers (``vertebra.cohort``) fill it per row instead of re-serialising whole rows.
+    ``fields`` are the hashed fields (:data:`CONTENT_FIELDS` for rows written now,
+    :data:`HASHED_FIELDS` for the old in-row chain); ``fixed`` maps some of them to their
+    canonical JSON text (:func:`canonical_json`); the template has a ``%s`` for each other
+    field, in the order of the returned names. ``template % texts`` (each text canonical
+    JSON) is exactly the text :func:`compute_hash` hashes, because a JSON object with sorted
+    keys is its members' texts joined in key order. Bulk writers (``vertebra.cohort``) fill it
+    per row instead of re-serialising whole rows.
     """
-    unknown = set(fixed) - set(HASHED_FIELDS)
+    unknown = set(fixed) - set(fields)
     if unknown:
         raise ValueError(f"not hashed audit fields: {sorted(unknown)}")
     members, open_fields = [], []
-    for name in _SORTED_HASHED_FIELDS:
+    for name in sorted(fields):
         if name in fixed:
             members.append(f'"{name}":' + fixed[name].replace("%", "%%"))
         else:
@@ -193,11 +210,14 @@ def hash_text(text: str) -> str:
 def compute_hash(fields: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the canonical JSON of the hashed fields of one audit row.
 
-    One dump of the whole row (the hot path of every append and of verification);
-    :func:`record_template` yields the same text field by field for bulk writers, and
-    ``tests/cohort/test_jsontext.py`` checks the two agree for arbitrary rows.
+    A row of the old in-row chain (``seq`` set) hashes :data:`HASHED_FIELDS`, its position
+    included; a row written now (``seq`` missing or None) hashes its content only,
+    :data:`CONTENT_FIELDS` (ADR 0021: its position is kept by its seal). One dump of the whole
+    row (the hot path of every append and of verification); :func:`record_template` yields the
+    same text field by field for bulk writers (``tests/cohort/test_jsontext.py``).
     """
-    payload = {name: fields[name] for name in HASHED_FIELDS}
+    names = HASHED_FIELDS if fields.get("seq") is not None else CONTENT_FIELDS
+    payload = {name: fields[name] for name in names}
     payload["occurred_at"] = _timestamp(payload["occurred_at"])
     return hash_text(canonical_json(payload))
 
@@ -207,15 +227,24 @@ def timestamp_json(value: dt.datetime) -> str:
     return canonical_json(_timestamp(value))
 
 
-def lock_chain() -> None:
-    """Serialise appends until the end of the current transaction (see module docstring).
+def seal_hash(seq: int, event_id: int, row_hash: str, prev_hash: str) -> str:
+    """SHA-256 (hex) of one seal: the canonical JSON of ``{event_id, prev_hash, row_hash,
+    seq}`` (integers and hex strings, so the f-string below *is* that canonical text)."""
+    text = (
+        f'{{"event_id":{int(event_id)},"prev_hash":"{prev_hash}",'
+        f'"row_hash":"{row_hash}","seq":{int(seq)}}}'
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
-    The chain lock is the *last* lock a writer takes (the lock order, module docstring). On
-    PostgreSQL, Django's foreign keys are ``DEFERRABLE INITIALLY DEFERRED``: their checks, and
-    the ``FOR KEY SHARE`` row locks they take on the referenced rows (the patient, the
-    episode, ...), would otherwise run at COMMIT, after this lock, and deadlock with a writer
-    that holds such a row and waits here. ``SET CONSTRAINTS ALL IMMEDIATE`` runs the pending
-    checks now, before the lock, and every later one at its statement.
+
+def lock_chain() -> None:
+    """Hold the chain lock until the end of the current transaction (bulk writers).
+
+    Only whoever appends *seals* takes it: the sealer (:func:`seal_pending`, briefly) and the
+    bulk loaders, which write rows and their seals together for a whole load. Writers of audit
+    rows take no lock (ADR 0021). On PostgreSQL, Django's foreign keys are ``DEFERRABLE
+    INITIALLY DEFERRED``: ``SET CONSTRAINTS ALL IMMEDIATE`` runs their checks (and the row
+    locks they take) at each statement rather than at COMMIT, after a long load.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -225,29 +254,63 @@ def lock_chain() -> None:
         raise RuntimeError(f"no audit-chain lock for database vendor {connection.vendor!r}")
 
 
-def _lock_and_read_head() -> tuple[int, str]:
-    """Take the chain lock (:func:`lock_chain`) and return the head's (seq, hash).
+def _tables() -> tuple[str, str]:
+    quote = connection.ops.quote_name
+    return quote(AuditEvent._meta.db_table), quote(AuditSeal._meta.db_table)
 
-    On PostgreSQL in one round trip: the constraint switch, the lock and the head read are
-    three statements of one simple query. Each statement of it takes its own snapshot (READ
-    COMMITTED), so the head is read after the lock is granted and sees every earlier append.
-    """
-    if connection.vendor != "postgresql":
-        lock_chain()
-        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-    else:
-        table = connection.ops.quote_name(AuditEvent._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SET CONSTRAINTS ALL IMMEDIATE; "
-                f"SELECT pg_advisory_xact_lock({int(_CHAIN_LOCK_KEY)}); "
-                f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"
-            )
-            cursor.nextset()
-            cursor.nextset()
-            row = cursor.fetchone()
-        last = None if row is None else {"seq": int(row[0]), "hash": str(row[1])}
-    return (last["seq"], last["hash"]) if last else (0, GENESIS_HASH)
+
+def _head_sql() -> str:
+    """One query for the seal chain's head (seq, hash): the last seal, else (0, the last hash
+    of the old in-row chain); no row at all when both are empty."""
+    events, seals = _tables()
+    return (
+        f"SELECT * FROM (SELECT seq, hash FROM {seals} ORDER BY seq DESC LIMIT 1) AS s "
+        f"UNION ALL SELECT * FROM (SELECT 0, hash FROM {events} WHERE seq IS NOT NULL "
+        "ORDER BY seq DESC LIMIT 1) AS o"
+    )
+
+
+def _pick_head(rows: Sequence[Sequence[Any]]) -> tuple[int, str]:
+    if not rows:
+        return 0, GENESIS_HASH
+    seq, head = max(rows, key=lambda row: int(row[0]))
+    return int(seq), str(head)
+
+
+def seal_head() -> tuple[int, str]:
+    """The seal chain's head (seq, hash); (0, old chain's last hash or genesis) before the
+    first seal. The caller holds the chain lock (or SQLite's write transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_head_sql())
+        return _pick_head(cursor.fetchall())
+
+
+#: The columns of a seal, in the order :func:`chain_seals` gives them.
+SEAL_COLUMNS = ("seq", "event_id", "row_hash", "prev_hash", "hash", "mac", "mac_key")
+
+
+def chain_seals(
+    rows: Iterable[tuple[int, str]], head: tuple[int, str], ring: Keyring
+) -> tuple[list[tuple[int, int, str, str, str, str, str]], tuple[int, str]]:
+    """The seals (tuples of :data:`SEAL_COLUMNS`) of ``rows`` ((event id, row hash), in the
+    order given) after ``head``, and the new head. Bulk writers use the tuples directly."""
+    seq, prev = head
+    kid, mac_of = ring.current_id, ring.seal_mac
+    seals = []
+    for event_id, row_hash in rows:
+        seq += 1
+        digest = seal_hash(seq, event_id, row_hash, prev)
+        seals.append((seq, event_id, row_hash, prev, digest, mac_of(digest), kid))
+        prev = digest
+    return seals, (seq, prev)
+
+
+def make_seals(
+    rows: Iterable[tuple[int, str]], head: tuple[int, str], ring: Keyring
+) -> tuple[list[AuditSeal], tuple[int, str]]:
+    """:func:`chain_seals` as (unsaved) model instances."""
+    seals, head = chain_seals(rows, head, ring)
+    return [AuditSeal(**dict(zip(SEAL_COLUMNS, s, strict=True))) for s in seals], head
 
 
 def record_audit(
@@ -268,15 +331,15 @@ def record_audit(
     ``occurred_at`` defaults to now (UTC). ``old_values``/``new_values`` are field → value maps
     (field-level changes for updates, the initial values for creates). Raises RuntimeError when
     called outside a transaction, because an audit row committed apart from its change could
-    describe a change that never happened (or miss one that did).
+    describe a change that never happened (or miss one that did). The row carries its content
+    hash and MAC and takes no lock; it is sealed after the commit (PostgreSQL) or at once, in
+    this transaction (SQLite).
     """
     if not connection.in_atomic_block:
         raise RuntimeError("record_audit must be called inside transaction.atomic()")
     when = occurred_at or timezone.now()
     if timezone.is_naive(when):
         raise ValueError("occurred_at must be timezone-aware")
-    # Everything that does not depend on the chain's head is prepared before the chain lock,
-    # which every writer waits for; a missing key fails here without holding anyone up.
     ring = keyring()
     fields: dict[str, Any] = {
         "occurred_at": when.astimezone(dt.UTC),
@@ -293,75 +356,168 @@ def record_audit(
         "reason": reason,
         "request_id": actor.request_id,
     }
-    event = AuditEvent(**fields)
+    row_hash = compute_hash(fields)
+    event = AuditEvent(**fields, hash=row_hash, mac=ring.row_mac(row_hash), mac_key=ring.current_id)
     pending: list[tuple[AuditEvent, Callable[[], None]]] | None = getattr(
         connection, "_vertebra_audit_pending", None
     )
     if pending is not None:
-        # Deferred: chained at the end of the transaction (:func:`deferred_audit`). The marker
-        # is a no-op commit hook; Django drops it if a savepoint around this call rolls back,
-        # which is how the flush knows this record's change was undone.
+        # Deferred: inserted at the end of the transaction (:func:`deferred_audit`), in one
+        # statement. The marker is a no-op commit hook; Django drops it if a savepoint around
+        # this call rolls back, which is how the flush knows this record's change was undone.
         def marker() -> None:
             return None
 
         transaction.on_commit(marker)
         pending.append((event, marker))
         return event
-    _append_chain([event], ring)
+    _insert([event])
     return event
 
 
-def _append_chain(events: Sequence[AuditEvent], ring: Keyring) -> None:
-    """Chain ``events`` (in order) after the head and INSERT them, under the chain lock.
+def _insert(events: Sequence[AuditEvent]) -> None:
+    """INSERT ``events`` (one statement) and see that they are sealed.
 
-    Fills in ``seq``, ``prev_hash``, ``hash``, ``mac`` and ``mac_key`` of each event and saves
-    it (one INSERT for all). Runs in the caller's transaction; the lock is held to its end.
+    SQLite seals them at once, in this transaction (one writer at a time anyway); PostgreSQL
+    runs :func:`seal_pending` after the commit (one hook per transaction), outside any lock
+    the writer holds.
     """
     if not events:
         return
-    seq, prev_hash = _lock_and_read_head()
-    for event in events:
-        seq += 1
-        event.seq = seq
-        event.prev_hash = prev_hash
-        fields = {name: getattr(event, name) for name in HASHED_FIELDS}
-        event.hash = prev_hash = compute_hash(fields)
-        event.mac = ring.row_mac(event.hash)
-        event.mac_key = ring.current_id
     if len(events) == 1:
         events[0].save(force_insert=True)
-        return
-    AuditEvent.objects.bulk_create(events)  # one INSERT under the lock, not one per record
-    for event in events:  # bulk_create sends no post_save; its receivers expect one per row
-        post_save.send(
-            sender=AuditEvent, instance=event, created=True, update_fields=None, raw=False,
-            using=connection.alias,
-        )  # fmt: skip
+    else:
+        AuditEvent.objects.bulk_create(events)
+        for event in events:  # bulk_create sends no post_save; its receivers expect one per row
+            post_save.send(
+                sender=AuditEvent, instance=event, created=True, update_fields=None, raw=False,
+                using=connection.alias,
+            )  # fmt: skip
+    if connection.vendor == "sqlite":
+        seals, _ = make_seals(((e.pk, e.hash) for e in events), seal_head(), keyring())
+        AuditSeal.objects.bulk_create(seals)
+    elif not any(entry[1] is _seal_after_commit for entry in connection.run_on_commit):
+        transaction.on_commit(_seal_after_commit)
+
+
+def _seal_after_commit() -> None:
+    """The commit hook of audited transactions: seal what is committed, if nobody else is."""
+    try:
+        seal_pending()
+    except Exception:  # never fail the request whose change already committed
+        logger.warning("audit sealer after commit failed; the worker will seal", exc_info=True)
 
 
 def flush_pending_audit() -> None:
-    """Chain the records deferred so far in this transaction (those not rolled back)."""
+    """Insert the records deferred so far in this transaction (those not rolled back)."""
     pending = getattr(connection, "_vertebra_audit_pending", None)
     if not pending:
         return
     connection._vertebra_audit_pending = []  # type: ignore[attr-defined]
     # Entries are (savepoint ids, callback, robust); the stubs know only the first two.
     alive = {id(entry[1]) for entry in connection.run_on_commit}
-    _append_chain([event for event, marker in pending if id(marker) in alive], keyring())
+    _insert([event for event, marker in pending if id(marker) in alive])
+
+
+def _unsealed_sql(*, full: bool, limit: int) -> str:
+    """Committed rows without a seal, in id order. Not ``full``: only ids above the newest
+    sealed id less the lookback (a row commits at most that many rows "late"; the worker's
+    full pass finds any other)."""
+    events, seals = _tables()
+    window = ""
+    if not full:
+        lookback = int(getattr(settings, "AUDIT_SEAL_LOOKBACK_ROWS", DEFAULT_SEAL_LOOKBACK_ROWS))
+        window = f"AND e.id > COALESCE((SELECT MAX(event_id) FROM {seals}), 0) - {lookback} "
+    return (
+        f"SELECT e.id, e.hash FROM {events} e WHERE e.seq IS NULL {window}"
+        f"AND NOT EXISTS (SELECT 1 FROM {seals} s WHERE s.event_id = e.id) "
+        f"ORDER BY e.id LIMIT {int(limit)}"
+    )
+
+
+def _seal_batch(*, wait: bool, full: bool, limit: int) -> int | None:
+    """One sealing transaction; the number of rows sealed, or None if the lock was busy."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                key = int(_CHAIN_LOCK_KEY)
+                take = (
+                    f"SELECT true FROM (SELECT pg_advisory_xact_lock({key})) AS locked"
+                    if wait
+                    else f"SELECT pg_try_advisory_xact_lock({key})"
+                )
+                # One round trip: lock, head, rows. Each statement reads with its own snapshot
+                # (READ COMMITTED), so head and rows are read after the lock is granted.
+                cursor.execute(f"{take}; {_head_sql()}; {_unsealed_sql(full=full, limit=limit)}")
+                granted = bool(cursor.fetchone()[0])
+                cursor.nextset()
+                head_rows = cursor.fetchall()
+                cursor.nextset()
+                rows = cursor.fetchall()
+                if not granted:
+                    return None
+                head = _pick_head(head_rows)
+            else:
+                lock_chain()
+                head = seal_head()
+                cursor.execute(_unsealed_sql(full=full, limit=limit))
+                rows = cursor.fetchall()
+        seals, _ = chain_seals(((int(i), str(h)) for i, h in rows), head, keyring())
+        _insert_seals(seals)
+        return len(seals)
+
+
+def _insert_seals(seals: Sequence[tuple[int, int, str, str, str, str, str]]) -> None:
+    """INSERT seal tuples (:data:`SEAL_COLUMNS`), 2,000 a statement (no model instances:
+    this runs after every audited commit)."""
+    _, table = _tables()
+    columns = ", ".join(SEAL_COLUMNS)
+    one = "(" + ", ".join(["%s"] * len(SEAL_COLUMNS)) + ")"
+    with connection.cursor() as cursor:
+        for start in range(0, len(seals), 2000):
+            part = seals[start : start + 2000]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(part))}",
+                [value for seal in part for value in seal],
+            )
+
+
+def seal_pending(*, wait: bool = False, full: bool = False, batch: int = 10_000) -> int:
+    """Seal committed audit rows that have no seal yet, in the order read; return how many.
+
+    Each batch is its own short transaction holding the chain lock. ``wait`` False (after
+    each audited commit): a try-lock, and nothing done if someone else holds the lock (they,
+    or the next commit, or the worker seal these rows). ``wait`` True (``audit verify``,
+    ``audit checkpoint``): wait for the lock. ``full``: look at every row, not only the recent
+    ones (the worker's backstop, verification). Inside a caller's transaction the batches are
+    savepoints of it and the lock is held to its end.
+    """
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:  # read first: no write transaction when idle
+            cursor.execute(_unsealed_sql(full=full, limit=1))
+            if cursor.fetchone() is None:
+                return 0
+    total = 0
+    while True:
+        done = retrying(lambda: _seal_batch(wait=wait, full=full, limit=batch), what="seal_pending")
+        if done is None:
+            return total
+        total += done
+        if done < batch:
+            return total
 
 
 @contextlib.contextmanager
 def deferred_audit() -> Iterator[None]:
-    """Within this block, :func:`record_audit` defers the chain append to the block's end.
+    """Within this block, :func:`record_audit` defers the INSERT of its rows to the block's end.
 
     Use inside the transaction, as its last step: ``with transaction.atomic(),
     deferred_audit():``. The records are still written in the same transaction as their
-    change (the block ends before the commit), but the chain lock, which every writer waits
-    for, is taken only for that final append and the commit, not from the first record on.
-    A record made inside a savepoint that rolled back is dropped with its change; a block
-    that raises appends nothing (its transaction rolls back). Reading the trail inside the
-    block (:class:`~vertebra.registry.models.AuditEvent` queries) first appends what is
-    pending, so a transaction always sees its own records. Nested blocks join the outer one.
+    change (the block ends before the commit), all in one statement. A record made inside a
+    savepoint that rolled back is dropped with its change; a block that raises inserts nothing
+    (its transaction rolls back). Reading the trail inside the block
+    (:class:`~vertebra.registry.models.AuditEvent` queries) first inserts what is pending, so a
+    transaction always sees its own records. Nested blocks join the outer one.
     """
     if getattr(connection, "_vertebra_audit_pending", None) is not None:
         yield
@@ -379,17 +535,22 @@ def deferred_audit() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class ChainProblem:
-    """One defect of the audit chain, located by ``seq`` (the row's position in the chain)."""
+    """One defect of the audit trail. ``seq`` locates it in its chain: the row's ``seq`` in
+    the old in-row chain (``chain`` "rows"), the seal's ``seq`` in the seal chain ("seals"; a
+    row that was never sealed is placed just after the last seal). ``event_id`` names the
+    audit row (its id) when the problem is about one."""
 
     seq: int
     kind: str  # see PROBLEM_KINDS
     message: str
+    event_id: int | None = None
+    chain: str = ROWS_CHAIN
 
 
 #: What :func:`check_audit_chain` can report, in the words a person reads.
 PROBLEM_KINDS = {
     "altered": "a row's fields no longer hash to its stored hash",
-    "missing": "rows are missing (a gap in seq)",
+    "missing": "rows are missing (a gap in seq, or a seal whose row is gone)",
     "broken_link": "a row does not follow the row before it (prev_hash mismatch)",
     "bad_mac": "a row was re-hashed without the key: its MAC does not match",
     "unknown_key": "a row's MAC names a key this server does not have",
@@ -397,18 +558,24 @@ PROBLEM_KINDS = {
     "checkpoint_mismatch": "a row differs from the signed checkpoint recorded for it",
     "truncated": "rows recorded by a checkpoint (or the expected head) are gone",
     "bad_checkpoint": "a checkpoint line is unreadable or its signature does not match",
+    "unsealed": "a row stayed unsealed longer than the stated delay (inserted, or no sealer)",
+    "double_seal": "a row is sealed more than once",
 }
 
 
 @dataclass
 class ChainReport:
-    """The result of one verification: problems (oldest first) and what was looked at."""
+    """The result of one verification: problems (oldest first) and what was looked at.
+
+    ``head_seq``/``head_hash``: the seal chain's head (the old in-row chain's before the
+    first seal); ``unsealed``: rows not sealed yet but still within the stated delay."""
 
     problems: list[ChainProblem]
     rows: int
     head_seq: int
     head_hash: str
     checkpoints: int
+    unsealed: int = 0
 
     @property
     def intact(self) -> bool:
@@ -430,28 +597,32 @@ class ChainReport:
 
 
 _ROW_FIELDS = (*HASHED_FIELDS, "hash", "mac", "mac_key")
+_CONTENT_ROW_FIELDS = ("id", *CONTENT_FIELDS, "hash", "mac", "mac_key")
+_SEAL_FIELDS = ("seq", "event_id", "row_hash", "prev_hash", "hash", "mac", "mac_key")
 
 
 def _rows() -> Iterator[dict[str, Any]]:
-    yield from AuditEvent.objects.order_by("seq").values(*_ROW_FIELDS).iterator(chunk_size=2000)
+    """The old in-row chain, in seq order."""
+    rows = AuditEvent.objects.filter(seq__isnull=False).order_by("seq")
+    yield from rows.values(*_ROW_FIELDS).iterator(chunk_size=2000)
 
 
 def _usable_checkpoints(
     log: CheckpointLog | Sequence[Checkpoint] | None, ring: Keyring, problems: list[ChainProblem]
-) -> tuple[dict[int, list[Checkpoint]], int]:
-    """Checkpoints whose signature holds, by seq; bad ones become problems."""
+) -> tuple[dict[str, dict[int, list[Checkpoint]]], int]:
+    """Checkpoints whose signature holds, by chain and seq; bad ones become problems."""
+    usable: dict[str, dict[int, list[Checkpoint]]] = {ROWS_CHAIN: {}, SEALS_CHAIN: {}}
     if log is None:
-        return {}, 0
+        return usable, 0
     checkpoints = log.checkpoints if isinstance(log, CheckpointLog) else tuple(log)
     if isinstance(log, CheckpointLog):
         for number in log.unreadable:
             problems.append(
                 ChainProblem(0, "bad_checkpoint", f"checkpoint file line {number} is unreadable")
             )
-    usable: dict[int, list[Checkpoint]] = {}
     for checkpoint in checkpoints:
         ok = checkpoint.signature_ok(ring)
-        if not ok:
+        if not ok or checkpoint.chain not in usable:
             why = (
                 "its signature does not match" if ok is False else "it is signed by an unknown key"
             )
@@ -461,47 +632,55 @@ def _usable_checkpoints(
                     "bad_checkpoint",
                     f"the checkpoint of {checkpoint.at} for row {checkpoint.seq} is not "
                     f"trustworthy: {why}",
+                    chain=checkpoint.chain,
                 )
             )
             continue
-        usable.setdefault(checkpoint.seq, []).append(checkpoint)
+        usable[checkpoint.chain].setdefault(checkpoint.seq, []).append(checkpoint)
     return usable, len(checkpoints)
 
 
-def check_audit_chain(
-    *,
-    expected_head: str | None = None,
-    checkpoints: CheckpointLog | Sequence[Checkpoint] | None = None,
-    ring: Keyring | None = None,
-) -> ChainReport:
-    """Recompute the chain and its MACs, compare it with ``checkpoints``; return the report.
+def _mac_problem(
+    ok: bool | None, where: str, kid: str | None, seq: int, event_id: int | None, chain: str
+) -> ChainProblem | None:
+    if ok is None:
+        return ChainProblem(
+            seq,
+            "unknown_key",
+            f"{where} is signed with key {kid!r}, which this server does not have (a retired "
+            "key missing from the keyring?)",
+            event_id,
+            chain,
+        )
+    if not ok:
+        return ChainProblem(
+            seq, "bad_mac", f"{where} was altered and re-hashed: its MAC does not match",
+            event_id, chain,
+        )  # fmt: skip
+    return None
 
-    Problems (kinds in :data:`PROBLEM_KINDS`), each located by ``seq``:
 
-    * ``altered``: a row's fields no longer hash to its stored ``hash``;
-    * ``missing``: a gap in ``seq`` (rows removed);
-    * ``broken_link``: a row's ``prev_hash`` is not the previous row's hash;
-    * ``bad_mac`` / ``unknown_key``: the row's MAC is wrong (re-hashed with the public
-      algorithm) or made with a key this keyring lacks;
-    * ``unsigned``: a row without MAC after a signed row, or unsigned rows (from before MACs
-      existed, ADR 0008) that no later signed row or checkpoint vouches for;
-    * ``checkpoint_mismatch``: the row at a checkpoint's seq is not the row it recorded;
-    * ``truncated``: the table ends before a checkpoint's row (or its head is not
-      ``expected_head``): rows were cut off, or the table emptied;
-    * ``bad_checkpoint``: a checkpoint line that cannot be read or whose signature fails.
+@dataclass
+class _OldChain:
+    """What the check of the old in-row chain hands to the seal chain's."""
 
-    The first problem is the oldest (``bad_checkpoint`` of an unreadable line has seq 0).
-    Read-only. Load ``checkpoints`` *before* calling, so every checkpoint describes rows this
-    scan can see.
-    """
-    ring = ring or keyring()
-    problems: list[ChainProblem] = []
-    by_seq, checkpoint_count = _usable_checkpoints(checkpoints, ring, problems)
+    rows: int
+    last_seq: int
+    last_hash: str
+    unvouched: int | None  # first unsigned row not yet vouched for
+
+
+def _check_old_chain(
+    ring: Keyring, by_seq: dict[int, list[Checkpoint]], problems: list[ChainProblem]
+) -> _OldChain:
+    """ADR 0004/0008's checks of the rows written before the seal chain (``seq`` set)."""
     expected_seq = 1
     prev_hash = GENESIS_HASH
     signed_seen = False
-    unvouched: int | None = None  # first unsigned row not yet vouched for
+    unvouched: int | None = None
+    rows = 0
     for row in _rows():
+        rows += 1
         seq = row["seq"]
         if seq != expected_seq:
             problems.append(
@@ -530,23 +709,9 @@ def check_audit_chain(
                 unvouched = seq
         else:
             ok = ring.row_mac_ok(row["hash"], row["mac"], row["mac_key"] or "")
-            if ok is None:
-                problems.append(
-                    ChainProblem(
-                        seq,
-                        "unknown_key",
-                        f"row {seq} is signed with key {row['mac_key']!r}, which this server "
-                        "does not have (a retired key missing from the keyring?)",
-                    )
-                )
-            elif not ok:
-                problems.append(
-                    ChainProblem(
-                        seq,
-                        "bad_mac",
-                        f"row {seq} was altered and re-hashed: its MAC does not match",
-                    )
-                )
+            problem = _mac_problem(ok, f"row {seq}", row["mac_key"], seq, None, ROWS_CHAIN)
+            if problem is not None:
+                problems.append(problem)
             else:
                 signed_seen = True
                 unvouched = None
@@ -564,15 +729,6 @@ def check_audit_chain(
         expected_seq = seq + 1
         prev_hash = row["hash"]
     last_seq = expected_seq - 1
-    if unvouched is not None:
-        problems.append(
-            ChainProblem(
-                unvouched,
-                "unsigned",
-                f"rows {unvouched}..{last_seq} carry no MAC and no signed row or checkpoint "
-                "vouches for them (run `vertebra audit checkpoint` after upgrading)",
-            )
-        )
     beyond = [cp for seq, cps in by_seq.items() if seq > last_seq for cp in cps]
     if beyond:
         latest = max(beyond, key=lambda cp: cp.seq)
@@ -584,16 +740,255 @@ def check_audit_chain(
                 f"row {latest.seq}: rows {last_seq + 1}..{latest.seq} were removed",
             )
         )
-    if expected_head is not None and prev_hash != expected_head:
+    return _OldChain(rows, last_seq, prev_hash, unvouched)
+
+
+def _seals_by_event() -> Iterator[dict[str, Any]]:
+    yield from (AuditSeal.objects.order_by("event_id", "seq").values(*_SEAL_FIELDS).iterator(2000))
+
+
+def _check_rows_against_seals(
+    ring: Keyring, now: dt.datetime, after_seq: int, problems: list[ChainProblem]
+) -> tuple[int, int]:
+    """Every row written since the seal chain (``seq`` NULL): its hash, its MAC and its seal(s),
+    by a merge of rows (id order) and seals (event id order). Returns (rows, unsealed rows
+    still within the stated delay). Seals naming no such row are reported ``missing``."""
+    delay = dt.timedelta(seconds=seal_within_seconds())
+    rows = AuditEvent.objects.filter(seq__isnull=True).order_by("id")
+    seals = _seals_by_event()
+    seal = next(seals, None)
+    count = fresh = 0
+
+    def orphan(s: dict[str, Any]) -> ChainProblem:
+        return ChainProblem(
+            s["seq"],
+            "missing",
+            f"seal {s['seq']} vouches for audit row {s['event_id']}, which is gone",
+            s["event_id"],
+            SEALS_CHAIN,
+        )
+
+    for row in rows.values(*_CONTENT_ROW_FIELDS).iterator(chunk_size=2000):
+        count += 1
+        event_id = row["id"]
+        while seal is not None and seal["event_id"] < event_id:
+            problems.append(orphan(seal))
+            seal = next(seals, None)
+        mine = []
+        while seal is not None and seal["event_id"] == event_id:
+            mine.append(seal)
+            seal = next(seals, None)
+        at = mine[0]["seq"] if mine else after_seq + 1
+        where = f"audit row {event_id}" + (f" (seal {at})" if mine else "")
+        if compute_hash(row) != row["hash"]:
+            problems.append(
+                ChainProblem(
+                    at, "altered", f"{where} was altered: its hash does not match", event_id,
+                    SEALS_CHAIN,
+                )
+            )  # fmt: skip
+        if not row["mac"]:
+            problems.append(
+                ChainProblem(at, "unsigned", f"{where} carries no MAC", event_id, SEALS_CHAIN)
+            )
+        else:
+            ok = ring.row_mac_ok(row["hash"], row["mac"], row["mac_key"] or "")
+            problem = _mac_problem(ok, where, row["mac_key"], at, event_id, SEALS_CHAIN)
+            if problem is not None:
+                problems.append(problem)
+        for s in mine:
+            if s["row_hash"] != row["hash"]:
+                problems.append(
+                    ChainProblem(
+                        s["seq"],
+                        "altered",
+                        f"{where} is not the row seal {s['seq']} vouched for (replaced in place)",
+                        event_id,
+                        SEALS_CHAIN,
+                    )
+                )
+        if len(mine) > 1:
+            problems.append(
+                ChainProblem(
+                    mine[1]["seq"],
+                    "double_seal",
+                    f"audit row {event_id} is sealed {len(mine)} times (seals "
+                    f"{', '.join(str(s['seq']) for s in mine)})",
+                    event_id,
+                    SEALS_CHAIN,
+                )
+            )
+        if not mine:
+            if row["occurred_at"] < now - delay:
+                problems.append(
+                    ChainProblem(
+                        at,
+                        "unsealed",
+                        f"audit row {event_id} of {_timestamp(row['occurred_at'])} is not sealed "
+                        f"after {int(delay.total_seconds())} s (inserted, or no sealer running)",
+                        event_id,
+                        SEALS_CHAIN,
+                    )
+                )
+            else:
+                fresh += 1
+    while seal is not None:
+        problems.append(orphan(seal))
+        seal = next(seals, None)
+    return count, fresh
+
+
+def _check_seal_chain(
+    ring: Keyring,
+    start_hash: str,
+    by_seq: dict[int, list[Checkpoint]],
+    problems: list[ChainProblem],
+) -> tuple[int, str, bool]:
+    """The seal chain in seq order: gaps, links, hashes, MACs and checkpoints. Returns the
+    head (seq, hash) and whether the first seal is sound and follows ``start_hash`` (it then
+    vouches for the old chain's unsigned rows)."""
+    expected_seq = 1
+    prev_hash = start_hash
+    first_vouches = False
+    for s in AuditSeal.objects.order_by("seq").values(*_SEAL_FIELDS).iterator(chunk_size=2000):
+        seq = s["seq"]
+        sound = True
+        if seq != expected_seq:
+            sound = False
+            problems.append(
+                ChainProblem(
+                    seq, "missing", f"seals {expected_seq}..{seq - 1} are missing before seal "
+                    f"{seq}", chain=SEALS_CHAIN,
+                )
+            )  # fmt: skip
+        if seal_hash(seq, s["event_id"], s["row_hash"], s["prev_hash"]) != s["hash"]:
+            sound = False
+            problems.append(
+                ChainProblem(
+                    seq, "altered", f"seal {seq} was altered: its hash does not match",
+                    s["event_id"], SEALS_CHAIN,
+                )
+            )  # fmt: skip
+        if s["prev_hash"] != prev_hash:
+            sound = False
+            problems.append(
+                ChainProblem(
+                    seq, "broken_link", f"seal {seq} does not follow the seal before it "
+                    "(prev_hash mismatch)", s["event_id"], SEALS_CHAIN,
+                )
+            )  # fmt: skip
+        if not s["mac"]:
+            problem: ChainProblem | None = ChainProblem(
+                seq, "unsigned", f"seal {seq} carries no MAC", s["event_id"], SEALS_CHAIN
+            )
+        else:
+            ok = ring.seal_mac_ok(s["hash"], s["mac"], s["mac_key"] or "")
+            problem = _mac_problem(ok, f"seal {seq}", s["mac_key"], seq, s["event_id"], SEALS_CHAIN)
+        if problem is not None:
+            sound = False
+            problems.append(problem)
+        if seq == 1:
+            first_vouches = sound
+        for checkpoint in by_seq.get(seq, ()):
+            if checkpoint.hash != s["hash"] or checkpoint.mac != s["mac"]:
+                problems.append(
+                    ChainProblem(
+                        seq, "checkpoint_mismatch", f"seal {seq} is not the seal the checkpoint "
+                        f"of {checkpoint.at} recorded", chain=SEALS_CHAIN,
+                    )
+                )  # fmt: skip
+        expected_seq = seq + 1
+        prev_hash = s["hash"]
+    last_seq = expected_seq - 1
+    beyond = [cp for seq, cps in by_seq.items() if seq > last_seq for cp in cps]
+    if beyond:
+        latest = max(beyond, key=lambda cp: cp.seq)
         problems.append(
             ChainProblem(
-                last_seq,
+                last_seq + 1,
                 "truncated",
-                "the newest row is not the expected head: rows were cut off or added",
+                f"the seal chain ends at seal {last_seq}, but the checkpoint of {latest.at} "
+                f"recorded seal {latest.seq}: seals {last_seq + 1}..{latest.seq} (and the rows "
+                "they vouched for) were removed",
+                chain=SEALS_CHAIN,
             )
         )
-    problems.sort(key=lambda problem: problem.seq)  # stable: a row's problems keep their order
-    return ChainReport(problems, last_seq, last_seq, prev_hash, checkpoint_count)
+    return last_seq, prev_hash, first_vouches
+
+
+def seal_within_seconds() -> int:
+    """The stated sealing delay (``AUDIT_SEAL_WITHIN_SECONDS``, default 60)."""
+    return int(getattr(settings, "AUDIT_SEAL_WITHIN_SECONDS", DEFAULT_SEAL_WITHIN_SECONDS))
+
+
+def check_audit_chain(
+    *,
+    expected_head: str | None = None,
+    checkpoints: CheckpointLog | Sequence[Checkpoint] | None = None,
+    ring: Keyring | None = None,
+    now: dt.datetime | None = None,
+) -> ChainReport:
+    """Recompute both chains, the rows' hashes and every MAC, compare them with
+    ``checkpoints``; return the report (ADR 0004, 0008, 0021).
+
+    Problems (kinds in :data:`PROBLEM_KINDS`):
+
+    * old in-row chain (rows before the seal chain, located by their ``seq``): ``altered``,
+      ``missing`` (a gap), ``broken_link``, ``bad_mac`` / ``unknown_key``, ``unsigned`` (no
+      MAC after a signed row, or unsigned rows nothing signed vouches for; the first sound
+      seal vouches for the old chain's head);
+    * rows written since (located by their seal's ``seq``): ``altered`` (content no longer
+      hashes to ``hash``, or not the ``row_hash`` its seal vouched for), ``bad_mac`` /
+      ``unknown_key`` / ``unsigned``, ``double_seal``, ``unsealed`` (not sealed ``now``
+      more than ``AUDIT_SEAL_WITHIN_SECONDS`` after ``occurred_at``: an inserted row, or no
+      sealer running; placed after the last seal);
+    * the seal chain: ``missing`` (a seq gap, or a seal whose row is gone), ``broken_link``
+      (its first ``prev_hash`` must be the old chain's last hash), ``altered``, ``bad_mac`` /
+      ``unknown_key``;
+    * checkpoints (each of the chain it names): ``checkpoint_mismatch``, ``truncated`` (the
+      chain ends before a checkpoint, which includes an emptied table; or the head is not
+      ``expected_head``), ``bad_checkpoint``.
+
+    Problems come oldest first: unreadable checkpoint lines, then the old chain, then the seal
+    chain, each by seq. Read-only. Load ``checkpoints`` *before* calling, so every checkpoint
+    describes rows this scan can see; run :func:`seal_pending` first to seal what is pending.
+    """
+    ring = ring or keyring()
+    now = now or timezone.now()
+    problems: list[ChainProblem] = []
+    usable, checkpoint_count = _usable_checkpoints(checkpoints, ring, problems)
+    old_problems: list[ChainProblem] = []
+    old = _check_old_chain(ring, usable[ROWS_CHAIN], old_problems)
+    seal_problems: list[ChainProblem] = []
+    head_seq, head_hash, first_vouches = _check_seal_chain(
+        ring, old.last_hash, usable[SEALS_CHAIN], seal_problems
+    )
+    new_rows, fresh = _check_rows_against_seals(ring, now, head_seq, seal_problems)
+    if old.unvouched is not None and not first_vouches:
+        old_problems.append(
+            ChainProblem(
+                old.unvouched,
+                "unsigned",
+                f"rows {old.unvouched}..{old.last_seq} carry no MAC and no signed row or "
+                "checkpoint vouches for them (run `vertebra audit checkpoint` after upgrading)",
+            )
+        )
+    if head_seq == 0:
+        head_seq, head_hash = old.last_seq, old.last_hash
+    if expected_head is not None and head_hash != expected_head:
+        seal_problems.append(
+            ChainProblem(
+                head_seq,
+                "truncated",
+                "the newest seal (or row) is not the expected head: entries were cut off or added",
+                chain=SEALS_CHAIN,
+            )
+        )
+    old_problems.sort(key=lambda problem: problem.seq)  # stable: a row's problems keep order
+    seal_problems.sort(key=lambda problem: problem.seq)
+    problems.sort(key=lambda problem: problem.seq)
+    problems += old_problems + seal_problems
+    return ChainReport(problems, old.rows + new_rows, head_seq, head_hash, checkpoint_count, fresh)
 
 
 def verify_audit_chain(
@@ -601,7 +996,9 @@ def verify_audit_chain(
     expected_head: str | None = None,
     checkpoints: CheckpointLog | Sequence[Checkpoint] | None = None,
 ) -> list[ChainProblem]:
-    """The problems of :func:`check_audit_chain` (empty list: chain intact)."""
+    """Seal what is committed (as ``vertebra audit verify`` does), then the problems of
+    :func:`check_audit_chain` (empty list: chain intact)."""
+    seal_pending(wait=True, full=True)
     return check_audit_chain(expected_head=expected_head, checkpoints=checkpoints).problems
 
 
@@ -735,6 +1132,7 @@ def verify_audit_chain_as(*, actor: Actor) -> list[ChainProblem]:
     admins); the check itself is audited, so who inspected the trail, and what they found,
     is on the trail."""
     verify_actor(actor, Action.AUDIT_VERIFY)
+    seal_pending(wait=True, full=True)
     report = check_audit_chain(checkpoints=read_checkpoints())
     record_audit(
         actor=actor, action="verify", object_type="audit_chain", new_values=report.summary("page")
@@ -768,12 +1166,14 @@ def system_actor(name: str, *, request_id: str = "") -> Actor:
 
 
 def verify_and_record(*, actor: Actor, source: str) -> tuple[ChainReport, AuditEvent]:
-    """Verify the chain against the checkpoint file and append the ``verify`` audit row
-    (action ``verify``, object ``audit_chain``, :meth:`ChainReport.summary`); return both.
+    """Seal what is pending, verify the trail against the checkpoint file and append the
+    ``verify`` audit row (action ``verify``, object ``audit_chain``,
+    :meth:`ChainReport.summary`), sealed before returning; return both.
 
     For system callers (command line, worker) that hold no permission to check; the page
     uses :func:`verify_audit_chain_as`.
     """
+    seal_pending(wait=True, full=True)
     report = check_audit_chain(checkpoints=read_checkpoints())
 
     def record() -> AuditEvent:
@@ -784,10 +1184,11 @@ def verify_and_record(*, actor: Actor, source: str) -> tuple[ChainReport, AuditE
                 object_type="audit_chain",
                 new_values=report.summary(source),
             )
-            flush_pending_audit()  # chained now even inside a deferred block: its seq is used
+            flush_pending_audit()  # inserted now even inside a deferred block: it is sealed next
             return row
 
     row = retrying(record, what="verify_and_record")
+    seal_pending(wait=True)
     level = logging.INFO if report.intact else logging.ERROR
     logger.log(
         level,
@@ -804,29 +1205,36 @@ def verify_and_record(*, actor: Actor, source: str) -> tuple[ChainReport, AuditE
 def write_checkpoint(
     *, actor: Actor, head: AuditEvent | None = None, verified: bool = False
 ) -> Checkpoint:
-    """Record a signed checkpoint of ``head`` outside the database (file and log line).
+    """Record a signed checkpoint of the seal of ``head`` outside the database (file and log).
 
-    Without ``head``, first appends a ``checkpoint`` audit row (signed with the current key,
-    so it also vouches for any older unsigned rows) and records that. The file line is
-    written after the row committed.
+    Without ``head``, first appends a ``checkpoint`` audit row and records that. The row is
+    sealed first (waiting for the chain lock), and the checkpoint names its seal ``{seq,
+    hash, mac}`` in the seal chain (ADR 0021); the seal's MAC vouches for every seal before
+    it. The file line is written after the row and its seal committed.
     """
     if head is None:
 
         def append() -> AuditEvent:
             with transaction.atomic():
                 row = record_audit(actor=actor, action="checkpoint", object_type="audit_chain")
-                flush_pending_audit()  # chained now even inside a deferred block
+                flush_pending_audit()  # inserted now even inside a deferred block
                 return row
 
         head = retrying(append, what="write_checkpoint")
+    seal_pending(wait=True)
+    seal = AuditSeal.objects.filter(event_id=head.pk).first()
+    if seal is None:  # sealed by a full pass only (it committed long after newer rows)
+        seal_pending(wait=True, full=True)
+        seal = AuditSeal.objects.get(event_id=head.pk)
     ring = keyring()
     checkpoint = Checkpoint(
-        seq=head.seq,
-        hash=head.hash,
-        mac=head.mac or "",
+        seq=seal.seq,
+        hash=seal.hash,
+        mac=seal.mac,
         at=_timestamp(timezone.now()),
         key=ring.current_id,
         verified=verified,
+        chain=SEALS_CHAIN,
     ).signed(ring)
     append_checkpoint(checkpoint)
     return checkpoint

@@ -46,7 +46,7 @@ def latest_verification() -> AuditEvent | None:
     ``first_problem``, ``problems``, ...; see :meth:`ChainReport.summary`)."""
     return (
         AuditEvent.objects.filter(action="verify", object_type="audit_chain")
-        .order_by("-seq")
+        .order_by("-id")
         .first()
     )
 
@@ -138,7 +138,7 @@ def raise_audit_alert(report: ChainReport, verify_row: AuditEvent, *, source: st
                 first_kind=first.kind,
                 problem_count=len(report.problems),
                 message=message,
-                verify_seq=verify_row.seq,
+                verify_seq=verify_row.pk,
                 emailed_to=sent,
             )
             record_audit(
@@ -150,7 +150,7 @@ def raise_audit_alert(report: ChainReport, verify_row: AuditEvent, *, source: st
                     "first_seq": first.seq,
                     "first_kind": first.kind,
                     "problem_count": len(report.problems),
-                    "verify_seq": verify_row.seq,
+                    "verify_seq": verify_row.pk,
                     "emailed_to": sent,
                 },
             )

@@ -8,7 +8,8 @@ not hold close that gap (ADR 0008):
   key. The key lives outside the database (``AUDIT_HMAC_KEY``, or a key file in the data
   folder with mode 0600), so holding the database role is not enough to forge a row. Because
   ``hash`` covers ``prev_hash``, a valid MAC on row *n* vouches for every row before it.
-* **Signed checkpoints** of the chain head (seq, hash, MAC, time), appended to a file outside
+* **Signed checkpoints** of the chain head (seq, hash, MAC, time; since ADR 0021 the head of
+  the seal chain), appended to a file outside
   the database and written to the log; verification compares the table with them, which is
   how a deleted tail or an emptied table is found.
 
@@ -46,6 +47,7 @@ OLD_KEYS_FILE_NAME = "audit-hmac.old-keys"
 CHECKPOINT_FILE_NAME = "audit-checkpoints.jsonl"
 #: Domain separation: a row MAC can never be mistaken for a checkpoint signature.
 _ROW_CONTEXT = b"vertebra-audit-row:v1:"
+_SEAL_CONTEXT = b"vertebra-audit-seal:v1:"
 _CHECKPOINT_CONTEXT = b"vertebra-audit-checkpoint:v1:"
 _KEY_ID_CONTEXT = b"vertebra-audit-key-id:"
 MIN_KEY_BYTES = 32
@@ -152,6 +154,23 @@ class Keyring:
             return None
         return hmac.compare_digest(self.row_mac(row_hash, kid), mac)
 
+    @functools.cached_property
+    def _seal_macs(self) -> dict[str, hmac.HMAC]:
+        return {kid: hmac.new(key, _SEAL_CONTEXT, hashlib.sha256) for kid, key in self.keys.items()}
+
+    def seal_mac(self, seal_hash: str, kid: str | None = None) -> str:
+        """HMAC-SHA256 (hex) of one seal's ``hash`` (ADR 0021; its own domain, so a row MAC
+        can never pass for a seal MAC)."""
+        mac = self._seal_macs[kid or self.current_id].copy()
+        mac.update(seal_hash.encode("ascii"))
+        return mac.hexdigest()
+
+    def seal_mac_ok(self, seal_hash: str, mac: str, kid: str) -> bool | None:
+        """True if ``mac`` is right; False if wrong; None if the key ``kid`` is unknown."""
+        if kid not in self.keys:
+            return None
+        return hmac.compare_digest(self.seal_mac(seal_hash, kid), mac)
+
     def sign(self, text: str, kid: str | None = None) -> str:
         """HMAC-SHA256 (hex) of a checkpoint's canonical text."""
         key = self.keys[kid or self.current_id]
@@ -225,9 +244,19 @@ def rotate_key() -> tuple[str, str]:
 # ------------------------------------------------------------------------------ checkpoints
 
 
+#: ``Checkpoint.chain``: the old in-row chain (``AuditEvent.seq``), or the seal chain.
+ROWS_CHAIN = "rows"
+SEALS_CHAIN = "seals"
+
+
 @dataclass(frozen=True)
 class Checkpoint:
-    """A signed record of the chain head at one moment, kept outside the database."""
+    """A signed record of the chain head at one moment, kept outside the database.
+
+    ``chain`` says which chain ``seq`` counts in: ``seals`` (the seal chain, ADR 0021) for
+    every checkpoint written now, ``rows`` (the in-row chain) for those written before. Lines
+    of the ``rows`` chain have no ``chain`` member, so their signatures still verify.
+    """
 
     seq: int
     hash: str
@@ -236,16 +265,23 @@ class Checkpoint:
     key: str  # key id of the signature
     verified: bool  # the chain up to ``seq`` was verified intact just before
     sig: str = ""
+    chain: str = ROWS_CHAIN
+
+    def _fields(self) -> dict[str, object]:
+        fields = asdict(self)
+        if self.chain == ROWS_CHAIN:
+            del fields["chain"]  # the line as written before the seal chain existed
+        return fields
 
     def text(self) -> str:
         """The canonical text that ``sig`` signs (every field but ``sig``)."""
-        fields = {name: value for name, value in asdict(self).items() if name != "sig"}
+        fields = {name: value for name, value in self._fields().items() if name != "sig"}
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     def signed(self, ring: Keyring) -> Checkpoint:
         """This checkpoint with ``key`` and ``sig`` set by the current key."""
         unsigned = Checkpoint(
-            self.seq, self.hash, self.mac, self.at, ring.current_id, self.verified
+            self.seq, self.hash, self.mac, self.at, ring.current_id, self.verified, "", self.chain
         )
         return Checkpoint(**{**asdict(unsigned), "sig": ring.sign(unsigned.text())})
 
@@ -264,7 +300,7 @@ def append_checkpoint(checkpoint: Checkpoint, path: Path | None = None) -> Path:
     """Append one signed checkpoint line (created 0600, ``fsync``-ed) and log it."""
     path = path or checkpoint_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(asdict(checkpoint), sort_keys=True, separators=(",", ":")) + "\n"
+    line = json.dumps(checkpoint._fields(), sort_keys=True, separators=(",", ":")) + "\n"
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(descriptor, line.encode("ascii"))
@@ -304,6 +340,7 @@ def read_checkpoints(path: Path | None = None) -> CheckpointLog:
                     key=str(data["key"]),
                     verified=bool(data["verified"]),
                     sig=str(data["sig"]),
+                    chain=str(data.get("chain", ROWS_CHAIN)),
                 )
             )
         except (ValueError, KeyError, TypeError):

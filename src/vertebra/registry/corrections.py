@@ -1085,7 +1085,7 @@ def _entries(record_type: RecordType, rows: list[AuditEvent]) -> tuple[HistoryEn
         version = new.get("version")
         entries.append(
             HistoryEntry(
-                seq=row.seq,
+                seq=row.pk,
                 when=row.occurred_at,
                 who=row.actor_username,
                 role=label("role", row.role),
@@ -1109,7 +1109,7 @@ def _history_rows(record_type: RecordType, instance: Any) -> list[AuditEvent]:
         AuditEvent.objects.filter(patient_id=patient.pk)
         .filter(where)
         .filter(action__in=["create", "update", "void"])
-        .order_by("seq")
+        .order_by("occurred_at", "id")
     )
 
 

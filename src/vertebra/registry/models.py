@@ -871,16 +871,19 @@ class AuditEvent(models.Model):
     """One append-only audit record (HIPAA 164.312(b), 21 CFR 11.10(e), ICH E6(R3) 4.2).
 
     Written only by :func:`vertebra.registry.audit.record_audit`, in the same transaction as the
-    change it describes. ``seq`` numbers the chain without gaps; ``hash`` is SHA-256 over the
-    canonical JSON of this row's fields and ``prev_hash`` (the previous row's ``hash``), so
-    :func:`vertebra.registry.audit.verify_audit_chain` finds any altered, removed or inserted row;
-    ``mac`` (keyed, key outside the database) finds a row re-hashed by someone without the key.
+    change it describes. ``hash`` is SHA-256 over the canonical JSON of this row's content and
+    ``mac`` its keyed MAC (key outside the database, ADR 0008). The order of the trail is kept
+    by :class:`AuditSeal` (ADR 0021): rows are inserted with no lock and sealed once committed.
+    Rows written before migration 0013 carry the old in-row chain instead: ``seq`` (no gaps)
+    and ``prev_hash`` (the previous row's ``hash``), both covered by their ``hash``; newer rows
+    have both NULL. :func:`vertebra.registry.audit.check_audit_chain` verifies both.
 
     Actor, clinic and patient are plain integers, not foreign keys: the trail must outlive and
     never block the deletion of what it describes, and must not cascade with it.
     """
 
-    seq = models.PositiveBigIntegerField(unique=True)
+    # The old in-row chain (rows before migration 0013); NULL on sealed rows (ADR 0021).
+    seq = models.PositiveBigIntegerField(unique=True, null=True)
     occurred_at = models.DateTimeField()
     actor_user_id = models.BigIntegerField(null=True)
     actor_username = models.CharField(max_length=150)
@@ -894,7 +897,7 @@ class AuditEvent(models.Model):
     new_values = models.JSONField(null=True)
     reason = models.TextField(blank=True)
     request_id = models.CharField(max_length=64, blank=True)
-    prev_hash = models.CharField(max_length=64)
+    prev_hash = models.CharField(max_length=64, null=True)
     hash = models.CharField(max_length=64)
     # HMAC-SHA256 of ``hash`` with a key kept outside the database, and that key's id (ADR
     # 0008). NULL only on rows written before MACs existed.
@@ -904,17 +907,43 @@ class AuditEvent(models.Model):
     objects = _AuditEventManager()
 
     class Meta:
-        ordering = ["seq"]
+        ordering = ["id"]
         indexes = [
             models.Index(fields=["patient_id", "occurred_at"], name="audit_patient_time"),
             models.Index(fields=["actor_user_id", "occurred_at"], name="audit_actor_time"),
         ]
-        # A constraint rather than unique=True: on PostgreSQL the field option adds a second,
-        # LIKE-pattern index on the hash that no query uses and every append pays for.
-        constraints = [models.UniqueConstraint(fields=["hash"], name="audit_hash_unique")]
+        # No unique hash any more: a content hash covers no position, so two records of the
+        # same content at the same microsecond may share it (their seals differ).
 
     def __str__(self) -> str:
-        return f"audit #{self.seq} {self.action} {self.object_type} {self.object_id}"
+        return f"audit #{self.pk} {self.action} {self.object_type} {self.object_id}"
+
+
+class AuditSeal(models.Model):
+    """One link of the chain over committed audit rows (ADR 0021): append-only, like the trail.
+
+    Written only by the sealer (:func:`vertebra.registry.audit.seal_pending`, the SQLite inline
+    seal and the bulk writers), under the chain lock. ``seq`` numbers the seals without gaps in
+    the order the rows became visible; ``row_hash`` is the sealed row's ``hash``; ``hash`` is
+    SHA-256 over (``seq``, ``event_id``, ``row_hash``, ``prev_hash``) and ``mac`` its keyed MAC.
+    The first seal's ``prev_hash`` is the last ``hash`` of the old in-row chain (or the genesis
+    hash). ``event_id`` is a plain integer, not a foreign key: a seal must still say which row
+    it vouched for after that row is gone (verification reports it missing).
+    """
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    event_id = models.BigIntegerField(unique=True)
+    row_hash = models.CharField(max_length=64)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    mac = models.CharField(max_length=64)
+    mac_key = models.CharField(max_length=16)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"audit seal #{self.seq} of row {self.event_id}"
 
 
 class AuditAlert(models.Model):
@@ -929,7 +958,7 @@ class AuditAlert(models.Model):
     first_kind = models.CharField(max_length=30)  # labels: audit_problem
     problem_count = models.PositiveIntegerField("problems")
     message = models.TextField()
-    verify_seq = models.BigIntegerField("row recording the verification", null=True)
+    verify_seq = models.BigIntegerField("audit row (id) recording the verification", null=True)
     emailed_to = models.PositiveIntegerField("registry admins e-mailed", default=0)
 
     class Meta:

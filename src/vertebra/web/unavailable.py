@@ -97,8 +97,8 @@ def note_committed_audit_row(sender: Any, instance: Any, created: bool, **kwargs
     rows = _committed_audit_rows.get()
     if rows is None or not created:
         return
-    seq = int(instance.seq)
-    transaction.on_commit(lambda: rows.append(seq), using=kwargs.get("using"))
+    row_id = int(instance.pk)  # the row's id: its seal (and seal seq) come after the commit
+    transaction.on_commit(lambda: rows.append(row_id), using=kwargs.get("using"))
 
 
 class CommittedWritesMiddleware:

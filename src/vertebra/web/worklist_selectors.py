@@ -33,6 +33,7 @@ from vertebra.registry.models import (
     AdverseEventStatus,
     AllogeneicLot,
     AuditEvent,
+    AuditSeal,
     Clinic,
     Membership,
     Patient,
@@ -445,7 +446,7 @@ def latest_verification() -> Verification | None:
     the scheduled verification), or None when the chain was never verified."""
     row = (
         AuditEvent.objects.filter(action="verify", object_type="audit_chain")
-        .order_by("-seq")
+        .order_by("-id")
         .values("occurred_at", "actor_user_id", "actor_username", "role", "new_values")
         .first()
     )
@@ -497,7 +498,15 @@ def registry_admin_home(*, actor: Actor, today: dt.date) -> RegistryAdminHome:
         Membership.objects.values_list("role").annotate(n=Count("id")).values_list("role", "n")
     )
     lots = AllogeneicLot.objects.order_by("-released_on", "lot_number")
-    last = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+    # Rows of the old in-row chain, sealed rows and the rows committed after the newest sealed
+    # one (ADR 0021): index reads and a short range count, never a count of the whole trail.
+    old = (
+        AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", flat=True)
+    )
+    head = AuditSeal.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+    newest = AuditSeal.objects.order_by("-event_id").values_list("event_id", flat=True).first()
+    pending = AuditEvent.objects.filter(seq__isnull=True, id__gt=newest or 0).count()
+    last = (old.first() or 0) + head + pending
     return RegistryAdminHome(
         clinics=[ClinicRow(c, n_patients.get(c.pk, 0), n_staff.get(c.pk, 0)) for c in clinics],
         memberships_by_role=[
