@@ -120,7 +120,7 @@ def test_the_list_page_reads_the_same_number_of_queries_for_3_or_60_patients(
 def test_name_and_mrn_search_can_use_the_trigram_indexes(
     coordinator: Actor, clinic: Clinic
 ) -> None:
-    """The expressions Django writes for icontains/istartswith match the indexes' (0013)."""
+    """The expressions Django writes for icontains/istartswith match the indexes' (0014)."""
     for lookup in ("family_name__icontains", "given_name__icontains", "mrn__istartswith"):
         query = Patient.objects.filter(**{lookup: "berg"}).order_by().values("pk")
         sql, params = query.query.sql_with_params()

@@ -207,7 +207,7 @@ class Patient(Correctable):
         ordering = ["family_name", "given_name", "id"]
         # The patient list's orders (registry.selectors.SORTS), per clinic and across clinics;
         # the name index covers the clinic and MRN too, so the ids of a deep page are read from
-        # it alone (index-only). Migration 0013 adds the trigram indexes name/MRN search uses
+        # it alone (index-only). Migration 0014 adds the trigram indexes name/MRN search uses
         # on PostgreSQL (not declared here: SQLite has no such index).
         indexes = [
             models.Index(

@@ -142,7 +142,7 @@ def _page_of(
     Why not one ``ORDER BY .. OFFSET .. LIMIT``: the database must step over every skipped row,
     and reading whole rows to skip them costs a heap visit each (seconds at offset 500,000).
     Instead the page's ids are read first (from an index that covers the order and the filters,
-    migration 0013: index-only), then the rows of those ids; and a page in the back half of the
+    migration 0014: index-only), then the rows of those ids; and a page in the back half of the
     result is read in the reverse order from the end, so no page skips more than half.
     """
     if offset >= total:

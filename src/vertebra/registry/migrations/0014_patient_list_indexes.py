@@ -40,7 +40,7 @@ def drop_trigram_indexes(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("registry", "0012_episode_cost"),
+        ("registry", "0013_audit_seal"),
     ]
 
     operations = [
