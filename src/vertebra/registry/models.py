@@ -911,6 +911,13 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["patient_id", "occurred_at"], name="audit_patient_time"),
             models.Index(fields=["actor_user_id", "occurred_at"], name="audit_actor_time"),
+            # The newest chain verification (registry admin's home, the audit worker): a
+            # partial index holds only those rows, so the read never walks the trail (ADR 0023).
+            models.Index(
+                fields=["id"],
+                name="audit_verify_id",
+                condition=models.Q(action="verify", object_type="audit_chain"),
+            ),
         ]
         # No unique hash any more: a content hash covers no position, so two records of the
         # same content at the same microsecond may share it (their seals differ).
