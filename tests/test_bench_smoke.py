@@ -114,6 +114,7 @@ def test_snapshot_benchmark_small_sqlite() -> None:
     out = _bench("bench_snapshot.py", "--sizes", "200", "--sqlite")
     assert "analysis snapshot (SQLite" in out
     assert all(path in out for path in ("direct_deid", "refresh", "check", "page_research"))
+    assert "page_cached_research" in out and "repeat" in out
 
 
 def test_pages_benchmark_small_sqlite() -> None:

@@ -2,11 +2,13 @@
 
 Contracts
 ---------
-* :func:`report_for` reads the tables from the analysis snapshot
-  (:func:`vertebra.outcomes.snapshot.snapshot_tables`: scoped and audited like
-  :func:`selectors.analysis_tables`, never a registry read in the request) and returns the
-  report (None when no patient matches: callers say so plainly) with the snapshot's status
-  (None when there is no snapshot yet: callers say the figures are being prepared).
+* :func:`report_for` builds the report from the analysis snapshot
+  (:func:`vertebra.outcomes.snapshot.snapshot_result`: scoped and audited like
+  :func:`selectors.analysis_tables` on every call, never a registry read in the request; the
+  built report is kept per snapshot, scope, filter and day, so a repeated view answers from
+  memory) and returns it (None when no patient matches: callers say so plainly) with the
+  snapshot's status (None when there is no snapshot yet: callers say the figures are being
+  prepared).
 * :func:`render_pdf` renders the self-contained HTML report (``analytics.html.render_html`` via
   :mod:`vertebra.outcomes.rendering`, figures as inline SVG) with WeasyPrint; ImportError if WeasyPrint is not installed.
 """
@@ -16,11 +18,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from vertebra.core.analytics import CohortFilter, Report, build_report
+from vertebra.core.analytics import AnalysisTables, CohortFilter, Report, build_report
 from vertebra.core.deidentify import coarsen_filter
 from vertebra.core.disclosure import policy
 from vertebra.outcomes.rendering import report_pdf
-from vertebra.outcomes.snapshot import Status, snapshot_tables
+from vertebra.outcomes.snapshot import Status, snapshot_result
 from vertebra.registry.permissions import Actor
 
 __all__ = ["render_pdf", "report_for"]
@@ -38,13 +40,20 @@ def report_for(
     arms of fewer than 11 patients are left out, a cohort of fewer than 11 gives no figure
     (``report.cohort_suppressed``), and smaller cells are suppressed in ``to_dict()``.
     """
-    tables, status = snapshot_tables(actor=actor, filter=flt, as_of=as_of)
-    if tables is None or len(tables.patients) == 0:
-        return None, status
-    if tables.time_base != "calendar":
-        flt = coarsen_filter(flt)
-        return build_report(tables, flt, as_of, min_cell=policy().min_cell), status
-    return build_report(tables, flt, as_of), status
+    min_cell = policy().min_cell
+
+    def build(tables: AnalysisTables) -> Report | None:
+        # aggregate figures only: the report never holds a patient's (pseudonymous) id
+        if len(tables.patients) == 0:
+            return None
+        if tables.time_base != "calendar":
+            return build_report(tables, coarsen_filter(flt), as_of, min_cell=min_cell)
+        return build_report(tables, flt, as_of)
+
+    report, status = snapshot_result(
+        actor=actor, build=build, what=("report", min_cell), filter=flt, as_of=as_of
+    )
+    return report, status
 
 
 def render_pdf(

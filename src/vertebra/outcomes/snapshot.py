@@ -23,6 +23,12 @@ Contracts
   gives (``tests/outcomes/test_snapshot.py``). With no snapshot yet it returns ``None`` tables
   (pages say the figures are being prepared); it never reads the registry in line unless
   ``SNAPSHOT_BUILD_INLINE`` (tests, development).
+* :func:`snapshot_result` is :func:`snapshot_tables` followed by a caller's ``build`` (the
+  report), its result kept in a small in-process LRU keyed by (what is built, snapshot build
+  id, the actor's scope — clinic set and de-identified or not —, cohort filter, page day): a
+  repeated view of the same snapshot answers from memory; a new snapshot or a new day builds
+  anew. Only the built result is kept, never the tables (de-identified pseudonyms stay new per
+  read and belong to no cache). Every call, cached or not, writes the same audit row.
 * Snapshots live in ``SNAPSHOT_DIR/<database digest>/`` so two databases on one machine never
   share one. The watermark is the last data-changing audit row (every write is audited in its
   own transaction, ADR 0004) plus the number of data-changing rows among the last
@@ -42,10 +48,11 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from django.conf import settings
@@ -74,6 +81,7 @@ __all__ = [
     "current",
     "decision_cells",
     "refresh",
+    "snapshot_result",
     "snapshot_tables",
     "stale_after",
     "status",
@@ -96,6 +104,9 @@ DECISION_AID_PURPOSE = "decision-aid"
 #: A page calls figures out of date when they were last confirmed current longer ago than
 #: twice the refresh interval plus this margin (one missed pass is not yet "out of date").
 STALE_MARGIN_SECONDS = 60
+#: Built results (reports) a web process keeps per snapshot: a handful of filters per scope is
+#: what people page through; a Report is a few hundred kB at most, so 32 stay well under 50 MB.
+RESULT_CACHE_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -444,6 +455,101 @@ def snapshot_tables(
         },
     )
     return tables, status()
+
+
+T = TypeVar("T")
+
+
+class ResultCache:
+    """A thread-safe LRU of built results of one snapshot at a time (bounded entries).
+
+    Keys start with the snapshot's build id (its folder); storing a result of another build
+    drops every entry of the previous one, so a new snapshot frees the memory at once.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[Hashable, ...], tuple[int, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Hashable, ...]) -> tuple[int, Any] | None:
+        """The (patient count, result) stored under ``key`` (now most recent), or None."""
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[Hashable, ...], value: tuple[int, Any]) -> None:
+        """Store ``value``; drop other builds' entries and the least recently used beyond size."""
+        with self._lock:
+            for old in [k for k in self._entries if k[0] != key[0]]:
+                del self._entries[old]
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every entry (tests; a process that wants its memory back)."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+results = ResultCache(RESULT_CACHE_SIZE)
+
+
+@audited_transaction
+def snapshot_result(
+    *,
+    actor: Actor,
+    build: Callable[[AnalysisTables], T],
+    what: Hashable,
+    as_of: dt.date,
+    filter: CohortFilter | None = None,
+) -> tuple[T | None, Status | None]:
+    """``build`` applied to the actor's tables from the current snapshot (see
+    :func:`snapshot_tables`), answered from :data:`results` when the same ``what`` (the caller's
+    name for what it builds, with anything else its result depends on), snapshot, scope,
+    filter and ``as_of`` were built before in this process. ``(None, None)`` with no snapshot.
+
+    ``build`` must return aggregate figures only — never the tables or anything carrying a
+    patient's pseudonym — because its result is shared by every actor of the same scope.
+    Audited once per call like :func:`snapshot_tables`, with ``"cached"`` saying whether the
+    answer came from memory. Raises PermissionDeniedError as ``analysis_tables`` does.
+    """
+    flt = filter or CohortFilter()
+    scope = scope_for(actor)  # before anything is looked up: a refused actor gets nothing
+    _ensure_inline()
+    snap = current()
+    if snap is None:
+        return None, None
+    key = (str(snap.path), what, scope.clinic_ids, scope.deidentified, flt, as_of)
+    hit = results.get(key)
+    cached = hit is not None
+    if hit is None:
+        tables = tables_from_frames(
+            snap.frames, scope.clinic_ids, scope.deidentified, flt, as_of=as_of
+        )
+        hit = (len(tables.patients), build(tables))
+        results.put(key, hit)
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type=AUDIT_OBJECT_TYPE,
+        new_values={
+            "filter": flt.to_dict(),
+            "deidentified": scope.deidentified,
+            "n_patients": hit[0],
+            "snapshot": snap.manifest["built_at"],
+            "cached": cached,
+        },
+    )
+    return hit[1], status()
 
 
 def decision_cells() -> tuple[CellTable | None, Status | None]:

@@ -1,0 +1,157 @@
+"""The built report is cached per (snapshot, scope, filter, day) (ADR 0022, issue 17): a
+repeated view answers from memory and is still audited; another clinic's staff get their own
+figures; a new snapshot, another filter or another day builds anew; the cached report holds
+aggregates only (no patient's pseudonym). Both databases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from django.test import Client
+
+from tests.outcomes.conftest import TODAY
+from tests.registry.factories import make_actor
+from vertebra.core.analytics import CohortFilter
+from vertebra.core.synth import Cohort
+from vertebra.outcomes import reports, snapshot
+from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, Scope, read_tables
+from vertebra.registry.models import AuditEvent, Clinic, Role
+
+pytestmark = pytest.mark.django_db
+
+JSON = "/clinic/outcomes/report.json"
+DASHBOARD = "/clinic/outcomes/"
+
+
+@pytest.fixture
+def builds(loaded: Cohort, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """A built snapshot, an empty result cache, and the list of reports built (the seam:
+    ``reports.build_report`` counted)."""
+    settings.SNAPSHOT_BUILD_INLINE = False
+    assert snapshot.refresh(force=True).outcome == "built"
+    snapshot.results.clear()
+    seen: list[Any] = []
+    real = reports.build_report
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        seen.append(args[1])  # the filter
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "build_report", counting)
+    yield seen
+    snapshot.results.clear()
+
+
+def _client_for(role: str, *clinics: Clinic) -> Client:
+    client = Client()
+    client.force_login(make_actor(role, *clinics).user)
+    return client
+
+
+def _reads(role: str) -> list[dict[str, Any]]:
+    rows = AuditEvent.objects.filter(action="read", role=role, object_type=AUDIT_OBJECT_TYPE)
+    return [r.new_values for r in rows.order_by("id")]
+
+
+def test_a_repeated_view_answers_from_memory_and_is_audited(builds: list[Any]) -> None:
+    lead = _client_for(Role.CLINICIAN, *Clinic.objects.all())
+    first = lead.get(JSON)
+    second = lead.get(JSON)
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    assert len(builds) == 1  # the second view built nothing
+    reads = _reads(Role.CLINICIAN)
+    assert [r["cached"] for r in reads] == [False, True]  # a cached answer is still a read
+    assert [r["n_patients"] for r in reads] == [120, 120]
+    assert reads[0]["snapshot"] == reads[1]["snapshot"]
+    # The dashboard shares the cached report (same scope, filter and day).
+    assert lead.get(DASHBOARD).status_code == 200
+    assert len(builds) == 1 and _reads(Role.CLINICIAN)[-1]["cached"] is True
+
+
+def test_each_clinic_gets_its_own_figures(builds: list[Any]) -> None:
+    """Role x clinic: every role of a clinic gets that clinic's report (the direct read's
+    count), cached or not; no clinic ever gets another's; a researcher gets all, de-identified."""
+    clinics = list(Clinic.objects.order_by("pk"))
+    bodies: dict[int, bytes] = {}
+    for clinic in clinics:
+        want = len(read_tables(Scope(frozenset({clinic.pk}), False)).patients)
+        for role in (Role.CLINICIAN, Role.COORDINATOR, Role.CLINIC_ADMIN):
+            response = _client_for(role, clinic).get(JSON)
+            assert response.status_code == 200, role
+            body = json.loads(response.content)
+            assert body["n_patients"] == want, (clinic.pk, role)
+            assert _reads(role)[-1]["n_patients"] == want
+            bodies.setdefault(clinic.pk, response.content)
+            assert response.content == bodies[clinic.pk]  # same scope, same report
+    assert len(set(bodies.values())) == len(clinics)  # no clinic shares another's report
+    assert len(builds) == len(clinics)  # one build per clinic, the other roles from memory
+    # A cached answer equals a fresh build.
+    snapshot.results.clear()
+    for clinic in clinics:
+        assert _client_for(Role.CLINICIAN, clinic).get(JSON).content == bodies[clinic.pk]
+    research = json.loads(_client_for(Role.RESEARCHER).get(JSON).content)
+    assert research["as_of"] is None  # de-identified: no calendar date
+    assert _reads(Role.RESEARCHER)[-1]["deidentified"] is True
+    assert _reads(Role.RESEARCHER)[-1]["n_patients"] == 120  # every clinic
+
+
+def test_a_new_snapshot_a_new_filter_or_a_new_day_builds_anew(builds: list[Any]) -> None:
+    lead = _client_for(Role.CLINICIAN, *Clinic.objects.all())
+    lead.get(JSON)
+    assert lead.get(JSON + "?arm=bmac").status_code == 200
+    assert len(builds) == 2 and builds[1] != builds[0]  # another filter
+    lead.get(JSON + "?arm=bmac")
+    assert len(builds) == 2
+    assert snapshot.refresh(force=True).outcome == "built"
+    lead.get(JSON)
+    assert len(builds) == 3  # the new snapshot
+    assert len(snapshot.results) == 1  # the old snapshot's reports are gone
+    actor = make_actor(Role.CLINICIAN, *Clinic.objects.all())
+    reports.report_for(actor, CohortFilter(), TODAY)
+    reports.report_for(actor, CohortFilter(), TODAY)
+    reports.report_for(actor, CohortFilter(), TODAY + dt.timedelta(days=1))
+    assert len(builds) == 5  # one per day
+
+
+def test_the_cache_is_bounded(builds: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshot, "results", snapshot.ResultCache(2))
+    actor = make_actor(Role.CLINICIAN, *Clinic.objects.all())
+    for days in (0, 1, 2, 0):
+        reports.report_for(actor, CohortFilter(), TODAY + dt.timedelta(days=days))
+    assert len(snapshot.results) == 2 and len(builds) == 4  # day 0 was evicted, built again
+
+
+def _no_patient_rows(value: Any, path: str = "report") -> None:
+    """Fail if anything in ``value`` is a table or array (what could carry pseudonyms)."""
+    assert not isinstance(value, pd.DataFrame | pd.Series | np.ndarray), path
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            _no_patient_rows(getattr(value, field.name), f"{path}.{field.name}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_patient_rows(item, f"{path}[{key!r}]")
+    elif isinstance(value, list | tuple | set | frozenset):
+        for i, item in enumerate(value):
+            _no_patient_rows(item, f"{path}[{i}]")
+
+
+def test_a_researchers_cached_report_holds_no_patient_rows(builds: list[Any]) -> None:
+    """Only aggregates are cached: the de-identified report has no table, series or array
+    (so no per-read pseudonym), and two researchers get the same figures."""
+    one = make_actor(Role.RESEARCHER)
+    other = make_actor(Role.RESEARCHER)
+    report, _ = reports.report_for(one, CohortFilter(), TODAY)
+    assert report is not None and report.time_base != "calendar"
+    _no_patient_rows(report)
+    again, _ = reports.report_for(other, CohortFilter(), TODAY)
+    assert again is report and len(builds) == 1
+    assert [r["cached"] for r in _reads(Role.RESEARCHER)] == [False, True]
