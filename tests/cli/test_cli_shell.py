@@ -88,7 +88,9 @@ def _wait_for(url: str, process: subprocess.Popen[str], deadline_s: float) -> by
         if process.poll() is not None:
             raise AssertionError(f"server exited early: {process.communicate()}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            # A loaded machine (CI runs two test passes side by side) can take seconds over a
+            # cold server's first request; the deadline, not this timeout, bounds the wait.
+            with urllib.request.urlopen(url, timeout=10) as response:
                 if response.status == 200:
                     return bytes(response.read())
         except OSError as exc:
@@ -122,7 +124,7 @@ def test_demo_serves_home_page_and_restarts_quickly(tmp_path: Path) -> None:
     port = free_port()
     process = _start(["demo", "--no-browser", "--port", str(port)], env)
     try:
-        body = _wait_for(f"http://127.0.0.1:{port}/", process, deadline_s=60)
+        body = _wait_for(f"http://127.0.0.1:{port}/", process, deadline_s=120)
         assert b"Honest outcomes for stem cell therapy" in body
         assert (tmp_path / "vertebra.sqlite3").exists()
     finally:
