@@ -113,7 +113,8 @@ def test_the_list_page_reads_the_same_number_of_queries_for_3_or_60_patients(
     with CaptureQueriesContext(connection) as many:
         assert client.get(path).status_code == 200
     assert len(many) == len(few) or path.endswith("page=2"), [q["sql"] for q in many]
-    assert len(many) <= 20
+    # A bound, not a count: the page's audited read is sealed in line on SQLite (ADR 0021).
+    assert len(many) <= 22
 
 
 @pytest.mark.postgresql
