@@ -430,6 +430,31 @@ def _ensure_inline() -> None:
 
 
 @audited_transaction
+def _record_read(
+    actor: Actor,
+    flt: CohortFilter,
+    deidentified: bool,
+    n_patients: int,
+    snap: Snapshot,
+    **extra: Any,
+) -> None:
+    """The audit row of one page's read from snapshot ``snap`` (the fields of
+    :func:`vertebra.outcomes.selectors.analysis_tables`' row, plus the snapshot's build time and
+    ``extra``)."""
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type=AUDIT_OBJECT_TYPE,
+        new_values={
+            "filter": flt.to_dict(),
+            "deidentified": deidentified,
+            "n_patients": n_patients,
+            "snapshot": snap.manifest["built_at"],
+            **extra,
+        },
+    )
+
+
 def snapshot_tables(
     *, actor: Actor, filter: CohortFilter | None = None, as_of: dt.date | None = None
 ) -> tuple[AnalysisTables | None, Status | None]:
@@ -443,17 +468,7 @@ def snapshot_tables(
     if snap is None:
         return None, None
     tables = tables_from_frames(snap.frames, scope.clinic_ids, scope.deidentified, flt, as_of=as_of)
-    record_audit(
-        actor=actor,
-        action="read",
-        object_type=AUDIT_OBJECT_TYPE,
-        new_values={
-            "filter": flt.to_dict(),
-            "deidentified": scope.deidentified,
-            "n_patients": len(tables.patients),
-            "snapshot": snap.manifest["built_at"],
-        },
-    )
+    _record_read(actor, flt, scope.deidentified, len(tables.patients), snap)
     return tables, status()
 
 
@@ -537,18 +552,7 @@ def snapshot_result(
         )
         hit = (len(tables.patients), build(tables))
         results.put(key, hit)
-    record_audit(
-        actor=actor,
-        action="read",
-        object_type=AUDIT_OBJECT_TYPE,
-        new_values={
-            "filter": flt.to_dict(),
-            "deidentified": scope.deidentified,
-            "n_patients": hit[0],
-            "snapshot": snap.manifest["built_at"],
-            "cached": cached,
-        },
-    )
+    _record_read(actor, flt, scope.deidentified, hit[0], snap, cached=cached)
     return hit[1], status()
 
 
