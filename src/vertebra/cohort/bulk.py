@@ -10,15 +10,20 @@ past them afterwards (:func:`reset_sequences`).
 On PostgreSQL a :class:`FrameWriter` sends the frames from a background thread, in order, on
 the current transaction's connection, so the server stores one chunk while Python builds the
 next (each side has its own core). See docs/adr/0007-bulk-loading.md.
+
+Writers into a live registry (the FHIR import, ADR 0016) take their ids from the tables'
+own sequences instead (:func:`reserve_ids`) and turn model instances into frames with
+:func:`instances_frame`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, cast
@@ -27,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.csv as pa_csv  # type: ignore[import-untyped]
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Model
 
 
@@ -49,6 +54,108 @@ class IdAllocator:
         start = self._next[model]
         self._next[model] = start + count
         return np.arange(start, start + count, dtype=np.int64)
+
+
+def reserve_ids(model: type[Model], count: int) -> list[int]:
+    """``count`` new primary keys of ``model``'s table, ascending, safe against concurrent
+    writers; the caller inserts its rows with them in the current transaction.
+
+    PostgreSQL: drawn from the table's own id sequence (``nextval``, as an INSERT would), so a
+    concurrent insert, which draws from the same sequence, never gets one of them (unlike
+    :class:`IdAllocator`'s MAX(id), which only a loader holding the tables to itself may use).
+    A rolled-back transaction leaves a gap, as a rolled-back INSERT does.
+    SQLite: after the largest id the table has ever had (MAX(id) and ``sqlite_sequence``:
+    AUTOINCREMENT never reuses an id). Safe because the caller is inside a write transaction
+    (``transaction_mode`` IMMEDIATE: BEGIN takes the database's write lock, so nobody else
+    inserts until the commit); the ids must be inserted before the next call for that table.
+    """
+    if count <= 0:
+        return []
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                [table, model._meta.pk.column, count],
+            )
+            return sorted(int(row[0]) for row in cursor.fetchall())
+        if not connection.in_atomic_block:
+            raise RuntimeError("reserve_ids must be called inside transaction.atomic()")
+        cursor.execute(
+            f"SELECT MAX({model._meta.pk.column}) FROM {connection.ops.quote_name(table)}"
+        )
+        largest = int(cursor.fetchone()[0] or 0)
+        cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = %s", [table])
+        found = cursor.fetchone()
+        start = max(largest, int(found[0]) if found else 0) + 1
+    return list(range(start, start + count))
+
+
+def _db_value(field: models.Field[Any, Any]) -> Callable[[Any], Any] | None:
+    """How a value of ``field`` is sent (see the module docstring); None: as it is (text,
+    numbers, booleans, foreign keys: what Django would send, before the driver adapts it)."""
+    if isinstance(field, models.DateTimeField):  # db_datetime_text, the vendor asked once
+        utc = dt.UTC
+        if connection.vendor == "sqlite":
+            return lambda value: str(value.astimezone(utc).replace(tzinfo=None))
+        return lambda value: value.astimezone(utc).isoformat()
+    if isinstance(field, models.DateField):
+        return dt.date.isoformat
+    if isinstance(field, models.JSONField):
+        encoder = field.encoder
+        return lambda value: json.dumps(value, cls=encoder)  # Django's adapt_json_value
+    if isinstance(field, models.DecimalField):
+        return lambda value: str(field.to_python(value))
+    if isinstance(field, models.UUIDField):  # native on PostgreSQL, 32 hex digits on SQLite
+        return lambda value: str(field.get_db_prep_value(value, connection))
+    if isinstance(
+        field,
+        models.CharField | models.TextField | models.IntegerField | models.BooleanField
+        | models.FloatField | models.AutoField | models.ForeignKey,
+    ):  # fmt: skip
+        return None
+    return lambda value: field.get_db_prep_save(value, connection)
+
+
+def prepare_instances(model: type[Model], instances: Sequence[Model]) -> None:
+    """What ``bulk_create`` does to instances before it inserts them: each field's ``pre_save``
+    where it computes the value (``auto_now``, ``auto_now_add``) and the check that related
+    objects are saved (copying their ids). Call it before snapshotting the rows for audit."""
+    auto = [
+        f
+        for f in model._meta.concrete_fields
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+    ]
+    for instance in instances:
+        for field in auto:
+            field.pre_save(instance, True)
+        instance._prepare_related_fields_for_save(operation_name="bulk_create")
+
+
+def mark_saved(instances: Iterable[Model]) -> None:
+    """Set the state ``bulk_create`` leaves on instances it inserted."""
+    alias = connection.alias
+    for instance in instances:
+        instance._state.adding = False
+        instance._state.db = alias
+
+
+def instances_frame(
+    model: type[Model], instances: Sequence[Model], *, with_id: bool = True
+) -> pd.DataFrame:
+    """The concrete fields of ``instances`` (already prepared: :func:`prepare_instances`) as a
+    frame for :class:`FrameWriter`, values converted as Django converts them for the current
+    database (dates and datetimes as text, JSON as its text, UUIDs, decimals). Without
+    ``with_id`` the id column is left out (the database assigns it)."""
+    fields = [f for f in model._meta.concrete_fields if with_id or not f.primary_key]
+    columns: dict[str, list[Any]] = {}
+    for field in fields:
+        values = [getattr(instance, field.attname) for instance in instances]
+        convert = _db_value(field)
+        if convert is not None:
+            values = [None if value is None else convert(value) for value in values]
+        columns[field.attname] = values
+    return pd.DataFrame(columns, dtype=object)
 
 
 def db_datetime_text(value: dt.datetime) -> str:

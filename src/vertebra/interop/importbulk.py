@@ -33,17 +33,27 @@ Contracts
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from vertebra.cohort.bulk import (
+    FrameWriter,
+    db_datetime_text,
+    instances_frame,
+    mark_saved,
+    prepare_instances,
+    reserve_ids,
+)
 from vertebra.core import plausibility as rules_
 from vertebra.core.fhir.parse import ImportedConsent, ImportedEpisode, ImportedResponse
 from vertebra.core.fhir.parse_pathway import (
@@ -73,9 +83,10 @@ from vertebra.followup.models import (
 )
 from vertebra.registry import services as registry_services
 from vertebra.registry.audit import (
+    SEAL_COLUMNS,
+    chain_seals,
     compute_hash,
     lock_chain,
-    make_seals,
     seal_head,
     snapshot,
     to_json_value,
@@ -150,7 +161,7 @@ class BatchAudit:
     def __init__(self, actor: Actor, occurred_at: dt.datetime) -> None:
         self._ring = keyring()
         self._head = seal_head()
-        self._rows: list[AuditEvent] = []
+        self._rows: list[dict[str, Any]] = []
         self.written = 0
         self._constants = {
             "occurred_at": occurred_at.astimezone(dt.UTC),
@@ -188,15 +199,90 @@ class BatchAudit:
         fields["hash"] = compute_hash(fields)
         fields["mac"] = self._ring.row_mac(fields["hash"])
         fields["mac_key"] = self._ring.current_id
-        self._rows.append(AuditEvent(**fields))
+        self._rows.append(fields)
 
     def flush(self) -> None:
-        """Insert the records made since the last flush, and their seals (in that order)."""
-        AuditEvent.objects.bulk_create(self._rows, batch_size=2000)  # sets each row's id
-        seals, self._head = make_seals(((e.pk, e.hash) for e in self._rows), self._head, self._ring)
-        AuditSeal.objects.bulk_create(seals, batch_size=2000)
+        """Insert the records made since the last flush, and their seals (in that order), by
+        COPY (SQLite: executemany), with ids reserved from the table's sequence: the seals
+        need them, and concurrent writers' records take theirs from the same sequence."""
+        if not self._rows:
+            return
+        ids = reserve_ids(AuditEvent, len(self._rows))
+        seals, self._head = chain_seals(
+            zip(ids, (row["hash"] for row in self._rows), strict=True), self._head, self._ring
+        )
+        with FrameWriter() as writer:
+            writer.write(AuditEvent, self._frame(ids))
+            writer.write(AuditSeal, pd.DataFrame.from_records(seals, columns=list(SEAL_COLUMNS)))
         self.written += len(self._rows)
         self._rows = []
+
+    def _frame(self, ids: list[int]) -> pd.DataFrame:
+        """The records as stored (what ``AuditEvent(**fields)`` would insert: JSON as its text,
+        the time as the database's text, no in-row chain)."""
+        rows = self._rows
+        json_text = _JSON_TEXT
+
+        def column(name: str) -> list[Any]:
+            return [row[name] for row in rows]
+
+        return pd.DataFrame(
+            {
+                "id": ids,
+                "seq": [None] * len(rows),
+                "occurred_at": [db_datetime_text(row["occurred_at"]) for row in rows],
+                **{name: column(name) for name in _AUDIT_PLAIN},
+                **{
+                    name: [None if v is None else json_text(v) for v in column(name)]
+                    for name in ("old_values", "new_values")
+                },
+                "prev_hash": [None] * len(rows),
+            },
+            dtype=object,
+        )
+
+
+#: The audit columns stored as they are made (text and integers).
+_AUDIT_PLAIN = (
+    "actor_user_id", "actor_username", "role", "clinic_id", "patient_id", "action", "object_type",
+    "object_id", "reason", "request_id", "hash", "mac", "mac_key",
+)  # fmt: skip
+#: How Django stores a JSONField value (``adapt_json_value``: ``json.dumps``, no encoder).
+_JSON_TEXT = json.dumps
+
+
+class _Inserts:
+    """The rows of one batch, table by table in the order added (parents first): ids reserved
+    from each table's sequence as rows are added (so that rows can refer to each other, and be
+    audited, before anything is written), then all written by COPY in :meth:`write`.
+
+    Each table is added once per batch (:func:`reserve_ids` on SQLite counts on the rows of one
+    reservation being inserted before the next).
+    """
+
+    def __init__(self) -> None:
+        self._tables: list[tuple[type[Model], list[Model], bool]] = []
+
+    def add(self, model: type[Model], rows: Sequence[Model], *, ids: bool = True) -> None:
+        """Queue ``rows`` of ``model``, prepared as ``bulk_create`` prepares them (``auto_now``
+        stamps, related ids) and with their ids set, unless ``ids`` is false (nobody refers to
+        them: the database numbers them on insert)."""
+        assert all(model is not m for m, _, _ in self._tables), model
+        prepare_instances(model, rows)
+        if ids:
+            for row, pk in zip(rows, reserve_ids(model, len(rows)), strict=True):
+                row.pk = pk
+        self._tables.append((model, list(rows), ids))
+
+    def write(self) -> None:
+        """Insert every queued row, in order, in the current transaction (the connection is
+        the writer's until it is done)."""
+        with FrameWriter() as writer:
+            for model, rows, ids in self._tables:
+                writer.write(model, instances_frame(model, rows, with_id=ids))
+        for _, rows, _ in self._tables:
+            mark_saved(rows)
+        self._tables = []
 
 
 # ---------------------------------------------------------------------------- prepare
@@ -552,9 +638,11 @@ def write_batch(
         if any(p.clinic_id not in clinics for p in prepared):
             raise NotBulk("a receiving clinic is not among the actor's clinics")
         audit = BatchAudit(actor, timezone.now())
-        _write_registry(prepared, audit)
-        _write_pathway(prepared, audit)
-        _write_follow_up(prepared, audit, actor=actor, today=today, now=now, source=source)
+        inserts = _Inserts()
+        _write_registry(prepared, audit, inserts)
+        _write_pathway(prepared, audit, inserts)
+        _write_follow_up(prepared, audit, inserts, today=today, now=now, source=source)
+        inserts.write()
         audit.flush()
         written = audit.written
         for patient in prepared:
@@ -574,9 +662,11 @@ def _audit_created(
         )  # fmt: skip
 
 
-def _write_registry(prepared: Sequence[PreparedPatient], audit: BatchAudit) -> None:
+def _write_registry(
+    prepared: Sequence[PreparedPatient], audit: BatchAudit, inserts: _Inserts
+) -> None:
     """Patients, then their consents, diagnoses, prior treatments and episodes."""
-    Patient.objects.bulk_create([p.patient for p in prepared])
+    inserts.add(Patient, [p.patient for p in prepared])
     _audit_created(audit, [(p, p.patient) for p in prepared], Patient)
     tables: list[tuple[type[Model], list[tuple[PreparedPatient, Model]]]] = [
         (Consent, [(p, c) for p in prepared for c, _ in p.consents]),
@@ -587,7 +677,7 @@ def _write_registry(prepared: Sequence[PreparedPatient], audit: BatchAudit) -> N
     for model, rows in tables:
         for owner, row in rows:
             row.patient_id = owner.patient.pk  # type: ignore[attr-defined]
-        model._default_manager.bulk_create([row for _, row in rows])
+        inserts.add(model, [row for _, row in rows])
         _audit_created(audit, rows, model)
     for p in prepared:
         p.episode_ids = {ref: int(e.pk) for ref, e, _ in p.episodes}
@@ -598,15 +688,15 @@ def _write_registry(prepared: Sequence[PreparedPatient], audit: BatchAudit) -> N
     event_models: tuple[type[Model], ...] = (ClinicalEvent, AdverseEvent)  # careful order
     for model in event_models:
         rows = [(p, row) for p in prepared for _, row in p.events if isinstance(row, model)]
-        model._default_manager.bulk_create([row for _, row in rows])
+        inserts.add(model, [row for _, row in rows])
         _audit_created(audit, rows, model)
 
 
 def _write_follow_up(
     prepared: Sequence[PreparedPatient],
     audit: BatchAudit,
+    inserts: _Inserts,
     *,
-    actor: Actor,
     today: dt.date,
     now: dt.datetime,
     source: str,
@@ -623,7 +713,7 @@ def _write_follow_up(
                 treatment_date=episode.start_date, created_at=stamp, updated_at=stamp,
             )  # fmt: skip
             schedules.append((p, episode, schedule, placed))
-    FollowUpSchedule.objects.bulk_create([s for _, _, s, _ in schedules])
+    inserts.add(FollowUpSchedule, [s for _, _, s, _ in schedules])
     answered = {
         (p.episode_ids[point.episode_ref], point.key): point for p in prepared for point in p.points
     }
@@ -653,9 +743,9 @@ def _write_follow_up(
     for key, answers in answered.items():  # completed at the latest answer (_complete)
         by_key[key].status = TimePointStatus.COMPLETED
         by_key[key].completed_at = answers.submitted_at
-    FollowUpTimePoint.objects.bulk_create(points, batch_size=2000)
-    _write_psfs_names(prepared, answered, by_key, audit, now=now)
-    _write_answers(prepared, answered, by_key, audit, now=now, source=source)
+    inserts.add(FollowUpTimePoint, points)
+    _write_psfs_names(prepared, answered, by_key, audit, inserts, now=now)
+    _write_answers(prepared, answered, by_key, audit, inserts, now=now, source=source)
 
 
 def _write_psfs_names(
@@ -663,6 +753,7 @@ def _write_psfs_names(
     answered: dict[tuple[int, str], _Point],
     by_key: dict[tuple[int, str], FollowUpTimePoint],
     audit: BatchAudit,
+    inserts: _Inserts,
     *,
     now: dt.datetime,
 ) -> None:
@@ -679,7 +770,7 @@ def _write_psfs_names(
         )
         for key, point in named
     ]
-    PsfsActivities.objects.bulk_create(rows, batch_size=2000)
+    inserts.add(PsfsActivities, rows)
     for (key, point), row in zip(named, rows, strict=True):
         patient_id = by_key[key].patient_id
         audit.create(
@@ -694,6 +785,7 @@ def _write_answers(
     answered: dict[tuple[int, str], _Point],
     by_key: dict[tuple[int, str], FollowUpTimePoint],
     audit: BatchAudit,
+    inserts: _Inserts,
     *,
     now: dt.datetime,
     source: str,
@@ -708,7 +800,7 @@ def _write_answers(
             reference=secrets.token_hex(5).upper(), submitted_at=group.submitted_at,
             entered_by_staff=True,
         ))  # fmt: skip
-    Submission.objects.bulk_create(submissions, batch_size=2000)
+    inserts.add(Submission, submissions)
     responses: list[QuestionnaireResponse] = []
     for submission, (key, answers) in zip(submissions, answered.items(), strict=True):
         point = by_key[key]
@@ -744,7 +836,7 @@ def _write_answers(
             },
             occurred_at=now,
         )  # fmt: skip
-    QuestionnaireResponse.objects.bulk_create(responses, batch_size=2000)
+    inserts.add(QuestionnaireResponse, responses, ids=False)  # audited in the submission's record
 
 
 # ---------------------------------------------------------------------------- pathway
@@ -921,21 +1013,23 @@ def _injection(
     p.injections.append((ref, injection, processing))
 
 
-def _write_pathway(prepared: Sequence[PreparedPatient], audit: BatchAudit) -> None:
+def _write_pathway(
+    prepared: Sequence[PreparedPatient], audit: BatchAudit, inserts: _Inserts
+) -> None:
     """Harvests, then processings, then injections, each with its ``create`` record."""
     harvests = []
     for p in prepared:
         for ref, harvest in p.harvests:
             harvest.episode_id = p.episode_ids[ref]
             harvests.append((p, harvest))
-    Harvest.objects.bulk_create([h for _, h in harvests])
+    inserts.add(Harvest, [h for _, h in harvests])
     _audit_created(audit, harvests, Harvest)
     processings = []
     for p in prepared:
         for _, processing in p.processings:
             processing.harvest_id = processing.harvest.pk
             processings.append((p, processing))
-    Processing.objects.bulk_create([r for _, r in processings])
+    inserts.add(Processing, [r for _, r in processings])
     _audit_created(audit, processings, Processing)
     injections = []
     for p in prepared:
@@ -943,7 +1037,7 @@ def _write_pathway(prepared: Sequence[PreparedPatient], audit: BatchAudit) -> No
             injection.episode_id = p.episode_ids[ref]
             injection.processing_id = None if product is None else product.pk
             injections.append((p, injection))
-    Injection.objects.bulk_create([i for _, i in injections])
+    inserts.add(Injection, [i for _, i in injections])
     _audit_created(audit, injections, Injection)
 
 
