@@ -129,7 +129,8 @@ def prepare_instances(model: type[Model], instances: Sequence[Model]) -> None:
     for instance in instances:
         for field in auto:
             field.pre_save(instance, True)
-        instance._prepare_related_fields_for_save(operation_name="bulk_create")
+        # Django's own step of bulk_create (a private method: the stubs do not list it).
+        cast(Any, instance)._prepare_related_fields_for_save(operation_name="bulk_create")
 
 
 def mark_saved(instances: Iterable[Model]) -> None:

@@ -14,7 +14,10 @@ Contracts
 * **Bulk part, then the services.** Patients, consents, diagnoses, prior treatments, treatment
   episodes with their follow-up schedules, the pathway (harvests, processings, injections),
   clinical and adverse events, and imported answers (submissions and scored responses, the
-  time points completed) are written with ``bulk_create`` per table per batch. Consent
+  time points completed) are written per table per batch by COPY on PostgreSQL
+  (executemany on SQLite), through the cohort loader's ``FrameWriter``, with the values
+  ``bulk_create`` would send and ids reserved from each table's own sequence
+  (``cohort.bulk.reserve_ids``: never MAX(id), the registry is live). Consent
   withdrawals (updates, rare) then go through ``withdraw_consent`` as on the careful path, in
   the same transaction; lots are registered before any patient, as on the careful path.
 * **Never accepts what the services refuse.** Before anything is written, each patient is
