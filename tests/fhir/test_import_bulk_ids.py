@@ -105,3 +105,23 @@ def test_rows_written_from_instances_read_back_as_the_orm_wrote_them() -> None:
         assert row.pop("key") == given.key
         assert row.pop("public_id") == given.public_id
     assert orm == copied
+
+
+@pytest.mark.django_db
+def test_batch_audit_writes_every_column_of_an_audit_row() -> None:
+    """The COPY of the batch's audit records names every column of ``AuditEvent`` (a field added
+    to the model must be added to the frame too, not left to a database default)."""
+    from django.contrib.auth import get_user_model
+
+    from vertebra.interop import importbulk
+    from vertebra.registry.permissions import Actor
+
+    user = get_user_model().objects.create(username="importer")
+    m.Membership.objects.create(
+        user=user, clinic=m.Clinic.objects.create(name="C"), role="clinician"
+    )
+    with transaction.atomic():
+        audit = importbulk.BatchAudit(Actor.for_user(user, "clinician"), dt.datetime.now(dt.UTC))
+        audit.create("thing", 1, clinic_id=None, patient_id=None, new_values={"n": 1.0})
+        frame = audit._frame([1])
+    assert sorted(frame.columns) == sorted(f.attname for f in m.AuditEvent._meta.concrete_fields)
