@@ -155,3 +155,38 @@ def test_a_researchers_cached_report_holds_no_patient_rows(builds: list[Any]) ->
     again, _ = reports.report_for(other, CohortFilter(), TODAY)
     assert again is report and len(builds) == 1
     assert [r["cached"] for r in _reads(Role.RESEARCHER)] == [False, True]
+
+
+def test_the_build_runs_outside_the_readers_transaction(
+    builds: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missed build reads files, not the registry: it runs with no transaction of its own
+    open (at a million patients it takes seconds), and the read's audit row is written after
+    it — one row per view, as before."""
+    from django.db import connection
+
+    depths: list[int] = []
+    real = reports.build_report
+
+    def watching(*args: Any, **kwargs: Any) -> Any:
+        depths.append(len(connection.savepoint_ids))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "build_report", watching)
+    baseline = len(connection.savepoint_ids)  # the test's own atomic blocks, if any
+    actor = make_actor(Role.CLINICIAN, *Clinic.objects.all())
+    report, status = reports.report_for(actor, CohortFilter(), TODAY)
+    assert report is not None and status is not None
+    assert depths == [baseline]  # no savepoint of an audited transaction around the build
+    assert [r["cached"] for r in _reads(Role.CLINICIAN)] == [False]
+
+
+def test_a_refused_role_gets_nothing_and_leaves_a_denied_row(builds: list[Any]) -> None:
+    from vertebra.registry.errors import PermissionDeniedError
+
+    admin = make_actor(Role.REGISTRY_ADMIN)
+    with pytest.raises(PermissionDeniedError):
+        reports.report_for(admin, CohortFilter(), TODAY)
+    assert builds == []
+    denied = AuditEvent.objects.filter(action="denied", role=Role.REGISTRY_ADMIN)
+    assert [row.new_values["operation"] for row in denied] == ["snapshot_scope"]

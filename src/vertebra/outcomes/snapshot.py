@@ -68,7 +68,7 @@ from vertebra.outcomes.columnar import (
     read_frames,
     tables_from_frames,
 )
-from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, _SystemUser, scope_for
+from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, Scope, _SystemUser, scope_for
 from vertebra.registry.audit import audited_transaction, record_audit
 from vertebra.registry.models import AuditEvent
 from vertebra.registry.permissions import Actor
@@ -455,6 +455,14 @@ def _record_read(
     )
 
 
+@audited_transaction
+def snapshot_scope(*, actor: Actor) -> Scope:
+    """The actor's scope for a read from the snapshot (see ``scope_for``); a refusal raises
+    PermissionDeniedError and leaves its ``denied`` audit row (ADR 0004), like every audited
+    read, before anything is looked up."""
+    return scope_for(actor)
+
+
 def snapshot_tables(
     *, actor: Actor, filter: CohortFilter | None = None, as_of: dt.date | None = None
 ) -> tuple[AnalysisTables | None, Status | None]:
@@ -462,7 +470,7 @@ def snapshot_tables(
     like :func:`vertebra.outcomes.selectors.analysis_tables`); ``(None, None)`` when there is
     no snapshot yet. Raises PermissionDeniedError as ``analysis_tables`` does."""
     flt = filter or CohortFilter()
-    scope = scope_for(actor)
+    scope = snapshot_scope(actor=actor)
     _ensure_inline()
     snap = current()
     if snap is None:
@@ -518,7 +526,6 @@ class ResultCache:
 results = ResultCache(RESULT_CACHE_SIZE)
 
 
-@audited_transaction
 def snapshot_result(
     *,
     actor: Actor,
@@ -536,9 +543,15 @@ def snapshot_result(
     patient's pseudonym — because its result is shared by every actor of the same scope.
     Audited once per call like :func:`snapshot_tables`, with ``"cached"`` saying whether the
     answer came from memory. Raises PermissionDeniedError as ``analysis_tables`` does.
+
+    A missed build runs outside any database transaction (it reads files, not the registry:
+    at a million patients it takes seconds, and an open transaction would sit idle holding a
+    connection); the audit row is written after it, in its own transaction, before the result
+    is returned, so nothing reaches the caller unless its read is on the trail.
     """
     flt = filter or CohortFilter()
-    scope = scope_for(actor)  # before anything is looked up: a refused actor gets nothing
+    # before anything is looked up: a refused actor gets nothing
+    scope = snapshot_scope(actor=actor)
     _ensure_inline()
     snap = current()
     if snap is None:
