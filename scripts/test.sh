@@ -15,7 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts (seconds since the script began), so a slow CI run shows where
+# its time went (the whole run should stay under 30 minutes on a 2-core machine).
+step() { printf '\n==> %s  [%ss]\n' "$*" "$SECONDS"; }
 # shellcheck source=scripts/test-services.sh
 source scripts/test-services.sh
 

@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
+# A test not marked ``postgresql`` runs its benchmark on its own SQLite file or on no database at
+# all, so it runs once, in the SQLite pass (``sqlite``): the PostgreSQL pass would repeat it.
 
 
 def _bench(script: str, *args: str, env: dict[str, str] | None = None) -> str:
@@ -32,16 +34,19 @@ def _bench(script: str, *args: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
+@pytest.mark.sqlite
 def test_scoring_benchmark_small() -> None:
     out = _bench("bench_scoring.py", "--rows", "20000", "--scalar-rows", "2000", "--json")
     assert '"rows": 20000' in out
 
 
+@pytest.mark.sqlite
 def test_synth_benchmark_small() -> None:
     out = _bench("bench_synth.py", "--sizes", "2000")
     assert "2,000" in out or "2000" in out
 
 
+@pytest.mark.sqlite
 def test_analytics_benchmark_small(tmp_path: Path) -> None:
     out = _bench(
         "bench_analytics.py", "--sizes", "3000", "--repeat", "1", "--data-dir", str(tmp_path)
@@ -49,6 +54,7 @@ def test_analytics_benchmark_small(tmp_path: Path) -> None:
     assert "DuckDB" in out or "duckdb" in out
 
 
+@pytest.mark.sqlite
 def test_load_benchmark_small_sqlite() -> None:
     out = _bench("bench_load.py", "--sizes", "300", "--sqlite")
     assert "SQLite" in out and "300" in out
@@ -62,16 +68,19 @@ def test_load_benchmark_small_postgresql() -> None:
     assert "PostgreSQL" in out and "300" in out and "plain COPY" in out
 
 
+@pytest.mark.sqlite
 def test_demo_benchmark_small() -> None:
     out = _bench("bench_demo.py", "--patients", "50", "--repeat", "1")
     assert "50 patients, first page after" in out
 
 
+@pytest.mark.sqlite
 def test_decision_benchmark_small_sqlite() -> None:
     out = _bench("bench_decision.py", "--sizes", "300", "--sqlite")
     assert "SQLite" in out and '"patients": 300' in out
 
 
+@pytest.mark.sqlite
 def test_audit_benchmark_small_sqlite() -> None:
     out = _bench("bench_audit.py", "--appends", "100", "--sqlite")
     assert "audit append benchmark (SQLite" in out and "HMAC" in out
@@ -84,11 +93,13 @@ def test_audit_benchmark_small_postgresql() -> None:
     assert "audit append benchmark (PostgreSQL" in out and "verify:" in out
 
 
+@pytest.mark.sqlite
 def test_fhir_bulk_benchmark_small(tmp_path: Path) -> None:
     out = _bench("bench_fhir_bulk.py", "--patients", "20", "--sqlite")
     assert "FHIR Bulk Data benchmark (SQLite, 20 patients" in out
 
 
+@pytest.mark.sqlite
 def test_import_benchmark_small_sqlite() -> None:
     out = _bench("bench_import.py", "--sizes", "20", "--sqlite")
     assert "import fhir benchmark (SQLite" in out
@@ -96,6 +107,7 @@ def test_import_benchmark_small_sqlite() -> None:
     assert row[7] == "0"  # nothing refused
 
 
+@pytest.mark.sqlite
 def test_registry_reads_benchmark_small_sqlite() -> None:
     out = _bench("bench_registry_reads.py", "--sizes", "200", "--sqlite")
     assert "registry reads (SQLite" in out
@@ -110,6 +122,7 @@ def test_registry_reads_benchmark_small_postgresql() -> None:
     assert all(path in out for path in ("floor", "columnar_deid", "orm_deid"))
 
 
+@pytest.mark.sqlite
 def test_snapshot_benchmark_small_sqlite() -> None:
     out = _bench("bench_snapshot.py", "--sizes", "200", "--sqlite")
     assert "analysis snapshot (SQLite" in out
@@ -117,6 +130,7 @@ def test_snapshot_benchmark_small_sqlite() -> None:
     assert "page_cached_research" in out and "repeat" in out
 
 
+@pytest.mark.sqlite
 def test_pages_benchmark_small_sqlite() -> None:
     out = _bench(
         "bench_pages.py", "--patients", "60", "--sqlite", "--repeat", "2",

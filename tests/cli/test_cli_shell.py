@@ -16,6 +16,10 @@ import pytest
 
 from tests.conftest import free_port, run_cli
 
+# Every command here runs on no database, its own SQLite file or the demo's embedded one, never
+# on the pass's DATABASE_URL: the module runs once, in the SQLite pass.
+pytestmark = pytest.mark.sqlite
+
 SUBCOMMANDS = ["demo", "serve", "worker", "score", "instruments", "screen", "synth", "report"]
 
 
