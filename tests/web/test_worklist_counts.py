@@ -124,3 +124,68 @@ def test_homes_read_as_many_queries_for_many_more_patients(
     with CaptureQueriesContext(connection) as after:
         selector(actor=actor, today=today)
     assert len(after) == len(before)
+
+
+def test_clinician_home_stops_counting_patients_due_at_the_cap(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above COUNT_UP_TO the card says "more than N" (the exact figure would read every open
+    time point of a network's scope, ADR 0023 §10); at or below it, the exact count."""
+    actor = Actor.for_user(world.users["clinician"], Role.CLINICIAN)
+    exact = _patients_due_by_definition(actor.clinic_ids)
+    monkeypatch.setattr(worklists, "COUNT_UP_TO", exact)
+    home = worklists.clinician_home(actor=actor, today=timezone.localdate())
+    assert (home.patients_due, home.patients_due_more) == (exact, False)
+    monkeypatch.setattr(worklists, "COUNT_UP_TO", exact - 2)
+    home = worklists.clinician_home(actor=actor, today=timezone.localdate())
+    assert (home.patients_due, home.patients_due_more) == (exact - 2, True)
+
+
+def test_distinct_up_to_counts_repeats_once() -> None:
+    ids = Patient.objects.none().values_list("pk", flat=True)
+    assert worklists._distinct_up_to(ids, 3) == (0, False)
+    # a list stands in for the query (sliced and iterated the same way)
+    assert worklists._distinct_up_to([1, 1, 2, 2, 3], 3) == (3, False)  # type: ignore[arg-type]
+    assert worklists._distinct_up_to([1, 2, 3, 4], 3) == (3, True)  # type: ignore[arg-type]
+    many = [7] * 20 + [8]  # more rows than the window, few values: counted exactly
+    assert worklists._distinct_up_to(many, 3) == (2, False)  # type: ignore[arg-type]
+
+
+def _followup_by_definition(clinics: frozenset[int]) -> tuple[int, int, int, int]:
+    """(due, overdue, completed, missed) counted from the time points of ``clinics``."""
+    today = timezone.localdate()
+    points = FollowUpTimePoint.objects.filter(patient__clinic_id__in=clinics)
+    opened = points.filter(status=TimePointStatus.OPEN)
+    return (
+        opened.filter(target__gte=today).count(),
+        opened.filter(target__lt=today).count(),
+        points.filter(status=TimePointStatus.COMPLETED).count(),
+        points.filter(status=TimePointStatus.MISSED).count(),
+    )
+
+
+@pytest.mark.parametrize("everywhere", [False, True])
+def test_follow_up_counts_equal_their_definition_for_one_clinic_and_for_all(
+    world: World, everywhere: bool
+) -> None:
+    """At one clinic the counts are filtered by clinic; at every clinic of the registry the
+    counted reads skip the clinic join (``_counted_in``): both equal the definition."""
+    from tests.registry.factories import make_actor
+
+    make_patient(world.other)
+    if everywhere:
+        actor = make_actor(Role.CLINICIAN, *Clinic.objects.order_by("pk"))
+    else:
+        actor = Actor.for_user(world.users["clinician"], Role.CLINICIAN)
+    clinics = actor.clinic_ids
+    assert (set(Clinic.objects.values_list("pk", flat=True)) <= clinics) == everywhere
+    home = worklists.clinician_home(actor=actor, today=timezone.localdate())
+    f = home.followup
+    due, overdue, completed, missed = _followup_by_definition(clinics)
+    assert (f.due, f.overdue, f.completed, f.denominator) == (
+        due,
+        overdue,
+        completed,
+        completed + missed,
+    )
+    assert home.patients_due == _patients_due_by_definition(clinics)

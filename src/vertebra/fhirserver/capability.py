@@ -9,6 +9,7 @@ from typing import Any
 from vertebra import __version__
 from vertebra.core.fhir._base import Resource
 from vertebra.fhirserver.resources import TYPES
+from vertebra.fhirserver.search import EXACT_UP_TO
 
 __all__ = ["capability_statement"]
 
@@ -107,7 +108,17 @@ def capability_statement(base: str) -> Resource:
                         "name": "_count",
                         "type": "number",
                         "documentation": "Page size of every search (default 20, at most 100)",
-                    }
+                    },
+                    {
+                        "name": "_total",
+                        "type": "token",
+                        "documentation": (
+                            "Bundle.total: accurate (count every match), estimate (exact up to "
+                            f"{EXACT_UP_TO:,} matches, then the database planner's estimate) or "
+                            f"none; by default exact up to {EXACT_UP_TO:,} matches and left out "
+                            "above (follow the next link); _count=0 counts accurately"
+                        ),
+                    },
                 ],
             }
         ],

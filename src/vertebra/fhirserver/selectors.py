@@ -13,19 +13,28 @@ Contracts
   ``search`` row (object type ``fhir_search``: the type, the query, the ids returned and
   their patients), a read one ``read`` row on the registry object read (its clinic and
   patient), a refusal one ``denied`` row.
-* Filtering and paging are done by the database: one COUNT per source table, then only the
-  rows of the page are read (``values_list`` into the export's records) and mapped by the
-  same core builders the export uses, so a served resource equals the exported one.
+* Filtering and paging are done by the database: only the rows of the page (and one more, to
+  know whether a ``next`` page exists) are read (``values_list`` into the export's records)
+  and mapped by the same core builders the export uses, so a served resource equals the
+  exported one.
+* ``Bundle.total`` follows R4's ``_total`` (search.html#total; ADR 0023 §9): ``accurate`` counts
+  every match (one COUNT per source table: seconds over millions of rows); ``none`` gives no
+  total; ``estimate`` is exact up to :data:`EXACT_UP_TO` matches, beyond that the PostgreSQL
+  planner's row estimate (SQLite: exact). Absent, the total is given when there are at most
+  :data:`EXACT_UP_TO` matches (counted with a bounded COUNT) and left out otherwise, so a total
+  is never approximate unless the client asked for an estimate. ``_count=0`` (asking for the
+  count alone) counts accurately.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Q, QuerySet
 
 from vertebra.core.fhir import FhirCodes, fhir_codes, pathway
@@ -42,7 +51,7 @@ from vertebra.core.fhir.rest import (
 from vertebra.core.fhir.smart import Grant
 from vertebra.core.instruments.registry import builtin_definitions
 from vertebra.fhirserver.resources import LOTS, BuildContext, Source, TypeSpec
-from vertebra.fhirserver.search import Search
+from vertebra.fhirserver.search import EXACT_UP_TO, Search
 from vertebra.interop.selectors import TABLES, exported
 from vertebra.registry.audit import audited_transaction, record_audit
 from vertebra.registry.errors import NotFound, PermissionDeniedError
@@ -61,10 +70,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a search: the resources and how many match in all."""
+    """One page of a search: the resources, how many match in all (None: not counted, see
+    ``_total``) and whether more follow this page."""
 
     resources: list[Resource]
-    total: int
+    total: int | None
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,6 +257,79 @@ def _patient_ids(resources: Sequence[Resource]) -> list[int]:
 # ---------------------------------------------------------------------------------- reads
 
 
+def _bounded_counts(matching: Sequence[tuple[Source, QuerySet[Any]]]) -> list[int] | None:
+    """Each source's exact count when all together match at most :data:`EXACT_UP_TO` rows,
+    else None; never counts more than ``EXACT_UP_TO + 1`` rows in all."""
+    counts, budget = [], EXACT_UP_TO + 1
+    for _, rows in matching:
+        n = rows.order_by()[:budget].count()
+        budget -= n
+        if budget <= 0:
+            return None
+        counts.append(n)
+    return counts
+
+
+def _estimate(rows: QuerySet[Any]) -> int:
+    """The PostgreSQL planner's estimate of how many rows ``rows`` has (no row is read)."""
+    plan = json.loads(rows.order_by().values("pk").explain(format="json"))
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _counts(search: Search, matching: Sequence[tuple[Source, QuerySet[Any]]]) -> tuple[
+    list[int] | None, int | None
+]:  # fmt: skip
+    """(each source's exact count if known, the Bundle's total if given) for ``search._total``
+    (see the module docstring)."""
+    if search.total == "accurate" or (search.count == 0 and search.total != "none"):
+        exact = [rows.count() for _, rows in matching]
+        return exact, sum(exact)
+    if search.total == "none":
+        return None, None
+    bounded = _bounded_counts(matching)
+    if bounded is not None:
+        return bounded, sum(bounded)
+    if search.total == "estimate":
+        if connection.vendor != "postgresql":
+            exact = [rows.count() for _, rows in matching]
+            return exact, sum(exact)
+        return None, max(EXACT_UP_TO + 1, sum(_estimate(rows) for _, rows in matching))
+    return None, None
+
+
+def _page(
+    matching: Sequence[tuple[Source, QuerySet[Any]]],
+    counts: list[int] | None,
+    search: Search,
+    codes: FhirCodes,
+) -> tuple[list[Resource], bool]:
+    """The resources of the page ``search`` asks for (sources in order, each by id), and
+    whether any match follows the page. Without ``counts``, a source the offset passes is
+    counted only up to the offset (bounded), and one row beyond the page is read."""
+    resources: list[Resource] = []
+    skip, room = search.offset, search.count
+    for index, (source, rows) in enumerate(matching):
+        n = None if counts is None else counts[index]
+        if room <= 0:  # the page is full: does any match follow it?
+            if n if n is not None else rows.exists():
+                return resources, True
+            continue
+        if n is not None and skip >= n:
+            skip -= n
+            continue
+        built = _build(source, rows.order_by("pk")[skip : skip + room + 1], codes)
+        if not built and skip:
+            skip -= rows.order_by()[:skip].count()  # the whole source lies before the page
+            continue
+        if len(built) > room:
+            resources.extend(built[:room])
+            return resources, True
+        resources.extend(built)
+        room -= len(built)
+        skip = 0
+    return resources, False
+
+
 @audited_transaction
 def search_resources(
     *, actor: Actor, spec: TypeSpec, search: Search, system: SystemAccess | None = None
@@ -259,20 +343,8 @@ def search_resources(
         for source in spec.sources
         if (rows := _rows(spec, source, clinics, search, codes)) is not None
     ]
-    counts = [rows.count() for _, rows in matching]
-    resources: list[Resource] = []
-    skip, room = search.offset, search.count
-    for (source, rows), n in zip(matching, counts, strict=True):
-        if room <= 0:
-            break
-        if skip >= n:
-            skip -= n
-            continue
-        page = rows.order_by("pk")[skip : skip + room]
-        built = _build(source, page, codes)
-        resources.extend(built)
-        room -= len(built)
-        skip = 0
+    counts, total = _counts(search, matching)
+    resources, more = _page(matching, counts, search, codes)
     record_audit(
         actor=actor,
         action="search",
@@ -286,7 +358,7 @@ def search_resources(
             "patient_ids": _patient_ids(resources),
         },
     )
-    return Page(resources=resources, total=sum(counts))
+    return Page(resources=resources, total=total, more=more)
 
 
 @audited_transaction
@@ -345,7 +417,8 @@ def search_questionnaires(search: Search) -> Page:
                 found = [
                     q for q in found if q["url"] in values or f"{q['url']}|{q['version']}" in values
                 ]
-    return Page(resources=found[search.offset : search.offset + search.count], total=len(found))
+    end = search.offset + search.count
+    return Page(resources=found[search.offset : end], total=len(found), more=end < len(found))
 
 
 def read_questionnaire(resource_id: str) -> Resource:

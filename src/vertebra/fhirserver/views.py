@@ -126,6 +126,8 @@ def _link(base: str, spec: TypeSpec, search: Search, offset: int) -> str:
     """The absolute URL of the page of ``search`` starting at ``offset``."""
     pairs = [(name, value) for name, values in search.filters for value in values]
     pairs += [("_count", str(search.count)), ("_offset", str(offset))]
+    if search.total:  # the next page counts (or not) as this one was asked to
+        pairs.append(("_total", search.total))
     return f"{base}/{spec.name}?{urlencode(pairs)}"
 
 
@@ -154,9 +156,7 @@ def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
                 total=page.total,
                 base=base,
                 self_url=_link(base, spec, search, search.offset),
-                next_url=_link(base, spec, search, end)
-                if search.count > 0 and end < page.total
-                else None,
+                next_url=_link(base, spec, search, end) if search.count > 0 and page.more else None,
                 previous_url=None if previous is None else _link(base, spec, search, previous),
             )
         )

@@ -100,6 +100,31 @@ class FollowUpTimePoint(models.Model):
         return f"Time point {self.pk} ({self.key})"
 
 
+class TimePointCount(models.Model):
+    """How many time points of a clinic's patients are in a status: a running sum of signed
+    deltas, written by database triggers on ``followup_followuptimepoint`` (migration
+    ``followup 0008``), never by Python, so every path that writes time points (services,
+    worker, loader's COPY, importer, corrections) keeps it right in the same transaction.
+
+    Rows are only ever inserted (+n / -n), so concurrent submissions never wait on one
+    another's counter row; :func:`vertebra.followup.counts.compact` (the worker, each pass)
+    folds them into one row per (clinic, status). The sum for a clinic and status is exact at
+    any moment; it assumes, as the registry does, that a patient's clinic never changes.
+    """
+
+    clinic = models.ForeignKey(
+        "registry.Clinic", on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    status = models.CharField(max_length=12, choices=TimePointStatus.choices)
+    n = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["clinic", "status"], name="followup_tpcount_clinic")]
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.n:+d} at clinic {self.clinic_id}"
+
+
 class LinkRetirement(models.TextChoices):
     REPLACED = "replaced", "Replaced by a newer link"
     REVOKED = "revoked", "Withdrawn by the care team"

@@ -52,6 +52,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from vertebra.fhirbulk.jobs import run_pending as run_bulk_exports
+from vertebra.followup.counts import compact as compact_counts
 from vertebra.followup.models import (
     CallListEntry,
     FollowUpTimePoint,
@@ -62,6 +63,7 @@ from vertebra.followup.models import (
 from vertebra.followup.services import WORKER_ACTOR, backfill_schedules, issue_link
 from vertebra.registry.audit import record_audit, seal_pending
 from vertebra.registry.auditjob import run_scheduled_verification
+from vertebra.registry.counts import compact_patient_counts
 from vertebra.registry.models import Consent, ConsentKind
 from vertebra.registry.pathway import active_consent
 from vertebra.registry.services import lock_patient
@@ -411,6 +413,8 @@ def run_once(now: dt.datetime | None = None, who: str | None = None) -> RunRepor
     report.opened, report.queued = open_windows(now)
     report.sent, report.failed, report.sent_ids = send_due(now, who)
     report.called = escalate_silent(now) + report.closed
+    compact_counts()  # fold the count deltas the triggers wrote (ADR 0023 §10)
+    compact_patient_counts()
     report.sealed = seal_pending(full=True)  # backstop: every unsealed committed row
     audit = run_scheduled_verification(now)  # at most every AUDIT_VERIFY_EVERY_HOURS
     report.audit_verified = audit is not None

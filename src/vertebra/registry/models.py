@@ -230,6 +230,27 @@ class Patient(Correctable):
         return f"Patient {self.pk}"  # never a name: str() ends up in logs and error pages
 
 
+class PatientCount(models.Model):
+    """How many patients a clinic has: a running sum of signed deltas written by database
+    triggers on ``registry_patient`` (migration ``registry 0016``), never by Python, so every
+    path that registers patients (services, the bulk loader's COPY, the importer) keeps it right
+    in its own transaction. Rows are only inserted, so registrations never wait on one
+    another; ``vertebra.registry.selectors.compact_patient_counts`` folds them (the worker).
+    ``SUM(n)`` per clinic equals ``COUNT(*)`` of its patients at every moment (ADR 0023 §10).
+    """
+
+    clinic = models.ForeignKey(
+        Clinic, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    n = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["clinic"], name="registry_patientcount_clinic")]
+
+    def __str__(self) -> str:
+        return f"{self.n:+d} patients at clinic {self.clinic_id}"
+
+
 class PatientAccount(models.Model):
     """Links a patient to the login they use for the patient portal (patients hold no role)."""
 

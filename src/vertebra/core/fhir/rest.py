@@ -141,14 +141,15 @@ def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> R
 def searchset(
     *,
     resources: Sequence[Resource],
-    total: int,
+    total: int | None,
     base: str,
     self_url: str,
     next_url: str | None,
     previous_url: str | None = None,
 ) -> Resource:
-    """A searchset Bundle: ``total``, absolute ``self``/``next``/``previous`` links and one
-    entry per resource with its ``fullUrl`` and ``search.mode`` match."""
+    """A searchset Bundle: ``total`` (left out when None: not counted, R4 ``_total``),
+    absolute ``self``/``next``/``previous`` links and one entry per resource with its
+    ``fullUrl`` and ``search.mode`` match."""
     links = [{"relation": "self", "url": self_url}]
     if next_url is not None:
         links.append({"relation": "next", "url": next_url})
@@ -162,12 +163,10 @@ def searchset(
         }
         for item in resources
     ]
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": total,
-        "link": links,
-    }
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
     if entries:
         bundle["entry"] = entries
     return bundle
