@@ -626,7 +626,8 @@ def write_batch(
     rest: Callable[[PreparedPatient], None],
 ) -> int:
     """Write ``prepared`` patients in one transaction: the bulk part with its audit records,
-    then ``rest(patient)`` for each (the pathway, events and withdrawals through the services).
+    then ``rest(patient)`` for each (what the bulk part does not write: consent withdrawals,
+    through the services).
     Returns the number of audit records the bulk part wrote. Anything raised rolls the whole
     batch back and propagates (the caller then takes the careful path)."""
     with transaction.atomic():
