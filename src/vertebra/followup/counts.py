@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Sum
-
 from vertebra.followup.models import TimePointCount
-from vertebra.registry.counts import fold
+from vertebra.registry.counts import fold, sums_by
 
 __all__ = ["compact", "status_counts"]
 
@@ -27,14 +25,7 @@ __all__ = ["compact", "status_counts"]
 def status_counts(clinic_ids: Iterable[int]) -> dict[str, int]:
     """status -> number of time points of the clinics' patients in it (statuses with none
     may be missing)."""
-    rows = (
-        TimePointCount.objects.filter(clinic_id__in=list(clinic_ids))
-        .order_by()
-        .values("status")
-        .annotate(total=Sum("n"))
-        .values_list("status", "total")
-    )
-    return {status: int(total or 0) for status, total in rows}
+    return sums_by(TimePointCount, "status", clinic_ids)
 
 
 def compact() -> int:

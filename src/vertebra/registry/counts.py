@@ -15,25 +15,32 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 from django.db import connection, models, transaction
 from django.db.models import Sum
 
 from vertebra.registry.models import PatientCount
 
-__all__ = ["compact_patient_counts", "fold", "patient_counts", "patients_in"]
+__all__ = ["compact_patient_counts", "fold", "patient_counts", "patients_in", "sums_by"]
+
+
+def sums_by(model: type[models.Model], key: str, clinic_ids: Iterable[int]) -> dict[Any, int]:
+    """``key`` value -> the sum of ``model``'s signed ``n`` over the clinics' delta rows (a
+    count table kept by triggers and folded by :func:`fold`; keys with no rows are missing)."""
+    rows = (
+        model._default_manager.filter(clinic_id__in=list(clinic_ids))
+        .order_by()
+        .values(key)
+        .annotate(total=Sum("n"))
+        .values_list(key, "total")
+    )
+    return {value: int(total or 0) for value, total in rows}
 
 
 def patient_counts(clinic_ids: Iterable[int]) -> dict[int, int]:
     """clinic id -> its number of patients (clinics with none may be missing)."""
-    rows = (
-        PatientCount.objects.filter(clinic_id__in=list(clinic_ids))
-        .order_by()
-        .values("clinic_id")
-        .annotate(total=Sum("n"))
-        .values_list("clinic_id", "total")
-    )
-    return {clinic: int(total or 0) for clinic, total in rows}
+    return sums_by(PatientCount, "clinic_id", clinic_ids)
 
 
 def patients_in(clinic_ids: Iterable[int]) -> int:
