@@ -85,7 +85,7 @@ def test_rows_written_from_instances_read_back_as_the_orm_wrote_them() -> None:
 
     def point(key: str) -> fm.FollowUpTimePoint:
         return fm.FollowUpTimePoint(
-            schedule=schedule, patient=patient, key=key, label="Month 1", months=1.5,
+            schedule=schedule, patient=patient, clinic_id=patient.clinic_id, key=key, label="Month 1", months=1.5,
             target=dt.date(2026, 2, 5), opens=dt.date(2026, 2, 1), closes=dt.date(2026, 2, 9),
             instruments=["odi", {"nrs": [1, 2.5, None, "é"]}], status="completed",
             completed_at=when, public_id=uuid.uuid4(),

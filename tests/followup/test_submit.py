@@ -124,6 +124,8 @@ def test_tickler_yes_creates_pending_adverse_events_and_urgent_call(week_6) -> N
     assert [e.status for e in events] == ["pending", "pending"]
     assert [e.category for e in events] == ["harvest_site", "neurological"]
     assert all(e.ctcae_grade is None and e.relatedness == "" for e in events)
+    # the events carry their patient's clinic, as the time point does (ADR 0023 §12)
+    assert {e.clinic_id for e in events} == {week_6.clinic_id} == {week_6.patient.clinic_id}
     assert TicklerEscalation.objects.filter(urgent=True).count() == 1
     call = CallListEntry.objects.get(time_point=week_6)
     assert call.reason == CallListEntry.Reason.URGENT_TICKLER and call.resolved_at is None

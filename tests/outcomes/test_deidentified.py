@@ -51,7 +51,11 @@ def _canary(clinic: Clinic) -> Patient:
     make_episode(patient, start_date=dt.date(2024, 9, 12))
     text = f"{CANARY['given_name']} {CANARY['family_name']} {CANARY['phone']} 2024-09-13"
     AdverseEvent.objects.create(
-        patient=patient, description=text, category="procedure", onset=dt.date(2024, 9, 13)
+        patient=patient,
+        clinic=clinic,
+        description=text,
+        category="procedure",
+        onset=dt.date(2024, 9, 13),
     )
     ClinicalEvent.objects.create(
         patient=patient, kind="subsequent_surgery", occurred_on=dt.date(2025, 2, 2), details=text

@@ -64,14 +64,19 @@ def _treated_patients(n: int) -> list[int]:
     return list(dict.fromkeys(ids))[:n]
 
 
+def _clinic_of(patient_id: int) -> int:
+    """The patient's clinic (rows written here bypass the services, which would set it)."""
+    return int(Patient.objects.values_list("clinic_id", flat=True).get(pk=patient_id))
+
+
 def _corrupt() -> dict[str, int]:
     """Write one odd row of each kind, bypassing the services; return what was written."""
     first, second, third, fourth = _treated_patients(4)
     TreatmentEpisode.objects.filter(patient_id=first).update(start_date=YEAR_25)
     Patient.objects.filter(pk=second).update(date_of_birth=dt.date(1850, 1, 1))
     AdverseEvent.objects.create(
-        patient_id=third, description="typo", category=AdverseEventCategory.OTHER,
-        onset=dt.date(25, 1, 1),
+        patient_id=third, clinic_id=_clinic_of(third), description="typo",
+        category=AdverseEventCategory.OTHER, onset=dt.date(25, 1, 1),
     )  # fmt: skip
     ClinicalEvent.objects.create(
         patient_id=third, kind=ClinicalEventKind.SUBSEQUENT_SURGERY, occurred_on=dt.date(9999, 1, 1)
@@ -172,8 +177,9 @@ def test_one_odd_row_anywhere_never_breaks_analytics(
                 Patient.objects.filter(pk=patient).update(date_of_birth=day)
             elif target == "adverse_event":
                 AdverseEvent.objects.create(
-                    patient_id=patient, description="odd", category="other", onset=day
-                )
+                    patient_id=patient, clinic_id=_clinic_of(patient), description="odd",
+                    category="other", onset=day,
+                )  # fmt: skip
             elif target == "clinical_event":
                 ClinicalEvent.objects.create(
                     patient_id=patient, kind=ClinicalEventKind.SUBSEQUENT_SURGERY, occurred_on=day

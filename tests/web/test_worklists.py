@@ -465,3 +465,76 @@ def test_a_trail_too_long_for_a_page_request_is_left_to_the_scheduled_check(
     response = client.post("/clinic/home/verify-audit/", follow=True)
     assert "too many to check within a page request" in response.content.decode()
     assert not AuditEvent.objects.filter(action="verify").exists()
+
+
+# ------------------------------------------------------------------------ clinic isolation
+
+
+def test_homes_and_queues_show_each_account_only_its_clinics_patients(world: World) -> None:
+    """Role x clinic, on response bodies: clinicians at the first clinic, at the other clinic
+    and at both, and a coordinator at each. The time points and events are scoped by their own
+    clinic column (ADR 0023 §12); every page shows exactly the patients of the account's
+    clinics. The other clinic's patient has an open follow-up older than any of the first
+    clinic's and a serious event, so an unscoped read would put them first."""
+    import datetime as dt
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from tests.registry.factories import make_episode
+    from tests.registry.web import bearer
+    from tests.web.worklist_world import _user
+    from vertebra.followup.services import create_schedule_for_episode
+    from vertebra.registry.models import Membership
+
+    today = timezone.localdate()
+    outsider = User.objects.get(username="outsider")
+    # 6-week follow-up overdue by 12 days (the first clinic's is overdue by 8)
+    episode = make_episode(world.stranger, start_date=today - dt.timedelta(days=54))
+    create_schedule_for_episode(episode, Actor.for_user(outsider, Role.COORDINATOR), today)
+    _user("clinician-b", Role.CLINICIAN, world.other)
+    both = _user("clinician-ab", Role.CLINICIAN, world.clinic)
+    Membership.objects.create(user=both, clinic=world.other, role=Role.CLINICIAN)
+    ours = {"Seriousevent", "Oldevent", "Midevent", "Sterilitypending", "Overdue", "Duesoon"}
+    ours_events = {"Seriousevent", "Oldevent", "Midevent"}
+    theirs = {"Stranger"}
+    # username -> (home: shown, hidden), (queue: shown, hidden)
+    clinicians = {
+        "clinician": ((ours, theirs), (ours_events, theirs)),
+        "clinician-b": ((theirs, ours), (theirs, ours)),
+        "clinician-ab": ((ours | theirs, set()), (ours_events | theirs, set())),
+    }
+    patient_ids = {p.family_name: p.pk for p in (world.stranger, world.serious_patient,
+                   world.old_ae_patient, world.mid_ae_patient)}  # fmt: skip
+    for username, ((home_shown, home_hidden), (queue_shown, queue_hidden)) in clinicians.items():
+        client, _ = sign_in(username)
+        for path, shown, hidden in (
+            (HOME, home_shown, home_hidden),
+            ("/clinic/adverse-events/", queue_shown, queue_hidden),
+        ):
+            body = client.get(path).content.decode()
+            assert all(f"{name}, Pat" in body for name in shown), (username, path)
+            assert not any(_named(name, body) for name in hidden), (username, path)
+        actor = Actor.for_user(User.objects.get(username=username), Role.CLINICIAN)
+        api = client.get("/api/v1/adverse-events", headers=bearer(actor)).json()
+        assert {item["event"]["patient_id"] for item in api["items"]} == {
+            patient_ids[name] for name in queue_shown
+        }, username
+        assert api["total"] == len(queue_shown) and api["serious"] == len(
+            queue_shown & {"Seriousevent", "Stranger"}
+        )
+    # Coordinators: the follow-up list and the call list of their own clinic only.
+    for username, shown, hidden in (
+        ("coordinator", {"Overdue", "Duesoon"}, theirs),
+        ("outsider", theirs, {"Overdue", "Duesoon"}),
+    ):
+        client, _ = sign_in(username)
+        body = client.get(HOME).content.decode()
+        followups = body[body.index('id="followups"') : body.index('id="reported"')]
+        assert all(f"{name}, Pat" in followups for name in shown), username
+        assert not any(_named(name, body) for name in hidden), username
+
+
+def _named(family_name: str, body: str) -> bool:
+    """Whether a page names the world's patient ``family_name`` (all are "Pat <name>")."""
+    return f"{family_name}, Pat" in body or f"Pat {family_name}" in body

@@ -163,6 +163,7 @@ def load_followups(
                 "id": tp_ids,
                 "schedule_id": schedule_ids[position],
                 "patient_id": patient_ids[position],
+                "clinic_id": clinic_ids[position],
                 "public_id": _uuid4_hex(len(tp)),
                 "key": keys,
                 "label": [labels[k] for k in keys],

@@ -578,6 +578,7 @@ def _load_events(context: _Context, chunk: _Chunk, events: pd.DataFrame) -> None
         {
             "id": context.ids.take(m.AdverseEvent, len(adverse)),
             "patient_id": chunk.patient_ids[at],
+            "clinic_id": chunk.clinic_ids[at],
             "episode_id": chunk.episode_ids[at],
             "description": [t.replace("_", " ").capitalize() for t in term[adverse]],
             "category": [AE_CATEGORY.get(t, "other") for t in term[adverse]],

@@ -260,6 +260,7 @@ def _create_schedule(
             FollowUpTimePoint(
                 schedule=schedule,
                 patient=episode.patient,
+                clinic_id=episode.patient.clinic_id,
                 key=tp.id,
                 label=tp.label,
                 months=tp.months,
@@ -865,6 +866,7 @@ def _escalate_tickler(
         any_urgent = any_urgent or urgent
         event = AdverseEvent.objects.create(
             patient_id=point.patient_id,
+            clinic_id=point.clinic_id,
             episode=episode,
             description=f"Patient-reported at {point.label} follow-up: {item.text}",
             category=TICKLER_CATEGORIES.get(item.id, AdverseEventCategory.OTHER),

@@ -688,6 +688,8 @@ def _write_registry(
     for p in prepared:
         for ref, row in p.events:
             row.patient_id = p.patient.pk  # type: ignore[attr-defined]
+            if isinstance(row, AdverseEvent):  # the clinic on the row (ADR 0023 §12)
+                row.clinic_id = p.clinic_id
             row.episode_id = None if ref is None else p.episode_ids[ref]  # type: ignore[attr-defined]
     event_models: tuple[type[Model], ...] = (ClinicalEvent, AdverseEvent)  # careful order
     for model in event_models:
@@ -727,7 +729,8 @@ def _write_follow_up(
         made = []
         for tp in placed:
             point = FollowUpTimePoint(
-                schedule_id=schedule.pk, patient_id=p.patient.pk, key=tp.id, label=tp.label,
+                schedule_id=schedule.pk, patient_id=p.patient.pk, clinic_id=p.clinic_id,
+                key=tp.id, label=tp.label,
                 months=tp.months, target=tp.target, opens=tp.opens, closes=tp.closes,
                 instruments=followup_services.instruments_for(tp.id),
                 status=followup_services.status_on(tp.opens, tp.closes, today),

@@ -793,6 +793,14 @@ class AdverseEvent(Correctable):
     adjudicated by a clinician, who fixes CTCAE grade and relatedness."""
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="adverse_events")
+    # Denormalised from patient.clinic (ADR 0023 §12): the adjudication queue and the
+    # clinician's home read a clinic's pending events from a partial index on it instead of
+    # joining every pending event of the registry to its patient. Right by construction: a
+    # patient's clinic never changes (the registry's rule), and every writer (services, the
+    # cohort loader's COPY, the FHIR importer's bulk path) sets it from the patient. Nullable
+    # in SQLite's table only (registry 0017); NOT NULL in PostgreSQL. No index of its own: the
+    # partial index below leads with it (a clinic is never deleted while it has patients).
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="+", db_index=False)
     episode = models.ForeignKey(
         TreatmentEpisode,
         on_delete=models.PROTECT,
@@ -846,6 +854,16 @@ class AdverseEvent(Correctable):
             models.CheckConstraint(
                 name="adverse_event_resolved_after_onset",
                 condition=Q(resolved_on__isnull=True) | Q(resolved_on__gte=F("onset")),
+            ),
+        ]
+        indexes = [
+            # The adjudication queue of one clinic (or a few): its pending events in onset
+            # order, and their counts (a small part of the table: the partial index stays small).
+            models.Index(
+                fields=["clinic", "onset", "id"],
+                include=["serious"],
+                condition=Q(status="pending"),
+                name="adverse_event_pending_clinic",
             ),
         ]
 

@@ -463,16 +463,22 @@ def _pending_events(actor: Actor, clinics: frozenset[int], limit: int) -> list[A
     """The first ``limit`` pending events of ``clinics`` in queue order (serious, red flag,
     the rest; oldest onset first within each); one ``search`` row. Each event carries
     ``red_flag`` (bool)."""
-    events: list[AdverseEvent] = list(
-        AdverseEvent.objects.select_related("patient", "episode")
-        .filter(
-            patient__clinic_id__in=clinics,
-            status=AdverseEventStatus.PENDING,
-            voided_at__isnull=True,  # entered in error: nothing to adjudicate
-        )
-        .annotate(tier=_TIER)
-        .order_by("tier", "onset", "id")[: max(1, min(limit, MAX_RESULTS))]
+    # The queue's ids first, scoped by the event's own clinic (partial index
+    # adverse_event_pending_clinic: no join to patients, ADR 0023 §12), then the rows of those
+    # ids with their patient and episode: joined in one statement, PostgreSQL hashed every
+    # patient of the registry to sort a few thousand pending events.
+    scoped = AdverseEvent.objects.filter(
+        clinic_id__in=clinics,
+        status=AdverseEventStatus.PENDING,
+        voided_at__isnull=True,  # entered in error: nothing to adjudicate
+    ).annotate(tier=_TIER)
+    ids = list(
+        scoped.order_by("tier", "onset", "id").values_list("pk", flat=True)[
+            : max(1, min(limit, MAX_RESULTS))
+        ]
     )
+    rows = scoped.select_related("patient", "episode").in_bulk(ids)
+    events: list[AdverseEvent] = [rows[pk] for pk in ids if pk in rows]
     for event in events:
         event.red_flag = event.tier == 1  # type: ignore[attr-defined]
     record_audit(
@@ -577,9 +583,7 @@ def adjudication_queue(
     and the total (which may exceed ``limit``). Audited as the same one ``search`` row."""
     clinics = _clinics_for(actor, Action.ADVERSE_EVENT_ADJUDICATE)
     events = _pending_events(actor, clinics, limit)
-    pending = AdverseEvent.objects.filter(
-        patient__clinic_id__in=clinics, status=AdverseEventStatus.PENDING
-    )
+    pending = AdverseEvent.objects.filter(clinic_id__in=clinics, status=AdverseEventStatus.PENDING)
     return AdjudicationQueue(
         items=_queue_items(events, today=today),
         total=pending.count(),

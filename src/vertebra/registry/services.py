@@ -934,6 +934,7 @@ def record_adverse_event(
     adjudicated = ctcae_grade is not None and bool(relatedness)
     event = AdverseEvent(
         patient=patient,
+        clinic_id=patient.clinic_id,
         episode=_episode_of(patient, episode_id),
         description=description.strip(),
         category=category,

@@ -222,13 +222,13 @@ def _followup_counts(clinic_ids: frozenset[int], today: dt.date) -> FollowUpCoun
     point is due up to its target date and overdue after it; the completeness denominator is
     the time points answered or missed (open windows never flatter the rate). Completed,
     missed and open come from the trigger-kept counts per clinic (``followup.counts``: a few
-    rows per clinic); only the overdue points are counted, from the partial index of open
-    points by target date (ADR 0023 §10).
+    rows per clinic); only the overdue points are counted, from the partial index of each
+    clinic's open points by target date (ADR 0023 §10, §12).
     """
     by_status = status_counts(clinic_ids)
     overdue = _counted_in(
         FollowUpTimePoint.objects.filter(status=TimePointStatus.OPEN, target__lt=today),
-        "patient__clinic_id",
+        "clinic_id",
         clinic_ids,
     ).count()
     completed = by_status.get(TimePointStatus.COMPLETED, 0)
@@ -242,9 +242,10 @@ def _followup_counts(clinic_ids: frozenset[int], today: dt.date) -> FollowUpCoun
 
 def _counted_in(rows: QuerySet[Any], path: str, clinic_ids: frozenset[int]) -> QuerySet[Any]:
     """``rows`` at the clinics, for a COUNT only: unfiltered when the clinics are every clinic
-    of the registry (every patient has one), which spares joining each row to its patient
-    (1 M patients for a network account: 0.8-3 s; ADR 0023 §10). Never used for rows that are
-    shown: a clinic created meanwhile could only move a count, not show a patient."""
+    of the registry (every row has one), which spares a network account's list of hundreds of
+    clinic ids (before the rows carried their clinic, ADR 0023 §12, it spared joining each row
+    to its patient: 0.8-3 s at 1 M patients, §10). Never used for rows that are shown: a clinic
+    created meanwhile could only move a count, not show a patient."""
     every = set(Clinic.objects.values_list("pk", flat=True))
     if every <= clinic_ids:
         return rows
@@ -329,8 +330,10 @@ def clinician_home(*, actor: Actor, today: dt.date) -> ClinicianHome:
             Reason(STERILITY, f"Sterility result pending for product {processing.product_id} "
                    f"(processed {format_date(processing.processed_on)})", processing.processed_on),
         )  # fmt: skip
+    # Scoped by the time point's own clinic (partial index followup_tp_open_clinic), not by a
+    # join of every open time point to its patient (ADR 0023 §12); the same for the events.
     open_points = FollowUpTimePoint.objects.filter(
-        patient__clinic_id__in=clinics, status=TimePointStatus.OPEN
+        clinic_id__in=clinics, status=TimePointStatus.OPEN
     )
     for point in open_points.select_related("patient").order_by("target", "id")[: LIST_LIMIT * 2]:
         add(point.patient, _timepoint_words(point, today))
@@ -342,13 +345,13 @@ def clinician_home(*, actor: Actor, today: dt.date) -> ClinicianHome:
     # read from its own small set (open points, pending events, pending sterility). Testing
     # three EXISTS per patient of the scope took seconds at 100,000 patients (ADR 0023).
     pending_events = AdverseEvent.objects.filter(
-        patient__clinic_id__in=clinics, status=AdverseEventStatus.PENDING
+        clinic_id__in=clinics, status=AdverseEventStatus.PENDING
     )
     # Counted only (the patients shown come from the scoped reads above).
     with_something = (
         _counted_in(
             FollowUpTimePoint.objects.filter(status=TimePointStatus.OPEN),
-            "patient__clinic_id",
+            "clinic_id",
             clinics,
         )
         .order_by()
@@ -386,7 +389,7 @@ def _reported_by(actor: Actor, clinics: frozenset[int], today: dt.date) -> list[
     )
     reported_at = {int(object_id): when for object_id, when in rows if object_id.isdigit()}
     events = AdverseEvent.objects.select_related("patient").filter(
-        pk__in=list(reported_at), patient__clinic_id__in=clinics
+        pk__in=list(reported_at), clinic_id__in=clinics
     )
     result = []
     for event in events:
@@ -409,7 +412,7 @@ def coordinator_home(*, actor: Actor, today: dt.date) -> CoordinatorHome:
     target date), and the adverse events this person reported with their status."""
     clinics = verify_actor(actor, Action.PATIENT_READ)
     unresolved = CallListEntry.objects.filter(
-        time_point__patient__clinic_id__in=clinics, resolved_at__isnull=True
+        time_point__clinic_id__in=clinics, resolved_at__isnull=True
     )
     calls = list(
         unresolved.select_related("time_point__patient").order_by("-reason", "created_at")[
@@ -417,7 +420,7 @@ def coordinator_home(*, actor: Actor, today: dt.date) -> CoordinatorHome:
         ]
     )
     open_points = FollowUpTimePoint.objects.filter(
-        patient__clinic_id__in=clinics, status=TimePointStatus.OPEN
+        clinic_id__in=clinics, status=TimePointStatus.OPEN
     ).select_related("patient")
     points = [
         TimePointDue(
