@@ -739,23 +739,37 @@ def _timepoints(
     *,
     items: tuple[Any, ...] = (),
 ) -> pd.DataFrame:
-    """One row per patient x scheduled time point of the first episodes, with scores."""
+    """One row per patient x scheduled time point of the first episodes, with scores, sorted
+    by patient and months (stable: ties keep the SELECT's order).
+
+    The rows kept and their order are found on numpy arrays first and the columns wanted are
+    taken once: at 6,000,000 time points every intermediate frame (filter, copy, sort,
+    ``reset_index``) copied ~18 columns, 9 s of the 1,000,000-patient read.
+    """
     tp = frames["timepoints"]
-    tp = tp[tp["episode_id"].isin(episode_to_patient.index)]
-    odd = tp["odd"].to_numpy() != 0
+    episode_ids = tp["episode_id"].to_numpy()
+    position = episode_to_patient.index.get_indexer(episode_ids)  # -1: not a first episode
+    in_scope = position >= 0
+    odd = in_scope & (tp["odd"].to_numpy() != 0)
     left_out.add("follow-up time points", "follow-up due date", int(odd.sum()))
-    tp = tp[~odd].copy()
-    tp["patient_id"] = tp["episode_id"].map(episode_to_patient).astype(np.int64)
-    tp["completed"] = tp["status"].eq("completed").astype(bool)
-    tp["opioid_use"] = np.where(tp["mme"].notna(), (tp["mme"] > 0).astype(float), np.nan)
+    rows = np.flatnonzero(in_scope & ~odd)
+    patient_ids = episode_to_patient.to_numpy().astype(np.int64)[position[rows]]
+    # np.lexsort is stable and puts NaN months last, as DataFrame.sort_values does
+    order = np.lexsort((tp["months"].to_numpy()[rows], patient_ids))
+    rows, patient_ids = rows[order], patient_ids[order]
+    # column by column: a frame-level take of the 2-D blocks was several times slower
+    taken = {c: tp[c].to_numpy()[rows] for c in (*TIMEPOINT_COLUMNS, "tp_id") if c in tp.columns}
+    taken["patient_id"] = patient_ids
+    taken["completed"] = taken["status"] == "completed"
+    mme = taken["mme"].astype(np.float64)
+    taken["opioid_use"] = np.where(np.isnan(mme), np.nan, (mme > 0).astype(float))
     columns = list(TIMEPOINT_COLUMNS)
+    out = pd.DataFrame({c: taken[c] for c in columns}, copy=False)
     if items:
         answers = frames["items"]
-        frame = _item_frame(answers[answers["tp_id"].isin(tp["tp_id"])], items)
-        tp = tp.join(frame, on="tp_id")
-        columns += list(frame.columns)
-    tp = tp.sort_values(["patient_id", "months"]).reset_index(drop=True)
-    return tp[columns]
+        frame = _item_frame(answers[answers["tp_id"].isin(taken["tp_id"])], items)
+        out = out.join(frame.reindex(taken["tp_id"]).set_axis(out.index))
+    return out
 
 
 def _item_columns() -> tuple[Any, ...]:
