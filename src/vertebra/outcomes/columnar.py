@@ -748,7 +748,8 @@ def _timepoints(
     """
     tp = frames["timepoints"]
     episode_ids = tp["episode_id"].to_numpy()
-    position = episode_to_patient.index.get_indexer(episode_ids)  # -1: not a first episode
+    # -1: not a first episode
+    position = episode_to_patient.index.get_indexer(pd.Index(episode_ids))
     in_scope = position >= 0
     odd = in_scope & (tp["odd"].to_numpy() != 0)
     left_out.add("follow-up time points", "follow-up due date", int(odd.sum()))
