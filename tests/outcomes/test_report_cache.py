@@ -367,3 +367,36 @@ def test_a_stored_report_moved_to_another_scope_or_snapshot_is_refused(
         _reads(Role.CLINICIAN)[-1]["snapshot"]
         == json.loads((_current_path() / "manifest.json").read_text())["built_at"]
     )
+
+
+def test_a_clinics_own_filter_reads_only_its_rows(worker_builds: list[Any], settings: Any) -> None:
+    """A small scope's new filter is built in the request from that clinic's rows only
+    (Parquet filters): the tables equal those from the whole frames, and the process never
+    holds every clinic's rows."""
+    from pandas.testing import assert_frame_equal
+
+    from vertebra.outcomes.columnar import tables_from_frames
+
+    path = _current_path()
+    whole = snapshot._load(path)
+    flt = CohortFilter(arms=("bmac",))
+    for clinic in Clinic.objects.order_by("pk"):
+        scope = frozenset({clinic.pk})
+        part = snapshot._load(path, scope)
+        assert len(part.frames.frames["episodes"]) < len(whole.frames.frames["episodes"])
+        for cohort in (CohortFilter(), flt):
+            want = tables_from_frames(whole.frames, scope, False, cohort)
+            got = tables_from_frames(part.frames, scope, False, cohort)
+            for name in ("patients", "timepoints", "events"):
+                assert_frame_equal(getattr(got, name), getattr(want, name), check_dtype=True)
+            assert got.exclusions == want.exclusions
+    settings.SNAPSHOT_INLINE_MAX_PATIENTS = 20_000
+    snapshot._loaded.clear()
+    snapshot._scoped.clear()
+    clinic = Clinic.objects.order_by("pk").first()
+    assert clinic is not None
+    response = _client_for(Role.CLINICIAN, clinic).get(JSON + "?arm=bmac")
+    assert response.status_code in (200, 404)  # 404: no bmac patient at this clinic
+    assert len(worker_builds) == (1 if response.status_code == 200 else 0)
+    assert _reads(Role.CLINICIAN)[-1]["source"] == "built"
+    assert snapshot._loaded == {} and len(snapshot._scoped) == 1

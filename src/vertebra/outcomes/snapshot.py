@@ -82,6 +82,7 @@ __all__ = [
     "Status",
     "Watermark",
     "current",
+    "current_manifest",
     "decision_cells",
     "refresh",
     "register_builder",
@@ -337,6 +338,11 @@ def _manifest(root: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def current_manifest() -> dict[str, Any] | None:
+    """The current snapshot's manifest (None when there is none yet); loads no frame."""
+    return _manifest(_root())
+
+
 def stale_after() -> float:
     """Seconds after which figures not confirmed current are called out of date."""
     return 2 * float(settings.SNAPSHOT_REFRESH_SECONDS) + STALE_MARGIN_SECONDS
@@ -402,17 +408,67 @@ def current() -> Snapshot | None:
     return hit
 
 
-def _load(path: Path) -> Snapshot:
+def _load(path: Path, clinic_ids: frozenset[int] | None = None) -> Snapshot:
+    """The snapshot at ``path``: every row, or only the rows of ``clinic_ids`` (their
+    episodes, those episodes' time points, their patients' events: what
+    ``tables_from_frames`` keeps for that scope, in the same order), read with Parquet
+    filters so the other clinics' rows are never converted to pandas."""
     import pyarrow.parquet as pq
 
     manifest = json.loads((path / "manifest.json").read_text())
     columns = frame_columns()
     frames: dict[str, pd.DataFrame] = {}
     for name in FRAME_NAMES:
-        frame = pq.read_table(path / f"{name}.parquet").to_pandas()
+        filters = None if clinic_ids is None else _scope_filter(name, frames, clinic_ids)
+        frame = pq.read_table(path / f"{name}.parquet", filters=filters).to_pandas()
         frames[name] = _restore(frame, columns[name])
     window = tuple(dt.date.fromisoformat(d) for d in manifest["window"])
     return Snapshot(path, manifest, Frames(frames, (window[0], window[1])))
+
+
+def _scope_filter(
+    name: str, loaded: dict[str, pd.DataFrame], clinic_ids: frozenset[int]
+) -> list[tuple[str, str, list[int]]]:
+    """The Parquet filter of frame ``name`` for these clinics (episodes are read first)."""
+    if name == "episodes":
+        return [("clinic_id", "in", sorted(int(c) for c in clinic_ids))]
+    episodes = loaded["episodes"]
+    if name == "timepoints":
+        return [("episode_id", "in", [int(e) for e in episodes["episode_id"]])]
+    return [("patient_id", "in", [int(p) for p in pd.unique(episodes["patient_id"])])]
+
+
+#: Clinic-scoped row sets a web process keeps (one clinic's rows at 1 M patients: a few MB).
+SCOPED_CACHE_SIZE = 8
+_scoped: OrderedDict[tuple[str, frozenset[int]], Snapshot] = OrderedDict()
+
+
+def scoped(clinic_ids: frozenset[int] | None) -> Snapshot | None:
+    """The current snapshot for a build of this scope: the whole frames when this process
+    holds them already or the scope is every clinic (:func:`current`), else only these
+    clinics' rows (:func:`_load` with filters, kept in a small per-process LRU), so a clinic's
+    page never loads every clinic's rows. None when there is no snapshot yet."""
+    path = _current_dir(_root())
+    if path is None:
+        return None
+    with _loading:
+        whole = _loaded.get(str(path))
+    if whole is not None or clinic_ids is None:
+        return whole or current()
+    key = (str(path), clinic_ids)
+    with _loading:
+        hit = _scoped.get(key)
+        if hit is not None:
+            _scoped.move_to_end(key)
+            return hit
+    hit = _load(path, clinic_ids)
+    with _loading:
+        for old in [k for k in _scoped if k[0] != key[0]]:
+            del _scoped[old]  # another snapshot's rows
+        _scoped[key] = hit
+        while len(_scoped) > SCOPED_CACHE_SIZE:
+            _scoped.popitem(last=False)
+    return hit
 
 
 def _restore(frame: pd.DataFrame, columns: tuple[tuple[str, str], ...]) -> pd.DataFrame:
@@ -594,7 +650,7 @@ def snapshot_result(
             prepared.request(root, item)
             now = status()
             return None, dataclasses.replace(now, pending=True) if now else None
-        snap = current()
+        snap = scoped(scope.clinic_ids)
         if snap is None:
             return None, None
         key = (str(snap.path), *key[1:])
