@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connections, transaction
@@ -96,7 +97,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the stored frames change shape; a snapshot of another version is rebuilt.
-SCHEMA_VERSION = 1
+#: 2: rows stored sorted by clinic, with ``_clinic`` and ``_row`` (their position in the read).
+SCHEMA_VERSION = 2
+#: Rows per Parquet row group: a clinic's rows span a few groups, found by their statistics.
+ROW_GROUP_ROWS = 50_000
 #: Audit actions that never change the analysis rows (reads, refusals, the trail's own jobs).
 #: A change of any other action (create, update, void, ...) moves the watermark; an action
 #: missing here only costs a needless rebuild.
@@ -270,9 +274,15 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
     # named now: the stored reports' MACs cover the folder's final name
     final = root / f"snap-{built_at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
     try:
+        clinics = _row_clinics(frames)
         for name in FRAME_NAMES:
+            # sorted by clinic (stable): a clinic's page reads only its row groups
+            order = np.argsort(clinics[name], kind="stable")
             table = pa.Table.from_pandas(frames.frames[name], preserve_index=False)
-            pq.write_table(table, temp / f"{name}.parquet")
+            table = table.take(pa.array(order))
+            table = table.append_column("_clinic", pa.array(clinics[name][order]))
+            table = table.append_column("_row", pa.array(order.astype(np.int64)))
+            pq.write_table(table, temp / f"{name}.parquet", row_group_size=ROW_GROUP_ROWS)
         prepared_seconds = _prepare_defaults(temp, final.name, frames, today)
         leaves = pa.Table.from_pandas(cells.leaves, preserve_index=False)
         pq.write_table(leaves, temp / "cells.parquet")
@@ -298,6 +308,28 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
     _write_atomically(root / "CURRENT", final.name)
     _prune(root, keep={final.name})
     return manifest
+
+
+def _row_clinics(frames: Frames) -> dict[str, np.ndarray]:
+    """The clinic of every row of each frame: an episode's own, a time point's episode's, an
+    event's patient's (a patient belongs to one clinic); -1 for an event of a patient with no
+    live episode (no scope ever reads it)."""
+    episodes = frames.frames["episodes"]
+    clinic = pd.Series(episodes["clinic_id"].to_numpy()).fillna(-1).to_numpy(np.int64)
+    by_episode = pd.Series(clinic, index=episodes["episode_id"].to_numpy())
+    by_patient = pd.Series(clinic, index=episodes["patient_id"].to_numpy())
+    by_patient = by_patient[~by_patient.index.duplicated()]
+
+    def of(keys: pd.Series, table: pd.Series) -> np.ndarray:
+        return table.reindex(keys.to_numpy()).fillna(-1).to_numpy(np.int64)
+
+    rows = frames.frames
+    return {
+        "episodes": clinic,
+        "timepoints": of(rows["timepoints"]["episode_id"], by_episode),
+        "adverse_events": of(rows["adverse_events"]["patient_id"], by_patient),
+        "clinical_events": of(rows["clinical_events"]["patient_id"], by_patient),
+    }
 
 
 def _prune(root: Path, keep: set[str]) -> None:
@@ -411,31 +443,24 @@ def current() -> Snapshot | None:
 def _load(path: Path, clinic_ids: frozenset[int] | None = None) -> Snapshot:
     """The snapshot at ``path``: every row, or only the rows of ``clinic_ids`` (their
     episodes, those episodes' time points, their patients' events: what
-    ``tables_from_frames`` keeps for that scope, in the same order), read with Parquet
-    filters so the other clinics' rows are never converted to pandas."""
+    ``tables_from_frames`` keeps for that scope), read with a Parquet filter on ``_clinic``
+    (rows are stored sorted by clinic, so only that clinic's row groups are read). Rows come
+    back in the order of the registry read (``_row``), whichever way they were read."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     manifest = json.loads((path / "manifest.json").read_text())
     columns = frame_columns()
     frames: dict[str, pd.DataFrame] = {}
+    wanted = None if clinic_ids is None else sorted(int(c) for c in clinic_ids)
     for name in FRAME_NAMES:
-        filters = None if clinic_ids is None else _scope_filter(name, frames, clinic_ids)
-        frame = pq.read_table(path / f"{name}.parquet", filters=filters).to_pandas()
-        frames[name] = _restore(frame, columns[name])
+        filters = None if wanted is None else [("_clinic", "in", wanted)]
+        table = pq.read_table(path / f"{name}.parquet", filters=filters)
+        if "_row" in table.column_names:  # back to the read's order
+            table = table.take(pa.array(np.argsort(table["_row"].to_numpy(), kind="stable")))
+        frames[name] = _restore(table.to_pandas(), columns[name])
     window = tuple(dt.date.fromisoformat(d) for d in manifest["window"])
     return Snapshot(path, manifest, Frames(frames, (window[0], window[1])))
-
-
-def _scope_filter(
-    name: str, loaded: dict[str, pd.DataFrame], clinic_ids: frozenset[int]
-) -> list[tuple[str, str, list[int]]]:
-    """The Parquet filter of frame ``name`` for these clinics (episodes are read first)."""
-    if name == "episodes":
-        return [("clinic_id", "in", sorted(int(c) for c in clinic_ids))]
-    episodes = loaded["episodes"]
-    if name == "timepoints":
-        return [("episode_id", "in", [int(e) for e in episodes["episode_id"]])]
-    return [("patient_id", "in", [int(p) for p in pd.unique(episodes["patient_id"])])]
 
 
 #: Clinic-scoped row sets a web process keeps (one clinic's rows at 1 M patients: a few MB).
@@ -453,7 +478,10 @@ def scoped(clinic_ids: frozenset[int] | None) -> Snapshot | None:
         return None
     with _loading:
         whole = _loaded.get(str(path))
-    if whole is not None or clinic_ids is None:
+    sorted_by_clinic = (path / "manifest.json").exists() and json.loads(
+        (path / "manifest.json").read_text()
+    ).get("schema_version") == SCHEMA_VERSION
+    if whole is not None or clinic_ids is None or not sorted_by_clinic:
         return whole or current()
     key = (str(path), clinic_ids)
     with _loading:
