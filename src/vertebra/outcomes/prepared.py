@@ -166,7 +166,12 @@ def load(snapshot_dir: Path, item: Prepared) -> tuple[int, Any] | None:
         path.unlink(missing_ok=True)
         return None
     # only bytes this deployment signed reach pickle (the MAC above): never an unsigned file
-    value: tuple[int, Any] = pickle.loads(payload)
+    try:
+        value: tuple[int, Any] = pickle.loads(payload)
+    except Exception:  # signed by an older release whose classes no longer load
+        logger.warning("could not load the stored result %s (deleted)", path)
+        path.unlink(missing_ok=True)
+        return None
     return value
 
 
