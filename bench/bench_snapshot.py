@@ -26,6 +26,18 @@ PostgreSQL), then every measurement runs in a FRESH subprocess (its own peak mem
   the report downloads call, audit row included) in a process with the frames loaded:
   ``first`` view (tables + report built, then kept) and ``repeat`` (the mean of 5 identical
   views answered from the in-process report cache: the audit row and the status files only).
+  (``SNAPSHOT_PREPARE_REPORTS`` is on, so since amendment 8 the first view finds the report
+  the refresh stored: this measures the stored path in a process holding the frames.)
+* ``served_*``: the same two default pages in a FRESH web process (nothing loaded): ``first``
+  view answered from the report the worker's refresh stored beside the snapshot (signature
+  checked, unpickled; ``frames loaded`` must say False), ``repeat`` from memory. The
+  ``refresh`` row says how long building the default reports of every scope took.
+  ``served_clinic_filter``: the clinic's page with a filter never built (arm bmac) in a fresh
+  process: built in the request from that clinic's rows only (Parquet filters).
+
+``--modes`` picks measurements; ``--snapshot-dir`` puts the snapshots elsewhere (several GB at
+1,000,000 patients). With ``--database-url`` every child's writes (the bench user, the audit
+rows of its reads and of the refresh) are rolled back: the database is only read.
 
 Modules are imported before the clock starts (a server or worker has them loaded).
 """
@@ -64,6 +76,13 @@ from vertebra.registry.permissions import Actor
 mode, size = sys.argv[1], int(sys.argv[2])
 today = timezone.localdate()
 out = {"mode": mode}
+# On an already loaded database (--database-url) nothing this run writes is kept: the bench
+# user, its membership and the audit rows of its reads are rolled back (the read-only rule).
+from django.db import transaction
+rollback = os.environ.get("BENCH_ROLLBACK") == "1"
+atomic = transaction.atomic()
+if rollback:
+    atomic.__enter__()
 t0, c0 = time.perf_counter(), time.process_time()
 if mode == "load":
     from vertebra.cohort.loader import load_cohort
@@ -79,6 +98,30 @@ elif mode in ("refresh", "check"):
     result = snapshot.refresh(force=mode == "refresh")
     out["outcome"] = result.outcome
     out["rows"] = result.manifest["rows"]
+    # the default-filter reports of every scope, built and stored by the refresh (amendment 8)
+    out["prepared_s"] = result.manifest.get("prepared_seconds", 0.0)
+    out["scopes"] = len(result.manifest.get("clinic_patients", {})) + 2
+elif mode.startswith("served"):
+    # A FRESH web process's first view of a default dashboard: the worker's stored report
+    # (no frames loaded, no build), then 5 repeats from memory. ``served_clinic_filter``: a
+    # filter nobody asked before (arm bmac), built in the request from the clinic's rows only.
+    deid = mode.endswith("research")
+    flt = CohortFilter(arms=("bmac",)) if mode.endswith("filter") else CohortFilter()
+    role = Role.RESEARCHER if deid else Role.CLINICIAN
+    clinic = None if deid else Clinic.objects.order_by("pk").first()
+    user, _ = get_user_model().objects.get_or_create(username=f"bench-{role}")
+    Membership.objects.get_or_create(user=user, clinic=clinic, role=role)
+    actor = Actor.for_user(user, role, request_id="bench")
+    t1, c1 = time.perf_counter(), time.process_time()
+    report, _status = report_for(actor, flt, today)
+    out["first_s"], out["first_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
+    out["frames_loaded"] = bool(snapshot._loaded)  # must stay False: no 1 M frames read
+    t1, c1 = time.perf_counter(), time.process_time()
+    for _ in range(5):
+        again, _status = report_for(actor, flt, today)
+    out["repeat_s"] = (time.perf_counter() - t1) / 5
+    out["repeat_cpu_s"] = (time.process_time() - c1) / 5
+    out["patients"] = report.n_patients if report else 0
 elif mode.startswith("page_cached"):
     deid = mode.endswith("research")
     role = Role.RESEARCHER if deid else Role.CLINICIAN
@@ -119,6 +162,9 @@ else:
 out["wall_s"] = time.perf_counter() - t0
 out["cpu_s"] = time.process_time() - c0
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+if rollback:
+    transaction.set_rollback(True)
+    atomic.__exit__(None, None, None)
 print(json.dumps(out))
 """
 
@@ -151,10 +197,24 @@ def child(mode: str, size: int, env: dict[str, str]) -> dict[str, object]:
     return result
 
 
+MODES = (
+    "direct", "direct_deid", "refresh", "check", "page_research", "page_clinic",
+    "page_cached_research", "page_cached_clinic", "served_research", "served_clinic",
+    "served_clinic_filter",
+)  # fmt: skip
+
+
 def measure(
-    size: int, database_url: str, data_dir: str, *, loaded: bool = False
+    size: int,
+    database_url: str,
+    data_dir: str,
+    *,
+    loaded: bool = False,
+    modes: tuple[str, ...] = MODES,
+    snapshot_dir: str = "",
 ) -> list[dict[str, object]]:
-    """Load ``size`` patients into ``database_url`` (unless ``loaded``), then time each path."""
+    """Load ``size`` patients into ``database_url`` (unless ``loaded``), then time each path
+    (``modes``; on a ``loaded`` database every child's writes are rolled back)."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "vertebra.settings",
@@ -163,6 +223,10 @@ def measure(
         "VERTEBRA_ENV": "development",
         "SNAPSHOT_BUILD_INLINE": "false",
         "LOG_LEVEL": "WARNING",
+        "SNAPSHOT_DIR": snapshot_dir or str(Path(data_dir) / "snapshot"),
+        "BENCH_ROLLBACK": "1" if loaded else "0",
+        # as in production: a wide scope's report is never built in a web process
+        "SNAPSHOT_PREPARE_REPORTS": "true",
     }
     if not loaded:
         subprocess.run(
@@ -172,8 +236,7 @@ def measure(
         load = child("load", size, env)
         print(f"# loaded {size:,} patients in {float(load['wall_s']):.1f} s", flush=True)  # type: ignore[arg-type]
     rows = []
-    for mode in ("direct", "direct_deid", "refresh", "check", "page_research", "page_clinic",
-                 "page_cached_research", "page_cached_clinic"):  # fmt: skip
+    for mode in modes:
         row = child(mode, size, env)
         row["size"] = size
         rows.append(row)
@@ -192,18 +255,28 @@ def main() -> None:
         help="PostgreSQL URL allowed to CREATE/DROP DATABASE",
     )
     parser.add_argument("--database-url", help="an already loaded database (one size: label)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--snapshot-dir", default="", help="where snapshots go (default: the scratch data dir)"
+    )
     args = parser.parse_args()
     rows: list[dict[str, object]] = []
     engine = "SQLite" if args.sqlite else "PostgreSQL"
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as scratch:
             if args.database_url:
-                rows += measure(size, args.database_url, scratch, loaded=True)
+                rows += measure(
+                    size, args.database_url, scratch, loaded=True, modes=tuple(args.modes),
+                    snapshot_dir=args.snapshot_dir,
+                )  # fmt: skip
             elif args.sqlite:
-                rows += measure(size, f"sqlite:///{Path(scratch) / 'r.sqlite3'}", scratch)
+                rows += measure(
+                    size, f"sqlite:///{Path(scratch) / 'r.sqlite3'}", scratch,
+                    modes=tuple(args.modes),
+                )  # fmt: skip
             else:
                 with scratch_database(args.admin_url) as url:
-                    rows += measure(size, url, scratch)
+                    rows += measure(size, url, scratch, modes=tuple(args.modes))
     print(f"\nanalysis snapshot ({engine}; floor = the direct columnar read a page ran before)")
     print(f"{'patients':>9} {'path':<20} {'wall s':>7} {'cpu s':>6} {'peak MB':>8} {'x floor':>7}"
           "  detail")  # fmt: skip
@@ -216,13 +289,17 @@ def main() -> None:
         ratio = wall / floor[r["size"]] if floor.get(r["size"]) else 1.0
         detail = ""
         steps = ("load", "tables", "warm", "report")
-        if str(r["mode"]).startswith("page_cached"):
+        if str(r["mode"]).startswith(("page_cached", "served")):
             steps = ("first", "repeat")
-        if str(r["mode"]).startswith("page"):
+        if str(r["mode"]).startswith(("page", "served")):
             detail = ", ".join(
                 f"{step} {float(r[step + '_s']):.2f} s ({float(r[step + '_cpu_s']):.2f} CPU)"  # type: ignore[arg-type]
                 for step in steps
             )
+        if r["mode"] == "refresh":
+            detail = f"default reports of {r['scopes']} scopes {float(r['prepared_s']):.2f} s"  # type: ignore[arg-type]
+        if str(r["mode"]).startswith("served"):
+            detail += f", frames loaded: {r['frames_loaded']}"
         print(f"{r['size']:>9,} {r['mode']:<20} {wall:>7.2f} {float(r['cpu_s']):>6.2f} "  # type: ignore[arg-type]
               f"{float(r['peak_rss_mb']):>8.0f} {ratio:>7.2f}  {detail}")  # type: ignore[arg-type]  # fmt: skip
 

@@ -250,3 +250,42 @@ def test_patient_trajectory_runs_to_24_months_with_mcid_lines(
     page.screenshot(path=str(artifacts_dir / f"outcomes-trajectory-{name}.png"), full_page=True)
     assert console.problems == []
     context.close()
+
+
+def test_a_filter_the_worker_prepares_shows_being_prepared_then_its_figures(
+    live_server: Any, page: Any, settings: Any, artifacts_dir: Path
+) -> None:
+    """Production settings (ADR 0022, amendment 8): a wide scope's filter never built is not
+    built by the web process; the page says the worker is preparing it and reloads itself
+    (a meta refresh, no script: CSP); after the worker's pass the reload shows the figures."""
+    from vertebra.outcomes import snapshot
+
+    settings.SNAPSHOT_BUILD_INLINE = False
+    settings.SNAPSHOT_INLINE_MAX_PATIENTS = 0
+    settings.SNAPSHOT_REFRESH_SECONDS = 2
+    console = Console(page)
+    cohort = generate_cohort(120, 11, today=TODAY)
+    load_cohort(cohort, now=dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC))
+    assert snapshot.refresh(force=True).outcome == "built"  # the worker: default reports
+    lead = User.objects.create_user(username="lead", password=PASSWORD)
+    for clinic in Clinic.objects.all():
+        Membership.objects.create(user=lead, clinic=clinic, role=Role.CLINICIAN)
+    page.goto(live_server.url + "/accounts/login/?next=/clinic/outcomes/")
+    page.locator("#id_username").fill("lead")
+    page.locator("#id_password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/clinic/outcomes/")
+    assert "120 patients" in page.locator("#cohort-size").inner_text()  # stored default
+    arm = str(cohort.patients["arm"].value_counts().idxmax())
+    page.goto(live_server.url + f"/clinic/outcomes/?arm={arm}")
+    notice = page.locator("#filter-preparing").inner_text()
+    assert "being prepared by the worker" in notice and "reloads itself in 2 s" in notice
+    assert page.get_by_role("button", name="Apply filters").count() == 1  # no dead end
+    page.screenshot(path=str(artifacts_dir / "outcomes-being-prepared.png"), full_page=True)
+    assert snapshot.refresh().outcome == "unchanged"  # the worker's pass builds the filter
+    page.locator("#headlines").wait_for(timeout=15_000)  # the page reloaded itself
+    assert f"arm={arm}" in page.url
+    assert page.locator("#filter-preparing").count() == 0
+    n_arm = int((cohort.patients["arm"] == arm).sum())
+    assert f"{n_arm} patient" in page.locator("#cohort-size").inner_text()
+    assert console.problems == []

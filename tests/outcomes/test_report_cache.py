@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from tests.outcomes.conftest import TODAY
 from tests.registry.factories import make_actor
 from vertebra.core.analytics import CohortFilter
 from vertebra.core.synth import Cohort
-from vertebra.outcomes import reports, snapshot
+from vertebra.outcomes import prepared, reports, snapshot
 from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, Scope, read_tables
 from vertebra.registry.models import AuditEvent, Clinic, Role
 
@@ -36,6 +37,8 @@ def builds(loaded: Cohort, settings: Any, monkeypatch: pytest.MonkeyPatch) -> It
     """A built snapshot, an empty result cache, and the list of reports built (the seam:
     ``reports.build_report`` counted)."""
     settings.SNAPSHOT_BUILD_INLINE = False
+    # these tests are about a web process's own builds: the worker prepares nothing here
+    settings.SNAPSHOT_PREPARE_REPORTS = False
     assert snapshot.refresh(force=True).outcome == "built"
     snapshot.results.clear()
     seen: list[Any] = []
@@ -190,3 +193,210 @@ def test_a_refused_role_gets_nothing_and_leaves_a_denied_row(builds: list[Any]) 
     assert builds == []
     denied = AuditEvent.objects.filter(action="denied", role=Role.REGISTRY_ADMIN)
     assert [row.new_values["operation"] for row in denied] == ["snapshot_scope"]
+
+
+# ------------------------------------------- reports the worker prepares (amendment 8)
+
+
+@pytest.fixture
+def worker_builds(
+    loaded: Cohort, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[Any]]:
+    """A web process as in production (no inline build; every scope wider than the inline
+    limit, so nothing is built in a request) after the worker's refresh, which prepared the
+    default reports; the list of reports built after that refresh (``build_report`` counted)."""
+    settings.SNAPSHOT_BUILD_INLINE = False
+    settings.SNAPSHOT_PREPARE_REPORTS = True
+    settings.SNAPSHOT_INLINE_MAX_PATIENTS = 0
+    seen: list[Any] = []
+    real = reports.build_report
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        seen.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "build_report", counting)
+    assert snapshot.refresh(force=True).outcome == "built"
+    seen.clear()  # what the worker built; the tests count what the web process builds
+    snapshot.results.clear()
+    yield seen
+    snapshot.results.clear()
+
+
+def _current_path() -> Any:
+    return snapshot._current_dir(snapshot._root())
+
+
+def _item(scope: Scope, flt: CohortFilter | None = None) -> prepared.Prepared:
+    from django.utils import timezone
+
+    return prepared.Prepared(
+        reports.default_what(), scope.clinic_ids, scope.deidentified, flt or CohortFilter(),
+        timezone.localdate(),
+    )  # fmt: skip
+
+
+def test_the_worker_stores_the_default_report_of_every_scope(worker_builds: list[Any]) -> None:
+    clinics = sorted(Clinic.objects.values_list("pk", flat=True))
+    scopes = [Scope(None, True), Scope(frozenset(clinics), False)]
+    scopes += [Scope(frozenset({c}), False) for c in clinics]
+    path = _current_path()
+    assert len(list((path / prepared.REPORTS_DIR).glob("*.pickle"))) == len(scopes)
+    for scope in scopes:
+        stored = prepared.load(path, _item(scope))
+        assert stored is not None, scope
+        n_patients, report = stored
+        want = len(read_tables(scope).patients)
+        assert n_patients == want  # the audit's count: the scope's patients
+        if not scope.deidentified:  # (a researcher's report leaves out arms under 11)
+            assert report.n_patients == want
+        _no_patient_rows(report)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert sum(manifest["clinic_patients"].values()) == 120
+    assert worker_builds == []  # reading them built nothing
+
+
+def test_stored_reports_serve_each_clinic_its_own_figures(
+    worker_builds: list[Any], settings: Any
+) -> None:
+    """Role x clinic on the stored path: bodies as a fresh build gives them, never another
+    clinic's; nothing built in the web process; every view audited with its source."""
+    clinics = list(Clinic.objects.order_by("pk"))
+    bodies: dict[int, bytes] = {}
+    for clinic in clinics:
+        want = len(read_tables(Scope(frozenset({clinic.pk}), False)).patients)
+        for role in (Role.CLINICIAN, Role.COORDINATOR, Role.CLINIC_ADMIN):
+            response = _client_for(role, clinic).get(JSON)
+            assert response.status_code == 200, role
+            assert json.loads(response.content)["n_patients"] == want, (clinic.pk, role)
+            read = _reads(role)[-1]
+            assert read["n_patients"] == want and read["source"] in ("stored", "memory")
+            bodies.setdefault(clinic.pk, response.content)
+            assert response.content == bodies[clinic.pk]
+        assert _client_for(Role.CLINICIAN, clinic).get(DASHBOARD).status_code == 200
+    assert len(set(bodies.values())) == len(clinics)
+    assert worker_builds == []  # the web process built no report
+    assert _reads(Role.CLINICIAN)[0]["source"] == "stored"
+    # equal to a fresh build in the request
+    settings.SNAPSHOT_BUILD_INLINE = True
+    shutil.rmtree(_current_path() / prepared.REPORTS_DIR)
+    snapshot.results.clear()
+    for clinic in clinics:
+        assert _client_for(Role.CLINICIAN, clinic).get(JSON).content == bodies[clinic.pk]
+        assert _reads(Role.CLINICIAN)[-1]["source"] == "built"
+    assert _client_for(Role.RESEARCHER).get(JSON).status_code == 200
+    assert _reads(Role.RESEARCHER)[-1]["n_patients"] == 120
+
+
+def test_a_wide_filter_is_prepared_by_the_worker_not_the_web_process(
+    worker_builds: list[Any],
+) -> None:
+    researcher = _client_for(Role.RESEARCHER)
+    page = researcher.get(DASHBOARD + "?arm=bmac")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="filter-preparing"' in html and "being prepared by the worker" in html
+    assert '<meta http-equiv="refresh" content="60">' in html
+    assert 'class="form outcome-filters"' in html  # the filter form, no dead end
+    pdf = researcher.get("/clinic/outcomes/report.pdf?arm=bmac")
+    assert pdf.status_code == 503 and pdf["Retry-After"] == "60"
+    assert researcher.get(JSON + "?arm=bmac").status_code == 503
+    assert worker_builds == []  # never built in the web process
+    assert _reads(Role.RESEARCHER) == []  # no figures shown, no read
+    assert len(prepared.pending(snapshot._root(), 10)) == 1  # one request, asked three times
+    # The worker's next pass builds it; the page then shows the figures.
+    assert snapshot.refresh().outcome == "unchanged"
+    assert len(worker_builds) == 1
+    assert prepared.pending(snapshot._root(), 10) == []
+    worker_builds.clear()
+    body = researcher.get(JSON + "?arm=bmac")
+    assert body.status_code == 200
+    page = researcher.get(DASHBOARD + "?arm=bmac").content.decode()
+    assert 'id="filter-preparing"' not in page and 'id="headlines"' in page
+    assert "http-equiv" not in page
+    assert worker_builds == []
+    assert [r["source"] for r in _reads(Role.RESEARCHER)] == ["stored", "memory"]
+    # the stored report is the one a fresh build gives
+    fresh = reports.report_builder(reports.default_what(), CohortFilter(arms=("bmac",)), _item(
+        Scope(None, True)).as_of)(read_tables(Scope(None, True), CohortFilter(arms=("bmac",)),
+        as_of=_item(Scope(None, True)).as_of))  # fmt: skip
+    assert fresh is not None
+    assert json.loads(body.content)["n_patients"] == fresh.n_patients
+
+
+def test_a_tampered_stored_report_is_refused_and_rebuilt(
+    worker_builds: list[Any], settings: Any
+) -> None:
+    path = _current_path()
+    clinic = Clinic.objects.order_by("pk").first()
+    assert clinic is not None
+    item = _item(Scope(frozenset({clinic.pk}), False))
+    stored = path / prepared.REPORTS_DIR / f"{item.digest()}.pickle"
+    blob = bytearray(stored.read_bytes())
+    blob[-5] ^= 0xFF
+    stored.write_bytes(bytes(blob))
+    assert prepared.load(path, item) is None and not stored.exists()  # refused, removed
+    settings.SNAPSHOT_INLINE_MAX_PATIENTS = 20_000  # a clinic is small: built in the request
+    response = _client_for(Role.CLINICIAN, clinic).get(JSON)
+    assert response.status_code == 200 and len(worker_builds) == 1
+    assert _reads(Role.CLINICIAN)[-1]["source"] == "built"
+
+
+def test_a_stored_report_moved_to_another_scope_or_snapshot_is_refused(
+    worker_builds: list[Any],
+) -> None:
+    """The MAC covers the scope's name and the snapshot's folder: clinic A's file under
+    clinic B's name, or the previous snapshot's file in the new one, is never served."""
+    old = _current_path()
+    first, second = Clinic.objects.order_by("pk")[:2]
+    a, b = (_item(Scope(frozenset({c.pk}), False)) for c in (first, second))
+    folder = old / prepared.REPORTS_DIR
+    shutil.copy(folder / f"{a.digest()}.pickle", folder / f"{b.digest()}.pickle")
+    assert prepared.load(old, b) is None
+    assert snapshot.refresh(force=True).outcome == "built"
+    new = _current_path()
+    assert new != old and old.exists()  # the previous snapshot is kept for readers
+    shutil.copy(old / prepared.REPORTS_DIR / f"{a.digest()}.pickle", new / prepared.REPORTS_DIR)
+    assert prepared.load(new, a) is None
+    # the new snapshot answers with its own freshly prepared file again
+    assert snapshot.refresh(force=True).outcome == "built"
+    worker_builds.clear()
+    response = _client_for(Role.CLINICIAN, first).get(JSON)
+    assert response.status_code == 200 and worker_builds == []
+    assert (
+        _reads(Role.CLINICIAN)[-1]["snapshot"]
+        == json.loads((_current_path() / "manifest.json").read_text())["built_at"]
+    )
+
+
+def test_a_clinics_own_filter_reads_only_its_rows(worker_builds: list[Any], settings: Any) -> None:
+    """A small scope's new filter is built in the request from that clinic's rows only
+    (Parquet filters): the tables equal those from the whole frames, and the process never
+    holds every clinic's rows."""
+    from pandas.testing import assert_frame_equal
+
+    from vertebra.outcomes.columnar import tables_from_frames
+
+    path = _current_path()
+    whole = snapshot._load(path)
+    flt = CohortFilter(arms=("bmac",))
+    for clinic in Clinic.objects.order_by("pk"):
+        scope = frozenset({clinic.pk})
+        part = snapshot._load(path, scope)
+        assert len(part.frames.frames["episodes"]) < len(whole.frames.frames["episodes"])
+        for cohort in (CohortFilter(), flt):
+            want = tables_from_frames(whole.frames, scope, False, cohort)
+            got = tables_from_frames(part.frames, scope, False, cohort)
+            for name in ("patients", "timepoints", "events"):
+                assert_frame_equal(getattr(got, name), getattr(want, name), check_dtype=True)
+            assert got.exclusions == want.exclusions
+    settings.SNAPSHOT_INLINE_MAX_PATIENTS = 20_000
+    snapshot._loaded.clear()
+    snapshot._scoped.clear()
+    clinic = Clinic.objects.order_by("pk").first()
+    assert clinic is not None
+    response = _client_for(Role.CLINICIAN, clinic).get(JSON + "?arm=bmac")
+    assert response.status_code in (200, 404)  # 404: no bmac patient at this clinic
+    assert len(worker_builds) == (1 if response.status_code == 200 else 0)
+    assert _reads(Role.CLINICIAN)[-1]["source"] == "built"
+    assert snapshot._loaded == {} and len(snapshot._scoped) == 1

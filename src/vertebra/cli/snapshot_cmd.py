@@ -52,8 +52,7 @@ def status() -> None:
     now = snapshot.status()
     if now is None:
         raise CliError("no analysis snapshot yet (run `vertebra snapshot refresh`)", exit_code=1)
-    current = snapshot.current()
-    manifest = current.manifest if current else {}
+    manifest = snapshot.current_manifest() or {}  # the manifest only: never the rows
     typer.echo(
         json.dumps(
             {

@@ -16,23 +16,25 @@ Contracts
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter, Report, build_report
 from vertebra.core.deidentify import coarsen_filter
 from vertebra.core.disclosure import policy
 from vertebra.outcomes.rendering import report_pdf
-from vertebra.outcomes.snapshot import Status, snapshot_result
+from vertebra.outcomes.snapshot import Status, register_builder, snapshot_result
 from vertebra.registry.permissions import Actor
 
-__all__ = ["render_pdf", "report_for"]
+__all__ = ["default_what", "render_pdf", "report_builder", "report_for"]
 
 
 def report_for(
     actor: Actor, flt: CohortFilter, as_of: dt.date
 ) -> tuple[Report | None, Status | None]:
     """The outcome report of the actor's patients matching ``flt`` (None if there are none)
-    and the status of the snapshot it came from (None, None: no snapshot yet).
+    and the status of the snapshot it came from (None, None: no snapshot yet; a status with
+    ``pending``: the worker is preparing this filter's report, ask again later).
 
     For a researcher the tables are de-identified at ``as_of`` and the report shows no
     calendar date; its filter says the whole years a treatment-date range was widened to.
@@ -40,7 +42,26 @@ def report_for(
     arms of fewer than 11 patients are left out, a cohort of fewer than 11 gives no figure
     (``report.cohort_suppressed``), and smaller cells are suppressed in ``to_dict()``.
     """
-    min_cell = policy().min_cell
+    what = default_what()
+    report, status = snapshot_result(
+        actor=actor, build=report_builder(what, flt, as_of), what=what, filter=flt, as_of=as_of
+    )
+    return report, status
+
+
+def default_what() -> tuple[Any, ...]:
+    """What a report is, for the snapshot's result keys: its name and the minimum cell size
+    in force (a new policy gives new keys)."""
+    return ("report", policy().min_cell)
+
+
+def report_builder(
+    what: tuple[Any, ...], flt: CohortFilter, as_of: dt.date
+) -> Callable[[AnalysisTables], Report | None]:
+    """The build of the report ``what`` names (see :func:`default_what`) for ``flt`` and
+    ``as_of``: the same code in a page and in the worker, which stores it beside the snapshot
+    (``snapshot.register_builder``)."""
+    min_cell = int(what[1])
 
     def build(tables: AnalysisTables) -> Report | None:
         # aggregate figures only: the report never holds a patient's (pseudonymous) id
@@ -50,10 +71,10 @@ def report_for(
             return build_report(tables, coarsen_filter(flt), as_of, min_cell=min_cell)
         return build_report(tables, flt, as_of)
 
-    report, status = snapshot_result(
-        actor=actor, build=build, what=("report", min_cell), filter=flt, as_of=as_of
-    )
-    return report, status
+    return build
+
+
+register_builder("report", report_builder, default_what=default_what)
 
 
 def render_pdf(

@@ -38,6 +38,7 @@ Contracts
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -54,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connections, transaction
@@ -61,6 +63,7 @@ from django.utils import timezone
 
 from vertebra.core.analytics import AnalysisTables, CohortFilter
 from vertebra.core.decision import CellTable, build_cell_table, decision_rules
+from vertebra.outcomes import prepared
 from vertebra.outcomes.columnar import (
     FRAME_NAMES,
     Frames,
@@ -68,9 +71,10 @@ from vertebra.outcomes.columnar import (
     read_frames,
     tables_from_frames,
 )
+from vertebra.outcomes.prepared import Prepared
 from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, Scope, _SystemUser, scope_for
 from vertebra.registry.audit import audited_transaction, record_audit
-from vertebra.registry.models import AuditEvent
+from vertebra.registry.models import AuditEvent, Clinic
 from vertebra.registry.permissions import Actor
 
 __all__ = [
@@ -79,8 +83,10 @@ __all__ = [
     "Status",
     "Watermark",
     "current",
+    "current_manifest",
     "decision_cells",
     "refresh",
+    "register_builder",
     "snapshot_result",
     "snapshot_tables",
     "stale_after",
@@ -91,7 +97,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the stored frames change shape; a snapshot of another version is rebuilt.
-SCHEMA_VERSION = 1
+#: 2: rows stored sorted by clinic, with ``_clinic`` and ``_row`` (their position in the read).
+SCHEMA_VERSION = 2
+#: Rows per Parquet row group: a clinic's rows span a few groups, found by their statistics.
+ROW_GROUP_ROWS = 50_000
 #: Audit actions that never change the analysis rows (reads, refusals, the trail's own jobs).
 #: A change of any other action (create, update, void, ...) moves the watermark; an action
 #: missing here only costs a needless rebuild.
@@ -191,9 +200,11 @@ def refresh(*, force: bool = False) -> RefreshResult:
         manifest = _manifest(root)
         if not force and manifest is not None and _is_current(manifest, mark):
             _checked(root, mark)
+            serve_requests(root)
             return RefreshResult("unchanged", manifest, time.monotonic() - started)
         manifest = _build(root, mark)
         _checked(root, mark)
+        serve_requests(root)
     seconds = time.monotonic() - started
     logger.info("analysis snapshot built in %.1f s: %s", seconds, manifest["rows"])
     return RefreshResult("built", manifest, seconds)
@@ -260,10 +271,19 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
         record_decision_read(len(tables.patients), built_at.isoformat())
     temp = root / f".building-{uuid.uuid4().hex}"
     temp.mkdir(parents=True)
+    # named now: the stored reports' MACs cover the folder's final name
+    final = root / f"snap-{built_at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
     try:
+        clinics = _row_clinics(frames)
         for name in FRAME_NAMES:
+            # sorted by clinic (stable): a clinic's page reads only its row groups
+            order = np.argsort(clinics[name], kind="stable")
             table = pa.Table.from_pandas(frames.frames[name], preserve_index=False)
-            pq.write_table(table, temp / f"{name}.parquet")
+            table = table.take(pa.array(order))
+            table = table.append_column("_clinic", pa.array(clinics[name][order]))
+            table = table.append_column("_row", pa.array(order.astype(np.int64)))
+            pq.write_table(table, temp / f"{name}.parquet", row_group_size=ROW_GROUP_ROWS)
+        prepared_seconds = _prepare_defaults(temp, final.name, frames, today)
         leaves = pa.Table.from_pandas(cells.leaves, preserve_index=False)
         pq.write_table(leaves, temp / "cells.parquet")
         cell_facts = {k: v for k, v in cells.__dict__.items() if k != "leaves"}
@@ -277,9 +297,10 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
             "window_from": today.isoformat(),
             "rules_version": rules.version,
             "rows": {name: len(frames.frames[name]) for name in FRAME_NAMES},
+            "clinic_patients": _clinic_patients(frames),
+            "prepared_seconds": prepared_seconds,
         }
         (temp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        final = root / f"snap-{built_at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
         os.rename(temp, final)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
@@ -287,6 +308,28 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
     _write_atomically(root / "CURRENT", final.name)
     _prune(root, keep={final.name})
     return manifest
+
+
+def _row_clinics(frames: Frames) -> dict[str, np.ndarray]:
+    """The clinic of every row of each frame: an episode's own, a time point's episode's, an
+    event's patient's (a patient belongs to one clinic); -1 for an event of a patient with no
+    live episode (no scope ever reads it)."""
+    episodes = frames.frames["episodes"]
+    clinic = pd.Series(episodes["clinic_id"].to_numpy()).fillna(-1).to_numpy(np.int64)
+    by_episode = pd.Series(clinic, index=episodes["episode_id"].to_numpy())
+    by_patient = pd.Series(clinic, index=episodes["patient_id"].to_numpy())
+    by_patient = by_patient[~by_patient.index.duplicated()]
+
+    def of(keys: pd.Series, table: pd.Series) -> np.ndarray:
+        return table.reindex(keys.to_numpy()).fillna(-1).to_numpy(np.int64)
+
+    rows = frames.frames
+    return {
+        "episodes": clinic,
+        "timepoints": of(rows["timepoints"]["episode_id"], by_episode),
+        "adverse_events": of(rows["adverse_events"]["patient_id"], by_patient),
+        "clinical_events": of(rows["clinical_events"]["patient_id"], by_patient),
+    }
 
 
 def _prune(root: Path, keep: set[str]) -> None:
@@ -327,6 +370,11 @@ def _manifest(root: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def current_manifest() -> dict[str, Any] | None:
+    """The current snapshot's manifest (None when there is none yet); loads no frame."""
+    return _manifest(_root())
+
+
 def stale_after() -> float:
     """Seconds after which figures not confirmed current are called out of date."""
     return 2 * float(settings.SNAPSHOT_REFRESH_SECONDS) + STALE_MARGIN_SECONDS
@@ -341,6 +389,9 @@ class Status:
     checked_at: dt.datetime
     stale: bool
     refresh_seconds: int
+    #: The result asked for is not built yet: the worker builds it on its next pass (the page
+    #: says so and reloads itself after ``refresh_seconds``).
+    pending: bool = False
 
 
 def status() -> Status | None:
@@ -389,17 +440,63 @@ def current() -> Snapshot | None:
     return hit
 
 
-def _load(path: Path) -> Snapshot:
+def _load(path: Path, clinic_ids: frozenset[int] | None = None) -> Snapshot:
+    """The snapshot at ``path``: every row, or only the rows of ``clinic_ids`` (their
+    episodes, those episodes' time points, their patients' events: what
+    ``tables_from_frames`` keeps for that scope), read with a Parquet filter on ``_clinic``
+    (rows are stored sorted by clinic, so only that clinic's row groups are read). Rows come
+    back in the order of the registry read (``_row``), whichever way they were read."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     manifest = json.loads((path / "manifest.json").read_text())
     columns = frame_columns()
     frames: dict[str, pd.DataFrame] = {}
+    wanted = None if clinic_ids is None else sorted(int(c) for c in clinic_ids)
     for name in FRAME_NAMES:
-        frame = pq.read_table(path / f"{name}.parquet").to_pandas()
-        frames[name] = _restore(frame, columns[name])
+        filters = None if wanted is None else [("_clinic", "in", wanted)]
+        table = pq.read_table(path / f"{name}.parquet", filters=filters)
+        if "_row" in table.column_names:  # back to the read's order
+            table = table.take(pa.array(np.argsort(table["_row"].to_numpy(), kind="stable")))
+        frames[name] = _restore(table.to_pandas(), columns[name])
     window = tuple(dt.date.fromisoformat(d) for d in manifest["window"])
     return Snapshot(path, manifest, Frames(frames, (window[0], window[1])))
+
+
+#: Clinic-scoped row sets a web process keeps (one clinic's rows at 1 M patients: a few MB).
+SCOPED_CACHE_SIZE = 8
+_scoped: OrderedDict[tuple[str, frozenset[int]], Snapshot] = OrderedDict()
+
+
+def scoped(clinic_ids: frozenset[int] | None) -> Snapshot | None:
+    """The current snapshot for a build of this scope: the whole frames when this process
+    holds them already or the scope is every clinic (:func:`current`), else only these
+    clinics' rows (:func:`_load` with filters, kept in a small per-process LRU), so a clinic's
+    page never loads every clinic's rows. None when there is no snapshot yet."""
+    path = _current_dir(_root())
+    if path is None:
+        return None
+    with _loading:
+        whole = _loaded.get(str(path))
+    sorted_by_clinic = (path / "manifest.json").exists() and json.loads(
+        (path / "manifest.json").read_text()
+    ).get("schema_version") == SCHEMA_VERSION
+    if whole is not None or clinic_ids is None or not sorted_by_clinic:
+        return whole or current()
+    key = (str(path), clinic_ids)
+    with _loading:
+        hit = _scoped.get(key)
+        if hit is not None:
+            _scoped.move_to_end(key)
+            return hit
+    hit = _load(path, clinic_ids)
+    with _loading:
+        for old in [k for k in _scoped if k[0] != key[0]]:
+            del _scoped[old]  # another snapshot's rows
+        _scoped[key] = hit
+        while len(_scoped) > SCOPED_CACHE_SIZE:
+            _scoped.popitem(last=False)
+    return hit
 
 
 def _restore(frame: pd.DataFrame, columns: tuple[tuple[str, str], ...]) -> pd.DataFrame:
@@ -435,10 +532,10 @@ def _record_read(
     flt: CohortFilter,
     deidentified: bool,
     n_patients: int,
-    snap: Snapshot,
+    manifest: dict[str, Any],
     **extra: Any,
 ) -> None:
-    """The audit row of one page's read from snapshot ``snap`` (the fields of
+    """The audit row of one page's read from the snapshot of ``manifest`` (the fields of
     :func:`vertebra.outcomes.selectors.analysis_tables`' row, plus the snapshot's build time and
     ``extra``)."""
     record_audit(
@@ -449,7 +546,7 @@ def _record_read(
             "filter": flt.to_dict(),
             "deidentified": deidentified,
             "n_patients": n_patients,
-            "snapshot": snap.manifest["built_at"],
+            "snapshot": manifest["built_at"],
             **extra,
         },
     )
@@ -476,7 +573,7 @@ def snapshot_tables(
     if snap is None:
         return None, None
     tables = tables_from_frames(snap.frames, scope.clinic_ids, scope.deidentified, flt, as_of=as_of)
-    _record_read(actor, flt, scope.deidentified, len(tables.patients), snap)
+    _record_read(actor, flt, scope.deidentified, len(tables.patients), snap.manifest)
     return tables, status()
 
 
@@ -530,19 +627,27 @@ def snapshot_result(
     *,
     actor: Actor,
     build: Callable[[AnalysisTables], T],
-    what: Hashable,
+    what: tuple[Any, ...],
     as_of: dt.date,
     filter: CohortFilter | None = None,
 ) -> tuple[T | None, Status | None]:
     """``build`` applied to the actor's tables from the current snapshot (see
-    :func:`snapshot_tables`), answered from :data:`results` when the same ``what`` (the caller's
-    name for what it builds, with anything else its result depends on), snapshot, scope,
-    filter and ``as_of`` were built before in this process. ``(None, None)`` with no snapshot.
+    :func:`snapshot_tables`), answered, in this order, from :data:`results` (this process
+    built or loaded the same ``what`` — the caller's name for what it builds, with anything
+    else its result depends on, JSON scalars —, snapshot, scope, filter and ``as_of``), from
+    the result the worker stored beside the snapshot (:mod:`vertebra.outcomes.prepared`,
+    signature checked), or built here when ``SNAPSHOT_BUILD_INLINE`` or the scope holds at most
+    ``SNAPSHOT_INLINE_MAX_PATIENTS`` patients. A wider scope's result never built is asked of
+    the worker (a request file) and ``(None, status)`` comes back with ``status.pending``:
+    the page says it is being prepared. ``(None, None)`` with no snapshot.
 
     ``build`` must return aggregate figures only — never the tables or anything carrying a
     patient's pseudonym — because its result is shared by every actor of the same scope.
-    Audited once per call like :func:`snapshot_tables`, with ``"cached"`` saying whether the
-    answer came from memory. Raises PermissionDeniedError as ``analysis_tables`` does.
+    ``what[0]`` must name a builder registered with :func:`register_builder` (the worker
+    builds the same result with it). Audited once per call that returns a result, like
+    :func:`snapshot_tables`, with ``"source"`` saying where it came from (``memory``,
+    ``stored`` or ``built``) and ``"cached"`` whether it was built before this call. Raises
+    PermissionDeniedError as ``analysis_tables`` does.
 
     A missed build runs outside any database transaction (it reads files, not the registry:
     at a million patients it takes seconds, and an open transaction would sit idle holding a
@@ -553,20 +658,201 @@ def snapshot_result(
     # before anything is looked up: a refused actor gets nothing
     scope = snapshot_scope(actor=actor)
     _ensure_inline()
-    snap = current()
-    if snap is None:
+    root = _root()
+    path = _current_dir(root)
+    if path is None:
         return None, None
-    key = (str(snap.path), what, scope.clinic_ids, scope.deidentified, flt, as_of)
+    # the manifest, not the frames: a stored answer never loads the snapshot's rows
+    manifest: dict[str, Any] = json.loads((path / "manifest.json").read_text())
+    item = Prepared(what, scope.clinic_ids, scope.deidentified, flt, as_of)
+    key = (str(path), what, scope.clinic_ids, scope.deidentified, flt, as_of)
     hit = results.get(key)
-    cached = hit is not None
+    source = "memory"
     if hit is None:
+        hit, source = prepared.load(path, item), "stored"
+    if hit is None:
+        inline = settings.SNAPSHOT_BUILD_INLINE or (
+            scope_patients(manifest, scope) <= settings.SNAPSHOT_INLINE_MAX_PATIENTS
+        )
+        if not inline:
+            prepared.request(root, item)
+            now = status()
+            return None, dataclasses.replace(now, pending=True) if now else None
+        snap = scoped(scope.clinic_ids)
+        if snap is None:
+            return None, None
+        key = (str(snap.path), *key[1:])
+        manifest = snap.manifest
         tables = tables_from_frames(
             snap.frames, scope.clinic_ids, scope.deidentified, flt, as_of=as_of
         )
-        hit = (len(tables.patients), build(tables))
-        results.put(key, hit)
-    _record_read(actor, flt, scope.deidentified, hit[0], snap, cached=cached)
+        hit, source = (len(tables.patients), build(tables)), "built"
+    results.put(key, hit)
+    _record_read(
+        actor,
+        flt,
+        scope.deidentified,
+        hit[0],
+        manifest,
+        cached=source != "built",
+        source=source,
+    )
     return hit[1], status()
+
+
+def scope_patients(manifest: dict[str, Any], scope: Scope) -> int:
+    """How many patients the scope covers in the snapshot of ``manifest`` (from its
+    per-clinic counts; a manifest without them counts as every patient)."""
+    counts: dict[str, int] = manifest.get("clinic_patients") or {}
+    if scope.clinic_ids is None or not counts:
+        return sum(counts.values()) if counts else int(manifest["rows"]["episodes"])
+    return sum(counts.get(str(c), 0) for c in scope.clinic_ids)
+
+
+# --------------------------------------------------------- results the worker prepares
+
+#: A builder factory: given ``what``, the filter and the day, the ``build`` for
+#: :func:`snapshot_result` (``what[0]`` names the factory).
+BuildFactory = Callable[[tuple[Any, ...], CohortFilter, dt.date], Callable[[AnalysisTables], Any]]
+
+
+@dataclass(frozen=True)
+class _Builder:
+    factory: BuildFactory
+    default_what: Callable[[], tuple[Any, ...]]
+
+
+_builders: dict[str, _Builder] = {}
+
+
+def register_builder(
+    name: str, factory: BuildFactory, *, default_what: Callable[[], tuple[Any, ...]]
+) -> None:
+    """Let the worker build ``name`` results: ``factory`` as above; ``default_what()`` the
+    ``what`` of the default-filter result it prepares for every scope after each refresh."""
+    _builders[name] = _Builder(factory, default_what)
+
+
+def _load_builders() -> dict[str, _Builder]:
+    """The registered builders (the report module registers itself when imported; the worker
+    imports it here, lazily, because it imports this module)."""
+    import vertebra.outcomes.reports  # noqa: F401 (registers the "report" builder)
+
+    return _builders
+
+
+def _default_scopes() -> list[Scope]:
+    """Every scope a page can have with no filter asked: all clinics de-identified (the
+    researchers), all clinics identified (a network user holding every clinic) and each
+    clinic (its staff)."""
+    clinics = sorted(Clinic.objects.values_list("pk", flat=True))
+    scopes = [Scope(None, True)]
+    if len(clinics) > 1:
+        scopes.append(Scope(frozenset(clinics), False))
+    scopes += [Scope(frozenset({c}), False) for c in clinics]
+    return scopes
+
+
+def _clinic_patients(frames: Frames) -> dict[str, int]:
+    """Patients per clinic (clinic id as text): how :func:`scope_patients` sizes a scope."""
+    episodes = frames.frames["episodes"]
+    counts = episodes.groupby("clinic_id")["patient_id"].nunique()
+    ids, ns = counts.index.to_numpy(), counts.to_numpy()
+    return {str(int(cid)): int(n) for cid, n in zip(ids, ns, strict=True)}
+
+
+def _frames_of_clinic(frames: Frames, clinic: int, parts: dict[str, Any]) -> Frames:
+    """The rows of ``clinic`` only (its episodes, their time points, its patients' events):
+    ``tables_from_frames(sub, {clinic}, ...)`` equals the same call on the whole frames (it
+    keeps exactly these rows first), without scanning every clinic's rows per clinic."""
+    episodes = frames.frames["episodes"]
+    ep = episodes.iloc[parts["episodes"].get(clinic, [])]
+    tp = frames.frames["timepoints"].iloc[parts["timepoints"].get(clinic, [])]
+    patients = ep["patient_id"].unique()
+    sub = {
+        "episodes": ep,
+        "timepoints": tp,
+        "adverse_events": _rows_of(frames.frames["adverse_events"], patients),
+        "clinical_events": _rows_of(frames.frames["clinical_events"], patients),
+    }
+    return Frames(sub, frames.window)
+
+
+def _rows_of(frame: pd.DataFrame, patients: Any) -> pd.DataFrame:
+    return frame[frame["patient_id"].isin(patients)]
+
+
+def _clinic_parts(frames: Frames) -> dict[str, dict[Any, Any]]:
+    """Row positions of each clinic's episodes and time points (one pass over each frame)."""
+    episodes = frames.frames["episodes"]
+    tp = frames.frames["timepoints"]
+    clinic_of = pd.Series(episodes["clinic_id"].to_numpy(), index=episodes["episode_id"])
+    tp_clinic = tp["episode_id"].map(clinic_of)
+    return {
+        "episodes": episodes.reset_index(drop=True).groupby("clinic_id").indices,
+        "timepoints": pd.Series(tp_clinic.to_numpy()).groupby(tp_clinic.to_numpy()).indices,
+    }
+
+
+def _prepare_defaults(folder: Path, name: str, frames: Frames, today: dt.date) -> float:
+    """Build and store (in the snapshot folder being built, signed for its final ``name``)
+    the default-filter result of every registered builder for every :func:`_default_scopes`.
+    Returns the seconds it took. A failing build is logged and skipped (pages then build or
+    ask for it as for any filter)."""
+    started = time.monotonic()
+    if not settings.SNAPSHOT_PREPARE_REPORTS:
+        return 0.0
+    builders = _load_builders()
+    flt = CohortFilter()
+    parts = _clinic_parts(frames)
+    for scope in _default_scopes():
+        source = frames
+        if scope.clinic_ids is not None and len(scope.clinic_ids) == 1:
+            source = _frames_of_clinic(frames, next(iter(scope.clinic_ids)), parts)
+        tables: AnalysisTables | None = None
+        for builder in builders.values():
+            what = builder.default_what()
+            item = Prepared(what, scope.clinic_ids, scope.deidentified, flt, today)
+            try:
+                if tables is None:
+                    tables = tables_from_frames(
+                        source, scope.clinic_ids, scope.deidentified, flt, as_of=today
+                    )
+                value = builder.factory(what, flt, today)(tables)
+                prepared.store(folder, name, item, (len(tables.patients), value))
+            except Exception:
+                logger.exception("could not prepare %s for %s", what, scope)
+    return time.monotonic() - started
+
+
+def serve_requests(root: Path) -> int:
+    """Build and store the results pages asked for (oldest first, at most
+    ``SNAPSHOT_REQUESTS_PER_PASS`` per pass) from the current snapshot; returns how many.
+    A request of another day than today is dropped (its page has moved on)."""
+    waiting = prepared.pending(root, int(settings.SNAPSHOT_REQUESTS_PER_PASS))
+    if not waiting:
+        return 0
+    builders = _load_builders()
+    today = _window_today()
+    done = 0
+    for path, item in waiting:
+        builder = builders.get(str(item.what[0])) if item.what else None
+        snap = current()
+        if builder is None or item.as_of != today or snap is None:
+            path.unlink(missing_ok=True)
+            continue
+        if prepared.load(snap.path, item) is None:
+            try:
+                tables = tables_from_frames(
+                    snap.frames, item.clinic_ids, item.deidentified, item.flt, as_of=item.as_of
+                )
+                value = builder.factory(item.what, item.flt, item.as_of)(tables)
+                prepared.store(snap.path, snap.path.name, item, (len(tables.patients), value))
+                done += 1
+            except Exception:
+                logger.exception("could not build the requested %s", item)
+        path.unlink(missing_ok=True)
+    return done
 
 
 def decision_cells() -> tuple[CellTable | None, Status | None]:

@@ -8,8 +8,10 @@ Contracts
 * Every response is ``Cache-Control: no-store``. Every read is audited by the selectors.
 * Invalid filters re-render the form with errors (status 400); nothing is computed.
 * The dashboard and the reports answer from the analysis snapshot (ADR 0022): the dashboard
-  says "Figures as of <time>" and when they may be out of date; with no snapshot yet it says
-  the figures are being prepared (the reports answer 503 with Retry-After).
+  says "Figures as of <time>" and when they may be out of date; with no snapshot yet, or
+  while the worker prepares a wide scope's filter (amendment 8), it says the figures are being
+  prepared (and reloads itself after the refresh interval); the reports answer 503 with
+  Retry-After.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
         return render(request, "outcomes/dashboard.html", context, status=400)
     report, status = report_for(actor, flt, timezone.localdate())
     context["snapshot"] = status  # "Figures as of ..." (None: being prepared)
+    # this filter's figures are being built by the worker: say so, reload after its interval
+    context["pending"] = status is not None and status.pending
     names = clinic_names(actor)
     suppressed = report is not None and report.cohort_suppressed
     context["board"] = presenters.dashboard(report, names) if report and not suppressed else None
@@ -112,13 +116,16 @@ def _report_or_problem(request: HttpRequest, actor: Actor, *, pdf: bool = False)
         errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
         return HttpResponse(f"Invalid filter: {errors}", status=400, content_type="text/plain")
     report, status = report_for(actor, flt, timezone.localdate())
-    if status is None:  # no analysis snapshot yet: never a full read in the request
-        response = HttpResponse(
-            "The figures are being prepared; try again in a minute.",
-            status=503,
-            content_type="text/plain",
+    if status is None or status.pending:  # never a full read in the request
+        wait = status.refresh_seconds if status else 60
+        message = (
+            "The figures are being prepared; try again in a minute."
+            if status is None
+            else f"The figures for these filters are being prepared by the worker; try again "
+            f"in {wait} s."
         )
-        response["Retry-After"] = "60"
+        response = HttpResponse(message, status=503, content_type="text/plain")
+        response["Retry-After"] = str(wait)
         return response
     if report is None:
         return HttpResponse(
