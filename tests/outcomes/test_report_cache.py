@@ -256,6 +256,42 @@ def test_the_worker_stores_the_default_report_of_every_scope(worker_builds: list
     assert worker_builds == []  # reading them built nothing
 
 
+def test_small_clinics_are_prepared_after_the_snapshot_is_published(
+    loaded: Cohort, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wide scopes' reports are stored before ``CURRENT`` names the new snapshot (a page
+    would otherwise wait for the worker); a clinic a page builds itself (at most
+    SNAPSHOT_INLINE_MAX_PATIENTS) is prepared after, so hundreds of clinic reports do not hold
+    a change back; by the end of the refresh every scope's report is stored."""
+    settings.SNAPSHOT_BUILD_INLINE = False
+    settings.SNAPSHOT_PREPARE_REPORTS = True
+    clinics = sorted(Clinic.objects.values_list("pk", flat=True))
+    sizes = {c: len(read_tables(Scope(frozenset({c}), False)).patients) for c in clinics}
+    big = max(sizes, key=lambda c: sizes[c])
+    settings.SNAPSHOT_INLINE_MAX_PATIENTS = sizes[big] - 1  # the biggest clinic is "wide"
+    published: dict[Any, bool] = {}
+    real_store = prepared.store
+
+    def store(folder: Any, name: str, item: prepared.Prepared, value: Any) -> None:
+        current = _current_path()
+        published[(item.clinic_ids, item.deidentified)] = (
+            current is not None and current.name == name
+        )
+        real_store(folder, name, item, value)
+
+    monkeypatch.setattr(prepared, "store", store)
+    assert snapshot.refresh(force=True).outcome == "built"
+    assert published[(None, True)] is False
+    assert published[(frozenset(clinics), False)] is False
+    assert published[(frozenset({big}), False)] is False
+    small = [c for c in clinics if c != big]
+    assert small and all(published[(frozenset({c}), False)] for c in small)
+    path = _current_path()
+    for c in clinics:
+        assert prepared.load(path, _item(Scope(frozenset({c}), False))) is not None
+    snapshot.results.clear()
+
+
 def test_stored_reports_serve_each_clinic_its_own_figures(
     worker_builds: list[Any], settings: Any
 ) -> None:
