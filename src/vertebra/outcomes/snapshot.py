@@ -287,7 +287,7 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
         # Before publishing, only the scopes a page would not build itself (researchers, the
         # network, a clinic above SNAPSHOT_INLINE_MAX_PATIENTS); a small clinic's page builds
         # its own from its rows (~1 s at 1,000,000) until its stored report lands just after.
-        early, late = _split_scopes(_default_scopes(), {"clinic_patients": clinic_patients})
+        early, late = _split_scopes(_default_scopes(), clinic_patients)
         prepared_seconds = _prepare_defaults(temp, final.name, frames, today, early)
         leaves = pa.Table.from_pandas(cells.leaves, preserve_index=False)
         pq.write_table(leaves, temp / "cells.parquet")
@@ -323,12 +323,20 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
     return manifest
 
 
-def _split_scopes(scopes: list[Scope], manifest: dict[str, Any]) -> tuple[list[Scope], list[Scope]]:
+def _split_scopes(
+    scopes: list[Scope], clinic_patients: dict[str, int]
+) -> tuple[list[Scope], list[Scope]]:
     """``scopes`` as (those a page would ask the worker for: prepared before the snapshot is
-    published, those a page builds itself when nothing is stored: prepared after)."""
+    published, those a page builds itself when nothing is stored: prepared after), by the
+    patients per clinic (clinic id as text) of the new snapshot."""
     limit = int(settings.SNAPSHOT_INLINE_MAX_PATIENTS)
-    small = [s for s in scopes if s.clinic_ids is not None and scope_patients(manifest, s) <= limit]
-    return [s for s in scopes if s not in small], small
+
+    def small(scope: Scope) -> bool:
+        if scope.clinic_ids is None:
+            return False
+        return sum(clinic_patients.get(str(c), 0) for c in scope.clinic_ids) <= limit
+
+    return [s for s in scopes if not small(s)], [s for s in scopes if small(s)]
 
 
 def _row_clinics(frames: Frames) -> dict[str, np.ndarray]:
