@@ -288,7 +288,8 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
         # network, a clinic above SNAPSHOT_INLINE_MAX_PATIENTS); a small clinic's page builds
         # its own from its rows (~1 s at 1,000,000) until its stored report lands just after.
         early, late = _split_scopes(_default_scopes(), clinic_patients)
-        prepared_seconds = _prepare_defaults(temp, final.name, frames, today, early)
+        parts = _clinic_parts(clinics)
+        prepared_seconds = _prepare_defaults(temp, final.name, frames, today, early, parts)
         leaves = pa.Table.from_pandas(cells.leaves, preserve_index=False)
         pq.write_table(leaves, temp / "cells.parquet")
         cell_facts = {k: v for k, v in cells.__dict__.items() if k != "leaves"}
@@ -316,7 +317,7 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
     # after publishing: hundreds of clinic reports no longer hold a change back (at 1,000,000
     # patients they were 314 s of a 427 s refresh); they are stored into the live folder
     # one file at a time (atomic), and a page that misses one builds its own meanwhile
-    late_seconds = _prepare_defaults(final, final.name, frames, today, late)
+    late_seconds = _prepare_defaults(final, final.name, frames, today, late, parts)
     logger.info(
         "prepared %d small-scope reports after publishing in %.1f s", len(late), late_seconds
     )
@@ -332,9 +333,7 @@ def _split_scopes(
     limit = int(settings.SNAPSHOT_INLINE_MAX_PATIENTS)
 
     def small(scope: Scope) -> bool:
-        if scope.clinic_ids is None:
-            return False
-        return sum(clinic_patients.get(str(c), 0) for c in scope.clinic_ids) <= limit
+        return scope.clinic_ids is not None and _patients_in(clinic_patients, scope) <= limit
 
     return [s for s in scopes if not small(s)], [s for s in scopes if small(s)]
 
@@ -733,9 +732,16 @@ def scope_patients(manifest: dict[str, Any], scope: Scope) -> int:
     """How many patients the scope covers in the snapshot of ``manifest`` (from its
     per-clinic counts; a manifest without them counts as every patient)."""
     counts: dict[str, int] = manifest.get("clinic_patients") or {}
-    if scope.clinic_ids is None or not counts:
-        return sum(counts.values()) if counts else int(manifest["rows"]["episodes"])
-    return sum(counts.get(str(c), 0) for c in scope.clinic_ids)
+    if not counts:
+        return int(manifest["rows"]["episodes"])
+    return _patients_in(counts, scope)
+
+
+def _patients_in(clinic_patients: dict[str, int], scope: Scope) -> int:
+    """The patients of ``scope`` by the patients per clinic (clinic id as text)."""
+    if scope.clinic_ids is None:
+        return sum(clinic_patients.values())
+    return sum(clinic_patients.get(str(c), 0) for c in scope.clinic_ids)
 
 
 # --------------------------------------------------------- results the worker prepares
@@ -790,52 +796,37 @@ def _clinic_patients(frames: Frames) -> dict[str, int]:
     return {str(int(cid)): int(n) for cid, n in zip(ids, ns, strict=True)}
 
 
-def _frames_of_clinic(frames: Frames, clinic: int, parts: dict[str, Any]) -> Frames:
+def _frames_of_clinic(frames: Frames, clinic: int, parts: dict[str, dict[Any, Any]]) -> Frames:
     """The rows of ``clinic`` only (its episodes, their time points, its patients' events):
     ``tables_from_frames(sub, {clinic}, ...)`` equals the same call on the whole frames (it
     keeps exactly these rows first), without scanning every clinic's rows per clinic."""
-    episodes = frames.frames["episodes"]
-    ep = episodes.iloc[parts["episodes"].get(clinic, [])]
-    tp = frames.frames["timepoints"].iloc[parts["timepoints"].get(clinic, [])]
-    patients = ep["patient_id"].unique()
-    sub = {
-        "episodes": ep,
-        "timepoints": tp,
-        "adverse_events": _rows_of(frames.frames["adverse_events"], patients),
-        "clinical_events": _rows_of(frames.frames["clinical_events"], patients),
-    }
+    sub = {name: frames.frames[name].iloc[parts[name].get(clinic, [])] for name in FRAME_NAMES}
     return Frames(sub, frames.window)
 
 
-def _rows_of(frame: pd.DataFrame, patients: Any) -> pd.DataFrame:
-    return frame[frame["patient_id"].isin(patients)]
-
-
-def _clinic_parts(frames: Frames) -> dict[str, dict[Any, Any]]:
-    """Row positions of each clinic's episodes and time points (one pass over each frame)."""
-    episodes = frames.frames["episodes"]
-    tp = frames.frames["timepoints"]
-    clinic_of = pd.Series(episodes["clinic_id"].to_numpy(), index=episodes["episode_id"])
-    tp_clinic = tp["episode_id"].map(clinic_of)
-    return {
-        "episodes": episodes.reset_index(drop=True).groupby("clinic_id").indices,
-        "timepoints": pd.Series(tp_clinic.to_numpy()).groupby(tp_clinic.to_numpy()).indices,
-    }
+def _clinic_parts(row_clinics: dict[str, np.ndarray]) -> dict[str, dict[Any, Any]]:
+    """Row positions of each clinic in each frame, from :func:`_row_clinics` (one pass)."""
+    return {name: pd.Series(c).groupby(c).indices for name, c in row_clinics.items()}
 
 
 def _prepare_defaults(
-    folder: Path, name: str, frames: Frames, today: dt.date, scopes: list[Scope]
+    folder: Path,
+    name: str,
+    frames: Frames,
+    today: dt.date,
+    scopes: list[Scope],
+    parts: dict[str, dict[Any, Any]],
 ) -> float:
     """Build and store (in the snapshot ``folder``, signed for its final ``name``) the
     default-filter result of every registered builder for each of ``scopes`` (some of
-    :func:`_default_scopes`). Returns the seconds it took. A failing build is logged and
-    skipped (pages then build or ask for it as for any filter)."""
+    :func:`_default_scopes`), a clinic's from its rows in ``parts`` (:func:`_clinic_parts`).
+    Returns the seconds it took. A failing build is logged and skipped (pages then build or
+    ask for it as for any filter)."""
     started = time.monotonic()
     if not settings.SNAPSHOT_PREPARE_REPORTS:
         return 0.0
     builders = _load_builders()
     flt = CohortFilter()
-    parts = _clinic_parts(frames)
     for scope in scopes:
         source = frames
         if scope.clinic_ids is not None and len(scope.clinic_ids) == 1:
