@@ -237,6 +237,45 @@ class QuestionnaireResponse(Correctable):
         ]
 
 
+class TimePointScores(models.Model):
+    """The analysed scores of one time point's live responses, one column per instrument the
+    analyses read (``vertebra.outcomes.selectors.SCORE_COLUMNS`` and ``BAND_COLUMNS``) plus the
+    STarT Back band answered there: kept by database triggers on the response table
+    (migration ``followup 0010``, ADR 0020 §6), never by Python, so every path that writes
+    responses (services, corrections, the loader's COPY, the importer) keeps it right in the
+    same transaction.
+
+    A row exists while the time point has at least one live (not voided) response of those
+    instruments; its values equal pivoting those responses (``tests/followup/
+    test_kept_scores.py``). The registry read takes the scores from here instead of
+    aggregating every response (31.5 M rows at 1,000,000 patients).
+    """
+
+    time_point = models.OneToOneField(
+        FollowUpTimePoint,
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    odi = models.FloatField(null=True)
+    nrs_back = models.FloatField(null=True)
+    nrs_leg = models.FloatField(null=True)
+    promis_pf = models.FloatField(null=True)
+    promis_pi = models.FloatField(null=True)
+    mme = models.FloatField(null=True)
+    psfs = models.FloatField(null=True)
+    work_status_band = models.CharField(max_length=40, null=True)
+    # The STarT Back answer (band, when answered, response id): the baseline risk group is the
+    # patient's earliest answered one, by (answered, id), as in the ORM reference.
+    startback_band = models.CharField(max_length=40, null=True)
+    startback_at = models.DateTimeField(null=True)
+    startback_id = models.BigIntegerField(null=True)
+
+    def __str__(self) -> str:
+        return f"Scores of time point {self.time_point_id}"
+
+
 class ReminderStatus(models.TextChoices):
     SCHEDULED = "scheduled", "Scheduled"
     SENDING = "sending", "Claimed by a worker"

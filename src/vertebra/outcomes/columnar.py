@@ -45,7 +45,12 @@ from django.utils import timezone
 from vertebra.core.analytics import AnalysisTables, CohortFilter, select_patients
 from vertebra.core.deidentify import coarsen_filter, deidentify
 from vertebra.core.plausibility import analytics_window
-from vertebra.followup.models import FollowUpSchedule, FollowUpTimePoint, QuestionnaireResponse
+from vertebra.followup.models import (
+    FollowUpSchedule,
+    FollowUpTimePoint,
+    QuestionnaireResponse,
+    TimePointScores,
+)
 from vertebra.outcomes.selectors import (
     ARM_OF_SOURCE,
     BAND_COLUMNS,
@@ -200,6 +205,7 @@ def registry_selects(
 
     odd_episode = f"({outside('e.start_date')} OR {outside('p.date_of_birth')})"
     response, point = _table(QuestionnaireResponse), _table(FollowUpTimePoint)
+    kept = _table(TimePointScores)
 
     def first(sql: str, partition: str, order: str) -> str:
         """``sql`` (a SELECT ... FROM ... WHERE ...) numbered 1.. per ``partition``."""
@@ -220,13 +226,15 @@ def registry_selects(
         "s.patient_id",
         "s.evaluated_at DESC, s.id DESC",
     )
+    # The STarT Back answered at baseline, from the kept scores (``TimePointScores``: the
+    # band, when and which response, only when answered with a band).
     baseline = first(
-        f"SELECT t.patient_id, q.band FROM {response} q JOIN {point} t ON t.id = q.time_point_id"
-        f" WHERE q.voided_at IS NULL AND t.key = {_code('baseline')}"
-        f" AND q.instrument_id = {_code('startback')} AND q.band <> ''"
+        f"SELECT t.patient_id, k.startback_band AS band FROM {kept} k"
+        f" JOIN {point} t ON t.id = k.time_point_id"
+        f" WHERE k.startback_band IS NOT NULL AND t.key = {_code('baseline')}"
         f"{in_scope_patient('t.patient_id')}",
         "t.patient_id",
-        "q.submitted_at, q.id",
+        "k.startback_at, k.startback_id",
     )
     odd_start = outside("r.started_on")
     prior = (
@@ -295,28 +303,19 @@ def registry_selects(
             *((("mrn", "str"),) if with_mrn else ()),
         ),
     )
-    scores = ", ".join(
-        f"MAX(CASE WHEN q.instrument_id = {_code(i)} THEN q.score END) AS {_code(c)[1:-1]}"
-        for i, c in SCORE_COLUMNS.items()
-    )
-    # Categorical instruments (work status) carry a band, not a score: one column each.
-    scores += "".join(
-        f", MAX(CASE WHEN q.instrument_id = {_code(i)} AND q.band <> '' THEN q.band END)"
-        f" AS {_code(c)[1:-1]}"
-        for i, c in BAND_COLUMNS.items()
-    )
-    instruments = ", ".join(_code(i) for i in (*SCORE_COLUMNS, *BAND_COLUMNS))
     odd_point = " OR ".join(outside(f"t.{c}", tp_high) for c in ("target", "opens", "closes"))
     odd_point = f"({odd_point})"
     selects["timepoints"] = Select(
         f"SELECT t.id, s.episode_id, t.key, t.months, {odd_or(odd_point, 't.target')},"
         f" {odd_or(odd_point, 't.opens')}, {odd_or(odd_point, 't.closes')}, t.status,"
         f" {d.days(d.utc_date('t.completed_at'))}, {d.flag(odd_point)},"
-        + ", ".join(f" sc.{c}" for c in (*SCORE_COLUMNS.values(), *BAND_COLUMNS.values()))
+        # Each time point's scores as kept by the response table's triggers (``followup
+        # 0010``): the pivot of its live responses, without aggregating them here.
+        + ", ".join(
+            f" k.{_code(c)[1:-1]}" for c in (*SCORE_COLUMNS.values(), *BAND_COLUMNS.values())
+        )
         + f" FROM {point} t JOIN {_table(FollowUpSchedule)} s ON s.id = t.schedule_id"
-        f" LEFT JOIN (SELECT q.time_point_id, {scores} FROM {response} q"
-        f" WHERE q.voided_at IS NULL AND q.instrument_id IN ({instruments})"
-        " GROUP BY q.time_point_id) sc ON sc.time_point_id = t.id"
+        f" LEFT JOIN {kept} k ON k.time_point_id = t.id"
         f" WHERE 1 = 1{in_scope_episode('s.episode_id')}",
         (
             ("tp_id", "int"),
