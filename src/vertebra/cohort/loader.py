@@ -33,6 +33,7 @@ from vertebra.cohort.bulk import (
 from vertebra.cohort.followups import FOLLOWUP_MODELS, ROW_HEAVY_MODELS, load_followups
 from vertebra.cohort.sink import LOADER_USERNAME, AuditTrail, Sink
 from vertebra.core.synth import Cohort
+from vertebra.followup.models import TimePointCount, TimePointScores
 from vertebra.registry import models as m
 from vertebra.registry.audit import lock_chain
 
@@ -103,6 +104,11 @@ def _users(usernames: list[str], *, active: bool) -> dict[str, int]:
     return found
 
 
+#: Tables the load fills through database triggers (counts, kept scores): not written by the
+#: loader itself, but analysed and vacuumed with the tables it writes.
+KEPT_BY_TRIGGERS: tuple[type[Model], ...] = (TimePointCount, TimePointScores)
+
+
 def load_cohort(
     cohort: Cohort,
     *,
@@ -123,7 +129,7 @@ def load_cohort(
         cohort, now=now, progress=progress, chunk_patients=chunk_patients
     )
     if outermost:
-        vacuum((*REGISTRY_MODELS, *FOLLOWUP_MODELS))
+        vacuum((*REGISTRY_MODELS, *FOLLOWUP_MODELS, *KEPT_BY_TRIGGERS))
     return summary
 
 
@@ -178,7 +184,7 @@ def _load_in_one_transaction(
             report("patients", done)
     trail.seal()  # the connection is free again: seal the rows, still under the chain lock
     reset_sequences((*REGISTRY_MODELS, *FOLLOWUP_MODELS))
-    analyze((*REGISTRY_MODELS, *FOLLOWUP_MODELS))
+    analyze((*REGISTRY_MODELS, *FOLLOWUP_MODELS, *KEPT_BY_TRIGGERS))
     counts = {k: v for k, v in writer.counts.items() if k != "auditevent"}
     return LoadSummary(counts=counts, audit_rows=trail.rows)
 
