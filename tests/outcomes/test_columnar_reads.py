@@ -198,3 +198,41 @@ def test_a_patient_without_any_rows_reads_as_empty_tables() -> None:
     tables = _both(Scope(clinic_ids=None, deidentified=False))
     assert len(tables.patients) == 0 and len(tables.timepoints) == 0
     assert Patient.objects.count() == 0
+
+
+@pytest.mark.postgresql  # a second connection sharing the snapshot is PostgreSQL's
+@pytest.mark.django_db(transaction=True)
+def test_the_time_points_read_beside_on_a_shared_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With nothing written in the read's transaction, the time points come from a second
+    connection that imports the snapshot: the same frames as reading them one after another."""
+    from vertebra.cohort.loader import load_cohort
+    from vertebra.core.synth import generate_cohort
+
+    load_cohort(generate_cohort(60, 4, today=TODAY), now=NOW)  # committed
+    used: list[str] = []
+    real_beside = columnar._fetch_beside
+
+    def spy(selects: Any, snapshot: str) -> Any:
+        used.append(snapshot)
+        return real_beside(selects, snapshot)
+
+    monkeypatch.setattr(columnar, "_fetch_beside", spy)
+    beside = columnar.read_frames(None)
+    assert len(used) == 1
+    monkeypatch.setattr(columnar, "_snapshot_to_share", lambda: None)
+    one_by_one = columnar.read_frames(None)
+    assert list(beside.frames) == list(one_by_one.frames)
+    for name, frame in one_by_one.frames.items():
+        pd.testing.assert_frame_equal(beside.frames[name], frame)
+    assert len(beside.frames["timepoints"]) == 60 * 6
+
+
+@pytest.mark.postgresql
+def test_a_read_after_a_write_in_its_transaction_stays_on_one_connection(
+    loaded: Cohort,
+) -> None:
+    """Another connection would not see this transaction's own rows (the tests' data)."""
+    assert Patient.objects.exists()  # written in the test's open transaction
+    assert columnar._snapshot_to_share() is None
