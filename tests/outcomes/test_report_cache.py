@@ -334,6 +334,8 @@ def test_a_wide_filter_is_prepared_by_the_worker_not_the_web_process(
     assert 'id="filter-preparing"' in html and "being prepared by the worker" in html
     assert '<meta http-equiv="refresh" content="60">' in html
     assert 'class="form outcome-filters"' in html  # the filter form, no dead end
+    # the summary names the filter being prepared, in the report's words
+    assert '<strong id="filter-words">All clinics · All conditions · Bone marrow' in html
     pdf = researcher.get("/clinic/outcomes/report.pdf?arm=bmac")
     assert pdf.status_code == 503 and pdf["Retry-After"] == "60"
     assert researcher.get(JSON + "?arm=bmac").status_code == 503

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vertebra.core import charts
-from vertebra.core.analytics import OBSERVATIONAL_CAVEAT, Report
+from vertebra.core.analytics import OBSERVATIONAL_CAVEAT, CohortFilter, Report
 from vertebra.core.analytics.cost import COST_HEADER, cost_rows
 from vertebra.core.analytics.headline import (
     KEY_TIMEPOINT,
@@ -41,6 +41,7 @@ from vertebra.core.analytics.headline import (
     survival_method_words,
 )
 from vertebra.core.analytics.report import HONESTY_NOTES
+from vertebra.core.deidentify import coarsen_filter
 from vertebra.core.labels import label
 
 __all__ = [
@@ -123,6 +124,15 @@ class Dashboard:
     comparison_errors: tuple[str, ...] = ()
     #: Stored rows the analysis left out, and why (one sentence each).
     data_notes: tuple[str, ...] = ()
+
+
+def filter_summary(
+    flt: CohortFilter, clinic_names: Mapping[str, str], *, deidentified: bool
+) -> str:
+    """The filter in words as the report will state it (widened to whole years for a
+    de-identified scope), for a page that shows no figures yet (being prepared, nobody)."""
+    shown = coarsen_filter(flt) if deidentified else flt
+    return filter_words(shown.to_dict(), clinic_names)
 
 
 def dashboard(report: Report, clinic_names: Mapping[str, str] | None = None) -> Dashboard:

@@ -91,6 +91,9 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
     suppressed = report is not None and report.cohort_suppressed
     context["board"] = presenters.dashboard(report, names) if report and not suppressed else None
     context["deidentified"] = selectors.scope_for(actor).deidentified
+    context["filter_words"] = presenters.filter_summary(
+        flt, names, deidentified=context["deidentified"]
+    )
     if report is not None and report.min_cell is not None:  # researchers: minimum cell size
         context["cohort_suppressed"] = suppressed
         context["disclosure_note"] = policy().note
