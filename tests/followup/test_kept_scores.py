@@ -13,12 +13,14 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.fhir.test_import_lossless import clinic, source  # noqa: F401 (fixtures)
 from tests.followup.helpers import PSFS_NAMES, T0, answers_for, at, make_schedule, point
 from vertebra.cohort.loader import load_cohort
 from vertebra.core.synth import generate_cohort
 from vertebra.followup.models import QuestionnaireResponse, TimePointScores
 from vertebra.followup.services import submit_responses
 from vertebra.followup.worker import open_windows
+from vertebra.interop.importer import import_fhir_folder
 from vertebra.outcomes.selectors import BAND_COLUMNS, SCORE_COLUMNS
 
 TODAY = dt.date(2026, 11, 25)
@@ -108,6 +110,21 @@ def test_updates_voids_and_deletes_recompute(loaded: None) -> None:
     )[:10]
     QuestionnaireResponse.objects.filter(pk__in=[r.pk for r in deletable]).delete()
     assert kept() == pivot()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("careful", [False, True], ids=["bulk", "careful"])
+def test_the_fhir_importer_keeps_the_scores(
+    source: Any,  # noqa: F811
+    clinic: Any,  # noqa: F811
+    careful: bool,
+) -> None:
+    report = import_fhir_folder(
+        source, clinic_id=clinic.pk, username="importer", today=TODAY, now=NOW, careful=careful
+    )
+    assert report.patients_imported == 40
+    expected = pivot()
+    assert len(expected) > 40 and kept() == expected
 
 
 @pytest.mark.django_db
