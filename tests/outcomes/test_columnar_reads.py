@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -221,6 +222,13 @@ def test_the_time_points_read_beside_on_a_shared_snapshot(
     monkeypatch.setattr(columnar, "_fetch_beside", spy)
     beside = columnar.read_frames(None)
     assert len(used) == 1
+    # inside a caller's transaction that audits after the read (an operator's export)
+    tables = system_tables(purpose="test")
+    assert len(used) == 2 and len(tables.timepoints) == 60 * 6
+    # inside a savepoint: no snapshot can be exported, the read stays on one connection
+    with transaction.atomic(), transaction.atomic():
+        assert len(columnar.read_frames(None).frames["timepoints"]) == 60 * 6
+    assert len(used) == 2
     monkeypatch.setattr(columnar, "_snapshot_to_share", lambda: None)
     one_by_one = columnar.read_frames(None)
     assert list(beside.frames) == list(one_by_one.frames)

@@ -600,7 +600,9 @@ def read_frames(
         with_mrn=with_mrn,
         item_instruments=item_instruments,
     )
-    with transaction.atomic(), _whole_table_plans():
+    # No savepoint of its own: a snapshot cannot be exported from a subtransaction, and a
+    # caller's transaction (e.g. one that audits the read after it) is where it is exported.
+    with transaction.atomic(savepoint=False), _whole_table_plans():
         beside = _snapshot_to_share() if fetch is fetch_frame else None
         if beside is None:
             frames = {name: fetch(select) for name, select in selects.items()}
@@ -616,9 +618,11 @@ _SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
 
 def _snapshot_to_share() -> str | None:
     """The id of this transaction's snapshot (``pg_export_snapshot``) when a second
-    connection can read exactly what this one sees: PostgreSQL, and this transaction has
-    written nothing yet (another connection never sees uncommitted rows). Otherwise None."""
-    if connection.vendor != "postgresql":
+    connection can read exactly what this one sees: PostgreSQL, no savepoint open
+    (PostgreSQL exports no snapshot from a subtransaction), and this transaction has written
+    nothing yet (another connection never sees uncommitted rows). Otherwise None."""
+    # ``savepoint_ids`` holds None for a nested block that opened no savepoint
+    if connection.vendor != "postgresql" or any(connection.savepoint_ids):
         return None
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_current_xact_id_if_assigned() IS NULL")
