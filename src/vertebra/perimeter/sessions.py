@@ -1,0 +1,78 @@
+"""The session engine: Django's database sessions, saved in one statement and only when needed.
+
+``SESSION_ENGINE = "vertebra.perimeter.sessions"``. Same table, same data, same signing as
+``django.contrib.sessions.backends.db``; two differences, both for the cost of every request
+(ADR 0021 §11: a portal page or submit paid three round trips for the session alone):
+
+* **One statement.** Saving an existing session is one ``UPDATE`` in autocommit (a single
+  statement is atomic by itself), not ``BEGIN``/``UPDATE``/``COMMIT``. No row updated (the
+  session was deleted meanwhile, e.g. signed out in another tab) is
+  :class:`~django.contrib.sessions.backends.base.UpdateError`, as in Django. Creating a session
+  (a new key) is Django's own path.
+* **No write when nothing changed.** ``SESSION_SAVE_EVERY_REQUEST`` (the sliding 30-minute
+  expiry of staff and portal sessions) made every request write its session. A session whose
+  data did not change is now written only when its stored expiry is more than
+  :data:`EXPIRY_REFRESH_SECONDS` old, so an idle timeout ends between ``SESSION_COOKIE_AGE``
+  less that interval and ``SESSION_COOKIE_AGE`` after the last request (never later). A
+  changed session (``modified``) is always written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.contrib.sessions.backends.base import UpdateError
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.db import connection
+from django.utils import timezone
+
+#: An unchanged session's expiry is pushed forward at most once in this many seconds
+#: (``SESSION_EXPIRY_REFRESH_SECONDS``).
+EXPIRY_REFRESH_SECONDS = 60
+
+
+def _refresh_seconds() -> int:
+    return int(getattr(settings, "SESSION_EXPIRY_REFRESH_SECONDS", EXPIRY_REFRESH_SECONDS))
+
+
+class SessionStore(DatabaseSessionStore):
+    """Database sessions that remember their stored expiry and save in one statement."""
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        #: The expiry stored in the row this session was loaded from (None: not loaded).
+        self._stored_expiry: dt.datetime | None = None
+
+    def _get_session_from_db(self) -> Any:
+        row = super()._get_session_from_db()
+        self._stored_expiry = row.expire_date if row is not None else None
+        return row
+
+    def _fresh(self) -> bool:
+        """True when the stored expiry was set less than the refresh interval ago."""
+        if self._stored_expiry is None:
+            return False
+        stored_at = self._stored_expiry - dt.timedelta(seconds=self.get_expiry_age())
+        return timezone.now() - stored_at < dt.timedelta(seconds=_refresh_seconds())
+
+    def save(self, must_create: bool = False) -> None:
+        """Create the session (a new key), or update it in one statement; nothing when its
+        data is unchanged and its expiry was refreshed less than the interval ago."""
+        if self.session_key is None or must_create:
+            super().save(must_create=must_create)
+            return
+        if not self.modified and self._fresh():
+            return
+        data = self._get_session(no_load=False)
+        expiry = self.get_expiry_date()
+        if connection.in_atomic_block:  # inside a caller's transaction: Django's own path
+            super().save(must_create=False)
+        else:
+            updated = self.model.objects.filter(session_key=self.session_key).update(
+                session_data=self.encode(data), expire_date=expiry
+            )
+            if not updated:
+                raise UpdateError
+        self._stored_expiry = expiry
