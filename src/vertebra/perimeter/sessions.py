@@ -63,9 +63,9 @@ class SessionStore(DatabaseSessionStore):
         if self.session_key is None or must_create:
             super().save(must_create=must_create)
             return
+        data = self._get_session(no_load=False)  # loads it (and its expiry) if not yet read
         if not self.modified and self._fresh():
             return
-        data = self._get_session(no_load=False)
         expiry = self.get_expiry_date()
         if connection.in_atomic_block:  # inside a caller's transaction: Django's own path
             super().save(must_create=False)
