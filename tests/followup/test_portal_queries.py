@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
