@@ -25,12 +25,13 @@ from vertebra.registry import audit
 from vertebra.registry.models import AuditEvent, AuditSeal
 
 #: Statements of the submit until its response. PostgreSQL: session load; the point with its
-#: PSFS names; BEGIN; patient lock; the point locked; PSFS names; submission; responses (one
-#: INSERT); point completed; links, reminders and call list (one round trip); audit rows (one
-#: INSERT); COMMIT; session save (the drafts dropped, one UPDATE). SQLite: no patient lock (one
-#: writer at a time), three follow-on UPDATEs, and the seal chain's head read and its INSERT in
-#: the transaction.
-SUBMIT = {"postgresql": 13, "sqlite": 16}
+#: PSFS names; BEGIN; patient and point locked, with what may have changed re-read (one round
+#: trip); PSFS names; submission; responses (one INSERT); point completed; links, reminders and
+#: call list (one round trip); audit rows (one INSERT); COMMIT; session save (the drafts
+#: dropped, one UPDATE). SQLite: BEGIN IMMEDIATE and the point read (no row locks: one writer
+#: at a time), three follow-on UPDATEs, and the seal chain's head read and its INSERT in the
+#: transaction.
+SUBMIT = {"postgresql": 12, "sqlite": 16}
 #: The sealer after the response (PostgreSQL: BEGIN, lock + head + unsealed rows in one
 #: query, the seals' INSERT, COMMIT); SQLite sealed in the writer's transaction.
 SEALER = {"postgresql": 4, "sqlite": 0}

@@ -17,8 +17,10 @@ Contracts
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
+import json
 import re
 import secrets
 import uuid
@@ -627,8 +629,7 @@ def submit_responses(
     def store() -> SubmitResult:
         with transaction.atomic(), deferred_audit():
             return _store(
-                time_point.pk,
-                time_point.patient_id,
+                time_point,
                 answers_by_instrument,
                 scored,
                 idempotency_key,
@@ -674,8 +675,7 @@ def _replay(point: FollowUpTimePoint, key: str) -> SubmitResult | None:
 
 
 def _store(
-    point_id: int,
-    patient_id: int,
+    time_point: FollowUpTimePoint,
     answers_by_instrument: Mapping[str, Mapping[str, Any]],
     scored: Mapping[str, Any],
     key: str,
@@ -685,12 +685,7 @@ def _store(
 ) -> SubmitResult:
     # Lock order: the patient row first, then the time point. Concurrent submissions for the
     # point queue here, and the loser sees the winner's committed "completed" status below.
-    lock_patient(patient_id)
-    # Read with the episode's stored PSFS activities (one query; the clinic for the audit
-    # record is the point's own, denormalised from the patient).
-    point = with_psfs_names(FollowUpTimePoint.objects.select_for_update(of=("self",))).get(
-        pk=point_id, patient_id=patient_id
-    )
+    point = _lock_for_submit(time_point)
     if point.status == TimePointStatus.COMPLETED:
         existing = Submission.objects.get(time_point=point)
         if existing.idempotency_key == key:
@@ -715,6 +710,65 @@ def _store(
         if response.instrument_id == "ae_tickler":
             _escalate_tickler(point, response, actor, now)
     return SubmitResult(submission, created=True)
+
+
+def _lock_for_submit(time_point: FollowUpTimePoint) -> FollowUpTimePoint:
+    """Lock the patient's row, then the time point's, and return a copy of ``time_point``
+    with what may have changed since the caller read it re-read under the lock: status,
+    completion, window, and the episode's stored PSFS activities (:func:`with_psfs_names`).
+    The rest of a time point (instruments, key, label, patient, clinic) never changes.
+
+    One round trip on PostgreSQL (the two locking statements sent together, run in order, so
+    the lock order holds); SQLite (one writer at a time) reads the point only. Raises
+    ``FollowUpTimePoint.DoesNotExist`` when the point is not the patient's.
+    """
+    tables = {
+        name: connection.ops.quote_name(model._meta.db_table)
+        for name, model in (
+            ("patient", Patient),
+            ("point", FollowUpTimePoint),
+            ("schedule", FollowUpSchedule),
+            ("psfs", PsfsActivities),
+        )
+    }
+    read = (
+        "SELECT t.status, t.completed_at, t.target, t.opens, t.closes, s.episode_id, "
+        f"(SELECT a.names FROM {tables['psfs']} a WHERE a.episode_id = s.episode_id) "
+        f"FROM {tables['point']} t JOIN {tables['schedule']} s ON s.id = t.schedule_id "
+        "WHERE t.id = %s AND t.patient_id = %s"
+    )
+    params: list[Any] = [time_point.pk, time_point.patient_id]
+    with connection.cursor() as cursor:
+        if connection.features.has_select_for_update:
+            cursor.execute(
+                f"SELECT id FROM {tables['patient']} WHERE id = %s FOR UPDATE; "
+                f"{read} FOR UPDATE OF t",
+                [time_point.patient_id, *params],
+            )
+            cursor.nextset()
+        else:
+            cursor.execute(read, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise FollowUpTimePoint.DoesNotExist(f"time point {time_point.pk} of this patient")
+    status, completed_at, target, opens, closes, episode_id, names = row
+    point = copy.copy(time_point)
+    point.status = status
+    # SQLite hands back stored UTC times naive (Django's converters are not applied to a
+    # raw cursor); dates come back as dates on both.
+    if isinstance(completed_at, dt.datetime) and timezone.is_naive(completed_at):
+        completed_at = completed_at.replace(tzinfo=dt.UTC)
+    point.completed_at = completed_at
+    point.target, point.opens, point.closes = (_date(v) for v in (target, opens, closes))
+    point.psfs_episode_id = episode_id  # type: ignore[attr-defined]
+    # JSON comes back as text (Django loads jsonb as text; SQLite stores text).
+    stored = json.loads(names) if isinstance(names, str) else names
+    point.psfs_stored_names = stored  # type: ignore[attr-defined]
+    return point
+
+
+def _date(value: Any) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def with_psfs_names(points: QuerySet[FollowUpTimePoint]) -> QuerySet[FollowUpTimePoint]:
