@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -31,7 +32,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Q
 from django.utils import timezone
 
 from vertebra.core.instruments import (
@@ -715,7 +716,8 @@ def _store(
 def _lock_for_submit(time_point: FollowUpTimePoint) -> FollowUpTimePoint:
     """Lock the patient's row, then the time point's, and return a copy of ``time_point``
     with what may have changed since the caller read it re-read under the lock: status,
-    completion, window, and the episode's stored PSFS activities (:func:`with_psfs_names`).
+    completion, window, and the episode's id and stored PSFS activities (``psfs_episode_id``,
+    ``psfs_stored_names``, as :func:`portal_time_point` reads them).
     The rest of a time point (instruments, key, label, patient, clinic) never changes.
 
     One round trip on PostgreSQL (the two locking statements sent together, run in order, so
@@ -771,34 +773,45 @@ def _date(value: Any) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
-def with_psfs_names(points: QuerySet[FollowUpTimePoint]) -> QuerySet[FollowUpTimePoint]:
-    """``points`` read with their episode's id and stored PSFS activities (one query instead
-    of one more per point: :func:`psfs_names_for_point` and :func:`_settle_psfs_names` use
-    them)."""
-    return points.annotate(
-        psfs_episode_id=F("schedule__episode_id"),
-        psfs_stored_names=Subquery(
-            PsfsActivities.objects.filter(episode_id=OuterRef("schedule__episode_id")).values(
-                "names"
-            )[:1]
-        ),
-    )
-
-
 def portal_time_point(public_id: str, patient_id: int) -> FollowUpTimePoint | None:
     """The time point ``public_id`` of patient ``patient_id`` (else None), with its episode's
-    stored PSFS activities (:func:`with_psfs_names`): what each portal page reads."""
-    found = with_psfs_names(FollowUpTimePoint.objects.order_by()).filter(
-        public_id=public_id, patient_id=patient_id
-    )[:1]  # unique: no ORDER BY to plan
+    id and stored PSFS activities (``psfs_episode_id``, ``psfs_stored_names``: no query more for
+    :func:`psfs_names_for_point`): what every portal request reads first. A raw query of the model (Django's field converters still apply):
+    compiling the equivalent queryset costs three times the query itself, on every request.
+    """
+    public = _uuid_or_none(public_id)
+    if public is None:
+        return None
+    field = FollowUpTimePoint._meta.get_field("public_id")
+    value = field.get_db_prep_value(public, connection)  # SQLite keeps UUIDs as hex text
+    found = FollowUpTimePoint.objects.raw(_portal_point_sql(), [value, patient_id])
     return next(iter(found), None)
+
+
+@functools.cache
+def _portal_point_sql() -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"t.{quote(f.column)}" for f in FollowUpTimePoint._meta.concrete_fields)
+    points, schedules, psfs = (
+        quote(model._meta.db_table)
+        for model in (FollowUpTimePoint, FollowUpSchedule, PsfsActivities)
+    )
+    return (
+        f"SELECT {columns}, s.episode_id AS psfs_episode_id, "
+        f"(SELECT a.names FROM {psfs} a WHERE a.episode_id = s.episode_id) AS psfs_stored_names "
+        f"FROM {points} t JOIN {schedules} s ON s.id = t.schedule_id "
+        "WHERE t.public_id = %s AND t.patient_id = %s"
+    )
 
 
 def psfs_names_for_point(point: FollowUpTimePoint) -> tuple[str, ...]:
     """The PSFS activities stored for ``point``'s episode (empty before they are named); no
-    query when ``point`` was read :func:`with_psfs_names`."""
+    query when ``point`` was read with them (:func:`portal_time_point`)."""
     if hasattr(point, "psfs_stored_names"):
-        return tuple(point.psfs_stored_names or ())
+        stored = point.psfs_stored_names
+        if isinstance(stored, str):  # a raw read: JSON as text
+            stored = json.loads(stored)
+        return tuple(stored or ())
     stored = (
         PsfsActivities.objects.filter(episode__followup_schedule__id=point.schedule_id)
         .values_list("names", flat=True)
