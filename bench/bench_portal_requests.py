@@ -5,7 +5,7 @@ walks each through the portal with Django's test client, as a browser does: open
 page 1 (GET, CSRF token), one POST per screen, the review page, the submit, the confirmation.
 Per request kind it prints the median and p95 wall time, the app process's CPU time and the
 SQL statements (session load and save included: the whole middleware stack runs). The audit
-sealer, which runs once a response has gone out (ADR 0021 §11), is timed apart ("sealer
+sealer, which runs once a response has gone out (ADR 0021 §7), is timed apart ("sealer
 after"); before that change it ran inside the submit and is counted there. Settings
 are the ``demo`` profile's (DEBUG off), as ``vertebra serve`` in the concurrency benchmark.
 
@@ -65,7 +65,7 @@ def main() -> int:
     queries: dict[str, list[int]] = defaultdict(list)
     profiler = cProfile.Profile() if args.profile else None
 
-    # The audit sealer runs once the response has gone out (ADR 0021 §11); the test client
+    # The audit sealer runs once the response has gone out (ADR 0021 §7); the test client
     # sends ``request_finished`` inside its call, so its time is measured and reported apart.
     sealer: list[tuple[float, float, int]] = []  # (wall, CPU, statements before it) per run
     seal_now = getattr(audit, "_seal_now", None)

@@ -1,5 +1,5 @@
 """How many SQL statements each portal request costs, pinned (issue 17 "Submissions in
-parallel": the submit's server time is mostly its round trips to the database, ADR 0021 §11).
+parallel": the submit's server time is mostly its round trips to the database, ADR 0021 §7).
 
 Counted with Django's ``CaptureQueriesContext`` around the test client's request, the whole
 middleware stack included (session load and save), in a transactional test so that every

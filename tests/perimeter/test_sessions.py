@@ -1,5 +1,5 @@
 """The session engine (``vertebra.perimeter.sessions``): one statement per save, and an
-unchanged session written at most once per refresh interval (ADR 0021 §11)."""
+unchanged session written at most once per refresh interval (ADR 0021 §7)."""
 
 from __future__ import annotations
 

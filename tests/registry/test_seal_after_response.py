@@ -1,6 +1,6 @@
 """The sealer of an audited commit made while serving a web request runs once the response has
 gone out (Django's ``request_finished``, sent by the response's ``close()``), so the client
-never waits for it (ADR 0021 §11); outside a request it runs at the commit, as before."""
+never waits for it (ADR 0021 §7); outside a request it runs at the commit, as before."""
 
 from __future__ import annotations
 

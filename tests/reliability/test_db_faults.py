@@ -223,7 +223,7 @@ def test_locked_sqlite_gives_503_within_5_s_and_recovers(
         response, seconds = _timed_submit(server, items[1])
         _assert_plain_503(response, "not_saved", seconds)
         # A page view of a session saved less than a minute ago writes nothing (the session
-        # engine, ADR 0021 §11): it answers at once, readers go on in WAL mode.
+        # engine, ADR 0021 §7): it answers at once, readers go on in WAL mode.
         page, seconds = timed(
             "GET",
             f"{server.base}/p/q/review/",

@@ -955,7 +955,7 @@ def _close_follow_ons(point_id: int, now: dt.datetime) -> None:
     """Use up the point's links, cancel its unsent reminders, resolve its call-list entry.
 
     On PostgreSQL the three UPDATEs go to the server as one round trip (each submission pays
-    for every statement's trip, ADR 0021 §11); elsewhere they are three ORM updates.
+    for every statement's trip, ADR 0021 §7); elsewhere they are three ORM updates.
     """
     if connection.vendor != "postgresql":
         PatientLink.objects.filter(time_point_id=point_id, used_at__isnull=True).update(used_at=now)

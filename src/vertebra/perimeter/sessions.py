@@ -2,7 +2,7 @@
 
 ``SESSION_ENGINE = "vertebra.perimeter.sessions"``. Same table, same data, same signing as
 ``django.contrib.sessions.backends.db``; two differences, both for the cost of every request
-(ADR 0021 §11: a portal page or submit paid three round trips for the session alone):
+(ADR 0021 §7: a portal page or submit paid three round trips for the session alone):
 
 * **One statement.** Saving an existing session is one ``UPDATE`` in autocommit (a single
   statement is atomic by itself), not ``BEGIN``/``UPDATE``/``COMMIT``. No row updated (the

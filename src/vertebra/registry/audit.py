@@ -408,7 +408,7 @@ def _seal_after_commit() -> None:
 
     While a web request is being served, the sealing waits until its response has been sent
     (:func:`_seal_after_response`): the client does not wait for the sealer's transaction
-    (ADR 0021 §11). Elsewhere (worker, commands, tests calling services) it runs at once.
+    (ADR 0021 §7). Elsewhere (worker, commands, tests calling services) it runs at once.
     """
     scope = _request_scope.get()
     if scope is not None:
