@@ -791,7 +791,9 @@ def portal_time_point(public_id: str, patient_id: int) -> FollowUpTimePoint | No
 @functools.cache
 def _portal_point_sql() -> str:
     quote = connection.ops.quote_name
-    columns = ", ".join(f"t.{quote(f.column)}" for f in FollowUpTimePoint._meta.concrete_fields)
+    columns = ", ".join(
+        f"t.{quote(str(f.column))}" for f in FollowUpTimePoint._meta.concrete_fields
+    )
     points, schedules, psfs = (
         quote(model._meta.db_table)
         for model in (FollowUpTimePoint, FollowUpSchedule, PsfsActivities)

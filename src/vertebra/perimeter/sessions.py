@@ -46,7 +46,7 @@ class SessionStore(DatabaseSessionStore):
         self._stored_expiry: dt.datetime | None = None
 
     def _get_session_from_db(self) -> Any:
-        row = super()._get_session_from_db()
+        row = super()._get_session_from_db()  # type: ignore[misc]  # Django's, not in the stubs
         self._stored_expiry = row.expire_date if row is not None else None
         return row
 
@@ -63,7 +63,8 @@ class SessionStore(DatabaseSessionStore):
         if self.session_key is None or must_create:
             super().save(must_create=must_create)
             return
-        data = self._get_session(no_load=False)  # loads it (and its expiry) if not yet read
+        # Loads it (and its stored expiry) if not yet read; Django's, not in the stubs.
+        data = self._get_session(no_load=False)  # type: ignore[attr-defined]
         if not self.modified and self._fresh():
             return
         expiry = self.get_expiry_date()
