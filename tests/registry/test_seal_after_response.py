@@ -4,9 +4,18 @@ never waits for it (ADR 0021 §7); outside a request it runs at the commit, as b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from vertebra.registry import audit
+
+
+@pytest.fixture(autouse=True)
+def _no_request_scope_left() -> Iterator[None]:
+    """Each test ends outside any request, whatever it did (the scope is per thread)."""
+    yield
+    audit._request_scope.set(None)
 
 
 @pytest.fixture
@@ -63,3 +72,39 @@ def test_the_signals_are_connected() -> None:
     finished, _ = request_finished._live_receivers(None)
     assert audit._open_request_scope in started
     assert audit._seal_after_response in finished
+
+
+def test_a_streaming_response_is_sealed_before_it_streams(sealer_calls: list) -> None:
+    audit._open_request_scope()
+    audit._seal_after_commit()
+    audit.seal_before_streaming()  # the outermost middleware, for a streaming response
+    assert sealer_calls == [{}]
+    audit._seal_after_response()  # the stream's close(): nothing left to seal
+    assert sealer_calls == [{}]
+
+
+def test_the_outermost_middleware_seals_a_streaming_response_before_it_streams(
+    sealer_calls: list,
+) -> None:
+    from django.http import HttpResponse, StreamingHttpResponse
+    from django.test import RequestFactory
+
+    from vertebra.web.unavailable import CommittedWritesMiddleware
+
+    def streaming_view(request: object) -> StreamingHttpResponse:
+        audit._seal_after_commit()  # an audited commit during the view
+        return StreamingHttpResponse(iter([b"a", b"b"]))
+
+    def plain_view(request: object) -> HttpResponse:
+        audit._seal_after_commit()
+        return HttpResponse(b"ok")
+
+    audit._open_request_scope()
+    CommittedWritesMiddleware(streaming_view)(RequestFactory().get("/x"))
+    assert sealer_calls == [{}]  # before the first byte
+    audit._seal_after_response()
+    audit._open_request_scope()
+    CommittedWritesMiddleware(plain_view)(RequestFactory().get("/x"))
+    assert sealer_calls == [{}]  # a plain response waits for its close()
+    audit._seal_after_response()
+    assert sealer_calls == [{}, {}]

@@ -444,6 +444,16 @@ def _seal_after_response(**_: Any) -> None:
         _seal_now()
 
 
+def seal_before_streaming() -> None:
+    """Seal now what this request's commits left, if anything: for a streaming response,
+    whose ``close()`` comes only when the last byte has gone out (a long download would
+    otherwise hold its rows unsealed for as long). Called by the outermost middleware."""
+    scope = _request_scope.get()
+    if scope:
+        scope.clear()
+        _seal_now()
+
+
 request_started.connect(_open_request_scope, dispatch_uid="vertebra.audit.request_scope")
 request_finished.connect(_seal_after_response, dispatch_uid="vertebra.audit.seal_after_response")
 
