@@ -82,3 +82,24 @@ def test_inside_a_transaction_the_save_is_djangos_own() -> None:
     store["fu_keys"] = {"x": "k" * 20}
     store.save()  # the test's transaction: a savepoint around the UPDATE, as in Django
     assert SessionStore(key)["fu_keys"] == {"x": "k" * 20}
+
+
+def test_a_new_session_is_one_insert(flushable_audit: None) -> None:
+    store = SessionStore()
+    store["fu"] = {"tp": "y", "patient": 2}
+    with CaptureQueriesContext(connection) as captured:
+        store.save()  # no key yet: create()
+    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["INSERT"]
+    assert SessionStore(store.session_key)["fu"] == {"tp": "y", "patient": 2}
+
+
+def test_a_taken_key_is_drawn_again(flushable_audit: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = _new_session()
+    drawn = iter([taken, "z" * 32])
+    monkeypatch.setattr(SessionStore, "_get_new_session_key", lambda self: next(drawn))
+    store = SessionStore()
+    store["fu"] = {"tp": "new", "patient": 3}
+    store.create()
+    assert store.session_key == "z" * 32
+    assert SessionStore(taken)["fu"] == {"tp": "x", "patient": 1}  # the taken one untouched
+    assert Session.objects.filter(session_key="z" * 32).exists()

@@ -7,8 +7,10 @@
 * **One statement.** Saving an existing session is one ``UPDATE`` in autocommit (a single
   statement is atomic by itself), not ``BEGIN``/``UPDATE``/``COMMIT``. No row updated (the
   session was deleted meanwhile, e.g. signed out in another tab) is
-  :class:`~django.contrib.sessions.backends.base.UpdateError`, as in Django. Creating a session
-  (a new key) is Django's own path.
+  :class:`~django.contrib.sessions.backends.base.UpdateError`, as in Django. Creating one (a
+  new key: a link opened, a sign-in) is one ``INSERT``, without Django's query for whether the
+  random key is taken: a taken key fails the INSERT (CreateError) and Django draws another.
+  Inside a caller's transaction both are Django's own (savepoint) path.
 * **No write when nothing changed.** ``SESSION_SAVE_EVERY_REQUEST`` (the sliding 30-minute
   expiry of staff and portal sessions) made every request write its session. A session whose
   data did not change is now written only when its stored expiry is more than
@@ -23,10 +25,11 @@ import datetime as dt
 from typing import Any
 
 from django.conf import settings
-from django.contrib.sessions.backends.base import UpdateError
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, UpdateError
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 #: An unchanged session's expiry is pushed forward at most once in this many seconds
 #: (``SESSION_EXPIRY_REFRESH_SECONDS``).
@@ -57,11 +60,27 @@ class SessionStore(DatabaseSessionStore):
         stored_at = self._stored_expiry - dt.timedelta(seconds=self.get_expiry_age())
         return timezone.now() - stored_at < dt.timedelta(seconds=_refresh_seconds())
 
+    def _get_new_session_key(self) -> str:
+        """A new random key, without Django's query for whether it is taken: the INSERT of
+        :meth:`save` refuses a taken key (CreateError) and ``create()`` draws another."""
+        return get_random_string(32, VALID_KEY_CHARS)
+
     def save(self, must_create: bool = False) -> None:
-        """Create the session (a new key), or update it in one statement; nothing when its
+        """Create the session (one INSERT), or update it in one statement; nothing when its
         data is unchanged and its expiry was refreshed less than the interval ago."""
-        if self.session_key is None or must_create:
-            super().save(must_create=must_create)
+        if self.session_key is None:
+            self.create()
+            return
+        if must_create:
+            if connection.in_atomic_block:  # a caller's transaction: Django's own savepoint
+                super().save(must_create=True)
+                return
+            row = self.create_model_instance(self._get_session(no_load=True))  # type: ignore[attr-defined]
+            try:
+                row.save(force_insert=True)
+            except IntegrityError:
+                raise CreateError from None
+            self._stored_expiry = row.expire_date
             return
         # Loads it (and its stored expiry) if not yet read; Django's, not in the stubs.
         data = self._get_session(no_load=False)  # type: ignore[attr-defined]
