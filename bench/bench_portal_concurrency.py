@@ -15,6 +15,10 @@ Usage (PostgreSQL; starts ``vertebra serve`` itself on a free port)::
     DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/vertebra_bench \\
         python bench/bench_portal_concurrency.py --clients 20 --seconds 30
 
+``--server-cpus 0 --client-cpus 1`` pins the server (``taskset``) and the load generator
+(``sched_setaffinity``) to their own cores, so that the clients' Python does not queue the
+server's requests behind it (PostgreSQL is not pinned).
+
 ``--write-results`` also writes bench/RESULTS-portal.md. ``run_benchmark`` is imported by
 ``tests/followup/test_bench_small.py``, which runs a small version against the test server.
 """
@@ -257,9 +261,20 @@ def seed_links(count: int) -> list[Link]:
     return links
 
 
-def _serve(port: int, workers: int, threads: int) -> subprocess.Popen[bytes]:
+def _cpus(text: str) -> set[int]:
+    """CPU numbers from ``0``, ``0,1`` or ``0-1`` (taskset's list form)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def _serve(port: int, workers: int, threads: int, cpus: str = "") -> subprocess.Popen[bytes]:
     env = {**os.environ, "VERTEBRA_ENV": "demo", "ALLOWED_HOSTS": "127.0.0.1,localhost"}
-    args = [sys.executable, "-m", "vertebra", "serve", "--host", "127.0.0.1"]
+    # ``--server-cpus``: the server and its workers (which inherit it) run on these CPUs only.
+    pin = ["taskset", "-c", cpus] if cpus else []
+    args = [*pin, sys.executable, "-m", "vertebra", "serve", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers), "--threads", str(threads)]
     server = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import requests
@@ -346,6 +361,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--write-results", action="store_true")
+    parser.add_argument(
+        "--server-cpus", default="", help="run the server on these CPUs (taskset -c list)"
+    )
+    parser.add_argument(
+        "--client-cpus",
+        default="",
+        help="run the load generator (this process) on these CPUs, e.g. 1 with --server-cpus 0",
+    )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vertebra.settings")
     import django
@@ -362,7 +385,13 @@ def main() -> int:
     from tests.conftest import free_port
 
     port = free_port()
-    server = _serve(port, args.workers, args.threads)
+    server = _serve(port, args.workers, args.threads, args.server_cpus)
+    if args.client_cpus:
+        os.sched_setaffinity(0, _cpus(args.client_cpus))
+    print(
+        f"server CPUs {args.server_cpus or 'any'}, clients' CPUs {args.client_cpus or 'any'}; "
+        f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     try:
         print(f"{args.clients} clients for {args.seconds:g} s against 127.0.0.1:{port} ...")
         out = run_benchmark(f"http://127.0.0.1:{port}", links, args.clients, args.seconds)
@@ -397,6 +426,7 @@ def main() -> int:
             sys.argv[1:]
         )
         _write_results(command, args, fig, check, out, db)
+    print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -149,3 +149,19 @@ def test_pages_benchmark_small_postgresql() -> None:
         "--skip", "dashboard|trajectory",
     )  # fmt: skip
     assert "pages at 60 patients (postgresql" in out and "SQL floor" in out
+
+
+@pytest.mark.sqlite
+def test_portal_requests_benchmark_small_sqlite(tmp_path: Path) -> None:
+    out = _bench(
+        "bench_portal_requests.py",
+        "--links",
+        "2",
+        env={
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'portal.sqlite3'}",
+            "VERTEBRA_DATA_DIR": str(tmp_path),
+        },
+    )
+    assert "2 journeys" in out
+    assert all(kind in out for kind in ("submit POST", "page POST", "review GET", "done GET"))
+    assert "sealer after" not in out  # SQLite seals in the writer's transaction

@@ -264,7 +264,10 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "staff-home"
 LOGOUT_REDIRECT_URL = "home"
 
-# Staff sessions expire after 30 idle minutes (sliding) and when the browser closes.
+# Staff sessions expire after 30 idle minutes (sliding) and when the browser closes. The engine
+# is Django's database sessions, saved in one statement, and an unchanged session only once
+# a minute (vertebra.perimeter.sessions, ADR 0021 §7).
+SESSION_ENGINE = "vertebra.perimeter.sessions"
 SESSION_SAVE_EVERY_REQUEST = True
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True

@@ -280,8 +280,66 @@ def parse_draft(instrument_id: str, draft: Mapping[str, str]) -> dict[str, Any]:
 def draft_is_complete(
     instrument_id: str, draft: Mapping[str, str] | None, psfs_names: Sequence[str] = ()
 ) -> bool:
-    """True when a saved draft answers every required question validly."""
+    """True when a saved draft answers every required question validly: exactly what the
+    instrument's form (:func:`form_for`) says of it, without building one (the review page
+    and the submit ask this of every part; ``tests/followup/test_draft_check.py`` holds the
+    two to the same answers). The PSFS, whose rules pair names with ratings, asks its form.
+    """
     if draft is None:
         return False
-    form = form_for(instrument_id, data=dict(draft), psfs_names=psfs_names)
-    return form.is_valid()
+    if instrument_id == "psfs":
+        return form_for(instrument_id, data=dict(draft), psfs_names=psfs_names).is_valid()
+    return _items_complete(get_definition(instrument_id), draft, None)
+
+
+def items_complete(
+    instrument_id: str, draft: Mapping[str, str] | None, items: Sequence[str]
+) -> bool:
+    """:func:`draft_is_complete` for the questions ``items`` of a non-PSFS instrument only
+    (one screen of it), as the form of those questions would say."""
+    if draft is None:
+        return False
+    return _items_complete(get_definition(instrument_id), draft, frozenset(items))
+
+
+def _items_complete(
+    defn: InstrumentDefinition, draft: Mapping[str, str], items: frozenset[str] | None
+) -> bool:
+    """The form's rules (:func:`_field`, :meth:`InstrumentForm.clean`) applied to ``draft``:
+    a required question answered, a choice one of its codes, a number (stripped, at most
+    :data:`MAX_ANSWER_LENGTH` characters) that parses within its bounds, and the opioid rule
+    when the whole instrument is asked."""
+    cleaned: dict[str, str] = {}
+    for item in defn.items:
+        if items is not None and item.id not in items:
+            continue
+        value = draft.get(item.id)
+        text = "" if value is None else str(value)
+        if item.type == "number":
+            text = text.strip()
+            if len(text) > MAX_ANSWER_LENGTH or "\x00" in text:
+                return False
+        if not text:
+            if is_required(defn, item):
+                return False
+            continue
+        if item.type != "number" and text not in _choice_codes(item):
+            return False
+        try:
+            parse_answer_text(defn, item, text)
+        except InvalidAnswerError:
+            return False
+        cleaned[item.id] = text
+    whole = items is None or len(items) == len(defn.items)
+    taken = cleaned.get("current_use") == "1"
+    return not (
+        defn.id == "opioid_use"
+        and whole
+        and taken
+        and not (cleaned.get("opioid") and cleaned.get("daily_dose"))
+    )
+
+
+def _choice_codes(item: Item) -> frozenset[str]:
+    """The texts a choice question's form field accepts (its option codes)."""
+    return frozenset(str(option.code) for option in item.options)

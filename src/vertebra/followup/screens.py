@@ -89,9 +89,12 @@ def screen_form(
 def screen_is_complete(
     screen: Screen, draft: Mapping[str, str] | None, psfs_names: Sequence[str] = ()
 ) -> bool:
-    """True when ``draft`` answers every required question of ``screen`` validly."""
+    """True when ``draft`` answers every required question of ``screen`` validly (as the
+    screen's form would say; the PSFS screen asks its form)."""
     if draft is None:
         return False
+    if screen.instrument_id != "psfs":
+        return portal_forms.items_complete(screen.instrument_id, draft, screen.item_ids)
     data = {k: draft[k] for k in screen.item_ids if k in draft}
     return screen_form(screen, data=data, psfs_names=psfs_names).is_valid()
 

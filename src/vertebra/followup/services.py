@@ -17,8 +17,11 @@ Contracts
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
 import hashlib
+import json
 import re
 import secrets
 import uuid
@@ -28,7 +31,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -612,26 +615,22 @@ def submit_responses(
     """
     if not isinstance(idempotency_key, str) or not _KEY_RE.match(idempotency_key):
         raise BadIdempotencyKey()
-    replay = _replay(time_point, idempotency_key)
-    if replay is not None:
-        return replay
-    # Answered already (with another key): say so, rather than complain about the answers.
-    if FollowUpTimePoint.objects.filter(
-        pk=time_point.pk, status=TimePointStatus.COMPLETED
-    ).exists():
-        # A request with this same key may have committed since the replay check above (a
-        # double click whose twin won the race): that is a replay, not a second answer.
-        replay = _replay(time_point, idempotency_key)
+    try:
+        scored = _score_all(time_point, answers_by_instrument)
+    except SubmissionInvalid:
+        # A replay (the portal forgets its drafts once they are stored) or a point answered
+        # with another key: say so, rather than complain about the answers. Valid answers go
+        # on to the transaction, which answers a replay or refuses a second answer set under
+        # the time point's lock (:func:`_store`): no query before it on the usual path.
+        replay = _earlier(time_point, idempotency_key)
         if replay is not None:
             return replay
-        raise AlreadyCompleted()
-    scored = _score_all(time_point, answers_by_instrument)
+        raise
 
     def store() -> SubmitResult:
         with transaction.atomic(), deferred_audit():
             return _store(
-                time_point.pk,
-                time_point.patient_id,
+                time_point,
                 answers_by_instrument,
                 scored,
                 idempotency_key,
@@ -650,6 +649,21 @@ def submit_responses(
         raise
 
 
+def _earlier(point: FollowUpTimePoint, key: str) -> SubmitResult | None:
+    """The earlier submission with ``key`` at ``point`` (a replay), if any; AlreadyCompleted
+    when ``point`` was answered with another key or ``key`` was used for another point. One
+    query; for answers that are not a valid set, to say what really happened."""
+    earlier = list(
+        Submission.objects.filter(Q(idempotency_key=key) | Q(time_point_id=point.pk))[:2]
+    )
+    for submission in earlier:
+        if submission.idempotency_key == key and submission.time_point_id == point.pk:
+            return SubmitResult(submission, created=False)
+    if earlier:
+        raise AlreadyCompleted()
+    return None
+
+
 def _replay(point: FollowUpTimePoint, key: str) -> SubmitResult | None:
     """The earlier submission with this key, if any; a key reused for another time point is
     refused as if the time point were answered (it can only be a forged or corrupted form)."""
@@ -662,8 +676,7 @@ def _replay(point: FollowUpTimePoint, key: str) -> SubmitResult | None:
 
 
 def _store(
-    point_id: int,
-    patient_id: int,
+    time_point: FollowUpTimePoint,
     answers_by_instrument: Mapping[str, Mapping[str, Any]],
     scored: Mapping[str, Any],
     key: str,
@@ -673,14 +686,7 @@ def _store(
 ) -> SubmitResult:
     # Lock order: the patient row first, then the time point. Concurrent submissions for the
     # point queue here, and the loser sees the winner's committed "completed" status below.
-    lock_patient(patient_id)
-    # The patient is read with the point (its clinic goes on the audit record), but only the
-    # point's row is locked here: the patient's row is already locked above.
-    point = (
-        FollowUpTimePoint.objects.select_for_update(of=("self",))
-        .select_related("patient")
-        .get(pk=point_id, patient_id=patient_id)
-    )
+    point = _lock_for_submit(time_point)
     if point.status == TimePointStatus.COMPLETED:
         existing = Submission.objects.get(time_point=point)
         if existing.idempotency_key == key:
@@ -707,8 +713,107 @@ def _store(
     return SubmitResult(submission, created=True)
 
 
+def _lock_for_submit(time_point: FollowUpTimePoint) -> FollowUpTimePoint:
+    """Lock the patient's row, then the time point's, and return a copy of ``time_point``
+    with what may have changed since the caller read it re-read under the lock: status,
+    completion, window, and the episode's id and stored PSFS activities (``psfs_episode_id``,
+    ``psfs_stored_names``, as :func:`portal_time_point` reads them).
+    The rest of a time point (instruments, key, label, patient, clinic) never changes.
+
+    One round trip on PostgreSQL (the two locking statements sent together, run in order, so
+    the lock order holds); SQLite (one writer at a time) reads the point only. Raises
+    ``FollowUpTimePoint.DoesNotExist`` when the point is not the patient's.
+    """
+    tables = {
+        name: connection.ops.quote_name(model._meta.db_table)
+        for name, model in (
+            ("patient", Patient),
+            ("point", FollowUpTimePoint),
+            ("schedule", FollowUpSchedule),
+            ("psfs", PsfsActivities),
+        )
+    }
+    read = (
+        "SELECT t.status, t.completed_at, t.target, t.opens, t.closes, s.episode_id, "
+        f"(SELECT a.names FROM {tables['psfs']} a WHERE a.episode_id = s.episode_id) "
+        f"FROM {tables['point']} t JOIN {tables['schedule']} s ON s.id = t.schedule_id "
+        "WHERE t.id = %s AND t.patient_id = %s"
+    )
+    params: list[Any] = [time_point.pk, time_point.patient_id]
+    with connection.cursor() as cursor:
+        if connection.features.has_select_for_update:
+            cursor.execute(
+                f"SELECT id FROM {tables['patient']} WHERE id = %s FOR UPDATE; "
+                f"{read} FOR UPDATE OF t",
+                [time_point.patient_id, *params],
+            )
+            cursor.nextset()
+        else:
+            cursor.execute(read, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise FollowUpTimePoint.DoesNotExist(f"time point {time_point.pk} of this patient")
+    status, completed_at, target, opens, closes, episode_id, names = row
+    point = copy.copy(time_point)
+    point.status = status
+    # SQLite hands back stored UTC times naive (Django's converters are not applied to a
+    # raw cursor); dates come back as dates on both.
+    if isinstance(completed_at, dt.datetime) and timezone.is_naive(completed_at):
+        completed_at = completed_at.replace(tzinfo=dt.UTC)
+    point.completed_at = completed_at
+    point.target, point.opens, point.closes = (_date(v) for v in (target, opens, closes))
+    point.psfs_episode_id = episode_id  # type: ignore[attr-defined]
+    # JSON comes back as text (Django loads jsonb as text; SQLite stores text).
+    stored = json.loads(names) if isinstance(names, str) else names
+    point.psfs_stored_names = stored  # type: ignore[attr-defined]
+    return point
+
+
+def _date(value: Any) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def portal_time_point(public_id: str, patient_id: int) -> FollowUpTimePoint | None:
+    """The time point ``public_id`` of patient ``patient_id`` (else None), with its episode's
+    id and stored PSFS activities (``psfs_episode_id``, ``psfs_stored_names``: no query more for
+    :func:`psfs_names_for_point`): what every portal request reads first. A raw query of the model (Django's field converters still apply):
+    compiling the equivalent queryset costs three times the query itself, on every request.
+    """
+    public = _uuid_or_none(public_id)
+    if public is None:
+        return None
+    field = FollowUpTimePoint._meta.get_field("public_id")
+    value = field.get_db_prep_value(public, connection)  # SQLite keeps UUIDs as hex text
+    found = FollowUpTimePoint.objects.raw(_portal_point_sql(), [value, patient_id])
+    return next(iter(found), None)
+
+
+@functools.cache
+def _portal_point_sql() -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        f"t.{quote(str(f.column))}" for f in FollowUpTimePoint._meta.concrete_fields
+    )
+    points, schedules, psfs = (
+        quote(model._meta.db_table)
+        for model in (FollowUpTimePoint, FollowUpSchedule, PsfsActivities)
+    )
+    return (
+        f"SELECT {columns}, s.episode_id AS psfs_episode_id, "
+        f"(SELECT a.names FROM {psfs} a WHERE a.episode_id = s.episode_id) AS psfs_stored_names "
+        f"FROM {points} t JOIN {schedules} s ON s.id = t.schedule_id "
+        "WHERE t.public_id = %s AND t.patient_id = %s"
+    )
+
+
 def psfs_names_for_point(point: FollowUpTimePoint) -> tuple[str, ...]:
-    """The PSFS activities stored for ``point``'s episode (empty before they are named)."""
+    """The PSFS activities stored for ``point``'s episode (empty before they are named); no
+    query when ``point`` was read with them (:func:`portal_time_point`)."""
+    if hasattr(point, "psfs_stored_names"):
+        stored = point.psfs_stored_names
+        if isinstance(stored, str):  # a raw read: JSON as text
+            stored = json.loads(stored)
+        return tuple(stored or ())
     stored = (
         PsfsActivities.objects.filter(episode__followup_schedule__id=point.schedule_id)
         .values_list("names", flat=True)
@@ -745,8 +850,8 @@ def _settle_psfs_names(
     if unnamed:
         raise SubmissionInvalid({"psfs": "Please rate only the activities you named."})
     if new:
-        episode_id = FollowUpSchedule.objects.values_list("episode_id", flat=True).get(
-            pk=point.schedule_id
+        episode_id = getattr(point, "psfs_episode_id", None) or (
+            FollowUpSchedule.objects.values_list("episode_id", flat=True).get(pk=point.schedule_id)
         )
         stored = PsfsActivities.objects.create(
             episode_id=episode_id, names=list(names), named_at=named_at or now, time_point=point
@@ -756,7 +861,7 @@ def _settle_psfs_names(
             action="create",
             object_type="psfs_activities",
             object_id=stored.pk,
-            clinic_id=point.patient.clinic_id,
+            clinic_id=point.clinic_id,
             patient_id=point.patient_id,
             new_values={"episode": episode_id, "time_point": point.key, "names": list(names)},
             occurred_at=now,
@@ -828,7 +933,7 @@ def _write_submission(
         action="create",
         object_type="followup_submission",
         object_id=submission.pk,
-        clinic_id=point.patient.clinic_id,
+        clinic_id=point.clinic_id,
         patient_id=point.patient_id,
         new_values=recorded,
         occurred_at=now,
@@ -841,13 +946,49 @@ def _complete(point: FollowUpTimePoint, now: dt.datetime) -> None:
     point.status = TimePointStatus.COMPLETED
     point.completed_at = now
     point.save(update_fields=["status", "completed_at"])
-    PatientLink.objects.filter(time_point=point, used_at__isnull=True).update(used_at=now)
-    Reminder.objects.filter(time_point=point, status=ReminderStatus.SCHEDULED).update(
-        status=ReminderStatus.CANCELLED
+    _close_follow_ons(point.pk, now)
+
+
+#: The resolution of a call-list entry whose time point was answered.
+ANSWERED_RESOLUTION = "Answered the questionnaire"
+
+
+def _close_follow_ons(point_id: int, now: dt.datetime) -> None:
+    """Use up the point's links, cancel its unsent reminders, resolve its call-list entry.
+
+    On PostgreSQL the three UPDATEs go to the server as one round trip (each submission pays
+    for every statement's trip, ADR 0021 §7); elsewhere they are three ORM updates.
+    """
+    if connection.vendor != "postgresql":
+        PatientLink.objects.filter(time_point_id=point_id, used_at__isnull=True).update(used_at=now)
+        Reminder.objects.filter(time_point_id=point_id, status=ReminderStatus.SCHEDULED).update(
+            status=ReminderStatus.CANCELLED
+        )
+        CallListEntry.objects.filter(time_point_id=point_id, resolved_at__isnull=True).update(
+            resolved_at=now, resolution=ANSWERED_RESOLUTION
+        )
+        return
+    links, reminders, calls = (
+        connection.ops.quote_name(model._meta.db_table)
+        for model in (PatientLink, Reminder, CallListEntry)
     )
-    CallListEntry.objects.filter(time_point=point, resolved_at__isnull=True).update(
-        resolved_at=now, resolution="Answered the questionnaire"
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {links} SET used_at = %s WHERE time_point_id = %s AND used_at IS NULL; "
+            f"UPDATE {reminders} SET status = %s WHERE time_point_id = %s AND status = %s; "
+            f"UPDATE {calls} SET resolved_at = %s, resolution = %s "
+            "WHERE time_point_id = %s AND resolved_at IS NULL",
+            [
+                now,
+                point_id,
+                str(ReminderStatus.CANCELLED),
+                point_id,
+                str(ReminderStatus.SCHEDULED),
+                now,
+                ANSWERED_RESOLUTION,
+                point_id,
+            ],
+        )
 
 
 def _escalate_tickler(
@@ -881,7 +1022,7 @@ def _escalate_tickler(
             action="create",
             object_type="adverseevent",
             object_id=event.pk,
-            clinic_id=point.patient.clinic_id,
+            clinic_id=point.clinic_id,
             patient_id=point.patient_id,
             new_values={
                 "source": "ae_tickler",

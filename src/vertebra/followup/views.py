@@ -54,6 +54,7 @@ from vertebra.followup.progress import charts_for_patient, psfs_for_patient, wor
 from vertebra.followup.services import (
     hash_token,
     open_link,
+    portal_time_point,
     psfs_names_for_point,
     submit_responses,
 )
@@ -105,11 +106,7 @@ def _current(request: HttpRequest) -> FollowUpTimePoint | None:
     public_id, patient_id = state.get("tp"), state.get("patient")
     if not isinstance(public_id, str) or not isinstance(patient_id, int):
         return None
-    return (
-        FollowUpTimePoint.objects.select_related("patient")
-        .filter(public_id=public_id, patient_id=patient_id)
-        .first()
-    )
+    return portal_time_point(public_id, patient_id)
 
 
 def _patient_id(request: HttpRequest) -> int | None:
@@ -344,8 +341,8 @@ def start(request: HttpRequest) -> HttpResponse:
 
 
 def _psfs_names(point: FollowUpTimePoint) -> tuple[str, ...]:
-    """The episode's stored PSFS activities when this questionnaire asks the PSFS (else none:
-    no query)."""
+    """The episode's stored PSFS activities when this questionnaire asks the PSFS (else none);
+    read with the point (:func:`_current`), no query."""
     return psfs_names_for_point(point) if "psfs" in point.instruments else ()
 
 

@@ -14,7 +14,8 @@ Contracts (ADR 0004, 0008, 0021)
 * **The seal chain** (:class:`~vertebra.registry.models.AuditSeal`) orders committed rows:
   :func:`seal_pending` takes the chain lock (a PostgreSQL advisory lock, try-lock by default)
   in its own short transaction, and appends one seal per committed unsealed row, in the order
-  it reads them. It runs after every audited commit (``on_commit``), in ``vertebra worker``
+  it reads them. It runs after every audited commit (``on_commit``; in a web request, once
+  the response has been sent, so no client waits for it), in ``vertebra worker``
   (backstop, every row) and before verification and checkpoints; a committed row is sealed
   within ``AUDIT_SEAL_WITHIN_SECONDS`` (default 60). SQLite (one writer at a time) seals each
   row in the writer's own transaction. Rows written before the seal chain keep their in-row
@@ -34,6 +35,7 @@ Contracts (ADR 0004, 0008, 0021)
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import decimal
 import functools
@@ -49,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
+from django.core.signals import request_finished, request_started
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
 from django.db.models.signals import post_save
@@ -401,11 +404,58 @@ def _insert(events: Sequence[AuditEvent]) -> None:
 
 
 def _seal_after_commit() -> None:
-    """The commit hook of audited transactions: seal what is committed, if nobody else is."""
+    """The commit hook of audited transactions: seal what is committed, if nobody else is.
+
+    While a web request is being served, the sealing waits until its response has been sent
+    (:func:`_seal_after_response`): the client does not wait for the sealer's transaction
+    (ADR 0021 §7). Elsewhere (worker, commands, tests calling services) it runs at once.
+    """
+    scope = _request_scope.get()
+    if scope is not None:
+        scope.append(True)
+        return
+    _seal_now()
+
+
+def _seal_now() -> None:
     try:
         seal_pending()
     except Exception:  # never fail the request whose change already committed
         logger.warning("audit sealer after commit failed; the worker will seal", exc_info=True)
+
+
+#: Set while a web request is served (between Django's ``request_started`` and
+#: ``request_finished``): commits made meanwhile note here that there is something to seal.
+_request_scope: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "vertebra_audit_request_scope", default=None
+)
+
+
+def _open_request_scope(**_: Any) -> None:
+    _request_scope.set([])
+
+
+def _seal_after_response(**_: Any) -> None:
+    """``request_finished``: the WSGI server sends it once the response has gone out (the
+    response's ``close()``); seal what the request's commits left, in the same thread."""
+    scope = _request_scope.get()
+    _request_scope.set(None)
+    if scope:
+        _seal_now()
+
+
+def seal_before_streaming() -> None:
+    """Seal now what this request's commits left, if anything: for a streaming response,
+    whose ``close()`` comes only when the last byte has gone out (a long download would
+    otherwise hold its rows unsealed for as long). Called by the outermost middleware."""
+    scope = _request_scope.get()
+    if scope:
+        scope.clear()
+        _seal_now()
+
+
+request_started.connect(_open_request_scope, dispatch_uid="vertebra.audit.request_scope")
+request_finished.connect(_seal_after_response, dispatch_uid="vertebra.audit.seal_after_response")
 
 
 def flush_pending_audit() -> None:

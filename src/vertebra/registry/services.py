@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import F, Model
 from django.utils import timezone
 
@@ -145,9 +146,14 @@ def lock_patient(patient_id: int) -> None:
     The lock order of every write (see :mod:`vertebra.registry.audit`): the patient row
     first, then the rows below it (episode, time point, ...), the audit-chain lock last.
     Writers of one patient therefore queue on this row and can never wait for each other in
-    a circle. A patient that does not exist locks nothing.
+    a circle. A patient that does not exist locks nothing. One plain statement (no ORM
+    compilation, no ordering): every write of the portal's submit path starts here.
     """
-    list(Patient.objects.select_for_update().filter(pk=patient_id).values_list("pk", flat=True))
+    if not connection.features.has_select_for_update:  # SQLite: one writer at a time anyway
+        return
+    table = connection.ops.quote_name(Patient._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [patient_id])
 
 
 def _patient(actor: Actor, action: Action, patient_id: int) -> Patient:

@@ -41,6 +41,7 @@ from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import server_error as django_server_error
 
 from vertebra.perimeter.problems import problem_response
+from vertebra.registry.audit import seal_before_streaming
 
 #: Seconds a client should wait before retrying (the ``Retry-After`` header).
 RETRY_AFTER_SECONDS = 30
@@ -113,9 +114,14 @@ class CommittedWritesMiddleware:
         request.committed_audit = rows  # type: ignore[attr-defined]
         token = _committed_audit_rows.set(rows)
         try:
-            return self.get_response(request)
+            response = self.get_response(request)
         finally:
             _committed_audit_rows.reset(token)
+        if getattr(response, "streaming", False):
+            # The audit sealer waits for the response's close() (ADR 0021 §7); a stream's
+            # comes only after its last byte, so seal before the streaming starts.
+            seal_before_streaming()
+        return response
 
 
 def _raised_while_committing(tb: TracebackType | None) -> bool:
