@@ -179,13 +179,35 @@ def test_double_submit_stores_once_and_shows_the_same_confirmation(
     assert refused.status_code == 409 and "already answered" in refused.content.decode()
 
 
-def test_submit_with_missing_parts_goes_back_to_review(client: Client, baseline) -> None:
+def test_submit_with_missing_parts_shows_the_review_with_what_is_missing(
+    client: Client, baseline
+) -> None:
     _open(client, baseline)
     _post_page(client, 1, "nrs_back")
     response = client.post("/p/q/submit/", {"idempotency_key": "k" * 24})
-    assert response.status_code == 302 and response["Location"] == "/p/q/review/"
-    review = client.get("/p/q/review/").content.decode()
-    assert "Part 2:" in review and Submission.objects.count() == 0
+    review = response.content.decode()
+    assert response.status_code == 200 and "Your answers were not sent." in review
+    assert 'id="missing"' in review and "Part 2:" in review and Submission.objects.count() == 0
+
+
+def test_answers_that_do_not_fit_together_say_which_part_to_change(
+    client: Client, baseline
+) -> None:
+    """Each page accepts "no opioid" with a dose typed in; the submission refuses the pair.
+    The patient sees which part to change, with a link to it, not the same page again."""
+    _open(client, baseline)
+    _answer_all(client, baseline)
+    opioid = _screen_of(baseline, "opioid_use")
+    page = client.post(f"/p/q/{opioid.number}/", {"current_use": "0", "daily_dose": "10"})
+    assert page.status_code == 302  # the page alone accepts it
+    response = client.post("/p/q/submit/", {"idempotency_key": _key(client)})
+    html = response.content.decode()
+    assert response.status_code == 200 and Submission.objects.count() == 0
+    summary = html[html.index('id="to-check"') : html.index("</div>", html.index('id="to-check"'))]
+    assert "missing or do not fit together" in summary
+    assert f'href="/p/q/{opioid.number}/?from=review"' in summary
+    assert f"Part {opioid.part}:" in summary and summary.count("<li>") == 1
+    assert 'id="send"' in html  # once changed, the patient can send from here
 
 
 def test_without_a_session_the_questionnaire_is_closed(client: Client) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from django.conf import settings
@@ -442,9 +442,26 @@ def review(request: HttpRequest) -> HttpResponse:
         return point
     if point.status == TimePointStatus.COMPLETED:
         return redirect("followup:done")
+    return _review_page(request, point)
+
+
+def _review_page(
+    request: HttpRequest, point: FollowUpTimePoint, refused: Collection[str] = ()
+) -> HttpResponse:
+    """The review page of ``point``'s draft; ``refused`` names the instruments whose answers
+    the submission refused as missing or not fitting together (each part listed with a link
+    to its first page), so the patient sees what to change instead of the same page again
+    with no reason. Status 200, as the portal's pages answer a refused answer (a 4xx document
+    is a console error in the patient's browser)."""
     screens = portal_screens.plan(point.instruments)
     parts = portal_screens.review_parts(screens, _drafts(request, point), _psfs_names(point))
     missing = [part for part in parts if not part.complete]
+    first_screen = {}
+    for screen in screens:
+        first_screen.setdefault(screen.instrument_id, screen.number)
+    to_check = [
+        (part, first_screen[part.instrument_id]) for part in parts if part.instrument_id in refused
+    ]
     return render(
         request,
         "followup/review.html",
@@ -452,6 +469,7 @@ def review(request: HttpRequest) -> HttpResponse:
             "point": point,
             "parts": parts,
             "missing": missing,
+            "to_check": to_check,
             "key": _idempotency_key(request, point),
             "total": len(screens),
         },
@@ -476,8 +494,10 @@ def submit(request: HttpRequest) -> HttpResponse:
             timezone.now(),
             psfs_names=names or portal_forms.psfs_names_from_draft(drafts.get("psfs")),
         )
-    except SubmissionInvalid:
-        return redirect("followup:review")
+    except SubmissionInvalid as exc:
+        # Answers each page accepted but that do not fit together (e.g. "no opioid" with a
+        # dose): say which part to change (a bare redirect showed the same page, no reason).
+        return _review_page(request, point, refused=exc.errors)
     except AlreadyCompleted as exc:
         return _message(request, "Already answered", str(exc), 409)
     except WindowNotOpen as exc:
