@@ -64,13 +64,13 @@ DATABASE_URL="sqlite:///$WORK/check.sqlite3" python -m vertebra manage makemigra
 # the audit key live there and must not be shared between two databases.
 run_sqlite_pass() {
   VERTEBRA_DATA_DIR="$WORK/data-sqlite" DATABASE_URL="sqlite:///$WORK/test.sqlite3" \
-    python -m pytest -m "not browser" -p no:cacheprovider
+    python -m pytest -m "not browser" -p no:cacheprovider --durations=25
 }
 run_postgres_pass() {
   # tests/core is the pure domain (no database: an import-linter contract enforces it), so it
   # runs once, in the SQLite pass; everything that touches the database runs again here.
   VERTEBRA_DATA_DIR="$WORK/data-postgres" DATABASE_URL="$PG_URL" \
-    python -m pytest -m "not browser" -p no:cacheprovider --ignore=tests/core
+    python -m pytest -m "not browser" -p no:cacheprovider --ignore=tests/core --durations=25
 }
 pg_where() {
   python - "$PG_URL" <<'PY'

@@ -208,6 +208,7 @@ def test_answers_that_do_not_fit_together_say_which_part_to_change(
     assert f'href="/p/q/{opioid.number}/?from=review"' in summary
     assert f"Part {opioid.part}:" in summary and summary.count("<li>") == 1
     assert 'id="send"' in html  # once changed, the patient can send from here
+    assert "not sent yet" not in html  # the lead would repeat the box above it
 
 
 def test_without_a_session_the_questionnaire_is_closed(client: Client) -> None:

@@ -149,6 +149,7 @@ class ReviewPart:
     answers: tuple[ReviewAnswer, ...]
     complete: bool
     first_unfinished_screen: int | None
+    first_screen: int
 
 
 def answer_words(instrument_id: str, item_id: str, text: str | None) -> str:
@@ -236,6 +237,7 @@ def review_parts(
                 answers=tuple(answers),
                 complete=complete,
                 first_unfinished_screen=unfinished.number if unfinished else None,
+                first_screen=part_screens[0].number,
             )
         )
     return parts

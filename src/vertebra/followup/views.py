@@ -456,12 +456,7 @@ def _review_page(
     screens = portal_screens.plan(point.instruments)
     parts = portal_screens.review_parts(screens, _drafts(request, point), _psfs_names(point))
     missing = [part for part in parts if not part.complete]
-    first_screen: dict[str, int] = {}
-    for screen in screens:
-        first_screen.setdefault(screen.instrument_id, screen.number)
-    to_check = [
-        (part, first_screen[part.instrument_id]) for part in parts if part.instrument_id in refused
-    ]
+    to_check = [part for part in parts if part.instrument_id in refused]
     return render(
         request,
         "followup/review.html",
