@@ -221,7 +221,9 @@ def _load_psfs_names(
 ) -> None:
     """One PsfsActivities row (and its audit record, as the portal writes it) per episode
     whose PSFS was answered: named at the first answered time point asking the PSFS."""
-    asked = np.array(["psfs" in instruments_for(k) for k in keys.tolist()], dtype=bool)
+    # per distinct key, not per row: a schedule has a handful of keys and a load 10^5+ rows
+    asking = [key for key in set(keys.tolist()) if "psfs" in instruments_for(key)]
+    asked = np.isin(keys, asking)
     rated = ~np.isnan(done[ITEM_COLUMNS["psfs"]].astype("float64").to_numpy()).all(axis=1)
     rows = np.flatnonzero(asked & rated)
     first: dict[int, int] = {}
