@@ -58,10 +58,12 @@ DATABASE_URL="sqlite:///$WORK/check.sqlite3" python -m vertebra manage check --f
 step "makemigrations --check"
 DATABASE_URL="sqlite:///$WORK/check.sqlite3" python -m vertebra manage makemigrations --check --dry-run
 
-# The two database passes run side by side (the machine has 2 cores and each pytest process is
-# mostly one busy Python thread): SQLite streams to the console, PostgreSQL to a log that is
-# printed when it ends. Each pass has its own data folder, because the decision aid's cache and
-# the audit key live there and must not be shared between two databases.
+# Three passes on two cores: SQLite in the foreground (the longest: it also runs tests/core) and,
+# alongside it, PostgreSQL then the browser tests, one after the other (each pytest process is
+# mostly one busy Python thread, so the second core stays busy instead of the browser tests
+# waiting for both database passes). SQLite streams to the console; the other two write logs
+# that are printed when the SQLite pass ends. Each pass has its own data folder and database,
+# because the decision aid's cache and the audit key live there and must not be shared.
 run_sqlite_pass() {
   VERTEBRA_DATA_DIR="$WORK/data-sqlite" DATABASE_URL="sqlite:///$WORK/test.sqlite3" \
     python -m pytest -m "not browser" -p no:cacheprovider --durations=25
@@ -71,6 +73,10 @@ run_postgres_pass() {
   # runs once, in the SQLite pass; everything that touches the database runs again here.
   VERTEBRA_DATA_DIR="$WORK/data-postgres" DATABASE_URL="$PG_URL" \
     python -m pytest -m "not browser" -p no:cacheprovider --ignore=tests/core --durations=25
+}
+run_browser_pass() {
+  VERTEBRA_DATA_DIR="$WORK/data-browser" DATABASE_URL="sqlite:///$WORK/browser.sqlite3" \
+    python -m pytest -m browser -p no:cacheprovider --durations=15
 }
 pg_where() {
   python - "$PG_URL" <<'PY'
@@ -84,23 +90,33 @@ if [[ "${VERTEBRA_SKIP_POSTGRES:-}" == "1" && -z "${CI:-}" ]]; then
   step "tests on SQLite"
   run_sqlite_pass
   echo "!! VERTEBRA_SKIP_POSTGRES=1: PostgreSQL tests NOT run (never allowed in CI)" >&2
+  step "browser tests (Playwright + Debian chromium)"
+  run_browser_pass
 else
-  step "tests on SQLite, and on PostgreSQL ($(pg_where)) alongside (its log follows the SQLite pass)"
-  run_postgres_pass >"$WORK/postgres-pass.log" 2>&1 &
-  pg_pid=$!
+  step "tests on SQLite; alongside, on PostgreSQL ($(pg_where)) then the browser tests (Playwright + Debian chromium); their logs follow the SQLite pass"
+  (
+    pg_rc=0
+    run_postgres_pass >"$WORK/postgres-pass.log" 2>&1 || pg_rc=$?
+    echo "$pg_rc" >"$WORK/postgres-pass.rc"
+    printf '(PostgreSQL pass ended at %ss, exit %s; browser tests start)\n' "$SECONDS" "$pg_rc" \
+      >"$WORK/browser-pass.log"
+    run_browser_pass >>"$WORK/browser-pass.log" 2>&1
+  ) &
+  side_pid=$!
   sqlite_rc=0
   run_sqlite_pass || sqlite_rc=$?
-  pg_rc=0
-  wait "$pg_pid" || pg_rc=$?
+  step "SQLite pass ended (exit $sqlite_rc); waiting for the PostgreSQL and browser passes"
+  browser_rc=0
+  wait "$side_pid" || browser_rc=$?
+  pg_rc="$(cat "$WORK/postgres-pass.rc" 2>/dev/null || echo missing)"
   step "tests on PostgreSQL ($(pg_where)): log"
   cat "$WORK/postgres-pass.log"
-  if ((sqlite_rc != 0 || pg_rc != 0)); then
-    echo "!! database tests failed: SQLite exit $sqlite_rc, PostgreSQL exit $pg_rc" >&2
+  step "browser tests: log"
+  cat "$WORK/browser-pass.log"
+  if [[ "$sqlite_rc" != 0 || "$pg_rc" != 0 || "$browser_rc" != 0 ]]; then
+    echo "!! tests failed: SQLite exit $sqlite_rc, PostgreSQL exit $pg_rc, browser exit $browser_rc" >&2
     exit 1
   fi
 fi
-
-step "browser tests (Playwright + Debian chromium)"
-DATABASE_URL="sqlite:///$WORK/browser.sqlite3" python -m pytest -m browser -p no:cacheprovider
 
 step "all checks passed"
