@@ -15,8 +15,11 @@ subprocess, so its peak memory is its own:
   received and thrown away: on PostgreSQL ``COPY (SELECT ...) TO STDOUT`` drained into bytes
   (nothing parsed), on SQLite the rows fetched as tuples. With ``psql`` on the PATH, also
   ``\\copy ... TO /dev/null`` by psql, a C client: the server's own floor.
+* ``floor_adbc`` (PostgreSQL, with ``adbc-driver-postgresql``): the same SELECTs fetched by
+  ADBC (binary ``COPY``) into Arrow tables and thrown away, one connection, nothing else;
 * ``columnar``: ``system_tables()`` (identified) and ``system_tables(deidentified=True)``:
-  what every page, report and export now calls (audited, like them);
+  what every page, report and export now calls (audited, like them); ``columnar_csv``
+  (PostgreSQL): the identified read with ADBC switched off (CSV ``COPY`` and pyarrow.csv);
 * ``orm``: the same through the ORM reference (``_system_tables_orm``), the path before.
 
 Wall time, CPU time of the Python process (steadier on this shared 2-core machine) and peak
@@ -68,7 +71,23 @@ elif mode == "floor":
     with transaction.atomic(), columnar._whole_table_plans():
         out["received"] = {name: columnar.fetch_bytes(s) for name, s in selects.items()}
     out["sql"] = {name: s.sql for name, s in selects.items()}
+elif mode == "floor_adbc":
+    window = analytics_window(today)
+    selects = columnar.registry_selects(
+        connection.vendor, None, window, window[1] + FOLLOWUP_HORIZON)
+    dbapi = columnar._adbc_dbapi()
+    with dbapi.connect(columnar._conninfo(), autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        for setting, value in columnar._PLANNER_SETTINGS:
+            cursor.execute(f"SET LOCAL {setting} = {value}")
+        out["received"] = {}
+        for name, s in selects.items():
+            cursor.execute(s.sql)
+            out["received"][name] = cursor.fetch_arrow_table().nbytes
+        cursor.execute("COMMIT")
 else:
+    if mode.startswith("columnar_csv"):  # the read without ADBC (its fallback)
+        columnar._adbc_dbapi = lambda: None
     read = system_tables if mode.startswith("columnar") else _system_tables_orm
     tables = read(purpose="bench", deidentified=mode.endswith("deid"), as_of=today)
     out["rows"] = [len(tables.patients), len(tables.timepoints), len(tables.events)]
@@ -93,6 +112,15 @@ def child(mode: str, size: int, env: dict[str, str]) -> dict[str, object]:
         raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def adbc_available() -> bool:
+    """Whether ADBC's PostgreSQL driver is installed (the read uses it when it is)."""
+    try:
+        import adbc_driver_postgresql.dbapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def psql_floor(database_url: str, sqls: dict[str, str]) -> float:
@@ -123,6 +151,10 @@ def measure(size: int, database_url: str, data_dir: str, args: argparse.Namespac
         load = child("load", size, env)
         print(f"# loaded {size:,} patients in {load['wall_s']:.1f} s", flush=True)
     modes = ["floor", "columnar", "columnar_deid"]
+    if database_url.startswith("postgres"):
+        modes.insert(2, "columnar_csv")
+        if adbc_available():
+            modes.insert(1, "floor_adbc")
     if not args.skip_orm:
         modes += ["orm", "orm_deid"]
     rows = []
