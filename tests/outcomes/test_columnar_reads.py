@@ -289,10 +289,10 @@ def test_adbc_reads_the_same_frames_as_csv(monkeypatch: pytest.MonkeyPatch) -> N
     two connections: the same frames as CSV COPY, dtypes included, with NULLs, implausible
     dates, numeric costs, empty and non-ASCII strings and CSV-hostile text (quotes, commas,
     newlines) in the columns."""
-    from vertebra.cohort.loader import load_cohort
-    from vertebra.core.synth import generate_cohort
     from django.contrib.auth.models import User
 
+    from vertebra.cohort.loader import load_cohort
+    from vertebra.core.synth import generate_cohort
     from vertebra.registry.models import ScreeningEvaluation
 
     load_cohort(generate_cohort(60, 4, today=TODAY), now=NOW)  # committed

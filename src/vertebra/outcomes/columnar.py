@@ -13,8 +13,11 @@ Contracts
   latest screening and so on happens on the columns (vectorised pandas), not per object.
 * PostgreSQL: each SELECT is ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` on the Django
   connection's psycopg cursor (so inside the caller's transaction), parsed by
-  ``pyarrow.csv`` with explicit column types. SQLite: the same SELECT on the raw ``sqlite3``
-  cursor, its rows turned into typed columns once.
+  ``pyarrow.csv`` with explicit column types. When the transaction can share its snapshot
+  (nothing written, no savepoint) and ``adbc-driver-postgresql`` is installed, the same
+  SELECTs are fetched instead by ADBC (binary ``COPY`` into Arrow, in C) on two connections
+  that import the snapshot (:func:`_fetch_adbc`); both give the same frames. SQLite: the same
+  SELECT on the raw ``sqlite3`` cursor, its rows turned into typed columns once.
 * Dates travel as whole days since 1970-01-01 (an integer in both databases; no date
   parsing, no dependence on the server's DateStyle) and arrive as ``datetime64[ns]``.
   Dates outside the plausible window are nulled in SQL and flagged, so a year-0025 or
@@ -690,7 +693,7 @@ def _adbc_dbapi() -> Any:
     """ADBC's PostgreSQL DB-API module (``adbc_driver_postgresql.dbapi``), or None when it is
     not installed (the read then stays on psycopg and CSV)."""
     try:
-        import adbc_driver_postgresql.dbapi as dbapi  # type: ignore[import-not-found]
+        import adbc_driver_postgresql.dbapi as dbapi
     except ImportError:
         return None
     return dbapi
@@ -703,7 +706,7 @@ def _conninfo() -> str:
     from psycopg import conninfo, pq
 
     libpq = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
-    params = connection.get_connection_params()  # type: ignore[attr-defined]
+    params = connection.get_connection_params()
     return conninfo.make_conninfo(
         "", **{k: v for k, v in params.items() if k in libpq and v not in (None, "")}
     )
