@@ -336,15 +336,21 @@ def test_adbc_reads_an_empty_registry_as_typed_empty_frames(
 @needs_adbc
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
-def test_adbc_errors_are_database_errors() -> None:
-    """A failure on an ADBC connection (here: a snapshot that does not exist) is raised in the
-    caller's thread as Django's DatabaseError."""
-    from django.db import DatabaseError
+def test_adbc_errors_are_database_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure on an ADBC connection (a snapshot that does not exist, a server that does not
+    answer) is raised in the caller's thread as Django's DatabaseError, without the password."""
+    from django.db import DatabaseError, connection
 
     window = (dt.date(1900, 1, 1), TODAY)
     selects = columnar.registry_selects("postgresql", None, window, dt.date(2030, 1, 1))
     with pytest.raises(DatabaseError, match="snapshot"):
         columnar._fetch_adbc(columnar._adbc_dbapi(), selects, "00000003-0000FFFF-1")
+    monkeypatch.setitem(connection.settings_dict, "HOST", "127.0.0.1")
+    monkeypatch.setitem(connection.settings_dict, "PORT", "1")
+    monkeypatch.setitem(connection.settings_dict, "PASSWORD", "s3cret-pw")
+    with pytest.raises(DatabaseError, match="connect") as failed:
+        columnar._fetch_adbc(columnar._adbc_dbapi(), selects, "00000003-0000FFFF-1")
+    assert "s3cret" not in str(failed.value)
 
 
 @pytest.mark.postgresql
