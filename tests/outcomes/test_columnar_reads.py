@@ -212,6 +212,7 @@ def test_the_time_points_read_beside_on_a_shared_snapshot(
     from vertebra.core.synth import generate_cohort
 
     load_cohort(generate_cohort(60, 4, today=TODAY), now=NOW)  # committed
+    monkeypatch.setattr(columnar, "_adbc_dbapi", lambda: None)  # the fallback without ADBC
     used: list[str] = []
     real_beside = columnar._fetch_beside
 
@@ -244,3 +245,131 @@ def test_a_read_after_a_write_in_its_transaction_stays_on_one_connection(
     """Another connection would not see this transaction's own rows (the tests' data)."""
     assert Patient.objects.exists()  # written in the test's open transaction
     assert columnar._snapshot_to_share() is None
+
+
+def _frames_alike(got: columnar.Frames, want: columnar.Frames) -> None:
+    """The same frames, column by column: names, order, dtypes and values (exactly)."""
+    assert list(got.frames) == list(want.frames)
+    for name, frame in want.frames.items():
+        assert list(got.frames[name].columns) == list(frame.columns), name
+        for column in frame.columns:
+            pd.testing.assert_series_equal(
+                got.frames[name][column], frame[column], check_exact=True, obj=f"{name}.{column}"
+            )
+
+
+def _csv_frames(monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> columnar.Frames:
+    """The frames read by CSV ``COPY`` on the Django connection alone (no ADBC, no snapshot)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(columnar, "_adbc_dbapi", lambda: None)
+        patch.setattr(columnar, "_snapshot_to_share", lambda: None)
+        return columnar.read_frames(None, **kwargs)
+
+
+def _spy_adbc(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    used: list[str] = []
+    real = columnar._fetch_adbc
+
+    def spy(dbapi: Any, selects: Any, snapshot: str) -> Any:
+        used.append(snapshot)
+        return real(dbapi, selects, snapshot)
+
+    monkeypatch.setattr(columnar, "_fetch_adbc", spy)
+    return used
+
+
+needs_adbc = pytest.mark.skipif(columnar._adbc_dbapi() is None, reason="adbc-driver-postgresql")
+
+
+@needs_adbc
+@pytest.mark.postgresql  # ADBC reads PostgreSQL
+@pytest.mark.django_db(transaction=True)
+def test_adbc_reads_the_same_frames_as_csv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a snapshot to share, every SELECT is fetched by ADBC (binary COPY into Arrow) on
+    two connections: the same frames as CSV COPY, dtypes included, with NULLs, implausible
+    dates, numeric costs, empty and non-ASCII strings and CSV-hostile text (quotes, commas,
+    newlines) in the columns."""
+    from django.contrib.auth.models import User
+
+    from vertebra.cohort.loader import load_cohort
+    from vertebra.core.synth import generate_cohort
+    from vertebra.registry.models import ScreeningEvaluation
+
+    load_cohort(generate_cohort(60, 4, today=TODAY), now=NOW)  # committed
+    _corrupt()  # year-25, year-1850, year-1, year-9999 dates
+    odd_text = 'Zürich "Süd", 東京\nline 2'
+    first, second = Patient.objects.order_by("pk").values_list("pk", flat=True)[:2]
+    Patient.objects.filter(pk=first).update(mrn=odd_text)
+    Patient.objects.filter(pk=second).update(mrn="")
+    ScreeningEvaluation.objects.create(
+        patient_id=first, inputs={}, verdict="x", fired_rules=[], ruleset_id="x",
+        ruleset_version="1", evaluated_by=User.objects.create(username="screener"),
+        evaluated_at=NOW, result={"startback": {"risk_group": odd_text}},
+    )  # fmt: skip
+    item_instruments = {c.instrument for c in columnar._item_columns()}
+    used = _spy_adbc(monkeypatch)
+    got = columnar.read_frames(None, with_mrn=True, item_instruments=item_instruments)
+    assert len(used) == 1
+    want = _csv_frames(monkeypatch, with_mrn=True, item_instruments=item_instruments)
+    _frames_alike(got, want)
+    episodes = got.frames["episodes"]
+    assert odd_text in set(episodes["mrn"]) and "" in set(episodes["mrn"])
+    assert odd_text in set(episodes["screened_group"])
+    assert episodes["cost_price"].dtype == np.float64 and episodes["cost_price"].notna().any()
+    assert episodes["treatment_date"].isna().any()  # the year-25 episode, nulled in SQL
+    assert len(got.frames["items"]) > 0
+
+
+@needs_adbc
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_adbc_reads_an_empty_registry_as_typed_empty_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    used = _spy_adbc(monkeypatch)
+    got = columnar.read_frames(None)
+    assert len(used) == 1
+    assert all(len(frame) == 0 for frame in got.frames.values())
+    _frames_alike(got, _csv_frames(monkeypatch))
+
+
+@needs_adbc
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_adbc_errors_are_database_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure on an ADBC connection (a snapshot that does not exist, a server that does not
+    answer) is raised in the caller's thread as Django's DatabaseError, without the password."""
+    from django.db import DatabaseError, connection
+
+    window = (dt.date(1900, 1, 1), TODAY)
+    selects = columnar.registry_selects("postgresql", None, window, dt.date(2030, 1, 1))
+    with pytest.raises(DatabaseError, match="snapshot"):
+        columnar._fetch_adbc(columnar._adbc_dbapi(), selects, "00000003-0000FFFF-1")
+    monkeypatch.setitem(connection.settings_dict, "HOST", "127.0.0.1")
+    monkeypatch.setitem(connection.settings_dict, "PORT", "1")
+    monkeypatch.setitem(connection.settings_dict, "PASSWORD", "s3cret-pw")
+    with pytest.raises(DatabaseError, match="connect") as failed:
+        columnar._fetch_adbc(columnar._adbc_dbapi(), selects, "00000003-0000FFFF-1")
+    assert "s3cret" not in str(failed.value)
+
+
+@pytest.mark.postgresql
+def test_adbc_connects_as_the_django_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADBC's connection string carries the Django connection's parameters (quoted: a socket
+    directory, a password with spaces and quotes) and none of psycopg's Python-only ones."""
+    from django.db import connection
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = connection.settings_dict
+    info = conninfo_to_dict(columnar._conninfo())
+    assert info["dbname"] == params["NAME"]
+    assert {k: info.get(k) for k in ("host", "port", "user")} == {
+        "host": params["HOST"] or None,
+        "port": str(params["PORT"]) if params["PORT"] else None,
+        "user": params["USER"] or None,
+    }
+    assert not {"context", "cursor_factory", "prepare_threshold"} & set(info)
+    monkeypatch.setitem(params, "HOST", "/var/run/postgresql")
+    monkeypatch.setitem(params, "PASSWORD", "p w'd\\x")
+    info = conninfo_to_dict(columnar._conninfo())
+    assert info["host"] == "/var/run/postgresql" and info["password"] == "p w'd\\x"
