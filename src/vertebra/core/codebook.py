@@ -28,9 +28,9 @@ from importlib.resources import files
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from vertebra.core.instruments import InstrumentDefinition, get_definition
+from vertebra.core.yamltext import load_yaml
 
 __all__ = [
     "CSV_FIELDS",
@@ -128,7 +128,7 @@ def codebook() -> Codebook:
     Raises CodebookError if a column has an unknown type, a name appears twice in a table, or
     a name is not a lower-case code (REDCap's and R's safe names).
     """
-    raw: Any = yaml.safe_load(
+    raw: Any = load_yaml(
         files("vertebra").joinpath("data", "research", "codebook.yaml").read_text("utf-8")
     )
     tables: dict[str, list[Column]] = {t: [_column(t, c) for c in raw["tables"][t]] for t in TABLES}

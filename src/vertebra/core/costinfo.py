@@ -16,7 +16,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import yaml
+from vertebra.core.yamltext import load_yaml
 
 __all__ = ["CostInfo", "CostSource", "TreatmentCost", "cost_info", "load_cost_info"]
 
@@ -86,7 +86,7 @@ def _text(raw: Any) -> str:
 
 def load_cost_info(text: str) -> CostInfo:
     """Parse a cost file (YAML text); ValueError naming the first problem found."""
-    raw = yaml.safe_load(text)
+    raw = load_yaml(text)
     sources = {
         str(s["id"]): CostSource(
             id=str(s["id"]),

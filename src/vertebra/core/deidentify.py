@@ -42,13 +42,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from vertebra.core.analytics.cohort import CohortFilter, due_by
 from vertebra.core.analytics.schema import AnalysisTables
 from vertebra.core.codebook import codebook
 from vertebra.core.disclosure import Withheld, suppress_values, withhold_small_groups
 from vertebra.core.disclosure import policy as disclosure_policy
+from vertebra.core.yamltext import load_yaml
 
 __all__ = [
     "DeidentificationError",
@@ -113,7 +113,7 @@ class RuleSet:
 def ruleset() -> RuleSet:
     """The rule set from the data file (read once). DeidentificationError if the file breaks
     its own contract: all 18 Safe Harbor items A-R in order, known statuses, known tables."""
-    raw: Any = yaml.safe_load(
+    raw: Any = load_yaml(
         files("vertebra").joinpath("data", "deidentification.yaml").read_text(encoding="utf-8")
     )
     items = tuple(SafeHarborItem(**{k: str(v) for k, v in i.items()}) for i in raw["safe_harbor"])

@@ -26,7 +26,7 @@ from functools import cache
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-import yaml
+from vertebra.core.yamltext import load_yaml
 
 if TYPE_CHECKING:  # the analytics package imports this module: no import cycle at run time
     from vertebra.core.analytics.schema import AnalysisTables
@@ -69,7 +69,7 @@ class DisclosurePolicy:
 def policy() -> DisclosurePolicy:
     """The policy from the data file (read once). ValueError if ``min_cell`` is below 2 or the
     text does not name it."""
-    raw: Any = yaml.safe_load(
+    raw: Any = load_yaml(
         files("vertebra").joinpath("data", "disclosure.yaml").read_text(encoding="utf-8")
     )
     out = DisclosurePolicy(

@@ -45,6 +45,8 @@ from markdown_it import MarkdownIt
 from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
 
+from vertebra.core.yamltext import load_yaml
+
 __all__ = [
     "CELL_THERAPY_LEVELS",
     "CERTAINTY_LEVELS",
@@ -631,7 +633,7 @@ class _Loader:
 
     def _yaml(self, text: str, rel: str) -> Any:
         try:
-            return yaml.safe_load(text)
+            return load_yaml(text)
         except yaml.YAMLError as exc:
             self.problems.add(rel, f"invalid YAML ({exc})")
             return None

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from functools import cache
 from importlib.resources import files
 
-import yaml
+from vertebra.core.yamltext import load_yaml
 
 __all__ = ["DATE_FORMAT", "format_date", "has_label", "humanize", "label", "vocabulary"]
 
@@ -24,7 +24,7 @@ DATE_FORMAT = "%-d %b %Y"
 
 @cache
 def _vocabularies() -> Mapping[str, Mapping[str, str]]:
-    raw = yaml.safe_load(files("vertebra").joinpath("data", "labels.yaml").read_text("utf-8"))
+    raw = load_yaml(files("vertebra").joinpath("data", "labels.yaml").read_text("utf-8"))
     vocab: dict[str, dict[str, str]] = {
         kind: {str(code): str(text) for code, text in entries.items()}
         for kind, entries in raw["labels"].items()

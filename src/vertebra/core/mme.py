@@ -15,7 +15,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import yaml
+from vertebra.core.yamltext import load_yaml
 
 __all__ = [
     "InvalidDoseError",
@@ -53,7 +53,7 @@ class OpioidFactor:
 @cache
 def _raw() -> Any:
     """The parsed data file, read once from package data."""
-    return yaml.safe_load(
+    return load_yaml(
         files("vertebra").joinpath("data", "mme_factors.yaml").read_text(encoding="utf-8")
     )
 

@@ -29,7 +29,8 @@ from importlib.resources import files
 from typing import Any
 
 import pandas as pd
-import yaml
+
+from vertebra.core.yamltext import load_yaml
 
 __all__ = ["CDM_TABLES", "VOCABULARY_TABLES", "build", "concepts"]
 
@@ -60,9 +61,7 @@ SCORES = {
 @cache
 def concepts() -> Mapping[str, Any]:
     """The concept mapping data file (read once)."""
-    return yaml.safe_load(
-        files("vertebra").joinpath("data", "omop", "concepts.yaml").read_text("utf-8")
-    )
+    return load_yaml(files("vertebra").joinpath("data", "omop", "concepts.yaml").read_text("utf-8"))
 
 
 def _on(year: int, day: int) -> date:

@@ -24,7 +24,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import yaml
+from vertebra.core.yamltext import load_yaml
 
 __all__ = [
     "CELL_DOSE_UNIT",
@@ -116,7 +116,7 @@ def _range(raw: Mapping[str, Any]) -> Range:
 
 def load_rules(text: str) -> Rules:
     """Parse a plausibility rule file (YAML text); ValueError when it is malformed."""
-    raw = yaml.safe_load(text)
+    raw = load_yaml(text)
     dates = raw["dates"]
     floor = dates["floor"]
     if not isinstance(floor, dt.date):

@@ -16,9 +16,8 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import yaml
-
 from vertebra.core.instruments import get_definition
+from vertebra.core.yamltext import load_yaml
 
 __all__ = [
     "NoResponderRuleError",
@@ -85,7 +84,7 @@ class ResponderResult:
 @cache
 def responder_rules() -> Mapping[str, ResponderRule]:
     """All thresholds from the data file, keyed by instrument id (read once)."""
-    raw: Any = yaml.safe_load(
+    raw: Any = load_yaml(
         files("vertebra").joinpath("data", "responders.yaml").read_text(encoding="utf-8")
     )
     rules: dict[str, ResponderRule] = {}

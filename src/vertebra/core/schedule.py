@@ -21,7 +21,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import yaml
+from vertebra.core.yamltext import load_yaml
 
 __all__ = [
     "Offset",
@@ -139,7 +139,7 @@ def time_point_for(response_date: date, schedule: Sequence[TimePoint]) -> TimePo
 @cache
 def default_protocol() -> Protocol:
     """The shipped default protocol (read and validated once)."""
-    raw = yaml.safe_load(
+    raw = load_yaml(
         files("vertebra").joinpath("data", "schedules", "default.yaml").read_text(encoding="utf-8")
     )
     return parse_protocol(raw, "data/schedules/default.yaml")

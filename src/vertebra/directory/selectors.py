@@ -28,7 +28,6 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import yaml
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
@@ -38,6 +37,7 @@ from django.utils import timezone
 from vertebra.cohort.sink import LOADER_USERNAME
 from vertebra.core.directory import ClinicFigures, clinic_figures
 from vertebra.core.knowledge import Question, Source
+from vertebra.core.yamltext import load_yaml
 from vertebra.directory.models import ClinicAnswer, ClinicListing
 from vertebra.outcomes.selectors import system_tables
 from vertebra.registry.errors import NotFound
@@ -90,7 +90,7 @@ class Texts:
 def texts() -> Texts:
     """The directory's words (``data/directory.yaml``), every source resolved (KeyError on an
     unknown source id: the data file and the bibliography must agree)."""
-    raw: Any = yaml.safe_load(
+    raw: Any = load_yaml(
         files("vertebra").joinpath("data", "directory.yaml").read_text(encoding="utf-8")
     )
     bib = knowledge_base().sources

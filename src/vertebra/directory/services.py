@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
 
-import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from vertebra.core.yamltext import load_yaml
 from vertebra.directory.models import ClinicAnswer, ClinicListing
 from vertebra.registry.audit import audited_transaction, record_audit, system_actor
 from vertebra.registry.errors import NotFound
@@ -162,7 +162,7 @@ def save_answers(
 
 def _demo_answers() -> dict[str, dict[str, str]]:
     """regulatory status -> question id -> the synthetic answer (data/synth)."""
-    raw: Any = yaml.safe_load(
+    raw: Any = load_yaml(
         files("vertebra")
         .joinpath("data", "synth", "clinic_answers.yaml")
         .read_text(encoding="utf-8")

@@ -14,10 +14,9 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import yaml
-
 from vertebra.core.decision.rules import DecisionRules
 from vertebra.core.knowledge import CERTAINTY_LEVELS, KnowledgeBase, find_promising_language
+from vertebra.core.yamltext import load_yaml
 
 __all__ = [
     "FINDINGS",
@@ -190,7 +189,7 @@ def parse_evidence(raw: Mapping[str, Any], rules: DecisionRules, kb: KnowledgeBa
 @cache
 def _packaged() -> Any:
     text = files("vertebra").joinpath("data", "decision", "evidence.yaml")
-    return yaml.safe_load(text.read_text(encoding="utf-8"))
+    return load_yaml(text.read_text(encoding="utf-8"))
 
 
 def load_evidence(rules: DecisionRules, kb: KnowledgeBase) -> EvidenceSet:

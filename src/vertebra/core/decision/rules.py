@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 
 from vertebra.core.decision.widening import Level
 from vertebra.core.instruments import get_definition
 from vertebra.core.knowledge import find_promising_language
 from vertebra.core.responders import responder_rule
+from vertebra.core.yamltext import load_yaml
 
 __all__ = [
     "AgeBand",
@@ -320,4 +320,4 @@ def parse_rules(raw: Mapping[str, Any]) -> DecisionRules:
 def decision_rules() -> DecisionRules:
     """The packaged rule set (read and checked once)."""
     text = files("vertebra").joinpath("data", "decision", "rules.yaml").read_text(encoding="utf-8")
-    return parse_rules(yaml.safe_load(text))
+    return parse_rules(load_yaml(text))

@@ -19,10 +19,9 @@ from importlib.resources import files
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from vertebra.core.instruments import list_instruments
 from vertebra.core.mme import known_opioids
+from vertebra.core.yamltext import load_yaml
 
 __all__ = ["FhirCodes", "InstrumentCode", "fhir_codes"]
 
@@ -173,4 +172,4 @@ def parse_codes(raw: Mapping[str, Any]) -> FhirCodes:
 def fhir_codes() -> FhirCodes:
     """The shipped code lists (read once from ``vertebra/data/fhir/codes.yaml``)."""
     text = files("vertebra").joinpath("data", "fhir", "codes.yaml").read_text(encoding="utf-8")
-    return parse_codes(yaml.safe_load(text))
+    return parse_codes(load_yaml(text))

@@ -32,6 +32,7 @@ from vertebra.core.instruments.model import (
     UnknownInstrumentError,
 )
 from vertebra.core.instruments.scoring import check_definition
+from vertebra.core.yamltext import load_yaml
 
 ENV_TEXT_DIR = "VERTEBRA_INSTRUMENT_TEXT_DIR"
 
@@ -48,7 +49,7 @@ def builtin_definitions() -> Mapping[str, InstrumentDefinition]:
         if not entry.name.endswith(".yaml"):
             continue
         origin = f"data/instruments/{entry.name}"
-        defn = parse_definition(yaml.safe_load(entry.read_text(encoding="utf-8")), origin)
+        defn = parse_definition(load_yaml(entry.read_text(encoding="utf-8")), origin)
         if f"{defn.id}.yaml" != entry.name:
             raise InstrumentTextError(f"{origin}: id {defn.id!r} does not match the file name")
         check_definition(defn)
@@ -174,7 +175,7 @@ def _text(value: Any, where: str) -> str:
 
 def _apply_file(path: Path) -> InstrumentDefinition:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise InstrumentTextError(f"{path}: cannot read overlay: {exc}") from exc
     if not isinstance(raw, Mapping) or "id" not in raw:

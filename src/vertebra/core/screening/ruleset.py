@@ -23,8 +23,6 @@ from importlib import resources
 from types import MappingProxyType
 from typing import cast
 
-import yaml
-
 from vertebra.core.screening.conditions import (
     OPERATORS,
     ORDERING_OPERATORS,
@@ -47,6 +45,7 @@ from vertebra.core.screening.model import (
     Verdict,
     VerdictSummary,
 )
+from vertebra.core.yamltext import load_yaml
 
 RESOURCE_PACKAGE = "vertebra"
 RESOURCE_PATH = ("data", "screening", "ruleset.yaml")
@@ -182,7 +181,7 @@ class Ruleset:
 def load_ruleset() -> Ruleset:
     """Load (once per process) and check the packaged rule set."""
     resource = resources.files(RESOURCE_PACKAGE).joinpath(*RESOURCE_PATH)
-    return parse_ruleset(yaml.safe_load(resource.read_text(encoding="utf-8")))
+    return parse_ruleset(load_yaml(resource.read_text(encoding="utf-8")))
 
 
 def parse_ruleset(data: object) -> Ruleset:

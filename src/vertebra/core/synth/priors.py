@@ -13,7 +13,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import yaml
+from vertebra.core.yamltext import load_yaml
 
 __all__ = ["Priors", "PriorsError", "load_priors"]
 
@@ -59,4 +59,4 @@ def parse_priors(raw: Any) -> Priors:
 def load_priors() -> Priors:
     """The shipped priors (read and validated once)."""
     text = files("vertebra").joinpath("data", "synth", "priors.yaml").read_text(encoding="utf-8")
-    return parse_priors(yaml.safe_load(text))
+    return parse_priors(load_yaml(text))
