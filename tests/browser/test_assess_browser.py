@@ -31,8 +31,8 @@ def walk(page: Any, base_url: str, steps: dict[str, dict[str, object]]) -> None:
     page.get_by_role("link", name="Start the check").click()
     for slug in STEP_SLUGS:
         fill_step(page, steps.get(slug, {}))
-        page.locator("form.assess button[type=submit]").click()
-        page.wait_for_load_state()
+        with page.expect_navigation():
+            page.locator("form.assess button[type=submit]").click()
         if page.url.endswith("/assess/result/"):
             return
     raise AssertionError(f"never reached the result page; at {page.url}")

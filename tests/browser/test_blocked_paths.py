@@ -28,8 +28,8 @@ def staff(username: str, role: str, clinic: Any) -> User:
 
 
 def save(page: Any) -> None:
-    page.get_by_role("button", name="Save").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save").click()
 
 
 def test_no_consent_and_pending_sterility_each_show_the_way_forward(

@@ -38,8 +38,8 @@ def sign_in(page: Any, base_url: str, username: str) -> None:
 
 
 def save(page: Any) -> None:
-    page.get_by_role("button", name="Save").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save").click()
 
 
 def test_coordinator_intake_then_clinician_pathway(
@@ -97,8 +97,8 @@ def test_coordinator_intake_then_clinician_pathway(
     page.get_by_role("region", name="Warning signs").get_by_label("None of these").check()
     page.locator('input[name="age"]').fill("52")
     page.locator('input[name="pain_duration_months"]').fill("14")
-    page.get_by_role("button", name="Evaluate and save").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Evaluate and save").click()
     verdict = page.locator(".screening-verdict").first.inner_text()
     assert verdict
     assert page.locator(".ruleset-version").first.inner_text()

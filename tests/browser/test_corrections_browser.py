@@ -24,8 +24,8 @@ def sign_in(page: Any, base_url: str, username: str) -> None:
     page.goto(base_url + "/accounts/login/?next=/clinic/")
     page.locator("#id_username").fill(username)
     page.locator("#id_password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
 
 
 def test_correct_void_and_a_stale_edit(live_server: Any, page: Any, artifacts_dir: Path) -> None:
@@ -58,8 +58,8 @@ def test_correct_void_and_a_stale_edit(live_server: Any, page: Any, artifacts_di
     assert page.locator("h1").inner_text() == "Correct: Harvest of 1 Mar 2024"
     assert page.get_by_label("Volume (mL)").input_value() == "60.0"
     page.get_by_label("Volume (mL)").fill("50")
-    page.get_by_role("button", name="Save the correction").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save the correction").click()
     assert "Give a reason" in page.locator("#form-errors").inner_text()  # nothing saved yet
     assert Harvest.objects.get(pk=harvest.pk).volume_ml == 60
     page.get_by_label("Reason").fill("typo: 60 → 50 mL (lab sheet says 50)")
@@ -101,10 +101,12 @@ def test_correct_void_and_a_stale_edit(live_server: Any, page: Any, artifacts_di
         actor=world.coordinator, record_type="diagnoses", object_id=diagnosis.pk,
         expected_version=1, changes={"pfirrmann_grade": 2}, reason="radiologist's addendum",
     )  # fmt: skip
-    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+    with (
+        page.expect_navigation(),
+        page.expect_response(lambda r: r.request.method == "POST") as answer,
+    ):
         page.get_by_role("button", name="Save the correction").click()
     assert answer.value.status == 409
-    page.wait_for_load_state()
     assert "changed by someone else" in page.locator("#conflict-message").inner_text()
     missed = page.locator("#missed-changes").inner_text()
     assert "radiologist's addendum" in missed and world.coordinator.user.username in missed
@@ -144,8 +146,8 @@ def test_correction_pages_have_no_serious_accessibility_violations(
             actor=world.clinician, record_type="harvests", object_id=harvest.pk,
             expected_version=1, changes={"volume_ml": 58.0}, reason="weighed again",
         )  # fmt: skip
-        page.get_by_role("button", name="Save the correction").click()
-        page.wait_for_load_state()
+        with page.expect_navigation():
+            page.get_by_role("button", name="Save the correction").click()
         assert page.locator("#conflict-message").count() == 1
         assert serious_violations(page) == []
     finally:

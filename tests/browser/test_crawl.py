@@ -319,8 +319,8 @@ class RoleCrawl:
             page.goto(self.base + signin_path)
             page.fill("#id_username", username)
             page.fill("#id_password", DEMO_PASSWORD)
-            page.locator("form button[type=submit]").first.click()
-            page.wait_for_load_state()
+            with page.expect_navigation():
+                page.locator("form button[type=submit]").first.click()
         else:
             browser_sign_in(page, self.base, username, DEMO_PASSWORD, next_url=None)
         landing = urlsplit(page.url).path
@@ -331,8 +331,8 @@ class RoleCrawl:
             # session), so the questionnaire screens are reachable by links too.
             start = page.locator("form[action^='/p/choose/'] button")
             if start.count():
-                start.first.click()
-                page.wait_for_load_state()
+                with page.expect_navigation():
+                    start.first.click()
         self.storage = context.storage_state()
         context.close()
         return landing

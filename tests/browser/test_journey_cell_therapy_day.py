@@ -157,8 +157,8 @@ def sign_in(page: Any, base: str, username: str) -> None:
 
 def nav(page: Any, name: str) -> None:
     """Follow a link of the clinic navigation."""
-    page.get_by_role("navigation", name="Clinic").get_by_role("link", name=name).click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.get_by_role("navigation", name="Clinic").get_by_role("link", name=name).click()
 
 
 def save(page: Any, name: Any = "Save") -> Any:
@@ -173,8 +173,8 @@ def open_patient(page: Any, mrn: str, name: str) -> None:
     nav(page, "Patients")
     page.get_by_label("Name or MRN").fill(mrn)
     page.get_by_role("button", name="Search").click()
-    page.get_by_role("link", name=name).click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.get_by_role("link", name=name).click()
     assert page.locator("h1").inner_text() == name
 
 
@@ -206,8 +206,8 @@ def answer_screen(page: Any, answers: dict[str, int]) -> None:
         name = select.get_attribute("name")
         if name in answers:
             select.select_option(str(answers[name]))
-    page.locator("form.portal-form button[type=submit]").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.locator("form.portal-form button[type=submit]").click()
 
 
 def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
@@ -406,20 +406,20 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     save(coord)
     serious = AdverseEvent.objects.get(serious=True)
     assert (serious.status, serious.episode_id) == ("pending", episode.pk)  # preselected
-    coord.get_by_role("navigation", name="Clinic").get_by_role("link", name="My work").click()
-    coord.wait_for_load_state()
+    with coord.expect_navigation():
+        coord.get_by_role("navigation", name="Clinic").get_by_role("link", name="My work").click()
     journey.shot(coord, "coordinator-home-reported", phone=True)
 
     # ------------------------------------------------------------------ 5. the clinician
-    doc.get_by_role("navigation", name="Clinic").get_by_role("link", name="My work").click()
-    doc.wait_for_load_state()
+    with doc.expect_navigation():
+        doc.get_by_role("navigation", name="Clinic").get_by_role("link", name="My work").click()
     rows = doc.locator("table.ae-queue tbody tr")
     assert rows.count() == 2
     assert "Serious" in rows.nth(0).inner_text() and "Coordinator" in rows.nth(0).inner_text()
     assert "The patient" in rows.nth(1).inner_text()
     journey.shot(doc, "clinician-queue-serious-first", phone=True)
-    rows.nth(0).get_by_role("link", name="Adjudicate").click()
-    doc.wait_for_load_state()
+    with doc.expect_navigation():
+        rows.nth(0).get_by_role("link", name="Adjudicate").click()
     doc.get_by_label("Grade 3").check()
     doc.get_by_label("Serious adverse event").check()
     doc.get_by_label("Related to the injection procedure").check()
@@ -443,8 +443,8 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     void_reason = "Same hospital stay as the coordinator's serious report"
     doc.get_by_label("Reason").fill(void_reason)
     journey.shot(doc, "clinician-void-confirm")
-    doc.get_by_role("button", name=re.compile("^Void")).click()
-    doc.wait_for_load_state()
+    with doc.expect_navigation():
+        doc.get_by_role("button", name=re.compile("^Void")).click()
     assert "voided. It stays on record, struck through." in doc.content()
     item = doc.locator(f"#adverseevent-{tickled.pk}")
     assert item.locator("del").first.is_visible()
@@ -465,8 +465,8 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     assert "correction saved" in doc.content()
     harvest.refresh_from_db()
     assert (harvest.volume_ml, harvest.version) == (55, 2)
-    doc.locator(f"#harvest-{harvest.pk}").get_by_role("link", name="History").click()
-    doc.wait_for_load_state()
+    with doc.expect_navigation():
+        doc.locator(f"#harvest-{harvest.pk}").get_by_role("link", name="History").click()
     history = doc.locator("main").inner_text()
     assert reason in history and "Corrected" in history
     assert re.search(r"Corrected .*Volume \(mL\)\s+60\s+55", history, re.S), history
@@ -477,8 +477,8 @@ def test_a_cell_therapy_day_end_to_end(journey: Journey) -> None:
     open_patient(doc, "HS-1001", "Office, Dana")
     open_patient(coord, "HS-1001", "Office, Dana")
     for page in (doc, coord):
-        page.get_by_role("link", name="Edit details").click()
-        page.wait_for_load_state()
+        with page.expect_navigation():
+            page.get_by_role("link", name="Edit details").click()
     coord.get_by_label("Phone").fill("+1 555 0199")
     coord.get_by_label("Reason").fill("New mobile number, told by phone")
     save(coord)

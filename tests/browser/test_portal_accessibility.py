@@ -40,8 +40,8 @@ def test_questionnaire_review_and_404_have_no_serious_violations(
 
     page.goto(f"{base}/p/q/2/")  # ODI section 1 of 10
     found["odi section"] = serious_violations(page)
-    page.locator("#next").click()  # nothing chosen: the message beside the question
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.locator("#next").click()  # nothing chosen: the message beside the question
     assert page.locator("#err-pain_intensity").is_visible()
     found["odi section with an error"] = serious_violations(page)
 

@@ -42,8 +42,8 @@ def _answer_page(page: Any, instrument: str) -> None:
         choice = page.locator(f'input[name="{name}"][value="{value}"]')
         if choice.count():
             choice.check()
-    page.locator("form.portal-form button[type=submit]").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.locator("form.portal-form button[type=submit]").click()
 
 
 def test_patient_answers_on_a_phone_through_a_dropped_connection(

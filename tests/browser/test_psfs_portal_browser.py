@@ -28,8 +28,8 @@ def _errors(page: Any) -> list[str]:
 
 
 def _next(page: Any) -> None:
-    page.locator("#next").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.locator("#next").click()
 
 
 def test_patient_names_two_activities_then_re_rates_them(
@@ -62,8 +62,8 @@ def test_patient_names_two_activities_then_re_rates_them(
         "\u201cWalking to the shops\u201d" in review and "Playing with my grandchildren" in review
     )
     page.screenshot(path=str(artifacts_dir / "psfs-2-review-desktop.png"), full_page=True)
-    page.locator("#send").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.locator("#send").click()
     assert "/p/done/" in page.url
     assert PsfsActivities.objects.get().names == [
         "Walking to the shops",
@@ -84,8 +84,8 @@ def test_patient_names_two_activities_then_re_rates_them(
     phone.select_option("#id_activity_2", "7")
     phone.screenshot(path=str(artifacts_dir / "psfs-3-rerating-phone.png"), full_page=True)
     _next(phone)
-    phone.locator("#send").click()
-    phone.wait_for_load_state()
+    with phone.expect_navigation():
+        phone.locator("#send").click()
     assert "/p/done/" in phone.url
     assert QuestionnaireResponse.objects.get(time_point=week_6).score == 6.5
 

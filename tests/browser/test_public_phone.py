@@ -69,8 +69,8 @@ def test_public_pages_fit_a_phone(live_server: Any, phone_page: Any, artifacts_d
         errors.clear()
         _check(page, shots, f"assess-{slug}", errors)
         fill_step(page, answers.CANDIDATE.get(slug, {}))
-        page.locator("form.assess button[type=submit]").click()
-        page.wait_for_load_state()
+        with page.expect_navigation():
+            page.locator("form.assess button[type=submit]").click()
         if page.url.endswith("/assess/result/"):
             break
     assert page.url.endswith("/assess/result/")
