@@ -35,7 +35,7 @@ import datetime as dt
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from select import select as _select_sockets
@@ -173,12 +173,15 @@ def registry_selects(
     *,
     with_mrn: bool = False,
     item_instruments: Iterable[str] = (),
+    patient_ids: Collection[int] | None = None,
 ) -> dict[str, Select]:
     """The SELECTs of a registry read, by name, for database ``vendor``.
 
     ``clinic_ids`` None reads every clinic; ``window`` is the plausible date range
     (:func:`vertebra.core.plausibility.analytics_window`), ``followup_high`` the latest
     plausible follow-up date. ``item_instruments`` adds the ``items`` SELECT (answers).
+    ``patient_ids`` (None: all) keeps only these patients' rows, every row of theirs that
+    the whole read has (what an incremental snapshot refresh re-reads, ADR 0022 §9).
     """
     d = _Dialect(vendor)
     low, high = d.date(window[0]), d.date(window[1])
@@ -191,21 +194,27 @@ def registry_selects(
         return f"CASE WHEN {condition} THEN NULL ELSE {d.days(expr)} END"
 
     patient, episode = _table(Patient), _table(TreatmentEpisode)
-    if clinic_ids is None:
-        in_scope_patient = in_scope_episode = lambda column: ""
-    else:
+    # Each restriction as (rows of these patients, rows of these patients' episodes).
+    patient_sets: list[str] = []
+    episode_sets: list[str] = []
+    if clinic_ids is not None:
         clinics = ", ".join(str(int(c)) for c in sorted(clinic_ids)) or "NULL"
-        patients_sql = f"SELECT id FROM {patient} WHERE clinic_id IN ({clinics})"
-        episodes_sql = (
+        patient_sets.append(f"SELECT id FROM {patient} WHERE clinic_id IN ({clinics})")
+        episode_sets.append(
             f"SELECT e.id FROM {episode} e JOIN {patient} p ON p.id = e.patient_id "
             f"WHERE p.clinic_id IN ({clinics})"
         )
+    if patient_ids is not None:
+        # literals, not parameters: the same text runs under COPY, ADBC and sqlite3
+        listed = ", ".join(str(int(p)) for p in sorted(patient_ids)) or "NULL"
+        patient_sets.append(listed)
+        episode_sets.append(f"SELECT id FROM {episode} WHERE patient_id IN ({listed})")
 
-        def in_scope_patient(column: str) -> str:
-            return f" AND {column} IN ({patients_sql})"
+    def in_scope_patient(column: str) -> str:
+        return "".join(f" AND {column} IN ({rows})" for rows in patient_sets)
 
-        def in_scope_episode(column: str) -> str:
-            return f" AND {column} IN ({episodes_sql})"
+    def in_scope_episode(column: str) -> str:
+        return "".join(f" AND {column} IN ({rows})" for rows in episode_sets)
 
     odd_episode = f"({outside('e.start_date')} OR {outside('p.date_of_birth')})"
     response, point = _table(QuestionnaireResponse), _table(FollowUpTimePoint)
@@ -310,7 +319,8 @@ def registry_selects(
     odd_point = " OR ".join(outside(f"t.{c}", tp_high) for c in ("target", "opens", "closes"))
     odd_point = f"({odd_point})"
     selects["timepoints"] = Select(
-        f"SELECT t.id, s.episode_id, t.key, t.months, {odd_or(odd_point, 't.target')},"
+        f"SELECT t.id, s.episode_id, t.patient_id, t.key, t.months,"
+        f" {odd_or(odd_point, 't.target')},"
         f" {odd_or(odd_point, 't.opens')}, {odd_or(odd_point, 't.closes')}, t.status,"
         f" {d.days(d.utc_date('t.completed_at'))}, {d.flag(odd_point)},"
         # Each time point's scores as kept by the response table's triggers (``followup
@@ -320,10 +330,17 @@ def registry_selects(
         )
         + f" FROM {point} t JOIN {_table(FollowUpSchedule)} s ON s.id = t.schedule_id"
         f" LEFT JOIN {kept} k ON k.time_point_id = t.id"
-        f" WHERE 1 = 1{in_scope_episode('s.episode_id')}",
+        # by the time point's own patient column: an incremental re-read uses its index
+        f" WHERE 1 = 1"
+        + (
+            in_scope_episode("s.episode_id")
+            if patient_ids is None
+            else in_scope_patient("t.patient_id")
+        ),
         (
             ("tp_id", "int"),
             ("episode_id", "int"),
+            ("patient_id", "int"),
             ("timepoint", "str"),
             ("months", "float"),
             ("target_date", "days"),
@@ -607,9 +624,12 @@ def read_frames(
     with_mrn: bool = False,
     item_instruments: Iterable[str] = (),
     fetch: Callable[[Select], pd.DataFrame] = fetch_frame,
+    patient_ids: Collection[int] | None = None,
 ) -> Frames:
     """Run the SELECTs of a registry read (one transaction; planner settings on PostgreSQL)
-    and return their rows as typed frames (:data:`FRAME_NAMES`, plus ``items``)."""
+    and return their rows as typed frames (:data:`FRAME_NAMES`, plus ``items``).
+    ``patient_ids``: only these patients' rows (:func:`registry_selects`), on this connection
+    alone (a few patients are not worth a second connection)."""
     window = analytics_window(timezone.localdate())
     selects = registry_selects(
         connection.vendor,
@@ -618,11 +638,13 @@ def read_frames(
         window[1] + FOLLOWUP_HORIZON,
         with_mrn=with_mrn,
         item_instruments=item_instruments,
+        patient_ids=patient_ids,
     )
     # No savepoint of its own: a snapshot cannot be exported from a subtransaction, and a
     # caller's transaction (e.g. one that audits the read after it) is where it is exported.
-    with transaction.atomic(savepoint=False), _whole_table_plans():
-        beside = _snapshot_to_share() if fetch is fetch_frame else None
+    whole = patient_ids is None
+    with transaction.atomic(savepoint=False), _whole_table_plans(whole=whole):
+        beside = _snapshot_to_share() if fetch is fetch_frame and whole else None
         if beside is None:
             frames = {name: fetch(select) for name, select in selects.items()}
         elif (adbc := _adbc_dbapi()) is not None:
@@ -818,20 +840,23 @@ _PLANNER_SETTINGS = (
 
 
 @contextmanager
-def _whole_table_plans() -> Iterator[None]:
+def _whole_table_plans(*, whole: bool = True) -> Iterator[None]:
     """On PostgreSQL, :data:`_PLANNER_SETTINGS` while the read runs (``SET LOCAL``, set back
-    to the defaults after). Must run inside a transaction (the caller's or the read's own)."""
+    to the defaults after). Must run inside a transaction (the caller's or the read's own).
+    ``whole`` False (a few patients' rows): nested loops stay allowed, so their rows are
+    found by index instead of hashing whole tables."""
     if connection.vendor != "postgresql":
         yield
         return
+    chosen = [(n, v) for n, v in _PLANNER_SETTINGS if whole or n != "enable_nestloop"]
     with connection.cursor() as cursor:
-        for name, value in _PLANNER_SETTINGS:
+        for name, value in chosen:
             cursor.execute(f"SET LOCAL {name} = {value}")
     try:
         yield
     finally:
         with connection.cursor() as cursor:
-            for name, _ in _PLANNER_SETTINGS:
+            for name, _ in chosen:
                 cursor.execute(f"SET LOCAL {name} TO DEFAULT")
 
 

@@ -5,8 +5,12 @@ Contracts
 * :func:`refresh` (run by ``vertebra worker`` on every pass and by ``vertebra snapshot
   refresh``; never by a web process unless ``SNAPSHOT_BUILD_INLINE``) reads the cheap
   :func:`watermark` and, only when it moved since the current snapshot (or ``force``), reads
-  the whole registry once (:func:`vertebra.outcomes.columnar.read_frames`, every clinic,
-  identified, audited as ``system:analysis-snapshot``) and writes a new snapshot:
+  the registry (:func:`vertebra.outcomes.columnar.read_frames`, every clinic, identified,
+  audited as ``system:analysis-snapshot``) and writes a new snapshot. The read is
+  *incremental* when it can be (:func:`_incremental_frames`, ADR 0022 §9): only the patients
+  named by data-changing audit rows sealed since the current snapshot are read again and
+  spliced into its rows; a new day, a new schema, a forced refresh or too many changes read
+  the whole registry. Either way the new snapshot holds
   one Parquet file per frame, the decision aid's cell table (audited as
   ``system:decision-aid``, as before) and ``manifest.json`` (built-at time, watermark, row
   counts, schema version, plausible-date window). The files go to a temporary directory that is
@@ -32,7 +36,10 @@ Contracts
 * Snapshots live in ``SNAPSHOT_DIR/<database digest>/`` so two databases on one machine never
   share one. The watermark is the last data-changing audit row (every write is audited in its
   own transaction, ADR 0004) plus the number of data-changing rows among the last
-  :data:`LOOKBACK` ids, which also catches a transaction that committed after a later id.
+  :data:`LOOKBACK` ids, which also catches a transaction that committed after a later id,
+  plus the seal (ADR 0021) of the last data-changing row: seals are numbered in the order rows
+  became visible, so "sealed after the snapshot's seal watermark" names exactly the rows a
+  snapshot may not reflect (what an incremental refresh re-reads).
 """
 
 from __future__ import annotations
@@ -73,8 +80,8 @@ from vertebra.outcomes.columnar import (
 )
 from vertebra.outcomes.prepared import Prepared
 from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, Scope, _SystemUser, scope_for
-from vertebra.registry.audit import audited_transaction, record_audit
-from vertebra.registry.models import AuditEvent, Clinic
+from vertebra.registry.audit import audited_transaction, record_audit, seal_pending
+from vertebra.registry.models import AuditEvent, AuditSeal, Clinic
 from vertebra.registry.permissions import Actor
 
 __all__ = [
@@ -98,7 +105,8 @@ logger = logging.getLogger(__name__)
 
 #: Bumped whenever the stored frames change shape; a snapshot of another version is rebuilt.
 #: 2: rows stored sorted by clinic, with ``_clinic`` and ``_row`` (their position in the read).
-SCHEMA_VERSION = 2
+#: 3: time points carry their patient (``patient_id``), the watermark its seal number.
+SCHEMA_VERSION = 3
 #: Rows per Parquet row group: a clinic's rows span a few groups, found by their statistics.
 ROW_GROUP_ROWS = 50_000
 #: Audit actions that never change the analysis rows (reads, refusals, the trail's own jobs).
@@ -108,6 +116,10 @@ NON_CHANGING = ("read", "search", "denied", "verify", "checkpoint", "export", "l
 #: How many audit ids back the watermark counts data-changing rows: a transaction holding an
 #: id lower than the last one that commits later changes this count (see the module docs).
 LOOKBACK = 10_000
+#: An incremental refresh re-reads at most this many patients (more: one whole read is cheaper
+#: than a long ``IN`` list, ADR 0022 §9) and looks at most this many seals back.
+INCREMENTAL_MAX_PATIENTS = 20_000
+INCREMENTAL_MAX_SEALS = 500_000
 SNAPSHOT_PURPOSE = "analysis-snapshot"
 DECISION_AID_PURPOSE = "decision-aid"
 #: A page calls figures out of date when they were last confirmed current longer ago than
@@ -120,26 +132,58 @@ RESULT_CACHE_SIZE = 32
 
 @dataclass(frozen=True)
 class Watermark:
-    """What the analysis rows reflect: the last data-changing audit row (id and time) and how
-    many data-changing rows lie among the last :data:`LOOKBACK` ids."""
+    """What the analysis rows reflect: the last data-changing audit row (id and time), how
+    many data-changing rows lie among the last :data:`LOOKBACK` ids, and the seal number of
+    the last data-changing row sealed (0: none)."""
 
     last_id: int
     last_at: str
     recent: int
+    sealed: int = 0
 
     def to_list(self) -> list[Any]:
-        return [self.last_id, self.last_at, self.recent]
+        return [self.last_id, self.last_at, self.recent, self.sealed]
+
+
+def _seal_sql(where: str, select: str) -> str:
+    """A query over data-changing audit rows joined to their seals (ADR 0021)."""
+    changing = ", ".join(f"'{action}'" for action in NON_CHANGING)
+    return (
+        f"SELECT {select} FROM {AuditSeal._meta.db_table} s"
+        f" JOIN {AuditEvent._meta.db_table} a ON a.id = s.event_id"
+        f" WHERE a.action NOT IN ({changing}){where}"
+    )
 
 
 def watermark() -> Watermark:
-    """The current watermark: two index reads on the audit trail's primary key (cheap: the
-    newest rows back to the last data-changing one, then at most :data:`LOOKBACK` ids)."""
+    """The current watermark: index reads on the audit trail's primary key (the newest rows
+    back to the last data-changing one, then at most :data:`LOOKBACK` ids) and on the seal
+    chain (the newest seals back to the last data-changing row's)."""
     changing = AuditEvent.objects.exclude(action__in=NON_CHANGING)
     last = changing.order_by("-id").values_list("id", "occurred_at").first()
     if last is None:
         return Watermark(0, "", 0)
     recent = changing.filter(id__gt=last[0] - LOOKBACK).count()
-    return Watermark(int(last[0]), last[1].isoformat(), int(recent))
+    with connections["default"].cursor() as cursor:
+        cursor.execute(_seal_sql("", "s.seq") + " ORDER BY s.seq DESC LIMIT 1")
+        row = cursor.fetchone()
+    return Watermark(int(last[0]), last[1].isoformat(), int(recent), int(row[0]) if row else 0)
+
+
+def changed_patients(after: int, upto: int) -> set[int]:
+    """The patients named by data-changing audit rows whose seal number is in (``after``,
+    ``upto``]: every row of theirs a snapshot sealed at ``after`` may not reflect. A
+    data-changing row without a patient (a clinic, a lot, a membership) changes no analysis
+    row (every frame row belongs to a patient)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            _seal_sql(
+                " AND s.seq > %s AND s.seq <= %s AND a.patient_id IS NOT NULL",
+                "DISTINCT a.patient_id",
+            ),
+            [after, upto],
+        )
+        return {int(row[0]) for row in cursor.fetchall()}
 
 
 # ----------------------------------------------------------------------------------- paths
@@ -196,13 +240,16 @@ def refresh(*, force: bool = False) -> RefreshResult:
     with _refresh_lock(root) as locked:
         if not locked:
             return RefreshResult("busy", _manifest(root), time.monotonic() - started)
+        # committed rows the sealer has not reached yet belong in this watermark (a try-lock:
+        # if a sealer is at work, its seals are taken by the next pass)
+        seal_pending()
         mark = watermark()
         manifest = _manifest(root)
         if not force and manifest is not None and _is_current(manifest, mark):
             _checked(root, mark)
             serve_requests(root)
             return RefreshResult("unchanged", manifest, time.monotonic() - started)
-        manifest = _build(root, mark)
+        manifest = _build(root, mark, previous=None if force else manifest)
         _checked(root, mark)
         serve_requests(root)
     seconds = time.monotonic() - started
@@ -245,15 +292,72 @@ def record_decision_read(n_patients: int, built_at: str) -> None:
     )
 
 
-def _build(root: Path, mark: Watermark) -> dict[str, Any]:
-    """Read the registry, write a new snapshot folder, point ``CURRENT`` at it, prune."""
+def _incremental_frames(
+    previous: dict[str, Any] | None, mark: Watermark, today: dt.date
+) -> tuple[Frames, int] | None:
+    """The current snapshot's frames brought up to ``mark`` by reading again only the
+    patients :func:`changed_patients` names since its seal watermark (ADR 0022 §9), and how
+    many; None when a whole read is due: no usable snapshot (none, another schema, one whose
+    watermark has no seal number), a new day (the plausible-date window moved, so any row's
+    odd-date flag may have), the seal chain behind the snapshot's (a restored database), or
+    more than :data:`INCREMENTAL_MAX_SEALS` seals / :data:`INCREMENTAL_MAX_PATIENTS` patients
+    to look at."""
+    if previous is None or previous.get("schema_version") != SCHEMA_VERSION:
+        return None
+    old = previous.get("watermark") or []
+    if previous.get("window_from") != today.isoformat() or len(old) < 4:
+        return None
+    if not 0 <= mark.sealed - int(old[3]) <= INCREMENTAL_MAX_SEALS:
+        return None
+    base = current()
+    if base is None or base.manifest.get("built_at") != previous.get("built_at"):
+        return None
+    patients = changed_patients(int(old[3]), mark.sealed)
+    if len(patients) > INCREMENTAL_MAX_PATIENTS:
+        return None
+    if not patients:
+        return base.frames, 0
+    fresh = read_frames(None, patient_ids=patients)
+    if fresh.window != base.frames.window:
+        return None
+    return _splice(base.frames, fresh, patients), len(patients)
+
+
+def _splice(base: Frames, fresh: Frames, patients: set[int]) -> Frames:
+    """``base`` with every row of ``patients`` dropped and their rows in ``fresh`` (a read of
+    those patients only) appended, frame by frame (every frame has ``patient_id``). A patient's
+    own rows keep the order the read gave them, which is all ``tables_from_frames`` uses (it
+    sorts by patient)."""
+    ids = np.fromiter(patients, dtype=np.int64, count=len(patients))
+    spliced: dict[str, pd.DataFrame] = {}
+    for name in FRAME_NAMES:
+        old, new = base.frames[name], fresh.frames[name]
+        kept = old[~np.isin(old["patient_id"].to_numpy(), ids)]
+        if len(kept) and len(new):
+            frame = pd.concat([kept, new], ignore_index=True)
+        else:  # one side empty: concat would lose the other side's dtypes
+            frame = new if len(new) else kept
+        spliced[name] = frame.reset_index(drop=True)
+    return Frames(spliced, base.window)
+
+
+def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read the registry (only the changed patients when ``previous``, the current snapshot's
+    manifest, allows: :func:`_incremental_frames`), write a new snapshot folder, point
+    ``CURRENT`` at it, prune."""
     import pyarrow as pa  # type: ignore[import-untyped]
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     built_at = timezone.now()
     today = _window_today()
+    started = time.monotonic()
     with transaction.atomic():
-        frames = read_frames(None)
+        incremental = _incremental_frames(previous, mark, today)
+        frames = read_frames(None) if incremental is None else incremental[0]
+        read: dict[str, Any] = {
+            "kind": "full" if incremental is None else "incremental",
+            "patients_reread": None if incremental is None else incremental[1],
+        }
         record_audit(
             actor=_system_actor(SNAPSHOT_PURPOSE),
             action="read",
@@ -262,8 +366,10 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
                 "snapshot": True,
                 "deidentified": False,
                 "n_episodes": len(frames.frames["episodes"]),
+                **({} if incremental is None else {"patients_reread": incremental[1]}),
             },
         )
+    read["seconds"] = round(time.monotonic() - started, 3)
     rules = decision_rules()
     with transaction.atomic():  # the decision aid's figures, audited as they were before
         tables = tables_from_frames(frames, None, True, CohortFilter(), as_of=today)
@@ -305,6 +411,7 @@ def _build(root: Path, mark: Watermark) -> dict[str, Any]:
             "rows": {name: len(frames.frames[name]) for name in FRAME_NAMES},
             "clinic_patients": clinic_patients,
             "prepared_seconds": prepared_seconds,
+            "read": read,
         }
         (temp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         os.rename(temp, final)

@@ -1,0 +1,215 @@
+"""The incremental snapshot refresh (ADR 0022 §9): after audited changes the worker re-reads
+only the patients they name, and the snapshot's tables are a whole read's, value for value,
+for every scope; a new day, a forced refresh or too many changes read everything. Both
+databases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.outcomes.conftest import NOW, TODAY
+from tests.outcomes.test_columnar_reads import assert_same, fixed_pseudonyms
+from tests.registry.factories import make_actor
+from vertebra.cohort.loader import load_cohort
+from vertebra.core.synth import Cohort, generate_cohort
+from vertebra.outcomes import snapshot
+from vertebra.outcomes.columnar import tables_from_frames
+from vertebra.outcomes.selectors import Scope, read_tables
+from vertebra.registry import corrections
+from vertebra.registry.audit import record_audit
+from vertebra.registry.models import (
+    AdverseEvent,
+    AuditEvent,
+    Clinic,
+    Condition,
+    Diagnosis,
+    Patient,
+    Role,
+    TreatmentEpisode,
+)
+
+pytestmark = pytest.mark.django_db
+__all__ = ["fixed_pseudonyms"]  # the fixture, used by name
+
+#: The changes a property example may make, each through the services a clinic uses.
+CHANGES = ("sex", "birth", "price", "condition", "void_adverse_event", "new_patients")
+
+
+@pytest.fixture(autouse=True)
+def _no_prepared_reports(settings: Any) -> None:
+    """The stored reports are not what these tests compare (and cost most of a refresh)."""
+    settings.SNAPSHOT_PREPARE_REPORTS = False
+
+
+def _snapshot_tables(scope: Scope) -> Any:
+    snap = snapshot.current()
+    assert snap is not None
+    return tables_from_frames(snap.frames, scope.clinic_ids, scope.deidentified, as_of=TODAY)
+
+
+def _assert_snapshot_is_a_whole_read() -> None:
+    """Registry-wide identified and de-identified, and each clinic: snapshot == direct read."""
+    scopes = [Scope(None, False), Scope(None, True)]
+    scopes += [Scope(frozenset({pk}), False) for pk in Clinic.objects.values_list("pk", flat=True)]
+    for scope in scopes:
+        assert_same(_snapshot_tables(scope), read_tables(scope, as_of=TODAY))
+
+
+def _correct(record_type: str, record: Any, patient: Patient, **changes: Any) -> None:
+    actor = make_actor(Role.CLINICIAN, patient.clinic)
+    corrections.correct_record(
+        actor=actor,
+        record_type=record_type,
+        object_id=record.pk,
+        expected_version=record.version,
+        changes=changes,
+        reason="re-checked against the chart",
+    )
+
+
+def _change(kind: str, pick: int) -> set[int]:
+    """Make one change of ``kind`` to the ``pick``-th eligible record; the patients changed."""
+    if kind == "new_patients":
+        before = set(Patient.objects.values_list("pk", flat=True))
+        load_cohort(generate_cohort(2, 1000 + pick, today=TODAY), now=NOW)
+        return set(Patient.objects.values_list("pk", flat=True)) - before
+    if kind in ("sex", "birth"):
+        patients = list(Patient.objects.order_by("pk"))
+        patient = patients[pick % len(patients)]
+        if kind == "sex":
+            _correct(
+                "patients", patient, patient, sex="female" if patient.sex == "male" else "male"
+            )
+        else:
+            _correct("patients", patient, patient, date_of_birth=dt.date(1951, 3, 4))
+        return {patient.pk}
+    if kind == "price":
+        episodes = list(TreatmentEpisode.objects.filter(voided_at=None).order_by("pk"))
+        episode = episodes[pick % len(episodes)]
+        _correct(
+            "episodes",
+            episode,
+            episode.patient,
+            price="25000.00",
+            patient_paid="100.00",
+            currency="USD",
+        )
+        return {episode.patient_id}
+    if kind == "condition":
+        diagnoses = list(Diagnosis.objects.filter(voided_at=None).order_by("pk"))
+        diagnosis = diagnoses[pick % len(diagnoses)]
+        other = next(c for c in Condition.values if c != diagnosis.condition)
+        _correct("diagnoses", diagnosis, diagnosis.patient, condition=other)
+        return {diagnosis.patient_id}
+    events = list(AdverseEvent.objects.filter(voided_at=None).order_by("pk"))
+    if not events:
+        return set()
+    event = events[pick % len(events)]
+    actor = make_actor(Role.CLINICIAN, event.patient.clinic)
+    corrections.void_record(
+        actor=actor,
+        record_type="adverse-events",
+        object_id=event.pk,
+        expected_version=event.version,
+        reason="entered on the wrong patient",
+    )
+    return {event.patient_id}
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    n=st.integers(3, 25),
+    seed=st.integers(0, 10_000),
+    changes=st.lists(st.sampled_from(CHANGES), min_size=1, max_size=4),
+    pick=st.integers(0, 10_000),
+)
+def test_an_incremental_refresh_gives_the_tables_of_a_whole_read(
+    db: Any, fixed_pseudonyms: None, n: int, seed: int, changes: list[str], pick: int
+) -> None:
+    """Property: for a random registry and a random run of audited changes, the refresh after
+    them re-reads exactly the changed patients and its tables equal a direct read's for every
+    scope, identified or not."""
+    with transaction.atomic():
+        load_cohort(generate_cohort(n, seed, today=TODAY), now=NOW)
+        assert snapshot.refresh(force=True).manifest["read"]["kind"] == "full"
+        changed: set[int] = set()
+        for step, kind in enumerate(changes):
+            changed |= _change(kind, pick + step)
+        result = snapshot.refresh()
+        if changed:
+            assert result.outcome == "built"
+            assert result.manifest["read"]["kind"] == "incremental"
+            assert result.manifest["read"]["patients_reread"] == len(changed)
+        _assert_snapshot_is_a_whole_read()
+        transaction.set_rollback(True)
+
+
+def test_a_correction_re_reads_one_patient_and_is_audited(
+    loaded: Cohort, fixed_pseudonyms: None
+) -> None:
+    assert snapshot.refresh().manifest["read"]["kind"] == "full"
+    assert snapshot.refresh().outcome == "unchanged"
+    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
+    assert episode is not None
+    _correct(
+        "episodes",
+        episode,
+        episode.patient,
+        price="25000.00",
+        patient_paid="100.00",
+        currency="USD",
+    )
+    result = snapshot.refresh()
+    assert result.outcome == "built"
+    assert result.manifest["read"]["kind"] == "incremental"
+    assert result.manifest["read"]["patients_reread"] == 1
+    assert (
+        result.manifest["rows"]["episodes"]
+        == TreatmentEpisode.objects.filter(voided_at=None).count()
+    )
+    row = AuditEvent.objects.filter(action="read", new_values__snapshot=True).order_by("-id")[0]
+    assert row.new_values["patients_reread"] == 1
+    tables = _snapshot_tables(Scope(None, False))
+    prices = tables.patients.set_index("patient_id")["cost_price"]
+    assert prices[episode.patient_id] == 25000.0
+    _assert_snapshot_is_a_whole_read()
+    assert snapshot.refresh().outcome == "unchanged"  # its own audit row is a read
+
+
+def test_a_change_without_a_patient_re_reads_nobody(loaded: Cohort) -> None:
+    """A data-changing row that names no patient (a clinic, a lot) moves the watermark; the
+    new snapshot re-reads no patient and keeps every row."""
+    first = snapshot.refresh().manifest
+    record_audit(
+        actor=make_actor(Role.REGISTRY_ADMIN), action="create", object_type="clinic", object_id="x"
+    )
+    result = snapshot.refresh()
+    assert result.outcome == "built"
+    assert result.manifest["read"] == {**result.manifest["read"], "kind": "incremental"}
+    assert result.manifest["read"]["patients_reread"] == 0
+    assert result.manifest["rows"] == first["rows"]
+
+
+def test_a_forced_refresh_a_new_day_or_many_changes_read_everything(
+    loaded: Cohort, monkeypatch: pytest.MonkeyPatch, fixed_pseudonyms: None
+) -> None:
+    snapshot.refresh()
+    load_cohort(generate_cohort(4, 77, today=TODAY), now=NOW)
+    monkeypatch.setattr(snapshot, "INCREMENTAL_MAX_PATIENTS", 3)
+    assert snapshot.refresh().manifest["read"]["kind"] == "full"  # 4 new patients > 3
+    _assert_snapshot_is_a_whole_read()
+    assert snapshot.refresh(force=True).manifest["read"]["kind"] == "full"
+    tomorrow = snapshot._window_today() + dt.timedelta(days=1)
+    monkeypatch.setattr(snapshot, "_window_today", lambda: tomorrow)
+    assert snapshot.refresh().manifest["read"]["kind"] == "full"  # the window moved
