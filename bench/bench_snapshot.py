@@ -16,6 +16,12 @@ PostgreSQL), then every measurement runs in a FRESH subprocess (its own peak mem
   Parquet written, the decision aid's cell table, manifest, atomic swap);
 * ``check``: ``snapshot.refresh()`` with nothing changed: the watermark check every worker
   pass pays;
+* ``incremental``: ``--changed`` patients (default 100, spread over the registry) get an
+  audited change (sex flipped, one ``update`` audit row each, as a correction writes), then
+  ``snapshot.refresh()`` in a process that already holds the current snapshot (a worker):
+  only those patients are read again and spliced in (ADR 0022 §9). ``read`` is the registry
+  read of the refresh (the changed patients' rows, against ``direct`` for the whole read),
+  the row's wall the whole refresh (Parquet written, cell table, default reports);
 * ``page_*``: a page's read from the snapshot, without HTTP and templates — the researchers'
   dashboard (de-identified, every clinic) and one clinic's dashboard (identified, clinic 1):
   ``load`` (a fresh process reading the Parquet files; once per snapshot per process),
@@ -95,6 +101,29 @@ if mode == "load":
 elif mode.startswith("direct"):
     tables = system_tables(purpose="bench", deidentified=mode.endswith("deid"), as_of=today)
     out["rows"] = [len(tables.patients), len(tables.timepoints), len(tables.events)]
+elif mode == "incremental":
+    from vertebra.outcomes.selectors import _SystemUser
+    from vertebra.registry.audit import record_audit
+    from vertebra.registry.models import Patient
+    snapshot.current()  # a worker holds the current snapshot already
+    changed = int(os.environ.get("BENCH_CHANGED", "100"))
+    ids = list(Patient.objects.order_by("pk").values_list("pk", "clinic_id", "sex"))
+    step = max(1, len(ids) // max(changed, 1))
+    who = Actor(user=_SystemUser("bench"), role="system", clinic_ids=frozenset())
+    with transaction.atomic():
+        for pk, clinic_id, sex in ids[::step][:changed]:
+            other = "female" if sex == "male" else "male"
+            Patient.objects.filter(pk=pk).update(sex=other)
+            record_audit(actor=who, action="update", object_type="patient", object_id=pk,
+                         clinic_id=clinic_id, patient_id=pk, old_values={"sex": sex},
+                         new_values={"sex": other})
+    t0, c0 = time.perf_counter(), time.process_time()  # the refresh alone
+    result = snapshot.refresh()
+    out["outcome"] = result.outcome
+    out["read"] = result.manifest["read"]
+    out["rows"] = result.manifest["rows"]
+    out["prepared_s"] = result.manifest.get("prepared_seconds", 0.0)
+    out["published_s"] = os.path.getmtime(snapshot._root() / "CURRENT") - (time.time() - (time.perf_counter() - t0))
 elif mode in ("refresh", "check"):
     result = snapshot.refresh(force=mode == "refresh")
     out["outcome"] = result.outcome
@@ -201,7 +230,7 @@ def child(mode: str, size: int, env: dict[str, str]) -> dict[str, object]:
 
 
 MODES = (
-    "direct", "direct_deid", "refresh", "check", "page_research", "page_clinic",
+    "direct", "direct_deid", "refresh", "check", "incremental", "page_research", "page_clinic",
     "page_cached_research", "page_cached_clinic", "served_research", "served_clinic",
     "served_clinic_filter",
 )  # fmt: skip
@@ -215,6 +244,7 @@ def measure(
     loaded: bool = False,
     modes: tuple[str, ...] = MODES,
     snapshot_dir: str = "",
+    changed: int = 100,
 ) -> list[dict[str, object]]:
     """Load ``size`` patients into ``database_url`` (unless ``loaded``), then time each path
     (``modes``; on a ``loaded`` database every child's writes are rolled back)."""
@@ -230,6 +260,7 @@ def measure(
         "BENCH_ROLLBACK": "1" if loaded else "0",
         # as in production: a wide scope's report is never built in a web process
         "SNAPSHOT_PREPARE_REPORTS": "true",
+        "BENCH_CHANGED": str(changed),
     }
     if not loaded:
         subprocess.run(
@@ -262,6 +293,9 @@ def main() -> None:
     parser.add_argument(
         "--snapshot-dir", default="", help="where snapshots go (default: the scratch data dir)"
     )
+    parser.add_argument(
+        "--changed", type=int, default=100, help="patients changed before the incremental refresh"
+    )
     args = parser.parse_args()
     rows: list[dict[str, object]] = []
     engine = "SQLite" if args.sqlite else "PostgreSQL"
@@ -270,16 +304,18 @@ def main() -> None:
             if args.database_url:
                 rows += measure(
                     size, args.database_url, scratch, loaded=True, modes=tuple(args.modes),
-                    snapshot_dir=args.snapshot_dir,
+                    snapshot_dir=args.snapshot_dir, changed=args.changed,
                 )  # fmt: skip
             elif args.sqlite:
                 rows += measure(
                     size, f"sqlite:///{Path(scratch) / 'r.sqlite3'}", scratch,
-                    modes=tuple(args.modes),
+                    modes=tuple(args.modes), changed=args.changed,
                 )  # fmt: skip
             else:
                 with scratch_database(args.admin_url) as url:
-                    rows += measure(size, url, scratch, modes=tuple(args.modes))
+                    rows += measure(
+                        size, url, scratch, modes=tuple(args.modes), changed=args.changed
+                    )
     print(f"\nanalysis snapshot ({engine}; floor = the direct columnar read a page ran before)")
     print(f"{'patients':>9} {'path':<20} {'wall s':>7} {'cpu s':>6} {'peak MB':>8} {'x floor':>7}"
           "  detail")  # fmt: skip
@@ -306,6 +342,13 @@ def main() -> None:
             detail += f" ({r['scopes']} scopes in all)"
         if str(r["mode"]).startswith("served"):
             detail += f", frames loaded: {r['frames_loaded']}"
+        if r["mode"] == "incremental":
+            read: dict[str, object] = r["read"]  # type: ignore[assignment]
+            detail = (
+                f"{read['kind']} read of {read['patients_reread']} patients {read['seconds']} s; "
+                f"default reports {float(r['prepared_s']):.2f} s, "  # type: ignore[arg-type]
+                f"published after {float(r['published_s']):.2f} s"  # type: ignore[arg-type]
+            )
         print(f"{r['size']:>9,} {r['mode']:<20} {wall:>7.2f} {float(r['cpu_s']):>6.2f} "  # type: ignore[arg-type]
               f"{float(r['peak_rss_mb']):>8.0f} {ratio:>7.2f}  {detail}")  # type: ignore[arg-type]  # fmt: skip
 

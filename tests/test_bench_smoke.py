@@ -129,6 +129,7 @@ def test_snapshot_benchmark_small_sqlite() -> None:
     assert all(path in out for path in ("direct_deid", "refresh", "check", "page_research"))
     assert "page_cached_research" in out and "repeat" in out
     assert "published after" in out  # the refresh says when pages began to see the snapshot
+    assert "incremental read of 100 patients" in out  # only the changed patients read again
 
 
 @pytest.mark.sqlite
