@@ -320,7 +320,10 @@ def _incremental_frames(
     fresh = read_frames(None, patient_ids=patients)
     if fresh.window != base.frames.window:
         return None
-    return _splice(base.frames, fresh, patients), len(patients)
+    spliced = _splice(base.frames, fresh, patients)
+    with _loading:  # the old rows are not needed any more: at most one copy beside the new
+        _loaded.clear()
+    return spliced, len(patients)
 
 
 def _splice(base: Frames, fresh: Frames, patients: set[int]) -> Frames:
