@@ -98,3 +98,29 @@ def test_reschedule_needs_a_reason() -> None:
 def test_answers_fixture_covers_every_instrument() -> None:
     schedule = make_schedule()
     assert set(point(schedule, "week_6").instruments) <= set(ANSWERS)
+
+
+def test_opening_a_window_is_audited_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's opening of a window changes patient data: one audit row per time point
+    (pending -> open, the patient named, so the analysis snapshot re-reads that patient), in
+    batches; a second pass opens nothing and writes nothing."""
+    from vertebra.followup import worker
+
+    monkeypatch.setattr(worker, "OPEN_BATCH", 1)  # several transactions, one window each
+    first = make_schedule(start=T0, today=T0)
+    second = make_schedule(start=T0, today=T0)
+    today = point(first, "week_6").opens
+    assert open_windows(at(today))[0] == 2
+    rows = AuditEvent.objects.filter(object_type="followup_time_point", reason="window opened")
+    assert sorted(rows.values_list("patient_id", flat=True)) == sorted(
+        [first.episode.patient_id, second.episode.patient_id]
+    )
+    for row in rows:
+        assert (row.action, row.old_values, row.new_values) == (
+            "update", {"status": "pending"}, {"status": "open"},
+        )  # fmt: skip
+        assert row.clinic_id == FollowUpTimePoint.objects.get(pk=int(row.object_id)).clinic_id
+    assert point(first, "week_6").status == TimePointStatus.OPEN
+    assert point(second, "month_3").status == TimePointStatus.PENDING  # not due yet
+    assert open_windows(at(today))[0] == 0
+    assert rows.count() == 2

@@ -19,6 +19,7 @@ from tests.outcomes.test_columnar_reads import assert_same, fixed_pseudonyms
 from tests.registry.factories import make_actor
 from vertebra.cohort.loader import load_cohort
 from vertebra.core.synth import Cohort, generate_cohort
+from vertebra.followup.worker import open_windows
 from vertebra.outcomes import snapshot
 from vertebra.outcomes.columnar import tables_from_frames
 from vertebra.outcomes.selectors import Scope, read_tables
@@ -39,7 +40,9 @@ pytestmark = pytest.mark.django_db
 __all__ = ["fixed_pseudonyms"]  # the fixture, used by name
 
 #: The changes a property example may make, each through the services a clinic uses.
-CHANGES = ("sex", "birth", "price", "condition", "void_adverse_event", "new_patients")
+CHANGES = (
+    "sex", "birth", "price", "condition", "void_adverse_event", "new_patients", "open_windows",
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +79,11 @@ def _correct(record_type: str, record: Any, patient: Patient, **changes: Any) ->
 
 def _change(kind: str, pick: int) -> set[int]:
     """Make one change of ``kind`` to the ``pick``-th eligible record; the patients changed."""
+    if kind == "open_windows":  # the worker's pass, some weeks after the cohort's day
+        last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        open_windows(NOW + dt.timedelta(days=7 * (1 + pick % 20)))
+        opened = AuditEvent.objects.filter(id__gt=last, reason="window opened")
+        return set(opened.values_list("patient_id", flat=True))
     if kind == "new_patients":
         before = set(Patient.objects.values_list("pk", flat=True))
         load_cohort(generate_cohort(2, 1000 + pick, today=TODAY), now=NOW)

@@ -5,7 +5,7 @@ One pass (:func:`run_once`) given ``now``:
 
 1. **close**: windows that ended before today become ``missed``; the patient goes on the call
    list (``window_closed``) and unsent reminders are cancelled.
-2. **open**: windows that include today become ``open``, and the reminder ladder
+2. **open**: windows that include today become ``open`` (one audit row each), and the reminder ladder
    (settings.FOLLOWUP_REMINDER_LADDER, days after opening; ``day0`` is the invitation) is queued
    with ``INSERT ... ON CONFLICT DO NOTHING`` on the unique (time point, step), so queuing is
    idempotent and a step can exist only once. Steps that would fall after the close are skipped.
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, Max, OuterRef, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -61,7 +61,7 @@ from vertebra.followup.models import (
     TimePointStatus,
 )
 from vertebra.followup.services import WORKER_ACTOR, backfill_schedules, issue_link
-from vertebra.registry.audit import record_audit, seal_pending
+from vertebra.registry.audit import deferred_audit, record_audit, seal_pending
 from vertebra.registry.auditjob import run_scheduled_verification
 from vertebra.registry.counts import compact_patient_counts
 from vertebra.registry.models import Consent, ConsentKind
@@ -196,12 +196,52 @@ def _call(point: FollowUpTimePoint, reason: str, now: dt.datetime) -> bool:
 # --- 2. open ----------------------------------------------------------------------------------
 
 
+#: Windows opened per transaction (each with its audit row, inserted in one statement).
+OPEN_BATCH = 5_000
+
+
+def _open_due(today: dt.date, now: dt.datetime) -> int:
+    """Turn pending time points whose window includes ``today`` ``open``, at most
+    :data:`OPEN_BATCH` per transaction, each with its audit row in that transaction (a status is
+    patient data, ADR 0004; the analysis snapshot re-reads the patients the rows name, ADR 0022
+    §9); return how many. ``UPDATE ... RETURNING``: two workers never open (and audit) the
+    same window twice."""
+    table = FollowUpTimePoint._meta.db_table
+    pending, open_ = TimePointStatus.PENDING.value, TimePointStatus.OPEN.value
+    opened = 0
+    while True:
+        with transaction.atomic(), deferred_audit():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} SET status = %s WHERE status = %s AND id IN (SELECT id FROM"
+                    f" {table} WHERE status = %s AND opens <= %s AND closes >= %s ORDER BY id"
+                    " LIMIT %s) RETURNING id, patient_id, clinic_id",
+                    [open_, pending, pending, today, today, OPEN_BATCH],
+                )
+                rows = cursor.fetchall()
+            for point_id, patient_id, clinic_id in rows:
+                record_audit(
+                    actor=WORKER_ACTOR,
+                    action="update",
+                    object_type="followup_time_point",
+                    object_id=point_id,
+                    clinic_id=clinic_id,
+                    patient_id=patient_id,
+                    old_values={"status": pending},
+                    new_values={"status": open_},
+                    reason="window opened",
+                    occurred_at=now,
+                )
+        opened += len(rows)
+        if len(rows) < OPEN_BATCH:
+            return opened
+
+
 def open_windows(now: dt.datetime) -> tuple[int, int]:
-    """Open windows that include today and queue their ladders; return (opened, queued)."""
+    """Open windows that include today (audited, :func:`_open_due`) and queue their ladders;
+    return (opened, queued)."""
     today = timezone.localdate(now)
-    opened = FollowUpTimePoint.objects.filter(
-        status=TimePointStatus.PENDING, opens__lte=today, closes__gte=today
-    ).update(status=TimePointStatus.OPEN)
+    opened = _open_due(today, now)
     queued = 0
     steps = ladder()
     open_points = FollowUpTimePoint.objects.filter(
