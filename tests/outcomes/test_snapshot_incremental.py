@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from tests.outcomes.conftest import NOW, TODAY
 from tests.outcomes.test_columnar_reads import assert_same, fixed_pseudonyms
+from tests.outcomes.test_snapshot import _from_snapshot
 from tests.registry.factories import make_actor
 from vertebra.cohort.loader import load_cohort
 from vertebra.core.synth import Cohort, generate_cohort
 from vertebra.followup.worker import open_windows
 from vertebra.outcomes import snapshot
-from vertebra.outcomes.columnar import tables_from_frames
 from vertebra.outcomes.selectors import Scope, read_tables
 from vertebra.registry import corrections
 from vertebra.registry.audit import record_audit
@@ -52,9 +52,7 @@ def _no_prepared_reports(settings: Any) -> None:
 
 
 def _snapshot_tables(scope: Scope) -> Any:
-    snap = snapshot.current()
-    assert snap is not None
-    return tables_from_frames(snap.frames, scope.clinic_ids, scope.deidentified, as_of=TODAY)
+    return _from_snapshot(scope, as_of=TODAY)
 
 
 def _assert_snapshot_is_a_whole_read() -> None:
@@ -74,6 +72,18 @@ def _correct(record_type: str, record: Any, patient: Patient, **changes: Any) ->
         expected_version=record.version,
         changes=changes,
         reason="re-checked against the chart",
+    )
+
+
+def _reprice(episode: TreatmentEpisode) -> None:
+    """Correct the episode's price to 25,000 USD (100 paid by the patient)."""
+    _correct(
+        "episodes",
+        episode,
+        episode.patient,
+        price="25000.00",
+        patient_paid="100.00",
+        currency="USD",
     )
 
 
@@ -101,14 +111,7 @@ def _change(kind: str, pick: int) -> set[int]:
     if kind == "price":
         episodes = list(TreatmentEpisode.objects.filter(voided_at=None).order_by("pk"))
         episode = episodes[pick % len(episodes)]
-        _correct(
-            "episodes",
-            episode,
-            episode.patient,
-            price="25000.00",
-            patient_paid="100.00",
-            currency="USD",
-        )
+        _reprice(episode)
         return {episode.patient_id}
     if kind == "condition":
         diagnoses = list(Diagnosis.objects.filter(voided_at=None).order_by("pk"))
@@ -170,14 +173,7 @@ def test_a_correction_re_reads_one_patient_and_is_audited(
     assert snapshot.refresh().outcome == "unchanged"
     episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
     assert episode is not None
-    _correct(
-        "episodes",
-        episode,
-        episode.patient,
-        price="25000.00",
-        patient_paid="100.00",
-        currency="USD",
-    )
+    _reprice(episode)
     result = snapshot.refresh()
     assert result.outcome == "built"
     assert result.manifest["read"]["kind"] == "incremental"
