@@ -683,7 +683,6 @@ def _fetch_beside(selects: dict[str, Select], snapshot: str) -> dict[str, pd.Dat
     cores) and both read the same committed state. Frames come back in ``selects``' order;
     an error on either side is raised here."""
     found: dict[str, pd.DataFrame] = {}
-    failed: list[BaseException] = []
 
     def beside() -> None:
         try:  # this thread has its own Django connection: opened here, closed below
@@ -693,22 +692,37 @@ def _fetch_beside(selects: dict[str, Select], snapshot: str) -> dict[str, pd.Dat
                     cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                 with _whole_table_plans():
                     found[_BESIDE] = fetch_frame(selects[_BESIDE])
-        except BaseException as exc:  # handed to the caller's thread
-            failed.append(exc)
         finally:
             connection.close()
 
-    worker = threading.Thread(target=beside, name="registry-read", daemon=True)
-    worker.start()
-    try:
+    def here() -> None:
         for name, select in selects.items():
             if name != _BESIDE:
                 found[name] = fetch_frame(select)
+
+    _beside_and_here(beside, here)
+    return {name: found[name] for name in selects}
+
+
+def _beside_and_here(beside: Callable[[], None], here: Callable[[], None]) -> None:
+    """Run ``beside`` in a thread while this thread runs ``here``; return when both are done,
+    raising the error of either (this thread's first; the thread's is handed over)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            beside()
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, name="registry-read", daemon=True)
+    worker.start()
+    try:
+        here()
     finally:
         worker.join()
     if failed:
         raise failed[0]
-    return {name: found[name] for name in selects}
 
 
 def _adbc_dbapi() -> Any:
@@ -744,7 +758,6 @@ def _fetch_adbc(dbapi: Any, selects: dict[str, Select], snapshot: str) -> dict[s
     info = _conninfo()
     groups = [[_BESIDE], [name for name in selects if name != _BESIDE]]
     found: dict[str, pd.DataFrame] = {}
-    failed: list[BaseException] = []
 
     def fetch(names: list[str]) -> None:
         try:
@@ -759,20 +772,9 @@ def _fetch_adbc(dbapi: Any, selects: dict[str, Select], snapshot: str) -> dict[s
                     found[name] = _arrow_frame(selects[name], cursor.fetch_arrow_table())
                 cursor.execute("COMMIT")
         except dbapi.Error as exc:
-            error = DatabaseError(f"registry read failed: {exc}")
-            error.__cause__ = exc
-            failed.append(error)
-        except BaseException as exc:  # handed to the caller's thread
-            failed.append(exc)
+            raise DatabaseError(f"registry read failed: {exc}") from exc
 
-    worker = threading.Thread(target=fetch, args=(groups[0],), name="registry-read", daemon=True)
-    worker.start()
-    try:
-        fetch(groups[1])
-    finally:
-        worker.join()
-    if failed:
-        raise failed[0]
+    _beside_and_here(lambda: fetch(groups[0]), lambda: fetch(groups[1]))
     return {name: found[name] for name in selects}
 
 
