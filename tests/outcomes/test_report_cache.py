@@ -24,7 +24,7 @@ from vertebra.core.analytics import CohortFilter
 from vertebra.core.synth import Cohort
 from vertebra.outcomes import prepared, reports, snapshot
 from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, Scope, read_tables
-from vertebra.registry.models import AuditEvent, Clinic, Role
+from vertebra.registry.models import AuditEvent, Clinic, Role, TreatmentEpisode
 
 pytestmark = pytest.mark.django_db
 
@@ -438,3 +438,61 @@ def test_a_clinics_own_filter_reads_only_its_rows(worker_builds: list[Any], sett
     assert len(worker_builds) == (1 if response.status_code == 200 else 0)
     assert _reads(Role.CLINICIAN)[-1]["source"] == "built"
     assert snapshot._loaded == {} and len(snapshot._scoped) == 1
+
+
+def _report_json(report: Any) -> str:
+    return json.dumps(None if report is None else report.to_dict(), sort_keys=True, default=str)
+
+
+def test_an_incremental_refresh_carries_the_reports_of_unchanged_clinics(
+    worker_builds: list[Any],
+) -> None:
+    """ADR 0022 §10: after a correction to one patient the worker builds again only the
+    reports whose rows changed (the researchers', the network's, that patient's clinic's) and
+    carries every other clinic's stored report into the new snapshot, signed for it; every
+    stored report then equals a fresh build from the registry as it is now (the clinics' to
+    the last digit; no ``fixed_pseudonyms`` here: it would fix the bootstrap's seed too)."""
+    from tests.outcomes.test_snapshot_incremental import _reprice
+
+    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
+    assert episode is not None
+    _reprice(episode)
+    manifest = snapshot.refresh().manifest
+    assert manifest["read"] == {**manifest["read"], "kind": "incremental", "patients_reread": 1}
+    clinics = sorted(Clinic.objects.values_list("pk", flat=True))
+    assert manifest["reports_carried"] == len(clinics) - 1
+    assert len(worker_builds) == 3  # researchers, the network, the changed clinic
+    scopes = [Scope(None, True), Scope(frozenset(clinics), False)]
+    scopes += [Scope(frozenset({c}), False) for c in clinics]
+    path = _current_path()
+    today = snapshot._window_today()
+    for scope in scopes:
+        stored = prepared.load(path, _item(scope))
+        assert stored is not None, scope
+        tables = read_tables(scope, as_of=today)
+        fresh = reports.report_builder(reports.default_what(), CohortFilter(), today)(tables)
+        assert stored[0] == len(tables.patients)
+        if scope.deidentified:  # new pseudonyms per read order the rows anew: float rounding
+            assert stored[1].n_patients == fresh.n_patients
+            continue
+        assert _report_json(stored[1]) == _report_json(fresh), scope
+    # nothing changed since: the next refresh builds nothing and carries nothing
+    worker_builds.clear()
+    assert snapshot.refresh().outcome == "unchanged" and worker_builds == []
+
+
+def test_reports_are_carried_only_from_a_snapshot_this_process_built(
+    worker_builds: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new release runs in a new worker process: its first refresh builds every report
+    again, so no result of older code is carried into a new snapshot."""
+    from tests.outcomes.test_snapshot_incremental import _reprice
+
+    monkeypatch.setattr(snapshot, "BUILDING_PROCESS", "a-restarted-worker")
+    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
+    assert episode is not None
+    _reprice(episode)
+    manifest = snapshot.refresh().manifest
+    assert manifest["read"]["kind"] == "incremental"
+    assert manifest["reports_carried"] == 0
+    assert len(worker_builds) == 2 + Clinic.objects.count()

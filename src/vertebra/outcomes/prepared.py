@@ -13,6 +13,9 @@ Contracts
   MAC key: random, mode 0600, published with ``link``). :func:`load` checks the MAC before it
   unpickles anything; a file that fails (tampered, copied from another snapshot or renamed to
   another scope) is deleted, logged and reported missing — never unpickled.
+* :func:`carry` copies a verified result from the previous snapshot into a new one, signed
+  again for the new folder's name: an incremental refresh keeps the results of scopes whose
+  rows did not change (ADR 0022 §10) instead of building them again.
 * :func:`request` writes ``<root>/requests/<digest>.json`` (the Prepared as JSON) once; the
   worker's pass (:func:`pending`, oldest first) builds and stores it, then removes it.
 * The result stored must hold aggregates only (it is shared by every actor of the scope).
@@ -138,13 +141,30 @@ def _mac(snapshot_name: str, digest: str, payload: bytes) -> bytes:
 def store(snapshot_dir: Path, snapshot_name: str, item: Prepared, value: tuple[int, Any]) -> None:
     """Write ``value`` signed under ``snapshot_dir/reports/`` (atomically: temp + rename).
     ``snapshot_name`` is the snapshot folder's final name (the MAC covers it)."""
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_signed(snapshot_dir, snapshot_name, item.digest(), payload)
+
+
+def _write_signed(snapshot_dir: Path, snapshot_name: str, digest: str, payload: bytes) -> None:
     folder = snapshot_dir / REPORTS_DIR
     folder.mkdir(exist_ok=True)
-    digest = item.digest()
-    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     temp = folder / f".{digest}.{uuid.uuid4().hex}"
     temp.write_bytes(MAGIC + _mac(snapshot_name, digest, payload) + payload)
     os.replace(temp, folder / f"{digest}.pickle")
+
+
+def _verified(path: Path, snapshot_name: str, digest: str) -> bytes | None:
+    """The payload of the stored file ``path`` when its MAC verifies for ``snapshot_name`` and
+    ``digest``; None when there is no file or it does not verify (the caller says which)."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    start = len(MAGIC) + 32
+    head, mac, payload = blob[: len(MAGIC)], blob[len(MAGIC) : start], blob[start:]
+    if head != MAGIC or not hmac.compare_digest(mac, _mac(snapshot_name, digest, payload)):
+        return None
+    return payload
 
 
 def load(snapshot_dir: Path, item: Prepared) -> tuple[int, Any] | None:
@@ -152,18 +172,11 @@ def load(snapshot_dir: Path, item: Prepared) -> tuple[int, Any] | None:
     stored, or a file whose MAC does not verify: deleted and logged, never unpickled)."""
     digest = item.digest()
     path = snapshot_dir / REPORTS_DIR / f"{digest}.pickle"
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    head, mac, payload = (
-        blob[: len(MAGIC)],
-        blob[len(MAGIC) : len(MAGIC) + 32],
-        blob[len(MAGIC) + 32 :],
-    )
-    if head != MAGIC or not hmac.compare_digest(mac, _mac(snapshot_dir.name, digest, payload)):
-        logger.warning("refused a stored result that does not verify: %s (deleted)", path)
-        path.unlink(missing_ok=True)
+    payload = _verified(path, snapshot_dir.name, digest)
+    if payload is None:
+        if path.exists():
+            logger.warning("refused a stored result that does not verify: %s (deleted)", path)
+            path.unlink(missing_ok=True)
         return None
     # only bytes this deployment signed reach pickle (the MAC above): never an unsigned file
     try:
@@ -173,6 +186,19 @@ def load(snapshot_dir: Path, item: Prepared) -> tuple[int, Any] | None:
         path.unlink(missing_ok=True)
         return None
     return value
+
+
+def carry(old_dir: Path, new_dir: Path, new_name: str, item: Prepared) -> bool:
+    """Copy ``item``'s stored result from the snapshot ``old_dir`` into ``new_dir`` (whose
+    final name is ``new_name``), signed again for it; False when ``old_dir`` holds none that
+    verifies. The bytes are checked, never unpickled: only the caller knows the result would
+    be the same (its scope's rows did not change)."""
+    digest = item.digest()
+    payload = _verified(old_dir / REPORTS_DIR / f"{digest}.pickle", old_dir.name, digest)
+    if payload is None:
+        return False
+    _write_signed(new_dir, new_name, digest, payload)
+    return True
 
 
 def request(root: Path, item: Prepared) -> None:

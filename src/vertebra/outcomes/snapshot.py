@@ -10,7 +10,9 @@ Contracts
   *incremental* when it can be (:func:`_incremental_frames`, ADR 0022 §9): only the patients
   named by data-changing audit rows sealed since the current snapshot are read again and
   spliced into its rows; a new day, a new schema, a forced refresh or too many changes read
-  the whole registry. Either way the new snapshot holds
+  the whole registry. After an incremental read the stored default reports of clinics none of
+  whose rows changed are carried over from the previous snapshot (:func:`_carry_unchanged`,
+  §10), within one process. Either way the new snapshot holds
   one Parquet file per frame, the decision aid's cell table (audited as
   ``system:decision-aid``, as before) and ``manifest.json`` (built-at time, watermark, row
   counts, schema version, plausible-date window). The files go to a temporary directory that is
@@ -121,6 +123,9 @@ LOOKBACK = 10_000
 INCREMENTAL_MAX_PATIENTS = 20_000
 INCREMENTAL_MAX_SEALS = 500_000
 SNAPSHOT_PURPOSE = "analysis-snapshot"
+#: Names this process in the manifests it writes: stored results are carried from one
+#: snapshot to the next only within one process (the same code built them; ADR 0022 §10).
+BUILDING_PROCESS = f"{os.getpid()}-{uuid.uuid4().hex}"
 DECISION_AID_PURPOSE = "decision-aid"
 #: A page calls figures out of date when they were last confirmed current longer ago than
 #: twice the refresh interval plus this margin (one missed pass is not yet "out of date").
@@ -292,16 +297,33 @@ def record_decision_read(n_patients: int, built_at: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Incremental:
+    """What an incremental read brought (:func:`_incremental_frames`)."""
+
+    #: the previous snapshot's frames with the changed patients' rows read again
+    frames: Frames
+    #: how many patients were read again
+    patients_reread: int
+    #: the clinics whose rows changed: those of the changed patients' rows before and after
+    #: (-1 for rows no clinic scope reads); a scope of other clinics has the same rows as before
+    clinics: frozenset[int]
+    #: the previous snapshot's folder: its stored results of unchanged scopes can be carried
+    previous_dir: Path
+    #: whether this process built the previous snapshot (so its results came from this code)
+    same_process: bool
+
+
 def _incremental_frames(
     previous: dict[str, Any] | None, mark: Watermark, today: dt.date
-) -> tuple[Frames, int] | None:
+) -> _Incremental | None:
     """The current snapshot's frames brought up to ``mark`` by reading again only the
-    patients :func:`changed_patients` names since its seal watermark (ADR 0022 §9), and how
-    many; None when a whole read is due: no usable snapshot (none, another schema, one whose
-    watermark has no seal number), a new day (the plausible-date window moved, so any row's
-    odd-date flag may have), the seal chain behind the snapshot's (a restored database), or
-    more than :data:`INCREMENTAL_MAX_SEALS` seals / :data:`INCREMENTAL_MAX_PATIENTS` patients
-    to look at."""
+    patients :func:`changed_patients` names since its seal watermark (ADR 0022 §9); None when
+    a whole read is due: no usable snapshot (none, another schema, one whose watermark has no
+    seal number), a new day (the plausible-date window moved, so any row's odd-date flag may
+    have), the seal chain behind the snapshot's (a restored database), or more than
+    :data:`INCREMENTAL_MAX_SEALS` seals / :data:`INCREMENTAL_MAX_PATIENTS` patients to look
+    at."""
     if previous is None or previous.get("schema_version") != SCHEMA_VERSION:
         return None
     old = previous.get("watermark") or []
@@ -312,18 +334,33 @@ def _incremental_frames(
     base = current()
     if base is None or base.manifest.get("built_at") != previous.get("built_at"):
         return None
+    mine = previous.get("process") == BUILDING_PROCESS
     patients = changed_patients(int(old[3]), mark.sealed)
     if len(patients) > INCREMENTAL_MAX_PATIENTS:
         return None
     if not patients:
-        return base.frames, 0
+        return _Incremental(base.frames, 0, frozenset(), base.path, mine)
     fresh = read_frames(None, patient_ids=patients)
     if fresh.window != base.frames.window:
         return None
+    clinics = _clinics_of(base.frames, patients) | _clinics_of(fresh, patients)
     spliced = _splice(base.frames, fresh, patients)
     with _loading:  # the old rows are not needed any more: at most one copy beside the new
         _loaded.clear()
-    return spliced, len(patients)
+    return _Incremental(spliced, len(patients), clinics, base.path, mine)
+
+
+def _clinics_of(frames: Frames, patients: set[int]) -> frozenset[int]:
+    """The clinics :func:`_row_clinics` gives the rows of ``patients`` in ``frames`` (-1 for
+    rows of a patient with no live episode). Only the episodes are looked at: every other
+    row of a patient takes the clinic of one of its episodes (a patient has one clinic)."""
+    episodes = frames.frames["episodes"]
+    ids = np.fromiter(patients, dtype=np.int64, count=len(patients))
+    mine = episodes[np.isin(episodes["patient_id"].to_numpy(), ids)]
+    found = set(pd.Series(mine["clinic_id"].to_numpy()).fillna(-1).astype(np.int64).tolist())
+    if mine["patient_id"].nunique() < len(patients):  # someone's rows belong to no clinic
+        found.add(-1)
+    return frozenset(int(c) for c in found)
 
 
 def _splice(base: Frames, fresh: Frames, patients: set[int]) -> Frames:
@@ -356,10 +393,10 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
     started = time.monotonic()
     with transaction.atomic():
         incremental = _incremental_frames(previous, mark, today)
-        frames = read_frames(None) if incremental is None else incremental[0]
+        frames = read_frames(None) if incremental is None else incremental.frames
         read: dict[str, Any] = {
             "kind": "full" if incremental is None else "incremental",
-            "patients_reread": None if incremental is None else incremental[1],
+            "patients_reread": None if incremental is None else incremental.patients_reread,
         }
         record_audit(
             actor=_system_actor(SNAPSHOT_PURPOSE),
@@ -369,15 +406,19 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
                 "snapshot": True,
                 "deidentified": False,
                 "n_episodes": len(frames.frames["episodes"]),
-                **({} if incremental is None else {"patients_reread": incremental[1]}),
+                **({} if incremental is None else {"patients_reread": read["patients_reread"]}),
             },
         )
     read["seconds"] = round(time.monotonic() - started, 3)
     rules = decision_rules()
+    step = time.monotonic()
     with transaction.atomic():  # the decision aid's figures, audited as they were before
         tables = tables_from_frames(frames, None, True, CohortFilter(), as_of=today)
         cells = build_cell_table(tables, today, rules)
         record_decision_read(len(tables.patients), built_at.isoformat())
+    # where a refresh's time goes until it is published (BENCHMARKS.md reads them)
+    steps = {"read": read["seconds"], "cells": round(time.monotonic() - step, 3)}
+    step = time.monotonic()
     temp = root / f".building-{uuid.uuid4().hex}"
     temp.mkdir(parents=True)
     # named now: the stored reports' MACs cover the folder's final name
@@ -392,13 +433,20 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
             table = table.append_column("_clinic", pa.array(clinics[name][order]))
             table = table.append_column("_row", pa.array(order.astype(np.int64)))
             pq.write_table(table, temp / f"{name}.parquet", row_group_size=ROW_GROUP_ROWS)
+        steps["parquet"] = round(time.monotonic() - step, 3)
         clinic_patients = _clinic_patients(frames)
         # Before publishing, only the scopes a page would not build itself (researchers, the
         # network, a clinic above SNAPSHOT_INLINE_MAX_PATIENTS); a small clinic's page builds
         # its own from its rows (~1 s at 1,000,000) until its stored report lands just after.
-        early, late = _split_scopes(_default_scopes(), clinic_patients)
+        scopes = _default_scopes()
+        step = time.monotonic()
+        carried = _carry_unchanged(incremental, scopes, temp, final.name, today)
+        steps["carry"] = round(time.monotonic() - step, 3)
+        scopes = [scope for scope in scopes if scope not in carried]
+        early, late = _split_scopes(scopes, clinic_patients)
         parts = _clinic_parts(clinics)
         prepared_seconds = _prepare_defaults(temp, final.name, frames, today, early, parts)
+        steps["reports"] = round(prepared_seconds, 3)
         leaves = pa.Table.from_pandas(cells.leaves, preserve_index=False)
         pq.write_table(leaves, temp / "cells.parquet")
         cell_facts = {k: v for k, v in cells.__dict__.items() if k != "leaves"}
@@ -414,7 +462,10 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
             "rows": {name: len(frames.frames[name]) for name in FRAME_NAMES},
             "clinic_patients": clinic_patients,
             "prepared_seconds": prepared_seconds,
+            "reports_carried": len(carried),
+            "process": BUILDING_PROCESS,
             "read": read,
+            "seconds": steps,
         }
         (temp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         os.rename(temp, final)
@@ -432,6 +483,42 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
         "prepared %d small-scope reports after publishing in %.1f s", len(late), late_seconds
     )
     return manifest
+
+
+def _carry_unchanged(
+    incremental: _Incremental | None,
+    scopes: list[Scope],
+    folder: Path,
+    name: str,
+    today: dt.date,
+) -> set[Scope]:
+    """After an incremental read, copy into the new snapshot ``folder`` (final ``name``) the
+    stored default results of every scope in ``scopes`` whose rows did not change (ADR 0022
+    §10): a clinic scope none of whose clinics is among ``incremental.clinics``, and every
+    scope when no patient changed. Their tables are the previous snapshot's, value for value,
+    on the same day, so their results are too — when the same code built them: only from a
+    snapshot this process built (a new release runs in a new worker process, whose first
+    refresh builds every result). Returns the scopes whose every builder's result was carried
+    (the others are built as usual)."""
+    if incremental is None or not incremental.same_process:
+        return set()
+    if not settings.SNAPSHOT_PREPARE_REPORTS:
+        return set()
+    builders = _load_builders()
+    flt = CohortFilter()
+    carried: set[Scope] = set()
+    for scope in scopes:
+        if incremental.patients_reread and (
+            scope.clinic_ids is None or not scope.clinic_ids.isdisjoint(incremental.clinics)
+        ):
+            continue
+        items = [
+            Prepared(b.default_what(), scope.clinic_ids, scope.deidentified, flt, today)
+            for b in builders.values()
+        ]
+        if all(prepared.carry(incremental.previous_dir, folder, name, i) for i in items):
+            carried.add(scope)
+    return carried
 
 
 def _split_scopes(
