@@ -178,6 +178,10 @@ def test_a_correction_re_reads_one_patient_and_is_audited(
     assert result.outcome == "built"
     assert result.manifest["read"]["kind"] == "incremental"
     assert result.manifest["read"]["patients_reread"] == 1
+    steps = result.manifest["seconds"]  # where the refresh's time went, step by step
+    assert set(steps) == {"read", "cells", "parquet", "carry", "reports"}
+    assert steps["read"] == result.manifest["read"]["seconds"]
+    assert all(v >= 0 for v in steps.values())
     assert (
         result.manifest["rows"]["episodes"]
         == TreatmentEpisode.objects.filter(voided_at=None).count()
