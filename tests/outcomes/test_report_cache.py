@@ -496,3 +496,57 @@ def test_reports_are_carried_only_from_a_snapshot_this_process_built(
     assert manifest["read"]["kind"] == "incremental"
     assert manifest["reports_carried"] == 0
     assert len(worker_builds) == 2 + Clinic.objects.count()
+
+
+def test_wide_pages_show_the_previous_figures_while_the_worker_builds_theirs(
+    worker_builds: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0022 §11: an incremental refresh publishes the snapshot before the wide scopes'
+    reports; until each is stored, its page shows the previous snapshot's figures, labelled
+    as of that snapshot and as superseded (the page reloads itself), and the read is audited
+    with that snapshot and ``source: previous``. Once stored, the new figures show."""
+    from tests.outcomes.test_snapshot_incremental import _reprice
+
+    first = snapshot.current_manifest()
+    assert first is not None
+    researcher = _client_for(Role.RESEARCHER)
+    before = json.loads(researcher.get(JSON).content)
+    seen: dict[str, Any] = {}
+    real_store = prepared.store
+
+    def store(folder: Any, name: str, item: prepared.Prepared, value: Any) -> None:
+        if item.clinic_ids is None and "page" not in seen:  # the researchers' report, next
+            current = _current_path()
+            seen["published"] = current is not None and current.name == name
+            seen["page"] = researcher.get(DASHBOARD)
+            seen["json"] = researcher.get(JSON)
+            seen["read"] = _reads(Role.RESEARCHER)[-1]
+        real_store(folder, name, item, value)
+
+    monkeypatch.setattr(prepared, "store", store)
+    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
+    assert episode is not None
+    _reprice(episode)
+    manifest = snapshot.refresh().manifest
+    assert manifest["read"]["kind"] == "incremental"
+    assert seen["published"] is True  # published first, the researchers' report after
+    page = seen["page"].content.decode()
+    assert seen["page"].status_code == 200
+    assert 'id="snapshot-superseded"' in page and "Newer figures are being prepared" in page
+    assert '<meta http-equiv="refresh"' in page
+    assert f"<strong>{before['n_patients']} patients</strong>" in page  # figures, not a wait
+    assert seen["json"].status_code == 200
+    assert seen["json"]["Vertebra-Figures-Superseded"] == "true"
+    assert seen["json"]["Vertebra-Figures-As-Of"] == first["built_at"]
+    assert json.loads(seen["json"].content)["n_patients"] == before["n_patients"]
+    assert seen["read"]["snapshot"] == first["built_at"]
+    assert seen["read"]["source"] == "previous"
+    # the refresh is over: the current snapshot's own figures, not superseded any more
+    snapshot.results.clear()
+    page = researcher.get(DASHBOARD).content.decode()
+    assert 'id="snapshot-superseded"' not in page and '<meta http-equiv="refresh"' not in page
+    read = _reads(Role.RESEARCHER)[-1]
+    assert read["snapshot"] == manifest["built_at"] and read["source"] == "stored"
+    response = researcher.get(JSON)
+    assert "Vertebra-Figures-Superseded" not in response
+    assert response["Vertebra-Figures-As-Of"] >= manifest["built_at"]

@@ -444,6 +444,10 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
         steps["carry"] = round(time.monotonic() - step, 3)
         scopes = [scope for scope in scopes if scope not in carried]
         early, late = _split_scopes(scopes, clinic_patients)
+        if incremental is not None:
+            # a wide scope's page shows the previous snapshot's figures until its own are
+            # stored (§11): they no longer hold the change back from every other page
+            early, late = [], early + late
         parts = _clinic_parts(clinics)
         # the decision aid's tables are the researchers' default ones (every clinic,
         # de-identified, no filter, today): built once, not twice (~10 s at 1,000,000)
@@ -480,11 +484,10 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
     _checked(root, mark)  # pages say "as of" now, not after the clinic reports below
     # after publishing: hundreds of clinic reports no longer hold a change back (at 1,000,000
     # patients they were 314 s of a 427 s refresh); they are stored into the live folder
-    # one file at a time (atomic), and a page that misses one builds its own meanwhile
-    late_seconds = _prepare_defaults(final, final.name, frames, today, late, parts)
-    logger.info(
-        "prepared %d small-scope reports after publishing in %.1f s", len(late), late_seconds
-    )
+    # one file at a time (atomic), and a page that misses one builds its own meanwhile (after
+    # an incremental read the wide scopes come first: their pages show the previous figures)
+    late_seconds = _prepare_defaults(final, final.name, frames, today, late, parts, ready)
+    logger.info("prepared %d reports after publishing in %.1f s", len(late), late_seconds)
     return manifest
 
 
@@ -620,6 +623,9 @@ class Status:
     #: The result asked for is not built yet: the worker builds it on its next pass (the page
     #: says so and reloads itself after ``refresh_seconds``).
     pending: bool = False
+    #: The result shown is the previous snapshot's (this status is that snapshot's): the
+    #: current one's is being built (the page says so and reloads itself).
+    superseded: bool = False
 
 
 def status() -> Status | None:
@@ -865,8 +871,11 @@ def snapshot_result(
     else its result depends on, JSON scalars —, snapshot, scope, filter and ``as_of``), from
     the result the worker stored beside the snapshot (:mod:`vertebra.outcomes.prepared`,
     signature checked), or built here when ``SNAPSHOT_BUILD_INLINE`` or the scope holds at most
-    ``SNAPSHOT_INLINE_MAX_PATIENTS`` patients. A wider scope's result never built is asked of
-    the worker (a request file) and ``(None, status)`` comes back with ``status.pending``:
+    ``SNAPSHOT_INLINE_MAX_PATIENTS`` patients. A wider scope's result not built for the
+    current snapshot is asked of the worker (a request file); meanwhile the result the
+    previous snapshot stored for the same ``what``, scope, filter and day is returned with
+    that snapshot's status, ``superseded`` (the page shows it as of that time and says newer
+    figures are coming); with none, ``(None, status)`` comes back with ``status.pending``:
     the page says it is being prepared. ``(None, None)`` with no snapshot.
 
     ``build`` must return aggregate figures only — never the tables or anything carrying a
@@ -904,8 +913,15 @@ def snapshot_result(
         )
         if not inline:
             prepared.request(root, item)
-            now = status()
-            return None, dataclasses.replace(now, pending=True) if now else None
+            earlier = _previous_result(root, path, item)
+            if earlier is None:
+                now = status()
+                return None, dataclasses.replace(now, pending=True) if now else None
+            value, previous = earlier
+            _record_read(
+                actor, flt, scope.deidentified, value[0], previous, cached=True, source="previous"
+            )
+            return value[1], _superseded_status(previous)
         snap = scoped(scope.clinic_ids)
         if snap is None:
             return None, None
@@ -926,6 +942,38 @@ def snapshot_result(
         source=source,
     )
     return hit[1], status()
+
+
+def _previous_result(
+    root: Path, current_dir: Path, item: Prepared
+) -> tuple[tuple[int, Any], dict[str, Any]] | None:
+    """``item``'s result stored in the snapshot before ``current_dir`` (kept by
+    :func:`_prune`) and that snapshot's manifest, or None: a page whose figures the worker is
+    building for a new snapshot shows the last ones, labelled with their own time, instead of
+    nothing (ADR 0022 §11)."""
+    older = sorted(p for p in root.glob("snap-*") if p.is_dir() and p.name < current_dir.name)
+    if not older:
+        return None
+    try:
+        manifest: dict[str, Any] = json.loads((older[-1] / "manifest.json").read_text())
+    except (FileNotFoundError, ValueError):  # pruned meanwhile, or never finished
+        return None
+    value = prepared.load(older[-1], item)
+    return None if value is None else (value, manifest)
+
+
+def _superseded_status(manifest: dict[str, Any]) -> Status:
+    """The status of figures from the superseded snapshot of ``manifest``: as of its build
+    (the data they reflect), stale by the same rule as any, marked ``superseded``."""
+    built_at = dt.datetime.fromisoformat(manifest["built_at"])
+    age = (timezone.now() - built_at).total_seconds()
+    return Status(
+        built_at,
+        built_at,
+        age > stale_after(),
+        settings.SNAPSHOT_REFRESH_SECONDS,
+        superseded=True,
+    )
 
 
 def scope_patients(manifest: dict[str, Any], scope: Scope) -> int:

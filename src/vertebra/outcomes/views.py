@@ -113,6 +113,8 @@ def clinic_names(actor: Actor) -> dict[str, str]:
 
 
 def _report_or_problem(request: HttpRequest, actor: Actor, *, pdf: bool = False) -> Any:
+    """``(report, snapshot status)`` for the request's filter, or the response that says why
+    there is none (a bad filter, figures being prepared, no patient, a suppressed cohort)."""
     form = _form(request, actor)
     flt = _filter(form)
     if flt is None:
@@ -143,33 +145,49 @@ def _report_or_problem(request: HttpRequest, actor: Actor, *, pdf: bool = False)
         response = HttpResponse(notice_pdf(message), content_type="application/pdf")
         response["Content-Disposition"] = 'attachment; filename="vertebra-outcomes-suppressed.pdf"'
         return response
-    return report
+    return report, status
+
+
+def _figures_headers(response: HttpResponse, status: Any) -> HttpResponse:
+    """Say in headers which snapshot the figures are from (``Vertebra-Figures-As-Of``, ISO
+    time) and, while the worker builds the newest ones, that these are the previous
+    snapshot's (``Vertebra-Figures-Superseded: true``; ADR 0022 §11)."""
+    response["Vertebra-Figures-As-Of"] = status.checked_at.isoformat()
+    if status.superseded:
+        response["Vertebra-Figures-Superseded"] = "true"
+    return response
 
 
 @outcomes_view
 def report_pdf(request: HttpRequest, actor: Actor) -> HttpResponse:
     """The filtered report as a PDF download (the same report as ``vertebra report``)."""
-    report = _report_or_problem(request, actor, pdf=True)
-    if isinstance(report, HttpResponse):
-        return report
+    answer = _report_or_problem(request, actor, pdf=True)
+    if isinstance(answer, HttpResponse):
+        return answer
+    report, status = answer
     pdf = render_pdf(report, clinic_names(actor), synthetic=registry_is_synthetic())
     response = HttpResponse(pdf, content_type="application/pdf")
     # A de-identified report names no calendar date, not even in its file name.
     stamp = report.as_of.isoformat() if report.time_base == "calendar" else "deidentified"
     name = f"vertebra-outcomes-{stamp}.pdf"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
+    return _figures_headers(response, status)
 
 
 @outcomes_view
 def report_json(request: HttpRequest, actor: Actor) -> HttpResponse:
     """The filtered report as JSON (the report contract of ``Report.to_dict()``), plus
-    ``synthetic_data``: true when the registry is the demo's synthetic one."""
-    report = _report_or_problem(request, actor)
-    if isinstance(report, HttpResponse):
-        return report
+    ``synthetic_data``: true when the registry is the demo's synthetic one; the headers say
+    which snapshot the figures are from (:func:`_figures_headers`)."""
+    answer = _report_or_problem(request, actor)
+    if isinstance(answer, HttpResponse):
+        return answer
+    report, status = answer
     payload = {**report.to_dict(), "synthetic_data": registry_is_synthetic()}
-    return JsonResponse(payload, json_dumps_params={"allow_nan": False}, encoder=json.JSONEncoder)
+    response = JsonResponse(
+        payload, json_dumps_params={"allow_nan": False}, encoder=json.JSONEncoder
+    )
+    return _figures_headers(response, status)
 
 
 @outcomes_view
