@@ -305,8 +305,8 @@ class _Incremental:
     frames: Frames
     #: how many patients were read again
     patients_reread: int
-    #: the clinics whose rows changed: those of the changed patients' rows before and after
-    #: (-1 for rows no clinic scope reads); a scope of other clinics has the same rows as before
+    #: the clinics whose rows changed: those of the changed patients' rows before and after;
+    #: a scope of other clinics has the same rows as before
     clinics: frozenset[int]
     #: the previous snapshot's folder: its stored results of unchanged scopes can be carried
     previous_dir: Path
@@ -351,16 +351,13 @@ def _incremental_frames(
 
 
 def _clinics_of(frames: Frames, patients: set[int]) -> frozenset[int]:
-    """The clinics :func:`_row_clinics` gives the rows of ``patients`` in ``frames`` (-1 for
-    rows of a patient with no live episode). Only the episodes are looked at: every other
-    row of a patient takes the clinic of one of its episodes (a patient has one clinic)."""
+    """The clinics of the episodes of ``patients`` in ``frames``: every other row of a patient
+    takes the clinic of one of its episodes (:func:`_row_clinics`; a patient has one clinic),
+    and rows of a patient with no live episode belong to no clinic scope."""
     episodes = frames.frames["episodes"]
     ids = np.fromiter(patients, dtype=np.int64, count=len(patients))
-    mine = episodes[np.isin(episodes["patient_id"].to_numpy(), ids)]
-    found = set(pd.Series(mine["clinic_id"].to_numpy()).fillna(-1).astype(np.int64).tolist())
-    if mine["patient_id"].nunique() < len(patients):  # someone's rows belong to no clinic
-        found.add(-1)
-    return frozenset(int(c) for c in found)
+    mine = episodes.loc[np.isin(episodes["patient_id"].to_numpy(), ids), "clinic_id"]
+    return frozenset(int(c) for c in pd.unique(mine.dropna()))
 
 
 def _splice(base: Frames, fresh: Frames, patients: set[int]) -> Frames:
@@ -435,9 +432,10 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
             pq.write_table(table, temp / f"{name}.parquet", row_group_size=ROW_GROUP_ROWS)
         steps["parquet"] = round(time.monotonic() - step, 3)
         clinic_patients = _clinic_patients(frames)
-        # Before publishing, only the scopes a page would not build itself (researchers, the
-        # network, a clinic above SNAPSHOT_INLINE_MAX_PATIENTS); a small clinic's page builds
-        # its own from its rows (~1 s at 1,000,000) until its stored report lands just after.
+        # Before publishing (full reads only; see below), only the scopes a page would not
+        # build itself (researchers, the network, a clinic above SNAPSHOT_INLINE_MAX_PATIENTS);
+        # a small clinic's page builds its own from its rows (~1 s at 1,000,000) until its
+        # stored report lands just after.
         scopes = _default_scopes()
         step = time.monotonic()
         carried = _carry_unchanged(incremental, scopes, temp, final.name, today)

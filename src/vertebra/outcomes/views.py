@@ -38,6 +38,7 @@ from vertebra.outcomes import presenters, selectors, trajectory
 from vertebra.outcomes.forms import FilterForm
 from vertebra.outcomes.rendering import notice_pdf
 from vertebra.outcomes.reports import render_pdf, report_for
+from vertebra.outcomes.snapshot import Status
 from vertebra.registry.errors import NotFound, PermissionDeniedError
 from vertebra.registry.permissions import Actor
 from vertebra.registry.selectors import get_patient_for
@@ -148,7 +149,7 @@ def _report_or_problem(request: HttpRequest, actor: Actor, *, pdf: bool = False)
     return report, status
 
 
-def _figures_headers(response: HttpResponse, status: Any) -> HttpResponse:
+def _figures_headers(response: HttpResponse, status: Status) -> HttpResponse:
     """Say in headers which snapshot the figures are from (``Vertebra-Figures-As-Of``, ISO
     time) and, while the worker builds the newest ones, that these are the previous
     snapshot's (``Vertebra-Figures-Superseded: true``; ADR 0022 §11)."""
