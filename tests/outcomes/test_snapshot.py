@@ -11,6 +11,7 @@ import re
 import types
 from typing import Any
 
+import pandas as pd
 import pytest
 from django.db import transaction
 from django.test import Client
@@ -41,9 +42,23 @@ def _client_for(role: str, *clinics: Clinic) -> Client:
 
 
 def _from_snapshot(scope: Scope, flt: Any = None, **kwargs: Any) -> Any:
+    """The tables of ``scope`` from the current snapshot as this process holds it, after
+    checking that what it holds is what its Parquet gives back (a refresh keeps the frames it
+    wrote instead of reading them back: :func:`assert_kept_is_stored`)."""
     snap = snapshot.current()
     assert snap is not None
+    assert_kept_is_stored(snap)
     return tables_from_frames(snap.frames, scope.clinic_ids, scope.deidentified, flt, **kwargs)
+
+
+def assert_kept_is_stored(snap: snapshot.Snapshot) -> None:
+    """The frames a process holds for ``snap`` (those its refresh wrote, when it built it)
+    equal, row for row and dtype for dtype, a load of its Parquet files by another process."""
+    stored = snapshot._load(snap.path)
+    assert stored.manifest == snap.manifest
+    assert stored.frames.window == snap.frames.window
+    for name in snapshot.FRAME_NAMES:
+        pd.testing.assert_frame_equal(snap.frames.frames[name], stored.frames.frames[name])
 
 
 @settings(
