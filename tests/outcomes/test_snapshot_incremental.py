@@ -179,7 +179,8 @@ def test_a_correction_re_reads_one_patient_and_is_audited(
     assert result.manifest["read"]["kind"] == "incremental"
     assert result.manifest["read"]["patients_reread"] == 1
     steps = result.manifest["seconds"]  # where the refresh's time went, step by step
-    assert set(steps) == {"read", "cells", "parquet", "carry", "reports"}
+    assert set(steps) == {"read", "cells", "parquet", "both", "carry", "reports"}
+    assert steps["both"] >= steps["cells"]  # the Parquet was written beside the cell table
     assert steps["read"] == result.manifest["read"]["seconds"]
     assert all(v >= 0 for v in steps.values())
     assert (
