@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from django.db import transaction
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +21,7 @@ from tests.outcomes.test_columnar_reads import assert_same, fixed_pseudonyms
 from tests.outcomes.test_snapshot import _from_snapshot
 from tests.registry.factories import make_actor
 from vertebra.cohort.loader import load_cohort
+from vertebra.core.decision import build_cell_table, decision_rules
 from vertebra.core.synth import Cohort, generate_cohort
 from vertebra.followup.worker import open_windows
 from vertebra.outcomes import snapshot
@@ -56,11 +59,30 @@ def _snapshot_tables(scope: Scope) -> Any:
 
 
 def _assert_snapshot_is_a_whole_read() -> None:
-    """Registry-wide identified and de-identified, and each clinic: snapshot == direct read."""
+    """Registry-wide identified and de-identified, and each clinic: snapshot == direct read;
+    the decision aid's cell table == one built from a direct read."""
     scopes = [Scope(None, False), Scope(None, True)]
     scopes += [Scope(frozenset({pk}), False) for pk in Clinic.objects.values_list("pk", flat=True)]
     for scope in scopes:
         assert_same(_snapshot_tables(scope), read_tables(scope, as_of=TODAY))
+    assert_cells_are_a_whole_reads()
+
+
+def assert_cells_are_a_whole_reads() -> None:
+    """The snapshot's cell table (after an incremental refresh: the previous one with the
+    changed clinics' sums replaced) equals one built from a direct de-identified read: counts
+    exactly, sums of changes to rounding (they are added in another order)."""
+    today = snapshot._window_today()
+    stored, _ = snapshot.decision_cells()
+    assert stored is not None
+    want = build_cell_table(read_tables(Scope(None, True), as_of=today), today, decision_rules())
+    assert stored.to_dict() == want.to_dict()
+    got, expected = stored.leaves, want.leaves
+    assert list(got.columns) == list(expected.columns)
+    exact = [c for c in got.columns if c not in ("sum_change", "sumsq_change")]
+    pd.testing.assert_frame_equal(got[exact], expected[exact])
+    for column in ("sum_change", "sumsq_change"):
+        np.testing.assert_allclose(got[column], expected[column], rtol=1e-12, atol=1e-9)
 
 
 def _correct(record_type: str, record: Any, patient: Patient, **changes: Any) -> None:
@@ -189,6 +211,7 @@ def test_a_correction_re_reads_one_patient_and_is_audited(
     )
     row = AuditEvent.objects.filter(action="read", new_values__snapshot=True).order_by("-id")[0]
     assert row.new_values["patients_reread"] == 1
+    assert result.manifest["cell_clinics"] == 1  # the decision aid's sums: that clinic's only
     tables = _snapshot_tables(Scope(None, False))
     prices = tables.patients.set_index("patient_id")["cost_price"]
     assert prices[episode.patient_id] == 25000.0
@@ -208,6 +231,8 @@ def test_a_change_without_a_patient_re_reads_nobody(loaded: Cohort) -> None:
     assert result.manifest["read"] == {**result.manifest["read"], "kind": "incremental"}
     assert result.manifest["read"]["patients_reread"] == 0
     assert result.manifest["rows"] == first["rows"]
+    assert first["cell_clinics"] is None and result.manifest["cell_clinics"] == 0
+    assert_cells_are_a_whole_reads()
 
 
 def test_a_forced_refresh_a_new_day_or_many_changes_read_everything(
@@ -245,3 +270,24 @@ def test_the_refresh_after_another_splices_into_the_frames_it_wrote(
     assert held is not None and held.manifest["built_at"] != first["built_at"]
     assert loads == []  # the page's read too: the new snapshot is held already
     _assert_snapshot_is_a_whole_read()  # and what is held is what was stored (its check)
+
+
+def test_a_snapshot_without_stored_cell_sums_gets_them_computed_again(loaded: Cohort) -> None:
+    """A snapshot an older release wrote has no per-clinic sums: the incremental refresh after
+    it computes the decision aid's table from every clinic, and the one after that from the
+    changed clinic only."""
+    snapshot.refresh()
+    held = snapshot.current()
+    assert held is not None
+    (held.path / "cells_by_clinic.json").unlink()
+    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
+    assert episode is not None
+    _reprice(episode)
+    result = snapshot.refresh().manifest
+    assert result["read"]["kind"] == "incremental" and result["cell_clinics"] is None
+    assert_cells_are_a_whole_reads()
+    _correct(
+        "episodes", TreatmentEpisode.objects.get(pk=episode.pk), episode.patient, price="30000.00"
+    )
+    assert snapshot.refresh().manifest["cell_clinics"] == 1
+    assert_cells_are_a_whole_reads()

@@ -71,8 +71,11 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
-from vertebra.core.analytics import AnalysisTables, CohortFilter
-from vertebra.core.decision import CellTable, build_cell_table, decision_rules
+from vertebra.core.analytics import AnalysisTables, CohortFilter, Exclusion
+from vertebra.core.analytics.schema import TimeBase
+from vertebra.core.analytics.survival import can_censor_at_cutoff
+from vertebra.core.decision import KEYS, CellTable, DecisionRules, decision_rules
+from vertebra.core.decision.cells import clinic_leaf_sums, merge_leaves
 from vertebra.outcomes import prepared
 from vertebra.outcomes.columnar import (
     FRAME_NAMES,
@@ -313,6 +316,8 @@ class _Incremental:
     previous_dir: Path
     #: whether this process built the previous snapshot (so its results came from this code)
     same_process: bool
+    #: the decision aid's sums of ``clinics`` before the change (None: no clinic changed)
+    cells_before: _CellPart | None = None
 
 
 def _incremental_frames(
@@ -345,10 +350,12 @@ def _incremental_frames(
     if fresh.window != base.frames.window:
         return None
     clinics = _clinics_of(base.frames, patients) | _clinics_of(fresh, patients)
+    # what these clinics added to the decision aid's figures, taken out of them below
+    before = _cell_part(base.frames, clinics, today, decision_rules())[1] if clinics else None
     spliced = _splice(base.frames, fresh, patients)
     with _loading:  # the old rows are not needed any more: at most one copy beside the new
         _loaded.clear()
-    return _Incremental(spliced, len(patients), clinics, base.path, mine)
+    return _Incremental(spliced, len(patients), clinics, base.path, mine, before)
 
 
 def _clinics_of(frames: Frames, patients: set[int]) -> frozenset[int]:
@@ -421,9 +428,9 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
             writing = pool.submit(_write_frames, frames, clinics, temp)
             step = time.monotonic()
             with transaction.atomic():  # the decision aid's figures, audited as before
-                tables = tables_from_frames(frames, None, True, CohortFilter(), as_of=today)
-                cells = build_cell_table(tables, today, rules)
-                record_decision_read(len(tables.patients), built_at.isoformat())
+                tables, part, cell_clinics = _decision_part(frames, incremental, today, rules)
+                cells = part.cell_table(rules)
+                record_decision_read(part.n_treated, built_at.isoformat())
             cells_seconds = time.monotonic() - step
             parquet_seconds = writing.result()
         # where a refresh's time goes until it is published (BENCHMARKS.md reads them);
@@ -452,7 +459,7 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
         parts = _clinic_parts(clinics)
         # the decision aid's tables are the researchers' default ones (every clinic,
         # de-identified, no filter, today): built once, not twice (~10 s at 1,000,000)
-        ready = {Scope(None, True): tables}
+        ready = {} if tables is None else {Scope(None, True): tables}
         prepared_seconds = _prepare_defaults(temp, final.name, frames, today, early, parts, ready)
         steps["reports"] = round(prepared_seconds, 3)
         leaves = pa.Table.from_pandas(cells.leaves, preserve_index=False)
@@ -460,6 +467,7 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
         cell_facts = {k: v for k, v in cells.__dict__.items() if k != "leaves"}
         cell_facts["data_notes"] = list(cells.data_notes)
         (temp / "cells.json").write_text(json.dumps(cell_facts))
+        part.write(temp)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "built_at": built_at.isoformat(),
@@ -471,6 +479,8 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
             "clinic_patients": clinic_patients,
             "prepared_seconds": prepared_seconds,
             "reports_carried": len(carried),
+            # the clinics whose decision-aid sums this refresh computed (None: every clinic)
+            "cell_clinics": cell_clinics,
             "process": BUILDING_PROCESS,
             "read": read,
             "seconds": steps,
@@ -491,6 +501,123 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
     late_seconds = _prepare_defaults(final, final.name, frames, today, late, parts, ready)
     logger.info("prepared %d reports after publishing in %.1f s", len(late), late_seconds)
     return manifest
+
+
+@dataclass(frozen=True)
+class _CellPart:
+    """The decision aid's sums over some clinics' patients (de-identified tables, no filter,
+    today): per clinic and leaf (:func:`clinic_leaf_sums`), the patients in the tables and the
+    stored rows left out (what, reason: count). Parts of disjoint clinics add up; the
+    snapshot keeps the registry's, so an incremental refresh recomputes only the clinics
+    whose rows changed (ADR 0022 §12)."""
+
+    leaves: pd.DataFrame
+    n_treated: int
+    left_out: dict[tuple[str, str], int]
+    surgery_available: bool
+    time_base: TimeBase
+
+    def replaced(self, clinics: frozenset[int], before: _CellPart, after: _CellPart) -> _CellPart:
+        """This part with ``clinics``' sums ``before`` (already in it) replaced by ``after``."""
+        # a de-identified table's clinic_id is a text code
+        ids = self.leaves["clinic_id"].astype(str)
+        kept = self.leaves[~ids.isin([str(int(c)) for c in clinics])]
+        leaves = pd.concat([kept, after.leaves], ignore_index=True) if len(after.leaves) else kept
+        left_out = dict(self.left_out)
+        for key in set(before.left_out) | set(after.left_out):
+            count = left_out.get(key, 0) - before.left_out.get(key, 0) + after.left_out.get(key, 0)
+            left_out.pop(key, None)
+            if count:
+                left_out[key] = count
+        return dataclasses.replace(
+            self,
+            leaves=leaves.sort_values(["clinic_id", *KEYS], kind="stable").reset_index(drop=True),
+            n_treated=self.n_treated - before.n_treated + after.n_treated,
+            left_out=left_out,
+        )
+
+    def cell_table(self, rules: DecisionRules) -> CellTable:
+        """The decision aid's cell table of these patients."""
+        leaves = merge_leaves(self.leaves)
+        notes = [
+            Exclusion(what, count, reason).note
+            for (what, reason), count in sorted(self.left_out.items())
+        ]
+        return CellTable(
+            rules_version=rules.version,
+            time_base=self.time_base,
+            leaves=leaves,
+            n_treated=self.n_treated,
+            n_in_scope=int(leaves["n"].sum()) if len(leaves) else 0,
+            surgery_available=self.surgery_available,
+            data_notes=tuple(notes),
+        )
+
+    def write(self, folder: Path) -> None:
+        """Store the part in a snapshot ``folder`` (read back by :func:`_stored_cell_part`)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(
+            pa.Table.from_pandas(self.leaves, preserve_index=False),
+            folder / "cells_by_clinic.parquet",
+        )
+        facts = {
+            "n_treated": self.n_treated,
+            "left_out": [[what, reason, n] for (what, reason), n in self.left_out.items()],
+            "surgery_available": self.surgery_available,
+            "time_base": self.time_base,
+        }
+        (folder / "cells_by_clinic.json").write_text(json.dumps(facts))
+
+
+def _stored_cell_part(folder: Path) -> _CellPart | None:
+    """The part a snapshot ``folder`` stored (None when it has none: an older snapshot)."""
+    import pyarrow.parquet as pq
+
+    try:
+        facts = json.loads((folder / "cells_by_clinic.json").read_text())
+        leaves = pq.read_table(folder / "cells_by_clinic.parquet").to_pandas()
+    except FileNotFoundError:
+        return None
+    left_out = {(what, reason): int(n) for what, reason, n in facts["left_out"]}
+    return _CellPart(
+        leaves, int(facts["n_treated"]), left_out, facts["surgery_available"], facts["time_base"]
+    )
+
+
+def _cell_part(
+    frames: Frames, clinic_ids: frozenset[int] | None, today: dt.date, rules: DecisionRules
+) -> tuple[AnalysisTables, _CellPart]:
+    """The de-identified tables of ``clinic_ids`` (None: every clinic) from ``frames`` and
+    the decision aid's part of them."""
+    tables = tables_from_frames(frames, clinic_ids, True, CohortFilter(), as_of=today)
+    part = _CellPart(
+        clinic_leaf_sums(tables, today, rules),
+        len(tables.patients),
+        {(e.what, e.reason): e.count for e in tables.exclusions},
+        can_censor_at_cutoff(tables.patients),
+        tables.time_base,
+    )
+    return tables, part
+
+
+def _decision_part(
+    frames: Frames, incremental: _Incremental | None, today: dt.date, rules: DecisionRules
+) -> tuple[AnalysisTables | None, _CellPart, int | None]:
+    """The decision aid's part of the whole registry in ``frames`` and how many clinics' sums
+    were computed for it (None: every clinic's). After an incremental read, the previous
+    snapshot's part with the changed clinics' sums recomputed (no tables: None); else from
+    the de-identified tables of every clinic (returned: the researchers' default report uses
+    them too)."""
+    previous = None if incremental is None else _stored_cell_part(incremental.previous_dir)
+    if incremental is None or previous is None:
+        return (*_cell_part(frames, None, today, rules), None)
+    if incremental.cells_before is None:  # no clinic's rows changed
+        return None, previous, 0
+    _, after = _cell_part(frames, incremental.clinics, today, rules)
+    part = previous.replaced(incremental.clinics, incremental.cells_before, after)
+    return None, part, len(incremental.clinics)
 
 
 def _write_frames(frames: Frames, clinics: dict[str, np.ndarray], folder: Path) -> float:

@@ -52,7 +52,9 @@ __all__ = [
     "UNKNOWN",
     "CellTable",
     "build_cell_table",
+    "clinic_leaf_sums",
     "leaf_sums",
+    "merge_leaves",
     "patient_frame",
 ]
 
@@ -134,16 +136,22 @@ def _surgery_within(
     return out
 
 
-def patient_frame(tables: AnalysisTables, as_of: date, rules: DecisionRules) -> pd.DataFrame:
+def patient_frame(
+    tables: AnalysisTables, as_of: date, rules: DecisionRules, *, by_clinic: bool = False
+) -> pd.DataFrame:
     """One row per patient in scope: the leaf keys and the 0/1 (or change) summands.
 
     ``as_of`` is the data cut-off of calendar tables (de-identified tables carry their own).
     Patients without an arm row, an age band or a baseline ODI are left out (see CellTable).
+    With ``by_clinic``, the first column is the patient's ``clinic_id`` (from the tables).
     """
     if tables.patients.empty:  # an empty registry: no patient is like anyone yet
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in KEYS}).assign(
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in KEYS}).assign(
             **{c: pd.Series(dtype=np.float64 if "change" in c else np.int64) for c in SUMS}
         )
+        if by_clinic:
+            empty.insert(0, "clinic_id", pd.Series(dtype=np.int64))
+        return empty
     panel = build_panel(tables, CohortFilter(), as_of)
     pts = panel.patients
     n = panel.n
@@ -195,12 +203,34 @@ def patient_frame(tables: AnalysisTables, as_of: date, rules: DecisionRules) -> 
             "n_surgery": surgery.astype(np.int64),
         }
     )
+    if by_clinic:
+        frame.insert(0, "clinic_id", pts["clinic_id"].to_numpy())
     return frame.loc[keep].reset_index(drop=True)
 
 
 def leaf_sums(frame: pd.DataFrame) -> pd.DataFrame:
     """Sum the SUMS columns of a per-patient frame over its KEYS (one row per non-empty leaf)."""
     return frame.groupby(list(KEYS), sort=True, observed=True)[list(SUMS)].sum().reset_index()
+
+
+def clinic_leaf_sums(tables: AnalysisTables, as_of: date, rules: DecisionRules) -> pd.DataFrame:
+    """The leaf sums of each clinic's patients: ``clinic_id`` + KEYS + SUMS, one row per
+    non-empty (clinic, leaf), sorted. A patient's summands depend on nobody else's, so the
+    rows of any clinics, from any number of calls, summed by :func:`merge_leaves` are the
+    leaves of those clinics' patients together (the analysis snapshot keeps them, and an
+    incremental refresh recomputes only the clinics whose rows changed)."""
+    frame = patient_frame(tables, as_of, rules, by_clinic=True)
+    if frame.empty:
+        return frame
+    by = ["clinic_id", *KEYS]
+    return frame.groupby(by, sort=True, observed=True)[list(SUMS)].sum().reset_index()
+
+
+def merge_leaves(clinic_leaves: pd.DataFrame) -> pd.DataFrame:
+    """The leaves (KEYS + SUMS, one row per non-empty leaf, sorted by KEYS) of the patients
+    whose clinic sums are the rows of ``clinic_leaves`` (see :func:`clinic_leaf_sums`)."""
+    frame = clinic_leaves.drop(columns="clinic_id")
+    return frame.reset_index(drop=True) if frame.empty else leaf_sums(frame)
 
 
 def build_cell_table(tables: AnalysisTables, as_of: date, rules: DecisionRules) -> CellTable:
