@@ -140,6 +140,7 @@ elif mode == "incremental":
     out["rows"] = result.manifest["rows"]
     out["prepared_s"] = result.manifest.get("prepared_seconds", 0.0)
     out["carried"] = result.manifest.get("reports_carried", 0)
+    out["cell_clinics"] = result.manifest.get("cell_clinics")
     out["steps"] = result.manifest.get("seconds", {})
     out["scopes"] = len(result.manifest.get("clinic_patients", {})) + 2
     out["published_s"] = os.path.getmtime(snapshot._root() / "CURRENT") - started_epoch
@@ -374,6 +375,7 @@ def main() -> None:
                 f"default reports before publishing {float(r['prepared_s']):.2f} s, "  # type: ignore[arg-type]
                 f"published after {float(r['published_s']):.2f} s; "  # type: ignore[arg-type]
                 f"{r['carried']} of {r['scopes']} scopes' reports carried over; "
+                f"decision-aid sums of {r.get('cell_clinics')} clinics computed; "
                 f"steps {r['steps']}"
             )
         print(f"{r['size']:>9,} {r['mode']:<20} {wall:>7.2f} {float(r['cpu_s']):>6.2f} "  # type: ignore[arg-type]
