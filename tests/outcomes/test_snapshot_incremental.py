@@ -212,6 +212,9 @@ def test_a_correction_re_reads_one_patient_and_is_audited(
     row = AuditEvent.objects.filter(action="read", new_values__snapshot=True).order_by("-id")[0]
     assert row.new_values["patients_reread"] == 1
     assert result.manifest["cell_clinics"] == 1  # the decision aid's sums: that clinic's only
+    assert set(result.manifest["read"]["steps"]) == {
+        "snapshot", "changed", "rows", "cells_before", "splice",
+    }  # fmt: skip
     tables = _snapshot_tables(Scope(None, False))
     prices = tables.patients.set_index("patient_id")["cost_price"]
     assert prices[episode.patient_id] == 25000.0
@@ -290,4 +293,28 @@ def test_a_snapshot_without_stored_cell_sums_gets_them_computed_again(loaded: Co
         "episodes", TreatmentEpisode.objects.get(pk=episode.pk), episode.patient, price="30000.00"
     )
     assert snapshot.refresh().manifest["cell_clinics"] == 1
+    assert_cells_are_a_whole_reads()
+
+
+def test_correcting_a_left_out_row_updates_the_decision_aids_notes(
+    loaded: Cohort, fixed_pseudonyms: None
+) -> None:
+    """Rows the tables leave out (odd dates) are counted per clinic too: after the clinic
+    corrects its year-25 treatment date, the incremental refresh recomputes that clinic and
+    the decision aid's "left out" notes are a direct read's again."""
+    from tests.outcomes.test_odd_rows import YEAR_25, _corrupt
+
+    _corrupt()  # one odd row of each kind, written past the services (no audit row)
+    assert snapshot.refresh(force=True).manifest["cell_clinics"] is None
+    before, _ = snapshot.decision_cells()
+    assert before is not None and len(before.data_notes) >= 2
+    assert_cells_are_a_whole_reads()
+    episode = TreatmentEpisode.objects.get(start_date=YEAR_25)
+    first = Diagnosis.objects.filter(patient=episode.patient).order_by("diagnosed_on")[0]
+    _correct("episodes", episode, episode.patient, start_date=first.diagnosed_on)
+    result = snapshot.refresh().manifest
+    assert result["read"]["kind"] == "incremental" and result["cell_clinics"] == 1
+    after, _ = snapshot.decision_cells()
+    assert after is not None and after.data_notes != before.data_notes
+    assert after.n_treated == before.n_treated + 1
     assert_cells_are_a_whole_reads()

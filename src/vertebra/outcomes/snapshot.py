@@ -316,8 +316,13 @@ class _Incremental:
     previous_dir: Path
     #: whether this process built the previous snapshot (so its results came from this code)
     same_process: bool
-    #: the decision aid's sums of ``clinics`` before the change (None: no clinic changed)
-    cells_before: _CellPart | None = None
+    #: the decision aid's sums the previous snapshot stored (None: it stored none)
+    cells: _CellPart | None = None
+    #: the rows of ``clinics`` the previous snapshot's tables left out (computed only when
+    #: it left out any: counts are never negative, so otherwise none)
+    left_out_before: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    #: where the read's time went (seconds per step)
+    steps: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _incremental_frames(
@@ -337,25 +342,48 @@ def _incremental_frames(
         return None
     if not 0 <= mark.sealed - int(old[3]) <= INCREMENTAL_MAX_SEALS:
         return None
-    base = current()
+    steps = _Steps()
+    base = current()  # this process's copy (kept by its last refresh) or a load of the Parquet
+    steps.done("snapshot")
     if base is None or base.manifest.get("built_at") != previous.get("built_at"):
         return None
     mine = previous.get("process") == BUILDING_PROCESS
     patients = changed_patients(int(old[3]), mark.sealed)
+    steps.done("changed")
     if len(patients) > INCREMENTAL_MAX_PATIENTS:
         return None
+    cells = _stored_cell_part(base.path)
     if not patients:
-        return _Incremental(base.frames, 0, frozenset(), base.path, mine)
+        return _Incremental(base.frames, 0, frozenset(), base.path, mine, cells, {}, steps.seconds)
     fresh = read_frames(None, patient_ids=patients)
+    steps.done("rows")
     if fresh.window != base.frames.window:
         return None
     clinics = _clinics_of(base.frames, patients) | _clinics_of(fresh, patients)
-    # what these clinics added to the decision aid's figures, taken out of them below
-    before = _cell_part(base.frames, clinics, today, decision_rules())[1] if clinics else None
+    left_out_before: dict[tuple[str, str], int] = {}
+    if cells is not None and cells.left_out and clinics:  # which of them were these clinics'
+        left_out_before = _cell_part(base.frames, clinics, today, decision_rules())[1].left_out
+    steps.done("cells_before")
     spliced = _splice(base.frames, fresh, patients)
+    steps.done("splice")
     with _loading:  # the old rows are not needed any more: at most one copy beside the new
         _loaded.clear()
-    return _Incremental(spliced, len(patients), clinics, base.path, mine, before)
+    return _Incremental(
+        spliced, len(patients), clinics, base.path, mine, cells, left_out_before, steps.seconds
+    )
+
+
+class _Steps:
+    """Seconds per named step since the previous one (for the manifest)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
 
 
 def _clinics_of(frames: Frames, patients: set[int]) -> frozenset[int]:
@@ -402,6 +430,7 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
         read: dict[str, Any] = {
             "kind": "full" if incremental is None else "incremental",
             "patients_reread": None if incremental is None else incremental.patients_reread,
+            "steps": {} if incremental is None else incremental.steps,
         }
         record_audit(
             actor=_system_actor(SNAPSHOT_PURPOSE),
@@ -506,33 +535,44 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
 @dataclass(frozen=True)
 class _CellPart:
     """The decision aid's sums over some clinics' patients (de-identified tables, no filter,
-    today): per clinic and leaf (:func:`clinic_leaf_sums`), the patients in the tables and the
-    stored rows left out (what, reason: count). Parts of disjoint clinics add up; the
-    snapshot keeps the registry's, so an incremental refresh recomputes only the clinics
-    whose rows changed (ADR 0022 §12)."""
+    today): per clinic and leaf (:func:`clinic_leaf_sums`), the patients in the tables per
+    clinic, and the stored rows left out (what, reason: count). Parts of disjoint clinics add
+    up; the snapshot keeps the registry's, so an incremental refresh recomputes only the
+    clinics whose rows changed (ADR 0022 §12). Clinic ids are text (as de-identified tables
+    hold them)."""
 
     leaves: pd.DataFrame
-    n_treated: int
+    treated: dict[str, int]
     left_out: dict[tuple[str, str], int]
     surgery_available: bool
     time_base: TimeBase
 
-    def replaced(self, clinics: frozenset[int], before: _CellPart, after: _CellPart) -> _CellPart:
-        """This part with ``clinics``' sums ``before`` (already in it) replaced by ``after``."""
-        # a de-identified table's clinic_id is a text code
-        ids = self.leaves["clinic_id"].astype(str)
-        kept = self.leaves[~ids.isin([str(int(c)) for c in clinics])]
+    @property
+    def n_treated(self) -> int:
+        """Patients in the tables, every clinic of the part."""
+        return sum(self.treated.values())
+
+    def replaced(
+        self,
+        clinics: frozenset[int],
+        after: _CellPart,
+        left_out_before: dict[tuple[str, str], int],
+    ) -> _CellPart:
+        """This part with ``clinics``' sums replaced by ``after`` (those clinics' part now);
+        ``left_out_before``: the rows of ``clinics`` this part counts as left out."""
+        gone = {str(int(c)) for c in clinics}
+        kept = self.leaves[~self.leaves["clinic_id"].astype(str).isin(gone)]
         leaves = pd.concat([kept, after.leaves], ignore_index=True) if len(after.leaves) else kept
+        treated = {c: n for c, n in self.treated.items() if c not in gone} | after.treated
         left_out = dict(self.left_out)
-        for key in set(before.left_out) | set(after.left_out):
-            count = left_out.get(key, 0) - before.left_out.get(key, 0) + after.left_out.get(key, 0)
-            left_out.pop(key, None)
-            if count:
-                left_out[key] = count
+        for key in set(left_out_before) | set(after.left_out):
+            count = left_out.pop(key, 0) - left_out_before.get(key, 0)
+            if count + after.left_out.get(key, 0):
+                left_out[key] = count + after.left_out.get(key, 0)
         return dataclasses.replace(
             self,
             leaves=leaves.sort_values(["clinic_id", *KEYS], kind="stable").reset_index(drop=True),
-            n_treated=self.n_treated - before.n_treated + after.n_treated,
+            treated=treated,
             left_out=left_out,
         )
 
@@ -563,7 +603,7 @@ class _CellPart:
             folder / "cells_by_clinic.parquet",
         )
         facts = {
-            "n_treated": self.n_treated,
+            "treated": self.treated,
             "left_out": [[what, reason, n] for (what, reason), n in self.left_out.items()],
             "surgery_available": self.surgery_available,
             "time_base": self.time_base,
@@ -572,18 +612,18 @@ class _CellPart:
 
 
 def _stored_cell_part(folder: Path) -> _CellPart | None:
-    """The part a snapshot ``folder`` stored (None when it has none: an older snapshot)."""
+    """The part a snapshot ``folder`` stored (None when it has none or not in this form: an
+    older snapshot, whose refresh then computes the sums of every clinic)."""
     import pyarrow.parquet as pq
 
     try:
         facts = json.loads((folder / "cells_by_clinic.json").read_text())
+        treated = {str(c): int(n) for c, n in facts["treated"].items()}
+        left_out = {(what, reason): int(n) for what, reason, n in facts["left_out"]}
         leaves = pq.read_table(folder / "cells_by_clinic.parquet").to_pandas()
-    except FileNotFoundError:
+    except (FileNotFoundError, KeyError, ValueError, TypeError):
         return None
-    left_out = {(what, reason): int(n) for what, reason, n in facts["left_out"]}
-    return _CellPart(
-        leaves, int(facts["n_treated"]), left_out, facts["surgery_available"], facts["time_base"]
-    )
+    return _CellPart(leaves, treated, left_out, facts["surgery_available"], facts["time_base"])
 
 
 def _cell_part(
@@ -592,9 +632,10 @@ def _cell_part(
     """The de-identified tables of ``clinic_ids`` (None: every clinic) from ``frames`` and
     the decision aid's part of them."""
     tables = tables_from_frames(frames, clinic_ids, True, CohortFilter(), as_of=today)
+    treated = tables.patients["clinic_id"].astype(str).value_counts()
     part = _CellPart(
         clinic_leaf_sums(tables, today, rules),
-        len(tables.patients),
+        {str(c): int(n) for c, n in treated.items()},
         {(e.what, e.reason): e.count for e in tables.exclusions},
         can_censor_at_cutoff(tables.patients),
         tables.time_base,
@@ -610,13 +651,12 @@ def _decision_part(
     snapshot's part with the changed clinics' sums recomputed (no tables: None); else from
     the de-identified tables of every clinic (returned: the researchers' default report uses
     them too)."""
-    previous = None if incremental is None else _stored_cell_part(incremental.previous_dir)
-    if incremental is None or previous is None:
+    if incremental is None or incremental.cells is None:
         return (*_cell_part(frames, None, today, rules), None)
-    if incremental.cells_before is None:  # no clinic's rows changed
-        return None, previous, 0
+    if not incremental.clinics:  # no clinic's rows changed
+        return None, incremental.cells, 0
     _, after = _cell_part(frames, incremental.clinics, today, rules)
-    part = previous.replaced(incremental.clinics, incremental.cells_before, after)
+    part = incremental.cells.replaced(incremental.clinics, after, incremental.left_out_before)
     return None, part, len(incremental.clinics)
 
 
