@@ -318,3 +318,18 @@ def test_correcting_a_left_out_row_updates_the_decision_aids_notes(
     assert after is not None and after.data_notes != before.data_notes
     assert after.n_treated == before.n_treated + 1
     assert_cells_are_a_whole_reads()
+
+
+def test_another_process_computes_every_clinics_cell_sums(
+    loaded: Cohort, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored sums come from code as well as rows: a worker that did not make them (a new
+    release) computes the decision aid's table from every clinic on its first refresh."""
+    snapshot.refresh()
+    monkeypatch.setattr(snapshot, "BUILDING_PROCESS", "another-worker")
+    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
+    assert episode is not None
+    _reprice(episode)
+    result = snapshot.refresh().manifest
+    assert result["read"]["kind"] == "incremental" and result["cell_clinics"] is None
+    assert_cells_are_a_whole_reads()

@@ -316,7 +316,8 @@ class _Incremental:
     previous_dir: Path
     #: whether this process built the previous snapshot (so its results came from this code)
     same_process: bool
-    #: the decision aid's sums the previous snapshot stored (None: it stored none)
+    #: the decision aid's sums the previous snapshot stored (None: it stored none, or another
+    #: process or rule set made them)
     cells: _CellPart | None = None
     #: the rows of ``clinics`` the previous snapshot's tables left out (computed only when
     #: it left out any: counts are never negative, so otherwise none)
@@ -352,7 +353,9 @@ def _incremental_frames(
     steps.done("changed")
     if len(patients) > INCREMENTAL_MAX_PATIENTS:
         return None
-    cells = _stored_cell_part(base.path)
+    # the stored sums came from code as well as rows: used only by the process that made them
+    same_rules = previous.get("rules_version") == decision_rules().version
+    cells = _stored_cell_part(base.path) if mine and same_rules else None
     if not patients:
         return _Incremental(base.frames, 0, frozenset(), base.path, mine, cells, {}, steps.seconds)
     fresh = read_frames(None, patient_ids=patients)
