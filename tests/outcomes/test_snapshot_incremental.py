@@ -109,6 +109,14 @@ def _reprice(episode: TreatmentEpisode) -> None:
     )
 
 
+def _reprice_first() -> TreatmentEpisode:
+    """Reprice the first live episode (:func:`_reprice`); that episode."""
+    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
+    assert episode is not None
+    _reprice(episode)
+    return episode
+
+
 def _change(kind: str, pick: int) -> set[int]:
     """Make one change of ``kind`` to the ``pick``-th eligible record; the patients changed."""
     if kind == "open_windows":  # the worker's pass, some weeks after the cohort's day
@@ -193,9 +201,7 @@ def test_a_correction_re_reads_one_patient_and_is_audited(
 ) -> None:
     assert snapshot.refresh().manifest["read"]["kind"] == "full"
     assert snapshot.refresh().outcome == "unchanged"
-    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
-    assert episode is not None
-    _reprice(episode)
+    episode = _reprice_first()
     result = snapshot.refresh()
     assert result.outcome == "built"
     assert result.manifest["read"]["kind"] == "incremental"
@@ -262,9 +268,7 @@ def test_the_refresh_after_another_splices_into_the_frames_it_wrote(
     loads: list[Any] = []
     real_load = snapshot._load
     monkeypatch.setattr(snapshot, "_load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
-    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
-    assert episode is not None
-    _reprice(episode)
+    _reprice_first()
     result = snapshot.refresh()
     assert result.manifest["read"] == {**result.manifest["read"], "kind": "incremental"}
     assert result.manifest["read"]["patients_reread"] == 1
@@ -283,9 +287,7 @@ def test_a_snapshot_without_stored_cell_sums_gets_them_computed_again(loaded: Co
     held = snapshot.current()
     assert held is not None
     (held.path / "cells_by_clinic.json").unlink()
-    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
-    assert episode is not None
-    _reprice(episode)
+    episode = _reprice_first()
     result = snapshot.refresh().manifest
     assert result["read"]["kind"] == "incremental" and result["cell_clinics"] is None
     assert_cells_are_a_whole_reads()
@@ -327,9 +329,7 @@ def test_another_process_computes_every_clinics_cell_sums(
     release) computes the decision aid's table from every clinic on its first refresh."""
     snapshot.refresh()
     monkeypatch.setattr(snapshot, "BUILDING_PROCESS", "another-worker")
-    episode = TreatmentEpisode.objects.filter(voided_at=None).order_by("pk").first()
-    assert episode is not None
-    _reprice(episode)
+    _reprice_first()
     result = snapshot.refresh().manifest
     assert result["read"]["kind"] == "incremental" and result["cell_clinics"] is None
     assert_cells_are_a_whole_reads()
