@@ -205,7 +205,6 @@ def _outcomes(
             f'count("{m}") as "{m}_n"',
             f'avg("{m}") as "{m}_mean"',
             f'stddev_samp("{m}") as "{m}_sd"',
-            f'median("{m}") as "{m}_median"',
             f'count("{m}_d") as "{m}_pn"',
             f'avg("{m}_d") as "{m}_pm"',
             f'stddev_samp("{m}_d") as "{m}_psd"',
@@ -236,6 +235,14 @@ def _outcomes(
         y as (select {", ".join(proj)} from x left join b using (patient_id))
         select {", ".join(sel)} from y group by a, ti"""
     ).fetch_df()
+    # A median keeps every value of its group in memory (a holistic aggregate: DuckDB cannot
+    # spill it), so all measures' medians in the query above held 10^7 patients' scores at
+    # once and ran out of the memory limit. One measure at a time, from the rows alone.
+    for m in measures:
+        medians = con.execute(
+            f'select a, ti, median("{m}") as "{m}_median" from x group by a, ti'
+        ).fetch_df()
+        frame = frame.merge(medians, on=["a", "ti"], how="left")
     t_count = len(tp_ids)
     gt = len(arms) * t_count
     j = frame["a"].to_numpy(dtype=np.int64) * t_count + frame["ti"].to_numpy(dtype=np.int64)
@@ -300,12 +307,14 @@ def _returns(
             "else 'near_ceiling' end"
         )
     # A table, not a view: the population and the curve counts read it twice, and a view
-    # would scan the time-point file again for each.
+    # would scan the time-point file again for each. The baseline answer is the earliest by
+    # (months, row): arg_min keeps one value per patient, where first(... order by ...) kept
+    # every row of each group until the end (10^7 patients ran out of the memory limit).
     con.execute(
         f"""create or replace temp table pr as
         with r as (select patient_id, months, fr, {value} as v from x
                    where done and {value} is not null{real}),
-        b as (select patient_id, first(v order by months, fr) as b0 from r
+        b as (select patient_id, arg_min(v, {{'m': months, 'f': fr}}) as b0 from r
               where months <= 0 group by patient_id),
         f as (select patient_id, max(months) as last,
                      min(months) filter (where {hit}) as hit
