@@ -71,11 +71,9 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
-from vertebra.core.analytics import AnalysisTables, CohortFilter, Exclusion
-from vertebra.core.analytics.schema import TimeBase
-from vertebra.core.analytics.survival import can_censor_at_cutoff
-from vertebra.core.decision import KEYS, CellTable, DecisionRules, decision_rules
-from vertebra.core.decision.cells import clinic_leaf_sums, merge_leaves
+from vertebra.core.analytics import AnalysisTables, CohortFilter
+from vertebra.core.decision import CellTable, DecisionRules, decision_rules
+from vertebra.core.decision.cells import ClinicSums
 from vertebra.outcomes import prepared
 from vertebra.outcomes.columnar import (
     FRAME_NAMES,
@@ -318,7 +316,7 @@ class _Incremental:
     same_process: bool
     #: the decision aid's sums the previous snapshot stored (None: it stored none, or another
     #: process or rule set made them)
-    cells: _CellPart | None = None
+    cells: ClinicSums | None = None
     #: the rows of ``clinics`` the previous snapshot's tables left out (computed only when
     #: it left out any: counts are never negative, so otherwise none)
     left_out_before: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
@@ -509,7 +507,7 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
         cell_facts = {k: v for k, v in cells.__dict__.items() if k != "leaves"}
         cell_facts["data_notes"] = list(cells.data_notes)
         (temp / "cells.json").write_text(json.dumps(cell_facts))
-        part.write(temp)
+        _write_cell_sums(part, temp)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "built_at": built_at.isoformat(),
@@ -545,86 +543,24 @@ def _build(root: Path, mark: Watermark, previous: dict[str, Any] | None = None) 
     return manifest
 
 
-@dataclass(frozen=True)
-class _CellPart:
-    """The decision aid's sums over some clinics' patients (de-identified tables, no filter,
-    today): per clinic and leaf (:func:`clinic_leaf_sums`), the patients in the tables per
-    clinic, and the stored rows left out (what, reason: count). Parts of disjoint clinics add
-    up; the snapshot keeps the registry's, so an incremental refresh recomputes only the
-    clinics whose rows changed (ADR 0022 §12). Clinic ids are text (as de-identified tables
-    hold them)."""
+def _write_cell_sums(sums: ClinicSums, folder: Path) -> None:
+    """Store the decision aid's per-clinic sums in a snapshot ``folder`` (read back by
+    :func:`_stored_cell_part`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    leaves: pd.DataFrame
-    treated: dict[str, int]
-    left_out: dict[tuple[str, str], int]
-    surgery_available: bool
-    time_base: TimeBase
-
-    @property
-    def n_treated(self) -> int:
-        """Patients in the tables, every clinic of the part."""
-        return sum(self.treated.values())
-
-    def replaced(
-        self,
-        clinics: frozenset[int],
-        after: _CellPart,
-        left_out_before: dict[tuple[str, str], int],
-    ) -> _CellPart:
-        """This part with ``clinics``' sums replaced by ``after`` (those clinics' part now);
-        ``left_out_before``: the rows of ``clinics`` this part counts as left out."""
-        gone = {str(int(c)) for c in clinics}
-        kept = self.leaves[~self.leaves["clinic_id"].astype(str).isin(gone)]
-        leaves = pd.concat([kept, after.leaves], ignore_index=True) if len(after.leaves) else kept
-        treated = {c: n for c, n in self.treated.items() if c not in gone} | after.treated
-        left_out = dict(self.left_out)
-        for key in set(left_out_before) | set(after.left_out):
-            count = left_out.pop(key, 0) - left_out_before.get(key, 0)
-            if count + after.left_out.get(key, 0):
-                left_out[key] = count + after.left_out.get(key, 0)
-        return dataclasses.replace(
-            self,
-            leaves=leaves.sort_values(["clinic_id", *KEYS], kind="stable").reset_index(drop=True),
-            treated=treated,
-            left_out=left_out,
-        )
-
-    def cell_table(self, rules: DecisionRules) -> CellTable:
-        """The decision aid's cell table of these patients."""
-        leaves = merge_leaves(self.leaves)
-        notes = [
-            Exclusion(what, count, reason).note
-            for (what, reason), count in sorted(self.left_out.items())
-        ]
-        return CellTable(
-            rules_version=rules.version,
-            time_base=self.time_base,
-            leaves=leaves,
-            n_treated=self.n_treated,
-            n_in_scope=int(leaves["n"].sum()) if len(leaves) else 0,
-            surgery_available=self.surgery_available,
-            data_notes=tuple(notes),
-        )
-
-    def write(self, folder: Path) -> None:
-        """Store the part in a snapshot ``folder`` (read back by :func:`_stored_cell_part`)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(
-            pa.Table.from_pandas(self.leaves, preserve_index=False),
-            folder / "cells_by_clinic.parquet",
-        )
-        facts = {
-            "treated": self.treated,
-            "left_out": [[what, reason, n] for (what, reason), n in self.left_out.items()],
-            "surgery_available": self.surgery_available,
-            "time_base": self.time_base,
-        }
-        (folder / "cells_by_clinic.json").write_text(json.dumps(facts))
+    table = pa.Table.from_pandas(sums.leaves, preserve_index=False)
+    pq.write_table(table, folder / "cells_by_clinic.parquet")
+    facts = {
+        "treated": sums.treated,
+        "left_out": [[what, reason, n] for (what, reason), n in sums.left_out.items()],
+        "surgery_available": sums.surgery_available,
+        "time_base": sums.time_base,
+    }
+    (folder / "cells_by_clinic.json").write_text(json.dumps(facts))
 
 
-def _stored_cell_part(folder: Path) -> _CellPart | None:
+def _stored_cell_part(folder: Path) -> ClinicSums | None:
     """The part a snapshot ``folder`` stored (None when it has none or not in this form: an
     older snapshot, whose refresh then computes the sums of every clinic)."""
     import pyarrow.parquet as pq
@@ -636,29 +572,21 @@ def _stored_cell_part(folder: Path) -> _CellPart | None:
         leaves = pq.read_table(folder / "cells_by_clinic.parquet").to_pandas()
     except (FileNotFoundError, KeyError, ValueError, TypeError):
         return None
-    return _CellPart(leaves, treated, left_out, facts["surgery_available"], facts["time_base"])
+    return ClinicSums(leaves, treated, left_out, facts["surgery_available"], facts["time_base"])
 
 
 def _cell_part(
     frames: Frames, clinic_ids: frozenset[int] | None, today: dt.date, rules: DecisionRules
-) -> tuple[AnalysisTables, _CellPart]:
+) -> tuple[AnalysisTables, ClinicSums]:
     """The de-identified tables of ``clinic_ids`` (None: every clinic) from ``frames`` and
-    the decision aid's part of them."""
+    the decision aid's per-clinic sums of them."""
     tables = tables_from_frames(frames, clinic_ids, True, CohortFilter(), as_of=today)
-    treated = tables.patients["clinic_id"].astype(str).value_counts()
-    part = _CellPart(
-        clinic_leaf_sums(tables, today, rules),
-        {str(c): int(n) for c, n in treated.items()},
-        {(e.what, e.reason): e.count for e in tables.exclusions},
-        can_censor_at_cutoff(tables.patients),
-        tables.time_base,
-    )
-    return tables, part
+    return tables, ClinicSums.of(tables, today, rules)
 
 
 def _decision_part(
     frames: Frames, incremental: _Incremental | None, today: dt.date, rules: DecisionRules
-) -> tuple[AnalysisTables | None, _CellPart, int | None]:
+) -> tuple[AnalysisTables | None, ClinicSums, int | None]:
     """The decision aid's part of the whole registry in ``frames`` and how many clinics' sums
     were computed for it (None: every clinic's). After an incremental read, the previous
     snapshot's part with the changed clinics' sums recomputed (no tables: None); else from

@@ -32,7 +32,7 @@ check the figures against `arm_outcomes` and a Kaplan-Meier fit on the same pati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -40,7 +40,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vertebra.core.analytics import AnalysisTables, CohortFilter, build_panel, responder_flags
+from vertebra.core.analytics import (
+    AnalysisTables,
+    CohortFilter,
+    Exclusion,
+    build_panel,
+    responder_flags,
+)
 from vertebra.core.analytics.cohort import SURGERY_KINDS, cutoff_days, event_days
 from vertebra.core.analytics.schema import MEASURES, TimeBase
 from vertebra.core.analytics.survival import DAYS_PER_MONTH, can_censor_at_cutoff
@@ -51,6 +57,7 @@ __all__ = [
     "SUMS",
     "UNKNOWN",
     "CellTable",
+    "ClinicSums",
     "build_cell_table",
     "clinic_leaf_sums",
     "leaf_sums",
@@ -213,12 +220,46 @@ def leaf_sums(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby(list(KEYS), sort=True, observed=True)[list(SUMS)].sum().reset_index()
 
 
+def build_cell_table(tables: AnalysisTables, as_of: date, rules: DecisionRules) -> CellTable:
+    """Aggregate :func:`patient_frame` into leaf sums (see the module docstring)."""
+    return _cell_table(
+        leaf_sums(patient_frame(tables, as_of, rules)),
+        rules=rules,
+        time_base=tables.time_base,
+        n_treated=len(tables.patients),
+        surgery_available=can_censor_at_cutoff(tables.patients),
+        data_notes=tuple(e.note for e in tables.exclusions),
+    )
+
+
+def _cell_table(
+    leaves: pd.DataFrame,
+    *,
+    rules: DecisionRules,
+    time_base: TimeBase,
+    n_treated: int,
+    surgery_available: bool,
+    data_notes: tuple[str, ...],
+) -> CellTable:
+    return CellTable(
+        rules_version=rules.version,
+        time_base=time_base,
+        leaves=leaves,
+        n_treated=n_treated,
+        n_in_scope=int(leaves["n"].sum()) if len(leaves) else 0,
+        surgery_available=surgery_available,
+        data_notes=data_notes,
+    )
+
+
+# ------------------------------------------------------------ sums kept per clinic
+
+
 def clinic_leaf_sums(tables: AnalysisTables, as_of: date, rules: DecisionRules) -> pd.DataFrame:
     """The leaf sums of each clinic's patients: ``clinic_id`` + KEYS + SUMS, one row per
     non-empty (clinic, leaf), sorted. A patient's summands depend on nobody else's, so the
     rows of any clinics, from any number of calls, summed by :func:`merge_leaves` are the
-    leaves of those clinics' patients together (the analysis snapshot keeps them, and an
-    incremental refresh recomputes only the clinics whose rows changed)."""
+    leaves of those clinics' patients together."""
     frame = patient_frame(tables, as_of, rules, by_clinic=True)
     if frame.empty:
         return frame
@@ -233,15 +274,68 @@ def merge_leaves(clinic_leaves: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True) if frame.empty else leaf_sums(frame)
 
 
-def build_cell_table(tables: AnalysisTables, as_of: date, rules: DecisionRules) -> CellTable:
-    """Aggregate :func:`patient_frame` into leaf sums (see the module docstring)."""
-    leaves = leaf_sums(patient_frame(tables, as_of, rules))
-    return CellTable(
-        rules_version=rules.version,
-        time_base=tables.time_base,
-        leaves=leaves,
-        n_treated=len(tables.patients),
-        n_in_scope=int(leaves["n"].sum()) if len(leaves) else 0,
-        surgery_available=can_censor_at_cutoff(tables.patients),
-        data_notes=tuple(e.note for e in tables.exclusions),
-    )
+@dataclass(frozen=True)
+class ClinicSums:
+    """The cell table's sums kept per clinic, so that a change to a few clinics' patients
+    recomputes theirs only (the analysis snapshot keeps them; ADR 0022 §12): the leaf sums
+    per clinic (:func:`clinic_leaf_sums`), the patients in the tables per clinic, and the
+    stored rows the tables left out, (what, reason) -> count, for all these clinics together.
+    Clinic ids are text, as de-identified tables hold them."""
+
+    leaves: pd.DataFrame
+    treated: dict[str, int]
+    left_out: dict[tuple[str, str], int]
+    surgery_available: bool
+    time_base: TimeBase
+
+    @classmethod
+    def of(cls, tables: AnalysisTables, as_of: date, rules: DecisionRules) -> ClinicSums:
+        """The sums of every clinic in ``tables``."""
+        treated = tables.patients["clinic_id"].astype(str).value_counts()
+        return cls(
+            clinic_leaf_sums(tables, as_of, rules),
+            {str(c): int(n) for c, n in treated.items()},
+            {(e.what, e.reason): e.count for e in tables.exclusions},
+            can_censor_at_cutoff(tables.patients),
+            tables.time_base,
+        )
+
+    @property
+    def n_treated(self) -> int:
+        """Patients in the tables, every clinic."""
+        return sum(self.treated.values())
+
+    def replaced(
+        self,
+        clinics: frozenset[int],
+        after: ClinicSums,
+        left_out_before: dict[tuple[str, str], int],
+    ) -> ClinicSums:
+        """These sums with ``clinics``' replaced by ``after`` (those clinics' sums now);
+        ``left_out_before``: the rows of ``clinics`` these sums count as left out."""
+        gone = {str(int(c)) for c in clinics}
+        kept = self.leaves[~self.leaves["clinic_id"].astype(str).isin(gone)]
+        leaves = pd.concat([kept, after.leaves], ignore_index=True) if len(after.leaves) else kept
+        left_out = dict(self.left_out)
+        for key in set(left_out_before) | set(after.left_out):
+            count = left_out.pop(key, 0) - left_out_before.get(key, 0) + after.left_out.get(key, 0)
+            if count:
+                left_out[key] = count
+        return replace(
+            self,
+            leaves=leaves.sort_values(["clinic_id", *KEYS], kind="stable").reset_index(drop=True),
+            treated={c: n for c, n in self.treated.items() if c not in gone} | after.treated,
+            left_out=left_out,
+        )
+
+    def cell_table(self, rules: DecisionRules) -> CellTable:
+        """The cell table of every clinic's patients (its notes sorted by what and reason)."""
+        notes = (Exclusion(w, n, r).note for (w, r), n in sorted(self.left_out.items()))
+        return _cell_table(
+            merge_leaves(self.leaves),
+            rules=rules,
+            time_base=self.time_base,
+            n_treated=self.n_treated,
+            surgery_available=self.surgery_available,
+            data_notes=tuple(notes),
+        )
