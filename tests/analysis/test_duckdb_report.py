@@ -132,3 +132,33 @@ def test_cli_duckdb_needs_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[
         run(["report", "--engine", "duckdb", "--from", str(tmp_path), "--out", str(tmp_path / "r")])
     assert exc.value.code == 2
     assert "--engine duckdb reads Parquet" in capsys.readouterr().err
+
+
+def test_a_work_band_outside_the_list_counts_in_no_group(
+    cohorts: dict[str, Path], tmp_path: Path
+) -> None:
+    """Both engines leave a baseline band they do not know (here "retired") out of every
+    group, and neither counts it as a return to work."""
+    import pandas as pd
+
+    for name in ("patients", "events"):
+        (tmp_path / f"{name}.parquet").write_bytes(
+            (cohorts["synth-c"] / f"{name}.parquet").read_bytes()
+        )
+    tp = pd.read_parquet(cohorts["synth-c"] / "timepoints.parquet")
+    band = tp["work_status_band"].astype("string")
+    every_third = tp.index % 3 == 0
+    tp["work_status_band"] = band.mask(every_third & band.notna(), "retired").astype("category")
+    tp.to_parquet(tmp_path / "timepoints.parquet")
+    memory = build_report(read_tables(tmp_path), CohortFilter(), AS_OF).to_dict()
+    duck = build_report_duckdb(tmp_path, CohortFilter(), AS_OF, threads=2).to_dict()
+    before = build_report_duckdb(cohorts["synth-c"], CohortFilter(), AS_OF).to_dict()
+
+    def in_groups(report: dict[str, Any]) -> int:
+        population = report["return_to_work"]["population"]
+        return sum(
+            c["n"] for arm in population.values() for g, c in arm.items() if g != "no_follow_up"
+        )
+
+    assert 0 < in_groups(duck) < in_groups(before) == before["n_patients"]
+    assert _diffs(memory, duck) == []

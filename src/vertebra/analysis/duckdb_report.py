@@ -231,8 +231,8 @@ def _outcomes(
         ]
     base_cols = ", ".join(f'"{m}" as "{m}0"' for m in paired) or "1 as none0"
     frame = con.execute(
-        f"""with b as (select patient_id, {base_cols} from x where ti = 0),
-        y as (select {", ".join(proj)} from x left join b using (patient_id))
+        f"""with b as (select r, {base_cols} from x where ti = 0),
+        y as (select {", ".join(proj)} from x left join b using (r))
         select {", ".join(sel)} from y group by a, ti"""
     ).fetch_df()
     # A median keeps every value of its group in memory (a holistic aggregate: DuckDB cannot
@@ -281,62 +281,88 @@ def _outcomes(
     return assemble_outcomes(arms, tp_ids, tp_months, exp, comp, summaries, opioids)
 
 
+def _stage(spill: str, name: str) -> str:
+    """A quoted path for an intermediate Parquet file in the spill folder."""
+    return _quote(Path(spill) / f"{name}.parquet")
+
+
 def _returns(
-    con: Any, analysis: str, arms: list[str], cols: set[str], mcid: float
+    con: Any, analysis: str, arms: list[str], cols: set[str], mcid: float, spill: str
 ) -> ReturnAnalysis:
-    """Return to work / activity from per-patient first returns, aggregated to counts."""
+    """Return to work / activity from per-patient first returns, aggregated to counts
+    (intermediate files in `spill`)."""
     work = analysis == "return_to_work"
     if (work and "band" not in cols) or (not work and "psfs" not in cols):
         return returns_from_counts(analysis, mcid, arms, {}, [], [], [], [], available=False)
-    value = "band" if work else '"psfs"'
-    real = "" if work else " and not isnan(v)"
     groups = (
         (*WORK_BANDS, "no_baseline_answer")
         if work
         else ("room_to_improve", "near_ceiling", "no_baseline_answer")
     )
-    eligible = "off_work_back_pain" if work else "room_to_improve"
+    # Integer codes and the patient's row number `r`, never strings, in the per-patient
+    # aggregates: DuckDB spills fixed-size aggregate states, but a VARCHAR state (the
+    # baseline work band) kept 10^7 patients' strings in memory and ran out of the limit.
     if work:
-        hit = "v = 'working'"
-        group = "coalesce(b0, 'no_baseline_answer')"
+        value = (
+            "(case band "
+            + " ".join(f"when '{b}' then {i}" for i, b in enumerate(WORK_BANDS))
+            + f" else {len(groups)} end)"
+        )
+        real = ""
+        hit = f"v = {WORK_BANDS.index('working')}"
+        group = f"coalesce(b0, {groups.index('no_baseline_answer')})"
     else:
+        value, real = '"psfs"', ' and not isnan("psfs")'
         hit = f"v >= b0 + {_lit(mcid)} - {_lit(1e-9)}"
         group = (
-            "case when b0 is null then 'no_baseline_answer' "
-            f"when b0 <= {_lit(10.0 - mcid + 1e-9)} then 'room_to_improve' "
-            "else 'near_ceiling' end"
+            f"case when b0 is null then {groups.index('no_baseline_answer')} "
+            f"when b0 <= {_lit(10.0 - mcid + 1e-9)} then {groups.index('room_to_improve')} "
+            f"else {groups.index('near_ceiling')} end"
         )
-    # A table, not a view: the population and the curve counts read it twice, and a view
-    # would scan the time-point file again for each. The baseline answer is the earliest by
-    # (months, row): arg_min keeps one value per patient, where first(... order by ...) kept
-    # every row of each group until the end (10^7 patients ran out of the memory limit).
+    eligible = groups.index("off_work_back_pain" if work else "room_to_improve")
+    column = "band" if work else '"psfs"'
+    # In steps, each written to a Parquet file in the spill folder, so that no step holds
+    # more than one per-patient hash table: as one query (the answers joined to the cohort,
+    # the baselines and the first returns at once) 10^7 patients ran out of the memory limit.
+    # The baseline answer is the earliest by (months, row): arg_min keeps one value per
+    # patient, where first(... order by ...) kept every row of each group until the end.
+    ans, base, follow = (_stage(spill, f"{analysis}_{step}") for step in ("ans", "b", "f"))
+    con.execute(
+        f"""copy (select r, months, fr, {value} as v from x
+                  where done and {column} is not null{real}) to {ans} (format parquet)"""
+    )
+    con.execute(
+        f"""copy (select r, arg_min(v, {{'m': months, 'f': fr}}) as b0
+                  from read_parquet({ans}) where months <= 0 group by r)
+            to {base} (format parquet)"""
+    )
+    con.execute(
+        f"""copy (select r, max(months) as last, min(months) filter (where {hit}) as hit
+                  from read_parquet({ans}) a left join read_parquet({base}) b using (r)
+                  where months > 0 and not isnan(months) group by r)
+            to {follow} (format parquet)"""
+    )
+    # A table, not a view: the population and the curve counts read it twice.
     con.execute(
         f"""create or replace temp table pr as
-        with r as (select patient_id, months, fr, {value} as v from x
-                   where done and {value} is not null{real}),
-        b as (select patient_id, arg_min(v, {{'m': months, 'f': fr}}) as b0 from r
-              where months <= 0 group by patient_id),
-        f as (select patient_id, max(months) as last,
-                     min(months) filter (where {hit}) as hit
-              from r left join b using (patient_id)
-              where months > 0 and not isnan(months) group by patient_id)
         select c.a, {group} as grp, f.last, f.hit
-        from cohort c left join b using (patient_id) left join f using (patient_id)"""
+        from cohort c left join read_parquet({base}) b using (r)
+             left join read_parquet({follow}) f using (r)"""
     )
     pop = con.execute(
         f"""select a, grp, count(*) as n,
-                   count(*) filter (where grp = '{eligible}' and last is null) as nofu
+                   count(*) filter (where grp = {eligible} and last is null) as nofu
             from pr group by a, grp"""
     ).fetchall()
     population = {a: {g: 0 for g in groups} | {"no_follow_up": 0} for a in arms}
     for a, grp, n, nofu in pop:
         row = population[arms[int(a)]]
-        if grp in groups:
-            row[grp] += int(n)
+        if int(grp) < len(groups):  # a band outside WORK_BANDS counts in no group
+            row[groups[int(grp)]] += int(n)
         row["no_follow_up"] += int(nofu)
     curve = con.execute(
         f"""select a, coalesce(hit, last) as m, hit is not null as ret, count(*) as w
-            from pr where grp = '{eligible}' and last is not null
+            from pr where grp = {eligible} and last is not null
             group by all order by a, m, ret"""
     ).fetch_df()
     return returns_from_counts(
@@ -520,8 +546,8 @@ def _report(
             _row_view(con, files, cohort, tp_ids, as_of)
             outcomes = _outcomes(con, arms, tp_ids, tp_months, cols)
             mcid = psfs_mcid()
-            rtw = _returns(con, "return_to_work", arms, cols, mcid)
-            rta = _returns(con, "return_to_activity", arms, cols, mcid)
+            rtw = _returns(con, "return_to_work", arms, cols, mcid, spill)
+            rta = _returns(con, "return_to_activity", arms, cols, mcid, spill)
         finally:
             con.close()
         return outcomes, rtw, rta
