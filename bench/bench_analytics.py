@@ -32,6 +32,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -155,18 +156,79 @@ def _time_v(stderr: str) -> dict[str, float]:
     return out
 
 
+def _tree(root: int) -> list[int]:
+    """`root` and every process below it (from /proc: no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # the command name may hold spaces and parentheses: ppid follows the last ")"
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _tree_pss_mb(root: int) -> float:
+    """Proportional set size of `root`'s process tree in MB: pages a forked worker shares
+    with its parent count once in all, where each process's RSS counts them again."""
+    total_kb = 0
+    for pid in _tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+                    break
+        except (OSError, ValueError):
+            continue
+    return total_kb / 1024
+
+
+def _run_sampled(
+    cmd: list[str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run `cmd` to the end, sampling its process tree's PSS four times a second: (result,
+    the largest sum seen in MB; 0 where /proc has no smaps_rollup)."""
+    peak = 0.0
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.wait(0.25):
+                peak = max(peak, _tree_pss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        out, err = proc.communicate()
+        done.set()
+        sampler.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak
+
+
 def run_child(code: str, *args: str) -> dict[str, object]:
-    """Run `code` in a fresh interpreter (under /usr/bin/time -v) and return its JSON line."""
+    """Run `code` in a fresh interpreter (under /usr/bin/time -v) and return its JSON line,
+    with the process tree's peak PSS (`tree_pss_mb`)."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", code, *args]
     if TIME.exists():
         cmd = [str(TIME), "-v", *cmd]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    res, pss = _run_sampled(cmd, env)
     if res.returncode != 0:  # say why (the 10^7 run of 2026-12-06 ended without a reason)
         sys.stderr.write(res.stderr[-4000:])
         raise SystemExit(f"benchmark child failed with exit status {res.returncode}")
     result: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
     result.update({f"proc_{k}": v for k, v in _time_v(res.stderr).items()})
+    result["tree_pss_mb"] = pss
     return result
 
 
@@ -188,7 +250,8 @@ def _process(rs: list[dict[str, object]]) -> str:
     return (
         f"; whole process wall {_med('proc_wall', rs):.2f} s, CPU user+sys "
         f"{_med('proc_cpu', rs):.2f} s [runs wall/CPU: {runs}], max RSS "
-        f"{_max('proc_maxrss_mb', rs):.0f} MB"
+        f"{_max('proc_maxrss_mb', rs):.0f} MB, peak PSS of the process tree "
+        + (f"{pss:.0f} MB" if (pss := _max("tree_pss_mb", rs)) else "not sampled (too short)")
     )
 
 
