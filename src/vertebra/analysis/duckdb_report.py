@@ -158,13 +158,25 @@ def _row_view(con: Any, files: _Files, cohort: Any, tp_ids: list[str], as_of: da
         )
     con.execute(
         f"""create or replace temp view x as
-        select c.a, c.r, t.patient_id, tpi.ti, t."{col["months"]}"::DOUBLE as months,
+        select c.a, c.r, tpi.ti, t."{col["months"]}"::DOUBLE as months,
                t.file_row_number as fr, {done} as done, ({due} or {done}) as exp,
                {", ".join(values)}
         from read_parquet({_quote(files.timepoints)}, file_row_number = true) t
         join cohort c on c.patient_id = t.patient_id
         join tpi on tpi.timepoint = t."{col["timepoint"]}"::VARCHAR"""
     )
+
+
+def _stage_rows(con: Any, spill: str) -> None:
+    """Copy view ``x`` into a table of a database file in `spill` and point ``x`` at it.
+
+    The outcomes and the two return analyses scan ``x`` about ten times; each scan of the
+    view decodes the time-point file and joins it to the cohort again. Once staged, a scan
+    reads DuckDB's own columns: at 10^7 patients a median took 1.0 s instead of 3.0 s, the
+    changes from baseline 1.9 s instead of 5.9 s, for a copy of ~20 s (BENCHMARKS.md)."""
+    con.execute(f"attach {_quote(Path(spill) / 'rows.duckdb')} as staged")
+    con.execute("create table staged.x as select * from x")
+    con.execute("create or replace temp view x as select * from staged.x")
 
 
 def _responder_sql(measure: str, fu: str, base: str) -> tuple[str | None, str | None]:
@@ -544,6 +556,7 @@ def _report(
         con = _connect(threads, memory_limit, spill)
         try:
             _row_view(con, files, cohort, tp_ids, as_of)
+            _stage_rows(con, spill)
             outcomes = _outcomes(con, arms, tp_ids, tp_months, cols)
             mcid = psfs_mcid()
             rtw = _returns(con, "return_to_work", arms, cols, mcid, spill)
