@@ -207,7 +207,8 @@ def test_clinic_lead_filters_the_dashboard_and_downloads_the_pdf(
     assert f"{n_pair} patient" in size.inner_text()
     assert f"{n_pair} patients in the filtered cohort" in caption.inner_text()
     words = page.locator("#filter-words").inner_text()
-    assert words.startswith("All clinics · ") and "_" not in words
+    n_clinics = Clinic.objects.count()
+    assert words.startswith(f"Your {n_clinics} clinics · ") and "_" not in words
     page.locator(".outcome-filters-box summary").click()
     assert page.get_by_label("Arm", exact=True).input_value() == arm
     page.screenshot(path=str(artifacts_dir / "outcomes-dashboard-filtered.png"), full_page=True)

@@ -78,7 +78,8 @@ def test_dashboard_speaks_in_words(lead: Client) -> None:
     """Arms, time points and clinics are words; no snake_case code reaches the page."""
     html = lead.get(URL).content.decode()
     assert "Steroid injection" in html and "12 months" in html and "6 weeks" in html
-    assert "All clinics · All conditions · All treatments" in html
+    # a clinician of several clinics: "your" clinics, not the registry's
+    assert f"Your {Clinic.objects.count()} clinics · All conditions · All treatments" in html
     visible = re.sub(r"<(script|svg)[^>]*>.*?</\1>", " ", html, flags=re.S)
     visible = re.sub(r"<[^>]+>", " ", visible)
     for code in ("steroid_injection", "week_6", "month_12", "physical_therapy", "clinic 1"):
@@ -91,7 +92,7 @@ def test_filters_change_the_cohort(lead: Client, loaded: Cohort) -> None:
     html = lead.get(URL, {"arm": "bmac", "condition": ""}).content.decode()
     n = int((loaded.patients["arm"] == "bmac").sum())
     assert f"{n} patient" in html
-    assert "All clinics · All conditions · Bone marrow concentrate (BMAC)" in html
+    assert "clinics · All conditions · Bone marrow concentrate (BMAC)" in html
     assert 'href="/clinic/outcomes/report.pdf?arm=bmac' in html
 
 
@@ -156,6 +157,31 @@ def test_researcher_sees_clinics_by_letter_never_by_name(loaded: Cohort) -> None
         assert name not in visible
     pdf = researcher.get(URL + "report.pdf")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
+
+def test_a_clinics_staff_read_their_clinic_in_the_filter_words(
+    loaded: Cohort, tmp_path: Any
+) -> None:
+    """A clinician of one clinic reads that clinic's name where a registry-wide reader
+    reads "All clinics": on the dashboard and on the first page of the PDF."""
+    import subprocess
+
+    clinic = Clinic.objects.order_by("pk").first()
+    assert clinic is not None
+    own = _client_for(Role.CLINICIAN, clinic)
+    html = own.get(URL).content.decode()
+    words = re.search(r'<strong id="filter-words">([^<]*)</strong>', html)
+    assert words is not None
+    assert words.group(1).startswith(f"{clinic.name} · All conditions")
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(own.get(URL + "report.pdf").content)
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"Filters: {clinic.name} · All conditions" in " ".join(text.split())
+    assert "All clinics" not in text
+    researcher = _client_for(Role.RESEARCHER).get(URL).content.decode()
+    assert '<strong id="filter-words">All clinics · All conditions' in researcher
 
 
 def test_return_to_activity_fills_from_the_database(lead: Client) -> None:

@@ -30,7 +30,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from vertebra.core.analytics import CohortFilter
-from vertebra.core.analytics.headline import clinic_letters
+from vertebra.core.analytics.headline import ALL_CLINICS_KEY, clinic_letters
 from vertebra.core.disclosure import policy
 from vertebra.directory.selectors import registry_is_synthetic
 from vertebra.followup.progress import psfs_for_patient
@@ -106,11 +106,17 @@ def clinic_names(actor: Actor) -> dict[str, str]:
     """What clinics are called on the actor's pages: their names for clinic staff; for a
     researcher (de-identified) "Clinic A", "Clinic B" ... in the order of their ids."""
     choices = selectors.clinic_choices(actor)
-    if selectors.scope_for(actor).deidentified:
+    scope = selectors.scope_for(actor)
+    if scope.deidentified:
         names = clinic_letters([cid for cid, _name in choices])
         names["pooled"] = "Small clinics (pooled)"  # see data/deidentification.yaml
         return names
-    return {str(cid): name for cid, name in choices}
+    names = {str(cid): name for cid, name in choices}
+    if scope.clinic_ids is not None and choices:  # staff see their own clinics only
+        names[ALL_CLINICS_KEY] = (
+            choices[0][1] if len(choices) == 1 else f"Your {len(choices)} clinics"
+        )
+    return names
 
 
 def _report_or_problem(request: HttpRequest, actor: Actor, *, pdf: bool = False) -> Any:

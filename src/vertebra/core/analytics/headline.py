@@ -28,6 +28,7 @@ from vertebra.core.analytics.stats import wilson_ci
 from vertebra.core.labels import format_date, label, vocabulary
 
 __all__ = [
+    "ALL_CLINICS_KEY",
     "CELL_ARMS",
     "KEY_TIMEPOINT",
     "MIN_CELL",
@@ -413,6 +414,11 @@ def arm_styles(arms: Sequence[str]) -> dict[str, charts.Style]:
     return charts.assign_styles(list(arms), {a: i for i, a in enumerate(fixed)})
 
 
+#: The `clinic_names` entry that names every clinic the reader may see, for a filter that
+#: names none: a clinic's staff read their clinic's name there, not "All clinics".
+ALL_CLINICS_KEY = "*"
+
+
 def _join(words: Sequence[str]) -> str:
     return " or ".join(words)
 
@@ -420,10 +426,13 @@ def _join(words: Sequence[str]) -> str:
 def filter_words(
     flt: Mapping[str, Any], clinic_names: Mapping[str, str] | None = None, timepoint: str = ""
 ) -> str:
-    """The cohort filter in words: "All clinics · Degenerative disc disease · 12 months"."""
+    """The cohort filter in words: "All clinics · Degenerative disc disease · 12 months".
+
+    Without a clinic in the filter the first words are ``clinic_names[ALL_CLINICS_KEY]``
+    when given (the reader's own clinics), else "All clinics"."""
     names = clinic_names or {}
     clinics = [names.get(str(c), f"Clinic {c}") for c in flt.get("clinics") or ()]
-    parts = [_join(clinics) if clinics else "All clinics"]
+    parts = [_join(clinics) if clinics else names.get(ALL_CLINICS_KEY, "All clinics")]
     conditions = [label("condition", c) for c in flt.get("conditions") or ()]
     parts.append(_join(conditions) if conditions else "All conditions")
     arms = [label("arm", a) for a in flt.get("arms") or ()]
