@@ -103,8 +103,9 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
 
 
 def clinic_names(actor: Actor) -> dict[str, str]:
-    """What clinics are called on the actor's pages: their names for clinic staff; for a
-    researcher (de-identified) "Clinic A", "Clinic B" ... in the order of their ids."""
+    """What clinics are called on the actor's pages: their names for clinic staff (and, under
+    ``ALL_CLINICS_KEY``, their clinic's name or "Your N clinics" for a filter that names
+    none); for a researcher (de-identified) "Clinic A", "Clinic B" ... in the order of ids."""
     choices = selectors.clinic_choices(actor)
     scope = selectors.scope_for(actor)
     if scope.deidentified:
