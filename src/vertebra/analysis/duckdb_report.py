@@ -293,7 +293,7 @@ def _outcomes(
     return assemble_outcomes(arms, tp_ids, tp_months, exp, comp, summaries, opioids)
 
 
-def _stage(spill: str, name: str) -> str:
+def _spill_file(spill: str, name: str) -> str:
     """A quoted path for an intermediate Parquet file in the spill folder."""
     return _quote(Path(spill) / f"{name}.parquet")
 
@@ -338,7 +338,7 @@ def _returns(
     # the baselines and the first returns at once) 10^7 patients ran out of the memory limit.
     # The baseline answer is the earliest by (months, row): arg_min keeps one value per
     # patient, where first(... order by ...) kept every row of each group until the end.
-    ans, base, follow = (_stage(spill, f"{analysis}_{step}") for step in ("ans", "b", "f"))
+    ans, base, follow = (_spill_file(spill, f"{analysis}_{step}") for step in ("ans", "b", "f"))
     con.execute(
         f"""copy (select r, months, fr, {value} as v from x
                   where done and {column} is not null{real}) to {ans} (format parquet)"""
