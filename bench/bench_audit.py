@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scratch import scratch_databases
+from scratch import copy_migrated_sqlite, scratch_databases
 
 CHILD = r"""
 import datetime as dt, json, statistics, sys, time
@@ -140,7 +140,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         if args.sqlite:
-            result = run(f"sqlite:///{Path(scratch) / 'audit.sqlite3'}", scratch, args.appends)
+            url = f"sqlite:///{Path(scratch) / 'audit.sqlite3'}"
+            copy_migrated_sqlite(url)  # the smoke test's template, when it gives one
+            result = run(url, scratch, args.appends)
         else:
             with scratch_databases(args.admin_url) as (url,):
                 result = run(url, scratch, args.appends)

@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scratch import scratch_databases
+from scratch import migrate, scratch_databases
 
 CHILD = r"""
 import dataclasses, datetime as dt, json, os, resource, statistics, sys, time
@@ -102,10 +102,7 @@ def run_one(size: int, database_url: str, data_dir: str) -> dict[str, object]:
         "VERTEBRA_ENV": "development",
         "LOG_LEVEL": "WARNING",
     }
-    subprocess.run(
-        [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
-        env=env, check=True,
-    )  # fmt: skip
+    migrate(database_url, env)
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(size)],
         env=env, capture_output=True, text=True, check=True,

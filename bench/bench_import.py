@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scratch import scratch_databases
+from scratch import copy_migrated_sqlite, scratch_databases
 
 EXPORT = r"""
 import datetime as dt, sys
@@ -186,6 +186,8 @@ def main() -> None:
                 if args.sqlite:
                     source = f"sqlite:///{Path(scratch) / f'source-{size}.sqlite3'}"
                     target = f"sqlite:///{Path(scratch) / f'target-{size}-{path}.sqlite3'}"
+                    for url in (source, target):  # the smoke test's template, if it gives one
+                        copy_migrated_sqlite(url)
                     folder = export_once(size, source, scratch)
                     print_row(run_one(folder, target, scratch, validate, path, not args.no_floor))
                     continue

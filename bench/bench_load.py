@@ -30,7 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scratch import scratch_databases
+from scratch import copy_migrated_sqlite, scratch_databases
+from scratch import migrate as migrate_database
 
 CHILD = r"""
 import datetime as dt, json, os, resource, sys, time
@@ -111,11 +112,8 @@ def replay_reference(source_url: str, target_url: str, data_dir: str) -> float:
 def migrate(database_url: str, data_dir: str) -> None:
     """Apply the migrations to ``database_url`` in a subprocess."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "vertebra.settings",
-           "DATABASE_URL": database_url, "VERTEBRA_DATA_DIR": data_dir}  # fmt: skip
-    subprocess.run(
-        [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
-        env=env, check=True,
-    )  # fmt: skip
+           "VERTEBRA_DATA_DIR": data_dir}  # fmt: skip
+    migrate_database(database_url, env)
 
 
 def database_figures(database_url: str) -> dict[str, object]:
@@ -183,6 +181,7 @@ def main() -> None:
                 continue
             if args.sqlite:
                 url = f"sqlite:///{Path(scratch) / f'load-{size}.sqlite3'}"
+                copy_migrated_sqlite(url)  # the smoke test's template, if it gives one
                 results.append(run_one(size, url, scratch))
                 continue
             with scratch_databases(args.admin_url, 2) as (loaded, replayed):

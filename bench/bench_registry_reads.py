@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scratch import scratch_databases
+from scratch import migrate, scratch_databases
 
 CHILD = r"""
 import datetime as dt, json, os, resource, sys, time
@@ -167,10 +167,7 @@ def measure(size: int, database_url: str, data_dir: str, args: argparse.Namespac
         "LOG_LEVEL": "WARNING",
     }
     if not args.database_url:
-        subprocess.run(
-            [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
-            env=env, check=True,
-        )  # fmt: skip
+        migrate(database_url, env)
         load = child("load", size, env)
         print(f"# loaded {size:,} patients in {load['wall_s']:.1f} s", flush=True)
     modes = ["floor", "columnar", "columnar_deid"]

@@ -63,6 +63,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from scratch import migrate
+
 CHILD = r"""
 import json, os, resource, sys, time
 import django
@@ -284,10 +286,7 @@ def measure(
         "BENCH_CHANGED": str(changed),
     }
     if not loaded:
-        subprocess.run(
-            [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
-            env=env, check=True,
-        )  # fmt: skip
+        migrate(database_url, env)
         load = child("load", size, env)
         print(f"# loaded {size:,} patients in {float(load['wall_s']):.1f} s", flush=True)  # type: ignore[arg-type]
     rows = []

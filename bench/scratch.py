@@ -27,3 +27,39 @@ def scratch_databases(
         with psycopg.connect(admin_url, autocommit=True) as admin:
             for name in names:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+#: A migrated SQLite file that :func:`migrate` copies instead of migrating a new SQLite file
+#: (set by the CI smoke tests, ``tests/test_bench_smoke.py``: a migration from nothing is ~7 s
+#: of a 2-core machine, a copy ~10 ms; no benchmark times its migration).
+MIGRATED_SQLITE = "VERTEBRA_BENCH_MIGRATED_SQLITE"
+
+
+def copy_migrated_sqlite(database_url: str) -> bool:
+    """Make ``database_url``, a new SQLite file, a copy of :data:`MIGRATED_SQLITE` when that
+    is set (a benchmark's own ``migrate`` then finds nothing to do); False when it did not."""
+    import os
+    import sqlite3
+    from pathlib import Path
+
+    template = os.environ.get(MIGRATED_SQLITE)
+    target = Path(database_url.removeprefix("sqlite:///"))
+    if not template or not database_url.startswith("sqlite:///") or target.exists():
+        return False
+    with sqlite3.connect(template) as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+    return True
+
+
+def migrate(database_url: str, env: dict[str, str]) -> None:
+    """Apply the migrations to ``database_url`` with ``vertebra manage migrate`` in a
+    subprocess of ``env``, or copy :data:`MIGRATED_SQLITE` (:func:`copy_migrated_sqlite`)."""
+    import subprocess
+    import sys
+
+    if copy_migrated_sqlite(database_url):
+        return
+    subprocess.run(
+        [sys.executable, "-m", "vertebra", "manage", "migrate", "--verbosity", "0"],
+        env={**env, "DATABASE_URL": database_url}, check=True,
+    )  # fmt: skip

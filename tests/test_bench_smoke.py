@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.migrated import sqlite_database, sqlite_template
 
 pytestmark = pytest.mark.slow
 # A test not marked ``postgresql`` runs its benchmark on its own SQLite file or on no database at
@@ -22,6 +23,10 @@ pytestmark = pytest.mark.slow
 
 
 def _bench(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``bench/<script> ARGS``; its standard output. A benchmark on a new SQLite file
+    starts from a copy of the session's migrated template (``bench/scratch.migrate``)."""
+    if "--sqlite" in args:
+        env = {"VERTEBRA_BENCH_MIGRATED_SQLITE": sqlite_template(), **(env or {})}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / script), *args],
         capture_output=True,
@@ -159,7 +164,7 @@ def test_portal_requests_benchmark_small_sqlite(tmp_path: Path) -> None:
         "--links",
         "2",
         env={
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'portal.sqlite3'}",
+            "DATABASE_URL": sqlite_database(tmp_path / "portal.sqlite3"),
             "VERTEBRA_DATA_DIR": str(tmp_path),
         },
     )

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
 from tests.conftest import run_cli
+from tests.migrated import sqlite_database
 from tests.registry.factories import make_actor, make_clinic
 from tests.registry.test_audit_seal import _append, _delete_from_seal, rehash_from
 from vertebra.registry.audit import record_audit, seal_pending, verify_audit_chain
@@ -174,13 +175,11 @@ def test_grants_prints_the_sql_and_refuses_odd_role_names() -> None:
 @pytest.mark.sqlite
 def test_verify_and_checkpoint_on_a_sqlite_file(tmp_path: Path) -> None:
     env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'registry.sqlite3'}",
+        "DATABASE_URL": sqlite_database(tmp_path / "registry.sqlite3"),
         "VERTEBRA_DATA_DIR": str(tmp_path),
         "AUDIT_CHECKPOINT_FILE": str(tmp_path / "checkpoints.jsonl"),
         "DJANGO_SETTINGS_MODULE": "vertebra.settings",
     }
-    migrated = run_cli("manage", "migrate", "--no-input", env=env, timeout=300)
-    assert migrated.returncode == 0, migrated.stderr
     for _ in range(3):
         assert run_cli("audit", "checkpoint", env=env).returncode == 0
     assert (tmp_path / "audit-hmac.key").stat().st_mode & 0o777 == 0o600

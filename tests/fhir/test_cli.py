@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, run_cli
 from tests.fhir.conftest import NOW, TODAY
+from tests.migrated import sqlite_database
 
 LOAD = f"""
 import datetime as dt, django
@@ -131,12 +132,10 @@ def check_export_and_import(env: dict[str, str], tmp_path: Path) -> None:
 @pytest.mark.sqlite
 def test_cli_on_sqlite(tmp_path: Path) -> None:
     env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'registry.sqlite3'}",
+        "DATABASE_URL": sqlite_database(tmp_path / "registry.sqlite3"),
         "VERTEBRA_DATA_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "vertebra.settings",
     }
-    migrated = run_cli("manage", "migrate", "--no-input", env=env, timeout=300)
-    assert migrated.returncode == 0, migrated.stderr
     python(["-c", LOAD], env)
     check_export_and_import(env, tmp_path)
 

@@ -16,6 +16,7 @@ import requests
 from tests.conftest import run_cli
 from tests.fhirbulk.conftest import assertion, load_registry, public_jwks, token_form
 from tests.fhirbulk.test_bulk_client import ASYNC
+from tests.migrated import sqlite_database
 
 
 def _jwks_file(tmp_path: Path, key: Any) -> Path:
@@ -60,12 +61,10 @@ def check_client_commands(env: dict[str, str], tmp_path: Path, key: Any, clinic:
 @pytest.mark.sqlite
 def test_client_commands_on_sqlite(tmp_path: Path, rsa_key: Any) -> None:
     env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'registry.sqlite3'}",
+        "DATABASE_URL": sqlite_database(tmp_path / "registry.sqlite3"),
         "VERTEBRA_DATA_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "vertebra.settings",
     }
-    migrated = run_cli("manage", "migrate", "--no-input", env=env, timeout=300)
-    assert migrated.returncode == 0, migrated.stderr
     made = run_cli(
         "manage", "shell", "-c",
         "from vertebra.registry.models import Clinic; print(Clinic.objects.create(name='N').pk)",

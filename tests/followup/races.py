@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -103,12 +104,11 @@ def audit_ok() -> bool:
 
 
 def _main(name: str) -> None:
-    """Subprocess entry: migrate a fresh SQLite file, run scenario ``name``, print JSON."""
+    """Subprocess entry: on the migrated SQLite file of DATABASE_URL, run scenario ``name``,
+    print JSON."""
     import django
-    from django.core.management import call_command
 
     django.setup()
-    call_command("migrate", verbosity=0)
     if name == "workers":
         from django.conf import settings
 
@@ -129,15 +129,17 @@ def _main(name: str) -> None:
 
 
 def run_on_sqlite_file(name: str) -> dict[str, Any]:
-    """Run scenario ``name`` in a subprocess on a new SQLite file; return its JSON result."""
+    """Run scenario ``name`` in a subprocess on a new migrated SQLite file; return its JSON
+    result."""
     import subprocess
 
     from tests.conftest import REPO_ROOT
+    from tests.migrated import sqlite_database
 
     with tempfile.TemporaryDirectory() as folder:
         env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{folder}/race.sqlite3",
+            "DATABASE_URL": sqlite_database(Path(folder) / "race.sqlite3"),
             "VERTEBRA_DATA_DIR": folder,
             "DJANGO_SETTINGS_MODULE": "vertebra.settings",
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),

@@ -12,12 +12,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 from django.db import connection
 
 from tests.conftest import REPO_ROOT
+from tests.migrated import sqlite_database
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +40,7 @@ def test_small_concurrency_benchmark(request: pytest.FixtureRequest) -> None:
         with tempfile.TemporaryDirectory() as folder:
             env = {
                 **os.environ,
-                "DATABASE_URL": f"sqlite:///{folder}/bench.sqlite3",
+                "DATABASE_URL": sqlite_database(Path(folder) / "bench.sqlite3"),
                 "VERTEBRA_DATA_DIR": folder,
                 "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
                 "LOG_LEVEL": "WARNING",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.migrated import sqlite_database
 from vertebra.cohort.loader import load_cohort
 from vertebra.core.synth import Cohort, generate_cohort
 
@@ -48,12 +48,10 @@ def db_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (shared by the command-line tests, which only read it and add audit rows)."""
     base = tmp_path_factory.mktemp("clidb")
     env = {
-        "DATABASE_URL": f"sqlite:///{base / 'registry.sqlite3'}",
+        "DATABASE_URL": sqlite_database(base / "registry.sqlite3"),
         "VERTEBRA_DATA_DIR": str(base),
         "DJANGO_SETTINGS_MODULE": "vertebra.settings",
     }
-    migrated = run_cli("manage", "migrate", "--no-input", env=env, timeout=300)
-    assert migrated.returncode == 0, migrated.stderr
     loaded = subprocess.run(
         [sys.executable, "-c", LOAD], env={**os.environ, **env}, capture_output=True, text=True
     )

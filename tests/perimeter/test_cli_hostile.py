@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO_ROOT, run_cli
+from tests.migrated import sqlite_database
 from vertebra.core.safeinput import FORMULA_TRIGGERS, neutralise_frame
 
 DEEP = b'{"age": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
@@ -134,12 +135,10 @@ def _is_number(text: str) -> bool:
 @pytest.mark.sqlite
 def test_database_commands_on_sqlite(tmp_path: Path) -> None:
     env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'registry.sqlite3'}",
+        "DATABASE_URL": sqlite_database(tmp_path / "registry.sqlite3"),
         "VERTEBRA_DATA_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "vertebra.settings",
     }
-    migrated = run_cli("manage", "migrate", "--no-input", env=env, timeout=300)
-    assert migrated.returncode == 0, migrated.stderr
     seeded = subprocess.run(
         [sys.executable, "-c", SEED.format(formulas=FORMULAS, cohort=COHORT)],
         env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,

@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO_ROOT
+from tests.migrated import postgres_database, sqlite_database
 from tests.reliability.harness import ServedDatabase, Server, _pg_admin, vendor_from_env
 
 #: Settings of both servers: the proxy is 127.0.0.1; an API token may make 40 requests a
@@ -62,26 +63,10 @@ def _create_database(folder: Path) -> ServedDatabase:
     """A migrated database of this module's own (dropped at the end)."""
     if vendor_from_env() == "sqlite":
         path = folder / "perimeter.sqlite3"
-        db = ServedDatabase("sqlite", f"sqlite:///{path}", sqlite_path=path)
-    else:
-        parts = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
-        name = f"test_{parts.path.lstrip('/')}_multiprocess"
-        _pg_admin(os.environ["DATABASE_URL"], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        _pg_admin(os.environ["DATABASE_URL"], f'CREATE DATABASE "{name}"')
-        db = ServedDatabase(
-            "postgresql", urllib.parse.urlunsplit(parts._replace(path=f"/{name}")), pg_name=name
-        )
-    done = subprocess.run(
-        [sys.executable, "-m", "vertebra", "manage", "migrate", "-v", "0"],
-        cwd=REPO_ROOT,
-        env=db.env(**CODE_PATH),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return db
+        return ServedDatabase("sqlite", sqlite_database(path), sqlite_path=path)
+    base = os.environ["DATABASE_URL"]
+    name = f"test_{urllib.parse.urlsplit(base).path.lstrip('/')}_multiprocess"
+    return ServedDatabase("postgresql", postgres_database(base, name), pg_name=name)
 
 
 @pytest.fixture(scope="module")

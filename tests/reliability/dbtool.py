@@ -1,6 +1,5 @@
 """Django-side helper of the reliability tests, run as a subprocess on the served database.
 
-    python -m tests.reliability.dbtool migrate
     python -m tests.reliability.dbtool seed --count N --seed S --out PLAN.json
     python -m tests.reliability.dbtool verify --plan PLAN.json --acks ACKS.json
     python -m tests.reliability.dbtool pragmas
@@ -255,7 +254,6 @@ def main(argv: list[str]) -> None:
     """Parse the command line, set Django up on DATABASE_URL, run one command."""
     parser = argparse.ArgumentParser(prog="python -m tests.reliability.dbtool")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate")
     sub.add_parser("pragmas")
     seeding = sub.add_parser("seed")
     seeding.add_argument("--count", type=int, required=True)
@@ -269,12 +267,8 @@ def main(argv: list[str]) -> None:
     import django
 
     django.setup()
-    if args.command == "migrate":
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        result: Any = {"migrated": True}
-    elif args.command == "seed":
+    result: Any
+    if args.command == "seed":
         plan = seed(args.count, args.seed)
         args.out.write_text(json.dumps(plan), encoding="utf-8")
         result = {"items": len(plan["items"])}

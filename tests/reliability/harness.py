@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from tests.conftest import REPO_ROOT, free_port
+from tests.migrated import postgres_database, sqlite_database
 
 
 @dataclass(frozen=True)
@@ -84,24 +85,18 @@ def _pg_admin(url: str, sql: str) -> None:
 
 
 def create_database(vendor: str, folder: Path) -> ServedDatabase:
-    """Create and migrate a new database for the reliability tests.
+    """A new migrated database for the reliability tests (a copy of a migrated template:
+    ``tests.migrated``).
 
     SQLite: a file in ``folder``. PostgreSQL: ``test_<name>_reliability`` on the server of
     DATABASE_URL (dropped first if a killed run left it behind; it belongs to these tests).
     """
     if vendor == "sqlite":
         path = folder / "reliability.sqlite3"
-        db = ServedDatabase("sqlite", f"sqlite:///{path}", sqlite_path=path)
-    else:
-        base = os.environ["DATABASE_URL"]
-        parts = urllib.parse.urlsplit(base)
-        name = f"test_{parts.path.lstrip('/')}_reliability"
-        _pg_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        _pg_admin(base, f'CREATE DATABASE "{name}"')
-        url = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-        db = ServedDatabase("postgresql", url, pg_name=name)
-    run_dbtool(db, "migrate")
-    return db
+        return ServedDatabase("sqlite", sqlite_database(path), sqlite_path=path)
+    base = os.environ["DATABASE_URL"]
+    name = f"test_{urllib.parse.urlsplit(base).path.lstrip('/')}_reliability"
+    return ServedDatabase("postgresql", postgres_database(base, name), pg_name=name)
 
 
 def drop_database(db: ServedDatabase) -> None:
