@@ -13,6 +13,7 @@ from scipy import stats  # type: ignore[import-untyped]
 from statsmodels.stats.proportion import proportion_confint  # type: ignore[import-untyped]
 
 from vertebra.core.analytics.stats import (
+    Z95,
     funnel_limits,
     kish_ess,
     logistic_fit,
@@ -25,6 +26,23 @@ from vertebra.core.analytics.stats import (
     weighted_mean_var,
     wilson_ci,
 )
+
+
+def test_z95_is_scipys_quantile_to_the_last_bit() -> None:
+    """Z95 is written out (so that importing the module does not import scipy.stats); it must
+    stay the very float scipy gives."""
+    assert float(stats.norm.ppf(0.975)) == Z95
+
+
+def test_importing_the_analytics_does_not_import_scipy_stats() -> None:
+    """Every web process imports the analytics through its URL configuration; scipy.stats
+    (~0.5 s) is imported only when an interval is computed."""
+    import subprocess
+    import sys
+
+    code = "import sys, vertebra.core.analytics; print('scipy.stats' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_wilson_hand_worked_example() -> None:

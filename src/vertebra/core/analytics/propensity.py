@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.stats import norm as _norm  # type: ignore[import-untyped]
 
 from vertebra.core.analytics.cohort import Panel
 from vertebra.core.analytics.descriptive import female_mask
@@ -41,6 +40,7 @@ from vertebra.core.analytics.stats import (
     Z95,
     kish_ess,
     logistic_fit_fe,
+    scipy_stats,
     smd_columns,
     weighted_difference,
 )
@@ -207,7 +207,7 @@ def _effect(outcome: str, y: FloatArray, t: BoolArray, w: FloatArray | None) -> 
     if n1 < 2 or n0 < 2:
         return EffectEstimate(outcome, w is not None, n1, n0, None, None, None, None, None)
     m1, m0, diff, se = weighted_difference(y, t, w)
-    p = float(2.0 * _norm.sf(abs(diff / se))) if se > 0 else None
+    p = float(2.0 * scipy_stats().norm.sf(abs(diff / se))) if se > 0 else None
     return EffectEstimate(
         outcome=outcome,
         weighted=w is not None,

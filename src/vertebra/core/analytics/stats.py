@@ -7,9 +7,10 @@ arrays so that one call serves every arm x time point group at once.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as _st  # type: ignore[import-untyped]
 
 __all__ = [
     "Z95",
@@ -29,8 +30,19 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Two-sided 95 % standard-normal quantile, 1.959963984540054 (not rounded to 1.96).
-Z95 = float(_st.norm.ppf(0.975))
+#: Two-sided 95 % standard-normal quantile (not rounded to 1.96): the float that
+#: ``scipy.stats.norm.ppf(0.975)`` gives, written out so that importing this module does not
+#: import scipy.stats (``tests/core/test_stats.py`` checks the two are equal).
+Z95 = 1.959963984540054
+
+
+def scipy_stats() -> Any:
+    """``scipy.stats``, imported on first use: importing it takes ~0.5 s, and every web
+    process imports this module (its URL configuration reaches the decision aid's cells)
+    though few of its requests compute an interval."""
+    from scipy import stats  # type: ignore[import-untyped]
+
+    return stats
 
 
 def wilson_ci(
@@ -74,7 +86,7 @@ def t_ci(
     nn = np.asarray(n, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(nn >= 2, nn - 1.0, np.nan)
-        q = _st.t.ppf(0.5 + level / 2.0, df)
+        q = scipy_stats().t.ppf(0.5 + level / 2.0, df)
         half = q * s / np.sqrt(nn)
     ok = nn >= 2
     return np.where(ok, m - half, np.nan), np.where(ok, m + half, np.nan)
@@ -88,8 +100,9 @@ def poisson_ci(count: npt.ArrayLike, level: float = 0.95) -> tuple[FloatArray, F
     k = np.asarray(count, dtype=np.float64)
     a = 1.0 - level
     with np.errstate(invalid="ignore"):
-        lo = np.where(k > 0, _st.chi2.ppf(a / 2.0, 2.0 * k) / 2.0, 0.0)
-        hi = _st.chi2.ppf(1.0 - a / 2.0, 2.0 * k + 2.0) / 2.0
+        chi2 = scipy_stats().chi2
+        lo = np.where(k > 0, chi2.ppf(a / 2.0, 2.0 * k) / 2.0, 0.0)
+        hi = chi2.ppf(1.0 - a / 2.0, 2.0 * k + 2.0) / 2.0
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
 
 
@@ -151,9 +164,10 @@ def funnel_limits(p0: float, n: npt.ArrayLike, coverage: float) -> tuple[FloatAr
     nn = np.asarray(n, dtype=np.float64)
     out: list[FloatArray] = []
     for prob in ((1.0 - coverage) / 2.0, 1.0 - (1.0 - coverage) / 2.0):
-        r = _st.binom.ppf(prob, nn, p0)
-        f_r = _st.binom.cdf(r, nn, p0)
-        f_r1 = _st.binom.cdf(r - 1.0, nn, p0)
+        binom = scipy_stats().binom
+        r = binom.ppf(prob, nn, p0)
+        f_r = binom.cdf(r, nn, p0)
+        f_r1 = binom.cdf(r - 1.0, nn, p0)
         with np.errstate(divide="ignore", invalid="ignore"):
             alpha = np.where(f_r > f_r1, (f_r - prob) / (f_r - f_r1), 0.0)
             lim = np.where(nn > 0, (r - alpha) / nn, np.nan)
