@@ -58,12 +58,13 @@ DATABASE_URL="sqlite:///$WORK/check.sqlite3" python -m vertebra manage check --f
 step "makemigrations --check"
 DATABASE_URL="sqlite:///$WORK/check.sqlite3" python -m vertebra manage makemigrations --check --dry-run
 
-# Three passes on two cores: SQLite in the foreground (the longest: it also runs tests/core) and,
-# alongside it, PostgreSQL then the browser tests, one after the other (each pytest process is
-# mostly one busy Python thread, so the second core stays busy instead of the browser tests
-# waiting for both database passes). SQLite streams to the console; the other two write logs
-# that are printed when the SQLite pass ends. Each pass has its own data folder and database,
-# because the decision aid's cache and the audit key live there and must not be shared.
+# Three passes on two cores: SQLite in the foreground (the longest: it also runs tests/core)
+# then part of the browser tests and, alongside, PostgreSQL then the other browser tests (each
+# pytest process is mostly one busy Python thread, so the second core stays busy instead of the
+# browser tests waiting for both database passes). SQLite streams to the console; the other
+# side writes logs that are printed at the end. Each pass has its own data folder and
+# database, because the decision aid's cache and the audit key live there and must not be
+# shared.
 run_sqlite_pass() {
   VERTEBRA_DATA_DIR="$WORK/data-sqlite" DATABASE_URL="sqlite:///$WORK/test.sqlite3" \
     python -m pytest -m "not browser" -p no:cacheprovider --durations=25
@@ -74,9 +75,20 @@ run_postgres_pass() {
   VERTEBRA_DATA_DIR="$WORK/data-postgres" DATABASE_URL="$PG_URL" \
     python -m pytest -m "not browser" -p no:cacheprovider --ignore=tests/core --durations=25
 }
+# The browser tests in two parts, so that each database pass is followed by one and neither
+# side waits for the other: the crawl and the whole-day journey (~100 s) after the SQLite
+# pass, the rest (~250 s) after the PostgreSQL pass, which ends ~2 minutes earlier (CI on a
+# 2-core machine, session 15). Each part has its own data folder and database.
+BROWSER_FIRST=(tests/browser/test_crawl.py tests/browser/test_journey_cell_therapy_day.py)
 run_browser_pass() {
-  VERTEBRA_DATA_DIR="$WORK/data-browser" DATABASE_URL="sqlite:///$WORK/browser.sqlite3" \
-    python -m pytest -m browser -p no:cacheprovider --durations=15
+  # $1: "first" (the files above), "rest" (every other browser test) or "all"
+  local part="$1" args=()
+  case "$part" in
+    first) args=("${BROWSER_FIRST[@]}") ;;
+    rest) for file in "${BROWSER_FIRST[@]}"; do args+=("--ignore=$file"); done ;;
+  esac
+  VERTEBRA_DATA_DIR="$WORK/data-browser-$part" DATABASE_URL="sqlite:///$WORK/browser-$part.sqlite3" \
+    python -m pytest -m browser -p no:cacheprovider --durations=15 "${args[@]}"
 }
 pg_where() {
   python - "$PG_URL" <<'PY'
@@ -91,27 +103,28 @@ if [[ "${VERTEBRA_SKIP_POSTGRES:-}" == "1" && -z "${CI:-}" ]]; then
   run_sqlite_pass
   echo "!! VERTEBRA_SKIP_POSTGRES=1: PostgreSQL tests NOT run (never allowed in CI)" >&2
   step "browser tests (Playwright + Debian chromium)"
-  run_browser_pass
+  run_browser_pass all
 else
-  step "tests on SQLite; alongside, on PostgreSQL ($(pg_where)) then the browser tests (Playwright + Debian chromium); their logs follow the SQLite pass"
+  step "tests on SQLite then browser tests (Playwright + Debian chromium); alongside, on PostgreSQL ($(pg_where)) then the other browser tests; their logs follow"
   (
     pg_rc=0
     run_postgres_pass >"$WORK/postgres-pass.log" 2>&1 || pg_rc=$?
     echo "$pg_rc" >"$WORK/postgres-pass.rc"
     printf '(PostgreSQL pass ended at %ss, exit %s; browser tests start)\n' "$SECONDS" "$pg_rc" \
       >"$WORK/browser-pass.log"
-    run_browser_pass >>"$WORK/browser-pass.log" 2>&1
+    run_browser_pass rest >>"$WORK/browser-pass.log" 2>&1
   ) &
   side_pid=$!
   sqlite_rc=0
   run_sqlite_pass || sqlite_rc=$?
-  step "SQLite pass ended (exit $sqlite_rc); waiting for the PostgreSQL and browser passes"
+  step "SQLite pass ended (exit $sqlite_rc); browser tests (crawl and day journey), then waiting for the PostgreSQL pass and the other browser tests"
   browser_rc=0
+  run_browser_pass first || browser_rc=$?
   wait "$side_pid" || browser_rc=$?
   pg_rc="$(cat "$WORK/postgres-pass.rc" 2>/dev/null || echo missing)"
   step "tests on PostgreSQL ($(pg_where)): log"
   cat "$WORK/postgres-pass.log"
-  step "browser tests: log"
+  step "the other browser tests: log"
   cat "$WORK/browser-pass.log"
   if [[ "$sqlite_rc" != 0 || "$pg_rc" != 0 || "$browser_rc" != 0 ]]; then
     echo "!! tests failed: SQLite exit $sqlite_rc, PostgreSQL exit $pg_rc, browser exit $browser_rc" >&2
