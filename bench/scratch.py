@@ -40,13 +40,14 @@ def copy_migrated_sqlite(database_url: str) -> bool:
     is set (a benchmark's own ``migrate`` then finds nothing to do); False when it did not."""
     import os
     import sqlite3
+    from contextlib import closing
     from pathlib import Path
 
     template = os.environ.get(MIGRATED_SQLITE)
     target = Path(database_url.removeprefix("sqlite:///"))
     if not template or not database_url.startswith("sqlite:///") or target.exists():
         return False
-    with sqlite3.connect(template) as source, sqlite3.connect(target) as copy:
+    with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(target)) as copy:
         source.backup(copy)
     return True
 

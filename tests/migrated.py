@@ -27,6 +27,8 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+from tests.reliability.harness import _pg_admin
+
 _lock = threading.Lock()
 _templates: dict[str, str] = {}
 
@@ -80,16 +82,6 @@ def sqlite_database(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def _admin(url: str, sql: str) -> None:
-    """Run one statement on the server of ``url`` through its ``postgres`` database."""
-    import psycopg
-
-    parts = urllib.parse.urlsplit(url)
-    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]  # our own SQL from known names
-
-
 def _postgres_template(server_url: str) -> str:
     """The name of this process's migrated template database on the server of
     ``server_url`` (made on first use, dropped when the process ends)."""
@@ -97,9 +89,9 @@ def _postgres_template(server_url: str) -> str:
         if "postgresql" not in _templates:
             parts = urllib.parse.urlsplit(server_url)
             name = f"test_{parts.path.lstrip('/')}_migrated_{os.getpid()}"
-            _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            _admin(server_url, f'CREATE DATABASE "{name}"')
-            atexit.register(_admin, server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _pg_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _pg_admin(server_url, f'CREATE DATABASE "{name}"')
+            atexit.register(_pg_admin, server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             with tempfile.TemporaryDirectory() as folder:
                 _migrate(urllib.parse.urlunsplit(parts._replace(path=f"/{name}")), folder)
             _templates["postgresql"] = name
@@ -110,7 +102,7 @@ def postgres_database(server_url: str, name: str) -> str:
     """Make ``name`` on the server of ``server_url`` a freshly migrated database (dropped
     first if a killed run left it behind); its URL."""
     template = _postgres_template(server_url)
-    _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    _pg_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _pg_admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     parts = urllib.parse.urlsplit(server_url)
     return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))

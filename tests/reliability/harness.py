@@ -24,7 +24,6 @@ from typing import Any
 import requests
 
 from tests.conftest import REPO_ROOT, free_port
-from tests.migrated import postgres_database, sqlite_database
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,8 @@ def create_database(vendor: str, folder: Path) -> ServedDatabase:
     SQLite: a file in ``folder``. PostgreSQL: ``test_<name>_reliability`` on the server of
     DATABASE_URL (dropped first if a killed run left it behind; it belongs to these tests).
     """
+    from tests.migrated import postgres_database, sqlite_database  # it uses _pg_admin
+
     if vendor == "sqlite":
         path = folder / "reliability.sqlite3"
         return ServedDatabase("sqlite", sqlite_database(path), sqlite_path=path)

@@ -32,7 +32,7 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Two-sided 95 % standard-normal quantile (not rounded to 1.96): the float that
 #: ``scipy.stats.norm.ppf(0.975)`` gives, written out so that importing this module does not
-#: import scipy.stats (``tests/core/test_stats.py`` checks the two are equal).
+#: import scipy.stats (``tests/core/test_analytics_stats.py`` checks the two are equal).
 Z95 = 1.959963984540054
 
 
