@@ -76,10 +76,15 @@ run_postgres_pass() {
     python -m pytest -m "not browser" -p no:cacheprovider --ignore=tests/core --durations=25
 }
 # The browser tests in two parts, so that each database pass is followed by one and neither
-# side waits for the other: the crawl and the whole-day journey (~100 s) after the SQLite
-# pass, the rest (~250 s) after the PostgreSQL pass, which ends ~2 minutes earlier (CI on a
-# 2-core machine, session 15). Each part has its own data folder and database.
-BROWSER_FIRST=(tests/browser/test_crawl.py tests/browser/test_journey_cell_therapy_day.py)
+# side waits for the other: the crawl, the whole-day journey and the public pages' checks
+# (~190 s) after the SQLite pass, the rest (~220 s) after the PostgreSQL pass, which ends
+# ~2 minutes earlier (CI on a 2-core machine, session 15; BENCHMARKS.md "CI time"). Each part
+# has its own data folder and database.
+BROWSER_FIRST=(
+  tests/browser/test_crawl.py tests/browser/test_journey_cell_therapy_day.py
+  tests/browser/test_public_phone.py tests/browser/test_decide_browser.py
+  tests/browser/test_accessibility.py
+)
 run_browser_pass() {
   # $1: "first" (the files above), "rest" (every other browser test) or "all"
   local part="$1" args=()
@@ -117,7 +122,7 @@ else
   side_pid=$!
   sqlite_rc=0
   run_sqlite_pass || sqlite_rc=$?
-  step "SQLite pass ended (exit $sqlite_rc); browser tests (crawl and day journey), then waiting for the PostgreSQL pass and the other browser tests"
+  step "SQLite pass ended (exit $sqlite_rc); browser tests (crawl, day journey, public pages), then waiting for the PostgreSQL pass and the other browser tests"
   browser_rc=0
   run_browser_pass first || browser_rc=$?
   wait "$side_pid" || browser_rc=$?
