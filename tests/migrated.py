@@ -27,8 +27,6 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-from tests.reliability.harness import _pg_admin
-
 _lock = threading.Lock()
 _templates: dict[str, str] = {}
 
@@ -82,6 +80,15 @@ def sqlite_database(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def pg_admin(url: str, sql: str) -> None:
+    """Run ``sql`` on the server's ``postgres`` database, outside a transaction."""
+    import psycopg
+
+    admin = urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]  # our own SQL from known names
+
+
 def _postgres_template(server_url: str) -> str:
     """The name of this process's migrated template database on the server of
     ``server_url`` (made on first use, dropped when the process ends)."""
@@ -89,9 +96,9 @@ def _postgres_template(server_url: str) -> str:
         if "postgresql" not in _templates:
             parts = urllib.parse.urlsplit(server_url)
             name = f"test_{parts.path.lstrip('/')}_migrated_{os.getpid()}"
-            _pg_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            _pg_admin(server_url, f'CREATE DATABASE "{name}"')
-            atexit.register(_pg_admin, server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            pg_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            pg_admin(server_url, f'CREATE DATABASE "{name}"')
+            atexit.register(pg_admin, server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             with tempfile.TemporaryDirectory() as folder:
                 _migrate(urllib.parse.urlunsplit(parts._replace(path=f"/{name}")), folder)
             _templates["postgresql"] = name
@@ -102,7 +109,7 @@ def postgres_database(server_url: str, name: str) -> str:
     """Make ``name`` on the server of ``server_url`` a freshly migrated database (dropped
     first if a killed run left it behind); its URL."""
     template = _postgres_template(server_url)
-    _pg_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _pg_admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    pg_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     parts = urllib.parse.urlsplit(server_url)
     return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))

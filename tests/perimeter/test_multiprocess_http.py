@@ -28,8 +28,8 @@ import pytest
 import requests
 
 from tests.conftest import REPO_ROOT
-from tests.migrated import postgres_database, sqlite_database
-from tests.reliability.harness import ServedDatabase, Server, _pg_admin, vendor_from_env
+from tests.migrated import pg_admin, postgres_database, sqlite_database
+from tests.reliability.harness import ServedDatabase, Server, vendor_from_env
 
 #: Settings of both servers: the proxy is 127.0.0.1; an API token may make 40 requests a
 #: minute (so the per-key limit is quick to reach); the rest are the shipped defaults.
@@ -101,7 +101,7 @@ def site() -> Iterator[Site]:
             for server in servers:
                 server.stop()
             if db.vendor == "postgresql":
-                _pg_admin(db.url, f'DROP DATABASE IF EXISTS "{db.pg_name}" WITH (FORCE)')
+                pg_admin(db.url, f'DROP DATABASE IF EXISTS "{db.pg_name}" WITH (FORCE)')
 
 
 def behind_proxy(client: str, spoofed: str = "") -> dict[str, str]:

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from tests.conftest import REPO_ROOT, free_port
+from tests.migrated import pg_admin, postgres_database, sqlite_database
 
 
 @dataclass(frozen=True)
@@ -74,15 +75,6 @@ def vendor_from_env() -> str:
     return "postgresql" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
 
 
-def _pg_admin(url: str, sql: str) -> None:
-    """Run ``sql`` on the server's ``postgres`` database, outside a transaction."""
-    import psycopg
-
-    admin = urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]  # our own constant SQL
-
-
 def create_database(vendor: str, folder: Path) -> ServedDatabase:
     """A new migrated database for the reliability tests (a copy of a migrated template:
     ``tests.migrated``).
@@ -90,8 +82,6 @@ def create_database(vendor: str, folder: Path) -> ServedDatabase:
     SQLite: a file in ``folder``. PostgreSQL: ``test_<name>_reliability`` on the server of
     DATABASE_URL (dropped first if a killed run left it behind; it belongs to these tests).
     """
-    from tests.migrated import postgres_database, sqlite_database  # it uses _pg_admin
-
     if vendor == "sqlite":
         path = folder / "reliability.sqlite3"
         return ServedDatabase("sqlite", sqlite_database(path), sqlite_path=path)
@@ -103,7 +93,7 @@ def create_database(vendor: str, folder: Path) -> ServedDatabase:
 def drop_database(db: ServedDatabase) -> None:
     """Remove a database made by :func:`create_database` (SQLite files go with their folder)."""
     if db.vendor == "postgresql":
-        _pg_admin(db.url, f'DROP DATABASE IF EXISTS "{db.pg_name}" WITH (FORCE)')
+        pg_admin(db.url, f'DROP DATABASE IF EXISTS "{db.pg_name}" WITH (FORCE)')
 
 
 def run_dbtool(db: ServedDatabase, *args: str, timeout: float = 300) -> Any:

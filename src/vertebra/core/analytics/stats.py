@@ -163,8 +163,8 @@ def funnel_limits(p0: float, n: npt.ArrayLike, coverage: float) -> tuple[FloatAr
     """
     nn = np.asarray(n, dtype=np.float64)
     out: list[FloatArray] = []
+    binom = scipy_stats().binom
     for prob in ((1.0 - coverage) / 2.0, 1.0 - (1.0 - coverage) / 2.0):
-        binom = scipy_stats().binom
         r = binom.ppf(prob, nn, p0)
         f_r = binom.cdf(r, nn, p0)
         f_r1 = binom.cdf(r - 1.0, nn, p0)
