@@ -183,13 +183,17 @@ def prepare() -> tuple[dict[str, Any], list[Target]]:
     )
     assert sample is not None
     pid, family, mrn = sample
+    big_pid = (
+        Patient.objects.filter(clinic_id=big[0]).order_by("id").values_list("id", flat=True).first()
+    )
     ae = AdverseEvent.objects.filter(patient_id=pid).values_list("id", flat=True).first()
     last_page = max(1, math.ceil(total / PAGE_SIZE))
     deep_page = max(1, min(2000, last_page // 2))
     fragment = family[1:4].lower()  # part of a name: matches many names
     info = {"patients": total, "first_clinic": first, "big_clinic": big[0],
             "big_clinic_patients": big[1], "sample_patient": pid, "family": family,
-            "mrn": mrn, "fragment": fragment, "tokens": tokens}  # fmt: skip
+            "mrn": mrn, "fragment": fragment, "tokens": tokens,
+            "big_clinic_patient": big_pid}  # fmt: skip
     t = Target
     pages = [
         # patient list (HTML): one clinic, the biggest clinic, every clinic
@@ -255,6 +259,9 @@ def prepare() -> tuple[dict[str, Any], list[Target]]:
         t("dashboard clinic (demo clinician)", "clinician", "clinician", "/clinic/outcomes/"),
         t("trajectory (demo clinician)", "clinician", "clinician",
           f"/clinic/outcomes/patient/{pid}/"),
+        t("trajectory (big clinic)", "clinician@big", "clinician",
+          f"/clinic/outcomes/patient/{big_pid}/"),
+        t("trajectory (network)", "network", "clinician", f"/clinic/outcomes/patient/{pid}/"),
         t("dashboard researcher", "researcher", "researcher", "/clinic/outcomes/"),
     ]  # fmt: skip
     if ae is not None:

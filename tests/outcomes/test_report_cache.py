@@ -22,8 +22,9 @@ from tests.outcomes.conftest import TODAY
 from tests.registry.factories import make_actor
 from vertebra.core.analytics import CohortFilter
 from vertebra.core.synth import Cohort
-from vertebra.outcomes import prepared, reports, snapshot
+from vertebra.outcomes import median_paths, prepared, reports, snapshot
 from vertebra.outcomes.selectors import AUDIT_OBJECT_TYPE, Scope, read_tables
+from vertebra.outcomes.trajectory import median_paths as paths_of
 from vertebra.registry.models import AuditEvent, Clinic, Role, TreatmentEpisode
 
 pytestmark = pytest.mark.django_db
@@ -241,16 +242,21 @@ def test_the_worker_stores_the_default_report_of_every_scope(worker_builds: list
     scopes = [Scope(None, True), Scope(frozenset(clinics), False)]
     scopes += [Scope(frozenset({c}), False) for c in clinics]
     path = _current_path()
-    assert len(list((path / prepared.REPORTS_DIR).glob("*.pickle"))) == len(scopes)
+    # one report and one set of median paths (the trajectory page's) per scope
+    assert len(list((path / prepared.REPORTS_DIR).glob("*.pickle"))) == 2 * len(scopes)
     for scope in scopes:
         stored = prepared.load(path, _item(scope))
         assert stored is not None, scope
         n_patients, report = stored
-        want = len(read_tables(scope).patients)
+        tables = read_tables(scope)
+        want = len(tables.patients)
         assert n_patients == want  # the audit's count: the scope's patients
         if not scope.deidentified:  # (a researcher's report leaves out arms under 11)
             assert report.n_patients == want
         _no_patient_rows(report)
+        paths = prepared.load(path, dataclasses.replace(_item(scope), what=median_paths.WHAT))
+        assert paths is not None, scope
+        assert paths[1] == (None if scope.deidentified else paths_of(tables))
     manifest = json.loads((path / "manifest.json").read_text())
     assert sum(manifest["clinic_patients"].values()) == 120
     assert worker_builds == []  # reading them built nothing

@@ -81,6 +81,7 @@ __all__ = [
     "Scope",
     "analysis_tables",
     "clinic_choices",
+    "patient_tables",
     "read_tables",
     "scope_for",
     "system_tables",
@@ -201,6 +202,37 @@ def analysis_tables(
             "deidentified": scope.deidentified,
             "n_patients": len(tables.patients),
         },
+    )
+    return tables
+
+
+@audited_transaction
+def patient_tables(*, actor: Actor, patient_id: int) -> AnalysisTables:
+    """One patient's rows of the actor's analysis tables (identified; unfiltered): the rows
+    :func:`analysis_tables` would hold for this patient, read now for this patient alone (an
+    index read, whatever the size of the registry), with the exclusions of this patient's
+    rows only. No row when the patient is not in the actor's clinics. Audited once (action
+    ``read``, the patient named). Raises PermissionDeniedError for roles without
+    ``patient.read`` (the per-patient page is for clinic staff)."""
+    from vertebra.outcomes.columnar import read_frames, tables_from_frames
+
+    if not is_allowed(actor.role, Action.PATIENT_READ):
+        raise PermissionDeniedError(
+            f"The {actor.role.replace('_', ' ')} role may not read a patient's outcomes.",
+            action="outcomes.read",
+        )
+    clinics = verify_actor(actor, Action.PATIENT_READ)
+    frames = read_frames(clinics, patient_ids={int(patient_id)})
+    tables = tables_from_frames(frames, clinics, False, CohortFilter())
+    episodes = frames.frames["episodes"]["clinic_id"].dropna()
+    record_audit(
+        actor=actor,
+        action="read",
+        object_type=AUDIT_OBJECT_TYPE,
+        object_id=int(patient_id),
+        clinic_id=int(episodes.iloc[0]) if len(episodes) else None,
+        patient_id=int(patient_id),
+        new_values={"patient": int(patient_id), "n_patients": len(tables.patients)},
     )
     return tables
 

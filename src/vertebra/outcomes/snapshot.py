@@ -1156,9 +1156,11 @@ def register_builder(
 
 
 def _load_builders() -> dict[str, _Builder]:
-    """The registered builders (the report module registers itself when imported; the worker
-    imports it here, lazily, because it imports this module)."""
-    import vertebra.outcomes.reports  # noqa: F401 (registers the "report" builder)
+    """The registered builders (the report and median-path modules register themselves when
+    imported; the worker imports them here, lazily, because they import this module)."""
+    # imported for what they do when imported: each module registers its builder
+    import vertebra.outcomes.median_paths
+    import vertebra.outcomes.reports  # noqa: F401
 
     return _builders
 

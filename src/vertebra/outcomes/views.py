@@ -36,6 +36,7 @@ from vertebra.directory.selectors import registry_is_synthetic
 from vertebra.followup.progress import psfs_for_patient
 from vertebra.outcomes import presenters, selectors, trajectory
 from vertebra.outcomes.forms import FilterForm
+from vertebra.outcomes.median_paths import paths_for
 from vertebra.outcomes.rendering import notice_pdf
 from vertebra.outcomes.reports import render_pdf, report_for
 from vertebra.outcomes.snapshot import Status
@@ -200,14 +201,18 @@ def report_json(request: HttpRequest, actor: Actor) -> HttpResponse:
 
 @outcomes_view
 def patient_trajectory(request: HttpRequest, actor: Actor, patient_id: int) -> HttpResponse:
-    """One patient's ODI and NRS over time against the MCID lines and the cohort median path.
+    """One patient's ODI and NRS over time against the MCID lines and the median path of the
+    patient's arm in the actor's clinics: the patient's own scores read now (this patient's
+    rows only), the median from the analysis snapshot, as of its time (being prepared: the
+    patient's own line alone, and the page says so).
 
     ``?fragment=1`` returns only the fragment (for embedding in the patient page).
     """
     patient = get_patient_for(actor=actor, patient_id=patient_id)
-    tables = selectors.analysis_tables(actor=actor, filter=CohortFilter())
+    tables = selectors.patient_tables(actor=actor, patient_id=patient.pk)
+    paths, status = paths_for(actor, timezone.localdate())
     try:
-        view = trajectory.patient_trajectory(tables, patient.pk)
+        view = trajectory.patient_trajectory(tables, patient.pk, paths)
     except KeyError:
         # No episode yet, or left out of the analyses for an implausible stored date: say so.
         view = None
@@ -222,6 +227,8 @@ def patient_trajectory(request: HttpRequest, actor: Actor, patient_id: int) -> H
         {
             "patient": patient,
             "view": view,
+            "snapshot": status,
+            "median_pending": paths is None,
             "psfs": psfs_for_patient(patient.pk),
             "data_notes": [e.note for e in tables.exclusions],
             "dashboard_url": reverse("outcomes:dashboard"),
