@@ -43,15 +43,6 @@ try:
         _env.get("DATABASE_URL") or _default_db_url, timeout=DATABASE_TIMEOUT
     )
     SESSION_COOKIE_AGE = read_int(_env, "SESSION_COOKIE_AGE", 30 * 60)
-    # The public decision aid's registry figures are fresh for this many seconds; after that
-    # the next request starts a rebuild and is answered from the previous figures meanwhile
-    # (see docs/algorithms/decision-aid.md).
-    DECISION_AID_CACHE_SECONDS = read_int(_env, "DECISION_AID_CACHE_SECONDS", 600)
-    if not 0 <= DECISION_AID_CACHE_SECONDS <= 86_400:
-        raise ConfigurationError(
-            f"DECISION_AID_CACHE_SECONDS={DECISION_AID_CACHE_SECONDS} is out of range; "
-            "use 0 (no cache) to 86400 seconds"
-        )
     # The analysis snapshot (ADR 0022): the dashboards, reports and the decision aid answer
     # from Parquet files the worker refreshes; pages state "as of" and the interval.
     SNAPSHOT_DIR = _env.get("SNAPSHOT_DIR", "") or str(DATA_DIR / "snapshot")
@@ -143,18 +134,9 @@ if PRODUCTION:
 DATABASES = {"default": _database.settings}
 DATABASE_DESCRIPTION = _database.description
 
-# "default" is Django's own default (per-process memory). "decision_aid" holds the public
-# decision aid's cell table (aggregate sums only, no patient rows) in files under the data
-# folder, so that every server process and `vertebra manage decision_aid_refresh` share one
-# copy and a restart does not start cold (see docs/algorithms/decision-aid.md).
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "decision_aid": {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": str(DATA_DIR / "cache" / "decision-aid"),
-        "TIMEOUT": None,  # freshness is decided by the reader (DECISION_AID_CACHE_SECONDS)
-    },
-}
+# Django's own default (per-process memory). The public figures (decision aid, clinic
+# directory) come from the analysis snapshot (ADR 0022), not from a cache.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.cache import caches
 from django.utils import timezone
 
 from tests.browser.test_crawl import CSP_LISTENER
-from vertebra.directory import selectors
+from vertebra.outcomes import snapshot
 from vertebra.registry.models import Clinic
 from vertebra.web.services.demo import load_demo_cohort
 
@@ -30,7 +29,7 @@ NARROWEST_VALUE = """
 @pytest.fixture
 def demo() -> list[int]:
     """The demo's setup with 500 synthetic patients (three clinics, all published)."""
-    caches[selectors.CACHE_ALIAS].clear()
+    snapshot.results.clear()
     now = timezone.now()
     load_demo_cohort(patients=500, seed=42, today=now.date(), now=now)
     return list(Clinic.objects.order_by("pk").values_list("pk", flat=True))

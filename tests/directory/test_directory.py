@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.cache import caches
 from django.test import Client
 from django.utils import timezone
 
@@ -19,8 +18,9 @@ from tests.registry.web import last_seq, signed_in
 from vertebra.cohort.loader import load_cohort
 from vertebra.core.knowledge import find_promising_language
 from vertebra.core.synth import generate_cohort
-from vertebra.directory import selectors, services
+from vertebra.directory import figures, selectors, services
 from vertebra.directory.models import ClinicAnswer, ClinicListing
+from vertebra.outcomes import snapshot
 from vertebra.registry.errors import NotFound, PermissionDeniedError
 from vertebra.registry.models import AuditEvent, Clinic, Role
 from vertebra.web.services.demo import load_demo_cohort
@@ -29,11 +29,11 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    """The figures live in a cache shared by processes: never carry them across tests."""
-    caches[selectors.CACHE_ALIAS].clear()
+def _fresh_results() -> Iterator[None]:
+    """Results built from the snapshot are kept per process: never carry them across tests."""
+    snapshot.results.clear()
     yield
-    caches[selectors.CACHE_ALIAS].clear()
+    snapshot.results.clear()
 
 
 def text_of(page: bytes) -> str:
@@ -177,10 +177,13 @@ def test_clinic_page_figures_match_the_selector_and_carry_denominators(
     assert "Trial participants pay nothing." in text
     assert "Synthetic demo data." in text
     assert find_promising_language(text) == []
-    reads = AuditEvent.objects.filter(actor_username="system:clinic-directory").count()
-    assert reads == 1  # one de-identified registry read, then the cache
+    # the figures come from the analysis snapshot (its one audited registry read); a
+    # visitor's page views read nothing more and write nothing
+    assert AuditEvent.objects.filter(actor_username="system:analysis-snapshot").count() == 1
+    seq = last_seq()
     client.get("/clinics/")
-    assert AuditEvent.objects.filter(actor_username="system:clinic-directory").count() == 1
+    client.get(f"/clinics/{registry[0].pk}/")
+    assert last_seq() == seq
 
 
 def test_compare_shows_published_clinics_only_in_the_order_asked(
@@ -232,3 +235,46 @@ def test_public_and_staff_navigation_link_the_directory(client: Client) -> None:
     assert 'href="/clinics/"' in client.get("/").content.decode()
     admin = make_actor(Role.CLINIC_ADMIN, make_clinic())
     assert 'href="/clinic/directory/"' in signed_in(admin).get("/clinic/home/").content.decode()
+
+
+def test_the_worker_stores_the_figures_and_a_visitors_page_never_builds_them(
+    client: Client, registry: list[Clinic], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in production: the worker's refresh stores the published clinics' figures; pages
+    read them (no report built in a request). A clinic published after the refresh makes the
+    figures "being prepared" until the worker's next pass builds them."""
+    settings.SNAPSHOT_PREPARE_REPORTS = True
+    assert snapshot.refresh(force=True).outcome == "built"
+    settings.SNAPSHOT_BUILD_INLINE = False
+    settings.SNAPSHOT_INLINE_MAX_PATIENTS = 0
+    snapshot.results.clear()
+    built: list[Any] = []
+    real = figures.figures_of_clinics
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(figures, "figures_of_clinics", counting)
+    page = text_of(client.get(f"/clinics/{registry[0].pk}/").content)
+    entry = selectors.clinic_entry(registry[0].pk)
+    assert entry.figures is not None and entry.figures.groups and not entry.figures_pending
+    assert (
+        f"{entry.figures.groups[0].label} ({entry.figures.groups[0].n_patients} patients)" in page
+    )
+    assert "Figures as of" in page and "being prepared" not in page
+    assert built == []
+
+    admin = make_actor(Role.CLINIC_ADMIN, registry[2])
+    services.set_published(actor=admin, clinic_id=registry[2].pk, published=True)
+    waiting = client.get(f"/clinics/{registry[2].pk}/").content.decode()
+    assert "The figures are being prepared." in text_of(waiting.encode())
+    assert "<strong>Patients treated:</strong>" not in waiting  # no "0 patients" meanwhile
+    assert "Figures Being prepared" in text_of(client.get("/clinics/").content)
+    assert built == []
+    assert snapshot.serve_requests(snapshot._root()) == 1
+    assert len(built) == 1 and sorted(built[0]) == sorted(str(c.pk) for c in registry)
+    snapshot.results.clear()
+    ready = selectors.clinic_entry(registry[2].pk)
+    assert ready.figures is not None and not ready.figures_pending
+    assert "being prepared" not in text_of(client.get(f"/clinics/{registry[2].pk}/").content)

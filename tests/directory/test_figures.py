@@ -9,9 +9,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from vertebra.core import disclosure
 from vertebra.core.analytics import AnalysisTables
-from vertebra.core.directory import CELL_GROUP, clinic_figures
+from vertebra.core.analytics.toy import toy_tables
+from vertebra.core.directory import CELL_GROUP, clinic_figures, figures_of_clinics
 from vertebra.core.disclosure import policy
 
 AS_OF = dt.date(2026, 6, 1)
@@ -152,3 +155,54 @@ def test_a_clinic_without_patients_has_no_figures() -> None:
     tables = _tables([{"clinic": "1", "arm": "bmac", "n": 20, "answered": 20, "responders": 12}])
     f = clinic_figures(tables, "9", AS_OF)
     assert (f.n_patients, f.groups, f.arms_offered) == (0, (), ())
+
+
+def _figures_by_filtering(tables: AnalysisTables, clinic_id: str) -> Any:
+    """The reference: the clinic's report built on every clinic's rows with a clinic filter
+    (how the directory computed each clinic before it split the tables once)."""
+    from vertebra.core.analytics import CohortFilter, build_report
+    from vertebra.core.directory import (
+        _NO_COMPARISON,
+        ClinicFigures,
+        _group,
+        _pooled,
+        _pooled_codes,
+        group_label,
+    )
+
+    k = policy().min_cell
+    mine = tables.patients.loc[tables.patients["clinic_id"].astype(str) == clinic_id]
+    offered = tuple(sorted(mine["arm"].astype(str).unique()))
+    n = len(mine)
+    if n == 0:
+        return ClinicFigures(clinic_id, 0, (), (), (), k)
+    report = build_report(
+        _pooled(tables),
+        CohortFilter(clinics=(clinic_id,)),
+        AS_OF,
+        comparison_timepoint=_NO_COMPARISON,
+        min_cell=k,
+    )
+    d = report.to_dict()
+    arms = d.get("arms", {})
+    order = sorted(arms, key=lambda a: (a != CELL_GROUP, group_label(a)))
+    withheld = sorted((report.withheld.arms if report.withheld else {}), key=group_label)
+    if report.cohort_suppressed:
+        withheld = sorted(set(_pooled_codes(offered)), key=group_label)
+    count = disclosure.suppressed() if disclosure.is_small(n, k) else n
+    groups = tuple(_group(d, code, arms[code], k) for code in order)
+    return ClinicFigures(clinic_id, count, offered, groups, tuple(withheld), k)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_clinic_from_its_own_rows_equals_the_clinic_filter_on_all_rows(seed: int) -> None:
+    """Split once (:func:`figures_of_clinics`) or filtered per clinic: the same figures, for
+    clinics big and small (a few under the minimum cell) and one without patients."""
+    tables = toy_tables(900, seed=seed, today=AS_OF, clinics=12)
+    ids = [*sorted(set(tables.patients["clinic_id"].astype(str))), "999"]
+    split = figures_of_clinics(tables, ids, AS_OF)
+    assert list(split) == ids
+    for cid in ids:
+        assert split[cid] == _figures_by_filtering(tables, cid), cid
+        assert split[cid] == clinic_figures(tables, cid, AS_OF)
+    assert sum(1 for f in split.values() if f.groups) >= 6  # figures shown, not all withheld

@@ -81,10 +81,9 @@ SETTINGS = settings(
 def _keep_the_test_connection(db: Any) -> Iterator[None]:
     """Schemathesis drives the WSGI app directly, so Django's request signals close the
     database connection after each request, which on PostgreSQL ends the test's transaction.
-    Django's own test client disconnects the same handler; do as it does. Caches (throttles,
-    the decision aid's figures) start empty for every test."""
-    for alias in ("default", "decision_aid"):
-        caches[alias].clear()
+    Django's own test client disconnects the same handler; do as it does. The cache
+    (throttles) starts empty for every test."""
+    caches["default"].clear()
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:

@@ -258,10 +258,10 @@ def test_navigation_links_the_decision_aid(client: Client) -> None:
     assert 'href="/decide/"' in client.get("/").content.decode()
 
 
-def test_cache_lifetime_out_of_range_stops_start_up() -> None:
-    result = run_cli("manage", "check", env={"DECISION_AID_CACHE_SECONDS": "-5"})
+def test_refresh_interval_out_of_range_stops_start_up() -> None:
+    result = run_cli("manage", "check", env={"SNAPSHOT_REFRESH_SECONDS": "0"})
     assert result.returncode == 2
-    assert "DECISION_AID_CACHE_SECONDS=-5 is out of range" in result.stderr
+    assert "SNAPSHOT_REFRESH_SECONDS=0 is out of range" in result.stderr
     assert "Traceback" not in result.stderr
 
 

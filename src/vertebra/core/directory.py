@@ -21,9 +21,12 @@ Contracts
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from vertebra.core import disclosure
 from vertebra.core.analytics import AnalysisTables, CohortFilter, build_report
@@ -43,6 +46,7 @@ __all__ = [
     "ClinicFigures",
     "GroupFigures",
     "clinic_figures",
+    "figures_of_clinics",
     "group_label",
 ]
 
@@ -201,17 +205,49 @@ def clinic_figures(
     ``min_cell`` defaults to the disclosure policy's (11). Raises nothing for a clinic without
     patients: it has no figure and ``n_patients`` 0.
     """
+    return figures_of_clinics(tables, [clinic_id], as_of, min_cell=min_cell)[str(clinic_id)]
+
+
+def figures_of_clinics(
+    tables: AnalysisTables,
+    clinic_ids: Iterable[str],
+    as_of: dt.date,
+    *,
+    min_cell: int | None = None,
+) -> dict[str, ClinicFigures]:
+    """:func:`clinic_figures` of each of ``clinic_ids`` (as text -> figures), the tables
+    split by clinic once: each clinic's report is built from its own rows, not by filtering
+    every clinic's rows again per clinic (a registry of hundreds of clinics)."""
     k = disclosure.policy().min_cell if min_cell is None else min_cell
-    mine = tables.patients["clinic_id"].astype(str) == str(clinic_id)
-    patients = tables.patients.loc[mine]
-    n = len(patients)
-    offered = tuple(sorted(patients["arm"].astype(str).unique()))
+    patient_clinics = tables.patients["clinic_id"].astype(str).to_numpy()
+    rows = pd.Series(patient_clinics).groupby(patient_clinics).indices
+    by_patient = pd.Series(patient_clinics, index=tables.patients["patient_id"].to_numpy())
+    tp_clinic = by_patient.reindex(tables.timepoints["patient_id"].to_numpy()).to_numpy()
+    ev_clinic = by_patient.reindex(tables.events["patient_id"].to_numpy()).to_numpy()
+    tp_rows = pd.Series(tp_clinic).groupby(tp_clinic, dropna=True).indices
+    ev_rows = pd.Series(ev_clinic).groupby(ev_clinic, dropna=True).indices
+    empty = np.array([], dtype=np.int64)
+    out: dict[str, ClinicFigures] = {}
+    for cid in dict.fromkeys(str(c) for c in clinic_ids):
+        own = AnalysisTables.of(
+            tables.patients.iloc[rows.get(cid, empty)],
+            tables.timepoints.iloc[tp_rows.get(cid, empty)],
+            tables.events.iloc[ev_rows.get(cid, empty)],
+            exclusions=tables.exclusions,
+        )
+        out[cid] = _one_clinic(own, cid, as_of, k)
+    return out
+
+
+def _one_clinic(own: AnalysisTables, clinic_id: str, as_of: dt.date, k: int) -> ClinicFigures:
+    """The figures of ``clinic_id`` from ``own``, the tables' rows of that clinic."""
+    n = len(own.patients)
+    offered = tuple(sorted(own.patients["arm"].astype(str).unique()))
     count: int | disclosure.Suppressed = disclosure.suppressed() if disclosure.is_small(n, k) else n
     if n == 0:
         return ClinicFigures(str(clinic_id), 0, (), (), (), k)
-    pooled = _pooled(tables)
     report = build_report(
-        pooled,
+        _pooled(own),
         CohortFilter(clinics=(str(clinic_id),)),
         as_of,
         comparison_timepoint=_NO_COMPARISON,

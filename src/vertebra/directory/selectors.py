@@ -6,46 +6,38 @@ Contracts
   ``published``); every other clinic of the registry is **counted**, never named
   (:attr:`Directory.unpublished`). A clinic that is missing or unpublished raises NotFound,
   so the two cannot be told apart.
-* Outcome figures come from the registry's **de-identified** analysis tables (the
-  researchers' tables, ``system_tables(deidentified=True)``, audited as
-  ``system:clinic-directory``) through :func:`vertebra.core.directory.clinic_figures`, with the
-  minimum cell of :mod:`vertebra.core.disclosure`. A public page must not read the whole
-  registry per request, so the figures of every clinic are kept in the ``decision_aid`` cache
-  (files in the data folder, shared by the server's processes) for
-  ``settings.DECISION_AID_CACHE_SECONDS`` (0: no cache), keyed by the database and the
-  figures' version. Consent and answers are read live: unpublishing takes effect at once.
+* Outcome figures come from the analysis snapshot (:mod:`vertebra.directory.figures`: the
+  registry's de-identified tables, the minimum cell of :mod:`vertebra.core.disclosure`, built
+  by the worker with each refresh): a visitor's page never reads the registry. Each entry
+  carries the snapshot's status ("as of") and whether its figures are being prepared.
+  Consent and answers are read live: unpublishing takes effect at once.
 * :func:`registry_is_synthetic` is True when the synthetic-cohort loader wrote into this
   registry (its system account exists): every page with registry figures then says so.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import caches
-from django.db import connections
 from django.utils import timezone
 
 from vertebra.cohort.sink import LOADER_USERNAME
-from vertebra.core.directory import ClinicFigures, clinic_figures
+from vertebra.core.directory import ClinicFigures
 from vertebra.core.knowledge import Question, Source
 from vertebra.core.yamltext import load_yaml
+from vertebra.directory.figures import published_figures
 from vertebra.directory.models import ClinicAnswer, ClinicListing
-from vertebra.outcomes.selectors import system_tables
+from vertebra.outcomes.snapshot import Status
 from vertebra.registry.errors import NotFound
 from vertebra.registry.models import Clinic
 from vertebra.web.knowledge_selectors import knowledge_base, questions_to_ask
 
 __all__ = [
-    "AUDIT_PURPOSE",
     "MAX_COMPARED",
     "ClinicEntry",
     "Directory",
@@ -53,15 +45,10 @@ __all__ = [
     "clinic_entry",
     "compared",
     "directory",
-    "figures_by_clinic",
     "registry_is_synthetic",
     "texts",
 ]
 
-AUDIT_PURPOSE = "clinic-directory"
-CACHE_ALIAS = "decision_aid"
-#: Bump when the cached figures change shape, so no process reads an older pickle.
-FIGURES_VERSION = "1"
 #: Clinics one comparison shows (a phone reads four stacked cards comfortably).
 MAX_COMPARED = 4
 
@@ -120,43 +107,6 @@ def registry_is_synthetic() -> bool:
     return get_user_model()._default_manager.filter(username=LOADER_USERNAME).exists()
 
 
-# ------------------------------------------------------------------------------ figures
-
-
-@dataclass(frozen=True)
-class _Entry:
-    built_at: float
-    figures: dict[str, ClinicFigures]
-
-
-def _cache_key() -> str:
-    database = str(connections["default"].settings_dict.get("NAME"))
-    digest = hashlib.sha256(database.encode()).hexdigest()[:12]
-    return f"vertebra:clinic-directory:figures:{FIGURES_VERSION}:{digest}"
-
-
-def _build() -> dict[str, ClinicFigures]:
-    """Every clinic's figures from one audited, de-identified read of the registry."""
-    today = timezone.localdate()
-    tables = system_tables(purpose=AUDIT_PURPOSE, deidentified=True, as_of=today)
-    ids = sorted(set(tables.patients["clinic_id"].astype(str)))
-    return {cid: clinic_figures(tables, cid, today) for cid in ids}
-
-
-def figures_by_clinic(*, refresh: bool = False) -> dict[str, ClinicFigures]:
-    """clinic id (text) -> figures, from the cache while fresh, else read now and cached."""
-    fresh_for = settings.DECISION_AID_CACHE_SECONDS
-    store = caches[CACHE_ALIAS]
-    if fresh_for > 0 and not refresh:
-        entry: _Entry | None = store.get(_cache_key())
-        if entry is not None and 0 <= time.time() - entry.built_at < fresh_for:
-            return entry.figures
-    figures = _build()
-    if fresh_for > 0:
-        store.set(_cache_key(), _Entry(time.time(), figures), fresh_for)
-    return figures
-
-
 # ------------------------------------------------------------------------------ clinics
 
 
@@ -174,6 +124,10 @@ class ClinicEntry:
     published_on: Any  # datetime.date
     figures: ClinicFigures | None
     answers: tuple[tuple[Question, str], ...]
+    #: the analysis snapshot the figures come from (None: no snapshot yet)
+    figures_status: Status | None = None
+    #: the figures are being prepared (no snapshot yet, or a newly published clinic's)
+    figures_pending: bool = False
 
     @property
     def cell_group(self) -> Any:
@@ -212,7 +166,8 @@ def _answers(clinic_ids: Sequence[int]) -> dict[int, tuple[tuple[Question, str],
 
 
 def _entries(listings: Sequence[ClinicListing]) -> tuple[ClinicEntry, ...]:
-    figures = figures_by_clinic() if listings else {}
+    figures, status = published_figures(timezone.localdate()) if listings else ({}, None)
+    pending = figures is None
     answers = _answers([x.clinic_id for x in listings])
     statuses = texts().statuses
     out = []
@@ -228,8 +183,10 @@ def _entries(listings: Sequence[ClinicListing]) -> tuple[ClinicEntry, ...]:
                 ind_number=c.ind_number,
                 lab_accreditation=c.lab_accreditation,
                 published_on=listing.published_on,
-                figures=figures.get(str(c.pk)),
+                figures=None if figures is None else figures.get(str(c.pk)),
                 answers=answers.get(c.pk, ()),
+                figures_status=status,
+                figures_pending=pending,
             )
         )
     return tuple(out)

@@ -10,9 +10,9 @@ Contracts
   scope's paths. A patient's page reads the patient's own rows now
   (:func:`vertebra.outcomes.selectors.patient_tables`) and the median from here, as of the
   snapshot: the page at a million patients costs an index read, not a read of the registry.
-* The worker prepares the paths of every default scope with each refresh (this module
-  registers the ``median-paths`` builder); a de-identified scope has none (the per-patient
-  page is for clinic staff, who read identified rows).
+* The worker prepares the paths of every identified default scope with each refresh (this
+  module registers the ``median-paths`` builder); a de-identified scope has none (the
+  per-patient page is for clinic staff, who read identified rows).
 """
 
 from __future__ import annotations
@@ -60,4 +60,9 @@ def paths_for(actor: Actor, as_of: dt.date) -> tuple[dict[str, MedianPath] | Non
     )
 
 
-register_builder("median-paths", paths_builder, default_what=default_what)
+register_builder(
+    "median-paths",
+    paths_builder,
+    default_what=default_what,
+    applies=lambda scope: not scope.deidentified,
+)

@@ -96,6 +96,7 @@ __all__ = [
     "current",
     "current_manifest",
     "decision_cells",
+    "public_result",
     "refresh",
     "register_builder",
     "snapshot_result",
@@ -660,6 +661,7 @@ def _carry_unchanged(
         items = [
             Prepared(b.default_what(), scope.clinic_ids, scope.deidentified, flt, today)
             for b in builders.values()
+            if b.applies(scope)
         ]
         if all(prepared.carry(incremental.previous_dir, folder, name, i) for i in items):
             carried.add(scope)
@@ -1033,6 +1035,31 @@ def snapshot_result(
     flt = filter or CohortFilter()
     # before anything is looked up: a refused actor gets nothing
     scope = snapshot_scope(actor=actor)
+    return _scoped_result(scope, flt, build, what, as_of, actor)
+
+
+def public_result(
+    *, build: Callable[[AnalysisTables], T], what: tuple[Any, ...], as_of: dt.date
+) -> tuple[T | None, Status | None]:
+    """:func:`snapshot_result` for a public page's aggregates over every clinic, de-identified
+    (the clinic directory), with no actor: the same lookup (memory, stored by the worker,
+    built here only when a page of that scope may build, else asked of the worker, the
+    previous snapshot's meanwhile). No audit row per call: the page shows published,
+    suppressed aggregates only, and the de-identified read behind them is the worker's
+    (audited with the snapshot's refresh); an anonymous visitor's page view writes nothing."""
+    return _scoped_result(Scope(None, True), CohortFilter(), build, what, as_of, None)
+
+
+def _scoped_result(
+    scope: Scope,
+    flt: CohortFilter,
+    build: Callable[[AnalysisTables], T],
+    what: tuple[Any, ...],
+    as_of: dt.date,
+    actor: Actor | None,
+) -> tuple[T | None, Status | None]:
+    """The body of :func:`snapshot_result` for ``scope``; audited for ``actor`` (None: not
+    audited, :func:`public_result`)."""
     _ensure_inline()
     root = _root()
     path = _current_dir(root)
@@ -1057,9 +1084,16 @@ def snapshot_result(
                 now = status()
                 return None, dataclasses.replace(now, pending=True) if now else None
             value, previous = earlier
-            _record_read(
-                actor, flt, scope.deidentified, value[0], previous, cached=True, source="previous"
-            )
+            if actor is not None:
+                _record_read(
+                    actor,
+                    flt,
+                    scope.deidentified,
+                    value[0],
+                    previous,
+                    cached=True,
+                    source="previous",
+                )
             return value[1], _superseded_status(previous)
         snap = scoped(scope.clinic_ids)
         if snap is None:
@@ -1071,15 +1105,16 @@ def snapshot_result(
         )
         hit, source = (len(tables.patients), build(tables)), "built"
     results.put(key, hit)
-    _record_read(
-        actor,
-        flt,
-        scope.deidentified,
-        hit[0],
-        manifest,
-        cached=source != "built",
-        source=source,
-    )
+    if actor is not None:
+        _record_read(
+            actor,
+            flt,
+            scope.deidentified,
+            hit[0],
+            manifest,
+            cached=source != "built",
+            source=source,
+        )
     return hit[1], status()
 
 
@@ -1142,23 +1177,36 @@ BuildFactory = Callable[[tuple[Any, ...], CohortFilter, dt.date], Callable[[Anal
 class _Builder:
     factory: BuildFactory
     default_what: Callable[[], tuple[Any, ...]]
+    applies: Callable[[Scope], bool]
 
 
 _builders: dict[str, _Builder] = {}
 
 
+def _every_scope(scope: Scope) -> bool:
+    return True
+
+
 def register_builder(
-    name: str, factory: BuildFactory, *, default_what: Callable[[], tuple[Any, ...]]
+    name: str,
+    factory: BuildFactory,
+    *,
+    default_what: Callable[[], tuple[Any, ...]],
+    applies: Callable[[Scope], bool] = _every_scope,
 ) -> None:
     """Let the worker build ``name`` results: ``factory`` as above; ``default_what()`` the
-    ``what`` of the default-filter result it prepares for every scope after each refresh."""
-    _builders[name] = _Builder(factory, default_what)
+    ``what`` of the default-filter result it prepares after each refresh for every scope
+    that ``applies`` (default: every scope; e.g. only the de-identified one for a public
+    page's figures)."""
+    _builders[name] = _Builder(factory, default_what, applies)
 
 
 def _load_builders() -> dict[str, _Builder]:
-    """The registered builders (the report and median-path modules register themselves when
-    imported; the worker imports them here, lazily, because they import this module)."""
+    """The registered builders (the report, median-path and directory-figure modules register
+    themselves when imported; the worker imports them here, lazily, because they import this
+    module)."""
     # imported for what they do when imported: each module registers its builder
+    import vertebra.directory.figures
     import vertebra.outcomes.median_paths
     import vertebra.outcomes.reports  # noqa: F401
 
@@ -1223,7 +1271,7 @@ def _prepare_defaults(
         if scope.clinic_ids is not None and len(scope.clinic_ids) == 1:
             source = _frames_of_clinic(frames, next(iter(scope.clinic_ids)), parts)
         tables: AnalysisTables | None = (ready or {}).get(scope)
-        for builder in builders.values():
+        for builder in (b for b in builders.values() if b.applies(scope)):
             what = builder.default_what()
             item = Prepared(what, scope.clinic_ids, scope.deidentified, flt, today)
             try:
