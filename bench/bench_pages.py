@@ -26,6 +26,12 @@ clinic, and a "network" account holding the clinician, coordinator and clinic-ad
 counting, searching and deep paging). The accounts are created once in the database (audited
 like the demo's) and reused on the next run.
 
+Before the pages, the analysis snapshot is refreshed as ``vertebra worker`` does (the
+dashboards, the trajectory's median and the public directory's figures read it; its time is
+printed; ``--no-snapshot`` leaves it out, and those pages then say "being prepared"). The
+public directory's pages are requested signed out, with the first and the biggest clinic
+published (by the network account as clinic admin, audited).
+
 Each page is requested once to warm up, then ``--repeat`` times; p50/p95/max are of those
 wall times. Beside them, the **floor**: the page's own SELECT statements (captured on one more
 request) replayed directly on the same connection, each the median of 3 runs, summed; and the
@@ -50,9 +56,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Pages whose figure is one request only unless ``--all-repeat``: they read every patient of
-#: the scope (another helper is moving them to an analysis snapshot, issue 17).
+#: Pages whose figure is one request only unless ``--all-repeat`` (they were full reads of
+#: the scope before the analysis snapshot, issue 17).
 SLOW = ("dashboard", "trajectory")
+#: The user of a public page's target (no sign-in).
+ANONYMOUS = "anonymous"
 
 
 @dataclass
@@ -142,6 +150,7 @@ def prepare() -> tuple[dict[str, Any], list[Target]]:
     from django.contrib.auth.models import User
     from django.db.models import Count
 
+    from vertebra.directory.services import set_published
     from vertebra.registry.models import AdverseEvent, Clinic, Patient
     from vertebra.registry.permissions import Actor
     from vertebra.registry.services import issue_api_token
@@ -183,6 +192,9 @@ def prepare() -> tuple[dict[str, Any], list[Target]]:
     )
     assert sample is not None
     pid, family, mrn = sample
+    publish = Actor.for_user(network, "clinic_admin")
+    for clinic_id in dict.fromkeys((first, big[0])):  # the directory's pages have clinics
+        set_published(actor=publish, clinic_id=clinic_id, published=True)
     big_pid = (
         Patient.objects.filter(clinic_id=big[0]).order_by("id").values_list("id", flat=True).first()
     )
@@ -263,6 +275,9 @@ def prepare() -> tuple[dict[str, Any], list[Target]]:
           f"/clinic/outcomes/patient/{big_pid}/"),
         t("trajectory (network)", "network", "clinician", f"/clinic/outcomes/patient/{pid}/"),
         t("dashboard researcher", "researcher", "researcher", "/clinic/outcomes/"),
+        # the public clinic directory (figures from the snapshot; published clinics below)
+        t("directory list (public)", ANONYMOUS, "", "/clinics/"),
+        t("directory clinic (public)", ANONYMOUS, "", f"/clinics/{first}/"),
     ]  # fmt: skip
     if ae is not None:
         pages.append(t("api patient adverse-events", "network", "coordinator",
@@ -277,6 +292,8 @@ def _client(info: dict[str, Any], target: Target) -> tuple[Any, dict[str, str]]:
     from vertebra.registry.views import SESSION_ROLE
 
     client = Client(HTTP_HOST="127.0.0.1")
+    if target.user == ANONYMOUS:  # a public page: no sign-in
+        return client, {}
     if target.api:
         token = info["tokens"][f"{target.user}/{target.role}"]
         return client, {"HTTP_AUTHORIZATION": f"Bearer {token}"}
@@ -375,6 +392,16 @@ def run(args: argparse.Namespace, database_url: str, data_dir: str) -> None:
     from django.db import connection
 
     info, pages = prepare()
+    if not args.no_snapshot:
+        # what `vertebra worker` does before the pages are used: the analysis snapshot and
+        # the default results of every scope (dashboards, median paths, directory figures)
+        from vertebra.outcomes import snapshot
+
+        started = time.perf_counter()
+        outcome = snapshot.refresh().outcome
+        took = time.perf_counter() - started
+        print(f"  analysis snapshot ({outcome}, the worker's refresh): {took:.1f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
     only = re.compile(args.only) if args.only else None
     skip = re.compile(args.skip) if args.skip else None
     figures = []
@@ -435,6 +462,11 @@ def main() -> None:
     parser.add_argument("--skip", help="regex: skip pages whose name matches")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE (stderr)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="no worker refresh first: the snapshot's pages say their figures are being prepared",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data_dir:
         if args.database_url:
