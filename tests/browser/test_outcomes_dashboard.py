@@ -290,3 +290,45 @@ def test_a_filter_the_worker_prepares_shows_being_prepared_then_its_figures(
     n_arm = int((cohort.patients["arm"] == arm).sum())
     assert f"{n_arm} patient" in page.locator("#cohort-size").inner_text()
     assert console.problems == []
+
+
+@pytest.mark.parametrize(
+    ("size", "name"), [((1366, 900), "desktop"), ((390, 844), "phone")], ids=["desktop", "phone"]
+)
+def test_the_trajectory_while_its_median_is_prepared_then_with_it(
+    live_server: Any, browser: Any, settings: Any, artifacts_dir: Path, size: Any, name: str
+) -> None:
+    """Production settings, a scope wider than a page may build: before the worker prepared
+    the median, the page draws the patient's own line and says the median is being prepared
+    (no empty median column); after the worker's refresh, the median path and "as of"."""
+    from vertebra.outcomes import snapshot
+
+    settings.SNAPSHOT_BUILD_INLINE = False
+    settings.SNAPSHOT_INLINE_MAX_PATIENTS = 0
+    settings.SNAPSHOT_PREPARE_REPORTS = True
+    context = browser.new_context(
+        viewport={"width": size[0], "height": size[1]}, is_mobile=name == "phone"
+    )
+    page = context.new_page()
+    console = Console(page)
+    _load_and_sign_in(live_server, page, n=60)
+    anna = Patient.objects.get(given_name="Anna", family_name="Whitfield")
+    url = f"{live_server.url}/clinic/outcomes/patient/{anna.pk}/"
+    variant = "wide" if name == "desktop" else "narrow"
+    page.goto(url)
+    assert "is being prepared" in page.locator("#median-preparing").inner_text()
+    chart = page.locator(f"#trajectory-odi .vchart-{variant} svg")
+    _assert_chart_draws(chart, mcid=True)
+    assert chart.locator("g.legend text").all_text_contents()[:1] == ["This patient"]
+    assert page.locator("th", has_text="Median of the treatment").count() == 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= size[0]
+    page.screenshot(path=str(artifacts_dir / f"trajectory-preparing-{name}.png"), full_page=True)
+    assert snapshot.refresh(force=True).outcome == "built"  # the worker
+    snapshot.results.clear()
+    page.goto(url)
+    assert page.locator("#median-preparing").count() == 0
+    assert "Figures as of" in page.locator("#snapshot-status").inner_text()
+    legend = chart.locator("g.legend text").all_text_contents()
+    assert legend[0] == "This patient" and legend[1].startswith("Median of ")
+    assert console.problems == []
+    context.close()
