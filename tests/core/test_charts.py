@@ -297,3 +297,46 @@ def test_no_text_runs_outside_the_drawing(chart: charts.Chart) -> None:
             start = {"start": x, "middle": x - w / 2, "end": x - w}[t.get("text-anchor", "start")]
             assert start >= -1 and start + w <= width + 1, t.text
             assert size * 0.7 <= y <= height + 1, t.text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.floats(0, 0.2), st.floats(0, 100)), min_size=1, max_size=300),
+    scale=st.floats(0.1, 50),
+)
+def test_a_step_curve_keeps_every_step_a_drawing_shows(
+    steps: list[tuple[float, float]], scale: float
+) -> None:
+    """The first and last points stay, the order stays, and every point left out is drawn
+    within half a pixel of the level the kept points draw at its x."""
+    x, points = 0.0, []
+    for dx, y in steps:
+        x += dx
+        points.append((x, y))
+
+    def sy(v: float) -> float:
+        return 300 - v * scale
+
+    kept = charts._visible_steps(points, sy)
+    assert kept[0] is points[0] and kept[-1] is points[-1]
+    positions = [next(i for i, p in enumerate(points) if p is k) for k in kept]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    level = points[0][1]
+    kept_at = set(positions)
+    for i, (_x, y) in enumerate(points):
+        if i in kept_at:
+            level = y
+        else:
+            assert abs(sy(y) - sy(level)) <= 0.5 + 1e-9
+
+
+def test_a_long_survival_curve_draws_a_few_hundred_points() -> None:
+    months = [k / 30.4 for k in range(1, 3_000)]
+    share = [100 * (1 - k / 4_000) for k in range(1, 3_000)]
+    chart = charts.line_chart(
+        [charts.Series("arm", [0.0, *months], [100.0, *share], step=True)],
+        title="t", desc="d", xlabel="x", ylabel="y",
+    )  # fmt: skip
+    polyline = re.search(r'<polyline class="line" points="([^"]+)"', chart.wide)
+    assert polyline is not None
+    assert 200 < len(polyline.group(1).split()) < 2_000  # not the 6,000 of every step
