@@ -193,8 +193,11 @@ def test_while_the_median_is_prepared_the_page_shows_the_patients_own_line(
         response = client.get(f"{URL}{anna.pk}/")
         assert response.status_code == 200
         pages.append(response.content.decode())
+    schedule = FollowUpTimePoint.objects.filter(patient=anna).count()
     for html in pages[:2]:
         assert 'id="median-preparing"' in html and "is being prepared" in html
+        section = html[html.index('class="patient-trajectory"') : html.index('id="patient-psfs"')]
+        assert section.count('<th scope="row">') == 2 * schedule  # all its time points, twice
         assert "This patient" in html and "Median of" not in html  # no median column either
         assert 'class="vchart"' in html  # the patient's own line is drawn
     assert "Median of" in pages[2] and 'id="median-preparing"' not in pages[2]

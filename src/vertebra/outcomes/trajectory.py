@@ -120,13 +120,14 @@ def patient_trajectory(
 def _row_order(mine: pd.DataFrame, path: MedianPath | None) -> list[tuple[str, float]]:
     """The table's time points: the path's, then any the patient answered that the path has
     not (answered after it was built), all in the order of their months (stable: the path's
-    own order is kept)."""
+    own order is kept). Without a path (being prepared): every time point of the patient's,
+    answered or not."""
     known = [] if path is None else list(path.timepoints)
     seen = {key for key, _months in known}
-    answered = mine[mine["completed"].astype(bool).to_numpy()]
+    listed = mine if path is None else mine[mine["completed"].astype(bool).to_numpy()]
     extra = [
         (key, float(m))
-        for key, m in zip(answered["timepoint"].astype(str), answered["months"], strict=True)
+        for key, m in zip(listed["timepoint"].astype(str), listed["months"], strict=True)
         if key not in seen
     ]
     if not extra:
