@@ -224,12 +224,11 @@ def test_clinic_lead_filters_the_dashboard_and_downloads_the_pdf(
     assert console.problems == []
 
 
-@pytest.mark.parametrize(
-    ("size", "name"), [((1366, 900), "desktop"), ((390, 844), "phone")], ids=["desktop", "phone"]
-)
-def test_patient_trajectory_runs_to_24_months_with_mcid_lines(
-    live_server: Any, browser: Any, artifacts_dir: Path, size: tuple[int, int], name: str
-) -> None:
+def _signed_in_at_a_trajectory(
+    live_server: Any, browser: Any, size: tuple[int, int], name: str
+) -> tuple[Any, Any, Console, str]:
+    """A browser context of ``size`` (a phone when ``name`` says so) signed in as the lead
+    of a loaded 60-patient registry: (context, page, its console, Anna's trajectory URL)."""
     context = browser.new_context(
         viewport={"width": size[0], "height": size[1]}, is_mobile=name == "phone"
     )
@@ -237,7 +236,17 @@ def test_patient_trajectory_runs_to_24_months_with_mcid_lines(
     console = Console(page)
     _load_and_sign_in(live_server, page, n=60)
     anna = Patient.objects.get(given_name="Anna", family_name="Whitfield")
-    page.goto(f"{live_server.url}/clinic/outcomes/patient/{anna.pk}/")
+    return context, page, console, f"{live_server.url}/clinic/outcomes/patient/{anna.pk}/"
+
+
+@pytest.mark.parametrize(
+    ("size", "name"), [((1366, 900), "desktop"), ((390, 844), "phone")], ids=["desktop", "phone"]
+)
+def test_patient_trajectory_runs_to_24_months_with_mcid_lines(
+    live_server: Any, browser: Any, artifacts_dir: Path, size: tuple[int, int], name: str
+) -> None:
+    context, page, console, url = _signed_in_at_a_trajectory(live_server, browser, size, name)
+    page.goto(url)
     variant = "wide" if name == "desktop" else "narrow"
     for measure in ("odi", "nrs_back"):
         chart = page.locator(f"#trajectory-{measure} .vchart-{variant} svg")
@@ -306,14 +315,7 @@ def test_the_trajectory_while_its_median_is_prepared_then_with_it(
     settings.SNAPSHOT_BUILD_INLINE = False
     settings.SNAPSHOT_INLINE_MAX_PATIENTS = 0
     settings.SNAPSHOT_PREPARE_REPORTS = True
-    context = browser.new_context(
-        viewport={"width": size[0], "height": size[1]}, is_mobile=name == "phone"
-    )
-    page = context.new_page()
-    console = Console(page)
-    _load_and_sign_in(live_server, page, n=60)
-    anna = Patient.objects.get(given_name="Anna", family_name="Whitfield")
-    url = f"{live_server.url}/clinic/outcomes/patient/{anna.pk}/"
+    context, page, console, url = _signed_in_at_a_trajectory(live_server, browser, size, name)
     variant = "wide" if name == "desktop" else "narrow"
     page.goto(url)
     assert "is being prepared" in page.locator("#median-preparing").inner_text()

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from tests.followup.helpers import PSFS_NAMES, answers_for
 from tests.registry.factories import make_actor
+from tests.registry.web import signed_in
 from vertebra.core.analytics import CohortFilter
 from vertebra.core.instruments import score
 from vertebra.core.labels import label
@@ -35,12 +35,6 @@ from vertebra.registry.models import AuditEvent, Clinic, Patient, Role
 pytestmark = pytest.mark.django_db
 
 URL = "/clinic/outcomes/patient/"
-
-
-def _client_for(role: str, *clinics: Clinic) -> Client:
-    client = Client()
-    client.force_login(make_actor(role, *clinics).user)
-    return client
 
 
 @pytest.fixture
@@ -132,7 +126,7 @@ def test_the_page_reads_one_patient_and_takes_the_median_from_the_snapshot(
 ) -> None:
     anna = Patient.objects.get(given_name="Anna", family_name="Whitfield")
     last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
-    response = _client_for(Role.CLINICIAN, anna.clinic).get(f"{URL}{anna.pk}/")
+    response = signed_in(make_actor(Role.CLINICIAN, anna.clinic)).get(f"{URL}{anna.pk}/")
     assert response.status_code == 200
     html = response.content.decode()
     assert whole_reads == [{anna.pk}]  # the patient's rows only; never the clinic's
@@ -158,7 +152,7 @@ def test_a_new_answer_shows_at_once_the_median_as_of_the_snapshot(production: No
         if p.patient_id in set(episodes) and "odi" in p.instruments
     )
     patient = Patient.objects.get(pk=point.patient_id)
-    client = _client_for(Role.CLINICIAN, patient.clinic)
+    client = signed_in(make_actor(Role.CLINICIAN, patient.clinic))
     before = client.get(f"{URL}{patient.pk}/").context["view"]
     FollowUpTimePoint.objects.filter(pk=point.pk).update(status="open")
     now = timezone.make_aware(dt.datetime.combine(point.opens, dt.time(9)))
@@ -182,7 +176,7 @@ def test_while_the_median_is_prepared_the_page_shows_the_patients_own_line(
     settings.SNAPSHOT_PREPARE_REPORTS = False
     settings.SNAPSHOT_INLINE_MAX_PATIENTS = 0
     anna = Patient.objects.get(given_name="Anna", family_name="Whitfield")
-    client = _client_for(Role.CLINICIAN, anna.clinic)
+    client = signed_in(make_actor(Role.CLINICIAN, anna.clinic))
     pages = []
     for step in ("no snapshot", "not prepared", "served"):
         if step == "not prepared":
