@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from datetime import date, timedelta
 
 import numpy as np
@@ -264,6 +266,25 @@ def test_propensity_recovers_known_effect_where_naive_is_biased() -> None:
     assert res.max_abs_smd_after is not None and res.max_abs_smd_after < 0.1
     assert 0 < res.ess_treated <= res.n_treated
     assert res.observational_caveat == OBSERVATIONAL_CAVEAT
+
+
+def test_propensity_without_overlap_says_why_instead_of_fitting_nothing() -> None:
+    """Every treated patient lacks a covariate: a clear error naming the exclusions (the
+    report lists it among the comparisons it could not make), no empty-slice warnings."""
+    tables = toy_tables(400, seed=3)
+    pts = tables.patients.copy()
+    pts.loc[pts["arm"].isin(["bmac", "adipose"]), "age"] = np.nan
+    panel = build_panel(
+        AnalysisTables.of(pts, tables.timepoints, tables.events), CohortFilter(), date(2026, 11, 25)
+    )
+    arm_names = np.asarray(panel.arms, dtype=object)[panel.arm_codes]
+    n_treated = int(np.isin(arm_names, ["bmac", "adipose"]).sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="no adjusted estimate") as err:
+            compare_arms(panel, ["bmac", "adipose"], ["physical_therapy"])
+    missing = re.search(r"\((\d+) excluded for a missing covariate", str(err.value))
+    assert missing is not None and int(missing.group(1)) >= n_treated  # the toy has a few more
 
 
 def test_report_json_contract(tmp_path) -> None:  # type: ignore[no-untyped-def]

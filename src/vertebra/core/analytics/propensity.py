@@ -274,6 +274,13 @@ def compare_arms(
                 )
             no_overlap |= lost
     keep = np.flatnonzero(ok & ~no_overlap)
+    if treat[keep].all() or not treat[keep].any():
+        # Nothing left to model (a small, filtered cohort): say why instead of fitting nothing.
+        raise ValueError(
+            "no patients of both groups with every covariate and a shared clinic, condition "
+            f"and STarT Back group ({n_missing} excluded for a missing covariate, "
+            f"{int((ok & no_overlap).sum())} for no overlap); no adjusted estimate"
+        )
     frame = frame.take(keep).reset_index(drop=True)
     rows, treat = rows[keep], treat[keep]
     for c in cats:
