@@ -278,3 +278,56 @@ def test_the_worker_stores_the_figures_and_a_visitors_page_never_builds_them(
     ready = selectors.clinic_entry(registry[2].pk)
     assert ready.figures is not None and not ready.figures_pending
     assert "being prepared" not in text_of(client.get(f"/clinics/{registry[2].pk}/").content)
+
+
+def test_a_clinic_publishing_or_unpublishing_leaves_the_others_figures_in_place(
+    client: Client, registry: list[Clinic], settings: Any
+) -> None:
+    """As in production: while the worker prepares the figures for a new set of published
+    clinics, the others keep the figures it built last; a newly published clinic alone is
+    "being prepared", an unpublished one is gone at once (never the whole directory
+    waiting), and after the worker's pass every clinic has its own."""
+    settings.SNAPSHOT_PREPARE_REPORTS = True
+    assert snapshot.refresh(force=True).outcome == "built"
+    settings.SNAPSHOT_BUILD_INLINE = False
+    settings.SNAPSHOT_INLINE_MAX_PATIENTS = 0
+    snapshot.results.clear()
+    first = selectors.clinic_entry(registry[0].pk).figures
+    assert first is not None and first.groups
+
+    def entries() -> dict[int, selectors.ClinicEntry]:
+        return {e.id: e for e in selectors.directory().clinics}
+
+    def same_as_first(entry: selectors.ClinicEntry) -> bool:
+        shown = entry.figures
+        return (
+            not entry.figures_pending
+            and shown is not None
+            and (shown.n_patients, [g.label for g in shown.groups])
+            == (first.n_patients, [g.label for g in first.groups])
+        )
+
+    services.set_published(
+        actor=make_actor(Role.CLINIC_ADMIN, registry[2]), clinic_id=registry[2].pk, published=True
+    )
+    now = entries()
+    assert now[registry[2].pk].figures_pending and now[registry[2].pk].figures is None
+    assert same_as_first(now[registry[0].pk]) and not now[registry[1].pk].figures_pending
+    listing = text_of(client.get("/clinics/").content)
+    assert listing.count("Being prepared") == 1
+    page = text_of(client.get(f"/clinics/{registry[0].pk}/").content)
+    assert "being prepared" not in page and "Figures as of" in page
+
+    services.set_published(
+        actor=make_actor(Role.CLINIC_ADMIN, registry[1]), clinic_id=registry[1].pk, published=False
+    )
+    now = entries()
+    assert registry[1].pk not in now and same_as_first(now[registry[0].pk])
+    assert now[registry[2].pk].figures_pending
+
+    assert snapshot.serve_requests(snapshot._root()) == 2  # one per set of clinics asked for
+    snapshot.results.clear()
+    now = entries()
+    assert sorted(now) == sorted([registry[0].pk, registry[2].pk])
+    assert not any(e.figures_pending for e in now.values())
+    assert same_as_first(now[registry[0].pk]) and now[registry[2].pk].figures is not None

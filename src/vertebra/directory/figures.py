@@ -9,12 +9,16 @@ Contracts
   snapshot (:func:`vertebra.outcomes.snapshot.public_result`): stored by the worker with each
   refresh, so a visitor's page never reads the registry nor builds a report (at 100,000
   patients the build took ~29 s of CPU; it ran in the request on every cache expiry before).
-  ``(None, None)`` with no snapshot yet; ``(None, status)`` with ``status.pending`` while the
-  worker builds a newly published clinic's figures (its next pass, within the refresh
-  interval); meanwhile the previous snapshot's figures, when it has the same clinics.
+  ``(None, None)`` with no snapshot yet; ``(None, status)`` with ``status.pending`` while
+  the worker prepares figures and none were built before.
 * What is built names the published clinics (and the figures' version and minimum cell):
-  publishing or unpublishing asks for a new build; a clinic's figures never appear on the
-  directory before it is published. Consent and answers are read live by the selectors.
+  publishing or unpublishing asks for a new build, which the worker makes in its next pass
+  (within the refresh interval). Meanwhile the figures it built last (kept under
+  :func:`latest_what`, from this snapshot or the previous one) are shown for the clinics
+  still published: a **published clinic missing from the figures is being prepared**, the
+  others keep theirs, and an unpublished clinic's are dropped at once. A clinic's figures
+  never appear on the directory before it is published. Consent and answers are read live
+  by the selectors.
 """
 
 from __future__ import annotations
@@ -27,9 +31,15 @@ from vertebra.core import disclosure
 from vertebra.core.analytics import AnalysisTables, CohortFilter
 from vertebra.core.directory import ClinicFigures, figures_of_clinics
 from vertebra.directory.models import ClinicListing
-from vertebra.outcomes.snapshot import Status, public_result, register_builder
+from vertebra.outcomes.snapshot import Status, public_latest, public_result, register_builder
 
-__all__ = ["FIGURES_VERSION", "default_what", "figures_builder", "published_figures"]
+__all__ = [
+    "FIGURES_VERSION",
+    "default_what",
+    "figures_builder",
+    "latest_what",
+    "published_figures",
+]
 
 #: Bump when the figures change shape, so no stored result of an older shape is read.
 FIGURES_VERSION = 2
@@ -41,6 +51,12 @@ def default_what() -> tuple[Any, ...]:
     published = ClinicListing.objects.filter(published=True).order_by("clinic_id")
     ids = tuple(int(c) for c in published.values_list("clinic_id", flat=True))
     return ("directory-figures", FIGURES_VERSION, disclosure.policy().min_cell, ids)
+
+
+def latest_what(what: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The name under which the worker also keeps the figures it built for ``what``: the
+    same name, version and minimum cell, whichever clinics were published."""
+    return (*what[:3], "latest")
 
 
 def figures_builder(
@@ -64,7 +80,17 @@ def published_figures(
     """Every published clinic's figures (clinic id as text -> figures) as of the current
     snapshot, and its status (see the module's contract)."""
     what = default_what()
-    return public_result(build=figures_builder(what, CohortFilter(), as_of), what=what, as_of=as_of)
+    figures, status = public_result(
+        build=figures_builder(what, CohortFilter(), as_of), what=what, as_of=as_of
+    )
+    if figures is not None or status is None or not status.pending:
+        return figures, status
+    last = public_latest(latest_what(what), as_of)
+    if last is None:
+        return None, status
+    built, built_status = last
+    published = {str(c) for c in what[3]}
+    return {cid: f for cid, f in built.items() if cid in published}, built_status
 
 
 register_builder(
@@ -72,4 +98,5 @@ register_builder(
     figures_builder,
     default_what=default_what,
     applies=lambda scope: scope.deidentified and scope.clinic_ids is None,
+    latest=latest_what,
 )

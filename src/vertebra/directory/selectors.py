@@ -167,7 +167,6 @@ def _answers(clinic_ids: Sequence[int]) -> dict[int, tuple[tuple[Question, str],
 
 def _entries(listings: Sequence[ClinicListing]) -> tuple[ClinicEntry, ...]:
     figures, status = published_figures(timezone.localdate()) if listings else ({}, None)
-    pending = figures is None
     answers = _answers([x.clinic_id for x in listings])
     statuses = texts().statuses
     out = []
@@ -186,7 +185,8 @@ def _entries(listings: Sequence[ClinicListing]) -> tuple[ClinicEntry, ...]:
                 figures=None if figures is None else figures.get(str(c.pk)),
                 answers=answers.get(c.pk, ()),
                 figures_status=status,
-                figures_pending=pending,
+                # missing from figures built before it was published: its own are on the way
+                figures_pending=figures is None or str(c.pk) not in figures,
             )
         )
     return tuple(out)

@@ -96,6 +96,7 @@ __all__ = [
     "current",
     "current_manifest",
     "decision_cells",
+    "public_latest",
     "public_result",
     "refresh",
     "register_builder",
@@ -659,9 +660,12 @@ def _carry_unchanged(
         ):
             continue
         items = [
-            Prepared(b.default_what(), scope.clinic_ids, scope.deidentified, flt, today)
+            each
             for b in builders.values()
             if b.applies(scope)
+            for each in _aliases(
+                b, Prepared(b.default_what(), scope.clinic_ids, scope.deidentified, flt, today)
+            )
         ]
         if all(prepared.carry(incremental.previous_dir, folder, name, i) for i in items):
             carried.add(scope)
@@ -1050,6 +1054,28 @@ def public_result(
     return _scoped_result(Scope(None, True), CohortFilter(), build, what, as_of, None)
 
 
+def public_latest(what: tuple[Any, ...], as_of: dt.date) -> tuple[Any, Status] | None:
+    """The result the worker last stored under a builder's ``latest`` name ``what`` (see
+    :func:`register_builder`) for every clinic, de-identified, on ``as_of``: from the current
+    snapshot, else the previous one (its status then marked superseded); None when neither
+    holds it. Never builds and never asks the worker: a page calls it while the result it
+    asked :func:`public_result` for is being prepared."""
+    _ensure_inline()
+    root = _root()
+    path = _current_dir(root)
+    if path is None:
+        return None
+    item = Prepared(what, None, True, CohortFilter(), as_of)
+    stored = prepared.load(path, item)
+    now = status()
+    if stored is not None and now is not None:
+        return stored[1], now
+    earlier = _previous_result(root, path, item)
+    if earlier is None:
+        return None
+    return earlier[0][1], _superseded_status(earlier[1])
+
+
 def _scoped_result(
     scope: Scope,
     flt: CohortFilter,
@@ -1178,6 +1204,23 @@ class _Builder:
     factory: BuildFactory
     default_what: Callable[[], tuple[Any, ...]]
     applies: Callable[[Scope], bool]
+    latest: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+
+
+def _aliases(builder: _Builder, item: Prepared) -> list[Prepared]:
+    """``item`` and, for a builder that keeps its latest result, the same result under the
+    builder's fixed ``latest`` name (see :func:`register_builder`)."""
+    if builder.latest is None:
+        return [item]
+    return [item, dataclasses.replace(item, what=builder.latest(item.what))]
+
+
+def _store_result(
+    folder: Path, name: str, builder: _Builder, item: Prepared, value: tuple[int, Any]
+) -> None:
+    """Store ``value`` for ``item`` (and its latest alias) in the snapshot ``folder``."""
+    for each in _aliases(builder, item):
+        prepared.store(folder, name, each, value)
 
 
 _builders: dict[str, _Builder] = {}
@@ -1193,12 +1236,16 @@ def register_builder(
     *,
     default_what: Callable[[], tuple[Any, ...]],
     applies: Callable[[Scope], bool] = _every_scope,
+    latest: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None,
 ) -> None:
     """Let the worker build ``name`` results: ``factory`` as above; ``default_what()`` the
     ``what`` of the default-filter result it prepares after each refresh for every scope
     that ``applies`` (default: every scope; e.g. only the de-identified one for a public
-    page's figures)."""
-    _builders[name] = _Builder(factory, default_what, applies)
+    page's figures). With ``latest``, every result the worker stores for a ``what`` is also
+    stored under ``latest(what)``, a name that does not change when ``what`` does, so a page
+    can show the last built result while a new ``what`` waits for the worker
+    (:func:`public_latest`)."""
+    _builders[name] = _Builder(factory, default_what, applies, latest)
 
 
 def _load_builders() -> dict[str, _Builder]:
@@ -1280,7 +1327,7 @@ def _prepare_defaults(
                         source, scope.clinic_ids, scope.deidentified, flt, as_of=today
                     )
                 value = builder.factory(what, flt, today)(tables)
-                prepared.store(folder, name, item, (len(tables.patients), value))
+                _store_result(folder, name, builder, item, (len(tables.patients), value))
             except Exception:
                 logger.exception("could not prepare %s for %s", what, scope)
     return time.monotonic() - started
@@ -1308,7 +1355,9 @@ def serve_requests(root: Path) -> int:
                     snap.frames, item.clinic_ids, item.deidentified, item.flt, as_of=item.as_of
                 )
                 value = builder.factory(item.what, item.flt, item.as_of)(tables)
-                prepared.store(snap.path, snap.path.name, item, (len(tables.patients), value))
+                _store_result(
+                    snap.path, snap.path.name, builder, item, (len(tables.patients), value)
+                )
                 done += 1
             except Exception:
                 logger.exception("could not build the requested %s", item)
