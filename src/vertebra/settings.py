@@ -66,6 +66,14 @@ try:
     SNAPSHOT_INLINE_MAX_PATIENTS = read_int(_env, "SNAPSHOT_INLINE_MAX_PATIENTS", 20_000)
     # How many asked-for reports one worker pass builds (oldest first): bounds a pass.
     SNAPSHOT_REQUESTS_PER_PASS = read_int(_env, "SNAPSHOT_REQUESTS_PER_PASS", 8)
+    # Between refreshes the worker looks this often for filters pages asked for, and a page
+    # waiting for one asks this often whether it is ready (then shows it).
+    SNAPSHOT_REQUEST_POLL_SECONDS = read_int(_env, "SNAPSHOT_REQUEST_POLL_SECONDS", 2)
+    if not 1 <= SNAPSHOT_REQUEST_POLL_SECONDS <= 600:
+        raise ConfigurationError(
+            f"SNAPSHOT_REQUEST_POLL_SECONDS={SNAPSHOT_REQUEST_POLL_SECONDS} is out of range; "
+            "use 1 to 600 seconds"
+        )
     EMAIL_PORT = read_int(_env, "EMAIL_PORT", 25)
     EMAIL_USE_TLS = read_bool(_env, "EMAIL_USE_TLS", default=False)
     ALLOWED_HOSTS = read_list(

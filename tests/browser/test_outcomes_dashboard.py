@@ -266,13 +266,14 @@ def test_a_filter_the_worker_prepares_shows_being_prepared_then_its_figures(
     live_server: Any, page: Any, settings: Any, artifacts_dir: Path
 ) -> None:
     """Production settings (ADR 0022, amendment 8): a wide scope's filter never built is not
-    built by the web process; the page says the worker is preparing it and reloads itself
-    (a meta refresh, no script: CSP); after the worker's pass the reload shows the figures."""
+    built by the web process; the page says the worker is preparing it and asks ready.json
+    (its own script, CSP-clean) until the worker's pass has built it, then shows the figures.
+    A reader who has started changing the filters keeps their changes: a "ready" link."""
     from vertebra.outcomes import snapshot
 
     settings.SNAPSHOT_BUILD_INLINE = False
     settings.SNAPSHOT_INLINE_MAX_PATIENTS = 0
-    settings.SNAPSHOT_REFRESH_SECONDS = 2
+    settings.SNAPSHOT_REQUEST_POLL_SECONDS = 1
     console = Console(page)
     cohort = generate_cohort(120, 11, today=TODAY)
     load_cohort(cohort, now=dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC))
@@ -289,15 +290,30 @@ def test_a_filter_the_worker_prepares_shows_being_prepared_then_its_figures(
     arm = str(cohort.patients["arm"].value_counts().idxmax())
     page.goto(live_server.url + f"/clinic/outcomes/?arm={arm}")
     notice = page.locator("#filter-preparing").inner_text()
-    assert "being prepared by the worker" in notice and "reloads itself in 2 s" in notice
+    assert "being prepared by the worker" in notice and "shows them as soon as" in notice
     assert page.get_by_role("button", name="Apply filters").count() == 1  # no dead end
     page.screenshot(path=str(artifacts_dir / "outcomes-being-prepared.png"), full_page=True)
-    assert snapshot.refresh().outcome == "unchanged"  # the worker's pass builds the filter
+    page.wait_for_timeout(2_500)  # it has asked ready.json and waits on
+    assert page.locator("#filter-preparing").count() == 1
+    assert snapshot.serve_waiting() == 1  # the worker's poll builds the filter
     page.locator("#headlines").wait_for(timeout=15_000)  # the page reloaded itself
     assert f"arm={arm}" in page.url
     assert page.locator("#filter-preparing").count() == 0
     n_arm = int((cohort.patients["arm"] == arm).sum())
     assert f"{n_arm} patient" in page.locator("#cohort-size").inner_text()
+
+    # Another filter; the reader starts changing the form while it is prepared.
+    other = str(cohort.patients["arm"].value_counts().index[1])
+    page.goto(live_server.url + f"/clinic/outcomes/?arm={other}")
+    page.locator("#filter-preparing").wait_for()
+    page.locator("#id_arm").select_option(arm)
+    assert snapshot.serve_waiting() == 1
+    ready = page.locator("#filter-ready")
+    ready.wait_for(timeout=15_000)
+    assert "ready" in ready.inner_text() and page.locator("#id_arm").input_value() == arm
+    ready.get_by_role("link", name="Show them").click()
+    page.locator("#headlines").wait_for(timeout=15_000)
+    assert f"arm={other}" in page.url
     assert console.problems == []
 
 

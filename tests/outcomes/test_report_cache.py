@@ -31,6 +31,7 @@ pytestmark = pytest.mark.django_db
 
 JSON = "/clinic/outcomes/report.json"
 DASHBOARD = "/clinic/outcomes/"
+READY = "/clinic/outcomes/ready.json"
 
 
 @pytest.fixture
@@ -243,8 +244,8 @@ def test_the_worker_stores_the_default_report_of_every_scope(worker_builds: list
     scopes += [Scope(frozenset({c}), False) for c in clinics]
     path = _current_path()
     # a report per scope, the trajectory page's median paths per identified scope and the
-    # public directory's figures for the de-identified one
-    assert len(list((path / prepared.REPORTS_DIR).glob("*.pickle"))) == 2 * len(scopes)
+    # public directory's figures for the de-identified one, also kept as its latest
+    assert len(list((path / prepared.REPORTS_DIR).glob("*.pickle"))) == 2 * len(scopes) + 1
     for scope in scopes:
         stored = prepared.load(path, _item(scope))
         assert stored is not None, scope
@@ -333,6 +334,34 @@ def test_stored_reports_serve_each_clinic_its_own_figures(
     assert _reads(Role.RESEARCHER)[-1]["n_patients"] == 120
 
 
+def test_ready_json_says_whether_for_the_actors_own_scope_and_serve_waiting_builds(
+    worker_builds: list[Any], settings: Any
+) -> None:
+    """ready.json: sign-in required; true for a stored report, false for a filter the worker
+    has not built (and nothing asked, built or audited by asking); an invalid filter is a
+    400 that says so. The worker's poll between refreshes (``serve_waiting``) builds what the
+    dashboard asked for, and nothing when nothing waits or a refresh holds the lock."""
+    assert Client().get(READY).status_code == 302  # to the sign-in page
+    clinic = Clinic.objects.order_by("pk").first()
+    assert clinic is not None
+    staff = _client_for(Role.CLINICIAN, clinic)
+    assert json.loads(staff.get(READY).content) == {"ready": True}  # the stored default
+    audit_rows = AuditEvent.objects.count()
+    assert json.loads(staff.get(READY + "?arm=bmac").content) == {"ready": False}
+    assert AuditEvent.objects.count() == audit_rows  # asking writes nothing
+    bad = staff.get(READY + "?arm=not-an-arm")
+    assert bad.status_code == 400 and json.loads(bad.content)["ready"] is False
+    assert prepared.pending(snapshot._root(), 10) == []  # asking is not requesting
+    assert snapshot.serve_waiting() == 0
+    assert staff.get(DASHBOARD + "?arm=bmac").status_code == 200  # the page asks the worker
+    with snapshot._refresh_lock(snapshot._root()) as locked:  # a refresh at work
+        assert locked and snapshot.serve_waiting() == 0
+    assert worker_builds == []
+    assert snapshot.serve_waiting() == 1 and len(worker_builds) == 1
+    assert json.loads(staff.get(READY + "?arm=bmac").content) == {"ready": True}
+    assert _reads(Role.CLINICIAN) == []  # no page has shown the figures yet: no read
+
+
 def test_a_wide_filter_is_prepared_by_the_worker_not_the_web_process(
     worker_builds: list[Any],
 ) -> None:
@@ -341,7 +370,10 @@ def test_a_wide_filter_is_prepared_by_the_worker_not_the_web_process(
     assert page.status_code == 200
     html = page.content.decode()
     assert 'id="filter-preparing"' in html and "being prepared by the worker" in html
-    assert '<meta http-equiv="refresh" content="60">' in html
+    # it asks ready.json (script), or reloads after the refresh interval without script
+    assert 'data-ready-url="/clinic/outcomes/ready.json?arm=bmac"' in html
+    assert "wait-for-figures.js" in html
+    assert '<noscript><meta http-equiv="refresh" content="60"></noscript>' in html
     assert 'class="form outcome-filters"' in html  # the filter form, no dead end
     # the summary names the filter being prepared, in the report's words
     assert '<strong id="filter-words">All clinics · All conditions · Bone marrow' in html
@@ -351,11 +383,17 @@ def test_a_wide_filter_is_prepared_by_the_worker_not_the_web_process(
     assert worker_builds == []  # never built in the web process
     assert _reads(Role.RESEARCHER) == []  # no figures shown, no read
     assert len(prepared.pending(snapshot._root(), 10)) == 1  # one request, asked three times
+    audit_rows = AuditEvent.objects.count()
+    waiting = researcher.get(READY + "?arm=bmac")
+    assert waiting.status_code == 200 and json.loads(waiting.content) == {"ready": False}
+    assert AuditEvent.objects.count() == audit_rows  # says whether, never what: no read
     # The worker's next pass builds it; the page then shows the figures.
     assert snapshot.refresh().outcome == "unchanged"
     assert len(worker_builds) == 1
     assert prepared.pending(snapshot._root(), 10) == []
     worker_builds.clear()
+    assert json.loads(researcher.get(READY + "?arm=bmac").content) == {"ready": True}
+    assert AuditEvent.objects.count() == audit_rows
     body = researcher.get(JSON + "?arm=bmac")
     assert body.status_code == 200
     page = researcher.get(DASHBOARD + "?arm=bmac").content.decode()

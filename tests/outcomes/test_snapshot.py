@@ -7,7 +7,10 @@ clinics, and with no snapshot yet pages say the figures are being prepared. Both
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
+import threading
+import time
 import types
 from typing import Any
 
@@ -177,6 +180,40 @@ def test_the_worker_rebuilds_only_when_the_watermark_moved(loaded: Cohort, setti
     assert second.manifest["watermark"] != first.manifest["watermark"]
     assert second.manifest["schema_version"] == snapshot.SCHEMA_VERSION
     assert second.manifest["rows"]["episodes"] > first.manifest["rows"]["episodes"]
+
+
+def test_between_refreshes_the_worker_serves_waiting_requests_every_poll(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vertebra worker`'s loop: a refresh every SNAPSHOT_REFRESH_SECONDS and, in between,
+    the pages' requests every SNAPSHOT_REQUEST_POLL_SECONDS (a page waits for its build, not
+    for the next refresh). The jobs are recorded, not run."""
+    from vertebra.followup import worker
+
+    settings.SNAPSHOT_REQUEST_POLL_SECONDS = 1
+    calls: list[tuple[str, float]] = []
+    start = time.monotonic()
+    monkeypatch.setattr(worker, "refresh_snapshot", lambda: calls.append(("refresh", 0.0)))
+    monkeypatch.setattr(
+        worker,
+        "serve_snapshot_requests",
+        lambda: calls.append(("serve", time.monotonic() - start)) or 0,
+    )
+    monkeypatch.setattr(worker, "run_once", lambda: worker.RunReport())
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=worker.run_forever, args=(600.0, stop), kwargs={"snapshot_every": 600.0}
+    )
+    loop.start()
+    time.sleep(3.5)
+    stop.set()
+    loop.join(timeout=5)
+    assert not loop.is_alive()
+    kinds = [k for k, _ in calls]
+    assert kinds[0] == "refresh" and kinds.count("refresh") == 1
+    serves = [t for k, t in calls if k == "serve"]
+    assert 2 <= len(serves) <= 4  # at about 1, 2 and 3 s
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(serves))
 
 
 def test_no_snapshot_yet_means_figures_being_prepared(loaded: Cohort, settings: Any) -> None:

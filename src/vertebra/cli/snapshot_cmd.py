@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import typer
 
@@ -72,19 +73,25 @@ def watch(
         0.0, help="Seconds between checks (0: the SNAPSHOT_REFRESH_SECONDS setting)."
     ),
 ) -> None:
-    """Keep the snapshot current until interrupted (checks only; follow-up work is not done)."""
+    """Keep the snapshot current until interrupted (checks only; follow-up work is not done);
+    between checks, build the filters pages ask for every SNAPSHOT_REQUEST_POLL_SECONDS."""
     _setup()
     from django.conf import settings
 
-    from vertebra.followup.worker import refresh_snapshot
+    from vertebra.followup.worker import refresh_snapshot, serve_snapshot_requests
 
     every = interval or float(settings.SNAPSHOT_REFRESH_SECONDS)
     if every <= 0:
         raise CliError("--interval must be a positive number of seconds")
+    poll = min(every, float(settings.SNAPSHOT_REQUEST_POLL_SECONDS))
     stop = threading.Event()
     while not stop.is_set():
         refresh_snapshot()
-        stop.wait(every)
+        next_check = time.monotonic() + every
+        while not stop.wait(max(0.0, min(poll, next_check - time.monotonic()))):
+            if time.monotonic() >= next_check:
+                break
+            serve_snapshot_requests()
 
 
 def register(app: typer.Typer) -> None:

@@ -480,23 +480,43 @@ def refresh_snapshot() -> str:
     return result.outcome
 
 
+def serve_snapshot_requests() -> int:
+    """Build the filters pages asked the worker for since the last pass
+    (:func:`vertebra.outcomes.snapshot.serve_waiting`); a failure is logged, never raised
+    (the requests stay and the next poll or refresh tries again). Returns how many."""
+    from vertebra.outcomes import snapshot
+
+    try:
+        return snapshot.serve_waiting()
+    except Exception:
+        logger.exception("building the requested snapshot results failed; retrying later")
+        return 0
+
+
 def run_forever(
     interval: float, stop: threading.Event | None = None, *, snapshot_every: float | None = None
 ) -> None:
     """Run :func:`run_once` every ``interval`` seconds and :func:`refresh_snapshot` every
     ``snapshot_every`` seconds (default ``SNAPSHOT_REFRESH_SECONDS``, the delay the pages
-    state) until ``stop`` is set (or Ctrl+C).
+    state) until ``stop`` is set (or Ctrl+C); in between, every
+    ``SNAPSHOT_REQUEST_POLL_SECONDS``, build the filters pages asked for
+    (:func:`serve_snapshot_requests`), so a page waits for its build, not for the next refresh.
 
     A failing pass is logged and retried at the next tick: the queue lives in the database,
     so nothing is lost by a crash or restart.
     """
     stop = stop or threading.Event()
     snapshot_every = snapshot_every or float(settings.SNAPSHOT_REFRESH_SECONDS)
-    next_pass = next_snapshot = time.monotonic()
+    poll = float(settings.SNAPSHOT_REQUEST_POLL_SECONDS)
+    next_pass = next_snapshot = next_poll = time.monotonic()
     while not stop.is_set():
         if time.monotonic() >= next_snapshot:
             next_snapshot = time.monotonic() + snapshot_every
-            refresh_snapshot()
+            refresh_snapshot()  # serves the waiting requests itself
+            next_poll = time.monotonic() + poll
+        elif time.monotonic() >= next_poll:
+            serve_snapshot_requests()
+            next_poll = time.monotonic() + poll
         if time.monotonic() >= next_pass:
             next_pass = time.monotonic() + interval
             try:
@@ -506,7 +526,7 @@ def run_forever(
                     logger.info("follow-up worker pass: %s", summary(report))
             except Exception:
                 logger.exception("follow-up worker pass failed; retrying in %s s", interval)
-        stop.wait(max(0.05, min(next_pass, next_snapshot) - time.monotonic()))
+        stop.wait(max(0.05, min(next_pass, next_snapshot, next_poll) - time.monotonic()))
 
 
 def summary(report: RunReport) -> str:

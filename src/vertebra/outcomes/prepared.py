@@ -42,7 +42,7 @@ from django.conf import settings
 from vertebra.core.analytics import CohortFilter
 from vertebra.registry.auditseal import write_private
 
-__all__ = ["Prepared", "load", "pending", "request", "signing_key", "store"]
+__all__ = ["Prepared", "load", "pending", "request", "signing_key", "store", "stored", "waiting"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,18 @@ def load(snapshot_dir: Path, item: Prepared) -> tuple[int, Any] | None:
         path.unlink(missing_ok=True)
         return None
     return value
+
+
+def stored(snapshot_dir: Path, item: Prepared) -> bool:
+    """Whether ``item`` has a stored file in this snapshot (not verified nor read: a cheap
+    "is it ready" for a waiting page; :func:`load` checks it when the page reads it)."""
+    return (snapshot_dir / REPORTS_DIR / f"{item.digest()}.pickle").is_file()
+
+
+def waiting(root: Path) -> bool:
+    """Whether any page's request waits for the worker (one directory listing)."""
+    folder = root / REQUESTS_DIR
+    return folder.is_dir() and any(folder.glob("*.json"))
 
 
 def carry(old_dir: Path, new_dir: Path, new_name: str, item: Prepared) -> bool:

@@ -23,10 +23,10 @@ from vertebra.core.analytics import AnalysisTables, CohortFilter, Report, build_
 from vertebra.core.deidentify import coarsen_filter
 from vertebra.core.disclosure import policy
 from vertebra.outcomes.rendering import report_pdf
-from vertebra.outcomes.snapshot import Status, register_builder, snapshot_result
+from vertebra.outcomes.snapshot import Status, register_builder, result_ready, snapshot_result
 from vertebra.registry.permissions import Actor
 
-__all__ = ["default_what", "render_pdf", "report_builder", "report_for"]
+__all__ = ["default_what", "render_pdf", "report_builder", "report_for", "report_ready"]
 
 
 def report_for(
@@ -47,6 +47,12 @@ def report_for(
         actor=actor, build=report_builder(what, flt, as_of), what=what, filter=flt, as_of=as_of
     )
     return report, status
+
+
+def report_ready(actor: Actor, flt: CohortFilter, as_of: dt.date) -> bool:
+    """Whether :func:`report_for` would now answer without waiting for the worker (see
+    ``snapshot.result_ready``: nothing read, built or audited; a waiting page polls it)."""
+    return result_ready(actor=actor, what=default_what(), filter=flt, as_of=as_of)
 
 
 def default_what() -> tuple[Any, ...]:

@@ -100,6 +100,8 @@ __all__ = [
     "public_result",
     "refresh",
     "register_builder",
+    "result_ready",
+    "serve_waiting",
     "snapshot_result",
     "snapshot_tables",
     "stale_after",
@@ -1054,6 +1056,34 @@ def public_result(
     return _scoped_result(Scope(None, True), CohortFilter(), build, what, as_of, None)
 
 
+def result_ready(
+    *,
+    actor: Actor,
+    what: tuple[Any, ...],
+    as_of: dt.date,
+    filter: CohortFilter | None = None,
+) -> bool:
+    """Whether :func:`snapshot_result` would now answer ``what`` for the actor's scope,
+    ``filter`` and ``as_of`` from the current snapshot without waiting for the worker (kept in
+    this process, stored beside the snapshot, or a scope small enough to build in a page).
+    Reads no rows, builds nothing, asks the worker nothing and writes no audit row: it tells
+    a page that waits whether its figures exist, not what they are; reading them is audited
+    as ever. Raises PermissionDeniedError as :func:`snapshot_result` does."""
+    flt = filter or CohortFilter()
+    scope = snapshot_scope(actor=actor)
+    path = _current_dir(_root())
+    if path is None:
+        return False
+    if results.get((str(path), what, scope.clinic_ids, scope.deidentified, flt, as_of)) is not None:
+        return True
+    if prepared.stored(path, Prepared(what, scope.clinic_ids, scope.deidentified, flt, as_of)):
+        return True
+    manifest: dict[str, Any] = json.loads((path / "manifest.json").read_text())
+    return bool(settings.SNAPSHOT_BUILD_INLINE) or (
+        scope_patients(manifest, scope) <= settings.SNAPSHOT_INLINE_MAX_PATIENTS
+    )
+
+
 def public_latest(what: tuple[Any, ...], as_of: dt.date) -> tuple[Any, Status] | None:
     """The result the worker last stored under a builder's ``latest`` name ``what`` (see
     :func:`register_builder`) for every clinic, de-identified, on ``as_of``: from the current
@@ -1363,6 +1393,17 @@ def serve_requests(root: Path) -> int:
                 logger.exception("could not build the requested %s", item)
         path.unlink(missing_ok=True)
     return done
+
+
+def serve_waiting() -> int:
+    """Between refreshes: build what pages asked for (:func:`serve_requests`) when any
+    request waits and no refresh is at work (a refresh serves them itself when it ends).
+    Returns how many were built; costs one directory listing when none waits."""
+    root = _root()
+    if not prepared.waiting(root):
+        return 0
+    with _refresh_lock(root) as locked:
+        return serve_requests(root) if locked else 0
 
 
 def decision_cells() -> tuple[CellTable | None, Status | None]:

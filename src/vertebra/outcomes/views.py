@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -38,7 +39,7 @@ from vertebra.outcomes import presenters, selectors, trajectory
 from vertebra.outcomes.forms import FilterForm
 from vertebra.outcomes.median_paths import paths_for
 from vertebra.outcomes.rendering import notice_pdf
-from vertebra.outcomes.reports import render_pdf, report_for
+from vertebra.outcomes.reports import render_pdf, report_for, report_ready
 from vertebra.outcomes.snapshot import Status
 from vertebra.registry.errors import NotFound, PermissionDeniedError
 from vertebra.registry.permissions import Actor
@@ -87,8 +88,12 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
         return render(request, "outcomes/dashboard.html", context, status=400)
     report, status = report_for(actor, flt, timezone.localdate())
     context["snapshot"] = status  # "Figures as of ..." (None: being prepared)
-    # this filter's figures are being built by the worker: say so, reload after its interval
+    # this filter's figures are being built by the worker: say so; the page asks
+    # ready.json every SNAPSHOT_REQUEST_POLL_SECONDS and shows them when they are
     context["pending"] = status is not None and status.pending
+    if context["pending"]:
+        context["poll_seconds"] = settings.SNAPSHOT_REQUEST_POLL_SECONDS
+        context["ready_url"] = f"{reverse('outcomes:ready-json')}?{request.GET.urlencode()}"
     names = clinic_names(actor)
     suppressed = report is not None and report.cohort_suppressed
     context["board"] = presenters.dashboard(report, names) if report and not suppressed else None
@@ -101,6 +106,18 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
         context["disclosure_note"] = policy().note
         context["withheld_arms"] = sorted(report.withheld.arms) if report.withheld else []
     return render(request, "outcomes/dashboard.html", context)
+
+
+@outcomes_view
+def ready_json(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """``{"ready": true|false}``: whether the dashboard's figures for the request's filter can
+    be shown now (the page that waits for the worker asks this, then reloads). Says nothing
+    of the figures themselves, reads no patient row and writes no audit row; 400 for an
+    invalid filter."""
+    flt = _filter(_form(request, actor))
+    if flt is None:
+        return JsonResponse({"ready": False, "error": "invalid filter"}, status=400)
+    return JsonResponse({"ready": report_ready(actor, flt, timezone.localdate())})
 
 
 def clinic_names(actor: Actor) -> dict[str, str]:
