@@ -177,6 +177,38 @@ elif mode.startswith("served"):
     out["repeat_s"] = (time.perf_counter() - t1) / 5
     out["repeat_cpu_s"] = (time.process_time() - c1) / 5
     out["patients"] = report.n_patients if report else 0
+elif mode == "filter_wait":
+    # A researcher's filter nobody asked for, in a web process as in production (a wide scope
+    # is never built in a request): the page asks the worker (`vertebra snapshot watch`, run
+    # here as its own process), then asks whether the figures are ready, as the page's
+    # ready.json does, and shows them. First a warm-up filter ("cold": the worker loads the
+    # snapshot's frames for it), then the measured one ("warm").
+    import subprocess
+    from vertebra.outcomes.reports import report_ready
+    role = Role.RESEARCHER
+    user, _ = get_user_model().objects.get_or_create(username=f"bench-{role}")
+    Membership.objects.get_or_create(user=user, clinic=None, role=role)
+    actor = Actor.for_user(user, role, request_id="bench")
+    watch = subprocess.Popen([sys.executable, "-m", "vertebra", "snapshot", "watch"],
+                             stdin=subprocess.DEVNULL)
+    try:
+        for name, flt in (("cold", CohortFilter(arms=("adipose",))),
+                          ("warm", CohortFilter(arms=("bmac",)))):
+            t1 = time.perf_counter()
+            report, status = report_for(actor, flt, today)
+            out[name + "_asked"] = "pending" if report is None and status and status.pending else "answered"
+            while not report_ready(actor, flt, today):
+                if time.perf_counter() - t1 > 1800:
+                    raise SystemExit("the worker did not build the filter within 30 min")
+                time.sleep(0.05)
+            out[name + "_ready_s"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            report, status = report_for(actor, flt, today)
+            out[name + "_shown_s"] = time.perf_counter() - t1
+            out[name + "_patients"] = report.n_patients if report else 0
+    finally:
+        watch.terminate()
+        watch.wait(timeout=60)
 elif mode.startswith("page_cached"):
     deid = mode.endswith("research")
     role = Role.RESEARCHER if deid else Role.CLINICIAN
@@ -255,7 +287,7 @@ def child(mode: str, size: int, env: dict[str, str]) -> dict[str, object]:
 MODES = (
     "direct", "direct_deid", "refresh", "check", "incremental", "page_research", "page_clinic",
     "page_cached_research", "page_cached_clinic", "served_research", "served_clinic",
-    "served_clinic_filter",
+    "served_clinic_filter", "filter_wait",
 )  # fmt: skip
 
 
@@ -291,7 +323,9 @@ def measure(
         print(f"# loaded {size:,} patients in {float(load['wall_s']):.1f} s", flush=True)  # type: ignore[arg-type]
     rows = []
     for mode in modes:
-        row = child(mode, size, env)
+        # filter_wait: every scope wider than a page may build, as at a large registry
+        row = child(mode, size, {**env, "SNAPSHOT_INLINE_MAX_PATIENTS": "0"} if mode ==
+                    "filter_wait" else env)  # fmt: skip
         row["size"] = size
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -367,6 +401,15 @@ def main() -> None:
             detail += f" ({r['scopes']} scopes in all); steps {r.get('steps', {})}"
         if str(r["mode"]).startswith("served"):
             detail += f", frames loaded: {r['frames_loaded']}"
+        if r["mode"] == "filter_wait":
+            detail = (
+                "; ".join(
+                    f"{name}: {r[name + '_asked']}, ready after {float(r[name + '_ready_s']):.2f} s, "  # type: ignore[arg-type]
+                    f"then shown in {float(r[name + '_shown_s']):.3f} s ({r[name + '_patients']} patients)"  # type: ignore[arg-type]
+                    for name in ("cold", "warm")
+                )
+                + " (a researcher's new filter: asked of the worker, polled, shown)"
+            )
         if r["mode"] == "incremental":
             read: dict[str, object] = r["read"]  # type: ignore[assignment]
             detail = (

@@ -8,6 +8,7 @@ tests/followup/test_bench_small.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,8 @@ def test_snapshot_benchmark_small_sqlite() -> None:
     assert "page_cached_research" in out and "repeat" in out
     assert "published after" in out  # the refresh says when pages began to see the snapshot
     assert "incremental read of 100 patients" in out  # only the changed patients read again
+    # a researcher's new filter: asked of the worker (a `snapshot watch` process), then shown
+    assert re.search(r"warm: pending, ready after \d+\.\d+ s, then shown in", out)
 
 
 @pytest.mark.sqlite
