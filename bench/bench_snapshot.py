@@ -189,6 +189,7 @@ elif mode == "filter_wait":
     user, _ = get_user_model().objects.get_or_create(username=f"bench-{role}")
     Membership.objects.get_or_create(user=user, clinic=None, role=role)
     actor = Actor.for_user(user, role, request_id="bench")
+    snapshot.refresh()  # the worker's snapshot (built here when this data folder has none)
     watch = subprocess.Popen([sys.executable, "-m", "vertebra", "snapshot", "watch"],
                              stdin=subprocess.DEVNULL)
     try:
