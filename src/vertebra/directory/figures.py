@@ -12,8 +12,8 @@ Contracts
   ``(None, None)`` with no snapshot yet; ``(None, status)`` with ``status.pending`` while
   the worker prepares figures and none were built before.
 * What is built names the published clinics (and the figures' version and minimum cell):
-  publishing or unpublishing asks for a new build, which the worker makes in its next pass
-  (within the refresh interval). Meanwhile the figures it built last (kept under
+  publishing or unpublishing asks for a new build, which the worker makes between its
+  refreshes (it looks for requests every ``SNAPSHOT_REQUEST_POLL_SECONDS``). Meanwhile the figures it built last (kept under
   :func:`latest_what`, from this snapshot or the previous one) are shown for the clinics
   still published: a **published clinic missing from the figures is being prepared**, the
   others keep theirs, and an unpublished clinic's are dropped at once. A clinic's figures
