@@ -1078,7 +1078,12 @@ def result_ready(
         return True
     if prepared.stored(path, Prepared(what, scope.clinic_ids, scope.deidentified, flt, as_of)):
         return True
-    manifest: dict[str, Any] = json.loads((path / "manifest.json").read_text())
+    return _page_may_build(json.loads((path / "manifest.json").read_text()), scope)
+
+
+def _page_may_build(manifest: dict[str, Any], scope: Scope) -> bool:
+    """Whether a page builds a result of ``scope`` not kept nor stored (in development, or a
+    scope of at most ``SNAPSHOT_INLINE_MAX_PATIENTS`` patients) rather than asking the worker."""
     return bool(settings.SNAPSHOT_BUILD_INLINE) or (
         scope_patients(manifest, scope) <= settings.SNAPSHOT_INLINE_MAX_PATIENTS
     )
@@ -1089,8 +1094,7 @@ def public_latest(what: tuple[Any, ...], as_of: dt.date) -> tuple[Any, Status] |
     :func:`register_builder`) for every clinic, de-identified, on ``as_of``: from the current
     snapshot, else the previous one (its status then marked superseded); None when neither
     holds it. Never builds and never asks the worker: a page calls it while the result it
-    asked :func:`public_result` for is being prepared."""
-    _ensure_inline()
+    asked :func:`public_result` for is being prepared (which has refreshed in development)."""
     root = _root()
     path = _current_dir(root)
     if path is None:
@@ -1130,10 +1134,7 @@ def _scoped_result(
     if hit is None:
         hit, source = prepared.load(path, item), "stored"
     if hit is None:
-        inline = settings.SNAPSHOT_BUILD_INLINE or (
-            scope_patients(manifest, scope) <= settings.SNAPSHOT_INLINE_MAX_PATIENTS
-        )
-        if not inline:
+        if not _page_may_build(manifest, scope):
             prepared.request(root, item)
             earlier = _previous_result(root, path, item)
             if earlier is None:
